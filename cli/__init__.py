@@ -1,0 +1,1 @@
+"""The ``upscaler`` console script: one entry point, one module per command."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; ``shared.migrate.upgrade`` runs them (``upscaler migrate``)."""

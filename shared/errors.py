@@ -1,0 +1,49 @@
+"""Stable, machine-readable error codes: the one table behind docs/errors.md.
+
+API errors carry an HTTP status; job failure codes appear in ``job.error.code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    title: str
+
+
+def _table(*codes: ErrorCode) -> dict[str, ErrorCode]:
+    return {c.code: c for c in codes}
+
+
+API_ERRORS = _table(
+    ErrorCode("bad_request", 400, "The request is malformed"),
+    ErrorCode("missing_image", 400, "No image file in the 'image' form field"),
+    ErrorCode("invalid_cursor", 400, "The pagination cursor is not valid"),
+    ErrorCode("invalid_signature", 403, "The file link signature is not valid"),
+    ErrorCode("not_found", 404, "No such resource"),
+    ErrorCode("method_not_allowed", 405, "Method not allowed on this resource"),
+    ErrorCode("result_not_ready", 409, "The job has not succeeded (yet): no result to fetch"),
+    ErrorCode("link_expired", 410, "The file link has expired"),
+    ErrorCode("payload_too_large", 413, "The upload exceeds the maximum request size"),
+    ErrorCode("unsupported_image", 415, "The file is not an image in a supported format"),
+    ErrorCode("invalid_parameter", 422, "A parameter has an invalid value"),
+    ErrorCode("image_too_large", 422, "The input image has more pixels than allowed"),
+    ErrorCode("output_too_large", 422, "The upscaled image would exceed a size limit"),
+    ErrorCode("unknown_model", 422, "No such model"),
+    ErrorCode("internal_error", 500, "Internal server error"),
+    ErrorCode("service_unavailable", 503, "A backing service is unreachable; retry later"),
+)
+
+JOB_ERRORS = _table(
+    ErrorCode("input_missing", 0, "The input object is gone from storage"),
+    ErrorCode("input_unreadable", 0, "The input could not be decoded as an image"),
+    ErrorCode("engine_failed", 0, "The upscaling engine failed"),
+    ErrorCode("storage_failed", 0, "Reading or writing object storage failed"),
+    ErrorCode("time_limit", 0, "The job ran past its time limit"),
+    ErrorCode("worker_lost", 0, "The worker running the job vanished too many times"),
+    ErrorCode("internal_error", 0, "Unexpected error while processing the job"),
+)

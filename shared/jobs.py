@@ -1,0 +1,137 @@
+"""Job persistence operations shared by the API, the worker and the sweeper.
+
+They flush but never commit: the request or task that called them owns the transaction. Claiming
+a job is a single conditional UPDATE that takes a *lease* (owner + expiry): a second delivery of the
+same task finds no row to update and does nothing, and a job whose worker vanished becomes
+claimable again once its lease expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.models import Job, utcnow
+from shared.states import JobStatus
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not produce."""
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor(cursor) from exc
+
+
+def list_jobs(session: Session, status: str | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+    """Newest first; returns one page and the cursor of the next page (None on the last page)."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    jobs = list(session.scalars(query))
+    if len(jobs) > limit:
+        return jobs[:limit], encode_cursor(jobs[limit - 1])
+    return jobs, None
+
+
+def mark_enqueued(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+
+
+def claim(session: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
+    """Atomically take the job if it is queued, or running under an expired lease."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .where(or_(Job.status == JobStatus.QUEUED.value,
+                   and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)))
+        .values(status=JobStatus.RUNNING.value, lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1,
+                started_at=now, progress=0.0, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progress: float | None = None) -> bool:
+    """Extend our lease (and record progress); False means we lost the job and must stop."""
+    now = utcnow()
+    values: dict = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "updated_at": now}
+    if progress is not None:
+        values["progress"] = progress
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def finish(session: Session, job_id: str, owner: str, status: JobStatus, **values) -> bool:
+    """Move our running job to a terminal state; False if the lease was lost meanwhile."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(status=status.value, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
+                **values)
+    )
+    return result.rowcount == 1
+
+
+def fail_queued(session: Session, job_id: str, code: str, message: str) -> bool:
+    """Fail a job that never started (for instance its input vanished)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+        .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now, error_code=code,
+                error_message=message)
+    )
+    return result.rowcount == 1
+
+
+def jobs_to_enqueue(session: Session, stale_seconds: int, limit: int = 500) -> list[str]:
+    """Queued jobs never handed to the broker, or handed over so long ago the message may be lost."""
+    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    query = (select(Job.id).where(Job.status == JobStatus.QUEUED.value)
+             .where(or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
+             .order_by(Job.created_at).limit(limit))
+    return list(session.scalars(query))
+
+
+def release_expired_leases(session: Session, max_attempts: int) -> tuple[list[str], list[str]]:
+    """Running jobs whose worker stopped renewing: requeue them, or fail them after max_attempts.
+
+    Returns (requeued ids, failed ids).
+    """
+    now = utcnow()
+    expired = list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
+                                                      Job.lease_expires_at < now)))
+    requeued, failed = [], []
+    for job in expired:
+        if job.attempts >= max_attempts:
+            job.status, job.error_code = JobStatus.FAILED.value, "worker_lost"
+            job.error_message = f"the worker running this job vanished {job.attempts} times"
+            job.finished_at = now
+            failed.append(job.id)
+        else:
+            job.status, job.enqueued_at = JobStatus.QUEUED.value, None
+            requeued.append(job.id)
+        job.lease_owner, job.lease_expires_at, job.updated_at = None, None, now
+    session.flush()
+    return requeued, failed

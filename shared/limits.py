@@ -1,0 +1,33 @@
+"""Input and output limits, checked at submit so a job never fails late for a size reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+# Hard limits of the encoders: WebP stores 14-bit sides; JPEG stores 16-bit sides.
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383}
+SCALES = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class LimitViolation:
+    code: str
+    message: str
+
+
+def check_output(width: int, height: int, scale: int, output_format: str, max_output_pixels: int
+                 ) -> LimitViolation | None:
+    """The reason an upscale of a ``width`` x ``height`` input cannot be produced, or None."""
+    out_w, out_h = width * scale, height * scale
+    side = MAX_SIDE[output_format]
+    if max(out_w, out_h) > side:
+        return LimitViolation("output_too_large",
+                              f"{output_format} images cannot exceed {side} px a side; the output would be "
+                              f"{out_w}x{out_h}")
+    if out_w * out_h > max_output_pixels:
+        return LimitViolation("output_too_large",
+                              f"the output would have {out_w * out_h} pixels, more than the limit of "
+                              f"{max_output_pixels}")
+    return None

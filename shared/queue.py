@@ -1,0 +1,55 @@
+"""The Celery application's configuration and how jobs are put on the queue.
+
+There is one Celery app object per process: the worker's (``worker.celery_app.celery``) and, in the
+API, a client built by the same ``make_celery`` that only publishes messages by task name, so the
+API never imports worker code or TensorFlow. Redis carries only "job <id> is ready"; the database
+is the source of truth.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings
+
+RUN_JOB = "upscaler.run_job"
+SWEEP = "upscaler.sweep"
+INFERENCE_QUEUE = "inference"
+MAINTENANCE_QUEUE = "maintenance"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A configured Celery app (tasks are registered by the worker package, not here)."""
+    app = Celery("upscaler", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_queues=(Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE)),
+        task_default_queue=MAINTENANCE_QUEUE,
+        task_routes={RUN_JOB: {"queue": INFERENCE_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE}},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=None,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.enqueue_timeout,
+        broker_transport_options={
+            # A delivered-but-unacknowledged task returns to the queue after this long; the job's
+            # database lease (not this timeout) is what keeps two workers from running it at once.
+            "visibility_timeout": max(settings.job_time_limit * 2, 3600),
+            "socket_connect_timeout": settings.enqueue_timeout,
+            "socket_timeout": max(settings.enqueue_timeout, 5.0),
+        },
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                   "interval_max": 0.5},
+        beat_schedule={"sweep": {"task": SWEEP, "schedule": settings.sweep_interval}},
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def enqueue_job(celery: Celery, job_id: str) -> None:
+    """Publish "run job <id>"; raises on broker failure (callers decide whether that is fatal)."""
+    celery.send_task(RUN_JOB, args=[job_id], queue=INFERENCE_QUEUE, retry=True)

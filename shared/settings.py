@@ -1,0 +1,105 @@
+"""All configuration, read once from the environment into one frozen object.
+
+Every variable is documented in README.md ("Configuration"). Tests build their own ``Settings``
+instead of mutating ``os.environ``; production mode refuses to start without a real secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+DEV_SECRET = "dev-insecure-secret-change-me"
+
+
+class SettingsError(ValueError):
+    """Raised when the environment holds an invalid or missing setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The platform's configuration. Field ``foo_bar`` is read from ``UPSCALER_FOO_BAR``."""
+
+    env: str = "development"
+    secret_key: str = DEV_SECRET
+    database_url: str = "sqlite:///var/upscaler.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage: str = "local"
+    storage_dir: Path = Path("var/storage")
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "upscaler"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_multipart_threshold_mb: int = 16
+    public_url: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_input_pixels: int = 40_000_000
+    max_output_pixels: int = 400_000_000
+    result_url_ttl: int = 3600
+    default_model: str = "residual_sr"
+    models_dir: Path = PACKAGE_ROOT / "weights"
+    tile_size: int = 256
+    memory_budget_mb: int = 1024
+    job_time_limit: int = 3600
+    lease_seconds: int = 120
+    max_attempts: int = 3
+    queued_stale_seconds: int = 600
+    sweep_interval: float = 30.0
+    enqueue_timeout: float = 2.0
+    worker_concurrency: int = 1
+    inference_threads: int = 0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``UPSCALER_*`` variables (unknown ones are ignored), then apply ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f"UPSCALER_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+        settings = replace(cls(), **values, **overrides)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some fields changed (tests and the dev launcher use this)."""
+        settings = replace(self, **overrides)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.env not in ("development", "production", "test"):
+            raise SettingsError("UPSCALER_ENV must be development, production or test")
+        if self.storage not in ("local", "s3"):
+            raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
+        if self.production and (self.secret_key == DEV_SECRET or len(self.secret_key) < 16):
+            raise SettingsError("UPSCALER_SECRET_KEY must be set to a random string of 16+ characters in production")
+        for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "tile_size", "lease_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"UPSCALER_{name.upper()} must be positive")
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind in (int, float):
+            return kind(raw)
+        if issubclass(kind, Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"UPSCALER_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc

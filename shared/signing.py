@@ -1,0 +1,31 @@
+"""Signed, expiring links for objects the API serves itself (the local storage backend)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+
+def sign(secret: str, key: str, expires_at: int) -> str:
+    message = f"{key}\n{expires_at}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_query(secret: str, key: str, ttl: int, now: float | None = None) -> dict[str, str]:
+    """Query parameters (``expires``, ``signature``) granting access to ``key`` for ``ttl`` seconds."""
+    expires_at = int((time.time() if now is None else now) + ttl)
+    return {"expires": str(expires_at), "signature": sign(secret, key, expires_at)}
+
+
+def verify(secret: str, key: str, expires: str, signature: str, now: float | None = None) -> str | None:
+    """None when valid, else the reason: ``invalid_signature`` or ``link_expired``."""
+    try:
+        expires_at = int(expires)
+    except (TypeError, ValueError):
+        return "invalid_signature"
+    if not hmac.compare_digest(sign(secret, key, expires_at), signature or ""):
+        return "invalid_signature"
+    if (time.time() if now is None else now) > expires_at:
+        return "link_expired"
+    return None

@@ -1,0 +1,48 @@
+"""The small storage interface both backends implement, and how object keys are made."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Protocol
+
+
+class StorageError(RuntimeError):
+    """A storage backend failed or is unreachable."""
+
+
+class ObjectMissing(StorageError):
+    """The requested object does not exist."""
+
+
+class ObjectExists(StorageError):
+    """Refused to overwrite an existing object (nothing is ever overwritten in place)."""
+
+
+def new_key(prefix: str, job_id: str, extension: str) -> str:
+    """An unguessable, never-reused key such as ``inputs/<job>/<random>.png``."""
+    return f"{prefix}/{job_id}/{secrets.token_urlsafe(18)}.{extension}"
+
+
+class Storage(Protocol):
+    """Put, get, delete and link objects. Implementations: ``LocalStorage``, ``S3Storage``."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def download(self, key: str, path: Path) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
+        """A direct download URL, or None when the API must serve the object itself (local)."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``StorageError`` unless the backend is reachable and usable (readiness)."""
+        ...

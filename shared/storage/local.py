@@ -1,0 +1,78 @@
+"""A local folder as object storage: the embedded default for one machine.
+
+Writes go to a temporary file that is then hard-linked into place, so a key appears whole or not
+at all and an existing key is never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from shared.storage.base import ObjectExists, ObjectMissing, StorageError
+
+
+class LocalStorage:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    def path_for(self, key: str) -> Path:
+        """The file holding ``key``; refuses keys that would escape the root."""
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"invalid key {key!r}")
+        return path
+
+    def _publish(self, key: str, write) -> None:
+        target = self.path_for(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, target)
+            except FileExistsError as exc:
+                raise ObjectExists(key) from exc
+        finally:
+            os.unlink(tmp)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._publish(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        with open(path, "rb") as src:
+            self._publish(key, lambda fh: shutil.copyfileobj(src, fh, 1024 * 1024))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path_for(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+
+    def download(self, key: str, path: Path) -> None:
+        try:
+            shutil.copyfile(self.path_for(key), path)
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+
+    def delete(self, key: str) -> None:
+        self.path_for(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
+    def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
+        return None
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-"):
+                pass
+        except OSError as exc:
+            raise StorageError(f"storage folder {self.root} is not writable: {exc}") from exc

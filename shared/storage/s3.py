@@ -1,0 +1,88 @@
+"""Any S3-compatible object store (AWS S3, MinIO, R2, Ceph) through boto3.
+
+Big objects go through boto3's managed transfer (multipart above a threshold, parallel parts);
+downloads for clients are presigned GET URLs so result bytes never pass through the API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.storage.base import ObjectMissing, StorageError
+
+MB = 1024 * 1024
+
+
+class S3Storage:
+    def __init__(self, bucket: str, endpoint_url: str | None = None, region: str = "us-east-1",
+                 access_key_id: str | None = None, secret_access_key: str | None = None,
+                 multipart_threshold_mb: int = 16):
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region,
+            aws_access_key_id=access_key_id or None,
+            aws_secret_access_key=secret_access_key or None,
+            config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
+                          connect_timeout=3, read_timeout=60, s3={"addressing_style": "path"}),
+        )
+        self.transfer = TransferConfig(multipart_threshold=multipart_threshold_mb * MB,
+                                       multipart_chunksize=max(multipart_threshold_mb, 5) * MB, max_concurrency=4)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectMissing(str(kwargs.get("Key", args[1] if len(args) > 1 else ""))) from exc
+            raise StorageError(f"S3 error: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 unreachable: {exc}") from exc
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        self._call(self.client.upload_file, str(path), self.bucket, key,
+                   ExtraArgs={"ContentType": content_type}, Config=self.transfer)
+
+    def get_bytes(self, key: str) -> bytes:
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        return response["Body"].read()
+
+    def download(self, key: str, path: Path) -> None:
+        self._call(self.client.download_file, self.bucket, key, str(path), Config=self.transfer)
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+            return True
+        except ObjectMissing:
+            return False
+
+    def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type,
+                    "ResponseContentDisposition": f'attachment; filename="{filename}"'},
+            ExpiresIn=expires_in,
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (dev stacks and tests; production buckets pre-exist)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self._call(self.client.create_bucket, Bucket=self.bucket)
+
+    def check(self) -> None:
+        self._call(self.client.head_bucket, Bucket=self.bucket)

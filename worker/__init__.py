@@ -1,0 +1,1 @@
+"""Celery worker side: the job pipeline and the super-resolution engines."""

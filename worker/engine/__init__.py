@@ -1,0 +1,1 @@
+"""Super-resolution engines behind one interface (bicubic baseline and the trained network)."""

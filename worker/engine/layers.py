@@ -1,0 +1,94 @@
+"""Custom Keras layers of the super-resolution network.
+
+They are registered serialisable layers written with ``keras.ops`` only, so the same saved model
+loads safely (no ``Lambda``) and runs unchanged on the TensorFlow and JAX backends.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def cubic_weight(distance: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel (a=-0.5, as Pillow and MATLAB use)."""
+    x = np.abs(distance)
+    near = (a + 2) * x**3 - (a + 3) * x**2 + 1
+    far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+def bicubic_phase_kernel(scale: int, channels: int = 3) -> np.ndarray:
+    """A fixed 5x5 convolution whose ``scale**2`` output phases are bicubic upsampling.
+
+    Output channel ``(i * scale + j) * channels + c`` holds the bicubic estimate of the HR pixel at
+    sub-position (i, j) of channel c, which is exactly the layout ``PixelShuffle`` expects. Doing the
+    bicubic skip as a convolution (instead of an image-resize op) keeps it cheap, tile-exact, and
+    compilable on every backend.
+    """
+    taps = np.arange(-2, 3, dtype=np.float64)
+    per_phase = []
+    for phase in range(scale):
+        offset = (phase + 0.5) / scale - 0.5
+        w = cubic_weight(taps - offset)
+        per_phase.append(w / w.sum())
+    kernel = np.zeros((5, 5, channels, scale * scale * channels), dtype=np.float32)
+    for i in range(scale):
+        for j in range(scale):
+            weights_2d = np.outer(per_phase[i], per_phase[j])
+            for c in range(channels):
+                kernel[:, :, c, (i * scale + j) * channels + c] = weights_2d
+    return kernel
+
+
+@keras.saving.register_keras_serializable(package="upscaler")
+class PixelShuffle(keras.layers.Layer):
+    """Depth-to-space (sub-pixel convolution, Shi et al. 2016) for NHWC tensors."""
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = int(scale)
+
+    def call(self, x):
+        s = self.scale
+        shape = ops.shape(x)
+        batch, height, width, depth = shape[0], shape[1], shape[2], shape[3]
+        channels = depth // (s * s)
+        x = ops.reshape(x, (batch, height, width, s, s, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (batch, height * s, width * s, channels))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, d = input_shape
+        s = self.scale
+        return (b, None if h is None else h * s, None if w is None else w * s, d // (s * s))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="upscaler")
+class BicubicPhases(keras.layers.Layer):
+    """The global skip: bicubic upsampling expressed as ``scale**2`` phase channels (not trainable).
+
+    The borders are padded by edge replication so the skip does not darken the image edge.
+    """
+
+    def __init__(self, scale: int, **kwargs):
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.scale = int(scale)
+        self._kernel = bicubic_phase_kernel(self.scale)
+
+    def call(self, x):
+        x = ops.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="symmetric")
+        kernel = ops.convert_to_tensor(self._kernel, dtype=x.dtype)
+        return ops.conv(x, kernel, strides=1, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, h, w, 3 * self.scale * self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}

@@ -1,0 +1,1 @@
+"""Training the super-resolution network on ``train/`` images only."""

@@ -1,0 +1,166 @@
+"""The training loop: resumable checkpoints, validation PSNR, metrics CSV and plot, weight export.
+
+A run folder holds ``config.json`` (what was asked), ``checkpoint.keras`` (model and optimizer state,
+so the cosine schedule and Adam moments resume exactly), ``state.json`` (step, wall time, best PSNR),
+``metrics.csv`` and ``psnr.png``. Running the same command again resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from worker.engine.network import NetworkConfig, build_network, scale_model
+from worker.evaluation import load_benchmark, score
+from worker.training.patches import PatchSampler, find_images, load_sources, prefetch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved in the run folder."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    steps: int = 20000
+    batch: int = 16
+    lr_patch: int = 48
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    seed: int = 1234
+    mixed_precision: bool = True
+    checkpoint_minutes: float = 5.0
+    validate_every: int = 500
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "network": self.network.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return cls(**{**data, "network": NetworkConfig.from_dict(data["network"])})
+
+
+def _compile(model: keras.Model, config: TrainConfig) -> None:
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(config.steps - config.warmup_steps, 1),
+        alpha=0.01,
+        warmup_target=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=["mean_absolute_error"] * len(model.outputs))
+
+
+def predict_whole(model: keras.Model, lr: np.ndarray) -> np.ndarray:
+    """Run a single-scale model on one whole uint8 image (validation sized) and return uint8."""
+    out = np.asarray(model(lr[None].astype(np.float32) / 255.0, training=False), dtype=np.float32)[0]
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+class Trainer:
+    """Owns one run folder; ``run()`` trains until ``config.steps`` and can be called again to resume."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, train_dirs: list[Path], validation_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.train_dirs = train_dirs
+        self.validation_images = load_benchmark(validation_dir)
+        self.checkpoint = self.run_dir / "checkpoint.keras"
+        self.state_file = self.run_dir / "state.json"
+
+    def _load_or_build(self) -> tuple[keras.Model, dict]:
+        if self.config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        if self.checkpoint.exists():
+            state = json.loads(self.state_file.read_text())
+            return keras.models.load_model(self.checkpoint), state
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        keras.utils.set_random_seed(self.config.seed)
+        model = build_network(self.config.network)
+        _compile(model, self.config)
+        return model, {"step": 0, "seconds": 0.0}
+
+    def validate(self, model: keras.Model) -> dict[int, float]:
+        """Set5 Y-PSNR per scale (validation only: never a training image)."""
+        result = {}
+        for scale in self.config.network.scales:
+            single = scale_model(model, scale)
+            result[scale] = score(lambda lr, _s, m=single: predict_whole(m, lr), self.validation_images, scale,
+                                  with_ssim=False).psnr
+        return result
+
+    def _save(self, model: keras.Model, state: dict) -> None:
+        tmp = self.checkpoint.with_suffix(".tmp.keras")
+        model.save(tmp)
+        tmp.replace(self.checkpoint)
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self._plot()
+
+    def _log(self, row: dict) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _plot(self) -> None:
+        path = self.run_dir / "metrics.csv"
+        if not path.exists():
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = list(csv.DictReader(path.open()))
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for scale in self.config.network.scales:
+            ax.plot([int(r["step"]) for r in rows], [float(r[f"set5_x{scale}"]) for r in rows], label=f"x{scale}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("Set5 Y-PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "psnr.png", dpi=100)
+        plt.close(fig)
+
+    def run(self) -> dict:
+        """Train (or resume) to ``config.steps``; returns the final state."""
+        model, state = self._load_or_build()
+        cfg = self.config
+        scales = cfg.network.scales
+        sources = load_sources(find_images(self.train_dirs), min_side=cfg.lr_patch * max(scales))
+        batches = prefetch(PatchSampler(sources, scales, cfg.lr_patch, cfg.batch, seed=cfg.seed + state["step"]))
+        last_save = time.monotonic()
+        started = time.monotonic() - state["seconds"]
+        losses: list[float] = []
+        bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", mininterval=10, dynamic_ncols=True)
+        while state["step"] < cfg.steps:
+            lrs, hrs = next(batches)
+            loss = model.train_on_batch(lrs, hrs)
+            losses.append(float(np.ravel(loss)[0]))
+            state["step"] += 1
+            bar.update(1)
+            if state["step"] % cfg.validate_every == 0 or state["step"] == cfg.steps:
+                psnrs = self.validate(model)
+                state["seconds"] = time.monotonic() - started
+                self._log({"step": state["step"], "seconds": round(state["seconds"], 1),
+                           "loss": round(float(np.mean(losses)), 6),
+                           **{f"set5_x{s}": round(p, 3) for s, p in psnrs.items()}})
+                losses.clear()
+                state["last_psnr"] = {str(s): p for s, p in psnrs.items()}
+                bar.set_postfix({f"x{s}": f"{p:.2f}" for s, p in psnrs.items()})
+            if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or state["step"] == cfg.steps:
+                state["seconds"] = time.monotonic() - started
+                self._save(model, state)
+                last_save = time.monotonic()
+        bar.close()
+        return state
