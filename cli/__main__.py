@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import train
+from cli import dev, evaluate, services, submit, train, upscale
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upscaler", description="AI image upscaling job platform")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (train,):
+    for module in (services, dev, upscale, submit, train, evaluate):
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,38 @@
+"""The application factory: wires settings, database, storage, queue client and blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from api.errors import register_error_handlers
+from api.routes import files, health, jobs, meta, models
+from api.services import Services
+from shared.catalog import load_catalog
+from shared.db import make_engine, make_session_factory
+from shared.queue import make_celery
+from shared.settings import Settings
+from shared.storage import make_storage
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.json.sort_keys = False
+    engine = make_engine(settings.database_url)
+    app.extensions["upscaler"] = Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        storage=make_storage(settings),
+        celery=make_celery(settings),
+        catalog=load_catalog(settings.models_dir),
+    )
+    for module in (jobs, models, files, health, meta):
+        app.register_blueprint(module.blueprint)
+    register_error_handlers(app)
+    logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),
+                                     settings.storage)
+    return app

@@ -1,0 +1,61 @@
+"""One JSON error format (RFC 9457 problem details + a stable ``code``) for every failure.
+
+Views raise ``ApiError``; ``register_error_handlers`` turns it, any ``HTTPException`` and any
+unexpected exception into the same body. Views carry no try/except for this.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import API_ERRORS
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+              415: "unsupported_image", 503: "service_unavailable"}
+
+
+class ApiError(Exception):
+    """An error with a stable code from ``shared.errors.API_ERRORS``."""
+
+    def __init__(self, code: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any):
+        self.error = API_ERRORS[code]
+        self.detail = detail or self.error.title
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+def problem(code: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any):
+    """The Flask response for an error code."""
+    error = API_ERRORS[code]
+    body = {"type": f"/docs/errors#{code}", "title": error.title, "status": error.status, "code": code,
+            "detail": detail or error.title, **extra}
+    response = jsonify(body)
+    response.status_code = error.status
+    response.content_type = PROBLEM_JSON
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return problem(exc.error.code, exc.detail, exc.headers, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = HTTP_CODES.get(exc.code or 500, "bad_request" if (exc.code or 500) < 500 else "internal_error")
+        detail = exc.description if code != "payload_too_large" else (
+            f"the upload exceeds the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes")
+        return problem(code, detail)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return problem("internal_error", "an unexpected error occurred; it has been logged")

@@ -1,0 +1,101 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic schemas.
+
+Each view declares its contract with ``@operation(...)``; the document is built from those
+declarations and the very classes that validate requests, so it cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flask import Flask
+from pydantic import BaseModel
+
+from api.schemas import Problem
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    responses: dict[int, tuple[str, type[BaseModel] | None]]
+    form: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    tag: str = "jobs"
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+def operation(summary: str, responses: dict[int, tuple[str, type[BaseModel] | None]], **kwargs) -> Callable:
+    """Attach the contract of a view for the OpenAPI document."""
+
+    def decorate(view: Callable) -> Callable:
+        view.openapi = Operation(summary, responses, **kwargs)
+        return view
+
+    return decorate
+
+
+def _schema_ref(model: type[BaseModel], components: dict) -> dict:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        components[name] = sub
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def build_spec(app: Flask) -> dict:
+    components: dict[str, dict] = {}
+    paths: dict[str, dict] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        view = app.view_functions.get(rule.endpoint)
+        op: Operation | None = getattr(view, "openapi", None)
+        if op is None:
+            continue
+        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(op, rule.arguments, components, view.__name__)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Upscaler API", "version": "1.0.0",
+                 "description": "Submit image upscaling jobs, poll them, fetch results. Errors are RFC 9457 "
+                                "problem details with a stable `code` (see docs/errors.md)."},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+def _operation(op: Operation, arguments, components: dict, operation_id: str) -> dict:
+    problem_ref = _schema_ref(Problem, components)
+    spec: dict = {"summary": op.summary, "operationId": operation_id, "tags": [op.tag], "responses": {}}
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in sorted(arguments)]
+    if op.query:
+        schema = op.query.model_json_schema()
+        for name, prop in schema["properties"].items():
+            parameters.append({"name": name, "in": "query", "required": name in schema.get("required", []),
+                               "schema": prop})
+    if parameters:
+        spec["parameters"] = parameters
+    if op.form:
+        form = op.form.model_json_schema(ref_template="#/components/schemas/{model}")
+        form.pop("$defs", None)
+        form["properties"] = {"image": {"type": "string", "format": "binary",
+                                        "description": "The image (PNG, JPEG, WebP, BMP, TIFF or GIF)."},
+                              **form["properties"]}
+        form["required"] = ["image", *form.get("required", [])]
+        spec["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form}}}
+    for status, (description, model) in sorted(op.responses.items()):
+        response: dict = {"description": description}
+        if model is Problem:
+            response["content"] = {"application/problem+json": {"schema": problem_ref}}
+        elif model is not None:
+            response["content"] = {"application/json": {"schema": _schema_ref(model, components)}}
+        elif op.content_type and 200 <= status < 300:
+            response["content"] = {op.content_type: {"schema": {"type": "string", "format": "binary"}}}
+        if op.headers and status in (200, 202, 303):
+            response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                                   for name, text in op.headers.items()}
+        spec["responses"][str(status)] = response
+    return spec

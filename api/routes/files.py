@@ -1,0 +1,28 @@
+"""``/v1/files/<key>``: signed, expiring downloads of objects in local storage."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request, send_file
+
+from api.errors import ApiError
+from api.openapi import operation
+from api.schemas import Problem
+from api.services import services
+from shared.signing import verify
+from shared.storage import LocalStorage
+
+blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
+
+
+@blueprint.get("/<path:key>")
+@operation("Download a file through a signed link (local storage)",
+           {200: ("The file", None), 403: ("Bad signature", Problem), 404: ("No such file", Problem),
+            410: ("Link expired", Problem)}, tag="files", content_type="image/*")
+def download(key: str):
+    svc = services()
+    reason = verify(svc.settings.secret_key, key, request.args.get("expires", ""), request.args.get("signature", ""))
+    if reason:
+        raise ApiError(reason)
+    if not isinstance(svc.storage, LocalStorage) or not svc.storage.exists(key):
+        raise ApiError("not_found", "no such file")
+    return send_file(svc.storage.path_for(key), as_attachment=True, download_name=key.rsplit("/", 1)[-1], max_age=0)

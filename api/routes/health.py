@@ -1,0 +1,47 @@
+"""Liveness (``/healthz``) and readiness (``/readyz``: database, Redis and storage reachable)."""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+
+from api.openapi import operation
+from api.schemas import Health
+from api.services import services
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+@operation("Liveness: the process is up", {200: ("Up", Health)}, tag="health")
+def healthz():
+    return jsonify(status="ok", checks={})
+
+
+@blueprint.get("/readyz")
+@operation("Readiness: database, Redis and storage reachable",
+           {200: ("Ready", Health), 503: ("A dependency is unreachable", Health)}, tag="health")
+def readyz():
+    svc = services()
+    checks = {}
+    try:
+        with svc.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        client = redis.Redis.from_url(svc.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        client.ping()
+        client.close()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        svc.storage.check()
+        checks["storage"] = "ok"
+    except Exception as exc:
+        checks["storage"] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503

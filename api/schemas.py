@@ -1,0 +1,115 @@
+"""Request and response schemas. The same classes validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+
+class JobCreateForm(BaseModel):
+    """multipart/form-data fields of ``POST /v1/jobs`` (the file goes in ``image``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scale: Literal[2, 3, 4] = Field(4, description="Upscaling factor.")
+    format: Literal["png", "jpeg", "webp"] = Field("png", description="Output image format.")
+    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 92 / 90).")
+    model: str | None = Field(None, max_length=64,
+                              description="Model name from GET /v1/models (default: the server's default network; "
+                                          "'bicubic' is the baseline).")
+    webhook_url: HttpUrl | None = Field(None, description="Called when the job ends (see the webhooks guide).")
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _form_integer(cls, value):
+        """Form fields arrive as text; "4" means 4 (a Literal alone would not coerce it)."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("quality", "model", "webhook_url", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value):
+        return None if value == "" else value
+
+
+class JobListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page.")
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    bytes: int | None = None
+    format: str
+    filename: str | None = None
+
+
+class JobError(BaseModel):
+    code: str = Field(description="Stable machine-readable code (docs/errors.md).")
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded.")
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    progress: float = Field(ge=0, le=1)
+    model: str
+    scale: int
+    output_format: str
+    quality: int | None
+    webhook_url: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    input: ImageInfo
+    output: ImageInfo = Field(description="Width/height are known at submit; bytes once the job succeeded.")
+    result_url: str | None = Field(None, description="Direct, expiring download URL once succeeded.")
+    result_url_expires_at: datetime | None = None
+    error: JobError | None
+    timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    data: list[JobOut]
+    next_cursor: str | None
+
+
+class ModelOut(BaseModel):
+    name: str
+    scales: list[int]
+    description: str
+    parameters: dict[str, int]
+    benchmark_psnr_y: dict[str, dict[str, float]] = Field(description="Y-PSNR (dB) by set and scale.")
+    default: bool
+
+
+class ModelList(BaseModel):
+    data: list[ModelOut]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details with a stable ``code``."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,28 @@
+"""What views need (settings, sessions, storage, the Celery client), built once by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.catalog import ModelInfo
+from shared.settings import Settings
+from shared.storage import Storage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: Storage
+    celery: Celery
+    catalog: dict[str, ModelInfo]
+
+
+def services() -> Services:
+    return current_app.extensions["upscaler"]

@@ -1,0 +1,114 @@
+"""``upscaler dev``: the whole platform on one machine with embedded defaults, then one job through it.
+
+Starts (or reuses) Redis, migrates the SQLite database, starts the API (gunicorn) and a worker with
+the embedded sweeper, submits a sample image, shows its progress and prints where the result is.
+Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from cli.processes import free_port, port_open, start_redis, stop, wait_for_port
+
+SAMPLE = Path(__file__).resolve().parent.parent / "shared" / "samples" / "sample.jpg"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dev", help="run API + worker + Redis locally and upscale a sample image")
+    p.add_argument("image", nargs="?", type=Path, default=SAMPLE, help="image to upscale (default: a sample photo)")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
+    p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
+    p.add_argument("--model", default=None)
+    p.add_argument("--port", type=int, default=None, help="API port (default 8000, or a free one if taken)")
+    p.add_argument("--var", type=Path, default=Path("var"), help="folder for the database, storage and Redis data")
+    p.add_argument("--exit", action="store_true", help="stop everything once the job has finished")
+    p.set_defaults(func=run)
+
+
+def _env(args: argparse.Namespace, redis_port: int, api_port: int) -> dict[str, str]:
+    var = args.var.resolve()
+    env = dict(os.environ)
+    env.setdefault("UPSCALER_DATABASE_URL", f"sqlite:///{var / 'upscaler.db'}")
+    env.setdefault("UPSCALER_STORAGE", "local")
+    env.setdefault("UPSCALER_STORAGE_DIR", str(var / "storage"))
+    env["UPSCALER_REDIS_URL"] = env.get("UPSCALER_REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
+    env["UPSCALER_API_PORT"] = str(api_port)
+    env.setdefault("UPSCALER_PUBLIC_URL", f"http://127.0.0.1:{api_port}")
+    env.setdefault("UPSCALER_SWEEP_INTERVAL", "10")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cli.client import UpscalerClient
+
+    if not args.image.exists():
+        print(f"no such image: {args.image}", file=sys.stderr)
+        return 2
+    args.var.mkdir(parents=True, exist_ok=True)
+    started: list[subprocess.Popen] = []
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        redis_port = 6379
+        if "UPSCALER_REDIS_URL" not in os.environ and not port_open("127.0.0.1", redis_port):
+            process, redis_port = start_redis(args.var.resolve() / "redis")
+            started.append(process)
+            print(f"started redis-server on 127.0.0.1:{redis_port}")
+        api_port = args.port or (8000 if not port_open("127.0.0.1", 8000) else free_port())
+        env = _env(args, redis_port, api_port)
+        upscaler = [sys.executable, "-m", "cli"]
+        subprocess.run([*upscaler, "migrate"], env=env, check=True)
+        logs = args.var / "logs"
+        logs.mkdir(exist_ok=True)
+        worker_log = open(logs / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        started.append(subprocess.Popen([*upscaler, "worker", "--beat", "--concurrency", "1"], env=env,
+                                        stdout=worker_log, stderr=subprocess.STDOUT))
+        api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
+        api = subprocess.Popen([*upscaler, "api", "--workers", "2"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
+        started.append(api)
+        wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
+        base = f"http://127.0.0.1:{api_port}"
+        print(f"API on {base} (OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
+
+        client = UpscalerClient(base)
+        job = client.submit(args.image, scale=args.scale, output_format=args.format, model=args.model)
+        print(f"submitted job {job['id']}: {args.image.name} {job['input']['width']}x{job['input']['height']} "
+              f"-> x{args.scale} {job['output']['width']}x{job['output']['height']} {args.format} ({job['model']})")
+        with tqdm(total=100, unit="%", desc="queued", bar_format="{desc:<10} {bar} {n:.0f}%") as bar:
+            def update(current: dict) -> None:
+                bar.set_description_str(current["status"])
+                bar.n = round(current["progress"] * 100)
+                bar.refresh()
+
+            job = client.wait(job["id"], timeout=3600, on_update=update)
+        if job["status"] != "succeeded":
+            print(f"job {job['status']}: {job['error']}", file=sys.stderr)
+            return 1
+        out = client.download(job["id"], args.var / "results" / f"{args.image.stem}_x{args.scale}.{_ext(args.format)}")
+        print(f"done in {job['timings']['total_s']:.1f}s: {out.resolve()}")
+        print(f"result URL (expires {job['result_url_expires_at']}): {job['result_url']}")
+        if args.exit:
+            return 0
+        print("platform running; try:\n"
+              f"  curl -F image=@photo.jpg -F scale=4 -F format=png {base}/v1/jobs\n"
+              "Ctrl-C stops everything.")
+        api.wait()
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping")
+        return 0
+    finally:
+        for process in reversed(started):
+            stop(process)
+
+
+def _ext(output_format: str) -> str:
+    return {"jpeg": "jpg"}.get(output_format, output_format)

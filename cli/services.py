@@ -1,0 +1,75 @@
+"""``upscaler api``, ``worker``, ``beat`` and ``migrate``: the long-running processes and migrations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    api = sub.add_parser("api", help="serve the HTTP API with gunicorn (production WSGI server)")
+    api.add_argument("--host", default=None, help="default: $UPSCALER_API_HOST or 127.0.0.1")
+    api.add_argument("--port", type=int, default=None, help="default: $UPSCALER_API_PORT or 8000")
+    api.add_argument("--workers", type=int, default=2)
+    api.add_argument("--threads", type=int, default=4)
+    api.set_defaults(func=run_api)
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default=f"{INFERENCE_QUEUE},{MAINTENANCE_QUEUE}",
+                        help="comma-separated queues to consume")
+    worker.add_argument("--concurrency", type=int, default=None,
+                        help="processes (default $UPSCALER_WORKER_CONCURRENCY)")
+    worker.add_argument("--beat", action="store_true", help="also run the periodic sweeper in this process")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=run_worker)
+
+    beat = sub.add_parser("beat", help="run the Celery beat scheduler (the periodic sweeper); one per deployment")
+    beat.add_argument("--loglevel", default="INFO")
+    beat.set_defaults(func=run_beat)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations (Alembic upgrade head)")
+    migrate.set_defaults(func=run_migrate)
+
+
+def run_api(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+
+    settings = Settings.from_env()
+    bind = f"{args.host or settings.api_host}:{args.port or settings.api_port}"
+    argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(args.workers),
+            "--threads", str(args.threads), "--worker-class", "gthread", "--access-logfile", "-",
+            "--graceful-timeout", "30", "--timeout", "120"]
+    os.execv(sys.executable, argv)
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+
+    concurrency = args.concurrency or Settings.from_env().worker_concurrency
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--queues", args.queues,
+            "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,
+            "--without-gossip", "--without-mingle"]
+    if args.beat:
+        argv += ["--beat", "--schedule", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"upscaler-beat-{os.getpid()}")]
+    os.execv(sys.executable, argv)
+    return 0
+
+
+def run_beat(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", args.loglevel]
+    os.execv(sys.executable, argv)
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from shared.migrate import upgrade
+    from shared.settings import Settings
+
+    settings = Settings.from_env()
+    upgrade(settings.database_url)
+    print(f"database at head ({settings.database_url.split('@')[-1]})")
+    return 0

@@ -1,0 +1,34 @@
+"""``upscaler submit IMAGE``: send a job to a running API and optionally wait for the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="submit an image to a running API (see also the Python client)")
+    p.add_argument("image", type=Path)
+    p.add_argument("--api", default="http://127.0.0.1:8000")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
+    p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
+    p.add_argument("--quality", type=int, default=None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--webhook-url", default=None)
+    p.add_argument("--wait", action="store_true", help="poll until the job ends")
+    p.add_argument("--output", type=Path, default=None, help="with --wait: download the result here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cli.client import UpscalerClient
+
+    client = UpscalerClient(args.api)
+    job = client.submit(args.image, args.scale, args.format, args.quality, args.model, args.webhook_url)
+    if args.wait:
+        job = client.wait(job["id"])
+        if job["status"] == "succeeded" and args.output:
+            client.download(job["id"], args.output)
+    print(json.dumps(job, indent=2))
+    return 0 if job["status"] in ("queued", "running", "succeeded") else 1

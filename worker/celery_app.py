@@ -1,0 +1,64 @@
+"""The worker's one Celery app object (``celery -A worker.celery_app worker``).
+
+Process lifecycle lives in signals: each pool process builds its own ``WorkerContext`` after the
+fork (fresh database connections) and loads the default network once, not per job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+
+from shared.queue import INFERENCE_QUEUE, make_celery
+from shared.settings import Settings
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+settings = Settings.from_env()
+celery = make_celery(settings)
+celery.conf.include = ["worker.tasks"]
+
+_context: WorkerContext | None = None
+_consumes_inference = True
+
+
+def get_context() -> WorkerContext:
+    """The process's context, created on first use (solo pool) or at process init (prefork)."""
+    global _context
+    if _context is None:
+        _context = WorkerContext.create(settings)
+        if _consumes_inference:
+            _preload(_context)
+    return _context
+
+
+def _preload(ctx: WorkerContext) -> None:
+    if settings.inference_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(settings.inference_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        ctx.engines.get(settings.default_model)
+    except Exception:
+        log.exception("could not preload model %s", settings.default_model)
+
+
+@signals.celeryd_after_setup.connect
+def _remember_queues(sender, instance, **_kwargs) -> None:
+    global _consumes_inference
+    _consumes_inference = INFERENCE_QUEUE in instance.app.amqp.queues.consume_from
+
+
+@signals.worker_process_init.connect
+def _init_process(**_kwargs) -> None:
+    global _context
+    _context = None
+    get_context()
+
+
+@signals.worker_process_shutdown.connect
+def _shutdown_process(**_kwargs) -> None:
+    if _context is not None:
+        _context.engine.dispose()

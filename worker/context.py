@@ -1,0 +1,36 @@
+"""Per-process resources of a worker: settings, database sessions, storage, engines.
+
+Built once per process (after fork, so no database connection is shared with the parent) and
+reused by every task that process runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import make_engine, make_session_factory
+from shared.settings import Settings
+from shared.storage import Storage, make_storage
+from worker.engine.registry import EngineRegistry
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: Storage
+    engines: EngineRegistry
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+
+    @classmethod
+    def create(cls, settings: Settings) -> WorkerContext:
+        engine = make_engine(settings.database_url)
+        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
+                   storage=make_storage(settings), engines=EngineRegistry(settings))

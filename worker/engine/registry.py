@@ -1,0 +1,28 @@
+"""Engines by model name, loaded lazily and kept for the life of the worker process."""
+
+from __future__ import annotations
+
+from shared.catalog import BICUBIC, ModelInfo, load_catalog
+from shared.settings import Settings
+from worker.engine.base import BicubicEngine, Engine
+
+
+class UnknownModel(KeyError):
+    """The job names a model this worker does not have."""
+
+
+class EngineRegistry:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.catalog: dict[str, ModelInfo] = load_catalog(settings.models_dir)
+        self._engines: dict[str, Engine] = {BICUBIC: BicubicEngine()}
+
+    def get(self, name: str) -> Engine:
+        if name not in self._engines:
+            info = self.catalog.get(name)
+            if info is None or info.weights is None:
+                raise UnknownModel(name)
+            from worker.engine.network_engine import NetworkEngine
+
+            self._engines[name] = NetworkEngine(info.weights, self.settings.tile_size, self.settings.memory_budget_mb)
+        return self._engines[name]

@@ -1,0 +1,76 @@
+"""Tiled inference: any image size in bounded memory, with output identical to whole-image inference.
+
+Each window is a tile's *core* plus ``margin`` LR pixels of real neighbouring context on every side
+(the margin is at least the network's receptive radius), and only the core's output is kept. All
+windows have the same size (windows at the image edge slide inwards instead of being padded), so the
+network sees exactly the pixels it would see on the whole image and tiles can be batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.engine.base import ProgressFn
+
+Predict = Callable[[np.ndarray], np.ndarray]  # (N, h, w, 3) float32 0..1 -> (N, h*s, w*s, 3)
+Sink = Callable[[int, int, np.ndarray], None]  # (hr_y, hr_x, hr core float32 0..1)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A window (what the network sees) and the core inside it (what is kept), in LR pixels."""
+
+    window_y: int
+    window_x: int
+    core_y0: int
+    core_y1: int
+    core_x0: int
+    core_x1: int
+
+
+def _axis(length: int, window: int, margin: int) -> Iterator[tuple[int, int, int]]:
+    """(window start, core start, core end) along one axis."""
+    if length <= window:
+        yield 0, 0, length
+        return
+    core = window - 2 * margin
+    for start in range(0, length, core):
+        end = min(start + core, length)
+        yield min(max(start - margin, 0), length - window), start, end
+
+
+def plan_tiles(height: int, width: int, window: int, margin: int) -> tuple[list[Tile], int, int]:
+    """Tiles covering the image, and the (height, width) every window has."""
+    if window <= 2 * margin:
+        raise ValueError(f"tile size {window} must exceed twice the margin {margin}")
+    tiles = [Tile(wy, wx, cy0, cy1, cx0, cx1)
+             for wy, cy0, cy1 in _axis(height, window, margin)
+             for wx, cx0, cx1 in _axis(width, window, margin)]
+    return tiles, min(window, height), min(window, width)
+
+
+def batch_size_for(window_h: int, window_w: int, bytes_per_lr_pixel: int, budget_bytes: int) -> int:
+    """How many windows one forward pass may hold within the memory budget (at least one)."""
+    return max(1, budget_bytes // max(window_h * window_w * bytes_per_lr_pixel, 1))
+
+
+def run_tiled(predict: Predict, image: np.ndarray, scale: int, window: int, margin: int, batch: int,
+              sink: Sink, progress: ProgressFn | None = None) -> None:
+    """Run ``predict`` over uint8 ``image`` tile by tile, handing each HR core to ``sink``."""
+    height, width = image.shape[:2]
+    tiles, win_h, win_w = plan_tiles(height, width, window, margin)
+    done = 0
+    for first in range(0, len(tiles), batch):
+        group = tiles[first: first + batch]
+        windows = np.stack([image[t.window_y: t.window_y + win_h, t.window_x: t.window_x + win_w] for t in group])
+        outputs = predict(windows.astype(np.float32) / 255.0)
+        for tile, out in zip(group, outputs, strict=True):
+            y0, x0 = (tile.core_y0 - tile.window_y) * scale, (tile.core_x0 - tile.window_x) * scale
+            y1, x1 = y0 + (tile.core_y1 - tile.core_y0) * scale, x0 + (tile.core_x1 - tile.core_x0) * scale
+            sink(tile.core_y0 * scale, tile.core_x0 * scale, out[y0:y1, x0:x1])
+        done += len(group)
+        if progress:
+            progress(done, len(tiles))

@@ -1,0 +1,92 @@
+"""Decoding uploads into what an engine eats (RGB uint8) and putting the result back together.
+
+What users send is messy: EXIF-rotated phone photos, palette GIF-like PNGs, CMYK print JPEGs,
+16-bit scans, greyscale with alpha. The network only ever sees RGB; greyscale comes back greyscale,
+alpha is upscaled on its own (bicubic), and an RGB ICC profile is carried to the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # H x W x 3 uint8
+    alpha: Image.Image | None  # mode "L", same size, or None
+    greyscale: bool
+    icc_profile: bytes | None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit single-channel modes -> "L", scaling by the mode's real range."""
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+    if image.mode == "F" and array.max(initial=0) <= 1.0:
+        peak = 1.0
+    return Image.fromarray(np.clip(np.round(array * (255.0 / peak)), 0, 255).astype(np.uint8), "L")
+
+
+def decode(path: Path) -> DecodedImage:
+    """Open an image file, apply its EXIF orientation and split it into RGB + optional alpha."""
+    with Image.open(path) as opened:
+        opened.load()
+        image = ImageOps.exif_transpose(opened) or opened
+        icc = opened.info.get("icc_profile")
+    if image.mode == "CMYK":
+        image, icc = image.convert("RGB"), None  # a CMYK profile does not describe RGB pixels
+    elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        image = _to_8bit(image)
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("1", "PA", "La", "RGBa", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGBA" if image.mode in ("PA", "RGBa") else "LA" if image.mode == "La" else "RGB")
+
+    alpha = None
+    if image.mode in ("RGBA", "LA"):
+        alpha = image.getchannel("A")
+        image = image.convert("RGB" if image.mode == "RGBA" else "L")
+    greyscale = image.mode == "L"
+    if greyscale:
+        icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
+    rgb = np.asarray(image.convert("RGB"))
+    return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, icc_profile=icc)
+
+
+def _icc_colour_space(icc: bytes) -> bytes:
+    return icc[16:20].strip() if len(icc) >= 20 else b""
+
+
+def compose(upscaled_rgb: Image.Image, source: DecodedImage) -> Image.Image:
+    """Turn the engine's RGB output back into the source's kind of image (grey, alpha)."""
+    image = upscaled_rgb.convert("L") if source.greyscale else upscaled_rgb
+    if source.alpha is not None:
+        alpha = source.alpha.resize(image.size, Image.BICUBIC)
+        image = image.convert("LA" if source.greyscale else "RGBA")
+        image.putalpha(alpha)
+    return image
+
+
+def encode(image: Image.Image, output_format: str, path: Path, quality: int | None, icc_profile: bytes | None) -> None:
+    """Write the result. JPEG has no alpha (flattened onto white); PNG is compressed fast (level 1)."""
+    options: dict = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if output_format == "jpeg":
+        if image.mode in ("RGBA", "LA"):
+            background = Image.new("RGB" if image.mode == "RGBA" else "L", image.size, "white")
+            background.paste(image, mask=image.getchannel("A"))
+            image = background
+        image.save(path, "JPEG", quality=quality or 92, optimize=False, subsampling=0 if (quality or 92) >= 90 else 2)
+    elif output_format == "webp":
+        if image.mode in ("L", "LA"):
+            image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+        image.save(path, "WEBP", quality=quality or 90, method=4)
+    else:
+        image.save(path, "PNG", compress_level=1)

@@ -1,0 +1,138 @@
+"""One job from claim to result: the work a ``run_job`` task does.
+
+Safe to run twice for the same id: the database lease decides who works, a worker that loses its
+lease (sweeper requeued the job, or it was canceled) stops at the next tile and removes what it
+wrote, and every result is stored under a fresh key so nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image, UnidentifiedImageError
+
+from shared import jobs
+from shared.db import unit_of_work
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS
+from shared.models import Job
+from shared.states import JobStatus
+from shared.storage import ObjectMissing, StorageError, new_key
+from worker.context import WorkerContext
+from worker.engine.registry import UnknownModel
+from worker.render import render
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class LeaseLost(RuntimeError):
+    """Another worker owns the job now, or it was canceled: stop without writing anything."""
+
+
+class JobFailure(RuntimeError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> str:
+    """Process one job; returns what happened: succeeded, failed, skipped or lease_lost."""
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds):
+            log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
+            return "skipped"
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+    output_key = None
+    try:
+        output_key, values = _process(ctx, job)
+        with unit_of_work(ctx.sessions) as session:
+            finished = jobs.finish(session, job_id, ctx.owner, JobStatus.SUCCEEDED, progress=1.0, **values)
+        if not finished:
+            raise LeaseLost(job_id)
+        log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
+        return "succeeded"
+    except LeaseLost:
+        log.warning("job %s: lease lost, discarding this attempt's output", job_id)
+        _discard(ctx, output_key)
+        return "lease_lost"
+    except Exception as exc:  # every failure ends as a stable code on the job
+        failure = _classify(exc)
+        log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
+                "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
+        _discard(ctx, output_key)
+        with unit_of_work(ctx.sessions) as session:
+            jobs.finish(session, job_id, ctx.owner, JobStatus.FAILED, error_code=failure.code,
+                        error_message=str(failure)[:2000])
+        return "failed"
+
+
+def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
+    started = time.monotonic()
+    last_report = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last_report[0] < PROGRESS_EVERY_SECONDS:
+            return
+        last_report[0] = now
+        # Engine progress maps to 5..95 %: decoding before and encoding after take time too.
+        _renew(ctx, job, 0.05 + 0.9 * done / total)
+
+    checkpoint_progress = {"inference": 0.95, "encode": 0.97}
+    with tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
+        source_path, result_path = Path(tmp) / "input", Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
+        t = time.monotonic()
+        ctx.storage.download(job.input_key, source_path)
+        download_s = time.monotonic() - t
+        engine = ctx.engines.get(job.model)
+        rendered = render(source_path, result_path, engine, job.scale, job.output_format, job.quality, progress,
+                          checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]))
+        t = time.monotonic()
+        output_key = new_key("results", job.id, EXTENSIONS[job.output_format])
+        ctx.storage.put_file(output_key, result_path, OUTPUT_FORMATS[job.output_format])
+        upload_s = time.monotonic() - t
+        size = result_path.stat().st_size
+    timings = {"download_s": round(download_s, 4), **rendered.timings, "upload_s": round(upload_s, 4),
+               "total_s": round(time.monotonic() - started, 4)}
+    return output_key, {"output_key": output_key, "output_width": rendered.width,
+                        "output_height": rendered.height, "output_bytes": size, "timings": timings}
+
+
+def _renew(ctx: WorkerContext, job: Job, progress: float) -> None:
+    """Extend the lease and record progress; raise ``LeaseLost`` if the job is no longer ours."""
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.renew(session, job.id, ctx.owner, ctx.settings.lease_seconds, progress):
+            raise LeaseLost(job.id)
+
+
+def _classify(exc: Exception) -> JobFailure:
+    if isinstance(exc, JobFailure):
+        return exc
+    if isinstance(exc, ObjectMissing):
+        return JobFailure("input_missing", "the input image is no longer in storage")
+    if isinstance(exc, StorageError):
+        return JobFailure("storage_failed", f"object storage failed: {exc}")
+    if isinstance(exc, (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)):
+        return JobFailure("input_unreadable", f"the input could not be decoded: {exc}")
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return JobFailure("time_limit", "the job ran past its time limit")
+    if isinstance(exc, UnknownModel):
+        return JobFailure("engine_failed", f"this worker has no model {exc}")
+    if isinstance(exc, OSError) and "image file" in str(exc):
+        return JobFailure("input_unreadable", f"the input could not be decoded: {exc}")
+    return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _discard(ctx: WorkerContext, key: str | None) -> None:
+    if key is None:
+        return
+    try:
+        ctx.storage.delete(key)
+    except StorageError:
+        log.exception("could not remove orphan result %s", key)

@@ -1,0 +1,19 @@
+"""Thin Celery tasks: they take ids only and hand the work to the pipeline and the sweeper."""
+
+from __future__ import annotations
+
+from shared.queue import RUN_JOB, SWEEP
+from worker import pipeline, sweeper
+from worker.celery_app import celery, get_context, settings
+
+
+@celery.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.job_time_limit, time_limit=settings.job_time_limit + 60)
+def run_job(job_id: str) -> str:
+    return pipeline.run_job(get_context(), job_id)
+
+
+@celery.task(name=SWEEP, ignore_result=True, soft_time_limit=120, time_limit=180)
+def sweep() -> dict:
+    report = sweeper.sweep(get_context(), celery)
+    return {"enqueued": report.enqueued, "requeued": report.requeued, "failed": report.failed}
