@@ -45,6 +45,9 @@ def validation_error(exc: ValidationError) -> ApiError:
 )
 def create_job():
     svc = services()
+    if request.mimetype != "multipart/form-data":
+        raise ApiError("bad_request", f"send multipart/form-data (got {request.mimetype or 'no body'}), with the "
+                                      "image in a file field named 'image'")
     try:
         form = JobCreateForm.model_validate(request.form.to_dict())
     except ValidationError as exc:

@@ -27,17 +27,21 @@ class LocalStorage:
 
     def _publish(self, key: str, write) -> None:
         target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        except OSError as exc:
+            raise StorageError(f"cannot write to {target.parent}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            try:
-                os.link(tmp, target)
-            except FileExistsError as exc:
-                raise ObjectExists(key) from exc
+            os.link(tmp, target)
+        except FileExistsError as exc:
+            raise ObjectExists(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc}") from exc
         finally:
             os.unlink(tmp)
 

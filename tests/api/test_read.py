@@ -1,0 +1,151 @@
+"""Polling, listing, results, models, health and the error shape of read endpoints."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from shared.models import Job, utcnow
+from shared.signing import signed_query
+from shared.storage import new_key
+from tests.conftest import SECRET, image_bytes
+from tests.factories import make_job, seconds_ago
+
+
+def succeeded_job(app, db_session, fmt="png"):
+    storage = app.extensions["upscaler"].storage
+    key = new_key("results", "j", "png")
+    storage.put_bytes(key, image_bytes(width=16, height=12, fmt=fmt.upper()), "image/png")
+    return make_job(db_session, status="succeeded", output_key=key, output_width=16, output_height=12,
+                    output_bytes=100, progress=1.0, finished_at=utcnow(), output_format=fmt)
+
+
+def test_get_job_shows_status_progress_and_sizes(client, db_session):
+    job = make_job(db_session, status="running", progress=0.5, attempts=1, started_at=utcnow())
+    response = client.get(f"/v1/jobs/{job.id}")
+    body = response.get_json()
+    assert response.status_code == 200
+    assert (body["status"], body["progress"], body["attempts"]) == ("running", 0.5, 1)
+    assert body["output"]["width"] == 16 and body["result_url"] is None
+    assert response.headers["Retry-After"]
+
+
+def test_unknown_job_is_404_problem(client):
+    response = client.get("/v1/jobs/doesnotexist")
+    assert response.status_code == 404
+    assert response.content_type == "application/problem+json"
+    assert response.get_json()["code"] == "not_found"
+
+
+def test_failed_job_carries_its_error(client, db_session):
+    job = make_job(db_session, status="failed", error_code="input_unreadable", error_message="bad bytes")
+    body = client.get(f"/v1/jobs/{job.id}").get_json()
+    assert body["error"] == {"code": "input_unreadable", "message": "bad bytes"}
+
+
+def test_result_of_an_unfinished_job_is_409(client, db_session):
+    job = make_job(db_session)
+    response = client.get(f"/v1/jobs/{job.id}/result")
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["job_status"]) == (409, "result_not_ready", "queued")
+
+
+def test_local_result_is_streamed_and_signed_link_works(client, app, db_session):
+    job = succeeded_job(app, db_session)
+    response = client.get(f"/v1/jobs/{job.id}/result")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert Image.open(io.BytesIO(response.data)).size == (16, 12)
+    body = client.get(f"/v1/jobs/{job.id}").get_json()
+    assert body["links"]["result"] == f"/v1/jobs/{job.id}/result"
+    link = client.get(body["result_url"].split("localhost", 1)[-1])
+    assert link.status_code == 200 and link.data == response.data
+
+
+def test_signed_file_links_reject_tampering_and_expiry(client, app, db_session):
+    job = succeeded_job(app, db_session)
+    good = signed_query(SECRET, job.output_key, 60)
+    assert client.get(f"/v1/files/{job.output_key}", query_string=good).status_code == 200
+    bad = {**good, "signature": "f" * 64}
+    response = client.get(f"/v1/files/{job.output_key}", query_string=bad)
+    assert (response.status_code, response.get_json()["code"]) == (403, "invalid_signature")
+    other = client.get("/v1/files/results/j/other.png", query_string=good)
+    assert other.get_json()["code"] == "invalid_signature"
+    expired = signed_query(SECRET, job.output_key, ttl=-1)
+    response = client.get(f"/v1/files/{job.output_key}", query_string=expired)
+    assert (response.status_code, response.get_json()["code"]) == (410, "link_expired")
+
+
+def test_s3_result_redirects_to_a_working_presigned_url(s3_settings, db_session):
+    import requests
+
+    from api import create_app
+
+    app = create_app(s3_settings)
+    job = succeeded_job(app, db_session)
+    response = app.test_client().get(f"/v1/jobs/{job.id}/result")
+    assert response.status_code == 303
+    download = requests.get(response.headers["Location"], timeout=10)
+    assert download.status_code == 200
+    assert Image.open(io.BytesIO(download.content)).size == (16, 12)
+
+
+def test_list_is_newest_first_with_cursor_pages(client, db_session):
+    ids = [make_job(db_session, created_at=seconds_ago(50 - i)).id for i in range(5)]
+    make_job(db_session, status="failed", created_at=seconds_ago(1))
+    first = client.get("/v1/jobs?status=queued&limit=2").get_json()
+    assert [j["id"] for j in first["data"]] == ids[::-1][:2]
+    second = client.get(f"/v1/jobs?status=queued&limit=2&cursor={first['next_cursor']}").get_json()
+    third = client.get(f"/v1/jobs?status=queued&limit=2&cursor={second['next_cursor']}").get_json()
+    assert [j["id"] for j in second["data"] + third["data"]] == ids[::-1][2:]
+    assert third["next_cursor"] is None
+    assert len(client.get("/v1/jobs").get_json()["data"]) == 6
+
+
+@pytest.mark.parametrize("query,status,code", [("limit=0", 422, "invalid_parameter"),
+                                               ("limit=1000", 422, "invalid_parameter"),
+                                               ("status=done", 422, "invalid_parameter"),
+                                               ("cursor=%%%", 400, "invalid_cursor")])
+def test_list_rejects_bad_queries(client, query, status, code):
+    response = client.get(f"/v1/jobs?{query}")
+    assert (response.status_code, response.get_json()["code"]) == (status, code)
+
+
+def test_models_lists_bicubic_and_the_default_network(client):
+    models = {m["name"]: m for m in client.get("/v1/models").get_json()["data"]}
+    assert models["bicubic"]["scales"] == [2, 3, 4]
+    assert models["residual_sr"]["default"] is True
+    assert models["residual_sr"]["parameters"]["x4"] > 100_000
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").get_json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
+
+
+def test_readiness_is_503_when_redis_is_unreachable(settings):
+    from api import create_app
+
+    client = create_app(settings.with_overrides(redis_url="redis://127.0.0.1:9/0")).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["redis"].startswith("error")
+
+
+def test_wrong_method_is_405_problem(client):
+    response = client.delete("/v1/models")
+    assert (response.status_code, response.get_json()["code"]) == (405, "method_not_allowed")
+
+
+def test_unexpected_errors_are_500_problems(app, client, monkeypatch):
+    def explode(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("api.routes.jobs.job_out", explode)
+    job_id = Job.__table__.c.id  # any id: the failure happens while presenting
+    assert job_id is not None
+    response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},
+                           content_type="multipart/form-data")
+    assert (response.status_code, response.get_json()["code"]) == (500, "internal_error")
+    assert "boom" not in response.get_data(as_text=True)

@@ -1,0 +1,155 @@
+"""POST /v1/jobs: acceptance, validation and the error codes it can produce."""
+
+import io
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from shared.models import Job
+from tests.conftest import image_bytes
+
+
+def submit(client, data=None, image=None, filename="photo.png", **fields):
+    form = {"scale": "2", "format": "png", "model": "bicubic", **fields}
+    if image is not False:
+        form["image"] = (io.BytesIO(image if image is not None else image_bytes()), filename)
+    return client.post("/v1/jobs", data=form, content_type="multipart/form-data")
+
+
+def test_accepted_job_is_stored_queued_and_enqueued(client, app, db_session, settings):
+    queue = redis.Redis.from_url(settings.redis_url)
+    before = queue.llen("inference")
+    response = submit(client, scale="4", format="webp", quality="80")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert response.headers["Location"] == f"/v1/jobs/{body['id']}"
+    assert int(response.headers["Retry-After"]) > 0
+    assert body["status"] == "queued" and body["progress"] == 0
+    assert body["input"] == {"width": 64, "height": 48, "bytes": body["input"]["bytes"], "format": "png",
+                             "filename": "photo.png"}
+    assert (body["output"]["width"], body["output"]["height"], body["output"]["format"]) == (256, 192, "webp")
+    job = db_session.get(Job, body["id"])
+    assert job.enqueued_at is not None and job.quality == 80
+    assert app.extensions["upscaler"].storage.get_bytes(job.input_key)[:4] == b"\x89PNG"
+    assert queue.llen("inference") == before + 1
+
+
+def test_content_decides_not_the_file_name(client):
+    response = submit(client, image=image_bytes(fmt="JPEG"), filename="looks-like.png")
+    assert response.status_code == 202
+    assert response.get_json()["input"]["format"] == "jpeg"
+
+
+def test_defaults_are_scale_4_png_and_the_default_model(client, app):
+    response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png")},
+                           content_type="multipart/form-data")
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert (body["scale"], body["output_format"], body["model"]) == (4, "png", "residual_sr")
+
+
+@pytest.mark.parametrize("fields,field", [({"scale": "5"}, "scale"), ({"scale": "two"}, "scale"),
+                                          ({"format": "gif"}, "format"), ({"quality": "0"}, "quality"),
+                                          ({"quality": "101"}, "quality"), ({"webhook_url": "ftp://x"}, "webhook_url")])
+def test_invalid_parameters_are_422_with_the_field(client, fields, field):
+    response = submit(client, **fields)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert response.content_type == "application/problem+json"
+    assert (body["code"], body["field"], body["status"]) == ("invalid_parameter", field, 422)
+
+
+def test_missing_image_is_400(client):
+    response = submit(client, image=False)
+    assert (response.status_code, response.get_json()["code"]) == (400, "missing_image")
+
+
+def test_a_body_that_is_not_multipart_is_400(client):
+    response = client.post("/v1/jobs", json={"scale": 4})
+    assert (response.status_code, response.get_json()["code"]) == (400, "bad_request")
+
+
+def test_empty_image_is_400(client):
+    response = submit(client, image=b"")
+    assert (response.status_code, response.get_json()["code"]) == (400, "missing_image")
+
+
+@pytest.mark.parametrize("payload", [b"this is text, not an image", image_bytes()[:40]])
+def test_non_images_and_truncated_images_are_415(client, payload):
+    response = submit(client, image=payload)
+    assert (response.status_code, response.get_json()["code"]) == (415, "unsupported_image")
+
+
+def test_an_image_format_we_do_not_take_is_415(client):
+    response = submit(client, image=image_bytes(fmt="ICO"), filename="x.ico")
+    assert (response.status_code, response.get_json()["code"]) == (415, "unsupported_image")
+
+
+def test_upload_over_the_byte_limit_is_413(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 2000
+    response = submit(client, image=image_bytes(width=200, height=200))
+    assert (response.status_code, response.get_json()["code"]) == (413, "payload_too_large")
+
+
+def test_too_many_input_pixels_is_422(settings):
+    from api import create_app
+
+    client = create_app(settings.with_overrides(max_input_pixels=1000)).test_client()
+    response = submit(client)
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["limit"]) == (422, "image_too_large", 1000)
+
+
+def test_output_over_the_webp_side_limit_fails_at_submit(client):
+    response = submit(client, image=image_bytes(width=4200, height=8), scale="4", format="webp")
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (422, "output_too_large")
+    assert "16383" in body["detail"]
+
+
+def test_output_over_the_pixel_limit_fails_at_submit(settings):
+    from api import create_app
+
+    client = create_app(settings.with_overrides(max_output_pixels=10_000)).test_client()
+    response = submit(client, scale="4")
+    assert (response.status_code, response.get_json()["code"]) == (422, "output_too_large")
+
+
+def test_unknown_model_is_422_and_lists_the_models(client):
+    response = submit(client, model="nope")
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (422, "unknown_model")
+    assert "bicubic" in body["available"]
+
+
+def test_job_is_accepted_when_redis_is_down_and_left_for_the_sweeper(settings, db_session):
+    from api import create_app
+
+    client = create_app(settings.with_overrides(redis_url="redis://127.0.0.1:9/0")).test_client()
+    response = submit(client)
+    assert response.status_code == 202
+    job = db_session.get(Job, response.get_json()["id"])
+    assert job.status == "queued" and job.enqueued_at is None
+
+
+def test_storage_down_is_503_and_nothing_is_written(settings, tmp_path, db_session):
+    from api import create_app
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the storage folder should be")
+    client = create_app(settings.with_overrides(storage_dir=blocker / "storage")).test_client()
+    response = submit(client)
+    assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
+    assert response.headers["Retry-After"]
+    assert db_session.scalars(select(Job)).all() == []
+
+
+def test_database_down_is_503_and_no_orphan_object_is_left(settings, tmp_path):
+    from api import create_app
+
+    app = create_app(settings.with_overrides(database_url="postgresql+psycopg://u@127.0.0.1:9/none"))
+    response = submit(app.test_client())
+    assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
+    stored = [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert stored == []

@@ -1,0 +1,113 @@
+"""Fixtures: settings, app, client and databases, backed by real services started once per run."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.processes import start_redis, stop
+from shared.db import make_engine, make_session_factory
+from shared.migrate import upgrade
+from shared.settings import Settings
+from shared.storage import S3Storage
+from tests.harness import MotoS3, PostgresCluster
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+SECRET = "test-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    process, port = start_redis(tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{port}/0"
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresCluster:
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> MotoS3:
+    server = MotoS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh, migrated database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url, redis_url, tmp_path) -> Settings:
+    return Settings(env="test", secret_key=SECRET, database_url=database_url, redis_url=redis_url,
+                    storage="local", storage_dir=tmp_path / "storage", enqueue_timeout=1.0)
+
+
+@pytest.fixture
+def s3_settings(settings, s3) -> Settings:
+    bucket = f"bucket-{uuid.uuid4().hex[:12]}"
+    s3_settings = settings.with_overrides(storage="s3", s3_endpoint_url=s3.endpoint, s3_bucket=bucket,
+                                          s3_access_key_id="testing", s3_secret_access_key="testing",
+                                          s3_multipart_threshold_mb=5)
+    S3Storage(bucket, s3.endpoint, access_key_id="testing", secret_access_key="testing").ensure_bucket()
+    return s3_settings
+
+
+@pytest.fixture
+def app(settings):
+    from api import create_app
+
+    application = create_app(settings)
+    yield application
+    application.extensions["upscaler"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def db_session(settings):
+    engine = make_engine(settings.database_url)
+    session = make_session_factory(engine)()
+    yield session
+    session.close()
+    engine.dispose()
+
+
+def image_bytes(width: int = 64, height: int = 48, mode: str = "RGB", fmt: str = "PNG", seed: int = 0,
+                **save) -> bytes:
+    """A small textured test image (smooth gradient + noise, so codecs and networks have work)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 / max(width - 1, 1), yy * 255 / max(height - 1, 1), (xx + yy) % 255], axis=-1)
+    rgb = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(rgb, "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, **kwargs) -> Path:
+    path.write_bytes(image_bytes(**kwargs))
+    return path

@@ -1,0 +1,80 @@
+"""Job persistence operations on both databases."""
+
+import pytest
+
+from shared import jobs
+from shared.models import Job
+from tests.factories import make_job, seconds_ago
+
+
+def test_a_job_is_claimed_once(db_session):
+    job = make_job(db_session)
+    assert jobs.claim(db_session, job.id, "worker-a", 60)
+    db_session.commit()
+    assert not jobs.claim(db_session, job.id, "worker-b", 60)
+    db_session.commit()
+    db_session.refresh(job)
+    assert (job.status, job.lease_owner, job.attempts) == ("running", "worker-a", 1)
+
+
+def test_an_expired_lease_can_be_taken_over(db_session):
+    job = make_job(db_session, status="running", lease_owner="dead", lease_expires_at=seconds_ago(5), attempts=1)
+    assert jobs.claim(db_session, job.id, "worker-b", 60)
+    db_session.commit()
+    db_session.refresh(job)
+    assert (job.lease_owner, job.attempts) == ("worker-b", 2)
+    assert not jobs.renew(db_session, job.id, "dead", 60, 0.5)  # the old owner learns it lost the job
+
+
+def test_finished_jobs_cannot_be_claimed(db_session):
+    job = make_job(db_session, status="succeeded")
+    assert not jobs.claim(db_session, job.id, "w", 60)
+
+
+def test_finish_requires_the_lease(db_session):
+    job = make_job(db_session)
+    jobs.claim(db_session, job.id, "w", 60)
+    assert not jobs.finish(db_session, job.id, "intruder", jobs.JobStatus.SUCCEEDED)
+    assert jobs.finish(db_session, job.id, "w", jobs.JobStatus.SUCCEEDED, output_key="r")
+    db_session.commit()
+    db_session.refresh(job)
+    assert (job.status, job.lease_owner, job.output_key) == ("succeeded", None, "r")
+    assert job.finished_at is not None
+
+
+def test_cursor_pagination_walks_every_job_once_newest_first(db_session):
+    created = [make_job(db_session, created_at=seconds_ago(100 - i)).id for i in range(7)]
+    make_job(db_session, status="failed", created_at=seconds_ago(1))
+    seen, cursor = [], None
+    while True:
+        page, cursor = jobs.list_jobs(db_session, "queued", 3, cursor)
+        seen += [j.id for j in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+
+
+def test_garbage_cursor_is_rejected(db_session):
+    with pytest.raises(jobs.InvalidCursor):
+        jobs.list_jobs(db_session, None, 10, "not-a-cursor!")
+
+
+def test_expired_leases_are_requeued_then_failed_as_worker_lost(db_session):
+    retry = make_job(db_session, status="running", lease_owner="x", lease_expires_at=seconds_ago(1), attempts=1)
+    give_up = make_job(db_session, status="running", lease_owner="x", lease_expires_at=seconds_ago(1), attempts=3)
+    alive = make_job(db_session, status="running", lease_owner="y", lease_expires_at=seconds_ago(-60), attempts=1)
+    requeued, failed = jobs.release_expired_leases(db_session, max_attempts=3)
+    db_session.commit()
+    assert (requeued, failed) == ([retry.id], [give_up.id])
+    states = {j.id: (j.status, j.error_code) for j in db_session.query(Job)}
+    assert states[retry.id] == ("queued", None)
+    assert states[give_up.id] == ("failed", "worker_lost")
+    assert states[alive.id] == ("running", None)
+
+
+def test_jobs_to_enqueue_finds_never_enqueued_and_stale(db_session):
+    never = make_job(db_session, enqueued_at=None)
+    stale = make_job(db_session, enqueued_at=seconds_ago(1000))
+    make_job(db_session, enqueued_at=seconds_ago(1))
+    make_job(db_session, status="running", enqueued_at=None)
+    assert set(jobs.jobs_to_enqueue(db_session, stale_seconds=600)) == {never.id, stale.id}

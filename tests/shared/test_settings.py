@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from shared.settings import DEV_SECRET, Settings, SettingsError
+
+
+def test_reads_prefixed_variables_with_types():
+    s = Settings.from_env({"UPSCALER_API_PORT": "9001", "UPSCALER_STORAGE_DIR": "/tmp/x",
+                           "UPSCALER_SWEEP_INTERVAL": "2.5", "UPSCALER_STORAGE": "s3", "OTHER": "ignored"})
+    assert s.api_port == 9001
+    assert s.storage_dir == Path("/tmp/x")
+    assert s.sweep_interval == 2.5
+    assert s.storage == "s3"
+
+
+def test_defaults_are_embedded_and_local():
+    s = Settings.from_env({})
+    assert s.database_url.startswith("sqlite:///")
+    assert s.storage == "local"
+    assert s.redis_url.startswith("redis://127.0.0.1")
+
+
+def test_production_refuses_the_development_secret():
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
+        Settings.from_env({"UPSCALER_ENV": "production"})
+    assert Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32}).production
+    assert DEV_SECRET != "x" * 32
+
+
+@pytest.mark.parametrize("env", [{"UPSCALER_API_PORT": "eighty"}, {"UPSCALER_STORAGE": "ftp"},
+                                 {"UPSCALER_MAX_UPLOAD_BYTES": "0"}])
+def test_invalid_values_fail_fast(env):
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings().api_port = 1  # type: ignore[misc]

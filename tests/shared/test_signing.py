@@ -1,0 +1,23 @@
+from shared.signing import signed_query, verify
+
+SECRET = "s" * 32
+
+
+def test_valid_link_verifies():
+    q = signed_query(SECRET, "results/a/b.png", ttl=60, now=1000)
+    assert verify(SECRET, "results/a/b.png", q["expires"], q["signature"], now=1030) is None
+
+
+def test_tampered_key_signature_or_expiry_is_rejected():
+    q = signed_query(SECRET, "results/a/b.png", ttl=60, now=1000)
+    assert verify(SECRET, "results/a/c.png", q["expires"], q["signature"], now=1000) == "invalid_signature"
+    assert verify(SECRET, "results/a/b.png", str(int(q["expires"]) + 1), q["signature"], now=1000) == \
+        "invalid_signature"
+    assert verify(SECRET, "results/a/b.png", q["expires"], "0" * 64, now=1000) == "invalid_signature"
+    assert verify("other" * 8, "results/a/b.png", q["expires"], q["signature"], now=1000) == "invalid_signature"
+    assert verify(SECRET, "results/a/b.png", "soon", q["signature"], now=1000) == "invalid_signature"
+
+
+def test_expired_link_is_rejected():
+    q = signed_query(SECRET, "k", ttl=60, now=1000)
+    assert verify(SECRET, "k", q["expires"], q["signature"], now=1061) == "link_expired"

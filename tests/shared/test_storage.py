@@ -1,0 +1,81 @@
+import hashlib
+import os
+
+import pytest
+import requests
+
+from shared.storage import LocalStorage, ObjectExists, ObjectMissing, S3Storage, StorageError, new_key
+
+
+def test_keys_are_unguessable_and_unique():
+    keys = {new_key("inputs", "job", "png") for _ in range(1000)}
+    assert len(keys) == 1000
+    assert all(k.startswith("inputs/job/") and k.endswith(".png") for k in keys)
+
+
+def test_local_round_trip_and_no_overwrite(tmp_path):
+    storage = LocalStorage(tmp_path / "s")
+    storage.put_bytes("a/b.bin", b"hello", "application/octet-stream")
+    assert storage.get_bytes("a/b.bin") == b"hello"
+    with pytest.raises(ObjectExists):
+        storage.put_bytes("a/b.bin", b"other", "application/octet-stream")
+    assert storage.get_bytes("a/b.bin") == b"hello"
+    assert not [p for p in (tmp_path / "s" / "a").iterdir() if p.name.startswith(".upload-")]
+    storage.delete("a/b.bin")
+    assert not storage.exists("a/b.bin")
+    with pytest.raises(ObjectMissing):
+        storage.get_bytes("a/b.bin")
+    assert storage.presigned_url("a/b.bin", 60, "b.bin", "x/y") is None
+
+
+def test_local_refuses_keys_outside_its_root(tmp_path):
+    storage = LocalStorage(tmp_path / "s")
+    with pytest.raises(StorageError):
+        storage.put_bytes("../escape", b"x", "text/plain")
+
+
+def test_local_check_fails_when_root_is_unusable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError):
+        LocalStorage(blocker / "s").check()
+
+
+@pytest.fixture
+def s3_storage(s3):
+    storage = S3Storage(f"b-{os.urandom(4).hex()}", s3.endpoint, access_key_id="k", secret_access_key="s",
+                        multipart_threshold_mb=5)
+    storage.ensure_bucket()
+    return storage
+
+
+def test_s3_round_trip_presigned_and_delete(s3_storage, tmp_path):
+    s3_storage.check()
+    s3_storage.put_bytes("inputs/j/x.png", b"\x89PNG data", "image/png")
+    assert s3_storage.exists("inputs/j/x.png")
+    assert s3_storage.get_bytes("inputs/j/x.png") == b"\x89PNG data"
+    url = s3_storage.presigned_url("inputs/j/x.png", 60, "x.png", "image/png")
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200 and response.content == b"\x89PNG data"
+    s3_storage.delete("inputs/j/x.png")
+    assert not s3_storage.exists("inputs/j/x.png")
+    with pytest.raises(ObjectMissing):
+        s3_storage.download("inputs/j/x.png", tmp_path / "gone")
+
+
+def test_s3_multipart_upload_of_a_big_object(s3_storage, tmp_path):
+    big = tmp_path / "big.bin"
+    payload = os.urandom(12 * 1024 * 1024)
+    big.write_bytes(payload)
+    s3_storage.put_file("results/j/big.bin", big, "application/octet-stream")
+    head = s3_storage.client.head_object(Bucket=s3_storage.bucket, Key="results/j/big.bin")
+    assert head["ETag"].strip('"').endswith("-3")  # three 5 MB parts: a multipart upload
+    s3_storage.download("results/j/big.bin", tmp_path / "back.bin")
+    assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
+
+
+def test_s3_unreachable_is_a_storage_error():
+    storage = S3Storage("b", "http://127.0.0.1:9", access_key_id="k", secret_access_key="s")
+    with pytest.raises(StorageError):
+        storage.check()
