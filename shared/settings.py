@@ -80,6 +80,10 @@ class Settings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The ``UPSCALER_*`` variables that reproduce these settings in a child process."""
+        return {f"UPSCALER_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+
     def validate(self) -> None:
         if self.env not in ("development", "production", "test"):
             raise SettingsError("UPSCALER_ENV must be development, production or test")

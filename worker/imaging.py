@@ -16,6 +16,10 @@ from PIL import Image, ImageOps
 Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
 
 
+# Modes Pillow can open that the pipeline normalises before splitting off alpha.
+CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
 @dataclass
 class DecodedImage:
     rgb: np.ndarray  # H x W x 3 uint8
@@ -45,8 +49,8 @@ def decode(path: Path) -> DecodedImage:
         image = _to_8bit(image)
     elif image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode in ("1", "PA", "La", "RGBa", "YCbCr", "LAB", "HSV"):
-        image = image.convert("RGBA" if image.mode in ("PA", "RGBa") else "LA" if image.mode == "La" else "RGB")
+    elif image.mode in CONVERSIONS:
+        image = image.convert(CONVERSIONS[image.mode])
 
     alpha = None
     if image.mode in ("RGBA", "LA"):
@@ -83,10 +87,10 @@ def encode(image: Image.Image, output_format: str, path: Path, quality: int | No
             background = Image.new("RGB" if image.mode == "RGBA" else "L", image.size, "white")
             background.paste(image, mask=image.getchannel("A"))
             image = background
-        image.save(path, "JPEG", quality=quality or 92, optimize=False, subsampling=0 if (quality or 92) >= 90 else 2)
+        image.save(path, "JPEG", quality=quality or 92, subsampling=0 if (quality or 92) >= 90 else 2, **options)
     elif output_format == "webp":
         if image.mode in ("L", "LA"):
             image = image.convert("RGBA" if image.mode == "LA" else "RGB")
-        image.save(path, "WEBP", quality=quality or 90, method=4)
+        image.save(path, "WEBP", quality=quality or 90, method=4, **options)
     else:
-        image.save(path, "PNG", compress_level=1)
+        image.save(path, "PNG", compress_level=1, **options)

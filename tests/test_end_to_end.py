@@ -1,0 +1,86 @@
+"""A job submitted through the Flask API, run by a real Celery worker process, fetched by its URL."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+from cli.processes import stop
+from tests.conftest import image_bytes
+
+
+def start_worker(settings, tmp_path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_THREADS": "1"}
+    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency",
+                             "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", *extra],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(client, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}").get_json()
+        seen.append(body["status"])
+        if body["status"] in ("succeeded", "failed", "canceled"):
+            body["seen"] = seen
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job still {seen[-1]} after {timeout}s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, storage):
+    from api import create_app
+
+    if storage == "s3":
+        settings = request.getfixturevalue("s3_settings")
+    app = create_app(settings)
+    client = app.test_client()
+    worker = start_worker(settings, tmp_path)
+    try:
+        response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes(width=90, height=70, fmt="JPEG")),
+                                                          "p.jpg"), "scale": "2", "format": "webp"},
+                               content_type="multipart/form-data")
+        assert response.status_code == 202, response.get_json()
+        job = wait_for(client, response.get_json()["id"])
+    finally:
+        stop(worker)
+    assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text()[-3000:])
+    assert job["model"] == "residual_sr" and job["progress"] == 1.0
+    assert (job["output"]["width"], job["output"]["height"]) == (180, 140)
+    if storage == "s3":
+        download = requests.get(job["result_url"], timeout=10)
+        assert download.status_code == 200
+        data = download.content
+    else:
+        data = client.get(job["result_url"].split("localhost", 1)[-1]).data
+    with Image.open(io.BytesIO(data)) as out:
+        assert (out.format, out.size) == ("WEBP", (180, 140))
+
+
+@pytest.mark.slow
+def test_jobs_accepted_while_redis_was_down_run_once_the_sweeper_enqueues_them(settings, tmp_path, redis_url):
+    from api import create_app
+
+    down = create_app(settings.with_overrides(redis_url="redis://127.0.0.1:9/0")).test_client()
+    response = down.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic",
+                                           "scale": "2"}, content_type="multipart/form-data")
+    assert response.status_code == 202
+    up = create_app(settings).test_client()
+    worker = start_worker(settings.with_overrides(sweep_interval=1.0), tmp_path, "--beat", "--schedule",
+                          str(tmp_path / "beat-schedule"))
+    try:
+        job = wait_for(up, response.get_json()["id"], timeout=90)
+    finally:
+        stop(worker)
+    assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]

@@ -1,0 +1,108 @@
+"""Decoding the messy images users send, and putting results back together."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from worker.engine.base import BicubicEngine
+from worker.imaging import compose, decode, encode
+from worker.render import render
+
+
+def save(tmp_path, image, fmt="PNG", **options):
+    path = tmp_path / f"in.{fmt.lower()}"
+    image.save(path, fmt, **options)
+    return path
+
+
+def gradient(mode="RGB", size=(20, 10)):
+    w, h = size
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[..., 0] = np.linspace(0, 255, w)[None, :]
+    arr[..., 1] = np.linspace(0, 255, h)[:, None]
+    return Image.fromarray(arr).convert(mode)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = gradient(size=(20, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    decoded = decode(save(tmp_path, image, "JPEG", exif=exif))
+    assert decoded.rgb.shape == (20, 10, 3)
+
+
+@pytest.mark.parametrize("mode,greyscale,has_alpha", [("RGB", False, False), ("L", True, False), ("LA", True, True),
+                                                      ("RGBA", False, True), ("P", False, False), ("1", True, False)])
+def test_modes_become_rgb_with_alpha_and_greyness_remembered(tmp_path, mode, greyscale, has_alpha):
+    decoded = decode(save(tmp_path, gradient(mode)))
+    assert decoded.rgb.shape == (10, 20, 3) and decoded.rgb.dtype == np.uint8
+    assert decoded.greyscale == greyscale
+    assert (decoded.alpha is not None) == has_alpha
+
+
+def test_palette_with_transparency_keeps_alpha(tmp_path):
+    image = gradient("P")
+    image.info["transparency"] = 0
+    decoded = decode(save(tmp_path, image, transparency=0))
+    assert decoded.alpha is not None
+
+
+def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
+    decoded = decode(save(tmp_path, gradient("CMYK"), "JPEG"))
+    assert decoded.rgb.shape == (10, 20, 3) and decoded.icc_profile is None
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    arr = np.linspace(0, 65535, 200, dtype=np.uint16).reshape(10, 20)
+    decoded = decode(save(tmp_path, Image.fromarray(arr)))
+    assert decoded.greyscale
+    assert decoded.rgb[..., 0].min() == 0 and decoded.rgb[..., 0].max() == 255
+    assert len(np.unique(decoded.rgb[..., 0])) > 100
+
+
+def test_alpha_is_upscaled_separately_and_kept(tmp_path):
+    image = gradient("RGBA")
+    image.putalpha(Image.linear_gradient("L").resize(image.size))
+    decoded = decode(save(tmp_path, image))
+    out = compose(BicubicEngine().upscale(decoded.rgb, 2), decoded)
+    assert out.mode == "RGBA" and out.size == (40, 20)
+    alpha = np.asarray(out.getchannel("A"))
+    assert alpha.min() < 30 and alpha.max() > 225
+
+
+def test_greyscale_stays_greyscale_end_to_end(tmp_path):
+    source = save(tmp_path, gradient("L"))
+    result = tmp_path / "out.png"
+    render(source, result, BicubicEngine(), 3, "png")
+    with Image.open(result) as out:
+        assert out.mode == "L" and out.size == (60, 30)
+
+
+def test_icc_profile_is_carried_to_the_output(tmp_path):
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = save(tmp_path, gradient(), "PNG", icc_profile=profile)
+    for fmt in ("png", "jpeg", "webp"):
+        result = tmp_path / f"out.{fmt}"
+        render(source, result, BicubicEngine(), 2, fmt)
+        with Image.open(result) as out:
+            assert out.info.get("icc_profile") == profile, fmt
+
+
+def test_jpeg_output_flattens_alpha_onto_white(tmp_path):
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    decoded = decode(save(tmp_path, image))
+    path = tmp_path / "o.jpg"
+    encode(compose(BicubicEngine().upscale(decoded.rgb, 2), decoded), "jpeg", path, 90, None)
+    with Image.open(path) as out:
+        assert out.mode == "RGB" and np.asarray(out).min() > 240
+
+
+def test_corrupt_data_raises_a_pillow_error(tmp_path):
+    path = tmp_path / "bad.png"
+    buffer = io.BytesIO()
+    gradient().save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue()[:60])
+    with pytest.raises((OSError, SyntaxError)):
+        decode(path)

@@ -1,0 +1,123 @@
+"""The job pipeline in-process, on both databases and real local storage."""
+
+import io
+
+import pytest
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image
+
+from shared.models import Job
+from shared.queue import make_celery
+from shared.storage import StorageError, new_key
+from tests.conftest import image_bytes
+from tests.factories import make_job, seconds_ago
+from worker import pipeline
+from worker.context import WorkerContext
+from worker.sweeper import sweep
+
+
+@pytest.fixture
+def ctx(settings):
+    context = WorkerContext.create(settings)
+    yield context
+    context.engine.dispose()
+
+
+def queued_job(ctx, db_session, data=None, **overrides):
+    key = new_key("inputs", "t", "png")
+    ctx.storage.put_bytes(key, data if data is not None else image_bytes(width=40, height=30), "image/png")
+    return make_job(db_session, input_key=key, input_width=40, input_height=30, **overrides)
+
+
+def reload(db_session, job):
+    db_session.expire_all()
+    return db_session.get(Job, job.id)
+
+
+@pytest.mark.parametrize("model,fmt", [("bicubic", "png"), ("residual_sr", "webp"), ("residual_sr", "jpeg")])
+def test_a_job_runs_to_success(ctx, db_session, model, fmt):
+    job = queued_job(ctx, db_session, model=model, scale=3, output_format=fmt)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert (job.status, job.progress, job.attempts, job.lease_owner) == ("succeeded", 1.0, 1, None)
+    assert (job.output_width, job.output_height) == (120, 90)
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(job.output_key))) as out:
+        assert out.size == (120, 90) and out.format == fmt.upper()
+    assert job.output_bytes > 0 and job.timings["inference_s"] >= 0 and job.timings["total_s"] > 0
+
+
+def test_a_second_delivery_does_no_work(ctx, db_session):
+    job = queued_job(ctx, db_session)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    first_key = reload(db_session, job).output_key
+    assert pipeline.run_job(ctx, job.id) == "skipped"
+    job = reload(db_session, job)
+    assert (job.output_key, job.attempts) == (first_key, 1)
+    assert len(list((ctx.settings.storage_dir / "results").rglob("*.png"))) == 1
+
+
+def test_unreadable_input_fails_with_a_stable_code_and_keeps_the_input(ctx, db_session):
+    job = queued_job(ctx, db_session, data=image_bytes()[:70])
+    assert pipeline.run_job(ctx, job.id) == "failed"
+    job = reload(db_session, job)
+    assert (job.status, job.error_code) == ("failed", "input_unreadable")
+    assert ctx.storage.exists(job.input_key)
+
+
+def test_missing_input_fails_as_input_missing(ctx, db_session):
+    job = make_job(db_session, input_key="inputs/none/gone.png")
+    pipeline.run_job(ctx, job.id)
+    assert reload(db_session, job).error_code == "input_missing"
+
+
+def test_unknown_model_on_the_worker_fails_as_engine_failed(ctx, db_session):
+    job = queued_job(ctx, db_session, model="retired-model")
+    pipeline.run_job(ctx, job.id)
+    assert reload(db_session, job).error_code == "engine_failed"
+
+
+@pytest.mark.parametrize("error,code", [(StorageError("disk full"), "storage_failed"),
+                                        (SoftTimeLimitExceeded(), "time_limit"),
+                                        (RuntimeError("bug"), "internal_error")])
+def test_failures_map_to_stable_codes(ctx, db_session, monkeypatch, error, code):
+    job = queued_job(ctx, db_session)
+
+    def fail(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(ctx.storage, "put_file", fail)
+    assert pipeline.run_job(ctx, job.id) == "failed"
+    job = reload(db_session, job)
+    assert (job.status, job.error_code) == ("failed", code)
+    assert ctx.storage.exists(job.input_key)
+
+
+def test_losing_the_lease_discards_the_output(ctx, db_session, monkeypatch):
+    job = queued_job(ctx, db_session)
+    real_put = ctx.storage.put_file
+
+    def put_then_lose_lease(key, path, content_type):
+        real_put(key, path, content_type)
+        db_session.query(Job).filter_by(id=job.id).update({"lease_owner": "someone-else"})
+        db_session.commit()
+
+    monkeypatch.setattr(ctx.storage, "put_file", put_then_lose_lease)
+    assert pipeline.run_job(ctx, job.id) == "lease_lost"
+    assert list((ctx.settings.storage_dir / "results").rglob("*.png")) == []
+    assert reload(db_session, job).status == "running"  # the new owner finishes it
+
+
+def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
+    celery = make_celery(ctx.settings)
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    queue.delete("inference")
+    never = queued_job(ctx, db_session, enqueued_at=None)
+    dead = queued_job(ctx, db_session, status="running", lease_owner="gone", lease_expires_at=seconds_ago(3),
+                      attempts=1)
+    report = sweep(ctx, celery)
+    assert (report.enqueued, report.requeued, report.failed) == (2, 1, 0)
+    assert queue.llen("inference") == 2
+    assert reload(db_session, never).enqueued_at is not None
+    assert reload(db_session, dead).status == "queued"
+    assert sweep(ctx, celery).enqueued == 0  # nothing enqueued twice
