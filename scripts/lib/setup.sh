@@ -1,0 +1,44 @@
+# Shared set-up steps for scripts/dev and scripts/test: install what is missing, nothing more.
+# shellcheck shell=bash
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else
+    echo "need root to run: $* (install it yourself, or run as root)" >&2
+    return 1
+  fi
+}
+
+# ensure_apt PACKAGE:PROBE ... -- installs each Debian package whose probe command is missing.
+ensure_apt() {
+  local missing=() spec pkg probe
+  for spec in "$@"; do
+    pkg=${spec%%:*}; probe=${spec#*:}
+    if ! eval "$probe" >/dev/null 2>&1; then missing+=("$pkg"); fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# ensure_venv EXTRAS -- a virtual environment in .venv with the project installed (editable).
+ensure_venv() {
+  local extras=$1 python=${PYTHON:-python3}
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)" >&2
+    return 1
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv || { ensure_apt python3-venv:false; "$python" -m venv .venv; }
+  fi
+  local stamp=.venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' '_')
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "installing Python packages into .venv ($extras) ..."
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e "$extras"
+    touch "$stamp"
+  fi
+}
