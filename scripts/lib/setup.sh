@@ -37,8 +37,11 @@ ensure_venv() {
   local stamp=.venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' '_')
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing Python packages into .venv ($extras) ..."
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e "$extras"
+    if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e "$extras"; } \
+        > .venv/pip.log 2>&1; then
+      cat .venv/pip.log >&2
+      return 1
+    fi
     touch "$stamp"
   fi
 }
