@@ -1,0 +1,106 @@
+"""Benchmark: a 20-megapixel photo-like image upscaled x2 and x4 by the network and by Pillow bicubic.
+
+Each measurement runs in its own process so peak RSS (ru_maxrss) is that run's alone. Prints wall time,
+milliseconds per input megapixel, peak RSS and, for the network, achieved GFLOP/s
+(multiply-adds per LR pixel x LR pixels x 2 / inference time).
+
+    python bench/huge_image.py                 # 5472x3648, x2 and x4, network and bicubic
+    python bench/huge_image.py --size 2000x1500 --scales 4 --engines residual_sr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_input(width: int, height: int, path: Path) -> None:
+    """A photo-like test image: a training photo upscaled to the size, plus fine grain."""
+    import numpy as np
+    from PIL import Image
+
+    source = sorted((ROOT.parent / "shared" / "data" / "train" / "sun_hays80").glob("*.jpg"))
+    if source:
+        base = Image.open(source[0]).convert("RGB").resize((width, height), Image.BICUBIC)
+    else:
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8))
+    grain = np.random.default_rng(0).normal(0, 4, (height, width, 1))
+    arr = np.clip(np.asarray(base, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path, "PNG", compress_level=1)
+
+
+def measure(engine_name: str, scale: int, image_path: str, tile: int | None) -> dict:
+    """Runs inside a child process: load, upscale once, report."""
+    import numpy as np
+    from PIL import Image
+
+    from shared.settings import Settings
+    from worker.engine.registry import EngineRegistry
+
+    overrides = {"tile_size": tile} if tile else {}
+    settings = Settings.from_env(**overrides)
+    engine = EngineRegistry(settings).get(engine_name)
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    if hasattr(engine, "predict"):  # warm up the compiled graph on one tile, outside the timing
+        engine.upscale(rgb[:64, :64], scale)
+    started = time.perf_counter()
+    out = engine.upscale(rgb, scale)
+    seconds = time.perf_counter() - started
+    megapixels = rgb.shape[0] * rgb.shape[1] / 1e6
+    result = {"engine": engine_name, "scale": scale, "input": f"{rgb.shape[1]}x{rgb.shape[0]}",
+              "output": f"{out.width}x{out.height}", "seconds": round(seconds, 2),
+              "ms_per_input_mp": round(seconds * 1000 / megapixels, 1),
+              "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
+    if hasattr(engine, "config"):
+        from worker.engine.network import multiply_adds_per_lr_pixel
+
+        macs = multiply_adds_per_lr_pixel(engine.config, scale)
+        result["gflops"] = round(macs * rgb.shape[0] * rgb.shape[1] * 2 / seconds / 1e9, 1)
+        result["tile"] = engine.tile_size
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="5472x3648")
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--engines", nargs="+", default=["residual_sr", "bicubic"])
+    parser.add_argument("--tile", type=int, default=None, help="tile size (default: the setting, 256)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        engine, scale, path = args.child
+        print(json.dumps(measure(engine, int(scale), path, args.tile)))
+        return 0
+    width, height = (int(v) for v in args.size.split("x"))
+    image = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{width}x{height}.png"
+    if not image.exists():
+        make_input(width, height, image)
+    print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {os.cpu_count()} CPU cores")
+    print("| engine | scale | output | seconds | ms / input MP | peak RSS (GiB) | GFLOP/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for engine in args.engines:
+        for scale in args.scales:
+            cmd = [sys.executable, __file__, "--child", engine, str(scale), str(image)]
+            if args.tile:
+                cmd += ["--tile", str(args.tile)]
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            line = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip()
+            r = json.loads(line.splitlines()[-1])
+            print(f"| {r['engine']} | x{r['scale']} | {r['output']} | {r['seconds']} | {r['ms_per_input_mp']} | "
+                  f"{r['peak_rss_gib']} | {r.get('gflops', '-')} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
