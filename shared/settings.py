@@ -46,7 +46,7 @@ class Settings:
     default_model: str = "residual_sr"
     models_dir: Path = PACKAGE_ROOT / "weights"
     tile_size: int = 256
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int = 512
     job_time_limit: int = 3600
     lease_seconds: int = 120
     max_attempts: int = 3

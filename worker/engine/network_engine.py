@@ -16,7 +16,7 @@ from worker.engine.tiling import batch_size_for, run_tiled
 class NetworkEngine:
     """Runs a multi-scale network shipped as ``<name>.weights.h5`` + ``<name>.json``."""
 
-    def __init__(self, weights: Path, tile_size: int = 256, memory_budget_mb: int = 1024):
+    def __init__(self, weights: Path, tile_size: int = 256, memory_budget_mb: int = 512):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
 
