@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         started.append(subprocess.Popen([*upscaler, "worker", "--beat", "--concurrency", "1"], env=env,
                                         stdout=worker_log, stderr=subprocess.STDOUT))
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
-        api = subprocess.Popen([*upscaler, "api", "--workers", "2"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
+        api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
         started.append(api)
         wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
         base = f"http://127.0.0.1:{api_port}"

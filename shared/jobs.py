@@ -55,6 +55,11 @@ def mark_enqueued(session: Session, job_id: str) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
 
 
+def clear_enqueued(session: Session, job_id: str) -> None:
+    """Publishing failed: mark the job as never handed to the broker, for the sweeper."""
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=None))
+
+
 def claim(session: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
     """Atomically take the job if it is queued, or running under an expired lease."""
     now = utcnow()

@@ -17,7 +17,7 @@ from api.uploads import CONTENT_TYPES, read_upload
 from shared import jobs
 from shared.db import unit_of_work
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, check_output
-from shared.models import Job, new_job_id
+from shared.models import Job, new_job_id, utcnow
 from shared.queue import enqueue_job
 from shared.states import JobStatus
 from shared.storage import LocalStorage, StorageError, new_key
@@ -71,7 +71,7 @@ def create_job():
               quality=form.quality, webhook_url=str(form.webhook_url) if form.webhook_url else None,
               input_key=input_key, input_format=upload.format, input_filename=upload.filename,
               input_bytes=len(upload.data), input_width=upload.width, input_height=upload.height,
-              progress=0.0, attempts=0)
+              progress=0.0, attempts=0, enqueued_at=utcnow())
     _insert_job(svc, job)
     _enqueue(svc, job_id)
     body = job_out(svc, job, with_result_url=False)
@@ -105,17 +105,18 @@ def _insert_job(svc: Services, job: Job) -> None:
 
 
 def _enqueue(svc: Services, job_id: str) -> None:
-    """Publish after commit. If Redis is down the job stays queued and the sweeper enqueues it."""
+    """Publish after commit. The row was stored with ``enqueued_at`` set (saving a second commit on the
+    hot path); if Redis is down it is cleared so the sweeper enqueues the job as soon as it can.
+    """
     try:
         enqueue_job(svc.celery, job_id)
     except Exception:
         log.warning("broker unavailable: job %s accepted, the sweeper will enqueue it", job_id)
-        return
-    try:
-        with unit_of_work(svc.sessions) as session:
-            jobs.mark_enqueued(session, job_id)
-    except SQLAlchemyError:
-        log.warning("could not record enqueue time of job %s (harmless)", job_id)
+        try:
+            with unit_of_work(svc.sessions) as session:
+                jobs.clear_enqueued(session, job_id)
+        except SQLAlchemyError:
+            log.exception("could not clear enqueue time of job %s; the sweeper finds it once stale", job_id)
 
 
 def _load(svc: Services, job_id: str) -> Job:
