@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from shared.job_view import JobOut
 
 
 class JobCreateForm(BaseModel):
@@ -39,47 +40,6 @@ class JobListQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page.")
-
-
-class ImageInfo(BaseModel):
-    width: int
-    height: int
-    bytes: int | None = None
-    format: str
-    filename: str | None = None
-
-
-class JobError(BaseModel):
-    code: str = Field(description="Stable machine-readable code (docs/errors.md).")
-    message: str
-
-
-class JobLinks(BaseModel):
-    self: str
-    result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded.")
-
-
-class JobOut(BaseModel):
-    id: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
-    progress: float = Field(ge=0, le=1)
-    model: str
-    scale: int
-    output_format: str
-    quality: int | None
-    webhook_url: str | None
-    attempts: int
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    input: ImageInfo
-    output: ImageInfo = Field(description="Width/height are known at submit; bytes once the job succeeded.")
-    result_url: str | None = Field(None, description="Direct, expiring download URL once succeeded.")
-    result_url_expires_at: datetime | None = None
-    error: JobError | None
-    timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
-    links: JobLinks
 
 
 class JobPage(BaseModel):

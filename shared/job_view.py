@@ -1,0 +1,97 @@
+"""How a job looks in JSON: one body for ``GET /v1/jobs/<id>``, list items and webhook payloads.
+
+It lives in ``shared`` because both the API (responses) and the worker (webhook payloads) render it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, Field
+
+from shared.limits import OUTPUT_FORMATS
+from shared.models import Job
+from shared.settings import Settings
+from shared.signing import signed_query
+from shared.states import JobStatus
+from shared.storage import Storage
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    bytes: int | None = None
+    format: str
+    filename: str | None = None
+
+
+class JobError(BaseModel):
+    code: str = Field(description="Stable machine-readable code (docs/errors.md).")
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded.")
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    progress: float = Field(ge=0, le=1)
+    model: str
+    scale: int
+    output_format: str
+    quality: int | None
+    webhook_url: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    input: ImageInfo
+    output: ImageInfo = Field(description="Width/height are known at submit; bytes once the job succeeded.")
+    result_url: str | None = Field(None, description="Direct, expiring download URL once succeeded.")
+    result_url_expires_at: datetime | None = None
+    error: JobError | None
+    timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
+    links: JobLinks
+
+
+
+
+def result_link(job: Job, storage: Storage, settings: Settings, base_url: str) -> tuple[str, datetime] | None:
+    """A direct, expiring URL for a succeeded job's result: presigned S3 or a signed API link."""
+    if job.status != JobStatus.SUCCEEDED.value or not job.output_key:
+        return None
+    ttl = settings.result_url_ttl
+    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    ext = job.output_key.rsplit(".", 1)[-1]
+    url = storage.presigned_url(job.output_key, ttl, f"{job.id}.{ext}", OUTPUT_FORMATS[job.output_format])
+    if url is None:
+        query = urlencode(signed_query(settings.secret_key, job.output_key, ttl))
+        url = f"{base_url.rstrip('/')}/v1/files/{job.output_key}?{query}"
+    return url, expires
+
+
+def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with_result_url: bool = True) -> JobOut:
+    """Render a job. ``base_url`` prefixes API links (``UPSCALER_PUBLIC_URL`` or the request's host)."""
+    link = result_link(job, storage, settings, base_url) if with_result_url else None
+    succeeded = job.status == JobStatus.SUCCEEDED.value
+    return JobOut(
+        id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model, scale=job.scale,
+        output_format=job.output_format, quality=job.quality, webhook_url=job.webhook_url, attempts=job.attempts,
+        created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
+        input=ImageInfo(width=job.input_width, height=job.input_height, bytes=job.input_bytes,
+                        format=job.input_format, filename=job.input_filename),
+        output=ImageInfo(width=job.output_width or job.input_width * job.scale,
+                         height=job.output_height or job.input_height * job.scale,
+                         bytes=job.output_bytes, format=job.output_format),
+        result_url=link[0] if link else None,
+        result_url_expires_at=link[1] if link else None,
+        error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        timings=job.timings,
+        links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result" if succeeded else None),
+    )
