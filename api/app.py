@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from api.errors import register_error_handlers
-from api.routes import files, health, jobs, meta, models
+from api.routes import deliveries, files, health, jobs, meta, models
 from api.services import Services
 from shared.catalog import load_catalog
 from shared.db import make_engine, make_session_factory
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings),
         catalog=load_catalog(settings.models_dir),
     )
-    for module in (jobs, models, files, health, meta):
+    for module in (jobs, deliveries, models, files, health, meta):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
     logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),

@@ -24,6 +24,7 @@ class Operation:
     query: type[BaseModel] | None = None
     tag: str = "jobs"
     headers: dict[str, str] = field(default_factory=dict)
+    request_headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
 
 
@@ -71,6 +72,8 @@ def _operation(op: Operation, arguments, components: dict, operation_id: str) ->
     spec: dict = {"summary": op.summary, "operationId": operation_id, "tags": [op.tag], "responses": {}}
     parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                   for name in sorted(arguments)]
+    parameters += [{"name": name, "in": "header", "required": False, "description": text,
+                    "schema": {"type": "string"}} for name, text in op.request_headers.items()]
     if op.query:
         schema = op.query.model_json_schema()
         for name, prop in schema["properties"].items():

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from shared.job_view import JobOut
 
+_EVENT = r"job\.(started|succeeded|failed|canceled)"
+
 
 class JobCreateForm(BaseModel):
     """multipart/form-data fields of ``POST /v1/jobs`` (the file goes in ``image``)."""
@@ -20,7 +22,11 @@ class JobCreateForm(BaseModel):
     model: str | None = Field(None, max_length=64,
                               description="Model name from GET /v1/models (default: the server's default network; "
                                           "'bicubic' is the baseline).")
-    webhook_url: HttpUrl | None = Field(None, description="Called when the job ends (see the webhooks guide).")
+    webhook_url: HttpUrl | None = Field(None, description="Receives signed event POSTs (docs/webhooks.md).")
+    webhook_events: str | None = Field(
+        None, pattern=rf"^\s*{_EVENT}(\s*,\s*{_EVENT})*\s*$",
+        description="Comma-separated (or repeated) events to send: job.started, job.succeeded, job.failed, "
+                    "job.canceled. Default: the three terminal ones.")
 
     @field_validator("scale", mode="before")
     @classmethod
@@ -28,7 +34,12 @@ class JobCreateForm(BaseModel):
         """Form fields arrive as text; "4" means 4 (a Literal alone would not coerce it)."""
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
-    @field_validator("quality", "model", "webhook_url", mode="before")
+    def event_list(self) -> list[str] | None:
+        if not self.webhook_events:
+            return None
+        return sorted({event.strip() for event in self.webhook_events.split(",")})
+
+    @field_validator("quality", "model", "webhook_url", "webhook_events", mode="before")
     @classmethod
     def _empty_is_absent(cls, value):
         return None if value == "" else value

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE
+from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     api.set_defaults(func=run_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("--queues", default=f"{INFERENCE_QUEUE},{MAINTENANCE_QUEUE}",
+    worker.add_argument("--queues", default=f"{INFERENCE_QUEUE},{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}",
                         help="comma-separated queues to consume")
     worker.add_argument("--concurrency", type=int, default=None,
                         help="processes (default $UPSCALER_WORKER_CONCURRENCY)")

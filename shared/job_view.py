@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field
 
+from shared.events import wanted_events
 from shared.limits import OUTPUT_FORMATS
 from shared.models import Job
 from shared.settings import Settings
@@ -46,6 +47,7 @@ class JobOut(BaseModel):
     output_format: str
     quality: int | None
     webhook_url: str | None
+    webhook_events: list[str] | None = Field(None, description="Events sent to webhook_url.")
     attempts: int
     created_at: datetime
     updated_at: datetime
@@ -55,6 +57,7 @@ class JobOut(BaseModel):
     output: ImageInfo = Field(description="Width/height are known at submit; bytes once the job succeeded.")
     result_url: str | None = Field(None, description="Direct, expiring download URL once succeeded.")
     result_url_expires_at: datetime | None = None
+    expired_at: datetime | None = Field(None, description="When the retention period removed input and result.")
     error: JobError | None
     timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
     links: JobLinks
@@ -64,7 +67,7 @@ class JobOut(BaseModel):
 
 def result_link(job: Job, storage: Storage, settings: Settings, base_url: str) -> tuple[str, datetime] | None:
     """A direct, expiring URL for a succeeded job's result: presigned S3 or a signed API link."""
-    if job.status != JobStatus.SUCCEEDED.value or not job.output_key:
+    if job.status != JobStatus.SUCCEEDED.value or not job.output_key or job.expired_at:
         return None
     ttl = settings.result_url_ttl
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
@@ -82,7 +85,8 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
     succeeded = job.status == JobStatus.SUCCEEDED.value
     return JobOut(
         id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model, scale=job.scale,
-        output_format=job.output_format, quality=job.quality, webhook_url=job.webhook_url, attempts=job.attempts,
+        output_format=job.output_format, quality=job.quality, webhook_url=job.webhook_url,
+        webhook_events=list(wanted_events(job)) if job.webhook_url else None, attempts=job.attempts,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
         input=ImageInfo(width=job.input_width, height=job.input_height, bytes=job.input_bytes,
                         format=job.input_format, filename=job.input_filename),
@@ -91,6 +95,7 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
                          bytes=job.output_bytes, format=job.output_format),
         result_url=link[0] if link else None,
         result_url_expires_at=link[1] if link else None,
+        expired_at=job.expired_at,
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         timings=job.timings,
         links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result" if succeeded else None),

@@ -99,6 +99,17 @@ def finish(session: Session, job_id: str, owner: str, status: JobStatus, **value
     return result.rowcount == 1
 
 
+def cancel(session: Session, job_id: str) -> bool:
+    """Cancel a queued or running job; a running worker notices at its next lease renewal and stops."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, lease_owner=None,
+                lease_expires_at=None)
+    )
+    return result.rowcount == 1
+
+
 def fail_queued(session: Session, job_id: str, code: str, message: str) -> bool:
     """Fail a job that never started (for instance its input vanished)."""
     now = utcnow()

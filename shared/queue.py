@@ -8,24 +8,31 @@ is the source of truth.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 from celery import Celery
 from kombu import Queue
 
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
 RUN_JOB = "upscaler.run_job"
 SWEEP = "upscaler.sweep"
+DELIVER_WEBHOOK = "upscaler.deliver_webhook"
 INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
+WEBHOOK_QUEUE = "webhooks"
 
 
 def make_celery(settings: Settings) -> Celery:
     """A configured Celery app (tasks are registered by the worker package, not here)."""
     app = Celery("upscaler", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
-        task_queues=(Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE)),
+        task_queues=(Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(WEBHOOK_QUEUE)),
         task_default_queue=MAINTENANCE_QUEUE,
-        task_routes={RUN_JOB: {"queue": INFERENCE_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE}},
+        task_routes={RUN_JOB: {"queue": INFERENCE_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE},
+                     DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -53,3 +60,18 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue_job(celery: Celery, job_id: str) -> None:
     """Publish "run job <id>"; raises on broker failure (callers decide whether that is fatal)."""
     celery.send_task(RUN_JOB, args=[job_id], queue=INFERENCE_QUEUE, retry=True)
+
+
+def enqueue_delivery(celery: Celery, delivery_id: str, countdown: float = 0) -> None:
+    """Publish "deliver webhook message <id>" (the sweeper re-publishes it if this is lost)."""
+    celery.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOK_QUEUE, countdown=countdown or None,
+                     retry=True)
+
+
+def publish_deliveries(celery: Celery, delivery_ids: Iterable[str | None]) -> None:
+    """Publish freshly recorded webhook messages; a failure is fine (the sweeper publishes due ones)."""
+    for delivery_id in filter(None, delivery_ids):
+        try:
+            enqueue_delivery(celery, delivery_id)
+        except Exception:
+            log.warning("could not publish webhook %s now; the sweeper will", delivery_id)

@@ -53,12 +53,23 @@ class Settings:
     queued_stale_seconds: int = 600
     sweep_interval: float = 30.0
     enqueue_timeout: float = 2.0
+    webhook_secret: str = ""
+    webhook_timeout: float = 10.0
+    webhook_retry_schedule: str = "5,30,120,600,1800,3600,7200,14400"
+    webhook_allow_private: bool = False
+    idempotency_ttl: int = 86400
+    retention_seconds: int = 7 * 86400
     worker_concurrency: int = 1
     inference_threads: int = 0
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """Seconds to wait before each retry of a failed webhook delivery."""
+        return tuple(float(v) for v in self.webhook_retry_schedule.split(",") if v.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -91,6 +102,13 @@ class Settings:
             raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
         if self.production and (self.secret_key == DEV_SECRET or len(self.secret_key) < 16):
             raise SettingsError("UPSCALER_SECRET_KEY must be set to a random string of 16+ characters in production")
+        try:
+            if any(d < 0 for d in self.webhook_retry_delays):
+                raise ValueError
+        except ValueError as exc:
+            raise SettingsError("UPSCALER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from exc
+        if self.webhook_secret and not self.webhook_secret.startswith("whsec_"):
+            raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>")
         for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "tile_size", "lease_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be positive")

@@ -27,7 +27,7 @@ def get_context() -> WorkerContext:
     """The process's context, created on first use (solo pool) or at process init (prefork)."""
     global _context
     if _context is None:
-        _context = WorkerContext.create(settings)
+        _context = WorkerContext.create(settings, celery)
         if _consumes_inference:
             _preload(_context)
     return _context

@@ -11,10 +11,12 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import make_engine, make_session_factory
+from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
 from worker.engine.registry import EngineRegistry
@@ -27,10 +29,13 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     storage: Storage
     engines: EngineRegistry
+    celery: Celery
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
 
     @classmethod
-    def create(cls, settings: Settings) -> WorkerContext:
+    def create(cls, settings: Settings, celery: Celery | None = None) -> WorkerContext:
+        """``celery`` publishes follow-up tasks (webhooks); by default a client for the same broker."""
         engine = make_engine(settings.database_url)
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                   storage=make_storage(settings), engines=EngineRegistry(settings))
+                   storage=make_storage(settings), engines=EngineRegistry(settings),
+                   celery=celery or make_celery(settings))

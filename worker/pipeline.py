@@ -19,8 +19,10 @@ from shared import jobs
 from shared.db import unit_of_work
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.models import Job
+from shared.queue import publish_deliveries
 from shared.states import JobStatus
 from shared.storage import ObjectMissing, StorageError, new_key
+from shared.webhooks import record_event
 from worker.context import WorkerContext
 from worker.engine.registry import UnknownModel
 from worker.render import render
@@ -45,15 +47,17 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         if not jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds):
             log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
             return "skipped"
-    with ctx.sessions() as session:
+    with unit_of_work(ctx.sessions) as session:
         job = session.get(Job, job_id)
+        started_event = record_event(session, job, "job.started", ctx.storage, ctx.settings) \
+            if job.attempts == 1 else None
+        session.flush()
         session.expunge(job)
+    publish_deliveries(ctx.celery, [started_event])
     output_key = None
     try:
         output_key, values = _process(ctx, job)
-        with unit_of_work(ctx.sessions) as session:
-            finished = jobs.finish(session, job_id, ctx.owner, JobStatus.SUCCEEDED, progress=1.0, **values)
-        if not finished:
+        if not _finish(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)
         log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
         return "succeeded"
@@ -66,10 +70,18 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
                 "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
         _discard(ctx, output_key)
-        with unit_of_work(ctx.sessions) as session:
-            jobs.finish(session, job_id, ctx.owner, JobStatus.FAILED, error_code=failure.code,
-                        error_message=str(failure)[:2000])
+        _finish(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
         return "failed"
+
+
+def _finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> bool:
+    """End our job and record its webhook event in the same transaction; publish after commit."""
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.finish(session, job_id, ctx.owner, status, **values):
+            return False
+        event = record_event(session, session.get(Job, job_id), f"job.{status.value}", ctx.storage, ctx.settings)
+    publish_deliveries(ctx.celery, [event])
+    return True
 
 
 def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:

@@ -1,21 +1,30 @@
-"""The periodic sweeper (Celery beat): nothing stays queued or running for ever.
+"""The periodic sweeper (Celery beat): nothing stays queued, running or undelivered for ever.
 
-* queued jobs that never reached the broker (Redis was down at submit) or whose message may be
-  lost are enqueued again; a duplicate message is harmless because claiming is atomic;
-* running jobs whose lease expired (worker killed) go back to the queue, or fail with
-  ``worker_lost`` after ``max_attempts``.
+* queued jobs that never reached the broker (Redis was down at submit) or whose message may be lost
+  are enqueued again; a duplicate message is harmless because claiming is atomic;
+* running jobs whose lease expired (worker killed) go back to the queue, or fail with ``worker_lost``
+  after ``max_attempts`` (with their ``job.failed`` webhook);
+* webhook messages whose retry time has come are published;
+* past the retention period, inputs and results are deleted and the job marked expired; expired
+  idempotency keys are dropped.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from celery import Celery
+from sqlalchemy import delete, select
 
-from shared import jobs
+from shared import deliveries, jobs
 from shared.db import unit_of_work
-from shared.queue import enqueue_job
+from shared.models import IdempotencyKey, Job, utcnow
+from shared.queue import enqueue_job, publish_deliveries
+from shared.states import TERMINAL
+from shared.storage import StorageError
+from shared.webhooks import record_event
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -26,11 +35,29 @@ class SweepReport:
     enqueued: int
     requeued: int
     failed: int
+    webhooks: int = 0
+    expired: int = 0
 
 
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     with unit_of_work(ctx.sessions) as session:
         requeued, failed = jobs.release_expired_leases(session, ctx.settings.max_attempts)
+        events = [record_event(session, session.get(Job, job_id), "job.failed", ctx.storage, ctx.settings)
+                  for job_id in failed]
+    publish_deliveries(celery, events)
+    enqueued = _enqueue_pending_jobs(ctx, celery)
+    with ctx.sessions() as session:
+        due = deliveries.due(session, grace_seconds=5.0)
+    publish_deliveries(celery, due)
+    expired = expire_old_jobs(ctx)
+    report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed), webhooks=len(due),
+                         expired=expired)
+    if any((enqueued, requeued, failed, due, expired)):
+        log.info("sweep: %s", report)
+    return report
+
+
+def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery) -> int:
     with ctx.sessions() as session:
         pending = jobs.jobs_to_enqueue(session, ctx.settings.queued_stale_seconds)
     enqueued = 0
@@ -43,7 +70,32 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
         with unit_of_work(ctx.sessions) as session:
             jobs.mark_enqueued(session, job_id)
         enqueued += 1
-    report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed))
-    if enqueued or requeued or failed:
-        log.info("sweep: %s", report)
-    return report
+    return enqueued
+
+
+def expire_old_jobs(ctx: WorkerContext, limit: int = 200) -> int:
+    """Delete the objects of jobs finished before the retention period; the rows stay (marked expired)."""
+    settings = ctx.settings
+    now = utcnow()
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(delete(IdempotencyKey).where(
+            IdempotencyKey.created_at < now - timedelta(seconds=settings.idempotency_ttl)))
+    if settings.retention_seconds <= 0:
+        return 0
+    cutoff = now - timedelta(seconds=settings.retention_seconds)
+    with ctx.sessions() as session:
+        old = session.scalars(select(Job).where(Job.status.in_([s.value for s in TERMINAL]),
+                                                Job.finished_at < cutoff, Job.expired_at.is_(None))
+                              .limit(limit)).all()
+    expired = 0
+    for job in old:
+        try:
+            for key in filter(None, (job.input_key, job.output_key)):
+                ctx.storage.delete(key)
+        except StorageError:
+            log.warning("could not delete objects of expired job %s; will retry", job.id, exc_info=True)
+            continue
+        with unit_of_work(ctx.sessions) as session:
+            session.get(Job, job.id).expired_at = utcnow()
+        expired += 1
+    return expired

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from shared.queue import RUN_JOB, SWEEP
-from worker import pipeline, sweeper
+import dataclasses
+
+from shared.queue import DELIVER_WEBHOOK, RUN_JOB, SWEEP
+from worker import pipeline, sweeper, webhook_delivery
 from worker.celery_app import celery, get_context, settings
 
 
@@ -15,5 +17,9 @@ def run_job(job_id: str) -> str:
 
 @celery.task(name=SWEEP, ignore_result=True, soft_time_limit=120, time_limit=180)
 def sweep() -> dict:
-    report = sweeper.sweep(get_context(), celery)
-    return {"enqueued": report.enqueued, "requeued": report.requeued, "failed": report.failed}
+    return dataclasses.asdict(sweeper.sweep(get_context(), celery))
+
+
+@celery.task(name=DELIVER_WEBHOOK, ignore_result=True, acks_late=True, soft_time_limit=120, time_limit=180)
+def deliver_webhook(delivery_id: str) -> str:
+    return webhook_delivery.deliver(get_context(), celery, delivery_id)

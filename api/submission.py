@@ -1,0 +1,195 @@
+"""The submit path: validate, store the input, insert the job (with its idempotency key), enqueue.
+
+Order matters for "nothing half-written": the input object is stored first; if the row insert fails
+the object is deleted before answering 503; the task is published only after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import request
+from pydantic import ValidationError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from api.errors import ApiError
+from api.schemas import JobCreateForm
+from api.services import Services
+from api.uploads import CONTENT_TYPES, Upload, read_upload
+from shared import jobs
+from shared.db import unit_of_work
+from shared.limits import EXTENSIONS, check_output
+from shared.models import IdempotencyKey, Job, new_job_id, utcnow
+from shared.queue import enqueue_job
+from shared.states import TERMINAL, JobStatus
+from shared.storage import StorageError, new_key
+from shared.webhooks import refused_destination
+
+log = logging.getLogger(__name__)
+MAX_WAIT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Submission:
+    form: JobCreateForm
+    model: str
+    upload: Upload
+
+    def fingerprint(self) -> str:
+        """What makes two requests "the same" for Idempotency-Key: every field and the image bytes."""
+        fields = self.form.model_dump(mode="json") | {"model": self.model}
+        canonical = json.dumps(fields, sort_keys=True) + hashlib.sha256(self.upload.data).hexdigest()
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "request"
+    return ApiError("invalid_parameter", f"{field}: {first['msg']}", field=field)
+
+
+def parse(svc: Services) -> Submission:
+    """Validate the whole request; raise the matching ``ApiError`` at the first problem."""
+    if request.mimetype != "multipart/form-data":
+        raise ApiError("bad_request", f"send multipart/form-data (got {request.mimetype or 'no body'}), with the "
+                                      "image in a file field named 'image'")
+    fields = request.form.to_dict()
+    if "webhook_events" in request.form:
+        fields["webhook_events"] = ",".join(request.form.getlist("webhook_events"))
+    try:
+        form = JobCreateForm.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    model = form.model or svc.settings.default_model
+    if model not in svc.catalog:
+        raise ApiError("unknown_model", f"no model named {model!r}; see GET /v1/models",
+                       available=sorted(svc.catalog))
+    if form.scale not in svc.catalog[model].scales:
+        raise ApiError("invalid_parameter", f"model {model!r} supports scales {list(svc.catalog[model].scales)}",
+                       field="scale")
+    if form.webhook_url:
+        reason = refused_destination(str(form.webhook_url), svc.settings.webhook_allow_private)
+        if reason:
+            raise ApiError("webhook_url_refused", reason, field="webhook_url")
+    upload = read_upload(request.files.get("image"), svc.settings.max_input_pixels)
+    violation = check_output(upload.width, upload.height, form.scale, form.format, svc.settings.max_output_pixels)
+    if violation:
+        raise ApiError(violation.code, violation.message)
+    return Submission(form, model, upload)
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError("invalid_parameter", "Idempotency-Key must be 1..255 printable characters",
+                       field="Idempotency-Key")
+    return key
+
+
+def find_previous(svc: Services, key: str, fingerprint: str) -> Job | None:
+    """The job an earlier request with this key created; 409 if that request was a different one."""
+    with svc.sessions() as session:
+        record = session.get(IdempotencyKey, key)
+        if record is None or record.created_at < utcnow() - timedelta(seconds=svc.settings.idempotency_ttl):
+            return None
+        if record.request_hash != fingerprint:
+            raise ApiError("idempotency_conflict", "this Idempotency-Key was already used with a different request "
+                                                   "(image or parameters)")
+        return session.get(Job, record.job_id)
+
+
+def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job, bool]:
+    """Store and enqueue a new job; returns (job, created). ``created`` is False when a concurrent
+    request with the same Idempotency-Key won the race (its job is returned)."""
+    form, upload = submission.form, submission.upload
+    job_id = new_job_id()
+    input_key = new_key("inputs", job_id, EXTENSIONS.get(upload.format, upload.format))
+    try:
+        svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
+    except StorageError as exc:
+        log.error("storage unavailable at submit: %s", exc)
+        raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
+                       headers={"Retry-After": "10"}) from exc
+    job = Job(id=job_id, status=JobStatus.QUEUED.value, scale=form.scale, model=submission.model,
+              output_format=form.format, quality=form.quality,
+              webhook_url=str(form.webhook_url) if form.webhook_url else None,
+              webhook_events=form.event_list(), input_key=input_key, input_format=upload.format,
+              input_filename=upload.filename, input_bytes=len(upload.data), input_width=upload.width,
+              input_height=upload.height, progress=0.0, attempts=0, enqueued_at=utcnow())
+    try:
+        with unit_of_work(svc.sessions) as session:
+            if key is not None:
+                session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key))  # an expired one
+                session.add(job)
+                session.flush()
+                session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint(), job_id=job_id))
+            else:
+                session.add(job)
+    except IntegrityError:
+        _discard(svc, input_key)
+        previous = find_previous(svc, key, submission.fingerprint()) if key else None
+        if previous is None:
+            raise
+        return previous, False
+    except SQLAlchemyError as exc:
+        log.error("database unavailable at submit: %s", exc)
+        _discard(svc, input_key)
+        raise ApiError("service_unavailable", "the database is unavailable; nothing was stored, retry later",
+                       headers={"Retry-After": "10"}) from exc
+    _enqueue(svc, job_id)
+    return job, True
+
+
+def _discard(svc: Services, key: str) -> None:
+    try:  # no orphan object without a row
+        svc.storage.delete(key)
+    except StorageError:
+        log.exception("could not remove orphan input %s", key)
+
+
+def _enqueue(svc: Services, job_id: str) -> None:
+    """Publish after commit. The row was stored with ``enqueued_at`` set (saving a second commit on the
+    hot path); if Redis is down it is cleared so the sweeper enqueues the job as soon as it can.
+    """
+    try:
+        enqueue_job(svc.celery, job_id)
+    except Exception:
+        log.warning("broker unavailable: job %s accepted, the sweeper will enqueue it", job_id)
+        try:
+            with unit_of_work(svc.sessions) as session:
+                jobs.clear_enqueued(session, job_id)
+        except SQLAlchemyError:
+            log.exception("could not clear enqueue time of job %s; the sweeper finds it once stale", job_id)
+
+
+def requested_wait() -> int | None:
+    """``Prefer: wait=N`` (RFC 7240), capped at 60 seconds; None when not asked."""
+    for preference in request.headers.get("Prefer", "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return max(0, min(int(value.strip().strip('"')), MAX_WAIT_SECONDS))
+            except ValueError:
+                raise ApiError("invalid_parameter", "Prefer: wait=N needs whole seconds", field="Prefer") from None
+    return None
+
+
+def wait_for_end(svc: Services, job_id: str, seconds: int, poll: float = 0.25) -> Job | None:
+    """Poll the database until the job ends or ``seconds`` pass; the finished job, or None."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with svc.sessions() as session:
+            job = session.get(Job, job_id)
+            if job.status in {s.value for s in TERMINAL}:
+                return job
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll)

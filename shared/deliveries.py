@@ -1,0 +1,73 @@
+"""Webhook delivery rows: claim, record attempts, find due ones. They flush; callers commit."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.models import WebhookAttempt, WebhookDelivery, utcnow
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+def claim(session: Session, delivery_id: str, lease_seconds: float) -> bool:
+    """Take a due, pending delivery for one attempt (pushing ``next_attempt_at`` out as a lease)."""
+    now = utcnow()
+    result = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
+               or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
+        .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_seconds),
+                updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int | None, latency_ms: float | None,
+                   error: str | None, retry_delays: tuple[float, ...], rng: random.Random | None = None
+                   ) -> float | None:
+    """Store the attempt and the delivery's new state; returns the delay before a retry, or None."""
+    session.add(WebhookAttempt(delivery_id=delivery.id, status_code=status_code, latency_ms=latency_ms,
+                               error=error[:2000] if error else None))
+    now = utcnow()
+    delivery.updated_at = now
+    if status_code is not None and 200 <= status_code < 300:
+        delivery.status, delivery.next_attempt_at = DELIVERED, None
+        return None
+    retries_done = delivery.attempts - 1
+    if status_code == 410 or (error and error.startswith("refused:")) or retries_done >= len(retry_delays):
+        delivery.status, delivery.next_attempt_at = FAILED, None
+        return None
+    # Exponential schedule from settings, with +-20 % jitter so a recovering receiver is not stampeded.
+    delay = retry_delays[retries_done] * (rng or random).uniform(0.8, 1.2)
+    delivery.next_attempt_at = now + timedelta(seconds=delay)
+    return delay
+
+
+def due(session: Session, grace_seconds: float, limit: int = 500) -> list[str]:
+    """Pending deliveries whose time has come (and passed by ``grace_seconds``: its own publish may be late)."""
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    query = (select(WebhookDelivery.id)
+             .where(and_(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= cutoff))
+             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+    return list(session.scalars(query))
+
+
+def for_job(session: Session, job_id: str) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+    deliveries = session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)
+                                 .order_by(WebhookDelivery.created_at, WebhookDelivery.id)).all()
+    attempts = session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_([d.id for d in deliveries]))
+                               .order_by(WebhookAttempt.id)).all()
+    by_delivery: dict[str, list[WebhookAttempt]] = {}
+    for attempt in attempts:
+        by_delivery.setdefault(attempt.delivery_id, []).append(attempt)
+    return [(d, by_delivery.get(d.id, [])) for d in deliveries]
+
+
+def reopen(session: Session, delivery: WebhookDelivery) -> None:
+    """Send a message again (manual redelivery): pending now, with a fresh retry budget."""
+    delivery.status, delivery.next_attempt_at, delivery.attempts = PENDING, utcnow(), 0
+    delivery.updated_at = utcnow()

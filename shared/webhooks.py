@@ -1,0 +1,92 @@
+"""Webhooks the Standard Webhooks way: events, signatures, destination checks and the outbox.
+
+An event is recorded as a ``WebhookDelivery`` row in the same transaction as the job change that
+caused it (outbox pattern), then published to the ``webhooks`` queue; if publishing is lost, the
+sweeper publishes due deliveries again. Receivers verify ``webhook-signature`` with the ``whsec_``
+secret (see docs/webhooks.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from shared.events import wanted_events
+from shared.job_view import job_view
+from shared.models import Job, WebhookDelivery, utcnow
+from shared.settings import Settings
+from shared.storage import Storage
+
+METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
+
+
+def signing_secret(settings: Settings) -> str:
+    """The ``whsec_`` secret: configured, or derived from the platform secret (stable across restarts)."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    derived = hmac.new(settings.secret_key.encode(), b"upscaler-webhooks", hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(derived).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
+    """The ``webhook-signature`` header value: ``v1,<base64 HMAC-SHA256 of id.timestamp.body>``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(secret: str, message_id: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    timestamp = int(datetime.now(UTC).timestamp()) if timestamp is None else timestamp
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, message_id, timestamp, body), "content-type": "application/json",
+            "user-agent": "upscaler-webhooks/1"}
+
+
+def refused_destination(url: str, allow_private: bool) -> str | None:
+    """Why ``url`` may not receive webhooks (SSRF guard), or None when it may.
+
+    Only http(s); every address the host resolves to must be public unless ``allow_private``:
+    loopback, private, link-local (cloud metadata lives there), multicast, reserved and unspecified
+    addresses are refused. Called at submit and again before each delivery, since DNS can change.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "only http and https URLs with a host are allowed"
+    if parts.hostname.lower() in METADATA_HOSTS:
+        return f"{parts.hostname} is a cloud metadata host"
+    if allow_private:
+        return None
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return f"{parts.hostname} does not resolve"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            return f"{parts.hostname} resolves to a non-public address ({address})"
+    return None
+
+
+def record_event(session: Session, job: Job, event: str, storage: Storage, settings: Settings) -> str | None:
+    """Add the delivery row for ``event`` if the job asked for it; returns its id (publish after commit)."""
+    if not job.webhook_url or event not in wanted_events(job):
+        return None
+    now = utcnow()
+    data = job_view(job, storage, settings, settings.public_url).model_dump(mode="json")
+    payload = json.dumps({"type": event, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data},
+                         separators=(",", ":"))
+    delivery = WebhookDelivery(id="msg_" + secrets.token_hex(16), job_id=job.id, event=event, url=job.webhook_url,
+                               payload=payload, status="pending", attempts=0, next_attempt_at=now)
+    session.add(delivery)
+    session.flush()
+    return delivery.id

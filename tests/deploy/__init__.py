@@ -1,0 +1,1 @@
+"""Static checks of the deployment files: docker-compose.yml, deploy/*.Dockerfile, deploy/kubernetes."""

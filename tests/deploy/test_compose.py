@@ -1,0 +1,233 @@
+"""docker-compose.yml: valid against the Compose Specification's JSON schema, and wired the way the platform needs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+
+import jsonschema
+import pytest
+
+from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE
+from shared.settings import Settings
+from tests.deploy.helpers import (
+    COMPOSE_TEST_ENV,
+    ROOT,
+    SCHEMAS,
+    MissingVariable,
+    interpolate,
+    load_json,
+)
+
+ONE_SHOT = {"migrate", "create-bucket"}
+PLATFORM = {"api", "worker-gpu", "worker-cpu", "worker-light", "beat", "migrate"}
+INFERENCE_WORKERS = {"worker-gpu", "worker-cpu"}
+SECRETS = ("UPSCALER_SECRET_KEY", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD")
+
+
+def schema_errors(document: dict) -> list[str]:
+    schema = load_json(SCHEMAS / "compose-spec.json")
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def duration_seconds(value: str) -> float:
+    """Compose durations: '1h30m', '10m', '40s', '1m0s'."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"not a duration: {value!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def command_text(service: dict) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else command
+
+
+def test_vendored_schema_is_the_compose_specification():
+    schema = load_json(SCHEMAS / "compose-spec.json")
+    assert schema["title"] == "Compose Specification"
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def test_compose_file_is_valid_as_written(compose_raw):
+    assert schema_errors(compose_raw) == []
+
+
+def test_compose_file_is_valid_after_interpolation(compose):
+    assert schema_errors(compose) == []
+
+
+def test_schema_validation_catches_mistakes(compose):
+    broken = {**compose, "services": {**compose["services"], "api": {**compose["services"]["api"], "helthcheck": {}}}}
+    assert any("helthcheck" in error for error in schema_errors(broken))
+
+
+def test_no_obsolete_version_key(compose_raw):
+    assert "version" not in compose_raw
+
+
+def test_secrets_are_required_from_the_environment(compose_raw):
+    with pytest.raises(MissingVariable):
+        interpolate(compose_raw, {})
+    for name in SECRETS:
+        with pytest.raises(MissingVariable, match=name):
+            interpolate(compose_raw, {k: v for k, v in COMPOSE_TEST_ENV.items() if k != name})
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in SECRETS:
+        assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), f"{name} must be required with ${{{name}:?message}}"
+
+
+def test_every_long_running_service_has_a_healthcheck(compose):
+    services = compose["services"]
+    one_shot = {name for name, service in services.items() if service.get("restart") == "no"}
+    assert one_shot == ONE_SHOT
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            continue
+        healthcheck = service.get("healthcheck")
+        assert healthcheck and healthcheck.get("test") and not healthcheck.get("disable"), name
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_healthcheck_commands(compose):
+    services = compose["services"]
+    api_test = " ".join(services["api"]["healthcheck"]["test"])
+    assert "/readyz" in api_test
+    for name in (*INFERENCE_WORKERS, "worker-light"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD-SHELL", name
+        # After interpolation `$$HOSTNAME` is `$HOSTNAME`, expanded by the container's shell.
+        assert "celery -A worker.celery_app inspect ping" in test[1] and "celery@$HOSTNAME" in test[1], name
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "ready" in services["minio"]["healthcheck"]["test"]
+
+
+def test_gpu_worker_reserves_an_nvidia_gpu(compose):
+    worker = compose["services"]["worker-gpu"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert len(devices) == 1
+    (device,) = devices
+    assert device["driver"] == "nvidia"
+    assert device["count"] in (1, "all")
+    assert "gpu" in device["capabilities"]
+    assert worker["profiles"] == ["gpu"]
+    assert command_text(worker) == f"upscaler worker --queues {INFERENCE_QUEUE} --concurrency 1"
+    assert "worker.Dockerfile" in worker["build"]["dockerfile"]
+
+
+def test_cpu_worker_is_behind_its_own_profile(compose):
+    worker = compose["services"]["worker-cpu"]
+    assert worker["profiles"] == ["cpu"]
+    assert "deploy" not in worker
+    assert command_text(worker).startswith(f"upscaler worker --queues {INFERENCE_QUEUE}")
+    # Sized by the environment: processes (UPSCALER_WORKER_CONCURRENCY) x threads (UPSCALER_INFERENCE_THREADS).
+    assert "--concurrency" not in command_text(worker)
+    assert {"UPSCALER_WORKER_CONCURRENCY", "UPSCALER_INFERENCE_THREADS"} <= set(worker["environment"])
+    assert not worker["build"]["args"]["TF_IMAGE"].endswith("-gpu")
+
+
+def test_default_profile_starts_everything_but_inference(compose):
+    default = {name for name, service in compose["services"].items() if not service.get("profiles")}
+    assert default == set(compose["services"]) - INFERENCE_WORKERS
+    env_example = (ROOT / "deploy" / "env.example").read_text()
+    assert re.search(r"^COMPOSE_PROFILES=cpu$", env_example, re.M)
+
+
+def test_queues(compose):
+    services = compose["services"]
+    assert command_text(services["worker-light"]).startswith(f"upscaler worker --queues {MAINTENANCE_QUEUE} ")
+    assert command_text(services["beat"]) == "upscaler beat"
+    assert command_text(services["migrate"]) == "upscaler migrate"
+    assert command_text(services["api"]).startswith("upscaler api --host 0.0.0.0")
+    assert services["api"]["ports"][0].endswith(":8000")
+
+
+def test_database_users_wait_for_migrations(compose):
+    services = compose["services"]
+    needs_db = {name for name, service in services.items() if "UPSCALER_DATABASE_URL" in service.get("environment", {})}
+    assert needs_db == PLATFORM
+    for name in needs_db - {"migrate"}:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+    for name in {"api", "worker-gpu", "worker-cpu", "worker-light"}:
+        assert services[name]["depends_on"]["create-bucket"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+def test_depends_on_names_existing_services(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        assert set(service.get("depends_on", {})) <= set(services), name
+
+
+def test_workers_shut_down_warm(compose):
+    services = compose["services"]
+    for name in INFERENCE_WORKERS:
+        assert duration_seconds(services[name]["stop_grace_period"]) >= 300, name
+    assert duration_seconds(services["worker-light"]["stop_grace_period"]) >= 30
+    for name in PLATFORM - ONE_SHOT:
+        # An init process forwards SIGTERM to Celery/gunicorn and reaps health-check children.
+        assert services[name].get("init") is True, name
+
+
+def test_platform_configuration_comes_from_the_shared_environment(compose):
+    services = compose["services"]
+    base = services["api"]["environment"]
+    known = {f"UPSCALER_{f.name.upper()}" for f in fields(Settings)}
+    assert set(base) <= known, f"not settings: {sorted(set(base) - known)}"
+    assert base["UPSCALER_ENV"] == "production"
+    assert base["UPSCALER_STORAGE"] == "s3"
+    assert base["UPSCALER_DATABASE_URL"].startswith("postgresql://upscaler:")
+    assert base["UPSCALER_REDIS_URL"].startswith("redis://redis:6379/")
+    assert base["UPSCALER_SECRET_KEY"] == COMPOSE_TEST_ENV["UPSCALER_SECRET_KEY"]
+    for name in PLATFORM:
+        environment = services[name]["environment"]
+        assert set(environment) <= known, name
+        for key, value in base.items():
+            if key not in ("UPSCALER_WORKER_CONCURRENCY", "UPSCALER_INFERENCE_THREADS"):
+                assert environment[key] == value, (name, key)
+    # What compose passes is what the platform accepts (empty values mean "the default").
+    Settings.from_env(base)
+
+
+def test_images_and_data_services(compose):
+    services = compose["services"]
+    app_image = services["api"]["image"]
+    for name in ("migrate", "beat", "worker-light"):
+        assert services[name]["image"] == app_image, name
+        assert services[name]["build"]["dockerfile"] == "deploy/api.Dockerfile", name
+    for name, service in services.items():
+        if "build" in service:
+            assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file(), name
+    assert services["redis"]["image"].startswith("redis:7")
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command
+    assert services["postgres"]["image"].startswith("postgres:16")
+    assert services["minio"]["image"].startswith("minio/minio")
+    assert services["create-bucket"]["image"].startswith("minio/mc")
+    assert "mc mb --ignore-existing" in " ".join(services["create-bucket"]["command"])
+
+
+def test_named_volumes(compose):
+    declared = set(compose["volumes"])
+    used = set()
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else volume["source"]
+            assert not source.startswith((".", "/")), f"bind mount {source}: use a named volume"
+            used.add(source)
+    assert used == declared == {"redis-data", "postgres-data", "minio-data"}
+
+
+def test_required_variables_are_documented(compose_raw):
+    text = (ROOT / "docker-compose.yml").read_text()
+    variables = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    env_example = (ROOT / "deploy" / "env.example").read_text()
+    for name in variables:
+        assert name in docs, f"{name} is not explained in docs/deploy.md"
+        assert name in env_example, f"{name} is missing from deploy/env.example"

@@ -1,0 +1,59 @@
+"""One attempt at delivering a webhook message: claim, check the destination, POST, record, schedule retry."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import requests
+from celery import Celery
+
+from shared import deliveries
+from shared.db import unit_of_work
+from shared.models import WebhookDelivery
+from shared.queue import enqueue_delivery
+from shared.webhooks import refused_destination, signed_headers, signing_secret
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+PUBLISH_RETRY_BELOW_SECONDS = 60.0  # longer waits are left to the sweeper, not to broker ETA messages
+
+
+def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
+    """Returns delivered, retrying, failed or skipped (not due, or already being delivered)."""
+    settings = ctx.settings
+    with unit_of_work(ctx.sessions) as session:
+        if not deliveries.claim(session, delivery_id, settings.webhook_timeout + 30):
+            return "skipped"
+    with ctx.sessions() as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        url, payload = delivery.url, delivery.payload
+    status_code, latency_ms, error = None, None, None
+    reason = refused_destination(url, settings.webhook_allow_private)
+    if reason:
+        error = f"refused: {reason}"
+    else:
+        started = time.perf_counter()
+        try:
+            response = requests.post(url, data=payload.encode(), timeout=settings.webhook_timeout,
+                                     headers=signed_headers(signing_secret(settings), delivery_id, payload),
+                                     allow_redirects=False)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
+        except requests.RequestException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    with unit_of_work(ctx.sessions) as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        delay = deliveries.record_attempt(session, delivery, status_code, latency_ms, error,
+                                          settings.webhook_retry_delays)
+        outcome = delivery.status if delay is None else "retrying"
+    log.info("webhook %s to %s: %s (%s)", delivery_id, url, outcome, error or status_code)
+    if delay is not None and delay < PUBLISH_RETRY_BELOW_SECONDS:
+        try:
+            enqueue_delivery(celery, delivery_id, countdown=delay)
+        except Exception:
+            log.warning("could not schedule retry of %s; the sweeper will", delivery_id)
+    return outcome
+
