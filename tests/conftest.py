@@ -57,7 +57,8 @@ def database_url(request, tmp_path) -> str:
 @pytest.fixture
 def settings(database_url, redis_url, tmp_path) -> Settings:
     return Settings(env="test", secret_key=SECRET, database_url=database_url, redis_url=redis_url,
-                    storage="local", storage_dir=tmp_path / "storage", enqueue_timeout=1.0)
+                    storage="local", storage_dir=tmp_path / "storage", enqueue_timeout=1.0,
+                    webhook_allow_private=True, webhook_retry_schedule="0.2,0.4,0.8", webhook_timeout=3.0)
 
 
 @pytest.fixture
@@ -91,6 +92,48 @@ def db_session(settings):
     yield session
     session.close()
     engine.dispose()
+
+
+class Receiver:
+    """A real HTTP webhook receiver on loopback that records requests and answers scripted codes."""
+
+    def __init__(self, codes: list[int] | None = None):
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        self.codes = list(codes or [])
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
+                                          "body": body.decode()})
+                code = receiver.codes.pop(0) if receiver.codes else 204
+                self.send_response(code)
+                if 300 <= code < 400:
+                    self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
 
 
 def image_bytes(width: int = 64, height: int = 48, mode: str = "RGB", fmt: str = "PNG", seed: int = 0,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.models import Job, new_job_id, utcnow
+from shared.storage import new_key
+from tests.conftest import image_bytes
 
 
 def make_job(session, **overrides) -> Job:
@@ -19,3 +21,15 @@ def make_job(session, **overrides) -> Job:
 
 def seconds_ago(n: float):
     return utcnow() - timedelta(seconds=n)
+
+
+def queued_job(ctx, db_session, data: bytes | None = None, **overrides) -> Job:
+    """A queued 40x30 job whose input really is in the context's storage."""
+    key = new_key("inputs", "t", "png")
+    ctx.storage.put_bytes(key, data if data is not None else image_bytes(width=40, height=30), "image/png")
+    return make_job(db_session, input_key=key, input_width=40, input_height=30, **overrides)
+
+
+def reload(db_session, job: Job) -> Job:
+    db_session.expire_all()
+    return db_session.get(Job, job.id)

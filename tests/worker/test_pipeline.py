@@ -9,30 +9,11 @@ from PIL import Image
 
 from shared.models import Job
 from shared.queue import make_celery
-from shared.storage import StorageError, new_key
+from shared.storage import StorageError
 from tests.conftest import image_bytes
-from tests.factories import make_job, seconds_ago
+from tests.factories import make_job, queued_job, reload, seconds_ago
 from worker import pipeline
-from worker.context import WorkerContext
 from worker.sweeper import sweep
-
-
-@pytest.fixture
-def ctx(settings):
-    context = WorkerContext.create(settings)
-    yield context
-    context.engine.dispose()
-
-
-def queued_job(ctx, db_session, data=None, **overrides):
-    key = new_key("inputs", "t", "png")
-    ctx.storage.put_bytes(key, data if data is not None else image_bytes(width=40, height=30), "image/png")
-    return make_job(db_session, input_key=key, input_width=40, input_height=30, **overrides)
-
-
-def reload(db_session, job):
-    db_session.expire_all()
-    return db_session.get(Job, job.id)
 
 
 @pytest.mark.parametrize("model,fmt", [("bicubic", "png"), ("residual_sr", "webp"), ("residual_sr", "jpeg")])

@@ -1,0 +1,97 @@
+"""Webhook messages from job events, delivered to a real HTTP receiver and verified with standardwebhooks."""
+
+import json
+import time
+
+import pytest
+from standardwebhooks import Webhook
+
+from shared import deliveries
+from shared.models import WebhookAttempt, WebhookDelivery
+from shared.webhooks import signing_secret
+from tests.factories import queued_job
+from worker import pipeline
+from worker.webhook_delivery import deliver
+
+
+def messages(db_session, job_id):
+    db_session.expire_all()
+    return db_session.query(WebhookDelivery).filter_by(job_id=job_id).order_by(WebhookDelivery.created_at).all()
+
+
+def deliver_all(ctx, db_session, job_id):
+    for message in messages(db_session, job_id):
+        deliver(ctx, ctx.celery, message.id)
+
+
+def test_events_are_signed_and_carry_the_job_json(ctx, db_session, receiver):
+    job = queued_job(ctx, db_session, webhook_url=receiver.url, webhook_events=["job.started", "job.succeeded"])
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    deliver_all(ctx, db_session, job.id)
+    assert [m.status for m in messages(db_session, job.id)] == ["delivered", "delivered"]
+    secret = signing_secret(ctx.settings)
+    bodies = [Webhook(secret).verify(r["body"], r["headers"]) for r in receiver.requests]
+    assert [b["type"] for b in bodies] == ["job.started", "job.succeeded"]
+    assert bodies[0]["data"]["status"] == "running"
+    final = bodies[1]["data"]
+    assert (final["id"], final["status"], final["progress"]) == (job.id, "succeeded", 1.0)
+    assert final["output"]["width"] == 80 and final["result_url"]
+    assert {r["headers"]["webhook-id"] for r in receiver.requests} == {m.id for m in messages(db_session, job.id)}
+
+
+def test_default_events_are_the_terminal_ones(ctx, db_session, receiver):
+    job = queued_job(ctx, db_session, webhook_url=receiver.url, data=b"not an image")
+    pipeline.run_job(ctx, job.id)
+    assert [m.event for m in messages(db_session, job.id)] == ["job.failed"]
+    deliver_all(ctx, db_session, job.id)
+    assert json.loads(receiver.requests[0]["body"])["data"]["error"]["code"] == "input_unreadable"
+
+
+def test_failures_are_retried_with_backoff_then_delivered(ctx, db_session, receiver):
+    receiver.codes = [500, 503]
+    job = queued_job(ctx, db_session, webhook_url=receiver.url)
+    pipeline.run_job(ctx, job.id)
+    [message] = messages(db_session, job.id)
+    outcomes = []
+    for _ in range(3):
+        db_session.expire_all()
+        due_at = db_session.get(WebhookDelivery, message.id).next_attempt_at
+        time.sleep(max(0.0, (due_at - deliveries.utcnow()).total_seconds()) + 0.01)
+        outcomes.append(deliver(ctx, ctx.celery, message.id))
+    assert outcomes == ["retrying", "retrying", "delivered"]
+    attempts = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).all()
+    assert [a.status_code for a in attempts] == [500, 503, 204]
+    assert all(a.latency_ms is not None for a in attempts)
+    assert len({r["headers"]["webhook-id"] for r in receiver.requests}) == 1  # same message each time
+
+
+def test_not_due_yet_is_skipped(ctx, db_session, receiver):
+    receiver.codes = [500]
+    job = queued_job(ctx, db_session, webhook_url=receiver.url)
+    pipeline.run_job(ctx, job.id)
+    [message] = messages(db_session, job.id)
+    assert deliver(ctx, ctx.celery, message.id) == "retrying"
+    assert deliver(ctx, ctx.celery, message.id) == "skipped"  # its retry time has not come
+
+
+@pytest.mark.parametrize("codes,expected", [([410], 1), ([302], 4)])
+def test_gone_stops_retries_and_redirects_are_not_followed(ctx, db_session, receiver, codes, expected):
+    receiver.codes = codes * 4
+    ctx.settings = ctx.settings.with_overrides(webhook_retry_schedule="0,0,0")
+    job = queued_job(ctx, db_session, webhook_url=receiver.url)
+    pipeline.run_job(ctx, job.id)
+    [message] = messages(db_session, job.id)
+    for _ in range(5):
+        deliver(ctx, ctx.celery, message.id)
+    assert messages(db_session, job.id)[0].status == "failed"
+    assert len(receiver.requests) == expected  # 410: once; 3xx: every attempt fails, nothing followed
+
+
+def test_destination_is_checked_again_at_delivery(ctx, db_session, receiver):
+    job = queued_job(ctx, db_session, webhook_url=receiver.url)
+    pipeline.run_job(ctx, job.id)
+    ctx.settings = ctx.settings.with_overrides(webhook_allow_private=False)
+    [message] = messages(db_session, job.id)
+    assert deliver(ctx, ctx.celery, message.id) == "failed"
+    attempt = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).one()
+    assert attempt.error.startswith("refused:") and receiver.requests == []
