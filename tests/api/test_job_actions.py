@@ -1,0 +1,123 @@
+"""Cancel, idempotency keys, webhook options and deliveries, retention, as the API shows them."""
+
+import io
+from datetime import timedelta
+
+import pytest
+
+from shared.models import IdempotencyKey, Job, WebhookDelivery, utcnow
+from tests.api.test_submit import submit
+from tests.conftest import image_bytes
+from tests.factories import make_job
+from worker.context import WorkerContext
+from worker.sweeper import expire_old_jobs
+
+
+def test_cancel_a_queued_job_records_the_webhook_event(client, db_session, receiver):
+    job_id = submit(client, webhook_url=receiver.url).get_json()["id"]
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200 and response.get_json()["status"] == "canceled"
+    assert [d.event for d in db_session.query(WebhookDelivery).filter_by(job_id=job_id)] == ["job.canceled"]
+    again = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 200  # canceling twice is harmless
+    assert db_session.query(WebhookDelivery).filter_by(job_id=job_id).count() == 1
+
+
+def test_finished_jobs_are_not_cancelable(client, db_session):
+    job = make_job(db_session, status="succeeded")
+    response = client.post(f"/v1/jobs/{job.id}/cancel")
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["job_status"]) == (409, "not_cancelable", "succeeded")
+    assert client.post("/v1/jobs/nope/cancel").status_code == 404
+
+
+def test_same_idempotency_key_and_request_returns_the_same_job(client, db_session):
+    image = image_bytes(seed=3)
+    first = client.post(
+        "/v1/jobs", data={"image": (io.BytesIO(image), "a.png"), "scale": "2", "model": "bicubic"},
+        headers={"Idempotency-Key": "order-42"}, content_type="multipart/form-data")
+    second = client.post("/v1/jobs", data={"image": (io.BytesIO(image), "b.png"), "scale": "2", "model": "bicubic"},
+                         headers={"Idempotency-Key": "order-42"}, content_type="multipart/form-data")
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.get_json()["id"] == second.get_json()["id"]
+    assert second.headers["Location"] == f"/v1/jobs/{first.get_json()['id']}"
+    assert db_session.query(Job).count() == 1
+
+
+def test_same_key_with_a_different_request_is_409(client):
+    post = lambda scale: client.post(  # noqa: E731
+        "/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "scale": scale, "model": "bicubic"},
+        headers={"Idempotency-Key": "k1"}, content_type="multipart/form-data")
+    assert post("2").status_code == 202
+    response = post("3")
+    assert (response.status_code, response.get_json()["code"]) == (409, "idempotency_conflict")
+
+
+def test_expired_idempotency_keys_are_forgotten(client, db_session):
+    post = lambda: client.post(  # noqa: E731
+        "/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},
+        headers={"Idempotency-Key": "old"}, content_type="multipart/form-data")
+    first = post().get_json()["id"]
+    db_session.get(IdempotencyKey, "old").created_at = utcnow() - timedelta(days=2)
+    db_session.commit()
+    second = post()
+    assert second.status_code == 202 and second.get_json()["id"] != first
+
+
+def test_malformed_idempotency_key_is_422(client):
+    response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png")},
+                           headers={"Idempotency-Key": "x" * 300}, content_type="multipart/form-data")
+    assert (response.status_code, response.get_json()["field"]) == (422, "Idempotency-Key")
+
+
+def test_webhook_to_a_private_address_is_refused_at_submit(settings):
+    from api import create_app
+
+    client = create_app(settings.with_overrides(webhook_allow_private=False)).test_client()
+    response = submit(client, webhook_url="http://127.0.0.1:9/hook")
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["field"]) == (422, "webhook_url_refused", "webhook_url")
+
+
+@pytest.mark.parametrize("events,expected", [("job.started,job.failed", ["job.failed", "job.started"]),
+                                             (None, ["job.succeeded", "job.failed", "job.canceled"])])
+def test_webhook_events_are_stored_and_shown(client, receiver, events, expected):
+    fields = {"webhook_url": receiver.url} | ({"webhook_events": events} if events else {})
+    body = submit(client, **fields).get_json()
+    assert body["webhook_events"] == expected
+
+
+def test_unknown_webhook_event_is_422(client, receiver):
+    response = submit(client, webhook_url=receiver.url, webhook_events="job.exploded")
+    assert (response.status_code, response.get_json()["field"]) == (422, "webhook_events")
+
+
+def test_deliveries_are_listed_and_can_be_redelivered(client, receiver):
+    job_id = submit(client, webhook_url=receiver.url).get_json()["id"]
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    listed = client.get(f"/v1/jobs/{job_id}/deliveries").get_json()["data"]
+    assert [(d["event"], d["status"], d["attempt_log"]) for d in listed] == [("job.canceled", "pending", [])]
+    response = client.post(f"/v1/jobs/{job_id}/deliveries/redeliver")
+    assert response.status_code == 202 and response.get_json()["id"] == listed[0]["id"]
+    missing = client.post(f"/v1/jobs/{job_id}/deliveries/redeliver?delivery_id=msg_nope")
+    assert missing.status_code == 404
+
+
+def test_retention_deletes_files_and_the_result_reads_expired(client, app, settings, db_session):
+    storage = app.extensions["upscaler"].storage
+    storage.put_bytes("inputs/old/i.png", image_bytes(), "image/png")
+    storage.put_bytes("results/old/r.png", image_bytes(), "image/png")
+    old = make_job(db_session, status="succeeded", input_key="inputs/old/i.png", output_key="results/old/r.png",
+                   finished_at=utcnow() - timedelta(days=8))
+    recent = make_job(db_session, status="succeeded", output_key="results/old/r.png", finished_at=utcnow())
+    ctx = WorkerContext.create(settings)
+    try:
+        assert expire_old_jobs(ctx) == 1
+    finally:
+        ctx.engine.dispose()
+    assert not storage.exists("inputs/old/i.png") and not storage.exists("results/old/r.png")
+    body = client.get(f"/v1/jobs/{old.id}").get_json()
+    assert body["expired_at"] is not None and body["result_url"] is None
+    response = client.get(f"/v1/jobs/{old.id}/result")
+    assert (response.status_code, response.get_json()["code"]) == (410, "result_expired")
+    assert client.get(f"/v1/jobs/{recent.id}").get_json()["expired_at"] is None
