@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # The API image: Flask under gunicorn, WITHOUT TensorFlow (the API never imports it).
-# The same image also runs the processes that need no network: `upscaler migrate`, `upscaler beat`
-# and the maintenance-queue worker (`upscaler worker --queues maintenance`).
+# The same image also runs everything else that needs no TensorFlow: `upscaler migrate`, `upscaler beat`
+# and the light worker (`upscaler worker --queues maintenance,webhooks`).
 #
 #   docker build -f deploy/api.Dockerfile -t upscaler-api .        (context: the repository root)
 
@@ -30,7 +30,7 @@ RUN pip install ".[postgres]" \
 # --- runtime ------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="upscaler-api" \
-      org.opencontainers.image.description="Upscaler HTTP API (also: migrate, beat, maintenance worker)"
+      org.opencontainers.image.description="Upscaler HTTP API (also: migrate, beat, light worker)"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

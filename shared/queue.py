@@ -45,7 +45,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             # A delivered-but-unacknowledged task returns to the queue after this long; the job's
             # database lease (not this timeout) is what keeps two workers from running it at once.
-            "visibility_timeout": max(settings.job_time_limit * 2, 3600),
+            "visibility_timeout": settings.visibility_timeout or max(settings.job_time_limit * 2, 3600),
             "socket_connect_timeout": settings.enqueue_timeout,
             "socket_timeout": max(settings.enqueue_timeout, 5.0),
         },

@@ -49,6 +49,7 @@ class Settings:
     memory_budget_mb: int = 512
     job_time_limit: int = 3600
     lease_seconds: int = 120
+    visibility_timeout: int = 0
     max_attempts: int = 3
     queued_stale_seconds: int = 600
     sweep_interval: float = 30.0

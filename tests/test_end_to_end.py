@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
@@ -14,27 +10,7 @@ from PIL import Image
 
 from cli.processes import stop
 from tests.conftest import image_bytes
-
-
-def start_worker(settings, tmp_path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_THREADS": "1"}
-    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency",
-                             "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", *extra],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(client, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        body = client.get(f"/v1/jobs/{job_id}").get_json()
-        seen.append(body["status"])
-        if body["status"] in ("succeeded", "failed", "canceled"):
-            body["seen"] = seen
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"job still {seen[-1]} after {timeout}s")
+from tests.workers import start_worker, wait_for, with_beat
 
 
 @pytest.mark.slow
@@ -46,7 +22,7 @@ def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, s
         settings = request.getfixturevalue("s3_settings")
     app = create_app(settings)
     client = app.test_client()
-    worker = start_worker(settings, tmp_path)
+    worker = start_worker(settings, tmp_path / "worker.log")
     try:
         response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes(width=90, height=70, fmt="JPEG")),
                                                           "p.jpg"), "scale": "2", "format": "webp"},
@@ -77,8 +53,7 @@ def test_jobs_accepted_while_redis_was_down_run_once_the_sweeper_enqueues_them(s
                                            "scale": "2"}, content_type="multipart/form-data")
     assert response.status_code == 202
     up = create_app(settings).test_client()
-    worker = start_worker(settings.with_overrides(sweep_interval=1.0), tmp_path, "--beat", "--schedule",
-                          str(tmp_path / "beat-schedule"))
+    worker = start_worker(settings.with_overrides(sweep_interval=1.0), tmp_path / "worker.log", *with_beat(tmp_path))
     try:
         job = wait_for(up, response.get_json()["id"], timeout=90)
     finally:

@@ -74,3 +74,19 @@ def find(objects: list[tuple[str, dict]], kind: str, name: str) -> dict:
     matches = [obj for _, obj in objects if obj["kind"] == kind and obj["metadata"]["name"] == name]
     assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
     return matches[0]
+
+
+def platform_queues() -> set[str]:
+    """Every queue the platform routes tasks to (the Celery configuration; building it connects to nothing)."""
+    from shared.queue import make_celery
+    from shared.settings import Settings
+
+    return {queue.name for queue in make_celery(Settings()).conf.task_queues}
+
+
+def consumed_queues(command: list[str] | str) -> set[str]:
+    """The queues an `upscaler worker --queues a,b` command consumes (empty for other commands)."""
+    words = command.split() if isinstance(command, str) else command
+    if words[:2] != ["upscaler", "worker"]:
+        return set()
+    return set(words[words.index("--queues") + 1].split(","))

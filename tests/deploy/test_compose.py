@@ -7,16 +7,19 @@ from dataclasses import fields
 
 import jsonschema
 import pytest
+import yaml
 
-from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE
+from shared.queue import INFERENCE_QUEUE
 from shared.settings import Settings
 from tests.deploy.helpers import (
     COMPOSE_TEST_ENV,
     ROOT,
     SCHEMAS,
     MissingVariable,
+    consumed_queues,
     interpolate,
     load_json,
+    platform_queues,
 )
 
 ONE_SHOT = {"migrate", "create-bucket"}
@@ -135,13 +138,24 @@ def test_default_profile_starts_everything_but_inference(compose):
     assert re.search(r"^COMPOSE_PROFILES=cpu$", env_example, re.M)
 
 
-def test_queues(compose):
+def test_commands(compose):
     services = compose["services"]
-    assert command_text(services["worker-light"]).startswith(f"upscaler worker --queues {MAINTENANCE_QUEUE} ")
     assert command_text(services["beat"]) == "upscaler beat"
     assert command_text(services["migrate"]) == "upscaler migrate"
-    assert command_text(services["api"]).startswith("upscaler api --host 0.0.0.0")
+    assert command_text(services["api"]).startswith("upscaler api --host 0.0.0.0 --port 8000 --workers ")
     assert services["api"]["ports"][0].endswith(":8000")
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_every_queue_has_a_consumer(compose, profile):
+    services = compose["services"]
+    active = {name: s for name, s in services.items() if not s.get("profiles") or profile in s["profiles"]}
+    consumers = {name: consumed_queues(s.get("command", "")) for name, s in active.items()}
+    assert set().union(*consumers.values()) == platform_queues()
+    # Inference only on the inference worker; the light worker takes every other queue.
+    assert {name for name, queues in consumers.items() if INFERENCE_QUEUE in queues} == {f"worker-{profile}"}
+    assert consumers[f"worker-{profile}"] == {INFERENCE_QUEUE}
+    assert consumers["worker-light"] == platform_queues() - {INFERENCE_QUEUE}
 
 
 def test_database_users_wait_for_migrations(compose):
@@ -246,3 +260,36 @@ def test_compose_variables_are_documented(compose_raw):
     for name in sorted(required | compose_only):
         assert name in docs, f"{name} is not explained in docs/deploy.md"
         assert re.search(rf"^#?{name}=", env_example, re.M), f"{name} is missing from deploy/env.example"
+
+
+class OverrideLoader(yaml.SafeLoader):
+    """Reads compose's `!override` / `!reset` merge tags as plain values."""
+
+
+def _untagged(loader: yaml.SafeLoader, node: yaml.Node):
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+for _tag in ("!override", "!reset"):
+    OverrideLoader.add_constructor(_tag, _untagged)
+
+
+def test_multi_gpu_override_pins_one_gpu_per_worker():
+    path = ROOT / "deploy" / "compose.gpus.yml"
+    override = yaml.load(path.read_text(), Loader=OverrideLoader)
+    assert schema_errors(override) == []
+    pinned = []
+    for name, service in override["services"].items():
+        assert name.startswith("worker-gpu"), name
+        if name != "worker-gpu":
+            assert service["extends"] == {"file": "docker-compose.yml", "service": "worker-gpu"}
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and "count" not in device
+        pinned += device["device_ids"]
+    assert len(pinned) == len(set(pinned)) >= 2
+    # Without `!override` compose would append these devices to the base file's `count: 1` reservation.
+    assert path.read_text().count("devices: !override") == len(override["services"])

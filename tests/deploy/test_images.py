@@ -75,7 +75,10 @@ def test_images_run_as_an_unprivileged_user_with_a_healthcheck(dockerfile):
     stage = final_stage(DEPLOY / dockerfile)
     users = values(stage, "USER")
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert values(stage, "HEALTHCHECK")
+    (healthcheck,) = values(stage, "HEALTHCHECK")
+    options, _, command = healthcheck.partition("CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    assert isinstance(json.loads(command), list)  # exec form: no shell unless the command asks for one
 
 
 @pytest.mark.parametrize("dockerfile", ["api.Dockerfile", "worker.Dockerfile"])

@@ -12,12 +12,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE
+from shared.queue import INFERENCE_QUEUE
 from shared.settings import Settings, SettingsError
-from tests.deploy.helpers import KUBERNETES, SCHEMAS, find, load_json
+from tests.deploy.helpers import KUBERNETES, SCHEMAS, consumed_queues, find, load_json, platform_queues
 
-# The oldest Kubernetes the manifests claim to support (docs/deploy.md) and the newest schemas shipped.
-KUBERNETES_VERSIONS = ("1.28", kubernetes_validate.latest_version())
+# Validate against the oldest Kubernetes the manifests claim to support (1.28, docs/deploy.md), or the
+# oldest schemas kubernetes-validate still ships if newer, and against the newest schemas it ships.
+_SHIPPED = sorted(kubernetes_validate.utils.all_versions(), key=lambda v: tuple(map(int, v.split("."))))
+KUBERNETES_VERSIONS = (next(v for v in _SHIPPED if tuple(map(int, v.split(".")[:2])) >= (1, 28)), _SHIPPED[-1])
 NAMESPACE = "upscaler"
 KEDA_API = "keda.sh/v1alpha1"
 API, WORKER, LIGHT, BEAT = "upscaler-api", "upscaler-worker-gpu", "upscaler-worker-light", "upscaler-beat"
@@ -191,6 +193,7 @@ def test_api_is_scaled_on_cpu_and_probed(k8s_objects):
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["command"][:2] == ["upscaler", "api"]
+    assert "--workers" in container["command"]  # the default counts the node's cores, not the pod's
     service = find(k8s_objects, "Service", API)
     assert service["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
 
@@ -202,8 +205,14 @@ def test_workers_are_probed_with_a_celery_ping(k8s_objects):
             command = probe_command(container[probe])
             assert "celery -A worker.celery_app inspect ping" in command, (name, probe)
             assert "celery@$HOSTNAME" in command and container[probe]["exec"]["command"][:2] == ["/bin/sh", "-c"]
-    (light,) = containers(find(k8s_objects, "Deployment", LIGHT))
-    assert light["command"][:4] == ["upscaler", "worker", "--queues", MAINTENANCE_QUEUE]
+
+
+def test_every_queue_has_a_consumer(k8s_objects):
+    consumers = {obj["metadata"]["name"]: set().union(*(consumed_queues(c["command"]) for c in containers(obj)))
+                 for _, obj in k8s_objects if obj["kind"] == "Deployment"}
+    assert set().union(*consumers.values()) == platform_queues()
+    assert consumers[WORKER] == {INFERENCE_QUEUE}
+    assert consumers[LIGHT] == platform_queues() - {INFERENCE_QUEUE}
 
 
 def test_exactly_one_beat(k8s_objects):

@@ -1,0 +1,203 @@
+"""Delivery guarantees with real worker processes, real SIGKILL and a real Redis restart."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+
+import pytest
+from standardwebhooks import Webhook
+
+from cli.processes import start_redis, stop
+from shared.webhooks import signing_secret
+from tests.conftest import image_bytes
+from tests.workers import children, start_worker, wait_for, with_beat
+
+pytestmark = pytest.mark.slow
+
+
+def post(client, **fields):
+    data = {"scale": "4", "format": "png", **fields}
+    data["image"] = (io.BytesIO(data.pop("image", None) or image_bytes(width=64, height=48)), "p.png")
+    response = client.post("/v1/jobs", data=data, content_type="multipart/form-data",
+                           headers=fields.pop("headers", None))
+    assert response.status_code in (200, 202), response.get_json()
+    return response
+
+
+def result_objects(settings) -> list:
+    return sorted(p for p in (settings.storage_dir / "results").rglob("*") if p.is_file())
+
+
+def slow_image() -> bytes:
+    """Big enough that inference with the network takes seconds on this CPU (many tiles)."""
+    return image_bytes(width=900, height=700, fmt="PNG")
+
+
+def test_sigkill_during_inference_ends_succeeded_exactly_once(settings, tmp_path):
+    from api import create_app
+
+    settings = settings.with_overrides(lease_seconds=3, sweep_interval=1.0, tile_size=64)
+    client = create_app(settings).test_client()
+    worker = start_worker(settings, tmp_path / "w1.log", *with_beat(tmp_path))
+    try:
+        job_id = post(client, image=slow_image()).get_json()["id"]
+        wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        for pid in children(worker.pid):  # the pool process running the task
+            os.kill(pid, signal.SIGKILL)
+        job = wait_for(client, job_id, timeout=180)
+    finally:
+        stop(worker)
+    assert job["status"] == "succeeded", (tmp_path / "w1.log").read_text()[-3000:]
+    assert job["attempts"] == 2
+    assert len(result_objects(settings)) == 1
+
+
+def test_whole_worker_killed_job_is_found_by_the_sweeper(settings, tmp_path):
+    from api import create_app
+
+    settings = settings.with_overrides(lease_seconds=3, sweep_interval=1.0, tile_size=64)
+    client = create_app(settings).test_client()
+    first = start_worker(settings, tmp_path / "w1.log")
+    try:
+        job_id = post(client, image=slow_image()).get_json()["id"]
+        wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        for pid in [*children(first.pid), first.pid]:
+            os.kill(pid, signal.SIGKILL)
+        first.wait()
+    finally:
+        stop(first)
+    # The message is still unacknowledged in Redis (until the visibility timeout); the lease is what frees it.
+    second = start_worker(settings, tmp_path / "w2.log", *with_beat(tmp_path))
+    try:
+        job = wait_for(client, job_id, timeout=180)
+    finally:
+        stop(second)
+    assert job["status"] == "succeeded" and job["attempts"] == 2
+    assert len(result_objects(settings)) == 1
+
+
+def test_jobs_that_keep_losing_their_worker_fail_as_worker_lost(settings, tmp_path):
+    from api import create_app
+
+    settings = settings.with_overrides(lease_seconds=2, sweep_interval=1.0, tile_size=64, max_attempts=1)
+    client = create_app(settings).test_client()
+    first = start_worker(settings, tmp_path / "w1.log")
+    try:
+        job_id = post(client, image=slow_image()).get_json()["id"]
+        wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        for pid in [*children(first.pid), first.pid]:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        stop(first)
+    sweeper = start_worker(settings, tmp_path / "w2.log", *with_beat(tmp_path))
+    try:
+        job = wait_for(client, job_id, timeout=60)
+    finally:
+        stop(sweeper)
+    assert (job["status"], job["error"]["code"]) == ("failed", "worker_lost")
+
+
+def test_duplicate_delivery_after_the_visibility_timeout_does_no_work(settings, tmp_path):
+    """celery/celery#5935: Redis hands an unacked task to another worker while the first still runs it."""
+    from api import create_app
+
+    settings = settings.with_overrides(visibility_timeout=2, tile_size=64)
+    client = create_app(settings).test_client()
+    workers = [start_worker(settings, tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        job_id = post(client, image=image_bytes(width=1400, height=1000)).get_json()["id"]
+        job = wait_for(client, job_id, timeout=240)
+        time.sleep(3)  # let any late duplicate finish its (empty) run
+    finally:
+        for worker in workers:
+            stop(worker)
+    logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert len(result_objects(settings)) == 1
+    assert "not claimable" in logs, "the visibility timeout did not redeliver the task; the test proves nothing"
+
+
+def test_redis_restart_with_lost_queue_loses_no_job(settings, tmp_path):
+    from api import create_app
+
+    redis, port = start_redis(tmp_path / "redis-a")
+    settings = settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0", queued_stale_seconds=2,
+                                       sweep_interval=1.0)
+    client = create_app(settings).test_client()
+    try:
+        ids = [post(client, model="bicubic", scale="2").get_json()["id"] for _ in range(5)]
+        stop(redis)  # queue gone with it: a fresh, empty Redis comes back on the same port
+        redis, _ = start_redis(tmp_path / "redis-b", port=port)
+        worker = start_worker(settings, tmp_path / "w.log", *with_beat(tmp_path))
+        try:
+            jobs = [wait_for(client, job_id, timeout=90) for job_id in ids]
+        finally:
+            stop(worker)
+    finally:
+        stop(redis)
+    assert [j["status"] for j in jobs] == ["succeeded"] * 5
+
+
+def test_cancel_stops_a_running_job_at_the_next_tile(settings, tmp_path, receiver):
+    from api import create_app
+
+    settings = settings.with_overrides(tile_size=64)
+    client = create_app(settings).test_client()
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        job_id = post(client, image=slow_image(), webhook_url=receiver.url).get_json()["id"]
+        wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        assert client.post(f"/v1/jobs/{job_id}/cancel").get_json()["status"] == "canceled"
+        deadline = time.monotonic() + 60
+        while "lease lost" not in (tmp_path / "w.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop(worker)
+    assert "lease lost" in (tmp_path / "w.log").read_text()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "canceled" and result_objects(settings) == []
+    event = Webhook(signing_secret(settings)).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
+    assert event["type"] == "job.canceled"
+
+
+def test_prefer_wait_answers_with_the_finished_job(settings, tmp_path):
+    from api import create_app
+
+    client = create_app(settings).test_client()
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        time.sleep(1)
+        response = post(client, model="bicubic", scale="2", headers={"Prefer": "wait=60"})
+    finally:
+        stop(worker)
+    assert response.status_code == 200, response.get_json()
+    assert response.headers["Preference-Applied"] == "wait=60"
+    assert response.get_json()["status"] == "succeeded"
+
+
+def test_webhook_delivered_by_the_worker_and_verifiable(settings, tmp_path, receiver):
+    from api import create_app
+
+    client = create_app(settings).test_client()
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        job_id = post(client, model="bicubic", scale="2", webhook_url=receiver.url,
+                      webhook_events="job.started,job.succeeded").get_json()["id"]
+        wait_for(client, job_id)
+        deadline = time.monotonic() + 30
+        while len(receiver.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop(worker)
+    secret = signing_secret(settings)
+    events = sorted(Webhook(secret).verify(r["body"], r["headers"])["type"] for r in receiver.requests)
+    assert events == ["job.started", "job.succeeded"]
+    deliveries = client.get(f"/v1/jobs/{job_id}/deliveries").get_json()["data"]
+    assert {d["status"] for d in deliveries} == {"delivered"}
+    assert all(d["attempt_log"][0]["status_code"] == 204 for d in deliveries)

@@ -1,0 +1,42 @@
+"""Real Celery worker processes for integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import Settings
+
+
+def start_worker(settings: Settings, log: Path, *extra: str, concurrency: int = 1) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_THREADS": "1"}
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency",
+                             str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                             "--queues", "inference,maintenance,webhooks", *extra],
+                            env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def with_beat(schedule_dir: Path) -> tuple[str, ...]:
+    return ("--beat", "--schedule", str(schedule_dir / "beat-schedule"))
+
+
+def wait_for(client, job_id: str, timeout: float = 120, until=None) -> dict:
+    """Poll the job through the API until it ends (or ``until(job)`` holds)."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}").get_json()
+        if (until(body) if until else body["status"] in ("succeeded", "failed", "canceled")):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not done after {timeout}s: {body}")
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes (the prefork pool of a Celery worker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
