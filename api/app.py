@@ -7,10 +7,11 @@ import logging
 from flask import Flask
 
 from api.errors import register_error_handlers
-from api.routes import deliveries, files, health, jobs, meta, models
+from api.routes import deliveries, files, health, jobs, meta, metrics, models
 from api.services import Services
 from shared.catalog import load_catalog
 from shared.db import make_engine, make_session_factory
+from shared.logs import configure_logging
 from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
@@ -18,6 +19,8 @@ from shared.storage import make_storage
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    if settings.log_format == "json":
+        configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
@@ -30,9 +33,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings),
         catalog=load_catalog(settings.models_dir),
     )
-    for module in (jobs, deliveries, models, files, health, meta):
+    for module in (jobs, deliveries, models, files, health, meta, metrics):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
+    metrics.instrument(app)
     logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),
                                      settings.storage)
     return app

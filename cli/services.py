@@ -13,9 +13,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn (production WSGI server)")
     api.add_argument("--host", default=None, help="default: $UPSCALER_API_HOST or 127.0.0.1")
     api.add_argument("--port", type=int, default=None, help="default: $UPSCALER_API_PORT or 8000")
-    api.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
-                     help="gunicorn processes (default: cores + 1, the best measured on 2 cores)")
-    api.add_argument("--threads", type=int, default=4)
+    api.add_argument("--workers", type=int, default=None,
+                     help="gunicorn processes (default: $UPSCALER_API_WORKERS, else cores + 1, the best measured "
+                          "on 2 cores)")
+    api.add_argument("--threads", type=int, default=None, help="threads per process (default $UPSCALER_API_THREADS)")
     api.set_defaults(func=run_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
@@ -35,14 +36,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     migrate.set_defaults(func=run_migrate)
 
 
+def _multiprocess_metrics_dir(kind: str) -> None:
+    """A fresh folder where forked processes share Prometheus counters (must be set before they start)."""
+    import shutil
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"upscaler-metrics-{kind}-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", folder)
+
+
 def run_api(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
     settings = Settings.from_env()
     bind = f"{args.host or settings.api_host}:{args.port or settings.api_port}"
-    argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(args.workers),
-            "--threads", str(args.threads), "--worker-class", "gthread", "--access-logfile", "-",
+    workers = args.workers or settings.api_workers or (os.cpu_count() or 1) + 1
+    threads = args.threads or settings.api_threads
+    argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
             "--graceful-timeout", "30", "--timeout", "120"]
+    _multiprocess_metrics_dir("api")
     os.execv(sys.executable, argv)
     return 0
 
@@ -56,6 +71,7 @@ def run_worker(args: argparse.Namespace) -> int:
             "--without-gossip", "--without-mingle"]
     if args.beat:
         argv += ["--beat", "--schedule", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"upscaler-beat-{os.getpid()}")]
+    _multiprocess_metrics_dir("worker")
     os.execv(sys.executable, argv)
     return 0
 

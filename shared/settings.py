@@ -36,9 +36,12 @@ class Settings:
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
     s3_multipart_threshold_mb: int = 16
+    s3_public_endpoint_url: str = ""
     public_url: str = ""
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 0
+    api_threads: int = 4
     max_upload_bytes: int = 50 * 1024 * 1024
     max_input_pixels: int = 40_000_000
     max_output_pixels: int = 400_000_000
@@ -61,6 +64,8 @@ class Settings:
     idempotency_ttl: int = 86400
     retention_seconds: int = 7 * 86400
     worker_concurrency: int = 1
+    worker_metrics_port: int = 0
+    log_format: str = "text"
     inference_threads: int = 0
 
     @property
@@ -99,6 +104,8 @@ class Settings:
     def validate(self) -> None:
         if self.env not in ("development", "production", "test"):
             raise SettingsError("UPSCALER_ENV must be development, production or test")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("UPSCALER_LOG_FORMAT must be 'text' or 'json'")
         if self.storage not in ("local", "s3"):
             raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
         if self.production and (self.secret_key == DEV_SECRET or len(self.secret_key) < 16):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import requests
@@ -59,3 +60,36 @@ def test_jobs_accepted_while_redis_was_down_run_once_the_sweeper_enqueues_them(s
     finally:
         stop(worker)
     assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_metrics_and_json_logs_after_a_job(settings, tmp_path):
+    """The documented series appear on the API's /metrics and on the worker's metrics port."""
+    from api import create_app
+    from cli.processes import free_port, wait_for_port
+
+    port = free_port()
+    metrics_dir = tmp_path / "prom"
+    metrics_dir.mkdir()
+    client = create_app(settings).test_client()
+    worker = start_worker(settings.with_overrides(worker_metrics_port=port, log_format="json"),
+                          tmp_path / "worker.log", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60, process=worker)
+        job_id = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic",
+                                               "scale": "2"}, content_type="multipart/form-data").get_json()["id"]
+        assert wait_for(client, job_id)["status"] == "succeeded"
+        worker_metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        stop(worker)
+    assert 'upscaler_jobs_finished_total{code="",status="succeeded"} 1.0' in worker_metrics
+    for series in ("upscaler_job_duration_seconds_bucket", "upscaler_job_input_megapixels_bucket",
+                   "upscaler_inference_input_megapixels_total", "upscaler_inference_seconds_total"):
+        assert series in worker_metrics, series
+    api_metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'upscaler_http_requests_total{method="POST",route="/v1/jobs",status="202"}' in api_metrics
+    assert 'upscaler_jobs_submitted_total{model="bicubic",scale="2"}' in api_metrics
+    assert 'upscaler_queue_depth{queue="inference"}' in api_metrics
+    lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines() if line.startswith("{")]
+    job_lines = [line for line in lines if line.get("job_id") == job_id]
+    assert any("succeeded" in line["message"] for line in job_lines)

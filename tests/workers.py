@@ -11,8 +11,10 @@ from pathlib import Path
 from shared.settings import Settings
 
 
-def start_worker(settings: Settings, log: Path, *extra: str, concurrency: int = 1) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_THREADS": "1"}
+def start_worker(settings: Settings, log: Path, *extra: str, concurrency: int = 1,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_THREADS": "1",
+           **(env or {})}
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency",
                              str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",

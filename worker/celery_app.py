@@ -10,6 +10,7 @@ import logging
 
 from celery import signals
 
+from shared.logs import configure_logging
 from shared.queue import INFERENCE_QUEUE, make_celery
 from shared.settings import Settings
 from worker.context import WorkerContext
@@ -49,6 +50,29 @@ def _preload(ctx: WorkerContext) -> None:
 def _remember_queues(sender, instance, **_kwargs) -> None:
     global _consumes_inference
     _consumes_inference = INFERENCE_QUEUE in instance.app.amqp.queues.consume_from
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_kwargs) -> None:
+    """Expose the pool's aggregated metrics from the main process (``UPSCALER_WORKER_METRICS_PORT``)."""
+    if not settings.worker_metrics_port:
+        return
+    from prometheus_client import start_http_server
+
+    from shared.metrics import registry
+
+    try:
+        if aggregate := registry():
+            start_http_server(settings.worker_metrics_port, registry=aggregate)
+        else:
+            start_http_server(settings.worker_metrics_port)
+    except OSError:
+        log.exception("cannot serve metrics on port %s", settings.worker_metrics_port)
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_kwargs) -> None:
+    configure_logging(settings)
 
 
 @signals.worker_process_init.connect

@@ -15,7 +15,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image, UnidentifiedImageError
 
-from shared import jobs
+from shared import jobs, metrics
 from shared.db import unit_of_work
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.models import Job
@@ -59,6 +59,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         output_key, values = _process(ctx, job)
         if not _finish(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)
+        _observe(job, values["timings"])
         log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
         return "succeeded"
     except LeaseLost:
@@ -70,8 +71,19 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
                 "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
         _discard(ctx, output_key)
-        _finish(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
+        if _finish(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000]):
+            metrics.JOBS_FINISHED.labels("failed", failure.code).inc()
         return "failed"
+
+
+def _observe(job: Job, timings: dict[str, float]) -> None:
+    megapixels = job.input_width * job.input_height / 1e6
+    scale = str(job.scale)
+    metrics.JOBS_FINISHED.labels("succeeded", "").inc()
+    metrics.JOB_DURATION.labels(job.model, scale).observe(timings["total_s"])
+    metrics.JOB_MEGAPIXELS.labels(job.model).observe(megapixels)
+    metrics.MEGAPIXELS_PROCESSED.labels(job.model, scale).inc(megapixels)
+    metrics.INFERENCE_SECONDS.labels(job.model, scale).inc(timings["inference_s"])
 
 
 def _finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> bool:

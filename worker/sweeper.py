@@ -18,7 +18,7 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import delete, select
 
-from shared import deliveries, jobs
+from shared import deliveries, jobs, metrics
 from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.queue import enqueue_job, publish_deliveries
@@ -45,6 +45,8 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
         events = [record_event(session, session.get(Job, job_id), "job.failed", ctx.storage, ctx.settings)
                   for job_id in failed]
     publish_deliveries(celery, events)
+    if failed:
+        metrics.JOBS_FINISHED.labels("failed", "worker_lost").inc(len(failed))
     enqueued = _enqueue_pending_jobs(ctx, celery)
     with ctx.sessions() as session:
         due = deliveries.due(session, grace_seconds=5.0)

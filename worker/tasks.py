@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from shared.logs import job_context
 from shared.queue import DELIVER_WEBHOOK, RUN_JOB, SWEEP
 from worker import pipeline, sweeper, webhook_delivery
 from worker.celery_app import celery, get_context, settings
@@ -12,7 +13,8 @@ from worker.celery_app import celery, get_context, settings
 @celery.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=settings.job_time_limit, time_limit=settings.job_time_limit + 60)
 def run_job(job_id: str) -> str:
-    return pipeline.run_job(get_context(), job_id)
+    with job_context(job_id):
+        return pipeline.run_job(get_context(), job_id)
 
 
 @celery.task(name=SWEEP, ignore_result=True, soft_time_limit=120, time_limit=180)

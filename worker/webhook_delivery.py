@@ -8,7 +8,7 @@ import time
 import requests
 from celery import Celery
 
-from shared import deliveries
+from shared import deliveries, metrics
 from shared.db import unit_of_work
 from shared.models import WebhookDelivery
 from shared.queue import enqueue_delivery
@@ -49,6 +49,7 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
         delay = deliveries.record_attempt(session, delivery, status_code, latency_ms, error,
                                           settings.webhook_retry_delays)
         outcome = delivery.status if delay is None else "retrying"
+    metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
     log.info("webhook %s to %s: %s (%s)", delivery_id, url, outcome, error or status_code)
     if delay is not None and delay < PUBLISH_RETRY_BELOW_SECONDS:
         try:

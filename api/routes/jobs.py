@@ -16,6 +16,7 @@ from api.services import Services, services
 from shared import jobs
 from shared.db import unit_of_work
 from shared.limits import OUTPUT_FORMATS
+from shared.metrics import JOBS_FINISHED, JOBS_SUBMITTED
 from shared.models import Job
 from shared.queue import publish_deliveries
 from shared.states import JobStatus
@@ -57,6 +58,7 @@ def create_job():
     job, created = submission.create(svc, parsed, key)
     if not created:
         return _located(_json(svc, job), job.id)
+    JOBS_SUBMITTED.labels(job.model, str(job.scale)).inc()
     if wait:
         finished = submission.wait_for_end(svc, job.id, wait)
         if finished is not None:
@@ -123,6 +125,8 @@ def cancel_job(job_id: str):
         job = session.get(Job, job_id)
         event = record_event(session, job, "job.canceled", svc.storage, svc.settings) if canceled else None
     publish_deliveries(svc.celery, [event])
+    if canceled:
+        JOBS_FINISHED.labels("canceled", "").inc()
     if job.status != JobStatus.CANCELED.value:
         raise ApiError("not_cancelable", f"the job has already {job.status}", job_status=job.status)
     return _json(svc, job)

@@ -15,6 +15,7 @@ def make_storage(settings: Settings) -> Storage:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
             multipart_threshold_mb=settings.s3_multipart_threshold_mb,
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
     return LocalStorage(settings.storage_dir)
 

@@ -21,17 +21,24 @@ MB = 1024 * 1024
 class S3Storage:
     def __init__(self, bucket: str, endpoint_url: str | None = None, region: str = "us-east-1",
                  access_key_id: str | None = None, secret_access_key: str | None = None,
-                 multipart_threshold_mb: int = 16):
+                 multipart_threshold_mb: int = 16, public_endpoint_url: str | None = None):
         self.bucket = bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            region_name=region,
-            aws_access_key_id=access_key_id or None,
-            aws_secret_access_key=secret_access_key or None,
-            config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
-                          connect_timeout=3, read_timeout=60, s3={"addressing_style": "path"}),
-        )
+
+        def client(endpoint: str | None):
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint or None,
+                region_name=region,
+                aws_access_key_id=access_key_id or None,
+                aws_secret_access_key=secret_access_key or None,
+                config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
+                              connect_timeout=3, read_timeout=60, s3={"addressing_style": "path"}),
+            )
+
+        self.client = client(endpoint_url)
+        # Presigned URLs must name a host clients can reach (e.g. MinIO's public address, not "minio:9000");
+        # signing is local, so this client never connects anywhere.
+        self.signer = client(public_endpoint_url) if public_endpoint_url else self.client
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold_mb * MB,
                                        multipart_chunksize=max(multipart_threshold_mb, 5) * MB, max_concurrency=4)
 
@@ -70,7 +77,7 @@ class S3Storage:
             return False
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
-        return self.client.generate_presigned_url(
+        return self.signer.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type,
                     "ResponseContentDisposition": f'attachment; filename="{filename}"'},

@@ -1,0 +1,47 @@
+"""``/metrics``: Prometheus metrics of the API, plus the depth of every queue read from Redis."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge
+
+from api.openapi import operation
+from api.services import services
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
+from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
+
+blueprint = Blueprint("metrics", __name__)
+
+
+@blueprint.get("/metrics")
+@operation("Prometheus metrics", {200: ("Text exposition format", None)}, tag="health", content_type="text/plain")
+def metrics():
+    svc = services()
+    queues = CollectorRegistry()
+    depth = Gauge("upscaler_queue_depth", "Messages waiting in each queue", ["queue"], registry=queues)
+    try:
+        client = redis.Redis.from_url(svc.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        for name in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE):
+            depth.labels(name).set(client.llen(name))
+        client.close()
+    except redis.RedisError:
+        pass  # no depth series while Redis is down; /readyz says why
+    return Response(exposition(queues), mimetype=CONTENT_TYPE_LATEST)
+
+
+def instrument(app: Flask) -> None:
+    """Count and time every request by its route template (not its raw path: ids stay out of labels)."""
+
+    @app.before_request
+    def _start() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - g.get("metrics_started", 0.0))
+        return response
