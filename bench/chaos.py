@@ -1,0 +1,160 @@
+"""Chaos benchmark: hundreds of small jobs through 3 worker processes while workers are SIGKILLed and
+restarted every few seconds and Redis is restarted once; every job asks for webhooks to a local receiver.
+
+Prints submitted, succeeded, failed (by code), duplicated results, lost jobs, webhook deliveries and the wall
+time. The goal: 0 lost, 0 duplicated, every webhook delivered.
+
+    python bench/chaos.py                 # 300 jobs, 3 workers, a kill every 3 s
+    python bench/chaos.py --jobs 100 --kill-every 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import http.server
+import io
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+from common import platform
+
+from cli.processes import stop
+from tests.workers import children
+
+
+class Receiver:
+    """Counts webhook messages by id; answers 500 to a few first attempts so retries are exercised too."""
+
+    def __init__(self, fail_ratio: float):
+        self.messages: dict[str, str] = {}
+        self.posts = 0
+        self.lock = threading.Lock()
+        rng = random.Random(7)
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.lock:
+                    receiver.posts += 1
+                    first_time = self.headers["webhook-id"] not in receiver.messages
+                    fail = first_time and rng.random() < fail_ratio
+                    if not fail:
+                        event = json.loads(body)
+                        receiver.messages[self.headers["webhook-id"]] = f"{event['data']['id']}:{event['type']}"
+                self.send_response(500 if fail else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def kill(process) -> None:
+    """SIGKILL a worker and its pool: the whole machine vanishing, the harshest case."""
+    for pid in [*children(process.pid), process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--kill-every", type=float, default=3.0)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    from sqlalchemy import func, select
+
+    from api import create_app
+    from shared.db import make_engine, make_session_factory
+    from shared.models import Job, WebhookDelivery
+    from tests.conftest import image_bytes
+
+    receiver = Receiver(fail_ratio=0.1)
+    started = time.monotonic()
+    overrides = dict(lease_seconds=4, sweep_interval=1.0, queued_stale_seconds=10, visibility_timeout=30,
+                     webhook_allow_private=True, webhook_retry_schedule="1,2,4,8,16,32", inference_threads=1)
+    with platform(**overrides) as bench:
+        client = create_app(bench.settings).test_client()
+        beat = bench.worker("beat", queues="maintenance", beat=True)
+        workers = [bench.worker(f"w{i}") for i in range(args.workers)]
+        rng = random.Random(1)
+        kills = 0
+        redis_restarted = False
+        ids: list[str] = []
+        image = image_bytes(width=48, height=40)
+        next_kill = time.monotonic() + args.kill_every
+        deadline = time.monotonic() + args.timeout
+        try:
+            while time.monotonic() < deadline:
+                if len(ids) < args.jobs:
+                    for _ in range(min(10, args.jobs - len(ids))):
+                        response = client.post("/v1/jobs", data={
+                            "image": (io.BytesIO(image), "a.png"), "model": "bicubic", "scale": "2",
+                            "webhook_url": receiver.url, "webhook_events": "job.started,job.succeeded,job.failed"},
+                            content_type="multipart/form-data")
+                        ids.append(response.get_json()["id"])
+                if not redis_restarted and len(ids) >= args.jobs // 2:
+                    bench.restart_redis()
+                    redis_restarted = True
+                if time.monotonic() >= next_kill:
+                    victim = rng.randrange(len(workers))
+                    kill(workers[victim])
+                    workers[victim] = bench.worker(f"w{victim}-{kills}")
+                    kills += 1
+                    next_kill = time.monotonic() + args.kill_every
+                with make_session_factory(make_engine(bench.settings.database_url))() as session:
+                    open_jobs = session.scalar(select(func.count()).select_from(Job).where(
+                        Job.status.in_(["queued", "running"])))
+                    pending_hooks = session.scalar(select(func.count()).select_from(WebhookDelivery).where(
+                        WebhookDelivery.status == "pending"))
+                if len(ids) >= args.jobs and open_jobs == 0 and pending_hooks == 0:
+                    break
+                time.sleep(0.5)
+        finally:
+            for process in [*workers, beat]:
+                stop(process)
+        wall = time.monotonic() - started
+        with make_session_factory(make_engine(bench.settings.database_url))() as session:
+            jobs = session.scalars(select(Job)).all()
+            deliveries = session.scalars(select(WebhookDelivery)).all()
+        results = [p for p in (bench.settings.storage_dir / "results").rglob("*") if p.is_file()]
+
+    status = collections.Counter(j.status for j in jobs)
+    codes = collections.Counter(j.error_code for j in jobs if j.status == "failed")
+    per_job = collections.Counter(p.parent.name for p in results)
+    duplicated = sum(n - 1 for n in per_job.values() if n > 1)
+    orphans = sum(1 for job_id in per_job if job_id not in {j.id for j in jobs if j.status == "succeeded"})
+    expected_events = sum(2 for j in jobs if j.status in ("succeeded", "failed"))
+    delivered = sum(1 for d in deliveries if d.status == "delivered")
+    print(f"submitted {len(ids)} jobs to {args.workers} worker processes; {kills} workers SIGKILLed and replaced; "
+          f"Redis restarted {int(redis_restarted)}x")
+    print(f"succeeded {status['succeeded']}, failed {status['failed']} {dict(codes) or ''}, "
+          f"lost (still queued/running) {status['queued'] + status['running']}")
+    print(f"result objects {len(results)}, duplicated results {duplicated}, orphan results {orphans}, "
+          f"jobs run more than once {sum(1 for j in jobs if j.attempts > 1)}")
+    print(f"webhook messages {len(deliveries)} (expected {expected_events}), delivered {delivered}, "
+          f"retried {sum(1 for d in deliveries if d.attempts > 1)}, failed "
+          f"{sum(1 for d in deliveries if d.status == 'failed')}, distinct messages received "
+          f"{len(receiver.messages)}, POSTs received {receiver.posts}")
+    print(f"wall time {wall:.1f} s")
+    lost = status["queued"] + status["running"]
+    return 0 if lost == 0 and duplicated == 0 and delivered == expected_events else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
