@@ -133,6 +133,7 @@ def main() -> int:
             jobs = session.scalars(select(Job)).all()
             deliveries = session.scalars(select(WebhookDelivery)).all()
         results = [p for p in (bench.settings.storage_dir / "results").rglob("*") if p.is_file()]
+        partials = list((bench.settings.storage_dir / ".partial").glob("*"))
 
     status = collections.Counter(j.status for j in jobs)
     codes = collections.Counter(j.error_code for j in jobs if j.status == "failed")
@@ -146,12 +147,20 @@ def main() -> int:
     print(f"succeeded {status['succeeded']}, failed {status['failed']} {dict(codes) or ''}, "
           f"lost (still queued/running) {status['queued'] + status['running']}")
     print(f"result objects {len(results)}, duplicated results {duplicated}, orphan results {orphans}, "
-          f"jobs run more than once {sum(1 for j in jobs if j.attempts > 1)}")
+          f"jobs run more than once {sum(1 for j in jobs if j.attempts > 1)}, partial files of killed uploads "
+          f"{len(partials)}")
     print(f"webhook messages {len(deliveries)} (expected {expected_events}), delivered {delivered}, "
           f"retried {sum(1 for d in deliveries if d.attempts > 1)}, failed "
           f"{sum(1 for d in deliveries if d.status == 'failed')}, distinct messages received "
           f"{len(receiver.messages)}, POSTs received {receiver.posts}")
     print(f"wall time {wall:.1f} s")
+    by_id = {j.id: j for j in jobs}
+    for job_id, count in per_job.items():
+        if count > 1:
+            job = by_id.get(job_id)
+            keys = sorted(p.name for p in results if p.parent.name == job_id)
+            print(f"  duplicate: job {job_id} attempts {job.attempts if job else '?'} output "
+                  f"{job.output_key.rsplit('/', 1)[-1] if job and job.output_key else None} objects {keys}")
     lost = status["queued"] + status["running"]
     return 0 if lost == 0 and duplicated == 0 and delivered == expected_events else 1
 

@@ -88,13 +88,22 @@ def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progres
     return result.rowcount == 1
 
 
+def stage_output(session: Session, job_id: str, owner: str, key: str | None) -> bool:
+    """Record (before uploading) the key this attempt is about to write; False if the lease is lost."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(staged_output_key=key, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
 def finish(session: Session, job_id: str, owner: str, status: JobStatus, **values) -> bool:
     """Move our running job to a terminal state; False if the lease was lost meanwhile."""
     now = utcnow()
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
         .values(status=status.value, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
-                **values)
+                staged_output_key=None, **values)
     )
     return result.rowcount == 1
 

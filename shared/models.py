@@ -75,6 +75,8 @@ class Job(Base):
     input_height: Mapped[int] = mapped_column(Integer)
 
     output_key: Mapped[str | None] = mapped_column(String(255))
+    # Written before a result is uploaded: if that attempt dies, the next one deletes the orphan object.
+    staged_output_key: Mapped[str | None] = mapped_column(String(255))
     output_bytes: Mapped[int | None] = mapped_column(Integer)
     output_width: Mapped[int | None] = mapped_column(Integer)
     output_height: Mapped[int | None] = mapped_column(Integer)

@@ -47,13 +47,17 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         if not jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds):
             log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
             return "skipped"
-    with unit_of_work(ctx.sessions) as session:
+        # Same transaction as the claim, so a worker killed right after claiming cannot lose the event.
         job = session.get(Job, job_id)
         started_event = record_event(session, job, "job.started", ctx.storage, ctx.settings) \
             if job.attempts == 1 else None
         session.flush()
         session.expunge(job)
     publish_deliveries(ctx.celery, [started_event])
+    if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
+        _discard(ctx, job.staged_output_key)
+        with unit_of_work(ctx.sessions) as session:
+            jobs.stage_output(session, job_id, ctx.owner, None)
     output_key = None
     try:
         output_key, values = _process(ctx, job)
@@ -119,6 +123,9 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
                           checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]))
         t = time.monotonic()
         output_key = new_key("results", job.id, EXTENSIONS[job.output_format])
+        with unit_of_work(ctx.sessions) as session:
+            if not jobs.stage_output(session, job.id, ctx.owner, output_key):
+                raise LeaseLost(job.id)
         ctx.storage.put_file(output_key, result_path, OUTPUT_FORMATS[job.output_format])
         upload_s = time.monotonic() - t
         size = result_path.stat().st_size

@@ -23,7 +23,7 @@ from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.queue import enqueue_job, publish_deliveries
 from shared.states import TERMINAL
-from shared.storage import StorageError
+from shared.storage import LocalStorage, StorageError
 from shared.webhooks import record_event
 from worker.context import WorkerContext
 
@@ -42,8 +42,16 @@ class SweepReport:
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     with unit_of_work(ctx.sessions) as session:
         requeued, failed = jobs.release_expired_leases(session, ctx.settings.max_attempts)
-        events = [record_event(session, session.get(Job, job_id), "job.failed", ctx.storage, ctx.settings)
-                  for job_id in failed]
+        failed_jobs = [session.get(Job, job_id) for job_id in failed]
+        events = [record_event(session, job, "job.failed", ctx.storage, ctx.settings) for job in failed_jobs]
+        orphans = [job.staged_output_key for job in failed_jobs if job.staged_output_key]
+        for job in failed_jobs:
+            job.staged_output_key = None
+    for key in orphans:  # what the last, vanished attempt may have uploaded
+        try:
+            ctx.storage.delete(key)
+        except StorageError:
+            log.warning("could not delete orphan result %s", key)
     publish_deliveries(celery, events)
     if failed:
         metrics.JOBS_FINISHED.labels("failed", "worker_lost").inc(len(failed))
@@ -52,6 +60,8 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
         due = deliveries.due(session, grace_seconds=5.0)
     publish_deliveries(celery, due)
     expired = expire_old_jobs(ctx)
+    if isinstance(ctx.storage, LocalStorage):
+        ctx.storage.remove_stale_partials()
     report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed), webhooks=len(due),
                          expired=expired)
     if any((enqueued, requeued, failed, due, expired)):

@@ -1,7 +1,8 @@
 """A local folder as object storage: the embedded default for one machine.
 
-Writes go to a temporary file that is then hard-linked into place, so a key appears whole or not
-at all and an existing key is never replaced.
+Writes go to a temporary file in ``<root>/.partial/`` that is then hard-linked into place, so a key
+appears whole or not at all and an existing key is never replaced. A process killed mid-write leaves
+only a partial file there, which ``remove_stale_partials`` (run by the sweeper) deletes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from shared.storage.base import ObjectExists, ObjectMissing, StorageError
@@ -17,6 +19,7 @@ from shared.storage.base import ObjectExists, ObjectMissing, StorageError
 class LocalStorage:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
+        self.partial_dir = self.root / ".partial"
 
     def path_for(self, key: str) -> Path:
         """The file holding ``key``; refuses keys that would escape the root."""
@@ -29,7 +32,8 @@ class LocalStorage:
         target = self.path_for(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+            self.partial_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.partial_dir, prefix="upload-")
         except OSError as exc:
             raise StorageError(f"cannot write to {target.parent}: {exc}") from exc
         try:
@@ -80,3 +84,18 @@ class LocalStorage:
                 pass
         except OSError as exc:
             raise StorageError(f"storage folder {self.root} is not writable: {exc}") from exc
+
+    def remove_stale_partials(self, older_than_seconds: float = 3600) -> int:
+        """Delete partial files of writes that were interrupted (killed process); returns how many."""
+        if not self.partial_dir.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in self.partial_dir.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed

@@ -20,12 +20,24 @@ def test_local_round_trip_and_no_overwrite(tmp_path):
     with pytest.raises(ObjectExists):
         storage.put_bytes("a/b.bin", b"other", "application/octet-stream")
     assert storage.get_bytes("a/b.bin") == b"hello"
-    assert not [p for p in (tmp_path / "s" / "a").iterdir() if p.name.startswith(".upload-")]
+    assert list((tmp_path / "s" / ".partial").iterdir()) == []
     storage.delete("a/b.bin")
     assert not storage.exists("a/b.bin")
     with pytest.raises(ObjectMissing):
         storage.get_bytes("a/b.bin")
     assert storage.presigned_url("a/b.bin", 60, "b.bin", "x/y") is None
+
+
+def test_partial_files_of_killed_writes_are_removed_when_stale(tmp_path):
+    storage = LocalStorage(tmp_path / "s")
+    storage.put_bytes("a/b", b"x", "text/plain")
+    stale = storage.partial_dir / "upload-dead"
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    fresh = storage.partial_dir / "upload-writing"
+    fresh.write_bytes(b"in progress")
+    assert storage.remove_stale_partials(older_than_seconds=3600) == 1
+    assert not stale.exists() and fresh.exists()
 
 
 def test_local_refuses_keys_outside_its_root(tmp_path):

@@ -38,6 +38,15 @@ def test_a_second_delivery_does_no_work(ctx, db_session):
     assert len(list((ctx.settings.storage_dir / "results").rglob("*.png"))) == 1
 
 
+def test_an_orphan_left_by_a_dead_attempt_is_removed(ctx, db_session):
+    ctx.storage.put_bytes("results/dead/attempt.png", b"half an upload", "image/png")
+    job = queued_job(ctx, db_session, staged_output_key="results/dead/attempt.png")
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert not ctx.storage.exists("results/dead/attempt.png")
+    job = reload(db_session, job)
+    assert job.staged_output_key is None and ctx.storage.exists(job.output_key)
+
+
 def test_unreadable_input_fails_with_a_stable_code_and_keeps_the_input(ctx, db_session):
     job = queued_job(ctx, db_session, data=image_bytes()[:70])
     assert pipeline.run_job(ctx, job.id) == "failed"
