@@ -13,52 +13,31 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import http.server
 import io
-import json
 import os
 import random
 import signal
 import sys
-import threading
 import time
 
 from common import platform
 
 from cli.processes import stop
+from tests.receiver import Receiver
 from tests.workers import children
 
 
-class Receiver:
-    """Counts webhook messages by id; answers 500 to a few first attempts so retries are exercised too."""
+def flaky(fail_ratio: float):
+    """A responder that answers 500 to ``fail_ratio`` of first attempts, so retries are exercised too."""
+    rng = random.Random(7)
+    seen: set[str] = set()
 
-    def __init__(self, fail_ratio: float):
-        self.messages: dict[str, str] = {}
-        self.posts = 0
-        self.lock = threading.Lock()
-        rng = random.Random(7)
-        receiver = self
+    def respond(headers: dict[str, str], _body: bytes) -> int:
+        first_time = headers["webhook-id"] not in seen
+        seen.add(headers["webhook-id"])
+        return 500 if first_time and rng.random() < fail_ratio else 204
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with receiver.lock:
-                    receiver.posts += 1
-                    first_time = self.headers["webhook-id"] not in receiver.messages
-                    fail = first_time and rng.random() < fail_ratio
-                    if not fail:
-                        event = json.loads(body)
-                        receiver.messages[self.headers["webhook-id"]] = f"{event['data']['id']}:{event['type']}"
-                self.send_response(500 if fail else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    return respond
 
 
 def kill(process) -> None:
@@ -84,7 +63,7 @@ def main() -> int:
     from shared.models import Job, WebhookDelivery
     from tests.conftest import image_bytes
 
-    receiver = Receiver(fail_ratio=0.1)
+    receiver = Receiver(respond=flaky(0.1))
     started = time.monotonic()
     overrides = dict(lease_seconds=4, sweep_interval=1.0, queued_stale_seconds=10, visibility_timeout=30,
                      webhook_allow_private=True, webhook_retry_schedule="1,2,4,8,16,32", inference_threads=1)
@@ -152,7 +131,7 @@ def main() -> int:
     print(f"webhook messages {len(deliveries)} (expected {expected_events}), delivered {delivered}, "
           f"retried {sum(1 for d in deliveries if d.attempts > 1)}, failed "
           f"{sum(1 for d in deliveries if d.status == 'failed')}, distinct messages received "
-          f"{len(receiver.messages)}, POSTs received {receiver.posts}")
+          f"{len(receiver.delivered_ids())}, POSTs received {len(receiver.requests)}")
     print(f"wall time {wall:.1f} s")
     by_id = {j.id: j for j in jobs}
     for job_id, count in per_job.items():

@@ -17,6 +17,7 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.storage import S3Storage
 from tests.harness import MotoS3, PostgresCluster
+from tests.receiver import Receiver
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SECRET = "test-secret-0123456789abcdef"
@@ -92,41 +93,6 @@ def db_session(settings):
     yield session
     session.close()
     engine.dispose()
-
-
-class Receiver:
-    """A real HTTP webhook receiver on loopback that records requests and answers scripted codes."""
-
-    def __init__(self, codes: list[int] | None = None):
-        import http.server
-        import threading
-
-        self.requests: list[dict] = []
-        self.codes = list(codes or [])
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
-                                          "body": body.decode()})
-                code = receiver.codes.pop(0) if receiver.codes else 204
-                self.send_response(code)
-                if 300 <= code < 400:
-                    self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
