@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from api.errors import register_error_handlers
-from api.routes import deliveries, files, health, jobs, meta, metrics, models
+from api.routes import deliveries, files, health, jobs, meta, metrics, models, page
 from api.services import Services
 from shared.catalog import load_catalog
 from shared.db import make_engine, make_session_factory
@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     if settings.log_format == "json":
         configure_logging(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings),
         catalog=load_catalog(settings.models_dir),
     )
-    for module in (jobs, deliveries, models, files, health, meta, metrics):
+    for module in (jobs, deliveries, models, files, health, meta, metrics, page):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
     metrics.instrument(app)

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         started.append(api)
         wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
         base = f"http://127.0.0.1:{api_port}"
-        print(f"API on {base} (OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
+        print(f"API on {base} (web page: {base}/, OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
 
         client = UpscalerClient(base)
         job = client.submit(args.image, scale=args.scale, output_format=args.format, model=args.model)
