@@ -40,9 +40,27 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "network": self.network.to_dict()}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        return cls(**{**data, "network": NetworkConfig.from_dict(data["network"])})
+
+@keras.saving.register_keras_serializable(package="upscaler")
+class RestartedCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """A new warm-up + cosine cycle that starts at ``start_step``: how a finished run is extended."""
+
+    def __init__(self, peak: float, start_step: int, total_steps: int, warmup_steps: int = 200, floor: float = 0.01):
+        self.peak, self.start_step, self.total_steps = peak, start_step, total_steps
+        self.warmup_steps, self.floor = warmup_steps, floor
+
+    def __call__(self, step):
+        from keras import ops
+
+        s = ops.cast(step, "float32") - self.start_step
+        warm = self.peak * s / max(self.warmup_steps, 1)
+        progress = ops.clip((s - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        cosine = self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + ops.cos(np.pi * progress)))
+        return ops.where(s < self.warmup_steps, warm, cosine)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "start_step": self.start_step, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "floor": self.floor}
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
@@ -78,13 +96,28 @@ class Trainer:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         if self.checkpoint.exists():
             state = json.loads(self.state_file.read_text())
-            return keras.models.load_model(self.checkpoint), state
+            model = keras.models.load_model(self.checkpoint)
+            self._maybe_extend(model, state)
+            return model, state
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         keras.utils.set_random_seed(self.config.seed)
         model = build_network(self.config.network)
         _compile(model, self.config)
         return model, {"step": 0, "seconds": 0.0}
+
+    def _maybe_extend(self, model: keras.Model, state: dict) -> None:
+        """Asked for more steps than the run was planned with: start a new cosine cycle from here."""
+        saved_path = self.run_dir / "config.json"
+        saved = json.loads(saved_path.read_text())
+        if self.config.steps <= saved["steps"] or state["step"] < saved["steps"]:
+            return
+        model.optimizer.learning_rate = RestartedCosine(self.config.learning_rate, state["step"],
+                                                        self.config.steps - state["step"])
+        saved.setdefault("restarts", []).append({"at_step": state["step"], "peak": self.config.learning_rate,
+                                                 "until": self.config.steps})
+        saved["steps"] = self.config.steps
+        saved_path.write_text(json.dumps(saved, indent=2))
 
     def validate(self, model: keras.Model) -> dict[int, float]:
         """Set5 Y-PSNR per scale (validation only: never a training image)."""
