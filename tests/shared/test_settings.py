@@ -38,3 +38,11 @@ def test_invalid_values_fail_fast(env):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().api_port = 1  # type: ignore[misc]
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from dataclasses import fields
+
+    readme = Path("README.md").read_text()
+    missing = [f"UPSCALER_{f.name.upper()}" for f in fields(Settings) if f"UPSCALER_{f.name.upper()}" not in readme]
+    assert missing == []

@@ -185,12 +185,13 @@ class Trainer:
             if state["step"] % cfg.validate_every == 0 or state["step"] == cfg.steps:
                 psnrs = self.validate(model)
                 state["seconds"] = time.monotonic() - started
+                losses_mean = float(np.mean(losses))
                 self._log({"step": state["step"], "seconds": round(state["seconds"], 1),
-                           "loss": round(float(np.mean(losses)), 6),
+                           "loss": round(losses_mean, 6),
                            **{f"set5_x{s}": round(p, 3) for s, p in psnrs.items()}})
                 losses.clear()
                 state["last_psnr"] = {str(s): p for s, p in psnrs.items()}
-                bar.set_postfix({f"x{s}": f"{p:.2f}" for s, p in psnrs.items()})
+                bar.set_postfix({"loss": f"{losses_mean:.4f}", **{f"x{s}": f"{p:.2f}" for s, p in psnrs.items()}})
             if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or state["step"] == cfg.steps:
                 state["seconds"] = time.monotonic() - started
                 self._save(model, state)
