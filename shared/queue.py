@@ -27,6 +27,7 @@ WEBHOOK_QUEUE = "webhooks"
 
 def make_celery(settings: Settings) -> Celery:
     """A configured Celery app (tasks are registered by the worker package, not here)."""
+    visibility = settings.visibility_timeout or max(settings.job_time_limit * 2, 3600)
     app = Celery("upscaler", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_queues=(Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(WEBHOOK_QUEUE)),
@@ -45,7 +46,11 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             # A delivered-but-unacknowledged task returns to the queue after this long; the job's
             # database lease (not this timeout) is what keeps two workers from running it at once.
-            "visibility_timeout": settings.visibility_timeout or max(settings.job_time_limit * 2, 3600),
+            "visibility_timeout": visibility,
+            # How often kombu looks for unacknowledged messages to restore: its default (about every 100 s)
+            # is far slower than a short visibility timeout.
+            "unacked_restore_interval": max(1, min(10, visibility // 4)),
+            "unacked_restore_throttle": 1 if visibility < 600 else 10,
             "socket_connect_timeout": settings.enqueue_timeout,
             "socket_timeout": max(settings.enqueue_timeout, 5.0),
         },
