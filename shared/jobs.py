@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, utcnow
-from shared.states import JobStatus
+from shared.states import JobStatus, can_transition
 
 
 class InvalidCursor(ValueError):
@@ -99,6 +99,8 @@ def stage_output(session: Session, job_id: str, owner: str, key: str | None) -> 
 
 def finish(session: Session, job_id: str, owner: str, status: JobStatus, **values) -> bool:
     """Move our running job to a terminal state; False if the lease was lost meanwhile."""
+    if not can_transition(JobStatus.RUNNING, status):
+        raise ValueError(f"a running job cannot become {status}")
     now = utcnow()
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
@@ -111,21 +113,11 @@ def finish(session: Session, job_id: str, owner: str, status: JobStatus, **value
 def cancel(session: Session, job_id: str) -> bool:
     """Cancel a queued or running job; a running worker notices at its next lease renewal and stops."""
     now = utcnow()
+    cancelable = [s.value for s in JobStatus if can_transition(s, JobStatus.CANCELED)]
     result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        update(Job).where(Job.id == job_id, Job.status.in_(cancelable))
         .values(status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, lease_owner=None,
                 lease_expires_at=None)
-    )
-    return result.rowcount == 1
-
-
-def fail_queued(session: Session, job_id: str, code: str, message: str) -> bool:
-    """Fail a job that never started (for instance its input vanished)."""
-    now = utcnow()
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-        .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now, error_code=code,
-                error_message=message)
     )
     return result.rowcount == 1
 
