@@ -126,9 +126,13 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
         with unit_of_work(ctx.sessions) as session:
             if not jobs.stage_output(session, job.id, ctx.owner, output_key):
                 raise LeaseLost(job.id)
-        ctx.storage.put_file(output_key, result_path, OUTPUT_FORMATS[job.output_format])
-        upload_s = time.monotonic() - t
         size = result_path.stat().st_size
+        try:
+            ctx.storage.put_file(output_key, result_path, OUTPUT_FORMATS[job.output_format])
+        except BaseException:  # a failed or interrupted upload may have left part of the object behind
+            _discard(ctx, output_key)
+            raise
+        upload_s = time.monotonic() - t
     timings = {"download_s": round(download_s, 4), **rendered.timings, "upload_s": round(upload_s, 4),
                "total_s": round(time.monotonic() - started, 4)}
     return output_key, {"output_key": output_key, "output_width": rendered.width,
