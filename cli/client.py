@@ -1,6 +1,6 @@
 """A small Python client for the HTTP API (used by ``upscaler submit`` and ``upscaler dev``).
 
-    client = UpscalerClient("http://127.0.0.1:8000")
+    client = UpscalerClient("http://127.0.0.1:8000", api_key=None)
     job = client.submit("photo.jpg", scale=4, output_format="png")
     job = client.wait(job["id"])
     client.download(job["id"], "photo_x4.png")
@@ -24,9 +24,11 @@ class ApiProblem(RuntimeError):
 
 
 class UpscalerClient:
-    def __init__(self, base_url: str, timeout: float = 60.0):
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0):
         self.base_url = base_url.rstrip("/")
         self.http = requests.Session()
+        if api_key:
+            self.http.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
 
     def _check(self, response: requests.Response) -> dict:
@@ -66,8 +68,11 @@ class UpscalerClient:
             time.sleep(interval)
 
     def download(self, job_id: str, destination: str | Path) -> Path:
-        """Fetch the result (following the S3 redirect when there is one) into ``destination``."""
-        with self.http.get(f"{self.base_url}/v1/jobs/{job_id}/result", stream=True, timeout=self.timeout) as r:
+        """Fetch the result through its expiring ``result_url`` (presigned S3 or a signed link: no API key)."""
+        job = self.get(job_id)
+        if job["status"] != "succeeded":
+            raise ApiProblem({"status": 409, "code": "result_not_ready", "detail": f"the job is {job['status']}"})
+        with requests.get(job["result_url"], stream=True, timeout=self.timeout) as r:
             if r.status_code >= 400:
                 self._check(r)
             destination = Path(destination)

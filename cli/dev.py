@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         base = f"http://127.0.0.1:{api_port}"
         print(f"API on {base} (web page: {base}/, OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
 
-        client = UpscalerClient(base)
+        keys = [k.strip() for k in env.get("UPSCALER_API_KEYS", "").split(",") if k.strip()]
+        client = UpscalerClient(base, keys[0] if keys else None)
         job = client.submit(args.image, scale=args.scale, output_format=args.format, model=args.model)
         print(f"submitted job {job['id']}: {args.image.name} {job['input']['width']}x{job['input']['height']} "
               f"-> x{args.scale} {job['output']['width']}x{job['output']['height']} {args.format} ({job['model']})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -11,6 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="submit an image to a running API (see also the Python client)")
     p.add_argument("image", type=Path)
     p.add_argument("--api", default="http://127.0.0.1:8000")
+    p.add_argument("--api-key", default=os.environ.get("UPSCALER_API_KEY"), help="default: $UPSCALER_API_KEY")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
     p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
     p.add_argument("--quality", type=int, default=None)
@@ -24,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cli.client import UpscalerClient
 
-    client = UpscalerClient(args.api)
+    client = UpscalerClient(args.api, args.api_key)
     job = client.submit(args.image, args.scale, args.format, args.quality, args.model, args.webhook_url)
     if args.wait:
         job = client.wait(job["id"])

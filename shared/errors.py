@@ -23,6 +23,7 @@ API_ERRORS = _table(
     ErrorCode("bad_request", 400, "The request is malformed"),
     ErrorCode("missing_image", 400, "No image file in the 'image' form field"),
     ErrorCode("invalid_cursor", 400, "The pagination cursor is not valid"),
+    ErrorCode("unauthorized", 401, "A valid API key is required"),
     ErrorCode("invalid_signature", 403, "The file link signature is not valid"),
     ErrorCode("not_found", 404, "No such resource"),
     ErrorCode("method_not_allowed", 405, "Method not allowed on this resource"),

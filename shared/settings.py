@@ -26,6 +26,7 @@ class Settings:
 
     env: str = "development"
     secret_key: str = DEV_SECRET
+    api_keys: str = ""
     database_url: str = "sqlite:///var/upscaler.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     storage: str = "local"
@@ -71,6 +72,10 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 
     @property
     def webhook_retry_delays(self) -> tuple[float, ...]:

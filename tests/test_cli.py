@@ -45,7 +45,7 @@ def test_migrate_creates_the_schema(tmp_path):
 
 @pytest.mark.slow
 def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_url):
-    env = {"UPSCALER_REDIS_URL": redis_url}
+    env = {"UPSCALER_REDIS_URL": redis_url, "UPSCALER_API_KEYS": "dev-key"}  # the launcher's client uses it
     result = subprocess.run([*UPSCALER, "dev", "--exit", "--scale", "2", "--port", str(free_port()),
                              "--var", str(tmp_path / "var")], capture_output=True, text=True, timeout=300,
                             env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=tmp_path)

@@ -156,3 +156,20 @@ def test_the_web_page_is_served_and_uses_the_api(client):
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert 'fetch("v1/jobs"' in page and "v1/models" in page
+
+
+def test_api_keys_protect_v1_but_not_health_docs_or_signed_links(settings, db_session):
+    from api import create_app
+
+    app = create_app(settings.with_overrides(api_keys="k-one, k-two"))
+    client = app.test_client()
+    response = client.get("/v1/jobs")
+    assert (response.status_code, response.get_json()["code"]) == (401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer k-two"}).status_code == 200
+    for public in ("/healthz", "/v1/openapi.json", "/", "/metrics"):
+        assert client.get(public).status_code == 200, public
+    job = succeeded_job(app, db_session)
+    link = client.get("/v1/jobs/" + job.id, headers={"Authorization": "Bearer k-one"}).get_json()["result_url"]
+    assert client.get(link.split("localhost", 1)[-1]).status_code == 200
