@@ -46,8 +46,6 @@ def _env(args: argparse.Namespace, redis_port: int, api_port: int) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from cli.client import UpscalerClient
 
     if not args.image.exists():
@@ -83,13 +81,7 @@ def run(args: argparse.Namespace) -> int:
         job = client.submit(args.image, scale=args.scale, output_format=args.format, model=args.model)
         print(f"submitted job {job['id']}: {args.image.name} {job['input']['width']}x{job['input']['height']} "
               f"-> x{args.scale} {job['output']['width']}x{job['output']['height']} {args.format} ({job['model']})")
-        with tqdm(total=100, unit="%", desc="queued", bar_format="{desc:<10} {bar} {n:.0f}%") as bar:
-            def update(current: dict) -> None:
-                bar.set_description_str(current["status"])
-                bar.n = round(current["progress"] * 100)
-                bar.refresh()
-
-            job = client.wait(job["id"], timeout=3600, on_update=update)
+        job = client.wait(job["id"], timeout=3600, on_update=_progress_display())
         if job["status"] != "succeeded":
             print(f"job {job['status']}: {job['error']}", file=sys.stderr)
             return 1
@@ -109,6 +101,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for process in reversed(started):
             stop(process)
+
+
+def _progress_display():
+    """A live bar on a terminal; one line per status change otherwise (logs, CI)."""
+    from tqdm import tqdm
+
+    if not sys.stdout.isatty():
+        last = [None]
+
+        def log_line(job: dict) -> None:
+            if job["status"] != last[0]:
+                last[0] = job["status"]
+                print(f"  {job['status']} ({job['progress']:.0%})", flush=True)
+
+        return log_line
+    bar = tqdm(total=100, unit="%", desc="queued", bar_format="{desc:<10} {bar} {n:.0f}%")
+
+    def update(job: dict) -> None:
+        bar.set_description_str(job["status"])
+        bar.n = round(job["progress"] * 100)
+        bar.refresh()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            bar.close()
+
+    return update
 
 
 def _ext(output_format: str) -> str:
