@@ -128,3 +128,21 @@ def test_shipped_weights_beat_bicubic(request):
         ours = psnr_y(crop, np.asarray(engine.upscale(lr, scale)), scale)
         base = psnr_y(crop, bicubic_upscale(lr, scale), scale)
         assert ours > base + 0.3, (scale, ours, base)
+
+
+def test_shipped_weights_meet_the_floor_on_set5(request):
+    """The issue's floor, measured the field's way on the real benchmark (never a training image)."""
+    import os
+    from pathlib import Path
+
+    from shared.catalog import load_catalog
+    from worker.evaluation import load_benchmark, score
+
+    folder = Path(os.environ.get("UPSCALER_DATA_DIR", request.config.rootpath.parent / "shared" / "data"))
+    if not (folder / "benchmark" / "set5").is_dir():
+        pytest.skip(f"benchmark images not found under {folder}")
+    engine = NetworkEngine(load_catalog(Settings().models_dir)["residual_sr"].weights)
+    images = load_benchmark(folder / "benchmark" / "set5")
+    upscale = lambda lr, s: np.asarray(engine.upscale(lr, s))  # noqa: E731
+    assert score(upscale, images, 2, with_ssim=False).psnr >= 37.0
+    assert score(upscale, images, 4, with_ssim=False).psnr >= 31.0
