@@ -47,13 +47,20 @@ def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int
     return delay
 
 
-def due(session: Session, grace_seconds: float, limit: int = 500) -> list[str]:
-    """Pending deliveries whose time has come (and passed by ``grace_seconds``: its own publish may be late)."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+def take_due(session: Session, grace_seconds: float, limit: int = 500) -> list[str]:
+    """Pending deliveries whose time came at least ``grace_seconds`` ago (their own publish may be late)
+    and that the sweeper has not re-published within that time; marks them re-published now, so a
+    backlog with no webhook worker does not grow by one message per sweep."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=grace_seconds)
     query = (select(WebhookDelivery.id)
-             .where(and_(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= cutoff))
+             .where(and_(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= cutoff,
+                         WebhookDelivery.updated_at <= cutoff))
              .order_by(WebhookDelivery.next_attempt_at).limit(limit))
-    return list(session.scalars(query))
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(updated_at=now))
+    return ids
 
 
 def for_job(session: Session, job_id: str) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:

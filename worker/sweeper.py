@@ -56,8 +56,8 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     if failed:
         metrics.JOBS_FINISHED.labels("failed", "worker_lost").inc(len(failed))
     enqueued = _enqueue_pending_jobs(ctx, celery)
-    with ctx.sessions() as session:
-        due = deliveries.due(session, grace_seconds=5.0)
+    with unit_of_work(ctx.sessions) as session:
+        due = deliveries.take_due(session, grace_seconds=5.0)
     publish_deliveries(celery, due)
     expired = expire_old_jobs(ctx)
     if isinstance(ctx.storage, LocalStorage):

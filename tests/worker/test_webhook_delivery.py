@@ -95,3 +95,21 @@ def test_destination_is_checked_again_at_delivery(ctx, db_session, receiver):
     assert deliver(ctx, ctx.celery, message.id) == "failed"
     attempt = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).one()
     assert attempt.error.startswith("refused:") and receiver.requests == []
+
+
+def test_sweeper_republishes_a_late_message_once(ctx, db_session, receiver):
+    from datetime import timedelta
+
+    from shared.models import utcnow
+    from worker.sweeper import sweep
+
+    job = queued_job(ctx, db_session, webhook_url=receiver.url)
+    pipeline.run_job(ctx, job.id)
+    [message] = messages(db_session, job.id)
+    long_ago = utcnow() - timedelta(seconds=60)
+    db_session.query(WebhookDelivery).filter_by(id=message.id).update(
+        {"next_attempt_at": long_ago, "updated_at": long_ago})
+    db_session.commit()
+    assert sweep(ctx, ctx.celery).webhooks == 1
+    assert sweep(ctx, ctx.celery).webhooks == 0  # not again until the grace period passes
+    assert deliver(ctx, ctx.celery, message.id) == "delivered"
