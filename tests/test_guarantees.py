@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 from cli.processes import start_redis, stop
 from shared.webhooks import signing_secret
 from tests.conftest import image_bytes
-from tests.workers import children, start_worker, wait_for, with_beat
+from tests.workers import children, start_beat, start_worker, wait_for, with_beat
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +55,18 @@ def test_sigkill_during_inference_ends_succeeded_exactly_once(settings, tmp_path
 
     settings = settings.with_overrides(lease_seconds=3, sweep_interval=1.0, tile_size=64)
     client = create_app(settings).test_client()
-    worker = start_worker(settings, tmp_path / "w1.log", *with_beat(tmp_path))
+    beat = start_beat(settings, tmp_path / "beat.log")
+    worker = start_worker(settings, tmp_path / "w1.log")
     try:
         job_id = post(client, image=slow_image()).get_json()["id"]
         wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
-        for pid in children(worker.pid):  # the pool process running the task
-            os.kill(pid, signal.SIGKILL)
+        pool = children(worker.pid)
+        assert len(pool) == 1
+        os.kill(pool[0], signal.SIGKILL)  # the process running the task; the worker starts a new one
         job = wait_for(client, job_id, timeout=180)
     finally:
         stop(worker)
+        stop(beat)
     assert job["status"] == "succeeded", (tmp_path / "w1.log").read_text()[-3000:]
     assert job["attempts"] == 2
     assert len(result_objects(settings)) == 1

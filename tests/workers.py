@@ -22,6 +22,15 @@ def start_worker(settings: Settings, log: Path, *extra: str, concurrency: int = 
                             env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def start_beat(settings: Settings, log: Path) -> subprocess.Popen:
+    """A separate beat process (the sweeper's scheduler), so a worker's children are only its pool."""
+    env = {**os.environ, **settings.to_env()}
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
+                             "--schedule", str(log.with_suffix(".schedule"))], env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+
+
 def with_beat(schedule_dir: Path) -> tuple[str, ...]:
     return ("--beat", "--schedule", str(schedule_dir / "beat-schedule"))
 
