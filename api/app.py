@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         storage=make_storage(settings),
         celery=make_celery(settings),
         catalog=load_catalog(settings.models_dir),
+        redis=Services.redis_for(settings),
     )
     for module in (jobs, deliveries, models, files, health, meta, metrics, page):
         app.register_blueprint(module.blueprint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
 from celery import Celery
 from flask import current_app
 from sqlalchemy import Engine
@@ -22,6 +23,12 @@ class Services:
     storage: Storage
     celery: Celery
     catalog: dict[str, ModelInfo]
+    redis: redis.Redis
+
+    @classmethod
+    def redis_for(cls, settings: Settings) -> redis.Redis:
+        """One pooled client with short timeouts, for readiness and queue-depth reads."""
+        return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
 
 
 def services() -> Services:

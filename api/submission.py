@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 from flask import request
 from pydantic import ValidationError
@@ -41,8 +42,10 @@ class Submission:
     model: str
     upload: Upload
 
+    @cached_property
     def fingerprint(self) -> str:
-        """What makes two requests "the same" for Idempotency-Key: every field and the image bytes."""
+        """What makes two requests "the same" for Idempotency-Key: every field and the image bytes
+        (hashed once per request, however often it is compared)."""
         fields = self.form.model_dump(mode="json") | {"model": self.model}
         canonical = json.dumps(fields, sort_keys=True) + hashlib.sha256(self.upload.data).hexdigest()
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -130,12 +133,12 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
                 session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key))  # an expired one
                 session.add(job)
                 session.flush()
-                session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint(), job_id=job_id))
+                session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint, job_id=job_id))
             else:
                 session.add(job)
     except IntegrityError:
         _discard(svc, input_key)
-        previous = find_previous(svc, key, submission.fingerprint()) if key else None
+        previous = find_previous(svc, key, submission.fingerprint) if key else None
         if previous is None:
             raise
         return previous, False

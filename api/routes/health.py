@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
@@ -32,9 +31,7 @@ def readyz():
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        client = redis.Redis.from_url(svc.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
-        client.ping()
-        client.close()
+        svc.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"error: {type(exc).__name__}"

@@ -52,7 +52,7 @@ def create_job():
     key = submission.idempotency_key()
     wait = submission.requested_wait()
     parsed = submission.parse(svc)
-    previous = submission.find_previous(svc, key, parsed.fingerprint()) if key else None
+    previous = submission.find_previous(svc, key, parsed.fingerprint) if key else None
     if previous is not None:
         return _located(_json(svc, previous), previous.id)
     job, created = submission.create(svc, parsed, key)

@@ -23,10 +23,8 @@ def metrics():
     queues = CollectorRegistry()
     depth = Gauge("upscaler_queue_depth", "Messages waiting in each queue", ["queue"], registry=queues)
     try:
-        client = redis.Redis.from_url(svc.settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
         for name in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE):
-            depth.labels(name).set(client.llen(name))
-        client.close()
+            depth.labels(name).set(svc.redis.llen(name))
     except redis.RedisError:
         pass  # no depth series while Redis is down; /readyz says why
     return Response(exposition(queues), mimetype=CONTENT_TYPE_LATEST)
