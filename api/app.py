@@ -10,7 +10,7 @@ from api.auth import require_api_key
 from api.errors import register_error_handlers
 from api.routes import deliveries, files, health, jobs, meta, metrics, models, page
 from api.services import Services
-from shared.catalog import load_catalog
+from shared.catalog import catalog_for
 from shared.db import make_engine, make_session_factory
 from shared.logs import configure_logging
 from shared.queue import make_celery
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         sessions=make_session_factory(engine),
         storage=make_storage(settings),
         celery=make_celery(settings),
-        catalog=load_catalog(settings.models_dir),
+        catalog=catalog_for(settings),
         redis=Services.redis_for(settings),
     )
     for module in (jobs, deliveries, models, files, health, meta, metrics, page):

@@ -20,8 +20,13 @@ class JobCreateForm(BaseModel):
     format: Literal["png", "jpeg", "webp"] = Field("png", description="Output image format.")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 92 / 90).")
     model: str | None = Field(None, max_length=64,
-                              description="Model name from GET /v1/models (default: the server's default network; "
-                                          "'bicubic' is the baseline).")
+                              description="Model name from GET /v1/models (default: the server's default, 'auto', "
+                                          "which picks the fidelity network for clean files and the robust one for "
+                                          "compressed or noisy files; 'bicubic' is the baseline).")
+    denoise: float | Literal["auto"] = Field(
+        "auto", description="Restoration strength, 0 (keep every detail) to 1 (strongest clean-up of JPEG "
+                            "artefacts and noise), or 'auto' to measure it from the file (its JPEG quality, its "
+                            "noise). Only for models whose `denoise` is true in GET /v1/models.")
     webhook_url: HttpUrl | None = Field(None, description="Receives signed event POSTs (docs/webhooks.md).")
     webhook_events: str | None = Field(
         None, pattern=rf"^\s*{_EVENT}(\s*,\s*{_EVENT})*\s*$",
@@ -33,6 +38,24 @@ class JobCreateForm(BaseModel):
     def _form_integer(cls, value):
         """Form fields arrive as text; "4" means 4 (a Literal alone would not coerce it)."""
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("denoise", mode="before")
+    @classmethod
+    def _denoise(cls, value):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+            return "auto"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be 'auto' or a number from 0 to 1") from None
+        if not 0.0 <= number <= 1.0:
+            raise ValueError("must be 'auto' or a number from 0 to 1")
+        return number
+
+    @property
+    def denoise_value(self) -> float | None:
+        """The strength as stored on the job: None means auto."""
+        return None if self.denoise == "auto" else float(self.denoise)
 
     def event_list(self) -> list[str] | None:
         if not self.webhook_events:
@@ -60,10 +83,17 @@ class JobPage(BaseModel):
 
 class ModelOut(BaseModel):
     name: str
+    arch: str = Field(description="Registered architecture, 'route' for auto, 'bicubic' for the baseline.")
     scales: list[int]
     description: str
+    denoise: bool = Field(description="Whether jobs with this model take a denoise strength.")
     parameters: dict[str, int]
-    benchmark_psnr_y: dict[str, dict[str, float]] = Field(description="Y-PSNR (dB) by set and scale.")
+    benchmark_psnr_y: dict[str, dict[str, dict[str, float]]] = Field(
+        description="Y-PSNR (dB) by protocol (clean, jpeg90, jpeg75, jpeg50, noise), set and scale; "
+                    "`<set>` is the model, `<set>_bicubic` the baseline on the same inputs (docs/model.md).")
+    training_degradation: dict | None = Field(None, description="The damage the network was trained on.")
+    routes: dict[str, str] | None = Field(None, description="auto only: which network serves clean and damaged "
+                                                            "inputs.")
     default: bool
 
 

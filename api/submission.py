@@ -73,6 +73,9 @@ def parse(svc: Services) -> Submission:
     if model not in svc.catalog:
         raise ApiError("unknown_model", f"no model named {model!r}; see GET /v1/models",
                        available=sorted(svc.catalog))
+    if form.denoise_value is not None and not svc.catalog[model].accepts_denoise:
+        raise ApiError("invalid_parameter", f"model {model!r} takes no denoise strength; use 'auto' or a model whose "
+                                            "denoise is true in GET /v1/models", field="denoise")
     if form.scale not in svc.catalog[model].scales:
         raise ApiError("invalid_parameter", f"model {model!r} supports scales {list(svc.catalog[model].scales)}",
                        field="scale")
@@ -122,7 +125,7 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
         raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
                        headers={"Retry-After": "10"}) from exc
     job = Job(id=job_id, status=JobStatus.QUEUED.value, scale=form.scale, model=submission.model,
-              output_format=form.format, quality=form.quality,
+              output_format=form.format, quality=form.quality, denoise=form.denoise_value,
               webhook_url=str(form.webhook_url) if form.webhook_url else None,
               webhook_events=form.event_list(), input_key=input_key, input_format=upload.format,
               input_filename=upload.filename, input_bytes=len(upload.data), input_width=upload.width,

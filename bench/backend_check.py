@@ -23,11 +23,12 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from worker.engine.network import NetworkConfig, build_network, scale_model
+    from worker.engine.archs import get_arch
+    from worker.engine.network import NetworkConfig, scale_model
     from worker.engine.tiling import run_tiled
 
     config = NetworkConfig()
-    network = build_network(config)
+    network = get_arch("residual_sr").build(config)
     network.load_weights(ROOT / "shared" / "weights" / "residual_sr.weights.h5")
     image = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
     print(f"backend {keras.backend.backend()}, keras {keras.__version__}")

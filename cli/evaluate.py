@@ -1,9 +1,8 @@
-"""``upscaler eval``: the Y-PSNR/SSIM table on Set5, Set14 and BSD68, network against bicubic."""
+"""``upscaler eval``: Y-PSNR/SSIM tables for every protocol, each model against bicubic of the same file."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,48 +11,68 @@ from cli.train import data_root
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="benchmark a model against bicubic (Y-PSNR / SSIM, the field's protocol)")
-    p.add_argument("--model", default=None, help="default: $UPSCALER_DEFAULT_MODEL")
+    from worker.evaluation import BENCHMARK_SETS, PROTOCOLS
+
+    p = sub.add_parser("eval", help="benchmark models against bicubic (Y-PSNR / SSIM) on clean and JPEG/noisy inputs")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="models to measure (default: $UPSCALER_DEFAULT_MODEL); each LR is a real file run through "
+                        "the job's path")
+    p.add_argument("--degradation", nargs="+", choices=PROTOCOLS, default=["clean"],
+                   help="protocols: clean (lossless LR), jpegQ (LR saved as a JPEG file of quality Q), "
+                        "noise (Gaussian sigma 10, lossless)")
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
-    p.add_argument("--sets", nargs="+", default=["set5", "set14", "bsd68"])
+    p.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS))
+    p.add_argument("--limit", type=int, default=None, help="first N images of each set (sorted by name)")
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (SSIM is slow in pure numpy)")
     p.add_argument("--record", action="store_true",
-                   help="store the PSNR table in the model's JSON record (shown by GET /v1/models)")
+                   help="store the PSNR tables in the models' JSON records (shown by GET /v1/models)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.catalog import BICUBIC
+    from shared.catalog import BICUBIC, write_record
     from shared.settings import Settings
     from worker.engine.registry import EngineRegistry
-    from worker.evaluation import load_benchmark, score
+    from worker.evaluation import evaluate_files, load_benchmark
 
     settings = Settings.from_env()
-    registry = EngineRegistry(settings)
-    name = args.model or settings.default_model
-    engine, baseline = registry.get(name), registry.get(BICUBIC)
+    engines = EngineRegistry(settings)
+    models = [m for m in (args.models or [settings.default_model]) if m != BICUBIC]
+    unknown = [m for m in models if m not in engines.catalog]
+    if unknown:
+        print(f"upscaler eval: unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(engines.catalog))}")
+        return 2
     root = data_root(args.data) / "benchmark"
-
-    def through(e):
-        return lambda lr, s: np.asarray(e.upscale(lr, s))
-
-    print(f"Y-channel PSNR (dB) / SSIM, shave = scale, LR by Pillow bicubic on modcropped HR; model {name}\n")
-    print("| set | scale | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | gain (dB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    table: dict[str, dict[str, float]] = {}
-    for set_name in args.sets:
-        images = load_benchmark(root / set_name)
-        for scale in args.scales:
-            base = score(through(baseline), images, scale, with_ssim=not args.no_ssim)
-            ours = score(through(engine), images, scale, with_ssim=not args.no_ssim)
-            table.setdefault(set_name, {})[f"x{scale}"] = round(ours.psnr, 2)
-            print(f"| {set_name} ({base.images}) | x{scale} | {base.psnr:.2f} | {base.ssim:.4f} | {ours.psnr:.2f} | "
-                  f"{ours.ssim:.4f} | {ours.psnr - base.psnr:+.2f} |", flush=True)
-    if args.record and name != BICUBIC:
-        record_path = registry.catalog[name].weights.with_name(f"{name}.json")
-        record = json.loads(record_path.read_text())
-        record["benchmark"] = {**record.get("benchmark", {}), **table}
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"\nrecorded in {record_path}")
+    tables: dict[str, dict] = {m: {} for m in models}
+    suffix = f", first {args.limit} images" if args.limit else ""
+    print(f"Y-channel PSNR (dB) / SSIM, shave = scale, LR by Pillow bicubic on modcropped HR, saved as a file{suffix}")
+    print("gain = model - bicubic of the same file; worst = the smallest gain on any single image\n")
+    print("| protocol | set | scale | bicubic PSNR | bicubic SSIM | model | PSNR | SSIM | gain (dB) | worst (dB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for protocol in args.degradation:
+        for set_name in args.sets:
+            images = load_benchmark(root / set_name, args.limit)
+            label = set_name if not args.limit else f"{set_name}_{args.limit}"
+            for scale in args.scales:
+                scores = evaluate_files(engines, [BICUBIC, *models], images, scale, protocol, not args.no_ssim)
+                base = scores[BICUBIC]
+                for model in models:
+                    ours = scores[model]
+                    worst = min(np.subtract(ours.per_image, base.per_image))
+                    cell = tables[model].setdefault(protocol, {})
+                    cell.setdefault(label, {})[f"x{scale}"] = round(ours.psnr, 2)
+                    cell.setdefault(f"{label}_bicubic", {})[f"x{scale}"] = round(base.psnr, 2)
+                    print(f"| {protocol} | {label} ({base.images}) | x{scale} | {base.psnr:.2f} | {base.ssim:.4f} | "
+                          f"{model} | {ours.psnr:.2f} | {ours.ssim:.4f} | {ours.psnr - base.psnr:+.2f} | "
+                          f"{worst:+.2f} |", flush=True)
+    if args.record:
+        for model, table in tables.items():
+            info = engines.catalog[model]
+            benchmark = {k: dict(v) for k, v in info.benchmark.items()}
+            for protocol, sets in table.items():
+                for set_name, scales in sets.items():
+                    benchmark.setdefault(protocol, {}).setdefault(set_name, {}).update(scales)
+            path = write_record(settings.models_dir, model, {"benchmark": benchmark})
+            print(f"recorded in {path}")
     return 0

@@ -1,4 +1,4 @@
-"""``upscaler train``: train (or resume) the multi-scale network and export its weights."""
+"""``upscaler train``: train (or resume) a super-resolution network and export its weights."""
 
 from __future__ import annotations
 
@@ -8,22 +8,32 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train or resume the super-resolution network on ../shared/data/train")
+    p = sub.add_parser("train", help="train or resume a super-resolution network on ../shared/data/train")
     p.add_argument("--run-dir", type=Path, default=Path("runs/residual_sr"), help="checkpoint/metrics folder")
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
+    p.add_argument("--arch", default="residual_sr",
+                   help="registered architecture: residual_sr (fidelity) or residual_sr_cond (strength-conditioned)")
+    p.add_argument("--degrade", action="store_true",
+                   help="train on realistic damage (blur, resamplers, noise, JPEG; see worker/training/degradation.py)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from a shipped network's weights (e.g. shared/weights/residual_sr.weights.h5)")
     p.add_argument("--steps", type=int, default=18000)
     p.add_argument("--batch", type=int, default=16, help="patches per scale per step")
     p.add_argument("--lr-patch", type=int, default=48)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=500)
     p.add_argument("--blocks", type=int, default=6)
     p.add_argument("--channels", type=int, default=48)
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--no-mixed-precision", action="store_true", help="train in float32 (bf16 halves CPU step time)")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="auto: bf16 mixed precision only where the CPU has native bf16 (AVX512_BF16/AMX) or on a GPU")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all cores)")
     p.add_argument("--export", type=Path, default=None,
-                   help="after training, write weights + record into this folder (e.g. worker/engine/weights)")
+                   help="after training, write weights + record into this folder (e.g. shared/weights)")
+    p.add_argument("--name", default=None, help="exported model name (default: the architecture's name)")
     p.set_defaults(func=run)
 
 
@@ -34,20 +44,29 @@ def data_root(explicit: Path | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from worker.engine.network import NetworkConfig
+    from worker.engine.threads import limit_threads
+    from worker.training.degradation import DegradationConfig
     from worker.training.export import export_weights
+    from worker.training.precision import choose_precision
     from worker.training.trainer import TrainConfig, Trainer
 
+    limit_threads(args.threads)
     root = data_root(args.data)
+    precision = choose_precision(args.precision)
     config = TrainConfig(
+        arch=args.arch,
         network=NetworkConfig(blocks=args.blocks, channels=args.channels, scales=tuple(args.scales)),
+        degradation=DegradationConfig() if args.degrade else None,
+        init_from=str(args.init_from) if args.init_from else None,
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,
-        seed=args.seed, mixed_precision=not args.no_mixed_precision,
+        warmup_steps=args.warmup_steps, seed=args.seed, precision=precision,
         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
     )
+    print(f"training {args.arch} in {precision}")
     trainer = Trainer(args.run_dir, config, [root / "train"], root / "benchmark" / "set5")
     state = trainer.run()
     print(f"trained to step {state['step']} in {state['seconds'] / 60:.1f} min; Set5 PSNR {state.get('last_psnr')}")
     if args.export:
-        path = export_weights(args.run_dir, args.export)
+        path = export_weights(args.run_dir, args.export, args.name)
         print(f"exported {path}")
     return 0

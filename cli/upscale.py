@@ -1,22 +1,32 @@
-"""``upscaler upscale IN OUT --scale N``: a local one-shot through the same engine, no queue."""
+"""``upscaler upscale``: upscale files locally through the worker's own path (no API, no queue).
+
+``upscaler upscale IN OUT`` does one file; ``upscaler upscale DIR_OR_FILES... OUTDIR`` does many with the
+model loaded once, one progress bar over all of them, and ``OUTDIR/<input stem>.<ext>`` for each.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from shared.limits import OUTPUT_FORMATS
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SCALES
+
+INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="upscale one image file locally (same engine and tiling as the worker)")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
-    p.add_argument("--model", default=None, help="model name (default: $UPSCALER_DEFAULT_MODEL); 'bicubic' too")
+    p = sub.add_parser("upscale", help="upscale image files locally (same engine, route and tiling as the worker)",
+                       description="IN OUT for one file, or DIR_OR_FILES... OUTDIR for many")
+    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                   help="input file(s) or folder(s), then the output file (one input) or output folder")
+    p.add_argument("--scale", type=int, choices=SCALES, default=4)
+    p.add_argument("--model", default=None, help="model name (default: $UPSCALER_DEFAULT_MODEL, 'auto'); 'bicubic' too")
+    p.add_argument("--denoise", default="auto",
+                   help="restoration strength 0..1, or 'auto' to measure it from each file (models with denoise)")
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels (default: $UPSCALER_TILE_SIZE)")
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
-                   help="output format (default: from the output file's extension)")
+                   help="output format (default: from the output file's extension; png for a folder)")
     p.add_argument("--quality", type=int, default=None)
     p.set_defaults(func=run)
 
@@ -28,27 +38,83 @@ def output_format_for(path: Path, explicit: str | None) -> str:
     return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
 
 
+def parse_denoise(value: str) -> float | None:
+    """'auto' -> None, else a strength in 0..1 (argparse-style error otherwise)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise SystemExit(f"upscaler upscale: --denoise must be 'auto' or a number from 0 to 1, not {value!r}")
+    return number
+
+
+def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Path, str]]:
+    """(input, output, format) for each file: the single-file form or the many-files-into-a-folder form."""
+    *inputs, target = paths
+    if not inputs:
+        raise SystemExit("upscaler upscale: give input file(s) or folder(s) and then an output file or folder")
+    single = len(inputs) == 1 and inputs[0].is_file() and target.suffix.lower() in INPUT_SUFFIXES | {".png"} \
+        and not target.is_dir()
+    if single:
+        return [(inputs[0], target, output_format_for(target, explicit_format))]
+    fmt = explicit_format or "png"
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file()))
+        else:
+            files.append(item)  # a missing or unreadable file is reported as that file's error
+    return [(f, target / f"{f.stem}.{EXTENSIONS[fmt]}", fmt) for f in files]
+
+
 def run(args: argparse.Namespace) -> int:
+    from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
     from shared.settings import Settings
-    from worker.engine.registry import EngineRegistry
+    from worker.engine.registry import EngineRegistry, UnknownModel
     from worker.render import render
 
+    denoise = parse_denoise(args.denoise)
+    jobs = plan(args.paths, args.format)
     overrides = {"tile_size": args.tile} if args.tile else {}
     settings = Settings.from_env(**overrides)
-    engine = EngineRegistry(settings).get(args.model or settings.default_model)
-    bar = tqdm(total=1, unit="tile", desc=f"{engine.name} x{args.scale}")
+    engines = EngineRegistry(settings)
+    model = args.model or settings.default_model
+    if model not in engines.catalog:
+        print(f"upscaler upscale: no model named {model!r}; known: {', '.join(sorted(engines.catalog))}",
+              file=sys.stderr)
+        return 2
+    bar = tqdm(total=len(jobs), unit="file", desc=f"{model} x{args.scale}", bar_format="{l_bar}{bar}| {n:.1f}/{total}"
+               " [{elapsed}<{remaining}]")
+    failed = 0
+    for index, (source, destination, fmt) in enumerate(jobs):
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        def progress(done: int, total: int, base: int = index) -> None:
+            bar.n = base + done / total
+            bar.refresh()
 
-    result = render(args.input, args.output, engine, args.scale, output_format_for(args.output, args.format),
-                    args.quality, progress)
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            result = render(source, destination, engines, model, args.scale, fmt, args.quality, progress,
+                            denoise=denoise)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+                UnknownModel) as exc:
+            failed += 1
+            reason = "not an image this tool can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
+            tqdm.write(f"error: {source}: {reason}", file=sys.stderr)
+            continue
+        finally:
+            bar.n = index + 1
+            bar.refresh()
+        ran = result.selection
+        strength = f" strength {ran.strength:.2f}" if ran.strength is not None else ""
+        tqdm.write(f"wrote {destination} ({result.width}x{result.height}) with {ran.model}{strength} "
+                   f"({ran.reason}); inference {result.timings['inference_s']:.2f}s")
     bar.close()
-    print(f"wrote {args.output} ({result.width}x{result.height}) "
-          f"decode {result.timings['decode_s']:.2f}s, inference {result.timings['inference_s']:.2f}s, "
-          f"encode {result.timings['encode_s']:.2f}s")
-    return 0
+    if failed:
+        print(f"{failed} of {len(jobs)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,7 +1,9 @@
 """What models exist, read from the JSON records shipped beside their weights (no TensorFlow).
 
 The API lists these at ``GET /v1/models`` and validates a job's ``model`` against them; the worker
-loads the weights named by the same records.
+loads the weights named by the same records. ``auto`` is not a network but a route: it picks the
+fidelity network for clean inputs and the strength-conditioned robust network for compressed or noisy
+ones (the worker decides per input, ``worker/engine/selection.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BICUBIC = "bicubic"
+AUTO = "auto"
+AUTO_RECORD = "auto.json"  # auto's evaluation table and description (no weights of its own)
 
 
 @dataclass(frozen=True)
@@ -18,32 +22,74 @@ class ModelInfo:
     name: str
     scales: tuple[int, ...]
     description: str
+    arch: str = ""
+    conditioned: bool = False  # takes a degradation strength: the job's ``denoise`` applies
     parameters: dict[str, int] = field(default_factory=dict)
-    benchmark: dict[str, dict[str, float]] = field(default_factory=dict)
+    benchmark: dict = field(default_factory=dict)
+    degradation: dict | None = None
+    routes: dict[str, str] | None = None  # auto only: {"fidelity": name, "robust": name}
     weights: Path | None = None
 
+    @property
+    def accepts_denoise(self) -> bool:
+        return self.conditioned or self.routes is not None
+
     def public(self) -> dict:
-        return {"name": self.name, "scales": list(self.scales), "description": self.description,
-                "parameters": self.parameters, "benchmark_psnr_y": self.benchmark}
+        return {"name": self.name, "arch": self.arch, "scales": list(self.scales), "description": self.description,
+                "denoise": self.accepts_denoise, "parameters": self.parameters, "benchmark_psnr_y": self.benchmark,
+                "training_degradation": self.degradation, "routes": self.routes}
 
 
-BICUBIC_INFO = ModelInfo(BICUBIC, (2, 3, 4), "Pillow bicubic interpolation: the baseline, no network")
+BICUBIC_INFO = ModelInfo(BICUBIC, (2, 3, 4), "Pillow bicubic interpolation: the baseline, no network", arch=BICUBIC)
 
 
-def load_catalog(models_dir: Path) -> dict[str, ModelInfo]:
-    """Every ``<name>.json`` with a matching ``<name>.weights.h5`` in ``models_dir``, plus bicubic."""
+def write_record(models_dir: Path, name: str, fields: dict) -> Path:
+    """The one writer of a model record: merges ``fields`` into ``<models_dir>/<name>.json``.
+
+    Training export and ``upscaler eval --record`` both go through here, so a record is always whole,
+    named, and written atomically (a reader never sees half a file).
+    """
+    path = Path(models_dir) / f"{name}.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update({"name": name, **fields})
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _network(record: dict, weights: Path) -> ModelInfo:
+    return ModelInfo(
+        name=record["name"], scales=tuple(record["network"]["scales"]), description=record.get("description", ""),
+        arch=record["arch"], conditioned=bool(record.get("conditioned", False)),
+        parameters=record.get("parameters", {}), benchmark=record.get("benchmark", {}),
+        degradation=record.get("degradation"), weights=weights,
+    )
+
+
+def load_catalog(models_dir: Path, fidelity: str = "residual_sr", robust: str = "residual_sr_cond") \
+        -> dict[str, ModelInfo]:
+    """Every ``<name>.json`` with a matching ``<name>.weights.h5`` in ``models_dir``, plus bicubic, plus
+    ``auto`` when both of its routes exist (``fidelity`` for clean inputs, ``robust`` for damaged ones)."""
     catalog = {BICUBIC: BICUBIC_INFO}
+    auto_record: dict = {}
     for record_path in sorted(Path(models_dir).glob("*.json")):
+        if record_path.name == AUTO_RECORD:
+            auto_record = json.loads(record_path.read_text())
+            continue
         record = json.loads(record_path.read_text())
         weights = record_path.with_name(f"{record['name']}.weights.h5")
-        if not weights.exists():
-            continue
-        catalog[record["name"]] = ModelInfo(
-            name=record["name"],
-            scales=tuple(record["network"]["scales"]),
-            description=record.get("description", ""),
-            parameters=record.get("parameters", {}),
-            benchmark=record.get("benchmark", {}),
-            weights=weights,
-        )
+        if weights.exists():
+            catalog[record["name"]] = _network(record, weights)
+    if fidelity in catalog and robust in catalog and catalog[robust].conditioned:
+        scales = tuple(s for s in catalog[fidelity].scales if s in catalog[robust].scales)
+        catalog[AUTO] = ModelInfo(
+            AUTO, scales, auto_record.get("description", "Per input: the fidelity network for clean files, "
+                                                         "the robust network for compressed or noisy ones"),
+            arch="route", benchmark=auto_record.get("benchmark", {}), routes={"fidelity": fidelity, "robust": robust})
     return catalog
+
+
+def catalog_for(settings) -> dict[str, ModelInfo]:
+    """The catalog a process with these settings serves (API and worker use the same call)."""
+    return load_catalog(settings.models_dir, settings.auto_fidelity_model, settings.auto_robust_model)

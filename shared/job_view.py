@@ -33,6 +33,20 @@ class JobError(BaseModel):
     message: str
 
 
+class InputMeasured(BaseModel):
+    format: str
+    lossy: bool
+    jpeg_quality: int | None = Field(None, description="Estimated from the quantization tables.")
+    noise_sigma: float = Field(description="Estimated luma noise (0..255 scale).")
+
+
+class Ran(BaseModel):
+    model: str = Field(description="The network that ran (auto resolves per input).")
+    strength: float | None = Field(None, description="Restoration strength it ran with (conditioned networks).")
+    reason: str
+    input: InputMeasured
+
+
 class JobLinks(BaseModel):
     self: str
     result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded.")
@@ -42,7 +56,9 @@ class JobOut(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: float = Field(ge=0, le=1)
-    model: str
+    model: str = Field(description="The model asked for (may be 'auto'); `ran` says which network ran.")
+    denoise: float | Literal["auto"]
+    ran: Ran | None = Field(None, description="Set once the job ran: network, strength and what the input measured.")
     scale: int
     output_format: str
     quality: int | None
@@ -84,7 +100,8 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
     link = result_link(job, storage, settings, base_url) if with_result_url else None
     succeeded = job.status == JobStatus.SUCCEEDED.value
     return JobOut(
-        id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model, scale=job.scale,
+        id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model,
+        denoise="auto" if job.denoise is None else job.denoise, ran=job.ran, scale=job.scale,
         output_format=job.output_format, quality=job.quality, webhook_url=job.webhook_url,
         webhook_events=list(wanted_events(job)) if job.webhook_url else None, attempts=job.attempts,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,

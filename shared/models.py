@@ -64,6 +64,8 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(64))
     output_format: Mapped[str] = mapped_column(String(8))
     quality: Mapped[int | None] = mapped_column(Integer)
+    # Restoration strength asked for (0..1); None means auto (from the input file).
+    denoise: Mapped[float | None] = mapped_column(Float)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
 
@@ -88,6 +90,8 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Which network ran at which strength, and what the input measured (worker.engine.selection).
+    ran: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

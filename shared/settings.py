@@ -47,7 +47,9 @@ class Settings:
     max_input_pixels: int = 40_000_000
     max_output_pixels: int = 400_000_000
     result_url_ttl: int = 3600
-    default_model: str = "residual_sr"
+    default_model: str = "auto"
+    auto_fidelity_model: str = "residual_sr"
+    auto_robust_model: str = "residual_sr_cond"
     models_dir: Path = PACKAGE_ROOT / "weights"
     tile_size: int = 256
     memory_budget_mb: int = 512

@@ -54,3 +54,31 @@ def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_
     assert "done in" in result.stdout and str(produced) in result.stdout
     with Image.open(produced) as out:
         assert out.size == (800, 600)
+
+
+def test_upscale_many_files_into_a_folder_with_one_bad_file(tmp_path):
+    """Folder and files in, OUTDIR/<stem>.<ext> out, the model loaded once, a bad file reported in one line."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_image(folder / "a.png", width=40, height=30)
+    Image.open(write_image(tmp_path / "b.png", width=36, height=20)).convert("RGB").save(folder / "b.jpg", quality=60)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    extra = write_image(tmp_path / "c.png", width=20, height=20)
+    out = tmp_path / "out"
+    result = run(["upscale", str(folder), str(extra), str(out), "--scale", "2", "--format", "webp"])
+    assert result.returncode == 1, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "b.webp", "c.webp"]
+    with Image.open(out / "b.webp") as image:
+        assert image.size == (72, 40)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0] and "Traceback" not in result.stderr
+    assert "1 of 4 file(s) failed" in result.stderr
+    assert "residual_sr_cond" in result.stderr + result.stdout  # the JPEG went to the robust network
+
+
+def test_upscale_many_files_all_good_exits_zero(tmp_path):
+    sources = [write_image(tmp_path / f"{name}.png", width=24, height=16) for name in ("x", "y")]
+    result = run(["upscale", *map(str, sources), str(tmp_path / "out"), "--scale", "3", "--denoise", "0.4"])
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "y.png"]
+    assert "strength 0.40" in result.stderr + result.stdout

@@ -14,6 +14,7 @@ from shared.logs import configure_logging
 from shared.queue import INFERENCE_QUEUE, make_celery
 from shared.settings import Settings
 from worker.context import WorkerContext
+from worker.engine.threads import limit_threads
 
 log = logging.getLogger(__name__)
 settings = Settings.from_env()
@@ -35,11 +36,7 @@ def get_context() -> WorkerContext:
 
 
 def _preload(ctx: WorkerContext) -> None:
-    if settings.inference_threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(settings.inference_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    limit_threads(settings.inference_threads)
     try:
         ctx.engines.get(settings.default_model)
     except Exception:

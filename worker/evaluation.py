@@ -1,13 +1,20 @@
-"""Benchmark evaluation following the protocol of ``../shared/data/README.md``.
+"""Benchmark evaluation following the protocols of ``../shared/data/README.md``.
 
-HR images are modcropped, degraded with Pillow's bicubic, upscaled by an engine, and compared on the
-Y channel after shaving ``scale`` pixels per border. Any callable ``(lr_uint8_rgb, scale) ->
-hr_uint8_rgb`` can be measured, so the network and the bicubic baseline go through the same code.
+HR images are modcropped and degraded with Pillow's bicubic. The *clean* protocol feeds that LR as a
+lossless file; the *jpegQ* protocols save it as a JPEG file of quality Q (what users upload), and *noise*
+adds seeded Gaussian colour noise (sigma 10) before saving it losslessly. The estimate is compared to the
+HR image on the Y channel after shaving ``scale`` pixels per border. Bicubic of the same LR file is the
+baseline.
+
+``score`` runs an in-memory callable (training validation); ``evaluate_files`` writes every LR as a real
+file and runs it through ``worker.render.render``, the path a job takes (``upscaler eval``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +25,8 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
+PROTOCOLS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise")
+NOISE_SIGMA = 10.0
 
 
 @dataclass(frozen=True)
@@ -27,12 +36,13 @@ class SetScore:
     psnr: float
     ssim: float
     images: int
+    per_image: tuple[float, ...] = ()
 
 
-def load_benchmark(folder: Path) -> list[np.ndarray]:
-    """Every image of a benchmark folder as uint8 RGB (greyscale images are replicated to RGB)."""
+def load_benchmark(folder: Path, limit: int | None = None) -> list[np.ndarray]:
+    """The images of a benchmark folder (sorted; the first ``limit``) as uint8 RGB (grey replicated)."""
     images = []
-    for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".bmp", ".jpg"}):
+    for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".bmp", ".jpg"})[:limit]:
         with Image.open(path) as image:
             images.append(np.asarray(image.convert("RGB")))
     if not images:
@@ -40,13 +50,68 @@ def load_benchmark(folder: Path) -> list[np.ndarray]:
     return images
 
 
-def score(upscale: Upscaler, images: list[np.ndarray], scale: int, with_ssim: bool = True) -> SetScore:
-    """Mean PSNR/SSIM of ``upscale`` over ``images`` at ``scale``."""
-    psnrs, ssims = [], []
-    for image in images:
-        hr = modcrop(image, scale)
-        estimate = upscale(bicubic_downscale(hr, scale), scale)
-        psnrs.append(psnr_y(hr, estimate, shave=scale))
-        if with_ssim:
-            ssims.append(ssim_y(hr, estimate, shave=scale))
-    return SetScore(float(np.mean(psnrs)), float(np.mean(ssims)) if ssims else float("nan"), len(images))
+def jpeg_file(lr: np.ndarray, quality: int) -> bytes:
+    """The LR image as a user's JPEG file: Pillow's encoder, its default 4:2:0 chroma subsampling."""
+    buffer = io.BytesIO()
+    Image.fromarray(lr).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[bytes, str]:
+    """The LR input of one protocol as file bytes and their suffix."""
+    lr = bicubic_downscale(hr, scale)
+    if protocol.startswith("jpeg"):
+        return jpeg_file(lr, int(protocol[4:])), ".jpg"
+    if protocol == "noise":
+        noise = np.random.default_rng(seed).standard_normal(lr.shape) * NOISE_SIGMA
+        lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
+    elif protocol != "clean":
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    buffer = io.BytesIO()
+    Image.fromarray(lr).save(buffer, "PNG")
+    return buffer.getvalue(), ".png"
+
+
+def _summarise(hrs: list[np.ndarray], estimates: list[np.ndarray], scale: int, with_ssim: bool) -> SetScore:
+    psnrs = [psnr_y(hr, est, shave=scale) for hr, est in zip(hrs, estimates, strict=True)]
+    ssims = [ssim_y(hr, est, shave=scale) for hr, est in zip(hrs, estimates, strict=True)] if with_ssim else []
+    return SetScore(float(np.mean(psnrs)), float(np.mean(ssims)) if ssims else float("nan"), len(hrs), tuple(psnrs))
+
+
+def score(upscale: Upscaler, images: list[np.ndarray], scale: int, with_ssim: bool = True,
+          jpeg_quality: int | None = None) -> SetScore:
+    """Mean PSNR/SSIM of ``upscale`` over ``images`` at ``scale``; with ``jpeg_quality`` the LR goes
+    through a JPEG file of that quality first (the second protocol)."""
+    hrs = [modcrop(image, scale) for image in images]
+    estimates = []
+    for hr in hrs:
+        lr = bicubic_downscale(hr, scale)
+        if jpeg_quality is not None:
+            lr = decode(jpeg_file(lr, jpeg_quality))
+        estimates.append(upscale(lr, scale))
+    return _summarise(hrs, estimates, scale, with_ssim)
+
+
+def evaluate_files(engines, models: Sequence[str], images: list[np.ndarray], scale: int, protocol: str,
+                   with_ssim: bool = True) -> dict[str, SetScore]:
+    """Score each model (and names like ``bicubic``) on LR *files* run through ``render``, the job path."""
+    from worker.render import render
+
+    hrs = [modcrop(image, scale) for image in images]
+    estimates: dict[str, list[np.ndarray]] = {m: [] for m in models}
+    with tempfile.TemporaryDirectory(prefix="upscaler-eval-") as tmp:
+        for index, hr in enumerate(hrs):
+            data, suffix = lr_file(hr, scale, protocol, seed=index)
+            source = Path(tmp) / f"lr{suffix}"
+            source.write_bytes(data)
+            for model in models:
+                out = Path(tmp) / "out.png"
+                render(source, out, engines, model, scale, "png")
+                with Image.open(out) as result:
+                    estimates[model].append(np.asarray(result.convert("RGB")))
+    return {m: _summarise(hrs, estimates[m], scale, with_ssim) for m in models}

@@ -63,7 +63,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         output_key, values = _process(ctx, job)
         if not _finish(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)
-        _observe(job, values["timings"])
+        _observe(job, values["timings"], values["ran"]["model"])
         log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
         return "succeeded"
     except LeaseLost:
@@ -80,14 +80,15 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         return "failed"
 
 
-def _observe(job: Job, timings: dict[str, float]) -> None:
+def _observe(job: Job, timings: dict[str, float], model: str) -> None:
+    """Metrics by the network that ran (``auto`` resolves per input)."""
     megapixels = job.input_width * job.input_height / 1e6
     scale = str(job.scale)
     metrics.JOBS_FINISHED.labels("succeeded", "").inc()
-    metrics.JOB_DURATION.labels(job.model, scale).observe(timings["total_s"])
-    metrics.JOB_MEGAPIXELS.labels(job.model).observe(megapixels)
-    metrics.MEGAPIXELS_PROCESSED.labels(job.model, scale).inc(megapixels)
-    metrics.INFERENCE_SECONDS.labels(job.model, scale).inc(timings["inference_s"])
+    metrics.JOB_DURATION.labels(model, scale).observe(timings["total_s"])
+    metrics.JOB_MEGAPIXELS.labels(model).observe(megapixels)
+    metrics.MEGAPIXELS_PROCESSED.labels(model, scale).inc(megapixels)
+    metrics.INFERENCE_SECONDS.labels(model, scale).inc(timings["inference_s"])
 
 
 def _finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> bool:
@@ -118,9 +119,9 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
         t = time.monotonic()
         ctx.storage.download(job.input_key, source_path)
         download_s = time.monotonic() - t
-        engine = ctx.engines.get(job.model)
-        rendered = render(source_path, result_path, engine, job.scale, job.output_format, job.quality, progress,
-                          checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]))
+        rendered = render(source_path, result_path, ctx.engines, job.model, job.scale, job.output_format,
+                          job.quality, progress, checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
+                          denoise=job.denoise)
         t = time.monotonic()
         output_key = new_key("results", job.id, EXTENSIONS[job.output_format])
         with unit_of_work(ctx.sessions) as session:
@@ -136,7 +137,8 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
     timings = {"download_s": round(download_s, 4), **rendered.timings, "upload_s": round(upload_s, 4),
                "total_s": round(time.monotonic() - started, 4)}
     return output_key, {"output_key": output_key, "output_width": rendered.width,
-                        "output_height": rendered.height, "output_bytes": size, "timings": timings}
+                        "output_height": rendered.height, "output_bytes": size, "timings": timings,
+                        "ran": rendered.selection.to_dict()}
 
 
 def _renew(ctx: WorkerContext, job: Job, progress: float) -> None:

@@ -110,11 +110,16 @@ def test_list_rejects_bad_queries(client, query, status, code):
     assert (response.status_code, response.get_json()["code"]) == (status, code)
 
 
-def test_models_lists_bicubic_and_the_default_network(client):
+def test_models_lists_bicubic_the_networks_and_the_default_auto_route(client):
     models = {m["name"]: m for m in client.get("/v1/models").get_json()["data"]}
-    assert models["bicubic"]["scales"] == [2, 3, 4]
-    assert models["residual_sr"]["default"] is True
+    assert models["bicubic"]["scales"] == [2, 3, 4] and models["bicubic"]["denoise"] is False
+    assert models["auto"]["default"] is True and models["auto"]["denoise"] is True
+    assert models["auto"]["routes"] == {"fidelity": "residual_sr", "robust": "residual_sr_cond"}
+    assert models["residual_sr"]["arch"] == "residual_sr" and models["residual_sr"]["denoise"] is False
     assert models["residual_sr"]["parameters"]["x4"] > 100_000
+    assert models["residual_sr"]["benchmark_psnr_y"]["clean"]["set5"]["x4"] > 31
+    robust = models["residual_sr_cond"]
+    assert robust["denoise"] is True and robust["training_degradation"]["jpeg_quality"] == [30, 95]
 
 
 def test_health_and_readiness(client):

@@ -46,7 +46,8 @@ def test_defaults_are_scale_4_png_and_the_default_model(client, app):
                            content_type="multipart/form-data")
     body = response.get_json()
     assert response.status_code == 202, body
-    assert (body["scale"], body["output_format"], body["model"]) == (4, "png", "residual_sr")
+    assert (body["scale"], body["output_format"], body["model"], body["denoise"]) == (4, "png", "auto", "auto")
+    assert body["ran"] is None  # set by the worker
 
 
 @pytest.mark.parametrize("fields,field", [({"scale": "5"}, "scale"), ({"scale": "two"}, "scale"),

@@ -14,17 +14,19 @@ import pytest
 CHILD = textwrap.dedent('''
     import json, resource, sys
     import keras, numpy as np
-    from worker.engine.network import NetworkConfig, build_network
+    from worker.engine.archs import get_arch
+    from worker.engine.network import NetworkConfig
     from worker.engine.network_engine import NetworkEngine
 
     folder = sys.argv[1]
     config = NetworkConfig(blocks=2, channels=16)
-    model = build_network(config)
+    model = get_arch("residual_sr").build(config)
     rng = np.random.default_rng(0)
     for w in model.weights:
         w.assign(rng.normal(0, 0.05, w.shape).astype("float32"))
     model.save_weights(f"{folder}/big.weights.h5")
-    open(f"{folder}/big.json", "w").write(json.dumps({"name": "big", "network": config.to_dict()}))
+    open(f"{folder}/big.json", "w").write(json.dumps({"name": "big", "arch": "residual_sr",
+                                                      "network": config.to_dict()}))
     engine = NetworkEngine(f"{folder}/big.weights.h5", tile_size=256, memory_budget_mb=64)
     engine.upscale(np.zeros((64, 64, 3), np.uint8), 2)
     rgb = rng.integers(0, 256, (3001, 4003, 3), dtype=np.uint8)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from shared.settings import Settings
 from worker.engine.base import BicubicEngine
+from worker.engine.registry import EngineRegistry
 from worker.imaging import compose, decode, encode
 from worker.render import render
 
@@ -75,7 +77,7 @@ def test_alpha_is_upscaled_separately_and_kept(tmp_path):
 def test_greyscale_stays_greyscale_end_to_end(tmp_path):
     source = save(tmp_path, gradient("L"))
     result = tmp_path / "out.png"
-    render(source, result, BicubicEngine(), 3, "png")
+    render(source, result, EngineRegistry(Settings()), "bicubic", 3, "png")
     with Image.open(result) as out:
         assert out.mode == "L" and out.size == (60, 30)
 
@@ -85,7 +87,7 @@ def test_icc_profile_is_carried_to_the_output(tmp_path):
     source = save(tmp_path, gradient(), "PNG", icc_profile=profile)
     for fmt in ("png", "jpeg", "webp"):
         result = tmp_path / f"out.{fmt}"
-        render(source, result, BicubicEngine(), 2, fmt)
+        render(source, result, EngineRegistry(Settings()), "bicubic", 2, fmt)
         with Image.open(result) as out:
             assert out.info.get("icc_profile") == profile, fmt
 

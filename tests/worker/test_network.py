@@ -1,4 +1,4 @@
-"""The network's layers, builders, tiling and the shipped weights."""
+"""The networks' layers, the architecture registry, tiling and the shipped weights."""
 
 import json
 
@@ -7,26 +7,34 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.catalog import catalog_for
 from shared.settings import Settings
+from worker.engine.archs import ARCH_REGISTRY, get_arch, register_arch
 from worker.engine.layers import BicubicPhases, PixelShuffle
-from worker.engine.network import NetworkConfig, build_network, multiply_adds_per_lr_pixel, scale_model
+from worker.engine.network import NetworkConfig, scale_model
 from worker.engine.network_engine import NetworkEngine
 from worker.engine.tiling import plan_tiles, run_tiled
 
 TINY = NetworkConfig(blocks=2, channels=8)
+ARCHS = ["residual_sr", "residual_sr_cond"]
+SHIPPED = [name for name, info in catalog_for(Settings()).items() if info.weights is not None]
 
 
-@pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory):
-    """A tiny network with random (non-zero) weights, saved and loaded like the shipped one."""
+def build_network(config: NetworkConfig, arch: str = "residual_sr"):
+    return get_arch(arch).build(config)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def tiny_engine(request, tmp_path_factory):
+    """A tiny network of each architecture with random (non-zero) weights, saved and loaded like a shipped one."""
     folder = tmp_path_factory.mktemp("tiny")
     keras.utils.set_random_seed(7)
-    model = build_network(TINY)
+    model = build_network(TINY, request.param)
     rng = np.random.default_rng(7)
     for weight in model.weights:
         weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
     model.save_weights(folder / "tiny.weights.h5")
-    (folder / "tiny.json").write_text(json.dumps({"name": "tiny", "network": TINY.to_dict()}))
+    (folder / "tiny.json").write_text(json.dumps({"name": "tiny", "arch": request.param, "network": TINY.to_dict()}))
     return NetworkEngine(folder / "tiny.weights.h5", tile_size=48, memory_budget_mb=1)
 
 
@@ -47,26 +55,60 @@ def test_pixel_shuffle_is_depth_to_space():
     np.testing.assert_array_equal(np.asarray(PixelShuffle(2)(x)), tf.nn.depth_to_space(x, 2).numpy())
 
 
-def test_an_untrained_network_is_exactly_bicubic():
-    model = build_network(TINY)
+def _inputs(arch: str, lr: np.ndarray, strength: float = 0.5) -> list[np.ndarray]:
+    """One scale's inputs: the image, and the strength column for a conditioned network."""
+    return [lr, np.full((len(lr), 1), strength, np.float32)] if get_arch(arch).conditioned else [lr]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_an_untrained_network_is_exactly_bicubic(arch):
+    model = build_network(TINY, arch)
     lr = np.random.default_rng(0).random((1, 9, 11, 3)).astype("float32")
     for scale in TINY.scales:
         expected = PixelShuffle(scale)(BicubicPhases(scale)(lr))
-        np.testing.assert_allclose(np.asarray(scale_model(model, scale)(lr)), np.asarray(expected), atol=1e-6)
+        inputs = _inputs(arch, lr) if get_arch(arch).conditioned else lr
+        np.testing.assert_allclose(np.asarray(scale_model(model, scale)(inputs)), np.asarray(expected), atol=1e-6)
 
 
-def test_saved_model_reloads_without_lambda_layers(tmp_path):
-    model = build_network(TINY)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_saved_model_reloads_without_lambda_layers(tmp_path, arch):
+    model = build_network(TINY, arch)
     model.save(tmp_path / "m.keras")
     reloaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     x = np.random.default_rng(1).random((1, 7, 5, 3)).astype("float32")
-    inputs = [x, x, x]
+    inputs = _inputs(arch, x) * 3
     for a, b in zip(model(inputs), reloaded(inputs), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
 def test_multiply_adds_counts_every_conv():
-    assert multiply_adds_per_lr_pixel(TINY, 2) == 9 * 3 * 8 + 5 * 9 * 8 * 8 + 9 * 8 * 12 + 25 * 9 * 4
+    assert TINY.multiply_adds_per_lr_pixel(2) == 9 * 4 * 8 + 5 * 9 * 8 * 8 + 9 * 8 * 12 + 25 * 9 * 4
+
+
+def test_the_registry_builds_from_the_record_and_refuses_unknown_or_duplicate_names():
+    assert set(ARCHS) <= set(ARCH_REGISTRY)
+    with pytest.raises(KeyError, match="unknown architecture"):
+        get_arch("no_such_arch")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_arch("residual_sr", NetworkConfig, conditioned=False)(lambda config, dtype="float32": None)
+
+
+def test_building_an_engine_leaves_the_process_dtype_policy_alone(tiny_engine):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_network(TINY, "residual_sr")
+        assert model.get_layer("trunk_out").compute_dtype == "float32"
+        NetworkEngine(catalog_for(Settings())["residual_sr"].weights)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_strength_input_changes_the_conditioned_networks_output(tiny_engine):
+    if not tiny_engine.conditioned:
+        pytest.skip("only the conditioned architecture takes a strength")
+    image = np.random.default_rng(3).random((1, 20, 20, 3)).astype(np.float32)
+    assert np.abs(tiny_engine.predict(2, image, 0.0) - tiny_engine.predict(2, image, 1.0)).max() > 1e-3
 
 
 def test_tiles_cover_the_image_exactly_once():
@@ -81,14 +123,14 @@ def test_tiles_cover_the_image_exactly_once():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_tiled_inference_equals_whole_image_inference(tiny_engine, scale):
     image = (np.random.default_rng(scale).random((113, 151, 3)) * 255).astype(np.uint8)  # odd, many tiles
-    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0)[0]
+    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0, 0.7)[0]
     tiled = np.full_like(whole, np.nan)
 
     def sink(y, x, core):
         tiled[y:y + core.shape[0], x:x + core.shape[1]] = core
 
     calls = []
-    run_tiled(lambda b: tiny_engine.predict(scale, b), image, scale, 48, tiny_engine.margin, 3, sink,
+    run_tiled(lambda b: tiny_engine.predict(scale, b, 0.7), image, scale, 48, tiny_engine.margin, 3, sink,
               lambda done, total: calls.append((done, total)))
     assert len(calls) > 1 and calls[-1][0] == calls[-1][1] >= 12
     assert np.abs(tiled - whole).max() <= 1e-4
@@ -114,13 +156,12 @@ def test_engine_output_is_uint8_rgb_of_the_right_size(tiny_engine):
     assert out.mode == "RGB" and out.size == (141, 183)
 
 
-def test_shipped_weights_beat_bicubic(request):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_beat_bicubic(request, name):
     """On a photo-like crop of the bundled sample (a training-set crop, not a benchmark image)."""
-    from shared.catalog import load_catalog
     from worker.quality import bicubic_downscale, bicubic_upscale, modcrop, psnr_y
 
-    info = load_catalog(Settings().models_dir)["residual_sr"]
-    engine = NetworkEngine(info.weights)
+    engine = NetworkEngine(catalog_for(Settings())[name].weights)
     hr = np.asarray(Image.open(request.config.rootpath / "shared" / "samples" / "sample.jpg").convert("RGB"))
     for scale in (2, 3, 4):
         crop = modcrop(hr, scale)
@@ -135,14 +176,26 @@ def test_shipped_weights_meet_the_floor_on_set5(request):
     import os
     from pathlib import Path
 
-    from shared.catalog import load_catalog
     from worker.evaluation import load_benchmark, score
 
     folder = Path(os.environ.get("UPSCALER_DATA_DIR", request.config.rootpath.parent / "shared" / "data"))
     if not (folder / "benchmark" / "set5").is_dir():
         pytest.skip(f"benchmark images not found under {folder}")
-    engine = NetworkEngine(load_catalog(Settings().models_dir)["residual_sr"].weights)
+    engine = NetworkEngine(catalog_for(Settings())["residual_sr"].weights)
     images = load_benchmark(folder / "benchmark" / "set5")
     upscale = lambda lr, s: np.asarray(engine.upscale(lr, s))  # noqa: E731
     assert score(upscale, images, 2, with_ssim=False).psnr >= 37.0
     assert score(upscale, images, 4, with_ssim=False).psnr >= 31.0
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (32, 32), (20, 33)])
+def test_tiny_images_run_whole(tiny_engine, size):
+    """Images smaller than two margins are one window: no tiling, no error (used to fail late)."""
+    height, width = size
+    image = (np.random.default_rng(height).random((height, width, 3)) * 255).astype(np.uint8)
+    out = tiny_engine.upscale(image, 2)
+    assert out.size == (width * 2, height * 2)
+    if min(size) < 8:
+        return  # edge-padded to 8 px first: no whole-image reference of the same size to compare with
+    whole = tiny_engine.predict(2, image[None].astype(np.float32) / 255.0, 0.0)[0]
+    np.testing.assert_array_equal(np.asarray(out), np.clip(np.round(whole * 255), 0, 255).astype(np.uint8))

@@ -9,6 +9,7 @@ from PIL import Image
 
 from worker.engine.network import NetworkConfig
 from worker.engine.network_engine import NetworkEngine
+from worker.training.degradation import DegradationConfig
 from worker.training.export import export_weights
 from worker.training.trainer import TrainConfig, Trainer
 
@@ -25,9 +26,9 @@ def data(tmp_path):
     return tmp_path
 
 
-def trainer(data, run_dir, steps):
+def trainer(data, run_dir, steps, **options):
     config = TrainConfig(network=NetworkConfig(blocks=1, channels=8), steps=steps, batch=2, lr_patch=12,
-                         warmup_steps=2, validate_every=2, checkpoint_minutes=0, mixed_precision=False)
+                         warmup_steps=2, validate_every=2, checkpoint_minutes=0, precision="float32", **options)
     return Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5")
 
 
@@ -47,6 +48,60 @@ def test_train_resume_extend_and_export(data, tmp_path):
     weights = export_weights(run_dir, tmp_path / "models", name="tiny")
     record = json.loads((tmp_path / "models" / "tiny.json").read_text())
     assert record["training"]["steps_done"] == 6 and record["parameters"]["x4"] > 0
+    assert (record["arch"], record["conditioned"], record["degradation"]) == ("residual_sr", False, None)
+    assert record["training"]["data"]["folders"] == {"a": 3} and record["training"]["data"]["images"] == 3
     engine = NetworkEngine(weights)
     out = engine.upscale(np.zeros((20, 30, 3), np.uint8), 3)
     assert out.size == (90, 60)
+
+
+def test_conditioned_network_fine_tunes_from_a_shipped_one_on_degraded_patches(data, tmp_path):
+    """Warm start (the head grows a strength channel), degradation-labelled batches, JPEG validation."""
+    first = trainer(data, tmp_path / "plain", 2)
+    first.run()
+    export_weights(tmp_path / "plain", tmp_path / "models", name="plain")
+    run_dir = tmp_path / "cond"
+    state = trainer(data, run_dir, 2, arch="residual_sr_cond", degradation=DegradationConfig(),
+                    init_from=str(tmp_path / "models" / "plain.weights.h5")).run()
+    assert {"set5_x2", "set5_q75_x2"} <= set(state["last_psnr"])
+    weights = export_weights(run_dir, tmp_path / "models")
+    record = json.loads((tmp_path / "models" / "residual_sr_cond.json").read_text())
+    assert record["arch"] == "residual_sr_cond" and record["conditioned"] is True
+    assert record["degradation"]["jpeg_quality"] == [30, 95]
+    assert record["training"]["data"]["started_from"]["name"] == "plain"
+    engine = NetworkEngine(weights)
+    image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert engine.conditioned and engine.upscale(image, 2, strength=0.5).size == (48, 40)
+
+
+def test_warm_start_reproduces_the_source_network_at_strength_zero(tmp_path):
+    import keras
+
+    from worker.engine.archs import get_arch
+    from worker.engine.network import scale_model
+    from worker.training.warm_start import warm_start
+
+    config = NetworkConfig(blocks=1, channels=8)
+    source = get_arch("residual_sr").build(config)
+    rng = np.random.default_rng(1)
+    for weight in source.weights:
+        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    source.save_weights(tmp_path / "src.weights.h5")
+    (tmp_path / "src.json").write_text(json.dumps({"name": "src", "arch": "residual_sr",
+                                                   "network": config.to_dict()}))
+    target = get_arch("residual_sr_cond").build(config)
+    assert "head_x2" in warm_start(target, tmp_path / "src.weights.h5")
+    x = rng.random((1, 10, 10, 3)).astype("float32")
+    expected = np.asarray(scale_model(source, 2)(x))
+    got = np.asarray(scale_model(target, 2)([x, np.zeros((1, 1), "float32")]))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_precision_follows_the_cpu_flags():
+    from worker.training.precision import choose_precision
+
+    assert choose_precision("auto", {"avx2", "fma"}, backend="tensorflow") == "float32"
+    assert choose_precision("auto", {"avx2", "avx512_bf16"}, backend="tensorflow") == "bfloat16"
+    assert choose_precision("auto", {"amx_bf16"}, backend="tensorflow") == "bfloat16"
+    assert choose_precision("float32", {"avx512_bf16"}, backend="tensorflow") == "float32"

@@ -12,12 +12,17 @@ ProgressFn = Callable[[int, int], None]
 
 
 class Engine(Protocol):
-    """Upscales an RGB uint8 array; returns an RGB ``PIL.Image`` (assembled without float copies)."""
+    """Upscales an RGB uint8 array; returns an RGB ``PIL.Image`` (assembled without float copies).
+
+    ``strength`` (0..1) is how much restoration a conditioned network applies; others ignore it.
+    """
 
     name: str
     scales: tuple[int, ...]
+    conditioned: bool
 
-    def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None) -> Image.Image: ...
+    def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
+                strength: float | None = None) -> Image.Image: ...
 
 
 class BicubicEngine:
@@ -25,8 +30,10 @@ class BicubicEngine:
 
     name = "bicubic"
     scales = (2, 3, 4)
+    conditioned = False
 
-    def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None) -> Image.Image:
+    def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
+                strength: float | None = None) -> Image.Image:
         h, w = rgb.shape[:2]
         result = Image.fromarray(rgb).resize((w * scale, h * scale), Image.BICUBIC)
         if progress:

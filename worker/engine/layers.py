@@ -92,3 +92,20 @@ class BicubicPhases(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="upscaler")
+class StrengthPlane(keras.layers.Layer):
+    """Concatenates a constant plane holding each sample's degradation strength to its image (SRMD-style).
+
+    A constant plane keeps tiled inference exact: every window of an image sees the same value.
+    """
+
+    def call(self, inputs):
+        image, strength = inputs
+        plane = ops.ones_like(image[..., :1]) * ops.reshape(ops.cast(strength, image.dtype), (-1, 1, 1, 1))
+        return ops.concatenate([image, plane], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        b, h, w, c = input_shapes[0]
+        return (b, h, w, c + 1)

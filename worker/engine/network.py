@@ -1,4 +1,4 @@
-"""Pure builder functions for the super-resolution network (no weights, no I/O).
+"""Pure builder functions for the residual super-resolution networks (no weights, no I/O).
 
 Architecture (why: the lightweight-SR family CARN-M / IMDN / RFDN computes all features at low
 resolution, which is what makes a 20-megapixel x4 job affordable):
@@ -11,6 +11,11 @@ resolution, which is what makes a 20-megapixel x4 job affordable):
 
 Sharing the trunk means every training step improves x2, x3 and x4 at once (as MDSR did), which on a
 CPU budget buys each scale three times the optimisation steps of separate networks.
+
+Two architectures are registered from this one builder: ``residual_sr`` (the fidelity network) and
+``residual_sr_cond``, the same network with a degradation-strength plane concatenated to its input
+(SRMD's way of conditioning on the degradation): one set of weights serves every JPEG quality and noise
+level, and a user's ``denoise`` value is simply the plane's value.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 import keras
 from keras import layers
 
-from worker.engine.layers import BicubicPhases, PixelShuffle
+from worker.engine.archs import register_arch
+from worker.engine.layers import BicubicPhases, PixelShuffle, StrengthPlane
 
 
 @dataclass(frozen=True)
@@ -47,53 +53,77 @@ class NetworkConfig:
         return cls(blocks=int(data["blocks"]), channels=int(data["channels"]),
                    scales=tuple(int(s) for s in data["scales"]))
 
+    def multiply_adds_per_lr_pixel(self, scale: int) -> int:
+        """Multiply-adds the network spends per low-resolution input pixel at one scale (for GFLOP/s)."""
+        c = self.channels
+        head = 9 * 4 * c  # counts the strength plane too; the plain network is 27 c cheaper, a rounding error
+        trunk = (2 * self.blocks + 1) * 9 * c * c
+        tail = 9 * c * 3 * scale * scale
+        skip = 25 * 3 * 3 * scale * scale
+        return head + trunk + tail + skip
 
-def _conv(channels: int, name: str, activation: str | None = None, dtype=None,
+
+def _conv(channels: int, name: str, dtype: str, activation: str | None = None,
           kernel_initializer: str = "glorot_uniform") -> layers.Conv2D:
     return layers.Conv2D(channels, 3, padding="same", activation=activation, name=name, dtype=dtype,
                          kernel_initializer=kernel_initializer)
 
 
-def build_network(config: NetworkConfig) -> keras.Model:
-    """Build the multi-scale network: one LR input and one HR output per scale, trunk shared.
+def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> keras.Model:
+    """The multi-scale network: per scale one LR input (plus a strength input if conditioned), one HR output.
 
     The tails start at zero, so an untrained network is exactly bicubic and training only ever
     learns the missing detail. Input and output pixels are floats in 0..1, NHWC, any spatial size.
-    Under a mixed-precision policy the tail, skip and pixel shuffle stay float32 so the output keeps full precision.
+    ``dtype`` is a Keras dtype policy name given to each layer (never set process-wide): under
+    ``mixed_bfloat16`` the tail, skip and pixel shuffle stay float32 so the output keeps full precision.
     """
     trunk_blocks = [
-        (_conv(config.channels, f"trunk_b{i}_conv1", "relu"), _conv(config.channels, f"trunk_b{i}_conv2"))
+        (_conv(config.channels, f"trunk_b{i}_conv1", dtype, "relu"), _conv(config.channels, f"trunk_b{i}_conv2", dtype))
         for i in range(config.blocks)
     ]
-    trunk_out = _conv(config.channels, "trunk_out")
+    trunk_out = _conv(config.channels, "trunk_out", dtype)
 
     inputs, outputs = [], []
     for scale in config.scales:
         lr = keras.Input(shape=(None, None, 3), name=f"lr_x{scale}")
-        head = _conv(config.channels, f"head_x{scale}")(lr)
+        inputs.append(lr)
+        features_in = lr
+        if conditioned:
+            strength = keras.Input(shape=(1,), name=f"strength_x{scale}")
+            inputs.append(strength)
+            features_in = StrengthPlane(name=f"plane_x{scale}", dtype=dtype)([lr, strength])
+        head = _conv(config.channels, f"head_x{scale}", dtype)(features_in)
         x = head
         for conv1, conv2 in trunk_blocks:
-            x = layers.Add()([x, conv2(conv1(x))])
-        x = layers.Add()([head, trunk_out(x)])
-        residual = _conv(3 * scale * scale, f"tail_x{scale}", dtype="float32", kernel_initializer="zeros")(x)
+            x = layers.Add(dtype=dtype)([x, conv2(conv1(x))])
+        x = layers.Add(dtype=dtype)([head, trunk_out(x)])
+        residual = _conv(3 * scale * scale, f"tail_x{scale}", "float32", kernel_initializer="zeros")(x)
         skip = BicubicPhases(scale, name=f"bicubic_x{scale}", dtype="float32")(lr)
         phases = layers.Add(dtype="float32")([residual, skip])
         outputs.append(PixelShuffle(scale, name=f"hr_x{scale}", dtype="float32")(phases))
-        inputs.append(lr)
-    return keras.Model(inputs, outputs, name="residual_sr")
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_arch("residual_sr", NetworkConfig, conditioned=False)
+def build_residual_sr(config: NetworkConfig, dtype: str = "float32") -> keras.Model:
+    """Fidelity network: residual CNN at low resolution, bicubic global skip, sub-pixel output, for clean inputs."""
+    return _build(config, dtype, conditioned=False, name="residual_sr")
+
+
+@register_arch("residual_sr_cond", NetworkConfig, conditioned=True)
+def build_residual_sr_cond(config: NetworkConfig, dtype: str = "float32") -> keras.Model:
+    """Robust network: the same residual CNN told how damaged its input is (strength 0 clean .. 1 heavy), for
+    JPEG-compressed and noisy inputs."""
+    return _build(config, dtype, conditioned=True, name="residual_sr_cond")
 
 
 def scale_model(network: keras.Model, scale: int) -> keras.Model:
-    """The single-scale view of a multi-scale network (shares its layers and weights)."""
-    index = [int(t.name.rsplit("x", 1)[-1]) for t in network.inputs].index(scale)
-    return keras.Model(network.inputs[index], network.outputs[index], name=f"residual_sr_x{scale}")
+    """The single-scale view of a multi-scale network (shares its layers and weights).
 
-
-def multiply_adds_per_lr_pixel(config: NetworkConfig, scale: int) -> int:
-    """Multiply-adds the network spends per low-resolution input pixel at one scale (for GFLOP/s)."""
-    c = config.channels
-    head = 9 * 3 * c
-    trunk = (2 * config.blocks + 1) * 9 * c * c
-    tail = 9 * c * 3 * scale * scale
-    skip = 25 * 3 * 3 * scale * scale
-    return head + trunk + tail + skip
+    Its inputs are ``[lr]``, or ``[lr, strength]`` for a conditioned network.
+    """
+    suffix = f"_x{scale}"
+    picked = [t for t in network.inputs if t.name.endswith(suffix)]
+    scales = [int(t.name.rsplit("x", 1)[-1]) for t in network.inputs if t.name.startswith("lr_")]
+    return keras.Model(picked if len(picked) > 1 else picked[0], network.outputs[scales.index(scale)],
+                       name=f"{network.name}_x{scale}")

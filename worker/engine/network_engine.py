@@ -1,4 +1,5 @@
-"""The trained network as an engine: weights loaded once per process, tiled inference."""
+"""A trained network as an engine: built from its record through the architecture registry, weights
+loaded once per process, tiled inference."""
 
 from __future__ import annotations
 
@@ -12,22 +13,35 @@ from PIL import Image
 from worker.engine.base import ProgressFn
 from worker.engine.tiling import batch_size_for, run_tiled
 
+# Sides below this are edge-padded before inference (and the output cropped): a 1x1 icon still upscales.
+MIN_SIDE = 8
+
+
+def record_for(weights: Path) -> dict:
+    """The JSON record shipped beside ``<name>.weights.h5``."""
+    weights = Path(weights)
+    return json.loads(weights.with_name(weights.name.replace(".weights.h5", ".json")).read_text())
+
 
 class NetworkEngine:
-    """Runs a multi-scale network shipped as ``<name>.weights.h5`` + ``<name>.json``."""
+    """Runs a multi-scale network shipped as ``<name>.weights.h5`` + ``<name>.json``.
+
+    Every layer is built in float32 explicitly (no process-wide Keras dtype policy is touched), so an
+    engine loaded inside a training process changes nothing there.
+    """
 
     def __init__(self, weights: Path, tile_size: int = 256, memory_budget_mb: int = 512):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
+        from worker.engine.archs import get_arch
+        from worker.engine.network import scale_model
 
-        from worker.engine.network import NetworkConfig, build_network, scale_model
-
-        record = json.loads(Path(weights).with_name(Path(weights).name.replace(".weights.h5", ".json")).read_text())
+        record = record_for(weights)
         self.name = record["name"]
-        self.config = NetworkConfig.from_dict(record["network"])
+        arch = get_arch(record["arch"])
+        self.conditioned = arch.conditioned
+        self.config = arch.config(record["network"])
         self.scales = self.config.scales
-        keras.mixed_precision.set_global_policy("float32")
-        network = build_network(self.config)
+        network = arch.build(self.config, "float32")
         network.load_weights(weights)
         self._models = {s: scale_model(network, s) for s in self.scales}
         self.margin = self.config.receptive_radius + 1
@@ -38,12 +52,19 @@ class NetworkEngine:
         """Rough peak bytes per LR pixel of a forward pass: a few live feature maps plus the output."""
         return 4 * (6 * self.config.channels + 3 * scale * scale * 3)
 
-    def predict(self, scale: int, batch: np.ndarray) -> np.ndarray:
+    def predict(self, scale: int, batch: np.ndarray, strength: float | None = None) -> np.ndarray:
         """Float32 0..1 windows -> float32 0..1 HR windows (no clipping: tests compare raw output)."""
-        return np.asarray(self._models[scale].predict_on_batch(batch), dtype=np.float32)
+        inputs = batch
+        if self.conditioned:
+            inputs = [batch, np.full((len(batch), 1), strength or 0.0, np.float32)]
+        return np.asarray(self._models[scale].predict_on_batch(inputs), dtype=np.float32)
 
-    def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None) -> Image.Image:
+    def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
+                strength: float | None = None) -> Image.Image:
         height, width = rgb.shape[:2]
+        if min(height, width) < MIN_SIDE:  # the bicubic skip's symmetric padding needs a few pixels of image
+            padded = np.pad(rgb, ((0, max(MIN_SIDE - height, 0)), (0, max(MIN_SIDE - width, 0)), (0, 0)), mode="edge")
+            return self.upscale(padded, scale, progress, strength).crop((0, 0, width * scale, height * scale))
         output = Image.new("RGB", (width * scale, height * scale))
 
         def paste(y: int, x: int, core: np.ndarray) -> None:
@@ -52,5 +73,5 @@ class NetworkEngine:
         window = min(self.tile_size, max(height, width))
         batch = batch_size_for(min(window, height), min(window, width), self.bytes_per_lr_pixel(scale),
                                self.memory_budget)
-        run_tiled(lambda b: self.predict(scale, b), rgb, scale, window, self.margin, batch, paste, progress)
+        run_tiled(lambda b: self.predict(scale, b, strength), rgb, scale, window, self.margin, batch, paste, progress)
         return output

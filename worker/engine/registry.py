@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.catalog import BICUBIC, ModelInfo, load_catalog
+from shared.catalog import BICUBIC, ModelInfo, catalog_for
 from shared.settings import Settings
 from worker.engine.base import BicubicEngine, Engine
 
@@ -14,7 +14,7 @@ class UnknownModel(KeyError):
 class EngineRegistry:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.catalog: dict[str, ModelInfo] = load_catalog(settings.models_dir)
+        self.catalog: dict[str, ModelInfo] = catalog_for(settings)
         self._engines: dict[str, Engine] = {BICUBIC: BicubicEngine()}
 
     def get(self, name: str) -> Engine:

@@ -7,13 +7,25 @@ from pathlib import Path
 
 import keras
 
-from worker.engine.network import NetworkConfig, build_network, scale_model
+from shared.catalog import write_record
+from worker.engine.archs import get_arch
+from worker.engine.network import scale_model
 
-MODEL_NAME = "residual_sr"
+
+def _provenance(run_dir: Path, config: dict) -> dict:
+    """The data the weights have seen: this run's files, and the record of the network it started from."""
+    data = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
+    if config.get("init_from"):
+        start = Path(config["init_from"])
+        start_record = start.with_name(start.name.replace(".weights.h5", ".json"))
+        if start_record.exists():
+            parent = json.loads(start_record.read_text())
+            data["started_from"] = {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}
+    return data
 
 
-def export_weights(run_dir: Path, out_dir: Path, name: str = MODEL_NAME) -> Path:
-    """Write ``<name>.weights.h5`` and ``<name>.json`` (network config + training record) into out_dir.
+def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Path:
+    """Write ``<name>.weights.h5`` and ``<name>.json`` (arch, network config, training record) into out_dir.
 
     The weights are re-saved from a float32 build of the network, so inference never depends on the
     mixed-precision policy training used.
@@ -21,26 +33,25 @@ def export_weights(run_dir: Path, out_dir: Path, name: str = MODEL_NAME) -> Path
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = json.loads((run_dir / "config.json").read_text())
     state = json.loads((run_dir / "state.json").read_text())
+    arch = get_arch(config.get("arch", "residual_sr"))
+    name = name or arch.name
     trained = keras.models.load_model(run_dir / "checkpoint.keras", compile=False)
-    keras.mixed_precision.set_global_policy("float32")
-    network_config = NetworkConfig.from_dict(config["network"])
-    model = build_network(network_config)
+    network_config = arch.config(config["network"])
+    model = arch.build(network_config)
     model.set_weights(trained.get_weights())
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.weights.h5"
     model.save_weights(weights)
-    record_path = out_dir / f"{name}.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    record.update({
-        "name": name,
+    training = {k: v for k, v in config.items() if k not in ("network", "arch", "degradation")}
+    write_record(out_dir, name, {
+        "arch": arch.name,
+        "conditioned": arch.conditioned,
+        "description": f"{arch.description} ({network_config.blocks} blocks x {network_config.channels} ch, trunk "
+                       f"shared by {'/'.join(f'x{s}' for s in network_config.scales)}, trained here)",
         "network": network_config.to_dict(),
-        "parameters": {f"x{s}": scale_model(model, s).count_params()
-                       for s in network_config.scales},
-        "training": {**{k: v for k, v in config.items() if k != "network"},
-                     "data": "../shared/data/train (sun_hays80 + t91) only",
-                     "steps_done": state["step"], "minutes": round(state["seconds"] / 60, 1),
-                     "set5_psnr_at_end": state.get("last_psnr")},
+        "parameters": {f"x{s}": scale_model(model, s).count_params() for s in network_config.scales},
+        "degradation": config.get("degradation"),
+        "training": {**training, "data": _provenance(run_dir, config), "steps_done": state["step"],
+                     "minutes": round(state["seconds"] / 60, 1), "set5_psnr_at_end": state.get("last_psnr")},
     })
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
     return weights
-

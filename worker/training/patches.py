@@ -1,6 +1,7 @@
 """Random LR/HR training patch pairs, built in a background thread.
 
-The degradation is exactly the benchmark's (``bicubic_downscale``). Each source image is also kept
+Without a degradation config the LR is exactly the benchmark's (``bicubic_downscale``); with one, each
+patch goes through ``Degrader`` and carries its strength label. Each source image is also kept
 at a reduced size: Sun-Hays photos are JPEGs, and downscaling them washes out compression
 artefacts, giving cleaner targets and more variety of detail per pixel.
 """
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from worker.quality import bicubic_downscale
+from worker.training.degradation import DegradationConfig, Degrader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 REDUCED_SIZE_FACTORS = (1.0, 0.6)
@@ -45,18 +47,20 @@ def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
 
 
 class PatchSampler:
-    """Draws batches of (LR, HR) float32 patches for every scale, area-weighted over the sources."""
+    """Draws batches of (LR, strength, HR) float32 patches for every scale, area-weighted over the sources."""
 
-    def __init__(self, sources: list[np.ndarray], scales: Sequence[int], lr_patch: int, batch: int, seed: int):
+    def __init__(self, sources: list[np.ndarray], scales: Sequence[int], lr_patch: int, batch: int, seed: int,
+                 degradation: DegradationConfig | None = None):
         self.sources = sources
         self.scales = tuple(scales)
         self.lr_patch = lr_patch
         self.batch = batch
         self.rng = np.random.default_rng(seed)
+        self.degrader = Degrader(degradation, np.random.default_rng(seed + 1)) if degradation else None
         areas = np.array([s.shape[0] * s.shape[1] for s in sources], dtype=np.float64)
         self.weights = areas / areas.sum()
 
-    def _pair(self, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    def _pair(self, scale: int) -> tuple[np.ndarray, float, np.ndarray]:
         hr_size = self.lr_patch * scale
         for _ in range(20):
             src = self.sources[self.rng.choice(len(self.sources), p=self.weights)]
@@ -70,19 +74,26 @@ class PatchSampler:
         if self.rng.random() < 0.5:
             hr = hr[:, ::-1]
         hr = np.ascontiguousarray(hr)
-        return bicubic_downscale(hr, scale), hr
+        if self.degrader is None:
+            return bicubic_downscale(hr, scale), 0.0, hr
+        lr, strength = self.degrader(hr, scale)
+        return lr, strength, hr
 
-    def batch_for_all_scales(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """One batch per scale: (list of LR arrays, list of HR arrays), in ``self.scales`` order."""
-        lrs, hrs = [], []
+    def batch_for_all_scales(self) -> Batch:
+        """One batch per scale, in ``self.scales`` order: LR arrays, strength columns (N, 1), HR arrays."""
+        lrs, strengths, hrs = [], [], []
         for scale in self.scales:
-            pairs = [self._pair(scale) for _ in range(self.batch)]
-            lrs.append(np.stack([p[0] for p in pairs]).astype(np.float32) / 255.0)
-            hrs.append(np.stack([p[1] for p in pairs]).astype(np.float32) / 255.0)
-        return lrs, hrs
+            triples = [self._pair(scale) for _ in range(self.batch)]
+            lrs.append(np.stack([t[0] for t in triples]).astype(np.float32) / 255.0)
+            strengths.append(np.array([[t[1]] for t in triples], dtype=np.float32))
+            hrs.append(np.stack([t[2] for t in triples]).astype(np.float32) / 255.0)
+        return lrs, strengths, hrs
 
 
-def prefetch(sampler: PatchSampler, depth: int = 4) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+Batch = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
+def prefetch(sampler: PatchSampler, depth: int = 4) -> Iterator[Batch]:
     """Yield batches built ahead of time by a daemon thread, so the model never waits on Pillow."""
     buffer: queue.Queue = queue.Queue(maxsize=depth)
 

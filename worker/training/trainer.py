@@ -1,13 +1,15 @@
 """The training loop: resumable checkpoints, validation PSNR, metrics CSV and plot, weight export.
 
-A run folder holds ``config.json`` (what was asked), ``checkpoint.keras`` (model and optimizer state,
-so the cosine schedule and Adam moments resume exactly), ``state.json`` (step, wall time, best PSNR),
-``metrics.csv`` and ``psnr.png``. Running the same command again resumes from the checkpoint.
+A run folder holds ``config.json`` (what was asked), ``data.json`` (the training files actually used),
+``checkpoint.keras`` (model and optimizer state, so the cosine schedule and Adam moments resume exactly),
+``state.json`` (step, wall time, last PSNR), ``metrics.csv`` and ``psnr.png``. Running the same command
+again resumes from the checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,28 +19,39 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from worker.engine.network import NetworkConfig, build_network, scale_model
+from worker.engine.archs import get_arch
+from worker.engine.network import NetworkConfig, scale_model
+from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
+from worker.training.degradation import DegradationConfig
 from worker.training.patches import PatchSampler, find_images, load_sources, prefetch
+from worker.training.warm_start import warm_start
+
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+VALIDATION_JPEG_QUALITY = 75
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; saved in the run folder."""
 
+    arch: str = "residual_sr"
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    degradation: DegradationConfig | None = None
+    init_from: str | None = None  # weights file of a shipped model to start from (fine-tuning)
     steps: int = 20000
     batch: int = 16
     lr_patch: int = 48
     learning_rate: float = 1e-3
     warmup_steps: int = 500
     seed: int = 1234
-    mixed_precision: bool = True
+    precision: str = "float32"  # a PRECISIONS key; the CLI picks it from the CPU (worker.training.precision)
     checkpoint_minutes: float = 5.0
     validate_every: int = 500
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "network": self.network.to_dict()}
+        return {**asdict(self), "network": self.network.to_dict(),
+                "degradation": self.degradation.to_dict() if self.degradation else None}
 
 
 @keras.saving.register_keras_serializable(package="upscaler")
@@ -74,10 +87,21 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=["mean_absolute_error"] * len(model.outputs))
 
 
-def predict_whole(model: keras.Model, lr: np.ndarray) -> np.ndarray:
+def predict_whole(model: keras.Model, lr: np.ndarray, strength: float | None = None) -> np.ndarray:
     """Run a single-scale model on one whole uint8 image (validation sized) and return uint8."""
-    out = np.asarray(model(lr[None].astype(np.float32) / 255.0, training=False), dtype=np.float32)[0]
+    batch = lr[None].astype(np.float32) / 255.0
+    inputs = batch if strength is None else [batch, np.array([[strength]], np.float32)]
+    out = np.asarray(model(inputs, training=False), dtype=np.float32)[0]
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def data_provenance(files: list[Path]) -> dict:
+    """What the run really trained on: image counts per folder and a digest of the file list."""
+    folders: dict[str, int] = {}
+    for path in files:
+        folders[path.parent.name] = folders.get(path.parent.name, 0) + 1
+    digest = hashlib.sha256("\n".join(f"{p.parent.name}/{p.name}" for p in files).encode()).hexdigest()
+    return {"folders": folders, "images": len(files), "file_list_sha256": digest}
 
 
 class Trainer:
@@ -92,8 +116,6 @@ class Trainer:
         self.state_file = self.run_dir / "state.json"
 
     def _load_or_build(self) -> tuple[keras.Model, dict]:
-        if self.config.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
         if self.checkpoint.exists():
             state = json.loads(self.state_file.read_text())
             model = keras.models.load_model(self.checkpoint)
@@ -102,7 +124,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         keras.utils.set_random_seed(self.config.seed)
-        model = build_network(self.config.network)
+        model = get_arch(self.config.arch).build(self.config.network, PRECISIONS[self.config.precision])
+        if self.config.init_from:
+            warm_start(model, Path(self.config.init_from))
         _compile(model, self.config)
         return model, {"step": 0, "seconds": 0.0}
 
@@ -119,13 +143,22 @@ class Trainer:
         saved["steps"] = self.config.steps
         saved_path.write_text(json.dumps(saved, indent=2))
 
-    def validate(self, model: keras.Model) -> dict[int, float]:
-        """Set5 Y-PSNR per scale (validation only: never a training image)."""
+    def validate(self, model: keras.Model) -> dict[str, float]:
+        """Set5 Y-PSNR per scale (validation only: never a training image), clean and, when the run
+        learns degradations, from JPEG files of quality 75 with the strength that quality maps to."""
+        conditioned = get_arch(self.config.arch).conditioned
+        protocols = {"set5": (None, 0.0)}
+        if self.config.degradation:
+            protocols[f"set5_q{VALIDATION_JPEG_QUALITY}"] = (VALIDATION_JPEG_QUALITY,
+                                                            jpeg_strength(VALIDATION_JPEG_QUALITY))
         result = {}
         for scale in self.config.network.scales:
             single = scale_model(model, scale)
-            result[scale] = score(lambda lr, _s, m=single: predict_whole(m, lr), self.validation_images, scale,
-                                  with_ssim=False).psnr
+            for label, (quality, strength) in protocols.items():
+                given = strength if conditioned else None
+                result[f"{label}_x{scale}"] = score(lambda lr, _s, m=single, g=given: predict_whole(m, lr, g),
+                                                    self.validation_images, scale, with_ssim=False,
+                                                    jpeg_quality=quality).psnr
         return result
 
     def _save(self, model: keras.Model, state: dict) -> None:
@@ -155,8 +188,8 @@ class Trainer:
 
         rows = list(csv.DictReader(path.open()))
         fig, ax = plt.subplots(figsize=(7, 4))
-        for scale in self.config.network.scales:
-            ax.plot([int(r["step"]) for r in rows], [float(r[f"set5_x{scale}"]) for r in rows], label=f"x{scale}")
+        for column in (c for c in rows[0] if c.startswith("set5")):
+            ax.plot([int(r["step"]) for r in rows], [float(r[column]) for r in rows], label=column)
         ax.set_xlabel("step")
         ax.set_ylabel("Set5 Y-PSNR (dB)")
         ax.grid(alpha=0.3)
@@ -170,15 +203,20 @@ class Trainer:
         model, state = self._load_or_build()
         cfg = self.config
         scales = cfg.network.scales
-        sources = load_sources(find_images(self.train_dirs), min_side=cfg.lr_patch * max(scales))
-        batches = prefetch(PatchSampler(sources, scales, cfg.lr_patch, cfg.batch, seed=cfg.seed + state["step"]))
+        files = find_images(self.train_dirs)
+        (self.run_dir / "data.json").write_text(json.dumps(data_provenance(files), indent=2))
+        sources = load_sources(files, min_side=cfg.lr_patch * max(scales))
+        conditioned = get_arch(cfg.arch).conditioned
+        batches = prefetch(PatchSampler(sources, scales, cfg.lr_patch, cfg.batch, seed=cfg.seed + state["step"],
+                                        degradation=cfg.degradation))
         last_save = time.monotonic()
         started = time.monotonic() - state["seconds"]
         losses: list[float] = []
         bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", mininterval=10, dynamic_ncols=True)
         while state["step"] < cfg.steps:
-            lrs, hrs = next(batches)
-            loss = model.train_on_batch(lrs, hrs)
+            lrs, strengths, hrs = next(batches)
+            inputs = [x for pair in zip(lrs, strengths, strict=True) for x in pair] if conditioned else lrs
+            loss = model.train_on_batch(inputs, hrs)
             losses.append(float(np.ravel(loss)[0]))
             state["step"] += 1
             bar.update(1)
@@ -188,10 +226,10 @@ class Trainer:
                 losses_mean = float(np.mean(losses))
                 self._log({"step": state["step"], "seconds": round(state["seconds"], 1),
                            "loss": round(losses_mean, 6),
-                           **{f"set5_x{s}": round(p, 3) for s, p in psnrs.items()}})
+                           **{k: round(p, 3) for k, p in psnrs.items()}})
                 losses.clear()
-                state["last_psnr"] = {str(s): p for s, p in psnrs.items()}
-                bar.set_postfix({"loss": f"{losses_mean:.4f}", **{f"x{s}": f"{p:.2f}" for s, p in psnrs.items()}})
+                state["last_psnr"] = psnrs
+                bar.set_postfix({"loss": f"{losses_mean:.4f}", **{k: f"{p:.2f}" for k, p in psnrs.items()}})
             if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or state["step"] == cfg.steps:
                 state["seconds"] = time.monotonic() - started
                 self._save(model, state)

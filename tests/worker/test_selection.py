@@ -1,0 +1,95 @@
+"""model=auto: what an input file says about itself, and which network it is sent to."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.catalog import AUTO, catalog_for
+from shared.settings import Settings
+from worker.engine.registry import EngineRegistry
+from worker.engine.selection import select
+from worker.input_profile import InputProfile, estimate_jpeg_quality, estimate_noise_sigma, profile_input
+from worker.render import render
+
+
+def _photo(size=(160, 120), seed=0):
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (w + h)], -1)
+    return np.clip(smooth + np.random.default_rng(seed).normal(0, 0.5, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("quality", [20, 30, 50, 62, 75, 85, 90, 95, 100])
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_jpeg_quality_is_read_back_from_files_pillow_writes(tmp_path, quality, subsampling):
+    path = tmp_path / "q.jpg"
+    Image.fromarray(_photo()).save(path, "JPEG", quality=quality, subsampling=subsampling)
+    with Image.open(path) as image:
+        assert estimate_jpeg_quality(image.quantization) == quality
+
+
+def test_noise_is_measured_on_flat_regions():
+    clean = _photo()
+    noisy = np.clip(clean + np.random.default_rng(1).normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
+    assert estimate_noise_sigma(clean) < 2
+    assert 6 < estimate_noise_sigma(noisy) < 12  # colour noise of sigma 12 shows as ~8 in luma
+
+
+def _profile(tmp_path, fmt, image=None, **options):
+    image = _photo() if image is None else image
+    path = tmp_path / f"in.{fmt.lower()}"
+    Image.fromarray(image).save(path, fmt, **options)
+    return profile_input(path, image)
+
+
+def test_profiles_of_lossless_and_lossy_files(tmp_path):
+    png = _profile(tmp_path, "PNG")
+    assert (png.lossy, png.jpeg_quality, png.strength, png.damaged) == (False, None, 0.0, False)
+    jpeg = _profile(tmp_path, "JPEG", quality=60)
+    assert (jpeg.lossy, jpeg.jpeg_quality, jpeg.damaged) == (True, 60, True) and 0.4 < jpeg.strength < 0.7
+    webp_lossless = _profile(tmp_path, "WEBP", lossless=True)
+    webp_lossy = _profile(tmp_path, "WEBP", quality=70)
+    assert (webp_lossless.lossy, webp_lossy.lossy) == (False, True)
+    noisy = np.clip(_photo() + np.random.default_rng(2).normal(0, 15, (120, 160, 3)), 0, 255).astype(np.uint8)
+    assert _profile(tmp_path, "PNG", noisy).damaged
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return catalog_for(Settings())
+
+
+def test_auto_sends_jpegs_to_the_robust_network_and_pngs_to_the_fidelity_one(catalog):
+    routes = catalog[AUTO].routes
+    jpeg = InputProfile("JPEG", True, 50, 3.0)
+    png = InputProfile("PNG", False, None, 0.8)
+    assert select(AUTO, None, jpeg, catalog).model == routes["robust"]
+    assert select(AUTO, None, jpeg, catalog).strength == jpeg.strength > 0
+    assert select(AUTO, None, png, catalog).model == routes["fidelity"]
+    assert select(AUTO, None, png, catalog).strength is None
+
+
+def test_denoise_overrides_the_measured_strength(catalog):
+    routes = catalog[AUTO].routes
+    png = InputProfile("PNG", False, None, 0.8)
+    jpeg = InputProfile("JPEG", True, 40, 3.0)
+    assert (select(AUTO, 0.3, png, catalog).model, select(AUTO, 0.3, png, catalog).strength) == (routes["robust"], 0.3)
+    assert select(AUTO, 0.0, jpeg, catalog).model == routes["fidelity"]
+    named = select(routes["robust"], None, jpeg, catalog)
+    assert named.model == routes["robust"] and named.strength == jpeg.strength
+    assert select("bicubic", 0.5, jpeg, catalog).strength is None
+
+
+def test_render_records_what_ran(tmp_path, catalog):
+    engines = EngineRegistry(Settings())
+    buffer = io.BytesIO()
+    Image.fromarray(_photo((64, 48))).save(buffer, "JPEG", quality=70)
+    source = tmp_path / "in.jpg"
+    source.write_bytes(buffer.getvalue())
+    rendered = render(source, tmp_path / "out.png", engines, AUTO, 2, "png")
+    assert rendered.selection.model == catalog[AUTO].routes["robust"]
+    assert rendered.selection.to_dict()["input"]["jpeg_quality"] == 70
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (128, 96)

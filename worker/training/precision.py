@@ -1,0 +1,39 @@
+"""Which floating-point precision trains fastest on this machine.
+
+bf16 mixed precision halves a training step on CPUs with native bf16 arithmetic (AVX512_BF16, AMX),
+and is many times slower where it must be emulated: on an AVX2-only AMD EPYC a step took 30 s in bf16
+against 2.1 s in float32. So "auto" reads the CPU's flags instead of assuming.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The feature flags of the first CPU listed (empty where /proc/cpuinfo does not exist)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def choose_precision(requested: str, flags: set[str] | None = None, backend: str | None = None) -> str:
+    """``float32`` or ``bfloat16``: what was asked, or for ``auto`` what this hardware runs natively."""
+    if requested != "auto":
+        return requested
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if jax.default_backend() == "gpu":
+            return "bfloat16"
+    return "bfloat16" if NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags) else "float32"

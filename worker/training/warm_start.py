@@ -1,0 +1,50 @@
+"""Start a run from a shipped network's weights (fine-tuning), even across architectures of one family.
+
+Weights are matched by layer name. A kernel that gained input channels (the conditioned network's head
+sees the image plus a strength plane) gets the old kernel in its leading channels and zeros in the new
+ones, so at step 0 the new network computes exactly what the old one did.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from worker.engine.archs import get_arch
+
+
+def load_shipped(weights: Path) -> tuple[keras.Model, dict]:
+    """A shipped network (``<name>.weights.h5`` beside ``<name>.json``) and its record, in float32."""
+    record = json.loads(Path(weights).with_name(Path(weights).name.replace(".weights.h5", ".json")).read_text())
+    arch = get_arch(record.get("arch", "residual_sr"))
+    model = arch.build(arch.config(record["network"]))
+    model.load_weights(weights)
+    return model, record
+
+
+def _fit(old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if old.shape == shape:
+        return old
+    if old.ndim == 4 and old.shape[:2] == shape[:2] and old.shape[3] == shape[3] and old.shape[2] < shape[2]:
+        grown = np.zeros(shape, old.dtype)
+        grown[:, :, : old.shape[2]] = old
+        return grown
+    raise ValueError(f"cannot fit weights of shape {old.shape} into {shape}")
+
+
+def warm_start(model: keras.Model, weights: Path) -> list[str]:
+    """Copy every same-named layer's weights from the shipped network into ``model``; returns the names."""
+    source, _ = load_shipped(weights)
+    by_name = {layer.name: layer for layer in source.layers if layer.weights}
+    copied = []
+    for layer in model.layers:
+        old = by_name.get(layer.name)
+        if old is None or not layer.weights:
+            continue
+        layer.set_weights([_fit(np.asarray(o), tuple(n.shape)) for o, n in zip(old.get_weights(), layer.weights,
+                                                                               strict=True)])
+        copied.append(layer.name)
+    return copied
