@@ -40,9 +40,12 @@ class UpscalerClient:
         return response.json()
 
     def submit(self, image: str | Path, scale: int = 4, output_format: str = "png", quality: int | None = None,
-               model: str | None = None, webhook_url: str | None = None) -> dict:
+               model: str | None = None, webhook_url: str | None = None,
+               denoise: float | str | None = None) -> dict:
+        """``denoise``: 0..1, or "auto" (the server measures it from the file); None leaves the server default."""
         fields = {"scale": str(scale), "format": output_format}
-        for name, value in (("quality", quality), ("model", model), ("webhook_url", webhook_url)):
+        for name, value in (("quality", quality), ("model", model), ("webhook_url", webhook_url),
+                            ("denoise", denoise)):
             if value is not None:
                 fields[name] = str(value)
         with open(image, "rb") as fh:

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
     p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
     p.add_argument("--quality", type=int, default=None)
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
+    p.add_argument("--denoise", default=None,
+                   help="restoration strength 0..1, or 'auto' (measured from the file); models with denoise only")
     p.add_argument("--webhook-url", default=None)
     p.add_argument("--wait", action="store_true", help="poll until the job ends")
     p.add_argument("--output", type=Path, default=None, help="with --wait: download the result here")
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from cli.client import UpscalerClient
 
     client = UpscalerClient(args.api, args.api_key)
-    job = client.submit(args.image, args.scale, args.format, args.quality, args.model, args.webhook_url)
+    job = client.submit(args.image, args.scale, args.format, args.quality, args.model, args.webhook_url,
+                        denoise=args.denoise)
     if args.wait:
         job = client.wait(job["id"])
         if job["status"] == "succeeded" and args.output:

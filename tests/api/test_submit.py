@@ -52,13 +52,26 @@ def test_defaults_are_scale_4_png_and_the_default_model(client, app):
 
 @pytest.mark.parametrize("fields,field", [({"scale": "5"}, "scale"), ({"scale": "two"}, "scale"),
                                           ({"format": "gif"}, "format"), ({"quality": "0"}, "quality"),
-                                          ({"quality": "101"}, "quality"), ({"webhook_url": "ftp://x"}, "webhook_url")])
+                                          ({"quality": "101"}, "quality"), ({"webhook_url": "ftp://x"}, "webhook_url"),
+                                          ({"denoise": "1.5"}, "denoise"), ({"denoise": "-0.1"}, "denoise"),
+                                          ({"denoise": "lots"}, "denoise"),
+                                          ({"denoise": "0.5", "model": "residual_sr"}, "denoise"),
+                                          ({"denoise": "0.5", "model": "bicubic"}, "denoise")])
 def test_invalid_parameters_are_422_with_the_field(client, fields, field):
     response = submit(client, **fields)
     assert response.status_code == 422
     body = response.get_json()
     assert response.content_type == "application/problem+json"
     assert (body["code"], body["field"], body["status"]) == ("invalid_parameter", field, 422)
+
+
+@pytest.mark.parametrize("fields,stored", [({"denoise": "0.3", "model": "auto"}, 0.3), ({"denoise": "auto"}, "auto"),
+                                           ({"denoise": "0", "model": "residual_sr_cond"}, 0.0),
+                                           ({"denoise": ""}, "auto")])
+def test_denoise_is_auto_or_a_strength(client, fields, stored):
+    response = submit(client, **fields)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["denoise"] == stored
 
 
 def test_missing_image_is_400(client):

@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
@@ -26,6 +27,24 @@ def test_a_job_runs_to_success(ctx, db_session, model, fmt):
     with Image.open(io.BytesIO(ctx.storage.get_bytes(job.output_key))) as out:
         assert out.size == (120, 90) and out.format == fmt.upper()
     assert job.output_bytes > 0 and job.timings["inference_s"] >= 0 and job.timings["total_s"] > 0
+
+
+@pytest.mark.parametrize("fmt,denoise,network,strength", [
+    ("PNG", None, "residual_sr", None), ("JPEG", None, "residual_sr_cond", "measured"),
+    ("JPEG", 0.0, "residual_sr", None), ("PNG", 0.6, "residual_sr_cond", 0.6)])
+def test_auto_runs_the_network_that_fits_the_input_and_says_so(ctx, db_session, fmt, denoise, network, strength):
+    yy, xx = np.mgrid[0:30, 0:40]
+    smooth = np.stack([xx * 6, yy * 8, (xx + yy) * 3], -1).astype(np.uint8)  # clean: no noise to measure
+    buffer = io.BytesIO()
+    Image.fromarray(smooth).save(buffer, fmt, quality=70)
+    job = queued_job(ctx, db_session, data=buffer.getvalue(), model="auto", denoise=denoise)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    ran = reload(db_session, job).ran
+    assert ran["model"] == network and ran["input"]["format"] == fmt and ran["reason"]
+    if strength == "measured":
+        assert ran["input"]["jpeg_quality"] is not None and 0 < ran["strength"] < 1
+    else:
+        assert ran["strength"] == strength
 
 
 def test_a_second_delivery_does_no_work(ctx, db_session):
