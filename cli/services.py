@@ -28,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=run_worker)
 
+    health = sub.add_parser("worker-health", help="exit 0 if this host's workers have live pool processes "
+                                                  "(the liveness probe)")
+    health.add_argument("--pid", type=int, default=None, help="check this worker's main process only")
+    health.set_defaults(func=run_worker_health)
+
     beat = sub.add_parser("beat", help="run the Celery beat scheduler (the periodic sweeper); one per deployment")
     beat.add_argument("--loglevel", default="INFO")
     beat.set_defaults(func=run_beat)
@@ -74,6 +79,15 @@ def run_worker(args: argparse.Namespace) -> int:
     _multiprocess_metrics_dir("worker")
     os.execv(sys.executable, argv)
     return 0
+
+
+def run_worker_health(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+    from worker.liveness import check
+
+    healthy, lines = check(Settings.from_env().worker_heartbeat_timeout, args.pid)
+    print("\n".join(lines))
+    return 0 if healthy else 1
 
 
 def run_beat(args: argparse.Namespace) -> int:

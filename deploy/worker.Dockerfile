@@ -53,6 +53,6 @@ USER 10001:10001
 # Healthy = the Celery node answers a broker ping (a busy prefork worker still answers: the
 # parent process replies while the child runs the job). Needs the container's UPSCALER_* env.
 HEALTHCHECK --interval=60s --timeout=30s --start-period=120s --retries=3 \
-    CMD ["/bin/sh", "-c", "celery -A worker.celery_app inspect ping --destination \"celery@$HOSTNAME\" --timeout 10 >/dev/null"]
+    CMD ["/bin/sh", "-c", "celery -A worker.celery_app inspect ping --destination \"celery@$HOSTNAME\" --timeout 10 >/dev/null && upscaler worker-health >/dev/null"]
 # One process per GPU: scale with more containers/pods, not with --concurrency (see docs/deploy.md).
 CMD ["upscaler", "worker", "--queues", "inference", "--concurrency", "1"]

@@ -41,6 +41,9 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=None,
+        # Celery kills a pool process that has not reported UP within this (default 4 s). The network loads
+        # after UP (worker.celery_app), so this only needs to cover import and connections on a busy machine.
+        worker_proc_alive_timeout=settings.worker_start_timeout,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=settings.enqueue_timeout,
         broker_transport_options={

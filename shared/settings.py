@@ -68,6 +68,9 @@ class Settings:
     retention_seconds: int = 7 * 86400
     worker_concurrency: int = 1
     worker_metrics_port: int = 0
+    worker_start_timeout: float = 60.0
+    worker_heartbeat_timeout: float = 180.0
+    model_load_delay: float = 0.0
     log_format: str = "text"
     inference_threads: int = 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -195,3 +197,50 @@ def test_webhook_delivered_by_the_worker_and_verifiable(settings, tmp_path, rece
     deliveries = client.get(f"/v1/jobs/{job_id}/deliveries").get_json()["data"]
     assert {d["status"] for d in deliveries} == {"delivered"}
     assert all(d["attempt_log"][0]["status_code"] == 204 for d in deliveries)
+
+
+def test_a_pool_process_that_loads_its_model_slowly_still_comes_back_after_sigkill(settings, tmp_path):
+    """Issue 13: the model loads slower than Celery's default UP deadline (4 s), kept here on purpose; the pool
+    process reports UP first and loads after, so a killed pool process is replaced and the job ends once."""
+    from api import create_app
+
+    settings = settings.with_overrides(lease_seconds=3, sweep_interval=1.0, tile_size=64, worker_start_timeout=4.0,
+                                       model_load_delay=6.0, worker_heartbeat_timeout=60.0)
+    client = create_app(settings).test_client()
+    beat = start_beat(settings, tmp_path / "beat.log")
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        job_id = post(client, image=slow_image()).get_json()["id"]
+        wait_for(client, job_id, timeout=120, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        pool = children(worker.pid)
+        assert len(pool) == 1
+        os.kill(pool[0], signal.SIGKILL)
+        job = wait_for(client, job_id, timeout=240)
+        healthy = subprocess.run([sys.executable, "-m", "cli", "worker-health", "--pid", str(worker.pid)],
+                                 capture_output=True, text=True, env={**os.environ, **settings.to_env()}, timeout=60)
+    finally:
+        stop(worker)
+        stop(beat)
+    log = (tmp_path / "w.log").read_text()
+    assert job["status"] == "succeeded", log[-3000:]
+    assert (job["attempts"], len(result_objects(settings))) == (2, 1)
+    assert "Timed out waiting for UP message" not in log
+    assert healthy.returncode == 0, healthy.stdout
+
+
+def test_a_worker_whose_pool_cannot_start_exits_non_zero_and_reads_unhealthy(settings, tmp_path):
+    """Every pool process dies during start-up (here: an unusable database driver): the worker must not loop
+    silently; the probe fails and the main process exits with status 3 for the orchestrator to restart it."""
+    broken = settings.with_overrides(database_url="nosuchdriver://nowhere/db", worker_start_timeout=2.0,
+                                     worker_heartbeat_timeout=8.0)
+    worker = start_worker(broken, tmp_path / "w.log")
+    try:
+        time.sleep(4)
+        probe = subprocess.run([sys.executable, "-m", "cli", "worker-health", "--pid", str(worker.pid)],
+                               capture_output=True, text=True, env={**os.environ, **broken.to_env()}, timeout=60)
+        code = worker.wait(timeout=90)
+    finally:
+        stop(worker)
+    assert probe.returncode == 1, probe.stdout
+    assert code == 3
+    assert "no pool process has started" in (tmp_path / "w.log").read_text()

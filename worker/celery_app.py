@@ -1,18 +1,24 @@
 """The worker's one Celery app object (``celery -A worker.celery_app worker``).
 
 Process lifecycle lives in signals: each pool process builds its own ``WorkerContext`` after the
-fork (fresh database connections) and loads the default network once, not per job.
+fork (fresh database connections), reports UP, then loads the default network once in the background
+(not per job; a task that needs it first waits for that load). Pool processes beat a heartbeat that
+the main process and ``upscaler worker-health`` watch (``worker.liveness``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 from celery import signals
 
 from shared.logs import configure_logging
 from shared.queue import INFERENCE_QUEUE, make_celery
 from shared.settings import Settings
+from worker import liveness
 from worker.context import WorkerContext
 from worker.engine.threads import limit_threads
 
@@ -26,19 +32,24 @@ _consumes_inference = True
 
 
 def get_context() -> WorkerContext:
-    """The process's context, created on first use (solo pool) or at process init (prefork)."""
+    """The process's context, created on first use (solo pool) or at process init (prefork).
+
+    Creating it is cheap (connections, no network): the network loads on first use or in the
+    background after the pool process has reported UP.
+    """
     global _context
     if _context is None:
         _context = WorkerContext.create(settings, celery)
-        if _consumes_inference:
-            _preload(_context)
     return _context
 
 
 def _preload(ctx: WorkerContext) -> None:
+    """Load the default model(s) while the pool process already takes tasks; a task waits on the load."""
     limit_threads(settings.inference_threads)
+    if settings.model_load_delay:
+        time.sleep(settings.model_load_delay)  # test aid: a model that loads as slowly as a cold CUDA start
     try:
-        ctx.engines.get(settings.default_model)
+        ctx.engines.preload(settings.default_model)
     except Exception:
         log.exception("could not preload model %s", settings.default_model)
 
@@ -47,6 +58,15 @@ def _preload(ctx: WorkerContext) -> None:
 def _remember_queues(sender, instance, **_kwargs) -> None:
     global _consumes_inference
     _consumes_inference = INFERENCE_QUEUE in instance.app.amqp.queues.consume_from
+
+
+@signals.worker_ready.connect
+def _watch_pool(sender, **_kwargs) -> None:
+    """In the main process: exit non-zero if the pool cannot start (worker.liveness)."""
+    from celery.concurrency.prefork import TaskPool
+
+    if isinstance(getattr(sender, "pool", None), TaskPool):
+        liveness.start_watchdog(liveness.heartbeat_path(os.getpid()), settings.worker_heartbeat_timeout)
 
 
 @signals.worker_ready.connect
@@ -74,9 +94,13 @@ def _setup_logging(**_kwargs) -> None:
 
 @signals.worker_process_init.connect
 def _init_process(**_kwargs) -> None:
+    """Runs before the pool process reports UP: keep it short (no model loading here)."""
     global _context
     _context = None
-    get_context()
+    ctx = get_context()
+    liveness.start_heartbeat(liveness.heartbeat_path(os.getppid()), first_after=settings.worker_start_timeout + 1)
+    if _consumes_inference:
+        threading.Thread(target=_preload, args=(ctx,), name="model-preload", daemon=True).start()
 
 
 @signals.worker_process_shutdown.connect

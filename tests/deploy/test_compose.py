@@ -102,6 +102,7 @@ def test_healthcheck_commands(compose):
         assert test[0] == "CMD-SHELL", name
         # After interpolation `$$HOSTNAME` is `$HOSTNAME`, expanded by the container's shell.
         assert "celery -A worker.celery_app inspect ping" in test[1] and "celery@$HOSTNAME" in test[1], name
+        assert "upscaler worker-health" in test[1], name  # a dead pool must read unhealthy
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert "ready" in services["minio"]["healthcheck"]["test"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from shared.catalog import BICUBIC, ModelInfo, catalog_for
 from shared.settings import Settings
 from worker.engine.base import BicubicEngine, Engine
@@ -12,17 +14,29 @@ class UnknownModel(KeyError):
 
 
 class EngineRegistry:
+    """Thread-safe: a background preload and a task asking for the same network load it once."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.catalog: dict[str, ModelInfo] = catalog_for(settings)
         self._engines: dict[str, Engine] = {BICUBIC: BicubicEngine()}
+        self._lock = threading.Lock()
 
     def get(self, name: str) -> Engine:
-        if name not in self._engines:
-            info = self.catalog.get(name)
-            if info is None or info.weights is None:
-                raise UnknownModel(name)
-            from worker.engine.network_engine import NetworkEngine
+        """The engine of a network (or bicubic); ``auto`` is a route, resolved by ``worker.engine.selection``."""
+        with self._lock:
+            if name not in self._engines:
+                info = self.catalog.get(name)
+                if info is None or info.weights is None:
+                    raise UnknownModel(name)
+                from worker.engine.network_engine import NetworkEngine
 
-            self._engines[name] = NetworkEngine(info.weights, self.settings.tile_size, self.settings.memory_budget_mb)
-        return self._engines[name]
+                self._engines[name] = NetworkEngine(info.weights, self.settings.tile_size,
+                                                    self.settings.memory_budget_mb)
+            return self._engines[name]
+
+    def preload(self, name: str) -> None:
+        """Load ``name``, or every network it routes to."""
+        info = self.catalog.get(name)
+        for target in (info.routes or {}).values() if info and info.routes else [name]:
+            self.get(target)
