@@ -33,7 +33,8 @@ def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, s
     finally:
         stop(worker)
     assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text()[-3000:])
-    assert job["model"] == "residual_sr" and job["progress"] == 1.0
+    assert job["model"] == "auto" and job["progress"] == 1.0
+    assert job["ran"]["model"] == "residual_sr_cond" and job["ran"]["input"]["format"] == "JPEG"  # a JPEG in
     assert (job["output"]["width"], job["output"]["height"]) == (180, 140)
     if storage == "s3":
         download = requests.get(job["result_url"], timeout=10)
