@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from api.auth import require_api_key
+from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.routes import deliveries, files, health, jobs, meta, metrics, models, page
 from api.services import Services
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (jobs, deliveries, models, files, health, meta, metrics, page):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
-    require_api_key(app, settings.api_key_list)
+    install_auth(app, settings)
     metrics.instrument(app)
     logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),
                                      settings.storage)

@@ -1,32 +1,67 @@
-"""API keys: when ``UPSCALER_API_KEYS`` is set, every ``/v1`` call needs ``Authorization: Bearer <key>``.
+"""Who is calling: every ``/v1`` call carries ``Authorization: Bearer <key>`` and acts as that key's tenant.
 
-Exempt: the web page and the OpenAPI document (public descriptions), health and metrics (protect them at the
-network edge), and signed file links (the signature is the credential). Keys are compared in constant time.
-With no keys configured the API is open, which suits one machine on loopback (the dev default).
+Keys are data (``upscaler keys create``, ``shared.tenants``), with ``UPSCALER_API_KEYS`` as a bootstrap.
+In production every ``/v1`` call must be authenticated. In development, while no key exists at all, the API
+is *open*: calls without a key act as the single ``public`` tenant (the embedded default on one machine; it
+says so at start-up). Exempt everywhere: the web page and the OpenAPI document (public descriptions), health
+(probes) and signed file links (the signature is the credential).
 """
 
 from __future__ import annotations
 
-import hmac
+import logging
 
-from flask import Flask, request
+from flask import Flask, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import ApiError
+from api.services import services
+from shared.db import unit_of_work
+from shared.models import PUBLIC_TENANT
+from shared.settings import Settings
+from shared.tenants import Tenant, any_active_key, authenticate
 
 PUBLIC_ENDPOINTS = {"page.index", "meta.openapi_json", "health.healthz", "health.readyz", "metrics.metrics",
                     "files.download"}
+log = logging.getLogger(__name__)
 
 
-def require_api_key(app: Flask, keys: list[str]) -> None:
-    if not keys:
-        return
-    encoded = [k.encode() for k in keys]
+def _unauthorized() -> ApiError:
+    return ApiError("unauthorized", "send a valid API key as 'Authorization: Bearer <key>'",
+                    headers={"WWW-Authenticate": 'Bearer realm="upscaler"'})
+
+
+def install_auth(app: Flask, settings: Settings) -> None:
+    env_keys = settings.api_key_list
+    may_be_open = not settings.production and not env_keys
+    if may_be_open:
+        log.warning("API is OPEN while no API key exists: calls without a key act as tenant %r. Create one with "
+                    "'upscaler keys create --name NAME' (UPSCALER_ENV=production always requires keys).",
+                    PUBLIC_TENANT)
 
     @app.before_request
-    def _check() -> None:
+    def _authenticate() -> None:
         if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
             return
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), k) for k in encoded):
-            raise ApiError("unauthorized", "send a valid API key as 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": 'Bearer realm="upscaler"'})
+        svc = services()
+        try:
+            with unit_of_work(svc.sessions) as session:
+                if scheme.lower() == "bearer" and token.strip():
+                    tenant = authenticate(session, token.strip(), env_keys)
+                elif may_be_open and not any_active_key(session):
+                    tenant = Tenant(PUBLIC_TENANT)
+                else:
+                    tenant = None
+        except SQLAlchemyError as exc:
+            log.error("database unavailable while authenticating: %s", exc)
+            raise ApiError("service_unavailable", "the database is unavailable; nothing was done, retry later",
+                           headers={"Retry-After": "10"}) from exc
+        if tenant is None:
+            raise _unauthorized()
+        g.tenant = tenant
+
+
+def current_tenant() -> Tenant:
+    """The tenant of the request being served (set by ``install_auth``)."""
+    return g.tenant

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from api.auth import current_tenant
 from api.errors import ApiError
 from api.schemas import JobCreateForm
 from api.services import Services
@@ -91,13 +92,15 @@ def parse(svc: Services) -> Submission:
 
 
 def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key``, scoped to its tenant: stored as SHA-256(tenant, key), so one
+    tenant's key can never find another tenant's job."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ApiError("invalid_parameter", "Idempotency-Key must be 1..255 printable characters",
                        field="Idempotency-Key")
-    return key
+    return hashlib.sha256(f"{current_tenant().name}\n{key}".encode()).hexdigest()
 
 
 def find_previous(svc: Services, key: str, fingerprint: str) -> Job | None:
@@ -117,14 +120,15 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
     request with the same Idempotency-Key won the race (its job is returned)."""
     form, upload = submission.form, submission.upload
     job_id = new_job_id()
-    input_key = new_key("inputs", job_id, EXTENSIONS.get(upload.format, upload.format))
+    input_key = new_key("inputs", EXTENSIONS.get(upload.format, upload.format))
     try:
         svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
     except StorageError as exc:
         log.error("storage unavailable at submit: %s", exc)
         raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
                        headers={"Retry-After": "10"}) from exc
-    job = Job(id=job_id, status=JobStatus.QUEUED.value, scale=form.scale, model=submission.model,
+    job = Job(id=job_id, tenant=current_tenant().name, status=JobStatus.QUEUED.value, scale=form.scale,
+              model=submission.model,
               output_format=form.format, quality=form.quality, denoise=form.denoise_value,
               webhook_url=str(form.webhook_url) if form.webhook_url else None,
               webhook_events=form.event_list(), input_key=input_key, input_format=upload.format,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import dev, evaluate, services, submit, train, upscale
+from cli import dev, evaluate, keys, services, submit, train, upscale
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upscaler", description="AI image upscaling job platform")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (services, dev, upscale, submit, train, evaluate):
+    for module in (services, dev, upscale, submit, train, evaluate, keys):
         module.add_parser(sub)
     return parser
 

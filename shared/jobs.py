@@ -37,9 +37,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor(cursor) from exc
 
 
-def list_jobs(session: Session, status: str | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
-    """Newest first; returns one page and the cursor of the next page (None on the last page)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+def list_jobs(session: Session, tenant: str, status: str | None, limit: int, cursor: str | None
+              ) -> tuple[list[Job], str | None]:
+    """A tenant's jobs, newest first; returns one page and the cursor of the next page (None on the last)."""
+    query = select(Job).where(Job.tenant == tenant).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if status:
         query = query.where(Job.status == status)
     if cursor:

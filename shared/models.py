@@ -12,6 +12,8 @@ from sqlalchemy.types import TypeDecorator
 
 from shared.states import JobStatus
 
+PUBLIC_TENANT = "public"  # the tenant of an open (key-less) development API
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -50,9 +52,12 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_created_id", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    # Whose job: the tenant of the API key that submitted it (shared.tenants). Every read filters on it.
+    tenant: Mapped[str] = mapped_column(String(64), default=PUBLIC_TENANT, server_default=PUBLIC_TENANT)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -95,8 +100,31 @@ class Job(Base):
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class ApiKey(Base):
+    """A customer's API key: stored as a SHA-256 of a high-entropy secret (shown once), with its limits.
+
+    The key's ``name`` is its tenant: every job the key submits belongs to that name.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rate_limit: Mapped[int | None] = mapped_column(Integer)  # requests per minute; None = the setting's default
+    max_active: Mapped[int | None] = mapped_column(Integer)  # queued + running jobs
+    daily_megapixels: Mapped[int | None] = mapped_column(Integer)  # output megapixels per UTC day
+
+
 class IdempotencyKey(Base):
-    """A client's ``Idempotency-Key`` and the job its first request created."""
+    """A client's ``Idempotency-Key`` and the job its first request created.
+
+    ``key`` is a SHA-256 of the tenant and the client's key, so two tenants' equal keys never meet.
+    """
 
     __tablename__ = "idempotency_keys"
 

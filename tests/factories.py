@@ -25,7 +25,7 @@ def seconds_ago(n: float):
 
 def queued_job(ctx, db_session, data: bytes | None = None, **overrides) -> Job:
     """A queued 40x30 job whose input really is in the context's storage."""
-    key = new_key("inputs", "t", "png")
+    key = new_key("inputs", "png")
     ctx.storage.put_bytes(key, data if data is not None else image_bytes(width=40, height=30), "image/png")
     return make_job(db_session, input_key=key, input_width=40, input_height=30, **overrides)
 

@@ -82,3 +82,17 @@ def test_upscale_many_files_all_good_exits_zero(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "y.png"]
     assert "strength 0.40" in result.stderr + result.stdout
+
+
+def test_keys_create_list_revoke(tmp_path):
+    env = {"UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}"}
+    assert run(["migrate"], env=env).returncode == 0
+    created = run(["keys", "create", "--name", "acme", "--max-active", "3"], env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("upk_") and len(key) > 40
+    assert run(["keys", "create", "--name", "acme"], env=env).returncode == 1  # one key per name
+    listed = run(["keys", "list"], env=env).stdout
+    assert "acme" in listed and key[:12] in listed and key not in listed
+    assert run(["keys", "revoke", "acme"], env=env).returncode == 0
+    assert run(["keys", "revoke", "acme"], env=env).returncode == 1

@@ -123,7 +123,7 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
                           job.quality, progress, checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
                           denoise=job.denoise)
         t = time.monotonic()
-        output_key = new_key("results", job.id, EXTENSIONS[job.output_format])
+        output_key = new_key("results", EXTENSIONS[job.output_format])
         with unit_of_work(ctx.sessions) as session:
             if not jobs.stage_output(session, job.id, ctx.owner, output_key):
                 raise LeaseLost(job.id)

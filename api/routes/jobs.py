@@ -8,6 +8,7 @@ from flask import Blueprint, Response, redirect, request, send_file, url_for
 from pydantic import ValidationError
 
 from api import submission
+from api.auth import current_tenant
 from api.errors import ApiError
 from api.openapi import operation
 from api.presenters import job_out
@@ -76,9 +77,10 @@ def _located(response: Response, job_id: str) -> Response:
 
 
 def load_job(svc: Services, job_id: str) -> Job:
+    """The caller's job; another tenant's job is "not found" exactly like a missing one (no existence leak)."""
     with svc.sessions() as session:
         job = session.get(Job, job_id) if len(job_id) <= 64 else None
-    if job is None:
+    if job is None or job.tenant != current_tenant().name:
         raise ApiError("not_found", f"no job {job_id!r}")
     return job
 
@@ -106,7 +108,8 @@ def list_jobs():
         raise submission.validation_error(exc) from exc
     with svc.sessions() as session:
         try:
-            page, next_cursor = jobs.list_jobs(session, query.status, query.limit, query.cursor)
+            page, next_cursor = jobs.list_jobs(session, current_tenant().name, query.status, query.limit,
+                                               query.cursor)
         except jobs.InvalidCursor as exc:
             raise ApiError("invalid_cursor", "the cursor is not one this API returned") from exc
     body = JobPage(data=[job_out(svc, j) for j in page], next_cursor=next_cursor)

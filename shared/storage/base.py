@@ -19,9 +19,13 @@ class ObjectExists(StorageError):
     """Refused to overwrite an existing object (nothing is ever overwritten in place)."""
 
 
-def new_key(prefix: str, job_id: str, extension: str) -> str:
-    """An unguessable, never-reused key such as ``inputs/<job>/<random>.png``."""
-    return f"{prefix}/{job_id}/{secrets.token_urlsafe(18)}.{extension}"
+def new_key(prefix: str, extension: str) -> str:
+    """An unguessable, never-reused key such as ``inputs/<random>/<random>.png``.
+
+    It names neither the job nor the tenant: a leaked link tells nothing about whose or which job it is.
+    The first part spreads objects over folders (a local-storage directory never holds millions of files).
+    """
+    return f"{prefix}/{secrets.token_urlsafe(6)}/{secrets.token_urlsafe(18)}.{extension}"
 
 
 class Storage(Protocol):

@@ -4,6 +4,7 @@ import io
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from shared.models import IdempotencyKey, Job, WebhookDelivery, utcnow
 from tests.api.test_submit import submit
@@ -58,7 +59,7 @@ def test_expired_idempotency_keys_are_forgotten(client, db_session):
         "/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},
         headers={"Idempotency-Key": "old"}, content_type="multipart/form-data")
     first = post().get_json()["id"]
-    db_session.get(IdempotencyKey, "old").created_at = utcnow() - timedelta(days=2)
+    db_session.scalars(select(IdempotencyKey)).one().created_at = utcnow() - timedelta(days=2)
     db_session.commit()
     second = post()
     assert second.status_code == 202 and second.get_json()["id"] != first

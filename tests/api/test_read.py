@@ -8,16 +8,17 @@ from PIL import Image
 from shared.models import Job, utcnow
 from shared.signing import signed_query
 from shared.storage import new_key
+from shared.tenants import env_tenant
 from tests.conftest import SECRET, image_bytes
 from tests.factories import make_job, seconds_ago
 
 
-def succeeded_job(app, db_session, fmt="png"):
+def succeeded_job(app, db_session, fmt="png", tenant="public"):
     storage = app.extensions["upscaler"].storage
-    key = new_key("results", "j", "png")
+    key = new_key("results", "png")
     storage.put_bytes(key, image_bytes(width=16, height=12, fmt=fmt.upper()), "image/png")
     return make_job(db_session, status="succeeded", output_key=key, output_width=16, output_height=12,
-                    output_bytes=100, progress=1.0, finished_at=utcnow(), output_format=fmt)
+                    output_bytes=100, progress=1.0, finished_at=utcnow(), output_format=fmt, tenant=tenant)
 
 
 def test_get_job_shows_status_progress_and_sizes(client, db_session):
@@ -175,6 +176,6 @@ def test_api_keys_protect_v1_but_not_health_docs_or_signed_links(settings, db_se
     assert client.get("/v1/jobs", headers={"Authorization": "Bearer k-two"}).status_code == 200
     for public in ("/healthz", "/v1/openapi.json", "/", "/metrics"):
         assert client.get(public).status_code == 200, public
-    job = succeeded_job(app, db_session)
+    job = succeeded_job(app, db_session, tenant=env_tenant("k-one"))
     link = client.get("/v1/jobs/" + job.id, headers={"Authorization": "Bearer k-one"}).get_json()["result_url"]
     assert client.get(link.split("localhost", 1)[-1]).status_code == 200

@@ -47,7 +47,7 @@ def test_cursor_pagination_walks_every_job_once_newest_first(db_session):
     make_job(db_session, status="failed", created_at=seconds_ago(1))
     seen, cursor = [], None
     while True:
-        page, cursor = jobs.list_jobs(db_session, "queued", 3, cursor)
+        page, cursor = jobs.list_jobs(db_session, "public", "queued", 3, cursor)
         seen += [j.id for j in page]
         if cursor is None:
             break
@@ -56,7 +56,7 @@ def test_cursor_pagination_walks_every_job_once_newest_first(db_session):
 
 def test_garbage_cursor_is_rejected(db_session):
     with pytest.raises(jobs.InvalidCursor):
-        jobs.list_jobs(db_session, None, 10, "not-a-cursor!")
+        jobs.list_jobs(db_session, "public", None, 10, "not-a-cursor!")
 
 
 def test_expired_leases_are_requeued_then_failed_as_worker_lost(db_session):

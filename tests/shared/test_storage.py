@@ -8,9 +8,10 @@ from shared.storage import LocalStorage, ObjectExists, ObjectMissing, S3Storage,
 
 
 def test_keys_are_unguessable_and_unique():
-    keys = {new_key("inputs", "job", "png") for _ in range(1000)}
+    keys = {new_key("inputs", "png") for _ in range(1000)}
     assert len(keys) == 1000
-    assert all(k.startswith("inputs/job/") and k.endswith(".png") for k in keys)
+    assert all(k.startswith("inputs/") and k.endswith(".png") and k.count("/") == 2 for k in keys)
+    assert len({k.split("/")[1] for k in keys}) > 900  # spread over folders, naming no job or tenant
 
 
 def test_local_round_trip_and_no_overwrite(tmp_path):

@@ -1,0 +1,74 @@
+"""``upscaler keys create|list|revoke``: API keys (tenants) as data, in the database the API uses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="create, list and revoke API keys (one tenant per key name)")
+    actions = p.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key; it is printed once, alone on the last line")
+    create.add_argument("--name", required=True, help="the tenant: every job the key submits belongs to it")
+    create.add_argument("--rate-limit", type=int, default=None, help="requests per minute (default: the setting)")
+    create.add_argument("--max-active", type=int, default=None, help="queued + running jobs (default: the setting)")
+    create.add_argument("--daily-megapixels", type=int, default=None,
+                        help="output megapixels per UTC day (default: the setting)")
+    create.set_defaults(func=run_create)
+    actions.add_parser("list", help="name, prefix, created, last used, limits, revoked").set_defaults(func=run_list)
+    revoke = actions.add_parser("revoke", help="revoke a key at once (its jobs stay its tenant's)")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=run_revoke)
+
+
+def _sessions():
+    from shared.db import make_engine, make_session_factory
+    from shared.settings import Settings
+
+    return make_session_factory(make_engine(Settings.from_env().database_url))
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from shared.db import unit_of_work
+    from shared.tenants import KeyExists, create_key
+
+    try:
+        with unit_of_work(_sessions()) as session:
+            row, token = create_key(session, args.name, args.rate_limit, args.max_active, args.daily_megapixels)
+    except KeyExists:
+        print(f"upscaler keys: a key named {args.name!r} exists; revoke it or pick another name", file=sys.stderr)
+        return 1
+    print(f"created key {row.name!r} (prefix {row.prefix}); store it now, it is not shown again:")
+    print(token)
+    return 0
+
+
+def _limit(value: int | None) -> str:
+    return "default" if value is None else str(value)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from shared.tenants import list_keys
+
+    with _sessions()() as session:
+        rows = list_keys(session)
+    print(f"{'name':20} {'prefix':14} {'created':20} {'last used':20} {'rate/min':>8} {'active':>7} "
+          f"{'MP/day':>7} revoked")
+    for r in rows:
+        when = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
+        print(f"{r.name:20} {r.prefix:14} {when(r.created_at):20} {when(r.last_used_at):20} "
+              f"{_limit(r.rate_limit):>8} {_limit(r.max_active):>7} {_limit(r.daily_megapixels):>7} "
+              f"{when(r.revoked_at)}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    from shared.db import unit_of_work
+    from shared.tenants import revoke_key
+
+    with unit_of_work(_sessions()) as session:
+        revoked = revoke_key(session, args.name)
+    print(f"revoked {args.name!r}" if revoked else f"no active key named {args.name!r}",
+          file=sys.stdout if revoked else sys.stderr)
+    return 0 if revoked else 1

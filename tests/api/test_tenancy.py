@@ -1,0 +1,95 @@
+"""Tenant isolation, route by route, on SQLite and PostgreSQL: another tenant's job is a 404, never a 403."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from shared.models import Job
+from shared.tenants import create_key, revoke_key
+from tests.conftest import image_bytes
+from tests.receiver import Receiver
+
+
+@pytest.fixture
+def tenants(app, db_session):
+    """Two customers' keys (created as data, the way `upscaler keys create` does)."""
+    _, key_a = create_key(db_session, "acme")
+    _, key_b = create_key(db_session, "globex", rate_limit=100)
+    db_session.commit()
+    return {"a": {"Authorization": f"Bearer {key_a}"}, "b": {"Authorization": f"Bearer {key_b}"}}
+
+
+def submit_as(client, headers, **fields):
+    data = {"image": (io.BytesIO(image_bytes(width=32, height=24)), "a.png"), "scale": "2", "model": "bicubic",
+            **fields}
+    return client.post("/v1/jobs", data=data, content_type="multipart/form-data", headers=headers)
+
+
+def test_a_second_tenant_sees_nothing_of_the_first_in_any_route(client, tenants, db_session):
+    receiver = Receiver()
+    try:
+        created = submit_as(client, {**tenants["a"], "Idempotency-Key": "order-1"}, webhook_url=receiver.url)
+    finally:
+        receiver.close()
+    assert created.status_code == 202, created.get_json()
+    job_id = created.get_json()["id"]
+    missing = client.get("/v1/jobs/" + "0" * 32, headers=tenants["b"]).get_json()
+    routes = [("get", f"/v1/jobs/{job_id}"), ("get", f"/v1/jobs/{job_id}/result"),
+              ("post", f"/v1/jobs/{job_id}/cancel"), ("get", f"/v1/jobs/{job_id}/deliveries"),
+              ("post", f"/v1/jobs/{job_id}/deliveries/redeliver")]
+    for method, path in routes:
+        response = getattr(client, method)(path, headers=tenants["b"])
+        body = response.get_json()
+        assert (response.status_code, body["code"]) == (404, "not_found"), path
+        assert body["title"] == missing["title"] and job_id not in str(response.headers), path
+    listed = client.get("/v1/jobs", headers=tenants["b"]).get_json()
+    assert listed["data"] == [] and listed["next_cursor"] is None
+    assert db_session.get(Job, job_id).status == "queued"  # B's cancel did nothing
+    # The same Idempotency-Key from B makes B's own job, never returns A's (or its webhook URL).
+    reused = submit_as(client, {**tenants["b"], "Idempotency-Key": "order-1"})
+    assert reused.status_code == 202 and reused.get_json()["id"] != job_id
+    assert reused.get_json()["webhook_url"] is None
+    # A still sees its job everywhere.
+    assert client.get(f"/v1/jobs/{job_id}", headers=tenants["a"]).get_json()["webhook_url"] == receiver.url
+    assert [j["id"] for j in client.get("/v1/jobs", headers=tenants["a"]).get_json()["data"]] == [job_id]
+    assert client.get(f"/v1/jobs/{job_id}/deliveries", headers=tenants["a"]).status_code == 200
+    again = submit_as(client, {**tenants["a"], "Idempotency-Key": "order-1"}, webhook_url=receiver.url)
+    assert (again.status_code, again.get_json()["id"]) == (200, job_id)
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=tenants["a"]).get_json()["status"] == "canceled"
+
+
+def test_once_a_key_exists_calls_need_one_and_a_revoked_key_stops_at_once(client, tenants, db_session):
+    assert client.get("/v1/jobs").status_code == 401  # no longer open
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer upk_not-a-key"}).status_code == 401
+    assert client.get("/v1/jobs", headers=tenants["a"]).status_code == 200
+    assert revoke_key(db_session, "acme")
+    db_session.commit()
+    assert client.get("/v1/jobs", headers=tenants["a"]).status_code == 401
+    assert client.get("/v1/jobs", headers=tenants["b"]).status_code == 200
+
+
+def test_production_never_runs_open(settings):
+    from api import create_app
+
+    app = create_app(settings.with_overrides(env="production", public_url="https://upscaler.example"))
+    response = app.test_client().get("/v1/jobs")
+    assert (response.status_code, response.get_json()["code"]) == (401, "unauthorized")
+
+
+def test_development_without_keys_is_open_as_the_public_tenant(client):
+    response = submit_as(client, {})
+    assert response.status_code == 202
+    assert [j["id"] for j in client.get("/v1/jobs").get_json()["data"]] == [response.get_json()["id"]]
+
+
+def test_keys_are_stored_hashed_and_last_use_is_recorded(client, tenants, db_session):
+    from shared.models import ApiKey
+
+    row = db_session.query(ApiKey).filter_by(name="acme").one()
+    secret = tenants["a"]["Authorization"].split()[1]
+    assert secret not in (row.key_hash, row.prefix) and secret.startswith(row.prefix)
+    client.get("/v1/jobs", headers=tenants["a"])
+    db_session.expire_all()
+    assert db_session.get(ApiKey, row.id).last_used_at is not None
