@@ -132,24 +132,34 @@ def jobs_to_enqueue(session: Session, stale_seconds: int, limit: int = 500) -> l
     return list(session.scalars(query))
 
 
+def expired_leases(session: Session) -> list[Job]:
+    """Running jobs whose lease ran out (their worker stopped renewing)."""
+    return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
+                                                  Job.lease_expires_at < utcnow())))
+
+
 def release_expired_leases(session: Session, max_attempts: int) -> tuple[list[str], list[str]]:
     """Running jobs whose worker stopped renewing: requeue them, or fail them after max_attempts.
 
-    Returns (requeued ids, failed ids).
+    Each change is a conditional UPDATE on exactly the state that was read (same owner, lease still expired,
+    still running), like every other transition: a worker that renews or finishes between our read and our
+    write keeps its job, and its result is never overwritten. Returns (requeued ids, failed ids).
     """
     now = utcnow()
-    expired = list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
-                                                      Job.lease_expires_at < now)))
     requeued, failed = [], []
-    for job in expired:
+    for job in expired_leases(session):
+        still_expired = update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING.value,
+                                          Job.lease_owner == job.lease_owner, Job.lease_expires_at < now)
+        common = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
         if job.attempts >= max_attempts:
-            job.status, job.error_code = JobStatus.FAILED.value, "worker_lost"
-            job.error_message = f"the worker running this job vanished {job.attempts} times"
-            job.finished_at = now
-            failed.append(job.id)
+            result = session.execute(still_expired.values(
+                status=JobStatus.FAILED.value, error_code="worker_lost", finished_at=now,
+                error_message=f"the worker running this job vanished {job.attempts} times", **common))
+            target = failed
         else:
-            job.status, job.enqueued_at = JobStatus.QUEUED.value, None
-            requeued.append(job.id)
-        job.lease_owner, job.lease_expires_at, job.updated_at = None, None, now
-    session.flush()
+            result = session.execute(still_expired.values(status=JobStatus.QUEUED.value, enqueued_at=None, **common))
+            target = requeued
+        if result.rowcount == 1:
+            target.append(job.id)
+    session.expire_all()
     return requeued, failed

@@ -78,3 +78,29 @@ def test_jobs_to_enqueue_finds_never_enqueued_and_stale(db_session):
     make_job(db_session, enqueued_at=seconds_ago(1))
     make_job(db_session, status="running", enqueued_at=None)
     assert set(jobs.jobs_to_enqueue(db_session, stale_seconds=600)) == {never.id, stale.id}
+
+
+def test_a_finish_committed_between_the_sweepers_read_and_write_is_kept(db_session, settings, monkeypatch):
+    """Issue 10 #9: the lease release is a conditional UPDATE, so a worker's late finish is not overwritten."""
+    from shared.db import make_engine, make_session_factory, unit_of_work
+    from shared.states import JobStatus
+
+    job = make_job(db_session, status="running", lease_owner="w1", lease_expires_at=seconds_ago(5), attempts=1)
+    other = make_engine(settings.database_url)
+    read = jobs.expired_leases
+
+    def read_then_worker_finishes(session):
+        found = read(session)
+        with unit_of_work(make_session_factory(other)) as worker_session:  # the worker commits meanwhile
+            assert jobs.finish(worker_session, job.id, "w1", JobStatus.SUCCEEDED, output_key="results/x/y.png",
+                               progress=1.0)
+        return found
+
+    monkeypatch.setattr(jobs, "expired_leases", read_then_worker_finishes)
+    requeued, failed = jobs.release_expired_leases(db_session, max_attempts=3)
+    db_session.commit()
+    other.dispose()
+    assert (requeued, failed) == ([], [])
+    db_session.expire_all()
+    kept = db_session.get(Job, job.id)
+    assert (kept.status, kept.output_key) == ("succeeded", "results/x/y.png")
