@@ -7,13 +7,14 @@ instead of mutating ``os.environ``; production mode refuses to start without a r
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-DEV_SECRET = "dev-insecure-secret-change-me"
+MIN_SECRET_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -25,7 +26,8 @@ class Settings:
     """The platform's configuration. Field ``foo_bar`` is read from ``UPSCALER_FOO_BAR``."""
 
     env: str = "development"
-    secret_key: str = DEV_SECRET
+    secret_key: str = ""
+    secret_file: Path = Path("var/secret_key")
     api_keys: str = ""
     database_url: str = "sqlite:///var/upscaler.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -98,6 +100,8 @@ class Settings:
                 continue
             values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
         settings = replace(cls(), **values, **overrides)
+        if not settings.secret_key and not settings.production:
+            settings = replace(settings, secret_key=load_or_create_secret(settings.secret_file))
         settings.validate()
         return settings
 
@@ -118,7 +122,7 @@ class Settings:
             raise SettingsError("UPSCALER_LOG_FORMAT must be 'text' or 'json'")
         if self.storage not in ("local", "s3"):
             raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
-        if self.production and (self.secret_key == DEV_SECRET or len(self.secret_key) < 16):
+        if self.production and len(self.secret_key) < MIN_SECRET_LENGTH:
             raise SettingsError("UPSCALER_SECRET_KEY must be set to a random string of 16+ characters in production")
         try:
             if any(d < 0 for d in self.webhook_retry_delays):
@@ -130,6 +134,25 @@ class Settings:
         for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "tile_size", "lease_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be positive")
+
+
+def load_or_create_secret(path: Path) -> str:
+    """The development secret: random, made on first start, kept in ``path`` (mode 0600) and shared by every
+    process started from the same folder. Never a constant: a public default would let anyone forge links."""
+    path = Path(path)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:

@@ -9,7 +9,7 @@ from api.openapi import operation
 from api.schemas import Problem
 from api.services import services
 from shared.signing import verify
-from shared.storage import LocalStorage
+from shared.storage import LocalStorage, StorageError
 
 blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 
@@ -23,6 +23,10 @@ def download(key: str):
     reason = verify(svc.settings.secret_key, key, request.args.get("expires", ""), request.args.get("signature", ""))
     if reason:
         raise ApiError(reason)
-    if not isinstance(svc.storage, LocalStorage) or not svc.storage.exists(key):
+    try:
+        found = isinstance(svc.storage, LocalStorage) and svc.storage.exists(key)
+    except StorageError:  # a key that would leave the storage folder: nothing there to find
+        found = False
+    if not found:
         raise ApiError("not_found", "no such file")
     return send_file(svc.storage.path_for(key), as_attachment=True, download_name=key.rsplit("/", 1)[-1], max_age=0)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import DEV_SECRET, Settings, SettingsError
+from shared.settings import Settings, SettingsError
 
 
 def test_reads_prefixed_variables_with_types():
@@ -21,11 +21,21 @@ def test_defaults_are_embedded_and_local():
     assert s.redis_url.startswith("redis://127.0.0.1")
 
 
-def test_production_refuses_the_development_secret():
-    with pytest.raises(SettingsError, match="SECRET_KEY"):
-        Settings.from_env({"UPSCALER_ENV": "production"})
+def test_production_refuses_to_start_without_its_own_secret(tmp_path):
+    for env in ({"UPSCALER_ENV": "production"}, {"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "short"}):
+        with pytest.raises(SettingsError, match="SECRET_KEY"):
+            Settings.from_env({**env, "UPSCALER_SECRET_FILE": str(tmp_path / "s")})
+    assert not (tmp_path / "s").exists()  # production never falls back to a file it made itself
     assert Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32}).production
-    assert DEV_SECRET != "x" * 32
+
+
+def test_development_secret_is_random_private_and_shared_by_every_process(tmp_path):
+    """Issue 10 #6: no public constant; made on first start in var/ with mode 0600, then reused."""
+    first = Settings.from_env({"UPSCALER_SECRET_FILE": str(tmp_path / "var" / "secret_key")})
+    again = Settings.from_env({"UPSCALER_SECRET_FILE": str(tmp_path / "var" / "secret_key")})
+    elsewhere = Settings.from_env({"UPSCALER_SECRET_FILE": str(tmp_path / "other" / "secret_key")})
+    assert len(first.secret_key) >= 32 and first.secret_key == again.secret_key != elsewhere.secret_key
+    assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize("env", [{"UPSCALER_API_PORT": "eighty"}, {"UPSCALER_STORAGE": "ftp"},
