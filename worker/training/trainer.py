@@ -131,16 +131,27 @@ class Trainer:
         return model, {"step": 0, "seconds": 0.0}
 
     def _maybe_extend(self, model: keras.Model, state: dict) -> None:
-        """Asked for more steps than the run was planned with: start a new cosine cycle from here."""
+        """Asked for more steps than planned (finished or not): a new warm-up + cosine cycle from here.
+
+        A changed degradation mix is recorded either way, so the record lists every mix the weights saw.
+        """
         saved_path = self.run_dir / "config.json"
         saved = json.loads(saved_path.read_text())
-        if self.config.steps <= saved["steps"] or state["step"] < saved["steps"]:
+        degradation = self.config.degradation.to_dict() if self.config.degradation else None
+        changed = degradation != saved.get("degradation")
+        extend = self.config.steps > saved["steps"]
+        if not (extend or changed):
             return
-        model.optimizer.learning_rate = RestartedCosine(self.config.learning_rate, state["step"],
-                                                        self.config.steps - state["step"])
-        saved.setdefault("restarts", []).append({"at_step": state["step"], "peak": self.config.learning_rate,
-                                                 "until": self.config.steps})
-        saved["steps"] = self.config.steps
+        entry: dict = {"at_step": state["step"]}
+        if extend:
+            model.optimizer.learning_rate = RestartedCosine(self.config.learning_rate, state["step"],
+                                                            self.config.steps - state["step"])
+            entry.update(peak=self.config.learning_rate, until=self.config.steps)
+            saved["steps"] = self.config.steps
+        if changed:
+            entry["degradation_before"] = saved.get("degradation")
+            saved["degradation"] = degradation
+        saved.setdefault("restarts", []).append(entry)
         saved_path.write_text(json.dumps(saved, indent=2))
 
     def validate(self, model: keras.Model) -> dict[str, float]:
