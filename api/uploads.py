@@ -10,7 +10,10 @@ from werkzeug.datastructures import FileStorage
 
 from api.errors import ApiError
 
-INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff", "GIF": "gif"}
+# MPO is how many cameras write JPEGs (a JPEG with extra frames, e.g. a depth map): stored as the JPEG it is,
+# and the worker uses its first frame.
+INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff",
+                 "GIF": "gif"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp",
                  "tiff": "image/tiff", "gif": "image/gif"}
 

@@ -7,12 +7,14 @@ alpha is upscaled on its own (bicubic), and an RGB ICC profile is carried to the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
 
 
@@ -37,8 +39,26 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(array * (255.0 / peak)), 0, 255).astype(np.uint8), "L")
 
 
+class UnreadableImage(ValueError):
+    """The file passed the submit-time sniffing but its pixels cannot be decoded (truncated, corrupt)."""
+
+
 def decode(path: Path) -> DecodedImage:
-    """Open an image file, apply its EXIF orientation and split it into RGB + optional alpha."""
+    """Open an image file, apply its EXIF orientation and split it into RGB + optional alpha.
+
+    Any decoder failure becomes ``UnreadableImage`` with a plain message: the raw exception text of a codec
+    means nothing to a user (it goes to the log instead).
+    """
+    try:
+        return _decode(path)
+    except (MemoryError, UnreadableImage):
+        raise
+    except Exception as exc:
+        log.warning("cannot decode %s: %s: %s", path.name, type(exc).__name__, exc)
+        raise UnreadableImage("the image data is corrupt or truncated and could not be decoded") from exc
+
+
+def _decode(path: Path) -> DecodedImage:
     with Image.open(path) as opened:
         opened.load()
         image = ImageOps.exif_transpose(opened) or opened

@@ -25,6 +25,7 @@ from shared.storage import ObjectMissing, StorageError, new_key
 from shared.webhooks import record_event
 from worker.context import WorkerContext
 from worker.engine.registry import UnknownModel
+from worker.imaging import UnreadableImage
 from worker.render import render
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,16 @@ def _classify(exc: Exception) -> JobFailure:
         return JobFailure("input_missing", "the input image is no longer in storage")
     if isinstance(exc, StorageError):
         return JobFailure("storage_failed", f"object storage failed: {exc}")
+    if isinstance(exc, UnreadableImage):
+        return JobFailure("input_unreadable", str(exc))
     if isinstance(exc, (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)):
-        return JobFailure("input_unreadable", f"the input could not be decoded: {exc}")
+        return JobFailure("input_unreadable", "the input could not be decoded as an image")
     if isinstance(exc, SoftTimeLimitExceeded):
         return JobFailure("time_limit", "the job ran past its time limit")
     if isinstance(exc, UnknownModel):
         return JobFailure("engine_failed", f"this worker has no model {exc}")
     if isinstance(exc, OSError) and "image file" in str(exc):
-        return JobFailure("input_unreadable", f"the input could not be decoded: {exc}")
+        return JobFailure("input_unreadable", "the input could not be decoded as an image")
     return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
 
 

@@ -1,0 +1,77 @@
+"""A corpus of hostile and odd files, each ending in its documented code, early where possible.
+
+Every file goes through the API's submit (content sniffing, size checks) and, if accepted, through the
+worker's pipeline in-process. No failure may be an ``internal_error`` or carry raw exception text.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from shared.models import Job
+from tests.conftest import image_bytes
+from worker import pipeline
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def huge_header_png() -> bytes:
+    """A 100-byte PNG whose header declares 100000 x 100000 pixels (a decompression bomb's shape)."""
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        _png_chunk(b"IEND", b"")
+
+
+def saved(fmt: str, size=(48, 36), **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(*size))).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def mpo() -> bytes:
+    buffer = io.BytesIO()
+    first = Image.open(io.BytesIO(image_bytes(40, 30)))
+    first.save(buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (40, 30), "blue")])
+    return buffer.getvalue()
+
+
+# (name, bytes, expected): expected is ("submit", status, code) or ("job", status, code-or-None)
+CORPUS = [
+    ("tiny 1x1 png", saved("PNG", (1, 1)), ("job", "succeeded", None)),
+    ("tiny 31x17 jpeg", saved("JPEG", (31, 17)), ("job", "succeeded", None)),
+    ("camera mpo", mpo(), ("job", "succeeded", None)),
+    ("png with a zip appended (polyglot)", saved("PNG") + b"PK\x03\x04" + b"\0" * 64, ("job", "succeeded", None)),
+    ("html named png", b"<html><script>alert(1)</script></html>", ("submit", 415, "unsupported_image")),
+    ("empty gif header", b"GIF89a", ("submit", 415, "unsupported_image")),
+    ("huge-header png", huge_header_png(), ("submit", 422, "image_too_large")),
+    ("png cut after its header", saved("PNG")[:60], ("submit", 415, "unsupported_image")),
+    ("png cut mid-data", saved("PNG", (64, 64))[:-200], ("submit", 415, "unsupported_image")),
+    ("jpeg cut mid-scan", saved("JPEG", (64, 64), quality=95)[:400], ("submit", 415, "unsupported_image")),
+    ("webp cut mid-data", saved("WEBP", (64, 64), quality=80)[:-100], ("submit", 415, "unsupported_image")),
+    ("tiff cut mid-strip", saved("TIFF", (64, 64))[:-3000], ("job", "failed", "input_unreadable")),
+    ("gif cut mid-data", saved("GIF", (64, 64))[:-300], ("job", "failed", "input_unreadable")),
+]
+
+
+@pytest.mark.parametrize("name,data,expected", CORPUS, ids=[c[0] for c in CORPUS])
+def test_hostile_file_ends_in_its_documented_code(client, ctx, db_session, name, data, expected):
+    response = client.post("/v1/jobs", data={"image": (io.BytesIO(data), "upload.png"), "scale": "2"},
+                           content_type="multipart/form-data")
+    stage, status, code = expected
+    body = response.get_json()
+    if stage == "submit":
+        assert (response.status_code, body["code"]) == (status, code), body
+        return
+    assert response.status_code == 202, body
+    pipeline.run_job(ctx, body["id"])
+    job = db_session.get(Job, body["id"])
+    assert (job.status, job.error_code) == (status, code), job.error_message
+    if job.error_message:
+        assert "Error" not in job.error_message and "(" not in job.error_message  # plain words, no exception
