@@ -9,6 +9,7 @@ from flask import Flask
 from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.routes import deliveries, files, health, jobs, meta, metrics, models, page
+from api.security import install_security
 from api.services import Services
 from shared.catalog import catalog_for
 from shared.db import make_engine, make_session_factory
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (jobs, deliveries, models, files, health, meta, metrics, page):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
+    install_security(app, settings)
     install_auth(app, settings)
     metrics.instrument(app)
     logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),

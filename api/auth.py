@@ -21,7 +21,8 @@ from shared.models import PUBLIC_TENANT
 from shared.settings import Settings
 from shared.tenants import Tenant, any_active_key, authenticate
 
-PUBLIC_ENDPOINTS = {"page.index", "meta.openapi_json", "health.healthz", "health.readyz", "metrics.metrics",
+PUBLIC_ENDPOINTS = {"page.index", "page.asset", "meta.openapi_json", "health.healthz", "health.readyz",
+                    "metrics.metrics",
                     "files.download"}
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,8 @@ def register_error_handlers(app: Flask) -> None:
         code = HTTP_CODES.get(exc.code or 500, "bad_request" if (exc.code or 500) < 500 else "internal_error")
         detail = exc.description if code != "payload_too_large" else (
             f"the upload exceeds the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes")
-        return problem(code, detail)
+        allow = dict(exc.get_headers()).get("Allow")  # 405 says which methods the resource has
+        return problem(code, detail, {"Allow": allow} if allow else None)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

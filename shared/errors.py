@@ -25,6 +25,7 @@ API_ERRORS = _table(
     ErrorCode("invalid_cursor", 400, "The pagination cursor is not valid"),
     ErrorCode("unauthorized", 401, "A valid API key is required"),
     ErrorCode("invalid_signature", 403, "The file link signature is not valid"),
+    ErrorCode("cross_site_request", 403, "A browser request from another site was refused"),
     ErrorCode("not_found", 404, "No such resource"),
     ErrorCode("method_not_allowed", 405, "Method not allowed on this resource"),
     ErrorCode("result_not_ready", 409, "The job has not succeeded (yet): no result to fetch"),

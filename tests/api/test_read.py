@@ -166,7 +166,7 @@ def test_unexpected_errors_are_500_problems(app, client, monkeypatch):
 
 def test_the_web_page_is_served_and_uses_the_api(client):
     response = client.get("/")
-    page = response.get_data(as_text=True)
+    page = response.get_data(as_text=True) + client.get("/assets/app.js").get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert 'fetch("v1/jobs"' in page and "v1/models" in page
 

@@ -1,0 +1,51 @@
+"""Browser-facing hardening, in one place: response headers and the refusal of cross-site writes.
+
+* Every response: ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (a signed result
+  URL must never travel in a Referer header).
+* HTML: a strict Content-Security-Policy (scripts and styles from this origin only, no framing:
+  ``frame-ancestors 'none'`` plus ``X-Frame-Options`` for old browsers). Result images may come from a
+  presigned S3 URL on another host, so ``img-src`` allows http(s) images.
+* Cross-site writes: a browser on another site can POST a multipart form to an open API (a "simple"
+  request needs no CORS pre-flight). Browsers label such requests (``Sec-Fetch-Site: cross-site``, or an
+  ``Origin`` that is not ours); they are refused with 403. Scripts and SDKs send neither header and pass.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, request
+
+from api.errors import ApiError
+from shared.settings import Settings
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data: https: http:; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def install_security(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _refuse_cross_site_writes() -> None:
+        if request.method not in UNSAFE_METHODS:
+            return
+        site = request.headers.get("Sec-Fetch-Site")
+        origin = request.headers.get("Origin")
+        ours = {_origin(request.host_url)} | ({_origin(settings.public_url)} if settings.public_url else set())
+        if site == "cross-site" or (origin and origin != "null" and _origin(origin) not in ours) or origin == "null":
+            raise ApiError("cross_site_request", "requests from another site's page are refused; call the API from "
+                                                 "a script or from this server's own page")
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if response.mimetype == "text/html":
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Frame-Options"] = "DENY"
+        return response
