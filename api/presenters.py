@@ -10,7 +10,8 @@ from shared.models import Job
 
 
 def base_url(svc: Services) -> str:
-    """Where clients reach the API: ``UPSCALER_PUBLIC_URL``, else the host of this request."""
+    """Where clients reach the API: ``UPSCALER_PUBLIC_URL`` (required in production, so a forged Host header
+    never ends up in a link), else, in development on one machine, the host of this request."""
     return svc.settings.public_url or request.host_url
 
 

@@ -8,6 +8,10 @@ import sys
 
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
+# gunicorn's default access line logs the request line with its query string, which for a signed file link is
+# the credential itself; %(U)s is the path alone.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn (production WSGI server)")
@@ -61,6 +65,7 @@ def run_api(args: argparse.Namespace) -> int:
     threads = args.threads or settings.api_threads
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
+            "--access-logformat", ACCESS_LOG_FORMAT,
             "--graceful-timeout", "30", "--timeout", "120"]
     _multiprocess_metrics_dir("api")
     os.execv(sys.executable, argv)

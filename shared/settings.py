@@ -70,6 +70,7 @@ class Settings:
     retention_seconds: int = 7 * 86400
     worker_concurrency: int = 1
     worker_metrics_port: int = 0
+    metrics_token: str = ""
     worker_start_timeout: float = 60.0
     worker_heartbeat_timeout: float = 180.0
     model_load_delay: float = 0.0
@@ -124,6 +125,9 @@ class Settings:
             raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
         if self.production and len(self.secret_key) < MIN_SECRET_LENGTH:
             raise SettingsError("UPSCALER_SECRET_KEY must be set to a random string of 16+ characters in production")
+        if self.production and not self.public_url.startswith(("https://", "http://")):
+            raise SettingsError("UPSCALER_PUBLIC_URL must be set in production (e.g. https://upscale.example.com): "
+                                "links are built from it, never from a request's Host header")
         try:
             if any(d < 0 for d in self.webhook_retry_delays):
                 raise ValueError

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import redis
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge
 
+from api.errors import ApiError
 from api.openapi import operation
 from api.services import services
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
@@ -19,7 +21,17 @@ blueprint = Blueprint("metrics", __name__)
 @blueprint.get("/metrics")
 @operation("Prometheus metrics", {200: ("Text exposition format", None)}, tag="health", content_type="text/plain")
 def metrics():
+    """Open in development; with ``UPSCALER_METRICS_TOKEN`` it needs that bearer token; in production without
+    one it is off (404), so counts of every tenant's traffic are never public."""
     svc = services()
+    token = svc.settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError("unauthorized", "send 'Authorization: Bearer <UPSCALER_METRICS_TOKEN>'",
+                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    elif svc.settings.production:
+        raise ApiError("not_found", "metrics are off: set UPSCALER_METRICS_TOKEN to scrape them")
     queues = CollectorRegistry()
     depth = Gauge("upscaler_queue_depth", "Messages waiting in each queue", ["queue"], registry=queues)
     try:

@@ -47,3 +47,29 @@ def test_method_not_allowed_says_what_is(client):
     response = client.delete("/v1/jobs")
     assert (response.status_code, response.get_json()["code"]) == (405, "method_not_allowed")
     assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+def test_links_ignore_a_forged_host_when_a_public_url_is_set(settings, db_session):
+    from api import create_app
+    from tests.api.test_read import succeeded_job
+
+    app = create_app(settings.with_overrides(public_url="https://upscale.example"))
+    job = succeeded_job(app, db_session)
+    body = app.test_client().get(f"/v1/jobs/{job.id}", headers={"Host": "evil.example"}).get_json()
+    assert body["result_url"].startswith("https://upscale.example/v1/files/")
+
+
+def test_metrics_need_their_token_when_one_is_set_and_are_off_in_production(settings):
+    from api import create_app
+
+    guarded = create_app(settings.with_overrides(metrics_token="m-secret")).test_client()
+    assert guarded.get("/metrics").status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer m-secret"}).status_code == 200
+    production = create_app(settings.with_overrides(env="production", public_url="https://u.example")).test_client()
+    assert production.get("/metrics").status_code == 404
+
+
+def test_the_access_log_never_writes_query_strings():
+    from cli.services import ACCESS_LOG_FORMAT
+
+    assert "%(U)s" in ACCESS_LOG_FORMAT and "%(r)s" not in ACCESS_LOG_FORMAT and "%(q)s" not in ACCESS_LOG_FORMAT

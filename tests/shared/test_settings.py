@@ -26,7 +26,8 @@ def test_production_refuses_to_start_without_its_own_secret(tmp_path):
         with pytest.raises(SettingsError, match="SECRET_KEY"):
             Settings.from_env({**env, "UPSCALER_SECRET_FILE": str(tmp_path / "s")})
     assert not (tmp_path / "s").exists()  # production never falls back to a file it made itself
-    assert Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32}).production
+    assert Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32,
+                              "UPSCALER_PUBLIC_URL": "https://up.example"}).production
 
 
 def test_development_secret_is_random_private_and_shared_by_every_process(tmp_path):
@@ -56,3 +57,8 @@ def test_every_setting_is_documented_in_the_readme():
     readme = Path("README.md").read_text()
     missing = [f"UPSCALER_{f.name.upper()}" for f in fields(Settings) if f"UPSCALER_{f.name.upper()}" not in readme]
     assert missing == []
+
+
+def test_production_requires_a_public_url_for_links():
+    with pytest.raises(SettingsError, match="PUBLIC_URL"):
+        Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32})
