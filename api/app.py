@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from flask import Flask
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings),
         catalog=catalog_for(settings),
         redis=Services.redis_for(settings),
+        waiters=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
     )
     for module in (jobs, deliveries, models, files, health, meta, metrics, page):
         app.register_blueprint(module.blueprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -24,6 +25,9 @@ class Services:
     celery: Celery
     catalog: dict[str, ModelInfo]
     redis: redis.Redis
+    # ``Prefer: wait`` holds a request thread; at most this many do at once per process, so health checks
+    # and other requests always find a free thread (past it, submits answer 202 at once).
+    waiters: threading.BoundedSemaphore
 
     @classmethod
     def redis_for(cls, settings: Settings) -> redis.Redis:

@@ -1,8 +1,9 @@
 """``upscaler dev``: the whole platform on one machine with embedded defaults, then one job through it.
 
-Starts (or reuses) Redis, migrates the SQLite database, starts the API (gunicorn) and a worker with
-the embedded sweeper, submits a sample image, shows its progress and prints where the result is.
-Ctrl-C stops everything it started.
+Starts (or reuses) Redis, migrates the SQLite database, starts the API (gunicorn), an inference worker and
+a light worker of its own for the sweeper and webhooks (so a long job never delays a sweep or a delivery),
+submits a sample image, shows its progress and prints where the result is. Ctrl-C stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cli.processes import free_port, port_open, start_redis, stop, wait_for_port
+from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
 SAMPLE = Path(__file__).resolve().parent.parent / "shared" / "samples" / "sample.jpg"
 
@@ -37,6 +39,7 @@ def _env(args: argparse.Namespace, redis_port: int, api_port: int) -> dict[str, 
     env.setdefault("UPSCALER_DATABASE_URL", f"sqlite:///{var / 'upscaler.db'}")
     env.setdefault("UPSCALER_STORAGE", "local")
     env.setdefault("UPSCALER_STORAGE_DIR", str(var / "storage"))
+    env.setdefault("UPSCALER_SECRET_FILE", str(var / "secret_key"))
     env["UPSCALER_REDIS_URL"] = env.get("UPSCALER_REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
     env["UPSCALER_API_PORT"] = str(api_port)
     env.setdefault("UPSCALER_PUBLIC_URL", f"http://127.0.0.1:{api_port}")
@@ -66,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
         subprocess.run([*upscaler, "migrate"], env=env, check=True)
         logs = args.var / "logs"
         logs.mkdir(exist_ok=True)
-        worker_log = open(logs / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
-        started.append(subprocess.Popen([*upscaler, "worker", "--beat", "--concurrency", "1"], env=env,
-                                        stdout=worker_log, stderr=subprocess.STDOUT))
+        for name, queues, extra in (("worker", INFERENCE_QUEUE, []),
+                                    ("worker-light", f"{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}", ["--beat"])):
+            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
+            started.append(subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1", *extra],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT))
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
         api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
         started.append(api)

@@ -60,8 +60,11 @@ def create_job():
     if not created:
         return _located(_json(svc, job), job.id)
     JOBS_SUBMITTED.labels(job.model, str(job.scale)).inc()
-    if wait:
-        finished = submission.wait_for_end(svc, job.id, wait)
+    if wait and svc.waiters.acquire(blocking=False):  # all waiting threads busy: answer 202 now
+        try:
+            finished = submission.wait_for_end(svc, job.id, wait)
+        finally:
+            svc.waiters.release()
         if finished is not None:
             response = _located(_json(svc, finished), job.id)
             response.headers["Preference-Applied"] = f"wait={wait}"

@@ -122,3 +122,24 @@ def test_retention_deletes_files_and_the_result_reads_expired(client, app, setti
     response = client.get(f"/v1/jobs/{old.id}/result")
     assert (response.status_code, response.get_json()["code"]) == (410, "result_expired")
     assert client.get(f"/v1/jobs/{recent.id}").get_json()["expired_at"] is None
+
+
+def test_prefer_wait_never_takes_more_than_its_share_of_threads(settings):
+    """Issue 10 #4: past the bounded number of waiters a submit answers 202 at once, so /healthz always answers."""
+    import time
+
+    from api import create_app
+
+    app = create_app(settings.with_overrides(api_threads=2))
+    svc = app.extensions["upscaler"]
+    assert svc.waiters.acquire(blocking=False)  # the one waiting slot of this process is taken
+    try:
+        started = time.monotonic()
+        response = app.test_client().post("/v1/jobs", content_type="multipart/form-data",
+                                          headers={"Prefer": "wait=30"},
+                                          data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"})
+        assert response.status_code == 202 and "Preference-Applied" not in response.headers
+        assert time.monotonic() - started < 10
+        assert app.test_client().get("/healthz").status_code == 200
+    finally:
+        svc.waiters.release()
