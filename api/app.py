@@ -9,6 +9,7 @@ from flask import Flask
 
 from api.auth import install_auth
 from api.errors import register_error_handlers
+from api.quotas import install_rate_limit
 from api.routes import deliveries, files, health, jobs, meta, metrics, models, page
 from api.security import install_security
 from api.services import Services
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     install_security(app, settings)
     install_auth(app, settings)
+    install_rate_limit(app)
     metrics.instrument(app)
     logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),
                                      settings.storage)

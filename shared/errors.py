@@ -40,6 +40,9 @@ API_ERRORS = _table(
     ErrorCode("output_too_large", 422, "The upscaled image would exceed a size limit"),
     ErrorCode("unknown_model", 422, "No such model"),
     ErrorCode("webhook_url_refused", 422, "The webhook URL points to a refused destination"),
+    ErrorCode("rate_limited", 429, "Too many requests in this minute"),
+    ErrorCode("too_many_active_jobs", 429, "Too many jobs queued or running"),
+    ErrorCode("quota_exceeded", 429, "The daily megapixel quota would be exceeded"),
     ErrorCode("internal_error", 500, "Internal server error"),
     ErrorCode("service_unavailable", 503, "A backing service is unreachable; retry later"),
 )

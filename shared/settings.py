@@ -67,6 +67,9 @@ class Settings:
     webhook_retry_schedule: str = "5,30,120,600,1800,3600,7200,14400"
     webhook_allow_private: bool = False
     idempotency_ttl: int = 86400
+    rate_limit_per_minute: int = 600
+    max_active_jobs: int = 100
+    daily_megapixels: int = 20000
     retention_seconds: int = 7 * 86400
     worker_concurrency: int = 1
     worker_metrics_port: int = 0

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, Response, redirect, request, send_file, url_for
 from pydantic import ValidationError
 
-from api import submission
+from api import quotas, submission
 from api.auth import current_tenant
 from api.errors import ApiError
 from api.openapi import operation
@@ -41,6 +41,8 @@ def _json(svc: Services, job: Job, status: int = 200, with_result_url: bool = Tr
      202: ("Accepted: the job is queued. Poll the Location.", JobOut),
      400: ("Not multipart, or no image", Problem), 409: ("Idempotency-Key reused for another request", Problem),
      413: ("Upload too large", Problem), 415: ("Not a supported image", Problem),
+     429: ("Rate limit, active-job limit or daily megapixel quota reached (Retry-After says when to retry)",
+           Problem),
      422: ("Invalid parameter, image or output too large, unknown model, refused webhook URL", Problem),
      503: ("Database or storage unavailable", Problem)},
     form=JobCreateForm,
@@ -56,7 +58,16 @@ def create_job():
     previous = submission.find_previous(svc, key, parsed.fingerprint) if key else None
     if previous is not None:
         return _located(_json(svc, previous), previous.id)
-    job, created = submission.create(svc, parsed, key)
+    tenant = current_tenant()
+    with svc.sessions() as session:
+        quotas.check_active(session, tenant, svc.settings)
+    cost = parsed.upload.width * parsed.upload.height * parsed.form.scale ** 2 / 1e6
+    quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
+    try:
+        job, created = submission.create(svc, parsed, key)
+    except Exception:
+        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
+        raise
     if not created:
         return _located(_json(svc, job), job.id)
     JOBS_SUBMITTED.labels(job.model, str(job.scale)).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import pytest
 
@@ -93,3 +94,33 @@ def test_keys_are_stored_hashed_and_last_use_is_recorded(client, tenants, db_ses
     client.get("/v1/jobs", headers=tenants["a"])
     db_session.expire_all()
     assert db_session.get(ApiKey, row.id).last_used_at is not None
+
+
+def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(app, client, db_session):
+    _, key = create_key(db_session, f"chatty-{uuid.uuid4().hex[:8]}", rate_limit=3)  # Redis outlives a test
+    db_session.commit()
+    headers = {"Authorization": f"Bearer {key}"}
+    answers = [client.get("/v1/jobs", headers=headers) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[0].headers["RateLimit-Policy"] == '"per-minute";q=3;w=60'
+    assert answers[2].headers["RateLimit"].startswith('"per-minute";r=0;')
+    limited = answers[3]
+    assert limited.get_json()["code"] == "rate_limited" and 0 < int(limited.headers["Retry-After"]) <= 60
+
+
+def test_active_jobs_and_daily_megapixels_are_capped_per_tenant(client, db_session):
+    _, busy = create_key(db_session, "busy", max_active=2)
+    _, small = create_key(db_session, f"small-{uuid.uuid4().hex[:8]}", daily_megapixels=1)
+    db_session.commit()
+    busy_h, small_h = {"Authorization": f"Bearer {busy}"}, {"Authorization": f"Bearer {small}"}
+    assert [submit_as(client, busy_h).status_code for _ in range(3)] == [202, 202, 429]
+    refused = submit_as(client, busy_h).get_json()
+    assert (refused["code"], refused["limit"]) == ("too_many_active_jobs", 2)
+    # 32x24 at x2 is 0.003 MP; a 600x500 at x2 is 1.2 MP, past a 1 MP day.
+    assert submit_as(client, small_h).status_code == 202
+    big = client.post("/v1/jobs", headers=small_h, content_type="multipart/form-data",
+                      data={"image": (io.BytesIO(image_bytes(width=600, height=500)), "b.png"), "scale": "2",
+                            "model": "bicubic"})
+    assert (big.status_code, big.get_json()["code"]) == (429, "quota_exceeded")
+    assert int(big.headers["Retry-After"]) <= 86401
+    assert submit_as(client, small_h).status_code == 202  # the refused job reserved nothing

@@ -1,0 +1,114 @@
+"""Per-tenant limits, counted in Redis: a request rate, active jobs, and output megapixels per day.
+
+* **Rate**: a fixed one-minute window per tenant (``INCR`` + ``EXPIRE``); past the limit, 429 ``rate_limited``
+  with ``Retry-After`` and the IETF ``RateLimit-Policy`` / ``RateLimit`` headers (which every ``/v1`` answer
+  carries, so clients can pace themselves before they hit it).
+* **Active jobs** (queued + running): counted in the database, the source of truth, at submit.
+* **Megapixels per UTC day**: a job's cost is its output megapixels, known at submit; reserved in Redis when
+  the job is accepted.
+
+A limit of 0 means unlimited. A tenant's key may carry its own limits (``upscaler keys create``); otherwise
+the deployment's defaults apply. If Redis is unreachable the rate and daily checks let requests through
+(logged): the job queue needs Redis anyway, and refusing every customer for a cache outage is worse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import redis
+from flask import Flask, Response, g
+from sqlalchemy import func, select
+
+from api.errors import ApiError
+from api.services import services
+from shared.models import Job
+from shared.settings import Settings
+from shared.states import JobStatus
+from shared.tenants import Tenant
+
+log = logging.getLogger(__name__)
+WINDOW_SECONDS = 60
+
+
+def _limit(own: int | None, default: int) -> int:
+    return default if own is None else own
+
+
+def _headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
+    return {"RateLimit-Policy": f'"per-minute";q={limit};w={WINDOW_SECONDS}',
+            "RateLimit": f'"per-minute";r={max(remaining, 0)};t={reset}'}
+
+
+def check_rate(client: redis.Redis, tenant: Tenant, settings: Settings) -> dict[str, str]:
+    """Count this request; raise 429 past the tenant's per-minute limit. Returns the RateLimit headers."""
+    limit = _limit(tenant.rate_limit, settings.rate_limit_per_minute)
+    if limit <= 0:
+        return {}
+    now = int(time.time())
+    window = now // WINDOW_SECONDS
+    reset = (window + 1) * WINDOW_SECONDS - now
+    key = f"upscaler:rate:{tenant.name}:{window}"
+    try:
+        with client.pipeline() as pipe:
+            count = pipe.incr(key).expire(key, WINDOW_SECONDS + 5).execute()[0]
+    except redis.RedisError as exc:
+        log.warning("rate limit not checked (Redis unavailable): %s", exc)
+        return {}
+    headers = _headers(limit, limit - count, reset)
+    if count > limit:
+        raise ApiError("rate_limited", f"more than {limit} requests in a minute; retry in {reset} s",
+                       headers={**headers, "Retry-After": str(reset)}, limit=limit)
+    return headers
+
+
+def check_active(session, tenant: Tenant, settings: Settings) -> None:
+    limit = _limit(tenant.max_active, settings.max_active_jobs)
+    if limit <= 0:
+        return
+    active = session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant == tenant.name, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])))
+    if active >= limit:
+        raise ApiError("too_many_active_jobs", f"{active} jobs are queued or running, the limit is {limit}; submit "
+                                               "more when some have finished", headers={"Retry-After": "10"},
+                       limit=limit)
+
+
+def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, megapixels: float) -> None:
+    """Count a job's output megapixels against today's quota; 429 if it would go past it."""
+    limit = _limit(tenant.daily_megapixels, settings.daily_megapixels)
+    if limit <= 0:
+        return
+    today = datetime.now(UTC)
+    key = f"upscaler:mp:{tenant.name}:{today:%Y%m%d}"
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    retry = int((midnight - today).total_seconds()) + 1
+    try:
+        used = float(client.incrbyfloat(key, megapixels))
+        if used > limit:
+            client.incrbyfloat(key, -megapixels)
+            raise ApiError("quota_exceeded", f"this job ({megapixels:.1f} output megapixels) would pass today's quota "
+                                             f"of {limit} megapixels ({used - megapixels:.1f} used); it resets at "
+                                             "00:00 UTC", headers={"Retry-After": str(retry)}, limit=limit)
+        client.expire(key, 2 * 86400)
+    except redis.RedisError as exc:
+        log.warning("daily quota not checked (Redis unavailable): %s", exc)
+
+
+def install_rate_limit(app: Flask) -> None:
+    """Rate-limit every authenticated ``/v1`` request and put the RateLimit headers on its answer."""
+
+    @app.before_request
+    def _rate() -> None:
+        tenant = g.get("tenant")
+        if tenant is not None:
+            svc = services()
+            g.rate_headers = check_rate(svc.redis, tenant, svc.settings)
+
+    @app.after_request
+    def _headers_on(response: Response) -> Response:
+        for name, value in g.get("rate_headers", {}).items():
+            response.headers.setdefault(name, value)
+        return response
