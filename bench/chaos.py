@@ -61,7 +61,7 @@ def main() -> int:
     from api import create_app
     from shared.db import make_engine, make_session_factory
     from shared.models import Job, WebhookDelivery
-    from tests.conftest import image_bytes
+    from tests.images import image_bytes
 
     receiver = Receiver(respond=flaky(0.1))
     started = time.monotonic()

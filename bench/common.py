@@ -49,7 +49,8 @@ def platform(**overrides) -> Iterator[Platform]:
         redis, port = start_redis(folder / "redis")
         settings = Settings(env="test", database_url=f"sqlite:///{folder / 'bench.db'}",
                             redis_url=f"redis://127.0.0.1:{port}/0", storage_dir=folder / "storage",
-                            secret_key="bench-secret-0123456789", **overrides)
+                            secret_key="bench-secret-0123456789", rate_limit_per_minute=0, max_active_jobs=0,
+                            daily_megapixels=0, **overrides)
         upgrade(settings.database_url)
         bench = Platform(folder, settings, redis, port)
         try:

@@ -23,7 +23,7 @@ from cli.processes import stop
 def run_batch(processes: int, threads: int, jobs: int, size: int, scale: int, model: str) -> tuple[float, float]:
     """Seconds to finish ``jobs`` with ``processes`` worker processes, and mean engine seconds per job."""
     from api import create_app
-    from tests.conftest import image_bytes
+    from tests.images import image_bytes
 
     with platform(inference_threads=threads, worker_concurrency=processes) as bench:
         client = create_app(bench.settings).test_client()

@@ -90,7 +90,9 @@ def main() -> int:
         redis, redis_port = start_redis(Path(tmp) / "redis")
         port = free_port()
         env = {**os.environ, "UPSCALER_DATABASE_URL": f"sqlite:///{tmp}/bench.db", "UPSCALER_STORAGE_DIR":
-               f"{tmp}/storage", "UPSCALER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+               f"{tmp}/storage", "UPSCALER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+               # a load test measures the submit path, not the per-tenant limits
+               "UPSCALER_RATE_LIMIT_PER_MINUTE": "0", "UPSCALER_MAX_ACTIVE_JOBS": "0", "UPSCALER_DAILY_MEGAPIXELS": "0"}
         upscaler = [sys.executable, "-m", "cli"]
         subprocess.run([*upscaler, "migrate"], env=env, check=True, capture_output=True)
         api = subprocess.Popen([*upscaler, "api", "--port", str(port), "--workers", str(args.workers),

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from cli.processes import start_redis, stop
 from shared.db import make_engine, make_session_factory
@@ -17,6 +14,7 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.storage import S3Storage
 from tests.harness import MotoS3, PostgresCluster
+from tests.images import image_bytes
 from tests.receiver import Receiver
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -100,21 +98,6 @@ def receiver():
     server = Receiver()
     yield server
     server.close()
-
-
-def image_bytes(width: int = 64, height: int = 48, mode: str = "RGB", fmt: str = "PNG", seed: int = 0,
-                **save) -> bytes:
-    """A small textured test image (smooth gradient + noise, so codecs and networks have work)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 255 / max(width - 1, 1), yy * 255 / max(height - 1, 1), (xx + yy) % 255], axis=-1)
-    rgb = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(rgb, "RGB")
-    if mode != "RGB":
-        image = image.convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
 
 
 def write_image(path: Path, **kwargs) -> Path:
