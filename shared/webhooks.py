@@ -11,22 +11,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
 from shared.events import wanted_events
 from shared.job_view import job_view
 from shared.models import Job, WebhookDelivery, utcnow
+from shared.pinned_http import RefusedDestination, pin
 from shared.settings import Settings
 from shared.storage import Storage
-
-METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 
 
 def signing_secret(settings: Settings) -> str:
@@ -56,24 +52,13 @@ def refused_destination(url: str, allow_private: bool) -> str | None:
 
     Only http(s); every address the host resolves to must be public unless ``allow_private``:
     loopback, private, link-local (cloud metadata lives there), multicast, reserved and unspecified
-    addresses are refused. Called at submit and again before each delivery, since DNS can change.
+    addresses are refused. Checked at submit; each delivery checks again and connects to exactly the
+    address it checked (``shared.pinned_http``), since DNS can change between the two.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "only http and https URLs with a host are allowed"
-    if parts.hostname.lower() in METADATA_HOSTS:
-        return f"{parts.hostname} is a cloud metadata host"
-    if allow_private:
-        return None
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return f"{parts.hostname} does not resolve"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not address.is_global or address.is_multicast:
-            return f"{parts.hostname} resolves to a non-public address ({address})"
+        pin(url, allow_private)
+    except RefusedDestination as exc:
+        return str(exc)
     return None
 
 

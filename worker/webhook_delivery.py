@@ -11,8 +11,9 @@ from celery import Celery
 from shared import deliveries, metrics
 from shared.db import unit_of_work
 from shared.models import WebhookDelivery
+from shared.pinned_http import RefusedDestination, pinned_request
 from shared.queue import enqueue_delivery
-from shared.webhooks import refused_destination, signed_headers, signing_secret
+from shared.webhooks import signed_headers, signing_secret
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,19 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
         delivery = session.get(WebhookDelivery, delivery_id)
         url, payload = delivery.url, delivery.payload
     status_code, latency_ms, error = None, None, None
-    reason = refused_destination(url, settings.webhook_allow_private)
-    if reason:
-        error = f"refused: {reason}"
-    else:
-        started = time.perf_counter()
-        try:
-            response = requests.post(url, data=payload.encode(), timeout=settings.webhook_timeout,
-                                     headers=signed_headers(signing_secret(settings), delivery_id, payload),
-                                     allow_redirects=False)
-            status_code = response.status_code
-            if not 200 <= status_code < 300:
-                error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
-        except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"
+    started = time.perf_counter()
+    try:  # resolved once, checked, and connected to exactly that address (no DNS rebinding)
+        response = pinned_request("POST", url, settings.webhook_allow_private, data=payload.encode(),
+                                  timeout=settings.webhook_timeout,
+                                  headers=signed_headers(signing_secret(settings), delivery_id, payload))
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    except RefusedDestination as exc:
+        error = f"refused: {exc}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
     with unit_of_work(ctx.sessions) as session:
         delivery = session.get(WebhookDelivery, delivery_id)

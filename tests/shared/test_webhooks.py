@@ -39,3 +39,47 @@ def test_public_addresses_pass_and_private_ones_pass_when_allowed():
     assert refused_destination("https://93.184.216.34/hook", allow_private=False) is None
     assert refused_destination("http://127.0.0.1:9000/hook", allow_private=True) is None
     assert refused_destination("http://metadata.google.internal/", allow_private=True) is not None
+
+
+def test_a_delivery_connects_to_the_address_it_checked_with_one_lookup(monkeypatch):
+    """Issue 10 #5 (DNS rebinding): a hostile resolver answers a public address to the check and 127.0.0.1
+    afterwards. The connection must go to the checked address, after a single lookup. No packet leaves: the
+    connect call is intercepted and refused."""
+    import socket
+
+    import requests
+
+    from shared.pinned_http import pinned_request
+
+    lookups, connects = [], []
+
+    def rebinding_resolver(host, port, *args, **kwargs):
+        lookups.append(host)
+        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    def no_connect(sock, address):
+        connects.append(address[0])
+        raise ConnectionRefusedError("intercepted by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver)
+    monkeypatch.setattr(socket.socket, "connect", no_connect)
+    with pytest.raises(requests.ConnectionError):
+        pinned_request("POST", "http://hooks.rebind.test/hook", allow_private=False, data=b"{}", timeout=2)
+    assert lookups == ["hooks.rebind.test"] and set(connects) == {"93.184.216.34"}
+
+
+def test_a_refused_address_is_refused_before_any_connection(monkeypatch):
+    import socket
+
+    from shared.pinned_http import RefusedDestination, pinned_request
+
+    def no_connections(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(socket, "create_connection", no_connections)
+    monkeypatch.setattr(socket.socket, "connect", no_connections)
+    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest",
+                "http://[::1]:9/", "http://metadata.google.internal/"):
+        with pytest.raises(RefusedDestination):
+            pinned_request("POST", url, allow_private=False, timeout=1)
