@@ -54,8 +54,11 @@ def test_a_delivery_connects_to_the_address_it_checked_with_one_lookup(monkeypat
     lookups, connects = [], []
 
     def rebinding_resolver(host, port, *args, **kwargs):
-        lookups.append(host)
-        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        if host == "hooks.rebind.test":  # a name: the hostile DNS answers differently the second time
+            lookups.append(host)
+            address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        else:  # an address literal resolves to itself
+            address = host
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
 
     def no_connect(sock, address):
