@@ -143,6 +143,8 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
                 session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint, job_id=job_id))
             else:
                 session.add(job)
+                session.flush()
+            priority = jobs.fair_priority(session, job)
     except IntegrityError:
         _discard(svc, input_key)
         previous = find_previous(svc, key, submission.fingerprint) if key else None
@@ -154,7 +156,7 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
         _discard(svc, input_key)
         raise ApiError("service_unavailable", "the database is unavailable; nothing was stored, retry later",
                        headers={"Retry-After": "10"}) from exc
-    _enqueue(svc, job_id)
+    _enqueue(svc, job_id, priority)
     return job, True
 
 
@@ -165,12 +167,12 @@ def _discard(svc: Services, key: str) -> None:
         log.exception("could not remove orphan input %s", key)
 
 
-def _enqueue(svc: Services, job_id: str) -> None:
+def _enqueue(svc: Services, job_id: str, priority: int) -> None:
     """Publish after commit. The row was stored with ``enqueued_at`` set (saving a second commit on the
     hot path); if Redis is down it is cleared so the sweeper enqueues the job as soon as it can.
     """
     try:
-        enqueue_job(svc.celery, job_id)
+        enqueue_job(svc.celery, job_id, priority)
     except Exception:
         log.warning("broker unavailable: job %s accepted, the sweeper will enqueue it", job_id)
         try:

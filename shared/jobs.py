@@ -12,10 +12,11 @@ import base64
 import binascii
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, utcnow
+from shared.queue import PRIORITY_LEVELS
 from shared.states import JobStatus, can_transition
 
 
@@ -50,6 +51,19 @@ def list_jobs(session: Session, tenant: str, status: str | None, limit: int, cur
     if len(jobs) > limit:
         return jobs[:limit], encode_cursor(jobs[limit - 1])
     return jobs, None
+
+
+FAIR_STEP = 2  # every this many waiting jobs of the same tenant push its next job one priority level back
+
+
+def fair_priority(session: Session, job: Job) -> int:
+    """Queue priority of a job (0 served first): how many jobs its tenant already had queued or running
+    before it, in steps. A tenant that floods the queue goes to the back levels, so another tenant's first
+    jobs start after at most the jobs already running (docs/operations.md, "Fair scheduling")."""
+    ahead = session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant == job.tenant, Job.id != job.id, Job.created_at <= job.created_at,
+        Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])))
+    return min(PRIORITY_LEVELS - 1, ahead // FAIR_STEP)
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:

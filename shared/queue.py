@@ -25,6 +25,10 @@ MAINTENANCE_QUEUE = "maintenance"
 WEBHOOK_QUEUE = "webhooks"
 
 
+PRIORITY_LEVELS = 10
+PRIORITY_SEPARATOR = ":"
+
+
 def make_celery(settings: Settings) -> Celery:
     """A configured Celery app (tasks are registered by the worker package, not here)."""
     visibility = settings.visibility_timeout or max(settings.job_time_limit * 2, 3600)
@@ -56,6 +60,11 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1 if visibility < 600 else 10,
             "socket_connect_timeout": settings.enqueue_timeout,
             "socket_timeout": max(settings.enqueue_timeout, 5.0),
+            # Fair scheduling: a job's priority falls with how many jobs its tenant already has waiting
+            # (shared.jobs.fair_priority), and Redis serves lower numbers first, each level in its own list.
+            "priority_steps": list(range(PRIORITY_LEVELS)),
+            "sep": PRIORITY_SEPARATOR,
+            "queue_order_strategy": "priority",
         },
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
                                    "interval_max": 0.5},
@@ -65,9 +74,22 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(celery: Celery, job_id: str) -> None:
-    """Publish "run job <id>"; raises on broker failure (callers decide whether that is fatal)."""
-    celery.send_task(RUN_JOB, args=[job_id], queue=INFERENCE_QUEUE, retry=True)
+def enqueue_job(celery: Celery, job_id: str, priority: int = 0) -> None:
+    """Publish "run job <id>" at a priority (0 first); raises on broker failure (callers decide)."""
+    celery.send_task(RUN_JOB, args=[job_id], queue=INFERENCE_QUEUE, retry=True, priority=priority)
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists holding a queue's messages: one per priority level (level 0 is the bare name)."""
+    return [queue] + [f"{queue}{PRIORITY_SEPARATOR}{level}" for level in range(1, PRIORITY_LEVELS)]
+
+
+def queue_depth(client, queue: str) -> int:
+    """Messages waiting in a queue, over every priority level."""
+    with client.pipeline() as pipe:
+        for name in queue_lists(queue):
+            pipe.llen(name)
+        return sum(pipe.execute())
 
 
 def enqueue_delivery(celery: Celery, delivery_id: str, countdown: float = 0) -> None:

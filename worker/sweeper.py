@@ -74,8 +74,10 @@ def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery) -> int:
         pending = jobs.jobs_to_enqueue(session, ctx.settings.queued_stale_seconds)
     enqueued = 0
     for job_id in pending:
+        with ctx.sessions() as session:
+            priority = jobs.fair_priority(session, session.get(Job, job_id))
         try:
-            enqueue_job(celery, job_id)
+            enqueue_job(celery, job_id, priority)
         except Exception:  # broker still down: the next sweep tries again
             log.warning("sweeper could not enqueue job %s; will retry", job_id, exc_info=True)
             break

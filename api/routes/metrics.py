@@ -13,7 +13,7 @@ from api.errors import ApiError
 from api.openapi import operation
 from api.services import services
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
-from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
+from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE, queue_depth
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -36,7 +36,7 @@ def metrics():
     depth = Gauge("upscaler_queue_depth", "Messages waiting in each queue", ["queue"], registry=queues)
     try:
         for name in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE):
-            depth.labels(name).set(svc.redis.llen(name))
+            depth.labels(name).set(queue_depth(svc.redis, name))
     except redis.RedisError:
         pass  # no depth series while Redis is down; /readyz says why
     return Response(exposition(queues), mimetype=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ import redis
 from sqlalchemy import select
 
 from shared.models import Job
+from shared.queue import queue_depth
 from tests.conftest import image_bytes
 
 
@@ -19,7 +20,7 @@ def submit(client, data=None, image=None, filename="photo.png", **fields):
 
 def test_accepted_job_is_stored_queued_and_enqueued(client, app, db_session, settings):
     queue = redis.Redis.from_url(settings.redis_url)
-    before = queue.llen("inference")
+    before = queue_depth(queue, "inference")
     response = submit(client, scale="4", format="webp", quality="80")
     assert response.status_code == 202
     body = response.get_json()
@@ -32,7 +33,7 @@ def test_accepted_job_is_stored_queued_and_enqueued(client, app, db_session, set
     job = db_session.get(Job, body["id"])
     assert job.enqueued_at is not None and job.quality == 80
     assert app.extensions["upscaler"].storage.get_bytes(job.input_key)[:4] == b"\x89PNG"
-    assert queue.llen("inference") == before + 1
+    assert queue_depth(queue, "inference") == before + 1
 
 
 def test_content_decides_not_the_file_name(client):

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.queue import INFERENCE_QUEUE
+from shared.queue import INFERENCE_QUEUE, queue_lists
 from shared.settings import Settings, SettingsError
 from tests.deploy.helpers import KUBERNETES, SCHEMAS, consumed_queues, find, load_json, platform_queues
 
@@ -171,13 +171,15 @@ def test_scaled_object_scales_the_worker_on_the_inference_list(k8s_objects):
         worker["apiVersion"], "Deployment", worker["metadata"]["name"])
     assert scaled["minReplicaCount"] == 0
     assert 1 <= scaled["maxReplicaCount"] <= 100
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == INFERENCE_QUEUE
-    assert int(trigger["metadata"]["listLength"]) >= 1
-    # The trigger reads the same Redis database as the platform.
+    triggers = scaled["triggers"]
+    # Every priority level's list is watched: a flooding tenant's jobs wait in the back levels.
+    assert [t["metadata"]["listName"] for t in triggers] == queue_lists(INFERENCE_QUEUE)
     redis_url = find(k8s_objects, "Secret", "upscaler-secrets")["stringData"]["UPSCALER_REDIS_URL"]
-    assert redis_url == f"redis://{trigger['metadata']['address']}/{trigger['metadata'].get('databaseIndex', '0')}"
+    for trigger in triggers:
+        assert trigger["type"] == "redis" and int(trigger["metadata"]["listLength"]) >= 1
+        # The trigger reads the same Redis database as the platform.
+        address, index = trigger["metadata"]["address"], trigger["metadata"].get("databaseIndex", "0")
+        assert redis_url == f"redis://{address}/{index}"
 
 
 def test_api_is_scaled_on_cpu_and_probed(k8s_objects):

@@ -9,7 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from shared.models import Job
-from shared.queue import make_celery
+from shared.queue import make_celery, queue_depth
 from shared.storage import StorageError
 from tests.conftest import image_bytes
 from tests.factories import make_job, queued_job, reload, seconds_ago
@@ -126,7 +126,7 @@ def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
                       attempts=1)
     report = sweep(ctx, celery)
     assert (report.enqueued, report.requeued, report.failed) == (2, 1, 0)
-    assert queue.llen("inference") == 2
+    assert queue_depth(queue, "inference") == 2
     assert reload(db_session, never).enqueued_at is not None
     assert reload(db_session, dead).status == "queued"
     assert sweep(ctx, celery).enqueued == 0  # nothing enqueued twice
