@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 from pydantic import BaseModel
 
+from api.auth import PUBLIC_ENDPOINTS
 from api.schemas import Problem
 
 
@@ -56,15 +57,38 @@ def build_spec(app: Flask) -> dict:
             continue
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(op, rule.arguments, components, view.__name__)
+            spec = _operation(op, rule.arguments, components, view.__name__)
+            if rule.endpoint not in PUBLIC_ENDPOINTS:
+                _add_common_responses(spec, method, components)
+            paths.setdefault(path, {})[method.lower()] = spec
     return {
         "openapi": "3.1.0",
         "info": {"title": "Upscaler API", "version": "1.0.0",
                  "description": "Submit image upscaling jobs, poll them, fetch results. Errors are RFC 9457 "
                                 "problem details with a stable `code` (see docs/errors.md)."},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": {
+            "apiKey": {"type": "http", "scheme": "bearer",
+                       "description": "An API key (`upscaler keys create`); each key is a tenant that sees only "
+                                      "its own jobs. Not needed by an open development API."}}},
     }
+
+
+def _add_common_responses(spec: dict, method: str, components: dict) -> None:
+    """What every authenticated route can answer, besides its own outcomes."""
+    problem = {"application/problem+json": {"schema": _schema_ref(Problem, components)}}
+    rate_headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in (
+        ("Retry-After", "Seconds to wait"), ("RateLimit-Policy", "The tenant's request quota and window"),
+        ("RateLimit", "Requests left and seconds to the window's reset"))}
+    spec["security"] = [{"apiKey": []}, {}]
+    common = {"401": {"description": "No valid API key", "content": problem},
+              "429": {"description": "Rate limit (or, on submit, active-job limit or daily quota) reached",
+                      "content": problem, "headers": rate_headers},
+              "503": {"description": "A backing service is unavailable; nothing was done", "content": problem}}
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        common["403"] = {"description": "A browser request from another site's page", "content": problem}
+    for status, response in common.items():
+        spec["responses"].setdefault(status, response)
 
 
 def _operation(op: Operation, arguments, components: dict, operation_id: str) -> dict:
