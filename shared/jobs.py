@@ -152,28 +152,22 @@ def expired_leases(session: Session) -> list[Job]:
                                                   Job.lease_expires_at < utcnow())))
 
 
-def release_expired_leases(session: Session, max_attempts: int) -> tuple[list[str], list[str]]:
-    """Running jobs whose worker stopped renewing: requeue them, or fail them after max_attempts.
+def release_lease(session: Session, job: Job, max_attempts: int) -> JobStatus | None:
+    """Take back one job whose lease ran out: queued again, or failed ``worker_lost`` after max_attempts.
 
-    Each change is a conditional UPDATE on exactly the state that was read (same owner, lease still expired,
-    still running), like every other transition: a worker that renews or finishes between our read and our
-    write keeps its job, and its result is never overwritten. Returns (requeued ids, failed ids).
+    A conditional UPDATE on exactly the state that was read (same owner, lease still expired, still running),
+    like every other transition: a worker that renews or finishes between our read and our write keeps its
+    job, and its result is never overwritten. Returns the new status, or None when the job moved meanwhile.
     """
     now = utcnow()
-    requeued, failed = [], []
-    for job in expired_leases(session):
-        still_expired = update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING.value,
-                                          Job.lease_owner == job.lease_owner, Job.lease_expires_at < now)
-        common = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
-        if job.attempts >= max_attempts:
-            result = session.execute(still_expired.values(
-                status=JobStatus.FAILED.value, error_code="worker_lost", finished_at=now,
-                error_message=f"the worker running this job vanished {job.attempts} times", **common))
-            target = failed
-        else:
-            result = session.execute(still_expired.values(status=JobStatus.QUEUED.value, enqueued_at=None, **common))
-            target = requeued
-        if result.rowcount == 1:
-            target.append(job.id)
-    session.expire_all()
-    return requeued, failed
+    still_expired = update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING.value,
+                                      Job.lease_owner == job.lease_owner, Job.lease_expires_at < now)
+    common = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    if job.attempts >= max_attempts:
+        status = JobStatus.FAILED
+        values = {"error_code": "worker_lost", "finished_at": now, "staged_output_key": None,
+                  "error_message": f"the worker running this job vanished {job.attempts} times"}
+    else:
+        status, values = JobStatus.QUEUED, {"enqueued_at": None}
+    result = session.execute(still_expired.values(status=status.value, **values, **common))
+    return status if result.rowcount == 1 else None

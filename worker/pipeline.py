@@ -19,10 +19,9 @@ from shared import jobs, metrics
 from shared.db import unit_of_work
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.models import Job
-from shared.queue import publish_deliveries
 from shared.states import JobStatus
 from shared.storage import ObjectMissing, StorageError, new_key
-from shared.webhooks import record_event
+from shared.transitions import change_job
 from worker.context import WorkerContext
 from worker.engine.registry import UnknownModel
 from worker.imaging import UnreadableImage
@@ -44,17 +43,13 @@ class JobFailure(RuntimeError):
 
 def run_job(ctx: WorkerContext, job_id: str) -> str:
     """Process one job; returns what happened: succeeded, failed, skipped or lease_lost."""
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds):
-            log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
-            return "skipped"
-        # Same transaction as the claim, so a worker killed right after claiming cannot lose the event.
-        job = session.get(Job, job_id)
-        started_event = record_event(session, job, "job.started", ctx.storage, ctx.settings) \
-            if job.attempts == 1 else None
-        session.flush()
-        session.expunge(job)
-    publish_deliveries(ctx.celery, [started_event])
+    # job.started goes in the claim's transaction, so a worker killed right after claiming cannot lose it.
+    job = change_job(ctx, job_id, JobStatus.RUNNING,
+                     lambda session: jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds),
+                     event=lambda claimed: "job.started" if claimed.attempts == 1 else None)
+    if job is None:
+        log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
+        return "skipped"
     if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
         _discard(ctx, job.staged_output_key)
         with unit_of_work(ctx.sessions) as session:
@@ -76,8 +71,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
                 "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
         _discard(ctx, output_key)
-        if _finish(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000]):
-            metrics.JOBS_FINISHED.labels("failed", failure.code).inc()
+        _finish(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
         return "failed"
 
 
@@ -85,7 +79,6 @@ def _observe(job: Job, timings: dict[str, float], model: str) -> None:
     """Metrics by the network that ran (``auto`` resolves per input)."""
     megapixels = job.input_width * job.input_height / 1e6
     scale = str(job.scale)
-    metrics.JOBS_FINISHED.labels("succeeded", "").inc()
     metrics.JOB_DURATION.labels(model, scale).observe(timings["total_s"])
     metrics.JOB_MEGAPIXELS.labels(model).observe(megapixels)
     metrics.MEGAPIXELS_PROCESSED.labels(model, scale).inc(megapixels)
@@ -93,13 +86,9 @@ def _observe(job: Job, timings: dict[str, float], model: str) -> None:
 
 
 def _finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> bool:
-    """End our job and record its webhook event in the same transaction; publish after commit."""
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.finish(session, job_id, ctx.owner, status, **values):
-            return False
-        event = record_event(session, session.get(Job, job_id), f"job.{status.value}", ctx.storage, ctx.settings)
-    publish_deliveries(ctx.celery, [event])
-    return True
+    """End our job (event, publish and count through the one transition function); False if no longer ours."""
+    return change_job(ctx, job_id, status, lambda session: jobs.finish(session, job_id, ctx.owner, status, **values),
+                      code=values.get("error_code") or "") is not None
 
 
 def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:

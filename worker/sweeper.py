@@ -18,13 +18,13 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import delete, select
 
-from shared import deliveries, jobs, metrics
+from shared import deliveries, jobs
 from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.queue import enqueue_job, publish_deliveries
-from shared.states import TERMINAL
+from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
-from shared.webhooks import record_event
+from shared.transitions import change_job
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -40,21 +40,7 @@ class SweepReport:
 
 
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
-    with unit_of_work(ctx.sessions) as session:
-        requeued, failed = jobs.release_expired_leases(session, ctx.settings.max_attempts)
-        failed_jobs = [session.get(Job, job_id) for job_id in failed]
-        events = [record_event(session, job, "job.failed", ctx.storage, ctx.settings) for job in failed_jobs]
-        orphans = [job.staged_output_key for job in failed_jobs if job.staged_output_key]
-        for job in failed_jobs:
-            job.staged_output_key = None
-    for key in orphans:  # what the last, vanished attempt may have uploaded
-        try:
-            ctx.storage.delete(key)
-        except StorageError:
-            log.warning("could not delete orphan result %s", key)
-    publish_deliveries(celery, events)
-    if failed:
-        metrics.JOBS_FINISHED.labels("failed", "worker_lost").inc(len(failed))
+    requeued, failed = release_expired_leases(ctx)
     enqueued = _enqueue_pending_jobs(ctx, celery)
     with unit_of_work(ctx.sessions) as session:
         due = deliveries.take_due(session, grace_seconds=5.0)
@@ -67,6 +53,30 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     if any((enqueued, requeued, failed, due, expired)):
         log.info("sweep: %s", report)
     return report
+
+
+def release_expired_leases(ctx: WorkerContext) -> tuple[list[str], list[str]]:
+    """Jobs whose worker vanished go back to the queue, or fail ``worker_lost`` after max_attempts, each
+    through the one transition function (conditional UPDATE, event, publish, metric)."""
+    with ctx.sessions() as session:
+        expired = jobs.expired_leases(session)
+        session.expunge_all()
+    requeued, failed = [], []
+    for job in expired:
+        status = JobStatus.FAILED if job.attempts >= ctx.settings.max_attempts else JobStatus.QUEUED
+        release = lambda session, job=job: jobs.release_lease(session, job, ctx.settings.max_attempts) is not None  # noqa: E731
+        if change_job(ctx, job.id, status, release, code="worker_lost") is None:
+            continue  # the job moved (its worker came back, or finished) between our read and our write
+        if status is JobStatus.FAILED:
+            failed.append(job.id)
+            if job.staged_output_key:  # what the last, vanished attempt may have uploaded
+                try:
+                    ctx.storage.delete(job.staged_output_key)
+                except StorageError:
+                    log.warning("could not delete orphan result %s", job.staged_output_key)
+        else:
+            requeued.append(job.id)
+    return requeued, failed
 
 
 def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery) -> int:

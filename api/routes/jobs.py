@@ -15,14 +15,12 @@ from api.presenters import job_out
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
 from shared import jobs
-from shared.db import unit_of_work
 from shared.limits import OUTPUT_FORMATS
-from shared.metrics import JOBS_FINISHED, JOBS_SUBMITTED
+from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job
-from shared.queue import publish_deliveries
 from shared.states import JobStatus
 from shared.storage import LocalStorage
-from shared.webhooks import record_event
+from shared.transitions import change_job
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -137,13 +135,8 @@ def list_jobs():
 def cancel_job(job_id: str):
     svc = services()
     load_job(svc, job_id)
-    with unit_of_work(svc.sessions) as session:
-        canceled = jobs.cancel(session, job_id)
-        job = session.get(Job, job_id)
-        event = record_event(session, job, "job.canceled", svc.storage, svc.settings) if canceled else None
-    publish_deliveries(svc.celery, [event])
-    if canceled:
-        JOBS_FINISHED.labels("canceled", "").inc()
+    job = change_job(svc, job_id, JobStatus.CANCELED, lambda session: jobs.cancel(session, job_id)) \
+        or load_job(svc, job_id)
     if job.status != JobStatus.CANCELED.value:
         raise ApiError("not_cancelable", f"the job has already {job.status}", job_status=job.status)
     return _json(svc, job)

@@ -59,12 +59,17 @@ def test_garbage_cursor_is_rejected(db_session):
         jobs.list_jobs(db_session, "public", None, 10, "not-a-cursor!")
 
 
-def test_expired_leases_are_requeued_then_failed_as_worker_lost(db_session):
+def test_expired_leases_are_requeued_then_failed_as_worker_lost(db_session, settings):
+    from worker.context import WorkerContext
+    from worker.sweeper import release_expired_leases
+
     retry = make_job(db_session, status="running", lease_owner="x", lease_expires_at=seconds_ago(1), attempts=1)
     give_up = make_job(db_session, status="running", lease_owner="x", lease_expires_at=seconds_ago(1), attempts=3)
     alive = make_job(db_session, status="running", lease_owner="y", lease_expires_at=seconds_ago(-60), attempts=1)
-    requeued, failed = jobs.release_expired_leases(db_session, max_attempts=3)
-    db_session.commit()
+    ctx = WorkerContext.create(settings.with_overrides(max_attempts=3))
+    requeued, failed = release_expired_leases(ctx)
+    ctx.engine.dispose()
+    db_session.expire_all()
     assert (requeued, failed) == ([retry.id], [give_up.id])
     states = {j.id: (j.status, j.error_code) for j in db_session.query(Job)}
     assert states[retry.id] == ("queued", None)
@@ -84,6 +89,8 @@ def test_a_finish_committed_between_the_sweepers_read_and_write_is_kept(db_sessi
     """Issue 10 #9: the lease release is a conditional UPDATE, so a worker's late finish is not overwritten."""
     from shared.db import make_engine, make_session_factory, unit_of_work
     from shared.states import JobStatus
+    from worker.context import WorkerContext
+    from worker.sweeper import release_expired_leases
 
     job = make_job(db_session, status="running", lease_owner="w1", lease_expires_at=seconds_ago(5), attempts=1)
     other = make_engine(settings.database_url)
@@ -97,10 +104,10 @@ def test_a_finish_committed_between_the_sweepers_read_and_write_is_kept(db_sessi
         return found
 
     monkeypatch.setattr(jobs, "expired_leases", read_then_worker_finishes)
-    requeued, failed = jobs.release_expired_leases(db_session, max_attempts=3)
-    db_session.commit()
+    ctx = WorkerContext.create(settings)
+    assert release_expired_leases(ctx) == ([], [])
+    ctx.engine.dispose()
     other.dispose()
-    assert (requeued, failed) == ([], [])
     db_session.expire_all()
     kept = db_session.get(Job, job.id)
     assert (kept.status, kept.output_key) == ("succeeded", "results/x/y.png")
