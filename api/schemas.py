@@ -27,6 +27,9 @@ class JobCreateForm(BaseModel):
         "auto", description="Restoration strength, 0 (keep every detail) to 1 (strongest clean-up of JPEG "
                             "artefacts and noise), or 'auto' to measure it from the file (its JPEG quality, its "
                             "noise). Only for models whose `denoise` is true in GET /v1/models.")
+    image_url: HttpUrl | None = Field(None, description="Instead of the 'image' file: an http(s) address the worker "
+                                                        "fetches the image from (public addresses only; redirects "
+                                                        "re-checked; size and time capped).")
     webhook_url: HttpUrl | None = Field(None, description="Receives signed event POSTs (docs/webhooks.md).")
     webhook_events: str | None = Field(
         None, pattern=rf"^\s*{_EVENT}(\s*,\s*{_EVENT})*\s*$",
@@ -62,7 +65,7 @@ class JobCreateForm(BaseModel):
             return None
         return sorted({event.strip() for event in self.webhook_events.split(",")})
 
-    @field_validator("quality", "model", "webhook_url", "webhook_events", mode="before")
+    @field_validator("quality", "model", "image_url", "webhook_url", "webhook_events", mode="before")
     @classmethod
     def _empty_is_absent(cls, value):
         return None if value == "" else value

@@ -23,9 +23,10 @@ from api.auth import current_tenant
 from api.errors import ApiError
 from api.schemas import JobCreateForm
 from api.services import Services
-from api.uploads import CONTENT_TYPES, Upload, read_upload
+from api.uploads import Upload, read_upload
 from shared import jobs
 from shared.db import unit_of_work
+from shared.formats import CONTENT_TYPES
 from shared.limits import EXTENSIONS, check_output
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
 from shared.queue import enqueue_job
@@ -41,15 +42,20 @@ MAX_WAIT_SECONDS = 60
 class Submission:
     form: JobCreateForm
     model: str
-    upload: Upload
+    upload: Upload | None  # None when the image comes from ``form.image_url`` (the worker fetches it)
 
     @cached_property
     def fingerprint(self) -> str:
         """What makes two requests "the same" for Idempotency-Key: every field and the image bytes
         (hashed once per request, however often it is compared)."""
         fields = self.form.model_dump(mode="json") | {"model": self.model}
-        canonical = json.dumps(fields, sort_keys=True) + hashlib.sha256(self.upload.data).hexdigest()
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        image = hashlib.sha256(self.upload.data).hexdigest() if self.upload else ""
+        return hashlib.sha256((json.dumps(fields, sort_keys=True) + image).encode()).hexdigest()
+
+    @property
+    def output_megapixels(self) -> float:
+        """The job's cost, known at submit for an upload (an image_url's size is known only once fetched)."""
+        return self.upload.width * self.upload.height * self.form.scale ** 2 / 1e6 if self.upload else 0.0
 
 
 def validation_error(exc: ValidationError) -> ApiError:
@@ -84,6 +90,13 @@ def parse(svc: Services) -> Submission:
         reason = refused_destination(str(form.webhook_url), svc.settings.webhook_allow_private)
         if reason:
             raise ApiError("webhook_url_refused", reason, field="webhook_url")
+    if form.image_url:
+        if "image" in request.files:
+            raise ApiError("bad_request", "send either the 'image' file or an 'image_url', not both")
+        reason = refused_destination(str(form.image_url), svc.settings.webhook_allow_private)
+        if reason:  # checked again, and pinned, when the worker fetches it
+            raise ApiError("image_url_refused", reason, field="image_url")
+        return Submission(form, model, None)
     upload = read_upload(request.files.get("image"), svc.settings.max_input_pixels)
     violation = check_output(upload.width, upload.height, form.scale, form.format, svc.settings.max_output_pixels)
     if violation:
@@ -120,20 +133,23 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
     request with the same Idempotency-Key won the race (its job is returned)."""
     form, upload = submission.form, submission.upload
     job_id = new_job_id()
-    input_key = new_key("inputs", EXTENSIONS.get(upload.format, upload.format))
-    try:
-        svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
-    except StorageError as exc:
-        log.error("storage unavailable at submit: %s", exc)
-        raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
-                       headers={"Retry-After": "10"}) from exc
+    if upload is None:  # image_url: the worker fetches the image into this key
+        input_key, facts = new_key("inputs", "img"), {"input_url": str(form.image_url)}
+    else:
+        input_key = new_key("inputs", EXTENSIONS.get(upload.format, upload.format))
+        facts = {"input_format": upload.format, "input_filename": upload.filename, "input_bytes": len(upload.data),
+                 "input_width": upload.width, "input_height": upload.height}
+        try:
+            svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
+        except StorageError as exc:
+            log.error("storage unavailable at submit: %s", exc)
+            raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
+                           headers={"Retry-After": "10"}) from exc
     job = Job(id=job_id, tenant=current_tenant().name, status=JobStatus.QUEUED.value, scale=form.scale,
-              model=submission.model,
-              output_format=form.format, quality=form.quality, denoise=form.denoise_value,
+              model=submission.model, output_format=form.format, quality=form.quality, denoise=form.denoise_value,
               webhook_url=str(form.webhook_url) if form.webhook_url else None,
-              webhook_events=form.event_list(), input_key=input_key, input_format=upload.format,
-              input_filename=upload.filename, input_bytes=len(upload.data), input_width=upload.width,
-              input_height=upload.height, progress=0.0, attempts=0, enqueued_at=utcnow())
+              webhook_events=form.event_list(), input_key=input_key, progress=0.0, attempts=0,
+              enqueued_at=utcnow(), **facts)
     try:
         with unit_of_work(svc.sessions) as session:
             if key is not None:

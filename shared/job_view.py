@@ -21,11 +21,12 @@ from shared.storage import Storage
 
 
 class ImageInfo(BaseModel):
-    width: int
-    height: int
+    width: int | None = Field(None, description="None until known (an image_url input before the worker fetched it).")
+    height: int | None = None
     bytes: int | None = None
-    format: str
+    format: str | None = None
     filename: str | None = None
+    url: str | None = Field(None, description="The image_url the input was fetched from, if any.")
 
 
 class JobError(BaseModel):
@@ -106,9 +107,9 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
         webhook_events=list(wanted_events(job)) if job.webhook_url else None, attempts=job.attempts,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
         input=ImageInfo(width=job.input_width, height=job.input_height, bytes=job.input_bytes,
-                        format=job.input_format, filename=job.input_filename),
-        output=ImageInfo(width=job.output_width or job.input_width * job.scale,
-                         height=job.output_height or job.input_height * job.scale,
+                        format=job.input_format, filename=job.input_filename, url=job.input_url),
+        output=ImageInfo(width=job.output_width or (job.input_width and job.input_width * job.scale),
+                         height=job.output_height or (job.input_height and job.input_height * job.scale),
                          bytes=job.output_bytes, format=job.output_format),
         result_url=link[0] if link else None,
         result_url_expires_at=link[1] if link else None,

@@ -103,6 +103,15 @@ def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progres
     return result.rowcount == 1
 
 
+def record_input(session: Session, job_id: str, owner: str, **facts) -> bool:
+    """Store what a fetched ``image_url`` turned out to be (format, bytes, size); False if the lease is lost."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(updated_at=utcnow(), **facts)
+    )
+    return result.rowcount == 1
+
+
 def stage_output(session: Session, job_id: str, owner: str, key: str | None) -> bool:
     """Record (before uploading) the key this attempt is about to write; False if the lease is lost."""
     result = session.execute(

@@ -75,11 +75,14 @@ class Job(Base):
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
 
     input_key: Mapped[str] = mapped_column(String(255))
-    input_format: Mapped[str] = mapped_column(String(16))
+    # Set when the client gave ``image_url``: the worker fetches it into ``input_key`` and only then knows the
+    # format, bytes and size below (None until then).
+    input_url: Mapped[str | None] = mapped_column(Text)
+    input_format: Mapped[str | None] = mapped_column(String(16))
     input_filename: Mapped[str | None] = mapped_column(String(255))
-    input_bytes: Mapped[int] = mapped_column(Integer)
-    input_width: Mapped[int] = mapped_column(Integer)
-    input_height: Mapped[int] = mapped_column(Integer)
+    input_bytes: Mapped[int | None] = mapped_column(Integer)
+    input_width: Mapped[int | None] = mapped_column(Integer)
+    input_height: Mapped[int | None] = mapped_column(Integer)
 
     output_key: Mapped[str | None] = mapped_column(String(255))
     # Written before a result is uploaded: if that attempt dies, the next one deletes the orphan object.

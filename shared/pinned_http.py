@@ -18,6 +18,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
+# Cloud metadata services: refused even where private addresses are allowed (they hand out credentials).
+METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
+                      ipaddress.ip_address("100.100.100.200")}
 
 
 class RefusedDestination(ValueError):
@@ -49,6 +52,8 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
     except (socket.gaierror, UnicodeError):
         raise RefusedDestination(f"{host} does not resolve") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    if METADATA_ADDRESSES & set(addresses):
+        raise RefusedDestination(f"{host} is a cloud metadata address")
     if not allow_private:
         for address in addresses:
             if not address.is_global or address.is_multicast:

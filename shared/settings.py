@@ -66,6 +66,7 @@ class Settings:
     webhook_timeout: float = 10.0
     webhook_retry_schedule: str = "5,30,120,600,1800,3600,7200,14400"
     webhook_allow_private: bool = False
+    input_fetch_timeout: float = 30.0
     idempotency_ttl: int = 86400
     rate_limit_per_minute: int = 600
     max_active_jobs: int = 100

@@ -17,13 +17,15 @@ from PIL import Image, UnidentifiedImageError
 
 from shared import jobs, metrics
 from shared.db import unit_of_work
-from shared.limits import EXTENSIONS, OUTPUT_FORMATS
+from shared.formats import CONTENT_TYPES, ImageRejected, sniff
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS, check_output
 from shared.models import Job
 from shared.states import JobStatus
 from shared.storage import ObjectMissing, StorageError, new_key
 from shared.transitions import change_job
 from worker.context import WorkerContext
 from worker.engine.registry import UnknownModel
+from worker.fetch import FetchFailed, fetch
 from worker.imaging import UnreadableImage
 from worker.render import render
 
@@ -107,6 +109,8 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
     with tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
         source_path, result_path = Path(tmp) / "input", Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
         t = time.monotonic()
+        if job.input_url and job.input_bytes is None:
+            _fetch_input(ctx, job)
         ctx.storage.download(job.input_key, source_path)
         download_s = time.monotonic() - t
         rendered = render(source_path, result_path, ctx.engines, job.model, job.scale, job.output_format,
@@ -131,6 +135,30 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
                         "ran": rendered.selection.to_dict()}
 
 
+def _fetch_input(ctx: WorkerContext, job: Job) -> None:
+    """Fetch ``image_url`` into the job's input key (once: a retry finds it stored), sniffed and size-checked
+    like an upload, and record what it is."""
+    settings = ctx.settings
+    data = fetch(job.input_url, settings.webhook_allow_private, settings.max_upload_bytes, settings.input_fetch_timeout)
+    try:
+        found = sniff(data, settings.max_input_pixels)
+    except ImageRejected as exc:
+        code = "input_unreadable" if exc.code == "unsupported_image" else exc.code
+        raise JobFailure(code, str(exc)) from exc
+    violation = check_output(found.width, found.height, job.scale, job.output_format, settings.max_output_pixels)
+    if violation:
+        raise JobFailure(violation.code, violation.message)
+    if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
+        ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
+    facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
+             "input_height": found.height}
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.record_input(session, job.id, ctx.owner, **facts):
+            raise LeaseLost(job.id)
+    for name, value in facts.items():
+        setattr(job, name, value)
+
+
 def _renew(ctx: WorkerContext, job: Job, progress: float) -> None:
     """Extend the lease and record progress; raise ``LeaseLost`` if the job is no longer ours."""
     with unit_of_work(ctx.sessions) as session:
@@ -145,6 +173,8 @@ def _classify(exc: Exception) -> JobFailure:
         return JobFailure("input_missing", "the input image is no longer in storage")
     if isinstance(exc, StorageError):
         return JobFailure("storage_failed", f"object storage failed: {exc}")
+    if isinstance(exc, FetchFailed):
+        return JobFailure(exc.code, str(exc))
     if isinstance(exc, UnreadableImage):
         return JobFailure("input_unreadable", str(exc))
     if isinstance(exc, (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)):

@@ -59,7 +59,7 @@ def create_job():
     tenant = current_tenant()
     with svc.sessions() as session:
         quotas.check_active(session, tenant, svc.settings)
-    cost = parsed.upload.width * parsed.upload.height * parsed.form.scale ** 2 / 1e6
+    cost = parsed.output_megapixels
     quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
     try:
         job, created = submission.create(svc, parsed, key)

@@ -1,0 +1,117 @@
+"""``image_url`` inputs: fetched by the worker through the pinned SSRF guard, capped and sniffed.
+
+Every server here is on 127.0.0.1 (with the allow-private setting on); refusals are checked before any
+connection is made.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+
+import pytest
+from PIL import Image
+
+from shared.models import Job
+from tests.conftest import image_bytes
+from worker import pipeline
+
+
+class ImageServer:
+    """Serves GET routes on loopback: path -> (status, headers, body)."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]):
+        self.hits: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):  # noqa: N805 - the handler instance
+                self.hits.append(handler.path)
+                status, headers, body = routes.get(handler.path, (404, {}, b"not here"))
+                handler.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    handler.send_header(name, value)
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server():
+    photo = image_bytes(width=40, height=30, fmt="JPEG", quality=80)
+    routes = {"/photo.jpg": (200, {"Content-Type": "image/jpeg"}, photo),
+              "/hop": (302, {"Location": "/photo.jpg"}, b""),
+              "/to-metadata": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b""),
+              "/loop": (302, {"Location": "/loop"}, b""),
+              "/big.png": (200, {}, image_bytes(width=600, height=600)),
+              "/page.html": (200, {"Content-Type": "text/html"}, b"<html>hello</html>")}
+    running = ImageServer(routes)
+    yield running
+    running.close()
+
+
+def submit_url(client, url, **fields):
+    return client.post("/v1/jobs", data={"image_url": url, "scale": "2", "model": "bicubic", **fields},
+                       content_type="multipart/form-data")
+
+
+@pytest.mark.parametrize("path", ["/photo.jpg", "/hop"])
+def test_a_url_input_is_fetched_and_upscaled(client, ctx, db_session, server, path):
+    response = submit_url(client, server.base + path)
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert body["input"]["url"] == server.base + path and body["input"]["width"] is None
+    assert pipeline.run_job(ctx, body["id"]) == "succeeded"
+    job = client.get(f"/v1/jobs/{body['id']}").get_json()
+    assert (job["input"]["width"], job["input"]["format"], job["output"]["width"]) == (40, "jpeg", 80)
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(db_session.get(Job, body["id"]).output_key))) as out:
+        assert out.size == (80, 60)
+
+
+@pytest.mark.parametrize("path,code", [("/to-metadata", "input_url_refused"), ("/loop", "input_fetch_failed"),
+                                       ("/missing", "input_fetch_failed"), ("/big.png", "input_too_large"),
+                                       ("/page.html", "input_unreadable")])
+def test_each_fetch_refusal_ends_in_its_code(settings, ctx, db_session, server, path, code):
+    from api import create_app
+    from worker.context import WorkerContext
+
+    small = settings.with_overrides(max_upload_bytes=200_000)
+    client = create_app(small).test_client()
+    job_id = submit_url(client, server.base + path).get_json()["id"]
+    worker = WorkerContext.create(small)
+    try:
+        assert pipeline.run_job(worker, job_id) == "failed"
+    finally:
+        worker.engine.dispose()
+    job = db_session.get(Job, job_id)
+    assert job.error_code == code, job.error_message
+    if path == "/to-metadata":
+        assert server.hits == ["/to-metadata"]  # the redirect target was refused, never contacted
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/x.png", "http://10.1.2.3/x.png", "http://[::1]/x.png",
+                                 "http://169.254.169.254/latest", "ftp://example.com/x.png"])
+def test_a_refused_url_is_422_at_submit(settings, url):
+    from api import create_app
+
+    client = create_app(settings.with_overrides(webhook_allow_private=False)).test_client()
+    response = submit_url(client, url)
+    assert response.status_code == 422
+    assert response.get_json()["code"] in ("image_url_refused", "invalid_parameter")
+
+
+def test_a_file_and_a_url_together_are_refused(client, server):
+    response = client.post("/v1/jobs", content_type="multipart/form-data",
+                           data={"image_url": server.base + "/photo.jpg", "model": "bicubic",
+                                 "image": (io.BytesIO(image_bytes()), "a.png")})
+    assert (response.status_code, response.get_json()["code"]) == (400, "bad_request")
