@@ -25,7 +25,7 @@ class ImageServer:
         self.hits: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N805 - the handler instance
+            def do_GET(handler):
                 self.hits.append(handler.path)
                 status, headers, body = routes.get(handler.path, (404, {}, b"not here"))
                 handler.send_response(status)
