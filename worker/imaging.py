@@ -8,11 +8,14 @@ alpha is upscaled on its own (bicubic), and an RGB ICC profile is carried to the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from worker import metadata
+from worker.metadata import Metadata
 
 log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
@@ -27,7 +30,7 @@ class DecodedImage:
     rgb: np.ndarray  # H x W x 3 uint8
     alpha: Image.Image | None  # mode "L", same size, or None
     greyscale: bool
-    icc_profile: bytes | None
+    metadata: Metadata
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -63,6 +66,7 @@ def _decode(path: Path) -> DecodedImage:
         opened.load()
         image = ImageOps.exif_transpose(opened) or opened
         icc = opened.info.get("icc_profile")
+        kept = metadata.read(opened, image, icc)
     if image.mode == "CMYK":
         image, icc = image.convert("RGB"), None  # a CMYK profile does not describe RGB pixels
     elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -80,7 +84,7 @@ def _decode(path: Path) -> DecodedImage:
     if greyscale:
         icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
     rgb = np.asarray(image.convert("RGB"))
-    return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, icc_profile=icc)
+    return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
 
 
 def _icc_colour_space(icc: bytes) -> bytes:
@@ -97,11 +101,9 @@ def compose(upscaled_rgb: Image.Image, source: DecodedImage) -> Image.Image:
     return image
 
 
-def encode(image: Image.Image, output_format: str, path: Path, quality: int | None, icc_profile: bytes | None) -> None:
-    """Write the result. JPEG has no alpha (flattened onto white); PNG is compressed fast (level 1)."""
-    options: dict = {}
-    if icc_profile:
-        options["icc_profile"] = icc_profile
+def encode(image: Image.Image, output_format: str, path: Path, quality: int | None, meta: Metadata) -> None:
+    """Write the result with its metadata. JPEG has no alpha (flattened onto white); PNG is compressed fast."""
+    options = metadata.save_options(meta, output_format)
     if output_format == "jpeg":
         if image.mode in ("RGBA", "LA"):
             background = Image.new("RGB" if image.mode == "RGBA" else "L", image.size, "white")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker import metadata
 from worker.engine.base import ProgressFn
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import Selection, select
@@ -44,8 +45,10 @@ def render(source: Path, destination: Path, engines: EngineRegistry, model: str,
         checkpoint("inference")
     t = time.monotonic()
     image = compose(upscaled, decoded)
+    height, width = decoded.rgb.shape[:2]
     del upscaled, decoded.rgb
-    encode(image, output_format, destination, quality, decoded.icc_profile)
+    meta = metadata.for_output(decoded.metadata, image.width, image.height, image.width / width, image.height / height)
+    encode(image, output_format, destination, quality, meta)
     width, height = image.size
     del image
     timings["encode_s"] = time.monotonic() - t

@@ -9,7 +9,7 @@ from PIL import Image, ImageCms
 from shared.settings import Settings
 from worker.engine.base import BicubicEngine
 from worker.engine.registry import EngineRegistry
-from worker.imaging import compose, decode, encode
+from worker.imaging import UnreadableImage, compose, decode, encode
 from worker.render import render
 
 
@@ -53,7 +53,7 @@ def test_palette_with_transparency_keeps_alpha(tmp_path):
 
 def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
     decoded = decode(save(tmp_path, gradient("CMYK"), "JPEG"))
-    assert decoded.rgb.shape == (10, 20, 3) and decoded.icc_profile is None
+    assert decoded.rgb.shape == (10, 20, 3) and decoded.metadata.icc is None
 
 
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
@@ -96,15 +96,41 @@ def test_jpeg_output_flattens_alpha_onto_white(tmp_path):
     image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     decoded = decode(save(tmp_path, image))
     path = tmp_path / "o.jpg"
-    encode(compose(BicubicEngine().upscale(decoded.rgb, 2), decoded), "jpeg", path, 90, None)
+    encode(compose(BicubicEngine().upscale(decoded.rgb, 2), decoded), "jpeg", path, 90, decoded.metadata)
     with Image.open(path) as out:
         assert out.mode == "RGB" and np.asarray(out).min() > 240
 
 
-def test_corrupt_data_raises_a_pillow_error(tmp_path):
+def test_corrupt_data_raises_unreadable_in_plain_words(tmp_path):
     path = tmp_path / "bad.png"
     buffer = io.BytesIO()
     gradient().save(buffer, "PNG")
     path.write_bytes(buffer.getvalue()[:60])
-    with pytest.raises((OSError, SyntaxError)):
+    with pytest.raises(UnreadableImage, match="corrupt or truncated"):
         decode(path)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
+def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
+    """A studio's copyright, camera and date stay; orientation is applied once and reset; the pixel size in
+    EXIF is the output's; the DPI doubles at x2 so the print size is unchanged."""
+    exif = Image.Exif()
+    exif[0x8298] = "(c) 2026 Studio Nord"  # Copyright
+    exif[0x0110] = "Camera X100"  # Model
+    exif[0x0112] = 6  # Orientation: rotate 90 on display
+    exif.get_ifd(0x8769)[0x9003] = "2026:11:20 10:00:00"  # DateTimeOriginal
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>Studio Nord</dc:rights></x:xmpmeta>'
+    source = save(tmp_path, gradient(), "JPEG", exif=exif, dpi=(300, 300), xmp=xmp)  # stored 20x10, shown 10x20
+    result = tmp_path / f"out.{fmt}"
+    render(source, result, EngineRegistry(Settings()), "bicubic", 2, fmt)
+    with Image.open(result) as out:
+        assert out.size == (20, 40)  # upright
+        kept = out.getexif()
+        assert kept[0x8298] == "(c) 2026 Studio Nord" and kept[0x0110] == "Camera X100"
+        assert kept.get(0x0112, 1) == 1
+        assert kept.get_ifd(0x8769)[0x9003] == "2026:11:20 10:00:00"
+        if fmt != "webp":  # WebP has no resolution field of its own
+            assert tuple(round(v) for v in out.info["dpi"]) == (600, 600)
+        assert float(kept[0x011A]) == 600
+        found = out.info.get("xmp") or out.info.get("XML:com.adobe.xmp")
+        assert found and b"Studio Nord" in (found if isinstance(found, bytes) else found.encode())
