@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from shared.job_view import JobOut
+from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MIN_FACTOR, SizeRequest
 
 _EVENT = r"job\.(started|succeeded|failed|canceled)"
 
@@ -16,7 +17,15 @@ class JobCreateForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    scale: Literal[2, 3, 4] = Field(4, description="Upscaling factor.")
+    scale: float | None = Field(None, ge=MIN_FACTOR, le=MAX_FACTOR,
+                                description="Enlargement factor, 1 to 8, fractions allowed (default 4 when no width or "
+                                            "height is given). The network runs at the smallest of x2/x3/x4 (x8 as "
+                                            "x4 then x2) that reaches it; the result is resampled to the exact size.")
+    width: int | None = Field(None, ge=1, le=65535, description="Output width in pixels (instead of scale).")
+    height: int | None = Field(None, ge=1, le=65535, description="Output height in pixels (instead of scale).")
+    fit: Literal["contain", "cover", "fill"] = Field(
+        "contain", description="With both width and height: contain keeps the aspect inside the box, cover fills it "
+                               "and crops the overflow evenly, fill stretches to exactly that size.")
     format: Literal["png", "jpeg", "webp"] = Field("png", description="Output image format.")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 92 / 90).")
     model: str | None = Field(None, max_length=64,
@@ -36,11 +45,16 @@ class JobCreateForm(BaseModel):
         description="Comma-separated (or repeated) events to send: job.started, job.succeeded, job.failed, "
                     "job.canceled. Default: the three terminal ones.")
 
-    @field_validator("scale", mode="before")
-    @classmethod
-    def _form_integer(cls, value):
-        """Form fields arrive as text; "4" means 4 (a Literal alone would not coerce it)."""
-        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    @model_validator(mode="after")
+    def _one_way_to_size(self):
+        if self.scale is not None and (self.width or self.height):
+            raise ValueError("give either scale or width/height, not both")
+        return self
+
+    @property
+    def size(self) -> SizeRequest:
+        return SizeRequest(self.scale if self.scale is not None or self.width or self.height else DEFAULT_SCALE,
+                           self.width, self.height, self.fit)
 
     @field_validator("denoise", mode="before")
     @classmethod
@@ -65,7 +79,8 @@ class JobCreateForm(BaseModel):
             return None
         return sorted({event.strip() for event in self.webhook_events.split(",")})
 
-    @field_validator("quality", "model", "image_url", "webhook_url", "webhook_events", mode="before")
+    @field_validator("quality", "model", "image_url", "webhook_url", "webhook_events", "scale", "width", "height",
+                     mode="before")
     @classmethod
     def _empty_is_absent(cls, value):
         return None if value == "" else value

@@ -30,6 +30,8 @@ from shared.formats import CONTENT_TYPES
 from shared.limits import EXTENSIONS, check_output
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
 from shared.queue import enqueue_job
+from shared.sizing import SizeError, SizePlan
+from shared.sizing import plan as plan_size
 from shared.states import TERMINAL, JobStatus
 from shared.storage import StorageError, new_key
 from shared.webhooks import refused_destination
@@ -52,10 +54,15 @@ class Submission:
         image = hashlib.sha256(self.upload.data).hexdigest() if self.upload else ""
         return hashlib.sha256((json.dumps(fields, sort_keys=True) + image).encode()).hexdigest()
 
+    @cached_property
+    def plan(self) -> SizePlan | None:
+        """The output size, known at submit for an upload (an image_url's only once fetched)."""
+        return plan_size(self.upload.width, self.upload.height, self.form.size) if self.upload else None
+
     @property
     def output_megapixels(self) -> float:
-        """The job's cost, known at submit for an upload (an image_url's size is known only once fetched)."""
-        return self.upload.width * self.upload.height * self.form.scale ** 2 / 1e6 if self.upload else 0.0
+        """The job's cost: its output megapixels (0 until an image_url is fetched)."""
+        return self.plan.width * self.plan.height / 1e6 if self.plan else 0.0
 
 
 def validation_error(exc: ValidationError) -> ApiError:
@@ -83,9 +90,6 @@ def parse(svc: Services) -> Submission:
     if form.denoise_value is not None and not svc.catalog[model].accepts_denoise:
         raise ApiError("invalid_parameter", f"model {model!r} takes no denoise strength; use 'auto' or a model whose "
                                             "denoise is true in GET /v1/models", field="denoise")
-    if form.scale not in svc.catalog[model].scales:
-        raise ApiError("invalid_parameter", f"model {model!r} supports scales {list(svc.catalog[model].scales)}",
-                       field="scale")
     if form.webhook_url:
         reason = refused_destination(str(form.webhook_url), svc.settings.webhook_allow_private)
         if reason:
@@ -97,11 +101,18 @@ def parse(svc: Services) -> Submission:
         if reason:  # checked again, and pinned, when the worker fetches it
             raise ApiError("image_url_refused", reason, field="image_url")
         return Submission(form, model, None)
-    upload = read_upload(request.files.get("image"), svc.settings.max_input_pixels)
-    violation = check_output(upload.width, upload.height, form.scale, form.format, svc.settings.max_output_pixels)
+    submission = Submission(form, model, read_upload(request.files.get("image"), svc.settings.max_input_pixels))
+    try:
+        planned = submission.plan
+    except SizeError as exc:
+        raise ApiError("invalid_parameter", f"width/height: {exc}", field="width") from exc
+    if not set(planned.chain) <= set(svc.catalog[model].scales):
+        raise ApiError("invalid_parameter", f"model {model!r} runs at scales {list(svc.catalog[model].scales)}",
+                       field="scale")
+    violation = check_output(planned.width, planned.height, form.format, svc.settings.max_output_pixels)
     if violation:
         raise ApiError(violation.code, violation.message)
-    return Submission(form, model, upload)
+    return submission
 
 
 def idempotency_key() -> str | None:
@@ -138,14 +149,17 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
     else:
         input_key = new_key("inputs", EXTENSIONS.get(upload.format, upload.format))
         facts = {"input_format": upload.format, "input_filename": upload.filename, "input_bytes": len(upload.data),
-                 "input_width": upload.width, "input_height": upload.height}
+                 "input_width": upload.width, "input_height": upload.height,
+                 "output_width": submission.plan.width, "output_height": submission.plan.height}
         try:
             svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
         except StorageError as exc:
             log.error("storage unavailable at submit: %s", exc)
             raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
                            headers={"Retry-After": "10"}) from exc
-    job = Job(id=job_id, tenant=current_tenant().name, status=JobStatus.QUEUED.value, scale=form.scale,
+    size = form.size
+    job = Job(id=job_id, tenant=current_tenant().name, status=JobStatus.QUEUED.value, scale=size.scale,
+              target_width=size.width, target_height=size.height, fit=size.fit if size.width and size.height else None,
               model=submission.model, output_format=form.format, quality=form.quality, denoise=form.denoise_value,
               webhook_url=str(form.webhook_url) if form.webhook_url else None,
               webhook_events=form.event_list(), input_key=input_key, progress=0.0, attempts=0,

@@ -39,12 +39,15 @@ class UpscalerClient:
                 response.raise_for_status()
         return response.json()
 
-    def submit(self, image: str | Path, scale: int = 4, output_format: str = "png", quality: int | None = None,
-               model: str | None = None, webhook_url: str | None = None,
-               denoise: float | str | None = None) -> dict:
-        """``denoise``: 0..1, or "auto" (the server measures it from the file); None leaves the server default."""
-        fields = {"scale": str(scale), "format": output_format}
-        for name, value in (("quality", quality), ("model", model), ("webhook_url", webhook_url),
+    def submit(self, image: str | Path, scale: float | None = None, output_format: str = "png",
+               quality: int | None = None, model: str | None = None, webhook_url: str | None = None,
+               denoise: float | str | None = None, width: int | None = None, height: int | None = None,
+               fit: str | None = None) -> dict:
+        """A factor (``scale``, 1..8) or a target ``width``/``height`` (``fit`` for both); ``denoise``: 0..1 or
+        "auto" (the server measures it from the file). None leaves each to the server's default."""
+        fields = {"format": output_format}
+        for name, value in (("scale", scale), ("width", width), ("height", height), ("fit", fit),
+                            ("quality", quality), ("model", model), ("webhook_url", webhook_url),
                             ("denoise", denoise)):
             if value is not None:
                 fields[name] = str(value)

@@ -13,7 +13,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", type=Path)
     p.add_argument("--api", default="http://127.0.0.1:8000")
     p.add_argument("--api-key", default=os.environ.get("UPSCALER_API_KEY"), help="default: $UPSCALER_API_KEY")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
+    p.add_argument("--scale", type=float, default=None, help="factor 1..8 (default 4 without --width/--height)")
+    p.add_argument("--width", type=int, default=None, help="output width in pixels")
+    p.add_argument("--height", type=int, default=None, help="output height in pixels")
+    p.add_argument("--fit", choices=("contain", "cover", "fill"), default=None, help="with both width and height")
     p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
     p.add_argument("--quality", type=int, default=None)
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     client = UpscalerClient(args.api, args.api_key)
     job = client.submit(args.image, args.scale, args.format, args.quality, args.model, args.webhook_url,
-                        denoise=args.denoise)
+                        denoise=args.denoise, width=args.width, height=args.height, fit=args.fit)
     if args.wait:
         job = client.wait(job["id"])
         if job["status"] == "succeeded" and args.output:

@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SCALES
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS
+from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
 
 INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
 
@@ -20,7 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="IN OUT for one file, or DIR_OR_FILES... OUTDIR for many")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                    help="input file(s) or folder(s), then the output file (one input) or output folder")
-    p.add_argument("--scale", type=int, choices=SCALES, default=4)
+    p.add_argument("--scale", type=float, default=None,
+                   help="factor 1..8, fractions allowed (default 4 without --width/--height)")
+    p.add_argument("--width", type=int, default=None, help="output width in pixels (keeps the aspect alone)")
+    p.add_argument("--height", type=int, default=None, help="output height in pixels (keeps the aspect alone)")
+    p.add_argument("--fit", choices=FITS, default="contain", help="with both --width and --height")
     p.add_argument("--model", default=None, help="model name (default: $UPSCALER_DEFAULT_MODEL, 'auto'); 'bicubic' too")
     p.add_argument("--denoise", default="auto",
                    help="restoration strength 0..1, or 'auto' to measure it from each file (models with denoise)")
@@ -51,6 +56,15 @@ def parse_denoise(value: str) -> float | None:
     return number
 
 
+def size_request(args: argparse.Namespace) -> SizeRequest:
+    if args.scale is not None and (args.width or args.height):
+        raise SystemExit("upscaler upscale: give --scale or --width/--height, not both")
+    if args.scale is not None and not MIN_FACTOR <= args.scale <= MAX_FACTOR:
+        raise SystemExit(f"upscaler upscale: --scale must be from {MIN_FACTOR:g} to {MAX_FACTOR:g}")
+    scale = args.scale if args.scale is not None or args.width or args.height else 4.0
+    return SizeRequest(scale, args.width, args.height, args.fit)
+
+
 def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Path, str]]:
     """(input, output, format) for each file: the single-file form or the many-files-into-a-folder form."""
     *inputs, target = paths
@@ -79,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.render import render
 
     denoise = parse_denoise(args.denoise)
+    size = size_request(args)
     jobs = plan(args.paths, args.format)
     overrides = {"tile_size": args.tile} if args.tile else {}
     settings = Settings.from_env(**overrides)
@@ -88,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"upscaler upscale: no model named {model!r}; known: {', '.join(sorted(engines.catalog))}",
               file=sys.stderr)
         return 2
-    bar = tqdm(total=len(jobs), unit="file", desc=f"{model} x{args.scale}", bar_format="{l_bar}{bar}| {n:.1f}/{total}"
-               " [{elapsed}<{remaining}]")
+    bar = tqdm(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     failed = 0
     for index, (source, destination, fmt) in enumerate(jobs):
 
@@ -99,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)
-            result = render(source, destination, engines, model, args.scale, fmt, args.quality, progress,
+            result = render(source, destination, engines, model, size, fmt, args.quality, progress,
                             denoise=denoise)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
-                UnknownModel) as exc:
+                UnknownModel) as exc:  # ValueError includes unreadable images and sizes past x8
             failed += 1
             reason = "not an image this tool can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
             tqdm.write(f"error: {source}: {reason}", file=sys.stderr)

@@ -60,7 +60,10 @@ class JobOut(BaseModel):
     model: str = Field(description="The model asked for (may be 'auto'); `ran` says which network ran.")
     denoise: float | Literal["auto"]
     ran: Ran | None = Field(None, description="Set once the job ran: network, strength and what the input measured.")
-    scale: int
+    scale: float | None = Field(description="The factor asked for (None when width/height were given).")
+    width: int | None = Field(None, description="The output width asked for, if any.")
+    height: int | None = Field(None, description="The output height asked for, if any.")
+    fit: str | None = Field(None, description="contain, cover or fill, when both width and height were given.")
     output_format: str
     quality: int | None
     webhook_url: str | None
@@ -103,14 +106,14 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
     return JobOut(
         id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model,
         denoise="auto" if job.denoise is None else job.denoise, ran=job.ran, scale=job.scale,
+        width=job.target_width, height=job.target_height, fit=job.fit,
         output_format=job.output_format, quality=job.quality, webhook_url=job.webhook_url,
         webhook_events=list(wanted_events(job)) if job.webhook_url else None, attempts=job.attempts,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
         input=ImageInfo(width=job.input_width, height=job.input_height, bytes=job.input_bytes,
                         format=job.input_format, filename=job.input_filename, url=job.input_url),
-        output=ImageInfo(width=job.output_width or (job.input_width and job.input_width * job.scale),
-                         height=job.output_height or (job.input_height and job.input_height * job.scale),
-                         bytes=job.output_bytes, format=job.output_format),
+        output=ImageInfo(width=job.output_width, height=job.output_height, bytes=job.output_bytes,
+                         format=job.output_format),
         result_url=link[0] if link else None,
         result_url_expires_at=link[1] if link else None,
         expired_at=job.expired_at,

@@ -17,10 +17,8 @@ class LimitViolation:
     message: str
 
 
-def check_output(width: int, height: int, scale: int, output_format: str, max_output_pixels: int
-                 ) -> LimitViolation | None:
-    """The reason an upscale of a ``width`` x ``height`` input cannot be produced, or None."""
-    out_w, out_h = width * scale, height * scale
+def check_output(out_w: int, out_h: int, output_format: str, max_output_pixels: int) -> LimitViolation | None:
+    """The reason an ``out_w`` x ``out_h`` output cannot be produced, or None."""
     side = MAX_SIDE[output_format]
     if max(out_w, out_h) > side:
         return LimitViolation("output_too_large",

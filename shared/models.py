@@ -10,6 +10,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from shared.sizing import SizeRequest
 from shared.states import JobStatus
 
 PUBLIC_TENANT = "public"  # the tenant of an open (key-less) development API
@@ -65,7 +66,11 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    scale: Mapped[int] = mapped_column(Integer)
+    # The size asked for (shared.sizing): a factor, or a target width and/or height with a fit.
+    scale: Mapped[float | None] = mapped_column(Float)
+    target_width: Mapped[int | None] = mapped_column(Integer)
+    target_height: Mapped[int | None] = mapped_column(Integer)
+    fit: Mapped[str | None] = mapped_column(String(8))
     model: Mapped[str] = mapped_column(String(64))
     output_format: Mapped[str] = mapped_column(String(8))
     quality: Mapped[int | None] = mapped_column(Integer)
@@ -100,6 +105,10 @@ class Job(Base):
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Which network ran at which strength, and what the input measured (worker.engine.selection).
     ran: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    @property
+    def size_request(self) -> SizeRequest:
+        return SizeRequest(self.scale, self.target_width, self.target_height, self.fit or "contain")
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.sizing import SizeRequest
 from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
@@ -111,7 +112,7 @@ def evaluate_files(engines, models: Sequence[str], images: list[np.ndarray], sca
             source.write_bytes(data)
             for model in models:
                 out = Path(tmp) / "out.png"
-                render(source, out, engines, model, scale, "png")
+                render(source, out, engines, model, SizeRequest(scale=scale), "png")
                 with Image.open(out) as result:
                     estimates[model].append(np.asarray(result.convert("RGB")))
     return {m: _summarise(hrs, estimates[m], scale, with_ssim) for m in models}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from shared.sizing import SizePlan
 from worker import metadata
 from worker.metadata import Metadata
 
@@ -91,11 +92,14 @@ def _icc_colour_space(icc: bytes) -> bytes:
     return icc[16:20].strip() if len(icc) >= 20 else b""
 
 
-def compose(upscaled_rgb: Image.Image, source: DecodedImage) -> Image.Image:
-    """Turn the engine's RGB output back into the source's kind of image (grey, alpha)."""
+def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan | None = None) -> Image.Image:
+    """Turn the engine's RGB output back into the source's kind of image (grey, alpha); the alpha plane follows
+    the same resize (and cover crop) as the pixels."""
     image = upscaled_rgb.convert("L") if source.greyscale else upscaled_rgb
     if source.alpha is not None:
-        alpha = source.alpha.resize(image.size, Image.BICUBIC)
+        alpha = source.alpha.resize(planned.resize_to if planned else image.size, Image.BICUBIC)
+        if planned and planned.crop:
+            alpha = alpha.crop(planned.crop)
         image = image.convert("LA" if source.greyscale else "RGBA")
         image.putalpha(alpha)
     return image

@@ -20,6 +20,7 @@ from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES, ImageRejected, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, check_output
 from shared.models import Job
+from shared.sizing import SizeError, plan
 from shared.states import JobStatus
 from shared.storage import ObjectMissing, StorageError, new_key
 from shared.transitions import change_job
@@ -80,7 +81,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
 def _observe(job: Job, timings: dict[str, float], model: str) -> None:
     """Metrics by the network that ran (``auto`` resolves per input)."""
     megapixels = job.input_width * job.input_height / 1e6
-    scale = str(job.scale)
+    scale = job.size_request.describe()
     metrics.JOB_DURATION.labels(model, scale).observe(timings["total_s"])
     metrics.JOB_MEGAPIXELS.labels(model).observe(megapixels)
     metrics.MEGAPIXELS_PROCESSED.labels(model, scale).inc(megapixels)
@@ -113,7 +114,7 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
             _fetch_input(ctx, job)
         ctx.storage.download(job.input_key, source_path)
         download_s = time.monotonic() - t
-        rendered = render(source_path, result_path, ctx.engines, job.model, job.scale, job.output_format,
+        rendered = render(source_path, result_path, ctx.engines, job.model, job.size_request, job.output_format,
                           job.quality, progress, checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
                           denoise=job.denoise)
         t = time.monotonic()
@@ -132,7 +133,7 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
                "total_s": round(time.monotonic() - started, 4)}
     return output_key, {"output_key": output_key, "output_width": rendered.width,
                         "output_height": rendered.height, "output_bytes": size, "timings": timings,
-                        "ran": rendered.selection.to_dict()}
+                        "ran": rendered.ran()}
 
 
 def _fetch_input(ctx: WorkerContext, job: Job) -> None:
@@ -145,13 +146,17 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
     except ImageRejected as exc:
         code = "input_unreadable" if exc.code == "unsupported_image" else exc.code
         raise JobFailure(code, str(exc)) from exc
-    violation = check_output(found.width, found.height, job.scale, job.output_format, settings.max_output_pixels)
+    try:
+        planned = plan(found.width, found.height, job.size_request)
+    except SizeError as exc:
+        raise JobFailure("output_too_large", f"the requested size: {exc}") from exc
+    violation = check_output(planned.width, planned.height, job.output_format, settings.max_output_pixels)
     if violation:
         raise JobFailure(violation.code, violation.message)
     if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
         ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
     facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
-             "input_height": found.height}
+             "input_height": found.height, "output_width": planned.width, "output_height": planned.height}
     with unit_of_work(ctx.sessions) as session:
         if not jobs.record_input(session, job.id, ctx.owner, **facts):
             raise LeaseLost(job.id)

@@ -23,7 +23,8 @@ def test_openapi_document_is_valid_and_complete(app, client):
 def test_submit_form_schema_comes_from_the_validating_model(client):
     spec = client.get("/v1/openapi.json").get_json()
     form = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["properties"]["scale"]["enum"] == [2, 3, 4]
+    assert form["properties"]["scale"]["anyOf"][0]["maximum"] == 8
+    assert form["properties"]["fit"]["enum"] == ["contain", "cover", "fill"]
     assert form["properties"]["quality"]["anyOf"][0]["maximum"] == 100
     assert "image" in form["required"]
 

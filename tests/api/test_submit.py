@@ -12,7 +12,7 @@ from tests.conftest import image_bytes
 
 
 def submit(client, data=None, image=None, filename="photo.png", **fields):
-    form = {"scale": "2", "format": "png", "model": "bicubic", **fields}
+    form = {k: v for k, v in {"scale": "2", "format": "png", "model": "bicubic", **fields}.items() if v is not None}
     if image is not False:
         form["image"] = (io.BytesIO(image if image is not None else image_bytes()), filename)
     return client.post("/v1/jobs", data=form, content_type="multipart/form-data")
@@ -28,7 +28,7 @@ def test_accepted_job_is_stored_queued_and_enqueued(client, app, db_session, set
     assert int(response.headers["Retry-After"]) > 0
     assert body["status"] == "queued" and body["progress"] == 0
     assert body["input"] == {"width": 64, "height": 48, "bytes": body["input"]["bytes"], "format": "png",
-                             "filename": "photo.png"}
+                             "filename": "photo.png", "url": None}
     assert (body["output"]["width"], body["output"]["height"], body["output"]["format"]) == (256, 192, "webp")
     job = db_session.get(Job, body["id"])
     assert job.enqueued_at is not None and job.quality == 80
@@ -51,7 +51,7 @@ def test_defaults_are_scale_4_png_and_the_default_model(client, app):
     assert body["ran"] is None  # set by the worker
 
 
-@pytest.mark.parametrize("fields,field", [({"scale": "5"}, "scale"), ({"scale": "two"}, "scale"),
+@pytest.mark.parametrize("fields,field", [({"scale": "9"}, "scale"), ({"scale": "two"}, "scale"),
                                           ({"format": "gif"}, "format"), ({"quality": "0"}, "quality"),
                                           ({"quality": "101"}, "quality"), ({"webhook_url": "ftp://x"}, "webhook_url"),
                                           ({"denoise": "1.5"}, "denoise"), ({"denoise": "-0.1"}, "denoise"),
@@ -168,3 +168,23 @@ def test_database_down_is_503_and_no_orphan_object_is_left(settings, tmp_path):
     assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
     stored = [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
     assert stored == []
+
+
+@pytest.mark.parametrize("fields,size", [({"scale": "1.5"}, (96, 72)), ({"width": "200"}, (200, 150)),
+                                         ({"height": "100"}, (133, 100)),
+                                         ({"width": "300", "height": "100", "fit": "cover"}, (300, 100)),
+                                         ({"width": "300", "height": "100", "fit": "fill"}, (300, 100)),
+                                         ({"width": "300", "height": "100"}, (133, 100))])
+def test_any_output_size_is_planned_at_submit(client, fields, size):
+    """64x48 input: a factor, a width, a height or a box with a fit; the output size is known at once."""
+    response = submit(client, **{"scale": None, **fields})
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert (body["output"]["width"], body["output"]["height"]) == size
+
+
+@pytest.mark.parametrize("fields", [{"scale": "9"}, {"scale": "0.5"}, {"scale": "2", "width": "100"},
+                                    {"width": "1000"}, {"fit": "stretch", "width": "10", "height": "10"}])
+def test_impossible_sizes_are_422(client, fields):
+    response = submit(client, **{"scale": None, **fields})
+    assert (response.status_code, response.get_json()["code"]) == (422, "invalid_parameter")

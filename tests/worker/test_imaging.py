@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from shared.settings import Settings
+from shared.sizing import SizeRequest
 from worker.engine.base import BicubicEngine
 from worker.engine.registry import EngineRegistry
 from worker.imaging import UnreadableImage, compose, decode, encode
@@ -77,7 +78,7 @@ def test_alpha_is_upscaled_separately_and_kept(tmp_path):
 def test_greyscale_stays_greyscale_end_to_end(tmp_path):
     source = save(tmp_path, gradient("L"))
     result = tmp_path / "out.png"
-    render(source, result, EngineRegistry(Settings()), "bicubic", 3, "png")
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=3), "png")
     with Image.open(result) as out:
         assert out.mode == "L" and out.size == (60, 30)
 
@@ -87,7 +88,7 @@ def test_icc_profile_is_carried_to_the_output(tmp_path):
     source = save(tmp_path, gradient(), "PNG", icc_profile=profile)
     for fmt in ("png", "jpeg", "webp"):
         result = tmp_path / f"out.{fmt}"
-        render(source, result, EngineRegistry(Settings()), "bicubic", 2, fmt)
+        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
         with Image.open(result) as out:
             assert out.info.get("icc_profile") == profile, fmt
 
@@ -122,7 +123,7 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>Studio Nord</dc:rights></x:xmpmeta>'
     source = save(tmp_path, gradient(), "JPEG", exif=exif, dpi=(300, 300), xmp=xmp)  # stored 20x10, shown 10x20
     result = tmp_path / f"out.{fmt}"
-    render(source, result, EngineRegistry(Settings()), "bicubic", 2, fmt)
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
     with Image.open(result) as out:
         assert out.size == (20, 40)  # upright
         kept = out.getexif()

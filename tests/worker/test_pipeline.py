@@ -130,3 +130,22 @@ def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
     assert reload(db_session, never).enqueued_at is not None
     assert reload(db_session, dead).status == "queued"
     assert sweep(ctx, celery).enqueued == 0  # nothing enqueued twice
+
+
+def test_a_width_target_with_exif_and_dpi_comes_back_exact_with_its_metadata(ctx, db_session):
+    """The print shop's case, small: a JPEG with a copyright and 300 dpi, asked for 500 px wide (x4.17: the
+    network runs x4 then x2, then Lanczos to the exact width); the copyright stays, the print size too."""
+    exif = Image.Exif()
+    exif[0x8298] = "(c) Studio Nord"
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(width=120, height=80))).save(buffer, "JPEG", quality=90, exif=exif,
+                                                                   dpi=(300, 300))
+    job = queued_job(ctx, db_session, data=buffer.getvalue(), model="residual_sr", scale=None, target_width=500)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert (job.output_width, job.output_height) == (500, 333)
+    assert job.ran["network_scales"] == [4, 2] and job.ran["resampled"] is True
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(job.output_key))) as out:
+        assert out.size == (500, 333)
+        assert out.getexif()[0x8298] == "(c) Studio Nord"
+        assert round(out.info["dpi"][0]) == round(300 * 500 / 120)  # same width in inches

@@ -8,6 +8,7 @@ from PIL import Image
 
 from shared.catalog import AUTO, catalog_for
 from shared.settings import Settings
+from shared.sizing import SizeRequest
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import select
 from worker.input_profile import InputProfile, estimate_jpeg_quality, estimate_noise_sigma, profile_input
@@ -88,7 +89,7 @@ def test_render_records_what_ran(tmp_path, catalog):
     Image.fromarray(_photo((64, 48))).save(buffer, "JPEG", quality=70)
     source = tmp_path / "in.jpg"
     source.write_bytes(buffer.getvalue())
-    rendered = render(source, tmp_path / "out.png", engines, AUTO, 2, "png")
+    rendered = render(source, tmp_path / "out.png", engines, AUTO, SizeRequest(scale=2), "png")
     assert rendered.selection.model == catalog[AUTO].routes["robust"]
     assert rendered.selection.to_dict()["input"]["jpeg_quality"] == 70
     with Image.open(tmp_path / "out.png") as out:

@@ -1,0 +1,96 @@
+"""Any output size: a factor, a width, a height, or a box, planned once for the API, the worker and the CLI.
+
+The network enlarges by 2, 3 or 4 (8 by running x4 then x2); any other size is reached by running the
+smallest network scale that reaches the target and resampling the result to the exact size with a
+high-quality filter (Lanczos). ``fit`` says what to do when both width and height are given: ``contain``
+keeps the aspect inside the box, ``cover`` fills the box and crops the overflow evenly, ``fill`` stretches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from shared.limits import SCALES
+
+FITS = ("contain", "cover", "fill")
+MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
+DEFAULT_SCALE = 4.0
+
+
+class SizeError(ValueError):
+    """A size request that cannot be honoured (the message says why)."""
+
+
+@dataclass(frozen=True)
+class SizeRequest:
+    """What the client asked for: a ``scale``, or ``width`` and/or ``height`` (with ``fit`` for both)."""
+
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    fit: str = "contain"
+
+    def describe(self) -> str:
+        if self.width or self.height:
+            return f"{self.width or 'auto'}x{self.height or 'auto'} ({self.fit})"
+        return f"x{self.scale or DEFAULT_SCALE:g}"
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """How to make the output: network scales to run in order, the size to resample to, then the crop box."""
+
+    width: int  # final output size
+    height: int
+    chain: tuple[int, ...]  # network scales, e.g. (4,), (4, 2); () when resampling alone reaches the target
+    resize_to: tuple[int, int]  # size after resampling (before a cover crop)
+
+    @property
+    def network_scale(self) -> int:
+        return math.prod(self.chain) if self.chain else 1
+
+    @property
+    def crop(self) -> tuple[int, int, int, int] | None:
+        """The centred box cut from ``resize_to`` (cover), or None."""
+        rw, rh = self.resize_to
+        if (rw, rh) == (self.width, self.height):
+            return None
+        left, top = (rw - self.width) // 2, (rh - self.height) // 2
+        return left, top, left + self.width, top + self.height
+
+
+def chain_for(factor: float) -> tuple[int, ...]:
+    """The smallest network scale (or x4 then x2) that reaches ``factor``."""
+    if factor <= 1.0 + 1e-9:
+        return ()
+    for scale in sorted(SCALES):
+        if scale + 1e-9 >= factor:
+            return (scale,)
+    if factor <= max(SCALES) * 2 + 1e-9:
+        return (max(SCALES), 2)
+    raise SizeError(f"at most x{MAX_FACTOR:g}")
+
+
+def plan(in_width: int, in_height: int, request: SizeRequest) -> SizePlan:
+    """The output size and the steps for an ``in_width`` x ``in_height`` input."""
+    if request.width or request.height:
+        if request.width and request.height:
+            sx, sy = request.width / in_width, request.height / in_height
+            if request.fit == "fill":
+                out = resize = (request.width, request.height)
+                factor = max(sx, sy)
+            else:
+                factor = min(sx, sy) if request.fit == "contain" else max(sx, sy)
+                resize = (max(1, round(in_width * factor)), max(1, round(in_height * factor)))
+                out = resize if request.fit == "contain" else (request.width, request.height)
+        else:
+            factor = request.width / in_width if request.width else request.height / in_height
+            resize = out = (request.width or max(1, round(in_width * factor)),
+                            request.height or max(1, round(in_height * factor)))
+    else:
+        factor = request.scale or DEFAULT_SCALE
+        resize = out = (max(1, round(in_width * factor)), max(1, round(in_height * factor)))
+    if factor > MAX_FACTOR + 1e-9:
+        raise SizeError(f"that is x{factor:.2f} of the input; the most is x{MAX_FACTOR:g}")
+    return SizePlan(out[0], out[1], chain_for(factor), resize)
