@@ -22,8 +22,7 @@ from shared.settings import Settings
 from shared.tenants import Tenant, any_active_key, authenticate
 
 PUBLIC_ENDPOINTS = {"page.index", "page.asset", "meta.openapi_json", "health.healthz", "health.readyz",
-                    "metrics.metrics",
-                    "files.download"}
+                    "metrics.metrics", "files.download", "reference.index", "reference.asset", "reference.errors"}
 log = logging.getLogger(__name__)
 
 

@@ -46,6 +46,9 @@ def install_security(app: Flask, settings: Settings) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         if response.mimetype == "text/html":
-            response.headers["Content-Security-Policy"] = CSP
+            # Swagger UI sets element styles from its script; nothing else relaxes the policy.
+            relaxed = request.path.startswith("/docs")
+            response.headers["Content-Security-Policy"] = CSP.replace(
+                "style-src 'self'", "style-src 'self' 'unsafe-inline'") if relaxed else CSP
             response.headers["X-Frame-Options"] = "DENY"
         return response

@@ -13,6 +13,10 @@ def make_job(session, **overrides) -> Job:
     values = dict(id=new_job_id(), status="queued", scale=2, model="bicubic", output_format="png", input_key="k",
                   input_format="png", input_bytes=10, input_width=8, input_height=6, progress=0.0, attempts=0)
     values.update(overrides)
+    if values.get("scale") and values.get("input_width") and "output_width" not in overrides:
+        # what the API stores at submit: the planned output size
+        values["output_width"] = round(values["input_width"] * values["scale"])
+        values["output_height"] = round(values["input_height"] * values["scale"])
     job = Job(**values)
     session.add(job)
     session.commit()

@@ -73,3 +73,16 @@ def test_the_access_log_never_writes_query_strings():
     from cli.services import ACCESS_LOG_FORMAT
 
     assert "%(U)s" in ACCESS_LOG_FORMAT and "%(r)s" not in ACCESS_LOG_FORMAT and "%(q)s" not in ACCESS_LOG_FORMAT
+
+
+def test_the_api_reference_and_the_error_table_are_served_without_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "docs/assets/swagger-ui-bundle.js" in page.get_data(as_text=True)
+    assert "https://" not in page.get_data(as_text=True)
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert "v1/openapi.json" in client.get("/docs/assets/docs.js").get_data(as_text=True)
+    assert client.get("/docs/assets/../../pyproject.toml").status_code == 404
+    table = client.get("/docs/errors").get_data(as_text=True)
+    problem = client.get("/v1/jobs/" + "0" * 32).get_json()
+    anchor = problem["type"].split("#", 1)[1]
+    assert problem["type"].startswith("/docs/errors#") and f'id="{anchor}"' in table
