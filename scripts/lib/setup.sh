@@ -35,9 +35,10 @@ ensure_venv() {
     "$python" -m venv .venv || { ensure_apt python3-venv:false; "$python" -m venv .venv; }
   fi
   local stamp=.venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' '_')
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "installing Python packages into .venv ($extras) ..."
-    if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e "$extras"; } \
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then
+    echo "installing Python packages into .venv ($extras, and the Python SDK in clients/python) ..."
+    if ! { .venv/bin/python -m pip install -q --upgrade pip \
+           && .venv/bin/python -m pip install -q -e "$extras" -e ./clients/python; } \
         > .venv/pip.log 2>&1; then
       cat .venv/pip.log >&2
       return 1

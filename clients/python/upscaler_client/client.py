@@ -1,0 +1,184 @@
+"""The HTTP client: retries with back-off, automatic idempotency keys, pagination, typed results."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from upscaler_client import errors
+from upscaler_client.types import Job, Model
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+RETRY_STATUSES = {429, 502, 503, 504}
+MAX_RETRY_AFTER = 60.0
+
+
+class Client:
+    """``Client(base_url=None, api_key=None)`` reads ``UPSCALER_API_URL`` and ``UPSCALER_API_KEY`` when not given."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 3, backoff: float = 0.5):
+        self.base_url = (base_url or os.environ.get("UPSCALER_API_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("UPSCALER_API_KEY")
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.http = requests.Session()
+        if self.api_key:
+            self.http.headers["Authorization"] = f"Bearer {self.api_key}"
+        self.http.headers["User-Agent"] = "upscaler-client/0.2"
+        self.jobs = Jobs(self)
+        self.models = Models(self)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After."""
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        files = kwargs.pop("files", None)
+        for attempt in range(self.max_retries + 1):
+            if files:  # a retried upload must send the file again from its start
+                for _, (_, handle) in files.items():
+                    if hasattr(handle, "seek"):
+                        handle.seek(0)
+            try:
+                response = self.http.request(method, url, timeout=self.timeout, files=files, **kwargs)
+            except requests.RequestException as exc:
+                if attempt == self.max_retries:
+                    raise errors.ConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+                self._sleep(attempt, None)
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                self._sleep(attempt, _retry_after(response))
+                continue
+            if response.status_code >= 400:
+                raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
+            return response
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, retry_after: float | None) -> None:
+        delay = retry_after if retry_after is not None else self.backoff * 2 ** attempt * (0.8 + 0.4 * random.random())
+        time.sleep(min(delay, MAX_RETRY_AFTER))
+
+
+def _json_or_text(response: requests.Response) -> dict:
+    try:
+        return response.json()
+    except ValueError:
+        return {"code": "http_error", "detail": response.text[:200]}
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+class Jobs:
+    def __init__(self, client: Client):
+        self.client = client
+
+    def create(self, image: str | Path | bytes | None = None, *, image_url: str | None = None,
+               scale: float | None = None, width: int | None = None, height: int | None = None,
+               fit: str | None = None, format: str = "png", quality: int | None = None,
+               model: str | None = None, denoise: float | str | None = None, webhook_url: str | None = None,
+               webhook_events: list[str] | None = None, idempotency_key: str | None = None,
+               filename: str | None = None) -> Job:
+        """Submit a job from a file path, bytes, or ``image_url``. An ``Idempotency-Key`` is added automatically,
+        so a submit retried after a lost answer returns the same job instead of a second one."""
+        if (image is None) == (image_url is None):
+            raise ValueError("give exactly one of image (path or bytes) or image_url")
+        fields = {"scale": scale, "width": width, "height": height, "fit": fit, "format": format, "quality": quality,
+                  "model": model, "denoise": denoise, "webhook_url": webhook_url, "image_url": image_url,
+                  "webhook_events": ",".join(webhook_events) if webhook_events else None}
+        data = {k: str(v) for k, v in fields.items() if v is not None}
+        headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
+        if image is None:
+            response = self.client.request("POST", "/v1/jobs", data=data, headers=headers)
+        elif isinstance(image, bytes):
+            response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
+                                           files={"image": (filename or "image", _Bytes(image))})
+        else:
+            with open(image, "rb") as handle:
+                response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
+                                               files={"image": (filename or Path(image).name, handle)})
+        return Job.from_json(response.json(), self.client)
+
+    def get(self, job_id: str) -> Job:
+        return Job.from_json(self.client.request("GET", f"/v1/jobs/{job_id}").json(), self.client)
+
+    def list(self, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
+        """Every job of this key, newest first, across all pages."""
+        cursor = None
+        while True:
+            params = {"limit": page_size, **({"status": status} if status else {}),
+                      **({"cursor": cursor} if cursor else {})}
+            page = self.client.request("GET", "/v1/jobs", params=params).json()
+            for item in page["data"]:
+                yield Job.from_json(item, self.client)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.from_json(self.client.request("POST", f"/v1/jobs/{job_id}/cancel").json(), self.client)
+
+    def wait(self, job_id: str, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
+             interval: float = 0.5) -> Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_progress:
+                on_progress(job)
+            if job.status == "succeeded":
+                return job
+            if job.done:
+                raise errors.JobFailed(job)
+            if time.monotonic() >= deadline:
+                raise errors.Timeout(f"job {job_id} still {job.status} after {timeout:g} s (it keeps running)", job)
+            time.sleep(interval)
+
+    def download(self, job_id: str, path: str | Path) -> Path:
+        """Save the result through its expiring ``result_url`` (streamed; written atomically)."""
+        job = self.get(job_id)
+        if job.status != "succeeded" or not job.result_url:
+            raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        # The link carries its own credential (presigned or signed): no API key is sent with it.
+        with requests.get(job.result_url, stream=True, timeout=self.client.timeout) as response:
+            if response.status_code >= 400:
+                raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
+            with open(partial, "wb") as out:
+                for chunk in response.iter_content(1024 * 1024):
+                    out.write(chunk)
+        partial.replace(path)
+        return path
+
+
+class Models:
+    def __init__(self, client: Client):
+        self.client = client
+
+    def list(self) -> list[Model]:
+        return [Model.from_json(m) for m in self.client.request("GET", "/v1/models").json()["data"]]
+
+
+class _Bytes:
+    """In-memory upload that can be re-sent from its start on a retry."""
+
+    def __init__(self, data: bytes):
+        self.data, self.position = data, 0
+
+    def seek(self, position: int) -> None:
+        self.position = position
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.data) if size < 0 else self.position + size
+        chunk, self.position = self.data[self.position:end], min(end, len(self.data))
+        return chunk

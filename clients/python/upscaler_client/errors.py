@@ -1,0 +1,76 @@
+"""Typed errors, one class per family of problem the API (or the network) can give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UpscalerError(Exception):
+    """Base of every error this SDK raises."""
+
+
+class ConnectionError(UpscalerError):
+    """The API could not be reached (after retries)."""
+
+
+class Timeout(UpscalerError):
+    """Waiting ran out; the job itself keeps running (cancel it with ``client.jobs.cancel`` if unwanted)."""
+
+    def __init__(self, message: str, job: Any = None):
+        super().__init__(message)
+        self.job = job
+
+
+class ApiError(UpscalerError):
+    """The API answered with a problem details body (RFC 9457) and a stable ``code``."""
+
+    def __init__(self, status: int, code: str, detail: str, body: dict | None = None):
+        super().__init__(f"{status} {code}: {detail}")
+        self.status, self.code, self.detail, self.body = status, code, detail, body or {}
+
+
+class AuthenticationError(ApiError):
+    """401: no valid API key."""
+
+
+class NotFound(ApiError):
+    """404: no such job (or not yours)."""
+
+
+class InvalidRequest(ApiError):
+    """400, 403, 409, 413, 415, 422: the request itself must change."""
+
+
+class RateLimited(ApiError):
+    """429: a rate limit, active-job limit or daily quota; ``retry_after`` seconds (may be None)."""
+
+    def __init__(self, status: int, code: str, detail: str, body: dict | None = None,
+                 retry_after: float | None = None):
+        super().__init__(status, code, detail, body)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx: the service failed or is unavailable (retried before this is raised)."""
+
+
+class JobFailed(UpscalerError):
+    """The job ended ``failed`` (or ``canceled``); ``code`` is its stable error code."""
+
+    def __init__(self, job: Any):
+        error = job.error or {}
+        super().__init__(f"job {job.id} {job.status}: {error.get('code', job.status)}: {error.get('message', '')}")
+        self.job, self.code = job, error.get("code", job.status)
+
+
+def from_response(status: int, body: dict, retry_after: float | None) -> ApiError:
+    code, detail = body.get("code", "error"), body.get("detail", "")
+    if status == 401:
+        return AuthenticationError(status, code, detail, body)
+    if status == 404:
+        return NotFound(status, code, detail, body)
+    if status == 429:
+        return RateLimited(status, code, detail, body, retry_after)
+    if status >= 500:
+        return ServerError(status, code, detail, body)
+    return InvalidRequest(status, code, detail, body)

@@ -1,0 +1,84 @@
+"""Typed results: dataclasses built from the API's JSON (unknown fields are kept in ``raw``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from upscaler_client.client import Client
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int | None
+    height: int | None
+    bytes: int | None
+    format: str | None
+    filename: str | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> ImageInfo:
+        return cls(data.get("width"), data.get("height"), data.get("bytes"), data.get("format"),
+                   data.get("filename"), data.get("url"))
+
+
+@dataclass
+class Job:
+    id: str
+    status: str
+    progress: float
+    model: str
+    input: ImageInfo
+    output: ImageInfo
+    result_url: str | None
+    error: dict | None
+    ran: dict | None
+    timings: dict | None
+    raw: dict = field(repr=False)
+    _client: Client | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict, client: Client | None = None) -> Job:
+        return cls(data["id"], data["status"], data["progress"], data["model"], ImageInfo.from_json(data["input"]),
+                   ImageInfo.from_json(data["output"]), data.get("result_url"), data.get("error"), data.get("ran"),
+                   data.get("timings"), data, client)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def refresh(self) -> Job:
+        return self._client.jobs.get(self.id)
+
+    def wait(self, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
+             interval: float = 0.5) -> Job:
+        """Poll until the job ends; ``JobFailed`` if it failed or was canceled, ``Timeout`` if time runs out."""
+        return self._client.jobs.wait(self.id, timeout=timeout, on_progress=on_progress, interval=interval)
+
+    def download(self, path: str | Path) -> Path:
+        return self._client.jobs.download(self.id, path)
+
+    def cancel(self) -> Job:
+        return self._client.jobs.cancel(self.id)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    scales: list[int]
+    description: str
+    denoise: bool
+    default: bool
+    raw: dict = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Model:
+        return cls(data["name"], data["scales"], data.get("description", ""), data.get("denoise", False),
+                   data.get("default", False), data)

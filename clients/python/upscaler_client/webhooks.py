@@ -1,0 +1,37 @@
+"""Verify a webhook the Standard Webhooks way (HMAC-SHA256 over ``id.timestamp.body``), with no dependency."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+
+TOLERANCE_SECONDS = 300
+
+
+class WebhookVerificationError(Exception):
+    """The signature, timestamp or headers are not valid: do not trust the body."""
+
+
+def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
+                   tolerance: int = TOLERANCE_SECONDS) -> None:
+    """Raise ``WebhookVerificationError`` unless ``body`` was signed with ``secret`` (``whsec_...``) recently."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        message_id, timestamp, signatures = lower["webhook-id"], lower["webhook-timestamp"], lower["webhook-signature"]
+        sent = int(timestamp)
+    except (KeyError, ValueError) as exc:
+        raise WebhookVerificationError("missing or malformed webhook-* headers") from exc
+    if abs(time.time() - sent) > tolerance:
+        raise WebhookVerificationError("timestamp too old or in the future")
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    payload = body.decode() if isinstance(body, bytes) else body
+    expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.{payload}".encode(),
+                                         hashlib.sha256).digest()).decode()
+    for candidate in signatures.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return
+    raise WebhookVerificationError("no matching signature")

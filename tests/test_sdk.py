@@ -1,0 +1,119 @@
+"""The Python SDK (clients/python) against the real API over HTTP, and a real worker for wait/download."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+import upscaler_client as sdk
+from shared.tenants import create_key
+from tests.images import image_bytes
+from tests.workers import start_worker
+
+
+@pytest.fixture
+def api_server(settings):
+    from api import create_app
+
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", app
+    server.shutdown()
+
+
+def test_typed_errors_pagination_and_idempotent_submits(api_server, db_session, tmp_path, monkeypatch):
+    base, _ = api_server
+    _, key = create_key(db_session, "sdk-tenant")
+    db_session.commit()
+    with pytest.raises(sdk.AuthenticationError):
+        sdk.Client(base, api_key="upk_wrong").jobs.get("x")
+    monkeypatch.setenv("UPSCALER_API_URL", base)
+    monkeypatch.setenv("UPSCALER_API_KEY", key)
+    client = sdk.Client()  # from the environment
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(image_bytes(width=40, height=30))
+    first = client.jobs.create(photo, model="bicubic", scale=2, idempotency_key="order-7")
+    again = client.jobs.create(photo, model="bicubic", scale=2, idempotency_key="order-7")
+    assert first.id == again.id and first.output.width == 80 and first.input.filename == "photo.png"
+    made = [client.jobs.create(image_bytes(seed=i), model="bicubic", width=100).id for i in range(3)]
+    listed = [job.id for job in client.jobs.list(page_size=2)]  # three pages
+    assert listed == [*reversed(made), first.id]
+    with pytest.raises(sdk.NotFound):
+        client.jobs.get("0" * 32)
+    with pytest.raises(sdk.InvalidRequest) as invalid:
+        client.jobs.create(photo, model="bicubic", scale=9)
+    assert invalid.value.code == "invalid_parameter" and invalid.value.status == 422
+    assert client.jobs.cancel(first.id).status == "canceled"
+    assert {m.name for m in client.models.list()} >= {"auto", "bicubic"}
+
+
+def test_connection_errors_are_retried_then_typed():
+    client = sdk.Client("http://127.0.0.1:9", max_retries=1, backoff=0.01)  # nothing listens on port 9
+    with pytest.raises(sdk.ConnectionError):
+        client.models.list()
+
+
+def test_rate_limits_are_typed_with_retry_after(api_server, db_session):
+    base, _ = api_server
+    _, key = create_key(db_session, "sdk-limited-" + Path(base).name.replace(":", ""), rate_limit=1)
+    db_session.commit()
+    client = sdk.Client(base, key, max_retries=0)
+    client.models.list()
+    with pytest.raises(sdk.RateLimited) as limited:
+        client.models.list()
+    assert 0 < limited.value.retry_after <= 60
+
+
+@pytest.mark.slow
+def test_wait_download_and_job_failed_with_a_real_worker(api_server, settings, tmp_path):
+    base, _ = api_server
+    client = sdk.Client(base)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        progress = []
+        job = client.jobs.create(image_bytes(width=48, height=32), scale=2, model="bicubic", filename="p.png")
+        done = job.wait(timeout=120, on_progress=lambda j: progress.append(j.progress))
+        assert done.status == "succeeded" and progress[-1] == 1.0
+        path = done.download(tmp_path / "out" / "p_x2.png")
+        assert path.read_bytes()[:4] == b"\x89PNG"
+        broken = client.jobs.create(image_bytes(fmt="TIFF", width=64, height=64)[:-3000], model="bicubic")
+        with pytest.raises(sdk.JobFailed) as failed:
+            broken.wait(timeout=120)
+        assert failed.value.code == "input_unreadable"
+        slow = client.jobs.create(image_bytes(width=900, height=700), scale=4, model="residual_sr")
+        with pytest.raises(sdk.Timeout):
+            slow.wait(timeout=0.5)
+        slow.cancel()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_webhook_signatures_verify_like_the_standard_library():
+    from shared.webhooks import signed_headers
+
+    secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    body = json.dumps({"type": "job.succeeded"})
+    headers = signed_headers(secret, "msg_1", body)
+    sdk.verify_webhook(secret, headers, body)
+    with pytest.raises(sdk.WebhookVerificationError):
+        sdk.verify_webhook(secret, headers, body + " ")
+
+
+def test_installing_the_sdk_pulls_no_server_package(tmp_path, request):
+    """pip resolves the SDK's dependencies (a dry run: nothing is installed); only requests and its own come."""
+    sdk_dir = request.config.rootpath / "clients" / "python"
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                             "--report", str(report), str(sdk_dir)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert "upscaler-client" in names and "requests" in names
+    assert names <= {"upscaler-client", "requests", "urllib3", "idna", "charset-normalizer", "certifi"}, names
