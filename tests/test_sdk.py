@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
+import upscaler_client as sdk
 from werkzeug.serving import make_server
 
-import upscaler_client as sdk
 from shared.tenants import create_key
 from tests.images import image_bytes
 from tests.workers import start_worker
