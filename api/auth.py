@@ -22,7 +22,8 @@ from shared.settings import Settings
 from shared.tenants import Tenant, any_active_key, authenticate
 
 PUBLIC_ENDPOINTS = {"page.index", "page.asset", "meta.openapi_json", "health.healthz", "health.readyz",
-                    "metrics.metrics", "files.download", "reference.index", "reference.asset", "reference.errors"}
+                    "metrics.metrics", "files.download", "reference.docs_index", "reference.docs_asset",
+                    "reference.docs_errors"}
 log = logging.getLogger(__name__)
 
 

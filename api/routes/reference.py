@@ -26,14 +26,14 @@ def _swagger_dir() -> Path:
 
 @blueprint.get("")
 @operation("Interactive API reference (Swagger UI)", {200: ("HTML", None)}, tag="meta", content_type="text/html")
-def index():
+def docs_index():
     return send_from_directory(STATIC, "docs.html", max_age=300)
 
 
 @blueprint.get("/assets/<name>")
 @operation("Swagger UI's files", {200: ("The file", None), 404: ("No such file", None)}, tag="meta",
            content_type="text/plain")
-def asset(name: str):
+def docs_asset(name: str):
     if name == "docs.js":
         return send_from_directory(STATIC, name, max_age=300)
     if name not in SWAGGER_FILES:
@@ -44,7 +44,7 @@ def asset(name: str):
 @blueprint.get("/errors")
 @operation("The error codes (problem details' type links land here)", {200: ("HTML", None)}, tag="meta",
            content_type="text/html")
-def errors():
+def docs_errors():
     def rows(table, http: bool) -> str:
         return "".join(f'<tr id="{escape(e.code)}"><td><code>{escape(e.code)}</code></td>'
                        + (f"<td>{e.status}</td>" if http else "") + f"<td>{escape(e.title)}</td></tr>"
