@@ -8,6 +8,7 @@ wrote, and every result is stored under a fresh key so nothing is ever overwritt
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         output_key, values = _process(ctx, job)
         if not _finish(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)
-        _observe(job, values["timings"], values["ran"]["model"])
+        _observe(job, values["timings"], values["ran"])
         log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
         return "succeeded"
     except LeaseLost:
@@ -78,10 +79,10 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         return "failed"
 
 
-def _observe(job: Job, timings: dict[str, float], model: str) -> None:
-    """Metrics by the network that ran (``auto`` resolves per input)."""
+def _observe(job: Job, timings: dict[str, float], ran: dict) -> None:
+    """Metrics by the network that ran (``auto`` resolves per input) and its scale (1, 2, 3, 4 or 8)."""
     megapixels = job.input_width * job.input_height / 1e6
-    scale = job.size_request.describe()
+    model, scale = ran["model"], str(math.prod(ran["network_scales"]) if ran["network_scales"] else 1)
     metrics.JOB_DURATION.labels(model, scale).observe(timings["total_s"])
     metrics.JOB_MEGAPIXELS.labels(model).observe(megapixels)
     metrics.MEGAPIXELS_PROCESSED.labels(model, scale).inc(megapixels)

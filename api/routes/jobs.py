@@ -68,7 +68,8 @@ def create_job():
         raise
     if not created:
         return _located(_json(svc, job), job.id)
-    JOBS_SUBMITTED.labels(job.model, str(job.scale)).inc()
+    # label by the network scale that will run (bounded: 1, 2, 3, 4, 8), never by a free-form size
+    JOBS_SUBMITTED.labels(job.model, str(parsed.plan.network_scale) if parsed.plan else "pending").inc()
     if wait and svc.waiters.acquire(blocking=False):  # all waiting threads busy: answer 202 now
         try:
             finished = submission.wait_for_end(svc, job.id, wait)
