@@ -1,24 +1,57 @@
-"""Entry point of the ``upscaler`` console script (``python -m cli`` works too)."""
+"""Entry point of the ``upscaler`` console script (``python -m cli`` works too).
+
+Errors a user can act on (a missing file, the API down, a refused request) print one line and exit 1;
+``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
-from cli import dev, evaluate, keys, services, submit, train, upscale
+from cli import dev, evaluate, jobs, keys, services, submit, train, upscale
+
+
+def _version() -> str:
+    try:
+        return version("upscaler")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upscaler", description="AI image upscaling job platform")
+    parser.add_argument("--version", action="version", version=f"upscaler {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (services, dev, upscale, submit, train, evaluate, keys):
+    for module in (services, dev, upscale, submit, jobs, train, evaluate, keys):
         module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug or not _user_facing(exc):
+            raise
+        print(f"upscaler {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _user_facing(exc: Exception) -> bool:
+    """Errors that say what is wrong in words (the SDK's, files, settings), not bugs."""
+    from shared.settings import SettingsError
+
+    try:
+        from upscaler_client import UpscalerError
+    except ImportError:  # the SDK is optional for server-only installs
+        UpscalerError = ()
+    return isinstance(exc, (OSError, SettingsError, UpscalerError))
 
 
 if __name__ == "__main__":

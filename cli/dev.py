@@ -49,7 +49,7 @@ def _env(args: argparse.Namespace, redis_port: int, api_port: int) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli.client import UpscalerClient
+    from upscaler_client import Client, JobFailed
 
     if not args.image.exists():
         print(f"no such image: {args.image}", file=sys.stderr)
@@ -82,17 +82,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"API on {base} (web page: {base}/, OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
 
         keys = [k.strip() for k in env.get("UPSCALER_API_KEYS", "").split(",") if k.strip()]
-        client = UpscalerClient(base, keys[0] if keys else None)
-        job = client.submit(args.image, scale=args.scale, output_format=args.format, model=args.model)
-        print(f"submitted job {job['id']}: {args.image.name} {job['input']['width']}x{job['input']['height']} "
-              f"-> x{args.scale} {job['output']['width']}x{job['output']['height']} {args.format} ({job['model']})")
-        job = client.wait(job["id"], timeout=3600, on_update=_progress_display())
-        if job["status"] != "succeeded":
-            print(f"job {job['status']}: {job['error']}", file=sys.stderr)
+        client = Client(base, keys[0] if keys else "")
+        job = client.jobs.create(args.image, scale=args.scale, format=args.format, model=args.model)
+        print(f"submitted job {job.id}: {args.image.name} {job.input.width}x{job.input.height} "
+              f"-> x{args.scale} {job.output.width}x{job.output.height} {args.format} ({job.model})")
+        try:
+            job = job.wait(timeout=3600, on_progress=_progress_display())
+        except JobFailed as exc:
+            print(f"job {exc.job.status}: {exc.job.error}", file=sys.stderr)
             return 1
-        out = client.download(job["id"], args.var / "results" / f"{args.image.stem}_x{args.scale}.{_ext(args.format)}")
-        print(f"done in {job['timings']['total_s']:.1f}s: {out.resolve()}")
-        print(f"result URL (expires {job['result_url_expires_at']}): {job['result_url']}")
+        out = job.download(args.var / "results" / f"{args.image.stem}_x{args.scale}.{_ext(args.format)}")
+        print(f"done in {job.timings['total_s']:.1f}s: {out.resolve()}")
+        print(f"result URL (expires {job.raw['result_url_expires_at']}): {job.result_url}")
         if args.exit:
             return 0
         print("platform running; try:\n"
@@ -115,19 +116,19 @@ def _progress_display():
     if not sys.stdout.isatty():
         last = [None]
 
-        def log_line(job: dict) -> None:
-            if job["status"] != last[0]:
-                last[0] = job["status"]
-                print(f"  {job['status']} ({job['progress']:.0%})", flush=True)
+        def log_line(job) -> None:
+            if job.status != last[0]:
+                last[0] = job.status
+                print(f"  {job.status} ({job.progress:.0%})", flush=True)
 
         return log_line
     bar = tqdm(total=100, unit="%", desc="queued", bar_format="{desc:<10} {bar} {n:.0f}%")
 
-    def update(job: dict) -> None:
-        bar.set_description_str(job["status"])
-        bar.n = round(job["progress"] * 100)
+    def update(job) -> None:
+        bar.set_description_str(job.status)
+        bar.n = round(job.progress * 100)
         bar.refresh()
-        if job["status"] in ("succeeded", "failed", "canceled"):
+        if job.done:
             bar.close()
 
     return update

@@ -1,42 +1,107 @@
-"""``upscaler submit IMAGE``: send a job to a running API and optionally wait for the result."""
+"""``upscaler submit PATH...``: send images to a running API (through the Python SDK), optionally wait for them,
+download the results, and skip what is already done (resumable).
+
+Files, folders (their images) and globs; ``UPSCALER_API_URL`` and ``UPSCALER_API_KEY`` say where and who. Exit 0
+only if every job succeeded (or, without ``--wait``, was accepted).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import glob
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from cli.upscale import INPUT_SUFFIXES
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS
+from shared.sizing import FITS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="submit an image to a running API (see also the Python client)")
-    p.add_argument("image", type=Path)
-    p.add_argument("--api", default="http://127.0.0.1:8000")
-    p.add_argument("--api-key", default=os.environ.get("UPSCALER_API_KEY"), help="default: $UPSCALER_API_KEY")
+    p = sub.add_parser("submit", help="send images to a running API; --wait downloads the results")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or globs")
+    p.add_argument("--api", default=None, help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="default: $UPSCALER_API_KEY")
     p.add_argument("--scale", type=float, default=None, help="factor 1..8 (default 4 without --width/--height)")
     p.add_argument("--width", type=int, default=None, help="output width in pixels")
     p.add_argument("--height", type=int, default=None, help="output height in pixels")
-    p.add_argument("--fit", choices=("contain", "cover", "fill"), default=None, help="with both width and height")
-    p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
+    p.add_argument("--fit", choices=FITS, default=None, help="with both width and height")
+    p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png")
     p.add_argument("--quality", type=int, default=None)
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
-    p.add_argument("--denoise", default=None,
-                   help="restoration strength 0..1, or 'auto' (measured from the file); models with denoise only")
+    p.add_argument("--denoise", default=None, help="0..1 or 'auto' (measured from each file)")
     p.add_argument("--webhook-url", default=None)
-    p.add_argument("--wait", action="store_true", help="poll until the job ends")
-    p.add_argument("--output", type=Path, default=None, help="with --wait: download the result here")
+    p.add_argument("--wait", action="store_true", help="wait for every job, with progress, and download results")
+    p.add_argument("--output-dir", type=Path, default=Path("."), help="with --wait: where results go (<stem>.<ext>)")
+    p.add_argument("--concurrency", type=int, default=4, help="jobs submitted and watched at once")
+    p.add_argument("--output", type=Path, default=None, help="with one PATH and --wait: the result's file name")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from cli.client import UpscalerClient
+def expand(paths: list[str]) -> list[Path]:
+    """Files, the images of folders, and globs (for shells that do not expand them), in a stable order."""
+    found: list[Path] = []
+    for item in paths:
+        matches = [Path(m) for m in sorted(glob.glob(item))] or [Path(item)]
+        for path in matches:
+            if path.is_dir():
+                found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
+            else:
+                found.append(path)
+    return list(dict.fromkeys(found))
 
-    client = UpscalerClient(args.api, args.api_key)
-    job = client.submit(args.image, args.scale, args.format, args.quality, args.model, args.webhook_url,
-                        denoise=args.denoise, width=args.width, height=args.height, fit=args.fit)
-    if args.wait:
-        job = client.wait(job["id"])
-        if job["status"] == "succeeded" and args.output:
-            client.download(job["id"], args.output)
-    print(json.dumps(job, indent=2))
-    return 0 if job["status"] in ("queued", "running", "succeeded") else 1
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+    from upscaler_client import Client, UpscalerError
+
+    client = Client(args.api, args.api_key)
+    files = expand(args.paths)
+    options = {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit,
+               "format": args.format, "quality": args.quality, "model": args.model, "denoise": args.denoise,
+               "webhook_url": args.webhook_url}
+    if not args.wait:
+        failed = 0
+        for path in files:
+            try:
+                job = client.jobs.create(path, **options)
+                print(f"{path}\t{job.id}\t{job.status}")
+            except (UpscalerError, OSError) as exc:
+                failed += 1
+                print(f"error: {path}: {exc}", file=sys.stderr)
+        return 1 if failed else 0
+
+    ext = EXTENSIONS[args.format]
+    targets = {path: (args.output if args.output and len(files) == 1 else args.output_dir / f"{path.stem}.{ext}")
+               for path in files}
+    todo = [p for p in files if not targets[p].exists()]
+    for path in files:
+        if path not in todo:
+            print(f"skip {path}: {targets[path]} exists")
+    overall = tqdm(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
+
+    def one(index_path: tuple[int, Path]) -> bool:
+        index, path = index_path
+        bar = tqdm(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
+                   leave=False, dynamic_ncols=True)
+        try:
+            job = client.jobs.create(path, **options)
+            done = job.wait(on_progress=lambda j: (setattr(bar, "n", round(j.progress * 100)), bar.refresh()))
+            done.download(targets[path])
+            tqdm.write(f"done {path} -> {targets[path]} ({done.output.width}x{done.output.height})")
+            return True
+        except (UpscalerError, OSError) as exc:
+            tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
+            return False
+        finally:
+            bar.close()
+            overall.update(1)
+
+    with ThreadPoolExecutor(max_workers=max(args.concurrency, 1)) as pool:
+        results = list(pool.map(one, enumerate(todo)))
+    overall.close()
+    failed = results.count(False)
+    if failed:
+        print(f"{failed} of {len(todo)} job(s) failed", file=sys.stderr)
+    return 1 if failed else 0

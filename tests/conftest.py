@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
 from cli.processes import start_redis, stop
 from shared.db import make_engine, make_session_factory
@@ -103,3 +105,15 @@ def receiver():
 def write_image(path: Path, **kwargs) -> Path:
     path.write_bytes(image_bytes(**kwargs))
     return path
+
+
+@pytest.fixture
+def api_server(settings):
+    """The API over real HTTP on loopback (for the SDK and the CLI): (base URL, app)."""
+    from api import create_app
+
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", app
+    server.shutdown()

@@ -96,3 +96,44 @@ def test_keys_create_list_revoke(tmp_path):
     assert "acme" in listed and key[:12] in listed and key not in listed
     assert run(["keys", "revoke", "acme"], env=env).returncode == 0
     assert run(["keys", "revoke", "acme"], env=env).returncode == 1
+
+
+@pytest.mark.slow
+def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, tmp_path):
+    """`upscaler submit` over real HTTP with a real worker: a folder and a file, progress, results named
+    <stem>.<ext>, a second run skips what is done; `jobs list` shows them; errors are one line."""
+    from tests.workers import start_worker
+
+    base, _ = api_server
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_image(folder / "a.png", width=40, height=30)
+    write_image(folder / "b.png", width=30, height=20)
+    single = write_image(tmp_path / "c.png", width=20, height=20)
+    env = {"UPSCALER_API_URL": base, "UPSCALER_API_KEY": ""}
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        first = run(["submit", str(folder), str(single), "--wait", "--output-dir", str(tmp_path / "out"),
+                     "--model", "bicubic", "--width", "64", "--concurrency", "2"], env=env)
+        again = run(["submit", str(folder), str(single), "--wait", "--output-dir", str(tmp_path / "out"),
+                     "--model", "bicubic", "--width", "64"], env=env)
+        listed = run(["jobs", "list"], env=env)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    with Image.open(tmp_path / "out" / "a.png") as out:
+        assert out.size == (64, 48)
+    assert again.returncode == 0 and again.stdout.count("skip ") == 3
+    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 3
+
+
+def test_cli_errors_are_one_line_and_version_prints(tmp_path):
+    down = run(["submit", str(write_image(tmp_path / "a.png")), "--api", "http://127.0.0.1:9"],
+               env={"UPSCALER_API_KEY": ""})
+    assert down.returncode == 1 and "Traceback" not in down.stderr and "cannot reach" in down.stderr
+    missing = run(["jobs", "get", "x", "--help"])
+    assert missing.returncode == 0
+    version = run(["--version"])
+    assert version.returncode == 0 and version.stdout.startswith("upscaler ")

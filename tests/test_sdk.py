@@ -5,27 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import upscaler_client as sdk
-from werkzeug.serving import make_server
 
 from shared.tenants import create_key
 from tests.images import image_bytes
 from tests.workers import start_worker
-
-
-@pytest.fixture
-def api_server(settings):
-    from api import create_app
-
-    app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", app
-    server.shutdown()
 
 
 def test_typed_errors_pagination_and_idempotent_submits(api_server, db_session, tmp_path, monkeypatch):

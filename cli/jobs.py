@@ -1,0 +1,59 @@
+"""``upscaler jobs list|get|cancel|download``: look after jobs on a running API (through the Python SDK)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("jobs", help="list, show, cancel or download jobs of a running API")
+    p.add_argument("--api", default=None, help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="default: $UPSCALER_API_KEY")
+    actions = p.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="newest first, one line each")
+    listing.add_argument("--status", default=None)
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=run_list)
+    get = actions.add_parser("get", help="the job as JSON")
+    get.add_argument("job_id")
+    get.set_defaults(func=run_get)
+    cancel = actions.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=run_cancel)
+    download = actions.add_parser("download", help="save a succeeded job's result")
+    download.add_argument("job_id")
+    download.add_argument("path", type=Path)
+    download.set_defaults(func=run_download)
+
+
+def _client(args: argparse.Namespace):
+    from upscaler_client import Client
+
+    return Client(args.api, args.api_key)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    for job in itertools.islice(_client(args).jobs.list(status=args.status), args.limit):
+        size = f"{job.output.width}x{job.output.height}" if job.output.width else "-"
+        print(f"{job.id}  {job.status:9}  {job.progress:4.0%}  {job.model:16}  {size:>13}  "
+              f"{job.input.filename or job.input.url or ''}")
+    return 0
+
+
+def run_get(args: argparse.Namespace) -> int:
+    print(json.dumps(_client(args).jobs.get(args.job_id).raw, indent=2))
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).jobs.cancel(args.job_id)
+    print(f"{job.id} {job.status}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    print(_client(args).jobs.download(args.job_id, args.path))
+    return 0
