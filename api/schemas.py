@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from shared.job_view import JobOut
+from shared.limits import OUTPUT_FORMATS
 from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MIN_FACTOR, SizeRequest
 
 _EVENT = r"job\.(started|succeeded|failed|canceled)"
@@ -26,7 +27,9 @@ class JobCreateForm(BaseModel):
     fit: Literal["contain", "cover", "fill"] = Field(
         "contain", description="With both width and height: contain keeps the aspect inside the box, cover fills it "
                                "and crops the overflow evenly, fill stretches to exactly that size.")
-    format: Literal["png", "jpeg", "webp"] = Field("png", description="Output image format.")
+    format: Literal[tuple(OUTPUT_FORMATS)] = Field(  # type: ignore[valid-type]
+        "png", description="Output image format: png, jpeg (sides up to 65535 px), webp (up to 16383 px), or tiff "
+                           "(Deflate-compressed, for print).")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 92 / 90).")
     model: str | None = Field(None, max_length=64,
                               description="Model name from GET /v1/models (default: the server's default, 'auto', "

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cli.processes import free_port, port_open, start_redis, stop, wait_for_port
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
 SAMPLE = Path(__file__).resolve().parent.parent / "shared" / "samples" / "sample.jpg"
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="run API + worker + Redis locally and upscale a sample image")
     p.add_argument("image", nargs="?", type=Path, default=SAMPLE, help="image to upscale (default: a sample photo)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
-    p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
+    p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png")
     p.add_argument("--model", default=None)
     p.add_argument("--port", type=int, default=None, help="API port (default 8000, or a free one if taken)")
     p.add_argument("--var", type=Path, default=Path("var"), help="folder for the database, storage and Redis data")
@@ -135,4 +136,4 @@ def _progress_display():
 
 
 def _ext(output_format: str) -> str:
-    return {"jpeg": "jpg"}.get(output_format, output_format)
+    return EXTENSIONS[output_format]

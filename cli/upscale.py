@@ -40,7 +40,7 @@ def output_format_for(path: Path, explicit: str | None) -> str:
     if explicit:
         return explicit
     suffix = path.suffix.lower().lstrip(".")
-    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
+    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "tif": "tiff", "tiff": "tiff"}.get(suffix, "png")
 
 
 def parse_denoise(value: str) -> float | None:

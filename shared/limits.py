@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-# Hard limits of the encoders: WebP stores 14-bit sides; JPEG stores 16-bit sides.
-MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383}
+# The one list of output formats (the API schema, the CLI and the worker read it from here).
+OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "tiff": "tif"}
+# Hard limits of the encoders: WebP stores 14-bit sides; JPEG stores 16-bit sides; PNG and TIFF 32-bit.
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383, "tiff": 2**31 - 1}
 SCALES = (2, 3, 4)
 
 

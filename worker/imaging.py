@@ -118,5 +118,7 @@ def encode(image: Image.Image, output_format: str, path: Path, quality: int | No
         if image.mode in ("L", "LA"):
             image = image.convert("RGBA" if image.mode == "LA" else "RGB")
         image.save(path, "WEBP", quality=quality or 90, method=4, **options)
+    elif output_format == "tiff":  # for print: lossless, Deflate-compressed, alpha kept
+        image.save(path, "TIFF", compression="tiff_adobe_deflate", **options)
     else:
         image.save(path, "PNG", compress_level=1, **options)

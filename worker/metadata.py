@@ -58,20 +58,31 @@ def for_output(meta: Metadata, width: int, height: int, factor_x: float, factor_
     return replace(meta, exif=exif_bytes, dpi=tuple(round(v, 3) for v in new_dpi) if new_dpi else None)
 
 
+def _ifd0_only(exif_bytes: bytes) -> bytes:
+    """EXIF without its sub-IFDs: libtiff (which Pillow uses for compressed TIFF) cannot write the Exif IFD
+    pointer, so a compressed TIFF keeps IFD0 (copyright, artist, camera, resolution) but not the capture
+    details. The libvips writer of issue 12 is the way to keep them too."""
+    exif = Image.Exif()
+    exif.load(exif_bytes)
+    for pointer in (EXIF_IFD, 0x8825, 0xA005):  # Exif, GPS and Interop IFD pointers
+        exif.pop(pointer, None)
+    return exif.tobytes()
+
+
 def save_options(meta: Metadata, output_format: str) -> dict:
     """Pillow ``save`` keyword arguments that write ``meta`` in ``output_format``."""
     options: dict = {}
     if meta.icc:
         options["icc_profile"] = meta.icc
     if meta.exif:
-        options["exif"] = meta.exif
-    if meta.dpi and output_format in ("jpeg", "png"):
+        options["exif"] = _ifd0_only(meta.exif) if output_format == "tiff" else meta.exif
+    if meta.dpi and output_format in ("jpeg", "png", "tiff"):
         options["dpi"] = meta.dpi
     if meta.xmp:
         if output_format == "png":
             info = PngImagePlugin.PngInfo()
             info.add_itxt(XMP_PNG_KEY, meta.xmp.decode("utf-8", "replace"))
             options["pnginfo"] = info
-        else:
+        elif output_format in ("jpeg", "webp"):  # Pillow writes no XMP packet into TIFF
             options["xmp"] = meta.xmp
     return options
