@@ -12,9 +12,13 @@ from worker.engine.archs import get_arch
 from worker.engine.network import scale_model
 
 
-def _provenance(run_dir: Path, config: dict) -> dict:
-    """The data the weights have seen: this run's files, and the record of the network it started from."""
+def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
+    """The data the weights have seen: this run's files (by the step they were first used), and what the
+    network it started from, or its own earlier steps from before this run recorded data, had seen."""
     data = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
+    history = data.get("history", [])
+    if history and history[0]["from_step"] > 0 and previous.get("training", {}).get("data"):
+        data["before_step"] = {"step": history[0]["from_step"], "data": previous["training"]["data"]}
     if config.get("init_from"):
         start = Path(config["init_from"])
         start_record = start.with_name(start.name.replace(".weights.h5", ".json"))
@@ -43,6 +47,8 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     weights = out_dir / f"{name}.weights.h5"
     model.save_weights(weights)
     training = {k: v for k, v in config.items() if k not in ("network", "arch", "degradation")}
+    record_path = out_dir / f"{name}.json"
+    previous = json.loads(record_path.read_text()) if record_path.exists() else {}
     write_record(out_dir, name, {
         "arch": arch.name,
         "conditioned": arch.conditioned,
@@ -51,7 +57,8 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
         "network": network_config.to_dict(),
         "parameters": {f"x{s}": scale_model(model, s).count_params() for s in network_config.scales},
         "degradation": config.get("degradation"),
-        "training": {**training, "data": _provenance(run_dir, config), "steps_done": state["step"],
+        "benchmark": {},  # new weights: earlier measurements no longer apply (upscaler eval --record)
+        "training": {**training, "data": _provenance(run_dir, config, previous), "steps_done": state["step"],
                      "minutes": round(state["seconds"] / 60, 1), "set5_psnr_at_end": state.get("last_psnr")},
     })
     return weights

@@ -115,6 +115,17 @@ class Trainer:
         self.checkpoint = self.run_dir / "checkpoint.keras"
         self.state_file = self.run_dir / "state.json"
 
+    def _record_data(self, files: list[Path], step: int) -> None:
+        """``data.json``: the files this run trains on now, and from which step each set was used."""
+        path = self.run_dir / "data.json"
+        current = data_provenance(files)
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        history = saved.get("history") or ([{**{k: v for k, v in saved.items() if k != "history"}, "from_step": 0}]
+                                           if saved else [])
+        if not history or history[-1]["file_list_sha256"] != current["file_list_sha256"]:
+            history.append({**current, "from_step": step})
+        path.write_text(json.dumps({**current, "history": history}, indent=2))
+
     def _load_or_build(self) -> tuple[keras.Model, dict]:
         if self.checkpoint.exists():
             state = json.loads(self.state_file.read_text())
@@ -215,7 +226,7 @@ class Trainer:
         cfg = self.config
         scales = cfg.network.scales
         files = find_images(self.train_dirs)
-        (self.run_dir / "data.json").write_text(json.dumps(data_provenance(files), indent=2))
+        self._record_data(files, state["step"])
         sources = load_sources(files, min_side=cfg.lr_patch * max(scales))
         conditioned = get_arch(cfg.arch).conditioned
         batches = prefetch(PatchSampler(sources, scales, cfg.lr_patch, cfg.batch, seed=cfg.seed + state["step"],
