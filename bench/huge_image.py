@@ -54,7 +54,7 @@ def measure(engine_name: str, scale: int, image_path: str, tile: int | None) -> 
     if hasattr(engine, "predict"):  # warm up the compiled graph on one tile, outside the timing
         engine.upscale(rgb[:64, :64], scale)
     started = time.perf_counter()
-    out = engine.upscale(rgb, scale)
+    out = engine.upscale(rgb, scale, strength=0.5 if engine.conditioned else None)
     seconds = time.perf_counter() - started
     megapixels = rgb.shape[0] * rgb.shape[1] / 1e6
     result = {"engine": engine_name, "scale": scale, "input": f"{rgb.shape[1]}x{rgb.shape[0]}",
@@ -62,9 +62,7 @@ def measure(engine_name: str, scale: int, image_path: str, tile: int | None) -> 
               "ms_per_input_mp": round(seconds * 1000 / megapixels, 1),
               "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
     if hasattr(engine, "config"):
-        from worker.engine.network import multiply_adds_per_lr_pixel
-
-        macs = multiply_adds_per_lr_pixel(engine.config, scale)
+        macs = engine.config.multiply_adds_per_lr_pixel(scale)
         result["gflops"] = round(macs * rgb.shape[0] * rgb.shape[1] * 2 / seconds / 1e9, 1)
         result["tile"] = engine.tile_size
     return result
@@ -74,7 +72,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="5472x3648")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--engines", nargs="+", default=["residual_sr", "bicubic"])
+    parser.add_argument("--engines", nargs="+", default=["residual_sr", "residual_sr_cond", "bicubic"])
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the setting, 256)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
