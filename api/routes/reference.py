@@ -1,4 +1,4 @@
-"""``/docs``: the interactive API reference (Swagger UI, served from the ``swagger-ui-bundle`` package: no CDN)
+"""``/docs``: the interactive API reference (Swagger UI 5, its files from the ``flask-swagger-ui`` package: no CDN)
 and ``/docs/errors``, the error table the problem details' ``type`` links point to (``/docs/errors#<code>``).
 """
 
@@ -19,9 +19,10 @@ SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalon
 
 
 def _swagger_dir() -> Path:
-    import swagger_ui_bundle
+    """Swagger UI 5's dist files as the ``flask-swagger-ui`` package ships them (5.x reads OpenAPI 3.1)."""
+    import flask_swagger_ui
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    return Path(flask_swagger_ui.__file__).parent / "dist"
 
 
 @blueprint.get("")
