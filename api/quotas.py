@@ -20,13 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import Flask, Response, g
-from sqlalchemy import func, select
 
 from api.errors import ApiError
 from api.services import services
-from shared.models import Job
+from shared import jobs
 from shared.settings import Settings
-from shared.states import JobStatus
 from shared.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -64,16 +62,15 @@ def check_rate(client: redis.Redis, tenant: Tenant, settings: Settings) -> dict[
     return headers
 
 
-def check_active(session, tenant: Tenant, settings: Settings) -> None:
+def check_active(session, tenant: Tenant, settings: Settings) -> int:
+    """429 when the tenant is at its active-job limit; returns the count (the new job's fair priority uses it)."""
+    active = jobs.active_jobs(session, tenant.name)
     limit = _limit(tenant.max_active, settings.max_active_jobs)
-    if limit <= 0:
-        return
-    active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.tenant == tenant.name, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])))
-    if active >= limit:
+    if 0 < limit <= active:
         raise ApiError("too_many_active_jobs", f"{active} jobs are queued or running, the limit is {limit}; submit "
                                                "more when some have finished", headers={"Retry-After": "10"},
                        limit=limit)
+    return active
 
 
 def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, megapixels: float) -> None:

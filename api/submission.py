@@ -139,7 +139,7 @@ def find_previous(svc: Services, key: str, fingerprint: str) -> Job | None:
         return session.get(Job, record.job_id)
 
 
-def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job, bool]:
+def create(svc: Services, submission: Submission, key: str | None, ahead: int) -> tuple[Job, bool]:
     """Store and enqueue a new job; returns (job, created). ``created`` is False when a concurrent
     request with the same Idempotency-Key won the race (its job is returned)."""
     form, upload = submission.form, submission.upload
@@ -173,8 +173,6 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
                 session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint, job_id=job_id))
             else:
                 session.add(job)
-                session.flush()
-            priority = jobs.fair_priority(session, job)
     except IntegrityError:
         _discard(svc, input_key)
         previous = find_previous(svc, key, submission.fingerprint) if key else None
@@ -186,7 +184,7 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
         _discard(svc, input_key)
         raise ApiError("service_unavailable", "the database is unavailable; nothing was stored, retry later",
                        headers={"Retry-After": "10"}) from exc
-    _enqueue(svc, job_id, priority)
+    _enqueue(svc, job_id, jobs.priority_for(ahead))
     return job, True
 
 

@@ -38,7 +38,7 @@ def main() -> int:
     from tests.images import image_bytes
 
     if args.fifo:
-        job_ops.fair_priority = lambda session, job: 0  # the FIFO baseline: no tenant awareness
+        job_ops.priority_for = lambda ahead: 0  # the FIFO baseline: no tenant awareness
     with platform(inference_threads=0) as bench:
         app = create_app(bench.settings)
         client = app.test_client()

@@ -61,8 +61,7 @@ def size_request(args: argparse.Namespace) -> SizeRequest:
         raise SystemExit("upscaler upscale: give --scale or --width/--height, not both")
     if args.scale is not None and not MIN_FACTOR <= args.scale <= MAX_FACTOR:
         raise SystemExit(f"upscaler upscale: --scale must be from {MIN_FACTOR:g} to {MAX_FACTOR:g}")
-    scale = args.scale if args.scale is not None or args.width or args.height else 4.0
-    return SizeRequest(scale, args.width, args.height, args.fit)
+    return SizeRequest(args.scale, args.width, args.height, args.fit)  # no size at all: plan()'s default x4
 
 
 def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Path, str]]:

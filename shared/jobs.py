@@ -56,14 +56,25 @@ def list_jobs(session: Session, tenant: str, status: str | None, limit: int, cur
 FAIR_STEP = 2  # every this many waiting jobs of the same tenant push its next job one priority level back
 
 
-def fair_priority(session: Session, job: Job) -> int:
-    """Queue priority of a job (0 served first): how many jobs its tenant already had queued or running
-    before it, in steps. A tenant that floods the queue goes to the back levels, so another tenant's first
-    jobs start after at most the jobs already running (docs/operations.md, "Fair scheduling")."""
-    ahead = session.scalar(select(func.count()).select_from(Job).where(
-        Job.tenant == job.tenant, Job.id != job.id, Job.created_at <= job.created_at,
-        Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])))
+def active_jobs(session: Session, tenant: str, before: Job | None = None) -> int:
+    """A tenant's queued and running jobs (those created up to ``before``, other than it, when given)."""
+    query = select(func.count()).select_from(Job).where(
+        Job.tenant == tenant, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+    if before is not None:
+        query = query.where(Job.id != before.id, Job.created_at <= before.created_at)
+    return session.scalar(query)
+
+
+def priority_for(ahead: int) -> int:
+    """Queue priority (0 served first) of a job whose tenant has ``ahead`` jobs waiting or running before it,
+    in steps. A tenant that floods the queue goes to the back levels, so another tenant's first jobs start
+    after at most the jobs already running (docs/operations.md, "Fair scheduling")."""
     return min(PRIORITY_LEVELS - 1, ahead // FAIR_STEP)
+
+
+def fair_priority(session: Session, job: Job) -> int:
+    """The priority of a stored job (the sweeper's re-publish); the submit path reuses its quota count."""
+    return priority_for(active_jobs(session, job.tenant, before=job))
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:

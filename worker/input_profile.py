@@ -52,18 +52,27 @@ def estimate_jpeg_quality(tables: dict[int, list[int]]) -> int:
     return min(range(1, 101), key=lambda q: (distance(q), -q))
 
 
-def estimate_noise_sigma(rgb: np.ndarray) -> float:
-    """Standard deviation (0..255) of white noise in an image, from its flattest 16x16 blocks."""
-    grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) if rgb.ndim == 3 else rgb.astype(np.float64)
-    if min(grey.shape) < 3 * BLOCK:
+def estimate_noise_sigma(rgb: np.ndarray, strip_blocks: int = 32) -> float:
+    """Standard deviation (0..255) of white noise in an image, from its flattest 16x16 blocks.
+
+    Computed a strip of block rows at a time, so a 20-megapixel input needs a few MB, not a full float copy.
+    """
+    height, width = rgb.shape[:2]
+    if min(height, width) < 3 * BLOCK:
         return 0.0
-    lap = (grey[:-2, :-2] - 2 * grey[:-2, 1:-1] + grey[:-2, 2:]
-           - 2 * grey[1:-1, :-2] + 4 * grey[1:-1, 1:-1] - 2 * grey[1:-1, 2:]
-           + grey[2:, :-2] - 2 * grey[2:, 1:-1] + grey[2:, 2:])
-    h, w = (lap.shape[0] // BLOCK) * BLOCK, (lap.shape[1] // BLOCK) * BLOCK
-    blocks = np.abs(lap[:h, :w]).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
+    luma = np.array([0.299, 0.587, 0.114])
+    means = []
+    for first in range(0, rows, strip_blocks):
+        last = min(first + strip_blocks, rows)
+        strip = rgb[first * BLOCK: last * BLOCK + 2, : cols * BLOCK + 2].astype(np.float64)
+        grey = strip @ luma if strip.ndim == 3 else strip
+        lap = (grey[:-2, :-2] - 2 * grey[:-2, 1:-1] + grey[:-2, 2:]
+               - 2 * grey[1:-1, :-2] + 4 * grey[1:-1, 1:-1] - 2 * grey[1:-1, 2:]
+               + grey[2:, :-2] - 2 * grey[2:, 1:-1] + grey[2:, 2:])
+        means.append(np.abs(lap).reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
     # Immerkær: sigma = sqrt(pi/2) / 6 * mean|Laplacian| for white noise.
-    return float(np.sqrt(np.pi / 2) / 6 * np.percentile(blocks, 10))
+    return float(np.sqrt(np.pi / 2) / 6 * np.percentile(np.concatenate(means), 10))
 
 
 @dataclass(frozen=True)

@@ -58,11 +58,11 @@ def create_job():
         return _located(_json(svc, previous), previous.id)
     tenant = current_tenant()
     with svc.sessions() as session:
-        quotas.check_active(session, tenant, svc.settings)
+        ahead = quotas.check_active(session, tenant, svc.settings)
     cost = parsed.output_megapixels
     quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
     try:
-        job, created = submission.create(svc, parsed, key)
+        job, created = submission.create(svc, parsed, key, ahead)
     except Exception:
         quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
         raise
