@@ -98,6 +98,30 @@ def test_warm_start_reproduces_the_source_network_at_strength_zero(tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+def test_warm_start_into_a_deeper_network_starts_as_the_shallower_one(tmp_path):
+    from worker.engine.archs import get_arch
+    from worker.engine.network import scale_model
+    from worker.training.warm_start import warm_start
+
+    shallow, deep = NetworkConfig(blocks=1, channels=8), NetworkConfig(blocks=3, channels=8)
+    source = get_arch("residual_sr_cond").build(shallow)
+    rng = np.random.default_rng(2)
+    for weight in source.weights:
+        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    source.save_weights(tmp_path / "src.weights.h5")
+    (tmp_path / "src.json").write_text(json.dumps({"name": "src", "arch": "residual_sr_cond",
+                                                   "network": shallow.to_dict()}))
+    target = get_arch("residual_sr_cond").build(deep)
+    copied = warm_start(target, tmp_path / "src.weights.h5")
+    assert "trunk_b0_conv2" in copied and "trunk_b2_conv2" not in copied
+    x, strength = rng.random((1, 12, 12, 3)).astype("float32"), np.full((1, 1), 0.4, "float32")
+    expected = np.asarray(scale_model(source, 3)([x, strength]))
+    got = np.asarray(scale_model(target, 3)([x, strength]))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the new blocks' first convs keep their random start, so training can move them
+    assert np.abs(target.get_layer("trunk_b2_conv1").get_weights()[0]).max() > 0
+
+
 def test_precision_follows_the_cpu_flags():
     from worker.training.precision import choose_precision
 

@@ -20,6 +20,7 @@ level, and a user's ``denoise`` value is simply the plane's value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import keras
@@ -63,6 +64,16 @@ class NetworkConfig:
         return head + trunk + tail + skip
 
 
+def block_layer_names(index: int) -> tuple[str, str]:
+    """Names of residual block ``index``'s two convs; the second one closes the block's residual branch."""
+    return f"trunk_b{index}_conv1", f"trunk_b{index}_conv2"
+
+
+def closes_residual_branch(layer_name: str) -> bool:
+    """True for a block's second conv: zero weights there make the whole block an identity (net2deeper)."""
+    return re.fullmatch(r"trunk_b\d+_conv2", layer_name) is not None
+
+
 def _conv(channels: int, name: str, dtype: str, activation: str | None = None,
           kernel_initializer: str = "glorot_uniform") -> layers.Conv2D:
     return layers.Conv2D(channels, 3, padding="same", activation=activation, name=name, dtype=dtype,
@@ -77,10 +88,10 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
     ``dtype`` is a Keras dtype policy name given to each layer (never set process-wide): under
     ``mixed_bfloat16`` the tail, skip and pixel shuffle stay float32 so the output keeps full precision.
     """
-    trunk_blocks = [
-        (_conv(config.channels, f"trunk_b{i}_conv1", dtype, "relu"), _conv(config.channels, f"trunk_b{i}_conv2", dtype))
-        for i in range(config.blocks)
-    ]
+    trunk_blocks = []
+    for i in range(config.blocks):
+        first, second = block_layer_names(i)
+        trunk_blocks.append((_conv(config.channels, first, dtype, "relu"), _conv(config.channels, second, dtype)))
     trunk_out = _conv(config.channels, "trunk_out", dtype)
 
     inputs, outputs = [], []

@@ -2,7 +2,8 @@
 
 Weights are matched by layer name. A kernel that gained input channels (the conditioned network's head
 sees the image plus a strength plane) gets the old kernel in its leading channels and zeros in the new
-ones, so at step 0 the new network computes exactly what the old one did.
+ones, and a residual block the source lacks (a deeper network) starts with its closing conv at zero, an
+identity: either way, at step 0 the new network computes exactly what the old one did.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 
 from worker.engine.archs import get_arch
+from worker.engine.network import closes_residual_branch
 
 
 def load_shipped(weights: Path) -> tuple[keras.Model, dict]:
@@ -42,7 +44,11 @@ def warm_start(model: keras.Model, weights: Path) -> list[str]:
     copied = []
     for layer in model.layers:
         old = by_name.get(layer.name)
-        if old is None or not layer.weights:
+        if not layer.weights:
+            continue
+        if old is None:
+            if closes_residual_branch(layer.name):
+                layer.set_weights([np.zeros(tuple(w.shape), "float32") for w in layer.weights])
             continue
         layer.set_weights([_fit(np.asarray(o), tuple(n.shape)) for o, n in zip(old.get_weights(), layer.weights,
                                                                                strict=True)])
