@@ -29,11 +29,12 @@ COPY shared ./shared
 COPY worker ./worker
 # TensorFlow is already in the base image: pin it (and the packages it was built against) with a
 # constraints file, so installing the project can never replace the CUDA-enabled build.
-# Keras 3 usually comes with TensorFlow 2.16+; naming it makes sure (the `worker` extra's range).
+# Keras 3 usually comes with TensorFlow 2.16+; naming it makes sure (the `worker` extra's range); libvips
+# streams big outputs (worker/streaming.py).
 # hadolint ignore=DL3013
 RUN python3 -m pip freeze \
         | grep -iE '^(tensorflow[a-z_-]*|keras|numpy|ml[-_]dtypes|h5py|protobuf)==' > /tmp/tf-constraints.txt \
-    && python3 -m pip install --constraint /tmp/tf-constraints.txt ".[postgres]" "keras>=3.3,<4" \
+    && python3 -m pip install --constraint /tmp/tf-constraints.txt ".[postgres,streaming]" "keras>=3.3,<4" \
     && rm /tmp/tf-constraints.txt
 # The weights are package data (shared/weights): build the network and load them once from the
 # installed package (on the CPU, outside /src), so the build fails if they are missing or this

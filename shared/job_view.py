@@ -46,6 +46,15 @@ class Ran(BaseModel):
     strength: float | None = Field(None, description="Restoration strength it ran with (conditioned networks).")
     reason: str
     input: InputMeasured
+    network_scales: list[int] = Field(default_factory=list,
+                                      description="The network scales that ran in turn (x8 is 4 then 2).")
+    resampled: bool = Field(False, description="The network's output was resized or cropped to the exact size.")
+    bands: int = Field(0, description="Bands the output was computed and streamed in (0: whole in memory).")
+
+
+class Bands(BaseModel):
+    done: int
+    total: int
 
 
 class JobLinks(BaseModel):
@@ -80,6 +89,7 @@ class JobOut(BaseModel):
     expired_at: datetime | None = Field(None, description="When the retention period removed input and result.")
     error: JobError | None
     timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
+    split: Bands | None = Field(None, description="A split job: its bands, run by every free worker, done so far.")
     links: JobLinks
 
 
@@ -119,5 +129,6 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
         expired_at=job.expired_at,
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         timings=job.timings,
+        split=Bands(done=job.bands_done, total=job.bands_total) if job.bands_total else None,
         links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result" if succeeded else None),
     )

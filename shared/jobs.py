@@ -114,6 +114,17 @@ def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progres
     return result.rowcount == 1
 
 
+def take_over(session: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
+    """Make ``owner`` the lease holder of a running split job: the worker that finished its last band (to
+    assemble) or whose band failed (to end the job). Bands are done by many workers, so the one who started
+    the job is not necessarily the one who ends it."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.bands_total.is_not(None))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
+    return result.rowcount == 1
+
+
 def record_input(session: Session, job_id: str, owner: str, **facts) -> bool:
     """Store what a fetched ``image_url`` turned out to be (format, bytes, size); False if the lease is lost."""
     result = session.execute(

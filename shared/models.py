@@ -105,11 +105,34 @@ class Job(Base):
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Which network ran at which strength, and what the input measured (worker.engine.selection).
     ran: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A split job (worker.split): how many bands it was cut into, and how many are done. The counter is
+    # moved by one conditional UPDATE per band, so exactly one worker sees the last band finish.
+    bands_total: Mapped[int | None] = mapped_column(Integer)
+    bands_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def size_request(self) -> SizeRequest:
         return SizeRequest(self.scale, self.target_width, self.target_height, self.fit or "contain")
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobBand(Base):
+    """One band of a split job: LR rows ``y0..y1`` of its tile cores, run as its own task under its own lease."""
+
+    __tablename__ = "job_bands"
+    __table_args__ = (Index("ix_job_bands_status_updated", "status", "updated_at"),)
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    y0: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, running, done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Written before the band's pixels are uploaded, so whoever cleans up finds every object.
+    result_key: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ApiKey(Base):

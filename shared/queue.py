@@ -18,6 +18,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 RUN_JOB = "upscaler.run_job"
+RUN_BAND = "upscaler.run_band"
 SWEEP = "upscaler.sweep"
 DELIVER_WEBHOOK = "upscaler.deliver_webhook"
 INFERENCE_QUEUE = "inference"
@@ -36,7 +37,8 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_queues=(Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(WEBHOOK_QUEUE)),
         task_default_queue=MAINTENANCE_QUEUE,
-        task_routes={RUN_JOB: {"queue": INFERENCE_QUEUE}, SWEEP: {"queue": MAINTENANCE_QUEUE},
+        task_routes={RUN_JOB: {"queue": INFERENCE_QUEUE}, RUN_BAND: {"queue": INFERENCE_QUEUE},
+                     SWEEP: {"queue": MAINTENANCE_QUEUE},
                      DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}},
         task_serializer="json",
         accept_content=["json"],
@@ -77,6 +79,11 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue_job(celery: Celery, job_id: str, priority: int = 0) -> None:
     """Publish "run job <id>" at a priority (0 first); raises on broker failure (callers decide)."""
     celery.send_task(RUN_JOB, args=[job_id], queue=INFERENCE_QUEUE, retry=True, priority=priority)
+
+
+def enqueue_band(celery: Celery, job_id: str, index: int, priority: int = 0) -> None:
+    """Publish "run band <index> of split job <id>" on the inference queue, where every free worker takes one."""
+    celery.send_task(RUN_BAND, args=[job_id, index], queue=INFERENCE_QUEUE, retry=True, priority=priority)
 
 
 def queue_lists(queue: str) -> list[str]:

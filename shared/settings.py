@@ -55,6 +55,10 @@ class Settings:
     models_dir: Path = PACKAGE_ROOT / "weights"
     tile_size: int = 256
     memory_budget_mb: int = 512
+    # Outputs larger than this are computed and written in bands of at most this many pixels (worker.bands).
+    band_output_pixels: int = 16_000_000
+    # Outputs of at least this many pixels are split: their bands run as tasks on every free worker (0: never).
+    split_output_pixels: int = 64_000_000
     job_time_limit: int = 3600
     lease_seconds: int = 120
     visibility_timeout: int = 0
@@ -139,7 +143,8 @@ class Settings:
             raise SettingsError("UPSCALER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from exc
         if self.webhook_secret and not self.webhook_secret.startswith("whsec_"):
             raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>")
-        for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "tile_size", "lease_seconds"):
+        for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "tile_size", "lease_seconds",
+                     "band_output_pixels"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be positive")
 

@@ -20,6 +20,7 @@ from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
 from worker.engine.registry import EngineRegistry
+from worker.imaging import DecodedImage
 
 
 @dataclass
@@ -30,6 +31,8 @@ class WorkerContext:
     storage: Storage
     engines: EngineRegistry
     celery: Celery
+    # The decoded input of the split job whose bands this process is running (worker.split): one at a time.
+    band_inputs: dict[str, DecodedImage] = field(default_factory=dict)
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
 
     @classmethod

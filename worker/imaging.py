@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
 
 
+# Encoding defaults, shared with the streaming writer (worker.streaming).
+JPEG_QUALITY = 92
+JPEG_FULL_CHROMA_FROM = 90  # from this quality on, JPEG keeps full-resolution chroma (4:4:4)
+WEBP_QUALITY = 90
+PNG_COMPRESSION = 1  # zlib level: fast; print-size PNGs are dominated by compression time
+
 # Modes Pillow can open that the pipeline normalises before splitting off alpha.
 CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
@@ -92,6 +98,11 @@ def _icc_colour_space(icc: bytes) -> bytes:
     return icc[16:20].strip() if len(icc) >= 20 else b""
 
 
+def output_pixels(rgb: np.ndarray, greyscale: bool) -> np.ndarray:
+    """A band of the engine's RGB output in the source's kind (greyscale: Pillow's luma, as ``compose`` makes)."""
+    return np.asarray(Image.fromarray(rgb).convert("L")) if greyscale else rgb
+
+
 def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan | None = None) -> Image.Image:
     """Turn the engine's RGB output back into the source's kind of image (grey, alpha); the alpha plane follows
     the same resize (and cover crop) as the pixels."""
@@ -113,12 +124,13 @@ def encode(image: Image.Image, output_format: str, path: Path, quality: int | No
             background = Image.new("RGB" if image.mode == "RGBA" else "L", image.size, "white")
             background.paste(image, mask=image.getchannel("A"))
             image = background
-        image.save(path, "JPEG", quality=quality or 92, subsampling=0 if (quality or 92) >= 90 else 2, **options)
+        q = quality or JPEG_QUALITY
+        image.save(path, "JPEG", quality=q, subsampling=0 if q >= JPEG_FULL_CHROMA_FROM else 2, **options)
     elif output_format == "webp":
         if image.mode in ("L", "LA"):
             image = image.convert("RGBA" if image.mode == "LA" else "RGB")
-        image.save(path, "WEBP", quality=quality or 90, method=4, **options)
+        image.save(path, "WEBP", quality=quality or WEBP_QUALITY, method=4, **options)
     elif output_format == "tiff":  # for print: lossless, Deflate-compressed, alpha kept
         image.save(path, "TIFF", compression="tiff_adobe_deflate", **options)
     else:
-        image.save(path, "PNG", compress_level=1, **options)
+        image.save(path, "PNG", compress_level=PNG_COMPRESSION, **options)

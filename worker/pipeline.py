@@ -8,45 +8,30 @@ wrote, and every result is stored under a fresh key so nothing is ever overwritt
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
 
-from celery.exceptions import SoftTimeLimitExceeded
-from PIL import Image, UnidentifiedImageError
-
-from shared import jobs, metrics
+from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES, ImageRejected, sniff
-from shared.limits import EXTENSIONS, OUTPUT_FORMATS, check_output
+from shared.limits import EXTENSIONS, check_output
 from shared.models import Job
 from shared.sizing import SizeError, plan
 from shared.states import JobStatus
-from shared.storage import ObjectMissing, StorageError, new_key
 from shared.transitions import change_job
+from worker import split
 from worker.context import WorkerContext
-from worker.engine.registry import UnknownModel
-from worker.fetch import FetchFailed, fetch
-from worker.imaging import UnreadableImage
-from worker.render import render
+from worker.fetch import fetch
+from worker.outcomes import JobFailure, LeaseLost, classify, discard, finish_job, observe, store_result
+from worker.render import Prepared, finish, prepare
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
 
 
-class LeaseLost(RuntimeError):
-    """Another worker owns the job now, or it was canceled: stop without writing anything."""
-
-
-class JobFailure(RuntimeError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 def run_job(ctx: WorkerContext, job_id: str) -> str:
-    """Process one job; returns what happened: succeeded, failed, skipped or lease_lost."""
+    """Process one job; returns what happened: succeeded, failed, split, skipped or lease_lost."""
     # job.started goes in the claim's transaction, so a worker killed right after claiming cannot lose it.
     job = change_job(ctx, job_id, JobStatus.RUNNING,
                      lambda session: jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds),
@@ -55,48 +40,44 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
         return "skipped"
     if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
-        _discard(ctx, job.staged_output_key)
+        discard(ctx, job.staged_output_key)
         with unit_of_work(ctx.sessions) as session:
             jobs.stage_output(session, job_id, ctx.owner, None)
+    if job.bands_total is not None:  # a split job taken back from workers that vanished
+        return split.resume(ctx, job)
     output_key = None
     try:
-        output_key, values = _process(ctx, job)
-        if not _finish(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
+        with tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
+            started = time.monotonic()
+            source_path = Path(tmp) / "input"
+            if job.input_url and job.input_bytes is None:
+                _fetch_input(ctx, job)
+            ctx.storage.download(job.input_key, source_path)
+            download_s = time.monotonic() - started
+            prepared = prepare(source_path, ctx.engines, job.model, job.size_request, job.denoise)
+            if split.applies(ctx.settings, prepared):
+                return split.start(ctx, job, prepared)
+            output_key, values = _render_and_store(ctx, job, prepared, Path(tmp), started, download_s)
+        if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)
-        _observe(job, values["timings"], values["ran"])
+        observe(job, values["timings"], values["ran"])
         log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
         return "succeeded"
     except LeaseLost:
         log.warning("job %s: lease lost, discarding this attempt's output", job_id)
-        _discard(ctx, output_key)
+        discard(ctx, output_key)
         return "lease_lost"
     except Exception as exc:  # every failure ends as a stable code on the job
-        failure = _classify(exc)
+        failure = classify(exc)
         log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
                 "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
-        _discard(ctx, output_key)
-        _finish(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
+        discard(ctx, output_key)
+        finish_job(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
         return "failed"
 
 
-def _observe(job: Job, timings: dict[str, float], ran: dict) -> None:
-    """Metrics by the network that ran (``auto`` resolves per input) and its scale (1, 2, 3, 4 or 8)."""
-    megapixels = job.input_width * job.input_height / 1e6
-    model, scale = ran["model"], str(math.prod(ran["network_scales"]) if ran["network_scales"] else 1)
-    metrics.JOB_DURATION.labels(model, scale).observe(timings["total_s"])
-    metrics.JOB_MEGAPIXELS.labels(model).observe(megapixels)
-    metrics.MEGAPIXELS_PROCESSED.labels(model, scale).inc(megapixels)
-    metrics.INFERENCE_SECONDS.labels(model, scale).inc(timings["inference_s"])
-
-
-def _finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> bool:
-    """End our job (event, publish and count through the one transition function); False if no longer ours."""
-    return change_job(ctx, job_id, status, lambda session: jobs.finish(session, job_id, ctx.owner, status, **values),
-                      code=values.get("error_code") or "") is not None
-
-
-def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
-    started = time.monotonic()
+def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: Path, started: float,
+                      download_s: float) -> tuple[str, dict]:
     last_report = [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -108,29 +89,13 @@ def _process(ctx: WorkerContext, job: Job) -> tuple[str, dict]:
         _renew(ctx, job, 0.05 + 0.9 * done / total)
 
     checkpoint_progress = {"inference": 0.95, "encode": 0.97}
-    with tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
-        source_path, result_path = Path(tmp) / "input", Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
-        t = time.monotonic()
-        if job.input_url and job.input_bytes is None:
-            _fetch_input(ctx, job)
-        ctx.storage.download(job.input_key, source_path)
-        download_s = time.monotonic() - t
-        rendered = render(source_path, result_path, ctx.engines, job.model, job.size_request, job.output_format,
-                          job.quality, progress, checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
-                          denoise=job.denoise)
-        t = time.monotonic()
-        output_key = new_key("results", EXTENSIONS[job.output_format])
-        with unit_of_work(ctx.sessions) as session:
-            if not jobs.stage_output(session, job.id, ctx.owner, output_key):
-                raise LeaseLost(job.id)
-        size = result_path.stat().st_size
-        try:
-            ctx.storage.put_file(output_key, result_path, OUTPUT_FORMATS[job.output_format])
-        except BaseException:  # a failed or interrupted upload may have left part of the object behind
-            _discard(ctx, output_key)
-            raise
-        upload_s = time.monotonic() - t
-    timings = {"download_s": round(download_s, 4), **rendered.timings, "upload_s": round(upload_s, 4),
+    result_path = folder / f"result.{EXTENSIONS[job.output_format]}"
+    rendered = finish(prepared, result_path, job.output_format, job.quality, progress,
+                      checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
+                      band_pixels=ctx.settings.band_output_pixels)
+    t = time.monotonic()
+    output_key, size = store_result(ctx, job, result_path)
+    timings = {"download_s": round(download_s, 4), **rendered.timings, "upload_s": round(time.monotonic() - t, 4),
                "total_s": round(time.monotonic() - started, 4)}
     return output_key, {"output_key": output_key, "output_width": rendered.width,
                         "output_height": rendered.height, "output_bytes": size, "timings": timings,
@@ -172,32 +137,3 @@ def _renew(ctx: WorkerContext, job: Job, progress: float) -> None:
             raise LeaseLost(job.id)
 
 
-def _classify(exc: Exception) -> JobFailure:
-    if isinstance(exc, JobFailure):
-        return exc
-    if isinstance(exc, ObjectMissing):
-        return JobFailure("input_missing", "the input image is no longer in storage")
-    if isinstance(exc, StorageError):
-        return JobFailure("storage_failed", f"object storage failed: {exc}")
-    if isinstance(exc, FetchFailed):
-        return JobFailure(exc.code, str(exc))
-    if isinstance(exc, UnreadableImage):
-        return JobFailure("input_unreadable", str(exc))
-    if isinstance(exc, (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)):
-        return JobFailure("input_unreadable", "the input could not be decoded as an image")
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return JobFailure("time_limit", "the job ran past its time limit")
-    if isinstance(exc, UnknownModel):
-        return JobFailure("engine_failed", f"this worker has no model {exc}")
-    if isinstance(exc, OSError) and "image file" in str(exc):
-        return JobFailure("input_unreadable", "the input could not be decoded as an image")
-    return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
-
-
-def _discard(ctx: WorkerContext, key: str | None) -> None:
-    if key is None:
-        return
-    try:
-        ctx.storage.delete(key)
-    except StorageError:
-        log.exception("could not remove orphan result %s", key)

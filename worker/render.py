@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,11 +14,14 @@ from PIL import Image
 
 from shared.sizing import SizePlan, SizeRequest, plan
 from worker import metadata
+from worker.bands import Band, plan_bands
 from worker.engine.base import Engine, ProgressFn
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import Selection, select
-from worker.imaging import compose, decode, encode
+from worker.imaging import DecodedImage, compose, decode, encode, output_pixels
 from worker.input_profile import profile_input
+from worker.metadata import Metadata
+from worker.streaming import BAND_SUFFIX, assemble, write_band
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,12 @@ class Rendered:
     selection: Selection
     plan: SizePlan
     resampled: bool  # the network's output was resized (or cropped) to reach the exact size
+    bands: int = 0  # how many bands the output was streamed in (0: whole in memory)
 
     def ran(self) -> dict:
         """What ran, for the job JSON: the network, its strength and why, and how the size was reached."""
-        return {**self.selection.to_dict(), "network_scales": list(self.plan.chain), "resampled": self.resampled}
+        return {**self.selection.to_dict(), "network_scales": list(self.plan.chain), "resampled": self.resampled,
+                "bands": self.bands}
 
 
 def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float | None,
@@ -54,23 +60,87 @@ def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float 
     return image
 
 
-def render(source: Path, destination: Path, engines: EngineRegistry, model: str, size: SizeRequest,
-           output_format: str, quality: int | None = None, progress: ProgressFn | None = None,
-           checkpoint: Callable[[str], None] | None = None, denoise: float | None = None) -> Rendered:
-    """Decode ``source``, choose the network for it (``model`` may be ``auto``), enlarge it to ``size``, encode
-    it to ``destination``.
+def streamable(engine: Engine, decoded: DecodedImage, planned: SizePlan, band_pixels: int | None) -> bool:
+    """Whether the output is written band by band (bounded memory) instead of whole: one exact network
+    scale (no resampling or crop, which need the whole image), no alpha plane, more than one band's worth."""
+    height, width = decoded.rgb.shape[:2]
+    return (band_pixels is not None and hasattr(engine, "band_cuts") and len(planned.chain) == 1
+            and planned.resize_to == (width * planned.chain[0], height * planned.chain[0]) and planned.crop is None
+            and decoded.alpha is None and planned.resize_to[0] * planned.resize_to[1] > band_pixels)
 
-    ``checkpoint(stage)`` is called after inference and after encoding, so a caller can renew a
-    lease or give up between the long stages.
-    """
-    timings: dict[str, float] = {}
+
+def scaled_metadata(decoded: DecodedImage, scale: int) -> Metadata:
+    """The input's metadata for an output exactly ``scale`` times its size."""
+    height, width = decoded.rgb.shape[:2]
+    return metadata.for_output(decoded.metadata, width * scale, height * scale, scale, scale)
+
+
+def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[Band], strength: float | None,
+                 folder: Path, progress: ProgressFn | None = None) -> list[Path]:
+    """Compute ``bands`` one at a time into ``.v`` files in ``folder`` (in the output's mode); returns the paths."""
+    height = decoded.rgb.shape[0]
+    paths = []
+    for band in bands:
+        band_progress = None
+        if progress:
+            def band_progress(done: int, total: int, band: Band = band) -> None:
+                progress(band.y0 * total + done * (band.y1 - band.y0), height * total)
+        rows = engine.upscale_rows(decoded.rgb, scale, (band.y0, band.y1), band_progress, strength)
+        path = folder / f"band-{band.index:05d}{BAND_SUFFIX}"
+        write_band(output_pixels(rows, decoded.greyscale), path)
+        del rows
+        paths.append(path)
+    return paths
+
+
+@dataclass
+class Prepared:
+    """A decoded input with its plan: which network runs at which strength, and the size it makes."""
+
+    decoded: DecodedImage
+    planned: SizePlan
+    selection: Selection
+    engine: Engine
+    timings: dict[str, float]
+
+
+def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest,
+            denoise: float | None = None) -> Prepared:
+    """Decode ``source``, plan its size and choose the network for it (``model`` may be ``auto``)."""
     t = time.monotonic()
     decoded = decode(source)
     height, width = decoded.rgb.shape[:2]
     planned = plan(width, height, size)
     selection = select(model, denoise, profile_input(source, decoded.rgb), engines.catalog)
     engine = engines.get(selection.model)
-    timings["decode_s"] = time.monotonic() - t
+    return Prepared(decoded, planned, selection, engine, {"decode_s": time.monotonic() - t})
+
+
+def render(source: Path, destination: Path, engines: EngineRegistry, model: str, size: SizeRequest,
+           output_format: str, quality: int | None = None, progress: ProgressFn | None = None,
+           checkpoint: Callable[[str], None] | None = None, denoise: float | None = None,
+           band_pixels: int | None = None) -> Rendered:
+    """Decode ``source``, choose the network for it (``model`` may be ``auto``), enlarge it to ``size``, encode
+    it to ``destination``."""
+    return finish(prepare(source, engines, model, size, denoise), destination, output_format, quality, progress,
+                  checkpoint, band_pixels)
+
+
+def finish(prepared: Prepared, destination: Path, output_format: str, quality: int | None = None,
+           progress: ProgressFn | None = None, checkpoint: Callable[[str], None] | None = None,
+           band_pixels: int | None = None) -> Rendered:
+    """Enlarge a prepared input and encode it to ``destination``.
+
+    ``checkpoint(stage)`` is called after inference and after encoding, so a caller can renew a
+    lease or give up between the long stages. With ``band_pixels``, an output larger than that is computed
+    in bands of at most that many pixels and streamed to the file (``worker.streaming``).
+    """
+    decoded, planned, selection, engine = prepared.decoded, prepared.planned, prepared.selection, prepared.engine
+    timings = dict(prepared.timings)
+    height, width = decoded.rgb.shape[:2]
+    if streamable(engine, decoded, planned, band_pixels):
+        return _render_streaming(engine, decoded, planned, selection, destination, output_format, quality, progress,
+                                 checkpoint, band_pixels, timings)
     t = time.monotonic()
     enlarged = enlarge(engine, decoded.rgb, planned, selection.strength, progress)
     timings["inference_s"] = time.monotonic() - t
@@ -90,3 +160,26 @@ def render(source: Path, destination: Path, engines: EngineRegistry, model: str,
     resampled = planned.resize_to != (width * network, height * network) or planned.crop is not None
     return Rendered(out_width, out_height, {k: round(v, 4) for k, v in timings.items()}, selection, planned,
                     resampled)
+
+
+def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, selection: Selection,
+                      destination: Path, output_format: str, quality: int | None, progress: ProgressFn | None,
+                      checkpoint: Callable[[str], None] | None, band_pixels: int,
+                      timings: dict[str, float]) -> Rendered:
+    height, width = decoded.rgb.shape[:2]
+    scale = planned.chain[0]
+    bands = plan_bands(engine.band_cuts(height, width), width, scale, band_pixels)
+    meta = scaled_metadata(decoded, scale)
+    with tempfile.TemporaryDirectory(prefix="bands-", dir=destination.parent) as folder:
+        t = time.monotonic()
+        paths = render_bands(engine, decoded, scale, bands, selection.strength, Path(folder), progress)
+        timings["inference_s"] = time.monotonic() - t
+        if checkpoint:
+            checkpoint("inference")
+        t = time.monotonic()
+        out_width, out_height = assemble(paths, destination, output_format, quality, meta)
+        timings["encode_s"] = time.monotonic() - t
+    if checkpoint:
+        checkpoint("encode")
+    return Rendered(out_width, out_height, {k: round(v, 4) for k, v in timings.items()}, selection, planned,
+                    resampled=False, bands=len(bands))

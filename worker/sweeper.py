@@ -18,10 +18,10 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import delete, select
 
-from shared import deliveries, jobs
+from shared import deliveries, job_bands, jobs
 from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
-from shared.queue import enqueue_job, publish_deliveries
+from shared.queue import enqueue_band, enqueue_job, publish_deliveries
 from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
 from shared.transitions import change_job
@@ -37,11 +37,13 @@ class SweepReport:
     failed: int
     webhooks: int = 0
     expired: int = 0
+    bands: int = 0
 
 
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     requeued, failed = release_expired_leases(ctx)
     enqueued = _enqueue_pending_jobs(ctx, celery)
+    bands = republish_stalled_bands(ctx, celery)
     with unit_of_work(ctx.sessions) as session:
         due = deliveries.take_due(session, grace_seconds=5.0)
     publish_deliveries(celery, due)
@@ -49,8 +51,8 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     if isinstance(ctx.storage, LocalStorage):
         ctx.storage.remove_stale_partials()
     report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed), webhooks=len(due),
-                         expired=expired)
-    if any((enqueued, requeued, failed, due, expired)):
+                         expired=expired, bands=bands)
+    if any((enqueued, requeued, failed, due, expired, bands)):
         log.info("sweep: %s", report)
     return report
 
@@ -77,6 +79,22 @@ def release_expired_leases(ctx: WorkerContext) -> tuple[list[str], list[str]]:
         else:
             requeued.append(job.id)
     return requeued, failed
+
+
+def republish_stalled_bands(ctx: WorkerContext, celery: Celery) -> int:
+    """Bands of running split jobs whose worker was killed (lease expired) or whose message may be lost are
+    published again; claiming is conditional, so a duplicate does nothing."""
+    with ctx.sessions() as session:
+        stalled = [(b.job_id, b.index) for b in job_bands.stalled(session, ctx.settings.queued_stale_seconds)]
+    for job_id, index in stalled:
+        try:
+            enqueue_band(celery, job_id, index)
+        except Exception:  # broker still down: the next sweep tries again
+            log.warning("sweeper could not publish band %d of job %s; will retry", index, job_id, exc_info=True)
+            return 0
+        with unit_of_work(ctx.sessions) as session:
+            job_bands.touch(session, job_id, index)
+    return len(stalled)
 
 
 def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery) -> int:
@@ -113,8 +131,10 @@ def expire_old_jobs(ctx: WorkerContext, limit: int = 200) -> int:
                               .limit(limit)).all()
     expired = 0
     for job in old:
+        with ctx.sessions() as session:
+            band_keys = [b.result_key for b in job_bands.bands_of(session, job.id)] if job.bands_total else []
         try:
-            for key in filter(None, (job.input_key, job.output_key)):
+            for key in filter(None, (job.input_key, job.output_key, *band_keys)):
                 ctx.storage.delete(key)
         except StorageError:
             log.warning("could not delete objects of expired job %s; will retry", job.id, exc_info=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from shared.logs import job_context
-from shared.queue import DELIVER_WEBHOOK, RUN_JOB, SWEEP
-from worker import pipeline, sweeper, webhook_delivery
+from shared.queue import DELIVER_WEBHOOK, RUN_BAND, RUN_JOB, SWEEP
+from worker import pipeline, split, sweeper, webhook_delivery
 from worker.celery_app import celery, get_context, settings
 
 
@@ -15,6 +15,13 @@ from worker.celery_app import celery, get_context, settings
 def run_job(job_id: str) -> str:
     with job_context(job_id):
         return pipeline.run_job(get_context(), job_id)
+
+
+@celery.task(name=RUN_BAND, acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.job_time_limit, time_limit=settings.job_time_limit + 60)
+def run_band(job_id: str, index: int) -> str:
+    with job_context(job_id):
+        return split.run_band(get_context(), job_id, index)
 
 
 @celery.task(name=SWEEP, ignore_result=True, soft_time_limit=120, time_limit=180)

@@ -109,7 +109,7 @@ def test_worker_image_builds_on_tensorflow_gpu():
     match = re.fullmatch(r"tensorflow/tensorflow:2\.(\d+)\.\d+-gpu", base)
     assert match and int(match.group(1)) >= 16, base  # 2.16+: Keras 3
     installs = pip_installs(DEPLOY / "worker.Dockerfile")
-    (install,) = [args for args in installs if ".[postgres]" in args]
+    (install,) = [args for args in installs if ".[postgres,streaming]" in args]  # libvips for big outputs
     assert re.search(r'"keras>=3', install)
     # TensorFlow comes from the base image and is pinned by the constraints file, never installed again.
     assert "--constraint" in install and "tensorflow" not in install.split("--constraint")[1].split(None, 1)[1]

@@ -1,6 +1,5 @@
 """The networks' layers, the architecture registry, tiling and the shipped weights."""
 
-import json
 
 import keras
 import numpy as np
@@ -9,33 +8,18 @@ from PIL import Image
 
 from shared.catalog import catalog_for
 from shared.settings import Settings
+from tests.worker.conftest import ARCHS, TINY
 from worker.engine.archs import ARCH_REGISTRY, get_arch, register_arch
 from worker.engine.layers import BicubicPhases, PixelShuffle
 from worker.engine.network import NetworkConfig, scale_model
 from worker.engine.network_engine import NetworkEngine
 from worker.engine.tiling import plan_tiles, run_tiled
 
-TINY = NetworkConfig(blocks=2, channels=8)
-ARCHS = ["residual_sr", "residual_sr_cond"]
 SHIPPED = [name for name, info in catalog_for(Settings()).items() if info.weights is not None]
 
 
 def build_network(config: NetworkConfig, arch: str = "residual_sr"):
     return get_arch(arch).build(config)
-
-
-@pytest.fixture(scope="module", params=ARCHS)
-def tiny_engine(request, tmp_path_factory):
-    """A tiny network of each architecture with random (non-zero) weights, saved and loaded like a shipped one."""
-    folder = tmp_path_factory.mktemp("tiny")
-    keras.utils.set_random_seed(7)
-    model = build_network(TINY, request.param)
-    rng = np.random.default_rng(7)
-    for weight in model.weights:
-        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
-    model.save_weights(folder / "tiny.weights.h5")
-    (folder / "tiny.json").write_text(json.dumps({"name": "tiny", "arch": request.param, "network": TINY.to_dict()}))
-    return NetworkEngine(folder / "tiny.weights.h5", tile_size=48, memory_budget_mb=1)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from worker.engine.base import ProgressFn
-from worker.engine.tiling import batch_size_for, run_tiled
+from worker.engine.tiling import batch_size_for, plan_tiles, row_cuts, run_tiled
 
 # Sides below this are edge-padded before inference (and the output cropped): a 1x1 icon still upscales.
 MIN_SIDE = 8
@@ -59,6 +59,37 @@ class NetworkEngine:
             inputs = [batch, np.full((len(batch), 1), strength or 0.0, np.float32)]
         return np.asarray(self._models[scale].predict_on_batch(inputs), dtype=np.float32)
 
+    def _window_and_batch(self, height: int, width: int, scale: int) -> tuple[int, int]:
+        window = min(self.tile_size, max(height, width))
+        return window, batch_size_for(min(window, height), min(window, width), self.bytes_per_lr_pixel(scale),
+                                      self.memory_budget)
+
+    def band_cuts(self, height: int, width: int) -> list[int]:
+        """LR rows where a band may begin or end (tile-row boundaries, 0 and ``height`` included): a band cut
+        there is computed by exactly the forward passes a whole-image run makes, so bands join bit-exactly."""
+        if min(height, width) < MIN_SIDE:
+            return [0, height]
+        window = min(self.tile_size, max(height, width))
+        return row_cuts(plan_tiles(height, width, window, self.margin)[0])
+
+    def upscale_rows(self, rgb: np.ndarray, scale: int, rows: tuple[int, int], progress: ProgressFn | None = None,
+                     strength: float | None = None) -> np.ndarray:
+        """HR rows ``rows[0]*scale .. rows[1]*scale`` of ``upscale(rgb)`` (``rows`` from ``band_cuts``), as a
+        uint8 array: only this band's tiles run, each over the same window a whole-image run uses."""
+        height, width = rgb.shape[:2]
+        if min(height, width) < MIN_SIDE:
+            return np.asarray(self.upscale(rgb, scale, progress, strength))[rows[0] * scale: rows[1] * scale]
+        y0 = rows[0] * scale
+        output = np.empty(((rows[1] - rows[0]) * scale, width * scale, 3), np.uint8)
+
+        def store(y: int, x: int, core: np.ndarray) -> None:
+            output[y - y0: y - y0 + core.shape[0], x: x + core.shape[1]] = np.clip(np.round(core * 255.0), 0, 255)
+
+        window, batch = self._window_and_batch(height, width, scale)
+        run_tiled(lambda b: self.predict(scale, b, strength), rgb, scale, window, self.margin, batch, store,
+                  progress, rows=rows)
+        return output
+
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
                 strength: float | None = None) -> Image.Image:
         height, width = rgb.shape[:2]
@@ -70,8 +101,6 @@ class NetworkEngine:
         def paste(y: int, x: int, core: np.ndarray) -> None:
             output.paste(Image.fromarray(np.clip(np.round(core * 255.0), 0, 255).astype(np.uint8)), (x, y))
 
-        window = min(self.tile_size, max(height, width))
-        batch = batch_size_for(min(window, height), min(window, width), self.bytes_per_lr_pixel(scale),
-                               self.memory_budget)
+        window, batch = self._window_and_batch(height, width, scale)
         run_tiled(lambda b: self.predict(scale, b, strength), rgb, scale, window, self.margin, batch, paste, progress)
         return output

@@ -4,6 +4,9 @@ Each window is a tile's *core* plus ``margin`` LR pixels of real neighbouring co
 (the margin is at least the network's receptive radius), and only the core's output is kept. All
 windows have the same size (windows at the image edge slide inwards instead of being padded), so the
 network sees exactly the pixels it would see on the whole image and tiles can be batched.
+
+Batches never mix tile rows, so any run of whole tile rows (a *band*, ``worker.bands``) is computed by
+exactly the same forward passes as in a whole-image run: a band job's output is bit-identical to it.
 """
 
 from __future__ import annotations
@@ -57,14 +60,33 @@ def batch_size_for(window_h: int, window_w: int, bytes_per_lr_pixel: int, budget
     return max(1, budget_bytes // max(window_h * window_w * bytes_per_lr_pixel, 1))
 
 
+def row_cuts(tiles: list[Tile]) -> list[int]:
+    """LR rows where a tile row's cores begin, plus the image height: the only places a band may start/end."""
+    return sorted({t.core_y0 for t in tiles} | {t.core_y1 for t in tiles})
+
+
+def batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
+    """Groups of at most ``batch`` tiles, each from one tile row."""
+    for row_start in sorted({t.core_y0 for t in tiles}):
+        row = [t for t in tiles if t.core_y0 == row_start]
+        for first in range(0, len(row), batch):
+            yield row[first: first + batch]
+
+
 def run_tiled(predict: Predict, image: np.ndarray, scale: int, window: int, margin: int, batch: int,
-              sink: Sink, progress: ProgressFn | None = None) -> None:
-    """Run ``predict`` over uint8 ``image`` tile by tile, handing each HR core to ``sink``."""
+              sink: Sink, progress: ProgressFn | None = None, rows: tuple[int, int] | None = None) -> None:
+    """Run ``predict`` over uint8 ``image`` tile by tile, handing each HR core to ``sink``.
+
+    ``rows`` (LR ``y0, y1`` on cuts of ``row_cuts``) limits the run to the tiles whose cores lie there.
+    """
     height, width = image.shape[:2]
     tiles, win_h, win_w = plan_tiles(height, width, window, margin)
+    if rows is not None:
+        if rows[0] not in row_cuts(tiles) or rows[1] not in row_cuts(tiles):
+            raise ValueError(f"rows {rows} do not fall on tile rows {row_cuts(tiles)}")
+        tiles = [t for t in tiles if rows[0] <= t.core_y0 and t.core_y1 <= rows[1]]
     done = 0
-    for first in range(0, len(tiles), batch):
-        group = tiles[first: first + batch]
+    for group in batches(tiles, batch):
         windows = np.stack([image[t.window_y: t.window_y + win_h, t.window_x: t.window_x + win_w] for t in group])
         outputs = predict(windows.astype(np.float32) / 255.0)
         for tile, out in zip(group, outputs, strict=True):

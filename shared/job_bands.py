@@ -1,0 +1,121 @@
+"""Persistence of split jobs' bands (``worker.split``): every step one conditional UPDATE, like ``shared.jobs``.
+
+A band is claimed under its own lease (a second delivery of its task finds nothing to claim; a band whose
+worker vanished is claimable again once its lease expires), and only while its job is running, so a
+canceled job's bands stop. Completing a band moves the job's ``bands_done`` counter in the same
+transaction: the row lock serialises those UPDATEs on every database, so exactly one worker reads
+``bands_done == bands_total`` and assembles. These functions flush but never commit.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.models import Job, JobBand, utcnow
+from shared.states import JobStatus
+
+PENDING, RUNNING, DONE = "pending", "running", "done"
+# Progress while bands run: the assembly after them takes the last stretch.
+BANDS_PROGRESS_FROM, BANDS_PROGRESS_TO = 0.05, 0.92
+
+
+def _job_running(job_id: str):
+    return exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+
+
+def plan(session: Session, job_id: str, owner: str, rows: list[tuple[int, int]], ran: dict) -> bool:
+    """Record a job's bands (once: a re-claimed job keeps its plan and its finished bands). False if the job
+    is no longer ours."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value,
+                          Job.bands_total.is_(None))
+        .values(bands_total=len(rows), bands_done=0, ran=ran, updated_at=utcnow()))
+    if result.rowcount != 1:
+        return session.scalar(select(Job.bands_total).where(Job.id == job_id, Job.lease_owner == owner)) is not None
+    now = utcnow()
+    session.add_all(JobBand(job_id=job_id, index=i, y0=y0, y1=y1, status=PENDING, attempts=0, updated_at=now)
+                    for i, (y0, y1) in enumerate(rows))
+    session.flush()
+    return True
+
+
+def claim(session: Session, job_id: str, index: int, owner: str, lease_seconds: int) -> bool:
+    """Take a band that is pending, or running under an expired lease, of a running job."""
+    now = utcnow()
+    result = session.execute(
+        update(JobBand)
+        .where(JobBand.job_id == job_id, JobBand.index == index, _job_running(job_id))
+        .where(or_(JobBand.status == PENDING, and_(JobBand.status == RUNNING, JobBand.lease_expires_at < now)))
+        .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=JobBand.attempts + 1, result_key=None, updated_at=now))
+    if result.rowcount == 1:
+        keep_job_alive(session, job_id, lease_seconds)
+    return result.rowcount == 1
+
+
+def keep_job_alive(session: Session, job_id: str, lease_seconds: int) -> bool:
+    """Extend a split job's lease while any of its bands runs (whoever holds the job's lease)."""
+    now = utcnow()
+    result = session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                             .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
+    return result.rowcount == 1
+
+
+def renew(session: Session, job_id: str, index: int, owner: str, lease_seconds: int) -> bool:
+    """Extend our band's lease and its job's; False means the band or the job is gone and we must stop."""
+    now = utcnow()
+    result = session.execute(
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
+                              JobBand.status == RUNNING, _job_running(job_id))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
+    return result.rowcount == 1 and keep_job_alive(session, job_id, lease_seconds)
+
+
+def stage(session: Session, job_id: str, index: int, owner: str, key: str) -> bool:
+    """Record the object key our band is about to upload; False if the band is no longer ours."""
+    result = session.execute(
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
+                              JobBand.status == RUNNING).values(result_key=key, updated_at=utcnow()))
+    return result.rowcount == 1
+
+
+def complete(session: Session, job_id: str, index: int, owner: str) -> tuple[bool, bool]:
+    """Mark our band done and count it on the job: (this band counted, it was the job's last band)."""
+    done = session.execute(
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
+                              JobBand.status == RUNNING, _job_running(job_id))
+        .values(status=DONE, lease_owner=None, lease_expires_at=None, updated_at=utcnow()))
+    if done.rowcount != 1:
+        return False, False
+    session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done + 1, updated_at=utcnow()))
+    finished, total = session.execute(select(Job.bands_done, Job.bands_total).where(Job.id == job_id)).one()
+    span = BANDS_PROGRESS_TO - BANDS_PROGRESS_FROM
+    session.execute(update(Job).where(Job.id == job_id)
+                    .values(progress=BANDS_PROGRESS_FROM + span * finished / total))
+    return True, finished == total
+
+
+def bands_of(session: Session, job_id: str) -> list[JobBand]:
+    return list(session.scalars(select(JobBand).where(JobBand.job_id == job_id).order_by(JobBand.index)))
+
+
+def stalled(session: Session, pending_stale_seconds: int, limit: int = 500) -> list[JobBand]:
+    """Bands of running jobs that need their task published again: running under an expired lease (worker
+    killed), or pending so long that their message may be lost."""
+    now = utcnow()
+    query = (select(JobBand).join(Job, Job.id == JobBand.job_id)
+             .where(Job.status == JobStatus.RUNNING.value)
+             .where(or_(and_(JobBand.status == RUNNING, JobBand.lease_expires_at < now),
+                        and_(JobBand.status == PENDING,
+                             JobBand.updated_at < now - timedelta(seconds=pending_stale_seconds))))
+             .limit(limit))
+    return list(session.scalars(query))
+
+
+def touch(session: Session, job_id: str, index: int) -> None:
+    """A stalled pending band was published again: wait another period before the next time."""
+    session.execute(update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.status == PENDING)
+                    .values(updated_at=utcnow()))

@@ -1,0 +1,103 @@
+"""Bands: cut on tile rows, computed alone, joined bit-exactly, streamed to every output format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.settings import Settings
+from shared.sizing import SizeRequest
+from worker.bands import plan_bands
+from worker.engine.network_engine import NetworkEngine
+from worker.engine.registry import EngineRegistry
+from worker.render import render
+
+
+def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
+
+
+def test_bands_cover_every_row_once_on_tile_rows_and_stay_under_the_pixel_budget():
+    cuts = [0, 16, 32, 48, 64, 80, 90]
+    bands = plan_bands(cuts, width=100, scale=2, band_pixels=100 * 4 * 40)  # 40 LR rows of output per band
+    assert [(b.y0, b.y1) for b in bands] == [(0, 32), (32, 64), (64, 90)]
+    assert all(b.y0 in cuts and b.y1 in cuts for b in bands)
+    assert [b.index for b in bands] == [0, 1, 2]
+    one_row_each = plan_bands(cuts, width=100, scale=2, band_pixels=1)  # a tile row is the smallest band
+    assert [(b.y0, b.y1) for b in one_row_each] == list(zip(cuts[:-1], cuts[1:], strict=True))
+    assert [(b.y0, b.y1) for b in plan_bands(cuts, 100, 2, 10**9)] == [(0, 90)]
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("band_rows", [1, 2, 3])
+def test_bands_join_bit_exactly_into_the_single_worker_output(tiny_engine, scale, band_rows):
+    image = _image(131, 97, scale)
+    single = np.asarray(tiny_engine.upscale(image, scale, strength=0.4))
+    cuts = tiny_engine.band_cuts(*image.shape[:2])
+    assert len(cuts) > 4  # several tile rows, so bands really cut the image
+    bands = plan_bands(cuts, image.shape[1], scale, band_pixels=band_rows * (cuts[1] - cuts[0]) * 97 * scale**2)
+    assert len(bands) > 1
+    joined = np.concatenate([tiny_engine.upscale_rows(image, scale, (b.y0, b.y1), strength=0.4) for b in bands])
+    assert joined.dtype == np.uint8 and np.abs(joined.astype(int) - single).max() == 0
+    # and the single-worker output is whole-image inference up to float rounding
+    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0, 0.4)[0]
+    assert np.abs(joined / 255.0 - np.clip(whole, 0, 1)).max() <= 1 / 255 + 1e-6
+
+
+def test_a_band_margin_smaller_than_the_receptive_field_does_not_match(tiny_engine, tmp_path):
+    """The control: the same bands with windows of too little context differ from whole-image inference."""
+    image = _image(131, 97, 9)
+    narrow = NetworkEngine.__new__(NetworkEngine)
+    narrow.__dict__.update(tiny_engine.__dict__)
+    narrow.margin = 2
+    whole = np.clip(np.round(tiny_engine.predict(2, image[None].astype(np.float32) / 255.0, 0.4)[0] * 255), 0, 255)
+    cuts = narrow.band_cuts(*image.shape[:2])
+    joined = np.concatenate([narrow.upscale_rows(image, 2, (a, b), strength=0.4) for a, b in zip(cuts, cuts[1:])])
+    assert np.abs(joined.astype(int) - whole).max() > 3
+
+
+def test_rows_off_the_tile_grid_are_refused(tiny_engine):
+    with pytest.raises(ValueError, match="tile rows"):
+        tiny_engine.upscale_rows(_image(131, 97), 2, (0, 7))
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return EngineRegistry(Settings.from_env(tile_size=48))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_streamed_output_equals_the_whole_one(tmp_path, engines, mode):
+    source = tmp_path / "in.png"
+    Image.fromarray(_image(90, 70, 3)).convert(mode).save(source)
+    whole = render(source, tmp_path / "whole.png", engines, "residual_sr", SizeRequest(scale=2), "png")
+    streamed = render(source, tmp_path / "streamed.png", engines, "residual_sr", SizeRequest(scale=2), "png",
+                      band_pixels=140 * 40)
+    assert whole.bands == 0 and streamed.bands > 2 and streamed.ran()["bands"] == streamed.bands
+    with Image.open(tmp_path / "whole.png") as a, Image.open(tmp_path / "streamed.png") as b:
+        assert a.mode == b.mode == mode and a.size == b.size == (140, 180)
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not list(tmp_path.glob("bands-*"))  # band files are removed
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+def test_streamed_outputs_keep_metadata_in_every_format(tmp_path, engines, fmt):
+    exif = Image.Exif()
+    exif[0x8298] = "(c) 2026 Studio Nord"
+    exif.get_ifd(0x8769)[0x9003] = "2026:11:20 10:00:00"
+    source = tmp_path / "in.jpg"
+    Image.fromarray(_image(60, 80, 4)).save(source, "JPEG", quality=95, exif=exif, dpi=(300, 300))
+    result = tmp_path / f"out.{fmt}"
+    rendered = render(source, result, engines, "residual_sr", SizeRequest(scale=2), fmt, band_pixels=160 * 40)
+    assert rendered.bands > 1
+    with Image.open(result) as out:
+        assert out.size == (160, 120)
+        if fmt != "webp":
+            assert tuple(round(v) for v in out.info["dpi"]) == (600, 600)
+        if fmt == "tiff":  # for print: tiled, Deflate; libvips writes XMP, ICC and resolution but no EXIF IFD
+            assert out.tag_v2[322] == 256 and out.info["compression"] == "tiff_adobe_deflate"
+        else:
+            kept = out.getexif()
+            assert kept[0x8298] == "(c) 2026 Studio Nord"
+            assert kept.get_ifd(0x8769)[0x9003] == "2026:11:20 10:00:00"

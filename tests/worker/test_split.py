@@ -1,0 +1,223 @@
+"""One job across many workers: bands as tasks, exact assembly, killed workers, cancel, failures.
+
+Each "worker" is its own ``WorkerContext`` (own owner id, database pool and engines) on the same database,
+storage and Redis, as separate processes would be; the chaos benchmark does the same with real processes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from shared import job_bands, jobs
+from shared.db import unit_of_work
+from shared.job_view import job_view
+from shared.models import JobBand
+from shared.queue import INFERENCE_QUEUE, queue_depth
+from shared.states import JobStatus
+from shared.transitions import change_job
+from tests.factories import make_job, reload, seconds_ago
+from worker import pipeline, split
+from worker.context import WorkerContext
+from worker.sweeper import sweep
+
+WIDTH, HEIGHT = 100, 76
+
+
+@pytest.fixture
+def split_settings(settings):
+    """Small tiles and bands, so a 100x76 input is cut into several bands; a Redis database of its own."""
+    return settings.with_overrides(tile_size=48, band_output_pixels=WIDTH * 4 * 40, split_output_pixels=1,
+                                   redis_url=settings.redis_url.rsplit("/", 1)[0] + "/7")
+
+
+@pytest.fixture
+def workers(split_settings):
+    contexts = [WorkerContext.create(split_settings) for _ in range(3)]
+    redis.Redis.from_url(split_settings.redis_url).flushdb()
+    yield contexts
+    redis.Redis.from_url(split_settings.redis_url).flushdb()
+    for context in contexts:
+        context.engine.dispose()
+
+
+def _photo(mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    base = np.stack([xx * 2.5, yy * 3, (xx + yy) * 1.4], -1) + rng.normal(0, 12, (HEIGHT, WIDTH, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).convert(mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _job(ctx, db_session, data: bytes | None = None, **overrides):
+    key = f"inputs/split/{np.random.default_rng().integers(1 << 40)}.png"
+    ctx.storage.put_bytes(key, data or _photo(), "image/png")
+    values = dict(model="residual_sr", scale=2, input_key=key, input_width=WIDTH, input_height=HEIGHT)
+    return make_job(db_session, **{**values, **overrides})
+
+
+def _pixels(ctx, job) -> np.ndarray:
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(job.output_key))) as out:
+        return np.asarray(out)
+
+
+def _unsplit(ctx, db_session, **overrides) -> np.ndarray:
+    single = WorkerContext.create(ctx.settings.with_overrides(split_output_pixels=0))
+    try:
+        job = _job(single, db_session, **overrides)
+        assert pipeline.run_job(single, job.id) == "succeeded"
+        job = reload(db_session, job)
+        assert not job.bands_total
+        return _pixels(single, job)
+    finally:
+        single.engine.dispose()
+
+
+def _planned_only(ctx, db_session, monkeypatch, **overrides):
+    """A split job whose first worker recorded and published the bands, then did none of them (as if killed)."""
+    job = _job(ctx, db_session, **overrides)
+    monkeypatch.setattr(split, "_work", lambda *_args: None)
+    assert pipeline.run_job(ctx, job.id) == "split"
+    monkeypatch.undo()
+    return reload(db_session, job)
+
+
+@pytest.mark.parametrize("scale,band_rows", [(2, 40), (3, 20), (4, 60)])
+def test_a_split_job_equals_the_single_worker_result_bit_for_bit(workers, db_session, scale, band_rows):
+    ctx = workers[0]
+    ctx.settings = ctx.settings.with_overrides(band_output_pixels=WIDTH * scale * scale * band_rows)
+    job = _job(ctx, db_session, scale=scale)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"  # one worker: it ran every band and assembled
+    job = reload(db_session, job)
+    assert job.bands_total >= 2 and job.bands_done == job.bands_total and job.ran["bands"] == job.bands_total
+    assert (job.status, job.progress, job.output_width, job.output_height) == ("succeeded", 1.0, WIDTH * scale,
+                                                                              HEIGHT * scale)
+    assert np.array_equal(_pixels(ctx, job), _unsplit(ctx, db_session, scale=scale))
+    assert not list((ctx.settings.storage_dir / "bands").rglob("*.v"))  # band files are deleted
+
+
+def test_bands_run_on_every_worker_and_the_last_one_assembles(workers, db_session, monkeypatch):
+    first, second, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    total = job.bands_total
+    assert total >= 3 and queue_depth(redis.Redis.from_url(first.settings.redis_url), INFERENCE_QUEUE) == total
+    outcomes = [split.run_band((second, third)[i % 2], job.id, i) for i in range(total)]
+    assert outcomes == ["band_done"] * (total - 1) + ["succeeded"]
+    owners = {reload(db_session, job).lease_owner}
+    assert owners == {None}
+    job = reload(db_session, job)
+    assert job.status == "succeeded" and job.attempts == 1
+    view = job_view(job, first.storage, first.settings, "http://127.0.0.1")
+    assert (view.split.done, view.split.total) == (total, total)
+    assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+
+
+def test_a_second_delivery_of_a_band_does_nothing(workers, db_session, monkeypatch):
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.run_band(second, job.id, 0) == "band_done"
+    assert split.run_band(second, job.id, 0) == "skipped"
+    assert split.run_band(first, job.id, 0) == "skipped"
+    assert reload(db_session, job).bands_done == 1
+
+
+def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_session, monkeypatch):
+    first, second, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    with unit_of_work(second.sessions) as session:  # the second worker claims band 1 and dies
+        assert job_bands.claim(session, job.id, 1, second.owner, 60)
+    assert split.run_band(third, job.id, 1) == "skipped"  # its lease still holds
+    for index in range(job.bands_total):
+        if index != 1:
+            assert split.run_band(third, job.id, index) == "band_done"
+    db_session.query(JobBand).filter_by(job_id=job.id, index=1).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    redis.Redis.from_url(first.settings.redis_url).flushdb()
+    assert sweep(first, first.celery).bands == 1  # published again
+    assert queue_depth(redis.Redis.from_url(first.settings.redis_url), INFERENCE_QUEUE) == 1
+    assert split.run_band(third, job.id, 1) == "succeeded"
+    job = reload(db_session, job)
+    band = db_session.get(JobBand, (job.id, 1))
+    assert (job.status, job.bands_done, band.attempts) == ("succeeded", job.bands_total, 2)
+    assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+
+
+def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers, db_session, monkeypatch):
+    first, _, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.run_band(first, job.id, 0) == "band_done"
+    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    assert sweep(first, first.celery).requeued == 1  # the job goes back to the queue, its bands stay
+    assert pipeline.run_job(third, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert (job.status, job.attempts, job.bands_done) == ("succeeded", 2, job.bands_total)
+    assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+
+
+def test_a_cancel_stops_the_remaining_bands_and_removes_their_files(workers, db_session, monkeypatch):
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.run_band(second, job.id, 0) == "band_done"
+    done_key = db_session.get(JobBand, (job.id, 0)).result_key
+    assert second.storage.exists(done_key)
+    assert change_job(first, job.id, JobStatus.CANCELED, lambda s: jobs.cancel(s, job.id)) is not None
+    assert split.run_band(second, job.id, 1) == "skipped"
+
+    # a band running when the cancel lands stops at its next renewal and its files go
+    monkeypatch.setattr(split, "RENEW_EVERY_SECONDS", 0.0)
+    db_session.query(JobBand).filter_by(job_id=job.id, index=2).update({"status": "running",
+                                                                          "lease_owner": second.owner})
+    db_session.commit()
+    with pytest.raises(split.LeaseLost):
+        split._renew_band(second, job.id, 2)
+    split._drop_band_results_if_ended(second, job.id)
+    assert not second.storage.exists(done_key)
+    job = reload(db_session, job)
+    assert job.status == "canceled" and job.output_key is None
+
+
+def test_a_failing_band_fails_the_job_with_its_code(workers, db_session, monkeypatch):
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.run_band(second, job.id, 0) == "band_done"
+    ran = {**job.ran, "model": "gone_network"}
+    db_session.query(type(job)).filter_by(id=job.id).update({"ran": ran})
+    db_session.commit()
+    assert split.run_band(second, job.id, 1) == "failed"
+    job = reload(db_session, job)
+    assert (job.status, job.error_code) == ("failed", "engine_failed")
+    assert not list((first.settings.storage_dir / "bands").rglob("*.v"))
+
+
+def test_greyscale_and_jpeg_split_outputs(workers, db_session):
+    ctx = workers[0]
+    job = _job(ctx, db_session, data=_photo("L"))
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert job.bands_total >= 2 and _pixels(ctx, job).ndim == 2
+    assert np.array_equal(_pixels(ctx, job), _unsplit(ctx, db_session, data=_photo("L")))
+    job = _job(ctx, db_session, output_format="jpeg", quality=90)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(reload(db_session, job).output_key))) as out:
+        assert out.format == "JPEG" and out.size == (WIDTH * 2, HEIGHT * 2)
+
+
+def test_small_jobs_alpha_and_resampled_sizes_are_not_split(workers, db_session):
+    ctx = workers[0]
+    ctx.settings = ctx.settings.with_overrides(split_output_pixels=10**9)
+    job = _job(ctx, db_session)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert reload(db_session, job).bands_total is None
+    ctx.settings = ctx.settings.with_overrides(split_output_pixels=1)
+    job = _job(ctx, db_session, scale=1.5, output_width=150, output_height=114)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert reload(db_session, job).bands_total is None
+    job = _job(ctx, db_session, data=_photo("RGBA"))
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert reload(db_session, job).bands_total is None

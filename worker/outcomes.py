@@ -1,0 +1,99 @@
+"""How a job attempt ends, shared by whole jobs (``worker.pipeline``) and split ones (``worker.split``):
+failures as stable codes, the result stored under a fresh key, the job finished through the one transition
+function, orphans removed, metrics observed."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image, UnidentifiedImageError
+
+from shared import jobs, metrics
+from shared.db import unit_of_work
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS
+from shared.models import Job
+from shared.states import JobStatus
+from shared.storage import ObjectMissing, StorageError, new_key
+from shared.transitions import change_job
+from worker.context import WorkerContext
+from worker.engine.registry import UnknownModel
+from worker.fetch import FetchFailed
+from worker.imaging import UnreadableImage
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(RuntimeError):
+    """Another worker owns the job now, or it was canceled: stop without writing anything."""
+
+
+class JobFailure(RuntimeError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def observe(job: Job, timings: dict[str, float], ran: dict) -> None:
+    """Metrics by the network that ran (``auto`` resolves per input) and its scale (1, 2, 3, 4 or 8)."""
+    megapixels = job.input_width * job.input_height / 1e6
+    model, scale = ran["model"], str(math.prod(ran["network_scales"]) if ran["network_scales"] else 1)
+    metrics.JOB_DURATION.labels(model, scale).observe(timings["total_s"])
+    metrics.JOB_MEGAPIXELS.labels(model).observe(megapixels)
+    metrics.MEGAPIXELS_PROCESSED.labels(model, scale).inc(megapixels)
+    metrics.INFERENCE_SECONDS.labels(model, scale).inc(timings["inference_s"])
+
+
+def finish_job(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> bool:
+    """End our job (event, publish and count through the one transition function); False if no longer ours."""
+    return change_job(ctx, job_id, status, lambda session: jobs.finish(session, job_id, ctx.owner, status, **values),
+                      code=values.get("error_code") or "") is not None
+
+
+def store_result(ctx: WorkerContext, job: Job, result_path: Path) -> tuple[str, int]:
+    """Upload a finished output under a fresh key, recorded on the job first (so a dead attempt's object is
+    found and removed by the next); returns (key, bytes). Raises ``LeaseLost`` if the job is not ours."""
+    output_key = new_key("results", EXTENSIONS[job.output_format])
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.stage_output(session, job.id, ctx.owner, output_key):
+            raise LeaseLost(job.id)
+    size = result_path.stat().st_size
+    try:
+        ctx.storage.put_file(output_key, result_path, OUTPUT_FORMATS[job.output_format])
+    except BaseException:  # a failed or interrupted upload may have left part of the object behind
+        discard(ctx, output_key)
+        raise
+    return output_key, size
+
+
+def classify(exc: Exception) -> JobFailure:
+    if isinstance(exc, JobFailure):
+        return exc
+    if isinstance(exc, ObjectMissing):
+        return JobFailure("input_missing", "the input image is no longer in storage")
+    if isinstance(exc, StorageError):
+        return JobFailure("storage_failed", f"object storage failed: {exc}")
+    if isinstance(exc, FetchFailed):
+        return JobFailure(exc.code, str(exc))
+    if isinstance(exc, UnreadableImage):
+        return JobFailure("input_unreadable", str(exc))
+    if isinstance(exc, (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError)):
+        return JobFailure("input_unreadable", "the input could not be decoded as an image")
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return JobFailure("time_limit", "the job ran past its time limit")
+    if isinstance(exc, UnknownModel):
+        return JobFailure("engine_failed", f"this worker has no model {exc}")
+    if isinstance(exc, OSError) and "image file" in str(exc):
+        return JobFailure("input_unreadable", "the input could not be decoded as an image")
+    return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def discard(ctx: WorkerContext, key: str | None) -> None:
+    if key is None:
+        return
+    try:
+        ctx.storage.delete(key)
+    except StorageError:
+        log.exception("could not remove orphan result %s", key)

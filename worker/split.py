@@ -1,0 +1,238 @@
+"""One big job across many workers: its output cut into bands, each band a task any free worker takes.
+
+Why: more workers otherwise only mean more jobs per hour; a print shop's one poster took as long on ten
+GPUs as on one. The flow, with the database as the source of truth (``shared.job_bands``):
+
+1. the worker that claims the job decodes it, chooses the network, cuts the output into bands
+   (``worker.bands``, on tile rows, so the result is bit-identical to a single worker's) and records them;
+2. it publishes one ``run_band`` task per band, then works bands itself from the last one backwards
+   while other workers take them from the front;
+3. each band is claimed under its own lease, computed from the input (kept decoded between bands of the
+   same job), uploaded as a raw ``.v`` file and counted on the job by a conditional UPDATE;
+4. the worker that counts the last band takes the job's lease and streams the bands into the output file
+   (``worker.streaming``), stores it and finishes the job; band files are then deleted.
+
+A killed worker's band is published again by the sweeper once its lease expires; a job whose every worker
+vanished is taken back by ``run_job`` (``resume``), which finishes what is left. A cancel stops the
+remaining bands at their next lease renewal. Any band's failure fails the job with that band's code.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from shared import job_bands, jobs
+from shared.db import unit_of_work
+from shared.limits import EXTENSIONS
+from shared.models import Job, JobBand, utcnow
+from shared.queue import enqueue_band
+from shared.settings import Settings
+from shared.states import JobStatus
+from shared.storage import new_key
+from worker.bands import plan_bands
+from worker.context import WorkerContext
+from worker.imaging import DecodedImage, decode, output_pixels
+from worker.outcomes import LeaseLost, classify, discard, finish_job, observe, store_result
+from worker.render import Prepared, scaled_metadata, streamable
+from worker.streaming import BAND_SUFFIX, assemble, write_band
+
+log = logging.getLogger(__name__)
+RENEW_EVERY_SECONDS = 1.0
+
+
+def applies(settings: Settings, prepared: Prepared) -> bool:
+    """Split when the output is streamable and at least ``split_output_pixels`` (0 turns splitting off)."""
+    width, height = prepared.planned.resize_to
+    return (settings.split_output_pixels > 0 and width * height >= settings.split_output_pixels
+            and streamable(prepared.engine, prepared.decoded, prepared.planned, settings.band_output_pixels))
+
+
+def start(ctx: WorkerContext, job: Job, prepared: Prepared) -> str:
+    """Cut a claimed job into bands, publish them and work on them too; returns what this worker saw."""
+    height, width = prepared.decoded.rgb.shape[:2]
+    scale = prepared.planned.chain[0]
+    bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
+    ran = {**prepared.selection.to_dict(), "network_scales": [scale], "resampled": False, "bands": len(bands)}
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran):
+            raise LeaseLost(job.id)
+    ctx.band_inputs.clear()
+    ctx.band_inputs[job.input_key] = prepared.decoded
+    log.info("job %s split into %d bands", job.id, len(bands))
+    _publish(ctx, job, [b.index for b in bands])
+    return _work(ctx, job.id, [b.index for b in reversed(bands)]) or "split"
+
+
+def resume(ctx: WorkerContext, job: Job) -> str:
+    """A split job claimed again (its workers vanished): publish and work what is left, or assemble."""
+    with ctx.sessions() as session:
+        left = [b.index for b in job_bands.bands_of(session, job.id) if b.status != job_bands.DONE]
+    if not left:
+        return assemble_job(ctx, job.id)
+    _publish(ctx, job, left)
+    return _work(ctx, job.id, list(reversed(left))) or "split"
+
+
+def _publish(ctx: WorkerContext, job: Job, indexes: list[int]) -> None:
+    with ctx.sessions() as session:
+        priority = jobs.fair_priority(session, session.get(Job, job.id))
+    try:
+        for index in indexes:
+            enqueue_band(ctx.celery, job.id, index, priority)
+    except Exception:  # the broker is down: this worker works every band itself; the sweeper republishes
+        log.warning("could not publish the bands of job %s; working them here", job.id, exc_info=True)
+
+
+def _work(ctx: WorkerContext, job_id: str, indexes: list[int]) -> str | None:
+    """Run the bands this worker can claim; the job's end state if this worker ended it, else None."""
+    for index in indexes:
+        outcome = run_band(ctx, job_id, index)
+        if outcome in ("succeeded", "failed", "lease_lost"):
+            return outcome
+    return None
+
+
+def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
+    """One band (a ``run_band`` task, or the job's own worker); safe to run twice: the claim decides."""
+    settings = ctx.settings
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.claim(session, job_id, index, ctx.owner, settings.lease_seconds):
+            return "skipped"
+    with ctx.sessions() as session:
+        job, band = session.get(Job, job_id), session.get(JobBand, (job_id, index))
+        session.expunge_all()
+    key = None
+    try:
+        decoded = _decoded_input(ctx, job)
+        engine = ctx.engines.get(job.ran["model"])
+        last = [time.monotonic()]
+
+        def renew(_done: int, _total: int) -> None:
+            if time.monotonic() - last[0] >= RENEW_EVERY_SECONDS:
+                last[0] = time.monotonic()
+                _renew_band(ctx, job_id, index)
+
+        rows = engine.upscale_rows(decoded.rgb, job.ran["network_scales"][0], (band.y0, band.y1), renew,
+                                   job.ran.get("strength"))
+        with tempfile.TemporaryDirectory(prefix="upscaler-band-") as tmp:
+            path = Path(tmp) / f"band{BAND_SUFFIX}"
+            write_band(output_pixels(rows, decoded.greyscale), path)
+            del rows
+            key = new_key("bands", BAND_SUFFIX.lstrip("."))
+            with unit_of_work(ctx.sessions) as session:
+                if not job_bands.stage(session, job_id, index, ctx.owner, key):
+                    raise LeaseLost(job_id)
+            ctx.storage.put_file(key, path, "application/octet-stream")
+        with unit_of_work(ctx.sessions) as session:
+            counted, was_last = job_bands.complete(session, job_id, index, ctx.owner)
+        if not counted:
+            raise LeaseLost(job_id)
+        key = None  # the band's object now belongs to the job: the assembler deletes it
+        log.info("job %s band %d done", job_id, index)
+        return assemble_job(ctx, job_id) if was_last else "band_done"
+    except LeaseLost:
+        log.warning("job %s band %d: lease lost (job canceled or band taken over)", job_id, index)
+        discard(ctx, key)
+        _drop_band_results_if_ended(ctx, job_id)
+        return "skipped"
+    except Exception as exc:
+        discard(ctx, key)
+        return _fail(ctx, job_id, exc)
+
+
+def assemble_job(ctx: WorkerContext, job_id: str) -> str:
+    """Take the job's lease, stream its bands into the output, store it and finish the job."""
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.take_over(session, job_id, ctx.owner, ctx.settings.lease_seconds):
+            return "skipped"
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        keys = [b.result_key for b in job_bands.bands_of(session, job_id)]
+        session.expunge_all()
+    output_key = None
+    try:
+        t = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="upscaler-assemble-") as tmp:
+            paths = []
+            for index, key in enumerate(keys):
+                paths.append(Path(tmp) / f"band-{index:05d}{BAND_SUFFIX}")
+                ctx.storage.download(key, paths[-1])
+            scale = job.ran["network_scales"][0]
+            meta = scaled_metadata(_decoded_input(ctx, job), scale)
+            ctx.band_inputs.clear()
+            result_path = Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
+            width, height = assemble(paths, result_path, job.output_format, job.quality, meta)
+            _renew_job(ctx, job_id, job_bands.BANDS_PROGRESS_TO)
+            output_key, size = store_result(ctx, job, result_path)
+        timings = {"assemble_s": round(time.monotonic() - t, 4),
+                   "total_s": round((utcnow() - job.started_at).total_seconds(), 4)}
+        if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, output_key=output_key,
+                          output_width=width, output_height=height, output_bytes=size, timings=timings):
+            raise LeaseLost(job_id)
+        observe(job, {**timings, "inference_s": 0.0}, job.ran)
+        _drop_band_results(ctx, keys)
+        log.info("job %s assembled from %d bands", job_id, len(keys))
+        return "succeeded"
+    except LeaseLost:
+        discard(ctx, output_key)
+        _drop_band_results_if_ended(ctx, job_id)
+        return "lease_lost"
+    except Exception as exc:
+        discard(ctx, output_key)
+        return _fail(ctx, job_id, exc)
+
+
+def _fail(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
+    """A band or the assembly failed: the job fails with its code (whoever started it), band files go."""
+    failure = classify(exc)
+    log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING, "split job %s failed: %s: %s",
+            job_id, failure.code, failure, exc_info=failure.code == "internal_error")
+    with unit_of_work(ctx.sessions) as session:
+        took = jobs.take_over(session, job_id, ctx.owner, ctx.settings.lease_seconds)
+    if took:
+        finish_job(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
+    _drop_band_results_if_ended(ctx, job_id)
+    return "failed"
+
+
+def _decoded_input(ctx: WorkerContext, job: Job) -> DecodedImage:
+    """The job's input, decoded once per worker process for all the bands it runs of that job."""
+    cached = ctx.band_inputs.get(job.input_key)
+    if cached is None:
+        with tempfile.TemporaryDirectory(prefix="upscaler-band-") as tmp:
+            source = Path(tmp) / "input"
+            ctx.storage.download(job.input_key, source)
+            cached = decode(source)
+        ctx.band_inputs.clear()  # one job's input at a time: bounded memory
+        ctx.band_inputs[job.input_key] = cached
+    return cached
+
+
+def _renew_band(ctx: WorkerContext, job_id: str, index: int) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.renew(session, job_id, index, ctx.owner, ctx.settings.lease_seconds):
+            raise LeaseLost(job_id)
+
+
+def _renew_job(ctx: WorkerContext, job_id: str, progress: float) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress):
+            raise LeaseLost(job_id)
+
+
+def _drop_band_results_if_ended(ctx: WorkerContext, job_id: str) -> None:
+    """A canceled or failed job's band files are of no use: delete them now (the sweeper also does, later)."""
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status == JobStatus.RUNNING.value:
+            return
+        keys = [b.result_key for b in job_bands.bands_of(session, job_id)]
+    _drop_band_results(ctx, keys)
+
+
+def _drop_band_results(ctx: WorkerContext, keys: list[str | None]) -> None:
+    for key in keys:
+        discard(ctx, key)
