@@ -1,11 +1,14 @@
 """Benchmark: a 20-megapixel photo-like image upscaled x2 and x4 by the network and by Pillow bicubic.
 
-Each measurement runs in its own process so peak RSS (ru_maxrss) is that run's alone. Prints wall time,
-milliseconds per input megapixel, peak RSS and, for the network, achieved GFLOP/s
-(multiply-adds per LR pixel x LR pixels x 2 / inference time).
+Each measurement runs in its own process so peak RSS (ru_maxrss) is that run's alone, and goes file to file
+through ``worker.render`` as a job does (decode, network, encode; the network's output streamed in bands,
+Pillow bicubic whole in memory). Prints the inference and total wall time, milliseconds per input
+megapixel, peak RSS and, for the network, achieved GFLOP/s (multiply-adds per LR pixel x LR pixels x 2 /
+inference time).
 
     python bench/huge_image.py                 # 5472x3648, x2 and x4, network and bicubic
     python bench/huge_image.py --size 2000x1500 --scales 4 --engines residual_sr
+    python bench/huge_image.py --format tiff          # print output: tiled Deflate (Big)TIFF
 """
 
 from __future__ import annotations
@@ -39,31 +42,42 @@ def make_input(width: int, height: int, path: Path) -> None:
     Image.fromarray(arr).save(path, "PNG", compress_level=1)
 
 
-def measure(engine_name: str, scale: int, image_path: str, tile: int | None) -> dict:
-    """Runs inside a child process: load, upscale once, report."""
+def measure(engine_name: str, scale: int, image_path: str, tile: int | None, fmt: str) -> dict:
+    """Runs inside a child process: load, render the file once, report."""
+    import tempfile
+
     import numpy as np
     from PIL import Image
 
     from shared.settings import Settings
+    from shared.sizing import SizeRequest
     from worker.engine.registry import EngineRegistry
+    from worker.render import render
 
     overrides = {"tile_size": tile} if tile else {}
     settings = Settings.from_env(**overrides)
-    engine = EngineRegistry(settings).get(engine_name)
-    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    engines = EngineRegistry(settings)
+    engine = engines.get(engine_name)
     if hasattr(engine, "predict"):  # warm up the compiled graph on one tile, outside the timing
-        engine.upscale(rgb[:64, :64], scale)
-    started = time.perf_counter()
-    out = engine.upscale(rgb, scale, strength=0.5 if engine.conditioned else None)
-    seconds = time.perf_counter() - started
-    megapixels = rgb.shape[0] * rgb.shape[1] / 1e6
-    result = {"engine": engine_name, "scale": scale, "input": f"{rgb.shape[1]}x{rgb.shape[0]}",
-              "output": f"{out.width}x{out.height}", "seconds": round(seconds, 2),
-              "ms_per_input_mp": round(seconds * 1000 / megapixels, 1),
+        engine.upscale(np.zeros((64, 64, 3), np.uint8), scale)
+    with Image.open(image_path) as opened:
+        width, height = opened.size
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        rendered = render(Path(image_path), Path(tmp) / f"out.{fmt}", engines, engine_name, SizeRequest(scale=scale),
+                          fmt, denoise=0.5 if engine.conditioned else None,
+                          band_pixels=settings.band_output_pixels)
+        seconds = time.perf_counter() - started
+    inference = rendered.timings["inference_s"]
+    megapixels = width * height / 1e6
+    result = {"engine": engine_name, "scale": scale, "input": f"{width}x{height}",
+              "output": f"{rendered.width}x{rendered.height}", "inference_s": round(inference, 2),
+              "seconds": round(seconds, 2), "ms_per_input_mp": round(inference * 1000 / megapixels, 1),
+              "bands": rendered.bands,
               "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
     if hasattr(engine, "config"):
         macs = engine.config.multiply_adds_per_lr_pixel(scale)
-        result["gflops"] = round(macs * rgb.shape[0] * rgb.shape[1] * 2 / seconds / 1e9, 1)
+        result["gflops"] = round(macs * width * height * 2 / inference / 1e9, 1)
         result["tile"] = engine.tile_size
     return result
 
@@ -74,29 +88,31 @@ def main() -> int:
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--engines", nargs="+", default=["residual_sr", "residual_sr_cond", "bicubic"])
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the setting, 256)")
+    parser.add_argument("--format", default="png", choices=["png", "jpeg", "tiff", "webp"])
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         engine, scale, path = args.child
-        print(json.dumps(measure(engine, int(scale), path, args.tile)))
+        print(json.dumps(measure(engine, int(scale), path, args.tile, args.format)))
         return 0
     width, height = (int(v) for v in args.size.split("x"))
     image = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{width}x{height}.png"
     if not image.exists():
         make_input(width, height, image)
-    print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {os.cpu_count()} CPU cores")
-    print("| engine | scale | output | seconds | ms / input MP | peak RSS (GiB) | GFLOP/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {os.cpu_count()} CPU cores, {args.format} out")
+    print("| engine | scale | output | inference s | file to file s | ms / input MP | bands | peak RSS (GiB) "
+          "| GFLOP/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for engine in args.engines:
         for scale in args.scales:
-            cmd = [sys.executable, __file__, "--child", engine, str(scale), str(image)]
+            cmd = [sys.executable, __file__, "--child", engine, str(scale), str(image), "--format", args.format]
             if args.tile:
                 cmd += ["--tile", str(args.tile)]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             line = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip()
             r = json.loads(line.splitlines()[-1])
-            print(f"| {r['engine']} | x{r['scale']} | {r['output']} | {r['seconds']} | {r['ms_per_input_mp']} | "
-                  f"{r['peak_rss_gib']} | {r.get('gflops', '-')} |", flush=True)
+            print(f"| {r['engine']} | x{r['scale']} | {r['output']} | {r['inference_s']} | {r['seconds']} | "
+                  f"{r['ms_per_input_mp']} | {r['bands']} | {r['peak_rss_gib']} | {r.get('gflops', '-')} |", flush=True)
     return 0
 
 

@@ -26,13 +26,14 @@ def _job_running(job_id: str):
     return exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
 
 
-def plan(session: Session, job_id: str, owner: str, rows: list[tuple[int, int]], ran: dict) -> bool:
+def plan(session: Session, job_id: str, owner: str, rows: list[tuple[int, int]], ran: dict,
+         timings: dict[str, float]) -> bool:
     """Record a job's bands (once: a re-claimed job keeps its plan and its finished bands). False if the job
     is no longer ours."""
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value,
                           Job.bands_total.is_(None))
-        .values(bands_total=len(rows), bands_done=0, ran=ran, updated_at=utcnow()))
+        .values(bands_total=len(rows), bands_done=0, ran=ran, timings=timings, updated_at=utcnow()))
     if result.rowcount != 1:
         return session.scalar(select(Job.bands_total).where(Job.id == job_id, Job.lease_owner == owner)) is not None
     now = utcnow()

@@ -54,7 +54,7 @@ class Settings:
     auto_robust_model: str = "residual_sr_cond"
     models_dir: Path = PACKAGE_ROOT / "weights"
     tile_size: int = 256
-    memory_budget_mb: int = 512
+    memory_budget_mb: int = 256  # activations per forward pass: 0.81 GiB peak for a 20 MP x4 (docs/benchmarks.md)
     # Outputs larger than this are computed and written in bands of at most this many pixels (worker.bands).
     band_output_pixels: int = 16_000_000
     # Outputs of at least this many pixels are split: their bands run as tasks on every free worker (0: never).

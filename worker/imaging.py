@@ -71,7 +71,8 @@ def decode(path: Path) -> DecodedImage:
 def _decode(path: Path) -> DecodedImage:
     with Image.open(path) as opened:
         opened.load()
-        image = ImageOps.exif_transpose(opened) or opened
+        ImageOps.exif_transpose(opened, in_place=True)  # in place: a 20 MP photo is not copied twice
+        image = opened
         icc = opened.info.get("icc_profile")
         kept = metadata.read(opened, image, icc)
     if image.mode == "CMYK":
@@ -90,7 +91,7 @@ def _decode(path: Path) -> DecodedImage:
     greyscale = image.mode == "L"
     if greyscale:
         icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
 
 

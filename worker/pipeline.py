@@ -56,7 +56,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             download_s = time.monotonic() - started
             prepared = prepare(source_path, ctx.engines, job.model, job.size_request, job.denoise)
             if split.applies(ctx.settings, prepared):
-                return split.start(ctx, job, prepared)
+                return split.start(ctx, job, prepared, download_s)
             output_key, values = _render_and_store(ctx, job, prepared, Path(tmp), started, download_s)
         if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)

@@ -21,7 +21,7 @@ from worker.engine.selection import Selection, select
 from worker.imaging import DecodedImage, compose, decode, encode, output_pixels
 from worker.input_profile import profile_input
 from worker.metadata import Metadata
-from worker.streaming import BAND_SUFFIX, assemble, write_band
+from worker.streaming import RowFile, encode_rows
 
 
 @dataclass(frozen=True)
@@ -76,21 +76,22 @@ def scaled_metadata(decoded: DecodedImage, scale: int) -> Metadata:
 
 
 def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[Band], strength: float | None,
-                 folder: Path, progress: ProgressFn | None = None) -> list[Path]:
-    """Compute ``bands`` one at a time into ``.v`` files in ``folder`` (in the output's mode); returns the paths."""
+                 rows: RowFile, progress: ProgressFn | None = None) -> None:
+    """Compute ``bands`` one at a time, in the output's mode, appending their rows to ``rows``."""
     height = decoded.rgb.shape[0]
-    paths = []
     for band in bands:
         band_progress = None
         if progress:
             def band_progress(done: int, total: int, band: Band = band) -> None:
                 progress(band.y0 * total + done * (band.y1 - band.y0), height * total)
-        rows = engine.upscale_rows(decoded.rgb, scale, (band.y0, band.y1), band_progress, strength)
-        path = folder / f"band-{band.index:05d}{BAND_SUFFIX}"
-        write_band(output_pixels(rows, decoded.greyscale), path)
-        del rows
-        paths.append(path)
-    return paths
+        rows.append(output_pixels(engine.upscale_rows(decoded.rgb, scale, (band.y0, band.y1), band_progress,
+                                                      strength), decoded.greyscale))
+
+
+def output_rows(folder: Path, decoded: DecodedImage, scale: int) -> RowFile:
+    """The row file a ``scale`` times larger output of ``decoded`` is gathered in (``worker.streaming``)."""
+    height, width = decoded.rgb.shape[:2]
+    return RowFile(folder / "rows.tif", width * scale, height * scale, 1 if decoded.greyscale else 3, scale)
 
 
 @dataclass
@@ -172,12 +173,14 @@ def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, 
     meta = scaled_metadata(decoded, scale)
     with tempfile.TemporaryDirectory(prefix="bands-", dir=destination.parent) as folder:
         t = time.monotonic()
-        paths = render_bands(engine, decoded, scale, bands, selection.strength, Path(folder), progress)
+        rows = output_rows(Path(folder), decoded, scale)
+        render_bands(engine, decoded, scale, bands, selection.strength, rows, progress)
+        rows.close()
         timings["inference_s"] = time.monotonic() - t
         if checkpoint:
             checkpoint("inference")
         t = time.monotonic()
-        out_width, out_height = assemble(paths, destination, output_format, quality, meta)
+        out_width, out_height = encode_rows(rows.path, destination, output_format, quality, meta)
         timings["encode_s"] = time.monotonic() - t
     if checkpoint:
         checkpoint("encode")

@@ -8,9 +8,9 @@ GPUs as on one. The flow, with the database as the source of truth (``shared.job
 2. it publishes one ``run_band`` task per band, then works bands itself from the last one backwards
    while other workers take them from the front;
 3. each band is claimed under its own lease, computed from the input (kept decoded between bands of the
-   same job), uploaded as a raw ``.v`` file and counted on the job by a conditional UPDATE;
-4. the worker that counts the last band takes the job's lease and streams the bands into the output file
-   (``worker.streaming``), stores it and finishes the job; band files are then deleted.
+   same job), uploaded as raw rows and counted on the job by a conditional UPDATE;
+4. the worker that counts the last band takes the job's lease, gathers the bands' rows in one file and
+   encodes it, streaming (``worker.streaming``), stores the output and finishes the job; band files go.
 
 A killed worker's band is published again by the sweeper once its lease expires; a job whose every worker
 vanished is taken back by ``run_job`` (``resume``), which finishes what is left. A cancel stops the
@@ -36,8 +36,8 @@ from worker.bands import plan_bands
 from worker.context import WorkerContext
 from worker.imaging import DecodedImage, decode, output_pixels
 from worker.outcomes import LeaseLost, classify, discard, finish_job, observe, store_result
-from worker.render import Prepared, scaled_metadata, streamable
-from worker.streaming import BAND_SUFFIX, assemble, write_band
+from worker.render import Prepared, output_rows, scaled_metadata, streamable
+from worker.streaming import BAND_SUFFIX, encode_rows, write_band
 
 log = logging.getLogger(__name__)
 RENEW_EVERY_SECONDS = 1.0
@@ -50,14 +50,15 @@ def applies(settings: Settings, prepared: Prepared) -> bool:
             and streamable(prepared.engine, prepared.decoded, prepared.planned, settings.band_output_pixels))
 
 
-def start(ctx: WorkerContext, job: Job, prepared: Prepared) -> str:
+def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -> str:
     """Cut a claimed job into bands, publish them and work on them too; returns what this worker saw."""
     height, width = prepared.decoded.rgb.shape[:2]
     scale = prepared.planned.chain[0]
     bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
     ran = {**prepared.selection.to_dict(), "network_scales": [scale], "resampled": False, "bands": len(bands)}
     with unit_of_work(ctx.sessions) as session:
-        if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran):
+        timings = {"download_s": round(download_s, 4), **{k: round(v, 4) for k, v in prepared.timings.items()}}
+        if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran, timings):
             raise LeaseLost(job.id)
     ctx.band_inputs.clear()
     ctx.band_inputs[job.input_key] = prepared.decoded
@@ -150,24 +151,31 @@ def assemble_job(ctx: WorkerContext, job_id: str) -> str:
             return "skipped"
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
-        keys = [b.result_key for b in job_bands.bands_of(session, job_id)]
+        bands = job_bands.bands_of(session, job_id)
+        keys = [b.result_key for b in bands]
         session.expunge_all()
     output_key = None
     try:
         t = time.monotonic()
+        bands_s = (utcnow() - job.started_at).total_seconds()  # first step and every band, on all workers
         with tempfile.TemporaryDirectory(prefix="upscaler-assemble-") as tmp:
-            paths = []
-            for index, key in enumerate(keys):
-                paths.append(Path(tmp) / f"band-{index:05d}{BAND_SUFFIX}")
-                ctx.storage.download(key, paths[-1])
             scale = job.ran["network_scales"][0]
-            meta = scaled_metadata(_decoded_input(ctx, job), scale)
+            decoded = _decoded_input(ctx, job)
+            meta = scaled_metadata(decoded, scale)
+            rows = output_rows(Path(tmp), decoded, scale)
             ctx.band_inputs.clear()
+            del decoded
+            band_file = Path(tmp) / f"band{BAND_SUFFIX}"
+            for band, key in zip(bands, keys, strict=True):  # one band file on disk at a time
+                ctx.storage.download(key, band_file)
+                rows.append_file(band_file, (band.y1 - band.y0) * scale)
+                band_file.unlink()
+            rows.close()
             result_path = Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
-            width, height = assemble(paths, result_path, job.output_format, job.quality, meta)
+            width, height = encode_rows(rows.path, result_path, job.output_format, job.quality, meta)
             _renew_job(ctx, job_id, job_bands.BANDS_PROGRESS_TO)
             output_key, size = store_result(ctx, job, result_path)
-        timings = {"assemble_s": round(time.monotonic() - t, 4),
+        timings = {**(job.timings or {}), "bands_s": round(bands_s, 4), "assemble_s": round(time.monotonic() - t, 4),
                    "total_s": round((utcnow() - job.started_at).total_seconds(), 4)}
         if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, output_key=output_key,
                           output_width=width, output_height=height, output_bytes=size, timings=timings):

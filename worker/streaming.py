@@ -1,9 +1,12 @@
-"""Writing an output far larger than memory: band files joined and encoded by libvips, streaming.
+"""Writing an output far larger than memory: rows gathered in one uncompressed file, encoded by libvips.
 
-Each band (``worker.bands``) is written as a raw libvips ``.v`` file as soon as it is computed; the
-output is then encoded from the vertical join of those files with sequential access, so libvips holds a
-few strips at a time instead of the whole image (a 20 MP x4 PNG no longer needs 1 GiB for its pixels).
-libvips also writes what Pillow cannot: tiled BigTIFF past 4 GiB.
+Bands (``worker.bands``) arrive top to bottom, as arrays (one worker) or as raw band files (a split job's
+bands, made by many workers). Their rows are appended to a single uncompressed BigTIFF on local disk
+(``RowFile``), which libvips then reads sequentially, a few strips at a time, while it encodes the output:
+a 20 MP x4 PNG no longer needs 1 GiB for its pixels. One file matters: libvips joining many band files keeps
+a read buffer per file (about 0.5 GiB for 17 bands of a 20 MP x4), and its own ``.v`` files are memory-mapped,
+which counts every page read in the process's resident memory. libvips also writes what Pillow cannot:
+tiled BigTIFF past 4 GiB.
 
 The encoding choices (default qualities, chroma subsampling, compression) are the ones of
 ``worker.imaging.encode``, read from the same constants, so a streamed output looks like a small one.
@@ -11,16 +14,25 @@ The encoding choices (default qualities, chroma subsampling, compression) are th
 
 from __future__ import annotations
 
+import shutil
+import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, PNG_COMPRESSION, WEBP_QUALITY
 from worker.metadata import Metadata
 
-BAND_SUFFIX = ".v"  # libvips' own uncompressed format: written and read without a codec
+BAND_SUFFIX = ".raw"  # a band's rows as bytes (uint8, interleaved): its size says nothing, the job's rows do
 BIGTIFF_FROM_BYTES = 3 * 2**30  # a classic TIFF's offsets end at 4 GiB; leave room for tiles and tags
 TIFF_TILE = 256
+COPY_CHUNK = 8 * 2**20
+
+# BigTIFF tags of a plain strip image: (tag, type) with SHORT 3, LONG8 16
+_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC = 256, 257, 258, 259, 262
+_STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_BYTES, _PLANAR = 273, 277, 278, 279, 284
+_SHORT, _LONG8 = 3, 16
 
 
 def _vips():
@@ -30,16 +42,80 @@ def _vips():
 
 
 def write_band(pixels: np.ndarray, path: Path) -> None:
-    """One band's uint8 pixels (H x W x 3, or H x W for greyscale) to a ``.v`` file."""
-    _vips().Image.new_from_array(np.ascontiguousarray(pixels)).write_to_file(str(path))
+    """A band's uint8 pixels (H x W x 3, or H x W for greyscale) as raw bytes, for the assembler's ``RowFile``."""
+    np.ascontiguousarray(pixels).tofile(path)
 
 
-def assemble(band_paths: list[Path], destination: Path, output_format: str, quality: int | None,
-             meta: Metadata) -> tuple[int, int]:
-    """Join band files top to bottom and encode them to ``destination``; returns (width, height)."""
+class RowFile:
+    """An uncompressed BigTIFF written top to bottom: rows are appended as they come, the directory last.
+
+    Strips are ``rows_per_strip`` rows each (every band's height is a multiple of it), so a reader holds
+    one small strip at a time.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, channels: int, rows_per_strip: int):
+        self.path, self.width, self.height, self.channels = Path(path), width, height, channels
+        self.rows_per_strip = rows_per_strip
+        self.row_bytes = width * channels
+        self.rows = 0
+        self._file: BinaryIO = self.path.open("wb")
+        self._file.write(b"II" + struct.pack("<HHHQ", 43, 8, 0, 0))  # BigTIFF header; IFD offset patched on close
+
+    def append(self, pixels: np.ndarray) -> None:
+        if pixels.shape[1] != self.width or (pixels.ndim == 3) != (self.channels == 3):
+            raise ValueError(f"band of shape {pixels.shape} does not fit rows of {self.width} x {self.channels}")
+        self._file.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+        self.rows += pixels.shape[0]
+
+    def append_file(self, raw: Path, rows: int) -> None:
+        """Copy a ``write_band`` file of ``rows`` rows, in chunks (never the whole band in memory)."""
+        if raw.stat().st_size != rows * self.row_bytes:
+            raise ValueError(f"band file {raw.name} holds {raw.stat().st_size} bytes, not {rows} rows")
+        with raw.open("rb") as source:
+            shutil.copyfileobj(source, self._file, COPY_CHUNK)
+        self.rows += rows
+
+    def close(self) -> None:
+        if self.rows != self.height:
+            self._file.close()
+            raise ValueError(f"{self.rows} rows written of {self.height}")
+        strips = -(-self.height // self.rows_per_strip)
+        strip_bytes = [min(self.rows_per_strip, self.height - i * self.rows_per_strip) * self.row_bytes
+                       for i in range(strips)]
+        offsets = np.cumsum([16, *strip_bytes[:-1]], dtype=np.uint64)
+        arrays_at = self._file.tell()
+        self._file.write(offsets.astype("<u8").tobytes())
+        self._file.write(np.asarray(strip_bytes, dtype="<u8").tobytes())
+        bits = struct.pack("<" + "H" * self.channels, *[8] * self.channels).ljust(8, b"\0")
+        entries = [
+            (_WIDTH, _LONG8, 1, struct.pack("<Q", self.width)),
+            (_HEIGHT, _LONG8, 1, struct.pack("<Q", self.height)),
+            (_BITS, _SHORT, self.channels, bits),
+            (_COMPRESSION, _SHORT, 1, struct.pack("<H", 1).ljust(8, b"\0")),
+            (_PHOTOMETRIC, _SHORT, 1, struct.pack("<H", 2 if self.channels == 3 else 1).ljust(8, b"\0")),
+            (_STRIP_OFFSETS, _LONG8, strips,
+             struct.pack("<Q", int(offsets[0]) if strips == 1 else arrays_at)),
+            (_SAMPLES, _SHORT, 1, struct.pack("<H", self.channels).ljust(8, b"\0")),
+            (_ROWS_PER_STRIP, _LONG8, 1, struct.pack("<Q", self.rows_per_strip)),
+            (_STRIP_BYTES, _LONG8, strips,
+             struct.pack("<Q", strip_bytes[0]) if strips == 1 else struct.pack("<Q", arrays_at + 8 * strips)),
+            (_PLANAR, _SHORT, 1, struct.pack("<H", 1).ljust(8, b"\0")),
+        ]
+        ifd_at = self._file.tell()
+        self._file.write(struct.pack("<Q", len(entries)))
+        for tag, kind, count, value in entries:
+            self._file.write(struct.pack("<HHQ", tag, kind, count) + value)
+        self._file.write(struct.pack("<Q", 0))
+        self._file.seek(8)
+        self._file.write(struct.pack("<Q", ifd_at))
+        self._file.close()
+
+
+def encode_rows(rows: Path, destination: Path, output_format: str, quality: int | None,
+                meta: Metadata) -> tuple[int, int]:
+    """Encode a closed ``RowFile`` to ``destination``, streaming; returns (width, height)."""
     vips = _vips()
-    bands = [vips.Image.new_from_file(str(p), access="sequential") for p in band_paths]
-    image = _join(bands)
+    image = vips.Image.new_from_file(str(rows), access="sequential")
     image = image.copy(interpretation="b-w" if image.bands == 1 else "srgb")
     image = _with_metadata(image, meta)
     path = str(destination)
@@ -55,15 +131,6 @@ def assemble(band_paths: list[Path], destination: Path, output_format: str, qual
     else:
         image.pngsave(path, compression=PNG_COMPRESSION)
     return image.width, image.height
-
-
-def _join(bands: list):
-    """Stack bands of different heights top to bottom (``arrayjoin`` would pad them to one size), as a
-    balanced tree of joins so hundreds of bands stay shallow."""
-    if len(bands) == 1:
-        return bands[0]
-    middle = len(bands) // 2
-    return _join(bands[:middle]).join(_join(bands[middle:]), "vertical")
 
 
 def _with_metadata(image, meta: Metadata):

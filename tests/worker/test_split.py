@@ -98,7 +98,7 @@ def test_a_split_job_equals_the_single_worker_result_bit_for_bit(workers, db_ses
     assert (job.status, job.progress, job.output_width, job.output_height) == ("succeeded", 1.0, WIDTH * scale,
                                                                               HEIGHT * scale)
     assert np.array_equal(_pixels(ctx, job), _unsplit(ctx, db_session, scale=scale))
-    assert not list((ctx.settings.storage_dir / "bands").rglob("*.v"))  # band files are deleted
+    assert not list((ctx.settings.storage_dir / "bands").rglob("*.raw"))  # band files are deleted
 
 
 def test_bands_run_on_every_worker_and_the_last_one_assembles(workers, db_session, monkeypatch):
@@ -192,7 +192,7 @@ def test_a_failing_band_fails_the_job_with_its_code(workers, db_session, monkeyp
     assert split.run_band(second, job.id, 1) == "failed"
     job = reload(db_session, job)
     assert (job.status, job.error_code) == ("failed", "engine_failed")
-    assert not list((first.settings.storage_dir / "bands").rglob("*.v"))
+    assert not list((first.settings.storage_dir / "bands").rglob("*.raw"))
 
 
 def test_greyscale_and_jpeg_split_outputs(workers, db_session):

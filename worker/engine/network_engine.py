@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.settings import Settings
 from worker.engine.base import ProgressFn
 from worker.engine.tiling import batch_size_for, plan_tiles, row_cuts, run_tiled
 
@@ -30,7 +31,8 @@ class NetworkEngine:
     engine loaded inside a training process changes nothing there.
     """
 
-    def __init__(self, weights: Path, tile_size: int = 256, memory_budget_mb: int = 512):
+    def __init__(self, weights: Path, tile_size: int = Settings.tile_size,
+                 memory_budget_mb: int = Settings.memory_budget_mb):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from worker.engine.archs import get_arch
         from worker.engine.network import scale_model
