@@ -165,11 +165,9 @@ def assemble_job(ctx: WorkerContext, job_id: str) -> str:
             rows = output_rows(Path(tmp), decoded, scale)
             ctx.band_inputs.clear()
             del decoded
-            band_file = Path(tmp) / f"band{BAND_SUFFIX}"
-            for band, key in zip(bands, keys, strict=True):  # one band file on disk at a time
-                ctx.storage.download(key, band_file)
-                rows.append_file(band_file, (band.y1 - band.y0) * scale)
-                band_file.unlink()
+            for band, key in zip(bands, keys, strict=True):  # streamed from storage into the row file
+                rows.append_from(lambda target, key=key: ctx.storage.download_to(key, target),
+                                 (band.y1 - band.y0) * scale)
             rows.close()
             result_path = Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
             width, height = encode_rows(rows.path, result_path, job.output_format, job.quality, meta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class StorageError(RuntimeError):
@@ -38,6 +38,10 @@ class Storage(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
 
     def download(self, key: str, path: Path) -> None: ...
+
+    def download_to(self, key: str, target: BinaryIO) -> None:
+        """Stream an object into an open binary file (appended at its position, never whole in memory)."""
+        ...
 
     def delete(self, key: str) -> None: ...
 

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from shared.storage.base import ObjectExists, ObjectMissing, StorageError
 
@@ -65,6 +66,13 @@ class LocalStorage:
     def download(self, key: str, path: Path) -> None:
         try:
             shutil.copyfile(self.path_for(key), path)
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+
+    def download_to(self, key: str, target: BinaryIO) -> None:
+        try:
+            with self.path_for(key).open("rb") as source:
+                shutil.copyfileobj(source, target, 8 * 1024 * 1024)
         except FileNotFoundError as exc:
             raise ObjectMissing(key) from exc
 

@@ -7,6 +7,7 @@ downloads for clients are presigned GET URLs so result bytes never pass through 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -66,6 +67,11 @@ class S3Storage:
     def download(self, key: str, path: Path) -> None:
         self._call(self.client.download_file, self.bucket, key, str(path), Config=self.transfer)
 
+    def download_to(self, key: str, target: BinaryIO) -> None:
+        # Only ``write``: s3transfer then writes parts in order at the file's position instead of seeking
+        # to each part's offset from the start of the file (which would overwrite what is before it).
+        self._call(self.client.download_fileobj, self.bucket, key, _Appender(target), Config=self.transfer)
+
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
 
@@ -93,3 +99,10 @@ class S3Storage:
 
     def check(self) -> None:
         self._call(self.client.head_bucket, Bucket=self.bucket)
+
+
+class _Appender:
+    """A write-only view of a file: appends wherever the file stands."""
+
+    def __init__(self, target: BinaryIO):
+        self.write = target.write

@@ -92,3 +92,19 @@ def test_s3_unreachable_is_a_storage_error():
     storage = S3Storage("b", "http://127.0.0.1:9", access_key_id="k", secret_access_key="s")
     with pytest.raises(StorageError):
         storage.check()
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_download_to_appends_an_object_where_the_file_stands(kind, request, tmp_path):
+    """How a split job's assembler gathers band files into one: part after part, nothing overwritten."""
+    storage = LocalStorage(tmp_path / "s") if kind == "local" else request.getfixturevalue("s3_storage")
+    big = os.urandom(6 * 1024 * 1024 + 123)  # over S3's multipart threshold: parts arrive in any order
+    storage.put_bytes("bands/x.raw", big, "application/octet-stream")
+    target = tmp_path / "rows"
+    with target.open("wb") as fh:
+        fh.write(b"header")
+        storage.download_to("bands/x.raw", fh)
+        storage.download_to("bands/x.raw", fh)
+    assert target.read_bytes() == b"header" + big + big
+    with pytest.raises(ObjectMissing), (tmp_path / "other").open("wb") as fh:
+        storage.download_to("bands/missing.raw", fh)

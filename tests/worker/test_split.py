@@ -221,3 +221,25 @@ def test_small_jobs_alpha_and_resampled_sizes_are_not_split(workers, db_session)
     job = _job(ctx, db_session, data=_photo("RGBA"))
     assert pipeline.run_job(ctx, job.id) == "succeeded"
     assert reload(db_session, job).bands_total is None
+
+
+def test_a_split_job_on_s3_storage(split_settings, s3_settings, db_session):
+    """Bands uploaded to and streamed back from a real S3 server, equal to the single-worker result."""
+    s3 = {k: getattr(s3_settings, k) for k in ("storage", "s3_endpoint_url", "s3_bucket", "s3_access_key_id",
+                                                "s3_secret_access_key", "s3_multipart_threshold_mb")}
+    ctx = WorkerContext.create(split_settings.with_overrides(**s3))
+    try:
+        rng = np.random.default_rng(1)
+        big = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (HEIGHT * 4, WIDTH * 4, 3), dtype=np.uint8)).save(big, "PNG")
+        size = dict(scale=4, input_width=WIDTH * 4, input_height=HEIGHT * 4)
+        job = _job(ctx, db_session, data=big.getvalue(), **size)
+        ctx.settings = ctx.settings.with_overrides(band_output_pixels=600_000)
+        assert pipeline.run_job(ctx, job.id) == "succeeded"
+        job = reload(db_session, job)
+        assert job.bands_total >= 3 and (job.output_width, job.output_height) == (WIDTH * 16, HEIGHT * 16)
+        assert np.array_equal(_pixels(ctx, job), _unsplit(ctx, db_session, data=big.getvalue(), **size))
+        assert not [k for k in ctx.storage.client.list_objects_v2(Bucket=ctx.storage.bucket).get("Contents", [])
+                    if k["Key"].startswith("bands/")]
+    finally:
+        ctx.engine.dispose()
