@@ -1,11 +1,13 @@
 """Chaos benchmark: hundreds of small jobs through 3 worker processes while workers are SIGKILLed and
 restarted every few seconds and Redis is restarted once; every job asks for webhooks to a local receiver.
+Some jobs are split jobs (the network, cut into bands that run on every worker): workers die mid-band.
 
-Prints submitted, succeeded, failed (by code), duplicated results, lost jobs, webhook deliveries and the wall
-time. The goal: 0 lost, 0 duplicated, every webhook delivered.
+Prints submitted, succeeded, failed (by code), duplicated results, lost jobs, webhook deliveries, split jobs
+whose result differs from the single-worker one, leftover band files and the wall time. The goal: 0 lost,
+0 duplicated, every webhook delivered, every split result exact, no band file left.
 
-    python bench/chaos.py                 # 300 jobs, 3 workers, a kill every 3 s
-    python bench/chaos.py --jobs 100 --kill-every 2
+    python bench/chaos.py                 # 300 jobs (12 of them split), 3 workers, a kill every 3 s
+    python bench/chaos.py --jobs 100 --split-jobs 6 --kill-every 2
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--split-jobs", type=int, default=12, help="of the jobs, how many are split into bands")
     parser.add_argument("--kill-every", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
@@ -65,8 +68,13 @@ def main() -> int:
 
     receiver = Receiver(respond=flaky(0.1))
     started = time.monotonic()
+    # Split jobs: 160x120 x2 with the network, 48-px tiles, bands of two tile rows (about 4 bands a job);
+    # the small bicubic jobs stay whole.
     overrides = dict(lease_seconds=4, sweep_interval=1.0, queued_stale_seconds=10, visibility_timeout=30,
-                     webhook_allow_private=True, webhook_retry_schedule="1,2,4,8,16,32", inference_threads=1)
+                     webhook_allow_private=True, webhook_retry_schedule="1,2,4,8,16,32", inference_threads=1,
+                     tile_size=48, band_output_pixels=20_000, split_output_pixels=50_000)
+    split_image = image_bytes(width=160, height=120, seed=3)
+    split_every = max(1, args.jobs // max(args.split_jobs, 1)) if args.split_jobs else 0
     with platform(**overrides) as bench:
         client = create_app(bench.settings).test_client()
         beat = bench.worker("beat", queues="maintenance", beat=True)
@@ -75,6 +83,7 @@ def main() -> int:
         kills = 0
         redis_restarted = False
         ids: list[str] = []
+        split_ids: list[str] = []
         image = image_bytes(width=48, height=40)
         next_kill = time.monotonic() + args.kill_every
         deadline = time.monotonic() + args.timeout
@@ -82,11 +91,15 @@ def main() -> int:
             while time.monotonic() < deadline:
                 if len(ids) < args.jobs:
                     for _ in range(min(10, args.jobs - len(ids))):
+                        split = split_every and len(ids) % split_every == 0 and len(split_ids) < args.split_jobs
                         response = client.post("/v1/jobs", data={
-                            "image": (io.BytesIO(image), "a.png"), "model": "bicubic", "scale": "2",
+                            "image": (io.BytesIO(split_image if split else image), "a.png"),
+                            "model": "residual_sr" if split else "bicubic", "scale": "2",
                             "webhook_url": receiver.url, "webhook_events": "job.started,job.succeeded,job.failed"},
                             content_type="multipart/form-data")
                         ids.append(response.get_json()["id"])
+                        if split:
+                            split_ids.append(ids[-1])
                 if not redis_restarted and len(ids) >= args.jobs // 2:
                     bench.restart_redis()
                     redis_restarted = True
@@ -113,6 +126,23 @@ def main() -> int:
             deliveries = session.scalars(select(WebhookDelivery)).all()
         results = [p for p in (bench.settings.storage_dir / "results").rglob("*") if p.is_file()]
         partials = list((bench.settings.storage_dir / ".partial").glob("*"))
+        band_files = [p for p in (bench.settings.storage_dir / "bands").rglob("*") if p.is_file()]
+        inexact = not_split = 0
+        if split_ids:
+            import numpy as np
+            from PIL import Image
+
+            from worker.engine.registry import EngineRegistry
+
+            engine = EngineRegistry(bench.settings).get("residual_sr")
+            reference = np.asarray(engine.upscale(np.asarray(Image.open(io.BytesIO(split_image)).convert("RGB")), 2))
+            by_id = {j.id: j for j in jobs}
+            for job_id in split_ids:
+                job = by_id[job_id]
+                not_split += not job.bands_total
+                if job.status == "succeeded":
+                    with Image.open(bench.settings.storage_dir / job.output_key) as out:
+                        inexact += not np.array_equal(np.asarray(out), reference)
 
     status = collections.Counter(j.status for j in jobs)
     codes = collections.Counter(j.error_code for j in jobs if j.status == "failed")
@@ -132,6 +162,10 @@ def main() -> int:
           f"retried {sum(1 for d in deliveries if d.attempts > 1)}, failed "
           f"{sum(1 for d in deliveries if d.status == 'failed')}, distinct messages received "
           f"{len(receiver.delivered_ids())}, POSTs received {len(receiver.requests)}")
+    split_jobs = [j for j in jobs if j.id in set(split_ids)]
+    print(f"split jobs {len(split_ids)} ({sum(j.bands_total or 0 for j in split_jobs)} bands, "
+          f"{sum(1 for j in split_jobs if j.status == 'succeeded')} succeeded, {not_split} not split), results "
+          f"different from the single-worker one {inexact}, band files left {len(band_files)}")
     print(f"wall time {wall:.1f} s")
     by_id = {j.id: j for j in jobs}
     for job_id, count in per_job.items():
@@ -141,7 +175,8 @@ def main() -> int:
             print(f"  duplicate: job {job_id} attempts {job.attempts if job else '?'} output "
                   f"{job.output_key.rsplit('/', 1)[-1] if job and job.output_key else None} objects {keys}")
     lost = status["queued"] + status["running"]
-    return 0 if lost == 0 and duplicated == 0 and delivered == expected_events else 1
+    exact = inexact == 0 and not_split == 0 and not band_files
+    return 0 if lost == 0 and duplicated == 0 and delivered == expected_events and exact else 1
 
 
 if __name__ == "__main__":

@@ -44,14 +44,15 @@ def plan(session: Session, job_id: str, owner: str, rows: list[tuple[int, int]],
 
 
 def claim(session: Session, job_id: str, index: int, owner: str, lease_seconds: int) -> bool:
-    """Take a band that is pending, or running under an expired lease, of a running job."""
+    """Take a band that is pending, or running under an expired lease, of a running job. Its ``result_key``
+    stays: an object a dead attempt may have uploaded, for the new owner to remove."""
     now = utcnow()
     result = session.execute(
         update(JobBand)
         .where(JobBand.job_id == job_id, JobBand.index == index, _job_running(job_id))
         .where(or_(JobBand.status == PENDING, and_(JobBand.status == RUNNING, JobBand.lease_expires_at < now)))
         .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=JobBand.attempts + 1, result_key=None, updated_at=now))
+                attempts=JobBand.attempts + 1, updated_at=now))
     if result.rowcount == 1:
         keep_job_alive(session, job_id, lease_seconds)
     return result.rowcount == 1

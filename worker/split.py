@@ -105,6 +105,7 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
     with ctx.sessions() as session:
         job, band = session.get(Job, job_id), session.get(JobBand, (job_id, index))
         session.expunge_all()
+    discard(ctx, band.result_key)  # what an attempt killed around its upload may have left
     key = None
     try:
         decoded = _decoded_input(ctx, job)

@@ -129,8 +129,10 @@ def test_a_second_delivery_of_a_band_does_nothing(workers, db_session, monkeypat
 def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_session, monkeypatch):
     first, second, third = workers
     job = _planned_only(first, db_session, monkeypatch)
-    with unit_of_work(second.sessions) as session:  # the second worker claims band 1 and dies
+    with unit_of_work(second.sessions) as session:  # the second worker claims band 1, uploads, and dies
         assert job_bands.claim(session, job.id, 1, second.owner, 60)
+        assert job_bands.stage(session, job.id, 1, second.owner, "bands/dead/attempt.raw")
+    second.storage.put_bytes("bands/dead/attempt.raw", b"half a band", "application/octet-stream")
     assert split.run_band(third, job.id, 1) == "skipped"  # its lease still holds
     for index in range(job.bands_total):
         if index != 1:
@@ -144,6 +146,7 @@ def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_
     job = reload(db_session, job)
     band = db_session.get(JobBand, (job.id, 1))
     assert (job.status, job.bands_done, band.attempts) == ("succeeded", job.bands_total, 2)
+    assert not first.storage.exists("bands/dead/attempt.raw")  # the dead attempt's object was removed
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
