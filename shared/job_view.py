@@ -5,6 +5,7 @@ It lives in ``shared`` because both the API (responses) and the worker (webhook 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlencode
@@ -12,7 +13,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, Field
 
 from shared.events import wanted_events
-from shared.limits import OUTPUT_FORMATS
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.models import Job
 from shared.settings import Settings
 from shared.signing import signed_query
@@ -25,7 +26,8 @@ class ImageInfo(BaseModel):
     height: int | None = None
     bytes: int | None = None
     format: str | None = None
-    filename: str | None = None
+    filename: str | None = Field(None, description="Input: the uploaded name. Output: the name the result downloads "
+                                                   "under (input stem and size, e.g. photo_x4.png), once succeeded.")
     url: str | None = Field(None, description="The image_url the input was fetched from, if any.")
 
 
@@ -89,10 +91,25 @@ class JobOut(BaseModel):
     expired_at: datetime | None = Field(None, description="When the retention period removed input and result.")
     error: JobError | None
     timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
+    queue_position: int | None = Field(None, description="While queued (GET of one job): how many jobs of every "
+                                       "tenant wait ahead of it, counting it (1 = next); fair scheduling may "
+                                       "reorder them, so it is an estimate.")
     split: Bands | None = Field(None, description="A split job: its bands, run by every free worker, done so far.")
     links: JobLinks
 
 
+
+
+def result_filename(job: Job) -> str:
+    """The name a result downloads under: the input's stem and what was done, e.g. ``photo_x4.png`` or
+    ``scan_3000x2000.tif`` (ASCII letters, digits, ``-``, ``_`` and ``.`` only)."""
+    source = job.input_filename or (job.input_url or "").rsplit("/", 1)[-1].split("?", 1)[0]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.rsplit(".", 1)[0] if "." in source else source).strip("._")
+    if job.scale and not (job.target_width or job.target_height):
+        size = f"x{job.scale:g}"
+    else:
+        size = f"{job.output_width}x{job.output_height}"
+    return f"{(stem or 'image')[:80]}_{size}.{EXTENSIONS[job.output_format]}"
 
 
 def result_link(job: Job, storage: Storage, settings: Settings, base_url: str) -> tuple[str, datetime] | None:
@@ -101,10 +118,10 @@ def result_link(job: Job, storage: Storage, settings: Settings, base_url: str) -
         return None
     ttl = settings.result_url_ttl
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
-    ext = job.output_key.rsplit(".", 1)[-1]
-    url = storage.presigned_url(job.output_key, ttl, f"{job.id}.{ext}", OUTPUT_FORMATS[job.output_format])
+    filename = result_filename(job)
+    url = storage.presigned_url(job.output_key, ttl, filename, OUTPUT_FORMATS[job.output_format])
     if url is None:
-        query = urlencode(signed_query(settings.secret_key, job.output_key, ttl))
+        query = urlencode({**signed_query(settings.secret_key, job.output_key, ttl), "name": filename})
         url = f"{base_url.rstrip('/')}/v1/files/{job.output_key}?{query}"
     return url, expires
 
@@ -123,7 +140,7 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
         input=ImageInfo(width=job.input_width, height=job.input_height, bytes=job.input_bytes,
                         format=job.input_format, filename=job.input_filename, url=job.input_url),
         output=ImageInfo(width=job.output_width, height=job.output_height, bytes=job.output_bytes,
-                         format=job.output_format),
+                         format=job.output_format, filename=result_filename(job) if succeeded else None),
         result_url=link[0] if link else None,
         result_url_expires_at=link[1] if link else None,
         expired_at=job.expired_at,

@@ -65,6 +65,12 @@ def active_jobs(session: Session, tenant: str, before: Job | None = None) -> int
     return session.scalar(query)
 
 
+def queue_position(session: Session, job: Job) -> int:
+    """1 + the queued jobs (every tenant) submitted before ``job``: where it stands, before fair reordering."""
+    return 1 + session.scalar(select(func.count()).select_from(Job).where(
+        Job.status == JobStatus.QUEUED.value, Job.created_at < job.created_at))
+
+
 def priority_for(ahead: int) -> int:
     """Queue priority (0 served first) of a job whose tenant has ``ahead`` jobs waiting or running before it,
     in steps. A tenant that floods the queue goes to the back levels, so another tenant's first jobs start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, request, send_file
+from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
 from api.openapi import operation
@@ -29,4 +30,12 @@ def download(key: str):
         found = False
     if not found:
         raise ApiError("not_found", "no such file")
-    return send_file(svc.storage.path_for(key), as_attachment=True, download_name=key.rsplit("/", 1)[-1], max_age=0)
+    return send_file(svc.storage.path_for(key), as_attachment=True, download_name=_download_name(key), max_age=0)
+
+
+def _download_name(key: str) -> str:
+    """The ``name`` the link carries (``shared.job_view.result_filename``), if it is a plain name with the
+    stored object's extension; else the key's own last part."""
+    own = key.rsplit("/", 1)[-1]
+    asked = secure_filename(request.args.get("name", ""))
+    return asked if asked and asked.rsplit(".", 1)[-1] == own.rsplit(".", 1)[-1] else own

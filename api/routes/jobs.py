@@ -15,6 +15,7 @@ from api.presenters import job_out
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
 from shared import jobs
+from shared.job_view import result_filename
 from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job
@@ -27,8 +28,11 @@ blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 RETRY_AFTER_SECONDS = 2
 
 
-def _json(svc: Services, job: Job, status: int = 200, with_result_url: bool = True) -> Response:
-    return Response(job_out(svc, job, with_result_url).model_dump_json(), status=status, mimetype="application/json")
+def _json(svc: Services, job: Job, status: int = 200, with_result_url: bool = True,
+          queue_position: int | None = None) -> Response:
+    body = job_out(svc, job, with_result_url)
+    body.queue_position = queue_position
+    return Response(body.model_dump_json(), status=status, mimetype="application/json")
 
 
 @blueprint.post("")
@@ -103,7 +107,11 @@ def load_job(svc: Services, job_id: str) -> Job:
 def get_job(job_id: str):
     svc = services()
     job = load_job(svc, job_id)
-    response = _json(svc, job)
+    position = None
+    if job.status == JobStatus.QUEUED.value:
+        with svc.sessions() as session:
+            position = jobs.queue_position(session, job)
+    response = _json(svc, job, queue_position=position)
     if job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
@@ -157,8 +165,7 @@ def get_result(job_id: str):
                        job_status=job.status)
     if job.expired_at:
         raise ApiError("result_expired", f"the result was deleted on {job.expired_at.isoformat()} (retention)")
-    ext = job.output_key.rsplit(".", 1)[-1]
-    filename = f"{job.id}.{ext}"
+    filename = result_filename(job)
     if isinstance(svc.storage, LocalStorage):
         return send_file(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
                          download_name=filename, max_age=0)

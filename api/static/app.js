@@ -1,51 +1,393 @@
-// The page's script: it talks to the public API only. The key lives in sessionStorage (this tab only), so
-// it does not outlive the browser session.
+// The page's script: it talks to the public API only (no build step, no third-party code). The key lives in
+// sessionStorage (this tab only): it survives a reload, not the browser session.
+"use strict";
 const $ = (id) => document.getElementById(id);
-$("key").value = sessionStorage.getItem("upscalerKey") || "";
-$("key").addEventListener("change", () => { sessionStorage.setItem("upscalerKey", $("key").value); loadModels(); });
-const auth = () => ($("key").value ? { Authorization: `Bearer ${$("key").value}` } : {});
+const FINAL = ["succeeded", "failed", "canceled"];
+const POLL_MS = 1000;
 let models = {};
+
+// ---- API ----------------------------------------------------------------------------------------------
+const auth = () => ($("key").value ? { Authorization: `Bearer ${$("key").value}` } : {});
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: { ...auth(), ...(options.headers || {}) } });
+  } catch {
+    throw new Error("the server could not be reached; check the connection and try again");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(plainError(response.status, body));
+  return body;
+}
+
+function plainError(status, body) {
+  if (status === 401) return "this server needs an API key: enter it under Options";
+  if (status === 413) return "the file is larger than this server accepts";
+  if (status === 429) return `limit reached: ${body.detail || "too many requests"}; try again later`;
+  return body.detail || `the server answered ${status}`;
+}
+
+// ---- options ------------------------------------------------------------------------------------------
+$("key").value = sessionStorage.getItem("upscalerKey") || "";
+$("key").addEventListener("change", () => {
+  sessionStorage.setItem("upscalerKey", $("key").value);
+  loadModels();
+  loadHistory(true);
+});
+$("size").addEventListener("change", () => { $("target").hidden = $("size").value !== "target"; });
+const syncQuality = () => {
+  const lossy = ["jpeg", "webp"].includes($("format").value);
+  $("quality").disabled = !lossy;
+};
+$("format").addEventListener("change", syncQuality);
+syncQuality();
 const syncDenoise = () => {
   const offered = Boolean(models[$("model").value] && models[$("model").value].denoise);
   $("denoise").disabled = !offered;
   if (!offered) $("denoise").value = "auto";
 };
 $("model").addEventListener("change", syncDenoise);
-const loadModels = () => fetch("v1/models", { headers: auth() }).then((r) => r.json()).then(({ data }) => {
-  $("model").length = 0;
-  models = {};
-  for (const m of data) {
-    models[m.name] = m;
-    const option = new Option(`${m.name}${m.default ? " (default)" : ""}`, m.name, m.default, m.default);
-    $("model").add(option);
+
+async function loadModels() {
+  try {
+    const { data } = await api("v1/models");
+    $("model").length = 0;
+    models = {};
+    for (const m of data) {
+      models[m.name] = m;
+      $("model").add(new Option(`${m.name}${m.default ? " (default)" : ""}`, m.name, m.default, m.default));
+    }
+    syncDenoise();
+    notice("");
+  } catch (error) {
+    notice(error.message);
   }
-  syncDenoise();
-}).catch(() => show("enter the API key to list models", true));
-loadModels();
-function show(text, isError = false) { $("status").textContent = text; $("status").className = isError ? "error" : ""; }
-$("job").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData($("job"));
-  $("pair").hidden = true;
-  $("before").src = URL.createObjectURL($("image").files[0]);
-  show("uploading…");
-  let response = await fetch("v1/jobs", { method: "POST", body: form, headers: auth() });
-  let job = await response.json();
-  if (!response.ok) { show(`${job.code}: ${job.detail}`, true); return; }
-  $("progress").hidden = false;
-  while (!["succeeded", "failed", "canceled"].includes(job.status)) {
-    show(`${job.status} — ${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}`);
-    $("progress").value = job.progress;
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    job = await (await fetch(`v1/jobs/${job.id}`, { headers: auth() })).json();
+}
+
+function notice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = !text;
+}
+
+/** The job fields for one file, from the options form (validated by the API, which explains any refusal). */
+function jobForm(file) {
+  const form = new FormData();
+  form.append("image", file, file.name);
+  if ($("size").value === "target") {
+    for (const name of ["width", "height"]) if ($(name).value) form.append(name, $(name).value);
+    if ($("width").value && $("height").value) form.append("fit", $("fit").value);
+  } else {
+    form.append("scale", $("size").value);
   }
-  $("progress").value = job.progress;
-  if (job.status !== "succeeded") { show(`${job.status}: ${job.error ? job.error.message : ""}`, true); return; }
-  const ran = job.ran ? ` — ${job.ran.model}${job.ran.strength !== null ? ` at strength ${job.ran.strength}` : ""}` +
-    ` (${job.ran.reason})` : "";
-  show(`done in ${job.timings.total_s.toFixed(1)} s — ${job.output.width}×${job.output.height}, ` +
-       `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`);
-  $("after").src = job.result_url;
-  $("download").href = job.result_url;
-  $("pair").hidden = false;
+  form.append("format", $("format").value);
+  if (!$("quality").disabled && $("quality").value) form.append("quality", $("quality").value);
+  if ($("model").value) form.append("model", $("model").value);
+  if (!$("denoise").disabled) form.append("denoise", $("denoise").value);
+  return form;
+}
+
+// ---- files in ----------------------------------------------------------------------------------------
+$("files").addEventListener("change", () => {
+  submitAll([...$("files").files]);
+  $("files").value = ""; // each selection submits once; choosing again is a new, deliberate submission
 });
+for (const kind of ["dragenter", "dragover"]) {
+  $("drop").addEventListener(kind, (event) => { event.preventDefault(); $("drop").classList.add("over"); });
+}
+for (const kind of ["dragleave", "drop"]) {
+  $("drop").addEventListener(kind, () => $("drop").classList.remove("over"));
+}
+$("drop").addEventListener("drop", (event) => {
+  event.preventDefault();
+  submitAll([...event.dataTransfer.files]);
+});
+
+function submitAll(files) {
+  for (const file of files) submit(file);
+}
+
+// ---- one card per file -------------------------------------------------------------------------------
+function makeCard(file) {
+  const li = document.createElement("li");
+  li.className = "card";
+  li.innerHTML = `<img alt="" class="thumb"><div class="body"><strong class="name"></strong>
+    <progress max="1" value="0"></progress><span class="state" role="status"></span>
+    <div class="actions"><button type="button" class="cancel" hidden>Cancel</button>
+    <button type="button" class="compare" hidden>Compare</button>
+    <a class="download" hidden>Download</a></div></div>`;
+  li.querySelector(".name").textContent = file.name;
+  const thumb = li.querySelector(".thumb");
+  thumb.addEventListener("error", () => { thumb.hidden = true; }); // not an image: no broken icon
+  thumb.src = URL.createObjectURL(file);
+  li.querySelector("progress").setAttribute("aria-label", `progress of ${file.name}`);
+  $("cards").prepend(li);
+  return {
+    li, file, job: null, started: null,
+    set(text, isError = false) {
+      const state = li.querySelector(".state");
+      state.textContent = text;
+      state.classList.toggle("error", isError);
+      li.classList.toggle("failed", isError);
+    },
+  };
+}
+
+async function submit(file) {
+  const card = makeCard(file);
+  card.set("uploading…");
+  let job;
+  try {
+    job = await api("v1/jobs", { method: "POST", body: jobForm(file),
+                                 headers: { "Idempotency-Key": crypto.randomUUID() } });
+  } catch (error) {
+    card.set(error.message, true);
+    card.li.querySelector("progress").hidden = true;
+    return;
+  }
+  card.job = job;
+  card.li.dataset.job = job.id;
+  const cancel = card.li.querySelector(".cancel");
+  cancel.hidden = false;
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try { show(card, await api(`v1/jobs/${job.id}/cancel`, { method: "POST" })); } catch (error) {
+      card.set(error.message, true);
+    }
+  });
+  show(card, job);
+  loadHistory(true);
+  while (!FINAL.includes(card.job.status)) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    try { show(card, await api(`v1/jobs/${job.id}`)); } catch (error) { card.set(error.message, true); }
+  }
+  loadHistory(true);
+}
+
+const seconds = (s) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${Math.round(s / 60)} min`);
+
+function show(card, job) {
+  card.job = job;
+  const bar = card.li.querySelector("progress");
+  bar.value = job.progress;
+  const size = `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}`;
+  card.li.querySelector(".cancel").hidden = FINAL.includes(job.status);
+  if (job.status === "queued") {
+    card.set(`waiting in the queue${job.queue_position ? ` (position ${job.queue_position})` : ""} · ${size}`);
+  } else if (job.status === "running") {
+    card.started = card.started || { at: Date.now(), progress: job.progress };
+    const rate = (job.progress - card.started.progress) / ((Date.now() - card.started.at) / 1000);
+    const left = rate > 0 ? ` · about ${seconds((1 - job.progress) / rate)} left` : "";
+    const bands = job.split ? ` · ${job.split.done}/${job.split.total} bands` : "";
+    card.set(`upscaling ${Math.round(job.progress * 100)} %${left}${bands} · ${size}`);
+  } else if (job.status === "succeeded") {
+    bar.value = 1;
+    const ran = job.ran ? ` · ${job.ran.model}${job.ran.strength !== null ? ` at strength ${job.ran.strength}` : ""}` : "";
+    card.set(`done in ${seconds(job.timings.total_s)} · ${job.output.width}×${job.output.height}, ` +
+             `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`);
+    const link = card.li.querySelector(".download");
+    link.href = job.result_url;
+    link.download = job.output.filename;
+    link.textContent = `Download ${job.output.filename}`;
+    link.hidden = false;
+    const compare = card.li.querySelector(".compare");
+    compare.hidden = false;
+    compare.onclick = () => openViewer(card.file, job);
+  } else if (job.status === "failed") {
+    card.set(`failed: ${job.error ? job.error.message : "unknown error"}`, true);
+  } else {
+    card.set("canceled");
+  }
+}
+
+// ---- before/after viewer at 1:1 ------------------------------------------------------------------------
+const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0 };
+
+async function openViewer(file, job) {
+  $("viewer").hidden = false;
+  $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
+    `${job.output.width}×${job.output.height}. Drag or use the arrow keys to move, the slider to compare.`;
+  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0);
+  view.input = context.getImageData(0, 0, bitmap.width, bitmap.height);
+  view.result = await new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error("the result could not be loaded"));
+    image.src = job.result_url;
+  });
+  view.job = job;
+  view.zoom = 1;
+  view.cx = view.result.naturalWidth / 2;
+  view.cy = view.result.naturalHeight / 2;
+  $("stage").scrollIntoView({ block: "nearest" });
+  $("stage").focus();
+  draw();
+}
+
+function draw() {
+  if (!view.result) return;
+  const stage = $("stage");
+  const width = stage.clientWidth;
+  const height = stage.clientHeight;
+  const outW = view.result.naturalWidth;
+  const outH = view.result.naturalHeight;
+  const sw = width / view.zoom;
+  const sh = height / view.zoom;
+  view.cx = Math.min(Math.max(view.cx, Math.min(sw / 2, outW / 2)), Math.max(outW - sw / 2, outW / 2));
+  view.cy = Math.min(Math.max(view.cy, Math.min(sh / 2, outH / 2)), Math.max(outH - sh / 2, outH / 2));
+  const sx = view.cx - sw / 2;
+  const sy = view.cy - sh / 2;
+  for (const canvas of [$("before-canvas"), $("after-canvas")]) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  // only the part of the image in view is drawn (an image smaller than the stage sits in its middle)
+  const x0 = Math.max(0, sx);
+  const y0 = Math.max(0, sy);
+  const dw = Math.round((Math.min(outW, sx + sw) - x0) * view.zoom);
+  const dh = Math.round((Math.min(outH, sy + sh) - y0) * view.zoom);
+  const dx = Math.round((x0 - sx) * view.zoom);
+  const dy = Math.round((y0 - sy) * view.zoom);
+  if (dw > 0 && dh > 0) {
+    const after = $("after-canvas").getContext("2d");
+    after.imageSmoothingEnabled = view.zoom < 1; // at 1:1 and closer, every result pixel as it is
+    after.drawImage(view.result, x0, y0, dw / view.zoom, dh / view.zoom, dx, dy, dw, dh);
+    $("before-canvas").getContext("2d").putImageData(
+      bicubic(view.input, outW / view.input.width, outH / view.input.height, x0, y0, dw, dh), dx, dy);
+  }
+  $("zoom-level").textContent = `${Math.round(view.zoom * 100)} %`;
+  split();
+}
+
+/** The screen region (sx, sy, zoom) of the input enlarged by bicubic interpolation (a = -0.5, edges clamped). */
+function bicubic(input, scaleX, scaleY, sx, sy, width, height) {
+  const out = new ImageData(width, height);
+  const taps = (count, start, scale, size) => {
+    const index = new Int32Array(count * 4);
+    const weight = new Float32Array(count * 4);
+    for (let i = 0; i < count; i++) {
+      const x = (start + (i + 0.5) / view.zoom) / scale - 0.5;
+      const base = Math.floor(x);
+      for (let k = 0; k < 4; k++) {
+        const d = Math.abs(x - (base - 1 + k));
+        weight[i * 4 + k] = d < 1 ? 1.5 * d ** 3 - 2.5 * d ** 2 + 1 : d < 2 ? -0.5 * d ** 3 + 2.5 * d ** 2 - 4 * d + 2 : 0;
+        index[i * 4 + k] = Math.min(Math.max(base - 1 + k, 0), size - 1);
+      }
+    }
+    return { index, weight };
+  };
+  const cols = taps(width, sx, scaleX, input.width);
+  const rows = taps(height, sy, scaleY, input.height);
+  const src = input.data;
+  const dst = out.data;
+  for (let j = 0; j < height; j++) {
+    for (let i = 0; i < width; i++) {
+      let r = 0; let g = 0; let b = 0;
+      for (let ky = 0; ky < 4; ky++) {
+        const wy = rows.weight[j * 4 + ky];
+        const rowStart = rows.index[j * 4 + ky] * input.width;
+        for (let kx = 0; kx < 4; kx++) {
+          const w = wy * cols.weight[i * 4 + kx];
+          const p = (rowStart + cols.index[i * 4 + kx]) * 4;
+          r += w * src[p]; g += w * src[p + 1]; b += w * src[p + 2];
+        }
+      }
+      const q = (j * width + i) * 4;
+      dst[q] = r; dst[q + 1] = g; dst[q + 2] = b; dst[q + 3] = 255; // clamped by Uint8ClampedArray
+    }
+  }
+  return out;
+}
+
+function split() {
+  const percent = Number($("split").value);
+  $("after-canvas").style.clipPath = `inset(0 0 0 ${percent}%)`;
+  $("divider").style.left = `${percent}%`;
+}
+$("split").addEventListener("input", split);
+const zoomBy = (factor) => { view.zoom = Math.min(16, Math.max(1 / 16, view.zoom * factor)); draw(); };
+$("zoom-in").addEventListener("click", () => zoomBy(2));
+$("zoom-out").addEventListener("click", () => zoomBy(0.5));
+$("zoom-one").addEventListener("click", () => { view.zoom = 1; draw(); });
+$("zoom-fit").addEventListener("click", () => {
+  view.zoom = Math.min($("stage").clientWidth / view.result.naturalWidth,
+                       $("stage").clientHeight / view.result.naturalHeight, 1);
+  draw();
+});
+$("viewer-close").addEventListener("click", () => { $("viewer").hidden = true; view.result = null; });
+$("stage").addEventListener("keydown", (event) => {
+  const step = 64 / view.zoom;
+  const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+  if (moves[event.key]) {
+    view.cx += moves[event.key][0];
+    view.cy += moves[event.key][1];
+    draw();
+  } else if (event.key === "+" || event.key === "=") {
+    zoomBy(2);
+  } else if (event.key === "-") {
+    zoomBy(0.5);
+  } else {
+    return;
+  }
+  event.preventDefault();
+});
+let dragging = null;
+$("stage").addEventListener("pointerdown", (event) => {
+  dragging = { x: event.clientX, y: event.clientY };
+  $("stage").setPointerCapture(event.pointerId);
+});
+$("stage").addEventListener("pointermove", (event) => {
+  if (!dragging) return;
+  view.cx -= (event.clientX - dragging.x) / view.zoom;
+  view.cy -= (event.clientY - dragging.y) / view.zoom;
+  dragging = { x: event.clientX, y: event.clientY };
+  draw();
+});
+$("stage").addEventListener("pointerup", () => { dragging = null; });
+window.addEventListener("resize", draw);
+
+// ---- history (this key's jobs, from the API: it survives a reload) ---------------------------------------
+let historyCursor = null;
+
+async function loadHistory(fromStart = false) {
+  const path = `v1/jobs?limit=10${!fromStart && historyCursor ? `&cursor=${encodeURIComponent(historyCursor)}` : ""}`;
+  let page;
+  try { page = await api(path); } catch { return; } // a missing key is said by the notice already
+  const body = $("history").querySelector("tbody");
+  if (fromStart) body.textContent = "";
+  for (const job of page.data) body.append(historyRow(job));
+  historyCursor = page.next_cursor;
+  $("history-more").hidden = !historyCursor;
+  $("history").hidden = body.children.length === 0;
+  $("history-empty").hidden = body.children.length > 0;
+}
+
+function historyRow(job) {
+  const row = document.createElement("tr");
+  const cells = [new Date(job.created_at).toLocaleString(),
+                 `${job.input.filename || job.input.url || "?"} (${job.input.width}×${job.input.height})`,
+                 `${job.output.width}×${job.output.height} ${job.output_format}`,
+                 job.status === "failed" && job.error ? `failed: ${job.error.message}` : job.status];
+  for (const text of cells) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    row.append(cell);
+  }
+  const result = document.createElement("td");
+  if (job.status === "succeeded" && job.result_url) {
+    const link = document.createElement("a");
+    link.href = job.result_url;
+    link.download = job.output.filename;
+    link.textContent = job.output.filename;
+    result.append(link);
+  }
+  row.append(result);
+  return row;
+}
+$("history-more").addEventListener("click", () => loadHistory(false));
+
+loadModels();
+loadHistory(true);

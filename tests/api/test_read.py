@@ -168,7 +168,8 @@ def test_the_web_page_is_served_and_uses_the_api(client):
     response = client.get("/")
     page = response.get_data(as_text=True) + client.get("/assets/app.js").get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
-    assert 'fetch("v1/jobs"' in page and "v1/models" in page
+    assert 'api("v1/jobs"' in page and "v1/models" in page and 'type="file" accept="image/*" multiple' in page
+    # (what the page does is tested in a real browser: tests/web/test_page.py)
 
 
 def test_api_keys_protect_v1_but_not_health_docs_or_signed_links(settings, db_session):
@@ -186,3 +187,40 @@ def test_api_keys_protect_v1_but_not_health_docs_or_signed_links(settings, db_se
     job = succeeded_job(app, db_session, tenant=env_tenant("k-one"))
     link = client.get("/v1/jobs/" + job.id, headers={"Authorization": "Bearer k-one"}).get_json()["result_url"]
     assert client.get(link.split("localhost", 1)[-1]).status_code == 200
+
+
+def test_results_download_under_a_name_that_says_what_it_is(client, app, db_session):
+    job = succeeded_job(app, db_session)
+    db_session.query(Job).filter_by(id=job.id).update({"input_filename": "Studio shot (final).JPG", "scale": 4})
+    db_session.commit()
+    body = client.get(f"/v1/jobs/{job.id}").get_json()
+    assert body["output"]["filename"] == "Studio_shot_final_x4.png"
+    for response in (client.get(f"/v1/jobs/{job.id}/result"), client.get(body["result_url"].split("localhost", 1)[-1])):
+        assert 'filename=Studio_shot_final_x4.png' in response.headers["Content-Disposition"]
+    # a signed link's name must keep the object's extension, else the key's own name is used
+    query = {**signed_query(SECRET, job.output_key, 60), "name": "evil.exe"}
+    disposition = client.get(f"/v1/files/{job.output_key}", query_string=query).headers["Content-Disposition"]
+    assert job.output_key.rsplit("/", 1)[-1] in disposition
+
+
+def test_result_filenames_for_sizes_urls_and_odd_names():
+    from shared.job_view import result_filename
+
+    def job(**values):
+        return Job(**{"output_format": "tiff", "output_width": 3000, "output_height": 2000, **values})
+
+    assert result_filename(job(input_filename="scan.tif", target_width=3000)) == "scan_3000x2000.tif"
+    assert result_filename(job(input_filename="a.b.png", scale=1.5)) == "a.b_x1.5.tif"
+    assert result_filename(job(input_url="https://127.0.0.1/img/cat.jpg?x=1", scale=2)) == "cat_x2.tif"
+    assert result_filename(job(input_filename="../../..", scale=2)) == "image_x2.tif"
+
+
+def test_a_queued_job_says_where_it_stands_in_the_queue(client, db_session):
+    first = make_job(db_session, created_at=seconds_ago(30))
+    make_job(db_session, status="running", created_at=seconds_ago(20))
+    make_job(db_session, created_at=seconds_ago(10), tenant="someone-else")
+    third = make_job(db_session)
+    assert client.get(f"/v1/jobs/{first.id}").get_json()["queue_position"] == 1
+    assert client.get(f"/v1/jobs/{third.id}").get_json()["queue_position"] == 3  # other tenants' jobs count
+    running = make_job(db_session, status="running")
+    assert client.get(f"/v1/jobs/{running.id}").get_json()["queue_position"] is None

@@ -1,0 +1,166 @@
+"""The web page in Debian's Chromium, headless, driven by Playwright, against the API over real HTTP and a real
+worker process. Screenshots go to ``var/test-artifacts/`` (look at them: they are the page as a user sees it)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cli.processes import stop
+from tests.workers import start_worker
+
+ARTIFACTS = Path("var/test-artifacts")
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise FileNotFoundError("Chromium is not installed (Debian: apt-get install chromium); scripts/test installs it")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, api_server):
+    url, _app = api_server
+    context = browser.new_context(viewport={"width": 1200, "height": 1000}, accept_downloads=True)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(url + "/")
+    yield opened
+    context.close()
+    assert errors == [], errors  # no script error on the page, ever
+
+
+def photo(tmp_path: Path, name: str, size=(96, 72), seed=0) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    pixels = np.stack([xx * 2.5, yy * 3, (xx + yy) * 1.3], -1) + rng.normal(0, 10, (size[1], size[0], 3))
+    path = tmp_path / name
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def test_a_fresh_page_shows_no_broken_image_and_is_keyboard_ready(page):
+    assert page.locator("#viewer").is_hidden() and page.locator("#cards li").count() == 0
+    broken = page.evaluate("[...document.images].filter(i => !i.hidden && i.offsetParent && !i.naturalWidth).length")
+    assert broken == 0
+    for _ in range(3):  # the two header links, then the first option
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "size"
+    page.focus("#files")  # the drop zone's file input is reachable and visibly focused
+    assert page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle") != "none"
+    assert page.locator("#model option").count() >= 3  # models listed from the API
+    shot(page, "01-fresh")
+
+
+def test_many_files_progress_compare_download_history_and_a_bad_file(page, settings, tmp_path):
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        page.select_option("#size", "2")
+        page.select_option("#model", "residual_sr")
+        bad = tmp_path / "notes.png"
+        bad.write_text("this is not an image")
+        page.set_input_files("#files", [str(photo(tmp_path, "harbour.png")), str(photo(tmp_path, "bridge.png", seed=1)),
+                                        str(bad)])
+        cards = page.locator("#cards li")
+        assert cards.count() == 3
+        failed = cards.filter(has_text="notes.png")
+        failed.locator(".state.error").wait_for()
+        assert "image" in failed.locator(".state").inner_text().lower()  # plain words next to its file
+        assert failed.locator(".thumb").is_hidden()  # and no broken-image icon
+        shot(page, "02-progress")
+        for name in ("harbour.png", "bridge.png"):
+            cards.filter(has_text=name).locator(".download").wait_for(timeout=120_000)
+        card = cards.filter(has_text="harbour.png")
+        assert "done in" in card.locator(".state").inner_text()
+        assert card.locator(".cancel").is_hidden()
+        with page.expect_download() as download:
+            card.locator(".download").click()
+        assert download.value.suggested_filename == "harbour_x2.png"
+        saved = tmp_path / "downloaded.png"
+        download.value.save_as(saved)
+        assert Image.open(saved).size == (192, 144)
+
+        card.locator(".compare").click()
+        page.locator("#viewer").wait_for()
+        page.locator("#zoom-level", has_text="100 %").wait_for()  # drawn (the page's CSP forbids eval'd waits)
+        drawn = page.evaluate("""() => ['before-canvas', 'after-canvas'].map(id => {
+            const c = document.getElementById(id);
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let lit = 0; for (let i = 0; i < d.length; i += 4) lit += d[i] + d[i + 1] + d[i + 2] > 0;
+            return lit; })""")
+        assert all(192 * 144 * 0.9 < count <= 192 * 144 for count in drawn), drawn  # the whole image at 1:1
+        corner = page.evaluate("[...document.getElementById('after-canvas').getContext('2d')"
+                               ".getImageData(0, 0, 1, 1).data]")
+        assert corner[3] == 0  # outside the image the stage stays empty (no stretched edges)
+        page.fill("#split", "80")
+        page.dispatch_event("#split", "input")
+        assert "80%" in page.evaluate("document.getElementById('after-canvas').style.clipPath")
+        page.click("#zoom-in")
+        assert page.inner_text("#zoom-level") == "200 %"
+        page.focus("#stage")
+        page.keyboard.press("ArrowRight")
+        shot(page, "03-compare")
+
+        page.reload()
+        page.locator("#history tbody tr").first.wait_for()
+        rows = page.locator("#history tbody tr")
+        assert rows.count() == 2  # the bad file never became a job
+        assert rows.filter(has_text="harbour.png").locator("a").inner_text() == "harbour_x2.png"
+        assert page.locator("#cards li").count() == 0  # no stale state after a reload
+        shot(page, "04-history")
+    finally:
+        stop(worker)
+
+
+def test_a_queued_job_shows_its_position_and_can_be_canceled(page, tmp_path):
+    page.set_input_files("#files", str(photo(tmp_path, "queued.png")))  # no worker runs: it stays queued
+    card = page.locator("#cards li")
+    card.locator(".state", has_text="position 1").wait_for()
+    card.locator(".cancel").click()
+    card.locator(".state", has_text="canceled").wait_for()
+    assert card.locator(".cancel").is_hidden() and card.locator(".download").is_hidden()
+    page.reload()
+    page.locator("#history tbody tr", has_text="canceled").wait_for()
+    shot(page, "05-canceled")
+
+
+def test_an_api_that_needs_a_key_says_so_and_works_once_it_is_given(page, api_server, tmp_path):
+    from shared.tenants import create_key
+
+    _url, app = api_server
+    with app.extensions["upscaler"].sessions() as session:
+        _row, key = create_key(session, "studio")
+        session.commit()
+    page.reload()
+    page.locator("#notice", has_text="API key").wait_for()
+    page.set_input_files("#files", str(photo(tmp_path, "locked.png")))
+    page.locator("#cards .state.error", has_text="API key").wait_for()
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.locator("#notice").wait_for(state="hidden")
+    page.set_input_files("#files", str(photo(tmp_path, "open.png")))
+    page.locator("#cards li", has_text="open.png").locator(".state", has_text="position").wait_for()
+    shot(page, "06-key")
