@@ -16,7 +16,10 @@ _EVENT = r"job\.(started|succeeded|failed|canceled)"
 class JobCreateForm(BaseModel):
     """multipart/form-data fields of ``POST /v1/jobs`` (the file goes in ``image``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"scale": 4, "format": "webp", "quality": 85}, {"width": 3000, "height": 2000, "fit": "cover"},
+        {"scale": 2, "model": "residual_sr_cond", "denoise": 0.5,
+         "webhook_url": "https://example.com/hooks/upscaler", "webhook_events": "job.succeeded,job.failed"}]})
 
     scale: float | None = Field(None, ge=MIN_FACTOR, le=MAX_FACTOR,
                                 description="Enlargement factor, 1 to 8, fractions allowed (default 4 when no width or "
@@ -124,6 +127,11 @@ class ModelList(BaseModel):
 
 class Problem(BaseModel):
     """RFC 9457 problem details with a stable ``code``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "type": "/docs/errors#output_too_large", "title": "Output too large", "status": 422,
+        "code": "output_too_large",
+        "detail": "jpeg images cannot exceed 65535 px a side; the output would be 80000x60000"}]})
 
     type: str
     title: str

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import wanted_events
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
@@ -64,7 +64,33 @@ class JobLinks(BaseModel):
     result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded.")
 
 
+EXAMPLE_JOB = {
+    "id": "1f0e3c6f0a2d4c55a6d0d6f4c1b2a3e4", "status": "succeeded", "progress": 1.0, "model": "auto",
+    "denoise": "auto", "scale": 4, "width": None, "height": None, "fit": None, "output_format": "webp",
+    "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
+    "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
+            "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31},
+            "network_scales": [4], "resampled": False, "bands": 0},
+    "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
+    "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",
+    "input": {"width": 1200, "height": 800, "bytes": 245112, "format": "jpeg", "filename": "photo.jpg", "url": None},
+    "output": {"width": 4800, "height": 3200, "bytes": 9123456, "format": "webp", "filename": "photo_x4.webp",
+               "url": None},
+    "result_url": "https://upscale.example.com/v1/files/results/Xq1…/Yz2….webp?expires=1795647600&signature=…",
+    "result_url_expires_at": "2026-11-25T22:10:13Z", "expired_at": None, "error": None,
+    "timings": {"download_s": 0.01, "decode_s": 0.03, "inference_s": 11.2, "encode_s": 0.9, "upload_s": 0.05,
+                "total_s": 12.3},
+    "queue_position": None, "split": None,
+    "links": {"self": "/v1/jobs/1f0e3c6f0a2d4c55a6d0d6f4c1b2a3e4",
+              "result": "/v1/jobs/1f0e3c6f0a2d4c55a6d0d6f4c1b2a3e4/result"},
+}
+
+
 class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOB]})
+
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: float = Field(ge=0, le=1)

@@ -39,3 +39,18 @@ def test_every_job_failure_code_is_documented():
     text = Path("docs/errors.md").read_text().split("## Job failure codes", 1)[1]
     for code in JOB_ERRORS:
         assert f"`{code}`" in text
+
+
+def test_examples_in_the_document_are_valid_instances_of_their_schemas(client):
+    """Examples are data, not prose: each one is parsed by the model it illustrates, so it cannot drift."""
+    from api.schemas import JobCreateForm, Problem
+    from shared.job_view import JobOut
+
+    document = client.get("/v1/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    form = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    for model, examples in ((JobOut, schemas["JobOut"]["examples"]), (Problem, schemas["Problem"]["examples"]),
+                            (JobCreateForm, form["examples"])):
+        assert examples
+        for example in examples:
+            model.model_validate(example)
