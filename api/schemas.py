@@ -30,6 +30,14 @@ class JobCreateForm(BaseModel):
     fit: Literal["contain", "cover", "fill"] = Field(
         "contain", description="With both width and height: contain keeps the aspect inside the box, cover fills it "
                                "and crops the overflow evenly, fill stretches to exactly that size.")
+    dpi: int | None = Field(None, ge=1, le=9600,
+                            description="Resolution written into the output (pixels per inch). Default: the input's "
+                                        "own DPI times the enlargement, so the print size stays the same.")
+    print_width: float | None = Field(None, gt=0, le=10000,
+                                      description="With dpi: the print width in print_unit; the output width in "
+                                                  "pixels is print_width x dpi (instead of scale or width).")
+    print_height: float | None = Field(None, gt=0, le=10000, description="With dpi: the print height in print_unit.")
+    print_unit: Literal["in", "cm"] = Field("in", description="Unit of print_width and print_height.")
     format: Literal[tuple(OUTPUT_FORMATS)] = Field(  # type: ignore[valid-type]
         "png", description="Output image format: png, jpeg (sides up to 65535 px), webp (up to 16383 px), or tiff "
                            "(Deflate-compressed, for print).")
@@ -53,14 +61,28 @@ class JobCreateForm(BaseModel):
 
     @model_validator(mode="after")
     def _one_way_to_size(self):
-        if self.scale is not None and (self.width or self.height):
-            raise ValueError("give either scale or width/height, not both")
+        printed = self.print_width is not None or self.print_height is not None
+        if sum((self.scale is not None, bool(self.width or self.height), printed)) > 1:
+            raise ValueError("give one of scale, width/height or print_width/print_height")
+        if printed and self.dpi is None:
+            raise ValueError("print_width and print_height need dpi (pixels per inch)")
         return self
+
+    def _pixels(self, length: float | None) -> int | None:
+        """A print length in pixels at ``dpi``."""
+        if length is None:
+            return None
+        inches = length / 2.54 if self.print_unit == "cm" else length
+        return max(1, round(inches * self.dpi))
 
     @property
     def size(self) -> SizeRequest:
-        return SizeRequest(self.scale if self.scale is not None or self.width or self.height else DEFAULT_SCALE,
-                           self.width, self.height, self.fit)
+        width, height = self.width, self.height
+        if self.print_width is not None or self.print_height is not None:
+            width, height = self._pixels(self.print_width), self._pixels(self.print_height)
+        if self.scale is None and not (width or height):
+            return SizeRequest(DEFAULT_SCALE, None, None, self.fit)
+        return SizeRequest(self.scale, width, height, self.fit)
 
     @field_validator("denoise", mode="before")
     @classmethod
@@ -86,7 +108,7 @@ class JobCreateForm(BaseModel):
         return sorted({event.strip() for event in self.webhook_events.split(",")})
 
     @field_validator("quality", "model", "image_url", "webhook_url", "webhook_events", "scale", "width", "height",
-                     mode="before")
+                     "dpi", "print_width", "print_height", mode="before")
     @classmethod
     def _empty_is_absent(cls, value):
         return None if value == "" else value

@@ -161,6 +161,7 @@ def create(svc: Services, submission: Submission, key: str | None, ahead: int) -
     job = Job(id=job_id, tenant=current_tenant().name, status=JobStatus.QUEUED.value, scale=size.scale,
               target_width=size.width, target_height=size.height, fit=size.fit if size.width and size.height else None,
               model=submission.model, output_format=form.format, quality=form.quality, denoise=form.denoise_value,
+              dpi=form.dpi,
               webhook_url=str(form.webhook_url) if form.webhook_url else None,
               webhook_events=form.event_list(), input_key=input_key, progress=0.0, attempts=0,
               enqueued_at=utcnow(), **facts)

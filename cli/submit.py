@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=None, help="output width in pixels")
     p.add_argument("--height", type=int, default=None, help="output height in pixels")
     p.add_argument("--fit", choices=FITS, default=None, help="with both width and height")
+    p.add_argument("--dpi", type=int, default=None, help="resolution written into the output (pixels per inch)")
+    p.add_argument("--print-width", type=float, default=None, help="with --dpi: print width (output = width x dpi)")
+    p.add_argument("--print-height", type=float, default=None, help="with --dpi: print height")
+    p.add_argument("--print-unit", choices=["in", "cm"], default=None, help="unit of --print-width/height (in)")
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png")
     p.add_argument("--quality", type=int, default=None)
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     client = Client(args.api, args.api_key)
     files = expand(args.paths)
-    options = {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit,
+    options = {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit, "dpi": args.dpi,
+               "print_width": args.print_width, "print_height": args.print_height, "print_unit": args.print_unit,
                "format": args.format, "quality": args.quality, "model": args.model, "denoise": args.denoise,
                "webhook_url": args.webhook_url}
     if not args.wait:

@@ -66,7 +66,7 @@ class JobLinks(BaseModel):
 
 EXAMPLE_JOB = {
     "id": "1f0e3c6f0a2d4c55a6d0d6f4c1b2a3e4", "status": "succeeded", "progress": 1.0, "model": "auto",
-    "denoise": "auto", "scale": 4, "width": None, "height": None, "fit": None, "output_format": "webp",
+    "denoise": "auto", "scale": 4, "width": None, "height": None, "fit": None, "dpi": None, "output_format": "webp",
     "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31},
@@ -101,6 +101,8 @@ class JobOut(BaseModel):
     width: int | None = Field(None, description="The output width asked for, if any.")
     height: int | None = Field(None, description="The output height asked for, if any.")
     fit: str | None = Field(None, description="contain, cover or fill, when both width and height were given.")
+    dpi: int | None = Field(None, description="Resolution written into the output, if asked for (else the input's "
+                                              "DPI times the enlargement).")
     output_format: str
     quality: int | None
     webhook_url: str | None
@@ -159,7 +161,7 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
     return JobOut(
         id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model,
         denoise="auto" if job.denoise is None else job.denoise, ran=job.ran, scale=job.scale,
-        width=job.target_width, height=job.target_height, fit=job.fit,
+        width=job.target_width, height=job.target_height, fit=job.fit, dpi=job.dpi,
         output_format=job.output_format, quality=job.quality, webhook_url=job.webhook_url,
         webhook_events=list(wanted_events(job)) if job.webhook_url else None, attempts=job.attempts,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,

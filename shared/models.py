@@ -76,6 +76,8 @@ class Job(Base):
     quality: Mapped[int | None] = mapped_column(Integer)
     # Restoration strength asked for (0..1); None means auto (from the input file).
     denoise: Mapped[float | None] = mapped_column(Float)
+    # Resolution to write into the output (pixels per inch); None keeps the input's print size.
+    dpi: Mapped[int | None] = mapped_column(Integer)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
 

@@ -32,6 +32,8 @@ def test_typed_errors_pagination_and_idempotent_submits(api_server, db_session, 
     made = [client.jobs.create(image_bytes(seed=i), model="bicubic", width=100).id for i in range(3)]
     listed = [job.id for job in client.jobs.list(page_size=2)]  # three pages
     assert listed == [*reversed(made), first.id]
+    printed = client.jobs.create(photo, model="bicubic", dpi=254, print_width=2.5, print_unit="cm")
+    assert printed.output.width == 250 and printed.raw["dpi"] == 254  # 2.5 cm at 254 dpi
     with pytest.raises(sdk.NotFound):
         client.jobs.get("0" * 32)
     with pytest.raises(sdk.InvalidRequest) as invalid:

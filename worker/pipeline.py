@@ -92,7 +92,7 @@ def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: 
     result_path = folder / f"result.{EXTENSIONS[job.output_format]}"
     rendered = finish(prepared, result_path, job.output_format, job.quality, progress,
                       checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
-                      band_pixels=ctx.settings.band_output_pixels)
+                      band_pixels=ctx.settings.band_output_pixels, dpi=job.dpi)
     t = time.monotonic()
     output_key, size = store_result(ctx, job, result_path)
     timings = {"download_s": round(download_s, 4), **rendered.timings, "upload_s": round(time.monotonic() - t, 4),

@@ -69,10 +69,10 @@ def streamable(engine: Engine, decoded: DecodedImage, planned: SizePlan, band_pi
             and decoded.alpha is None and planned.resize_to[0] * planned.resize_to[1] > band_pixels)
 
 
-def scaled_metadata(decoded: DecodedImage, scale: int) -> Metadata:
-    """The input's metadata for an output exactly ``scale`` times its size."""
+def scaled_metadata(decoded: DecodedImage, scale: int, dpi: int | None = None) -> Metadata:
+    """The input's metadata for an output exactly ``scale`` times its size (at ``dpi`` if given)."""
     height, width = decoded.rgb.shape[:2]
-    return metadata.for_output(decoded.metadata, width * scale, height * scale, scale, scale)
+    return metadata.for_output(decoded.metadata, width * scale, height * scale, scale, scale, dpi)
 
 
 def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[Band], strength: float | None,
@@ -120,28 +120,29 @@ def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest
 def render(source: Path, destination: Path, engines: EngineRegistry, model: str, size: SizeRequest,
            output_format: str, quality: int | None = None, progress: ProgressFn | None = None,
            checkpoint: Callable[[str], None] | None = None, denoise: float | None = None,
-           band_pixels: int | None = None) -> Rendered:
+           band_pixels: int | None = None, dpi: int | None = None) -> Rendered:
     """Decode ``source``, choose the network for it (``model`` may be ``auto``), enlarge it to ``size``, encode
     it to ``destination``."""
     return finish(prepare(source, engines, model, size, denoise), destination, output_format, quality, progress,
-                  checkpoint, band_pixels)
+                  checkpoint, band_pixels, dpi)
 
 
 def finish(prepared: Prepared, destination: Path, output_format: str, quality: int | None = None,
            progress: ProgressFn | None = None, checkpoint: Callable[[str], None] | None = None,
-           band_pixels: int | None = None) -> Rendered:
+           band_pixels: int | None = None, dpi: int | None = None) -> Rendered:
     """Enlarge a prepared input and encode it to ``destination``.
 
     ``checkpoint(stage)`` is called after inference and after encoding, so a caller can renew a
     lease or give up between the long stages. With ``band_pixels``, an output larger than that is computed
-    in bands of at most that many pixels and streamed to the file (``worker.streaming``).
+    in bands of at most that many pixels and streamed to the file (``worker.streaming``). ``dpi`` is the
+    resolution written into the output (default: the input's, times the enlargement).
     """
     decoded, planned, selection, engine = prepared.decoded, prepared.planned, prepared.selection, prepared.engine
     timings = dict(prepared.timings)
     height, width = decoded.rgb.shape[:2]
     if streamable(engine, decoded, planned, band_pixels):
         return _render_streaming(engine, decoded, planned, selection, destination, output_format, quality, progress,
-                                 checkpoint, band_pixels, timings)
+                                 checkpoint, band_pixels, timings, dpi)
     t = time.monotonic()
     enlarged = enlarge(engine, decoded.rgb, planned, selection.strength, progress)
     timings["inference_s"] = time.monotonic() - t
@@ -150,7 +151,8 @@ def finish(prepared: Prepared, destination: Path, output_format: str, quality: i
     t = time.monotonic()
     image = compose(enlarged, decoded, planned)
     del enlarged, decoded.rgb
-    meta = metadata.for_output(decoded.metadata, image.width, image.height, image.width / width, image.height / height)
+    meta = metadata.for_output(decoded.metadata, image.width, image.height, image.width / width, image.height / height,
+                               dpi)
     encode(image, output_format, destination, quality, meta)
     out_width, out_height = image.size
     del image
@@ -166,11 +168,11 @@ def finish(prepared: Prepared, destination: Path, output_format: str, quality: i
 def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, selection: Selection,
                       destination: Path, output_format: str, quality: int | None, progress: ProgressFn | None,
                       checkpoint: Callable[[str], None] | None, band_pixels: int,
-                      timings: dict[str, float]) -> Rendered:
+                      timings: dict[str, float], dpi: int | None) -> Rendered:
     height, width = decoded.rgb.shape[:2]
     scale = planned.chain[0]
     bands = plan_bands(engine.band_cuts(height, width), width, scale, band_pixels)
-    meta = scaled_metadata(decoded, scale)
+    meta = scaled_metadata(decoded, scale, dpi)
     with tempfile.TemporaryDirectory(prefix="bands-", dir=destination.parent) as folder:
         t = time.monotonic()
         rows = output_rows(Path(folder), decoded, scale)

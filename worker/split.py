@@ -162,7 +162,7 @@ def assemble_job(ctx: WorkerContext, job_id: str) -> str:
         with tempfile.TemporaryDirectory(prefix="upscaler-assemble-") as tmp:
             scale = job.ran["network_scales"][0]
             decoded = _decoded_input(ctx, job)
-            meta = scaled_metadata(decoded, scale)
+            meta = scaled_metadata(decoded, scale, job.dpi)
             rows = output_rows(Path(tmp), decoded, scale)
             ctx.band_inputs.clear()
             del decoded

@@ -35,7 +35,10 @@ $("key").addEventListener("change", () => {
   loadModels();
   loadHistory(true);
 });
-$("size").addEventListener("change", () => { $("target").hidden = $("size").value !== "target"; });
+$("size").addEventListener("change", () => {
+  $("target").hidden = $("size").value !== "target";
+  $("print").hidden = $("size").value !== "print";
+});
 const syncQuality = () => {
   const lossy = ["jpeg", "webp"].includes($("format").value);
   $("quality").disabled = !lossy;
@@ -77,9 +80,15 @@ function jobForm(file) {
   if ($("size").value === "target") {
     for (const name of ["width", "height"]) if ($(name).value) form.append(name, $(name).value);
     if ($("width").value && $("height").value) form.append("fit", $("fit").value);
+  } else if ($("size").value === "print") {
+    for (const name of ["width", "height"]) {
+      if ($(`print-${name}`).value) form.append(`print_${name}`, $(`print-${name}`).value);
+    }
+    form.append("print_unit", $("print-unit").value);
   } else {
     form.append("scale", $("size").value);
   }
+  if ($("dpi").value) form.append("dpi", $("dpi").value);
   form.append("format", $("format").value);
   if (!$("quality").disabled && $("quality").value) form.append("quality", $("quality").value);
   if ($("model").value) form.append("model", $("model").value);

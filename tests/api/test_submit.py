@@ -188,3 +188,27 @@ def test_any_output_size_is_planned_at_submit(client, fields, size):
 def test_impossible_sizes_are_422(client, fields):
     response = submit(client, **{"scale": None, **fields})
     assert (response.status_code, response.get_json()["code"]) == (422, "invalid_parameter")
+
+
+@pytest.mark.parametrize("fields,size", [
+    ({"dpi": "300", "print_width": "1.5", "scale": None}, (450, 338)),  # 1.5 in at 300 dpi; the aspect kept
+    ({"dpi": "254", "print_width": "3", "print_height": "3", "print_unit": "cm", "fit": "fill", "scale": None},
+     (300, 300)),
+    ({"dpi": "600", "scale": "2"}, (128, 96)),  # dpi alone only sets the resolution
+])
+def test_print_sizes_become_pixels_and_the_dpi_is_kept(client, fields, size):
+    response = submit(client, **fields)  # the image is 64x48
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert (body["output"]["width"], body["output"]["height"]) == size
+    assert body["dpi"] == int(fields["dpi"])
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"print_width": "2", "scale": None}, "need dpi"),
+    ({"dpi": "300", "print_width": "2", "scale": "2"}, "one of scale"),
+    ({"dpi": "0"}, "dpi"),
+])
+def test_print_sizes_without_dpi_or_with_another_size_are_refused(client, fields, message):
+    response = submit(client, **fields)
+    assert response.status_code == 422 and message in response.get_json()["detail"]

@@ -137,3 +137,12 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
         if fmt != "tiff":  # Pillow writes no XMP packet into TIFF (documented)
             found = out.info.get("xmp") or out.info.get("XML:com.adobe.xmp")
             assert found and b"Studio Nord" in (found if isinstance(found, bytes) else found.encode())
+
+
+def test_an_asked_dpi_is_written_into_the_output(tmp_path):
+    source = save(tmp_path, gradient(), "PNG", dpi=(72, 72))
+    for fmt in ("png", "jpeg", "tiff"):
+        result = tmp_path / f"out.{fmt}"
+        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt, dpi=300)
+        with Image.open(result) as out:
+            assert tuple(round(v) for v in out.info["dpi"]) == (300, 300), fmt

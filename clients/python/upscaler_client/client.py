@@ -84,7 +84,9 @@ class Jobs:
 
     def create(self, image: str | Path | bytes | None = None, *, image_url: str | None = None,
                scale: float | None = None, width: int | None = None, height: int | None = None,
-               fit: str | None = None, format: str = "png", quality: int | None = None,
+               fit: str | None = None, dpi: int | None = None, print_width: float | None = None,
+               print_height: float | None = None, print_unit: str | None = None,
+               format: str = "png", quality: int | None = None,
                model: str | None = None, denoise: float | str | None = None, webhook_url: str | None = None,
                webhook_events: list[str] | None = None, idempotency_key: str | None = None,
                filename: str | None = None) -> Job:
@@ -92,7 +94,8 @@ class Jobs:
         so a submit retried after a lost answer returns the same job instead of a second one."""
         if (image is None) == (image_url is None):
             raise ValueError("give exactly one of image (path or bytes) or image_url")
-        fields = {"scale": scale, "width": width, "height": height, "fit": fit, "format": format, "quality": quality,
+        fields = {"scale": scale, "width": width, "height": height, "fit": fit, "dpi": dpi, "print_width": print_width,
+                  "print_height": print_height, "print_unit": print_unit, "format": format, "quality": quality,
                   "model": model, "denoise": denoise, "webhook_url": webhook_url, "image_url": image_url,
                   "webhook_events": ",".join(webhook_events) if webhook_events else None}
         data = {k: str(v) for k, v in fields.items() if v is not None}
