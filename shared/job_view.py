@@ -52,6 +52,8 @@ class Ran(BaseModel):
                                       description="The network scales that ran in turn (x8 is 4 then 2).")
     resampled: bool = Field(False, description="The network's output was resized or cropped to the exact size.")
     bands: int = Field(0, description="Bands the output was computed and streamed in (0: whole in memory).")
+    bits: int = Field(8, description="Bits per sample of the output: 16 for a 16-bit PNG/TIFF input at x2/x3/x4 "
+                                     "to PNG or TIFF, else 8.")
 
 
 class Bands(BaseModel):
@@ -70,7 +72,7 @@ EXAMPLE_JOB = {
     "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31},
-            "network_scales": [4], "resampled": False, "bands": 0},
+            "network_scales": [4], "resampled": False, "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
     "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",
     "input": {"width": 1200, "height": 800, "bytes": 245112, "format": "jpeg", "filename": "photo.jpg", "url": None},

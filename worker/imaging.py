@@ -34,10 +34,21 @@ CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB
 
 @dataclass
 class DecodedImage:
-    rgb: np.ndarray  # H x W x 3 uint8
+    rgb: np.ndarray  # H x W x 3, uint8 (or uint16 for a 16-bit PNG/TIFF, see ``deep``)
     alpha: Image.Image | None  # mode "L", same size, or None
     greyscale: bool
     metadata: Metadata
+
+    @property
+    def deep(self) -> bool:
+        """16 bits per sample: the network runs on them and a PNG/TIFF output keeps them."""
+        return self.rgb.dtype == np.uint16
+
+    def as_8bit(self) -> DecodedImage:
+        """The same image at 8 bits per sample (for outputs and paths that only take 8)."""
+        if not self.deep:
+            return self
+        return replace(self, rgb=np.round(self.rgb / 257.0).astype(np.uint8))
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -91,8 +102,28 @@ def _decode(path: Path) -> DecodedImage:
     greyscale = image.mode == "L"
     if greyscale:
         icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
-    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    deep = _sixteen_bit(path, opened.format) if alpha is None else None
+    rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
+
+
+def _sixteen_bit(path: Path, fmt: str | None) -> np.ndarray | None:
+    """A 16-bit PNG or TIFF without alpha at its full depth (H x W x 3 uint16), or None.
+
+    Pillow reads 16-bit colour as 8 bits, so these are read again by libvips (which the worker has; without it
+    the 8-bit pixels stand). Orientation is applied the way ``exif_transpose`` does.
+    """
+    if fmt not in ("PNG", "TIFF"):
+        return None
+    try:
+        import pyvips
+    except ImportError:
+        return None
+    image = pyvips.Image.new_from_file(str(path))
+    if image.format != "ushort" or image.bands not in (1, 3):
+        return None
+    pixels = image.autorot().numpy()
+    return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
 
 
 def _icc_colour_space(icc: bytes) -> bytes:
@@ -100,8 +131,14 @@ def _icc_colour_space(icc: bytes) -> bytes:
 
 
 def output_pixels(rgb: np.ndarray, greyscale: bool) -> np.ndarray:
-    """A band of the engine's RGB output in the source's kind (greyscale: Pillow's luma, as ``compose`` makes)."""
-    return np.asarray(Image.fromarray(rgb).convert("L")) if greyscale else rgb
+    """A band of the engine's RGB output in the source's kind (greyscale: Pillow's luma, as ``compose`` makes;
+    the same ITU-R 601 weights at 16 bits)."""
+    if not greyscale:
+        return rgb
+    if rgb.dtype == np.uint8:
+        return np.asarray(Image.fromarray(rgb).convert("L"))
+    wide = rgb.astype(np.uint64)
+    return ((wide[..., 0] * 299 + wide[..., 1] * 587 + wide[..., 2] * 114 + 500) // 1000).astype(rgb.dtype)
 
 
 def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan | None = None) -> Image.Image:

@@ -12,16 +12,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.settings import Settings
 from shared.sizing import SizePlan, SizeRequest, plan
 from worker import metadata
 from worker.bands import Band, plan_bands
 from worker.engine.base import Engine, ProgressFn
+from worker.engine.network_engine import MIN_SIDE
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import Selection, select
 from worker.imaging import DecodedImage, compose, decode, encode, output_pixels
 from worker.input_profile import profile_input
 from worker.metadata import Metadata
-from worker.streaming import RowFile, encode_rows
+from worker.streaming import DEEP_FORMATS, RowFile, encode_rows
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,12 @@ class Rendered:
     plan: SizePlan
     resampled: bool  # the network's output was resized (or cropped) to reach the exact size
     bands: int = 0  # how many bands the output was streamed in (0: whole in memory)
+    bits: int = 8  # per sample, as written
 
     def ran(self) -> dict:
         """What ran, for the job JSON: the network, its strength and why, and how the size was reached."""
         return {**self.selection.to_dict(), "network_scales": list(self.plan.chain), "resampled": self.resampled,
-                "bands": self.bands}
+                "bands": self.bands, "bits": self.bits}
 
 
 def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float | None,
@@ -60,13 +63,26 @@ def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float 
     return image
 
 
-def streamable(engine: Engine, decoded: DecodedImage, planned: SizePlan, band_pixels: int | None) -> bool:
-    """Whether the output is written band by band (bounded memory) instead of whole: one exact network
-    scale (no resampling or crop, which need the whole image), no alpha plane, more than one band's worth."""
+def bandable(engine: Engine, decoded: DecodedImage, planned: SizePlan) -> bool:
+    """Whether the output can be made band by band: a network with tiles, one exact network scale (resampling
+    and crops need the whole image), no alpha plane, an image the tiles can cover."""
     height, width = decoded.rgb.shape[:2]
-    return (band_pixels is not None and hasattr(engine, "band_cuts") and len(planned.chain) == 1
+    return (hasattr(engine, "band_cuts") and len(planned.chain) == 1 and min(height, width) >= MIN_SIDE
             and planned.resize_to == (width * planned.chain[0], height * planned.chain[0]) and planned.crop is None
-            and decoded.alpha is None and planned.resize_to[0] * planned.resize_to[1] > band_pixels)
+            and decoded.alpha is None)
+
+
+def streamable(engine: Engine, decoded: DecodedImage, planned: SizePlan, band_pixels: int | None) -> bool:
+    """Whether the output is written band by band (bounded memory) instead of whole: bandable and more than
+    one band's worth."""
+    return (band_pixels is not None and bandable(engine, decoded, planned)
+            and planned.resize_to[0] * planned.resize_to[1] > band_pixels)
+
+
+def keep_depth(decoded: DecodedImage, output_format: str, bandable: bool) -> DecodedImage:
+    """16 bits per sample stay only where they can come out: a PNG or TIFF written band by band by libvips
+    (Pillow writes no 16-bit colour, JPEG and WebP hold 8 bits); anywhere else the input becomes 8-bit."""
+    return decoded if decoded.deep and output_format in DEEP_FORMATS and bandable else decoded.as_8bit()
 
 
 def scaled_metadata(decoded: DecodedImage, scale: int, dpi: int | None = None) -> Metadata:
@@ -91,7 +107,8 @@ def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[
 def output_rows(folder: Path, decoded: DecodedImage, scale: int) -> RowFile:
     """The row file a ``scale`` times larger output of ``decoded`` is gathered in (``worker.streaming``)."""
     height, width = decoded.rgb.shape[:2]
-    return RowFile(folder / "rows.tif", width * scale, height * scale, 1 if decoded.greyscale else 3, scale)
+    return RowFile(folder / "rows.tif", width * scale, height * scale, 1 if decoded.greyscale else 3, scale,
+                   bits=16 if decoded.deep else 8)
 
 
 @dataclass
@@ -112,7 +129,7 @@ def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest
     decoded = decode(source)
     height, width = decoded.rgb.shape[:2]
     planned = plan(width, height, size)
-    selection = select(model, denoise, profile_input(source, decoded.rgb), engines.catalog)
+    selection = select(model, denoise, profile_input(source, decoded.as_8bit().rgb), engines.catalog)
     engine = engines.get(selection.model)
     return Prepared(decoded, planned, selection, engine, {"decode_s": time.monotonic() - t})
 
@@ -137,12 +154,13 @@ def finish(prepared: Prepared, destination: Path, output_format: str, quality: i
     in bands of at most that many pixels and streamed to the file (``worker.streaming``). ``dpi`` is the
     resolution written into the output (default: the input's, times the enlargement).
     """
-    decoded, planned, selection, engine = prepared.decoded, prepared.planned, prepared.selection, prepared.engine
+    planned, selection, engine = prepared.planned, prepared.selection, prepared.engine
+    decoded = keep_depth(prepared.decoded, output_format, bandable(engine, prepared.decoded, planned))
     timings = dict(prepared.timings)
     height, width = decoded.rgb.shape[:2]
-    if streamable(engine, decoded, planned, band_pixels):
+    if decoded.deep or streamable(engine, decoded, planned, band_pixels):
         return _render_streaming(engine, decoded, planned, selection, destination, output_format, quality, progress,
-                                 checkpoint, band_pixels, timings, dpi)
+                                 checkpoint, band_pixels or Settings.band_output_pixels, timings, dpi)
     t = time.monotonic()
     enlarged = enlarge(engine, decoded.rgb, planned, selection.strength, progress)
     timings["inference_s"] = time.monotonic() - t
@@ -187,4 +205,4 @@ def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, 
     if checkpoint:
         checkpoint("encode")
     return Rendered(out_width, out_height, {k: round(v, 4) for k, v in timings.items()}, selection, planned,
-                    resampled=False, bands=len(bands))
+                    resampled=False, bands=len(bands), bits=16 if decoded.deep else 8)

@@ -36,7 +36,7 @@ from worker.bands import plan_bands
 from worker.context import WorkerContext
 from worker.imaging import DecodedImage, decode, output_pixels
 from worker.outcomes import LeaseLost, classify, discard, finish_job, observe, store_result
-from worker.render import Prepared, output_rows, scaled_metadata, streamable
+from worker.render import Prepared, keep_depth, output_rows, scaled_metadata, streamable
 from worker.streaming import BAND_SUFFIX, encode_rows, write_band
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,15 @@ def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -
     height, width = prepared.decoded.rgb.shape[:2]
     scale = prepared.planned.chain[0]
     bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
-    ran = {**prepared.selection.to_dict(), "network_scales": [scale], "resampled": False, "bands": len(bands)}
+    decoded = keep_depth(prepared.decoded, job.output_format, True)
+    ran = {**prepared.selection.to_dict(), "network_scales": [scale], "resampled": False, "bands": len(bands),
+           "bits": 16 if decoded.deep else 8}
     with unit_of_work(ctx.sessions) as session:
         timings = {"download_s": round(download_s, 4), **{k: round(v, 4) for k, v in prepared.timings.items()}}
         if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran, timings):
             raise LeaseLost(job.id)
     ctx.band_inputs.clear()
-    ctx.band_inputs[job.input_key] = prepared.decoded
+    ctx.band_inputs[job.input_key] = decoded
     log.info("job %s split into %d bands", job.id, len(bands))
     _publish(ctx, job, [b.index for b in bands])
     return _work(ctx, job.id, [b.index for b in reversed(bands)]) or "split"
@@ -212,7 +214,7 @@ def _decoded_input(ctx: WorkerContext, job: Job) -> DecodedImage:
         with tempfile.TemporaryDirectory(prefix="upscaler-band-") as tmp:
             source = Path(tmp) / "input"
             ctx.storage.download(job.input_key, source)
-            cached = decode(source)
+            cached = keep_depth(decode(source), job.output_format, True)  # as the job's first worker did
         ctx.band_inputs.clear()  # one job's input at a time: bounded memory
         ctx.band_inputs[job.input_key] = cached
     return cached

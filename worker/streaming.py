@@ -24,7 +24,9 @@ import numpy as np
 from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, PNG_COMPRESSION, WEBP_QUALITY
 from worker.metadata import Metadata
 
-BAND_SUFFIX = ".raw"  # a band's rows as bytes (uint8, interleaved): its size says nothing, the job's rows do
+# A band's rows as raw interleaved samples (uint8, or little-endian uint16): the job's rows give its shape.
+BAND_SUFFIX = ".raw"
+DEEP_FORMATS = ("png", "tiff")  # the outputs that keep 16 bits per sample
 BIGTIFF_FROM_BYTES = 3 * 2**30  # a classic TIFF's offsets end at 4 GiB; leave room for tiles and tags
 TIFF_TILE = 256
 
@@ -41,8 +43,8 @@ def _vips():
 
 
 def write_band(pixels: np.ndarray, path: Path) -> None:
-    """A band's uint8 pixels (H x W x 3, or H x W for greyscale) as raw bytes, for the assembler's ``RowFile``."""
-    np.ascontiguousarray(pixels).tofile(path)
+    """A band's pixels (H x W x 3, or H x W for greyscale; uint8 or uint16) as raw bytes, for a ``RowFile``."""
+    np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tofile(path)
 
 
 class RowFile:
@@ -52,18 +54,21 @@ class RowFile:
     one small strip at a time.
     """
 
-    def __init__(self, path: Path, width: int, height: int, channels: int, rows_per_strip: int):
+    def __init__(self, path: Path, width: int, height: int, channels: int, rows_per_strip: int, bits: int = 8):
         self.path, self.width, self.height, self.channels = Path(path), width, height, channels
-        self.rows_per_strip = rows_per_strip
-        self.row_bytes = width * channels
+        self.rows_per_strip, self.bits = rows_per_strip, bits
+        self.dtype = np.dtype("<u2" if bits == 16 else "u1")
+        self.row_bytes = width * channels * self.dtype.itemsize
         self.rows = 0
         self._file: BinaryIO = self.path.open("wb")
         self._file.write(b"II" + struct.pack("<HHHQ", 43, 8, 0, 0))  # BigTIFF header; IFD offset patched on close
 
     def append(self, pixels: np.ndarray) -> None:
-        if pixels.shape[1] != self.width or (pixels.ndim == 3) != (self.channels == 3):
-            raise ValueError(f"band of shape {pixels.shape} does not fit rows of {self.width} x {self.channels}")
-        self._file.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+        if (pixels.shape[1] != self.width or (pixels.ndim == 3) != (self.channels == 3)
+                or pixels.dtype.itemsize != self.dtype.itemsize):
+            raise ValueError(f"band of shape {pixels.shape} ({pixels.dtype}) does not fit rows of {self.width} x "
+                             f"{self.channels} x {self.bits} bits")
+        self._file.write(np.ascontiguousarray(pixels, dtype=self.dtype).tobytes())
         self.rows += pixels.shape[0]
 
     def append_from(self, fill: Callable[[BinaryIO], None], rows: int) -> None:
@@ -87,7 +92,7 @@ class RowFile:
         arrays_at = self._file.tell()
         self._file.write(offsets.astype("<u8").tobytes())
         self._file.write(np.asarray(strip_bytes, dtype="<u8").tobytes())
-        bits = struct.pack("<" + "H" * self.channels, *[8] * self.channels).ljust(8, b"\0")
+        bits = struct.pack("<" + "H" * self.channels, *[self.bits] * self.channels).ljust(8, b"\0")
         entries = [
             (_WIDTH, _LONG8, 1, struct.pack("<Q", self.width)),
             (_HEIGHT, _LONG8, 1, struct.pack("<Q", self.height)),
@@ -117,7 +122,13 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
     """Encode a closed ``RowFile`` to ``destination``, streaming; returns (width, height)."""
     vips = _vips()
     image = vips.Image.new_from_file(str(rows), access="sequential")
-    image = image.copy(interpretation="b-w" if image.bands == 1 else "srgb")
+    deep = image.format == "ushort"
+    if deep and output_format not in DEEP_FORMATS:
+        raise ValueError(f"{output_format} takes 8 bits per sample; render such outputs from 8-bit pixels")
+    if deep:
+        image = image.copy(interpretation="grey16" if image.bands == 1 else "rgb16")
+    else:
+        image = image.copy(interpretation="b-w" if image.bands == 1 else "srgb")
     image = _with_metadata(image, meta)
     path = str(destination)
     if output_format == "jpeg":
@@ -126,7 +137,7 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
     elif output_format == "webp":
         image.webpsave(path, Q=quality or WEBP_QUALITY, effort=4)
     elif output_format == "tiff":
-        big = image.width * image.height * image.bands >= BIGTIFF_FROM_BYTES
+        big = image.width * image.height * image.bands * (2 if deep else 1) >= BIGTIFF_FROM_BYTES
         image.tiffsave(path, compression="deflate", predictor="horizontal", tile=True, tile_width=TIFF_TILE,
                        tile_height=TIFF_TILE, bigtiff=big)
     else:

@@ -60,9 +60,54 @@ def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
     arr = np.linspace(0, 65535, 200, dtype=np.uint16).reshape(10, 20)
     decoded = decode(save(tmp_path, Image.fromarray(arr)))
-    assert decoded.greyscale
-    assert decoded.rgb[..., 0].min() == 0 and decoded.rgb[..., 0].max() == 255
-    assert len(np.unique(decoded.rgb[..., 0])) > 100
+    assert decoded.greyscale and decoded.deep  # read at full depth (worker/imaging.py)
+    assert decoded.rgb[..., 0].min() == 0 and decoded.rgb[..., 0].max() == 65535
+    eight = decoded.as_8bit().rgb[..., 0]
+    assert eight.min() == 0 and eight.max() == 255 and len(np.unique(eight)) > 100
+
+
+def _deep_photo(tmp_path, bands=3, fmt="png"):
+    import pyvips
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:40, 0:56]
+    base = np.stack([xx * 1100.0, yy * 1500.0, (xx + yy) * 600.0], -1)[..., :bands]
+    pixels = np.clip(base + rng.normal(0, 900, base.shape), 0, 65535).astype(np.uint16)
+    image = pyvips.Image.new_from_array(pixels if bands == 3 else pixels[..., 0])
+    path = tmp_path / f"deep.{fmt}"
+    image.copy(interpretation="rgb16" if bands == 3 else "grey16").write_to_file(str(path))
+    return path, pixels
+
+
+@pytest.mark.parametrize("bands,fmt", [(3, "png"), (3, "tiff"), (1, "png")])
+def test_sixteen_bit_inputs_come_back_sixteen_bit_through_the_network(tmp_path, bands, fmt):
+    import pyvips
+
+    source, pixels = _deep_photo(tmp_path, bands, "tif" if fmt == "tiff" else "png")
+    result = tmp_path / f"out.{fmt}"
+    rendered = render(source, result, EngineRegistry(Settings()), "residual_sr", SizeRequest(scale=2), fmt)
+    assert rendered.ran()["bits"] == 16
+    out = pyvips.Image.new_from_file(str(result))
+    assert (out.format, out.width, out.height, out.bands) == ("ushort", 112, 80, bands)
+    values = out.numpy().reshape(80, 112, bands)
+    assert (values % 257 != 0).mean() > 0.9  # real 16-bit values, not 8-bit ones scaled up
+    # the same image through the 8-bit path agrees to within a few 8-bit levels
+    eight = tmp_path / "eight.png"
+    Image.fromarray(np.round(pixels / 257).astype(np.uint8).squeeze(-1) if bands == 1 else
+                    np.round(pixels / 257).astype(np.uint8)).save(eight)
+    render(eight, tmp_path / "eight_out.png", EngineRegistry(Settings()), "residual_sr", SizeRequest(scale=2), "png")
+    reference = np.asarray(Image.open(tmp_path / "eight_out.png"), dtype=np.float64).reshape(80, 112, bands)
+    assert np.abs(values / 257.0 - reference).mean() < 1.0
+
+
+def test_sixteen_bit_inputs_to_jpeg_or_resampled_sizes_run_at_eight_bits(tmp_path):
+    source, _ = _deep_photo(tmp_path)
+    for fmt, size in (("jpeg", SizeRequest(scale=2)), ("png", SizeRequest(scale=1.5))):
+        result = tmp_path / f"out-{size.describe()}.{fmt}"
+        rendered = render(source, result, EngineRegistry(Settings()), "residual_sr", size, fmt)
+        assert rendered.ran()["bits"] == 8
+        with Image.open(result) as out:
+            assert out.mode == "RGB"
 
 
 def test_alpha_is_upscaled_separately_and_kept(tmp_path):

@@ -246,3 +246,26 @@ def test_a_split_job_on_s3_storage(split_settings, s3_settings, db_session):
                     if k["Key"].startswith("bands/")]
     finally:
         ctx.engine.dispose()
+
+
+def test_a_sixteen_bit_split_job_equals_the_single_worker_result(workers, db_session, tmp_path):
+    import pyvips
+
+    ctx = workers[0]
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 65535, (HEIGHT, WIDTH, 3), dtype=np.uint16)
+    data = pyvips.Image.new_from_array(pixels).copy(interpretation="rgb16").pngsave_buffer()
+    job = _job(ctx, db_session, data=data)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert job.bands_total >= 2 and job.ran["bits"] == 16
+    split_out = pyvips.Image.new_from_buffer(ctx.storage.get_bytes(job.output_key), "")
+    single = WorkerContext.create(ctx.settings.with_overrides(split_output_pixels=0))
+    try:
+        whole = _job(single, db_session, data=data)
+        assert pipeline.run_job(single, whole.id) == "succeeded"
+        whole_out = pyvips.Image.new_from_buffer(single.storage.get_bytes(reload(db_session, whole).output_key), "")
+    finally:
+        single.engine.dispose()
+    assert split_out.format == whole_out.format == "ushort"
+    assert np.array_equal(split_out.numpy(), whole_out.numpy())

@@ -76,16 +76,20 @@ class NetworkEngine:
 
     def upscale_rows(self, rgb: np.ndarray, scale: int, rows: tuple[int, int], progress: ProgressFn | None = None,
                      strength: float | None = None) -> np.ndarray:
-        """HR rows ``rows[0]*scale .. rows[1]*scale`` of ``upscale(rgb)`` (``rows`` from ``band_cuts``), as a
-        uint8 array: only this band's tiles run, each over the same window a whole-image run uses."""
+        """HR rows ``rows[0]*scale .. rows[1]*scale`` of ``upscale(rgb)`` (``rows`` from ``band_cuts``), as an
+        array of ``rgb``'s dtype (uint8, or uint16 at full depth): only this band's tiles run, each over the same
+        window a whole-image run uses."""
         height, width = rgb.shape[:2]
         if min(height, width) < MIN_SIDE:
+            if rgb.dtype != np.uint8:
+                raise ValueError(f"images under {MIN_SIDE} px a side run at 8 bits")
             return np.asarray(self.upscale(rgb, scale, progress, strength))[rows[0] * scale: rows[1] * scale]
         y0 = rows[0] * scale
-        output = np.empty(((rows[1] - rows[0]) * scale, width * scale, 3), np.uint8)
+        white = float(np.iinfo(rgb.dtype).max)
+        output = np.empty(((rows[1] - rows[0]) * scale, width * scale, 3), rgb.dtype)
 
         def store(y: int, x: int, core: np.ndarray) -> None:
-            output[y - y0: y - y0 + core.shape[0], x: x + core.shape[1]] = np.clip(np.round(core * 255.0), 0, 255)
+            output[y - y0: y - y0 + core.shape[0], x: x + core.shape[1]] = np.clip(np.round(core * white), 0, white)
 
         window, batch = self._window_and_batch(height, width, scale)
         run_tiled(lambda b: self.predict(scale, b, strength), rgb, scale, window, self.margin, batch, store,

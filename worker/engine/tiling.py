@@ -75,7 +75,8 @@ def batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
 
 def run_tiled(predict: Predict, image: np.ndarray, scale: int, window: int, margin: int, batch: int,
               sink: Sink, progress: ProgressFn | None = None, rows: tuple[int, int] | None = None) -> None:
-    """Run ``predict`` over uint8 ``image`` tile by tile, handing each HR core to ``sink``.
+    """Run ``predict`` over ``image`` (uint8, or uint16 for 16-bit inputs) tile by tile, handing each HR core
+    (floats, 1.0 = the dtype's white) to ``sink``.
 
     ``rows`` (LR ``y0, y1`` on cuts of ``row_cuts``) limits the run to the tiles whose cores lie there.
     """
@@ -85,10 +86,11 @@ def run_tiled(predict: Predict, image: np.ndarray, scale: int, window: int, marg
         if rows[0] not in row_cuts(tiles) or rows[1] not in row_cuts(tiles):
             raise ValueError(f"rows {rows} do not fall on tile rows {row_cuts(tiles)}")
         tiles = [t for t in tiles if rows[0] <= t.core_y0 and t.core_y1 <= rows[1]]
+    white = float(np.iinfo(image.dtype).max)
     done = 0
     for group in batches(tiles, batch):
         windows = np.stack([image[t.window_y: t.window_y + win_h, t.window_x: t.window_x + win_w] for t in group])
-        outputs = predict(windows.astype(np.float32) / 255.0)
+        outputs = predict(windows.astype(np.float32) / white)
         for tile, out in zip(group, outputs, strict=True):
             y0, x0 = (tile.core_y0 - tile.window_y) * scale, (tile.core_x0 - tile.window_x) * scale
             y1, x1 = y0 + (tile.core_y1 - tile.core_y0) * scale, x0 + (tile.core_x1 - tile.core_x0) * scale
