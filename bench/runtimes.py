@@ -1,0 +1,128 @@
+"""Benchmark: one network on the CPU inference runtimes that install from PyPI, side by side, on this machine.
+
+The worker's path (Keras on TensorFlow, as ``NetworkEngine`` runs it) against ONNX Runtime and OpenVINO, both
+fed the same network exported to ONNX by tf2onnx. Every runtime gets the same batch of 256-px tiles and the
+same thread count; its output must be within 1e-3 of TensorFlow's. Prints milliseconds per batch, achieved
+GFLOP/s (the network's multiply-adds x 2 / time) and that rate as a share of this machine's float32 matrix
+multiply rate measured in the same run (TensorFlow's oneDNN matmul: the attainable peak of a tuned GEMM).
+
+The other runtimes are not dependencies of the project (tf2onnx pins an old protobuf): install them beside it,
+without touching the environment, and the benchmark finds them:
+
+    pip install --target var/runtimes --no-deps onnxruntime onnx tf2onnx openvino openvino-telemetry
+    python bench/runtimes.py                      # residual_sr x4, batches of 4 tiles of 256 px
+    python bench/runtimes.py --scale 2 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+if (ROOT / "var" / "runtimes").is_dir():
+    sys.path.insert(0, str(ROOT / "var" / "runtimes"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def timed(run: Callable[[], object], repeats: int) -> float:
+    """Seconds per call, after one warm-up call."""
+    run()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return (time.perf_counter() - started) / repeats
+
+
+def gemm_rate() -> float:
+    """GFLOP/s of a 4096^3 float32 matrix multiply through TensorFlow's oneDNN (AVX-512 where the CPU has it;
+    numpy's bundled OpenBLAS reached only about half of that here, so it is not the yardstick)."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((4096, 4096), dtype=tf.float32)
+    return 2 * 4096**3 / timed(lambda: tf.linalg.matmul(a, a).numpy(), 3) / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="residual_sr")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from shared.catalog import catalog_for
+    from shared.settings import Settings
+    from worker.engine.network_engine import NetworkEngine
+    from worker.engine.threads import limit_threads
+
+    limit_threads(args.threads)
+    engine = NetworkEngine(catalog_for(Settings())[args.model].weights)
+    model = engine._models[args.scale]
+    batch = np.random.default_rng(0).random((args.batch, args.tile, args.tile, 3), dtype=np.float32)
+    flops = 2 * engine.config.multiply_adds_per_lr_pixel(args.scale) * batch.shape[0] * args.tile * args.tile
+    peak = gemm_rate()
+    reference = np.asarray(model.predict_on_batch(batch))
+    runs: dict[str, Callable[[], object] | str] = {"tensorflow (the worker's)": lambda: model.predict_on_batch(batch)}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "network.onnx"
+        try:
+            import tensorflow as tf
+            import tf2onnx
+
+            spec = (tf.TensorSpec([None, None, None, 3], tf.float32, name="lr"),)
+            tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(onnx_path))
+        except ImportError:
+            onnx_path = None
+        for name, load in (("onnxruntime", _onnxruntime), ("openvino", _openvino)):
+            try:
+                runs[name] = load(onnx_path, args.threads, batch) if onnx_path else "needs tf2onnx"
+            except ImportError:
+                runs[name] = "not installed"
+        cores = os.cpu_count()
+        print(f"{args.model} x{args.scale}, {args.batch} tiles of {args.tile} px per batch, {args.threads} threads on "
+              f"{cores} cores; float32 4096^3 matmul {peak:.0f} GFLOP/s")
+        print("| runtime | max abs diff | ms / batch | GFLOP/s | share of matmul rate |")
+        print("| --- | --- | --- | --- | --- |")
+        for name, run in runs.items():
+            if isinstance(run, str):
+                print(f"| {name} | {run} | - | - | - |")
+                continue
+            diff = float(np.abs(np.asarray(run()).reshape(reference.shape) - reference).max())
+            seconds = timed(run, args.repeats)
+            rate = flops / seconds / 1e9
+            print(f"| {name} | {diff:.1e}{'' if diff <= 1e-3 else ' (too far)'} | {seconds * 1000:.0f} | {rate:.0f} | "
+                  f"{rate / peak:.0%} |", flush=True)
+    return 0
+
+
+def _onnxruntime(path: Path, threads: int, batch) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: batch})[0]
+
+
+def _openvino(path: Path, threads: int, batch) -> Callable[[], object]:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU",
+                                       {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    return lambda: compiled(batch)[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
