@@ -137,14 +137,8 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
         key = None  # the band's object now belongs to the job: the assembler deletes it
         log.info("job %s band %d done", job_id, index)
         return assemble_job(ctx, job_id) if was_last else "band_done"
-    except LeaseLost:
-        log.warning("job %s band %d: lease lost (job canceled or band taken over)", job_id, index)
-        discard(ctx, key)
-        _drop_band_results_if_ended(ctx, job_id)
-        return "skipped"
     except Exception as exc:
-        discard(ctx, key)
-        return _fail(ctx, job_id, exc)
+        return _stopped(ctx, job_id, key, exc, lost="skipped")
 
 
 def assemble_job(ctx: WorkerContext, job_id: str) -> str:
@@ -185,13 +179,19 @@ def assemble_job(ctx: WorkerContext, job_id: str) -> str:
         _drop_band_results(ctx, keys)
         log.info("job %s assembled from %d bands", job_id, len(keys))
         return "succeeded"
-    except LeaseLost:
-        discard(ctx, output_key)
-        _drop_band_results_if_ended(ctx, job_id)
-        return "lease_lost"
     except Exception as exc:
-        discard(ctx, output_key)
-        return _fail(ctx, job_id, exc)
+        return _stopped(ctx, job_id, output_key, exc, lost="lease_lost")
+
+
+def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, lost: str) -> str:
+    """A band or the assembly could not finish: the object it was writing goes; a lost lease (canceled job, band
+    taken over) leaves the job to whoever has it, returning ``lost``; any other error fails the job."""
+    discard(ctx, key)
+    if isinstance(exc, LeaseLost):
+        log.warning("split job %s: lease lost (canceled, or taken over by another worker)", job_id)
+        _drop_band_results_if_ended(ctx, job_id)
+        return lost
+    return _fail(ctx, job_id, exc)
 
 
 def _fail(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
