@@ -3,8 +3,7 @@
 A band is claimed under its own lease (a second delivery of its task finds nothing to claim; a band whose
 worker vanished is claimable again once its lease expires), and only while its job is running, so a
 canceled job's bands stop. Completing a band moves the job's ``bands_done`` counter in the same
-transaction: the row lock serialises those UPDATEs on every database, so exactly one worker reads
-``bands_done == bands_total`` and assembles. These functions flush but never commit.
+transaction (the job's progress). These functions flush but never commit.
 """
 
 from __future__ import annotations
@@ -84,20 +83,30 @@ def stage(session: Session, job_id: str, index: int, owner: str, key: str) -> bo
     return result.rowcount == 1
 
 
-def complete(session: Session, job_id: str, index: int, owner: str) -> tuple[bool, bool]:
-    """Mark our band done and count it on the job: (this band counted, it was the job's last band)."""
+def complete(session: Session, job_id: str, index: int, owner: str) -> bool:
+    """Mark our band done and count it on the job (progress); False if the band or the job is no longer ours."""
     done = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
                               JobBand.status == RUNNING, _job_running(job_id))
         .values(status=DONE, lease_owner=None, lease_expires_at=None, updated_at=utcnow()))
     if done.rowcount != 1:
-        return False, False
+        return False
     session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done + 1, updated_at=utcnow()))
     finished, total = session.execute(select(Job.bands_done, Job.bands_total).where(Job.id == job_id)).one()
     span = BANDS_PROGRESS_TO - BANDS_PROGRESS_FROM
     session.execute(update(Job).where(Job.id == job_id)
                     .values(progress=BANDS_PROGRESS_FROM + span * finished / total))
-    return True, finished == total
+    return True
+
+
+def reopen_unstored(session: Session, job_id: str) -> int:
+    """Bands done by a gathering worker that vanished went only into its own row file: they are to do again."""
+    reopened = session.execute(
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, JobBand.result_key.is_(None))
+        .values(status=PENDING, lease_owner=None, lease_expires_at=None, updated_at=utcnow())).rowcount
+    if reopened:
+        session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done - reopened))
+    return reopened
 
 
 def bands_of(session: Session, job_id: str) -> list[JobBand]:

@@ -5,15 +5,18 @@ GPUs as on one. The flow, with the database as the source of truth (``shared.job
 
 1. the worker that claims the job decodes it, chooses the network, cuts the output into bands
    (``worker.bands``, on tile rows, so the result is bit-identical to a single worker's) and records them;
-2. it publishes one ``run_band`` task per band, then works bands itself from the last one backwards
-   while other workers take them from the front;
+2. it publishes one ``run_band`` task per band, last band first, so other workers take bands from the end;
 3. each band is claimed under its own lease, computed from the input (kept decoded between bands of the
    same job), uploaded as raw rows and counted on the job by a conditional UPDATE;
-4. the worker that counts the last band takes the job's lease, gathers the bands' rows in one file and
-   encodes it, streaming (``worker.streaming``), stores the output and finishes the job; band files go.
+4. meanwhile the job's own worker *gathers*: it goes through the bands front to back, computing the next one
+   itself when it can claim it (its rows go straight into the row file), else taking it from storage once
+   another worker has finished it, else working a later band while it waits. Gathering overlaps the other
+   workers' bands, so once the last band is in only the encoding remains (``worker.streaming``); then it stores
+   the output, finishes the job and deletes the band files.
 
-A killed worker's band is published again by the sweeper once its lease expires; a job whose every worker
-vanished is taken back by ``run_job`` (``resume``), which finishes what is left. A cancel stops the
+A killed worker's band is published again by the sweeper once its lease expires; if the gathering worker dies,
+its job's lease expires and ``run_job`` takes the job back (``resume``): bands it had gathered without storing
+them are opened again, and the new worker gathers from the start. A cancel stops the
 remaining bands at their next lease renewal. Any band's failure fails the job with that band's code.
 """
 
@@ -23,6 +26,8 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from shared import job_bands, jobs
 from shared.db import unit_of_work
@@ -37,10 +42,11 @@ from worker.context import WorkerContext
 from worker.imaging import DecodedImage, decode, output_pixels
 from worker.outcomes import LeaseLost, classify, discard, finish_job, observe, store_result
 from worker.render import Prepared, keep_depth, output_rows, scaled_metadata, streamable
-from worker.streaming import BAND_SUFFIX, encode_rows, write_band
+from worker.streaming import BAND_SUFFIX, RowFile, encode_rows, write_band
 
 log = logging.getLogger(__name__)
 RENEW_EVERY_SECONDS = 1.0
+GATHER_POLL_SECONDS = 0.2  # how often the gathering worker looks whether another worker's band is done
 
 
 def applies(settings: Settings, prepared: Prepared) -> bool:
@@ -65,18 +71,17 @@ def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -
     ctx.band_inputs.clear()
     ctx.band_inputs[job.input_key] = decoded
     log.info("job %s split into %d bands", job.id, len(bands))
-    _publish(ctx, job, [b.index for b in bands])
-    return _work(ctx, job.id, [b.index for b in reversed(bands)]) or "split"
+    _publish(ctx, job, [b.index for b in reversed(bands)])
+    return gather(ctx, job.id)
 
 
 def resume(ctx: WorkerContext, job: Job) -> str:
-    """A split job claimed again (its workers vanished): publish and work what is left, or assemble."""
-    with ctx.sessions() as session:
+    """A split job claimed again (its gathering worker vanished): gather it from the start."""
+    with unit_of_work(ctx.sessions) as session:
+        job_bands.reopen_unstored(session, job.id)
         left = [b.index for b in job_bands.bands_of(session, job.id) if b.status != job_bands.DONE]
-    if not left:
-        return assemble_job(ctx, job.id)
-    _publish(ctx, job, left)
-    return _work(ctx, job.id, list(reversed(left))) or "split"
+    _publish(ctx, job, list(reversed(left)))
+    return gather(ctx, job.id)
 
 
 def _publish(ctx: WorkerContext, job: Job, indexes: list[int]) -> None:
@@ -85,102 +90,124 @@ def _publish(ctx: WorkerContext, job: Job, indexes: list[int]) -> None:
     try:
         for index in indexes:
             enqueue_band(ctx.celery, job.id, index, priority)
-    except Exception:  # the broker is down: this worker works every band itself; the sweeper republishes
+    except Exception:  # the broker is down: the gathering worker works every band itself; the sweeper republishes
         log.warning("could not publish the bands of job %s; working them here", job.id, exc_info=True)
 
 
-def _work(ctx: WorkerContext, job_id: str, indexes: list[int]) -> str | None:
-    """Run the bands this worker can claim; the job's end state if this worker ended it, else None."""
-    for index in indexes:
-        outcome = run_band(ctx, job_id, index)
-        if outcome in ("succeeded", "failed", "lease_lost"):
-            return outcome
-    return None
+def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
+    """Claim ``band`` and compute its rows (in the output's mode); None when another worker has it or it is done."""
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.claim(session, job.id, band.index, ctx.owner, ctx.settings.lease_seconds):
+            return None
+        stale = session.get(JobBand, (job.id, band.index)).result_key
+    discard(ctx, stale)  # what an attempt killed around its upload may have left
+    decoded = _decoded_input(ctx, job)
+    engine = ctx.engines.get(job.ran["model"])
+    last = [time.monotonic()]
+
+    def renew(_done: int, _total: int) -> None:
+        if time.monotonic() - last[0] >= RENEW_EVERY_SECONDS:
+            last[0] = time.monotonic()
+            _renew_band(ctx, job.id, band.index)
+
+    rows = engine.upscale_rows(decoded.rgb, job.ran["network_scales"][0], (band.y0, band.y1), renew,
+                               job.ran.get("strength"))
+    return output_pixels(rows, decoded.greyscale)
+
+
+def _complete(ctx: WorkerContext, job_id: str, index: int) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.complete(session, job_id, index, ctx.owner):
+            raise LeaseLost(job_id)
 
 
 def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
-    """One band (a ``run_band`` task, or the job's own worker); safe to run twice: the claim decides."""
-    settings = ctx.settings
-    with unit_of_work(ctx.sessions) as session:
-        if not job_bands.claim(session, job_id, index, ctx.owner, settings.lease_seconds):
-            return "skipped"
+    """One band for the gathering worker, stored as raw rows (a ``run_band`` task); safe to run twice: the claim
+    decides. Returns band_done, or skipped when the band was not claimable or the job ended meanwhile."""
     with ctx.sessions() as session:
         job, band = session.get(Job, job_id), session.get(JobBand, (job_id, index))
         session.expunge_all()
-    discard(ctx, band.result_key)  # what an attempt killed around its upload may have left
+    if job is None or band is None:
+        return "skipped"
     key = None
     try:
-        decoded = _decoded_input(ctx, job)
-        engine = ctx.engines.get(job.ran["model"])
-        last = [time.monotonic()]
-
-        def renew(_done: int, _total: int) -> None:
-            if time.monotonic() - last[0] >= RENEW_EVERY_SECONDS:
-                last[0] = time.monotonic()
-                _renew_band(ctx, job_id, index)
-
-        rows = engine.upscale_rows(decoded.rgb, job.ran["network_scales"][0], (band.y0, band.y1), renew,
-                                   job.ran.get("strength"))
+        pixels = _compute(ctx, job, band)
+        if pixels is None:
+            return "skipped"
         with tempfile.TemporaryDirectory(prefix="upscaler-band-") as tmp:
             path = Path(tmp) / f"band{BAND_SUFFIX}"
-            write_band(output_pixels(rows, decoded.greyscale), path)
-            del rows
+            write_band(pixels, path)
+            del pixels
             key = new_key("bands", BAND_SUFFIX.lstrip("."))
             with unit_of_work(ctx.sessions) as session:
                 if not job_bands.stage(session, job_id, index, ctx.owner, key):
                     raise LeaseLost(job_id)
             ctx.storage.put_file(key, path, "application/octet-stream")
-        with unit_of_work(ctx.sessions) as session:
-            counted, was_last = job_bands.complete(session, job_id, index, ctx.owner)
-        if not counted:
-            raise LeaseLost(job_id)
-        key = None  # the band's object now belongs to the job: the assembler deletes it
+        _complete(ctx, job_id, index)
         log.info("job %s band %d done", job_id, index)
-        return assemble_job(ctx, job_id) if was_last else "band_done"
+        return "band_done"
     except Exception as exc:
         return _stopped(ctx, job_id, key, exc, lost="skipped")
 
 
-def assemble_job(ctx: WorkerContext, job_id: str) -> str:
-    """Take the job's lease, stream its bands into the output, store it and finish the job."""
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.take_over(session, job_id, ctx.owner, ctx.settings.lease_seconds):
-            return "skipped"
+def gather(ctx: WorkerContext, job_id: str) -> str:
+    """The job's own worker: bands front to back into the row file, then encode, store and finish the job."""
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
         bands = job_bands.bands_of(session, job_id)
-        keys = [b.result_key for b in bands]
         session.expunge_all()
     output_key = None
     try:
-        t = time.monotonic()
-        bands_s = (utcnow() - job.started_at).total_seconds()  # first step and every band, on all workers
         with tempfile.TemporaryDirectory(prefix="upscaler-assemble-") as tmp:
             scale = job.ran["network_scales"][0]
             decoded = _decoded_input(ctx, job)
             meta = scaled_metadata(decoded, scale, job.dpi)
             rows = output_rows(Path(tmp), decoded, scale)
-            ctx.band_inputs.clear()
-            del decoded
-            for band, key in zip(bands, keys, strict=True):  # streamed from storage into the row file
-                rows.append_from(lambda target, key=key: ctx.storage.download_to(key, target),
-                                 (band.y1 - band.y0) * scale)
+            for position, band in enumerate(bands):
+                _gather_band(ctx, job, band, bands[position + 1:], rows, scale)
             rows.close()
+            bands_s = (utcnow() - job.started_at).total_seconds()  # first step and every band, on all workers
+            t = time.monotonic()
             result_path = Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
             width, height = encode_rows(rows.path, result_path, job.output_format, job.quality, meta)
             _renew_job(ctx, job_id, job_bands.BANDS_PROGRESS_TO)
             output_key, size = store_result(ctx, job, result_path)
+        ctx.band_inputs.clear()
         timings = {**(job.timings or {}), "bands_s": round(bands_s, 4), "assemble_s": round(time.monotonic() - t, 4),
                    "total_s": round((utcnow() - job.started_at).total_seconds(), 4)}
         if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, output_key=output_key,
                           output_width=width, output_height=height, output_bytes=size, timings=timings):
             raise LeaseLost(job_id)
         observe(job, {**timings, "inference_s": 0.0}, job.ran)
-        _drop_band_results(ctx, keys)
-        log.info("job %s assembled from %d bands", job_id, len(keys))
+        with ctx.sessions() as session:
+            _drop_band_results(ctx, [b.result_key for b in job_bands.bands_of(session, job_id)])
+        log.info("job %s assembled from %d bands", job_id, len(bands))
         return "succeeded"
     except Exception as exc:
         return _stopped(ctx, job_id, output_key, exc, lost="lease_lost")
+
+
+def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBand], rows: RowFile,
+                 scale: int) -> None:
+    """Append ``band``'s rows: computed here if it can be claimed, else from storage once it is done; while
+    another worker is on it, work a later band (stored for its turn) or wait."""
+    length = (band.y1 - band.y0) * scale
+    while True:
+        with ctx.sessions() as session:
+            state = session.get(JobBand, (job.id, band.index))
+            status, key = state.status, state.result_key
+        if status == job_bands.DONE:
+            rows.append_from(lambda target, key=key: ctx.storage.download_to(key, target), length)
+            return
+        pixels = _compute(ctx, job, band)
+        if pixels is not None:
+            rows.append(pixels)
+            del pixels
+            _complete(ctx, job.id, band.index)
+            return
+        if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later):
+            time.sleep(GATHER_POLL_SECONDS)
+        _renew_job(ctx, job.id, None)
 
 
 def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, lost: str) -> str:
@@ -226,7 +253,7 @@ def _renew_band(ctx: WorkerContext, job_id: str, index: int) -> None:
             raise LeaseLost(job_id)
 
 
-def _renew_job(ctx: WorkerContext, job_id: str, progress: float) -> None:
+def _renew_job(ctx: WorkerContext, job_id: str, progress: float | None) -> None:
     with unit_of_work(ctx.sessions) as session:
         if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress):
             raise LeaseLost(job_id)

@@ -79,9 +79,9 @@ def _unsplit(ctx, db_session, **overrides) -> np.ndarray:
 
 
 def _planned_only(ctx, db_session, monkeypatch, **overrides):
-    """A split job whose first worker recorded and published the bands, then did none of them (as if killed)."""
+    """A split job whose first worker recorded and published the bands, then gathered none of them (yet)."""
     job = _job(ctx, db_session, **overrides)
-    monkeypatch.setattr(split, "_work", lambda *_args: None)
+    monkeypatch.setattr(split, "gather", lambda *_args: "split")
     assert pipeline.run_job(ctx, job.id) == "split"
     monkeypatch.undo()
     return reload(db_session, job)
@@ -101,16 +101,17 @@ def test_a_split_job_equals_the_single_worker_result_bit_for_bit(workers, db_ses
     assert not list((ctx.settings.storage_dir / "bands").rglob("*.raw"))  # band files are deleted
 
 
-def test_bands_run_on_every_worker_and_the_last_one_assembles(workers, db_session, monkeypatch):
+def test_bands_run_on_every_worker_and_the_jobs_worker_gathers_them(workers, db_session, monkeypatch):
     first, second, third = workers
     job = _planned_only(first, db_session, monkeypatch)
     total = job.bands_total
     assert total >= 3 and queue_depth(redis.Redis.from_url(first.settings.redis_url), INFERENCE_QUEUE) == total
-    outcomes = [split.run_band((second, third)[i % 2], job.id, i) for i in range(total)]
-    assert outcomes == ["band_done"] * (total - 1) + ["succeeded"]
-    owners = {reload(db_session, job).lease_owner}
-    assert owners == {None}
+    outcomes = [split.run_band((second, third)[i % 2], job.id, i) for i in range(1, total)]
+    assert outcomes == ["band_done"] * (total - 1)
+    assert reload(db_session, job).status == "running" and reload(db_session, job).bands_done == total - 1
+    assert split.gather(first, job.id) == "succeeded"  # computes band 0 itself, takes the others from storage
     job = reload(db_session, job)
+    assert job.lease_owner is None
     assert job.status == "succeeded" and job.attempts == 1
     view = job_view(job, first.storage, first.settings, "http://127.0.0.1")
     assert (view.split.done, view.split.total) == (total, total)
@@ -142,7 +143,8 @@ def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_
     redis.Redis.from_url(first.settings.redis_url).flushdb()
     assert sweep(first, first.celery).bands == 1  # published again
     assert queue_depth(redis.Redis.from_url(first.settings.redis_url), INFERENCE_QUEUE) == 1
-    assert split.run_band(third, job.id, 1) == "succeeded"
+    assert split.run_band(third, job.id, 1) == "band_done"
+    assert split.gather(first, job.id) == "succeeded"
     job = reload(db_session, job)
     band = db_session.get(JobBand, (job.id, 1))
     assert (job.status, job.bands_done, band.attempts) == ("succeeded", job.bands_total, 2)
@@ -153,11 +155,16 @@ def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_
 def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers, db_session, monkeypatch):
     first, _, third = workers
     job = _planned_only(first, db_session, monkeypatch)
-    assert split.run_band(first, job.id, 0) == "band_done"
+    assert split.run_band(first, job.id, 0) == "band_done"  # stored
+    band = db_session.get(JobBand, (job.id, 1))
+    assert split._compute(first, job, band) is not None  # gathered into the vanished worker's own row file only
+    split._complete(first, job.id, 1)
+    assert reload(db_session, job).bands_done == 2
     db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
     db_session.commit()
-    assert sweep(first, first.celery).requeued == 1  # the job goes back to the queue, its bands stay
-    assert pipeline.run_job(third, job.id) == "succeeded"
+    assert sweep(first, first.celery).requeued == 1  # the job goes back to the queue, its stored bands stay
+    assert pipeline.run_job(third, job.id) == "succeeded"  # band 1 is computed again, band 0 taken from storage
+    assert db_session.get(JobBand, (job.id, 1)).attempts == 2
     job = reload(db_session, job)
     assert (job.status, job.attempts, job.bands_done) == ("succeeded", 2, job.bands_total)
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
