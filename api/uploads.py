@@ -17,6 +17,7 @@ class Upload:
     width: int
     height: int
     filename: str | None
+    alpha: bool = False
 
 
 def read_upload(file: FileStorage | None, max_input_pixels: int) -> Upload:
@@ -32,4 +33,4 @@ def read_upload(file: FileStorage | None, max_input_pixels: int) -> Upload:
     except ImageRejected as exc:
         raise ApiError(exc.code, str(exc), **exc.extra) from exc
     return Upload(data=data, format=found.format, width=found.width, height=found.height,
-                  filename=(file.filename or None) and file.filename[:255])
+                  filename=(file.filename or None) and file.filename[:255], alpha=found.alpha)

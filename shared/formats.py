@@ -32,7 +32,7 @@ class Sniffed:
     format: str
     width: int
     height: int
-
+    alpha: bool = False  # a transparency channel (or palette transparency): its output is made whole
 
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     """Check an image's header (nothing is decoded here): a supported format within the pixel limit."""
@@ -40,6 +40,7 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
         with Image.open(io.BytesIO(data)) as image:
             kind = INPUT_FORMATS.get(image.format or "")
             width, height = image.size
+            alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             if kind is None:
                 raise ImageRejected("unsupported_image", f"{image.format} images are not accepted; send "
                                                          f"{', '.join(sorted(set(INPUT_FORMATS.values())))}")
@@ -54,4 +55,4 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
                                                  "the name)") from exc
     except Image.DecompressionBombError as exc:
         raise ImageRejected("image_too_large", str(exc)) from exc
-    return Sniffed(kind, width, height)
+    return Sniffed(kind, width, height, alpha)

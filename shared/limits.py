@@ -18,6 +18,12 @@ class LimitViolation:
     message: str
 
 
+def output_pixel_cap(streamed: bool, max_output_pixels: int, max_whole_output_pixels: int) -> int:
+    """The pixel limit of an output: streamed band by band (an exact x2/x3/x4 without alpha, whose memory does not
+    grow with it) or made whole in memory (resampled sizes, x8, alpha)."""
+    return max_output_pixels if streamed else min(max_output_pixels, max_whole_output_pixels)
+
+
 def check_output(out_w: int, out_h: int, output_format: str, max_output_pixels: int) -> LimitViolation | None:
     """The reason an ``out_w`` x ``out_h`` output cannot be produced, or None."""
     side = MAX_SIDE[output_format]

@@ -47,7 +47,8 @@ class Settings:
     api_threads: int = 4
     max_upload_bytes: int = 50 * 1024 * 1024
     max_input_pixels: int = 40_000_000
-    max_output_pixels: int = 400_000_000
+    max_output_pixels: int = 1_000_000_000  # outputs streamed band by band (exact x2/x3/x4 without alpha)
+    max_whole_output_pixels: int = 400_000_000  # outputs made whole in memory (resampled sizes, x8, alpha)
     result_url_ttl: int = 3600
     default_model: str = "auto"
     auto_fidelity_model: str = "residual_sr"
@@ -143,8 +144,8 @@ class Settings:
             raise SettingsError("UPSCALER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from exc
         if self.webhook_secret and not self.webhook_secret.startswith("whsec_"):
             raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>")
-        for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "tile_size", "lease_seconds",
-                     "band_output_pixels"):
+        for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "max_whole_output_pixels",
+                     "tile_size", "lease_seconds", "band_output_pixels"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be positive")
 

@@ -50,6 +50,11 @@ class SizePlan:
     def network_scale(self) -> int:
         return math.prod(self.chain) if self.chain else 1
 
+    def is_exact(self, in_width: int, in_height: int) -> bool:
+        """One network scale and nothing else (no resampling, no crop): the outputs made band by band."""
+        return (len(self.chain) == 1 and self.crop is None
+                and self.resize_to == (in_width * self.chain[0], in_height * self.chain[0]))
+
     @property
     def crop(self) -> tuple[int, int, int, int] | None:
         """The centred box cut from ``resize_to`` (cover), or None."""

@@ -67,8 +67,7 @@ def bandable(engine: Engine, decoded: DecodedImage, planned: SizePlan) -> bool:
     """Whether the output can be made band by band: a network with tiles, one exact network scale (resampling
     and crops need the whole image), no alpha plane, an image the tiles can cover."""
     height, width = decoded.rgb.shape[:2]
-    return (hasattr(engine, "band_cuts") and len(planned.chain) == 1 and min(height, width) >= MIN_SIDE
-            and planned.resize_to == (width * planned.chain[0], height * planned.chain[0]) and planned.crop is None
+    return (hasattr(engine, "band_cuts") and planned.is_exact(width, height) and min(height, width) >= MIN_SIDE
             and decoded.alpha is None)
 
 

@@ -212,3 +212,18 @@ def test_print_sizes_become_pixels_and_the_dpi_is_kept(client, fields, size):
 def test_print_sizes_without_dpi_or_with_another_size_are_refused(client, fields, message):
     response = submit(client, **fields)
     assert response.status_code == 422 and message in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("fields,image,accepted", [
+    ({"scale": "4"}, image_bytes(), True),  # exact x4: streamed, under the larger cap
+    ({"scale": "3.5"}, image_bytes(), False),  # resampled: made whole, under the smaller cap
+    ({"scale": "4"}, image_bytes(mode="RGBA"), False),  # transparency: made whole
+])
+def test_streamed_outputs_may_be_larger_than_whole_ones(settings, fields, image, accepted):
+    from api import create_app
+
+    caps = settings.with_overrides(max_output_pixels=64 * 48 * 16, max_whole_output_pixels=10_000)
+    response = submit(create_app(caps).test_client(), image=image, **fields)
+    assert response.status_code == (202 if accepted else 422), response.get_json()
+    if not accepted:
+        assert "10000" in response.get_json()["detail"]
