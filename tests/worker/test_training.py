@@ -74,6 +74,19 @@ def test_conditioned_network_fine_tunes_from_a_shipped_one_on_degraded_patches(d
     assert engine.conditioned and engine.upscale(image, 2, strength=0.5).size == (48, 40)
 
 
+def shipped_like(tmp_path, arch: str, config: NetworkConfig, seed: int):
+    """A network of random (non-zero) weights saved as ``src.weights.h5`` + ``src.json``, like a shipped one."""
+    from worker.engine.archs import get_arch
+
+    source = get_arch(arch).build(config)
+    rng = np.random.default_rng(seed)
+    for weight in source.weights:
+        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    source.save_weights(tmp_path / "src.weights.h5")
+    (tmp_path / "src.json").write_text(json.dumps({"name": "src", "arch": arch, "network": config.to_dict()}))
+    return source, rng
+
+
 def test_warm_start_reproduces_the_source_network_at_strength_zero(tmp_path):
     import keras
 
@@ -82,13 +95,7 @@ def test_warm_start_reproduces_the_source_network_at_strength_zero(tmp_path):
     from worker.training.warm_start import warm_start
 
     config = NetworkConfig(blocks=1, channels=8)
-    source = get_arch("residual_sr").build(config)
-    rng = np.random.default_rng(1)
-    for weight in source.weights:
-        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
-    source.save_weights(tmp_path / "src.weights.h5")
-    (tmp_path / "src.json").write_text(json.dumps({"name": "src", "arch": "residual_sr",
-                                                   "network": config.to_dict()}))
+    source, rng = shipped_like(tmp_path, "residual_sr", config, seed=1)
     target = get_arch("residual_sr_cond").build(config)
     assert "head_x2" in warm_start(target, tmp_path / "src.weights.h5")
     x = rng.random((1, 10, 10, 3)).astype("float32")
@@ -104,13 +111,7 @@ def test_warm_start_into_a_deeper_network_starts_as_the_shallower_one(tmp_path):
     from worker.training.warm_start import warm_start
 
     shallow, deep = NetworkConfig(blocks=1, channels=8), NetworkConfig(blocks=3, channels=8)
-    source = get_arch("residual_sr_cond").build(shallow)
-    rng = np.random.default_rng(2)
-    for weight in source.weights:
-        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
-    source.save_weights(tmp_path / "src.weights.h5")
-    (tmp_path / "src.json").write_text(json.dumps({"name": "src", "arch": "residual_sr_cond",
-                                                   "network": shallow.to_dict()}))
+    source, rng = shipped_like(tmp_path, "residual_sr_cond", shallow, seed=2)
     target = get_arch("residual_sr_cond").build(deep)
     copied = warm_start(target, tmp_path / "src.weights.h5")
     assert "trunk_b0_conv2" in copied and "trunk_b2_conv2" not in copied
