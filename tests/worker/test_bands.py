@@ -97,9 +97,31 @@ def test_streamed_outputs_keep_metadata_in_every_format(tmp_path, engines, fmt):
         assert out.size == (160, 120)
         if fmt != "webp":
             assert tuple(round(v) for v in out.info["dpi"]) == (600, 600)
-        if fmt == "tiff":  # for print: tiled, Deflate; libvips writes XMP, ICC and resolution but no EXIF IFD
+        kept = out.getexif()
+        assert kept[0x8298] == "(c) 2026 Studio Nord"
+        if fmt == "tiff":  # for print: tiled, Deflate; IFD0 text tags added to what libvips writes
             assert out.tag_v2[322] == 256 and out.info["compression"] == "tiff_adobe_deflate"
         else:
-            kept = out.getexif()
-            assert kept[0x8298] == "(c) 2026 Studio Nord"
             assert kept.get_ifd(0x8769)[0x9003] == "2026:11:20 10:00:00"
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_streamed_tiff_keeps_the_exif_text_fields_also_as_bigtiff(tmp_path, monkeypatch, big):
+    from worker import streaming
+    from worker.metadata import Metadata
+
+    if big:
+        monkeypatch.setattr(streaming, "BIGTIFF_FROM_BYTES", 1)
+    exif = Image.Exif()
+    exif[0x8298], exif[0x013B], exif[0x0110] = "(c) 2026 Studio Nord", "A. Photographer", "X"
+    pixels = _image(40, 30)
+    rows = streaming.RowFile(tmp_path / "rows.tif", 30, 40, 3, 2)
+    rows.append(pixels)
+    rows.close()
+    streaming.encode_rows(rows.path, tmp_path / "out.tif", "tiff", None, Metadata(exif=exif.tobytes()))
+    with Image.open(tmp_path / "out.tif") as out:
+        kept = out.getexif()
+        assert (kept[0x8298], kept[0x013B], kept[0x0110]) == ("(c) 2026 Studio Nord", "A. Photographer", "X")
+        assert np.array_equal(np.asarray(out), pixels)
+    head = (tmp_path / "out.tif").read_bytes()[:4]
+    assert head == (b"II+\0" if big else b"II*\0")
