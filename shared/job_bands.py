@@ -109,8 +109,10 @@ def reopen_unstored(session: Session, job_id: str) -> int:
     return reopened
 
 
-def bands_of(session: Session, job_id: str) -> list[JobBand]:
-    return list(session.scalars(select(JobBand).where(JobBand.job_id == job_id).order_by(JobBand.index)))
+def bands_of(session: Session, job_id: str, first: int = 0) -> list[JobBand]:
+    """A job's bands from index ``first`` on, in order."""
+    return list(session.scalars(select(JobBand).where(JobBand.job_id == job_id, JobBand.index >= first)
+                                .order_by(JobBand.index)))
 
 
 def stalled(session: Session, pending_stale_seconds: int, limit: int = 500) -> list[JobBand]:

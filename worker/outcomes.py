@@ -52,6 +52,21 @@ def finish_job(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> 
                       code=values.get("error_code") or "") is not None
 
 
+def renew_lease(ctx: WorkerContext, job_id: str, progress: float | None = None) -> None:
+    """Extend our job's lease (and record progress); raise ``LeaseLost`` if the job is no longer ours."""
+    with unit_of_work(ctx.sessions) as session:
+        if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress):
+            raise LeaseLost(job_id)
+
+
+def fail_job(ctx: WorkerContext, job_id: str, exc: Exception) -> None:
+    """End our job as failed with the stable code of ``exc`` (logged with a traceback only when unexpected)."""
+    failure = classify(exc)
+    log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
+            "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
+    finish_job(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
+
+
 def store_result(ctx: WorkerContext, job: Job, result_path: Path) -> tuple[str, int]:
     """Upload a finished output under a fresh key, recorded on the job first (so a dead attempt's object is
     found and removed by the next); returns (key, bytes). Raises ``LeaseLost`` if the job is not ours."""

@@ -23,7 +23,7 @@ from shared.transitions import change_job
 from worker import split
 from worker.context import WorkerContext
 from worker.fetch import fetch
-from worker.outcomes import JobFailure, LeaseLost, classify, discard, finish_job, observe, store_result
+from worker.outcomes import JobFailure, LeaseLost, discard, fail_job, finish_job, observe, renew_lease, store_result
 from worker.render import Prepared, finish, prepare
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,8 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         discard(ctx, output_key)
         return "lease_lost"
     except Exception as exc:  # every failure ends as a stable code on the job
-        failure = classify(exc)
-        log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
-                "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
         discard(ctx, output_key)
-        finish_job(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
+        fail_job(ctx, job_id, exc)
         return "failed"
 
 
@@ -86,12 +83,12 @@ def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: 
             return
         last_report[0] = now
         # Engine progress maps to 5..95 %: decoding before and encoding after take time too.
-        _renew(ctx, job, 0.05 + 0.9 * done / total)
+        renew_lease(ctx, job.id, 0.05 + 0.9 * done / total)
 
     checkpoint_progress = {"inference": 0.95, "encode": 0.97}
     result_path = folder / f"result.{EXTENSIONS[job.output_format]}"
     rendered = finish(prepared, result_path, job.output_format, job.quality, progress,
-                      checkpoint=lambda stage: _renew(ctx, job, checkpoint_progress[stage]),
+                      checkpoint=lambda stage: renew_lease(ctx, job.id, checkpoint_progress[stage]),
                       band_pixels=ctx.settings.band_output_pixels, dpi=job.dpi)
     t = time.monotonic()
     output_key, size = store_result(ctx, job, result_path)
@@ -130,12 +127,5 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
             raise LeaseLost(job.id)
     for name, value in facts.items():
         setattr(job, name, value)
-
-
-def _renew(ctx: WorkerContext, job: Job, progress: float) -> None:
-    """Extend the lease and record progress; raise ``LeaseLost`` if the job is no longer ours."""
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.renew(session, job.id, ctx.owner, ctx.settings.lease_seconds, progress):
-            raise LeaseLost(job.id)
 
 

@@ -38,9 +38,14 @@ class Rendered:
     bits: int = 8  # per sample, as written
 
     def ran(self) -> dict:
-        """What ran, for the job JSON: the network, its strength and why, and how the size was reached."""
-        return {**self.selection.to_dict(), "network_scales": list(self.plan.chain), "resampled": self.resampled,
-                "bands": self.bands, "bits": self.bits}
+        return ran_record(self.selection, self.plan.chain, self.resampled, self.bands, self.bits)
+
+
+def ran_record(selection: Selection, chain: tuple[int, ...], resampled: bool, bands: int, bits: int) -> dict:
+    """What ran, for the job JSON (``ran``): the network, its strength and why, how the size was reached, in how
+    many bands and at how many bits per sample."""
+    return {**selection.to_dict(), "network_scales": list(chain), "resampled": resampled, "bands": bands,
+            "bits": bits}
 
 
 def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float | None,
@@ -90,17 +95,22 @@ def scaled_metadata(decoded: DecodedImage, scale: int, dpi: int | None = None) -
     return metadata.for_output(decoded.metadata, width * scale, height * scale, scale, scale, dpi)
 
 
+def band_pixels(engine: Engine, decoded: DecodedImage, scale: int, rows: tuple[int, int], strength: float | None,
+                progress: ProgressFn | None = None) -> np.ndarray:
+    """One band's output pixels (LR ``rows`` from ``band_cuts``), in the output's mode (grey stays grey)."""
+    return output_pixels(engine.upscale_rows(decoded.rgb, scale, rows, progress, strength), decoded.greyscale)
+
+
 def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[Band], strength: float | None,
                  rows: RowFile, progress: ProgressFn | None = None) -> None:
-    """Compute ``bands`` one at a time, in the output's mode, appending their rows to ``rows``."""
+    """Compute ``bands`` one at a time, appending their rows to ``rows``."""
     height = decoded.rgb.shape[0]
     for band in bands:
         band_progress = None
         if progress:
             def band_progress(done: int, total: int, band: Band = band) -> None:
                 progress(band.y0 * total + done * (band.y1 - band.y0), height * total)
-        rows.append(output_pixels(engine.upscale_rows(decoded.rgb, scale, (band.y0, band.y1), band_progress,
-                                                      strength), decoded.greyscale))
+        rows.append(band_pixels(engine, decoded, scale, (band.y0, band.y1), strength, band_progress))
 
 
 def output_rows(folder: Path, decoded: DecodedImage, scale: int) -> RowFile:

@@ -39,9 +39,9 @@ from shared.states import JobStatus
 from shared.storage import new_key
 from worker.bands import plan_bands
 from worker.context import WorkerContext
-from worker.imaging import DecodedImage, decode, output_pixels
-from worker.outcomes import LeaseLost, classify, discard, finish_job, observe, store_result
-from worker.render import Prepared, keep_depth, output_rows, scaled_metadata, streamable
+from worker.imaging import DecodedImage, decode
+from worker.outcomes import LeaseLost, discard, fail_job, finish_job, observe, renew_lease, store_result
+from worker.render import Prepared, band_pixels, keep_depth, output_rows, ran_record, scaled_metadata, streamable
 from worker.streaming import BAND_SUFFIX, RowFile, encode_rows, write_band
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -
     scale = prepared.planned.chain[0]
     bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
     decoded = keep_depth(prepared.decoded, job.output_format, True)
-    ran = {**prepared.selection.to_dict(), "network_scales": [scale], "resampled": False, "bands": len(bands),
-           "bits": 16 if decoded.deep else 8}
+    ran = ran_record(prepared.selection, (scale,), False, len(bands), 16 if decoded.deep else 8)
     with unit_of_work(ctx.sessions) as session:
         timings = {"download_s": round(download_s, 4), **{k: round(v, 4) for k, v in prepared.timings.items()}}
         if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran, timings):
@@ -110,9 +109,8 @@ def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
             last[0] = time.monotonic()
             _renew_band(ctx, job.id, band.index)
 
-    rows = engine.upscale_rows(decoded.rgb, job.ran["network_scales"][0], (band.y0, band.y1), renew,
-                               job.ran.get("strength"))
-    return output_pixels(rows, decoded.greyscale)
+    return band_pixels(engine, decoded, job.ran["network_scales"][0], (band.y0, band.y1), job.ran.get("strength"),
+                       renew)
 
 
 def _complete(ctx: WorkerContext, job_id: str, index: int) -> None:
@@ -170,7 +168,7 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
             t = time.monotonic()
             result_path = Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
             width, height = encode_rows(rows.path, result_path, job.output_format, job.quality, meta)
-            _renew_job(ctx, job_id, job_bands.BANDS_PROGRESS_TO)
+            renew_lease(ctx, job_id, job_bands.BANDS_PROGRESS_TO)
             output_key, size = store_result(ctx, job, result_path)
         ctx.band_inputs.clear()
         timings = {**(job.timings or {}), "bands_s": round(bands_s, 4), "assemble_s": round(time.monotonic() - t, 4),
@@ -193,11 +191,11 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
     another worker is on it, work a later band (stored for its turn) or wait."""
     length = (band.y1 - band.y0) * scale
     while True:
-        with ctx.sessions() as session:
-            state = session.get(JobBand, (job.id, band.index))
-            status, key = state.status, state.result_key
-        if status == job_bands.DONE:
-            rows.append_from(lambda target, key=key: ctx.storage.download_to(key, target), length)
+        with ctx.sessions() as session:  # one read per round: this band and every later one
+            done = {b.index: b.result_key for b in job_bands.bands_of(session, job.id, band.index)
+                    if b.status == job_bands.DONE}
+        if band.index in done:
+            rows.append_from(lambda target, key=done[band.index]: ctx.storage.download_to(key, target), length)
             return
         pixels = _compute(ctx, job, band)
         if pixels is not None:
@@ -205,9 +203,9 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
             del pixels
             _complete(ctx, job.id, band.index)
             return
-        if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later):
+        if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later if other.index not in done):
             time.sleep(GATHER_POLL_SECONDS)
-        _renew_job(ctx, job.id, None)
+        renew_lease(ctx, job.id)
 
 
 def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, lost: str) -> str:
@@ -223,13 +221,10 @@ def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, l
 
 def _fail(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
     """A band or the assembly failed: the job fails with its code (whoever started it), band files go."""
-    failure = classify(exc)
-    log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING, "split job %s failed: %s: %s",
-            job_id, failure.code, failure, exc_info=failure.code == "internal_error")
     with unit_of_work(ctx.sessions) as session:
         took = jobs.take_over(session, job_id, ctx.owner, ctx.settings.lease_seconds)
     if took:
-        finish_job(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
+        fail_job(ctx, job_id, exc)
     _drop_band_results_if_ended(ctx, job_id)
     return "failed"
 
@@ -250,12 +245,6 @@ def _decoded_input(ctx: WorkerContext, job: Job) -> DecodedImage:
 def _renew_band(ctx: WorkerContext, job_id: str, index: int) -> None:
     with unit_of_work(ctx.sessions) as session:
         if not job_bands.renew(session, job_id, index, ctx.owner, ctx.settings.lease_seconds):
-            raise LeaseLost(job_id)
-
-
-def _renew_job(ctx: WorkerContext, job_id: str, progress: float | None) -> None:
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress):
             raise LeaseLost(job_id)
 
 
