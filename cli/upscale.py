@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)
             result = render(source, destination, engines, model, size, fmt, args.quality, progress,
-                            denoise=denoise)
+                            denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
                 UnknownModel) as exc:  # ValueError includes unreadable images and sizes past x8
             failed += 1

@@ -34,6 +34,7 @@ class Sniffed:
     height: int
     alpha: bool = False  # a transparency channel (or palette transparency): its output is made whole
 
+
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     """Check an image's header (nothing is decoded here): a supported format within the pixel limit."""
     try:

@@ -121,9 +121,8 @@ def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progres
 
 
 def take_over(session: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
-    """Make ``owner`` the lease holder of a running split job: the worker that finished its last band (to
-    assemble) or whose band failed (to end the job). Bands are done by many workers, so the one who started
-    the job is not necessarily the one who ends it."""
+    """Make ``owner`` the lease holder of a running split job: the worker whose band failed, to end the job.
+    Bands are done by many workers, so the one who started the job is not necessarily the one who ends it."""
     now = utcnow()
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.bands_total.is_not(None))
