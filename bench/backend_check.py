@@ -42,7 +42,7 @@ def main() -> int:
         def sink(y: int, x: int, core: np.ndarray, out: np.ndarray = tiled) -> None:
             out[y:y + core.shape[0], x:x + core.shape[1]] = core
 
-        run_tiled(lambda b, m=model: np.asarray(m.predict_on_batch(b)), image, scale, 48,
+        run_tiled(lambda b, _at, m=model: np.asarray(m.predict_on_batch(b)), image, scale, 48,
                   config.receptive_radius + 1, 2, sink)
         print(f"x{scale}: output digest {float(whole.mean()):.7f} / {float(whole[10, 10, 0]):.7f}, "
               f"max |tiled - whole| {float(np.abs(tiled - whole).max()):.2e}, first call {seconds:.2f}s")

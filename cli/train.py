@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=6)
     p.add_argument("--channels", type=int, default=48)
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--jpeg-grid", type=int, default=0, choices=[0, 8],
+                   help="tell the network where its input's JPEG 8x8 block grid lies (8), or not (0)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     precision = choose_precision(args.precision)
     config = TrainConfig(
         arch=args.arch,
-        network=NetworkConfig(blocks=args.blocks, channels=args.channels, scales=tuple(args.scales)),
+        network=NetworkConfig(blocks=args.blocks, channels=args.channels, scales=tuple(args.scales),
+                              jpeg_grid=args.jpeg_grid),
         degradation=DegradationConfig() if args.degrade else None,
         init_from=str(args.init_from) if args.init_from else None,
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,

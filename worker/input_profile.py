@@ -75,6 +75,42 @@ def estimate_noise_sigma(rgb: np.ndarray, strip_blocks: int = 32) -> float:
     return float(np.sqrt(np.pi / 2) / 6 * np.percentile(np.concatenate(means), 10))
 
 
+# How ``ImageOps.exif_transpose`` turns each EXIF orientation upright.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+JPEG_BLOCK = 8
+ORIENTATION_TAG = 0x0112
+
+
+def jpeg_grid(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """Where a JPEG's 8x8 block grid lies in its upright pixels: the position (row, col) inside its block of
+    the upright image's top-left pixel.
+
+    The encoder's blocks start at the stored image's top-left corner; turning it upright can move a partial
+    block to the top or left and run a block's pixels backwards. A DCT block mirrored is a DCT block, so a
+    backwards run is given as the forward position that puts the block edges in the same places. Found by
+    turning a small image with the same sizes modulo 8 the way decoding does.
+    """
+    width, height = raw_size
+    proxy_w, proxy_h = JPEG_BLOCK + width % JPEG_BLOCK, JPEG_BLOCK + height % JPEG_BLOCK
+    rows, cols = np.mgrid[0:proxy_h, 0:proxy_w]
+    proxy = Image.fromarray(((rows % JPEG_BLOCK) * JPEG_BLOCK + cols % JPEG_BLOCK).astype(np.uint8))
+    if orientation in _UPRIGHT:
+        proxy = proxy.transpose(_UPRIGHT[orientation])
+    upright = np.asarray(proxy).astype(int)
+    origin = divmod(int(upright[0, 0]), JPEG_BLOCK)
+
+    def forward(step: int) -> int:
+        """The grid position of the top-left pixel along the upright axis whose next pixel has value ``step``."""
+        after = divmod(int(step), JPEG_BLOCK)
+        axis = 0 if after[0] != origin[0] else 1
+        moved = (after[axis] - origin[axis]) % JPEG_BLOCK
+        return origin[axis] if moved == 1 else JPEG_BLOCK - 1 - origin[axis]
+
+    return forward(upright[1, 0]), forward(upright[0, 1])
+
+
 @dataclass(frozen=True)
 class InputProfile:
     """The measured damage of one input."""
@@ -83,6 +119,7 @@ class InputProfile:
     lossy: bool
     jpeg_quality: int | None
     noise_sigma: float
+    jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
 
     @property
     def strength(self) -> float:
@@ -131,8 +168,9 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
     with Image.open(path) as image:
         fmt = (image.format or "unknown").upper()
         tables = getattr(image, "quantization", None)
+        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION_TAG, 1)) if fmt in LOSSY_FORMATS else None
     quality = estimate_jpeg_quality(tables) if fmt in LOSSY_FORMATS and tables else None
     lossy = fmt in LOSSY_FORMATS
     if fmt == "WEBP" and not webp_is_lossless(path):
         lossy, quality = True, ASSUMED_WEBP_QUALITY
-    return InputProfile(fmt, lossy, quality, estimate_noise_sigma(rgb))
+    return InputProfile(fmt, lossy, quality, estimate_noise_sigma(rgb), grid)

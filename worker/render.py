@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from shared.settings import Settings
 from shared.sizing import SizePlan, SizeRequest, plan
 from worker import metadata
 from worker.bands import Band, plan_bands
-from worker.engine.base import Engine, ProgressFn
+from worker.engine.base import Condition, Engine, ProgressFn
 from worker.engine.network_engine import MIN_SIDE
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import Selection, select
@@ -48,9 +48,11 @@ def ran_record(selection: Selection, chain: tuple[int, ...], resampled: bool, ba
             "bits": bits}
 
 
-def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float | None,
+def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, condition: Condition,
             progress: ProgressFn | None) -> Image.Image:
-    """Run the network scales of ``planned`` in turn, then resample to the exact size (and crop for cover)."""
+    """Run the network scales of ``planned`` in turn, then resample to the exact size (and crop for cover).
+
+    Only the first pass sees the file's pixels, so only it is told their JPEG grid."""
     steps = len(planned.chain)
     image = Image.fromarray(rgb)
     for index, scale in enumerate(planned.chain):
@@ -58,7 +60,8 @@ def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, strength: float 
         if progress:
             def step_progress(done: int, total: int, index: int = index) -> None:
                 progress(index * total + done, steps * total)
-        image = engine.upscale(rgb if index == 0 else np.asarray(image), scale, step_progress, strength=strength)
+        image = engine.upscale(rgb if index == 0 else np.asarray(image), scale, step_progress,
+                               condition if index == 0 else replace(condition, jpeg_grid=None))
     if image.size != planned.resize_to:
         image = image.resize(planned.resize_to, Image.LANCZOS)
     if planned.crop:
@@ -95,13 +98,13 @@ def scaled_metadata(decoded: DecodedImage, scale: int, dpi: int | None = None) -
     return metadata.for_output(decoded.metadata, width * scale, height * scale, scale, scale, dpi)
 
 
-def band_pixels(engine: Engine, decoded: DecodedImage, scale: int, rows: tuple[int, int], strength: float | None,
+def band_pixels(engine: Engine, decoded: DecodedImage, scale: int, rows: tuple[int, int], condition: Condition,
                 progress: ProgressFn | None = None) -> np.ndarray:
     """One band's output pixels (LR ``rows`` from ``band_cuts``), in the output's mode (grey stays grey)."""
-    return output_pixels(engine.upscale_rows(decoded.rgb, scale, rows, progress, strength), decoded.greyscale)
+    return output_pixels(engine.upscale_rows(decoded.rgb, scale, rows, progress, condition), decoded.greyscale)
 
 
-def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[Band], strength: float | None,
+def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[Band], condition: Condition,
                  rows: RowFile, progress: ProgressFn | None = None) -> None:
     """Compute ``bands`` one at a time, appending their rows to ``rows``."""
     height = decoded.rgb.shape[0]
@@ -110,7 +113,7 @@ def render_bands(engine: Engine, decoded: DecodedImage, scale: int, bands: list[
         if progress:
             def band_progress(done: int, total: int, band: Band = band) -> None:
                 progress(band.y0 * total + done * (band.y1 - band.y0), height * total)
-        rows.append(band_pixels(engine, decoded, scale, (band.y0, band.y1), strength, band_progress))
+        rows.append(band_pixels(engine, decoded, scale, (band.y0, band.y1), condition, band_progress))
 
 
 def output_rows(folder: Path, decoded: DecodedImage, scale: int) -> RowFile:
@@ -171,7 +174,7 @@ def finish(prepared: Prepared, destination: Path, output_format: str, quality: i
         return _render_streaming(engine, decoded, planned, selection, destination, output_format, quality, progress,
                                  checkpoint, band_pixels or Settings.band_output_pixels, timings, dpi)
     t = time.monotonic()
-    enlarged = enlarge(engine, decoded.rgb, planned, selection.strength, progress)
+    enlarged = enlarge(engine, decoded.rgb, planned, selection.condition, progress)
     timings["inference_s"] = time.monotonic() - t
     if checkpoint:
         checkpoint("inference")
@@ -203,7 +206,7 @@ def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, 
     with tempfile.TemporaryDirectory(prefix="bands-", dir=destination.parent) as folder:
         t = time.monotonic()
         rows = output_rows(Path(folder), decoded, scale)
-        render_bands(engine, decoded, scale, bands, selection.strength, rows, progress)
+        render_bands(engine, decoded, scale, bands, selection.condition, rows, progress)
         rows.close()
         timings["inference_s"] = time.monotonic() - t
         if checkpoint:

@@ -39,6 +39,7 @@ from shared.states import JobStatus
 from shared.storage import new_key
 from worker.bands import plan_bands
 from worker.context import WorkerContext
+from worker.engine.selection import ran_condition
 from worker.imaging import DecodedImage, decode
 from worker.outcomes import LeaseLost, discard, fail_job, finish_job, observe, renew_lease, store_result
 from worker.render import Prepared, band_pixels, keep_depth, output_rows, ran_record, scaled_metadata, streamable
@@ -109,7 +110,7 @@ def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
             last[0] = time.monotonic()
             _renew_band(ctx, job.id, band.index)
 
-    return band_pixels(engine, decoded, job.ran["network_scales"][0], (band.y0, band.y1), job.ran.get("strength"),
+    return band_pixels(engine, decoded, job.ran["network_scales"][0], (band.y0, band.y1), ran_condition(job.ran),
                        renew)
 
 

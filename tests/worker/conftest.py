@@ -1,6 +1,7 @@
 """Worker fixtures: a per-test ``WorkerContext`` on the parametrized database and real local storage."""
 
 import json
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -13,6 +14,9 @@ from worker.engine.network_engine import NetworkEngine
 
 TINY = NetworkConfig(blocks=2, channels=8)
 ARCHS = ["residual_sr", "residual_sr_cond"]
+# Every network shape the engine serves: each architecture, and the conditioned one told the JPEG grid.
+VARIANTS = {"residual_sr": ("residual_sr", TINY), "residual_sr_cond": ("residual_sr_cond", TINY),
+            "residual_sr_cond_grid": ("residual_sr_cond", replace(TINY, jpeg_grid=8))}
 
 
 @pytest.fixture
@@ -22,17 +26,18 @@ def ctx(settings):
     context.engine.dispose()
 
 
-@pytest.fixture(scope="module", params=ARCHS)
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def tiny_engine(request, tmp_path_factory):
-    """A tiny network of each architecture with random (non-zero) weights, saved and loaded like a shipped one."""
+    """A tiny network of each variant with random (non-zero) weights, saved and loaded like a shipped one."""
     folder = tmp_path_factory.mktemp("tiny")
     keras.utils.set_random_seed(7)
-    model = get_arch(request.param).build(TINY)
+    arch, config = VARIANTS[request.param]
+    model = get_arch(arch).build(config)
     rng = np.random.default_rng(7)
     for weight in model.weights:
         weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
     model.save_weights(folder / "tiny.weights.h5")
-    (folder / "tiny.json").write_text(json.dumps({"name": "tiny", "arch": request.param, "network": TINY.to_dict()}))
+    (folder / "tiny.json").write_text(json.dumps({"name": "tiny", "arch": arch, "network": config.to_dict()}))
     return NetworkEngine(folder / "tiny.weights.h5", tile_size=48, memory_budget_mb=1)
 
 

@@ -11,9 +11,13 @@ from PIL import Image
 from shared.settings import Settings
 from shared.sizing import SizeRequest
 from worker.bands import plan_bands
+from worker.engine.base import Condition
 from worker.engine.network_engine import NetworkEngine
 from worker.engine.registry import EngineRegistry
 from worker.render import render
+
+# A strength, and a JPEG grid that does not start at the image's corner (only a grid-told network uses it).
+CONDITION = Condition(0.4, (3, 5))
 
 
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -35,15 +39,15 @@ def test_bands_cover_every_row_once_on_tile_rows_and_stay_under_the_pixel_budget
 @pytest.mark.parametrize("band_rows", [1, 2, 3])
 def test_bands_join_bit_exactly_into_the_single_worker_output(tiny_engine, scale, band_rows):
     image = _image(131, 97, scale)
-    single = np.asarray(tiny_engine.upscale(image, scale, strength=0.4))
+    single = np.asarray(tiny_engine.upscale(image, scale, condition=CONDITION))
     cuts = tiny_engine.band_cuts(*image.shape[:2])
     assert len(cuts) > 4  # several tile rows, so bands really cut the image
     bands = plan_bands(cuts, image.shape[1], scale, band_pixels=band_rows * (cuts[1] - cuts[0]) * 97 * scale**2)
     assert len(bands) > 1
-    joined = np.concatenate([tiny_engine.upscale_rows(image, scale, (b.y0, b.y1), strength=0.4) for b in bands])
+    joined = np.concatenate([tiny_engine.upscale_rows(image, scale, (b.y0, b.y1), condition=CONDITION) for b in bands])
     assert joined.dtype == np.uint8 and np.abs(joined.astype(int) - single).max() == 0
     # and the single-worker output is whole-image inference up to float rounding
-    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0, 0.4)[0]
+    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0, CONDITION)[0]
     assert np.abs(joined / 255.0 - np.clip(whole, 0, 1)).max() <= 1 / 255 + 1e-6
 
 
@@ -53,9 +57,11 @@ def test_a_band_margin_smaller_than_the_receptive_field_does_not_match(tiny_engi
     narrow = NetworkEngine.__new__(NetworkEngine)
     narrow.__dict__.update(tiny_engine.__dict__)
     narrow.margin = 2
-    whole = np.clip(np.round(tiny_engine.predict(2, image[None].astype(np.float32) / 255.0, 0.4)[0] * 255), 0, 255)
+    whole = np.clip(np.round(tiny_engine.predict(2, image[None].astype(np.float32) / 255.0, CONDITION)[0] * 255), 0,
+                    255)
     cuts = narrow.band_cuts(*image.shape[:2])
-    joined = np.concatenate([narrow.upscale_rows(image, 2, (a, b), strength=0.4) for a, b in itertools.pairwise(cuts)])
+    joined = np.concatenate([narrow.upscale_rows(image, 2, (a, b), condition=CONDITION)
+                             for a, b in itertools.pairwise(cuts)])
     assert np.abs(joined.astype(int) - whole).max() > 3
 
 

@@ -28,7 +28,7 @@ def test_shapes_types_and_strength_range(scale):
     hr = _hr(24 * scale)
     strengths = []
     for _ in range(60):
-        lr, strength = degrade(hr, scale)
+        lr, strength, _grid = degrade(hr, scale)
         assert lr.shape == (24, 24, 3) and lr.dtype == np.uint8
         strengths.append(strength)
     strengths = np.array(strengths)
@@ -41,15 +41,16 @@ def test_clean_share_one_is_exactly_the_benchmark_degradation():
     from worker.quality import bicubic_downscale
 
     hr = _hr(96)
-    lr, strength = Degrader(DegradationConfig(clean_share=1.0), np.random.default_rng(0))(hr, 4)
-    assert strength == 0.0 and np.array_equal(lr, bicubic_downscale(hr, 4))
+    lr, strength, grid = Degrader(DegradationConfig(clean_share=1.0), np.random.default_rng(0))(hr, 4)
+    assert strength == 0.0 and grid is None and np.array_equal(lr, bicubic_downscale(hr, 4))
 
 
 def test_jpeg_only_degradation_is_a_real_jpeg_roundtrip_with_its_label():
     config = DegradationConfig(clean_share=0, blur_share=0, noise_share=0, jpeg_share=1, second_jpeg_share=0,
                                resamplers=(("bicubic", 1.0),), jpeg_quality=(40, 40), chroma_444_share=0)
     hr = _hr(96)
-    lr, strength = Degrader(config, np.random.default_rng(0))(hr, 2)
+    lr, strength, grid = Degrader(config, np.random.default_rng(0))(hr, 2)
+    assert grid is not None and all(0 <= g < 8 for g in grid)
     assert strength == pytest.approx(jpeg_strength(40))
     from worker.quality import bicubic_downscale
 
@@ -72,6 +73,24 @@ def test_anisotropic_kernel_is_normalised_and_rotated():
     np.testing.assert_allclose(rotated, k.T, atol=1e-9)
 
 
+def test_the_grid_label_says_where_the_jpeg_block_edges_are():
+    """The label the network is told matches the blocks the real encoder made: strongest jumps at its edges."""
+    config = DegradationConfig(clean_share=0, blur_share=0, noise_share=0, jpeg_share=1, second_jpeg_share=0,
+                               resamplers=(("bicubic", 1.0),), jpeg_quality=(10, 10), chroma_444_share=0)
+    degrade = Degrader(config, np.random.default_rng(5))
+    hr = np.clip(_hr(192).astype(int) + np.random.default_rng(6).normal(0, 25, (192, 192, 1)), 0, 255).astype(np.uint8)
+    seen = set()
+    for _ in range(6):
+        lr, _strength, (row, col) = degrade(hr, 2)
+        luma = lr @ np.array([0.299, 0.587, 0.114])
+        for axis, position in ((0, row), (1, col)):
+            jumps = np.abs(np.diff(luma, axis=axis)).mean(axis=1 - axis)  # jump between pixel i and i + 1
+            strongest = int(np.argmax([jumps[p::8].mean() for p in range(8)]))
+            assert (position + strongest + 1) % 8 == 0  # pixel strongest + 1 starts a block
+        seen.add((row, col))
+    assert len(seen) > 1  # the grid moves from patch to patch, as crops of larger photos do
+
+
 def test_jpeg_phase_shifts_the_block_grid():
     image = _hr(48)
     a = jpeg_roundtrip(image, 30, 2, (0, 0))
@@ -86,8 +105,9 @@ def test_config_round_trips_through_the_record():
 
 def test_sampler_gives_strength_columns_per_scale():
     sampler = PatchSampler([_hr(200)], (2, 4), 12, 3, seed=0, degradation=DegradationConfig())
-    lrs, strengths, hrs = sampler.batch_for_all_scales()
+    lrs, strengths, grids, hrs = sampler.batch_for_all_scales()
     assert [x.shape for x in lrs] == [(3, 12, 12, 3)] * 2
     assert [s.shape for s in strengths] == [(3, 1)] * 2 and [h.shape[1] for h in hrs] == [24, 48]
-    clean = PatchSampler([_hr(200)], (2,), 12, 3, seed=0)
-    assert (clean.batch_for_all_scales()[1][0] == 0).all()
+    assert [g.shape for g in grids] == [(3, 3)] * 2 and set(np.concatenate(grids)[:, 0]) <= {0.0, 1.0}
+    clean = PatchSampler([_hr(200)], (2,), 12, 3, seed=0).batch_for_all_scales()
+    assert (clean.strengths[0] == 0).all() and (clean.grids[0] == 0).all()

@@ -8,10 +8,11 @@ from PIL import Image
 
 from shared.catalog import catalog_for
 from shared.settings import Settings
-from tests.worker.conftest import ARCHS, TINY
+from tests.worker.conftest import ARCHS, TINY, VARIANTS
 from worker.engine.archs import ARCH_REGISTRY, get_arch, register_arch
-from worker.engine.layers import BicubicPhases, PixelShuffle
-from worker.engine.network import NetworkConfig, scale_model
+from worker.engine.base import Condition
+from worker.engine.layers import BicubicPhases, BlockGridPlanes, PixelShuffle
+from worker.engine.network import NetworkConfig, feed, scale_model
 from worker.engine.network_engine import NetworkEngine
 from worker.engine.tiling import plan_tiles, run_tiled
 
@@ -39,28 +40,34 @@ def test_pixel_shuffle_is_depth_to_space():
     np.testing.assert_array_equal(np.asarray(PixelShuffle(2)(x)), tf.nn.depth_to_space(x, 2).numpy())
 
 
-def _inputs(arch: str, lr: np.ndarray, strength: float = 0.5) -> list[np.ndarray]:
-    """One scale's inputs: the image, and the strength column for a conditioned network."""
-    return [lr, np.full((len(lr), 1), strength, np.float32)] if get_arch(arch).conditioned else [lr]
+def _inputs(model, lr: np.ndarray, scales=TINY.scales) -> list[np.ndarray]:
+    """The model's inputs at every scale: the image, a strength column and a JPEG grid row where it takes them."""
+    n = len(lr)
+    return feed(model, dict.fromkeys(scales, lr), dict.fromkeys(scales, np.full((n, 1), 0.5, np.float32)),
+                dict.fromkeys(scales, np.tile(np.array([[1.0, 3.0, 5.0]], np.float32), (n, 1))))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_an_untrained_network_is_exactly_bicubic(arch):
-    model = build_network(TINY, arch)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_an_untrained_network_is_exactly_bicubic(variant):
+    arch, config = VARIANTS[variant]
+    model = build_network(config, arch)
     lr = np.random.default_rng(0).random((1, 9, 11, 3)).astype("float32")
-    for scale in TINY.scales:
+    for scale in config.scales:
         expected = PixelShuffle(scale)(BicubicPhases(scale)(lr))
-        inputs = _inputs(arch, lr) if get_arch(arch).conditioned else lr
-        np.testing.assert_allclose(np.asarray(scale_model(model, scale)(inputs)), np.asarray(expected), atol=1e-6)
+        single = scale_model(model, scale)
+        inputs = _inputs(single, lr, (scale,))
+        got = single(inputs if len(inputs) > 1 else inputs[0])
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_saved_model_reloads_without_lambda_layers(tmp_path, arch):
-    model = build_network(TINY, arch)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_saved_model_reloads_without_lambda_layers(tmp_path, variant):
+    arch, config = VARIANTS[variant]
+    model = build_network(config, arch)
     model.save(tmp_path / "m.keras")
     reloaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     x = np.random.default_rng(1).random((1, 7, 5, 3)).astype("float32")
-    inputs = _inputs(arch, x) * 3
+    inputs = _inputs(model, x)
     for a, b in zip(model(inputs), reloaded(inputs), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
@@ -92,7 +99,27 @@ def test_the_strength_input_changes_the_conditioned_networks_output(tiny_engine)
     if not tiny_engine.conditioned:
         pytest.skip("only the conditioned architecture takes a strength")
     image = np.random.default_rng(3).random((1, 20, 20, 3)).astype(np.float32)
-    assert np.abs(tiny_engine.predict(2, image, 0.0) - tiny_engine.predict(2, image, 1.0)).max() > 1e-3
+    assert np.abs(tiny_engine.predict(2, image, Condition(0.0)) - tiny_engine.predict(2, image, Condition(1.0))
+                  ).max() > 1e-3
+
+
+def test_the_jpeg_grid_changes_only_a_grid_told_networks_output(tiny_engine):
+    image = np.random.default_rng(4).random((1, 20, 20, 3)).astype(np.float32)
+    plain, at_corner, shifted = (tiny_engine.predict(2, image, Condition(0.5, grid)) for grid in (None, (0, 0), (3, 5)))
+    told = tiny_engine.config.jpeg_grid > 0
+    assert (np.abs(plain - at_corner).max() > 1e-3) == told and (np.abs(at_corner - shifted).max() > 1e-3) == told
+
+
+def test_block_grid_planes_say_where_each_pixel_sits_in_its_block():
+    image = np.zeros((2, 11, 13, 1), np.float32)
+    grid = np.array([[1, 3, 6], [0, 0, 0]], np.float32)
+    planes = np.asarray(BlockGridPlanes(8)([image, grid]))
+    assert planes.shape == (2, 11, 13, 17)
+    rows, cols = planes[0, :, :, 1:9], planes[0, :, :, 9:]
+    assert (rows.sum(-1) == 1).all() and (cols.sum(-1) == 1).all()
+    assert [int(np.argmax(rows[y, 0])) for y in range(11)] == [(3 + y) % 8 for y in range(11)]
+    assert [int(np.argmax(cols[0, x])) for x in range(13)] == [(6 + x) % 8 for x in range(13)]
+    assert (planes[1] == 0).all()  # no grid: the planes stay empty
 
 
 def test_tiles_cover_the_image_exactly_once():
@@ -107,14 +134,15 @@ def test_tiles_cover_the_image_exactly_once():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_tiled_inference_equals_whole_image_inference(tiny_engine, scale):
     image = (np.random.default_rng(scale).random((113, 151, 3)) * 255).astype(np.uint8)  # odd, many tiles
-    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0, 0.7)[0]
+    condition = Condition(0.7, (5, 2))
+    whole = tiny_engine.predict(scale, image[None].astype(np.float32) / 255.0, condition)[0]
     tiled = np.full_like(whole, np.nan)
 
     def sink(y, x, core):
         tiled[y:y + core.shape[0], x:x + core.shape[1]] = core
 
     calls = []
-    run_tiled(lambda b: tiny_engine.predict(scale, b, 0.7), image, scale, 48, tiny_engine.margin, 3, sink,
+    run_tiled(lambda b, at: tiny_engine.predict(scale, b, condition, at), image, scale, 48, tiny_engine.margin, 3, sink,
               lambda done, total: calls.append((done, total)))
     assert len(calls) > 1 and calls[-1][0] == calls[-1][1] >= 12
     assert np.abs(tiled - whole).max() <= 1e-4
@@ -130,7 +158,7 @@ def test_a_too_small_margin_would_show_seams(tiny_engine):
     def sink(y, x, core):
         tiled[y:y + core.shape[0], x:x + core.shape[1]] = core
 
-    run_tiled(lambda b: tiny_engine.predict(2, b), image, 2, 48, 2, 4, sink)
+    run_tiled(lambda b, at: tiny_engine.predict(2, b, None, at), image, 2, 48, 2, 4, sink)
     assert np.abs(tiled - whole).max() > 1e-3  # the equality test above is not vacuous
 
 

@@ -1,6 +1,7 @@
 """model=auto: what an input file says about itself, and which network it is sent to."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -94,3 +95,39 @@ def test_render_records_what_ran(tmp_path, catalog):
     assert rendered.selection.to_dict()["input"]["jpeg_quality"] == 70
     with Image.open(tmp_path / "out.png") as out:
         assert out.size == (128, 96)
+
+
+def _edge_phase(luma: np.ndarray, axis: int) -> int:
+    """Where the strongest 8-periodic discontinuities are along ``axis``: the block edges of a blocky JPEG."""
+    jumps = np.abs(np.diff(luma.astype(float), axis=axis)).mean(axis=1 - axis)  # jump between i and i + 1
+    return int(np.argmax([jumps[p::8].mean() for p in range(8)])) + 1  # the edge lies before pixel p + 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_jpeg_grid_is_found_in_the_upright_pixels(tmp_path, orientation):
+    from worker.imaging import decode
+
+    rng = np.random.default_rng(orientation)
+    raw = np.clip(_photo((83, 61)).astype(int) + rng.normal(0, 25, (61, 83, 1)), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.jpg"
+    Image.fromarray(raw).save(path, "JPEG", quality=10, exif=exif.tobytes())
+    upright = decode(path).rgb
+    grid = profile_input(path, upright).jpeg_grid
+    luma = upright @ np.array([0.299, 0.587, 0.114])
+    # a block starts where the position in the block is 0: pixel i with (grid + i) % 8 == 0
+    assert _edge_phase(luma, 0) % 8 == (-grid[0]) % 8 and _edge_phase(luma, 1) % 8 == (-grid[1]) % 8
+    if orientation == 1:
+        assert grid == (0, 0)
+
+
+def test_only_jpegs_have_a_grid_and_what_ran_tells_the_band_workers(tmp_path):
+    from worker.engine.base import Condition
+    from worker.engine.selection import Selection, ran_condition
+
+    assert _profile(tmp_path, "PNG").jpeg_grid is None and _profile(tmp_path, "WEBP", quality=60).jpeg_grid is None
+    jpeg = _profile(tmp_path, "JPEG", quality=60)
+    selection = Selection("residual_sr_cond", jpeg.strength, "JPEG quality 60", jpeg)
+    assert selection.condition == Condition(jpeg.strength, (0, 0))
+    assert ran_condition(json.loads(json.dumps(selection.to_dict()))) == selection.condition

@@ -2,11 +2,13 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from worker.engine.base import Condition
 from worker.engine.network import NetworkConfig
 from worker.engine.network_engine import NetworkEngine
 from worker.training.degradation import DegradationConfig
@@ -26,8 +28,11 @@ def data(tmp_path):
     return tmp_path
 
 
-def trainer(data, run_dir, steps, **options):
-    config = TrainConfig(network=NetworkConfig(blocks=1, channels=8), steps=steps, batch=2, lr_patch=12,
+SMALL = NetworkConfig(blocks=1, channels=8)
+
+
+def trainer(data, run_dir, steps, network=SMALL, **options):
+    config = TrainConfig(network=network, steps=steps, batch=2, lr_patch=12,
                          warmup_steps=2, validate_every=2, checkpoint_minutes=0, precision="float32", **options)
     return Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5")
 
@@ -56,22 +61,24 @@ def test_train_resume_extend_and_export(data, tmp_path):
 
 
 def test_conditioned_network_fine_tunes_from_a_shipped_one_on_degraded_patches(data, tmp_path):
-    """Warm start (the head grows a strength channel), degradation-labelled batches, JPEG validation."""
+    """Warm start (the head grows strength and JPEG grid channels), degradation-labelled batches with their
+    grids, JPEG validation, export, and an engine that runs the result."""
     first = trainer(data, tmp_path / "plain", 2)
     first.run()
     export_weights(tmp_path / "plain", tmp_path / "models", name="plain")
     run_dir = tmp_path / "cond"
-    state = trainer(data, run_dir, 2, arch="residual_sr_cond", degradation=DegradationConfig(),
-                    init_from=str(tmp_path / "models" / "plain.weights.h5")).run()
+    state = trainer(data, run_dir, 2, NetworkConfig(blocks=1, channels=8, jpeg_grid=8), arch="residual_sr_cond",
+                    degradation=DegradationConfig(), init_from=str(tmp_path / "models" / "plain.weights.h5")).run()
     assert {"set5_x2", "set5_q75_x2"} <= set(state["last_psnr"])
     weights = export_weights(run_dir, tmp_path / "models")
     record = json.loads((tmp_path / "models" / "residual_sr_cond.json").read_text())
     assert record["arch"] == "residual_sr_cond" and record["conditioned"] is True
+    assert record["network"]["jpeg_grid"] == 8
     assert record["degradation"]["jpeg_quality"] == [30, 95]
     assert record["training"]["data"]["started_from"]["name"] == "plain"
     engine = NetworkEngine(weights)
     image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    assert engine.conditioned and engine.upscale(image, 2, strength=0.5).size == (48, 40)
+    assert engine.conditioned and engine.upscale(image, 2, condition=Condition(0.5, (2, 7))).size == (48, 40)
 
 
 def shipped_like(tmp_path, arch: str, config: NetworkConfig, seed: int):
@@ -101,6 +108,12 @@ def test_warm_start_reproduces_the_source_network_at_strength_zero(tmp_path):
     x = rng.random((1, 10, 10, 3)).astype("float32")
     expected = np.asarray(scale_model(source, 2)(x))
     got = np.asarray(scale_model(target, 2)([x, np.zeros((1, 1), "float32")]))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # and a network told the JPEG grid starts as the one it grows from, whatever the grid
+    told = get_arch("residual_sr_cond").build(replace(config, jpeg_grid=8))
+    warm_start(told, tmp_path / "src.weights.h5")
+    grid = np.array([[1.0, 3.0, 6.0]], "float32")
+    got = np.asarray(scale_model(told, 2)([x, np.zeros((1, 1), "float32"), grid]))
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert keras.mixed_precision.global_policy().name == "float32"
 

@@ -16,6 +16,7 @@ class ArchConfig(Protocol):
     """What every architecture's hyper-parameter object offers."""
 
     scales: tuple[int, ...]
+    jpeg_grid: int  # the JPEG block period the network is told its windows' position in; 0: not told
 
     @property
     def receptive_radius(self) -> int: ...

@@ -109,3 +109,41 @@ class StrengthPlane(keras.layers.Layer):
     def compute_output_shape(self, input_shapes):
         b, h, w, c = input_shapes[0]
         return (b, h, w, c + 1)
+
+
+@keras.saving.register_keras_serializable(package="upscaler")
+class BlockGridPlanes(keras.layers.Layer):
+    """Concatenates one-hot planes telling each pixel where it sits in the JPEG block grid.
+
+    A small network cannot tell a block edge from an image edge by looking: told the grid, it can undo
+    the blocking exactly where the encoder made it. Per sample, ``grid`` is ``(present, row, col)``:
+    whether the input has a block grid at all (a JPEG) and the position inside its block of the window's
+    top-left pixel. Positions come from image coordinates, so every tile of an image sees the planes the
+    whole image would: tiled inference stays exact.
+    """
+
+    def __init__(self, period: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.period = int(period)
+
+    def _one_hot(self, index, offset):
+        position = index + ops.reshape(offset, (-1, 1, 1, 1))
+        position = position - self.period * ops.floor(position / self.period)
+        return ops.cast(ops.equal(position, ops.arange(self.period, dtype="float32")), self.compute_dtype)
+
+    def call(self, inputs):
+        image, grid = inputs
+        grid = ops.cast(grid, "float32")
+        ones = ops.ones_like(image[..., :1], dtype="float32")
+        rows = self._one_hot(ops.cumsum(ones, axis=1) - 1.0, grid[:, 1])
+        cols = self._one_hot(ops.cumsum(ones, axis=2) - 1.0, grid[:, 2])
+        present = ops.reshape(ops.cast(grid[:, 0], self.compute_dtype), (-1, 1, 1, 1))
+        return ops.concatenate([ops.cast(image, self.compute_dtype), rows * present, cols * present], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        b, h, w, c = input_shapes[0]
+        return (b, h, w, c + 2 * self.period)
+
+    def get_config(self):
+        return {**super().get_config(), "period": self.period}
+

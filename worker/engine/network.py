@@ -24,10 +24,11 @@ import re
 from dataclasses import asdict, dataclass, field
 
 import keras
+import numpy as np
 from keras import layers
 
 from worker.engine.archs import register_arch
-from worker.engine.layers import BicubicPhases, PixelShuffle, StrengthPlane
+from worker.engine.layers import BicubicPhases, BlockGridPlanes, PixelShuffle, StrengthPlane
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class NetworkConfig:
     blocks: int = 6
     channels: int = 48
     scales: tuple[int, ...] = field(default=(2, 3, 4))
+    jpeg_grid: int = 0  # block period the network is told its input's position in (8 for JPEG); 0: not told
 
     @property
     def receptive_radius(self) -> int:
@@ -52,12 +54,13 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict) -> NetworkConfig:
         return cls(blocks=int(data["blocks"]), channels=int(data["channels"]),
-                   scales=tuple(int(s) for s in data["scales"]))
+                   scales=tuple(int(s) for s in data["scales"]), jpeg_grid=int(data.get("jpeg_grid", 0)))
 
     def multiply_adds_per_lr_pixel(self, scale: int) -> int:
         """Multiply-adds the network spends per low-resolution input pixel at one scale (for GFLOP/s)."""
         c = self.channels
-        head = 9 * 4 * c  # counts the strength plane too; the plain network is 27 c cheaper, a rounding error
+        # counts the strength plane too (the plain network is 27 c cheaper, a rounding error) and the grid planes
+        head = 9 * (4 + 2 * self.jpeg_grid) * c
         trunk = (2 * self.blocks + 1) * 9 * c * c
         tail = 9 * c * 3 * scale * scale
         skip = 25 * 3 * 3 * scale * scale
@@ -81,7 +84,8 @@ def _conv(channels: int, name: str, dtype: str, activation: str | None = None,
 
 
 def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> keras.Model:
-    """The multi-scale network: per scale one LR input (plus a strength input if conditioned), one HR output.
+    """The multi-scale network: per scale one LR input (plus a strength input if conditioned and a
+    block-grid input if told the JPEG grid), one HR output.
 
     The tails start at zero, so an untrained network is exactly bicubic and training only ever
     learns the missing detail. Input and output pixels are floats in 0..1, NHWC, any spatial size.
@@ -103,6 +107,11 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
             strength = keras.Input(shape=(1,), name=f"strength_x{scale}")
             inputs.append(strength)
             features_in = StrengthPlane(name=f"plane_x{scale}", dtype=dtype)([lr, strength])
+        if config.jpeg_grid:
+            grid = keras.Input(shape=(3,), name=f"grid_x{scale}")
+            inputs.append(grid)
+            planes = BlockGridPlanes(config.jpeg_grid, name=f"grid_planes_x{scale}", dtype=dtype)
+            features_in = planes([features_in, grid])
         head = _conv(config.channels, f"head_x{scale}", dtype)(features_in)
         x = head
         for conv1, conv2 in trunk_blocks:
@@ -131,10 +140,24 @@ def build_residual_sr_cond(config: NetworkConfig, dtype: str = "float32") -> ker
 def scale_model(network: keras.Model, scale: int) -> keras.Model:
     """The single-scale view of a multi-scale network (shares its layers and weights).
 
-    Its inputs are ``[lr]``, or ``[lr, strength]`` for a conditioned network.
+    Its inputs are ``[lr]``, or ``[lr, strength]`` for a conditioned network, plus ``grid`` for one told the
+    JPEG block grid (``NetworkConfig.jpeg_grid``).
     """
     suffix = f"_x{scale}"
     picked = [t for t in network.inputs if t.name.endswith(suffix)]
     scales = [int(t.name.rsplit("x", 1)[-1]) for t in network.inputs if t.name.startswith("lr_")]
     return keras.Model(picked if len(picked) > 1 else picked[0], network.outputs[scales.index(scale)],
                        name=f"{network.name}_x{scale}")
+
+
+def feed(model: keras.Model, lr: dict[int, np.ndarray], strength: dict[int, np.ndarray],
+         grid: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """The arrays ``model`` takes, in its input order: each input's name (``lr_x4``, ``strength_x4``,
+    ``grid_x4``) says which kind and scale it is, so training, validation and the engine feed every
+    architecture of the family one way."""
+    arrays = {"lr": lr, "strength": strength, "grid": grid}
+    fed = []
+    for tensor in model.inputs:
+        kind, scale = tensor.name.rsplit("_x", 1)
+        fed.append(arrays[kind][int(scale)])
+    return fed

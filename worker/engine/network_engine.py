@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from shared.settings import Settings
-from worker.engine.base import ProgressFn
+from worker.engine.base import Condition, ProgressFn, grid_input
 from worker.engine.tiling import batch_size_for, plan_tiles, row_cuts, run_tiled
 
 # Sides below this are edge-padded before inference (and the output cropped): a 1x1 icon still upscales.
@@ -54,12 +54,20 @@ class NetworkEngine:
         """Rough peak bytes per LR pixel of a forward pass: a few live feature maps plus the output."""
         return 4 * (6 * self.config.channels + 3 * scale * scale * 3)
 
-    def predict(self, scale: int, batch: np.ndarray, strength: float | None = None) -> np.ndarray:
-        """Float32 0..1 windows -> float32 0..1 HR windows (no clipping: tests compare raw output)."""
-        inputs = batch
-        if self.conditioned:
-            inputs = [batch, np.full((len(batch), 1), strength or 0.0, np.float32)]
-        return np.asarray(self._models[scale].predict_on_batch(inputs), dtype=np.float32)
+    def predict(self, scale: int, batch: np.ndarray, condition: Condition | None = None,
+                origins: np.ndarray | None = None) -> np.ndarray:
+        """Float32 0..1 windows whose top-left pixels sit at ``origins`` (y, x) in the image -> float32 0..1 HR
+        windows (no clipping: tests compare raw output)."""
+        from worker.engine.network import feed
+
+        condition = condition or Condition()
+        origins = np.zeros((len(batch), 2), int) if origins is None else origins
+        period = self.config.jpeg_grid or 1
+        grids = np.array([grid_input(condition.grid_at(y, x, period)) for y, x in origins], np.float32)
+        strengths = np.full((len(batch), 1), condition.strength or 0.0, np.float32)
+        inputs = feed(self._models[scale], {scale: batch}, {scale: strengths}, {scale: grids})
+        return np.asarray(self._models[scale].predict_on_batch(inputs if len(inputs) > 1 else inputs[0]),
+                          dtype=np.float32)
 
     def _window_and_batch(self, height: int, width: int, scale: int) -> tuple[int, int]:
         window = min(self.tile_size, max(height, width))
@@ -75,7 +83,7 @@ class NetworkEngine:
         return row_cuts(plan_tiles(height, width, window, self.margin)[0])
 
     def upscale_rows(self, rgb: np.ndarray, scale: int, rows: tuple[int, int], progress: ProgressFn | None = None,
-                     strength: float | None = None) -> np.ndarray:
+                     condition: Condition | None = None) -> np.ndarray:
         """HR rows ``rows[0]*scale .. rows[1]*scale`` of ``upscale(rgb)`` (``rows`` from ``band_cuts``), as an
         array of ``rgb``'s dtype (uint8, or uint16 at full depth): only this band's tiles run, each over the same
         window a whole-image run uses."""
@@ -83,7 +91,7 @@ class NetworkEngine:
         if min(height, width) < MIN_SIDE:
             if rgb.dtype != np.uint8:
                 raise ValueError(f"images under {MIN_SIDE} px a side run at 8 bits")
-            return np.asarray(self.upscale(rgb, scale, progress, strength))[rows[0] * scale: rows[1] * scale]
+            return np.asarray(self.upscale(rgb, scale, progress, condition))[rows[0] * scale: rows[1] * scale]
         y0 = rows[0] * scale
         white = float(np.iinfo(rgb.dtype).max)
         output = np.empty(((rows[1] - rows[0]) * scale, width * scale, 3), rgb.dtype)
@@ -92,21 +100,22 @@ class NetworkEngine:
             output[y - y0: y - y0 + core.shape[0], x: x + core.shape[1]] = np.clip(np.round(core * white), 0, white)
 
         window, batch = self._window_and_batch(height, width, scale)
-        run_tiled(lambda b: self.predict(scale, b, strength), rgb, scale, window, self.margin, batch, store,
+        run_tiled(lambda b, at: self.predict(scale, b, condition, at), rgb, scale, window, self.margin, batch, store,
                   progress, rows=rows)
         return output
 
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
-                strength: float | None = None) -> Image.Image:
+                condition: Condition | None = None) -> Image.Image:
         height, width = rgb.shape[:2]
         if min(height, width) < MIN_SIDE:  # the bicubic skip's symmetric padding needs a few pixels of image
             padded = np.pad(rgb, ((0, max(MIN_SIDE - height, 0)), (0, max(MIN_SIDE - width, 0)), (0, 0)), mode="edge")
-            return self.upscale(padded, scale, progress, strength).crop((0, 0, width * scale, height * scale))
+            return self.upscale(padded, scale, progress, condition).crop((0, 0, width * scale, height * scale))
         output = Image.new("RGB", (width * scale, height * scale))
 
         def paste(y: int, x: int, core: np.ndarray) -> None:
             output.paste(Image.fromarray(np.clip(np.round(core * 255.0), 0, 255).astype(np.uint8)), (x, y))
 
         window, batch = self._window_and_batch(height, width, scale)
-        run_tiled(lambda b: self.predict(scale, b, strength), rgb, scale, window, self.margin, batch, paste, progress)
+        run_tiled(lambda b, at: self.predict(scale, b, condition, at), rgb, scale, window, self.margin, batch, paste,
+                  progress)
         return output

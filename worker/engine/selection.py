@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.catalog import AUTO, ModelInfo
+from worker.engine.base import Condition
 from worker.engine.registry import UnknownModel
 from worker.input_profile import InputProfile
 
@@ -24,9 +25,21 @@ class Selection:
     reason: str
     profile: InputProfile
 
+    @property
+    def condition(self) -> Condition:
+        """What the chosen network is told about the input: the strength, and the file's JPEG grid."""
+        return Condition(self.strength, self.profile.jpeg_grid)
+
     def to_dict(self) -> dict:
         return {"model": self.model, "strength": self.strength, "reason": self.reason,
                 "input": self.profile.to_dict()}
+
+
+def ran_condition(ran: dict) -> Condition:
+    """The condition a job ran with, read back from its ``ran`` record (``Selection.to_dict``): what the workers
+    computing its other bands must use."""
+    grid = ran.get("input", {}).get("jpeg_grid")
+    return Condition(ran.get("strength"), tuple(grid) if grid is not None else None)
 
 
 def _why(profile: InputProfile) -> str:

@@ -18,7 +18,8 @@ import numpy as np
 
 from worker.engine.base import ProgressFn
 
-Predict = Callable[[np.ndarray], np.ndarray]  # (N, h, w, 3) float32 0..1 -> (N, h*s, w*s, 3)
+# (N, h, w, 3) float32 0..1 windows and their (N, 2) top-left (y, x) in the image -> (N, h*s, w*s, 3)
+Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Sink = Callable[[int, int, np.ndarray], None]  # (hr_y, hr_x, hr core float32 0..1)
 
 
@@ -90,7 +91,7 @@ def run_tiled(predict: Predict, image: np.ndarray, scale: int, window: int, marg
     done = 0
     for group in batches(tiles, batch):
         windows = np.stack([image[t.window_y: t.window_y + win_h, t.window_x: t.window_x + win_w] for t in group])
-        outputs = predict(windows.astype(np.float32) / white)
+        outputs = predict(windows.astype(np.float32) / white, np.array([(t.window_y, t.window_x) for t in group]))
         for tile, out in zip(group, outputs, strict=True):
             y0, x0 = (tile.core_y0 - tile.window_y) * scale, (tile.core_x0 - tile.window_x) * scale
             y1, x1 = y0 + (tile.core_y1 - tile.core_y0) * scale, x0 + (tile.core_x1 - tile.core_x0) * scale

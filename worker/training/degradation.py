@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -44,6 +45,7 @@ class DegradationConfig:
     jpeg_share: float = 0.95
     jpeg_quality: tuple[int, int] = (30, 95)
     second_jpeg_share: float = 0.12
+    second_jpeg_same_grid_share: float = 0.5  # re-saved as it was; otherwise cropped in between (a new grid)
     chroma_444_share: float = 0.1  # Pillow and most cameras subsample chroma 4:2:0; some encoders do not
 
     def to_dict(self) -> dict:
@@ -78,13 +80,23 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int, subsampling: int, phase: tuple[int, int]) -> np.ndarray:
-    """Encode and decode with Pillow's JPEG encoder; ``phase`` shifts the 8x8 block grid as in a larger photo."""
+    """Encode and decode with Pillow's JPEG encoder; ``phase`` shifts the 8x8 block grid as in a larger photo:
+    the image's top-left pixel sits at ``phase`` (row, col) inside its block."""
     py, px = phase
     padded = np.pad(image, ((py, 0), (px, 0), (0, 0)), mode="edge")
     buffer = io.BytesIO()
     Image.fromarray(padded).save(buffer, "JPEG", quality=int(quality), subsampling=subsampling)
     with Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGB"))[py:, px:]
+
+
+class Degraded(NamedTuple):
+    """A degraded LR patch, its strength label, and where its last JPEG encode put the 8x8 block grid: the
+    position inside its block of the patch's top-left pixel, (row, col); None when no JPEG encode ran."""
+
+    lr: np.ndarray
+    strength: float
+    grid: tuple[int, int] | None = None
 
 
 class Degrader:
@@ -122,17 +134,18 @@ class Degrader:
             noise = self.rng.standard_normal(shape) * sigma
         return np.clip(np.round(image + noise), 0, 255).astype(np.uint8), sigma
 
-    def _jpeg(self, lr: np.ndarray, quality: int) -> np.ndarray:
+    def _jpeg(self, lr: np.ndarray, quality: int, phase: tuple[int, int] | None = None
+              ) -> tuple[np.ndarray, tuple[int, int]]:
         subsampling = 0 if self.rng.random() < self.config.chroma_444_share else 2
-        phase = (int(self.rng.integers(8)), int(self.rng.integers(8)))
-        return jpeg_roundtrip(lr, quality, subsampling, phase)
+        phase = phase or (int(self.rng.integers(8)), int(self.rng.integers(8)))
+        return jpeg_roundtrip(lr, quality, subsampling, phase), phase
 
-    def __call__(self, hr: np.ndarray, scale: int) -> tuple[np.ndarray, float]:
-        """uint8 HR patch (sides divisible by scale) -> (uint8 LR patch, strength 0..1)."""
+    def __call__(self, hr: np.ndarray, scale: int) -> Degraded:
+        """uint8 HR patch (sides divisible by scale) -> uint8 LR patch, strength 0..1 and JPEG grid."""
         h, w = hr.shape[:2]
         cfg = self.config
         if self.rng.random() < cfg.clean_share:
-            return np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC)), 0.0
+            return Degraded(np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC)), 0.0)
         if self.rng.random() < cfg.blur_share:
             hr = self._blur(hr, scale)
         resample = self._resamplers[self.rng.choice(len(self._resamplers), p=self._resampler_p)]
@@ -140,12 +153,13 @@ class Degrader:
         sigma = 0.0
         if self.rng.random() < cfg.noise_share:
             lr, sigma = self._noise(lr)
-        quality = None
+        quality, grid = None, None
         if self.rng.random() < cfg.jpeg_share:
             quality = int(self.rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-            lr = self._jpeg(lr, quality)
+            lr, grid = self._jpeg(lr, quality)
             if self.rng.random() < cfg.second_jpeg_share:
                 second = int(self.rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-                lr = self._jpeg(lr, second)
+                same = self.rng.random() < cfg.second_jpeg_same_grid_share
+                lr, grid = self._jpeg(lr, second, grid if same else None)
                 quality = min(quality, second)
-        return lr, strength_of(quality, sigma)
+        return Degraded(lr, strength_of(quality, sigma), grid)

@@ -12,12 +12,14 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from worker.engine.base import grid_input
 from worker.quality import bicubic_downscale
-from worker.training.degradation import DegradationConfig, Degrader
+from worker.training.degradation import DegradationConfig, Degraded, Degrader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 REDUCED_SIZE_FACTORS = (1.0, 0.6)
@@ -60,7 +62,7 @@ class PatchSampler:
         areas = np.array([s.shape[0] * s.shape[1] for s in sources], dtype=np.float64)
         self.weights = areas / areas.sum()
 
-    def _pair(self, scale: int) -> tuple[np.ndarray, float, np.ndarray]:
+    def _pair(self, scale: int) -> tuple[Degraded, np.ndarray]:
         hr_size = self.lr_patch * scale
         for _ in range(20):
             src = self.sources[self.rng.choice(len(self.sources), p=self.weights)]
@@ -75,22 +77,28 @@ class PatchSampler:
             hr = hr[:, ::-1]
         hr = np.ascontiguousarray(hr)
         if self.degrader is None:
-            return bicubic_downscale(hr, scale), 0.0, hr
-        lr, strength = self.degrader(hr, scale)
-        return lr, strength, hr
+            return Degraded(bicubic_downscale(hr, scale), 0.0), hr
+        return self.degrader(hr, scale), hr
 
     def batch_for_all_scales(self) -> Batch:
-        """One batch per scale, in ``self.scales`` order: LR arrays, strength columns (N, 1), HR arrays."""
-        lrs, strengths, hrs = [], [], []
+        """One batch per scale, in ``self.scales`` order."""
+        batch = Batch([], [], [], [])
         for scale in self.scales:
-            triples = [self._pair(scale) for _ in range(self.batch)]
-            lrs.append(np.stack([t[0] for t in triples]).astype(np.float32) / 255.0)
-            strengths.append(np.array([[t[1]] for t in triples], dtype=np.float32))
-            hrs.append(np.stack([t[2] for t in triples]).astype(np.float32) / 255.0)
-        return lrs, strengths, hrs
+            pairs = [self._pair(scale) for _ in range(self.batch)]
+            batch.lrs.append(np.stack([p[0].lr for p in pairs]).astype(np.float32) / 255.0)
+            batch.strengths.append(np.array([[p[0].strength] for p in pairs], dtype=np.float32))
+            batch.grids.append(np.array([grid_input(p[0].grid) for p in pairs], dtype=np.float32))
+            batch.hrs.append(np.stack([p[1] for p in pairs]).astype(np.float32) / 255.0)
+        return batch
 
 
-Batch = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+class Batch(NamedTuple):
+    """Per scale: LR patches, strength columns (N, 1), JPEG grid rows (N, 3: ``grid_input``), HR patches."""
+
+    lrs: list[np.ndarray]
+    strengths: list[np.ndarray]
+    grids: list[np.ndarray]
+    hrs: list[np.ndarray]
 
 
 def prefetch(sampler: PatchSampler, depth: int = 4) -> Iterator[Batch]:

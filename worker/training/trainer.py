@@ -20,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from worker.engine.archs import get_arch
-from worker.engine.network import NetworkConfig, scale_model
+from worker.engine.base import grid_input
+from worker.engine.network import NetworkConfig, feed, scale_model
 from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
 from worker.training.degradation import DegradationConfig
@@ -87,11 +88,14 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=["mean_absolute_error"] * len(model.outputs))
 
 
-def predict_whole(model: keras.Model, lr: np.ndarray, strength: float | None = None) -> np.ndarray:
-    """Run a single-scale model on one whole uint8 image (validation sized) and return uint8."""
+def predict_whole(model: keras.Model, scale: int, lr: np.ndarray, strength: float = 0.0,
+                  grid: tuple[int, int] | None = None) -> np.ndarray:
+    """Run a single-scale model on one whole uint8 image (validation sized) and return uint8; ``grid`` is
+    where its JPEG block grid starts (None: not a JPEG)."""
     batch = lr[None].astype(np.float32) / 255.0
-    inputs = batch if strength is None else [batch, np.array([[strength]], np.float32)]
-    out = np.asarray(model(inputs, training=False), dtype=np.float32)[0]
+    inputs = feed(model, {scale: batch}, {scale: np.array([[strength]], np.float32)},
+                  {scale: np.array([grid_input(grid)], np.float32)})
+    out = np.asarray(model(inputs if len(inputs) > 1 else inputs[0], training=False), dtype=np.float32)[0]
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -168,7 +172,6 @@ class Trainer:
     def validate(self, model: keras.Model) -> dict[str, float]:
         """Set5 Y-PSNR per scale (validation only: never a training image), clean and, when the run
         learns degradations, from JPEG files of quality 75 with the strength that quality maps to."""
-        conditioned = get_arch(self.config.arch).conditioned
         protocols = {"set5": (None, 0.0)}
         if self.config.degradation:
             protocols[f"set5_q{VALIDATION_JPEG_QUALITY}"] = (VALIDATION_JPEG_QUALITY,
@@ -177,10 +180,10 @@ class Trainer:
         for scale in self.config.network.scales:
             single = scale_model(model, scale)
             for label, (quality, strength) in protocols.items():
-                given = strength if conditioned else None
-                result[f"{label}_x{scale}"] = score(lambda lr, _s, m=single, g=given: predict_whole(m, lr, g),
-                                                    self.validation_images, scale, with_ssim=False,
-                                                    jpeg_quality=quality).psnr
+                grid = (0, 0) if quality else None  # a JPEG file's grid starts at its top-left pixel
+                result[f"{label}_x{scale}"] = score(
+                    lambda lr, s, m=single, st=strength, g=grid: predict_whole(m, s, lr, st, g),
+                    self.validation_images, scale, with_ssim=False, jpeg_quality=quality).psnr
         return result
 
     def _save(self, model: keras.Model, state: dict) -> None:
@@ -228,7 +231,6 @@ class Trainer:
         files = find_images(self.train_dirs)
         self._record_data(files, state["step"])
         sources = load_sources(files, min_side=cfg.lr_patch * max(scales))
-        conditioned = get_arch(cfg.arch).conditioned
         batches = prefetch(PatchSampler(sources, scales, cfg.lr_patch, cfg.batch, seed=cfg.seed + state["step"],
                                         degradation=cfg.degradation))
         last_save = time.monotonic()
@@ -236,9 +238,10 @@ class Trainer:
         losses: list[float] = []
         bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", mininterval=10, dynamic_ncols=True)
         while state["step"] < cfg.steps:
-            lrs, strengths, hrs = next(batches)
-            inputs = [x for pair in zip(lrs, strengths, strict=True) for x in pair] if conditioned else lrs
-            loss = model.train_on_batch(inputs, hrs)
+            batch = next(batches)
+            inputs = feed(model, *(dict(zip(scales, arrays, strict=True))
+                                   for arrays in (batch.lrs, batch.strengths, batch.grids)))
+            loss = model.train_on_batch(inputs, batch.hrs)
             losses.append(float(np.ravel(loss)[0]))
             state["step"] += 1
             bar.update(1)
