@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=6)
     p.add_argument("--channels", type=int, default=48)
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--loss", choices=["l1", "luma_l1"], default="l1",
+                   help="l1 on RGB, or luma_l1: L1 on luma plus a quarter on colour (what Y-PSNR and the eye judge)")
     p.add_argument("--jpeg-grid", type=int, default=0, choices=[0, 8],
                    help="tell the network where its input's JPEG 8x8 block grid lies (8), or not (0)")
     p.add_argument("--seed", type=int, default=1234)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         degradation=DegradationConfig() if args.degrade else None,
         init_from=str(args.init_from) if args.init_from else None,
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps, seed=args.seed, precision=precision,
+        warmup_steps=args.warmup_steps, seed=args.seed, precision=precision, loss=args.loss,
         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
     )
     print(f"training {args.arch} in {precision}")

@@ -41,6 +41,10 @@ class InputMeasured(BaseModel):
     lossy: bool
     jpeg_quality: int | None = Field(None, description="Estimated from the quantization tables.")
     noise_sigma: float = Field(description="Estimated luma noise (0..255 scale).")
+    colour_noise_sigma: float = Field(0.0, description="Estimated per-channel noise seen in the colour differences "
+                                                       "(0..255 scale; about 0 for clean photos and grey noise).")
+    jpeg_grid: list[int] | None = Field(None, description="JPEG only: where the 8x8 block grid lies in the upright "
+                                                          "image (row, col of its top-left pixel inside its block).")
 
 
 class Ran(BaseModel):
@@ -71,7 +75,8 @@ EXAMPLE_JOB = {
     "denoise": "auto", "scale": 4, "width": None, "height": None, "fit": None, "dpi": None, "output_format": "webp",
     "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
-            "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31},
+            "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31,
+                      "colour_noise_sigma": 0.42, "jpeg_grid": [0, 0]},
             "network_scales": [4], "resampled": False, "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
     "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",

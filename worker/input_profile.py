@@ -1,9 +1,11 @@
-"""What an input file tells about the damage it carries: its JPEG quality and its noise level.
+"""What an input file tells about the damage it carries: its JPEG quality, its block grid and its noise.
 
 ``model=auto`` routes on this. A JPEG's quality is read from its quantization tables (the libjpeg
 scaling of the Annex K tables, which Pillow, libjpeg-turbo, mozjpeg and most cameras start from);
 a lossless file's noise is estimated from its flattest regions (Immerkær's Laplacian estimator per
-block, then a low percentile of the blocks, so texture is not mistaken for noise).
+block, then a low percentile of the blocks, so texture is not mistaken for noise), in luma and in the
+colour differences: texture lives almost only in luma, while sensor noise is independent per channel,
+so colour noise stands out of even a very textured photo.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ _CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [
                    + [99] * 38, dtype=np.int64)
 LOSSY_FORMATS = {"JPEG", "MPO"}
 # Luma noise sigma (0..255) from which a lossless input counts as noisy. Clean downscaled photos measure
-# 0.7..1.0 (median) and up to ~6 for the most textured 1 % (grass, foliage: texture reads as noise), so
-# the floor sits above that; colour noise of per-channel sigma s shows as luma sigma ~0.67 s.
+# 0.9 (median) and up to ~8 for the most textured 1 % (grass, foliage: texture reads as noise), so
+# luma alone catches only strong grey noise.
 NOISE_FLOOR_SIGMA = 6.0
-LUMA_NOISE_RATIO = 0.67
+# Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
+# measure 0.35 (median) and at most 3.1; colour noise of per-channel sigma 5 measures 3.9 and more (5th
+# percentile), sigma 10 from 6.1 (``bench``-free numbers: the training images at x2 and x4, see docs/model.md).
+COLOUR_NOISE_FLOOR_SIGMA = 3.5
 BLOCK = 16
+# Blocks this close to black or white are left out: noise there is clipped away and reads as none.
+CLIPPED_MARGIN = 12
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 
 def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
@@ -52,27 +60,53 @@ def estimate_jpeg_quality(tables: dict[int, list[int]]) -> int:
     return min(range(1, 101), key=lambda q: (distance(q), -q))
 
 
-def estimate_noise_sigma(rgb: np.ndarray, strip_blocks: int = 32) -> float:
-    """Standard deviation (0..255) of white noise in an image, from its flattest 16x16 blocks.
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """Standard deviations (0..255) of white noise: in luma, and per channel as seen in the colour differences
+    (about 0 for grey noise, the per-channel sigma for colour noise)."""
+
+    luma: float
+    colour: float
+
+
+def _block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
+    """Mean |Laplacian| of each 16x16 block of a strip (``blocks`` block rows of ``cols`` blocks)."""
+    lap = (plane[:-2, :-2] - 2 * plane[:-2, 1:-1] + plane[:-2, 2:]
+           - 2 * plane[1:-1, :-2] + 4 * plane[1:-1, 1:-1] - 2 * plane[1:-1, 2:]
+           + plane[2:, :-2] - 2 * plane[2:, 1:-1] + plane[2:, 2:])
+    return np.abs(lap).reshape(blocks, BLOCK, cols, BLOCK).mean(axis=(1, 3))
+
+
+def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
+    """White noise in an image, from its flattest 16x16 blocks (those not clipped to black or white).
 
     Computed a strip of block rows at a time, so a 20-megapixel input needs a few MB, not a full float copy.
     """
     height, width = rgb.shape[:2]
     if min(height, width) < 3 * BLOCK:
-        return 0.0
+        return NoiseEstimate(0.0, 0.0)
     rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
-    luma = np.array([0.299, 0.587, 0.114])
-    means = []
+    luma, red, blue, brightness = [], [], [], []
     for first in range(0, rows, strip_blocks):
         last = min(first + strip_blocks, rows)
         strip = rgb[first * BLOCK: last * BLOCK + 2, : cols * BLOCK + 2].astype(np.float64)
-        grey = strip @ luma if strip.ndim == 3 else strip
-        lap = (grey[:-2, :-2] - 2 * grey[:-2, 1:-1] + grey[:-2, 2:]
-               - 2 * grey[1:-1, :-2] + 4 * grey[1:-1, 1:-1] - 2 * grey[1:-1, 2:]
-               + grey[2:, :-2] - 2 * grey[2:, 1:-1] + grey[2:, 2:])
-        means.append(np.abs(lap).reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
-    # Immerkær: sigma = sqrt(pi/2) / 6 * mean|Laplacian| for white noise.
-    return float(np.sqrt(np.pi / 2) / 6 * np.percentile(np.concatenate(means), 10))
+        if strip.ndim == 2:
+            strip = strip[..., None].repeat(3, axis=2)
+        grey = strip @ _LUMA_WEIGHTS
+        luma.append(_block_laplacian(grey, last - first, cols))
+        # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
+        red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))
+        blue.append(_block_laplacian((strip[..., 2] - strip[..., 1]) / np.sqrt(2), last - first, cols))
+        brightness.append(grey[1:-1, 1:-1].reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
+    bright = np.concatenate(brightness).ravel()
+    unclipped = (bright >= CLIPPED_MARGIN) & (bright <= 255 - CLIPPED_MARGIN)
+    keep = unclipped if unclipped.mean() >= 0.1 else np.ones_like(unclipped)
+
+    def sigma(means: list[np.ndarray]) -> float:
+        # Immerkær: sigma = sqrt(pi/2) / 6 * mean|Laplacian| for white noise.
+        return float(np.sqrt(np.pi / 2) / 6 * np.percentile(np.concatenate(means).ravel()[keep], 10))
+
+    return NoiseEstimate(sigma(luma), (sigma(red) + sigma(blue)) / 2)
 
 
 # How ``ImageOps.exif_transpose`` turns each EXIF orientation upright.
@@ -118,8 +152,9 @@ class InputProfile:
     format: str
     lossy: bool
     jpeg_quality: int | None
-    noise_sigma: float
+    noise_sigma: float  # luma
     jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
+    colour_noise_sigma: float = 0.0  # per channel, from the colour differences
 
     @property
     def strength(self) -> float:
@@ -127,21 +162,35 @@ class InputProfile:
 
         A lossy file's strength comes from its quality alone: its noise cannot be told apart from its
         quantisation error by the estimator, and the quality is the reliable signal. A lossless file's
-        comes from its noise, once that is above the texture floor.
+        comes from its noise, once that is above its floor: colour noise by its per-channel sigma, otherwise
+        (grey noise, whose luma sigma is its per-channel sigma) by the luma estimate.
         """
         if self.lossy:
             return round(jpeg_strength(self.jpeg_quality if self.jpeg_quality is not None else 100), 3)
-        if self.noise_sigma < NOISE_FLOOR_SIGMA:
-            return 0.0
-        return round(noise_strength(self.noise_sigma / LUMA_NOISE_RATIO), 3)
+        noise = self.measured_noise
+        return round(noise_strength(noise[1]), 3) if noise else 0.0
+
+    @property
+    def measured_noise(self) -> tuple[str, float] | None:
+        """The noise that makes the input noisy, as (kind, per-channel sigma); None under both floors."""
+        if self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
+            return "colour noise", max(self.colour_noise_sigma, self.noise_sigma)
+        if self.noise_sigma >= NOISE_FLOOR_SIGMA:
+            return "noise", self.noise_sigma
+        return None
+
+    @property
+    def noisy(self) -> bool:
+        return self.measured_noise is not None
 
     @property
     def damaged(self) -> bool:
         """Compressed or noisy: the robust network's kind of input."""
-        return self.lossy or self.noise_sigma >= NOISE_FLOOR_SIGMA
+        return self.lossy or self.noisy
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2)}
+        return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),
+                "colour_noise_sigma": round(self.colour_noise_sigma, 2)}
 
 
 # A lossy WebP does not record its quality; 80 is cwebp's and most CDNs' default.
@@ -173,4 +222,5 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
     lossy = fmt in LOSSY_FORMATS
     if fmt == "WEBP" and not webp_is_lossless(path):
         lossy, quality = True, ASSUMED_WEBP_QUALITY
-    return InputProfile(fmt, lossy, quality, estimate_noise_sigma(rgb), grid)
+    noise = estimate_noise(rgb)
+    return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour)

@@ -12,7 +12,7 @@ from shared.settings import Settings
 from shared.sizing import SizeRequest
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import select
-from worker.input_profile import InputProfile, estimate_jpeg_quality, estimate_noise_sigma, profile_input
+from worker.input_profile import InputProfile, estimate_jpeg_quality, estimate_noise, profile_input
 from worker.render import render
 
 
@@ -35,8 +35,32 @@ def test_jpeg_quality_is_read_back_from_files_pillow_writes(tmp_path, quality, s
 def test_noise_is_measured_on_flat_regions():
     clean = _photo()
     noisy = np.clip(clean + np.random.default_rng(1).normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
-    assert estimate_noise_sigma(clean) < 2
-    assert 6 < estimate_noise_sigma(noisy) < 12  # colour noise of sigma 12 shows as ~8 in luma
+    assert estimate_noise(clean).luma < 2 and estimate_noise(clean).colour < 1
+    measured = estimate_noise(noisy)
+    assert 6 < measured.luma < 12  # colour noise of sigma 12 shows as ~8 in luma
+    assert 10 < measured.colour < 14  # and as itself in the colour differences
+
+
+def test_colour_noise_is_told_from_texture_and_grey_noise_is_not_taken_for_colour(tmp_path):
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:120, 0:160]
+    stripes = 128 + 120 * np.sin(xx * 1.3) * np.cos(yy * 0.9)  # fine achromatic texture, no noise at all
+    texture = np.repeat(stripes[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+    textured = estimate_noise(texture)
+    assert textured.luma > 6 and textured.colour < 1  # luma takes texture for noise; colour does not
+    colour_noise = np.clip(_photo() + rng.normal(0, 5, (120, 160, 3)), 0, 255).astype(np.uint8)
+    grey_noise = np.clip(_photo() + rng.normal(0, 10, (120, 160, 1)), 0, 255).astype(np.uint8)
+    assert estimate_noise(colour_noise).colour > 3.5 and estimate_noise(grey_noise).colour < 1
+    quiet = _profile(tmp_path, "PNG", colour_noise)
+    assert quiet.noisy and quiet.measured_noise[0] == "colour noise" and 0.15 < quiet.strength < 0.4
+
+
+def test_blocks_clipped_to_white_do_not_hide_the_noise():
+    rng = np.random.default_rng(4)
+    image = _photo().astype(float)
+    image[:90] = 255  # three quarters of the picture is blown-out sky: noise there is clipped away
+    noisy = np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
+    assert estimate_noise(noisy).colour > 7
 
 
 def _profile(tmp_path, fmt, image=None, **options):

@@ -143,3 +143,24 @@ def test_precision_follows_the_cpu_flags():
     assert choose_precision("auto", {"avx2", "avx512_bf16"}, backend="tensorflow") == "bfloat16"
     assert choose_precision("auto", {"amx_bf16"}, backend="tensorflow") == "bfloat16"
     assert choose_precision("float32", {"avx512_bf16"}, backend="tensorflow") == "float32"
+
+
+def test_a_run_resumed_with_the_luma_loss_keeps_its_optimizer_and_records_the_change(data, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    state = trainer(data, run_dir, 2, loss="luma_l1").run()  # not extended: the same schedule goes on
+    assert state["step"] == 2
+    state = trainer(data, run_dir, 4, loss="luma_l1").run()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert state["step"] == 4 and saved["loss"] == "luma_l1" and saved["restarts"][0]["loss_before"] == "l1"
+
+
+def test_the_luma_loss_weighs_luma_errors_four_times_colour_errors():
+    from worker.training.trainer import luma_weighted_l1
+
+    target = np.full((1, 2, 2, 3), 0.5, np.float32)
+    grey_error = np.asarray(luma_weighted_l1(target, target + 0.1)).mean()  # all of it in luma
+    colour = np.array([0.1, -0.1 * 0.299 / 0.587, 0.0], np.float32)  # zero luma: all of it in colour
+    colour_error = np.asarray(luma_weighted_l1(target, target + colour)).mean()
+    assert grey_error == pytest.approx(0.1, rel=1e-5)
+    assert colour_error == pytest.approx(0.25 * 0.5 * (abs(-0.0) + 0.1), rel=1e-4)

@@ -45,7 +45,8 @@ def ran_condition(ran: dict) -> Condition:
 def _why(profile: InputProfile) -> str:
     if profile.lossy:
         return f"{profile.format} quality {profile.jpeg_quality}" if profile.jpeg_quality else f"lossy {profile.format}"
-    return f"noise sigma {profile.noise_sigma:.1f}"
+    kind, sigma = profile.measured_noise or ("noise", profile.noise_sigma)
+    return f"{kind} sigma {sigma:.1f}"
 
 
 def select(requested: str, denoise: float | None, profile: InputProfile, catalog: dict[str, ModelInfo]) -> Selection:
