@@ -26,10 +26,11 @@ _LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55
 _CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66]
                    + [99] * 38, dtype=np.int64)
 LOSSY_FORMATS = {"JPEG", "MPO"}
-# Luma noise sigma (0..255) from which a lossless input counts as noisy. Clean downscaled photos measure
-# 0.9 (median) and up to ~8 for the most textured 1 % (grass, foliage: texture reads as noise), so
-# luma alone catches only strong grey noise.
-NOISE_FLOOR_SIGMA = 6.0
+# Luma noise sigma (0..255) from which a lossless input counts as noisy whatever its colour noise (grey noise,
+# which the colour differences cannot see). Clean downscaled photos measure 0.9 (median) and up to ~11 for
+# the most textured (grass, foliage: texture reads as noise): at 8.0, 0.8 % of clean training LR images count
+# as noisy and 98 % of those with grey noise of sigma 10 (100 % from sigma 15).
+NOISE_FLOOR_SIGMA = 8.0
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
 # measure 0.35 (median) and at most 3.1; colour noise of per-channel sigma 5 measures 3.9 and more (5th
 # percentile), sigma 10 from 6.1 (``bench``-free numbers: the training images at x2 and x4, see docs/model.md).
