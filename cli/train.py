@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -25,8 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=6)
     p.add_argument("--channels", type=int, default=48)
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
-    p.add_argument("--loss", choices=["l1", "luma_l1"], default="l1",
-                   help="l1 on RGB, or luma_l1: L1 on luma plus a quarter on colour (what Y-PSNR and the eye judge)")
+    p.add_argument("--loss", choices=["l1", "luma_l1"], default=None,
+                   help="l1 on RGB, or luma_l1: L1 on luma plus a quarter on colour (what Y-PSNR and the eye judge); "
+                        "default: the run's own when resuming, else l1")
     p.add_argument("--jpeg-grid", type=int, default=0, choices=[0, 8],
                    help="tell the network where its input's JPEG 8x8 block grid lies (8), or not (0)")
     p.add_argument("--seed", type=int, default=1234)
@@ -44,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def data_root(explicit: Path | None) -> Path:
     """The training/benchmark data folder: flag, then $UPSCALER_DATA_DIR, then ../shared/data."""
     return explicit or Path(os.environ.get("UPSCALER_DATA_DIR", "../shared/data"))
+
+
+def run_loss(run_dir: Path) -> str:
+    """The loss a run folder trains with (l1 for a new run), so resuming without ``--loss`` keeps it."""
+    config = run_dir / "config.json"
+    return json.loads(config.read_text()).get("loss", "l1") if config.exists() else "l1"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         degradation=DegradationConfig() if args.degrade else None,
         init_from=str(args.init_from) if args.init_from else None,
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps, seed=args.seed, precision=precision, loss=args.loss,
+        warmup_steps=args.warmup_steps, seed=args.seed, precision=precision, loss=args.loss or run_loss(args.run_dir),
         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
     )
     print(f"training {args.arch} in {precision}")

@@ -43,8 +43,10 @@ class InputMeasured(BaseModel):
     noise_sigma: float = Field(description="Estimated luma noise (0..255 scale).")
     colour_noise_sigma: float = Field(0.0, description="Estimated per-channel noise seen in the colour differences "
                                                        "(0..255 scale; about 0 for clean photos and grey noise).")
-    jpeg_grid: list[int] | None = Field(None, description="JPEG only: where the 8x8 block grid lies in the upright "
-                                                          "image (row, col of its top-left pixel inside its block).")
+    jpeg_grid: list[int] | None = Field(
+        None, min_length=2, max_length=2,
+        description="JPEG only: where the 8x8 block grid lies in the upright image (row, col of its top-left pixel "
+                    "inside its block).")
 
 
 class Ran(BaseModel):

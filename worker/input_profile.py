@@ -29,15 +29,17 @@ LOSSY_FORMATS = {"JPEG", "MPO"}
 # Luma noise sigma (0..255) from which a lossless input counts as noisy whatever its colour noise (grey noise,
 # which the colour differences cannot see). Clean downscaled photos measure 0.9 (median) and up to ~11 for
 # the most textured (grass, foliage: texture reads as noise): at 8.0, 0.8 % of clean training LR images count
-# as noisy and 98 % of those with grey noise of sigma 10 (100 % from sigma 15).
+# as noisy and 99.7 % of those with grey noise of sigma 10 (100 % from sigma 15).
 NOISE_FLOOR_SIGMA = 8.0
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
-# measure 0.35 (median) and at most 3.1; colour noise of per-channel sigma 5 measures 3.9 and more (5th
-# percentile), sigma 10 from 6.1 (``bench``-free numbers: the training images at x2 and x4, see docs/model.md).
+# measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
+# has the measurement: the training images' LR at x2 and x4).
 COLOUR_NOISE_FLOOR_SIGMA = 3.5
 BLOCK = 16
-# Blocks this close to black or white are left out: noise there is clipped away and reads as none.
-CLIPPED_MARGIN = 12
+# Blocks with more than this share of pixels at 0 or 255 in some channel are left out unless perfectly flat:
+# noise there is partly clipped away and reads as less than it is, while text or line art on white would read
+# as texture-noise. A perfectly flat block stays in: it says the image has noise-free regions (a graphic).
+CLIPPED_SHARE = 0.1
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 
@@ -79,7 +81,7 @@ def _block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
 
 
 def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
-    """White noise in an image, from its flattest 16x16 blocks (those not clipped to black or white).
+    """White noise in an image, from its flattest 16x16 blocks (not those partly clipped to black or white).
 
     Computed a strip of block rows at a time, so a 20-megapixel input needs a few MB, not a full float copy.
     """
@@ -87,7 +89,7 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
     if min(height, width) < 3 * BLOCK:
         return NoiseEstimate(0.0, 0.0)
     rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
-    luma, red, blue, brightness = [], [], [], []
+    luma, red, blue, clipped = [], [], [], []
     for first in range(0, rows, strip_blocks):
         last = min(first + strip_blocks, rows)
         strip = rgb[first * BLOCK: last * BLOCK + 2, : cols * BLOCK + 2].astype(np.float64)
@@ -98,10 +100,12 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
         # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
         red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))
         blue.append(_block_laplacian((strip[..., 2] - strip[..., 1]) / np.sqrt(2), last - first, cols))
-        brightness.append(grey[1:-1, 1:-1].reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
-    bright = np.concatenate(brightness).ravel()
-    unclipped = (bright >= CLIPPED_MARGIN) & (bright <= 255 - CLIPPED_MARGIN)
-    keep = unclipped if unclipped.mean() >= 0.1 else np.ones_like(unclipped)
+        inner = strip[1:-1, 1:-1]
+        at_limit = ((inner <= 0) | (inner >= 255)).any(axis=-1)
+        clipped.append(at_limit.reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
+    flat = (np.concatenate(luma) == 0) & (np.concatenate(red) == 0) & (np.concatenate(blue) == 0)
+    usable = ((np.concatenate(clipped) <= CLIPPED_SHARE) | flat).ravel()
+    keep = usable if usable.mean() >= 0.1 else np.ones_like(usable)
 
     def sigma(means: list[np.ndarray]) -> float:
         # Immerkær: sigma = sqrt(pi/2) / 6 * mean|Laplacian| for white noise.
@@ -175,7 +179,7 @@ class InputProfile:
     def measured_noise(self) -> tuple[str, float] | None:
         """The noise that makes the input noisy, as (kind, per-channel sigma); None under both floors."""
         if self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
-            return "colour noise", max(self.colour_noise_sigma, self.noise_sigma)
+            return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
         if self.noise_sigma >= NOISE_FLOOR_SIGMA:
             return "noise", self.noise_sigma
         return None

@@ -155,3 +155,16 @@ def test_only_jpegs_have_a_grid_and_what_ran_tells_the_band_workers(tmp_path):
     selection = Selection("residual_sr_cond", jpeg.strength, "JPEG quality 60", jpeg)
     assert selection.condition == Condition(jpeg.strength, (0, 0))
     assert ran_condition(json.loads(json.dumps(selection.to_dict()))) == selection.condition
+
+
+@pytest.mark.parametrize("background", [255, 0])
+def test_text_on_white_or_black_is_clean_not_noisy(tmp_path, background):
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (800, 600), (background,) * 3)
+    draw = ImageDraw.Draw(image)
+    for row in range(0, 600, 40):
+        colour = (200, 30, 60) if row % 80 else (20, 90, 200)
+        draw.text((10, row), "Invoice 2026-11 total 1,234.56 EUR " * 3, fill=colour)
+    profile = _profile(tmp_path, "PNG", np.asarray(image))
+    assert not profile.noisy and profile.strength == 0.0

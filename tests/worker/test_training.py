@@ -164,3 +164,16 @@ def test_the_luma_loss_weighs_luma_errors_four_times_colour_errors():
     colour_error = np.asarray(luma_weighted_l1(target, target + colour)).mean()
     assert grey_error == pytest.approx(0.1, rel=1e-5)
     assert colour_error == pytest.approx(0.25 * 0.5 * (abs(-0.0) + 0.1), rel=1e-4)
+
+
+def test_resuming_a_run_unchanged_records_no_restart_and_keeps_its_loss(data, tmp_path):
+    from cli.train import run_loss
+
+    run_dir = tmp_path / "run"
+    assert run_loss(run_dir) == "l1"  # a new run
+    options = {"arch": "residual_sr_cond", "degradation": DegradationConfig(), "loss": "luma_l1"}
+    trainer(data, run_dir, 2, **options).run()
+    trainer(data, run_dir, 2, **options).run()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert "restarts" not in saved  # the same mix and loss: nothing to record
+    assert run_loss(run_dir) == "luma_l1"  # what `upscaler train` resumes with when --loss is not given

@@ -158,6 +158,8 @@ def feed(model: keras.Model, lr: dict[int, np.ndarray], strength: dict[int, np.n
     arrays = {"lr": lr, "strength": strength, "grid": grid}
     fed = []
     for tensor in model.inputs:
-        kind, scale = tensor.name.rsplit("_x", 1)
+        kind, _, scale = tensor.name.rpartition("_x")
+        if kind not in arrays or not scale.isdigit():
+            raise ValueError(f"network input {tensor.name!r} is not named <kind>_x<scale> with a known kind")
         fed.append(arrays[kind][int(scale)])
     return fed

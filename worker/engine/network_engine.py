@@ -51,8 +51,9 @@ class NetworkEngine:
         self.memory_budget = memory_budget_mb * 1024 * 1024
 
     def bytes_per_lr_pixel(self, scale: int) -> int:
-        """Rough peak bytes per LR pixel of a forward pass: a few live feature maps plus the output."""
-        return 4 * (6 * self.config.channels + 3 * scale * scale * 3)
+        """Rough peak bytes per LR pixel of a forward pass: a few live feature maps, the grid planes (if told the
+        JPEG grid) and the output."""
+        return 4 * (6 * self.config.channels + 2 * 2 * self.config.jpeg_grid + 3 * scale * scale * 3)
 
     def predict(self, scale: int, batch: np.ndarray, condition: Condition | None = None,
                 origins: np.ndarray | None = None) -> np.ndarray:

@@ -53,7 +53,8 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
         "arch": arch.name,
         "conditioned": arch.conditioned,
         "description": f"{arch.description} ({network_config.blocks} blocks x {network_config.channels} ch, trunk "
-                       f"shared by {'/'.join(f'x{s}' for s in network_config.scales)}, trained here)",
+                       f"shared by {'/'.join(f'x{s}' for s in network_config.scales)}"
+                       f"{', told the JPEG block grid' if network_config.jpeg_grid else ''}, trained here)",
         "network": network_config.to_dict(),
         "parameters": {f"x{s}": scale_model(model, s).count_params() for s in network_config.scales},
         "degradation": config.get("degradation"),

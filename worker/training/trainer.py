@@ -174,7 +174,8 @@ class Trainer:
         """
         saved_path = self.run_dir / "config.json"
         saved = json.loads(saved_path.read_text())
-        degradation = self.config.degradation.to_dict() if self.config.degradation else None
+        # compared as JSON: the saved mix holds lists where the config holds tuples
+        degradation = json.loads(json.dumps(self.config.degradation.to_dict())) if self.config.degradation else None
         changed = degradation != saved.get("degradation")
         loss_changed = self.config.loss != saved.get("loss", "l1")
         extend = self.config.steps > saved["steps"]
