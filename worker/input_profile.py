@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from worker.engine.strength import jpeg_strength, noise_strength
+from worker.metadata import ORIENTATION
 
 # ITU-T T.81 Annex K tables (the order does not matter here: only their sums are compared).
 _LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -114,12 +115,7 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
     return NoiseEstimate(sigma(luma), (sigma(red) + sigma(blue)) / 2)
 
 
-# How ``ImageOps.exif_transpose`` turns each EXIF orientation upright.
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
 JPEG_BLOCK = 8
-ORIENTATION_TAG = 0x0112
 
 
 def jpeg_grid(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -135,9 +131,10 @@ def jpeg_grid(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
     proxy_w, proxy_h = JPEG_BLOCK + width % JPEG_BLOCK, JPEG_BLOCK + height % JPEG_BLOCK
     rows, cols = np.mgrid[0:proxy_h, 0:proxy_w]
     proxy = Image.fromarray(((rows % JPEG_BLOCK) * JPEG_BLOCK + cols % JPEG_BLOCK).astype(np.uint8))
-    if orientation in _UPRIGHT:
-        proxy = proxy.transpose(_UPRIGHT[orientation])
-    upright = np.asarray(proxy).astype(int)
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    proxy.info["exif"] = exif.tobytes()
+    upright = np.asarray(ImageOps.exif_transpose(proxy)).astype(int)  # what ``worker.imaging.decode`` does
     origin = divmod(int(upright[0, 0]), JPEG_BLOCK)
 
     def forward(step: int) -> int:
@@ -222,7 +219,7 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
     with Image.open(path) as image:
         fmt = (image.format or "unknown").upper()
         tables = getattr(image, "quantization", None)
-        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION_TAG, 1)) if fmt in LOSSY_FORMATS else None
+        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in LOSSY_FORMATS else None
     quality = estimate_jpeg_quality(tables) if fmt in LOSSY_FORMATS and tables else None
     lossy = fmt in LOSSY_FORMATS
     if fmt == "WEBP" and not webp_is_lossless(path):
