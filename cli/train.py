@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -48,19 +47,13 @@ def data_root(explicit: Path | None) -> Path:
     return explicit or Path(os.environ.get("UPSCALER_DATA_DIR", "../shared/data"))
 
 
-def run_loss(run_dir: Path) -> str:
-    """The loss a run folder trains with (l1 for a new run), so resuming without ``--loss`` keeps it."""
-    config = run_dir / "config.json"
-    return json.loads(config.read_text()).get("loss", "l1") if config.exists() else "l1"
-
-
 def run(args: argparse.Namespace) -> int:
     from worker.engine.network import NetworkConfig
     from worker.engine.threads import limit_threads
     from worker.training.degradation import DegradationConfig
     from worker.training.export import export_weights
     from worker.training.precision import choose_precision
-    from worker.training.trainer import TrainConfig, Trainer
+    from worker.training.trainer import TrainConfig, Trainer, run_loss
 
     limit_threads(args.threads)
     root = data_root(args.data)

@@ -167,7 +167,7 @@ def test_the_luma_loss_weighs_luma_errors_four_times_colour_errors():
 
 
 def test_resuming_a_run_unchanged_records_no_restart_and_keeps_its_loss(data, tmp_path):
-    from cli.train import run_loss
+    from worker.training.trainer import run_loss
 
     run_dir = tmp_path / "run"
     assert run_loss(run_dir) == "l1"  # a new run

@@ -146,4 +146,3 @@ class BlockGridPlanes(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "period": self.period}
-

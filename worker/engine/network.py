@@ -151,10 +151,10 @@ def scale_model(network: keras.Model, scale: int) -> keras.Model:
 
 
 def feed(model: keras.Model, lr: dict[int, np.ndarray], strength: dict[int, np.ndarray],
-         grid: dict[int, np.ndarray]) -> list[np.ndarray]:
-    """The arrays ``model`` takes, in its input order: each input's name (``lr_x4``, ``strength_x4``,
-    ``grid_x4``) says which kind and scale it is, so training, validation and the engine feed every
-    architecture of the family one way."""
+         grid: dict[int, np.ndarray]) -> list[np.ndarray] | np.ndarray:
+    """The arrays ``model`` takes, in its input order (the array alone for a one-input model, as
+    ``scale_model`` builds it): each input's name (``lr_x4``, ``strength_x4``, ``grid_x4``) says which kind
+    and scale it is, so training, validation and the engine feed every architecture of the family one way."""
     arrays = {"lr": lr, "strength": strength, "grid": grid}
     fed = []
     for tensor in model.inputs:
@@ -162,4 +162,4 @@ def feed(model: keras.Model, lr: dict[int, np.ndarray], strength: dict[int, np.n
         if kind not in arrays or not scale.isdigit():
             raise ValueError(f"network input {tensor.name!r} is not named <kind>_x<scale> with a known kind")
         fed.append(arrays[kind][int(scale)])
-    return fed
+    return fed if len(fed) > 1 else fed[0]

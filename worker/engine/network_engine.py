@@ -67,8 +67,7 @@ class NetworkEngine:
         grids = np.array([grid_input(condition.grid_at(y, x, period)) for y, x in origins], np.float32)
         strengths = np.full((len(batch), 1), condition.strength or 0.0, np.float32)
         inputs = feed(self._models[scale], {scale: batch}, {scale: strengths}, {scale: grids})
-        return np.asarray(self._models[scale].predict_on_batch(inputs if len(inputs) > 1 else inputs[0]),
-                          dtype=np.float32)
+        return np.asarray(self._models[scale].predict_on_batch(inputs), dtype=np.float32)
 
     def _window_and_batch(self, height: int, width: int, scale: int) -> tuple[int, int]:
         window = min(self.tile_size, max(height, width))

@@ -50,6 +50,17 @@ def luma_weighted_l1(y_true, y_pred):
 
 
 LOSSES = {"l1": "mean_absolute_error", "luma_l1": luma_weighted_l1}
+
+
+def _losses(model: keras.Model, loss: str) -> list:
+    """The same loss (a ``LOSSES`` key) for every scale's output."""
+    return [LOSSES[loss]] * len(model.outputs)
+
+
+def run_loss(run_dir: Path) -> str:
+    """The loss a run folder trains with (l1 for a new run), so a resume that names none keeps it."""
+    config = Path(run_dir) / "config.json"
+    return json.loads(config.read_text()).get("loss", "l1") if config.exists() else "l1"
 VALIDATION_JPEG_QUALITY = 75
 
 
@@ -107,7 +118,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
         warmup_target=config.learning_rate,
         warmup_steps=config.warmup_steps,
     )
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=[LOSSES[config.loss]] * len(model.outputs))
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=_losses(model, config.loss))
 
 
 def predict_whole(model: keras.Model, scale: int, lr: np.ndarray, strength: float = 0.0,
@@ -117,7 +128,7 @@ def predict_whole(model: keras.Model, scale: int, lr: np.ndarray, strength: floa
     batch = lr[None].astype(np.float32) / 255.0
     inputs = feed(model, {scale: batch}, {scale: np.array([[strength]], np.float32)},
                   {scale: np.array([grid_input(grid)], np.float32)})
-    out = np.asarray(model(inputs if len(inputs) > 1 else inputs[0], training=False), dtype=np.float32)[0]
+    out = np.asarray(model(inputs, training=False), dtype=np.float32)[0]
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -193,7 +204,7 @@ class Trainer:
         if loss_changed:  # the same optimizer (its step, moments and schedule) goes on with the new loss
             entry["loss_before"] = saved.get("loss", "l1")
             saved["loss"] = self.config.loss
-            model.compile(optimizer=model.optimizer, loss=[LOSSES[self.config.loss]] * len(model.outputs))
+            model.compile(optimizer=model.optimizer, loss=_losses(model, self.config.loss))
         saved.setdefault("restarts", []).append(entry)
         saved_path.write_text(json.dumps(saved, indent=2))
 
