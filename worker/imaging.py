@@ -44,6 +44,11 @@ class DecodedImage:
         """16 bits per sample: the network runs on them and a PNG/TIFF output keeps them."""
         return self.rgb.dtype == np.uint16
 
+    @property
+    def bits(self) -> int:
+        """Bits per sample of the pixels (and of an output written from them at full depth)."""
+        return 8 * self.rgb.dtype.itemsize
+
     def as_8bit(self) -> DecodedImage:
         """The same image at 8 bits per sample (for outputs and paths that only take 8)."""
         if not self.deep:

@@ -120,7 +120,7 @@ def output_rows(folder: Path, decoded: DecodedImage, scale: int) -> RowFile:
     """The row file a ``scale`` times larger output of ``decoded`` is gathered in (``worker.streaming``)."""
     height, width = decoded.rgb.shape[:2]
     return RowFile(folder / "rows.tif", width * scale, height * scale, 1 if decoded.greyscale else 3, scale,
-                   bits=16 if decoded.deep else 8)
+                   bits=decoded.bits)
 
 
 @dataclass
@@ -217,4 +217,4 @@ def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, 
     if checkpoint:
         checkpoint("encode")
     return Rendered(out_width, out_height, {k: round(v, 4) for k, v in timings.items()}, selection, planned,
-                    resampled=False, bands=len(bands), bits=16 if decoded.deep else 8)
+                    resampled=False, bands=len(bands), bits=decoded.bits)
