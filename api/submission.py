@@ -27,7 +27,7 @@ from api.uploads import Upload, read_upload
 from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES
-from shared.limits import EXTENSIONS, check_output, output_pixel_cap
+from shared.limits import EXTENSIONS, check_output
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
 from shared.queue import enqueue_job
 from shared.sizing import SizeError, SizePlan
@@ -110,9 +110,7 @@ def parse(svc: Services) -> Submission:
         raise ApiError("invalid_parameter", f"model {model!r} runs at scales {list(svc.catalog[model].scales)}",
                        field="scale")
     upload = submission.upload
-    cap = output_pixel_cap(planned.is_exact(upload.width, upload.height) and not upload.alpha,
-                           svc.settings.max_output_pixels, svc.settings.max_whole_output_pixels)
-    violation = check_output(planned.width, planned.height, form.format, cap)
+    violation = check_output(planned, upload.width, upload.height, upload.alpha, form.format, svc.settings)
     if violation:
         raise ApiError(violation.code, violation.message)
     return submission

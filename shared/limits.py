@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # sizing imports this module
+    from shared.settings import Settings
+    from shared.sizing import SizePlan
 
 # The one list of output formats (the API schema, the CLI and the worker read it from here).
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
@@ -18,14 +23,18 @@ class LimitViolation:
     message: str
 
 
-def output_pixel_cap(streamed: bool, max_output_pixels: int, max_whole_output_pixels: int) -> int:
-    """The pixel limit of an output: streamed band by band (an exact x2/x3/x4 without alpha, whose memory does not
-    grow with it) or made whole in memory (resampled sizes, x8, alpha)."""
-    return max_output_pixels if streamed else min(max_output_pixels, max_whole_output_pixels)
+def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, output_format: str,
+                 settings: Settings) -> LimitViolation | None:
+    """The reason the output ``planned`` for an ``in_width`` x ``in_height`` input cannot be produced, or None.
 
-
-def check_output(out_w: int, out_h: int, output_format: str, max_output_pixels: int) -> LimitViolation | None:
-    """The reason an ``out_w`` x ``out_h`` output cannot be produced, or None."""
+    Its pixel limit depends on how it is made: streamed band by band (an exact x2/x3/x4 without alpha, whose memory
+    does not grow with it) up to ``max_output_pixels``, or whole in memory (resampled sizes, x8, alpha) up to
+    ``max_whole_output_pixels`` too.
+    """
+    out_w, out_h = planned.width, planned.height
+    max_output_pixels = settings.max_output_pixels
+    if not (planned.is_exact(in_width, in_height) and not alpha):
+        max_output_pixels = min(max_output_pixels, settings.max_whole_output_pixels)
     side = MAX_SIDE[output_format]
     if max(out_w, out_h) > side:
         return LimitViolation("output_too_large",

@@ -15,7 +15,7 @@ from pathlib import Path
 from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES, ImageRejected, sniff
-from shared.limits import EXTENSIONS, check_output, output_pixel_cap
+from shared.limits import EXTENSIONS, check_output
 from shared.models import Job
 from shared.sizing import SizeError, plan
 from shared.states import JobStatus
@@ -113,9 +113,7 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
         planned = plan(found.width, found.height, job.size_request)
     except SizeError as exc:
         raise JobFailure("output_too_large", f"the requested size: {exc}") from exc
-    cap = output_pixel_cap(planned.is_exact(found.width, found.height) and not found.alpha,
-                           settings.max_output_pixels, settings.max_whole_output_pixels)
-    violation = check_output(planned.width, planned.height, job.output_format, cap)
+    violation = check_output(planned, found.width, found.height, found.alpha, job.output_format, settings)
     if violation:
         raise JobFailure(violation.code, violation.message)
     if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
