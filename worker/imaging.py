@@ -28,6 +28,9 @@ JPEG_FULL_CHROMA_FROM = 90  # from this quality on, JPEG keeps full-resolution c
 WEBP_QUALITY = 90
 PNG_COMPRESSION = 1  # zlib level: fast; print-size PNGs are dominated by compression time
 
+# ITU-R 601 luma weights: Pillow's "L" conversion, the Y of Y-PSNR (up to its scale), the noise estimate's luma.
+LUMA_601 = (0.299, 0.587, 0.114)
+
 # Modes Pillow can open that the pipeline normalises before splitting off alpha.
 CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
@@ -142,8 +145,8 @@ def output_pixels(rgb: np.ndarray, greyscale: bool) -> np.ndarray:
         return rgb
     if rgb.dtype == np.uint8:
         return np.asarray(Image.fromarray(rgb).convert("L"))
-    wide = rgb.astype(np.uint64)
-    return ((wide[..., 0] * 299 + wide[..., 1] * 587 + wide[..., 2] * 114 + 500) // 1000).astype(rgb.dtype)
+    per_mille = np.array([round(w * 1000) for w in LUMA_601], np.uint64)  # integers, rounded as Pillow does
+    return (((rgb.astype(np.uint64) * per_mille).sum(axis=-1) + 500) // 1000).astype(rgb.dtype)
 
 
 def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan | None = None) -> Image.Image:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from worker.engine.strength import jpeg_strength, noise_strength
+from worker.imaging import LUMA_601
 from worker.metadata import ORIENTATION
 
 # ITU-T T.81 Annex K tables (the order does not matter here: only their sums are compared).
@@ -41,7 +42,6 @@ BLOCK = 16
 # noise there is partly clipped away and reads as less than it is, while text or line art on white would read
 # as texture-noise. A perfectly flat block stays in: it says the image has noise-free regions (a graphic).
 CLIPPED_SHARE = 0.1
-_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 
 def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
@@ -96,7 +96,7 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
         strip = rgb[first * BLOCK: last * BLOCK + 2, : cols * BLOCK + 2].astype(np.float64)
         if strip.ndim == 2:
             strip = strip[..., None].repeat(3, axis=2)
-        grey = strip @ _LUMA_WEIGHTS
+        grey = strip @ np.array(LUMA_601)
         luma.append(_block_laplacian(grey, last - first, cols))
         # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
         red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))

@@ -24,12 +24,12 @@ from worker.engine.base import grid_input
 from worker.engine.network import NetworkConfig, feed, scale_model
 from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
+from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
 from worker.training.patches import PatchSampler, find_images, load_sources, prefetch
 from worker.training.warm_start import warm_start
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-LUMA = (0.299, 0.587, 0.114)  # BT.601, the Y of the benchmark's Y-PSNR
 CHROMA_WEIGHT = 0.25
 
 
@@ -44,7 +44,7 @@ def luma_weighted_l1(y_true, y_pred):
     from keras import ops
 
     diff = y_true - y_pred
-    luma = ops.sum(diff * ops.convert_to_tensor(LUMA, diff.dtype), axis=-1)
+    luma = ops.sum(diff * ops.convert_to_tensor(LUMA_601, diff.dtype), axis=-1)
     blue, red = diff[..., 2] - luma, diff[..., 0] - luma
     return ops.abs(luma) + CHROMA_WEIGHT * 0.5 * (ops.abs(blue) + ops.abs(red))
 
