@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="auto: bf16 mixed precision only where the CPU has native bf16 (AVX512_BF16/AMX) or on a GPU")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all cores)")
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="processes sampling and degrading patches (0: one thread, enough on a CPU; a GPU needs ~6+)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="a new run trains for this long: its cosine decay is fitted to the step rate measured in "
+                        "the warm-up, so it anneals as the time runs out (--steps is then only the plan)")
     p.add_argument("--export", type=Path, default=None,
                    help="after training, write weights + record into this folder (e.g. shared/weights)")
     p.add_argument("--name", default=None, help="exported model name (default: the architecture's name)")
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, seed=args.seed, precision=precision, loss=args.loss or run_loss(args.run_dir),
         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
+        data_workers=args.data_workers, time_limit_minutes=args.time_limit,
     )
     print(f"training {args.arch} in {precision}")
     trainer = Trainer(args.run_dir, config, [root / "train"], root / "benchmark" / "set5")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-
-from celery import Celery
-from kombu import Queue
+from typing import TYPE_CHECKING
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # imported where an app is made: the CLI's training commands run where Celery is not installed
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 RUN_JOB = "upscaler.run_job"
@@ -32,6 +33,9 @@ PRIORITY_SEPARATOR = ":"
 
 def make_celery(settings: Settings) -> Celery:
     """A configured Celery app (tasks are registered by the worker package, not here)."""
+    from celery import Celery
+    from kombu import Queue
+
     visibility = settings.visibility_timeout or max(settings.job_time_limit * 2, 3600)
     app = Celery("upscaler", broker=settings.redis_url, set_as_current=False)
     app.conf.update(

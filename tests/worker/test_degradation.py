@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from worker.engine.strength import jpeg_strength, noise_strength, strength_of
-from worker.training.degradation import DegradationConfig, Degrader, gaussian_kernel, jpeg_roundtrip
+from worker.training.degradation import DegradationConfig, Degrader, convolve, gaussian_kernel, jpeg_roundtrip
 from worker.training.patches import PatchSampler
 
 
@@ -71,6 +71,16 @@ def test_anisotropic_kernel_is_normalised_and_rotated():
     assert k[k.shape[0] // 2].sum() > k[:, k.shape[1] // 2].sum()  # wide along x, narrow along y
     rotated = gaussian_kernel(2.0, 0.5, np.pi / 2)
     np.testing.assert_allclose(rotated, k.T, atol=1e-9)
+
+
+def test_fft_blur_equals_the_direct_sum_over_taps_with_reflected_borders():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 255, (23, 31, 3))
+    kernel = gaussian_kernel(1.7, 0.6, 0.9) * rng.uniform(0.5, 1.5, (13, 13))  # not symmetric: any kernel
+    r = kernel.shape[0] // 2
+    padded = np.pad(image, ((r, r), (r, r), (0, 0)), mode="reflect")
+    direct = sum(kernel[i, j] * padded[i : i + 23, j : j + 31] for i in range(2 * r + 1) for j in range(2 * r + 1))
+    assert np.allclose(convolve(image, kernel), direct, atol=1e-9)
 
 
 def test_the_grid_label_says_where_the_jpeg_block_edges_are():

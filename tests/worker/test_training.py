@@ -13,7 +13,7 @@ from worker.engine.network import NetworkConfig
 from worker.engine.network_engine import NetworkEngine
 from worker.training.degradation import DegradationConfig
 from worker.training.export import export_weights
-from worker.training.trainer import TrainConfig, Trainer
+from worker.training.trainer import RestartedCosine, TrainConfig, Trainer
 
 
 @pytest.fixture
@@ -177,3 +177,64 @@ def test_resuming_a_run_unchanged_records_no_restart_and_keeps_its_loss(data, tm
     saved = json.loads((run_dir / "config.json").read_text())
     assert "restarts" not in saved  # the same mix and loss: nothing to record
     assert run_loss(run_dir) == "luma_l1"  # what `upscaler train` resumes with when --loss is not given
+
+
+def test_a_time_limited_run_fits_its_cosine_to_the_measured_step_rate(data, tmp_path):
+    import keras
+
+    run_dir = tmp_path / "timed"
+    config = TrainConfig(network=SMALL, steps=100_000, batch=2, lr_patch=12, warmup_steps=5, validate_every=10_000,
+                         checkpoint_minutes=0, precision="float32", time_limit_minutes=0.25)
+    state = Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5").run()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["fitted_at_step"] == 20 and saved["seconds_per_step"] > 0  # warm-up end, at least step 20
+    assert 20 < saved["steps"] < 100_000  # the plan gave way to what fits in the time
+    assert state["step"] == saved["steps"] or state["seconds"] >= 15  # annealed to the end, or stopped at the limit
+    optimizer = keras.models.load_model(run_dir / "checkpoint.keras").optimizer
+    schedule = RestartedCosine(**optimizer.get_config()["learning_rate"]["config"])  # what the checkpoint resumes with
+    assert schedule.total_steps == saved["steps"]
+    assert float(schedule(saved["steps"])) == pytest.approx(0.01 * config.learning_rate)  # fully annealed there
+    assert float(schedule(5)) == pytest.approx(config.learning_rate)  # the warm-up's end, as planned
+    (session,) = saved["trained_on"]
+    assert session["from_step"] == 0 and session["backend"] == keras.backend.backend() and session["device"]
+
+    Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5").run()  # the same command again
+    again = json.loads((run_dir / "config.json").read_text())
+    assert again["steps"] == saved["steps"] and "restarts" not in again  # resumed its fitted schedule, no new plan
+
+
+def test_patch_worker_processes_send_float_batches_from_independent_streams(data):
+    from worker.training.patches import SamplerSpec, batch_stream, find_images
+
+    spec = SamplerSpec(tuple(find_images([data / "train"])), (2, 3), 12, 2, seed=5, degradation=DegradationConfig())
+    stream = batch_stream(spec, workers=2)
+    try:
+        first, second = next(stream), next(stream)
+    finally:
+        stream.close()
+    for batch in (first, second):
+        assert [a.shape for a in batch.lrs] == [(2, 12, 12, 3)] * 2
+        assert [a.shape for a in batch.hrs] == [(2, 24, 24, 3), (2, 36, 36, 3)]
+        assert all(a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1 for a in batch.lrs + batch.hrs)
+        assert [a.shape for a in batch.strengths] == [(2, 1)] * 2 and [a.shape for a in batch.grids] == [(2, 3)] * 2
+    assert not np.array_equal(first.hrs[0], second.hrs[0])  # two streams (or two draws), not one repeated
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_failing_patch_worker_stops_training_with_its_error_instead_of_hanging(data, tmp_path, workers):
+    from worker.training.patches import SamplerSpec, WorkerFailed, batch_stream
+
+    spec = SamplerSpec((tmp_path / "missing.png",), (2,), 12, 2, seed=5)
+    stream = batch_stream(spec, workers=workers)
+    with pytest.raises(WorkerFailed, match=r"missing\.png"):
+        next(stream)
+
+
+def test_data_provenance_names_images_not_their_file_format(tmp_path):
+    from worker.training.trainer import data_provenance
+
+    png = data_provenance([tmp_path / "bsd200" / "1.png", tmp_path / "t91" / "2.bmp"])
+    webp = data_provenance([tmp_path / "bsd200" / "1.webp", tmp_path / "t91" / "2.webp"])
+    other = data_provenance([tmp_path / "bsd200" / "1.png", tmp_path / "t91" / "3.bmp"])
+    assert png == webp and png["folders"] == {"bsd200": 1, "t91": 1} and png["digest_of"] == "folder/stem"
+    assert other["file_list_sha256"] != png["file_list_sha256"]

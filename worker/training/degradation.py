@@ -72,11 +72,18 @@ def gaussian_kernel(sigma_x: float, sigma_y: float, angle: float) -> np.ndarray:
 
 
 def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """'same' 2-D convolution of an HxWxC float image with reflected borders."""
+    """'same' 2-D correlation of an HxWxC float image with an odd square kernel, reflected borders, by the FFT.
+
+    Why the FFT: a blur kernel at x4 is up to 13x13 taps with the default ranges, and summing over every tap
+    made blurred patches 60 % of a batch's sampling time. The kernel is flipped so the FFT's convolution is
+    the correlation the direct sum computed, for any kernel; the reflected border is wide enough that the
+    wrap-around never reaches the result.
+    """
     r = kernel.shape[0] // 2
     padded = np.pad(image, ((r, r), (r, r), (0, 0)), mode="reflect")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape, axis=(0, 1))
-    return np.einsum("hwcij,ij->hwc", windows, kernel)
+    size = padded.shape[:2]
+    spectrum = np.fft.rfft2(padded, axes=(0, 1)) * np.fft.rfft2(kernel[::-1, ::-1], s=size)[..., None]
+    return np.fft.irfft2(spectrum, s=size, axes=(0, 1))[2 * r :, 2 * r :]
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int, subsampling: int, phase: tuple[int, int]) -> np.ndarray:

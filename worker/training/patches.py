@@ -1,16 +1,22 @@
-"""Random LR/HR training patch pairs, built in a background thread.
+"""Random LR/HR training patch pairs, built ahead of the model in a thread or in worker processes.
 
 Without a degradation config the LR is exactly the benchmark's (``bicubic_downscale``); with one, each
 patch goes through ``Degrader`` and carries its strength label. Each source image is also kept
 at a reduced size: Sun-Hays photos are JPEGs, and downscaling them washes out compression
 artefacts, giving cleaner targets and more variety of detail per pixel.
+
+On a GPU one Python thread of Pillow work cannot keep up with the network (a step of 3 scales x 32
+patches needs ~100 JPEG round trips), so ``batch_stream`` can spread the sampling over worker processes;
+they send uint8 patches (a quarter of float32's bytes through the pipe) and a thread here converts them.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,7 +27,7 @@ from worker.engine.base import grid_input
 from worker.quality import bicubic_downscale
 from worker.training.degradation import DegradationConfig, Degraded, Degrader
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 REDUCED_SIZE_FACTORS = (1.0, 0.6)
 
 
@@ -80,16 +86,20 @@ class PatchSampler:
             return Degraded(bicubic_downscale(hr, scale), 0.0), hr
         return self.degrader(hr, scale), hr
 
-    def batch_for_all_scales(self) -> Batch:
-        """One batch per scale, in ``self.scales`` order."""
+    def uint8_batch(self) -> Batch:
+        """One batch per scale, in ``self.scales`` order, pixels as uint8 (what worker processes send)."""
         batch = Batch([], [], [], [])
         for scale in self.scales:
             pairs = [self._pair(scale) for _ in range(self.batch)]
-            batch.lrs.append(np.stack([p[0].lr for p in pairs]).astype(np.float32) / 255.0)
+            batch.lrs.append(np.stack([p[0].lr for p in pairs]))
             batch.strengths.append(np.array([[p[0].strength] for p in pairs], dtype=np.float32))
             batch.grids.append(np.array([grid_input(p[0].grid) for p in pairs], dtype=np.float32))
-            batch.hrs.append(np.stack([p[1] for p in pairs]).astype(np.float32) / 255.0)
+            batch.hrs.append(np.stack([p[1] for p in pairs]))
         return batch
+
+    def batch_for_all_scales(self) -> Batch:
+        """One batch per scale, in ``self.scales`` order, pixels as float32 in 0..1 (what the network takes)."""
+        return to_float(self.uint8_batch())
 
 
 class Batch(NamedTuple):
@@ -101,14 +111,117 @@ class Batch(NamedTuple):
     hrs: list[np.ndarray]
 
 
-def prefetch(sampler: PatchSampler, depth: int = 4) -> Iterator[Batch]:
-    """Yield batches built ahead of time by a daemon thread, so the model never waits on Pillow."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
+def to_float(batch: Batch) -> Batch:
+    """uint8 pixels -> float32 in 0..1; strengths and grids are already float."""
+    return batch._replace(lrs=[a.astype(np.float32) / 255.0 for a in batch.lrs],
+                          hrs=[a.astype(np.float32) / 255.0 for a in batch.hrs])
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Everything a process needs to build its own ``PatchSampler`` (picklable: files, not decoded pixels)."""
+
+    files: tuple[Path, ...]
+    scales: tuple[int, ...]
+    lr_patch: int
+    batch: int
+    seed: int
+    degradation: DegradationConfig | None = None
+
+    def build(self, stream: int = 0) -> PatchSampler:
+        """A sampler over the decoded files; ``stream`` > 0 gives an independent random stream."""
+        sources = load_sources(self.files, min_side=self.lr_patch * max(self.scales))
+        return PatchSampler(sources, self.scales, self.lr_patch, self.batch, seed=self.seed + 7919 * stream,
+                            degradation=self.degradation)
+
+
+class WorkerFailed(RuntimeError):
+    """A patch worker (process or thread) failed: training cannot go on without its batches."""
+
+
+def _produce(spec: SamplerSpec, stream: int, out: multiprocessing.Queue) -> None:
+    """A worker process: build batches until it is terminated; an error goes to the parent, which raises it."""
+    try:
+        sampler = spec.build(stream)
+        while True:
+            out.put(sampler.uint8_batch())
+    except Exception as exc:  # reported to the parent, then this process ends
+        out.put(WorkerFailed(f"patch worker {stream}: {type(exc).__name__}: {exc}"))
+
+
+def batch_stream(spec: SamplerSpec, workers: int = 0, depth: int = 4) -> Iterator[Batch]:
+    """Yield float batches built ahead of time so the model never waits on Pillow.
+
+    ``workers`` = 0: one daemon thread here, batches in a reproducible order (the CPU default, where the
+    model is the bottleneck). ``workers`` > 0: that many processes, each with its own random stream
+    (``spawn``ed, so they inherit no accelerator runtime; each decodes the whole data set, ~0.5 GiB for the
+    570 training images); batches arrive in whatever order they finish. A worker that fails or dies (killed
+    for memory, say) raises ``WorkerFailed`` here instead of leaving training waiting for ever. Closing the
+    generator stops the thread and the processes.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    processes: list = []
+    if workers > 0:
+        context = multiprocessing.get_context("spawn")
+        raw = context.Queue(maxsize=depth * workers)
+        processes = [context.Process(target=_produce, args=(spec, stream, raw), daemon=True,
+                                     name=f"patch-sampler-{stream}") for stream in range(1, workers + 1)]
+        for process in processes:
+            process.start()
+
+    def next_batch(sampler: PatchSampler | None) -> Batch | WorkerFailed | None:
+        """The next batch, a worker's failure, or None when none came within a second."""
+        if sampler is not None:
+            return sampler.batch_for_all_scales()
+        dead = [p for p in processes if p.exitcode is not None]
+        if dead:  # its own error, if it could report one, is among the batches queued before it
+            for _ in range(depth * workers + 1):
+                try:
+                    item = raw.get(timeout=1.0)
+                except queue.Empty:
+                    break
+                if isinstance(item, WorkerFailed):
+                    return item
+            return WorkerFailed(f"{dead[0].name} exited with code {dead[0].exitcode}")
+        try:
+            item = raw.get(timeout=1.0)
+        except queue.Empty:
+            return None
+        return item if isinstance(item, WorkerFailed) else to_float(item)
+
+    def offer(item: Batch | WorkerFailed) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                continue
 
     def produce() -> None:
-        while True:
-            buffer.put(sampler.batch_for_all_scales())
+        try:
+            sampler = spec.build() if workers <= 0 else None
+            while not stop.is_set():
+                item = next_batch(sampler)
+                if item is not None:
+                    offer(item)
+                if isinstance(item, WorkerFailed):
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it
+            offer(WorkerFailed(f"patch sampler: {type(exc).__name__}: {exc}"))
 
-    threading.Thread(target=produce, daemon=True, name="patch-sampler").start()
-    while True:
-        yield buffer.get()
+    threading.Thread(target=produce, daemon=True, name="patch-batches").start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, WorkerFailed):
+                raise item
+            yield item
+    finally:  # closed, collected or failed: nothing more is needed from the workers
+        stop.set()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        if processes:
+            raw.close()

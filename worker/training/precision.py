@@ -37,3 +37,24 @@ def choose_precision(requested: str, flags: set[str] | None = None, backend: str
         if jax.default_backend() == "gpu":
             return "bfloat16"
     return "bfloat16" if NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags) else "float32"
+
+
+def training_device(backend: str | None = None) -> str:
+    """What a run trains on, for its record: the accelerator's name under JAX on a GPU, else the CPU's model."""
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return device.device_kind
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"

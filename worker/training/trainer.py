@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -26,7 +26,8 @@ from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
 from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
-from worker.training.patches import PatchSampler, find_images, load_sources, prefetch
+from worker.training.patches import SamplerSpec, batch_stream, find_images
+from worker.training.precision import training_device
 from worker.training.warm_start import warm_start
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -82,6 +83,10 @@ class TrainConfig:
     loss: str = "l1"  # a LOSSES key
     checkpoint_minutes: float = 5.0
     validate_every: int = 500
+    data_workers: int = 0  # processes sampling patches (0: one thread); a GPU needs several
+    # Wall-clock budget of a new run: the cosine decay is fitted at the end of the warm-up, from the measured
+    # step rate, so the schedule anneals as the time is spent (``steps`` becomes the fitted count).
+    time_limit_minutes: float | None = None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "network": self.network.to_dict(),
@@ -133,12 +138,16 @@ def predict_whole(model: keras.Model, scale: int, lr: np.ndarray, strength: floa
 
 
 def data_provenance(files: list[Path]) -> dict:
-    """What the run really trained on: image counts per folder and a digest of the file list."""
+    """What the run really trained on: image counts per folder and a digest of the file list.
+
+    The digest is over folder/stem, without the suffix: a copy made to carry the data to a GPU machine (in
+    another format, see ``docs/model.md``) names the same images and gives the same digest.
+    """
     folders: dict[str, int] = {}
     for path in files:
         folders[path.parent.name] = folders.get(path.parent.name, 0) + 1
-    digest = hashlib.sha256("\n".join(f"{p.parent.name}/{p.name}" for p in files).encode()).hexdigest()
-    return {"folders": folders, "images": len(files), "file_list_sha256": digest}
+    digest = hashlib.sha256("\n".join(f"{p.parent.name}/{p.stem}" for p in files).encode()).hexdigest()
+    return {"folders": folders, "images": len(files), "file_list_sha256": digest, "digest_of": "folder/stem"}
 
 
 class Trainer:
@@ -163,9 +172,23 @@ class Trainer:
             history.append({**current, "from_step": step})
         path.write_text(json.dumps({**current, "history": history}, indent=2))
 
+    def _record_device(self, step: int) -> None:
+        """``config.json``'s ``trained_on``: the backend and device of every session that changed them."""
+        path = self.run_dir / "config.json"
+        saved = json.loads(path.read_text())
+        current = {"backend": keras.backend.backend(), "device": training_device()}
+        sessions = saved.setdefault("trained_on", [])
+        if not sessions or {k: sessions[-1][k] for k in current} != current:
+            sessions.append({"from_step": step, **current})
+            path.write_text(json.dumps(saved, indent=2))
+
     def _load_or_build(self) -> tuple[keras.Model, dict]:
         if self.checkpoint.exists():
             state = json.loads(self.state_file.read_text())
+            saved = json.loads((self.run_dir / "config.json").read_text())
+            if self.config.time_limit_minutes and "fitted_at_step" in saved:
+                # resuming a time-fitted run goes on with its fitted schedule, not the command's plan
+                self.config = replace(self.config, steps=saved["steps"])
             model = keras.models.load_model(self.checkpoint)
             self._maybe_extend(model, state)
             return model, state
@@ -262,21 +285,49 @@ class Trainer:
         fig.savefig(self.run_dir / "psnr.png", dpi=100)
         plt.close(fig)
 
+    def _fit_schedule(self, model: keras.Model, state: dict, seconds_per_step: float, seconds_left: float) -> None:
+        """Fix the cosine decay's length to the steps that fit in ``seconds_left`` (a time-limited run, at
+        the end of its warm-up): the same curve the planned schedule would follow, just with a measured end."""
+        cfg = self.config
+        steps = state["step"] + max(int(seconds_left / seconds_per_step), 1)
+        model.optimizer.learning_rate = RestartedCosine(cfg.learning_rate, 0, steps, cfg.warmup_steps)
+        model.make_train_function(force=True)  # the schedule is traced into the compiled step
+        self.config = replace(cfg, steps=steps)
+        saved_path = self.run_dir / "config.json"
+        saved = json.loads(saved_path.read_text())
+        saved.update(steps=steps, fitted_at_step=state["step"], seconds_per_step=round(seconds_per_step, 5))
+        saved_path.write_text(json.dumps(saved, indent=2))
+
+    def _fit_step(self, step: int) -> tuple[int, int] | None:
+        """For a time-limited run not fitted yet: the steps between which to time it and the step at which to fit
+        its schedule (the warm-up's end, at least step 20); None if it is fitted or too close to that step.
+
+        The timing starts halfway, after compilation and once the batches prefetched meanwhile are used up."""
+        saved = json.loads((self.run_dir / "config.json").read_text())
+        fit = max(self.config.warmup_steps, 20)
+        if "fitted_at_step" in saved or fit - step < 10:
+            return None
+        return step + (fit - step) // 2, fit
+
     def run(self) -> dict:
-        """Train (or resume) to ``config.steps``; returns the final state."""
+        """Train (or resume) to ``config.steps``, or until ``time_limit_minutes`` run out; returns the final state."""
         model, state = self._load_or_build()
         cfg = self.config
         scales = cfg.network.scales
         files = find_images(self.train_dirs)
         self._record_data(files, state["step"])
-        sources = load_sources(files, min_side=cfg.lr_patch * max(scales))
-        batches = prefetch(PatchSampler(sources, scales, cfg.lr_patch, cfg.batch, seed=cfg.seed + state["step"],
-                                        degradation=cfg.degradation))
+        self._record_device(state["step"])
+        batches = batch_stream(SamplerSpec(tuple(files), scales, cfg.lr_patch, cfg.batch, cfg.seed + state["step"],
+                                           cfg.degradation), cfg.data_workers)
+        session_start = time.monotonic()
+        deadline = session_start + cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else None
+        fit_at = self._fit_step(state["step"]) if deadline else None
+        rate_from: tuple[int, float] | None = None
         last_save = time.monotonic()
         started = time.monotonic() - state["seconds"]
         losses: list[float] = []
         bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", mininterval=10, dynamic_ncols=True)
-        while state["step"] < cfg.steps:
+        while state["step"] < self.config.steps:
             batch = next(batches)
             inputs = feed(model, *(dict(zip(scales, arrays, strict=True))
                                    for arrays in (batch.lrs, batch.strengths, batch.grids)))
@@ -284,7 +335,16 @@ class Trainer:
             losses.append(float(np.ravel(loss)[0]))
             state["step"] += 1
             bar.update(1)
-            if state["step"] % cfg.validate_every == 0 or state["step"] == cfg.steps:
+            now = time.monotonic()
+            if fit_at is not None and state["step"] == fit_at[0]:
+                rate_from = (state["step"], now)
+            if fit_at is not None and state["step"] == fit_at[1] and rate_from:
+                per_step = (now - rate_from[1]) / (state["step"] - rate_from[0])
+                # keep back 10 % for what the rate missed: the recompile, validations (and their compiles), the save
+                self._fit_schedule(model, state, per_step, (deadline - now) * 0.9)
+                bar.total = self.config.steps
+            finished = state["step"] == self.config.steps or (deadline is not None and now > deadline)
+            if state["step"] % cfg.validate_every == 0 or finished:
                 psnrs = self.validate(model)
                 state["seconds"] = time.monotonic() - started
                 losses_mean = float(np.mean(losses))
@@ -294,9 +354,11 @@ class Trainer:
                 losses.clear()
                 state["last_psnr"] = psnrs
                 bar.set_postfix({"loss": f"{losses_mean:.4f}", **{k: f"{p:.2f}" for k, p in psnrs.items()}})
-            if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or state["step"] == cfg.steps:
+            if time.monotonic() - last_save > cfg.checkpoint_minutes * 60 or finished:
                 state["seconds"] = time.monotonic() - started
                 self._save(model, state)
                 last_save = time.monotonic()
+            if finished:
+                break
         bar.close()
         return state
