@@ -135,7 +135,8 @@ class ModelOut(BaseModel):
     denoise: bool = Field(description="Whether jobs with this model take a denoise strength.")
     parameters: dict[str, int]
     benchmark_psnr_y: dict[str, dict[str, dict[str, float]]] = Field(
-        description="Y-PSNR (dB) by protocol (clean, jpeg90, jpeg75, jpeg50, noise), set and scale; "
+        description="Y-PSNR (dB) by protocol (the `upscaler eval --degradation` names: clean, jpeg75, noise_jpeg90, "
+                    "...), set and scale; "
                     "`<set>` is the model, `<set>_bicubic` the baseline on the same inputs (docs/model.md).")
     training_degradation: dict | None = Field(None, description="The damage the network was trained on.")
     routes: dict[str, str] | None = Field(None, description="auto only: which network serves clean and damaged "

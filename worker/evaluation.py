@@ -1,8 +1,9 @@
 """Benchmark evaluation following the protocols of ``../shared/data/README.md``.
 
 HR images are modcropped and degraded with Pillow's bicubic. The *clean* protocol feeds that LR as a
-lossless file; the *jpegQ* protocols save it as a JPEG file of quality Q (what users upload), and *noise*
-adds seeded Gaussian colour noise (sigma 10) before saving it losslessly. The estimate is compared to the
+lossless file; the *jpegQ* protocols save it as a JPEG file of quality Q (what users upload), *noise*
+adds seeded Gaussian colour noise (sigma 10) before saving it losslessly, and *noise_jpeg90* adds the same
+noise before saving it as a JPEG of quality 90 (a camera's high-ISO photo). The estimate is compared to the
 HR image on the Y channel after shaving ``scale`` pixels per border. Bicubic of the same LR file is the
 baseline.
 
@@ -26,7 +27,7 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
-PROTOCOLS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise")
+PROTOCOLS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise", "noise_jpeg90")
 NOISE_SIGMA = 10.0
 
 
@@ -66,13 +67,13 @@ def decode(data: bytes) -> np.ndarray:
 def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[bytes, str]:
     """The LR input of one protocol as file bytes and their suffix."""
     lr = bicubic_downscale(hr, scale)
-    if protocol.startswith("jpeg"):
-        return jpeg_file(lr, int(protocol[4:])), ".jpg"
-    if protocol == "noise":
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if protocol.startswith("noise"):
         noise = np.random.default_rng(seed).standard_normal(lr.shape) * NOISE_SIGMA
         lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
-    elif protocol != "clean":
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if "jpeg" in protocol:
+        return jpeg_file(lr, int(protocol.rsplit("jpeg", 1)[1])), ".jpg"
     buffer = io.BytesIO()
     Image.fromarray(lr).save(buffer, "PNG")
     return buffer.getvalue(), ".png"

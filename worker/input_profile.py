@@ -33,6 +33,13 @@ LOSSY_FORMATS = {"JPEG", "MPO"}
 # the most textured (grass, foliage: texture reads as noise): at 8.0, 0.8 % of clean training LR images count
 # as noisy and 99.7 % of those with grey noise of sigma 10 (100 % from sigma 15).
 NOISE_FLOOR_SIGMA = 8.0
+# Luma noise sigma from which a JPEG (or lossy WebP) counts as noisy too, its strength then the larger of its
+# quality's and its noise's, as the training labels are. Luma only: 4:2:0 chroma averages colour noise away
+# (colour noise of sigma 10 measures 0.4 in the colour differences of a q90 file). A JPEG's ringing and
+# blocking read as noise too (clean q90 files of the training images' LR: median 0.8, 3.6 % at 6 or more),
+# while colour noise of sigma 10 (luma sigma 6.7) measures 6.8 at q90 (90 % at 6 or more), grey sigma 10 reads
+# 10.5; at q75 and below the encoder has already removed most noise from the flat blocks the estimate reads.
+LOSSY_NOISE_FLOOR_SIGMA = 6.0
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
 # measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
 # has the measurement: the training images' LR at x2 and x4).
@@ -162,19 +169,25 @@ class InputProfile:
     def strength(self) -> float:
         """Restoration strength 0..1 for the conditioned network (the training labels' scale).
 
-        A lossy file's strength comes from its quality alone: its noise cannot be told apart from its
-        quantisation error by the estimator, and the quality is the reliable signal. A lossless file's
-        comes from its noise, once that is above its floor: colour noise by its per-channel sigma, otherwise
-        (grey noise, whose luma sigma is its per-channel sigma) by the luma estimate.
+        A lossy file's is its quality's (read from its tables, the reliable signal), or its noise's where that
+        is larger and above the lossy floor (a high-ISO camera photo saved at quality 90: the training labels
+        take the larger of the two the same way). A lossless file's comes from its noise, once that is above
+        its floor: colour noise by its per-channel sigma, otherwise (grey noise, whose luma sigma is its
+        per-channel sigma) by the luma estimate.
         """
-        if self.lossy:
-            return round(jpeg_strength(self.jpeg_quality if self.jpeg_quality is not None else 100), 3)
         noise = self.measured_noise
-        return round(noise_strength(noise[1]), 3) if noise else 0.0
+        noise_part = noise_strength(noise[1]) if noise else 0.0
+        if self.lossy:
+            quality = self.jpeg_quality if self.jpeg_quality is not None else 100
+            return round(max(jpeg_strength(quality), noise_part), 3)
+        return round(noise_part, 3)
 
     @property
     def measured_noise(self) -> tuple[str, float] | None:
-        """The noise that makes the input noisy, as (kind, per-channel sigma); None under both floors."""
+        """The noise that makes the input noisy, as (kind, per-channel sigma); None under the floors (for a
+        lossy file: luma over ``LOSSY_NOISE_FLOOR_SIGMA``)."""
+        if self.lossy:
+            return ("noise", self.noise_sigma) if self.noise_sigma >= LOSSY_NOISE_FLOOR_SIGMA else None
         if self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
         if self.noise_sigma >= NOISE_FLOOR_SIGMA:

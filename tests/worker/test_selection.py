@@ -168,3 +168,22 @@ def test_text_on_white_or_black_is_clean_not_noisy(tmp_path, background):
         draw.text((10, row), "Invoice 2026-11 total 1,234.56 EUR " * 3, fill=colour)
     profile = _profile(tmp_path, "PNG", np.asarray(image))
     assert not profile.noisy and profile.strength == 0.0
+
+
+def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(tmp_path, catalog):
+    from worker.engine.strength import jpeg_strength, noise_strength
+
+    grey_noise = np.clip(_photo() + np.random.default_rng(5).normal(0, 12, (120, 160, 1)), 0, 255).astype(np.uint8)
+    profiles = {}
+    for name, image in (("clean", _photo()), ("noisy", grey_noise)):
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(image).save(path, "JPEG", quality=90)
+        with Image.open(path) as saved:  # profiled as the worker does: on the decoded file
+            profiles[name] = profile_input(path, np.asarray(saved.convert("RGB")))
+    clean, noisy = profiles["clean"], profiles["noisy"]
+    assert not clean.noisy and clean.strength == round(jpeg_strength(90), 3)
+    assert noisy.noisy and noisy.noise_sigma > 8
+    assert noisy.strength == round(noise_strength(noisy.noise_sigma), 3) > jpeg_strength(90) + 0.2
+    chosen = select(AUTO, None, noisy, catalog)
+    assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == noisy.strength
+    assert "quality 90" in chosen.reason and "noise sigma" in chosen.reason

@@ -44,7 +44,8 @@ def ran_condition(ran: dict) -> Condition:
 
 def _why(profile: InputProfile) -> str:
     if profile.lossy:
-        return f"{profile.format} quality {profile.jpeg_quality}" if profile.jpeg_quality else f"lossy {profile.format}"
+        why = f"{profile.format} quality {profile.jpeg_quality}" if profile.jpeg_quality else f"lossy {profile.format}"
+        return f"{why}, noise sigma {profile.noise_sigma:.1f}" if profile.noisy else why
     kind, sigma = profile.measured_noise or ("noise", profile.noise_sigma)
     return f"{kind} sigma {sigma:.1f}"
 

@@ -1,0 +1,39 @@
+"""The benchmark protocols' LR files: what kind of file each one is, seeded, and refused when unknown."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker.evaluation import PROTOCOLS, decode, jpeg_file, lr_file
+from worker.input_profile import estimate_jpeg_quality
+
+
+def _hr():
+    yy, xx = np.mgrid[0:96, 0:128]
+    return np.stack([xx * 2, yy * 2, (xx + yy) % 256], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_each_protocol_writes_the_file_a_user_would_send(protocol):
+    data, suffix = lr_file(_hr(), 4, protocol, seed=3)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (32, 24)
+        if "jpeg" in protocol:
+            assert (suffix, image.format) == (".jpg", "JPEG")
+            assert estimate_jpeg_quality(image.quantization) == int(protocol.rsplit("jpeg", 1)[1])
+        else:
+            assert (suffix, image.format) == (".png", "PNG")
+    assert lr_file(_hr(), 4, protocol, seed=3)[0] == data  # seeded: the same file every run
+
+
+def test_the_noisy_jpeg_protocol_is_the_noise_protocol_saved_as_a_quality_90_jpeg():
+    noisy_lr = decode(lr_file(_hr(), 2, "noise", seed=1)[0])  # lossless: exactly the noisy LR
+    assert lr_file(_hr(), 2, "noise_jpeg90", seed=1)[0] == jpeg_file(noisy_lr, 90)
+    assert lr_file(_hr(), 2, "noise_jpeg90", seed=1)[0] != lr_file(_hr(), 2, "jpeg90", seed=1)[0]
+
+
+def test_an_unknown_protocol_is_refused():
+    with pytest.raises(ValueError, match="unknown protocol"):
+        lr_file(_hr(), 2, "jpeg80")
