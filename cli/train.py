@@ -46,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="exported model name (default: the architecture's name)")
     p.set_defaults(func=run)
 
+    e = sub.add_parser("export", help="write a run's weights and record (e.g. into shared/weights) without training")
+    e.add_argument("run_dir", type=Path, help="a run folder (checkpoint.keras, config.json, state.json)")
+    e.add_argument("--to", type=Path, default=Path("shared/weights"), help="folder of the shipped models")
+    e.add_argument("--name", default=None, help="model name (default: the architecture's name)")
+    e.set_defaults(func=export)
+
 
 def data_root(explicit: Path | None) -> Path:
     """The training/benchmark data folder: flag, then $UPSCALER_DATA_DIR, then ../shared/data."""
@@ -81,4 +87,15 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         path = export_weights(args.run_dir, args.export, args.name)
         print(f"exported {path}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Why not ``train --export``: that resumes the run first, and a run stopped at its time limit would train on.
+    The record's earlier benchmark tables are dropped (they measured other weights): ``upscaler eval --record``."""
+    from worker.training.export import export_weights
+
+    if not (args.run_dir / "checkpoint.keras").exists():
+        raise FileNotFoundError(f"no checkpoint.keras in {args.run_dir}")
+    print(f"exported {export_weights(args.run_dir, args.to, args.name)}")
     return 0

@@ -24,7 +24,7 @@ def run(args, env=None, timeout=300):
 
 def test_every_documented_command_exists():
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert {"api", "worker", "beat", "migrate", "dev", "upscale", "submit", "train", "eval"} <= set(commands)
+    assert {"api", "worker", "beat", "migrate", "dev", "upscale", "submit", "train", "export", "eval"} <= set(commands)
 
 
 @pytest.mark.parametrize("model,out_name,fmt", [("residual_sr", "out.png", "PNG"), ("bicubic", "out.jpg", "JPEG")])

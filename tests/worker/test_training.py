@@ -230,6 +230,22 @@ def test_a_failing_patch_worker_stops_training_with_its_error_instead_of_hanging
         next(stream)
 
 
+def test_export_writes_a_finished_runs_weights_without_training_it(data, tmp_path):
+    import argparse
+
+    from cli.train import export
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    state = (run_dir / "state.json").read_text()
+    assert export(argparse.Namespace(run_dir=run_dir, to=tmp_path / "models", name="tiny")) == 0
+    record = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert record["training"]["steps_done"] == 2 and (tmp_path / "models" / "tiny.weights.h5").exists()
+    assert (run_dir / "state.json").read_text() == state  # nothing trained
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        export(argparse.Namespace(run_dir=tmp_path, to=tmp_path / "models", name=None))
+
+
 def test_data_provenance_names_images_not_their_file_format(tmp_path):
     from worker.training.trainer import data_provenance
 
