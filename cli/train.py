@@ -97,5 +97,6 @@ def export(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "checkpoint.keras").exists():
         raise FileNotFoundError(f"no checkpoint.keras in {args.run_dir}")
-    print(f"exported {export_weights(args.run_dir, args.to, args.name)}")
+    print(f"exported {export_weights(args.run_dir, args.to, args.name)}; its record's benchmark tables are empty "
+          f"until measured again (upscaler eval --record, docs/model.md)")
     return 0

@@ -34,7 +34,9 @@ LOSSY_FORMATS = {"JPEG", "MPO"}
 # as noisy and 99.7 % of those with grey noise of sigma 10 (100 % from sigma 15).
 NOISE_FLOOR_SIGMA = 8.0
 # Luma noise sigma from which a JPEG (or lossy WebP) counts as noisy too, its strength then the larger of its
-# quality's and its noise's, as the training labels are. Luma only: 4:2:0 chroma averages colour noise away
+# quality's and its noise's (the training labels take the larger of the two the same way, though with the noise's
+# per-channel sigma: for colour noise the luma sigma is about 2/3 of it; on noisy q90 files scaling the noise's
+# strength by 0.6..1.5 was best at 1, docs/model.md). Luma only: 4:2:0 chroma averages colour noise away
 # (colour noise of sigma 10 measures 0.4 in the colour differences of a q90 file). A JPEG's ringing and
 # blocking read as noise too (clean q90 files of the training images' LR: median 0.8, 3.6 % at 6 or more),
 # while colour noise of sigma 10 (luma sigma 6.7) measures 6.8 at q90 (90 % at 6 or more), grey sigma 10 reads
@@ -177,10 +179,14 @@ class InputProfile:
         """
         noise = self.measured_noise
         noise_part = noise_strength(noise[1]) if noise else 0.0
-        if self.lossy:
-            quality = self.jpeg_quality if self.jpeg_quality is not None else 100
-            return round(max(jpeg_strength(quality), noise_part), 3)
-        return round(noise_part, 3)
+        return round(max(self.quality_strength, noise_part), 3)
+
+    @property
+    def quality_strength(self) -> float:
+        """The strength a lossy file's quality alone gives (0 for a lossless file)."""
+        if not self.lossy:
+            return 0.0
+        return jpeg_strength(self.jpeg_quality if self.jpeg_quality is not None else 100)
 
     @property
     def measured_noise(self) -> tuple[str, float] | None:

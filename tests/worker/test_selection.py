@@ -187,3 +187,6 @@ def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(
     chosen = select(AUTO, None, noisy, catalog)
     assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == noisy.strength
     assert "quality 90" in chosen.reason and "noise sigma" in chosen.reason
+    heavy = InputProfile("JPEG", True, 50, noisy.noise_sigma)  # the same noise under a heavier compression
+    assert heavy.noisy and heavy.strength == round(jpeg_strength(50), 3)  # the quality's is the larger
+    assert select(AUTO, None, heavy, catalog).reason == "JPEG quality 50"  # so the reason names it alone

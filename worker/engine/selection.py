@@ -45,7 +45,8 @@ def ran_condition(ran: dict) -> Condition:
 def _why(profile: InputProfile) -> str:
     if profile.lossy:
         why = f"{profile.format} quality {profile.jpeg_quality}" if profile.jpeg_quality else f"lossy {profile.format}"
-        return f"{why}, noise sigma {profile.noise_sigma:.1f}" if profile.noisy else why
+        noise_decides = profile.strength > round(profile.quality_strength, 3)
+        return f"{why}, noise sigma {profile.noise_sigma:.1f}" if noise_decides else why
     kind, sigma = profile.measured_noise or ("noise", profile.noise_sigma)
     return f"{kind} sigma {sigma:.1f}"
 
