@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from cli.processes import start_redis, stop
 from shared.webhooks import signing_secret
 from tests.conftest import image_bytes
-from tests.workers import children, start_beat, start_worker, wait_for, with_beat
+from tests.workers import children, start_beat, start_worker, wait_for, wait_until_ready, with_beat
 
 pytestmark = pytest.mark.slow
 
@@ -168,7 +168,7 @@ def test_prefer_wait_answers_with_the_finished_job(settings, tmp_path):
     client = create_app(settings).test_client()
     worker = start_worker(settings, tmp_path / "w.log")
     try:
-        time.sleep(1)
+        wait_until_ready(tmp_path / "w.log")  # what is timed is the wait for the job, not the worker's boot
         response = post(client, model="bicubic", scale="2", headers={"Prefer": "wait=60"})
     finally:
         stop(worker)

@@ -22,6 +22,17 @@ def start_worker(settings: Settings, log: Path, *extra: str, concurrency: int = 
                             env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def wait_until_ready(log: Path, timeout: float = 180) -> None:
+    """Block until a worker started by ``start_worker`` logs that it consumes (its boot imports TensorFlow, which
+    takes long on a loaded machine); fails the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and " ready." in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the worker did not start within {timeout:.0f} s: {log.read_text(errors='replace')[-2000:]}")
+
+
 def start_beat(settings: Settings, log: Path) -> subprocess.Popen:
     """A separate beat process (the sweeper's scheduler), so a worker's children are only its pool."""
     env = {**os.environ, **settings.to_env()}
