@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "default: the run's own when resuming, else l1")
     p.add_argument("--jpeg-grid", type=int, default=0, choices=[0, 8],
                    help="tell the network where its input's JPEG 8x8 block grid lies (8), or not (0)")
+    p.add_argument("--half-res-blocks", type=int, default=0,
+                   help="residual blocks of a half-resolution context branch before the trunk (0: none)")
+    p.add_argument("--half-res-channels", type=int, default=96)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         arch=args.arch,
         network=NetworkConfig(blocks=args.blocks, channels=args.channels, scales=tuple(args.scales),
-                              jpeg_grid=args.jpeg_grid),
+                              jpeg_grid=args.jpeg_grid, half_res_blocks=args.half_res_blocks,
+                              half_res_channels=args.half_res_channels),
         degradation=DegradationConfig() if args.degrade else None,
         init_from=str(args.init_from) if args.init_from else None,
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,

@@ -14,9 +14,12 @@ from worker.engine.network_engine import NetworkEngine
 
 TINY = NetworkConfig(blocks=2, channels=8)
 ARCHS = ["residual_sr", "residual_sr_cond"]
-# Every network shape the engine serves: each architecture, and the conditioned one told the JPEG grid.
+# Every network shape the engine serves: each architecture, the conditioned one told the JPEG grid, and that one
+# with a half-resolution branch (its windows must start on even coordinates).
 VARIANTS = {"residual_sr": ("residual_sr", TINY), "residual_sr_cond": ("residual_sr_cond", TINY),
-            "residual_sr_cond_grid": ("residual_sr_cond", replace(TINY, jpeg_grid=8))}
+            "residual_sr_cond_grid": ("residual_sr_cond", replace(TINY, jpeg_grid=8)),
+            "residual_sr_cond_branch": ("residual_sr_cond", replace(TINY, jpeg_grid=8, half_res_blocks=1,
+                                                                    half_res_channels=8))}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from shared.settings import Settings
 from tests.worker.conftest import ARCHS, TINY, VARIANTS
 from worker.engine.archs import ARCH_REGISTRY, get_arch, register_arch
 from worker.engine.base import Condition
-from worker.engine.layers import BicubicPhases, BlockGridPlanes, PixelShuffle
+from worker.engine.layers import BicubicPhases, BlockGridPlanes, CropLike, PixelShuffle, PixelUnshuffle
 from worker.engine.network import NetworkConfig, feed, scale_model
 from worker.engine.network_engine import NetworkEngine
 from worker.engine.tiling import plan_tiles, run_tiled
@@ -38,6 +38,17 @@ def test_pixel_shuffle_is_depth_to_space():
     import tensorflow as tf
 
     np.testing.assert_array_equal(np.asarray(PixelShuffle(2)(x)), tf.nn.depth_to_space(x, 2).numpy())
+
+
+@pytest.mark.parametrize("size", [(6, 8), (7, 5)])
+def test_pixel_unshuffle_is_undone_by_pixel_shuffle_and_mirrors_an_odd_side(size):
+    x = np.random.default_rng(5).random((2, *size, 3)).astype("float32")
+    cells = np.asarray(PixelUnshuffle()(x))
+    assert cells.shape == (2, (size[0] + 1) // 2, (size[1] + 1) // 2, 12)
+    np.testing.assert_array_equal(np.asarray(CropLike()([PixelShuffle(2)(cells), x])), x)
+    back = np.asarray(PixelShuffle(2)(cells))
+    if size[0] % 2:  # the extra row mirrors the last one
+        np.testing.assert_array_equal(back[:, -1, : size[1]], x[:, -1])
 
 
 def _inputs(model, lr: np.ndarray, scales=TINY.scales) -> list[np.ndarray] | np.ndarray:
@@ -73,6 +84,10 @@ def test_saved_model_reloads_without_lambda_layers(tmp_path, variant):
 
 def test_multiply_adds_counts_every_conv():
     assert TINY.multiply_adds_per_lr_pixel(2) == 9 * 4 * 8 + 5 * 9 * 8 * 8 + 9 * 8 * 12 + 25 * 9 * 4
+    branch = NetworkConfig(blocks=2, channels=8, half_res_blocks=2, half_res_channels=16)
+    # four 3x3 convs and two 1x1 convs (32 <-> 16 channels), each on a quarter of the pixels
+    added = branch.multiply_adds_per_lr_pixel(2) - TINY.multiply_adds_per_lr_pixel(2)
+    assert added == (4 * 9 * 16 * 16 + 2 * 32 * 16) // 4
 
 
 def test_the_registry_builds_from_the_record_and_refuses_unknown_or_duplicate_names():
@@ -130,6 +145,20 @@ def test_tiles_cover_the_image_exactly_once():
     assert (covered == 1).all() and (win_h, win_w) == (40, 40)
 
 
+def test_aligned_tiles_start_on_the_alignment_and_keep_their_margin():
+    height, width, margin = 101, 78, 8
+    tiles, win_h, win_w = plan_tiles(height, width, 40, margin, align=2)
+    covered = np.zeros((height, width), int)
+    for t in tiles:
+        covered[t.core_y0:t.core_y1, t.core_x0:t.core_x1] += 1
+        assert t.window_y % 2 == 0 and t.window_x % 2 == 0
+        assert t.core_y0 == 0 or t.core_y0 - t.window_y >= margin
+        assert t.core_y1 == height or t.window_y + win_h - t.core_y1 >= margin
+        assert t.core_x1 == width or t.window_x + win_w - t.core_x1 >= margin
+        assert t.window_y + win_h <= height and t.window_x + win_w <= width
+    assert (covered == 1).all() and (win_h, win_w) == (39, 40)  # 101 - 39 is even: the last window is flush
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_tiled_inference_equals_whole_image_inference(tiny_engine, scale):
     image = (np.random.default_rng(scale).random((113, 151, 3)) * 255).astype(np.uint8)  # odd, many tiles
@@ -142,7 +171,7 @@ def test_tiled_inference_equals_whole_image_inference(tiny_engine, scale):
 
     calls = []
     run_tiled(lambda b, at: tiny_engine.predict(scale, b, condition, at), image, scale, 48, tiny_engine.margin, 3, sink,
-              lambda done, total: calls.append((done, total)))
+              lambda done, total: calls.append((done, total)), align=tiny_engine.align)
     assert len(calls) > 1 and calls[-1][0] == calls[-1][1] >= 12
     assert np.abs(tiled - whole).max() <= 1e-4
     bicubic = np.asarray(Image.fromarray(image).resize(whole.shape[1::-1], Image.BICUBIC)) / 255
@@ -159,6 +188,20 @@ def test_a_too_small_margin_would_show_seams(tiny_engine):
 
     run_tiled(lambda b, at: tiny_engine.predict(2, b, None, at), image, 2, 48, 2, 4, sink)
     assert np.abs(tiled - whole).max() > 1e-3  # the equality test above is not vacuous
+
+
+def test_a_half_resolution_branch_needs_aligned_windows(tiny_engine):
+    if tiny_engine.align == 1:
+        pytest.skip("only a network with a half-resolution branch needs aligned windows")
+    image = (np.random.default_rng(1).random((95, 97, 3)) * 255).astype(np.uint8)
+    whole = tiny_engine.predict(2, image[None].astype(np.float32) / 255.0)[0]
+    tiled = np.zeros_like(whole)
+
+    def sink(y, x, core):
+        tiled[y:y + core.shape[0], x:x + core.shape[1]] = core
+
+    run_tiled(lambda b, at: tiny_engine.predict(2, b, None, at), image, 2, 48, tiny_engine.margin, 4, sink, align=1)
+    assert np.abs(tiled - whole).max() > 1e-3  # odd window starts see other 2x2 cells: alignment is not vacuous
 
 
 def test_engine_output_is_uint8_rgb_of_the_right_size(tiny_engine):

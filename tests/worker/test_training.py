@@ -136,6 +136,25 @@ def test_warm_start_into_a_deeper_network_starts_as_the_shallower_one(tmp_path):
     assert np.abs(target.get_layer("trunk_b2_conv1").get_weights()[0]).max() > 0
 
 
+def test_warm_start_into_a_network_with_a_half_resolution_branch_starts_as_the_one_without(tmp_path):
+    from worker.engine.archs import get_arch
+    from worker.engine.network import scale_model
+    from worker.training.warm_start import warm_start
+
+    plain = NetworkConfig(blocks=1, channels=8, jpeg_grid=8)
+    source, rng = shipped_like(tmp_path, "residual_sr_cond", plain, seed=3)
+    target = get_arch("residual_sr_cond").build(replace(plain, half_res_blocks=2, half_res_channels=16))
+    assert "branch_in" not in warm_start(target, tmp_path / "src.weights.h5")
+    x, strength = rng.random((1, 13, 11, 3)).astype("float32"), np.full((1, 1), 0.4, "float32")  # odd sides
+    grid = np.array([[1.0, 2.0, 5.0]], "float32")
+    expected = np.asarray(scale_model(source, 4)([x, strength, grid]))
+    got = np.asarray(scale_model(target, 4)([x, strength, grid]))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the branch's inner convs start random; only its closing conv is zero (so its gradient reaches them)
+    assert np.abs(target.get_layer("branch_b1_conv1").get_weights()[0]).max() > 0
+    assert np.abs(target.get_layer("branch_out").get_weights()[0]).max() == 0
+
+
 def test_precision_follows_the_cpu_flags():
     from worker.training.precision import choose_precision
 
@@ -254,3 +273,11 @@ def test_data_provenance_names_images_not_their_file_format(tmp_path):
     other = data_provenance([tmp_path / "bsd200" / "1.png", tmp_path / "t91" / "3.bmp"])
     assert png == webp and png["folders"] == {"bsd200": 1, "t91": 1} and png["digest_of"] == "folder/stem"
     assert other["file_list_sha256"] != png["file_list_sha256"]
+
+
+def test_an_exported_records_description_names_a_half_resolution_branch():
+    from worker.training.export import branch_words
+
+    assert branch_words(NetworkConfig()) == ""
+    assert branch_words(NetworkConfig(half_res_blocks=2, half_res_channels=96)) == \
+        ", a half-resolution branch of 2 blocks x 96 ch"

@@ -21,6 +21,9 @@ class ArchConfig(Protocol):
     @property
     def receptive_radius(self) -> int: ...
 
+    @property
+    def alignment(self) -> int: ...  # windows start on multiples of this (tiling)
+
     def to_dict(self) -> dict: ...
 
     def multiply_adds_per_lr_pixel(self, scale: int) -> int: ...

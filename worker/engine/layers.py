@@ -69,6 +69,44 @@ class PixelShuffle(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="upscaler")
+class PixelUnshuffle(keras.layers.Layer):
+    """Space-to-depth by 2 for NHWC tensors of any size: an odd side is first mirrored by one pixel.
+
+    The mirrored pixel sits on the bottom/right edge only, so cells always start at even coordinates of the
+    input: a window starting at an even image coordinate sees the cells the whole image has (tiling aligns
+    its windows so, ``NetworkConfig.alignment``).
+    """
+
+    def call(self, x):
+        shape = ops.shape(x)
+        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+        x = ops.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="symmetric")
+        half_h, half_w = (height + 1) // 2, (width + 1) // 2
+        x = x[:, : 2 * half_h, : 2 * half_w]
+        x = ops.reshape(x, (batch, half_h, 2, half_w, 2, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (batch, half_h, half_w, 4 * channels))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, None if h is None else (h + 1) // 2, None if w is None else (w + 1) // 2, 4 * c)
+
+
+@keras.saving.register_keras_serializable(package="upscaler")
+class CropLike(keras.layers.Layer):
+    """Crops the first input to the second's height and width (undoes ``PixelUnshuffle``'s odd-side padding)."""
+
+    def call(self, inputs):
+        x, like = inputs
+        shape = ops.shape(like)
+        return x[:, : shape[1], : shape[2]]
+
+    def compute_output_shape(self, input_shapes):
+        (b, _, _, c), (_, h, w, _) = input_shapes
+        return (b, h, w, c)
+
+
+@keras.saving.register_keras_serializable(package="upscaler")
 class BicubicPhases(keras.layers.Layer):
     """The global skip: bicubic upsampling expressed as ``scale**2`` phase channels (not trainable).
 

@@ -28,7 +28,7 @@ import numpy as np
 from keras import layers
 
 from worker.engine.archs import register_arch
-from worker.engine.layers import BicubicPhases, BlockGridPlanes, PixelShuffle, StrengthPlane
+from worker.engine.layers import BicubicPhases, BlockGridPlanes, CropLike, PixelShuffle, PixelUnshuffle, StrengthPlane
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,23 @@ class NetworkConfig:
     channels: int = 48
     scales: tuple[int, ...] = field(default=(2, 3, 4))
     jpeg_grid: int = 0  # block period the network is told its input's position in (8 for JPEG); 0: not told
+    half_res_blocks: int = 0  # residual blocks of the half-resolution branch before the trunk; 0: no branch
+    half_res_channels: int = 96
 
     @property
     def receptive_radius(self) -> int:
         """LR pixels of context each output pixel depends on, per side.
 
-        Every 3x3 conv adds one: head + 2 per block + trunk conv + tail; the bicubic skip needs 2.
+        Every 3x3 conv adds one: head + 2 per block + trunk conv + tail; the bicubic skip needs 2. A 3x3 conv
+        of the half-resolution branch adds two, and its 2x2 cells one more.
         """
-        return max(self.blocks * 2 + 3, 2)
+        branch = 4 * self.half_res_blocks + 1 if self.half_res_blocks else 0
+        return max(self.blocks * 2 + 3, 2) + branch
+
+    @property
+    def alignment(self) -> int:
+        """Image coordinates a window must start on (a multiple of) to see the whole image's 2x2 cells."""
+        return 2 if self.half_res_blocks else 1
 
     def to_dict(self) -> dict:
         return {**asdict(self), "scales": list(self.scales)}
@@ -54,7 +63,9 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict) -> NetworkConfig:
         return cls(blocks=int(data["blocks"]), channels=int(data["channels"]),
-                   scales=tuple(int(s) for s in data["scales"]), jpeg_grid=int(data.get("jpeg_grid", 0)))
+                   scales=tuple(int(s) for s in data["scales"]), jpeg_grid=int(data.get("jpeg_grid", 0)),
+                   half_res_blocks=int(data.get("half_res_blocks", 0)),
+                   half_res_channels=int(data.get("half_res_channels", 96)))
 
     def multiply_adds_per_lr_pixel(self, scale: int) -> int:
         """Multiply-adds the network spends per low-resolution input pixel at one scale (for GFLOP/s)."""
@@ -64,7 +75,9 @@ class NetworkConfig:
         trunk = (2 * self.blocks + 1) * 9 * c * c
         tail = 9 * c * 3 * scale * scale
         skip = 25 * 3 * 3 * scale * scale
-        return head + trunk + tail + skip
+        h = self.half_res_channels
+        branch = (self.half_res_blocks * 2 * 9 * h * h + 2 * 4 * c * h) // 4 if self.half_res_blocks else 0
+        return head + branch + trunk + tail + skip
 
 
 def block_layer_names(index: int) -> tuple[str, str]:
@@ -83,6 +96,34 @@ def _conv(channels: int, name: str, dtype: str, activation: str | None = None,
                          kernel_initializer=kernel_initializer)
 
 
+class _HalfResBranch:
+    """Context at half resolution, added to the head's features before the trunk.
+
+    Why: a JPEG's damage spans its 8x8 blocks and beyond, wider than the trunk's 15-pixel reach, and at half
+    resolution a 3x3 conv sees twice as far and carries ``half_res_channels`` (4x the cells' worth) for the
+    multiply-adds of a full-resolution one (the multi-scale trunks of JPEG restoration networks, MWCNN, FBCNN).
+    Its closing 1x1 conv starts at zero, so a network warm-started with a new branch computes exactly what it
+    did before.
+    """
+
+    def __init__(self, config: NetworkConfig, dtype: str):
+        h = config.half_res_channels
+        self.unshuffle = PixelUnshuffle(name="branch_unshuffle", dtype=dtype)
+        self.enter = layers.Conv2D(h, 1, name="branch_in", dtype=dtype)
+        self.blocks = [(_conv(h, f"branch_b{i}_conv1", dtype, "relu"), _conv(h, f"branch_b{i}_conv2", dtype))
+                       for i in range(config.half_res_blocks)]
+        self.leave = layers.Conv2D(4 * config.channels, 1, name="branch_out", dtype=dtype, kernel_initializer="zeros")
+        self.dtype = dtype
+
+    def __call__(self, features, scale: int):
+        x = self.enter(self.unshuffle(features))
+        for conv1, conv2 in self.blocks:
+            x = layers.Add(dtype=self.dtype)([x, conv2(conv1(x))])
+        up = PixelShuffle(2, name=f"branch_shuffle_x{scale}", dtype=self.dtype)(self.leave(x))
+        return layers.Add(dtype=self.dtype)([features, CropLike(name=f"branch_crop_x{scale}", dtype=self.dtype)(
+            [up, features])])
+
+
 def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> keras.Model:
     """The multi-scale network: per scale one LR input (plus a strength input if conditioned and a
     block-grid input if told the JPEG grid), one HR output.
@@ -97,6 +138,7 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
         first, second = block_layer_names(i)
         trunk_blocks.append((_conv(config.channels, first, dtype, "relu"), _conv(config.channels, second, dtype)))
     trunk_out = _conv(config.channels, "trunk_out", dtype)
+    branch = _HalfResBranch(config, dtype) if config.half_res_blocks else None
 
     inputs, outputs = [], []
     for scale in config.scales:
@@ -113,6 +155,8 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
             planes = BlockGridPlanes(config.jpeg_grid, name=f"grid_planes_x{scale}", dtype=dtype)
             features_in = planes([features_in, grid])
         head = _conv(config.channels, f"head_x{scale}", dtype)(features_in)
+        if branch is not None:
+            head = branch(head, scale)
         x = head
         for conv1, conv2 in trunk_blocks:
             x = layers.Add(dtype=dtype)([x, conv2(conv1(x))])

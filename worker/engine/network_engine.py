@@ -47,13 +47,15 @@ class NetworkEngine:
         network.load_weights(weights)
         self._models = {s: scale_model(network, s) for s in self.scales}
         self.margin = self.config.receptive_radius + 1
-        self.tile_size = max(tile_size, 2 * self.margin + 16)
+        self.align = self.config.alignment
+        self.tile_size = max(tile_size, 2 * self.margin + self.align + 16)
         self.memory_budget = memory_budget_mb * 1024 * 1024
 
     def bytes_per_lr_pixel(self, scale: int) -> int:
         """Rough peak bytes per LR pixel of a forward pass: a few live feature maps, the grid planes (if told the
-        JPEG grid) and the output."""
-        return 4 * (6 * self.config.channels + 2 * 2 * self.config.jpeg_grid + 3 * scale * scale * 3)
+        JPEG grid), the half-resolution branch's maps (a quarter of the pixels) and the output."""
+        branch = self.config.channels + 3 * self.config.half_res_channels // 4 if self.config.half_res_blocks else 0
+        return 4 * (6 * self.config.channels + 2 * 2 * self.config.jpeg_grid + branch + 3 * scale * scale * 3)
 
     def predict(self, scale: int, batch: np.ndarray, condition: Condition | None = None,
                 origins: np.ndarray | None = None) -> np.ndarray:
@@ -80,7 +82,7 @@ class NetworkEngine:
         if min(height, width) < MIN_SIDE:
             return [0, height]
         window = min(self.tile_size, max(height, width))
-        return row_cuts(plan_tiles(height, width, window, self.margin)[0])
+        return row_cuts(plan_tiles(height, width, window, self.margin, self.align)[0])
 
     def upscale_rows(self, rgb: np.ndarray, scale: int, rows: tuple[int, int], progress: ProgressFn | None = None,
                      condition: Condition | None = None) -> np.ndarray:
@@ -101,7 +103,7 @@ class NetworkEngine:
 
         window, batch = self._window_and_batch(height, width, scale)
         run_tiled(lambda b, at: self.predict(scale, b, condition, at), rgb, scale, window, self.margin, batch, store,
-                  progress, rows=rows)
+                  progress, rows=rows, align=self.align)
         return output
 
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
@@ -117,5 +119,5 @@ class NetworkEngine:
 
         window, batch = self._window_and_batch(height, width, scale)
         run_tiled(lambda b, at: self.predict(scale, b, condition, at), rgb, scale, window, self.margin, batch, paste,
-                  progress)
+                  progress, align=self.align)
         return output

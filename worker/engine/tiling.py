@@ -35,25 +35,36 @@ class Tile:
     core_x1: int
 
 
-def _axis(length: int, window: int, margin: int) -> Iterator[tuple[int, int, int]]:
-    """(window start, core start, core end) along one axis."""
+def _window_side(length: int, window: int, align: int) -> int:
+    """One axis's window size: the whole side if it fits, else ``window`` shortened so that the last window,
+    flush with the far edge, starts on a multiple of ``align`` (as every window does)."""
+    return length if length <= window else window - (length - window) % align
+
+
+def _axis(length: int, window: int, margin: int, align: int) -> Iterator[tuple[int, int, int]]:
+    """(window start, core start, core end) along one axis; window starts are multiples of ``align``."""
     if length <= window:
         yield 0, 0, length
         return
-    core = window - 2 * margin
+    core = window - 2 * margin - (align - 1)  # a start rounded down to the alignment shifts the window left
     for start in range(0, length, core):
         end = min(start + core, length)
-        yield min(max(start - margin, 0), length - window), start, end
+        yield min(max(start - margin, 0) // align * align, length - window), start, end
 
 
-def plan_tiles(height: int, width: int, window: int, margin: int) -> tuple[list[Tile], int, int]:
-    """Tiles covering the image, and the (height, width) every window has."""
-    if window <= 2 * margin and max(height, width) > window:  # an image that fits one window needs no margin
-        raise ValueError(f"tile size {window} must exceed twice the margin {margin}")
+def plan_tiles(height: int, width: int, window: int, margin: int, align: int = 1) -> tuple[list[Tile], int, int]:
+    """Tiles covering the image, and the (height, width) every window has.
+
+    ``align``: windows start on multiples of it (a network with a half-resolution branch needs 2).
+    """
+    win_h, win_w = _window_side(height, window, align), _window_side(width, window, align)
+    tiled_sides = [side for side, length in ((win_h, height), (win_w, width)) if length > window]
+    if any(side <= 2 * margin + align - 1 for side in tiled_sides):  # a side that fits one window needs no margin
+        raise ValueError(f"tile size {window} must exceed twice the margin {margin} (plus the alignment {align})")
     tiles = [Tile(wy, wx, cy0, cy1, cx0, cx1)
-             for wy, cy0, cy1 in _axis(height, window, margin)
-             for wx, cx0, cx1 in _axis(width, window, margin)]
-    return tiles, min(window, height), min(window, width)
+             for wy, cy0, cy1 in _axis(height, win_h, margin, align)
+             for wx, cx0, cx1 in _axis(width, win_w, margin, align)]
+    return tiles, win_h, win_w
 
 
 def batch_size_for(window_h: int, window_w: int, bytes_per_lr_pixel: int, budget_bytes: int) -> int:
@@ -75,14 +86,16 @@ def batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
 
 
 def run_tiled(predict: Predict, image: np.ndarray, scale: int, window: int, margin: int, batch: int,
-              sink: Sink, progress: ProgressFn | None = None, rows: tuple[int, int] | None = None) -> None:
+              sink: Sink, progress: ProgressFn | None = None, rows: tuple[int, int] | None = None,
+              align: int = 1) -> None:
     """Run ``predict`` over ``image`` (uint8, or uint16 for 16-bit inputs) tile by tile, handing each HR core
     (floats, 1.0 = the dtype's white) to ``sink``.
 
-    ``rows`` (LR ``y0, y1`` on cuts of ``row_cuts``) limits the run to the tiles whose cores lie there.
+    ``rows`` (LR ``y0, y1`` on cuts of ``row_cuts``) limits the run to the tiles whose cores lie there;
+    ``align`` is the network's ``alignment`` (see ``plan_tiles``).
     """
     height, width = image.shape[:2]
-    tiles, win_h, win_w = plan_tiles(height, width, window, margin)
+    tiles, win_h, win_w = plan_tiles(height, width, window, margin, align)
     if rows is not None:
         if rows[0] not in row_cuts(tiles) or rows[1] not in row_cuts(tiles):
             raise ValueError(f"rows {rows} do not fall on tile rows {row_cuts(tiles)}")
