@@ -275,9 +275,10 @@ def test_data_provenance_names_images_not_their_file_format(tmp_path):
     assert other["file_list_sha256"] != png["file_list_sha256"]
 
 
-def test_an_exported_records_description_names_a_half_resolution_branch():
-    from worker.training.export import branch_words
-
-    assert branch_words(NetworkConfig()) == ""
-    assert branch_words(NetworkConfig(half_res_blocks=2, half_res_channels=96)) == \
-        ", a half-resolution branch of 2 blocks x 96 ch"
+def test_a_records_shape_words_name_the_grid_and_a_half_resolution_branch():
+    assert NetworkConfig().shape_words == "6 blocks x 48 ch, trunk shared by x2/x3/x4"
+    assert NetworkConfig(jpeg_grid=8, half_res_blocks=2, half_res_channels=96).shape_words == (
+        "6 blocks x 48 ch, trunk shared by x2/x3/x4, told the JPEG block grid, "
+        "a half-resolution branch of 2 blocks x 96 ch")
+    old_record = {"blocks": 6, "channels": 48, "scales": [2, 3, 4], "jpeg_grid": 8}  # written before the branch
+    assert NetworkConfig.from_dict(old_record) == NetworkConfig(jpeg_grid=8)

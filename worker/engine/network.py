@@ -60,12 +60,25 @@ class NetworkConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "scales": list(self.scales)}
 
+    @property
+    def shape_words(self) -> str:
+        """The network's shape in words, for its record's description."""
+        words = f"{self.blocks} blocks x {self.channels} ch, trunk shared by {'/'.join(f'x{s}' for s in self.scales)}"
+        if self.jpeg_grid:
+            words += ", told the JPEG block grid"
+        if self.half_res_blocks:
+            words += f", a half-resolution branch of {self.half_res_blocks} blocks x {self.half_res_channels} ch"
+        return words
+
     @classmethod
     def from_dict(cls, data: dict) -> NetworkConfig:
+        """A config from a record; fields added after a record was written take their defaults."""
+        default = cls()
         return cls(blocks=int(data["blocks"]), channels=int(data["channels"]),
-                   scales=tuple(int(s) for s in data["scales"]), jpeg_grid=int(data.get("jpeg_grid", 0)),
-                   half_res_blocks=int(data.get("half_res_blocks", 0)),
-                   half_res_channels=int(data.get("half_res_channels", 96)))
+                   scales=tuple(int(s) for s in data["scales"]),
+                   jpeg_grid=int(data.get("jpeg_grid", default.jpeg_grid)),
+                   half_res_blocks=int(data.get("half_res_blocks", default.half_res_blocks)),
+                   half_res_channels=int(data.get("half_res_channels", default.half_res_channels)))
 
     def multiply_adds_per_lr_pixel(self, scale: int) -> int:
         """Multiply-adds the network spends per low-resolution input pixel at one scale (for GFLOP/s)."""

@@ -9,7 +9,7 @@ import keras
 
 from shared.catalog import write_record
 from worker.engine.archs import get_arch
-from worker.engine.network import NetworkConfig, scale_model
+from worker.engine.network import scale_model
 
 
 def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
@@ -26,13 +26,6 @@ def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
             parent = json.loads(start_record.read_text())
             data["started_from"] = {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}
     return data
-
-
-def branch_words(config: NetworkConfig) -> str:
-    """How the record's description names a half-resolution branch (nothing without one)."""
-    if not config.half_res_blocks:
-        return ""
-    return f", a half-resolution branch of {config.half_res_blocks} blocks x {config.half_res_channels} ch"
 
 
 def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Path:
@@ -59,10 +52,7 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     write_record(out_dir, name, {
         "arch": arch.name,
         "conditioned": arch.conditioned,
-        "description": f"{arch.description} ({network_config.blocks} blocks x {network_config.channels} ch, trunk "
-                       f"shared by {'/'.join(f'x{s}' for s in network_config.scales)}"
-                       f"{', told the JPEG block grid' if network_config.jpeg_grid else ''}"
-                       f"{branch_words(network_config)}, trained here)",
+        "description": f"{arch.description} ({network_config.shape_words}, trained here)",
         "network": network_config.to_dict(),
         "parameters": {f"x{s}": scale_model(model, s).count_params() for s in network_config.scales},
         "degradation": config.get("degradation"),
