@@ -9,11 +9,13 @@ inference time).
     python bench/huge_image.py                 # 5472x3648, x2 and x4, network and bicubic
     python bench/huge_image.py --size 2000x1500 --scales 4 --engines residual_sr
     python bench/huge_image.py --format tiff          # print output: tiled Deflate (Big)TIFF
+    python bench/huge_image.py --scales 4 --engines residual_sr_cond --precisions float32 bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -73,7 +75,7 @@ def measure(engine_name: str, scale: int, image_path: str, tile: int | None, fmt
     result = {"engine": engine_name, "scale": scale, "input": f"{width}x{height}",
               "output": f"{rendered.width}x{rendered.height}", "inference_s": round(inference, 2),
               "seconds": round(seconds, 2), "ms_per_input_mp": round(inference * 1000 / megapixels, 1),
-              "bands": rendered.bands,
+              "bands": rendered.bands, "precision": rendered.precision or "-",
               "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
     if hasattr(engine, "config"):
         macs = engine.config.multiply_adds_per_lr_pixel(scale)
@@ -83,36 +85,44 @@ def measure(engine_name: str, scale: int, image_path: str, tile: int | None, fmt
 
 
 def main() -> int:
+    from shared.settings import PRECISION_CHOICES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="5472x3648")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--engines", nargs="+", default=["residual_sr", "residual_sr_cond", "bicubic"])
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the setting, 256)")
     parser.add_argument("--format", default="png", choices=["png", "jpeg", "tiff", "webp"])
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISION_CHOICES,
+                        help="UPSCALER_INFERENCE_PRECISION of each run (auto: bf16 where the CPU has it natively)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--make-input", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make_input:
+        make_input(int(args.make_input[0]), int(args.make_input[1]), Path(args.make_input[2]))
+        return 0
     if args.child:
         engine, scale, path = args.child
         print(json.dumps(measure(engine, int(scale), path, args.tile, args.format)))
         return 0
     width, height = (int(v) for v in args.size.split("x"))
     image = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{width}x{height}.png"
-    if not image.exists():
-        make_input(width, height, image)
+    if not image.exists():  # in a child of its own: a forked child starts with its parent's peak RSS
+        subprocess.run([sys.executable, __file__, "--make-input", str(width), str(height), str(image)], check=True)
     print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {os.cpu_count()} CPU cores, {args.format} out")
-    print("| engine | scale | output | inference s | file to file s | ms / input MP | bands | peak RSS (GiB) "
-          "| GFLOP/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for engine in args.engines:
-        for scale in args.scales:
-            cmd = [sys.executable, __file__, "--child", engine, str(scale), str(image), "--format", args.format]
-            if args.tile:
-                cmd += ["--tile", str(args.tile)]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            line = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip()
-            r = json.loads(line.splitlines()[-1])
-            print(f"| {r['engine']} | x{r['scale']} | {r['output']} | {r['inference_s']} | {r['seconds']} | "
-                  f"{r['ms_per_input_mp']} | {r['bands']} | {r['peak_rss_gib']} | {r.get('gflops', '-')} |", flush=True)
+    print("| engine | precision | scale | output | inference s | file to file s | ms / input MP | bands "
+          "| peak RSS (GiB) | GFLOP/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for engine, precision, scale in itertools.product(args.engines, args.precisions, args.scales):
+        cmd = [sys.executable, __file__, "--child", engine, str(scale), str(image), "--format", args.format]
+        if args.tile:
+            cmd += ["--tile", str(args.tile)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_PRECISION": precision}
+        line = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip()
+        r = json.loads(line.splitlines()[-1])
+        print(f"| {r['engine']} | {r['precision']} | x{r['scale']} | {r['output']} | {r['inference_s']} | "
+              f"{r['seconds']} | {r['ms_per_input_mp']} | {r['bands']} | {r['peak_rss_gib']} | "
+              f"{r.get('gflops', '-')} |", flush=True)
     return 0
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from shared.settings import PRECISION_CHOICES
+
     p = sub.add_parser("train", help="train or resume a super-resolution network on ../shared/data/train")
     p.add_argument("--run-dir", type=Path, default=Path("runs/residual_sr"), help="checkpoint/metrics folder")
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
@@ -36,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="auto: bf16 mixed precision only where the CPU has native bf16 (AVX512_BF16/AMX) or on a GPU")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all cores)")
     p.add_argument("--data-workers", type=int, default=0,
@@ -63,10 +65,10 @@ def data_root(explicit: Path | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from worker.engine.network import NetworkConfig
+    from worker.engine.precision import choose_precision
     from worker.engine.threads import limit_threads
     from worker.training.degradation import DegradationConfig
     from worker.training.export import export_weights
-    from worker.training.precision import choose_precision
     from worker.training.trainer import TrainConfig, Trainer, run_loss
 
     limit_threads(args.threads)

@@ -15,6 +15,8 @@ from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 MIN_SECRET_LENGTH = 16
+PRECISIONS = ("float32", "bfloat16")  # what a network computes in (worker.engine.precision maps them to Keras)
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: chosen from the hardware
 
 
 class SettingsError(ValueError):
@@ -85,6 +87,7 @@ class Settings:
     model_load_delay: float = 0.0
     log_format: str = "text"
     inference_threads: int = 0
+    inference_precision: str = "auto"  # auto: bfloat16 where the CPU computes it natively, else float32
 
     @property
     def production(self) -> bool:
@@ -130,6 +133,8 @@ class Settings:
             raise SettingsError("UPSCALER_ENV must be development, production or test")
         if self.log_format not in ("text", "json"):
             raise SettingsError("UPSCALER_LOG_FORMAT must be 'text' or 'json'")
+        if self.inference_precision not in PRECISION_CHOICES:
+            raise SettingsError(f"UPSCALER_INFERENCE_PRECISION must be one of {', '.join(PRECISION_CHOICES)}")
         if self.storage not in ("local", "s3"):
             raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
         if self.production and len(self.secret_key) < MIN_SECRET_LENGTH:

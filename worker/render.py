@@ -34,18 +34,20 @@ class Rendered:
     selection: Selection
     plan: SizePlan
     resampled: bool  # the network's output was resized (or cropped) to reach the exact size
+    precision: str | None  # what the network computed in (None: bicubic)
     bands: int = 0  # how many bands the output was streamed in (0: whole in memory)
     bits: int = 8  # per sample, as written
 
     def ran(self) -> dict:
-        return ran_record(self.selection, self.plan.chain, self.resampled, self.bands, self.bits)
+        return ran_record(self.selection, self.plan.chain, self.resampled, self.precision, self.bands, self.bits)
 
 
-def ran_record(selection: Selection, chain: tuple[int, ...], resampled: bool, bands: int, bits: int) -> dict:
-    """What ran, for the job JSON (``ran``): the network, its strength and why, how the size was reached, in how
-    many bands and at how many bits per sample."""
-    return {**selection.to_dict(), "network_scales": list(chain), "resampled": resampled, "bands": bands,
-            "bits": bits}
+def ran_record(selection: Selection, chain: tuple[int, ...], resampled: bool, precision: str | None, bands: int,
+               bits: int) -> dict:
+    """What ran, for the job JSON (``ran``): the network, its strength and why, how the size was reached, in which
+    precision, in how many bands and at how many bits per sample."""
+    return {**selection.to_dict(), "network_scales": list(chain), "resampled": resampled, "precision": precision,
+            "bands": bands, "bits": bits}
 
 
 def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, condition: Condition,
@@ -192,7 +194,7 @@ def finish(prepared: Prepared, destination: Path, output_format: str, quality: i
     network = planned.network_scale
     resampled = planned.resize_to != (width * network, height * network) or planned.crop is not None
     return Rendered(out_width, out_height, {k: round(v, 4) for k, v in timings.items()}, selection, planned,
-                    resampled)
+                    resampled, engine.precision)
 
 
 def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, selection: Selection,
@@ -217,4 +219,4 @@ def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, 
     if checkpoint:
         checkpoint("encode")
     return Rendered(out_width, out_height, {k: round(v, 4) for k, v in timings.items()}, selection, planned,
-                    resampled=False, bands=len(bands), bits=decoded.bits)
+                    resampled=False, precision=engine.precision, bands=len(bands), bits=decoded.bits)

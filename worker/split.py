@@ -63,7 +63,7 @@ def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -
     scale = prepared.planned.chain[0]
     bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
     decoded = keep_depth(prepared.decoded, job.output_format, True)
-    ran = ran_record(prepared.selection, (scale,), False, len(bands), decoded.bits)
+    ran = ran_record(prepared.selection, (scale,), False, prepared.engine.precision, len(bands), decoded.bits)
     with unit_of_work(ctx.sessions) as session:
         timings = {"download_s": round(download_s, 4), **{k: round(v, 4) for k, v in prepared.timings.items()}}
         if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran, timings):

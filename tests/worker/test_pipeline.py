@@ -14,6 +14,7 @@ from shared.storage import StorageError
 from tests.conftest import image_bytes
 from tests.factories import make_job, queued_job, reload, seconds_ago
 from worker import pipeline
+from worker.engine.precision import choose_precision
 from worker.sweeper import sweep
 
 
@@ -27,6 +28,7 @@ def test_a_job_runs_to_success(ctx, db_session, model, fmt):
     with Image.open(io.BytesIO(ctx.storage.get_bytes(job.output_key))) as out:
         assert out.size == (120, 90) and out.format == fmt.upper()
     assert job.output_bytes > 0 and job.timings["inference_s"] >= 0 and job.timings["total_s"] > 0
+    assert job.ran["precision"] == (None if model == "bicubic" else choose_precision(ctx.settings.inference_precision))
 
 
 @pytest.mark.parametrize("fmt,denoise,network,strength", [

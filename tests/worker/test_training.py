@@ -156,7 +156,7 @@ def test_warm_start_into_a_network_with_a_half_resolution_branch_starts_as_the_o
 
 
 def test_precision_follows_the_cpu_flags():
-    from worker.training.precision import choose_precision
+    from worker.engine.precision import choose_precision
 
     assert choose_precision("auto", {"avx2", "fma"}, backend="tensorflow") == "float32"
     assert choose_precision("auto", {"avx2", "avx512_bf16"}, backend="tensorflow") == "bfloat16"

@@ -43,6 +43,7 @@ class Engine(Protocol):
     name: str
     scales: tuple[int, ...]
     conditioned: bool
+    precision: str | None  # what the network computes in (``worker.engine.precision``); None: no network
 
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
                 condition: Condition | None = None) -> Image.Image: ...
@@ -54,6 +55,7 @@ class BicubicEngine:
     name = "bicubic"
     scales = (2, 3, 4)
     conditioned = False
+    precision = None
 
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
                 condition: Condition | None = None) -> Image.Image:

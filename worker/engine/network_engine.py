@@ -27,23 +27,27 @@ def record_for(weights: Path) -> dict:
 class NetworkEngine:
     """Runs a multi-scale network shipped as ``<name>.weights.h5`` + ``<name>.json``.
 
-    Every layer is built in float32 explicitly (no process-wide Keras dtype policy is touched), so an
-    engine loaded inside a training process changes nothing there.
+    Every layer gets its dtype policy explicitly (``precision``: float32, or mixed bfloat16 where the CPU computes
+    it natively, ``worker.engine.precision``); no process-wide Keras policy is touched, so an engine loaded
+    inside a training process changes nothing there.
     """
 
     def __init__(self, weights: Path, tile_size: int = Settings.tile_size,
-                 memory_budget_mb: int = Settings.memory_budget_mb):
+                 memory_budget_mb: int = Settings.memory_budget_mb, precision: str = "float32"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from worker.engine.archs import get_arch
         from worker.engine.network import scale_model
+        from worker.engine.precision import PRECISIONS
 
         record = record_for(weights)
+        self.weights = Path(weights)
         self.name = record["name"]
         arch = get_arch(record["arch"])
         self.conditioned = arch.conditioned
         self.config = arch.config(record["network"])
         self.scales = self.config.scales
-        network = arch.build(self.config, "float32")
+        self.precision = precision
+        network = arch.build(self.config, PRECISIONS[precision])
         network.load_weights(weights)
         self._models = {s: scale_model(network, s) for s in self.scales}
         self.margin = self.config.receptive_radius + 1

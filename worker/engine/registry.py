@@ -30,9 +30,11 @@ class EngineRegistry:
                 if info is None or info.weights is None:
                     raise UnknownModel(name)
                 from worker.engine.network_engine import NetworkEngine
+                from worker.engine.precision import choose_precision
 
                 self._engines[name] = NetworkEngine(info.weights, self.settings.tile_size,
-                                                    self.settings.memory_budget_mb)
+                                                    self.settings.memory_budget_mb,
+                                                    choose_precision(self.settings.inference_precision))
             return self._engines[name]
 
     def preload(self, name: str) -> None:

@@ -22,15 +22,14 @@ from tqdm import tqdm
 from worker.engine.archs import get_arch
 from worker.engine.base import grid_input
 from worker.engine.network import NetworkConfig, feed, scale_model
+from worker.engine.precision import PRECISIONS, training_device
 from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
 from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
 from worker.training.patches import SamplerSpec, batch_stream, find_images
-from worker.training.precision import training_device
 from worker.training.warm_start import warm_start
 
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 CHROMA_WEIGHT = 0.25
 
 
@@ -79,7 +78,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 500
     seed: int = 1234
-    precision: str = "float32"  # a PRECISIONS key; the CLI picks it from the CPU (worker.training.precision)
+    precision: str = "float32"  # a PRECISIONS key; the CLI picks it from the CPU (worker.engine.precision)
     loss: str = "l1"  # a LOSSES key
     checkpoint_minutes: float = 5.0
     validate_every: int = 500
