@@ -2,8 +2,10 @@
 
 HR images are modcropped and degraded with Pillow's bicubic. The *clean* protocol feeds that LR as a
 lossless file; the *jpegQ* protocols save it as a JPEG file of quality Q (what users upload), *noise*
-adds seeded Gaussian colour noise (sigma 10) before saving it losslessly, and *noise_jpeg90* adds the same
-noise before saving it as a JPEG of quality 90 (a camera's high-ISO photo). The estimate is compared to the
+adds seeded Gaussian colour noise (sigma 10) before saving it losslessly, *noise_jpeg90* adds the same
+noise before saving it as a JPEG of quality 90 (a camera's high-ISO photo), and *grey_noise* adds grey
+(luminance) noise of sigma 6 before saving it losslessly (a raw converter's TIFF, its colour noise reduced, its
+luminance noise left). The estimate is compared to the
 HR image on the Y channel after shaving ``scale`` pixels per border. Bicubic of the same LR file is the
 baseline.
 
@@ -27,8 +29,9 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
-PROTOCOLS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise", "noise_jpeg90")
+PROTOCOLS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise", "noise_jpeg90", "grey_noise")
 NOISE_SIGMA = 10.0
+GREY_NOISE_SIGMA = 6.0  # under the luma floor: found by the two-scale reading (worker.input_profile)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[b
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     if protocol.startswith("noise"):
         noise = np.random.default_rng(seed).standard_normal(lr.shape) * NOISE_SIGMA
+        lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
+    elif protocol == "grey_noise":  # the same noise in R, G and B: luminance noise, as after a camera's chroma NR
+        noise = np.random.default_rng(seed).standard_normal((*lr.shape[:2], 1)) * GREY_NOISE_SIGMA
         lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
     if "jpeg" in protocol:
         return jpeg_file(lr, int(protocol.rsplit("jpeg", 1)[1])), ".jpg"

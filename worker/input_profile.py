@@ -46,11 +46,27 @@ LOSSY_NOISE_FLOOR_SIGMA = 6.0
 # measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
 # has the measurement: the training images' LR at x2 and x4).
 COLOUR_NOISE_FLOOR_SIGMA = 3.5
+# Two-scale luma reading (``NoiseEstimate.white_luma``) from which a lossless input counts as noisy (grey noise
+# under NOISE_FLOOR_SIGMA): texture reads about 0 there. The training images' LR (x2 and x4, every other file,
+# 547 of at least 48 px a side) read at most 1.9 clean; with grey noise of sigma 4 / 6 / 8, 62 / 82 / 89 % read
+# 2.5 or more (the misses are small or textured images, where texture outweighs the noise at half resolution).
+WHITE_NOISE_FLOOR_SIGMA = 2.5
+# The two-scale reading's median over sigma on those images (0.75 at sigma 4 .. 0.79 at 8): it reads the
+# flattest blocks, chosen where the noise happened to read low.
+WHITE_UNDERREAD = 0.78
 BLOCK = 16
 # Blocks with more than this share of pixels at 0 or 255 in some channel are left out unless perfectly flat:
 # noise there is partly clipped away and reads as less than it is, while text or line art on white would read
 # as texture-noise. A perfectly flat block stays in: it says the image has noise-free regions (a graphic).
 CLIPPED_SHARE = 0.1
+# Immerkær (1996): white noise of sigma s has mean |Laplacian| (the 3x3 kernel below) of s * 6 / sqrt(pi / 2).
+IMMERKAER = np.sqrt(np.pi / 2) / 6
+# The two-scale reading needs an image of this many 16x16 blocks (about 180x180 px), half of them usable (not
+# clipped): it averages the flattest tenth, and in smaller images a few blocks of fine texture or film grain can
+# read as noise. Clean
+# crops of the training images' LR read 2.5 or more in 0.3 % of 120x80 and 160x107 crops (up to 6.3), in none of
+# 162 crops of 240x160 (126 blocks) nor of the 547 whole LR images (at most 1.9).
+WHITE_MIN_IMAGE_BLOCKS = 100
 
 
 def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
@@ -80,14 +96,16 @@ class NoiseEstimate:
 
     luma: float
     colour: float
+    white_luma: float = 0.0  # the part of the luma reading that is white across two scales (``_white``)
 
 
-def _block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
-    """Mean |Laplacian| of each 16x16 block of a strip (``blocks`` block rows of ``cols`` blocks)."""
+def _block_laplacian(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK) -> np.ndarray:
+    """Mean |Laplacian| of each ``side`` x ``side`` block of a strip (``blocks`` block rows of ``cols`` blocks;
+    the plane has one pixel of margin on each side)."""
     lap = (plane[:-2, :-2] - 2 * plane[:-2, 1:-1] + plane[:-2, 2:]
            - 2 * plane[1:-1, :-2] + 4 * plane[1:-1, 1:-1] - 2 * plane[1:-1, 2:]
            + plane[2:, :-2] - 2 * plane[2:, 1:-1] + plane[2:, 2:])
-    return np.abs(lap).reshape(blocks, BLOCK, cols, BLOCK).mean(axis=(1, 3))
+    return np.abs(lap[: blocks * side, : cols * side]).reshape(blocks, side, cols, side).mean(axis=(1, 3))
 
 
 def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
@@ -99,13 +117,16 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
     if min(height, width) < 3 * BLOCK:
         return NoiseEstimate(0.0, 0.0)
     rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
-    luma, red, blue, clipped = [], [], [], []
+    luma, coarse, red, blue, clipped = [], [], [], [], []
     for first in range(0, rows, strip_blocks):
         last = min(first + strip_blocks, rows)
-        strip = rgb[first * BLOCK: last * BLOCK + 2, : cols * BLOCK + 2].astype(np.float64)
+        strip = rgb[first * BLOCK: last * BLOCK + 4, : cols * BLOCK + 4].astype(np.float64)
         if strip.ndim == 2:
             strip = strip[..., None].repeat(3, axis=2)
         grey = strip @ np.array(LUMA_601)
+        coarse.append(_coarse_block_laplacian(grey, last - first, cols))
+        strip = strip[: (last - first) * BLOCK + 2, : cols * BLOCK + 2]
+        grey = grey[: (last - first) * BLOCK + 2, : cols * BLOCK + 2]
         luma.append(_block_laplacian(grey, last - first, cols))
         # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
         red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))
@@ -118,10 +139,38 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
     keep = usable if usable.mean() >= 0.1 else np.ones_like(usable)
 
     def sigma(means: list[np.ndarray]) -> float:
-        # Immerkær: sigma = sqrt(pi/2) / 6 * mean|Laplacian| for white noise.
-        return float(np.sqrt(np.pi / 2) / 6 * np.percentile(np.concatenate(means).ravel()[keep], 10))
+        return float(IMMERKAER * np.percentile(np.concatenate(means).ravel()[keep], 10))
 
-    return NoiseEstimate(sigma(luma), (sigma(red) + sigma(blue)) / 2)
+    fine = np.concatenate(luma).ravel()[keep]
+    return NoiseEstimate(sigma(luma), (sigma(red) + sigma(blue)) / 2,
+                         _white(fine, np.concatenate(coarse).ravel()[keep], rows * cols))
+
+
+def _coarse_block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
+    """Mean |Laplacian| of each 16x16 block at half resolution (2x2 means, 8x8 per block), scaled as the full
+    resolution's (white noise of sigma s reads s/2 there). The plane carries 4 pixels of margin where the image
+    has them; the last block row and column are edge-padded where it does not."""
+    need = (blocks * BLOCK + 4, cols * BLOCK + 4)
+    plane = np.pad(plane, ((0, need[0] - plane.shape[0]), (0, need[1] - plane.shape[1])), mode="edge")
+    half = plane.reshape(need[0] // 2, 2, need[1] // 2, 2).mean(axis=(1, 3))
+    return _block_laplacian(half, blocks, cols, BLOCK // 2)
+
+
+def _white(fine: np.ndarray, coarse: np.ndarray, blocks: int) -> float:
+    """Luma noise sigma from the flattest 10 % of blocks, read at two scales: what is white there.
+
+    Why: texture reads as noise in one scale's Laplacian (foliage measures up to ~11), but a photo's texture is
+    roughly scale-invariant, so its half-resolution reading is about its full-resolution one, while white noise
+    of sigma s reads s at full and s/2 at half resolution. So s^2 ~ (full^2 - half^2) / 0.75: about 0 for clean
+    photos however textured, about s for noise (a bit under it: choosing the flattest blocks at full
+    resolution picks those where the noise happened to read low). 0 for an image of too few ``blocks`` (or of
+    too few usable ones) to tell.
+    """
+    if blocks < WHITE_MIN_IMAGE_BLOCKS or fine.size < WHITE_MIN_IMAGE_BLOCKS // 2:
+        return 0.0
+    flattest = np.argsort(fine)[: fine.size // 10]
+    full, half = IMMERKAER * fine[flattest].mean(), IMMERKAER * coarse[flattest].mean()
+    return float(np.sqrt(max(full * full - half * half, 0.0) / 0.75))
 
 
 JPEG_BLOCK = 8
@@ -166,6 +215,7 @@ class InputProfile:
     noise_sigma: float  # luma
     jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
     colour_noise_sigma: float = 0.0  # per channel, from the colour differences
+    white_noise_sigma: float = 0.0  # luma, the part white across two scales (``NoiseEstimate.white_luma``)
 
     @property
     def strength(self) -> float:
@@ -198,6 +248,9 @@ class InputProfile:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
         if self.noise_sigma >= NOISE_FLOOR_SIGMA:
             return "noise", self.noise_sigma
+        if self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
+            # the luma reading, unless texture inflates it past what the white part says the noise is
+            return "noise", min(self.noise_sigma, self.white_noise_sigma / WHITE_UNDERREAD)
         return None
 
     @property
@@ -211,7 +264,8 @@ class InputProfile:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),
-                "colour_noise_sigma": round(self.colour_noise_sigma, 2)}
+                "colour_noise_sigma": round(self.colour_noise_sigma, 2),
+                "white_noise_sigma": round(self.white_noise_sigma, 2)}
 
 
 # A lossy WebP does not record its quality; 80 is cwebp's and most CDNs' default.
@@ -244,4 +298,4 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
     if fmt == "WEBP" and not webp_is_lossless(path):
         lossy, quality = True, ASSUMED_WEBP_QUALITY
     noise = estimate_noise(rgb)
-    return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour)
+    return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour, noise.white_luma)

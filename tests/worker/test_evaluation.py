@@ -34,6 +34,17 @@ def test_the_noisy_jpeg_protocol_is_the_noise_protocol_saved_as_a_quality_90_jpe
     assert lr_file(_hr(), 2, "noise_jpeg90", seed=1)[0] != lr_file(_hr(), 2, "jpeg90", seed=1)[0]
 
 
+def test_the_grey_noise_protocol_adds_the_same_noise_to_every_channel():
+    from worker.evaluation import GREY_NOISE_SIGMA
+    from worker.quality import bicubic_downscale
+
+    clean = bicubic_downscale(_hr(), 2).astype(int)
+    noise = decode(lr_file(_hr(), 2, "grey_noise", seed=1)[0]).astype(int) - clean
+    inside = (clean > 30).all(-1) & (clean < 225).all(-1)  # away from 0 and 255, where clipping would differ
+    assert (noise[inside][:, 0] == noise[inside][:, 1]).all() and (noise[inside][:, 1] == noise[inside][:, 2]).all()
+    assert abs(noise[inside][:, 0].std() - GREY_NOISE_SIGMA) < 0.5
+
+
 def test_an_unknown_protocol_is_refused():
     with pytest.raises(ValueError, match="unknown protocol"):
         lr_file(_hr(), 2, "jpeg80")

@@ -55,6 +55,48 @@ def test_colour_noise_is_told_from_texture_and_grey_noise_is_not_taken_for_colou
     assert quiet.noisy and quiet.measured_noise[0] == "colour noise" and 0.15 < quiet.strength < 0.4
 
 
+def _textured_photo(size=(240, 200), seed=5):
+    """A clean LR 'photo' of texture everywhere (no flat region): a field with natural images' 1/f amplitude
+    spectrum, made at twice the size and bicubic-downscaled as an LR is. One scale's Laplacian reads it as noise
+    of sigma 6 or more."""
+    from worker.quality import bicubic_downscale
+
+    w, h = size
+    fy, fx = np.meshgrid(np.fft.fftfreq(2 * h), np.fft.rfftfreq(2 * w), indexing="ij")
+    frequency = np.hypot(fy, fx)
+    frequency[0, 0] = 1.0
+    white = np.random.default_rng(seed).normal(0, 1, (2 * h, 2 * w))
+    field = np.fft.irfft2(np.fft.rfft2(white) / frequency, s=(2 * h, 2 * w))
+    hr = np.clip(128 + 40 * field / field.std(), 0, 255)
+    return bicubic_downscale(np.repeat(hr[..., None], 3, axis=2).astype(np.uint8), 2)
+
+
+@pytest.mark.parametrize("sigma", [4, 6])
+def test_grey_noise_under_the_luma_floor_is_told_from_texture_at_two_scales(tmp_path, sigma):
+    textured = _textured_photo()
+    reading = estimate_noise(textured)
+    assert reading.luma > 6 and reading.white_luma < 1.0  # one scale takes the texture for noise, two do not
+    clean = _profile(tmp_path, "PNG", textured)
+    assert not clean.noisy
+    grain = np.random.default_rng(sigma).normal(0, sigma, (*textured.shape[:2], 1))
+    noisy_photo = np.clip(_photo((240, 200)) + grain, 0, 255).astype(np.uint8)
+    measured = estimate_noise(noisy_photo)
+    assert measured.luma < 8 and measured.colour < 1  # under both earlier floors: grey noise went unseen
+    assert 0.6 * sigma < measured.white_luma < 1.1 * sigma
+    profile = _profile(tmp_path, "PNG", noisy_photo)
+    assert profile.measured_noise[0] == "noise" and abs(profile.strength - sigma / 20) < 0.05
+    assert profile.to_dict()["white_noise_sigma"] == round(measured.white_luma, 2)
+    catalog = catalog_for(Settings())
+    assert select(AUTO, None, profile, catalog).model == "residual_sr_cond"
+    assert select(AUTO, None, clean, catalog).model == "residual_sr"
+
+
+def test_the_two_scale_reading_needs_an_image_of_enough_blocks():
+    grain = np.random.default_rng(7).normal(0, 6, (120, 160, 1))  # 7 x 9 blocks: too few to tell texture
+    small = np.clip(_photo() + grain, 0, 255).astype(np.uint8)
+    assert estimate_noise(small).luma > 4 and estimate_noise(small).white_luma == 0.0
+
+
 def test_blocks_clipped_to_white_do_not_hide_the_noise():
     rng = np.random.default_rng(4)
     image = _photo().astype(float)
