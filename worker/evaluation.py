@@ -29,7 +29,7 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
-PROTOCOLS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise", "noise_jpeg90", "grey_noise")
+PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise", "noise_jpeg90", "grey_noise")
 NOISE_SIGMA = 10.0
 GREY_NOISE_SIGMA = 6.0  # under the luma floor: found by the two-scale reading (worker.input_profile)
 

@@ -42,6 +42,11 @@ NOISE_FLOOR_SIGMA = 8.0
 # while colour noise of sigma 10 (luma sigma 6.7) measures 6.8 at q90 (90 % at 6 or more), grey sigma 10 reads
 # 10.5; at q75 and below the encoder has already removed most noise from the flat blocks the estimate reads.
 LOSSY_NOISE_FLOOR_SIGMA = 6.0
+# JPEG quality from which a file without measured noise goes to the fidelity network, as a lossless one does: its
+# blocking and ringing are below what the robust network's strength-0 fidelity costs. On the first 16 training
+# images of train/bsd200 (LR saved at each quality), fidelity minus robust gain over bicubic, x2 / x4: q95
+# -0.08 / -0.03, q96 -0.02 / -0.00, q97 +0.03 / +0.02, q98 +0.08 / +0.04, q100 +0.11 / +0.06 dB (docs/model.md).
+NEAR_LOSSLESS_QUALITY = 97
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
 # measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
 # has the measurement: the training images' LR at x2 and x4).
@@ -241,8 +246,9 @@ class InputProfile:
     @property
     def measured_noise(self) -> tuple[str, float] | None:
         """The noise that makes the input noisy, as (kind, per-channel sigma); None under the floors (for a
-        lossy file: luma over ``LOSSY_NOISE_FLOOR_SIGMA``)."""
-        if self.lossy:
+        lossy file: luma over ``LOSSY_NOISE_FLOOR_SIGMA``; a near-lossless JPEG is read as a lossless file is,
+        its blocks carrying no encoder damage to take for noise)."""
+        if self.lossy and not self.near_lossless:
             return ("noise", self.noise_sigma) if self.noise_sigma >= LOSSY_NOISE_FLOOR_SIGMA else None
         if self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
@@ -258,9 +264,14 @@ class InputProfile:
         return self.measured_noise is not None
 
     @property
+    def near_lossless(self) -> bool:
+        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more: as good as clean for the networks."""
+        return self.lossy and self.jpeg_quality is not None and self.jpeg_quality >= NEAR_LOSSLESS_QUALITY
+
+    @property
     def damaged(self) -> bool:
-        """Compressed or noisy: the robust network's kind of input."""
-        return self.lossy or self.noisy
+        """Compressed (below near-lossless) or noisy: the robust network's kind of input."""
+        return self.noisy or (self.lossy and not self.near_lossless)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),

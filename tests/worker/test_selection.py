@@ -129,6 +129,20 @@ def catalog():
     return catalog_for(Settings())
 
 
+@pytest.mark.parametrize("quality,near_lossless", [(95, False), (96, False), (97, True), (98, True), (100, True)])
+def test_a_near_lossless_jpeg_goes_to_the_fidelity_network_unless_it_is_noisy(tmp_path, catalog, quality,
+                                                                                near_lossless):
+    photo = _photo((240, 200))
+    clean = _profile(tmp_path, "JPEG", photo, quality=quality)
+    assert (clean.jpeg_quality, clean.near_lossless, clean.damaged) == (quality, near_lossless, not near_lossless)
+    chosen = select(AUTO, None, clean, catalog)
+    assert chosen.model == ("residual_sr" if near_lossless else "residual_sr_cond")
+    assert ("near-lossless" in chosen.reason) == near_lossless
+    grain = np.random.default_rng(quality).normal(0, 6, (*photo.shape[:2], 1))
+    noisy = _profile(tmp_path, "JPEG", np.clip(photo + grain, 0, 255).astype(np.uint8), quality=quality)
+    assert noisy.damaged and select(AUTO, None, noisy, catalog).model == "residual_sr_cond"
+
+
 def test_auto_sends_jpegs_to_the_robust_network_and_pngs_to_the_fidelity_one(catalog):
     routes = catalog[AUTO].routes
     jpeg = InputProfile("JPEG", True, 50, 3.0)

@@ -69,4 +69,6 @@ def select(requested: str, denoise: float | None, profile: InputProfile, catalog
         return Selection(routes["fidelity"], None, "denoise 0 asked", profile)
     if profile.damaged:
         return Selection(routes["robust"], profile.strength, _why(profile), profile)
-    return Selection(routes["fidelity"], None, f"lossless {profile.format}, no noise measured", profile)
+    kind = f"{profile.format} quality {profile.jpeg_quality}, near-lossless" if profile.lossy else \
+        f"lossless {profile.format}"
+    return Selection(routes["fidelity"], None, f"{kind}, no noise measured", profile)
