@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                   help="auto: bf16 mixed precision only where the CPU has native bf16 (AVX512_BF16/AMX) or on a GPU")
+                   help="auto: bf16 mixed precision only where the CPU has native bf16 (AVX512_BF16/AMX) or on a GPU "
+                        "under JAX")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow (0: all cores)")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes sampling and degrading patches (0: one thread, enough on a CPU; a GPU needs ~6+)")

@@ -43,6 +43,9 @@ class InputMeasured(BaseModel):
     noise_sigma: float = Field(description="Estimated luma noise (0..255 scale).")
     colour_noise_sigma: float = Field(0.0, description="Estimated per-channel noise seen in the colour differences "
                                                        "(0..255 scale; about 0 for clean photos and grey noise).")
+    white_noise_sigma: float | None = Field(
+        None, description="Luma noise read at two scales, the part that is white (about 0 for a clean photo however "
+                          "textured); null for an image too small to tell (under about 180x180 px).")
     jpeg_grid: list[int] | None = Field(
         None, min_length=2, max_length=2,
         description="JPEG only: where the 8x8 block grid lies in the upright image (row, col of its top-left pixel "
@@ -57,6 +60,8 @@ class Ran(BaseModel):
     network_scales: list[int] = Field(default_factory=list,
                                       description="The network scales that ran in turn (x8 is 4 then 2).")
     resampled: bool = Field(False, description="The network's output was resized or cropped to the exact size.")
+    precision: str | None = Field(None, description="What the network computed in on the worker: float32, or "
+                                                    "bfloat16 where its CPU has native bf16; null for bicubic.")
     bands: int = Field(0, description="Bands the output was computed and streamed in (0: whole in memory).")
     bits: int = Field(8, description="Bits per sample of the output: 16 for a 16-bit PNG/TIFF input at x2/x3/x4 "
                                      "to PNG or TIFF, else 8.")
@@ -78,8 +83,8 @@ EXAMPLE_JOB = {
     "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31,
-                      "colour_noise_sigma": 0.42, "jpeg_grid": [0, 0]},
-            "network_scales": [4], "resampled": False, "bands": 0, "bits": 8},
+                      "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "jpeg_grid": [0, 0]},
+            "network_scales": [4], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
     "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",
     "input": {"width": 1200, "height": 800, "bytes": 245112, "format": "jpeg", "filename": "photo.jpg", "url": None},

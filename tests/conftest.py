@@ -57,9 +57,11 @@ def database_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def settings(database_url, redis_url, tmp_path) -> Settings:
+    # float32 pinned: the same numbers on every CI machine (bf16 is tested on its own, tests/worker/test_precision.py)
     return Settings(env="test", secret_key=SECRET, database_url=database_url, redis_url=redis_url,
                     storage="local", storage_dir=tmp_path / "storage", enqueue_timeout=1.0,
-                    webhook_allow_private=True, webhook_retry_schedule="0.2,0.4,0.8", webhook_timeout=3.0)
+                    webhook_allow_private=True, webhook_retry_schedule="0.2,0.4,0.8", webhook_timeout=3.0,
+                    inference_precision="float32")
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, s
     assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text()[-3000:])
     assert job["model"] == "auto" and job["progress"] == 1.0
     assert job["ran"]["model"] == "residual_sr_cond" and job["ran"]["input"]["format"] == "JPEG"  # a JPEG in
+    assert job["ran"]["precision"] == settings.inference_precision and "white_noise_sigma" in job["ran"]["input"]
     assert (job["output"]["width"], job["output"]["height"]) == (180, 140)
     if storage == "s3":
         download = requests.get(job["result_url"], timeout=10)

@@ -52,9 +52,9 @@ NEAR_LOSSLESS_QUALITY = 97
 # has the measurement: the training images' LR at x2 and x4).
 COLOUR_NOISE_FLOOR_SIGMA = 3.5
 # Two-scale luma reading (``NoiseEstimate.white_luma``) from which a lossless input counts as noisy (grey noise
-# under NOISE_FLOOR_SIGMA): texture reads about 0 there. The training images' LR (x2 and x4, every other file,
-# 547 of at least 48 px a side) read at most 1.9 clean; with grey noise of sigma 4 / 6 / 8, 62 / 82 / 89 % read
-# 2.5 or more (the misses are small or textured images, where texture outweighs the noise at half resolution).
+# under NOISE_FLOOR_SIGMA): texture reads about 0 there. The training images' LR (x2 and x4, every other file;
+# the 282 large enough to read, below) read at most 1.9 clean; with grey noise of sigma 4 / 5 / 6 / 8,
+# 79 / 93 / 94 / 95 % read 2.5 or more (the misses are textured: texture outweighs noise at half resolution).
 WHITE_NOISE_FLOOR_SIGMA = 2.5
 # The two-scale reading's median over sigma on those images (0.75 at sigma 4 .. 0.79 at 8): it reads the
 # flattest blocks, chosen where the noise happened to read low.
@@ -66,12 +66,13 @@ BLOCK = 16
 CLIPPED_SHARE = 0.1
 # Immerkær (1996): white noise of sigma s has mean |Laplacian| (the 3x3 kernel below) of s * 6 / sqrt(pi / 2).
 IMMERKAER = np.sqrt(np.pi / 2) / 6
-# The two-scale reading needs an image of this many 16x16 blocks (about 180x180 px), half of them usable (not
-# clipped): it averages the flattest tenth, and in smaller images a few blocks of fine texture or film grain can
-# read as noise. Clean
+# The two-scale reading needs an image of this many 16x16 blocks (about 180x180 px), and this many of them
+# readable (not clipped, not at the far edges): it averages the flattest tenth, and in smaller images a few blocks
+# of fine texture or film grain can read as noise. Clean
 # crops of the training images' LR read 2.5 or more in 0.3 % of 120x80 and 160x107 crops (up to 6.3), in none of
 # 162 crops of 240x160 (126 blocks) nor of the 547 whole LR images (at most 1.9).
 WHITE_MIN_IMAGE_BLOCKS = 100
+WHITE_MIN_READ_BLOCKS = 50
 
 
 def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
@@ -101,7 +102,7 @@ class NoiseEstimate:
 
     luma: float
     colour: float
-    white_luma: float = 0.0  # the part of the luma reading that is white across two scales (``_white``)
+    white_luma: float | None = None  # the part of the luma reading white across two scales (``_white``)
 
 
 def _block_laplacian(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK) -> np.ndarray:
@@ -146,33 +147,38 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
     def sigma(means: list[np.ndarray]) -> float:
         return float(IMMERKAER * np.percentile(np.concatenate(means).ravel()[keep], 10))
 
-    fine = np.concatenate(luma).ravel()[keep]
+    # the two-scale reading: usable blocks whose half-resolution Laplacian had the image's pixels all around
+    margin = ((np.arange(rows) * BLOCK + BLOCK + 4 <= height)[:, None]
+              & (np.arange(cols) * BLOCK + BLOCK + 4 <= width)[None, :]).ravel()
+    read = usable & margin
     return NoiseEstimate(sigma(luma), (sigma(red) + sigma(blue)) / 2,
-                         _white(fine, np.concatenate(coarse).ravel()[keep], rows * cols))
+                         _white(np.concatenate(luma).ravel()[read], np.concatenate(coarse).ravel()[read], rows * cols))
 
 
 def _coarse_block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
     """Mean |Laplacian| of each 16x16 block at half resolution (2x2 means, 8x8 per block), scaled as the full
-    resolution's (white noise of sigma s reads s/2 there). The plane carries 4 pixels of margin where the image
-    has them; the last block row and column are edge-padded where it does not."""
+    resolution's (white noise of sigma s reads s/2 there). The plane starts where the strip does and needs 4 more
+    rows and columns than its blocks (even sizes for the 2x2 means, one coarse pixel around for the Laplacian), so
+    a coarse block sits one pixel below and right of its fine block. Where the image ends sooner the plane is
+    edge-padded, and ``estimate_noise`` leaves those blocks out of the reading."""
     need = (blocks * BLOCK + 4, cols * BLOCK + 4)
     plane = np.pad(plane, ((0, need[0] - plane.shape[0]), (0, need[1] - plane.shape[1])), mode="edge")
     half = plane.reshape(need[0] // 2, 2, need[1] // 2, 2).mean(axis=(1, 3))
     return _block_laplacian(half, blocks, cols, BLOCK // 2)
 
 
-def _white(fine: np.ndarray, coarse: np.ndarray, blocks: int) -> float:
+def _white(fine: np.ndarray, coarse: np.ndarray, blocks: int) -> float | None:
     """Luma noise sigma from the flattest 10 % of blocks, read at two scales: what is white there.
 
     Why: texture reads as noise in one scale's Laplacian (foliage measures up to ~11), but a photo's texture is
     roughly scale-invariant, so its half-resolution reading is about its full-resolution one, while white noise
     of sigma s reads s at full and s/2 at half resolution. So s^2 ~ (full^2 - half^2) / 0.75: about 0 for clean
     photos however textured, about s for noise (a bit under it: choosing the flattest blocks at full
-    resolution picks those where the noise happened to read low). 0 for an image of too few ``blocks`` (or of
-    too few usable ones) to tell.
+    resolution picks those where the noise happened to read low). None for an image of too few ``blocks``, or
+    too few of them readable (``fine``), to tell.
     """
-    if blocks < WHITE_MIN_IMAGE_BLOCKS or fine.size < WHITE_MIN_IMAGE_BLOCKS // 2:
-        return 0.0
+    if blocks < WHITE_MIN_IMAGE_BLOCKS or fine.size < WHITE_MIN_READ_BLOCKS:
+        return None
     flattest = np.argsort(fine)[: fine.size // 10]
     full, half = IMMERKAER * fine[flattest].mean(), IMMERKAER * coarse[flattest].mean()
     return float(np.sqrt(max(full * full - half * half, 0.0) / 0.75))
@@ -220,7 +226,7 @@ class InputProfile:
     noise_sigma: float  # luma
     jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
     colour_noise_sigma: float = 0.0  # per channel, from the colour differences
-    white_noise_sigma: float = 0.0  # luma, the part white across two scales (``NoiseEstimate.white_luma``)
+    white_noise_sigma: float | None = None  # luma, white across two scales (``NoiseEstimate.white_luma``)
 
     @property
     def strength(self) -> float:
@@ -228,9 +234,9 @@ class InputProfile:
 
         A lossy file's is its quality's (read from its tables, the reliable signal), or its noise's where that
         is larger and above the lossy floor (a high-ISO camera photo saved at quality 90: the training labels
-        take the larger of the two the same way). A lossless file's comes from its noise, once that is above
-        its floor: colour noise by its per-channel sigma, otherwise (grey noise, whose luma sigma is its
-        per-channel sigma) by the luma estimate.
+        take the larger of the two the same way). A lossless (or near-lossless) file's comes from its noise,
+        once that is above its floor (``measured_noise``): colour noise by its per-channel sigma, otherwise
+        (grey noise, whose luma sigma is its per-channel sigma) by the luma estimate.
         """
         noise = self.measured_noise
         noise_part = noise_strength(noise[1]) if noise else 0.0
@@ -245,15 +251,22 @@ class InputProfile:
 
     @property
     def measured_noise(self) -> tuple[str, float] | None:
-        """The noise that makes the input noisy, as (kind, per-channel sigma); None under the floors (for a
-        lossy file: luma over ``LOSSY_NOISE_FLOOR_SIGMA``; a near-lossless JPEG is read as a lossless file is,
-        its blocks carrying no encoder damage to take for noise)."""
+        """The noise that makes the input noisy, as (kind, per-channel sigma); None under the floors.
+
+        A lossy file: luma from ``LOSSY_NOISE_FLOOR_SIGMA``. A lossless file: colour noise, then luma from
+        ``NOISE_FLOOR_SIGMA``, then the two-scale reading. A near-lossless JPEG is read as a lossless file (its
+        blocks carry no encoder damage to take for noise), except where it is too small for the two-scale
+        reading: then the lossy luma floor still applies, since its 4:2:0 chroma hides colour noise.
+        """
         if self.lossy and not self.near_lossless:
             return ("noise", self.noise_sigma) if self.noise_sigma >= LOSSY_NOISE_FLOOR_SIGMA else None
         if self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
         if self.noise_sigma >= NOISE_FLOOR_SIGMA:
             return "noise", self.noise_sigma
+        if self.white_noise_sigma is None:
+            small_noisy_jpeg = self.near_lossless and self.noise_sigma >= LOSSY_NOISE_FLOOR_SIGMA
+            return ("noise", self.noise_sigma) if small_noisy_jpeg else None
         if self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
             # the luma reading, unless texture inflates it past what the white part says the noise is
             return "noise", min(self.noise_sigma, self.white_noise_sigma / WHITE_UNDERREAD)
@@ -276,7 +289,7 @@ class InputProfile:
     def to_dict(self) -> dict:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),
                 "colour_noise_sigma": round(self.colour_noise_sigma, 2),
-                "white_noise_sigma": round(self.white_noise_sigma, 2)}
+                "white_noise_sigma": None if self.white_noise_sigma is None else round(self.white_noise_sigma, 2)}
 
 
 # A lossy WebP does not record its quality; 80 is cwebp's and most CDNs' default.

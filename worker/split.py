@@ -4,7 +4,8 @@ Why: more workers otherwise only mean more jobs per hour; a print shop's one pos
 GPUs as on one. The flow, with the database as the source of truth (``shared.job_bands``):
 
 1. the worker that claims the job decodes it, chooses the network, cuts the output into bands
-   (``worker.bands``, on tile rows, so the result is bit-identical to a single worker's) and records them;
+   (``worker.bands``, on tile rows, so the result is bit-identical to a single worker's where the workers compute
+   in one precision, ``worker.engine.precision``) and records them;
 2. it publishes one ``run_band`` task per band, last band first, so other workers take bands from the end;
 3. each band is claimed under its own lease, computed from the input (kept decoded between bands of the
    same job), uploaded as raw rows and counted on the job by a conditional UPDATE;

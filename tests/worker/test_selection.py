@@ -72,7 +72,7 @@ def _textured_photo(size=(240, 200), seed=5):
 
 
 @pytest.mark.parametrize("sigma", [4, 6])
-def test_grey_noise_under_the_luma_floor_is_told_from_texture_at_two_scales(tmp_path, sigma):
+def test_grey_noise_under_the_luma_floor_is_found_and_texture_is_not_taken_for_it(tmp_path, sigma):
     textured = _textured_photo()
     reading = estimate_noise(textured)
     assert reading.luma > 6 and reading.white_luma < 1.0  # one scale takes the texture for noise, two do not
@@ -91,10 +91,13 @@ def test_grey_noise_under_the_luma_floor_is_told_from_texture_at_two_scales(tmp_
     assert select(AUTO, None, clean, catalog).model == "residual_sr"
 
 
-def test_the_two_scale_reading_needs_an_image_of_enough_blocks():
+def test_the_two_scale_reading_needs_enough_readable_blocks(tmp_path):
     grain = np.random.default_rng(7).normal(0, 6, (120, 160, 1))  # 7 x 9 blocks: too few to tell texture
     small = np.clip(_photo() + grain, 0, 255).astype(np.uint8)
-    assert estimate_noise(small).luma > 4 and estimate_noise(small).white_luma == 0.0
+    assert estimate_noise(small).luma > 4 and estimate_noise(small).white_luma is None
+    assert _profile(tmp_path, "PNG", small).to_dict()["white_noise_sigma"] is None
+    blown_out = np.clip(250 + np.random.default_rng(8).normal(0, 6, (240, 320, 3)), 0, 255).astype(np.uint8)
+    assert estimate_noise(blown_out).white_luma is None  # every block clipped: nothing left to read
 
 
 def test_blocks_clipped_to_white_do_not_hide_the_noise():
@@ -132,15 +135,26 @@ def catalog():
 @pytest.mark.parametrize("quality,near_lossless", [(95, False), (96, False), (97, True), (98, True), (100, True)])
 def test_a_near_lossless_jpeg_goes_to_the_fidelity_network_unless_it_is_noisy(tmp_path, catalog, quality,
                                                                                 near_lossless):
+    def decoded_profile(image: np.ndarray) -> InputProfile:  # measured on the file's pixels, as a job does
+        path = tmp_path / "in.jpg"
+        Image.fromarray(image).save(path, "JPEG", quality=quality)
+        with Image.open(path) as file:
+            return profile_input(path, np.asarray(file.convert("RGB")))
+
     photo = _photo((240, 200))
-    clean = _profile(tmp_path, "JPEG", photo, quality=quality)
+    clean = decoded_profile(photo)
     assert (clean.jpeg_quality, clean.near_lossless, clean.damaged) == (quality, near_lossless, not near_lossless)
     chosen = select(AUTO, None, clean, catalog)
     assert chosen.model == ("residual_sr" if near_lossless else "residual_sr_cond")
     assert ("near-lossless" in chosen.reason) == near_lossless
     grain = np.random.default_rng(quality).normal(0, 6, (*photo.shape[:2], 1))
-    noisy = _profile(tmp_path, "JPEG", np.clip(photo + grain, 0, 255).astype(np.uint8), quality=quality)
-    assert noisy.damaged and select(AUTO, None, noisy, catalog).model == "residual_sr_cond"
+    noisy = decoded_profile(np.clip(photo + grain, 0, 255).astype(np.uint8))
+    noisy_choice = select(AUTO, None, noisy, catalog)
+    assert noisy.damaged and noisy_choice.model == "residual_sr_cond"
+    assert "sigma" in noisy_choice.reason or not near_lossless  # a near-lossless file is robust only for its noise
+    colour = np.random.default_rng(quality).normal(0, 12, (120, 160, 3))  # too small for the two-scale reading
+    small = decoded_profile(np.clip(_photo() + colour, 0, 255).astype(np.uint8))
+    assert small.white_noise_sigma is None and small.damaged  # the 4:2:0 file hides its colour noise; luma shows
 
 
 def test_auto_sends_jpegs_to_the_robust_network_and_pngs_to_the_fidelity_one(catalog):

@@ -158,10 +158,14 @@ def test_warm_start_into_a_network_with_a_half_resolution_branch_starts_as_the_o
 def test_precision_follows_the_cpu_flags():
     from worker.engine.precision import choose_precision
 
-    assert choose_precision("auto", {"avx2", "fma"}, backend="tensorflow") == "float32"
-    assert choose_precision("auto", {"avx2", "avx512_bf16"}, backend="tensorflow") == "bfloat16"
-    assert choose_precision("auto", {"amx_bf16"}, backend="tensorflow") == "bfloat16"
-    assert choose_precision("float32", {"avx512_bf16"}, backend="tensorflow") == "float32"
+    assert choose_precision("auto", {"avx2", "fma"}, backend="tensorflow", gpu=False) == "float32"
+    assert choose_precision("auto", {"avx2", "avx512_bf16"}, backend="tensorflow", gpu=False) == "bfloat16"
+    assert choose_precision("auto", {"amx_bf16"}, backend="tensorflow", gpu=False) == "bfloat16"
+    assert choose_precision("float32", {"avx512_bf16"}, backend="tensorflow", gpu=False) == "float32"
+    assert choose_precision("auto", {"amx_bf16"}, backend="tensorflow", gpu=True) == "float32"  # ask for bf16 there
+    assert choose_precision("auto", {"avx2"}, backend="jax", gpu=True) == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        choose_precision("float16")
 
 
 def test_a_run_resumed_with_the_luma_loss_keeps_its_optimizer_and_records_the_change(data, tmp_path):

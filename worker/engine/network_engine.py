@@ -46,6 +46,8 @@ class NetworkEngine:
         self.conditioned = arch.conditioned
         self.config = arch.config(record["network"])
         self.scales = self.config.scales
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         self.precision = precision
         network = arch.build(self.config, PRECISIONS[precision])
         network.load_weights(weights)

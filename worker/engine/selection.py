@@ -43,11 +43,13 @@ def ran_condition(ran: dict) -> Condition:
 
 
 def _why(profile: InputProfile) -> str:
+    noise = profile.measured_noise
     if profile.lossy:
         why = f"{profile.format} quality {profile.jpeg_quality}" if profile.jpeg_quality else f"lossy {profile.format}"
-        noise_decides = profile.strength > round(profile.quality_strength, 3)
-        return f"{why}, noise sigma {profile.noise_sigma:.1f}" if noise_decides else why
-    kind, sigma = profile.measured_noise or ("noise", profile.noise_sigma)
+        why += ", near-lossless" if profile.near_lossless else ""
+        noise_decides = noise is not None and profile.strength > round(profile.quality_strength, 3)
+        return f"{why}, {noise[0]} sigma {noise[1]:.1f}" if noise_decides else why
+    kind, sigma = noise or ("noise", profile.noise_sigma)
     return f"{kind} sigma {sigma:.1f}"
 
 
@@ -69,6 +71,5 @@ def select(requested: str, denoise: float | None, profile: InputProfile, catalog
         return Selection(routes["fidelity"], None, "denoise 0 asked", profile)
     if profile.damaged:
         return Selection(routes["robust"], profile.strength, _why(profile), profile)
-    kind = f"{profile.format} quality {profile.jpeg_quality}, near-lossless" if profile.lossy else \
-        f"lossless {profile.format}"
+    kind = _why(profile) if profile.near_lossless else f"lossless {profile.format}"
     return Selection(routes["fidelity"], None, f"{kind}, no noise measured", profile)
