@@ -26,7 +26,7 @@ class Operation:
     tag: str = "jobs"
     headers: dict[str, str] = field(default_factory=dict)
     request_headers: dict[str, str] = field(default_factory=dict)
-    content_type: str | None = None
+    content_type: str | tuple[str, ...] | None = None  # a non-JSON 2xx body's media type(s)
 
 
 def operation(summary: str, responses: dict[int, tuple[str, type[BaseModel] | None]], **kwargs) -> Callable:
@@ -120,7 +120,8 @@ def _operation(op: Operation, arguments, components: dict, operation_id: str) ->
         elif model is not None:
             response["content"] = {"application/json": {"schema": _schema_ref(model, components)}}
         elif op.content_type and 200 <= status < 300:
-            response["content"] = {op.content_type: {"schema": {"type": "string", "format": "binary"}}}
+            types = (op.content_type,) if isinstance(op.content_type, str) else op.content_type
+            response["content"] = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
         if op.headers and status in (200, 202, 303):
             response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                                    for name, text in op.headers.items()}

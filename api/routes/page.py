@@ -26,7 +26,7 @@ def index():
 
 @blueprint.get("/assets/<name>")
 @operation("The web page's script and style", {200: ("The file", None), 404: ("No such asset", None)}, tag="meta",
-           content_type="text/plain")
+           content_type=("text/css", "text/javascript"))
 def asset(name: str):
     if name not in ASSETS:
         raise ApiError("not_found", "no such asset")

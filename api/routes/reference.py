@@ -33,7 +33,7 @@ def docs_index():
 
 @blueprint.get("/assets/<name>")
 @operation("Swagger UI's files", {200: ("The file", None), 404: ("No such file", None)}, tag="meta",
-           content_type="text/plain")
+           content_type=("text/css", "text/javascript", "image/png"))
 def docs_asset(name: str):
     if name == "docs.js":
         return send_from_directory(STATIC, name, max_age=300)
