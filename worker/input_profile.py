@@ -253,21 +253,19 @@ class InputProfile:
     def measured_noise(self) -> tuple[str, float] | None:
         """The noise that makes the input noisy, as (kind, per-channel sigma); None under the floors.
 
-        A lossy file: luma from ``LOSSY_NOISE_FLOOR_SIGMA``. A lossless file: colour noise, then luma from
-        ``NOISE_FLOOR_SIGMA``, then the two-scale reading. A near-lossless JPEG is read as a lossless file (its
-        blocks carry no encoder damage to take for noise), except where it is too small for the two-scale
-        reading: then the lossy luma floor still applies, since its 4:2:0 chroma hides colour noise.
+        Colour noise first (lossless and near-lossless files: a lossy file's 4:2:0 chroma averages it away), then
+        luma from its floor, then the two-scale reading, which a photo's texture does not reach. The luma floor
+        is ``NOISE_FLOOR_SIGMA`` for a lossless file and ``LOSSY_NOISE_FLOOR_SIGMA`` for a JPEG (whose encoder
+        flattens the texture that reads as noise), near-lossless ones included where the file is too small for
+        the two-scale reading.
         """
-        if self.lossy and not self.near_lossless:
-            return ("noise", self.noise_sigma) if self.noise_sigma >= LOSSY_NOISE_FLOOR_SIGMA else None
-        if self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
+        compressed = self.lossy and not self.near_lossless
+        if not compressed and self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
-        if self.noise_sigma >= NOISE_FLOOR_SIGMA:
+        lossy_floor = compressed or (self.lossy and self.white_noise_sigma is None)
+        if self.noise_sigma >= (LOSSY_NOISE_FLOOR_SIGMA if lossy_floor else NOISE_FLOOR_SIGMA):
             return "noise", self.noise_sigma
-        if self.white_noise_sigma is None:
-            small_noisy_jpeg = self.near_lossless and self.noise_sigma >= LOSSY_NOISE_FLOOR_SIGMA
-            return ("noise", self.noise_sigma) if small_noisy_jpeg else None
-        if self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
+        if self.white_noise_sigma is not None and self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
             # the luma reading, unless texture inflates it past what the white part says the noise is
             return "noise", min(self.noise_sigma, self.white_noise_sigma / WHITE_UNDERREAD)
         return None

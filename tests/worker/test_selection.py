@@ -91,6 +91,24 @@ def test_grey_noise_under_the_luma_floor_is_found_and_texture_is_not_taken_for_i
     assert select(AUTO, None, clean, catalog).model == "residual_sr"
 
 
+def test_a_jpegs_noise_under_its_luma_floor_is_found_at_two_scales(tmp_path, catalog):
+    photo = _photo((240, 200))
+    grain = np.random.default_rng(6).normal(0, 6, (200, 240, 1))
+
+    def decoded_profile(image: np.ndarray) -> InputProfile:
+        path = tmp_path / "in.jpg"
+        Image.fromarray(image).save(path, "JPEG", quality=90)
+        with Image.open(path) as file:
+            return profile_input(path, np.asarray(file.convert("RGB")))
+
+    noisy = decoded_profile(np.clip(photo + grain, 0, 255).astype(np.uint8))
+    assert noisy.noise_sigma < 6 and noisy.white_noise_sigma >= 2.5  # under the JPEG luma floor; white reads it
+    assert noisy.measured_noise is not None and noisy.strength > noisy.quality_strength
+    assert "noise sigma" in select(AUTO, None, noisy, catalog).reason
+    clean = decoded_profile(photo)
+    assert clean.measured_noise is None and clean.strength == round(clean.quality_strength, 3)
+
+
 def test_the_two_scale_reading_needs_enough_readable_blocks(tmp_path):
     grain = np.random.default_rng(7).normal(0, 6, (120, 160, 1))  # 7 x 9 blocks: too few to tell texture
     small = np.clip(_photo() + grain, 0, 255).astype(np.uint8)
