@@ -72,11 +72,10 @@ def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[b
     lr = bicubic_downscale(hr, scale)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    if protocol.startswith("noise"):
-        noise = np.random.default_rng(seed).standard_normal(lr.shape) * NOISE_SIGMA
-        lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
-    elif protocol == "grey_noise":  # the same noise in R, G and B: luminance noise, as after a camera's chroma NR
-        noise = np.random.default_rng(seed).standard_normal((*lr.shape[:2], 1)) * GREY_NOISE_SIGMA
+    if protocol.startswith("noise") or protocol == "grey_noise":
+        grey = protocol == "grey_noise"  # the same noise in R, G and B: luminance noise, as after chroma NR
+        shape, sigma = ((*lr.shape[:2], 1), GREY_NOISE_SIGMA) if grey else (lr.shape, NOISE_SIGMA)
+        noise = np.random.default_rng(seed).standard_normal(shape) * sigma
         lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
     if "jpeg" in protocol:
         return jpeg_file(lr, int(protocol.rsplit("jpeg", 1)[1])), ".jpg"

@@ -140,19 +140,20 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
         inner = strip[1:-1, 1:-1]
         at_limit = ((inner <= 0) | (inner >= 255)).any(axis=-1)
         clipped.append(at_limit.reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
-    flat = (np.concatenate(luma) == 0) & (np.concatenate(red) == 0) & (np.concatenate(blue) == 0)
-    usable = ((np.concatenate(clipped) <= CLIPPED_SHARE) | flat).ravel()
+    fine, half, red_means, blue_means, clipped_share = (np.concatenate(m).ravel()
+                                                        for m in (luma, coarse, red, blue, clipped))
+    usable = (clipped_share <= CLIPPED_SHARE) | ((fine == 0) & (red_means == 0) & (blue_means == 0))
     keep = usable if usable.mean() >= 0.1 else np.ones_like(usable)
 
-    def sigma(means: list[np.ndarray]) -> float:
-        return float(IMMERKAER * np.percentile(np.concatenate(means).ravel()[keep], 10))
+    def sigma(means: np.ndarray) -> float:
+        return float(IMMERKAER * np.percentile(means[keep], 10))
 
     # the two-scale reading: usable blocks whose half-resolution Laplacian had the image's pixels all around
     margin = ((np.arange(rows) * BLOCK + BLOCK + 4 <= height)[:, None]
               & (np.arange(cols) * BLOCK + BLOCK + 4 <= width)[None, :]).ravel()
     read = usable & margin
-    return NoiseEstimate(sigma(luma), (sigma(red) + sigma(blue)) / 2,
-                         _white(np.concatenate(luma).ravel()[read], np.concatenate(coarse).ravel()[read], rows * cols))
+    return NoiseEstimate(sigma(fine), (sigma(red_means) + sigma(blue_means)) / 2,
+                         _white(fine[read], half[read], rows * cols))
 
 
 def _coarse_block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
@@ -259,10 +260,9 @@ class InputProfile:
         flattens the texture that reads as noise), near-lossless ones included where the file is too small for
         the two-scale reading.
         """
-        compressed = self.lossy and not self.near_lossless
-        if not compressed and self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
+        if not self.compressed and self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
-        lossy_floor = compressed or (self.lossy and self.white_noise_sigma is None)
+        lossy_floor = self.compressed or (self.lossy and self.white_noise_sigma is None)
         if self.noise_sigma >= (LOSSY_NOISE_FLOOR_SIGMA if lossy_floor else NOISE_FLOOR_SIGMA):
             return "noise", self.noise_sigma
         if self.white_noise_sigma is not None and self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
@@ -280,9 +280,14 @@ class InputProfile:
         return self.lossy and self.jpeg_quality is not None and self.jpeg_quality >= NEAR_LOSSLESS_QUALITY
 
     @property
+    def compressed(self) -> bool:
+        """Lossy below near-lossless: the encoder's damage is the robust network's to undo."""
+        return self.lossy and not self.near_lossless
+
+    @property
     def damaged(self) -> bool:
-        """Compressed (below near-lossless) or noisy: the robust network's kind of input."""
-        return self.noisy or (self.lossy and not self.near_lossless)
+        """Compressed or noisy: the robust network's kind of input."""
+        return self.compressed or self.noisy
 
     def to_dict(self) -> dict:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),

@@ -20,15 +20,20 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 PRECISIONS = dict(zip(NAMES, ("float32", "mixed_bfloat16"), strict=True))
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The feature flags of the first CPU listed (empty where /proc/cpuinfo does not exist)."""
+def _cpuinfo(key: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first CPU's value for ``key`` in /proc/cpuinfo (None where the file or the key does not exist)."""
     try:
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The feature flags of the first CPU listed (empty where /proc/cpuinfo does not exist)."""
+    return set((_cpuinfo("flags", cpuinfo) or "").split())
 
 
 def choose_precision(requested: str, flags: set[str] | None = None, backend: str | None = None,
@@ -72,10 +77,4 @@ def training_device(backend: str | None = None) -> str:
         device = jax.devices()[0]
         if device.platform != "cpu":
             return device.device_kind
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
+    return _cpuinfo("model name") or "cpu"
