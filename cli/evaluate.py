@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="models to measure (default: $UPSCALER_DEFAULT_MODEL); each LR is a real file run through "
                         "the job's path")
     p.add_argument("--degradation", nargs="+", choices=PROTOCOLS, default=["clean"],
-                   help="protocols: clean (lossless LR), jpegQ (LR saved as a JPEG file of quality Q), "
+                   help="protocols: clean (lossless LR), jpegQ (LR saved as a JPEG file of quality Q), webpQ (a lossy "
+                        "WebP of quality Q), "
                         "noise (Gaussian sigma 10, lossless), noise_jpeg90 (that noise, then a JPEG of quality 90), "
                         "grey_noise (grey Gaussian sigma 6, lossless)")
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")

@@ -46,6 +46,9 @@ class InputMeasured(BaseModel):
     white_noise_sigma: float | None = Field(
         None, description="Luma noise read at two scales, the part that is white (about 0 for a clean photo however "
                           "textured); null for an image too small to tell (under about 180x180 px).")
+    webp_quantizer: float | None = Field(
+        None, ge=0, le=127, description="Lossy WebP only: the mean luma quantizer index its encoder chose (0 finest .. "
+                                        "127 coarsest), read from the VP8 frame header; it sets the strength.")
     jpeg_grid: list[int] | None = Field(
         None, min_length=2, max_length=2,
         description="JPEG only: where the 8x8 block grid lies in the upright image (row, col of its top-left pixel "
@@ -83,7 +86,8 @@ EXAMPLE_JOB = {
     "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31,
-                      "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "jpeg_grid": [0, 0]},
+                      "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "webp_quantizer": None,
+                      "jpeg_grid": [0, 0]},
             "network_scales": [4], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
     "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",

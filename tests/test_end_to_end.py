@@ -30,9 +30,17 @@ def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, s
                                content_type="multipart/form-data")
         assert response.status_code == 202, response.get_json()
         job = wait_for(client, response.get_json()["id"])
+        webp = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes(width=90, height=70, fmt="WEBP")),
+                                                       "w.webp"), "scale": "2"}, content_type="multipart/form-data")
+        assert webp.status_code == 202, webp.get_json()
+        webp_job = wait_for(client, webp.get_json()["id"])
     finally:
         stop(worker)
     assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text()[-3000:])
+    # a lossy WebP is measured by the quantizer in its frame header, and the API shows it
+    webp_ran = webp_job["ran"]
+    assert webp_job["status"] == "succeeded" and webp_ran["input"]["format"] == "WEBP" and webp_ran["input"]["lossy"]
+    assert 0 <= webp_ran["input"]["webp_quantizer"] <= 127 and "quantizer" in webp_ran["reason"]
     assert job["model"] == "auto" and job["progress"] == 1.0
     assert job["ran"]["model"] == "residual_sr_cond" and job["ran"]["input"]["format"] == "JPEG"  # a JPEG in
     assert job["ran"]["precision"] == settings.inference_precision and "white_noise_sigma" in job["ran"]["input"]

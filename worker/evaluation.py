@@ -5,7 +5,8 @@ lossless file; the *jpegQ* protocols save it as a JPEG file of quality Q (what u
 adds seeded Gaussian colour noise (sigma 10) before saving it losslessly, *noise_jpeg90* adds the same
 noise before saving it as a JPEG of quality 90 (a camera's high-ISO photo), and *grey_noise* adds grey
 (luminance) noise of sigma 6 before saving it losslessly (a raw converter's TIFF, its colour noise reduced, its
-luminance noise left). The estimate is compared to the
+luminance noise left); the *webpQ* protocols save the LR as a lossy WebP of quality Q (libwebp through Pillow, its
+defaults: what web pages and CDNs serve). The estimate is compared to the
 HR image on the Y channel after shaving ``scale`` pixels per border. Bicubic of the same LR file is the
 baseline.
 
@@ -29,7 +30,8 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
-PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise", "noise_jpeg90", "grey_noise")
+PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "webp95", "webp90", "webp75", "webp50", "noise",
+             "noise_jpeg90", "grey_noise")
 NOISE_SIGMA = 10.0
 GREY_NOISE_SIGMA = 6.0  # under the luma floor: found by the two-scale reading (worker.input_profile)
 
@@ -62,6 +64,13 @@ def jpeg_file(lr: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def webp_file(lr: np.ndarray, quality: int) -> bytes:
+    """The LR image as a web page's lossy WebP: libwebp through Pillow with its default settings."""
+    buffer = io.BytesIO()
+    Image.fromarray(lr).save(buffer, "WEBP", quality=quality)
+    return buffer.getvalue()
+
+
 def decode(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
@@ -79,6 +88,8 @@ def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[b
         lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
     if "jpeg" in protocol:
         return jpeg_file(lr, int(protocol.rsplit("jpeg", 1)[1])), ".jpg"
+    if protocol.startswith("webp"):
+        return webp_file(lr, int(protocol.removeprefix("webp"))), ".webp"
     buffer = io.BytesIO()
     Image.fromarray(lr).save(buffer, "PNG")
     return buffer.getvalue(), ".png"

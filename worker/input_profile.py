@@ -10,16 +10,16 @@ so colour noise stands out of even a very textured photo.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from worker.engine.strength import jpeg_strength, noise_strength
+from worker.engine.strength import jpeg_strength, noise_strength, webp_strength
 from worker.imaging import LUMA_601
 from worker.metadata import ORIENTATION
+from worker.webp_header import WebpCompression, read_webp_compression
 
 # ITU-T T.81 Annex K tables (the order does not matter here: only their sums are compared).
 _LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -47,6 +47,11 @@ LOSSY_NOISE_FLOOR_SIGMA = 6.0
 # images of train/bsd200 (LR saved at each quality), fidelity minus robust gain over bicubic, x2 / x4: q95
 # -0.08 / -0.03, q96 -0.02 / -0.00, q97 +0.03 / +0.02, q98 +0.08 / +0.04, q100 +0.11 / +0.06 dB (docs/model.md).
 NEAR_LOSSLESS_QUALITY = 97
+# The same for a lossy WebP, by its mean luma quantizer index (``worker.webp_header``): on LR files of 18 training
+# images, the fidelity network's gain over bicubic minus the robust one's at its best strength, x2 / x4: libwebp
+# quality 90 (index 8.5) -0.02 / -0.01, 92 (6.6) +0.00 / +0.00, 93 (5.6) +0.02 / +0.01, 95 (3.9) +0.05 / +0.03,
+# 100 (0) +0.10 / +0.06 dB (docs/model.md).
+NEAR_LOSSLESS_WEBP_QUANTIZER = 6.0
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
 # measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
 # has the measurement: the training images' LR at x2 and x4).
@@ -228,6 +233,7 @@ class InputProfile:
     jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
     colour_noise_sigma: float = 0.0  # per channel, from the colour differences
     white_noise_sigma: float | None = None  # luma, white across two scales (``NoiseEstimate.white_luma``)
+    webp_quantizer: float | None = None  # a lossy WebP's mean luma quantizer index, 0..127 (``worker.webp_header``)
 
     @property
     def strength(self) -> float:
@@ -245,10 +251,13 @@ class InputProfile:
 
     @property
     def quality_strength(self) -> float:
-        """The strength a lossy file's quality alone gives (0 for a lossless file)."""
+        """The strength a lossy file's quality alone gives (0 for a lossless file): a JPEG's from its quality, a
+        WebP's from its quantizer (``ASSUMED_WEBP_QUANTIZER`` where its header could not be read)."""
         if not self.lossy:
             return 0.0
-        return jpeg_strength(self.jpeg_quality if self.jpeg_quality is not None else 100)
+        if self.jpeg_quality is not None:
+            return jpeg_strength(self.jpeg_quality)
+        return webp_strength(self.webp_quantizer if self.webp_quantizer is not None else ASSUMED_WEBP_QUANTIZER)
 
     @property
     def measured_noise(self) -> tuple[str, float] | None:
@@ -276,8 +285,13 @@ class InputProfile:
 
     @property
     def near_lossless(self) -> bool:
-        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more: as good as clean for the networks."""
-        return self.lossy and self.jpeg_quality is not None and self.jpeg_quality >= NEAR_LOSSLESS_QUALITY
+        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more, or a WebP quantized no coarser than
+        ``NEAR_LOSSLESS_WEBP_QUANTIZER``: as good as clean for the networks."""
+        if not self.lossy:
+            return False
+        if self.jpeg_quality is not None:
+            return self.jpeg_quality >= NEAR_LOSSLESS_QUALITY
+        return self.webp_quantizer is not None and self.webp_quantizer <= NEAR_LOSSLESS_WEBP_QUANTIZER
 
     @property
     def compressed(self) -> bool:
@@ -292,26 +306,14 @@ class InputProfile:
     def to_dict(self) -> dict:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),
                 "colour_noise_sigma": round(self.colour_noise_sigma, 2),
-                "white_noise_sigma": None if self.white_noise_sigma is None else round(self.white_noise_sigma, 2)}
+                "white_noise_sigma": None if self.white_noise_sigma is None else round(self.white_noise_sigma, 2),
+                "webp_quantizer": None if self.webp_quantizer is None else round(self.webp_quantizer, 1)}
 
 
-# A lossy WebP does not record its quality; 80 is cwebp's and most CDNs' default.
-ASSUMED_WEBP_QUALITY = 80
-
-
-def webp_is_lossless(path: Path) -> bool:
-    """Walk the RIFF chunks: a ``VP8L`` image chunk is lossless, ``VP8 `` is lossy."""
-    with open(path, "rb") as fh:
-        if fh.read(12)[8:12] != b"WEBP":
-            return False
-        while header := fh.read(8):
-            if len(header) < 8:
-                break
-            fourcc, size = header[:4], struct.unpack("<I", header[4:])[0]
-            if fourcc in (b"VP8L", b"VP8 "):
-                return fourcc == b"VP8L"
-            fh.seek(size + (size & 1), 1)
-    return False
+# A lossy WebP whose VP8 header could not be read is taken for libwebp's default quality 80: its mean luma
+# quantizer index on the training images' LR files (x2 and x4) is about 19.
+ASSUMED_WEBP_QUANTIZER = 19.0
+UNREAD_WEBP = WebpCompression(lossless=False)  # a WebP whose image chunk was not found: taken for a lossy one
 
 
 def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
@@ -321,8 +323,8 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
         tables = getattr(image, "quantization", None)
         grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in LOSSY_FORMATS else None
     quality = estimate_jpeg_quality(tables) if fmt in LOSSY_FORMATS and tables else None
-    lossy = fmt in LOSSY_FORMATS
-    if fmt == "WEBP" and not webp_is_lossless(path):
-        lossy, quality = True, ASSUMED_WEBP_QUALITY
+    lossy, quantizer = fmt in LOSSY_FORMATS, None
+    if fmt == "WEBP" and not (webp := read_webp_compression(path) or UNREAD_WEBP).lossless:
+        lossy, quantizer = True, webp.luma_quantizer
     noise = estimate_noise(rgb)
-    return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour, noise.white_luma)
+    return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour, noise.white_luma, quantizer)

@@ -23,6 +23,9 @@ def test_each_protocol_writes_the_file_a_user_would_send(protocol):
         if "jpeg" in protocol:
             assert (suffix, image.format) == (".jpg", "JPEG")
             assert estimate_jpeg_quality(image.quantization) == int(protocol.rsplit("jpeg", 1)[1])
+        elif protocol.startswith("webp"):
+            assert (suffix, image.format) == (".webp", "WEBP")
+            assert data[12:16] == b"VP8 "  # lossy
         else:
             assert (suffix, image.format) == (".png", "PNG")
     assert lr_file(_hr(), 4, protocol, seed=3)[0] == data  # seeded: the same file every run

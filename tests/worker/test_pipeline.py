@@ -9,7 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from shared.models import Job
-from shared.queue import make_celery, queue_depth
+from shared.queue import make_celery, queue_depth, queue_lists
 from shared.storage import StorageError
 from tests.conftest import image_bytes
 from tests.factories import make_job, queued_job, reload, seconds_ago
@@ -122,7 +122,7 @@ def test_losing_the_lease_discards_the_output(ctx, db_session, monkeypatch):
 def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
     celery = make_celery(ctx.settings)
     queue = redis.Redis.from_url(ctx.settings.redis_url)
-    queue.delete("inference")
+    queue.delete(*queue_lists("inference"))  # every priority level: earlier tests may have left messages in any
     never = queued_job(ctx, db_session, enqueued_at=None)
     dead = queued_job(ctx, db_session, status="running", lease_owner="gone", lease_expires_at=seconds_ago(3),
                       attempts=1)

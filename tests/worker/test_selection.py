@@ -278,3 +278,35 @@ def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(
     heavy = InputProfile("JPEG", True, 50, noisy.noise_sigma)  # the same noise under a heavier compression
     assert heavy.noisy and heavy.strength == round(jpeg_strength(50), 3)  # the quality's is the larger
     assert select(AUTO, None, heavy, catalog).reason == "JPEG quality 50"  # so the reason names it alone
+
+
+@pytest.mark.parametrize("quality,route", [(30, "robust"), (75, "robust"), (90, "robust"), (100, "fidelity")])
+def test_a_lossy_webp_is_routed_by_the_quantizer_in_its_header(tmp_path, catalog, quality, route):
+    from worker.engine.strength import webp_strength
+    from worker.input_profile import NEAR_LOSSLESS_WEBP_QUANTIZER
+    from worker.webp_header import read_webp_compression
+
+    path = tmp_path / "in.webp"
+    Image.fromarray(_photo((240, 200))).save(path, "WEBP", quality=quality)
+    with Image.open(path) as file:
+        profile = profile_input(path, np.asarray(file.convert("RGB")))
+    quantizer = read_webp_compression(path).luma_quantizer
+    assert (profile.lossy, profile.jpeg_quality, profile.webp_quantizer) == (True, None, quantizer)
+    assert profile.to_dict()["webp_quantizer"] == round(quantizer, 1)
+    chosen = select(AUTO, None, profile, catalog)
+    assert chosen.model == catalog[AUTO].routes[route]
+    if route == "robust":
+        assert quantizer > NEAR_LOSSLESS_WEBP_QUANTIZER and chosen.strength == round(webp_strength(quantizer), 3)
+        assert f"quantizer {quantizer:.1f} of 127" in chosen.reason
+    else:
+        assert quantizer <= NEAR_LOSSLESS_WEBP_QUANTIZER and "near-lossless" in chosen.reason
+
+
+def test_webp_strength_follows_the_quantizer_and_an_unread_header_falls_back():
+    from worker.engine.strength import WEBP_HEAVY_QUANTIZER, webp_strength
+    from worker.input_profile import ASSUMED_WEBP_QUANTIZER
+
+    assert [webp_strength(q) for q in (0, WEBP_HEAVY_QUANTIZER / 2, WEBP_HEAVY_QUANTIZER, 127)] == [0, 0.5, 1, 1]
+    unread = InputProfile("WEBP", True, None, 1.0)
+    assert unread.damaged and unread.quality_strength == webp_strength(ASSUMED_WEBP_QUANTIZER)
+    assert InputProfile("WEBP", True, None, 1.0, webp_quantizer=46.0).strength == 0.4

@@ -45,7 +45,12 @@ def ran_condition(ran: dict) -> Condition:
 def _why(profile: InputProfile) -> str:
     noise = profile.measured_noise
     if profile.lossy:
-        why = f"{profile.format} quality {profile.jpeg_quality}" if profile.jpeg_quality else f"lossy {profile.format}"
+        if profile.jpeg_quality:
+            why = f"{profile.format} quality {profile.jpeg_quality}"
+        elif profile.webp_quantizer is not None:
+            why = f"lossy {profile.format}, quantizer {profile.webp_quantizer:.1f} of 127"
+        else:
+            why = f"lossy {profile.format}"
         why += ", near-lossless" if profile.near_lossless else ""
         noise_decides = noise is not None and profile.strength > round(profile.quality_strength, 3)
         return f"{why}, {noise[0]} sigma {noise[1]:.1f}" if noise_decides else why
