@@ -109,7 +109,8 @@ def _operation(op: Operation, arguments, components: dict, operation_id: str) ->
         form = op.form.model_json_schema(ref_template="#/components/schemas/{model}")
         form.pop("$defs", None)
         form["properties"] = {"image": {"type": "string", "format": "binary",
-                                        "description": "The image (PNG, JPEG, WebP, BMP, TIFF or GIF)."},
+                                        "description": "The image (PNG, JPEG, WebP, BMP, TIFF, GIF, HEIC/HEIF or "
+                                                       "AVIF)."},
                               **form["properties"]}
         form["required"] = ["image", *form.get("required", [])]
         spec["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form}}}

@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli.upscale import INPUT_SUFFIXES
+from shared.formats import INPUT_SUFFIXES
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
 

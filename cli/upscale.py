@@ -10,10 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from shared.formats import INPUT_SUFFIXES
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
-
-INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

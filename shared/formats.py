@@ -5,17 +5,40 @@ One place for the API (uploads) and the worker (images fetched from ``image_url`
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
 # MPO is how many cameras write JPEGs (a JPEG with extra frames, e.g. a depth map): stored as the JPEG it is,
 # and the worker uses its first frame.
+# HEIF is how iPhones (and many Android phones) save photos, read through pillow-heif (libheif); AVIF is Pillow's own.
 INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff",
-                 "GIF": "gif"}
+                 "GIF": "gif", "HEIF": "heic", "AVIF": "avif"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp",
-                 "tiff": "image/tiff", "gif": "image/gif"}
+                 "tiff": "image/tiff", "gif": "image/gif", "heic": "image/heic", "avif": "image/avif"}
+# File name endings a folder of inputs is filtered by (``upscaler upscale DIR``); uploads are sniffed instead.
+INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".mpo", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif",
+                            ".avif"})
+
+
+@functools.cache
+def register_decoders() -> None:
+    """Teach Pillow to open HEIF/HEIC files (pillow-heif's opener; its transforms are applied on decode and the EXIF
+    orientation reset, so ``exif_transpose`` stays right). Registering a plugin changes Pillow for the whole
+    process, so it happens here, once, on the first ``open_image``, not as a side effect of an import."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener(thumbnails=False)
+
+
+def open_image(source: str | Path | BinaryIO) -> Image.Image:
+    """``Image.open`` for an input: every accepted format's decoder is registered first."""
+    register_decoders()
+    return Image.open(source)
 
 
 class ImageRejected(ValueError):
@@ -38,7 +61,7 @@ class Sniffed:
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     """Check an image's header (nothing is decoded here): a supported format within the pixel limit."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data)) as image:
             kind = INPUT_FORMATS.get(image.format or "")
             width, height = image.size
             alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info

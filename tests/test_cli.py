@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect
 
 from cli.__main__ import build_parser
 from cli.processes import free_port
+from shared.formats import register_decoders
 from tests.conftest import write_image
 
 UPSCALER = [sys.executable, "-m", "cli"]
@@ -63,16 +64,20 @@ def test_upscale_many_files_into_a_folder_with_one_bad_file(tmp_path):
     write_image(folder / "a.png", width=40, height=30)
     Image.open(write_image(tmp_path / "b.png", width=36, height=20)).convert("RGB").save(folder / "b.jpg", quality=60)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    register_decoders()  # an iPhone photo in the folder too
+    Image.open(write_image(tmp_path / "d.png", width=30, height=24)).convert("RGB").save(folder / "d.heic", "HEIF")
     extra = write_image(tmp_path / "c.png", width=20, height=20)
     out = tmp_path / "out"
     result = run(["upscale", str(folder), str(extra), str(out), "--scale", "2", "--format", "webp"])
     assert result.returncode == 1, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "b.webp", "c.webp"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "b.webp", "c.webp", "d.webp"]
+    with Image.open(out / "d.webp") as image:
+        assert image.size == (60, 48)
     with Image.open(out / "b.webp") as image:
         assert image.size == (72, 40)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.png" in errors[0] and "Traceback" not in result.stderr
-    assert "1 of 4 file(s) failed" in result.stderr
+    assert "1 of 5 file(s) failed" in result.stderr
     assert "residual_sr_cond" in result.stderr + result.stdout  # the JPEG went to the robust network
 
 

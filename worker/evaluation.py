@@ -6,7 +6,8 @@ adds seeded Gaussian colour noise (sigma 10) before saving it losslessly, *noise
 noise before saving it as a JPEG of quality 90 (a camera's high-ISO photo), and *grey_noise* adds grey
 (luminance) noise of sigma 6 before saving it losslessly (a raw converter's TIFF, its colour noise reduced, its
 luminance noise left); the *webpQ* protocols save the LR as a lossy WebP of quality Q (libwebp through Pillow, its
-defaults: what web pages and CDNs serve). The estimate is compared to the
+defaults: what web pages and CDNs serve), *heif50* and *avif50* as a HEIF (pillow-heif's x265) or AVIF (Pillow's
+libavif) of quality 50. The estimate is compared to the
 HR image on the Y channel after shaving ``scale`` pixels per border. Bicubic of the same LR file is the
 baseline.
 
@@ -25,13 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.formats import open_image, register_decoders
 from shared.sizing import SizeRequest
 from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
-PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "webp95", "webp90", "webp75", "webp50", "noise",
-             "noise_jpeg90", "grey_noise")
+PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "webp95", "webp90", "webp75", "webp50",
+             "heif50", "avif50", "noise", "noise_jpeg90", "grey_noise")
 NOISE_SIGMA = 10.0
 GREY_NOISE_SIGMA = 6.0  # under the luma floor: found by the two-scale reading (worker.input_profile)
 
@@ -57,22 +59,27 @@ def load_benchmark(folder: Path, limit: int | None = None) -> list[np.ndarray]:
     return images
 
 
+# The lossy protocols' codecs: protocol prefix -> (Pillow format, file suffix). Each writes with its encoder's
+# defaults (Pillow's libjpeg 4:2:0, libwebp, pillow-heif's x265, Pillow's libavif) at the protocol's quality.
+LOSSY_CODECS = {"jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp"), "heif": ("HEIF", ".heic"),
+                "avif": ("AVIF", ".avif")}
+
+
+def lossy_file(lr: np.ndarray, fmt: str, quality: int) -> bytes:
+    """The LR image as a user's lossy file of ``fmt`` (a Pillow format name) at ``quality``."""
+    register_decoders()  # HEIF is written through pillow-heif's plugin
+    buffer = io.BytesIO()
+    Image.fromarray(lr).save(buffer, fmt, quality=quality)
+    return buffer.getvalue()
+
+
 def jpeg_file(lr: np.ndarray, quality: int) -> bytes:
     """The LR image as a user's JPEG file: Pillow's encoder, its default 4:2:0 chroma subsampling."""
-    buffer = io.BytesIO()
-    Image.fromarray(lr).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def webp_file(lr: np.ndarray, quality: int) -> bytes:
-    """The LR image as a web page's lossy WebP: libwebp through Pillow with its default settings."""
-    buffer = io.BytesIO()
-    Image.fromarray(lr).save(buffer, "WEBP", quality=quality)
-    return buffer.getvalue()
+    return lossy_file(lr, "JPEG", quality)
 
 
 def decode(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 
 
@@ -86,10 +93,9 @@ def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[b
         shape, sigma = ((*lr.shape[:2], 1), GREY_NOISE_SIGMA) if grey else (lr.shape, NOISE_SIGMA)
         noise = np.random.default_rng(seed).standard_normal(shape) * sigma
         lr = np.clip(np.round(lr + noise), 0, 255).astype(np.uint8)
-    if "jpeg" in protocol:
-        return jpeg_file(lr, int(protocol.rsplit("jpeg", 1)[1])), ".jpg"
-    if protocol.startswith("webp"):
-        return webp_file(lr, int(protocol.removeprefix("webp"))), ".webp"
+    for codec, (fmt, suffix) in LOSSY_CODECS.items():
+        if codec in protocol:
+            return lossy_file(lr, fmt, int(protocol.rsplit(codec, 1)[1])), suffix
     buffer = io.BytesIO()
     Image.fromarray(lr).save(buffer, "PNG")
     return buffer.getvalue(), ".png"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from shared.formats import open_image
 from shared.sizing import SizePlan
 from worker import metadata
 from worker.metadata import Metadata
@@ -88,7 +89,7 @@ def decode(path: Path) -> DecodedImage:
 
 
 def _decode(path: Path) -> DecodedImage:
-    with Image.open(path) as opened:
+    with open_image(path) as opened:
         opened.load()
         ImageOps.exif_transpose(opened, in_place=True)  # in place: a 20 MP photo is not copied twice
         image = opened

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from shared.formats import open_image
 from worker.engine.strength import jpeg_strength, noise_strength, webp_strength
 from worker.imaging import LUMA_601
 from worker.metadata import ORIENTATION
@@ -27,7 +28,12 @@ _LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55
                   49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.int64)
 _CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66]
                    + [99] * 38, dtype=np.int64)
-LOSSY_FORMATS = {"JPEG", "MPO"}
+JPEG_FORMATS = {"JPEG", "MPO"}
+# Lossy formats whose quantizer is not read here (HEVC keeps it in its slice headers, AV1 in its frame header, each
+# behind a parse of the whole sequence header): the fixed strength that served best, on average over qualities
+# 30..90, on LR files of training images (x2 and x4; the best strength ran from 0 to 1 with the quality, so this
+# costs up to 0.24 dB on a file at either end: docs/model.md). Measured noise still raises it; ``denoise`` overrides.
+ASSUMED_STRENGTH = {"HEIF": 0.07, "AVIF": 0.14}
 # Luma noise sigma (0..255) from which a lossless input counts as noisy whatever its colour noise (grey noise,
 # which the colour differences cannot see). Clean downscaled photos measure 0.9 (median) and up to ~11 for
 # the most textured (grass, foliage: texture reads as noise): at 8.0, 0.8 % of clean training LR images count
@@ -252,12 +258,15 @@ class InputProfile:
     @property
     def quality_strength(self) -> float:
         """The strength a lossy file's quality alone gives (0 for a lossless file): a JPEG's from its quality, a
-        WebP's from its quantizer (``ASSUMED_WEBP_QUANTIZER`` where its header could not be read)."""
+        WebP's from its quantizer (``ASSUMED_WEBP_QUANTIZER`` where its header could not be read), HEIF's and
+        AVIF's ``ASSUMED_STRENGTH``."""
         if not self.lossy:
             return 0.0
         if self.jpeg_quality is not None:
             return jpeg_strength(self.jpeg_quality)
-        return webp_strength(self.webp_quantizer if self.webp_quantizer is not None else ASSUMED_WEBP_QUANTIZER)
+        if self.format == "WEBP":
+            return webp_strength(self.webp_quantizer if self.webp_quantizer is not None else ASSUMED_WEBP_QUANTIZER)
+        return ASSUMED_STRENGTH.get(self.format, 0.0)
 
     @property
     def measured_noise(self) -> tuple[str, float] | None:
@@ -318,12 +327,12 @@ UNREAD_WEBP = WebpCompression(lossless=False)  # a WebP whose image chunk was no
 
 def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
     """Profile an input file (its format and quantization tables) and its decoded RGB pixels."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         fmt = (image.format or "unknown").upper()
         tables = getattr(image, "quantization", None)
-        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in LOSSY_FORMATS else None
-    quality = estimate_jpeg_quality(tables) if fmt in LOSSY_FORMATS and tables else None
-    lossy, quantizer = fmt in LOSSY_FORMATS, None
+        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in JPEG_FORMATS else None
+    quality = estimate_jpeg_quality(tables) if fmt in JPEG_FORMATS and tables else None
+    lossy, quantizer = fmt in JPEG_FORMATS or fmt in ASSUMED_STRENGTH, None
     if fmt == "WEBP" and not (webp := read_webp_compression(path) or UNREAD_WEBP).lossless:
         lossy, quantizer = True, webp.luma_quantizer
     noise = estimate_noise(rgb)

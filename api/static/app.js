@@ -201,7 +201,10 @@ function show(card, job) {
     link.hidden = false;
     const compare = card.li.querySelector(".compare");
     compare.hidden = false;
-    compare.onclick = () => openViewer(card.file, job);
+    compare.onclick = () => openViewer(card.file, job).catch((error) => {
+      compare.disabled = true; // e.g. a HEIC, which most browsers cannot draw: the result still downloads
+      card.set(`${card.li.querySelector(".state").textContent} · ${error.message}`);
+    });
   } else if (job.status === "failed") {
     card.set(`failed: ${job.error ? job.error.message : "unknown error"}`, true);
   } else {
@@ -213,10 +216,12 @@ function show(card, job) {
 const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0 };
 
 async function openViewer(file, job) {
+  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => {
+    throw new Error("this browser cannot draw the original, so there is nothing to compare with");
+  });
   $("viewer").hidden = false;
   $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
     `${job.output.width}×${job.output.height}. Drag or use the arrow keys to move, the slider to compare.`;
-  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0);

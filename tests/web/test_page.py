@@ -135,6 +135,38 @@ def test_many_files_progress_compare_download_history_and_a_bad_file(page, setti
         stop(worker)
 
 
+def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_them(page, settings, tmp_path):
+    """An iPhone HEIC and an AVIF go through like any photo; Chromium draws AVIF but not HEIC, so the HEIC's
+    Compare says why it cannot open instead of failing silently, and its result still downloads."""
+    from shared.formats import register_decoders
+
+    register_decoders()
+    files = []
+    for name, fmt in (("iphone.heic", "HEIF"), ("web.avif", "AVIF")):
+        path = tmp_path / name
+        Image.open(photo(tmp_path, f"{name}.png")).save(path, fmt, quality=80)
+        files.append(str(path))
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        page.select_option("#size", "2")
+        page.set_input_files("#files", files)
+        cards = page.locator("#cards li")
+        for name in ("iphone.heic", "web.avif"):
+            cards.filter(has_text=name).locator(".download").wait_for(timeout=120_000)
+        heic = cards.filter(has_text="iphone.heic")
+        assert heic.locator(".thumb").is_hidden()  # no broken-image icon where the browser cannot draw it
+        heic.locator(".compare").click()
+        heic.locator(".state", has_text="cannot draw the original").wait_for()
+        assert heic.locator(".compare").is_disabled() and page.locator("#viewer").is_hidden()
+        assert "done in" in heic.locator(".state").inner_text()  # the result is there all the same
+        cards.filter(has_text="web.avif").locator(".compare").click()
+        page.locator("#viewer").wait_for()
+        page.locator("#zoom-level", has_text="100 %").wait_for()
+        shot(page, "05-heic-avif")
+    finally:
+        stop(worker)
+
+
 def test_a_queued_job_shows_its_position_and_can_be_canceled(page, tmp_path):
     page.set_input_files("#files", str(photo(tmp_path, "queued.png")))  # no worker runs: it stays queued
     card = page.locator("#cards li")

@@ -4,8 +4,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from shared.formats import open_image
 from worker.evaluation import PROTOCOLS, decode, jpeg_file, lr_file
 from worker.input_profile import estimate_jpeg_quality
 
@@ -18,7 +18,7 @@ def _hr():
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_each_protocol_writes_the_file_a_user_would_send(protocol):
     data, suffix = lr_file(_hr(), 4, protocol, seed=3)
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(io.BytesIO(data)) as image:
         assert image.size == (32, 24)
         if "jpeg" in protocol:
             assert (suffix, image.format) == (".jpg", "JPEG")
@@ -26,6 +26,8 @@ def test_each_protocol_writes_the_file_a_user_would_send(protocol):
         elif protocol.startswith("webp"):
             assert (suffix, image.format) == (".webp", "WEBP")
             assert data[12:16] == b"VP8 "  # lossy
+        elif protocol[:4] in ("heif", "avif"):
+            assert (suffix, image.format) == ((".heic", "HEIF") if protocol.startswith("heif") else (".avif", "AVIF"))
         else:
             assert (suffix, image.format) == (".png", "PNG")
     assert lr_file(_hr(), 4, protocol, seed=3)[0] == data  # seeded: the same file every run

@@ -13,6 +13,7 @@ import zlib
 import pytest
 from PIL import Image
 
+from shared.formats import register_decoders
 from shared.models import Job
 from tests.conftest import image_bytes
 from worker import pipeline
@@ -35,6 +36,12 @@ def saved(fmt: str, size=(48, 36), **options) -> bytes:
     return buffer.getvalue()
 
 
+def phone(fmt: str, size=(64, 48)) -> bytes:
+    """An iPhone-style HEIF (HEVC) or a web AVIF, as their encoders write them."""
+    register_decoders()  # pillow-heif's plugin writes HEIF too
+    return saved(fmt, size, quality=60)
+
+
 def mpo() -> bytes:
     buffer = io.BytesIO()
     first = Image.open(io.BytesIO(image_bytes(40, 30)))
@@ -55,6 +62,10 @@ CORPUS = [
     ("png cut mid-data", saved("PNG", (64, 64))[:-200], ("submit", 415, "unsupported_image")),
     ("jpeg cut mid-scan", saved("JPEG", (64, 64), quality=95)[:400], ("submit", 415, "unsupported_image")),
     ("webp cut mid-data", saved("WEBP", (64, 64), quality=80)[:-100], ("submit", 415, "unsupported_image")),
+    ("heic photo", phone("HEIF"), ("job", "succeeded", None)),
+    ("avif photo", phone("AVIF"), ("job", "succeeded", None)),
+    ("heic cut mid-data", phone("HEIF")[:-100], ("job", "failed", "input_unreadable")),
+    ("avif cut mid-data", phone("AVIF")[:-100], ("job", "failed", "input_unreadable")),
     ("tiff cut mid-strip", saved("TIFF", (64, 64))[:-3000], ("job", "failed", "input_unreadable")),
     ("gif cut mid-data", saved("GIF", (64, 64))[:-300], ("job", "failed", "input_unreadable")),
 ]

@@ -191,3 +191,22 @@ def test_an_asked_dpi_is_written_into_the_output(tmp_path):
         render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt, dpi=300)
         with Image.open(result) as out:
             assert tuple(round(v) for v in out.info["dpi"]) == (300, 300), fmt
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_web_formats_decode_upright_once_with_their_profile(tmp_path, fmt):
+    """An iPhone HEIC carries its rotation as a container transform (pillow-heif applies it and resets the EXIF
+    tag), an AVIF as Pillow reports it: either way the picture comes out upright, turned once, ICC kept."""
+    from shared.formats import register_decoders
+
+    register_decoders()
+    pixels = np.full((32, 64, 3), 40, np.uint8)
+    pixels[:12, :16] = 250  # a bright block at the top-left of the stored picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    decoded = decode(save(tmp_path, Image.fromarray(pixels), fmt, quality=90, exif=exif.tobytes(),
+                          icc_profile=profile))
+    assert decoded.rgb.shape == (64, 32, 3)  # turned: 32 wide, 64 high
+    assert decoded.rgb[:16, -12:].mean() > 200 and decoded.rgb[-16:, :12].mean() < 80  # the block went top-right
+    assert decoded.metadata.icc == profile

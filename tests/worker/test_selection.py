@@ -310,3 +310,20 @@ def test_webp_strength_follows_the_quantizer_and_an_unread_header_falls_back():
     unread = InputProfile("WEBP", True, None, 1.0)
     assert unread.damaged and unread.quality_strength == webp_strength(ASSUMED_WEBP_QUANTIZER)
     assert InputProfile("WEBP", True, None, 1.0, webp_quantizer=46.0).strength == 0.4
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heif_and_avif_are_lossy_at_their_measured_prior_strength(tmp_path, catalog, fmt):
+    from shared.formats import register_decoders
+    from worker.input_profile import ASSUMED_STRENGTH
+
+    register_decoders()
+    path = tmp_path / f"in.{fmt.lower()}"
+    Image.fromarray(_photo((240, 200))).save(path, fmt, quality=80)
+    with Image.open(path) as file:
+        profile = profile_input(path, np.asarray(file.convert("RGB")))
+    assert (profile.format, profile.lossy, profile.jpeg_quality, profile.jpeg_grid) == (fmt, True, None, None)
+    assert not profile.noisy and profile.strength == ASSUMED_STRENGTH[fmt] > 0
+    chosen = select(AUTO, None, profile, catalog)
+    assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == ASSUMED_STRENGTH[fmt]
+    assert chosen.reason == f"lossy {fmt}, quality not recorded"

@@ -50,7 +50,7 @@ def _why(profile: InputProfile) -> str:
         elif profile.webp_quantizer is not None:
             why = f"lossy {profile.format}, quantizer {profile.webp_quantizer:.1f} of 127"
         else:
-            why = f"lossy {profile.format}"
+            why = f"lossy {profile.format}, quality not recorded"
         why += ", near-lossless" if profile.near_lossless else ""
         noise_decides = noise is not None and profile.strength > round(profile.quality_strength, 3)
         return f"{why}, {noise[0]} sigma {noise[1]:.1f}" if noise_decides else why
