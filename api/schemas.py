@@ -48,8 +48,9 @@ class JobCreateForm(BaseModel):
                                           "compressed or noisy files; 'bicubic' is the baseline).")
     denoise: float | Literal["auto"] = Field(
         "auto", description="Restoration strength, 0 (keep every detail) to 1 (strongest clean-up of JPEG "
-                            "artefacts and noise), or 'auto' to measure it from the file (its JPEG quality, its "
-                            "noise). Only for models whose `denoise` is true in GET /v1/models.")
+                            "artefacts and noise), or 'auto' to measure it from the file (its JPEG quality or "
+                            "the quantizer in its WebP or AVIF header, its noise; a fixed strength for HEIC). "
+                            "Only for models whose `denoise` is true in GET /v1/models.")
     image_url: HttpUrl | None = Field(None, description="Instead of the 'image' file: an http(s) address the worker "
                                                         "fetches the image from (public addresses only; redirects "
                                                         "re-checked; size and time capped).")

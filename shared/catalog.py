@@ -85,8 +85,8 @@ def load_catalog(models_dir: Path, fidelity: str = "residual_sr", robust: str = 
         scales = tuple(s for s in catalog[fidelity].scales if s in catalog[robust].scales)
         catalog[AUTO] = ModelInfo(
             AUTO, scales, auto_record.get("description", "Per input: the fidelity network for clean files "
-                                                         "(and JPEGs of quality 97+), the robust network for "
-                                                         "compressed or noisy ones"),
+                                                         "(and JPEGs of quality 97+, WebPs and AVIFs as fine), "
+                                                         "the robust network for compressed or noisy ones"),
             arch="route", benchmark=auto_record.get("benchmark", {}), routes={"fidelity": fidelity, "robust": robust})
     return catalog
 

@@ -46,9 +46,11 @@ class InputMeasured(BaseModel):
     white_noise_sigma: float | None = Field(
         None, description="Luma noise read at two scales, the part that is white (about 0 for a clean photo however "
                           "textured); null for an image too small to tell (under about 180x180 px).")
-    webp_quantizer: float | None = Field(
-        None, ge=0, le=127, description="Lossy WebP only: the mean luma quantizer index its encoder chose (0 finest .. "
-                                        "127 coarsest), read from the VP8 frame header; it sets the strength.")
+    quantizer: float | None = Field(
+        None, ge=0, le=255, description="The encoder's quantizer index, read from the file's own headers where its "
+                                        "format records one and has no JPEG quality: a lossy WebP's mean VP8 luma "
+                                        "index (0 finest .. 127), an AVIF's AV1 base_q_idx (0 .. 255); it sets the "
+                                        "strength.")
     jpeg_grid: list[int] | None = Field(
         None, min_length=2, max_length=2,
         description="JPEG only: where the 8x8 block grid lies in the upright image (row, col of its top-left pixel "
@@ -86,7 +88,7 @@ EXAMPLE_JOB = {
     "quality": 85, "webhook_url": None, "webhook_events": None, "attempts": 1,
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31,
-                      "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "webp_quantizer": None,
+                      "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "quantizer": None,
                       "jpeg_grid": [0, 0]},
             "network_scales": [4], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",

@@ -40,7 +40,14 @@ def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, s
     # a lossy WebP is measured by the quantizer in its frame header, and the API shows it
     webp_ran = webp_job["ran"]
     assert webp_job["status"] == "succeeded" and webp_ran["input"]["format"] == "WEBP" and webp_ran["input"]["lossy"]
-    assert 0 <= webp_ran["input"]["webp_quantizer"] <= 127 and "quantizer" in webp_ran["reason"]
+    from worker.engine.strength import quantizer_strength
+    from worker.webp_header import read_webp_compression
+
+    sent = tmp_path / "sent.webp"
+    sent.write_bytes(image_bytes(width=90, height=70, fmt="WEBP"))
+    quantizer = read_webp_compression(sent).luma_quantizer
+    assert webp_ran["input"]["quantizer"] == round(quantizer, 1) and "quantizer" in webp_ran["reason"]
+    assert webp_ran["strength"] >= round(quantizer_strength("WEBP", quantizer), 3)  # or its noise's, if larger
     assert job["model"] == "auto" and job["progress"] == 1.0
     assert job["ran"]["model"] == "residual_sr_cond" and job["ran"]["input"]["format"] == "JPEG"  # a JPEG in
     assert job["ran"]["precision"] == settings.inference_precision and "white_noise_sigma" in job["ran"]["input"]

@@ -1,7 +1,9 @@
-"""What an input file tells about the damage it carries: its JPEG quality, its block grid and its noise.
+"""What an input file tells about the damage it carries: its JPEG quality (or WebP/AVIF quantizer), its block
+grid and its noise.
 
 ``model=auto`` routes on this. A JPEG's quality is read from its quantization tables (the libjpeg
-scaling of the Annex K tables, which Pillow, libjpeg-turbo, mozjpeg and most cameras start from);
+scaling of the Annex K tables, which Pillow, libjpeg-turbo, mozjpeg and most cameras start from); a lossy
+WebP's or an AVIF's quantizer index from its frame header (``worker.webp_header``, ``worker.avif_header``);
 a lossless file's noise is estimated from its flattest regions (Immerkær's Laplacian estimator per
 block, then a low percentile of the blocks, so texture is not mistaken for noise), in luma and in the
 colour differences: texture lives almost only in luma, while sensor noise is independent per channel,
@@ -17,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from shared.formats import open_image
-from worker.engine.strength import jpeg_strength, noise_strength, webp_strength
+from worker.avif_header import avif_base_q_idx
+from worker.engine.strength import jpeg_strength, noise_strength, quantizer_strength
 from worker.imaging import LUMA_601
 from worker.metadata import ORIENTATION
 from worker.webp_header import WebpCompression, read_webp_compression
@@ -29,11 +32,14 @@ _LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55
 _CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66]
                    + [99] * 38, dtype=np.int64)
 JPEG_FORMATS = {"JPEG", "MPO"}
-# Lossy formats whose quantizer is not read here (HEVC keeps it in its slice headers, AV1 in its frame header, each
-# behind a parse of the whole sequence header): the fixed strength that served best, on average over qualities
-# 30..90, on LR files of training images (x2 and x4; the best strength ran from 0 to 1 with the quality, so this
-# costs up to 0.24 dB on a file at either end: docs/model.md). Measured noise still raises it; ``denoise`` overrides.
-ASSUMED_STRENGTH = {"HEIF": 0.07, "AVIF": 0.14}
+# The strength of a lossy file whose quantizer is not read. HEIF: HEVC keeps it in its slice headers, behind a
+# parse of the whole parameter sets; its fixed strength is the one that served best on average over qualities
+# 30..90 on LR files of training images (x2 and x4; the best ran from 0 to 0.43 with the quality, so this costs up
+# to 0.19 dB on a file at either end: docs/model.md). AVIF and WebP whose headers could not be read: the strength
+# of their encoders' defaults (libavif's quality 75 is index 76, libwebp's 80 a mean index of ~19). Measured noise
+# still raises it; ``denoise`` overrides it.
+ASSUMED_STRENGTH = {"HEIF": 0.07, "AVIF": quantizer_strength("AVIF", 76.0), "WEBP": quantizer_strength("WEBP", 19.0)}
+UNREAD_WEBP = WebpCompression(lossless=False)  # a WebP whose image chunk was not found: taken for a lossy one
 # Luma noise sigma (0..255) from which a lossless input counts as noisy whatever its colour noise (grey noise,
 # which the colour differences cannot see). Clean downscaled photos measure 0.9 (median) and up to ~11 for
 # the most textured (grass, foliage: texture reads as noise): at 8.0, 0.8 % of clean training LR images count
@@ -53,11 +59,12 @@ LOSSY_NOISE_FLOOR_SIGMA = 6.0
 # images of train/bsd200 (LR saved at each quality), fidelity minus robust gain over bicubic, x2 / x4: q95
 # -0.08 / -0.03, q96 -0.02 / -0.00, q97 +0.03 / +0.02, q98 +0.08 / +0.04, q100 +0.11 / +0.06 dB (docs/model.md).
 NEAR_LOSSLESS_QUALITY = 97
-# The same for a lossy WebP, by its mean luma quantizer index (``worker.webp_header``): on LR files of 18 training
-# images, the fidelity network's gain over bicubic minus the robust one's at its best strength, x2 / x4: libwebp
-# quality 90 (index 8.5) -0.02 / -0.01, 92 (6.6) +0.00 / +0.00, 93 (5.6) +0.02 / +0.01, 95 (3.9) +0.05 / +0.03,
-# 100 (0) +0.10 / +0.06 dB (docs/model.md).
-NEAR_LOSSLESS_WEBP_QUANTIZER = 6.0
+# The same by a quantizer index (``worker.engine.strength.QUANTIZER_RANGE``): on LR files of 18 training images, the
+# fidelity network's gain over bicubic minus the robust one's at its best strength, x2 / x4: libwebp quality 90
+# (mean index 8.5) -0.02 / -0.01, 92 (6.6) +0.00 / +0.00, 93 (5.6) +0.02 / +0.01, 95 (3.9) +0.05 / +0.03, 100 (0)
+# +0.10 / +0.06 dB; AVIF (Pillow's libavif) quality 80 (base_q_idx 60) -0.02 / -0.02, 90 (32) +0.06 / +0.03, 95 (16)
+# +0.10 / +0.05 dB, where the difference crosses zero about index 52 (docs/model.md).
+NEAR_LOSSLESS_QUANTIZER = {"WEBP": 6.0, "AVIF": 48.0}
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
 # measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
 # has the measurement: the training images' LR at x2 and x4).
@@ -239,13 +246,14 @@ class InputProfile:
     jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
     colour_noise_sigma: float = 0.0  # per channel, from the colour differences
     white_noise_sigma: float | None = None  # luma, white across two scales (``NoiseEstimate.white_luma``)
-    webp_quantizer: float | None = None  # a lossy WebP's mean luma quantizer index, 0..127 (``worker.webp_header``)
+    quantizer: float | None = None  # the encoder's quantizer index where read (``QUANTIZER_RANGE``: WebP, AVIF)
 
     @property
     def strength(self) -> float:
         """Restoration strength 0..1 for the conditioned network (the training labels' scale).
 
-        A lossy file's is its quality's (read from its tables, the reliable signal), or its noise's where that
+        A lossy file's is its quality's (read from its tables or frame header, the reliable signal; a measured
+        prior for HEIF, whose quantizer is not read), or its noise's where that
         is larger and above the lossy floor (a high-ISO camera photo saved at quality 90: the training labels
         take the larger of the two the same way). A lossless (or near-lossless) file's comes from its noise,
         once that is above its floor (``measured_noise``): colour noise by its per-channel sigma, otherwise
@@ -258,14 +266,13 @@ class InputProfile:
     @property
     def quality_strength(self) -> float:
         """The strength a lossy file's quality alone gives (0 for a lossless file): a JPEG's from its quality, a
-        WebP's from its quantizer (``ASSUMED_WEBP_QUANTIZER`` where its header could not be read), HEIF's and
-        AVIF's ``ASSUMED_STRENGTH``."""
+        WebP's or AVIF's from its quantizer, else ``ASSUMED_STRENGTH``."""
         if not self.lossy:
             return 0.0
         if self.jpeg_quality is not None:
             return jpeg_strength(self.jpeg_quality)
-        if self.format == "WEBP":
-            return webp_strength(self.webp_quantizer if self.webp_quantizer is not None else ASSUMED_WEBP_QUANTIZER)
+        if self.quantizer is not None:
+            return quantizer_strength(self.format, self.quantizer)
         return ASSUMED_STRENGTH.get(self.format, 0.0)
 
     @property
@@ -274,8 +281,8 @@ class InputProfile:
 
         Colour noise first (lossless and near-lossless files: a lossy file's 4:2:0 chroma averages it away), then
         luma from its floor, then the two-scale reading, which a photo's texture does not reach. The luma floor
-        is ``NOISE_FLOOR_SIGMA`` for a lossless file and ``LOSSY_NOISE_FLOOR_SIGMA`` for a JPEG (whose encoder
-        flattens the texture that reads as noise), near-lossless ones included where the file is too small for
+        is ``NOISE_FLOOR_SIGMA`` for a lossless file and ``LOSSY_NOISE_FLOOR_SIGMA`` for a lossy one (whose
+        encoder flattens the texture that reads as noise), near-lossless ones included where the file is too small for
         the two-scale reading.
         """
         if not self.compressed and self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
@@ -294,13 +301,13 @@ class InputProfile:
 
     @property
     def near_lossless(self) -> bool:
-        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more, or a WebP quantized no coarser than
-        ``NEAR_LOSSLESS_WEBP_QUANTIZER``: as good as clean for the networks."""
+        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more, or a WebP or AVIF quantized no coarser than
+        ``NEAR_LOSSLESS_QUANTIZER``: as good as clean for the networks."""
         if not self.lossy:
             return False
         if self.jpeg_quality is not None:
             return self.jpeg_quality >= NEAR_LOSSLESS_QUALITY
-        return self.webp_quantizer is not None and self.webp_quantizer <= NEAR_LOSSLESS_WEBP_QUANTIZER
+        return self.quantizer is not None and self.quantizer <= NEAR_LOSSLESS_QUANTIZER[self.format]
 
     @property
     def compressed(self) -> bool:
@@ -316,13 +323,17 @@ class InputProfile:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),
                 "colour_noise_sigma": round(self.colour_noise_sigma, 2),
                 "white_noise_sigma": None if self.white_noise_sigma is None else round(self.white_noise_sigma, 2),
-                "webp_quantizer": None if self.webp_quantizer is None else round(self.webp_quantizer, 1)}
+                "quantizer": None if self.quantizer is None else round(self.quantizer, 1)}
 
 
-# A lossy WebP whose VP8 header could not be read is taken for libwebp's default quality 80: its mean luma
-# quantizer index on the training images' LR files (x2 and x4) is about 19.
-ASSUMED_WEBP_QUANTIZER = 19.0
-UNREAD_WEBP = WebpCompression(lossless=False)  # a WebP whose image chunk was not found: taken for a lossy one
+def _lossy_and_quantizer(fmt: str, path: Path) -> tuple[bool, float | None]:
+    """Whether a file of format ``fmt`` is lossy, and its encoder's quantizer index where this reads one."""
+    if fmt == "WEBP":
+        webp = read_webp_compression(path) or UNREAD_WEBP
+        return not webp.lossless, webp.luma_quantizer
+    if fmt == "AVIF":
+        return True, avif_base_q_idx(path)
+    return fmt in JPEG_FORMATS or fmt in ASSUMED_STRENGTH, None
 
 
 def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
@@ -332,8 +343,6 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
         tables = getattr(image, "quantization", None)
         grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in JPEG_FORMATS else None
     quality = estimate_jpeg_quality(tables) if fmt in JPEG_FORMATS and tables else None
-    lossy, quantizer = fmt in JPEG_FORMATS or fmt in ASSUMED_STRENGTH, None
-    if fmt == "WEBP" and not (webp := read_webp_compression(path) or UNREAD_WEBP).lossless:
-        lossy, quantizer = True, webp.luma_quantizer
+    lossy, quantizer = _lossy_and_quantizer(fmt, path)
     noise = estimate_noise(rgb)
     return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour, noise.white_luma, quantizer)

@@ -6,7 +6,7 @@ index its encoder chose (0 finest .. 127 coarsest; RFC 6386, section 9.6) and, w
 into segments (libwebp does by default: up to four, quantized more coarsely where texture hides it), each
 segment's index and the probabilities the segment map is coded with (section 9.3). The mean luma AC index
 over the segments, weighted by those probabilities, is how damaged the file is: ``worker.input_profile`` maps
-it to the robust network's strength (``worker.engine.strength.webp_strength``). Only the first partition's
+it to the robust network's strength (``worker.engine.strength.quantizer_strength``). Only the first partition's
 first few bytes are read, through the format's boolean decoder; no pixels are decoded.
 """
 
@@ -16,9 +16,12 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _KEY_FRAME_START = b"\x9d\x01\x2a"
 _FRAME_TAG_BYTES = 10  # 3 bytes of frame tag, 3 of start code, 2 + 2 of size: then the first partition
+# The frame header's fields open the first partition and take well under this (the per-macroblock modes follow).
+_HEADER_BYTES = 1024
 _SEGMENTS = 4
 _QUANTIZER_MAX = 127
 _ANIMATION_FRAME_HEADER = 16  # an ANMF chunk's offset, size and timing fields before its own image chunks
@@ -33,32 +36,45 @@ class WebpCompression:
 
 
 def read_webp_compression(path: Path) -> WebpCompression | None:
-    """The compression of a WebP's (first) image; None when the file is no WebP or holds no image chunk."""
+    """The compression of a WebP's (first) image; None when the file is no WebP or holds no image chunk.
+
+    Only chunk headers and the first kilobyte of the VP8 frame are read (a file may be tens of megabytes)."""
     with open(path, "rb") as fh:
-        data = fh.read()
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        return None
-    return _first_image(data[12:])
-
-
-def _first_image(chunks: bytes) -> WebpCompression | None:
-    for fourcc, payload in _chunks(chunks):
-        if fourcc == b"VP8L":
-            return WebpCompression(lossless=True)
-        if fourcc == b"VP8 ":
-            return WebpCompression(lossless=False, luma_quantizer=vp8_luma_quantizer(payload))
-        if fourcc == b"ANMF":  # an animation: its first frame is what gets decoded
-            return _first_image(payload[_ANIMATION_FRAME_HEADER:])
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return None
+        for fourcc, size in _chunk_headers(fh):
+            if fourcc == b"ANMF":  # an animation: its first frame is what gets decoded
+                fh.seek(_ANIMATION_FRAME_HEADER, 1)
+                frame_end = fh.tell() - _ANIMATION_FRAME_HEADER + size
+                return _image_chunk(fh, _chunk_headers(fh, frame_end))
+            if fourcc in (b"VP8L", b"VP8 "):
+                return _image_chunk(fh, iter([(fourcc, size)]))
+            fh.seek(size + (size & 1), 1)
     return None
 
 
-def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The RIFF chunks of ``data``: (fourcc, payload); a chunk's odd size is padded by one byte."""
-    position = 0
-    while position + 8 <= len(data):
-        fourcc, size = data[position:position + 4], struct.unpack("<I", data[position + 4:position + 8])[0]
-        yield fourcc, data[position + 8:position + 8 + size]
-        position += 8 + size + (size & 1)
+def _image_chunk(fh: BinaryIO, headers: Iterator[tuple[bytes, int]]) -> WebpCompression | None:
+    """The first image chunk among ``headers`` (the file positioned at each one's payload as it comes)."""
+    for fourcc, size in headers:
+        if fourcc == b"VP8L":
+            return WebpCompression(lossless=True)
+        if fourcc == b"VP8 ":
+            frame = fh.read(min(size, _FRAME_TAG_BYTES + _HEADER_BYTES))
+            whole = size >= _FRAME_TAG_BYTES + (int.from_bytes(frame[:3], "little") >> 5)  # first partition there
+            return WebpCompression(lossless=False, luma_quantizer=vp8_luma_quantizer(frame) if whole else None)
+        fh.seek(size + (size & 1), 1)
+    return None
+
+
+def _chunk_headers(fh: BinaryIO, end: int | None = None) -> Iterator[tuple[bytes, int]]:
+    """RIFF chunk headers from the file's position (to ``end``): (fourcc, payload size), the file left at the
+    payload; the caller reads or seeks past it (a chunk's odd size is padded by one byte)."""
+    while end is None or fh.tell() + 8 <= end:
+        header = fh.read(8)
+        if len(header) < 8:
+            return
+        yield header[:4], struct.unpack("<I", header[4:])[0]
 
 
 class _BoolDecoder:
@@ -107,13 +123,16 @@ class _BoolDecoder:
 
 
 def vp8_luma_quantizer(frame: bytes) -> float | None:
-    """The mean luma AC quantizer index (0..127) of a VP8 key frame, over its segments weighted by the segment
-    map's probabilities; None for anything but a key frame's header (an interframe, a truncated chunk)."""
-    if len(frame) < _FRAME_TAG_BYTES + 2 or frame[0] & 1 or frame[3:6] != _KEY_FRAME_START:
+    """The mean luma AC quantizer index (0..127) of a VP8 key frame (``frame``: the chunk's payload, or at least
+    its first ``_HEADER_BYTES`` of partition), over its segments weighted by the segment map's probabilities; None
+    for anything but a key frame header (an interframe, a frame cut inside its header)."""
+    first_partition = int.from_bytes(frame[:3], "little") >> 5
+    wanted = _FRAME_TAG_BYTES + max(min(first_partition, _HEADER_BYTES), 2)
+    if len(frame) < wanted or frame[0] & 1 or frame[3:6] != _KEY_FRAME_START:
         return None
-    header = _BoolDecoder(frame[_FRAME_TAG_BYTES:])
+    header = _BoolDecoder(frame[_FRAME_TAG_BYTES:_FRAME_TAG_BYTES + first_partition])
     header.literal(2)  # colour space, clamping type
-    segment_values, absolute, probabilities = None, False, [255, 255, 255]
+    segment_values, absolute, probabilities = None, False, None
     if header.bool():  # segmentation enabled
         update_map, update_data = header.bool(), header.bool()
         if update_data:
@@ -121,7 +140,7 @@ def vp8_luma_quantizer(frame: bytes) -> float | None:
             segment_values = [header.optional_signed(7) for _ in range(_SEGMENTS)]
             for _ in range(_SEGMENTS):
                 header.optional_signed(6)  # loop filter level per segment
-        if update_map:
+        if update_map:  # without a map every block is in segment 0
             probabilities = [header.literal(8) if header.bool() else 255 for _ in range(3)]
     header.literal(1 + 6 + 3)  # filter type, loop filter level, sharpness
     if header.bool() and header.bool():  # loop filter deltas enabled and updated
@@ -133,6 +152,8 @@ def vp8_luma_quantizer(frame: bytes) -> float | None:
         return float(base)
     quantizers = [min(max((value or 0) if absolute else base + (value or 0), 0), _QUANTIZER_MAX)
                   for value in segment_values]
+    if probabilities is None:
+        return float(quantizers[0])
     p0, p1, p2 = (p / 256 for p in probabilities)
     shares = (p0 * p1, p0 * (1 - p1), (1 - p0) * p2, (1 - p0) * (1 - p2))
     return sum(share * q for share, q in zip(shares, quantizers, strict=True))

@@ -192,8 +192,9 @@ function show(card, job) {
   } else if (job.status === "succeeded") {
     bar.value = 1;
     const ran = job.ran ? ` · ${job.ran.model}${job.ran.strength !== null ? ` at strength ${job.ran.strength}` : ""}` : "";
-    card.set(`done in ${seconds(job.timings.total_s)} · ${job.output.width}×${job.output.height}, ` +
-             `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`);
+    const done = `done in ${seconds(job.timings.total_s)} · ${job.output.width}×${job.output.height}, ` +
+                 `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`;
+    card.set(done);
     const link = card.li.querySelector(".download");
     link.href = job.result_url;
     link.download = job.output.filename;
@@ -202,8 +203,9 @@ function show(card, job) {
     const compare = card.li.querySelector(".compare");
     compare.hidden = false;
     compare.onclick = () => openViewer(card.file, job).catch((error) => {
-      compare.disabled = true; // e.g. a HEIC, which most browsers cannot draw: the result still downloads
-      card.set(`${card.li.querySelector(".state").textContent} · ${error.message}`);
+      // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
+      compare.disabled = Boolean(error.undrawable);
+      card.set(`${done} · ${error.message}`);
     });
   } else if (job.status === "failed") {
     card.set(`failed: ${job.error ? job.error.message : "unknown error"}`, true);
@@ -217,21 +219,25 @@ const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0 };
 
 async function openViewer(file, job) {
   const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => {
-    throw new Error("this browser cannot draw the original, so there is nothing to compare with");
+    const error = new Error("this browser cannot draw the original, so there is nothing to compare with");
+    error.undrawable = true;
+    throw error;
   });
-  $("viewer").hidden = false;
-  $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
-    `${job.output.width}×${job.output.height}. Drag or use the arrow keys to move, the slider to compare.`;
+  const result = await new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error("the result could not be loaded (try again)"));
+    image.src = job.result_url;
+  });
+  // both images in hand: only now does the viewer change, so a failure leaves it as it was
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0);
   view.input = context.getImageData(0, 0, bitmap.width, bitmap.height);
-  view.result = await new Promise((resolve, reject) => {
-    const image = new Image();
-    image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error("the result could not be loaded"));
-    image.src = job.result_url;
-  });
+  view.result = result;
+  $("viewer").hidden = false;
+  $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
+    `${job.output.width}×${job.output.height}. Drag or use the arrow keys to move, the slider to compare.`;
   view.job = job;
   view.zoom = 1;
   view.cx = view.result.naturalWidth / 2;

@@ -34,7 +34,7 @@ def test_get_job_shows_status_progress_and_sizes(client, db_session):
 def test_a_finished_jobs_ran_record_is_shown_whole(client, db_session):
     ran = {"model": "residual_sr_cond", "strength": 0.221, "reason": "lossy WEBP, quantizer 25.4 of 127",
            "input": {"format": "WEBP", "lossy": True, "jpeg_quality": None, "noise_sigma": 1.2, "jpeg_grid": None,
-                     "colour_noise_sigma": 0.3, "white_noise_sigma": 0.4, "webp_quantizer": 25.4},
+                     "colour_noise_sigma": 0.3, "white_noise_sigma": 0.4, "quantizer": 25.4},
            "network_scales": [2], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8}
     job = make_job(db_session, status="succeeded", progress=1.0, attempts=1, ran=ran)
     assert client.get(f"/v1/jobs/{job.id}").get_json()["ran"] == ran
@@ -177,7 +177,8 @@ def test_the_web_page_is_served_and_uses_the_api(client):
     response = client.get("/")
     page = response.get_data(as_text=True) + client.get("/assets/app.js").get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
-    assert 'api("v1/jobs"' in page and "v1/models" in page and 'type="file" accept="image/*" multiple' in page
+    assert 'api("v1/jobs"' in page and "v1/models" in page
+    assert 'type="file" accept="image/*,.heic,.heif,.avif" multiple' in page
     # (what the page does is tested in a real browser: tests/web/test_page.py)
 
 

@@ -282,8 +282,8 @@ def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(
 
 @pytest.mark.parametrize("quality,route", [(30, "robust"), (75, "robust"), (90, "robust"), (100, "fidelity")])
 def test_a_lossy_webp_is_routed_by_the_quantizer_in_its_header(tmp_path, catalog, quality, route):
-    from worker.engine.strength import webp_strength
-    from worker.input_profile import NEAR_LOSSLESS_WEBP_QUANTIZER
+    from worker.engine.strength import quantizer_strength
+    from worker.input_profile import NEAR_LOSSLESS_QUANTIZER
     from worker.webp_header import read_webp_compression
 
     path = tmp_path / "in.webp"
@@ -291,39 +291,66 @@ def test_a_lossy_webp_is_routed_by_the_quantizer_in_its_header(tmp_path, catalog
     with Image.open(path) as file:
         profile = profile_input(path, np.asarray(file.convert("RGB")))
     quantizer = read_webp_compression(path).luma_quantizer
-    assert (profile.lossy, profile.jpeg_quality, profile.webp_quantizer) == (True, None, quantizer)
-    assert profile.to_dict()["webp_quantizer"] == round(quantizer, 1)
+    assert (profile.lossy, profile.jpeg_quality, profile.quantizer) == (True, None, quantizer)
+    assert profile.to_dict()["quantizer"] == round(quantizer, 1)
     chosen = select(AUTO, None, profile, catalog)
     assert chosen.model == catalog[AUTO].routes[route]
     if route == "robust":
-        assert quantizer > NEAR_LOSSLESS_WEBP_QUANTIZER and chosen.strength == round(webp_strength(quantizer), 3)
+        assert quantizer > NEAR_LOSSLESS_QUANTIZER["WEBP"]
+        assert chosen.strength == round(quantizer_strength("WEBP", quantizer), 3)
         assert f"quantizer {quantizer:.1f} of 127" in chosen.reason
     else:
-        assert quantizer <= NEAR_LOSSLESS_WEBP_QUANTIZER and "near-lossless" in chosen.reason
+        assert quantizer <= NEAR_LOSSLESS_QUANTIZER["WEBP"] and "near-lossless" in chosen.reason
 
 
-def test_webp_strength_follows_the_quantizer_and_an_unread_header_falls_back():
-    from worker.engine.strength import WEBP_HEAVY_QUANTIZER, webp_strength
-    from worker.input_profile import ASSUMED_WEBP_QUANTIZER
+def test_quantizer_scales_and_unread_headers_fall_back_to_the_encoders_default():
+    from worker.engine.strength import AVIF_HEAVY_INDEX, WEBP_HEAVY_QUANTIZER, quantizer_strength
+    from worker.input_profile import ASSUMED_STRENGTH
 
-    assert [webp_strength(q) for q in (0, WEBP_HEAVY_QUANTIZER / 2, WEBP_HEAVY_QUANTIZER, 127)] == [0, 0.5, 1, 1]
-    unread = InputProfile("WEBP", True, None, 1.0)
-    assert unread.damaged and unread.quality_strength == webp_strength(ASSUMED_WEBP_QUANTIZER)
-    assert InputProfile("WEBP", True, None, 1.0, webp_quantizer=46.0).strength == 0.4
+    assert [quantizer_strength("WEBP", q) for q in (0, WEBP_HEAVY_QUANTIZER / 2, WEBP_HEAVY_QUANTIZER, 127)] == \
+        [0, 0.5, 1, 1]
+    avif = [quantizer_strength("AVIF", q) for q in range(0, 256, 5)]
+    assert avif == sorted(avif) and avif[0] < 0.05 and quantizer_strength("AVIF", AVIF_HEAVY_INDEX) == 1 == avif[-1]
+    with pytest.raises(ValueError, match="no quantizer scale"):
+        quantizer_strength("HEIF", 10)
+    for fmt in ("WEBP", "AVIF"):
+        unread = InputProfile(fmt, True, None, 1.0)
+        assert unread.damaged and unread.quality_strength == ASSUMED_STRENGTH[fmt]
+    assert InputProfile("WEBP", True, None, 1.0, quantizer=46.0).strength == 0.4
 
 
-@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
-def test_heif_and_avif_are_lossy_at_their_measured_prior_strength(tmp_path, catalog, fmt):
+def test_a_heif_is_lossy_at_its_measured_prior_strength(tmp_path, catalog):
     from shared.formats import register_decoders
     from worker.input_profile import ASSUMED_STRENGTH
 
     register_decoders()
-    path = tmp_path / f"in.{fmt.lower()}"
-    Image.fromarray(_photo((240, 200))).save(path, fmt, quality=80)
+    path = tmp_path / "in.heic"
+    Image.fromarray(_photo((240, 200))).save(path, "HEIF", quality=80)
     with Image.open(path) as file:
         profile = profile_input(path, np.asarray(file.convert("RGB")))
-    assert (profile.format, profile.lossy, profile.jpeg_quality, profile.jpeg_grid) == (fmt, True, None, None)
-    assert not profile.noisy and profile.strength == ASSUMED_STRENGTH[fmt] > 0
+    assert (profile.format, profile.lossy, profile.jpeg_quality, profile.jpeg_grid) == ("HEIF", True, None, None)
+    assert profile.quantizer is None and not profile.noisy and profile.strength == ASSUMED_STRENGTH["HEIF"] > 0
     chosen = select(AUTO, None, profile, catalog)
-    assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == ASSUMED_STRENGTH[fmt]
-    assert chosen.reason == f"lossy {fmt}, quality not recorded"
+    assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == ASSUMED_STRENGTH["HEIF"]
+    assert chosen.reason == "lossy HEIF, quality not recorded"
+
+
+@pytest.mark.parametrize("quality", [20, 50, 90, 100])
+def test_an_avif_is_routed_by_the_base_q_idx_in_its_frame_header(tmp_path, catalog, quality):
+    from worker.avif_header import avif_base_q_idx
+    from worker.engine.strength import quantizer_strength
+    from worker.input_profile import NEAR_LOSSLESS_QUANTIZER
+
+    path = tmp_path / "in.avif"
+    Image.fromarray(_photo((240, 200))).save(path, "AVIF", quality=quality)
+    with Image.open(path) as file:
+        profile = profile_input(path, np.asarray(file.convert("RGB")))
+    index = avif_base_q_idx(path)
+    assert (profile.lossy, profile.jpeg_quality, profile.quantizer) == (True, None, index)
+    chosen = select(AUTO, None, profile, catalog)
+    if index <= NEAR_LOSSLESS_QUANTIZER["AVIF"]:
+        assert chosen.model == catalog[AUTO].routes["fidelity"] and "near-lossless" in chosen.reason
+    else:
+        assert chosen.model == catalog[AUTO].routes["robust"]
+        assert chosen.strength == round(quantizer_strength("AVIF", index), 3)
+        assert f"quantizer {index:.1f} of 255" in chosen.reason

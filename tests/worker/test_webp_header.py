@@ -1,11 +1,15 @@
 """A WebP's compression read from its own headers: lossless or lossy, and a lossy frame's mean luma quantizer.
 
-Two independent checks: headers written here field by field with VP8's boolean *encoder* (RFC 6386, section 7.3;
-values the test chooses, so the parser's reading can be compared with what was written), and files libwebp writes
-through Pillow at known qualities.
+Three checks: headers written here field by field with VP8's boolean *encoder* (RFC 6386, section 7.3; values the
+test chooses, so the parser's reading can be compared with what was written), libwebp's own ``webpinfo`` reading
+the same files (an independent parser: the segments' quantizers and map probabilities it prints), and files libwebp
+writes through Pillow at known qualities.
 """
 
+import re
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -127,7 +131,8 @@ def test_anything_but_a_key_frame_header_reads_as_unknown():
     frame = _key_frame(50)
     assert vp8_luma_quantizer(bytes([frame[0] | 1]) + frame[1:]) is None  # an interframe
     assert vp8_luma_quantizer(frame[:3] + b"\0\0\0" + frame[6:]) is None  # no start code
-    assert vp8_luma_quantizer(frame[:11]) is None  # cut inside the size fields
+    assert vp8_luma_quantizer(frame[:9]) is None  # cut inside the size fields
+    assert vp8_luma_quantizer(frame[:12]) is None  # cut inside the frame header's partition
 
 
 def _photo(size=(96, 64)):
@@ -166,3 +171,20 @@ def test_lossless_alpha_animated_and_other_files(tmp_path):
     assert not any(a.lossless for a in animated) and animated[0].luma_quantizer > animated[1].luma_quantizer + 20
     image.save(tmp_path / "photo.png")
     assert read_webp_compression(tmp_path / "photo.png") is None
+
+
+@pytest.mark.parametrize("quality", [15, 60, 88])
+def test_the_reading_matches_libwebps_own_webpinfo(tmp_path, quality):
+    """``webpinfo -bitstream_info`` (Debian's webp package; scripts/test installs it) prints each segment's
+    quantizer and the segment map's probabilities as libwebp's parser reads them."""
+    webpinfo = shutil.which("webpinfo")
+    if webpinfo is None:
+        pytest.fail("webpinfo is not installed (Debian: apt-get install webp); scripts/test installs it")
+    path = tmp_path / "photo.webp"
+    Image.fromarray(_photo((160, 120))).save(path, "WEBP", quality=quality)
+    printed = subprocess.run([webpinfo, "-bitstream_info", str(path)], capture_output=True, text=True,
+                             check=True).stdout
+    quantizers = [int(v) for v in re.search(r"Quantizer:\s+([\d ]+)", printed)[1].split()]
+    p0, p1, p2 = (int(v) / 256 for v in re.search(r"Prob segment:\s+([\d ]+)", printed)[1].split())
+    shares = [p0 * p1, p0 * (1 - p1), (1 - p0) * p2, (1 - p0) * (1 - p2)]
+    assert read_webp_compression(path).luma_quantizer == pytest.approx(np.dot(shares, quantizers))

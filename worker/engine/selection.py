@@ -2,8 +2,9 @@
 
 Why two networks behind one route: fine-tuning on damaged inputs costs clean-input fidelity (a short
 experiment lost 0.23 dB clean at x4), so clean files keep the fidelity network, while compressed or
-noisy files go to the strength-conditioned network, told how damaged the file is (its JPEG quality, or
-its measured noise). ``denoise`` overrides that strength, as Real-ESRGAN's ``-dn`` does.
+noisy files go to the strength-conditioned network, told how damaged the file is (its JPEG quality, the
+quantizer in its WebP or AVIF header, a prior for HEIF, or its measured noise). ``denoise`` overrides that
+strength, as Real-ESRGAN's ``-dn`` does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from shared.catalog import AUTO, ModelInfo
 from worker.engine.base import Condition
 from worker.engine.registry import UnknownModel
+from worker.engine.strength import QUANTIZER_RANGE
 from worker.input_profile import InputProfile
 
 
@@ -47,8 +49,8 @@ def _why(profile: InputProfile) -> str:
     if profile.lossy:
         if profile.jpeg_quality:
             why = f"{profile.format} quality {profile.jpeg_quality}"
-        elif profile.webp_quantizer is not None:
-            why = f"lossy {profile.format}, quantizer {profile.webp_quantizer:.1f} of 127"
+        elif profile.quantizer is not None:
+            why = f"lossy {profile.format}, quantizer {profile.quantizer:.1f} of {QUANTIZER_RANGE[profile.format]}"
         else:
             why = f"lossy {profile.format}, quality not recorded"
         why += ", near-lossless" if profile.near_lossless else ""

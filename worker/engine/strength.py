@@ -13,11 +13,18 @@ JPEG_CLEAN_QUALITY = 100
 JPEG_HEAVY_QUALITY = 30
 # Gaussian noise sigma (0..255 scale) that counts as fully damaged.
 NOISE_HEAVY_SIGMA = 20.0
-# A lossy WebP's mean luma quantizer index (0..127, ``worker.webp_header``) that maps to strength 1. Training sees
-# JPEG damage only, so WebP's place on the scale is measured, not defined: on LR files of 18 training images
-# (libwebp qualities 10..100, x2 and x4), the strength that served each quality best was about its mean index
-# / 115 (docs/model.md, "What auto does with each file").
+# Formats whose encoder's quantizer index is read from the file, with the index range: a lossy WebP's mean VP8 luma
+# index (``worker.webp_header``), an AVIF's AV1 ``base_q_idx`` (``worker.avif_header``).
+QUANTIZER_RANGE = {"WEBP": 127, "AVIF": 255}
+# Training sees JPEG damage only, so each format's place on the strength scale is measured, not defined: on LR files
+# of 18 training images (x2 and x4) at the encoder's qualities 10..100, the robust network at 15 strengths, the
+# strength that served each quality best (docs/model.md, "What auto does with each file"). WebP's followed its
+# index linearly (index / 115: 0.006 dB under each quality's best on average); AVIF's grows exponentially with
+# base_q_idx, as AV1's quantizer step does: strength 1 at AVIF_HEAVY_INDEX, a factor e per AVIF_INDEX_PER_E of
+# index (0.003 dB under each quality's best on average, 0.02 at most; libavif qualities 10..80).
 WEBP_HEAVY_QUANTIZER = 115.0
+AVIF_HEAVY_INDEX = 198.0
+AVIF_INDEX_PER_E = 54.0
 
 
 def jpeg_strength(quality: float) -> float:
@@ -31,9 +38,15 @@ def noise_strength(sigma: float) -> float:
     return float(np.clip(sigma / NOISE_HEAVY_SIGMA, 0.0, 1.0))
 
 
-def webp_strength(quantizer: float) -> float:
-    """Strength of a lossy WebP encode from its mean luma quantizer index: linear, 1 from ``WEBP_HEAVY_QUANTIZER``."""
-    return float(np.clip(quantizer / WEBP_HEAVY_QUANTIZER, 0.0, 1.0))
+def quantizer_strength(fmt: str, quantizer: float) -> float:
+    """Strength of an encode of format ``fmt`` (a key of ``QUANTIZER_RANGE``) from its quantizer index."""
+    if fmt == "WEBP":
+        strength = quantizer / WEBP_HEAVY_QUANTIZER
+    elif fmt == "AVIF":
+        strength = np.exp((quantizer - AVIF_HEAVY_INDEX) / AVIF_INDEX_PER_E)
+    else:
+        raise ValueError(f"no quantizer scale for {fmt}")
+    return float(np.clip(strength, 0.0, 1.0))
 
 
 def strength_of(jpeg_quality: float | None, noise_sigma: float) -> float:
