@@ -2,12 +2,14 @@
 
 An AVIF records no quality setting, but its primary image item is an AV1 key frame whose uncompressed header
 carries the base quantizer index the encoder chose (0 finest .. 255 coarsest; AV1 specification, section 5.9.12),
-the index of every luma AC coefficient's step. Reaching it means walking the HEIF container to the primary
-item's data (``meta``: ``pitm``, ``iinf``, ``iloc``, ``iref`` for a grid's first tile), then the item's OBUs: the
-sequence header (section 5.5), whose fields decide which frame header fields exist, and the frame header up to
-its quantization parameters (sections 5.9.2-5.9.12, through ``tile_info``). No pixels are decoded. Anything
-this reader does not expect (an image sequence, an inter frame, a truncated box) reads as unknown (None), and
-the caller falls back to a prior.
+from which every coefficient's step is derived (segmentation and delta-q, further on, may shift it per segment or
+superblock: not read here; libaom's files read their cq-level's index whatever its aq mode). Reaching it means
+walking the HEIF container to the primary item's data (``meta``: ``pitm``, ``iinf``, ``iloc``, ``iref`` for a
+grid's first tile), then the item's OBUs: the sequence header (section 5.5), whose fields decide which frame header
+fields exist, and the frame header up to its quantization parameters (sections 5.9.2-5.9.12, through
+``tile_info``). Only the top-level box headers, the ``meta`` box and the first ``_ITEM_HEAD_BYTES`` of the item are
+read; no pixels are decoded. Anything this reader does not expect (an inter frame, an odd box) reads as unknown
+(None), and the caller falls back to a prior.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 QUANTIZER_MAX = 255
 _SELECT = 2  # SELECT_SCREEN_CONTENT_TOOLS / SELECT_INTEGER_MV
 _KEY_FRAME, _INTRA_ONLY, _SWITCH_FRAME = 0, 2, 3
 _OBU_SEQUENCE_HEADER, _OBU_FRAME_HEADER, _OBU_FRAME = 1, 3, 6
 _MAX_TILE_WIDTH, _MAX_TILE_AREA, _MAX_TILE_COLS, _MAX_TILE_ROWS = 4096, 4096 * 2304, 64, 64
+# The sequence and frame headers open an item's data (its tile data follows): this much of it is read.
+_ITEM_HEAD_BYTES = 64 * 1024
+_MAX_META_BYTES = 16 * 1024 * 1024  # a meta box describes the items; a larger one is not an image's
+_MAX_EXTENTS = 1024  # an item's pieces; real files have one or a few
+_FIELD_SIZES = {0, 4, 8}  # the byte widths iloc may declare
 
 
 class _Truncated(Exception):
@@ -49,8 +57,8 @@ class _Bits:
         leading = 0
         while not self.f(1):
             leading += 1
-            if leading >= 32:
-                return (1 << 32) - 1
+        if leading >= 32:
+            return (1 << 32) - 1
         return self.f(leading) + (1 << leading) - 1
 
     def ns(self, n: int) -> int:
@@ -266,9 +274,10 @@ def av1_base_q_idx(obus: bytes) -> int | None:
                     return None
                 temporal_id, spatial_id = obus[position] >> 5, (obus[position] >> 3) & 3
                 position += 1
-            if not has_size:
-                return None  # an AVIF item's OBUs carry their sizes; without, where one ends is unknown
-            size, position = _leb128(obus, position)
+            if has_size:
+                size, position = _leb128(obus, position)
+            else:  # allowed for an item's last OBU: it fills the rest of the data
+                size = len(obus) - position
             payload = obus[position:position + size]
             position += size
             if kind == _OBU_SEQUENCE_HEADER:
@@ -305,23 +314,55 @@ def _uint(data: bytes, position: int, size: int) -> tuple[int, int]:
     return int.from_bytes(data[position:position + size], "big"), position + size
 
 
-def _primary_item_data(data: bytes) -> bytes | None:
-    """The bytes of the primary image item (a grid's first tile) of a HEIF-structured file."""
-    meta = next(((s, e) for kind, s, e in _boxes(data) if kind == b"meta"), None)
-    if meta is None:
-        return None
-    children = {kind: (s, e) for kind, s, e in _boxes(data, meta[0] + 4, meta[1])}  # meta is a full box
+def _meta_box(fh: BinaryIO) -> bytes | None:
+    """The top-level ``meta`` box's payload, found by walking the top-level box headers (``mdat`` is skipped)."""
+    while len(header := fh.read(8)) == 8:
+        size, kind = struct.unpack(">I4s", header)
+        if size == 1:
+            size, header_size = struct.unpack(">Q", fh.read(8))[0], 16
+        else:
+            header_size = 8
+        if size < header_size and size != 0:
+            return None
+        if kind == b"meta":
+            length = size - header_size if size else _MAX_META_BYTES
+            return fh.read(length) if length <= _MAX_META_BYTES else None
+        if size == 0:
+            return None
+        fh.seek(size - header_size, 1)
+    return None
+
+
+def _primary_item_head(fh: BinaryIO, meta: bytes) -> bytes | None:
+    """The first ``_ITEM_HEAD_BYTES`` of the primary image item's data (a grid's first tile's), read from ``fh``
+    or from the meta box's ``idat``; None unless that item is AV1."""
+    children = {kind: (s, e) for kind, s, e in _boxes(meta, 4)}  # meta is a full box: version and flags first
     if not {b"pitm", b"iinf", b"iloc"} <= children.keys():
         return None
-    version = data[children[b"pitm"][0]]
-    primary, _ = _uint(data, children[b"pitm"][0] + 4, 2 if version == 0 else 4)
-    item_type = _item_types(data, *children[b"iinf"]).get(primary)
-    if item_type == b"grid" and b"iref" in children:
-        primary = _first_reference(data, *children[b"iref"], b"dimg", primary)
-        item_type = b"av01" if primary is not None else None
-    if item_type != b"av01":
+    version = meta[children[b"pitm"][0]]
+    primary, _ = _uint(meta, children[b"pitm"][0] + 4, 2 if version == 0 else 4)
+    types = _item_types(meta, *children[b"iinf"])
+    if types.get(primary) == b"grid" and b"iref" in children:
+        primary = _first_reference(meta, *children[b"iref"], b"dimg", primary)
+    if primary is None or types.get(primary) != b"av01":
         return None
-    return _item_bytes(data, *children[b"iloc"], primary, children.get(b"idat"))
+    location = _item_location(meta, *children[b"iloc"], primary)
+    if location is None:
+        return None
+    method, extents = location
+    if method == 1:  # inside the meta box's idat
+        if b"idat" not in children:
+            return None
+        start, end = children[b"idat"]
+        idat = meta[start:end]
+        return b"".join(idat[o:o + (n or len(idat))] for o, n in extents)[:_ITEM_HEAD_BYTES]
+    head = b""
+    for offset, length in extents:
+        fh.seek(offset)
+        head += fh.read(min(length or _ITEM_HEAD_BYTES, _ITEM_HEAD_BYTES - len(head)))
+        if len(head) >= _ITEM_HEAD_BYTES:
+            break
+    return head
 
 
 def _item_types(data: bytes, start: int, end: int) -> dict[int, bytes]:
@@ -345,43 +386,47 @@ def _first_reference(data: bytes, start: int, end: int, wanted: bytes, source: i
     return None
 
 
-def _item_bytes(data: bytes, start: int, end: int, wanted: int, idat: tuple[int, int] | None) -> bytes | None:
+def _item_location(data: bytes, start: int, end: int, wanted: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """The ``iloc`` entry of item ``wanted``: (construction method, [(offset, length)]); None if absent or odd."""
     version = data[start]
     offset_size, length_size = data[start + 4] >> 4, data[start + 4] & 0xF
     base_offset_size, index_size = data[start + 5] >> 4, (data[start + 5] & 0xF) if version in (1, 2) else 0
-    count, position = _uint(data, start + 6, 2 if version < 2 else 4)
+    if not {offset_size, length_size, base_offset_size, index_size} <= _FIELD_SIZES:
+        return None
+    id_size = 2 if version < 2 else 4
+    count, position = _uint(data, start + 6, id_size)
     for _ in range(count):
-        item, position = _uint(data, position, 2 if version < 2 else 4)
+        item, position = _uint(data, position, id_size)
         method = 0
         if version in (1, 2):
             method, position = _uint(data, position, 2)
             method &= 0xF
         position += 2  # data_reference_index
         base, position = _uint(data, position, base_offset_size)
-        extents, position = _uint(data, position, 2)
-        pieces = []
-        for _ in range(extents):
+        extent_count, position = _uint(data, position, 2)
+        if extent_count > _MAX_EXTENTS:
+            return None
+        extent_bytes = index_size + offset_size + length_size
+        if item != wanted:
+            position += extent_count * extent_bytes
+            continue
+        extents = []
+        for _ in range(extent_count):
             position += index_size
             offset, position = _uint(data, position, offset_size)
             length, position = _uint(data, position, length_size)
-            pieces.append((base + offset, length))
-        if item != wanted:
-            continue
-        if method == 1 and idat is not None:
-            source, origin = data[idat[0]:idat[1]], 0
-        elif method == 0:
-            source, origin = data, 0
-        else:
-            return None
-        return b"".join(source[origin + o:origin + o + (n or len(source))] for o, n in pieces)
+            extents.append((base + offset, length))
+        return (method, extents) if method in (0, 1) else None
     return None
 
 
 def avif_base_q_idx(path: Path) -> int | None:
-    """The primary image's AV1 ``base_q_idx`` (0..255) of an AVIF file; None where it cannot be read."""
-    data = Path(path).read_bytes()
+    """The primary image's AV1 ``base_q_idx`` (0..255) of an AVIF file; None where it cannot be read. Only the
+    top-level box headers, the ``meta`` box and the first bytes of the item's data are read."""
     try:
-        item = _primary_item_data(data)
+        with open(path, "rb") as fh:
+            meta = _meta_box(fh)
+            head = None if meta is None else _primary_item_head(fh, meta)
     except (_Truncated, IndexError, struct.error):
         return None
-    return None if item is None else av1_base_q_idx(item)
+    return None if head is None else av1_base_q_idx(head)

@@ -127,8 +127,9 @@ def vp8_luma_quantizer(frame: bytes) -> float | None:
     its first ``_HEADER_BYTES`` of partition), over its segments weighted by the segment map's probabilities; None
     for anything but a key frame header (an interframe, a frame cut inside its header)."""
     first_partition = int.from_bytes(frame[:3], "little") >> 5
-    wanted = _FRAME_TAG_BYTES + max(min(first_partition, _HEADER_BYTES), 2)
-    if len(frame) < wanted or frame[0] & 1 or frame[3:6] != _KEY_FRAME_START:
+    if first_partition < 2 or len(frame) < _FRAME_TAG_BYTES + min(first_partition, _HEADER_BYTES):
+        return None  # no room for a header, or cut inside it
+    if frame[0] & 1 or frame[3:6] != _KEY_FRAME_START:
         return None
     header = _BoolDecoder(frame[_FRAME_TAG_BYTES:_FRAME_TAG_BYTES + first_partition])
     header.literal(2)  # colour space, clamping type
@@ -140,6 +141,8 @@ def vp8_luma_quantizer(frame: bytes) -> float | None:
             segment_values = [header.optional_signed(7) for _ in range(_SEGMENTS)]
             for _ in range(_SEGMENTS):
                 header.optional_signed(6)  # loop filter level per segment
+        else:  # libwebp's decoder then quantizes every segment at absolute index 0
+            segment_values, absolute = [0] * _SEGMENTS, True
         if update_map:  # without a map every block is in segment 0
             probabilities = [header.literal(8) if header.bool() else 255 for _ in range(3)]
     header.literal(1 + 6 + 3)  # filter type, loop filter level, sharpness

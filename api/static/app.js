@@ -234,6 +234,7 @@ async function openViewer(file, job) {
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0);
   view.input = context.getImageData(0, 0, bitmap.width, bitmap.height);
+  bitmap.close();
   view.result = result;
   $("viewer").hidden = false;
   $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.avif_header import _primary_item_data, av1_base_q_idx, avif_base_q_idx
+from worker.avif_header import _meta_box, _primary_item_head, av1_base_q_idx, avif_base_q_idx
 
 
 def _cq_level_index(level: int) -> int:
@@ -64,9 +64,17 @@ def test_alpha_is_not_mistaken_for_the_colour_image(tmp_path):
     image = _image()
     image.save(tmp_path / "opaque.avif", "AVIF", quality=60)
     rgba = image.convert("RGBA")
-    rgba.putalpha(255)
-    rgba.save(tmp_path / "alpha.avif", "AVIF", quality=60, alpha_quality=10)  # a coarse alpha item beside it
+    rgba.putalpha(Image.linear_gradient("L").resize(image.size))  # real transparency: an alpha item of its own
+    rgba.save(tmp_path / "alpha.avif", "AVIF", quality=60, alpha_quality=10)  # coded far coarser than the colour
+    data = (tmp_path / "alpha.avif").read_bytes()
+    assert data.count(b"av01") >= 2  # two AV1 items: colour (primary) and alpha
     assert avif_base_q_idx(tmp_path / "alpha.avif") == avif_base_q_idx(tmp_path / "opaque.avif")
+
+
+def _item_obus(path) -> bytes:
+    """The OBUs of a real AVIF's primary item (whole: a small file's item is under the reader's limit)."""
+    with open(path, "rb") as fh:
+        return _primary_item_head(fh, _meta_box(fh))
 
 
 def _box(kind: bytes, payload: bytes, version: int | None = None) -> bytes:
@@ -75,24 +83,68 @@ def _box(kind: bytes, payload: bytes, version: int | None = None) -> bytes:
     return struct.pack(">I4s", 8 + len(body), kind) + body
 
 
-def test_a_grid_image_is_read_from_its_first_tile(tmp_path):
-    """Big AVIFs are often a grid of tiles (a derived ``grid`` item referencing ``av01`` items through ``dimg``):
-    built here around a real frame's OBUs, with the tile item's data inside ``idat`` (construction method 1)."""
-    path = tmp_path / "real.avif"
-    _image().save(path, "AVIF", speed=9, advanced={"end-usage": "q", "cq-level": "21"})
-    obus = _primary_item_data(path.read_bytes())
-    assert av1_base_q_idx(obus) == _cq_level_index(21)
-    infe = [_box(b"infe", struct.pack(">HH4s", item, 0, kind) + b"\0", version=2)  # no name
-            for item, kind in ((1, b"grid"), (2, b"av01"))]
-    iinf = _box(b"iinf", struct.pack(">H", 2) + b"".join(infe), version=0)
-    iref = _box(b"iref", _box(b"dimg", struct.pack(">HHH", 1, 1, 2)), version=0)  # grid 1 -> tile 2
-    # offset and length 4 bytes each, no base offset; item 2 in idat (method 1), one extent: all of it
-    iloc = _box(b"iloc", bytes([0x44, 0x00]) + struct.pack(">HHHHHII", 1, 2, 1, 0, 1, 0, len(obus)), version=1)
-    meta = _box(b"meta", _box(b"pitm", struct.pack(">H", 1), version=0) + iinf + iref + iloc + _box(b"idat", obus),
-                version=0)
+def _grid_file(tile: bytes, decoy: bytes, in_idat: bool) -> bytes:
+    """A grid image (item 5) whose first tile is item 7, beside a decoy AV1 item 2 listed first everywhere: the
+    reader must follow pitm -> grid -> the first dimg reference -> that item's own iloc entry. The tile's data is
+    in idat (iloc version 1, construction method 1) or in mdat after a base offset, in two extents (version 0)."""
+    infe = b"".join(_box(b"infe", struct.pack(">HH4s", item, 0, kind) + b"\0", version=2)
+                    for item, kind in ((2, b"av01"), (5, b"grid"), (7, b"av01")))
+    iinf = _box(b"iinf", struct.pack(">H", 3) + infe, version=0)
+    iref = _box(b"iref", _box(b"dimg", struct.pack(">HHHH", 5, 2, 7, 2)), version=0)  # grid 5 -> tiles 7, 2
+    pitm = _box(b"pitm", struct.pack(">H", 5), version=0)
+    if in_idat:
+        idat = decoy + tile
+        entries = struct.pack(">HHHHII", 2, 1, 0, 1, 0, len(decoy)) + struct.pack(">HHHHII", 7, 1, 0, 1, len(decoy),
+                                                                                  len(tile))
+        iloc = _box(b"iloc", bytes([0x44, 0x00]) + struct.pack(">H", 2) + entries, version=1)
+        meta = _box(b"meta", pitm + iinf + iref + iloc + _box(b"idat", idat), version=0)
+        return _box(b"ftyp", b"avif\0\0\0\0avifmif1") + meta
+
+    def layout(base: int) -> bytes:
+        half = len(tile) // 2
+        decoy_entry = struct.pack(">HHIHII", 2, 0, base, 1, 0, len(decoy))
+        tile_entry = struct.pack(">HHIHIIII", 7, 0, base, 2, len(decoy), half, len(decoy) + half, len(tile) - half)
+        iloc = _box(b"iloc", bytes([0x44, 0x40]) + struct.pack(">H", 2) + decoy_entry + tile_entry, version=0)
+        return _box(b"ftyp", b"avif\0\0\0\0avifmif1") + _box(b"meta", pitm + iinf + iref + iloc, version=0)
+
+    head = layout(0)
+    return layout(len(head) + 8) + _box(b"mdat", decoy + tile)  # the base offset: where mdat's payload starts
+
+
+@pytest.mark.parametrize("in_idat", [True, False], ids=["idat", "mdat with base offset and two extents"])
+def test_a_grid_image_is_read_from_its_first_tile(tmp_path, in_idat):
+    """Big AVIFs are often a grid of tiles (a derived ``grid`` item referencing ``av01`` items through ``dimg``)."""
+    obus = {}
+    for level in (21, 50):
+        path = tmp_path / f"cq{level}.avif"
+        _image(seed=level).save(path, "AVIF", speed=9, advanced={"end-usage": "q", "cq-level": str(level)})
+        obus[level] = _item_obus(path)
+        assert av1_base_q_idx(obus[level]) == _cq_level_index(level)
     grid = tmp_path / "grid.avif"
-    grid.write_bytes(_box(b"ftyp", b"avif\0\0\0\0avifmif1") + meta)
+    grid.write_bytes(_grid_file(tile=obus[21], decoy=obus[50], in_idat=in_idat))
     assert avif_base_q_idx(grid) == _cq_level_index(21)
+
+
+def test_the_last_obu_may_go_without_its_size(tmp_path):
+    """An item's last OBU may leave out its size field (it fills the rest of the data)."""
+    path = tmp_path / "a.avif"
+    _image().save(path, "AVIF", speed=9, advanced={"end-usage": "q", "cq-level": "40"})
+    obus, position, last = _item_obus(path), 0, 0
+    while position < len(obus):  # find the last OBU: header, leb128 size, payload
+        last, size, shift = position, 0, 0
+        position += 1 + ((obus[position] >> 2) & 1)
+        while True:
+            size |= (obus[position] & 0x7F) << shift
+            position, shift = position + 1, shift + 7
+            if not obus[position - 1] & 0x80:
+                break
+        position += size
+    header_end = last + 1 + ((obus[last] >> 2) & 1)
+    size_end = header_end
+    while obus[size_end] & 0x80:
+        size_end += 1
+    unsized = obus[:last] + bytes([obus[last] & ~0x02]) + obus[last + 1:header_end] + obus[size_end + 1:]
+    assert av1_base_q_idx(unsized) == av1_base_q_idx(obus) == _cq_level_index(40)
 
 
 def test_what_cannot_be_read_is_unknown(tmp_path):

@@ -74,19 +74,21 @@ class _BoolEncoder:
 
 
 def _key_frame(base: int, segments: list[int | None] | None = None, absolute: bool = True,
-               probabilities: list[int | None] | None = None, filter_deltas: bool = False) -> bytes:
+               probabilities: list[int | None] | None = None, filter_deltas: bool = False,
+               segment_data: bool = True) -> bytes:
     """A VP8 key frame's header (RFC 6386, sections 9.2-9.6) with the given quantizers, then some payload."""
     header = _BoolEncoder()
     header.literal(0, 2)  # colour space, clamping
     header.bool(segments is not None)
     if segments is not None:
         header.bool(probabilities is not None)  # update the segment map
-        header.bool(1)  # update the segment data
-        header.bool(absolute)
-        for value in segments:
-            header.optional_signed(value, 7)
-        for level in (3, None, -2, 5):
-            header.optional_signed(level, 6)
+        header.bool(segment_data)  # update the segment data
+        if segment_data:
+            header.bool(absolute)
+            for value in segments:
+                header.optional_signed(value, 7)
+            for level in (3, None, -2, 5):
+                header.optional_signed(level, 6)
         for probability in probabilities or []:
             header.bool(probability is not None)
             if probability is not None:
@@ -127,12 +129,18 @@ def test_segment_quantizers_are_averaged_by_the_segment_maps_probabilities():
     assert vp8_luma_quantizer(delta) == pytest.approx(np.dot(shares, [30, 40, 127, 0]))
 
 
+def test_segments_without_their_data_quantize_at_zero_as_libwebp_decodes_them():
+    assert vp8_luma_quantizer(_key_frame(40, [0, 0, 0, 0], segment_data=False)) == 0.0
+    assert vp8_luma_quantizer(_key_frame(40, [10, 20, 30, 40], probabilities=None)) == 10  # no map: segment 0
+
+
 def test_anything_but_a_key_frame_header_reads_as_unknown():
     frame = _key_frame(50)
     assert vp8_luma_quantizer(bytes([frame[0] | 1]) + frame[1:]) is None  # an interframe
     assert vp8_luma_quantizer(frame[:3] + b"\0\0\0" + frame[6:]) is None  # no start code
     assert vp8_luma_quantizer(frame[:9]) is None  # cut inside the size fields
     assert vp8_luma_quantizer(frame[:12]) is None  # cut inside the frame header's partition
+    assert vp8_luma_quantizer(bytes([frame[0] & 0x1F, 0, 0]) + frame[3:]) is None  # a first partition of 0 bytes
 
 
 def _photo(size=(96, 64)):
