@@ -49,7 +49,7 @@ class JobCreateForm(BaseModel):
     denoise: float | Literal["auto"] = Field(
         "auto", description="Restoration strength, 0 (keep every detail) to 1 (strongest clean-up of JPEG "
                             "artefacts and noise), or 'auto' to measure it from the file (its JPEG quality or "
-                            "the quantizer in its WebP or AVIF header, its noise; a fixed strength for HEIC). "
+                            "the quantizer in its WebP, AVIF or HEIC header, its noise). "
                             "Only for models whose `denoise` is true in GET /v1/models.")
     image_url: HttpUrl | None = Field(None, description="Instead of the 'image' file: an http(s) address the worker "
                                                         "fetches the image from (public addresses only; redirects "

@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "the job's path")
     p.add_argument("--degradation", nargs="+", choices=PROTOCOLS, default=["clean"],
                    help="protocols: clean (lossless LR), jpegQ (LR saved as a JPEG file of quality Q), webpQ (a lossy "
-                        "WebP of quality Q), heif50 (a HEIF of quality 50), avifQ (an "
+                        "WebP of quality Q), heifQ / avifQ (a HEIC or "
                         "AVIF of quality Q), "
                         "noise (Gaussian sigma 10, lossless), noise_jpeg90 (that noise, then a JPEG of quality 90), "
                         "grey_noise (grey Gaussian sigma 6, lossless)")

@@ -49,8 +49,8 @@ class InputMeasured(BaseModel):
     quantizer: float | None = Field(
         None, ge=0, le=255, description="The encoder's quantizer index, read from the file's own headers where its "
                                         "format records one and has no JPEG quality: a lossy WebP's mean VP8 luma "
-                                        "index (0 finest .. 127), an AVIF's AV1 base_q_idx (0 .. 255); it sets the "
-                                        "strength.")
+                                        "index (0 finest .. 127), an AVIF's AV1 base_q_idx (0 .. 255), a HEIC's "
+                                        "HEVC slice QP (0 .. 51); it sets the strength.")
     jpeg_grid: list[int] | None = Field(
         None, min_length=2, max_length=2,
         description="JPEG only: where the 8x8 block grid lies in the upright image (row, col of its top-left pixel "

@@ -8,14 +8,18 @@ import numpy as np
 from PIL import Image
 
 
-def image_bytes(width: int = 64, height: int = 48, mode: str = "RGB", fmt: str = "PNG", seed: int = 0,
-                **save) -> bytes:
-    """A small textured test image (smooth gradient + noise, so codecs and networks have work)."""
+def photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+    """A small textured RGB test image (smooth gradient + noise, so codecs and networks have work)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     base = np.stack([xx * 255 / max(width - 1, 1), yy * 255 / max(height - 1, 1), (xx + yy) % 255], axis=-1)
-    rgb = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(rgb, "RGB")
+    return Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8), "RGB")
+
+
+def image_bytes(width: int = 64, height: int = 48, mode: str = "RGB", fmt: str = "PNG", seed: int = 0,
+                **save) -> bytes:
+    """``photo`` as the bytes of a file of ``fmt``."""
+    image = photo(width, height, seed)
     if mode != "RGB":
         image = image.convert(mode)
     buffer = io.BytesIO()

@@ -4,68 +4,26 @@ An AVIF records no quality setting, but its primary image item is an AV1 key fra
 carries the base quantizer index the encoder chose (0 finest .. 255 coarsest; AV1 specification, section 5.9.12),
 from which every coefficient's step is derived (segmentation and delta-q, further on, may shift it per segment or
 superblock: not read here; libaom's files read their cq-level's index whatever its aq mode). Reaching it means
-walking the HEIF container to the primary item's data (``meta``: ``pitm``, ``iinf``, ``iloc``, ``iref`` for a
-grid's first tile), then the item's OBUs: the sequence header (section 5.5), whose fields decide which frame header
-fields exist, and the frame header up to its quantization parameters (sections 5.9.2-5.9.12, through
-``tile_info``). Only the top-level box headers, the ``meta`` box and the first ``_ITEM_HEAD_BYTES`` of the item are
-read; no pixels are decoded. Anything this reader does not expect (an inter frame, an odd box) reads as unknown
-(None), and the caller falls back to a prior.
+taking the primary item's data from the HEIF container (``worker.heif_container``; a grid's first tile), then its
+OBUs: the sequence header (section 5.5), whose fields decide which frame header fields exist, and the frame header
+up to its quantization parameters (sections 5.9.2-5.9.12, through ``tile_info``). No pixels are decoded. Anything
+this reader does not expect (an inter frame, an odd box) reads as unknown (None), and the caller falls back to a
+prior.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+
+from worker.bitstream import BitReader, HeaderTruncated
+from worker.heif_container import read_primary_item
 
 QUANTIZER_MAX = 255
 _SELECT = 2  # SELECT_SCREEN_CONTENT_TOOLS / SELECT_INTEGER_MV
 _KEY_FRAME, _INTRA_ONLY, _SWITCH_FRAME = 0, 2, 3
 _OBU_SEQUENCE_HEADER, _OBU_FRAME_HEADER, _OBU_FRAME = 1, 3, 6
 _MAX_TILE_WIDTH, _MAX_TILE_AREA, _MAX_TILE_COLS, _MAX_TILE_ROWS = 4096, 4096 * 2304, 64, 64
-# The sequence and frame headers open an item's data (its tile data follows): this much of it is read.
-_ITEM_HEAD_BYTES = 64 * 1024
-_MAX_META_BYTES = 16 * 1024 * 1024  # a meta box describes the items; a larger one is not an image's
-_MAX_EXTENTS = 1024  # an item's pieces; real files have one or a few
-_FIELD_SIZES = {0, 4, 8}  # the byte widths iloc may declare
-
-
-class _Truncated(Exception):
-    """The header ended before the field wanted."""
-
-
-class _Bits:
-    """An MSB-first bit reader with the AV1 specification's descriptors: f(n), uvlc(), ns(n)."""
-
-    def __init__(self, data: bytes):
-        self._data = data
-        self._position = 0
-
-    def f(self, bits: int) -> int:
-        value = 0
-        for _ in range(bits):
-            byte = self._position >> 3
-            if byte >= len(self._data):
-                raise _Truncated
-            value = (value << 1) | ((self._data[byte] >> (7 - (self._position & 7))) & 1)
-            self._position += 1
-        return value
-
-    def uvlc(self) -> int:
-        leading = 0
-        while not self.f(1):
-            leading += 1
-        if leading >= 32:
-            return (1 << 32) - 1
-        return self.f(leading) + (1 << leading) - 1
-
-    def ns(self, n: int) -> int:
-        width = n.bit_length()
-        extra = (1 << width) - n
-        value = self.f(width - 1)
-        return value if value < extra else (value << 1) - extra + self.f(1)
 
 
 @dataclass(frozen=True)
@@ -90,7 +48,7 @@ class _SequenceHeader:
     enable_superres: bool
 
 
-def _sequence_header(bits: _Bits) -> _SequenceHeader:
+def _sequence_header(bits: BitReader) -> _SequenceHeader:
     bits.f(3)  # seq_profile
     bits.f(1)  # still_picture
     reduced = bool(bits.f(1))
@@ -158,7 +116,7 @@ def _tile_log2(block: int, target: int) -> int:
     return k
 
 
-def _tile_info(bits: _Bits, seq: _SequenceHeader, frame_width: int, frame_height: int) -> None:
+def _tile_info(bits: BitReader, seq: _SequenceHeader, frame_width: int, frame_height: int) -> None:
     """Skip ``tile_info()`` (section 5.9.15): how many bits it takes depends on the frame's size in superblocks."""
     mi_cols, mi_rows = 2 * ((frame_width + 7) >> 3), 2 * ((frame_height + 7) >> 3)
     shift = 5 if seq.use_128x128_superblock else 4
@@ -194,7 +152,7 @@ def _tile_info(bits: _Bits, seq: _SequenceHeader, frame_width: int, frame_height
         bits.f(2)  # tile_size_bytes_minus_1
 
 
-def _base_q_idx(bits: _Bits, seq: _SequenceHeader, temporal_id: int, spatial_id: int) -> int | None:
+def _base_q_idx(bits: BitReader, seq: _SequenceHeader, temporal_id: int, spatial_id: int) -> int | None:
     """``uncompressed_header()`` up to ``base_q_idx``, for an intra frame (None for anything else)."""
     if seq.reduced_still_picture_header:
         frame_type, show_frame, error_resilient = _KEY_FRAME, True, True
@@ -250,12 +208,12 @@ def _leb128(data: bytes, position: int) -> tuple[int, int]:
     value = 0
     for i in range(8):
         if position + i >= len(data):
-            raise _Truncated
+            raise HeaderTruncated
         byte = data[position + i]
         value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
             return value, position + i + 1
-    raise _Truncated
+    raise HeaderTruncated
 
 
 def av1_base_q_idx(obus: bytes) -> int | None:
@@ -281,152 +239,16 @@ def av1_base_q_idx(obus: bytes) -> int | None:
             payload = obus[position:position + size]
             position += size
             if kind == _OBU_SEQUENCE_HEADER:
-                sequence = _sequence_header(_Bits(payload))
+                sequence = _sequence_header(BitReader(payload))
             elif kind in (_OBU_FRAME_HEADER, _OBU_FRAME):
-                return None if sequence is None else _base_q_idx(_Bits(payload), sequence, temporal_id, spatial_id)
-    except _Truncated:
+                return None if sequence is None else _base_q_idx(BitReader(payload), sequence, temporal_id, spatial_id)
+    except HeaderTruncated:
         return None
-    return None
-
-
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """ISO base media file boxes in ``data[start:end]``: (type, payload start, payload end)."""
-    end = len(data) if end is None else end
-    position = start
-    while position + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[position:position + 8])
-        header = 8
-        if size == 1:
-            if position + 16 > end:
-                return
-            size, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
-        elif size == 0:
-            size = end - position
-        if size < header or position + size > end:
-            return
-        yield kind, position + header, position + size
-        position += size
-
-
-def _uint(data: bytes, position: int, size: int) -> tuple[int, int]:
-    if position + size > len(data):
-        raise _Truncated
-    return int.from_bytes(data[position:position + size], "big"), position + size
-
-
-def _meta_box(fh: BinaryIO) -> bytes | None:
-    """The top-level ``meta`` box's payload, found by walking the top-level box headers (``mdat`` is skipped)."""
-    while len(header := fh.read(8)) == 8:
-        size, kind = struct.unpack(">I4s", header)
-        if size == 1:
-            size, header_size = struct.unpack(">Q", fh.read(8))[0], 16
-        else:
-            header_size = 8
-        if size < header_size and size != 0:
-            return None
-        if kind == b"meta":
-            length = size - header_size if size else _MAX_META_BYTES
-            return fh.read(length) if length <= _MAX_META_BYTES else None
-        if size == 0:
-            return None
-        fh.seek(size - header_size, 1)
-    return None
-
-
-def _primary_item_head(fh: BinaryIO, meta: bytes) -> bytes | None:
-    """The first ``_ITEM_HEAD_BYTES`` of the primary image item's data (a grid's first tile's), read from ``fh``
-    or from the meta box's ``idat``; None unless that item is AV1."""
-    children = {kind: (s, e) for kind, s, e in _boxes(meta, 4)}  # meta is a full box: version and flags first
-    if not {b"pitm", b"iinf", b"iloc"} <= children.keys():
-        return None
-    version = meta[children[b"pitm"][0]]
-    primary, _ = _uint(meta, children[b"pitm"][0] + 4, 2 if version == 0 else 4)
-    types = _item_types(meta, *children[b"iinf"])
-    if types.get(primary) == b"grid" and b"iref" in children:
-        primary = _first_reference(meta, *children[b"iref"], b"dimg", primary)
-    if primary is None or types.get(primary) != b"av01":
-        return None
-    location = _item_location(meta, *children[b"iloc"], primary)
-    if location is None:
-        return None
-    method, extents = location
-    if method == 1:  # inside the meta box's idat
-        if b"idat" not in children:
-            return None
-        start, end = children[b"idat"]
-        idat = meta[start:end]
-        return b"".join(idat[o:o + (n or len(idat))] for o, n in extents)[:_ITEM_HEAD_BYTES]
-    head = b""
-    for offset, length in extents:
-        fh.seek(offset)
-        head += fh.read(min(length or _ITEM_HEAD_BYTES, _ITEM_HEAD_BYTES - len(head)))
-        if len(head) >= _ITEM_HEAD_BYTES:
-            break
-    return head
-
-
-def _item_types(data: bytes, start: int, end: int) -> dict[int, bytes]:
-    version = data[start]
-    position = start + 4 + (2 if version == 0 else 4)  # entry_count
-    types = {}
-    for kind, s, _e in _boxes(data, position, end):
-        if kind == b"infe" and data[s] >= 2:
-            item, after = _uint(data, s + 4, 2 if data[s] == 2 else 4)
-            types[item] = data[after + 2:after + 6]  # after item_protection_index
-    return types
-
-
-def _first_reference(data: bytes, start: int, end: int, wanted: bytes, source: int) -> int | None:
-    width = 2 if data[start] == 0 else 4
-    for kind, s, _e in _boxes(data, start + 4, end):
-        from_item, position = _uint(data, s, width)
-        count, position = _uint(data, position, 2)
-        if kind == wanted and from_item == source and count:
-            return _uint(data, position, width)[0]
-    return None
-
-
-def _item_location(data: bytes, start: int, end: int, wanted: int) -> tuple[int, list[tuple[int, int]]] | None:
-    """The ``iloc`` entry of item ``wanted``: (construction method, [(offset, length)]); None if absent or odd."""
-    version = data[start]
-    offset_size, length_size = data[start + 4] >> 4, data[start + 4] & 0xF
-    base_offset_size, index_size = data[start + 5] >> 4, (data[start + 5] & 0xF) if version in (1, 2) else 0
-    if not {offset_size, length_size, base_offset_size, index_size} <= _FIELD_SIZES:
-        return None
-    id_size = 2 if version < 2 else 4
-    count, position = _uint(data, start + 6, id_size)
-    for _ in range(count):
-        item, position = _uint(data, position, id_size)
-        method = 0
-        if version in (1, 2):
-            method, position = _uint(data, position, 2)
-            method &= 0xF
-        position += 2  # data_reference_index
-        base, position = _uint(data, position, base_offset_size)
-        extent_count, position = _uint(data, position, 2)
-        if extent_count > _MAX_EXTENTS:
-            return None
-        extent_bytes = index_size + offset_size + length_size
-        if item != wanted:
-            position += extent_count * extent_bytes
-            continue
-        extents = []
-        for _ in range(extent_count):
-            position += index_size
-            offset, position = _uint(data, position, offset_size)
-            length, position = _uint(data, position, length_size)
-            extents.append((base + offset, length))
-        return (method, extents) if method in (0, 1) else None
     return None
 
 
 def avif_base_q_idx(path: Path) -> int | None:
-    """The primary image's AV1 ``base_q_idx`` (0..255) of an AVIF file; None where it cannot be read. Only the
-    top-level box headers, the ``meta`` box and the first bytes of the item's data are read."""
-    try:
-        with open(path, "rb") as fh:
-            meta = _meta_box(fh)
-            head = None if meta is None else _primary_item_head(fh, meta)
-    except (_Truncated, IndexError, struct.error):
-        return None
-    return None if head is None else av1_base_q_idx(head)
+    """The primary image's AV1 ``base_q_idx`` (0..255) of an AVIF file; None where it cannot be read."""
+    with open(path, "rb") as fh:
+        item = read_primary_item(fh, b"av01")
+    return None if item is None else av1_base_q_idx(item.head)

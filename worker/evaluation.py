@@ -6,7 +6,7 @@ adds seeded Gaussian colour noise (sigma 10) before saving it losslessly, *noise
 noise before saving it as a JPEG of quality 90 (a camera's high-ISO photo), and *grey_noise* adds grey
 (luminance) noise of sigma 6 before saving it losslessly (a raw converter's TIFF, its colour noise reduced, its
 luminance noise left); the *webpQ* protocols save the LR as a lossy WebP of quality Q (libwebp through Pillow, its
-defaults: what web pages and CDNs serve), *heif50* as a HEIF (pillow-heif's x265) of quality 50, the *avifQ* ones
+defaults: what web pages and CDNs serve), the *heifQ* ones as a HEIC (pillow-heif's x265) of quality Q, the *avifQ* ones
 as an AVIF (Pillow's libavif) of quality Q. The estimate is compared to the
 HR image on the Y channel after shaving ``scale`` pixels per border. Bicubic of the same LR file is the
 baseline.
@@ -33,7 +33,7 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
 PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "webp95", "webp90", "webp75", "webp50",
-             "heif50", "avif75", "avif50", "avif30", "noise", "noise_jpeg90", "grey_noise")
+             "heif50", "heif30", "avif75", "avif50", "avif30", "noise", "noise_jpeg90", "grey_noise")
 NOISE_SIGMA = 10.0
 GREY_NOISE_SIGMA = 6.0  # under the luma floor: found by the two-scale reading (worker.input_profile)
 

@@ -1,9 +1,10 @@
-"""What an input file tells about the damage it carries: its JPEG quality (or WebP/AVIF quantizer), its block
-grid and its noise.
+"""What an input file tells about the damage it carries: its JPEG quality (or WebP/AVIF/HEIC quantizer), its
+block grid and its noise.
 
 ``model=auto`` routes on this. A JPEG's quality is read from its quantization tables (the libjpeg
 scaling of the Annex K tables, which Pillow, libjpeg-turbo, mozjpeg and most cameras start from); a lossy
-WebP's or an AVIF's quantizer index from its frame header (``worker.webp_header``, ``worker.avif_header``);
+WebP's, an AVIF's or a HEIC's quantizer index from its frame or slice header (``worker.webp_header``,
+``worker.avif_header``, ``worker.heif_header``);
 a lossless file's noise is estimated from its flattest regions (Immerkær's Laplacian estimator per
 block, then a low percentile of the blocks, so texture is not mistaken for noise), in luma and in the
 colour differences: texture lives almost only in luma, while sensor noise is independent per channel,
@@ -21,6 +22,7 @@ from PIL import Image, ImageOps
 from shared.formats import open_image
 from worker.avif_header import avif_base_q_idx
 from worker.engine.strength import jpeg_strength, noise_strength, quantizer_strength
+from worker.heif_header import heif_slice_qp
 from worker.imaging import LUMA_601
 from worker.metadata import ORIENTATION
 from worker.webp_header import WebpCompression, read_webp_compression
@@ -32,12 +34,11 @@ _LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55
 _CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66]
                    + [99] * 38, dtype=np.int64)
 JPEG_FORMATS = {"JPEG", "MPO"}
-# The strength of a lossy file whose quantizer is not read. HEIF: HEVC keeps it in its slice headers, behind a
-# parse of the whole parameter sets; its fixed strength is the one that served best on average over qualities
-# 30..90 on LR files of training images (x2 and x4; the best ran from 0 to 0.43 with the quality, so this costs up
-# to 0.19 dB on a file at either end: docs/model.md). AVIF and WebP whose headers could not be read: the strength
-# of their encoders' defaults (libavif's quality 75 is index 76, libwebp's 80 a mean index of ~19). Measured noise
-# still raises it; ``denoise`` overrides it.
+# The strength of a lossy file whose quantizer could not be read (a HEIC that is not an IDR picture, an odd box):
+# HEIF's is the fixed strength that served best on average over qualities 10..90 on LR files of training images
+# (x2 and x4: 0.07 dB under each quality's best on average, 0.21 at most: docs/model.md), AVIF's and WebP's their
+# encoders' defaults' (libavif's quality 75 is index 76, libwebp's 80 a mean index of ~19). Measured noise still
+# raises it; ``denoise`` overrides it.
 ASSUMED_STRENGTH = {"HEIF": 0.07, "AVIF": quantizer_strength("AVIF", 76.0), "WEBP": quantizer_strength("WEBP", 19.0)}
 UNREAD_WEBP = WebpCompression(lossless=False)  # a WebP whose image chunk was not found: taken for a lossy one
 # Luma noise sigma (0..255) from which a lossless input counts as noisy whatever its colour noise (grey noise,
@@ -63,8 +64,9 @@ NEAR_LOSSLESS_QUALITY = 97
 # fidelity network's gain over bicubic minus the robust one's at its best strength, x2 / x4: libwebp quality 90
 # (mean index 8.5) -0.02 / -0.01, 92 (6.6) +0.00 / +0.00, 93 (5.6) +0.02 / +0.01, 95 (3.9) +0.05 / +0.03, 100 (0)
 # +0.10 / +0.06 dB; AVIF (Pillow's libavif) quality 80 (base_q_idx 60) -0.02 / -0.02, 90 (32) +0.06 / +0.03, 95 (16)
-# +0.10 / +0.05 dB, where the difference crosses zero about index 52 (docs/model.md).
-NEAR_LOSSLESS_QUANTIZER = {"WEBP": 6.0, "AVIF": 48.0}
+# +0.10 / +0.05 dB, where the difference crosses zero about index 52; HEIF never (-1): at QP 2 (quality 90) the
+# robust network at its low strength is the fidelity one's equal (+0.00 / -0.01 dB) (docs/model.md).
+NEAR_LOSSLESS_QUANTIZER = {"WEBP": 6.0, "AVIF": 48.0, "HEIF": -1.0}
 # Colour-difference noise sigma from which a lossless input counts as noisy: clean downscaled training photos
 # measure 0.34 (median) and at most 2.1; colour noise of per-channel sigma 5 measures about 4.5 (docs/model.md
 # has the measurement: the training images' LR at x2 and x4).
@@ -246,14 +248,14 @@ class InputProfile:
     jpeg_grid: tuple[int, int] | None = None  # ``jpeg_grid``'s position for a JPEG; None otherwise
     colour_noise_sigma: float = 0.0  # per channel, from the colour differences
     white_noise_sigma: float | None = None  # luma, white across two scales (``NoiseEstimate.white_luma``)
-    quantizer: float | None = None  # the encoder's quantizer index where read (``QUANTIZER_RANGE``: WebP, AVIF)
+    quantizer: float | None = None  # the encoder's quantizer index where read (``QUANTIZER_RANGE``: WebP, AVIF, HEIF)
 
     @property
     def strength(self) -> float:
         """Restoration strength 0..1 for the conditioned network (the training labels' scale).
 
-        A lossy file's is its quality's (read from its tables or frame header, the reliable signal; a measured
-        prior for HEIF, whose quantizer is not read), or its noise's where that
+        A lossy file's is its quality's (read from its tables or its frame or slice header, the reliable signal),
+        or its noise's where that
         is larger and above the lossy floor (a high-ISO camera photo saved at quality 90: the training labels
         take the larger of the two the same way). A lossless (or near-lossless) file's comes from its noise,
         once that is above its floor (``measured_noise``): colour noise by its per-channel sigma, otherwise
@@ -266,7 +268,7 @@ class InputProfile:
     @property
     def quality_strength(self) -> float:
         """The strength a lossy file's quality alone gives (0 for a lossless file): a JPEG's from its quality, a
-        WebP's or AVIF's from its quantizer, else ``ASSUMED_STRENGTH``."""
+        WebP's, AVIF's or HEIC's from its quantizer, else ``ASSUMED_STRENGTH``."""
         if not self.lossy:
             return 0.0
         if self.jpeg_quality is not None:
@@ -301,7 +303,7 @@ class InputProfile:
 
     @property
     def near_lossless(self) -> bool:
-        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more, or a WebP or AVIF quantized no coarser than
+        """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more, or a file quantized no coarser than
         ``NEAR_LOSSLESS_QUANTIZER``: as good as clean for the networks."""
         if not self.lossy:
             return False
@@ -333,7 +335,9 @@ def _lossy_and_quantizer(fmt: str, path: Path) -> tuple[bool, float | None]:
         return not webp.lossless, webp.luma_quantizer
     if fmt == "AVIF":
         return True, avif_base_q_idx(path)
-    return fmt in JPEG_FORMATS or fmt in ASSUMED_STRENGTH, None
+    if fmt == "HEIF":
+        return True, heif_slice_qp(path)
+    return fmt in JPEG_FORMATS, None
 
 
 def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:

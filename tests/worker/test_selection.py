@@ -312,27 +312,39 @@ def test_quantizer_scales_and_unread_headers_fall_back_to_the_encoders_default()
     avif = [quantizer_strength("AVIF", q) for q in range(0, 256, 5)]
     assert avif == sorted(avif) and avif[0] < 0.05 and quantizer_strength("AVIF", AVIF_HEAVY_INDEX) == 1 == avif[-1]
     with pytest.raises(ValueError, match="no quantizer scale"):
-        quantizer_strength("HEIF", 10)
+        quantizer_strength("PNG", 10)
     for fmt in ("WEBP", "AVIF"):
         unread = InputProfile(fmt, True, None, 1.0)
         assert unread.damaged and unread.quality_strength == ASSUMED_STRENGTH[fmt]
     assert InputProfile("WEBP", True, None, 1.0, quantizer=46.0).strength == 0.4
 
 
-def test_a_heif_is_lossy_at_its_measured_prior_strength(tmp_path, catalog):
+@pytest.mark.parametrize("quality", [20, 60, 90])
+def test_a_heic_is_routed_by_the_qp_in_its_slice_header(tmp_path, catalog, quality):
     from shared.formats import register_decoders
-    from worker.input_profile import ASSUMED_STRENGTH
+    from worker.engine.strength import quantizer_strength
+    from worker.heif_header import heif_slice_qp
 
     register_decoders()
     path = tmp_path / "in.heic"
-    Image.fromarray(_photo((240, 200))).save(path, "HEIF", quality=80)
+    Image.fromarray(_photo((240, 200))).save(path, "HEIF", quality=quality)
     with Image.open(path) as file:
         profile = profile_input(path, np.asarray(file.convert("RGB")))
+    qp = heif_slice_qp(path)
     assert (profile.format, profile.lossy, profile.jpeg_quality, profile.jpeg_grid) == ("HEIF", True, None, None)
-    assert profile.quantizer is None and not profile.noisy and profile.strength == ASSUMED_STRENGTH["HEIF"] > 0
+    assert profile.quantizer == qp is not None and not profile.near_lossless  # HEIF has no near-lossless index
     chosen = select(AUTO, None, profile, catalog)
-    assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == ASSUMED_STRENGTH["HEIF"]
-    assert chosen.reason == "lossy HEIF, quality not recorded"
+    assert chosen.model == catalog[AUTO].routes["robust"]
+    assert profile.quality_strength == quantizer_strength("HEIF", qp) and chosen.strength == profile.strength
+    assert f"quantizer {qp:.1f} of 51" in chosen.reason
+
+
+def test_a_heic_whose_slice_cannot_be_read_runs_at_the_measured_prior():
+    from worker.input_profile import ASSUMED_STRENGTH
+
+    unread = InputProfile("HEIF", True, None, 1.0)
+    assert unread.damaged and unread.strength == ASSUMED_STRENGTH["HEIF"]
+    assert select(AUTO, None, unread, catalog_for(Settings())).reason == "lossy HEIF, quality not recorded"
 
 
 @pytest.mark.parametrize("quality", [20, 50, 90, 100])

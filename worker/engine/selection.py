@@ -3,7 +3,7 @@
 Why two networks behind one route: fine-tuning on damaged inputs costs clean-input fidelity (a short
 experiment lost 0.23 dB clean at x4), so clean files keep the fidelity network, while compressed or
 noisy files go to the strength-conditioned network, told how damaged the file is (its JPEG quality, the
-quantizer in its WebP or AVIF header, a prior for HEIF, or its measured noise). ``denoise`` overrides that
+quantizer in its WebP, AVIF or HEIC header, or its measured noise). ``denoise`` overrides that
 strength, as Real-ESRGAN's ``-dn`` does.
 """
 

@@ -14,17 +14,21 @@ JPEG_HEAVY_QUALITY = 30
 # Gaussian noise sigma (0..255 scale) that counts as fully damaged.
 NOISE_HEAVY_SIGMA = 20.0
 # Formats whose encoder's quantizer index is read from the file, with the index range: a lossy WebP's mean VP8 luma
-# index (``worker.webp_header``), an AVIF's AV1 ``base_q_idx`` (``worker.avif_header``).
-QUANTIZER_RANGE = {"WEBP": 127, "AVIF": 255}
+# index (``worker.webp_header``), an AVIF's AV1 ``base_q_idx`` (``worker.avif_header``), a HEIC's HEVC slice QP
+# (``worker.heif_header``).
+QUANTIZER_RANGE = {"WEBP": 127, "AVIF": 255, "HEIF": 51}
 # Training sees JPEG damage only, so each format's place on the strength scale is measured, not defined: on LR files
 # of 18 training images (x2 and x4) at the encoder's qualities 10..100, the robust network at 15 strengths, the
 # strength that served each quality best (docs/model.md, "What auto does with each file"). WebP's followed its
 # index linearly (index / 115: 0.006 dB under each quality's best on average); AVIF's grows exponentially with
 # base_q_idx, as AV1's quantizer step does: strength 1 at AVIF_HEAVY_INDEX, a factor e per AVIF_INDEX_PER_E of
-# index (0.003 dB under each quality's best on average, 0.02 at most; libavif qualities 10..80).
+# index (0.003 dB under each quality's best on average, 0.02 at most; libavif qualities 10..80); HEVC's likewise in
+# its QP, whose step doubles every 6 (0.003 dB on average, 0.01 at most; x265 through libheif, qualities 10..90).
 WEBP_HEAVY_QUANTIZER = 115.0
 AVIF_HEAVY_INDEX = 198.0
 AVIF_INDEX_PER_E = 54.0
+HEIF_HEAVY_QP = 38.0
+HEIF_QP_PER_E = 7.25
 
 
 def jpeg_strength(quality: float) -> float:
@@ -44,6 +48,8 @@ def quantizer_strength(fmt: str, quantizer: float) -> float:
         strength = quantizer / WEBP_HEAVY_QUANTIZER
     elif fmt == "AVIF":
         strength = np.exp((quantizer - AVIF_HEAVY_INDEX) / AVIF_INDEX_PER_E)
+    elif fmt == "HEIF":
+        strength = np.exp((quantizer - HEIF_HEAVY_QP) / HEIF_QP_PER_E)
     else:
         raise ValueError(f"no quantizer scale for {fmt}")
     return float(np.clip(strength, 0.0, 1.0))
