@@ -28,16 +28,17 @@ class BitReader:
             self._position += 1
         return value
 
-    def _leading_zeros(self) -> int:
+    def _leading_zeros(self, limit: int) -> int:
+        """Zeros before the next 1, or ``limit`` if that many come first (the rest is then not scanned)."""
         leading = 0
-        while not self.f(1):
+        while leading < limit and not self.f(1):
             leading += 1
         return leading
 
     def uvlc(self) -> int:
-        leading = self._leading_zeros()
+        leading = self._leading_zeros(32)
         if leading >= 32:
-            return (1 << 32) - 1
+            raise HeaderTruncated  # a 2^32 - 1 no encoder writes: more likely a corrupt header than a value
         return self.f(leading) + (1 << leading) - 1
 
     def ns(self, n: int) -> int:
@@ -47,8 +48,8 @@ class BitReader:
         return value if value < extra else (value << 1) - extra + self.f(1)
 
     def ue(self) -> int:
-        leading = self._leading_zeros()
-        if leading > 31:
+        leading = self._leading_zeros(32)
+        if leading >= 32:
             raise HeaderTruncated  # no valid header field is this long
         return (1 << leading) - 1 + self.f(leading)
 

@@ -38,8 +38,8 @@ def read_primary_item(fh: BinaryIO, item_type: bytes) -> PrimaryItem | None:
     try:
         meta = _meta_box(fh)
         return None if meta is None else _primary_item(fh, meta, item_type)
-    except (HeaderTruncated, IndexError, struct.error):
-        return None
+    except (HeaderTruncated, IndexError, struct.error, ValueError, OverflowError, OSError):
+        return None  # OSError and the others: a box size or an offset beyond what a file can seek to
 
 
 def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
@@ -106,14 +106,18 @@ def _primary_item(fh: BinaryIO, meta: bytes, item_type: bytes) -> PrimaryItem | 
             return None
         start, end = children[b"idat"]
         idat = meta[start:end]
-        head = b"".join(idat[o:o + (n or len(idat))] for o, n in extents)[:ITEM_HEAD_BYTES]
+
+        def read(offset: int, length: int) -> bytes:
+            return idat[offset:offset + length]
     else:
-        head = b""
-        for offset, length in extents:
+        def read(offset: int, length: int) -> bytes:
             fh.seek(offset)
-            head += fh.read(min(length or ITEM_HEAD_BYTES, ITEM_HEAD_BYTES - len(head)))
-            if len(head) >= ITEM_HEAD_BYTES:
-                break
+            return fh.read(length)
+    head = b""
+    for offset, length in extents:  # up to ITEM_HEAD_BYTES in all (a length of 0: to the end)
+        head += read(offset, min(length or ITEM_HEAD_BYTES, ITEM_HEAD_BYTES - len(head)))
+        if len(head) >= ITEM_HEAD_BYTES:
+            break
     properties = _item_properties(meta, *children[b"iprp"], primary) if b"iprp" in children else {}
     return PrimaryItem(head, properties)
 

@@ -5,19 +5,25 @@ coarsest, is 26 + the picture parameter set's ``init_qp_minus26`` + the slice he
 H.265, sections 7.3.2.3.1 and 7.3.6.1); adaptive quantization moves each block's QP around it. The parameter sets
 travel in the item's ``hvcC`` property (``worker.heif_container``); reaching ``slice_qp_delta`` takes the sequence
 parameter set's fields that decide which slice header fields exist. Only IDR pictures are read (what libheif's
-x265 writes; any other picture type reads as unknown, None, and the caller falls back to a prior). No pixels are
-decoded.
+x265 writes; any other picture type reads as unknown, None, and the caller falls back to a prior). A sequence
+parameter set whose chroma format or bit depth disagrees with what the ``hvcC`` record states itself was misread,
+and is not used. No pixels are decoded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from worker.bitstream import BitReader, HeaderTruncated
 from worker.heif_container import read_primary_item
 
 QP_MAX = 51
+_QP_MIN = -6 * 8  # -QpBdOffsetY at the deepest bit depth (16)
+_SLICE_HEADER_BYTES = 512  # the slice header opens its NAL unit; the coded blocks follow
+_HVCC_CHROMA = 16  # hvcC's chromaFormat byte; bitDepthLumaMinus8 follows
 _IDR_W_RADL, _IDR_N_LP, _BLA_W_LP, _RSV_IRAP_23 = 19, 20, 16, 23
 _SPS, _PPS = 33, 34
 _SLICE_I = 2
@@ -31,6 +37,7 @@ class _SequenceParameters:
     sps_id: int
     separate_colour_plane: bool
     chroma_format_idc: int
+    bit_depth_luma_minus8: int
     sample_adaptive_offset: bool
 
 
@@ -38,10 +45,12 @@ class _SequenceParameters:
 class _PictureParameters:
     pps_id: int
     sps_id: int
-    dependent_slice_segments: bool
     output_flag_present: bool
     extra_slice_header_bits: int
     init_qp: int
+
+
+_Parameters = TypeVar("_Parameters", _SequenceParameters, _PictureParameters)
 
 
 def heif_slice_qp(path: Path) -> int | None:
@@ -61,17 +70,30 @@ def hevc_slice_qp(hvcc: bytes, data: bytes) -> int | None:
     HEVCDecoderConfigurationRecord)."""
     length_size = (hvcc[_HVCC_ARRAYS - 1] & 3) + 1
     parameter_sets = _parameter_sets(hvcc)
-    sequences = {s.sps_id: s for s in map(_sequence_parameters, parameter_sets.get(_SPS, []))}
-    pictures = {p.pps_id: p for p in map(_picture_parameters, parameter_sets.get(_PPS, []))}
+    # a set that cannot be read is left out (the slice may not use it); one that disagrees with the record's own
+    # chroma format and bit depth (hvcC bytes 16 and 17) was misread, and is left out too
+    declared = (hvcc[_HVCC_CHROMA] & 3, hvcc[_HVCC_CHROMA + 1] & 7)
+    sequences = {s.sps_id: s for s in _each(_sequence_parameters, parameter_sets.get(_SPS, []))
+                 if (s.chroma_format_idc, s.bit_depth_luma_minus8) == declared}
+    pictures = {p.pps_id: p for p in _each(_picture_parameters, parameter_sets.get(_PPS, []))}
     position = 0
     while position + length_size <= len(data):
         size = int.from_bytes(data[position:position + length_size], "big")
         nal = data[position + length_size:position + length_size + size]
         position += length_size + size
         nal_type = (nal[0] >> 1) & 0x3F
-        if nal_type < 32:  # the first coded slice
-            return _slice_qp(_rbsp(nal), nal_type, sequences, pictures)
+        if nal_type < 32:  # the first coded slice: its header opens it
+            return _slice_qp(_rbsp(nal[:_SLICE_HEADER_BYTES]), nal_type, sequences, pictures)
     return None
+
+
+def _each(parse: Callable[[bytes], _Parameters], units: list[bytes]) -> Iterator[_Parameters]:
+    """``parse`` of each unit that can be read."""
+    for unit in units:
+        try:
+            yield parse(unit)
+        except HeaderTruncated:
+            continue
 
 
 def _parameter_sets(hvcc: bytes) -> dict[int, list[bytes]]:
@@ -82,7 +104,8 @@ def _parameter_sets(hvcc: bytes) -> dict[int, list[bytes]]:
         position += 3
         for _ in range(count):
             size = int.from_bytes(hvcc[position:position + 2], "big")
-            found.setdefault(nal_type, []).append(_rbsp(hvcc[position + 2:position + 2 + size]))
+            if nal_type in (_SPS, _PPS):  # the video parameter set and SEI are not needed
+                found.setdefault(nal_type, []).append(_rbsp(hvcc[position + 2:position + 2 + size]))
             position += 2 + size
     return found
 
@@ -134,7 +157,7 @@ def _sequence_parameters(rbsp: bytes) -> _SequenceParameters:
     if bits.f(1):  # conformance_window_flag
         for _ in range(4):
             bits.ue()
-    bits.ue()  # bit_depth_luma_minus8
+    bit_depth_luma_minus8 = bits.ue()
     bits.ue()  # bit_depth_chroma_minus8
     bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
     ordering_info_for_all = bits.f(1)
@@ -147,17 +170,18 @@ def _sequence_parameters(rbsp: bytes) -> _SequenceParameters:
     if bits.f(1) and bits.f(1):  # scaling_list_enabled_flag, sps_scaling_list_data_present_flag
         _scaling_list_data(bits)
     bits.f(1)  # amp_enabled_flag
-    return _SequenceParameters(sps_id, separate, chroma_format_idc, bool(bits.f(1)))
+    return _SequenceParameters(sps_id, separate, chroma_format_idc, bit_depth_luma_minus8, bool(bits.f(1)))
 
 
 def _picture_parameters(rbsp: bytes) -> _PictureParameters:
     bits = BitReader(rbsp)
     pps_id, sps_id = bits.ue(), bits.ue()
-    dependent, output_flag, extra_bits = bool(bits.f(1)), bool(bits.f(1)), bits.f(3)
+    bits.f(1)  # dependent_slice_segments_enabled_flag (only a later slice segment's header depends on it)
+    output_flag, extra_bits = bool(bits.f(1)), bits.f(3)
     bits.f(2)  # sign_data_hiding_enabled_flag, cabac_init_present_flag
     bits.ue()  # num_ref_idx_l0_default_active_minus1
     bits.ue()  # num_ref_idx_l1_default_active_minus1
-    return _PictureParameters(pps_id, sps_id, dependent, output_flag, extra_bits, 26 + bits.se())
+    return _PictureParameters(pps_id, sps_id, output_flag, extra_bits, 26 + bits.se())
 
 
 def _slice_qp(rbsp: bytes, nal_type: int, sequences: dict[int, _SequenceParameters],
@@ -186,4 +210,6 @@ def _slice_qp(rbsp: bytes, nal_type: int, sequences: dict[int, _SequenceParamete
         if not sequence.separate_colour_plane and sequence.chroma_format_idc != 0:
             bits.f(1)  # slice_sao_chroma_flag
     qp = picture.init_qp + bits.se()
-    return qp if 0 <= qp <= QP_MAX else None
+    if not _QP_MIN <= qp <= QP_MAX:
+        return None
+    return max(qp, 0)  # below 0 only at high bit depths: as fine as 8 bits go
