@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 # MPO is how many cameras write JPEGs (a JPEG with extra frames, e.g. a depth map): stored as the JPEG it is,
 # and the worker uses its first frame.
-# HEIF is how iPhones (and many Android phones) save photos, read through pillow-heif (libheif); AVIF is Pillow's own.
+# HEIF is how iPhones (and many Android phones) save photos, read through pi-heif (libheif); AVIF is Pillow's own.
 INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff",
                  "GIF": "gif", "HEIF": "heic", "AVIF": "avif"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp",
@@ -27,10 +27,12 @@ INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".mpo", ".webp", ".bmp", ".
 
 @functools.cache
 def register_decoders() -> None:
-    """Teach Pillow to open HEIF/HEIC files (pillow-heif's opener; its transforms are applied on decode and the EXIF
-    orientation reset, so ``exif_transpose`` stays right). Registering a plugin changes Pillow for the whole
-    process, so it happens here, once, on the first ``open_image``, not as a side effect of an import."""
-    from pillow_heif import register_heif_opener
+    """Teach Pillow to open HEIF/HEIC files (pi-heif's opener; its transforms are applied on decode and the EXIF
+    orientation reset, so ``exif_transpose`` stays right). Why pi-heif: it is libheif with the HEVC *decoder*
+    (libde265, LGPL) only; pillow-heif also bundles the x265 encoder (GPL), which a deployment never needs (the
+    tests write HEICs with it: the dev extra). Registering a plugin changes Pillow for the whole process, so it
+    happens here, once, on the first ``open_image``, not as a side effect of an import."""
+    from pi_heif import register_heif_opener
 
     register_heif_opener(thumbnails=False)
 

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, inspect
 
 from cli.__main__ import build_parser
 from cli.processes import free_port
-from shared.formats import register_decoders
 from tests.conftest import write_image
+from worker.evaluation import register_heif_writer
 
 UPSCALER = [sys.executable, "-m", "cli"]
 
@@ -64,7 +64,7 @@ def test_upscale_many_files_into_a_folder_with_one_bad_file(tmp_path):
     write_image(folder / "a.png", width=40, height=30)
     Image.open(write_image(tmp_path / "b.png", width=36, height=20)).convert("RGB").save(folder / "b.jpg", quality=60)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    register_decoders()  # an iPhone photo in the folder too
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
     Image.open(write_image(tmp_path / "d.png", width=30, height=24)).convert("RGB").save(folder / "d.heic", "HEIF")
     extra = write_image(tmp_path / "c.png", width=20, height=20)
     out = tmp_path / "out"

@@ -17,6 +17,7 @@ file and runs it through ``worker.render.render``, the path a job takes (``upsca
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.formats import open_image, register_decoders
+from shared.formats import open_image
 from shared.sizing import SizeRequest
 from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
@@ -65,9 +66,22 @@ LOSSY_CODECS = {"jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp"), "heif": ("H
                 "avif": ("AVIF", ".avif")}
 
 
+@functools.cache
+def register_heif_writer() -> None:
+    """Teach Pillow to *write* HEIF: pillow-heif, which bundles the x265 encoder (GPL), so it is only in the dev
+    extra; a deployment reads HEIC with pi-heif (``shared.formats.register_decoders``)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError as exc:
+        raise RuntimeError("writing HEIC files (the heifQ protocols) needs pillow-heif: "
+                           "pip install -e '.[dev]'") from exc
+    register_heif_opener(thumbnails=False)
+
+
 def lossy_file(lr: np.ndarray, fmt: str, quality: int) -> bytes:
     """The LR image as a user's lossy file of ``fmt`` (a Pillow format name) at ``quality``."""
-    register_decoders()  # HEIF is written through pillow-heif's plugin
+    if fmt == "HEIF":
+        register_heif_writer()
     buffer = io.BytesIO()
     Image.fromarray(lr).save(buffer, fmt, quality=quality)
     return buffer.getvalue()

@@ -138,9 +138,9 @@ def test_many_files_progress_compare_download_history_and_a_bad_file(page, setti
 def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_them(page, settings, tmp_path):
     """An iPhone HEIC and an AVIF go through like any photo; Chromium draws AVIF but not HEIC, so the HEIC's
     Compare says why it cannot open instead of failing silently, and its result still downloads."""
-    from shared.formats import register_decoders
+    from worker.evaluation import register_heif_writer
 
-    register_decoders()
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
     files = []
     for name, fmt in (("iphone.heic", "HEIF"), ("web.avif", "AVIF")):
         path = tmp_path / name

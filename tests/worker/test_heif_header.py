@@ -9,14 +9,14 @@ init_qp) and the slice header up to ``slice_qp_delta``.
 import numpy as np
 import pytest
 
-from shared.formats import register_decoders
 from tests.images import photo
+from worker.evaluation import register_heif_writer
 from worker.heif_header import heif_slice_qp
 
 
 @pytest.fixture(autouse=True)
 def _heif_writer():
-    register_decoders()  # pillow-heif's plugin writes HEIF too
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
 
 
 @pytest.mark.parametrize("qp", [12, 27, 40])

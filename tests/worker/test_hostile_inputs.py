@@ -13,10 +13,10 @@ import zlib
 import pytest
 from PIL import Image
 
-from shared.formats import register_decoders
 from shared.models import Job
 from tests.conftest import image_bytes
 from worker import pipeline
+from worker.evaluation import register_heif_writer
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -38,7 +38,7 @@ def saved(fmt: str, size=(48, 36), **options) -> bytes:
 
 def phone(fmt: str, size=(64, 48)) -> bytes:
     """An iPhone-style HEIF (HEVC) or a web AVIF, as their encoders write them."""
-    register_decoders()  # pillow-heif's plugin writes HEIF too
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
     return saved(fmt, size, quality=60)
 
 

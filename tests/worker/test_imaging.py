@@ -197,9 +197,9 @@ def test_an_asked_dpi_is_written_into_the_output(tmp_path):
 def test_phone_and_web_formats_decode_upright_once_with_their_profile(tmp_path, fmt):
     """An iPhone HEIC carries its rotation as a container transform (pillow-heif applies it and resets the EXIF
     tag), an AVIF as Pillow reports it: either way the picture comes out upright, turned once, ICC kept."""
-    from shared.formats import register_decoders
+    from worker.evaluation import register_heif_writer
 
-    register_decoders()
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
     pixels = np.full((32, 64, 3), 40, np.uint8)
     pixels[:12, :16] = 250  # a bright block at the top-left of the stored picture
     exif = Image.Exif()

@@ -321,11 +321,11 @@ def test_quantizer_scales_and_unread_headers_fall_back_to_the_encoders_default()
 
 @pytest.mark.parametrize("quality", [20, 60, 90])
 def test_a_heic_is_routed_by_the_qp_in_its_slice_header(tmp_path, catalog, quality):
-    from shared.formats import register_decoders
     from worker.engine.strength import quantizer_strength
+    from worker.evaluation import register_heif_writer
     from worker.heif_header import heif_slice_qp
 
-    register_decoders()
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
     path = tmp_path / "in.heic"
     Image.fromarray(_photo((240, 200))).save(path, "HEIF", quality=quality)
     with Image.open(path) as file:
