@@ -23,7 +23,7 @@ _FRAME_TAG_BYTES = 10  # 3 bytes of frame tag, 3 of start code, 2 + 2 of size: t
 # The frame header's fields open the first partition and take well under this (the per-macroblock modes follow).
 _HEADER_BYTES = 1024
 _SEGMENTS = 4
-_QUANTIZER_MAX = 127
+QUANTIZER_MAX = 127
 _ANIMATION_FRAME_HEADER = 16  # an ANMF chunk's offset, size and timing fields before its own image chunks
 
 
@@ -153,7 +153,7 @@ def vp8_luma_quantizer(frame: bytes) -> float | None:
     base = header.literal(7)
     if segment_values is None:
         return float(base)
-    quantizers = [min(max((value or 0) if absolute else base + (value or 0), 0), _QUANTIZER_MAX)
+    quantizers = [min(max((value or 0) if absolute else base + (value or 0), 0), QUANTIZER_MAX)
                   for value in segment_values]
     if probabilities is None:
         return float(quantizers[0])

@@ -280,27 +280,46 @@ def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(
     assert select(AUTO, None, heavy, catalog).reason == "JPEG quality 50"  # so the reason names it alone
 
 
-@pytest.mark.parametrize("quality,route", [(30, "robust"), (75, "robust"), (90, "robust"), (100, "fidelity")])
-def test_a_lossy_webp_is_routed_by_the_quantizer_in_its_header(tmp_path, catalog, quality, route):
-    from worker.engine.strength import quantizer_strength
-    from worker.input_profile import NEAR_LOSSLESS_QUANTIZER
+def _header_quantizer(fmt: str, path) -> float | None:
+    """What the format's own header reader says, to compare the profile with."""
+    from worker.avif_header import avif_base_q_idx
+    from worker.heif_header import heif_slice_qp
     from worker.webp_header import read_webp_compression
 
-    path = tmp_path / "in.webp"
-    Image.fromarray(_photo((240, 200))).save(path, "WEBP", quality=quality)
+    return {"WEBP": lambda p: read_webp_compression(p).luma_quantizer, "AVIF": avif_base_q_idx,
+            "HEIF": heif_slice_qp}[fmt](path)
+
+
+@pytest.mark.parametrize("fmt,quality,route,scale_top", [
+    ("WEBP", 30, "robust", 127), ("WEBP", 75, "robust", 127), ("WEBP", 90, "robust", 127),
+    ("WEBP", 100, "fidelity", 127),
+    ("AVIF", 20, "robust", 255), ("AVIF", 50, "robust", 255), ("AVIF", 90, "fidelity", 255),
+    ("AVIF", 100, "fidelity", 255),
+    ("HEIF", 20, "robust", 51), ("HEIF", 60, "robust", 51), ("HEIF", 90, "robust", 51),  # no near-lossless QP
+])
+def test_a_lossy_webp_avif_or_heic_is_routed_by_the_quantizer_in_its_header(tmp_path, catalog, fmt, quality, route,
+                                                                           scale_top):
+    from worker.engine.strength import quantizer_strength
+    from worker.evaluation import register_heif_writer
+    from worker.input_profile import NEAR_LOSSLESS_QUANTIZER
+
+    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
+    path = tmp_path / f"in.{fmt.lower()}"
+    Image.fromarray(_photo((240, 200))).save(path, fmt, quality=quality)
     with Image.open(path) as file:
         profile = profile_input(path, np.asarray(file.convert("RGB")))
-    quantizer = read_webp_compression(path).luma_quantizer
-    assert (profile.lossy, profile.jpeg_quality, profile.quantizer) == (True, None, quantizer)
+    quantizer = _header_quantizer(fmt, path)
+    assert (profile.format, profile.lossy, profile.jpeg_quality, profile.jpeg_grid) == (fmt, True, None, None)
+    assert profile.quantizer == quantizer is not None
     assert profile.to_dict()["quantizer"] == round(quantizer, 1)
     chosen = select(AUTO, None, profile, catalog)
     assert chosen.model == catalog[AUTO].routes[route]
     if route == "robust":
-        assert quantizer > NEAR_LOSSLESS_QUANTIZER["WEBP"]
-        assert chosen.strength == round(quantizer_strength("WEBP", quantizer), 3)
-        assert f"quantizer {quantizer:.1f} of 127" in chosen.reason
+        assert quantizer > NEAR_LOSSLESS_QUANTIZER[fmt] and not profile.near_lossless
+        assert chosen.strength == round(quantizer_strength(fmt, quantizer), 3)
+        assert f"quantizer {quantizer:.1f} of {scale_top}" in chosen.reason
     else:
-        assert quantizer <= NEAR_LOSSLESS_QUANTIZER["WEBP"] and "near-lossless" in chosen.reason
+        assert quantizer <= NEAR_LOSSLESS_QUANTIZER[fmt] and "near-lossless" in chosen.reason
 
 
 def test_quantizer_scales_and_unread_headers_fall_back_to_the_encoders_default():
@@ -319,50 +338,9 @@ def test_quantizer_scales_and_unread_headers_fall_back_to_the_encoders_default()
     assert InputProfile("WEBP", True, None, 1.0, quantizer=46.0).strength == 0.4
 
 
-@pytest.mark.parametrize("quality", [20, 60, 90])
-def test_a_heic_is_routed_by_the_qp_in_its_slice_header(tmp_path, catalog, quality):
-    from worker.engine.strength import quantizer_strength
-    from worker.evaluation import register_heif_writer
-    from worker.heif_header import heif_slice_qp
-
-    register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
-    path = tmp_path / "in.heic"
-    Image.fromarray(_photo((240, 200))).save(path, "HEIF", quality=quality)
-    with Image.open(path) as file:
-        profile = profile_input(path, np.asarray(file.convert("RGB")))
-    qp = heif_slice_qp(path)
-    assert (profile.format, profile.lossy, profile.jpeg_quality, profile.jpeg_grid) == ("HEIF", True, None, None)
-    assert profile.quantizer == qp is not None and not profile.near_lossless  # HEIF has no near-lossless index
-    chosen = select(AUTO, None, profile, catalog)
-    assert chosen.model == catalog[AUTO].routes["robust"]
-    assert profile.quality_strength == quantizer_strength("HEIF", qp) and chosen.strength == profile.strength
-    assert f"quantizer {qp:.1f} of 51" in chosen.reason
-
-
 def test_a_heic_whose_slice_cannot_be_read_runs_at_the_measured_prior():
     from worker.input_profile import ASSUMED_STRENGTH
 
     unread = InputProfile("HEIF", True, None, 1.0)
     assert unread.damaged and unread.strength == ASSUMED_STRENGTH["HEIF"]
     assert select(AUTO, None, unread, catalog_for(Settings())).reason == "lossy HEIF, quality not recorded"
-
-
-@pytest.mark.parametrize("quality", [20, 50, 90, 100])
-def test_an_avif_is_routed_by_the_base_q_idx_in_its_frame_header(tmp_path, catalog, quality):
-    from worker.avif_header import avif_base_q_idx
-    from worker.engine.strength import quantizer_strength
-    from worker.input_profile import NEAR_LOSSLESS_QUANTIZER
-
-    path = tmp_path / "in.avif"
-    Image.fromarray(_photo((240, 200))).save(path, "AVIF", quality=quality)
-    with Image.open(path) as file:
-        profile = profile_input(path, np.asarray(file.convert("RGB")))
-    index = avif_base_q_idx(path)
-    assert (profile.lossy, profile.jpeg_quality, profile.quantizer) == (True, None, index)
-    chosen = select(AUTO, None, profile, catalog)
-    if index <= NEAR_LOSSLESS_QUANTIZER["AVIF"]:
-        assert chosen.model == catalog[AUTO].routes["fidelity"] and "near-lossless" in chosen.reason
-    else:
-        assert chosen.model == catalog[AUTO].routes["robust"]
-        assert chosen.strength == round(quantizer_strength("AVIF", index), 3)
-        assert f"quantizer {index:.1f} of 255" in chosen.reason

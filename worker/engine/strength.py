@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from worker.avif_header import QUANTIZER_MAX as AVIF_QUANTIZER_MAX
+from worker.heif_header import QP_MAX as HEIF_QP_MAX
+from worker.webp_header import QUANTIZER_MAX as WEBP_QUANTIZER_MAX
+
 # Quality at which a JPEG counts as undamaged (strength 0) and at which it counts as fully damaged (strength 1).
 JPEG_CLEAN_QUALITY = 100
 JPEG_HEAVY_QUALITY = 30
 # Gaussian noise sigma (0..255 scale) that counts as fully damaged.
 NOISE_HEAVY_SIGMA = 20.0
-# Formats whose encoder's quantizer index is read from the file, with the index range: a lossy WebP's mean VP8 luma
-# index (``worker.webp_header``), an AVIF's AV1 ``base_q_idx`` (``worker.avif_header``), a HEIC's HEVC slice QP
-# (``worker.heif_header``).
-QUANTIZER_RANGE = {"WEBP": 127, "AVIF": 255, "HEIF": 51}
+# Formats whose encoder's quantizer index is read from the file, with the index's largest value (each reader's, as
+# its codec defines it): a lossy WebP's mean VP8 luma index (``worker.webp_header``), an AVIF's AV1 ``base_q_idx``
+# (``worker.avif_header``), a HEIC's HEVC slice QP (``worker.heif_header``).
+QUANTIZER_RANGE = {"WEBP": WEBP_QUANTIZER_MAX, "AVIF": AVIF_QUANTIZER_MAX, "HEIF": HEIF_QP_MAX}
 # Training sees JPEG damage only, so each format's place on the strength scale is measured, not defined: on LR files
 # of 18 training images (x2 and x4) at the encoder's qualities 10..100, the robust network at 15 strengths, the
 # strength that served each quality best (docs/model.md, "What auto does with each file"). WebP's followed its
