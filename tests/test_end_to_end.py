@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 import requests
@@ -79,6 +80,22 @@ def test_jobs_accepted_while_redis_was_down_run_once_the_sweeper_enqueues_them(s
     assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
 
 
+WORKER_SERIES = ('upscaler_jobs_finished_total{code="",status="succeeded"} 1.0',
+                 "upscaler_job_duration_seconds_bucket", "upscaler_job_input_megapixels_bucket",
+                 "upscaler_inference_input_megapixels_total", "upscaler_inference_seconds_total")
+
+
+def _scrape_until(url: str, series: tuple[str, ...], timeout: float = 10) -> str:
+    """The worker counts a job just after committing it, so a client can see ``succeeded`` a moment before
+    the series move: scrape until all of them are there (or the deadline passes; the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = requests.get(url, timeout=10).text
+        if all(s in text for s in series) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_metrics_and_json_logs_after_a_job(settings, tmp_path):
     """The documented series appear on the API's /metrics and on the worker's metrics port."""
@@ -96,12 +113,10 @@ def test_metrics_and_json_logs_after_a_job(settings, tmp_path):
         job_id = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic",
                                                "scale": "2"}, content_type="multipart/form-data").get_json()["id"]
         assert wait_for(client, job_id)["status"] == "succeeded"
-        worker_metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        worker_metrics = _scrape_until(f"http://127.0.0.1:{port}/metrics", WORKER_SERIES)
     finally:
         stop(worker)
-    assert 'upscaler_jobs_finished_total{code="",status="succeeded"} 1.0' in worker_metrics
-    for series in ("upscaler_job_duration_seconds_bucket", "upscaler_job_input_megapixels_bucket",
-                   "upscaler_inference_input_megapixels_total", "upscaler_inference_seconds_total"):
+    for series in WORKER_SERIES:
         assert series in worker_metrics, series
     api_metrics = client.get("/metrics").get_data(as_text=True)
     assert 'upscaler_http_requests_total{method="POST",route="/v1/jobs",status="202"}' in api_metrics
