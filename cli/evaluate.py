@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "WebP of quality Q), heifQ / avifQ (a HEIC or "
                         "AVIF of quality Q), "
                         "noise (Gaussian sigma 10, lossless), noise_jpeg90 (that noise, then a JPEG of quality 90), "
-                        "grey_noise (grey Gaussian sigma 6, lossless)")
+                        "grey_noise (grey Gaussian sigma 6, lossless), jpegQ_png (a JPEG of quality Q decoded and "
+                        "saved again as PNG, its grid off the corner as a crop leaves it), jpegQ_jpegR (a JPEG of "
+                        "quality Q saved again at R)")
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
     p.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS))
     p.add_argument("--limit", type=int, default=None, help="first N images of each set (sorted by name)")

@@ -38,8 +38,9 @@ class JobError(BaseModel):
 
 class InputMeasured(BaseModel):
     format: str
-    lossy: bool
-    jpeg_quality: int | None = Field(None, description="Estimated from the quantization tables.")
+    lossy: bool = Field(description="The file's format is lossy (JPEG, lossy WebP, AVIF, HEIC).")
+    jpeg_quality: int | None = Field(None, description="A JPEG's, estimated from its quantization tables (libjpeg's "
+                                                       "quality scale).")
     noise_sigma: float = Field(description="Estimated luma noise (0..255 scale).")
     colour_noise_sigma: float = Field(0.0, description="Estimated per-channel noise seen in the colour differences "
                                                        "(0..255 scale; about 0 for clean photos and grey noise).")
@@ -53,8 +54,14 @@ class InputMeasured(BaseModel):
                                         "HEVC slice QP (0 .. 51); it sets the strength.")
     jpeg_grid: list[int] | None = Field(
         None, min_length=2, max_length=2,
-        description="JPEG only: where the 8x8 block grid lies in the upright image (row, col of its top-left pixel "
-                    "inside its block).")
+        description="A JPEG's, or a decoded JPEG's: where the 8x8 block grid lies in the upright image (row, col of "
+                    "its top-left pixel inside its block).")
+    earlier_jpeg_quality: int | None = Field(
+        None, ge=1, le=100, description="An earlier JPEG encode found in the pixels (by the lattice their DCT "
+                                        "coefficients sit on): a lossless file holding a decoded JPEG (a JPEG saved "
+                                        "again as PNG, a crop or screenshot of one), or a JPEG saved again at a "
+                                        "finer quality than it was first. Its quality (libjpeg's scale) sets the "
+                                        "strength and jpeg_grid is its grid; null where none was found.")
 
 
 class Ran(BaseModel):
@@ -89,7 +96,7 @@ EXAMPLE_JOB = {
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31,
                       "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "quantizer": None,
-                      "jpeg_grid": [0, 0]},
+                      "jpeg_grid": [0, 0], "earlier_jpeg_quality": None},
             "network_scales": [4], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
     "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",

@@ -34,7 +34,8 @@ from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 Upscaler = Callable[[np.ndarray, int], np.ndarray]
 BENCHMARK_SETS = ("set5", "set14", "bsd68")
 PROTOCOLS = ("clean", "jpeg98", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "webp95", "webp90", "webp75", "webp50",
-             "heif50", "heif30", "avif75", "avif50", "avif30", "noise", "noise_jpeg90", "grey_noise")
+             "heif50", "heif30", "avif75", "avif50", "avif30", "noise", "noise_jpeg90", "grey_noise",
+             "jpeg90_png", "jpeg75_png", "jpeg50_png", "jpeg50_jpeg90", "jpeg75_jpeg95")
 NOISE_SIGMA = 10.0
 GREY_NOISE_SIGMA = 6.0  # under the luma floor: found by the two-scale reading (worker.input_profile)
 
@@ -97,11 +98,31 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+# Protocols of a JPEG saved again, their stages left to right as in "noise_jpeg90": "jpeg75_png" is a JPEG of
+# quality 75 decoded and saved as PNG (as editors, CMSs and screenshots do), its block grid moved off the corner as
+# a crop leaves it (the LR is padded by these rows and columns before the encode and cropped back after decoding,
+# so it stays aligned with the HR); "jpeg50_jpeg90" is a JPEG of quality 50 decoded and saved again at 90 (a
+# re-save on the same grid).
+RESAVED_GRID_SHIFT = (3, 5)
+
+
 def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[bytes, str]:
     """The LR input of one protocol as file bytes and their suffix."""
-    lr = bicubic_downscale(hr, scale)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    lr = bicubic_downscale(hr, scale)
+    first, _, resaved_as = protocol.partition("_") if protocol.startswith("jpeg") else (protocol, "", "")
+    if not resaved_as:
+        return _file_of(lr, protocol, seed)
+    if resaved_as == "png":
+        top, left = RESAVED_GRID_SHIFT
+        padded = np.pad(lr, ((top, 0), (left, 0), (0, 0)), mode="edge")
+        return _png(decode(_file_of(padded, first, seed)[0])[top:, left:]), ".png"
+    return _file_of(decode(_file_of(lr, first, seed)[0]), resaved_as, seed)
+
+
+def _file_of(lr: np.ndarray, protocol: str, seed: int) -> tuple[bytes, str]:
+    """``lr`` damaged and saved as one protocol says (noise, then a lossy codec at a quality, or PNG)."""
     if protocol.startswith("noise") or protocol == "grey_noise":
         grey = protocol == "grey_noise"  # the same noise in R, G and B: luminance noise, as after chroma NR
         shape, sigma = ((*lr.shape[:2], 1), GREY_NOISE_SIGMA) if grey else (lr.shape, NOISE_SIGMA)
@@ -110,9 +131,13 @@ def lr_file(hr: np.ndarray, scale: int, protocol: str, seed: int = 0) -> tuple[b
     for codec, (fmt, suffix) in LOSSY_CODECS.items():
         if codec in protocol:
             return lossy_file(lr, fmt, int(protocol.rsplit(codec, 1)[1])), suffix
+    return _png(lr), ".png"
+
+
+def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(lr).save(buffer, "PNG")
-    return buffer.getvalue(), ".png"
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _summarise(hrs: list[np.ndarray], estimates: list[np.ndarray], scale: int, with_ssim: bool) -> SetScore:

@@ -5,9 +5,11 @@ block grid and its noise.
 scaling of the Annex K tables, which Pillow, libjpeg-turbo, mozjpeg and most cameras start from); a lossy
 WebP's, an AVIF's or a HEIC's quantizer index from its frame or slice header (``worker.webp_header``,
 ``worker.avif_header``, ``worker.heif_header``);
-a lossless file's noise is estimated from its flattest regions (Immerkær's Laplacian estimator per
-block, then a low percentile of the blocks, so texture is not mistaken for noise), in luma and in the
-colour differences: texture lives almost only in luma, while sensor noise is independent per channel,
+a lossless file's pixels (and a JPEG's) are searched for a JPEG they were decoded from (``worker.jpeg_history``: a
+JPEG saved again as PNG, or at a finer quality, carries the first JPEG's damage), and a lossless file's noise is
+estimated from its flattest regions (Immerkær's Laplacian estimator per block, then a low percentile of the
+blocks, so texture is not mistaken for noise), in luma and in the colour differences: texture lives almost only
+in luma, while sensor noise is independent per channel,
 so colour noise stands out of even a very textured photo.
 """
 
@@ -24,16 +26,15 @@ from worker.avif_header import avif_base_q_idx
 from worker.engine.strength import jpeg_strength, noise_strength, quantizer_strength
 from worker.heif_header import heif_slice_qp
 from worker.imaging import LUMA_601
+from worker.jpeg_history import JpegHistory, find_jpeg_history
+from worker.jpeg_tables import CHROMA, LUMA, QUALITIES, scaled
 from worker.metadata import ORIENTATION
 from worker.webp_header import WebpCompression, read_webp_compression
 
-# ITU-T T.81 Annex K tables (the order does not matter here: only their sums are compared).
-_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-                  14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-                  49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.int64)
-_CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66]
-                   + [99] * 38, dtype=np.int64)
 JPEG_FORMATS = {"JPEG", "MPO"}
+# Quality points by which a JPEG found in a JPEG file's pixels must be coarser than the file's own tables to count
+# as an earlier encode (a JPEG saved again finer): its strength moves by 0.07 from there.
+RESAVED_MARGIN = 5
 # The strength of a lossy file whose quantizer could not be read (a HEIC that is not an IDR picture, an odd box):
 # HEIF's is the fixed strength that served best on average over qualities 10..90 on LR files of training images
 # (x2 and x4: 0.07 dB under each quality's best on average, 0.21 at most: docs/model.md), AVIF's and WebP's their
@@ -95,16 +96,12 @@ WHITE_MIN_IMAGE_BLOCKS = 100
 WHITE_MIN_READ_BLOCKS = 50
 
 
-def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
-    factor = 5000 // quality if quality < 50 else 200 - 2 * quality
-    return np.clip((table * factor + 50) // 100, 1, 255)
-
-
-_SUMS = {q: (int(_scaled(_LUMA, q).sum()), int(_scaled(_CHROMA, q).sum())) for q in range(1, 101)}
+_SUMS = {q: (int(scaled(LUMA, q).sum()), int(scaled(CHROMA, q).sum())) for q in QUALITIES}
 
 
 def estimate_jpeg_quality(tables: dict[int, list[int]]) -> int:
-    """The libjpeg quality (1..100) whose scaled tables are closest to a file's tables."""
+    """The libjpeg quality (1..100) whose scaled tables are closest to a file's tables (compared by sum, so the
+    order they are written in does not matter)."""
     luma = int(np.sum(tables[0]))
     chroma = int(np.sum(tables[1])) if 1 in tables else None
 
@@ -112,7 +109,7 @@ def estimate_jpeg_quality(tables: dict[int, list[int]]) -> int:
         ls, cs = _SUMS[q]
         return abs(ls - luma) + (abs(cs - chroma) if chroma is not None else 0)
 
-    return min(range(1, 101), key=lambda q: (distance(q), -q))
+    return min(QUALITIES, key=lambda q: (distance(q), -q))
 
 
 @dataclass(frozen=True)
@@ -249,12 +246,16 @@ class InputProfile:
     colour_noise_sigma: float = 0.0  # per channel, from the colour differences
     white_noise_sigma: float | None = None  # luma, white across two scales (``NoiseEstimate.white_luma``)
     quantizer: float | None = None  # the encoder's quantizer index where read (``QUANTIZER_RANGE``: WebP, AVIF, HEIF)
+    # an earlier JPEG encode found in the pixels (``worker.jpeg_history``), coarser than the file itself: a
+    # lossless file holding a decoded JPEG, or a JPEG saved again at a finer quality; ``jpeg_grid`` is then its grid
+    earlier_jpeg_quality: int | None = None
 
     @property
     def strength(self) -> float:
         """Restoration strength 0..1 for the conditioned network (the training labels' scale).
 
-        A lossy file's is its quality's (read from its tables or its frame or slice header, the reliable signal),
+        A lossy file's is its quality's (read from its tables or its frame or slice header, the reliable signal;
+        an earlier, coarser JPEG's where one is found in the pixels, as for a lossless file holding one),
         or its noise's where that
         is larger and above the lossy floor (a high-ISO camera photo saved at quality 90: the training labels
         take the larger of the two the same way). A lossless (or near-lossless) file's comes from its noise,
@@ -269,10 +270,10 @@ class InputProfile:
     def quality_strength(self) -> float:
         """The strength a lossy file's quality alone gives (0 for a lossless file): a JPEG's from its quality, a
         WebP's, AVIF's or HEIC's from its quantizer, else ``ASSUMED_STRENGTH``."""
-        if not self.lossy:
+        if not self.quantized:
             return 0.0
-        if self.jpeg_quality is not None:
-            return jpeg_strength(self.jpeg_quality)
+        if self.damage_quality is not None:
+            return jpeg_strength(self.damage_quality)
         if self.quantizer is not None:
             return quantizer_strength(self.format, self.quantizer)
         return ASSUMED_STRENGTH.get(self.format, 0.0)
@@ -289,7 +290,7 @@ class InputProfile:
         """
         if not self.compressed and self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
-        lossy_floor = self.compressed or (self.lossy and self.white_noise_sigma is None)
+        lossy_floor = self.compressed or (self.quantized and self.white_noise_sigma is None)
         if self.noise_sigma >= (LOSSY_NOISE_FLOOR_SIGMA if lossy_floor else NOISE_FLOOR_SIGMA):
             return "noise", self.noise_sigma
         if self.white_noise_sigma is not None and self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
@@ -305,16 +306,27 @@ class InputProfile:
     def near_lossless(self) -> bool:
         """A JPEG of quality ``NEAR_LOSSLESS_QUALITY`` or more, or a file quantized no coarser than
         ``NEAR_LOSSLESS_QUANTIZER``: as good as clean for the networks."""
-        if not self.lossy:
+        if not self.quantized:
             return False
-        if self.jpeg_quality is not None:
-            return self.jpeg_quality >= NEAR_LOSSLESS_QUALITY
+        if self.damage_quality is not None:
+            return self.damage_quality >= NEAR_LOSSLESS_QUALITY
         return self.quantizer is not None and self.quantizer <= NEAR_LOSSLESS_QUANTIZER[self.format]
 
     @property
+    def quantized(self) -> bool:
+        """The pixels went through a lossy encoder: the file's own, or a JPEG found in a lossless file's pixels."""
+        return self.lossy or self.earlier_jpeg_quality is not None
+
+    @property
+    def damage_quality(self) -> int | None:
+        """The JPEG quality that says how damaged the pixels are: an earlier encode's found in them (coarser), else
+        the file's own."""
+        return self.earlier_jpeg_quality if self.earlier_jpeg_quality is not None else self.jpeg_quality
+
+    @property
     def compressed(self) -> bool:
-        """Lossy below near-lossless: the encoder's damage is the robust network's to undo."""
-        return self.lossy and not self.near_lossless
+        """Quantized below near-lossless: the encoder's damage is the robust network's to undo."""
+        return self.quantized and not self.near_lossless
 
     @property
     def damaged(self) -> bool:
@@ -348,5 +360,16 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
         grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in JPEG_FORMATS else None
     quality = estimate_jpeg_quality(tables) if fmt in JPEG_FORMATS and tables else None
     lossy, quantizer = _lossy_and_quantizer(fmt, path)
+    earlier = _earlier_jpeg(rgb, quality) if not lossy or quality is not None else None
     noise = estimate_noise(rgb)
-    return InputProfile(fmt, lossy, quality, noise.luma, grid, noise.colour, noise.white_luma, quantizer)
+    return InputProfile(fmt, lossy, quality, noise.luma, earlier.grid if earlier else grid, noise.colour,
+                        noise.white_luma, quantizer, earlier.quality if earlier else None)
+
+
+def _earlier_jpeg(rgb: np.ndarray, quality: int | None) -> JpegHistory | None:
+    """A JPEG found in a lossless file's pixels, or in a JPEG's where it is coarser than the file by
+    ``RESAVED_MARGIN`` (a single encode reads as its own quality, or one more where two qualities share steps)."""
+    history = find_jpeg_history(rgb)
+    if history is None or (quality is not None and history.quality > quality - RESAVED_MARGIN):
+        return None
+    return history

@@ -20,7 +20,9 @@ def test_each_protocol_writes_the_file_a_user_would_send(protocol):
     data, suffix = lr_file(_hr(), 4, protocol, seed=3)
     with open_image(io.BytesIO(data)) as image:
         assert image.size == (32, 24)
-        if "jpeg" in protocol:
+        if protocol.endswith("_png"):  # a PNG of the decoded JPEG, cropped as the LR
+            assert (suffix, image.format) == (".png", "PNG")
+        elif "jpeg" in protocol:
             assert (suffix, image.format) == (".jpg", "JPEG")
             assert estimate_jpeg_quality(image.quantization) == int(protocol.rsplit("jpeg", 1)[1])
         elif protocol.startswith("webp"):
@@ -37,6 +39,19 @@ def test_the_noisy_jpeg_protocol_is_the_noise_protocol_saved_as_a_quality_90_jpe
     noisy_lr = decode(lr_file(_hr(), 2, "noise", seed=1)[0])  # lossless: exactly the noisy LR
     assert lr_file(_hr(), 2, "noise_jpeg90", seed=1)[0] == jpeg_file(noisy_lr, 90)
     assert lr_file(_hr(), 2, "noise_jpeg90", seed=1)[0] != lr_file(_hr(), 2, "jpeg90", seed=1)[0]
+
+
+def test_resaved_jpeg_protocols_decode_the_first_jpeg_and_save_it_again():
+    from worker.evaluation import RESAVED_GRID_SHIFT
+    from worker.quality import bicubic_downscale
+
+    lr = bicubic_downscale(_hr(), 2)
+    top, left = RESAVED_GRID_SHIFT
+    padded = np.pad(lr, ((top, 0), (left, 0), (0, 0)), mode="edge")
+    expected = decode(jpeg_file(padded, 50))[top:, left:]
+    assert np.array_equal(decode(lr_file(_hr(), 2, "jpeg50_png")[0]), expected)
+    assert not np.array_equal(expected, decode(lr_file(_hr(), 2, "jpeg50")[0]))  # another grid, other damage
+    assert lr_file(_hr(), 2, "jpeg50_jpeg90")[0] == jpeg_file(decode(jpeg_file(lr, 50)), 90)
 
 
 def test_the_grey_noise_protocol_adds_the_same_noise_to_every_channel():

@@ -3,7 +3,8 @@
 Why two networks behind one route: fine-tuning on damaged inputs costs clean-input fidelity (a short
 experiment lost 0.23 dB clean at x4), so clean files keep the fidelity network, while compressed or
 noisy files go to the strength-conditioned network, told how damaged the file is (its JPEG quality, the
-quantizer in its WebP, AVIF or HEIC header, or its measured noise). ``denoise`` overrides that
+quantizer in its WebP, AVIF or HEIC header, the quality of a JPEG found in a lossless file's pixels, or its
+measured noise). ``denoise`` overrides that
 strength, as Real-ESRGAN's ``-dn`` does.
 """
 
@@ -46,9 +47,13 @@ def ran_condition(ran: dict) -> Condition:
 
 def _why(profile: InputProfile) -> str:
     noise = profile.measured_noise
-    if profile.lossy:
+    if profile.quantized:
+        earlier = profile.earlier_jpeg_quality
         if profile.jpeg_quality:
             why = f"{profile.format} quality {profile.jpeg_quality}"
+            why += f", saved again from a JPEG of quality {earlier}" if earlier is not None else ""
+        elif earlier is not None:
+            why = f"{profile.format} holding a decoded JPEG of quality {earlier}"
         elif profile.quantizer is not None:
             why = f"lossy {profile.format}, quantizer {profile.quantizer:.1f} of {QUANTIZER_RANGE[profile.format]}"
         else:
