@@ -26,15 +26,12 @@ from worker.avif_header import avif_base_q_idx
 from worker.engine.strength import jpeg_strength, noise_strength, quantizer_strength
 from worker.heif_header import heif_slice_qp
 from worker.imaging import LUMA_601
-from worker.jpeg_history import JpegHistory, find_jpeg_history
+from worker.jpeg_history import find_jpeg_history
 from worker.jpeg_tables import CHROMA, LUMA, QUALITIES, scaled
 from worker.metadata import ORIENTATION
 from worker.webp_header import WebpCompression, read_webp_compression
 
 JPEG_FORMATS = {"JPEG", "MPO"}
-# Quality points by which a JPEG found in a JPEG file's pixels must be coarser than the file's own tables to count
-# as an earlier encode (a JPEG saved again finer): its strength moves by 0.07 from there.
-RESAVED_MARGIN = 5
 # The strength of a lossy file whose quantizer could not be read (a HEIC that is not an IDR picture, an odd box):
 # HEIF's is the fixed strength that served best on average over qualities 10..90 on LR files of training images
 # (x2 and x4: 0.07 dB under each quality's best on average, 0.21 at most: docs/model.md), AVIF's and WebP's their
@@ -360,16 +357,9 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
         grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in JPEG_FORMATS else None
     quality = estimate_jpeg_quality(tables) if fmt in JPEG_FORMATS and tables else None
     lossy, quantizer = _lossy_and_quantizer(fmt, path)
-    earlier = _earlier_jpeg(rgb, quality) if not lossy or quality is not None else None
+    # a lossless file's pixels may hold a JPEG; a JPEG's, an earlier and coarser one (a JPEG saved again finer)
+    own_table = tables.get(0) if quality is not None else None
+    earlier = find_jpeg_history(rgb, finer_than=own_table) if not lossy or own_table is not None else None
     noise = estimate_noise(rgb)
     return InputProfile(fmt, lossy, quality, noise.luma, earlier.grid if earlier else grid, noise.colour,
                         noise.white_luma, quantizer, earlier.quality if earlier else None)
-
-
-def _earlier_jpeg(rgb: np.ndarray, quality: int | None) -> JpegHistory | None:
-    """A JPEG found in a lossless file's pixels, or in a JPEG's where it is coarser than the file by
-    ``RESAVED_MARGIN`` (a single encode reads as its own quality, or one more where two qualities share steps)."""
-    history = find_jpeg_history(rgb)
-    if history is None or (quality is not None and history.quality > quality - RESAVED_MARGIN):
-        return None
-    return history

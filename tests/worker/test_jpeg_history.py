@@ -64,7 +64,26 @@ def _text_page() -> np.ndarray:
     return np.asarray(image)
 
 
-@pytest.mark.parametrize("kind", ["scene", "noisy", "text", "gradient", "posterized", "nearest", "palette"])
+def _checkerboard_canvas(size: int, light: int, dark: int) -> np.ndarray:
+    """An editor's screenshot: dark chrome, a transparency checkerboard, a layer of photo on it."""
+    canvas = np.full((400, 560, 3), 45, dtype=np.uint8)
+    yy, xx = np.mgrid[0:340, 0:480]
+    canvas[30:370, 40:520] = np.where(((yy // size + xx // size) % 2 == 0), light, dark)[..., None]
+    canvas[100:252, 150:350] = _scene()
+    return canvas
+
+
+@pytest.mark.parametrize("quality", [15, 20])
+def test_a_coarse_jpegs_grid_is_found_where_its_blocks_are_flattest(quality):
+    # flat blocks leave few coefficients to read on the true grid, while half a block off, the edges where they
+    # meet sit on a finer lattice: the blockiest position is the one tried there
+    shift = (2, 7)
+    history = find_jpeg_history(_decoded_jpeg(_scene(400, 304, seed=quality, grain=3.0), quality, shift))
+    assert history is not None and history.grid == shift and abs(history.quality - quality) <= 2
+
+
+@pytest.mark.parametrize("kind", ["scene", "noisy", "text", "gradient", "posterized", "nearest", "palette",
+                                  "checkerboard", "checkerboard_fine"])
 def test_pixels_that_were_never_a_jpeg_show_none(kind):
     scene = _scene()
     rng = np.random.default_rng(1)
@@ -76,6 +95,8 @@ def test_pixels_that_were_never_a_jpeg_show_none(kind):
         "posterized": lambda: (scene // 32 * 32).astype(np.uint8),
         "nearest": lambda: np.asarray(Image.fromarray(scene).resize((400, 304), Image.NEAREST)),
         "palette": lambda: np.asarray(Image.fromarray(scene).convert("P").convert("RGB")),
+        "checkerboard": lambda: _checkerboard_canvas(8, 204, 255),
+        "checkerboard_fine": lambda: _checkerboard_canvas(4, 153, 102),
     }
     assert find_jpeg_history(images[kind]()) is None
 
@@ -122,6 +143,17 @@ def _jpeg_profile(tmp_path, pixels: np.ndarray, quality: int):
 def test_a_jpeg_saved_once_is_read_from_its_own_tables(tmp_path, quality):
     profile = _jpeg_profile(tmp_path, _scene(seed=quality), quality)
     assert (profile.jpeg_quality, profile.earlier_jpeg_quality, profile.jpeg_grid) == (quality, None, (0, 0))
+
+
+@pytest.mark.parametrize("preset", ["web_low", "web_medium", "low", "medium"])
+def test_a_jpeg_saved_once_with_tables_of_another_shape_is_not_read_as_saved_twice(tmp_path, preset):
+    # Photoshop-like tables: their steps are not libjpeg's, so a quality fitted to the steps read differs from the
+    # one read from the tables; step by step, the pixels show the file's own table, not a coarser one
+    path = tmp_path / "preset.jpg"
+    Image.fromarray(_scene(400, 304, seed=3)).save(path, "JPEG", quality=preset)
+    with Image.open(path) as image:
+        profile = profile_input(path, np.asarray(image.convert("RGB")))
+    assert profile.earlier_jpeg_quality is None and profile.jpeg_grid == (0, 0)
 
 
 def test_a_jpeg_saved_again_finer_takes_the_first_encodes_damage(tmp_path, catalog):
