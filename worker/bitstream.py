@@ -47,11 +47,7 @@ class BitReader:
         value = self.f(width - 1)
         return value if value < extra else (value << 1) - extra + self.f(1)
 
-    def ue(self) -> int:
-        leading = self._leading_zeros(32)
-        if leading >= 32:
-            raise HeaderTruncated  # no valid header field is this long
-        return (1 << leading) - 1 + self.f(leading)
+    ue = uvlc  # HEVC's ue(v) is the same Exp-Golomb code as AV1's uvlc()
 
     def se(self) -> int:
         code = self.ue()

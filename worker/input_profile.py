@@ -27,6 +27,7 @@ from worker.engine.strength import jpeg_strength, noise_strength, quantizer_stre
 from worker.heif_header import heif_slice_qp
 from worker.imaging import LUMA_601
 from worker.jpeg_history import find_jpeg_history
+from worker.jpeg_tables import BLOCK as JPEG_BLOCK
 from worker.jpeg_tables import CHROMA, LUMA, QUALITIES, scaled
 from worker.metadata import ORIENTATION
 from worker.webp_header import WebpCompression, read_webp_compression
@@ -197,9 +198,6 @@ def _white(fine: np.ndarray, coarse: np.ndarray, blocks: int) -> float | None:
     flattest = np.argsort(fine)[: fine.size // 10]
     full, half = IMMERKAER * fine[flattest].mean(), IMMERKAER * coarse[flattest].mean()
     return float(np.sqrt(max(full * full - half * half, 0.0) / 0.75))
-
-
-JPEG_BLOCK = 8
 
 
 def jpeg_grid(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker.imaging import LUMA_601
-from worker.jpeg_tables import LUMA, QUALITIES, scaled
+from worker.jpeg_tables import BLOCK, LUMA, QUALITIES, scaled
 
-BLOCK = 8
 # The frequencies (vertical, horizontal) read: the lowest AC ones, which a photo fills in most blocks (higher ones
 # are zero in most blocks of a coarse JPEG, and a DC step of a flat graphic's blocks would mimic a lattice).
 FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2))
@@ -117,8 +116,7 @@ def _candidate_starts(rgb: np.ndarray) -> set[tuple[int, int]]:
 def _edge_strength(rgb: np.ndarray, axis: int) -> np.ndarray:
     """Mean |difference| between positions p and p + 1 of each block along ``axis``, over up to ``EDGE_LINES``
     lines across it."""
-    across = rgb.shape[1 - axis]
-    lines = np.unique(np.linspace(0, across - 1, min(across, EDGE_LINES)).astype(int))
+    lines = _spread(rgb.shape[1 - axis], EDGE_LINES)
     luma = _luma(rgb[:, lines] if axis == 0 else rgb[lines, :])
     differences = np.abs(np.diff(luma, axis=axis)).mean(axis=1 - axis)
     usable = len(differences) // BLOCK * BLOCK
@@ -130,7 +128,7 @@ def _luma_coefficients(rgb: np.ndarray, start: tuple[int, int], limit: int = MAX
     at ``start``, spread evenly over the image, less those with more than ``MAX_CLIPPED`` pixels at 0 or 255 in a
     channel: (blocks, 8, 8)."""
     rows, cols = (rgb.shape[0] - start[0]) // BLOCK, (rgb.shape[1] - start[1]) // BLOCK
-    picked = np.unique(np.linspace(0, rows * cols - 1, min(rows * cols, limit)).astype(int))
+    picked = _spread(rows * cols, limit)
     top = start[0] + (picked // cols) * BLOCK
     left = start[1] + (picked % cols) * BLOCK
     offsets = np.arange(BLOCK)
@@ -138,6 +136,11 @@ def _luma_coefficients(rgb: np.ndarray, start: tuple[int, int], limit: int = MAX
     # a decoder clips R, G and B to 0..255, and luma computed from clipped pixels is no longer the decoded luma
     pixels = pixels[((pixels == 0) | (pixels == 255)).any(axis=3).sum(axis=(1, 2)) <= MAX_CLIPPED]
     return _DCT @ (_luma(pixels) - 128) @ _DCT.T
+
+
+def _spread(count: int, limit: int) -> np.ndarray:
+    """Up to ``limit`` of the indices 0 .. count - 1, evenly spread (all of them when there are fewer)."""
+    return np.unique(np.linspace(0, count - 1, min(count, limit)).astype(int))
 
 
 def _dct_matrix() -> np.ndarray:
@@ -155,8 +158,8 @@ def _steps(coefficients: np.ndarray) -> dict[tuple[int, int], int]:
     steps = {}
     for v, u in FREQUENCIES:
         scores = _lattice_scores(coefficients[:, v, u])
-        if scores and max(scores.values()) >= MIN_SCORE:
-            best = max(scores.values())
+        best = max(scores.values(), default=-1.0)
+        if best >= MIN_SCORE:
             steps[(v, u)] = max(q for q, score in scores.items() if score >= best - TIE)
     return steps
 

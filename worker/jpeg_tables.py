@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+BLOCK = 8  # a JPEG's DCT blocks are BLOCK x BLOCK pixels, their grid starting at the stored image's top-left corner
 # Natural (row-major) order: entry [8 * v + u] is the step of vertical frequency v, horizontal frequency u.
 LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
                  14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,

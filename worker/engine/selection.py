@@ -4,8 +4,7 @@ Why two networks behind one route: fine-tuning on damaged inputs costs clean-inp
 experiment lost 0.23 dB clean at x4), so clean files keep the fidelity network, while compressed or
 noisy files go to the strength-conditioned network, told how damaged the file is (its JPEG quality, the
 quantizer in its WebP, AVIF or HEIC header, the quality of a JPEG found in a lossless file's pixels, or its
-measured noise). ``denoise`` overrides that
-strength, as Real-ESRGAN's ``-dn`` does.
+measured noise). ``denoise`` overrides that strength, as Real-ESRGAN's ``-dn`` does.
 """
 
 from __future__ import annotations
