@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half-res-blocks", type=int, default=0,
                    help="residual blocks of a half-resolution context branch before the trunk (0: none)")
     p.add_argument("--half-res-channels", type=int, default=96)
+    p.add_argument("--convs", default="plain",
+                   help="plain, or rep: train each 3x3 conv as branches (3x3, 1x1, 1x1->3x3, identity) fused into "
+                        "one kernel every step; the exported network is the plain one, at the plain one's cost")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         degradation=DegradationConfig() if args.degrade else None,
         init_from=str(args.init_from) if args.init_from else None,
         steps=args.steps, batch=args.batch, lr_patch=args.lr_patch, learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps, seed=args.seed, precision=precision, loss=args.loss or run_loss(args.run_dir),
+        warmup_steps=args.warmup_steps, seed=args.seed, convs=args.convs, precision=precision,
+        loss=args.loss or run_loss(args.run_dir),
         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
         data_workers=args.data_workers, time_limit_minutes=args.time_limit,
     )

@@ -286,3 +286,74 @@ def test_a_records_shape_words_name_the_grid_and_a_half_resolution_branch():
         "a half-resolution branch of 2 blocks x 96 ch")
     old_record = {"blocks": 6, "channels": 48, "scales": [2, 3, 4], "jpeg_grid": 8}  # written before the branch
     assert NetworkConfig.from_dict(old_record) == NetworkConfig(jpeg_grid=8)
+
+
+def test_an_over_parameterised_conv_computes_one_plain_conv_and_each_branch_learns():
+    import keras
+
+    from worker.training.reparam import RepConv2D
+
+    rng = np.random.default_rng(5)
+    x = rng.random((2, 9, 7, 6)).astype("float32")
+    rep = RepConv2D(6, activation="relu")
+    rep(x)
+    for weight in (rep.center, rep.spread, rep.bias):  # as if trained: every branch carries something
+        weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    plain = keras.layers.Conv2D(6, 3, padding="same", activation="relu")
+    plain(x)
+    plain.set_weights(rep.fused_weights())
+    np.testing.assert_allclose(np.asarray(rep(x)), np.asarray(plain(x)), atol=1e-5)  # borders included
+
+    fresh = RepConv2D(6)
+    model = keras.Sequential([keras.Input((9, 7, 6)), fresh])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mae")
+    before = {w.name: np.asarray(w).copy() for w in fresh.weights}
+    for _ in range(2):  # the 1x1 -> 3x3 path starts at zero: its widening conv moves from the second step
+        model.train_on_batch(x, rng.random((2, 9, 7, 6)).astype("float32"))
+    assert all(np.abs(np.asarray(w) - before[w.name]).max() > 0 for w in fresh.weights)
+
+
+def test_warm_start_into_over_parameterised_convs_starts_as_the_shipped_network(tmp_path):
+    from worker.engine.archs import get_arch
+    from worker.engine.network import scale_model
+    from worker.training.reparam import RepConv2D, rep_conv
+    from worker.training.warm_start import warm_start
+
+    shallow = NetworkConfig(blocks=1, channels=8, jpeg_grid=8)
+    source, rng = shipped_like(tmp_path, "residual_sr_cond", shallow, seed=4)
+    x, strength = rng.random((1, 11, 13, 3)).astype("float32"), np.full((1, 1), 0.4, "float32")
+    grid = np.array([[1.0, 2.0, 5.0]], "float32")
+    expected = np.asarray(scale_model(source, 2)([x, strength, grid]))
+    for config in (shallow, replace(shallow, blocks=3)):  # the same depth, and new blocks starting as identities
+        target = get_arch("residual_sr_cond").build(config, conv=rep_conv)
+        assert isinstance(target.get_layer("trunk_b0_conv1"), RepConv2D)
+        warm_start(target, tmp_path / "src.weights.h5")
+        np.testing.assert_allclose(np.asarray(scale_model(target, 2)([x, strength, grid])), expected, atol=1e-5)
+
+
+def test_a_run_with_over_parameterised_convs_resumes_and_exports_the_plain_network_it_computes(data, tmp_path):
+    import keras
+
+    from worker.engine.archs import get_arch
+    from worker.engine.network import scale_model
+
+    run_dir = tmp_path / "rep"
+    trainer(data, run_dir, 2, convs="rep").run()
+    assert trainer(data, run_dir, 4, convs="rep").run()["step"] == 4  # the checkpoint loads its custom layers
+    trained = keras.models.load_model(run_dir / "checkpoint.keras", compile=False)
+    weights = export_weights(run_dir, tmp_path / "models", name="rep")
+    record = json.loads((tmp_path / "models" / "rep.json").read_text())
+    assert record["training"]["convs"] == "rep"
+    shipped = get_arch("residual_sr").build(SMALL)  # the plain architecture: what the engine builds
+    shipped.load_weights(weights)
+    assert shipped.count_params() < trained.count_params()
+    x = np.random.default_rng(6).random((1, 10, 12, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(scale_model(shipped, 3)(x)), np.asarray(scale_model(trained, 3)(x)),
+                               atol=1e-5)
+    engine = NetworkEngine(weights)
+    assert engine.upscale(np.zeros((10, 12, 3), np.uint8), 3).size == (36, 30)
+
+
+def test_an_unknown_conv_kind_is_refused_before_a_run_starts():
+    with pytest.raises(ValueError, match="known: plain, rep"):
+        TrainConfig(convs="fancy")

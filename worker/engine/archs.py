@@ -51,7 +51,8 @@ ARCH_REGISTRY: dict[str, Arch] = {}
 
 
 def register_arch(name: str, config_type: Any, conditioned: bool) -> Callable:
-    """Decorator: register ``build(config, dtype="float32") -> keras.Model`` under ``name``."""
+    """Decorator: register ``build(config, dtype="float32", conv=None) -> keras.Model`` under ``name``; ``conv``
+    makes the network's 3x3 convs (None: plain ones; training may pass ``worker.training.reparam.rep_conv``)."""
 
     def wrap(build: Callable) -> Callable:
         if name in ARCH_REGISTRY:

@@ -21,6 +21,7 @@ level, and a user's ``denoise`` value is simply the plane's value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import keras
@@ -103,6 +104,9 @@ def closes_residual_branch(layer_name: str) -> bool:
     return re.fullmatch(r"trunk_b\d+_conv2", layer_name) is not None
 
 
+ConvFactory = Callable[..., layers.Layer]  # (channels, name, dtype, activation=None, kernel_initializer=...)
+
+
 def _conv(channels: int, name: str, dtype: str, activation: str | None = None,
           kernel_initializer: str = "glorot_uniform") -> layers.Conv2D:
     return layers.Conv2D(channels, 3, padding="same", activation=activation, name=name, dtype=dtype,
@@ -119,11 +123,11 @@ class _HalfResBranch:
     did before.
     """
 
-    def __init__(self, config: NetworkConfig, dtype: str):
+    def __init__(self, config: NetworkConfig, dtype: str, conv: ConvFactory):
         h = config.half_res_channels
         self.unshuffle = PixelUnshuffle(name="branch_unshuffle", dtype=dtype)
         self.enter = layers.Conv2D(h, 1, name="branch_in", dtype=dtype)
-        self.blocks = [(_conv(h, f"branch_b{i}_conv1", dtype, "relu"), _conv(h, f"branch_b{i}_conv2", dtype))
+        self.blocks = [(conv(h, f"branch_b{i}_conv1", dtype, "relu"), conv(h, f"branch_b{i}_conv2", dtype))
                        for i in range(config.half_res_blocks)]
         self.leave = layers.Conv2D(4 * config.channels, 1, name="branch_out", dtype=dtype, kernel_initializer="zeros")
         self.dtype = dtype
@@ -137,7 +141,7 @@ class _HalfResBranch:
             [up, features])])
 
 
-def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> keras.Model:
+def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str, conv: ConvFactory | None) -> keras.Model:
     """The multi-scale network: per scale one LR input (plus a strength input if conditioned and a
     block-grid input if told the JPEG grid), one HR output.
 
@@ -145,13 +149,16 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
     learns the missing detail. Input and output pixels are floats in 0..1, NHWC, any spatial size.
     ``dtype`` is a Keras dtype policy name given to each layer (never set process-wide): under
     ``mixed_bfloat16`` the tail, skip and pixel shuffle stay float32 so the output keeps full precision.
+    ``conv`` makes each 3x3 conv but the tails (default: a plain ``Conv2D``); training passes an
+    over-parameterised one that computes the same function class (``worker/training/reparam.py``).
     """
+    conv = conv or _conv
     trunk_blocks = []
     for i in range(config.blocks):
         first, second = block_layer_names(i)
-        trunk_blocks.append((_conv(config.channels, first, dtype, "relu"), _conv(config.channels, second, dtype)))
-    trunk_out = _conv(config.channels, "trunk_out", dtype)
-    branch = _HalfResBranch(config, dtype) if config.half_res_blocks else None
+        trunk_blocks.append((conv(config.channels, first, dtype, "relu"), conv(config.channels, second, dtype)))
+    trunk_out = conv(config.channels, "trunk_out", dtype)
+    branch = _HalfResBranch(config, dtype, conv) if config.half_res_blocks else None
 
     inputs, outputs = [], []
     for scale in config.scales:
@@ -167,7 +174,7 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
             inputs.append(grid)
             planes = BlockGridPlanes(config.jpeg_grid, name=f"grid_planes_x{scale}", dtype=dtype)
             features_in = planes([features_in, grid])
-        head = _conv(config.channels, f"head_x{scale}", dtype)(features_in)
+        head = conv(config.channels, f"head_x{scale}", dtype)(features_in)
         if branch is not None:
             head = branch(head, scale)
         x = head
@@ -182,16 +189,17 @@ def _build(config: NetworkConfig, dtype: str, conditioned: bool, name: str) -> k
 
 
 @register_arch("residual_sr", NetworkConfig, conditioned=False)
-def build_residual_sr(config: NetworkConfig, dtype: str = "float32") -> keras.Model:
+def build_residual_sr(config: NetworkConfig, dtype: str = "float32", conv: ConvFactory | None = None) -> keras.Model:
     """Fidelity network: residual CNN at low resolution, bicubic global skip, sub-pixel output, for clean inputs."""
-    return _build(config, dtype, conditioned=False, name="residual_sr")
+    return _build(config, dtype, conditioned=False, name="residual_sr", conv=conv)
 
 
 @register_arch("residual_sr_cond", NetworkConfig, conditioned=True)
-def build_residual_sr_cond(config: NetworkConfig, dtype: str = "float32") -> keras.Model:
+def build_residual_sr_cond(config: NetworkConfig, dtype: str = "float32",
+                           conv: ConvFactory | None = None) -> keras.Model:
     """Robust network: the same residual CNN told how damaged its input is (strength 0 clean .. 1 heavy), for
     JPEG-compressed and noisy inputs."""
-    return _build(config, dtype, conditioned=True, name="residual_sr_cond")
+    return _build(config, dtype, conditioned=True, name="residual_sr_cond", conv=conv)
 
 
 def scale_model(network: keras.Model, scale: int) -> keras.Model:

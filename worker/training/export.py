@@ -10,6 +10,7 @@ import keras
 from shared.catalog import write_record
 from worker.engine.archs import get_arch
 from worker.engine.network import scale_model
+from worker.training.reparam import plain_weights
 
 
 def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
@@ -32,7 +33,7 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     """Write ``<name>.weights.h5`` and ``<name>.json`` (arch, network config, training record) into out_dir.
 
     The weights are re-saved from a float32 build of the network, so inference never depends on the
-    mixed-precision policy training used.
+    mixed-precision policy training used, nor on how its convs were parameterised in training.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = json.loads((run_dir / "config.json").read_text())
@@ -42,7 +43,10 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     trained = keras.models.load_model(run_dir / "checkpoint.keras", compile=False)
     network_config = arch.config(config["network"])
     model = arch.build(network_config)
-    model.set_weights(trained.get_weights())
+    trained_layers = {layer.name: layer for layer in trained.layers}
+    for layer in model.layers:
+        if layer.weights:  # by name: a run trained with over-parameterised convs ships their fused kernels
+            layer.set_weights(plain_weights(trained_layers[layer.name]))
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.weights.h5"
     model.save_weights(weights)

@@ -28,6 +28,7 @@ from worker.evaluation import load_benchmark, score
 from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
 from worker.training.patches import SamplerSpec, batch_stream, find_images
+from worker.training.reparam import CONV_FACTORIES
 from worker.training.warm_start import warm_start
 
 CHROMA_WEIGHT = 0.25
@@ -80,12 +81,17 @@ class TrainConfig:
     seed: int = 1234
     precision: str = "float32"  # a PRECISIONS key; the CLI picks it from the CPU (worker.engine.precision)
     loss: str = "l1"  # a LOSSES key
+    convs: str = "plain"  # a CONV_FACTORIES key: "rep" trains each 3x3 conv as fused branches (reparam.py)
     checkpoint_minutes: float = 5.0
     validate_every: int = 500
     data_workers: int = 0  # processes sampling patches (0: one thread); a GPU needs several
     # Wall-clock budget of a new run: the cosine decay is fitted at the end of the warm-up, from the measured
     # step rate, so the schedule anneals as the time is spent (``steps`` becomes the fitted count).
     time_limit_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.convs not in CONV_FACTORIES:
+            raise ValueError(f"unknown convs {self.convs!r}; known: {', '.join(CONV_FACTORIES)}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "network": self.network.to_dict(),
@@ -194,7 +200,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         keras.utils.set_random_seed(self.config.seed)
-        model = get_arch(self.config.arch).build(self.config.network, PRECISIONS[self.config.precision])
+        model = get_arch(self.config.arch).build(self.config.network, PRECISIONS[self.config.precision],
+                                                 conv=CONV_FACTORIES[self.config.convs])
         if self.config.init_from:
             warm_start(model, Path(self.config.init_from))
         _compile(model, self.config)

@@ -16,6 +16,7 @@ import numpy as np
 
 from worker.engine.archs import get_arch
 from worker.engine.network import closes_residual_branch
+from worker.training.reparam import RepConv2D
 
 
 def load_shipped(weights: Path) -> tuple[keras.Model, dict]:
@@ -47,10 +48,16 @@ def warm_start(model: keras.Model, weights: Path) -> list[str]:
         if not layer.weights:
             continue
         if old is None:
-            if closes_residual_branch(layer.name):
+            if closes_residual_branch(layer.name) and isinstance(layer, RepConv2D):
+                layer.load_fused(np.zeros(tuple(layer.full.shape), "float32"), np.zeros(layer.filters, "float32"))
+            elif closes_residual_branch(layer.name):
                 layer.set_weights([np.zeros(tuple(w.shape), "float32") for w in layer.weights])
             continue
-        layer.set_weights([_fit(np.asarray(o), tuple(n.shape)) for o, n in zip(old.get_weights(), layer.weights,
-                                                                               strict=True)])
+        if isinstance(layer, RepConv2D):  # trained as branches: they start summing to the shipped kernel
+            kernel, bias = old.get_weights()
+            layer.load_fused(_fit(np.asarray(kernel), tuple(layer.full.shape)), np.asarray(bias))
+        else:
+            layer.set_weights([_fit(np.asarray(o), tuple(n.shape)) for o, n in zip(old.get_weights(), layer.weights,
+                                                                                   strict=True)])
         copied.append(layer.name)
     return copied
