@@ -42,10 +42,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (jobs, deliveries, models, files, health, meta, metrics, page, reference):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
+    metrics.instrument(app)  # first: its clock starts before any hook that may refuse the request
     install_security(app, settings)
     install_auth(app, settings)
     install_rate_limit(app)
-    metrics.instrument(app)
     logging.getLogger(__name__).info("API ready (database %s, storage %s)", engine.url.get_backend_name(),
                                      settings.storage)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import API_ERRORS
@@ -43,6 +43,15 @@ def problem(code: str, detail: str | None = None, headers: dict[str, str] | None
     return response
 
 
+def _too_large(app: Flask) -> str:
+    """Which limit a 413 hit: the whole request's, or (a request within it) one text field's, which Werkzeug
+    caps at ``MAX_FORM_MEMORY_SIZE`` (500 kB by default) while parsing the form."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length <= limit:
+        return f"a form field other than the image is longer than {app.config['MAX_FORM_MEMORY_SIZE']} bytes"
+    return f"the upload exceeds the limit of {limit} bytes"
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -51,8 +60,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = HTTP_CODES.get(exc.code or 500, "bad_request" if (exc.code or 500) < 500 else "internal_error")
-        detail = exc.description if code != "payload_too_large" else (
-            f"the upload exceeds the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes")
+        detail = exc.description if code != "payload_too_large" else _too_large(app)
         allow = dict(exc.get_headers()).get("Allow")  # 405 says which methods the resource has
         return problem(code, detail, {"Allow": allow} if allow else None)
 

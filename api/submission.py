@@ -169,7 +169,10 @@ def create(svc: Services, submission: Submission, key: str | None, ahead: int) -
     try:
         with unit_of_work(svc.sessions) as session:
             if key is not None:
-                session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key))  # an expired one
+                expired = utcnow() - timedelta(seconds=svc.settings.idempotency_ttl)
+                # only an expired record makes way: a live one (a concurrent request's) makes this insert conflict
+                session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key,
+                                                             IdempotencyKey.created_at < expired))
                 session.add(job)
                 session.flush()
                 session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint, job_id=job_id))

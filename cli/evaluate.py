@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cli.arguments import positive_int
 from cli.train import data_root
 
 
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "quality Q saved again at R)")
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
     p.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS))
-    p.add_argument("--limit", type=int, default=None, help="first N images of each set (sorted by name)")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N images of each set (sorted by name)")
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (SSIM is slow in pure numpy)")
     p.add_argument("--record", action="store_true",

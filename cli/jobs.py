@@ -7,6 +7,8 @@ import itertools
 import json
 from pathlib import Path
 
+from cli.arguments import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="list, show, cancel or download jobs of a running API")
@@ -15,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="newest first, one line each")
     listing.add_argument("--status", default=None)
-    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--limit", type=positive_int, default=20)
     listing.set_defaults(func=run_list)
     get = actions.add_parser("get", help="the job as JSON")
     get.add_argument("job_id")

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.arguments import non_negative_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keys", help="create, list and revoke API keys (one tenant per key name)")
     actions = p.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key; it is printed once, alone on the last line")
     create.add_argument("--name", required=True, help="the tenant: every job the key submits belongs to it")
-    create.add_argument("--rate-limit", type=int, default=None, help="requests per minute (default: the setting)")
-    create.add_argument("--max-active", type=int, default=None, help="queued + running jobs (default: the setting)")
-    create.add_argument("--daily-megapixels", type=int, default=None,
-                        help="output megapixels per UTC day (default: the setting)")
+    create.add_argument("--rate-limit", type=non_negative_int, default=None,
+                        help="requests per minute (0: unlimited; default: the setting)")
+    create.add_argument("--max-active", type=non_negative_int, default=None,
+                        help="queued + running jobs (0: unlimited; default: the setting)")
+    create.add_argument("--daily-megapixels", type=non_negative_int, default=None,
+                        help="output megapixels per UTC day (0: unlimited; default: the setting)")
     create.set_defaults(func=run_create)
     actions.add_parser("list", help="name, prefix, created, last used, limits, revoked").set_defaults(func=run_list)
     revoke = actions.add_parser("revoke", help="revoke a key at once (its jobs stay its tenant's)")

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from cli.arguments import positive_int
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
 # gunicorn's default access line logs the request line with its query string, which for a signed file link is
@@ -17,16 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn (production WSGI server)")
     api.add_argument("--host", default=None, help="default: $UPSCALER_API_HOST or 127.0.0.1")
     api.add_argument("--port", type=int, default=None, help="default: $UPSCALER_API_PORT or 8000")
-    api.add_argument("--workers", type=int, default=None,
+    api.add_argument("--workers", type=positive_int, default=None,
                      help="gunicorn processes (default: $UPSCALER_API_WORKERS, else cores + 1, the best measured "
                           "on 2 cores)")
-    api.add_argument("--threads", type=int, default=None, help="threads per process (default $UPSCALER_API_THREADS)")
+    api.add_argument("--threads", type=positive_int, default=None,
+                     help="threads per process (default $UPSCALER_API_THREADS)")
     api.set_defaults(func=run_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--queues", default=f"{INFERENCE_QUEUE},{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}",
                         help="comma-separated queues to consume")
-    worker.add_argument("--concurrency", type=int, default=None,
+    worker.add_argument("--concurrency", type=positive_int, default=None,
                         help="processes (default $UPSCALER_WORKER_CONCURRENCY)")
     worker.add_argument("--beat", action="store_true", help="also run the periodic sweeper in this process")
     worker.add_argument("--loglevel", default="INFO")

@@ -8,12 +8,12 @@ only if every job succeeded (or, without ``--wait``, was accepted).
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shared.formats import INPUT_SUFFIXES
+from cli.arguments import positive_int
+from cli.files import expand, result_names
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
 
@@ -38,22 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--webhook-url", default=None)
     p.add_argument("--wait", action="store_true", help="wait for every job, with progress, and download results")
     p.add_argument("--output-dir", type=Path, default=Path("."), help="with --wait: where results go (<stem>.<ext>)")
-    p.add_argument("--concurrency", type=int, default=4, help="jobs submitted and watched at once")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="jobs submitted and watched at once")
     p.add_argument("--output", type=Path, default=None, help="with one PATH and --wait: the result's file name")
     p.set_defaults(func=run)
-
-
-def expand(paths: list[str]) -> list[Path]:
-    """Files, the images of folders, and globs (for shells that do not expand them), in a stable order."""
-    found: list[Path] = []
-    for item in paths:
-        matches = [Path(m) for m in sorted(glob.glob(item))] or [Path(item)]
-        for path in matches:
-            if path.is_dir():
-                found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
-            else:
-                found.append(path)
-    return list(dict.fromkeys(found))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from upscaler_client import Client, UpscalerError
 
     client = Client(args.api, args.api_key)
-    files = expand(args.paths)
+    files = expand([Path(p) for p in args.paths])
     options = {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit, "dpi": args.dpi,
                "print_width": args.print_width, "print_height": args.print_height, "print_unit": args.print_unit,
                "format": args.format, "quality": args.quality, "model": args.model, "denoise": args.denoise,
@@ -77,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {path}: {exc}", file=sys.stderr)
         return 1 if failed else 0
 
-    ext = EXTENSIONS[args.format]
-    targets = {path: (args.output if args.output and len(files) == 1 else args.output_dir / f"{path.stem}.{ext}")
-               for path in files}
+    targets = ({files[0]: args.output} if args.output and len(files) == 1
+               else result_names(files, args.output_dir, EXTENSIONS[args.format]))
     todo = [p for p in files if not targets[p].exists()]
     for path in files:
         if path not in todo:

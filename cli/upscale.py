@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from cli.files import expand, result_names
 from shared.formats import INPUT_SUFFIXES
-from shared.limits import EXTENSIONS, OUTPUT_FORMATS
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS
 from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
 
 
@@ -36,10 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def output_format_for(path: Path, explicit: str | None) -> str:
+    """The format written to ``path``: ``--format``, else its suffix's; an image suffix we cannot write is
+    refused (the file would hold another format than its name says)."""
     if explicit:
         return explicit
-    suffix = path.suffix.lower().lstrip(".")
-    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "tif": "tiff", "tiff": "tiff"}.get(suffix, "png")
+    try:
+        return SUFFIX_FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise SystemExit(f"upscaler upscale: cannot write {path.suffix} files; name the output "
+                         f"{' / '.join(sorted(SUFFIX_FORMATS))}, or give --format") from None
 
 
 def parse_denoise(value: str) -> float | None:
@@ -64,22 +70,19 @@ def size_request(args: argparse.Namespace) -> SizeRequest:
 
 
 def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Path, str]]:
-    """(input, output, format) for each file: the single-file form or the many-files-into-a-folder form."""
+    """(input, output, format) for each file: the single-file form (one input that is not a folder, an output
+    named like an image) or the many-files-into-a-folder form."""
     *inputs, target = paths
     if not inputs:
         raise SystemExit("upscaler upscale: give input file(s) or folder(s) and then an output file or folder")
-    single = len(inputs) == 1 and inputs[0].is_file() and target.suffix.lower() in INPUT_SUFFIXES | {".png"} \
-        and not target.is_dir()
+    single = len(inputs) == 1 and not inputs[0].is_dir() and not target.is_dir() \
+        and target.suffix.lower() in INPUT_SUFFIXES | set(SUFFIX_FORMATS)
     if single:
         return [(inputs[0], target, output_format_for(target, explicit_format))]
     fmt = explicit_format or "png"
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            files.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file()))
-        else:
-            files.append(item)  # a missing or unreadable file is reported as that file's error
-    return [(f, target / f"{f.stem}.{EXTENSIONS[fmt]}", fmt) for f in files]
+    files = expand(inputs)
+    names = result_names(files, target, EXTENSIONS[fmt])
+    return [(f, names[f], fmt) for f in files]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
             bar.n = base + done / total
             bar.refresh()
 
+        if not source.is_file():
+            failed += 1
+            tqdm.write(f"error: {source}: no such file", file=sys.stderr)
+            bar.n = index + 1
+            bar.refresh()
+            continue
         try:
             destination.parent.mkdir(parents=True, exist_ok=True)
             result = render(source, destination, engines, model, size, fmt, args.quality, progress,

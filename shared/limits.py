@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # sizing imports this module
 # The one list of output formats (the API schema, the CLI and the worker read it from here).
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "tiff": "tif"}
+# An output file name's suffix -> the format written under it (the CLI's single-file form)
+SUFFIX_FORMATS = {**{f".{ext}": fmt for fmt, ext in EXTENSIONS.items()}, ".jpeg": "jpeg", ".tiff": "tiff"}
 # Hard limits of the encoders: WebP stores 14-bit sides; JPEG stores 16-bit sides; PNG and TIFF 32-bit.
 MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383, "tiff": 2**31 - 1}
 SCALES = (2, 3, 4)

@@ -18,9 +18,22 @@ import requests
 from requests.adapters import HTTPAdapter
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
-# Cloud metadata services: refused even where private addresses are allowed (they hand out credentials).
-METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
-                      ipaddress.ip_address("100.100.100.200")}
+# Cloud metadata and credential services: refused even where private addresses are allowed (they hand out
+# credentials). Most live on link-local addresses (AWS, GCP and Azure on 169.254.169.254, ECS task credentials
+# on 169.254.170.2), so all of link-local is refused; the others are listed.
+METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+
+
+def _plain(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv4-mapped IPv6 one (``::ffff:a.b.c.d``) reaches, so it is checked as that."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for an address that may serve cloud metadata or credentials (see ``METADATA_ADDRESSES``)."""
+    address = _plain(address)
+    return address.is_link_local or address in METADATA_ADDRESSES
 
 
 class RefusedDestination(ValueError):
@@ -52,11 +65,11 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
     except (socket.gaierror, UnicodeError):
         raise RefusedDestination(f"{host} does not resolve") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
-    if METADATA_ADDRESSES & set(addresses):
-        raise RefusedDestination(f"{host} is a cloud metadata address")
+    if any(is_metadata_address(address) for address in addresses):
+        raise RefusedDestination(f"{host} is a cloud metadata or link-local address")
     if not allow_private:
         for address in addresses:
-            if not address.is_global or address.is_multicast:
+            if not _plain(address).is_global or _plain(address).is_multicast:
                 raise RefusedDestination(f"{host} resolves to a non-public address ({address})")
     if not addresses:
         raise RefusedDestination(f"{host} does not resolve")

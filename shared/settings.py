@@ -6,6 +6,8 @@ instead of mutating ``os.environ``; production mode refuses to start without a r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from collections.abc import Mapping
@@ -15,6 +17,7 @@ from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 MIN_SECRET_LENGTH = 16
+MIN_WEBHOOK_KEY_BYTES = 16  # Standard Webhooks keys are 24..64 random bytes; ours (derived) are 32
 PRECISIONS = ("float32", "bfloat16")  # what a network computes in (worker.engine.precision maps them to Keras)
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: chosen from the hardware
 
@@ -147,12 +150,24 @@ class Settings:
                 raise ValueError
         except ValueError as exc:
             raise SettingsError("UPSCALER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from exc
-        if self.webhook_secret and not self.webhook_secret.startswith("whsec_"):
-            raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>")
+        if self.webhook_secret and not _webhook_key_ok(self.webhook_secret):
+            raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>, the "
+                                f"base64 holding {MIN_WEBHOOK_KEY_BYTES}+ random bytes")
         for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "max_whole_output_pixels",
                      "tile_size", "lease_seconds", "band_output_pixels"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be positive")
+
+
+def _webhook_key_ok(secret: str) -> bool:
+    """A ``whsec_`` secret whose key decodes (checked at start: a bad one would fail every delivery instead)."""
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        return False
+    return len(key) >= MIN_WEBHOOK_KEY_BYTES
 
 
 def load_or_create_secret(path: Path) -> str:

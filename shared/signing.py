@@ -24,7 +24,8 @@ def verify(secret: str, key: str, expires: str, signature: str, now: float | Non
         expires_at = int(expires)
     except (TypeError, ValueError):
         return "invalid_signature"
-    if not hmac.compare_digest(sign(secret, key, expires_at), signature or ""):
+    # compared as bytes: compare_digest refuses non-ASCII str, and a forged link must not be a 500
+    if not hmac.compare_digest(sign(secret, key, expires_at).encode(), (signature or "").encode()):
         return "invalid_signature"
     if (time.time() if now is None else now) > expires_at:
         return "link_expired"

@@ -142,3 +142,44 @@ def test_cli_errors_are_one_line_and_version_prints(tmp_path):
     assert missing.returncode == 0
     version = run(["--version"])
     assert version.returncode == 0 and version.stdout.startswith("upscaler ")
+
+
+def test_results_of_inputs_sharing_a_stem_get_names_apart(tmp_path):
+    from cli.upscale import plan
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("photo.jpg", "photo.png", "other.png"):
+        write_image(folder / name, width=8, height=8)
+    out = tmp_path / "out"
+    assert {src.name: dst.name for src, dst, _ in plan([folder, out], None)} == \
+        {"photo.jpg": "photo_jpg.png", "photo.png": "photo_png.png", "other.png": "other.png"}
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    write_image(twin / "other.png", width=8, height=8)
+    with pytest.raises(SystemExit, match=r"same result file: .*other\.png, .*other\.png"):
+        plan([folder, twin, out], None)  # one name in two folders: refused before anything runs
+
+
+def test_a_single_output_is_written_in_the_format_its_name_says_or_refused(tmp_path):
+    from cli.upscale import plan
+
+    source = write_image(tmp_path / "in.png", width=8, height=8)
+    assert [fmt for *_, fmt in plan([source, tmp_path / "a.JPEG"], None)] == ["jpeg"]
+    assert [fmt for *_, fmt in plan([source, tmp_path / "a.tiff"], None)] == ["tiff"]
+    with pytest.raises(SystemExit, match=r"cannot write \.heic"):
+        plan([source, tmp_path / "a.heic"], None)  # it once wrote PNG bytes under that name
+    assert [fmt for *_, fmt in plan([source, tmp_path / "a.heic"], "png")] == ["png"]  # asked for explicitly
+
+
+def test_a_missing_input_is_said_plainly_and_creates_nothing(tmp_path):
+    result = run(["upscale", str(tmp_path / "missing.jpg"), str(tmp_path / "out.png"), "--model", "bicubic"])
+    assert result.returncode == 1 and "missing.jpg: no such file" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out.png").exists()  # not even a folder
+
+
+def test_a_count_below_one_is_a_usage_error_not_a_traceback():
+    result = run(["jobs", "list", "--limit", "-1"])
+    assert result.returncode == 2 and "must be 1 or more" in result.stderr and "Traceback" not in result.stderr
+    result = run(["keys", "create", "--name", "x", "--rate-limit", "-5"])
+    assert result.returncode == 2 and "must be 0 or more" in result.stderr

@@ -7,10 +7,12 @@ body is read in chunks up to the upload limit within one overall deadline, then 
 
 from __future__ import annotations
 
+import threading
 import time
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from shared.pinned_http import RefusedDestination, pinned_request
 
@@ -47,20 +49,42 @@ def fetch(url: str, allow_private: bool, max_bytes: int, timeout: float) -> byte
                 continue
             if response.status_code != 200:
                 raise FetchFailed("input_fetch_failed", f"the image URL answered HTTP {response.status_code}")
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > max_bytes:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:  # a malformed length is left to the byte cap
                 raise FetchFailed("input_too_large", f"the image is {declared} bytes; the limit is {max_bytes}")
-            body = bytearray()
-            try:
-                for chunk in response.iter_content(CHUNK):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FetchFailed("input_too_large", f"the image is larger than the limit of {max_bytes} "
-                                                             "bytes")
-                    if time.monotonic() > deadline:
-                        raise FetchFailed("input_fetch_failed", f"fetching the image took longer than "
-                                                                f"{timeout:.0f} s")
-            except requests.RequestException as exc:
-                raise FetchFailed("input_fetch_failed", "the connection broke while fetching the image") from exc
-            return bytes(body)
+            body = _read_body(response, max_bytes, deadline, timeout)
+            return body
     raise FetchFailed("input_fetch_failed", f"more than {MAX_REDIRECTS} redirects")
+
+
+def _read_body(response: requests.Response, max_bytes: int, deadline: float, timeout: float) -> bytes:
+    """The body, read as it arrives, within the overall deadline.
+
+    Why not ``iter_content``: it waits for whole chunks, and a socket's read timeout bounds each wait, not the
+    sum, so a server trickling a byte at a time would hold a worker far past the deadline. Here each read
+    returns what one receive brought, and a timer closes the response at the deadline, which ends a read
+    blocked in between."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        response.close()
+
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
+    timer.start()
+    body = bytearray()
+    try:
+        while chunk := response.raw.read1(CHUNK, decode_content=True):
+            body += chunk
+            if len(body) > max_bytes:
+                raise FetchFailed("input_too_large", f"the image is larger than the limit of {max_bytes} bytes")
+            if expired.is_set():
+                break
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        if not expired.is_set():
+            raise FetchFailed("input_fetch_failed", "the connection broke while fetching the image") from exc
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise FetchFailed("input_fetch_failed", f"fetching the image took longer than {timeout:.0f} s")
+    return bytes(body)

@@ -70,7 +70,8 @@ def create_job():
     except Exception:
         quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
         raise
-    if not created:
+    if not created:  # a concurrent request with this Idempotency-Key won the race: its job, charged once
+        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)
         return _located(_json(svc, job), job.id)
     # label by the network scale that will run (bounded: 1, 2, 3, 4, 8), never by a free-form size
     JOBS_SUBMITTED.labels(job.model, str(parsed.plan.network_scale) if parsed.plan else "pending").inc()

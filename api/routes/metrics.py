@@ -43,7 +43,10 @@ def metrics():
 
 
 def instrument(app: Flask) -> None:
-    """Count and time every request by its route template (not its raw path: ids stay out of labels)."""
+    """Count and time every request by its route template (not its raw path: ids stay out of labels).
+
+    Installed before the hooks that refuse requests (security, auth, rate limit), so a refused request is timed
+    from its start too; ``create_app`` keeps that order."""
 
     @app.before_request
     def _start() -> None:
@@ -53,5 +56,5 @@ def instrument(app: Flask) -> None:
     def _record(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"
         HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - g.get("metrics_started", 0.0))
+        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - g.metrics_started)
         return response

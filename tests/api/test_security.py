@@ -86,3 +86,18 @@ def test_the_api_reference_and_the_error_table_are_served_without_a_cdn(client):
     problem = client.get("/v1/jobs/" + "0" * 32).get_json()
     anchor = problem["type"].split("#", 1)[1]
     assert problem["type"].startswith("/docs/errors#") and f'id="{anchor}"' in table
+
+
+def test_a_refused_request_is_timed_from_its_own_start(client):
+    """The latency clock starts before the hooks that refuse (it once started after them, so each refusal
+    was recorded as the process's whole uptime)."""
+    from prometheus_client import REGISTRY
+
+    def seconds(name):
+        return REGISTRY.get_sample_value(f"upscaler_http_request_duration_seconds_{name}",
+                                         {"method": "POST", "route": "/v1/jobs"}) or 0.0
+
+    total, count = seconds("sum"), seconds("count")
+    response = client.post("/v1/jobs", data={"model": "bicubic"}, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert seconds("count") == count + 1 and seconds("sum") - total < 5

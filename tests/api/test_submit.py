@@ -105,6 +105,15 @@ def test_upload_over_the_byte_limit_is_413(app, client):
     app.config["MAX_CONTENT_LENGTH"] = 2000
     response = submit(client, image=image_bytes(width=200, height=200))
     assert (response.status_code, response.get_json()["code"]) == (413, "payload_too_large")
+    assert "the upload exceeds the limit of 2000 bytes" in response.get_json()["detail"]
+
+
+def test_an_overlong_text_field_is_413_naming_the_field_limit_not_the_upload_limit(client):
+    response = client.post("/v1/jobs", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_bytes()), "a.png"), "webhook_url": "x" * 600_000})
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (413, "payload_too_large")
+    assert "form field other than the image" in body["detail"] and "500000 bytes" in body["detail"]
 
 
 def test_too_many_input_pixels_is_422(settings):

@@ -124,3 +124,35 @@ def test_active_jobs_and_daily_megapixels_are_capped_per_tenant(client, db_sessi
     assert (big.status_code, big.get_json()["code"]) == (429, "quota_exceeded")
     assert int(big.headers["Retry-After"]) <= 86401
     assert submit_as(client, small_h).status_code == 202  # the refused job reserved nothing
+
+
+def test_a_request_that_loses_an_idempotency_race_is_not_charged_twice(client, db_session, monkeypatch):
+    """Two requests with one Idempotency-Key at once: both miss the lookup, the second's insert loses to the
+    first's, and it answers the first's job. Simulated by hiding the first job from the second's lookup (the
+    insert and its conflict are the real database's). Quota: 1 MP a day; the raced job costs 0.3 MP."""
+    from api import submission
+
+    _, key = create_key(db_session, f"racer-{uuid.uuid4().hex[:8]}", daily_megapixels=1)
+    db_session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+    raced = {**auth, "Idempotency-Key": f"race-{uuid.uuid4().hex}"}
+
+    def post(headers, width, height):
+        return client.post("/v1/jobs", headers=headers, content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_bytes(width=width, height=height)), "b.png"),
+                                 "scale": "2", "model": "bicubic"})
+
+    first = post(raced, 500, 150)  # 1000 x 300 out: 0.3 MP
+    assert first.status_code == 202
+    real, lookups = submission.find_previous, []
+
+    def missed_once(*args):  # the route's lookup misses; the one after the conflicting insert finds it
+        lookups.append(args)
+        return None if len(lookups) == 1 else real(*args)
+
+    monkeypatch.setattr(submission, "find_previous", missed_once)
+    second = post(raced, 500, 150)
+    monkeypatch.undo()
+    assert second.status_code == 200 and second.get_json()["id"] == first.get_json()["id"]  # one job, not two
+    assert len(lookups) == 2
+    assert post(auth, 500, 300).status_code == 202  # 0.6 MP more fits: 0.3 used, not 0.6

@@ -175,6 +175,12 @@ def test_scaled_object_scales_the_worker_on_the_inference_list(k8s_objects):
     # Every priority level's list is watched: a flooding tenant's jobs wait in the back levels.
     assert [t["metadata"]["listName"] for t in triggers] == queue_lists(INFERENCE_QUEUE)
     redis_url = find(k8s_objects, "Secret", "upscaler-secrets")["stringData"]["UPSCALER_REDIS_URL"]
+    # ...and the backlog is their sum (KEDA's HPA would otherwise follow the longest list alone)
+    modifiers = scaled["advanced"]["scalingModifiers"]
+    names = [t["name"] for t in triggers]
+    assert sorted(re.split(r"\s*\+\s*", modifiers["formula"])) == sorted(names) and len(set(names)) == len(names)
+    assert modifiers["metricType"] == "AverageValue" and int(modifiers["target"]) >= 1
+    assert modifiers["activationTarget"] == "0"  # one waiting job wakes the Deployment from zero
     for trigger in triggers:
         assert trigger["type"] == "redis" and int(trigger["metadata"]["listLength"]) >= 1
         # The trigger reads the same Redis database as the platform.

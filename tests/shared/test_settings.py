@@ -46,6 +46,21 @@ def test_invalid_values_fail_fast(env):
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize("secret", ["abc", "whsec_abc", "whsec_not base64!", "whsec_" + "QUJD" * 2])
+def test_a_webhook_secret_that_cannot_sign_is_refused_at_start(secret):
+    """whsec_abc once passed and then failed every delivery (its base64 does not decode); a short key is weak."""
+    with pytest.raises(SettingsError, match="WEBHOOK_SECRET"):
+        Settings.from_env({"UPSCALER_WEBHOOK_SECRET": secret})
+
+
+def test_a_standard_webhooks_secret_is_accepted_and_signs():
+    from shared.webhooks import signed_headers
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks specification's example
+    assert Settings.from_env({"UPSCALER_WEBHOOK_SECRET": secret}).webhook_secret == secret
+    assert signed_headers(secret, "msg_1", "{}", 1)["webhook-signature"].startswith("v1,")
+
+
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().api_port = 1  # type: ignore[misc]

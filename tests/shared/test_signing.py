@@ -21,3 +21,13 @@ def test_tampered_key_signature_or_expiry_is_rejected():
 def test_expired_link_is_rejected():
     q = signed_query(SECRET, "k", ttl=60, now=1000)
     assert verify(SECRET, "k", q["expires"], q["signature"], now=1061) == "link_expired"
+
+
+def test_a_non_ascii_signature_is_an_invalid_signature_not_an_error():
+    q = signed_query(SECRET, "k", ttl=60, now=1000)
+    assert verify(SECRET, "k", q["expires"], "é" * 64, now=1000) == "invalid_signature"  # it once raised TypeError
+
+
+def test_a_link_with_a_non_ascii_signature_is_refused_as_forged(client):
+    response = client.get("/v1/files/results/a.png?expires=99999999999&signature=%C3%A9")
+    assert response.status_code == 403 and response.get_json()["code"] == "invalid_signature"

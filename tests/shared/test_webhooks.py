@@ -41,6 +41,16 @@ def test_public_addresses_pass_and_private_ones_pass_when_allowed():
     assert refused_destination("http://metadata.google.internal/", allow_private=True) is not None
 
 
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://169.254.170.2/v2/credentials",
+                                 "http://[::ffff:169.254.169.254]/latest/", "http://[::ffff:a9fe:a9fe]/",
+                                 "http://[fe80::1]/", "http://[fd00:ec2::254]/", "http://100.100.100.200/"])
+def test_metadata_and_link_local_addresses_stay_refused_when_private_ones_are_allowed(url):
+    """Literal addresses only (nothing is resolved or contacted); an IPv4-mapped IPv6 spelling of a metadata
+    address once passed, as did ECS's credentials address."""
+    reason = refused_destination(url, allow_private=True)
+    assert reason is not None and "metadata" in reason
+
+
 def test_a_delivery_connects_to_the_address_it_checked_with_one_lookup(monkeypatch):
     """Issue 10 #5 (DNS rebinding): a hostile resolver answers a public address to the check and 127.0.0.1
     afterwards. The connection must go to the checked address, after a single lookup. No packet leaves: the

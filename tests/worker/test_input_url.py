@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import io
 import threading
+import time
 
 import pytest
 from PIL import Image
@@ -115,3 +116,63 @@ def test_a_file_and_a_url_together_are_refused(client, server):
                            data={"image_url": server.base + "/photo.jpg", "model": "bicubic",
                                  "image": (io.BytesIO(image_bytes()), "a.png")})
     assert (response.status_code, response.get_json()["code"]) == (400, "bad_request")
+
+
+class TricklingServer:
+    """Answers 200 with a large Content-Length, then sends one byte every ``pause`` seconds (or, with
+    ``length``, a malformed Content-Length and the whole body at once)."""
+
+    def __init__(self, pause: float = 0.1, length: str | None = None, body: bytes = b""):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):
+                handler.send_response(200)
+                handler.send_header("Content-Length", length or "100000")
+                handler.end_headers()
+                if length:
+                    handler.wfile.write(body)
+                    return
+                try:
+                    for _ in range(200):
+                        handler.wfile.write(b"x")
+                        handler.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    pass  # the client gave up
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slow.png"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_server_trickling_bytes_is_cut_off_at_the_whole_fetchs_deadline():
+    """Each byte arrives well within a read timeout; only the overall deadline can stop the fetch (it once ran
+    until the server stopped sending)."""
+    from worker.fetch import FetchFailed, fetch
+
+    server = TricklingServer(pause=0.1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchFailed, match="longer than 1 s") as failure:
+            fetch(server.url, allow_private=True, max_bytes=1_000_000, timeout=1.0)
+        assert failure.value.code == "input_fetch_failed"
+        assert time.monotonic() - started < 5  # the server would go on for 20 s
+    finally:
+        server.close()
+
+
+def test_a_malformed_content_length_is_left_to_the_byte_cap():
+    from worker.fetch import fetch
+
+    photo = image_bytes(width=40, height=30, fmt="JPEG", quality=80)
+    server = TricklingServer(length="12abc", body=photo)  # it once raised a bare ValueError
+    try:
+        assert fetch(server.url, allow_private=True, max_bytes=1_000_000, timeout=5.0) == photo
+    finally:
+        server.close()

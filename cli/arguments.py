@@ -1,0 +1,25 @@
+"""Argument types shared by the commands, so a bad number is argparse's one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _at_least(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (counts, limits, processes)."""
+    return _at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0 (limits where 0 means unlimited)."""
+    return _at_least(text, 0)
