@@ -26,6 +26,9 @@ def claim(session: Session, delivery_id: str, lease_seconds: float) -> bool:
     return result.rowcount == 1
 
 
+JITTER = 0.2  # each retry's delay is its scheduled one, +-20 %
+
+
 def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int | None, latency_ms: float | None,
                    error: str | None, retry_delays: tuple[float, ...], rng: random.Random | None = None
                    ) -> float | None:
@@ -41,8 +44,8 @@ def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int
     if status_code == 410 or (error and error.startswith("refused:")) or retries_done >= len(retry_delays):
         delivery.status, delivery.next_attempt_at = FAILED, None
         return None
-    # Exponential schedule from settings, with +-20 % jitter so a recovering receiver is not stampeded.
-    delay = retry_delays[retries_done] * (rng or random).uniform(0.8, 1.2)
+    # Exponential schedule from settings, with jitter so a recovering receiver is not stampeded.
+    delay = retry_delays[retries_done] * (rng or random).uniform(1 - JITTER, 1 + JITTER)
     delivery.next_attempt_at = now + timedelta(seconds=delay)
     return delay
 

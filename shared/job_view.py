@@ -167,11 +167,13 @@ def result_filename(job: Job) -> str:
     return f"{(stem or 'image')[:80]}_{size}.{EXTENSIONS[job.output_format]}"
 
 
-def result_link(job: Job, storage: Storage, settings: Settings, base_url: str) -> tuple[str, datetime] | None:
-    """A direct, expiring URL for a succeeded job's result: presigned S3 or a signed API link."""
+def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
+                ttl: int | None = None) -> tuple[str, datetime] | None:
+    """A direct, expiring URL for a succeeded job's result: presigned S3 or a signed API link, valid for
+    ``ttl`` seconds (default ``result_url_ttl``)."""
     if job.status != JobStatus.SUCCEEDED.value or not job.output_key or job.expired_at:
         return None
-    ttl = settings.result_url_ttl
+    ttl = ttl or settings.result_url_ttl
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
     filename = result_filename(job)
     url = storage.presigned_url(job.output_key, ttl, filename, OUTPUT_FORMATS[job.output_format])
@@ -181,9 +183,11 @@ def result_link(job: Job, storage: Storage, settings: Settings, base_url: str) -
     return url, expires
 
 
-def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with_result_url: bool = True) -> JobOut:
-    """Render a job. ``base_url`` prefixes API links (``UPSCALER_PUBLIC_URL`` or the request's host)."""
-    link = result_link(job, storage, settings, base_url) if with_result_url else None
+def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with_result_url: bool = True,
+             link_ttl: int | None = None) -> JobOut:
+    """Render a job. ``base_url`` prefixes API links (``UPSCALER_PUBLIC_URL`` or the request's host);
+    ``link_ttl`` how long its result link lives (default ``result_url_ttl``)."""
+    link = result_link(job, storage, settings, base_url, link_ttl) if with_result_url else None
     succeeded = job.status == JobStatus.SUCCEEDED.value
     return JobOut(
         id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model,

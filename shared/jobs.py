@@ -201,7 +201,8 @@ def release_lease(session: Session, job: Job, max_attempts: int) -> JobStatus | 
     common = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     if job.attempts >= max_attempts:
         status = JobStatus.FAILED
-        values = {"error_code": "worker_lost", "finished_at": now, "staged_output_key": None,
+        # staged_output_key stays: the sweeper deletes that object now, and retention again if that failed
+        values = {"error_code": "worker_lost", "finished_at": now,
                   "error_message": f"the worker running this job vanished {job.attempts} times"}
     else:
         status, values = JobStatus.QUEUED, {"enqueued_at": None}

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from shared.deliveries import JITTER
 from shared.events import wanted_events
 from shared.job_view import job_view
 from shared.models import Job, WebhookDelivery, utcnow
@@ -62,12 +63,19 @@ def refused_destination(url: str, allow_private: bool) -> str | None:
     return None
 
 
+def payload_link_ttl(settings: Settings) -> int:
+    """How long a payload's ``result_url`` lives: the payload is signed once and every retry resends it as is,
+    so its link outlives the last retry by ``result_url_ttl`` (a receiver answering late still downloads)."""
+    return settings.result_url_ttl + int(sum(settings.webhook_retry_delays) * (1 + JITTER))
+
+
 def record_event(session: Session, job: Job, event: str, storage: Storage, settings: Settings) -> str | None:
     """Add the delivery row for ``event`` if the job asked for it; returns its id (publish after commit)."""
     if not job.webhook_url or event not in wanted_events(job):
         return None
     now = utcnow()
-    data = job_view(job, storage, settings, settings.public_url).model_dump(mode="json")
+    data = job_view(job, storage, settings, settings.public_url, link_ttl=payload_link_ttl(settings)).model_dump(
+        mode="json")
     payload = json.dumps({"type": event, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data},
                          separators=(",", ":"))
     delivery = WebhookDelivery(id="msg_" + secrets.token_hex(16), job_id=job.id, event=event, url=job.webhook_url,

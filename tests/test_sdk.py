@@ -43,6 +43,41 @@ def test_typed_errors_pagination_and_idempotent_submits(api_server, db_session, 
     assert {m.name for m in client.models.list()} >= {"auto", "bicubic"}
 
 
+def test_a_daily_quota_is_raised_at_once_not_waited_out(api_server, db_session):
+    """Its Retry-After runs until midnight UTC: retrying within MAX_RETRY_AFTER cannot help (it once blocked a
+    submit for three minutes and raised anyway)."""
+    import time
+
+    base, _ = api_server
+    _, key = create_key(db_session, "sdk-quota-" + Path(base).name.replace(":", ""), daily_megapixels=1)
+    db_session.commit()
+    client = sdk.Client(base, key, max_retries=3)
+    started = time.monotonic()
+    with pytest.raises(sdk.RateLimited) as limited:
+        client.jobs.create(image_bytes(width=600, height=500), model="bicubic", scale=2)  # 1.2 MP > 1 MP
+    assert limited.value.code == "quota_exceeded" and limited.value.retry_after > sdk.client.MAX_RETRY_AFTER
+    assert time.monotonic() - started < 30  # answered, not slept through three 60 s waits
+
+
+def test_downloading_an_expired_result_says_it_expired(api_server, db_session, tmp_path):
+    from datetime import timedelta
+
+    from shared.models import Job, utcnow
+
+    base, _ = api_server
+    _, key = create_key(db_session, "sdk-expired-" + Path(base).name.replace(":", ""))
+    db_session.commit()
+    client = sdk.Client(base, key)
+    job = client.jobs.create(image_bytes(width=40, height=30), model="bicubic", scale=2)
+    row = db_session.get(Job, job.id)
+    row.status, row.output_key, row.expired_at = "succeeded", "results/gone/x.png", utcnow() - timedelta(days=1)
+    db_session.commit()
+    with pytest.raises(sdk.ApiError) as gone:
+        client.jobs.download(job.id, tmp_path / "downloads" / "x.png")
+    assert (gone.value.status, gone.value.code) == (410, "result_expired")
+    assert not (tmp_path / "downloads").exists() or not list((tmp_path / "downloads").iterdir())  # no file at all
+
+
 def test_connection_errors_are_retried_then_typed():
     client = sdk.Client("http://127.0.0.1:9", max_retries=1, backoff=0.01)  # nothing listens on port 9
     with pytest.raises(sdk.ConnectionError):
@@ -94,6 +129,24 @@ def test_webhook_signatures_verify_like_the_standard_library():
     sdk.verify_webhook(secret, headers, body)
     with pytest.raises(sdk.WebhookVerificationError):
         sdk.verify_webhook(secret, headers, body + " ")
+    sdk.verify_webhook(secret, headers, body.encode())  # the raw bytes a web framework hands over
+
+
+@pytest.mark.parametrize("forgery", ["signature", "body"])
+def test_a_forged_webhook_is_a_verification_error_never_a_crash(forgery):
+    """A non-ASCII signature and a body that is not UTF-8 once raised TypeError / UnicodeDecodeError (a 500 in
+    the receiver) instead of WebhookVerificationError."""
+    from shared.webhooks import signed_headers
+
+    secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    body = json.dumps({"type": "job.succeeded"})
+    headers = signed_headers(secret, "msg_1", body)
+    if forgery == "signature":
+        headers["webhook-signature"] = "v1,é" + headers["webhook-signature"][4:]
+    with pytest.raises(sdk.WebhookVerificationError):
+        sdk.verify_webhook(secret, headers, body.encode() + (b"\xff\xfe" if forgery == "body" else b" "))
+    with pytest.raises(ValueError, match="whsec_"):
+        sdk.verify_webhook("whsec_abc", headers, body)  # the receiver's own misconfiguration, said as such
 
 
 def test_installing_the_sdk_pulls_no_server_package(tmp_path, request):

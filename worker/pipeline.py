@@ -60,9 +60,6 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             output_key, values = _render_and_store(ctx, job, prepared, Path(tmp), started, download_s)
         if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)
-        observe(job, values["timings"], values["ran"])
-        log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
-        return "succeeded"
     except LeaseLost:
         log.warning("job %s: lease lost, discarding this attempt's output", job_id)
         discard(ctx, output_key)
@@ -71,6 +68,10 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         discard(ctx, output_key)
         fail_job(ctx, job_id, exc)
         return "failed"
+    # succeeded and committed: nothing from here on may discard the result it points at
+    observe(job, values["timings"], values["ran"])
+    log.info("job %s succeeded in %.2fs", job_id, values["timings"]["total_s"])
+    return "succeeded"
 
 
 def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: Path, started: float,

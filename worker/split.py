@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared import job_bands, jobs
 from shared.db import unit_of_work
@@ -178,13 +179,18 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
         if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, output_key=output_key,
                           output_width=width, output_height=height, output_bytes=size, timings=timings):
             raise LeaseLost(job_id)
-        observe(job, {**timings, "inference_s": 0.0}, job.ran)
-        with ctx.sessions() as session:
-            _drop_band_results(ctx, [b.result_key for b in job_bands.bands_of(session, job_id)])
-        log.info("job %s assembled from %d bands", job_id, len(bands))
-        return "succeeded"
     except Exception as exc:
         return _stopped(ctx, job_id, output_key, exc, lost="lease_lost")
+    # succeeded and committed: the result stays whatever happens next; a band file that cannot be removed
+    # now is removed with the job at retention (the sweeper deletes its bands' keys)
+    observe(job, {**timings, "inference_s": 0.0}, job.ran)
+    try:
+        with ctx.sessions() as session:
+            _drop_band_results(ctx, [b.result_key for b in job_bands.bands_of(session, job_id)])
+    except SQLAlchemyError:
+        log.warning("job %s: its band files stay until retention (database unavailable)", job_id, exc_info=True)
+    log.info("job %s assembled from %d bands", job_id, len(bands))
+    return "succeeded"
 
 
 def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBand], rows: RowFile,

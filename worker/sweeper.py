@@ -134,7 +134,8 @@ def expire_old_jobs(ctx: WorkerContext, limit: int = 200) -> int:
         with ctx.sessions() as session:
             band_keys = [b.result_key for b in job_bands.bands_of(session, job.id)] if job.bands_total else []
         try:
-            for key in filter(None, (job.input_key, job.output_key, *band_keys)):
+            # staged_output_key: an upload a vanished or canceled attempt may have left
+            for key in filter(None, (job.input_key, job.output_key, job.staged_output_key, *band_keys)):
                 ctx.storage.delete(key)
         except StorageError:
             log.warning("could not delete objects of expired job %s; will retry", job.id, exc_info=True)

@@ -9,15 +9,22 @@ let models = {};
 // ---- API ----------------------------------------------------------------------------------------------
 const auth = () => ($("key").value ? { Authorization: `Bearer ${$("key").value}` } : {});
 
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status; // 0: the server could not be reached
+  }
+}
+
 async function api(path, options = {}) {
   let response;
   try {
     response = await fetch(path, { ...options, headers: { ...auth(), ...(options.headers || {}) } });
   } catch {
-    throw new Error("the server could not be reached; check the connection and try again");
+    throw new ApiError(0, "the server could not be reached; check the connection and try again");
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(plainError(response.status, body));
+  if (!response.ok) throw new ApiError(response.status, plainError(response.status, body));
   return body;
 }
 
@@ -32,6 +39,8 @@ function plainError(status, body) {
 $("key").value = sessionStorage.getItem("upscalerKey") || "";
 $("key").addEventListener("change", () => {
   sessionStorage.setItem("upscalerKey", $("key").value);
+  $("cards").textContent = ""; // another key is another customer: the previous key's jobs leave the page,
+  clearHistory(); // at once, whether or not the new key is accepted
   loadModels();
   loadHistory(true);
 });
@@ -168,7 +177,11 @@ async function submit(file) {
   loadHistory(true);
   while (!FINAL.includes(card.job.status)) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    try { show(card, await api(`v1/jobs/${job.id}`)); } catch (error) { card.set(error.message, true); }
+    if (!card.li.isConnected) return; // its card left the page (the key changed): stop watching
+    try { show(card, await api(`v1/jobs/${job.id}`)); } catch (error) {
+      card.set(error.message, true);
+      if (error.status === 401 || error.status === 404) return; // not this key's job: polling cannot help
+    }
   }
   loadHistory(true);
 }
@@ -372,11 +385,14 @@ window.addEventListener("resize", draw);
 
 // ---- history (this key's jobs, from the API: it survives a reload) ---------------------------------------
 let historyCursor = null;
+let historyLoads = 0; // each load from the start supersedes those still in flight (sent with an older key)
 
 async function loadHistory(fromStart = false) {
+  const load = fromStart ? ++historyLoads : historyLoads;
   const path = `v1/jobs?limit=10${!fromStart && historyCursor ? `&cursor=${encodeURIComponent(historyCursor)}` : ""}`;
   let page;
   try { page = await api(path); } catch { return; } // a missing key is said by the notice already
+  if (load !== historyLoads) return; // superseded meanwhile: its rows may be another key's
   const body = $("history").querySelector("tbody");
   if (fromStart) body.textContent = "";
   for (const job of page.data) body.append(historyRow(job));
@@ -384,6 +400,12 @@ async function loadHistory(fromStart = false) {
   $("history-more").hidden = !historyCursor;
   $("history").hidden = body.children.length === 0;
   $("history-empty").hidden = body.children.length > 0;
+}
+
+function clearHistory() {
+  $("history").querySelector("tbody").textContent = "";
+  $("history").hidden = true;
+  $("history-more").hidden = true;
 }
 
 function historyRow(job) {

@@ -19,13 +19,17 @@ class ObjectExists(StorageError):
     """Refused to overwrite an existing object (nothing is ever overwritten in place)."""
 
 
+FOLDERS = 4096  # a key's first part: one of this many folders per prefix
+
+
 def new_key(prefix: str, extension: str) -> str:
-    """An unguessable, never-reused key such as ``inputs/<random>/<random>.png``.
+    """An unguessable, never-reused key such as ``inputs/a3f/<random>.png``.
 
     It names neither the job nor the tenant: a leaked link tells nothing about whose or which job it is.
-    The first part spreads objects over folders (a local-storage directory never holds millions of files).
-    """
-    return f"{prefix}/{secrets.token_urlsafe(6)}/{secrets.token_urlsafe(18)}.{extension}"
+    The first part spreads objects over a fixed set of folders, so a local-storage directory never holds
+    millions of files and deleted objects leave no folder behind each (144 random bits in the name keep the
+    key unguessable)."""
+    return f"{prefix}/{secrets.randbelow(FOLDERS):03x}/{secrets.token_urlsafe(18)}.{extension}"
 
 
 class Storage(Protocol):

@@ -77,7 +77,10 @@ class LocalStorage:
             raise ObjectMissing(key) from exc
 
     def delete(self, key: str) -> None:
-        self.path_for(key).unlink(missing_ok=True)
+        try:
+            self.path_for(key).unlink(missing_ok=True)
+        except OSError as exc:  # e.g. permissions: a storage failure callers handle, not a crash
+            raise StorageError(f"cannot delete {key}: {exc}") from exc
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()

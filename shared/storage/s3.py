@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -52,6 +53,8 @@ class S3Storage:
             raise StorageError(f"S3 error: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 unreachable: {exc}") from exc
+        except Boto3Error as exc:  # managed transfers wrap the error (S3UploadFailedError, RetriesExceededError)
+            raise StorageError(f"S3 transfer failed: {exc}") from exc
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)

@@ -124,6 +124,22 @@ def test_retention_deletes_files_and_the_result_reads_expired(client, app, setti
     assert client.get(f"/v1/jobs/{recent.id}").get_json()["expired_at"] is None
 
 
+def test_retention_deletes_an_upload_a_canceled_attempt_left_behind(app, settings, db_session):
+    """A worker died around its upload (staged_output_key set), then the user canceled the job: that object
+    once outlived the retention period forever."""
+    storage = app.extensions["upscaler"].storage
+    storage.put_bytes("inputs/gone/i.png", image_bytes(), "image/png")
+    storage.put_bytes("results/gone/staged.png", image_bytes(), "image/png")
+    make_job(db_session, status="canceled", input_key="inputs/gone/i.png", staged_output_key="results/gone/staged.png",
+             finished_at=utcnow() - timedelta(days=8))
+    ctx = WorkerContext.create(settings)
+    try:
+        assert expire_old_jobs(ctx) == 1
+    finally:
+        ctx.engine.dispose()
+    assert not storage.exists("results/gone/staged.png") and not storage.exists("inputs/gone/i.png")
+
+
 def test_prefer_wait_never_takes_more_than_its_share_of_threads(settings):
     """Issue 10 #4: past the bounded number of waiters a submit answers 202 at once, so /healthz always answers."""
     import time

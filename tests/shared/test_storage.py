@@ -11,7 +11,9 @@ def test_keys_are_unguessable_and_unique():
     keys = {new_key("inputs", "png") for _ in range(1000)}
     assert len(keys) == 1000
     assert all(k.startswith("inputs/") and k.endswith(".png") and k.count("/") == 2 for k in keys)
-    assert len({k.split("/")[1] for k in keys}) > 900  # spread over folders, naming no job or tenant
+    folders = {k.split("/")[1] for k in keys}
+    assert 150 < len(folders) <= 1000 and all(len(f) == 3 for f in folders)  # spread over a fixed set of folders
+    assert len({k.split("/")[2] for k in keys}) == 1000  # the name alone is unique, naming no job or tenant
 
 
 def test_local_round_trip_and_no_overwrite(tmp_path):
@@ -86,6 +88,22 @@ def test_s3_multipart_upload_of_a_big_object(s3_storage, tmp_path):
     assert head["ETag"].strip('"').endswith("-3")  # three 5 MB parts: a multipart upload
     s3_storage.download("results/j/big.bin", tmp_path / "back.bin")
     assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
+
+
+def test_an_s3_upload_that_fails_is_a_storage_error_not_a_crash(s3, tmp_path):
+    """boto3's managed upload wraps the server's answer in its own exception (S3UploadFailedError); it once
+    escaped as an internal error instead of the job's storage_failed."""
+    missing = S3Storage(f"never-made-{os.urandom(4).hex()}", s3.endpoint, access_key_id="k", secret_access_key="s")
+    (tmp_path / "r.png").write_bytes(b"\x89PNG data")
+    with pytest.raises(StorageError, match="transfer failed"):
+        missing.put_file("results/a/r.png", tmp_path / "r.png", "image/png")
+
+
+def test_a_local_delete_that_the_system_refuses_is_a_storage_error(tmp_path):
+    storage = LocalStorage(tmp_path / "s")
+    (tmp_path / "s" / "a" / "b.bin").mkdir(parents=True)  # the system refuses to unlink it (even for root)
+    with pytest.raises(StorageError, match="cannot delete"):
+        storage.delete("a/b.bin")
 
 
 def test_s3_unreachable_is_a_storage_error():

@@ -197,3 +197,25 @@ def test_an_api_that_needs_a_key_says_so_and_works_once_it_is_given(page, api_se
     page.set_input_files("#files", str(photo(tmp_path, "open.png")))
     page.locator("#cards li", has_text="open.png").locator(".state", has_text="position").wait_for()
     shot(page, "06-key")
+
+
+def test_changing_the_key_takes_the_previous_keys_jobs_off_the_page(page, api_server, tmp_path):
+    """Another key is another customer: its cards and history (with their signed links) must not stay on
+    screen, even when the new key is refused (the history once kept the old rows then)."""
+    from shared.tenants import create_key
+
+    _url, app = api_server
+    with app.extensions["upscaler"].sessions() as session:
+        _row, key = create_key(session, "first-customer")
+        session.commit()
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.set_input_files("#files", str(photo(tmp_path, "mine.png")))  # no worker runs: it stays queued
+    page.locator("#cards li", has_text="mine.png").locator(".state", has_text="position").wait_for()
+    page.locator("#history tbody tr", has_text="mine.png").wait_for()
+    page.fill("#key", "upk_not-a-key")
+    page.dispatch_event("#key", "change")
+    page.locator("#notice", has_text="API key").wait_for()  # refused, and said so
+    assert page.locator("#cards li").count() == 0
+    assert page.locator("#history tbody tr").count() == 0 and page.locator("#history").is_hidden()
+    shot(page, "07-key-changed")

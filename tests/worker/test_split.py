@@ -118,6 +118,24 @@ def test_bands_run_on_every_worker_and_the_jobs_worker_gathers_them(workers, db_
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
+def test_a_cleanup_failure_after_success_keeps_the_result(workers, db_session, monkeypatch):
+    """Removing the band files comes after the job is committed as succeeded: a database error there once
+    sent the job through the failure path, which deleted the result the succeeded job points at."""
+    from sqlalchemy.exc import OperationalError
+
+    ctx = workers[0]
+    job = _job(ctx, db_session)
+
+    def unavailable(*_args):
+        raise OperationalError("SELECT", {}, Exception("database went away"))
+
+    monkeypatch.setattr(split, "_drop_band_results", unavailable)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert job.status == "succeeded" and job.bands_total >= 2
+    assert np.array_equal(_pixels(ctx, job), _unsplit(ctx, db_session))  # the result is there, whole
+
+
 def test_a_second_delivery_of_a_band_does_nothing(workers, db_session, monkeypatch):
     first, second, _ = workers
     job = _planned_only(first, db_session, monkeypatch)

@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks import Webhook
@@ -37,6 +38,11 @@ def test_events_are_signed_and_carry_the_job_json(ctx, db_session, receiver):
     assert (final["id"], final["status"], final["progress"]) == (job.id, "succeeded", 1.0)
     assert final["output"]["width"] == 80 and final["result_url"]
     assert {r["headers"]["webhook-id"] for r in receiver.requests} == {m.id for m in messages(db_session, job.id)}
+    # the payload is resent as is by every retry: its link outlives the last one (about 7.5 h + 20 % + 1 h)
+    expires = datetime.fromisoformat(final["result_url_expires_at"].replace("Z", "+00:00"))
+    lives = (expires - datetime.now(UTC)).total_seconds()
+    retries = sum(ctx.settings.webhook_retry_delays) * 1.2
+    assert retries + ctx.settings.result_url_ttl - 60 < lives <= retries + ctx.settings.result_url_ttl
 
 
 def test_default_events_are_the_terminal_ones(ctx, db_session, receiver):

@@ -51,8 +51,11 @@ class Client:
                     raise errors.ConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
                 self._sleep(attempt, None)
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                self._sleep(attempt, _retry_after(response))
+            retry_after = _retry_after(response)
+            # a wait past MAX_RETRY_AFTER (the daily quota: until midnight UTC) is the caller's to decide
+            worth_waiting = retry_after is None or retry_after <= MAX_RETRY_AFTER
+            if response.status_code in RETRY_STATUSES and attempt < self.max_retries and worth_waiting:
+                self._sleep(attempt, retry_after)
                 continue
             if response.status_code >= 400:
                 raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
@@ -149,18 +152,25 @@ class Jobs:
         """Save the result through its expiring ``result_url`` (streamed; written atomically)."""
         job = self.get(job_id)
         if job.status != "succeeded" or not job.result_url:
+            # the API's own answer says why (409 result_not_ready, 410 result_expired), in its documented words
+            self.client.request("GET", f"/v1/jobs/{job_id}/result", allow_redirects=False)
             raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
-        # The link carries its own credential (presigned or signed): no API key is sent with it.
-        with requests.get(job.result_url, stream=True, timeout=self.client.timeout) as response:
-            if response.status_code >= 400:
-                raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
-            with open(partial, "wb") as out:
-                for chunk in response.iter_content(1024 * 1024):
-                    out.write(chunk)
-        partial.replace(path)
+        try:
+            # The link carries its own credential (presigned or signed): no API key is sent with it.
+            with requests.get(job.result_url, stream=True, timeout=self.client.timeout) as response:
+                if response.status_code >= 400:
+                    raise errors.from_response(response.status_code, _json_or_text(response),
+                                               _retry_after(response))
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_content(1024 * 1024):
+                        out.write(chunk)
+            partial.replace(path)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # no half file left beside the target
+            raise
         return path
 
 

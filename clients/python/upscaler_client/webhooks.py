@@ -26,12 +26,16 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
         raise WebhookVerificationError("missing or malformed webhook-* headers") from exc
     if abs(time.time() - sent) > tolerance:
         raise WebhookVerificationError("timestamp too old or in the future")
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    payload = body.decode() if isinstance(body, bytes) else body
-    expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.{payload}".encode(),
-                                         hashlib.sha256).digest()).decode()
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError as exc:  # the receiver's configuration, not the sender's fault: say so
+        raise ValueError("the webhook secret is not of the form whsec_<base64>") from exc
+    # over the raw bytes: a body that is not UTF-8 simply does not match (a forged request is never a crash)
+    raw = body if isinstance(body, bytes) else body.encode()
+    expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.".encode() + raw,
+                                         hashlib.sha256).digest())
     for candidate in signatures.split():
         version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        if version == "v1" and hmac.compare_digest(value.encode(), expected):
             return
     raise WebhookVerificationError("no matching signature")
