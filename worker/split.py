@@ -37,7 +37,7 @@ from shared.limits import EXTENSIONS
 from shared.models import Job, JobBand, utcnow
 from shared.queue import enqueue_band
 from shared.settings import Settings
-from shared.states import JobStatus
+from shared.states import TERMINAL, JobStatus
 from shared.storage import new_key
 from worker.bands import plan_bands
 from worker.context import WorkerContext
@@ -257,10 +257,11 @@ def _renew_band(ctx: WorkerContext, job_id: str, index: int) -> None:
 
 
 def _drop_band_results_if_ended(ctx: WorkerContext, job_id: str) -> None:
-    """A canceled or failed job's band files are of no use: delete them now (the sweeper also does, later)."""
+    """A canceled or failed job's band files are of no use: delete them now (the sweeper also does, later).
+    A job queued again (its gathering worker's lease ran out) is not ended: its next claim resumes from them."""
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status == JobStatus.RUNNING.value:
+        if job is None or JobStatus(job.status) not in TERMINAL:
             return
         keys = [b.result_key for b in job_bands.bands_of(session, job_id)]
     _drop_band_results(ctx, keys)

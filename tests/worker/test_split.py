@@ -136,6 +136,23 @@ def test_a_cleanup_failure_after_success_keeps_the_result(workers, db_session, m
     assert np.array_equal(_pixels(ctx, job), _unsplit(ctx, db_session))  # the result is there, whole
 
 
+def test_band_files_of_a_job_queued_again_are_kept_for_its_next_claim(workers, db_session, monkeypatch):
+    """A band worker that loses its lease drops the job's band files only if the job has ended: a job the
+    sweeper queued again (its gathering worker vanished) resumes from them (they were once deleted, and the
+    resumed job failed input_missing)."""
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.run_band(second, job.id, 1) == "band_done"
+    stored = [b.result_key for b in job_bands.bands_of(db_session, job.id) if b.result_key]
+    assert stored and all(second.storage.exists(key) for key in stored)
+    for status, kept in (("queued", True), ("canceled", False)):
+        row = reload(db_session, job)
+        row.status = status
+        db_session.commit()
+        split._drop_band_results_if_ended(second, job.id)
+        assert all(second.storage.exists(key) == kept for key in stored), status
+
+
 def test_a_second_delivery_of_a_band_does_nothing(workers, db_session, monkeypatch):
     first, second, _ = workers
     job = _planned_only(first, db_session, monkeypatch)
