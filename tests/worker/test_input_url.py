@@ -19,7 +19,21 @@ from tests.conftest import image_bytes
 from worker import pipeline
 
 
-class ImageServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 in a thread, answering with ``handler`` (a quiet BaseHTTPRequestHandler)."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]):
+        handler.log_message = lambda *args: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ImageServer(LoopbackServer):
     """Serves GET routes on loopback: path -> (status, headers, body)."""
 
     def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]):
@@ -35,16 +49,7 @@ class ImageServer:
                 handler.end_headers()
                 handler.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
@@ -118,7 +123,7 @@ def test_a_file_and_a_url_together_are_refused(client, server):
     assert (response.status_code, response.get_json()["code"]) == (400, "bad_request")
 
 
-class TricklingServer:
+class TricklingServer(LoopbackServer):
     """Answers 200 with a large Content-Length, then sends one byte every ``pause`` seconds (or, with
     ``length``, a malformed Content-Length and the whole body at once)."""
 
@@ -139,16 +144,8 @@ class TricklingServer:
                 except OSError:
                     pass  # the client gave up
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slow.png"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = self.base + "/slow.png"
 
 
 def test_a_server_trickling_bytes_is_cut_off_at_the_whole_fetchs_deadline():
