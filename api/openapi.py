@@ -60,6 +60,9 @@ def build_spec(app: Flask) -> dict:
             spec = _operation(op, rule.arguments, components, view.__name__)
             if rule.endpoint not in PUBLIC_ENDPOINTS:
                 _add_common_responses(spec, method, components)
+            spec["responses"].setdefault("default", {
+                "description": "Any other error, e.g. 405 method_not_allowed (with Allow) or 500 internal_error",
+                "content": {"application/problem+json": {"schema": _schema_ref(Problem, components)}}})
             paths.setdefault(path, {})[method.lower()] = spec
     return {
         "openapi": "3.1.0",
@@ -112,7 +115,8 @@ def _operation(op: Operation, arguments, components: dict, operation_id: str) ->
                                         "description": "The image (PNG, JPEG, WebP, BMP, TIFF, GIF, HEIC/HEIF or "
                                                        "AVIF)."},
                               **form["properties"]}
-        form["required"] = ["image", *form.get("required", [])]
+        # exactly one of the file and the address (both: 400 bad_request)
+        form["oneOf"] = [{"required": ["image"]}, {"required": ["image_url"]}]
         spec["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form}}}
     for status, (description, model) in sorted(op.responses.items()):
         response: dict = {"description": description}

@@ -123,6 +123,19 @@ class JobListQuery(BaseModel):
     cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page.")
 
 
+class FileLinkQuery(BaseModel):
+    """The signed link's parameters (``shared.job_view.result_link`` makes them); a missing or wrong one is
+    403 ``invalid_signature``, not a validation error, so a forged link learns nothing more."""
+
+    expires: str = Field("", description="Unix time the link stops working (signed).")
+    signature: str = Field("", description="HMAC of the key and expiry.")
+    name: str | None = Field(None, description="The file name the download is saved under.")
+
+
+class RedeliverQuery(BaseModel):
+    delivery_id: str | None = Field(None, description="The message to send again (msg_...); default: the latest.")
+
+
 class JobPage(BaseModel):
     data: list[JobOut]
     next_cursor: str | None

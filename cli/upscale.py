@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.files import expand, result_names
-from shared.formats import INPUT_SUFFIXES
+from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS
 from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
 
@@ -86,7 +86,6 @@ def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
     from shared.settings import Settings
@@ -120,14 +119,17 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
             continue
         try:
+            sniff(source.read_bytes(), settings.max_input_pixels)  # the API's checks: format, pixel limit
             destination.parent.mkdir(parents=True, exist_ok=True)
             result = render(source, destination, engines, model, size, fmt, args.quality, progress,
                             denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
-                UnknownModel) as exc:  # ValueError includes unreadable images and sizes past x8
+        except (OSError, ValueError, UnknownModel) as exc:  # ValueError: rejected or unreadable images, past x8
             failed += 1
-            reason = "not an image this tool can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
-            tqdm.write(f"error: {source}: {reason}", file=sys.stderr)
+            tqdm.write(f"error: {source}: {exc}", file=sys.stderr)
+            continue
+        except MemoryError:
+            failed += 1
+            tqdm.write(f"error: {source}: not enough memory for this image on this machine", file=sys.stderr)
             continue
         finally:
             bar.n = index + 1

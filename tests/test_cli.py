@@ -178,6 +178,22 @@ def test_a_missing_input_is_said_plainly_and_creates_nothing(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "out.png").exists()  # not even a folder
 
 
+def test_local_upscales_refuse_what_the_api_refuses_in_its_words(tmp_path):
+    """A text file named .png, a format the API does not take and a picture over the pixel limit: each one line
+    in the API's words (the CLI once decoded what the API refuses, and said 'corrupt' of a text file)."""
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "pixels.png", "PPM")  # a PPM named .png
+    write_image(tmp_path / "big.png", width=120, height=100)
+    result = run(["upscale", str(tmp_path / "notes.png"), str(tmp_path / "pixels.png"), str(tmp_path / "big.png"),
+                  str(tmp_path / "out"), "--model", "bicubic", "--scale", "2"],
+                 env={"UPSCALER_MAX_INPUT_PIXELS": "10000"})
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert result.returncode == 1 and len(errors) == 3 and "Traceback" not in result.stderr
+    assert "big.png: the image has 120x100 = 12000 pixels; the limit is 10000" in errors[0]
+    assert "notes.png: the file is not a readable image" in errors[1]
+    assert "pixels.png: PPM images are not accepted" in errors[2]
+
+
 def test_a_count_below_one_is_a_usage_error_not_a_traceback():
     result = run(["jobs", "list", "--limit", "-1"])
     assert result.returncode == 2 and "must be 1 or more" in result.stderr and "Traceback" not in result.stderr

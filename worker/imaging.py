@@ -101,6 +101,8 @@ def _decode(path: Path) -> DecodedImage:
         image = _to_8bit(image)
     elif image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("RGB", "L") and "transparency" in image.info:  # a PNG's tRNS colour key: real alpha
+        image = image.convert("RGBA" if image.mode == "RGB" else "LA")
     elif image.mode in CONVERSIONS:
         image = image.convert(CONVERSIONS[image.mode])
 
@@ -165,6 +167,8 @@ def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan |
 
 def encode(image: Image.Image, output_format: str, path: Path, quality: int | None, meta: Metadata) -> None:
     """Write the result with its metadata. JPEG has no alpha (flattened onto white); PNG is compressed fast."""
+    if output_format == "webp" and image.mode in ("L", "LA") and meta.icc and _icc_colour_space(meta.icc) == b"GRAY":
+        meta = replace(meta, icc=None)  # WebP holds colour only: a grey profile would not describe its pixels
     options = metadata.save_options(meta, output_format)
     if output_format == "jpeg":
         if image.mode in ("RGBA", "LA"):

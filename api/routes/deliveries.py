@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from api.errors import ApiError
 from api.openapi import operation
 from api.routes.jobs import load_job
-from api.schemas import Problem
+from api.schemas import Problem, RedeliverQuery
 from api.services import services
 from shared import deliveries
 from shared.db import unit_of_work
@@ -63,11 +63,12 @@ def list_deliveries(job_id: str):
 
 @blueprint.post("/redeliver")
 @operation("Send a webhook message again (the latest, or ?delivery_id=msg_...) with a fresh retry budget",
-           {202: ("Queued for delivery", DeliveryOut), 404: ("No such job or message", Problem)}, tag="webhooks")
+           {202: ("Queued for delivery", DeliveryOut), 404: ("No such job or message", Problem)}, tag="webhooks",
+           query=RedeliverQuery)
 def redeliver(job_id: str):
     svc = services()
     load_job(svc, job_id)
-    wanted = request.args.get("delivery_id")
+    wanted = RedeliverQuery.model_validate(request.args.to_dict()).delivery_id
     with unit_of_work(svc.sessions) as session:
         found = [d for d, _ in deliveries.for_job(session, job_id) if wanted in (None, d.id)]
         if not found:

@@ -7,7 +7,7 @@ from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
 from api.openapi import operation
-from api.schemas import Problem
+from api.schemas import FileLinkQuery, Problem
 from api.services import services
 from shared.signing import verify
 from shared.storage import LocalStorage, StorageError
@@ -18,10 +18,11 @@ blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 @blueprint.get("/<path:key>")
 @operation("Download a file through a signed link (local storage)",
            {200: ("The file", None), 403: ("Bad signature", Problem), 404: ("No such file", Problem),
-            410: ("Link expired", Problem)}, tag="files", content_type="image/*")
+            410: ("Link expired", Problem)}, tag="files", content_type="image/*", query=FileLinkQuery)
 def download(key: str):
     svc = services()
-    reason = verify(svc.settings.secret_key, key, request.args.get("expires", ""), request.args.get("signature", ""))
+    link = FileLinkQuery.model_validate(request.args.to_dict())
+    reason = verify(svc.settings.secret_key, key, link.expires, link.signature)
     if reason:
         raise ApiError(reason)
     try:
@@ -37,5 +38,5 @@ def _download_name(key: str) -> str:
     """The ``name`` the link carries (``shared.job_view.result_filename``), if it is a plain name with the
     stored object's extension; else the key's own last part."""
     own = key.rsplit("/", 1)[-1]
-    asked = secure_filename(request.args.get("name", ""))
+    asked = secure_filename(request.args.get("name") or "")
     return asked if asked and asked.rsplit(".", 1)[-1] == own.rsplit(".", 1)[-1] else own

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge
 
 from api.errors import ApiError
 from api.openapi import operation
+from api.schemas import Problem
 from api.services import services
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE, queue_depth
@@ -19,7 +20,10 @@ blueprint = Blueprint("metrics", __name__)
 
 
 @blueprint.get("/metrics")
-@operation("Prometheus metrics", {200: ("Text exposition format", None)}, tag="health", content_type="text/plain")
+@operation("Prometheus metrics", {200: ("Text exposition format", None),
+                                  401: ("UPSCALER_METRICS_TOKEN is set and this is not its bearer token", Problem),
+                                  404: ("Off: production without UPSCALER_METRICS_TOKEN", Problem)},
+           tag="health", content_type="text/plain")
 def metrics():
     """Open in development; with ``UPSCALER_METRICS_TOKEN`` it needs that bearer token; in production without
     one it is off (404), so counts of every tenant's traffic are never public."""

@@ -31,8 +31,10 @@ ensure_venv() {
     echo "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)" >&2
     return 1
   fi
-  if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv || { ensure_apt python3-venv:false; "$python" -m venv .venv; }
+  # a .venv without pip is one a failed first run left (python3-venv missing): made again, not trusted
+  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    rm -rf .venv
+    "$python" -m venv .venv || { rm -rf .venv; ensure_apt python3-venv:false; "$python" -m venv .venv; }
   fi
   local stamp=.venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' '_')
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then

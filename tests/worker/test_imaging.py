@@ -52,6 +52,34 @@ def test_palette_with_transparency_keeps_alpha(tmp_path):
     assert decoded.alpha is not None
 
 
+@pytest.mark.parametrize("mode,key", [("RGB", (10, 20, 30)), ("L", 7)])
+def test_a_png_colour_key_becomes_alpha_and_stays_transparent(tmp_path, mode, key):
+    """A tRNS colour key in an RGB or grey PNG (not only a palette's) is transparency: it was once dropped."""
+    image = Image.new(mode, (20, 10), key)
+    image.paste((200, 100, 50) if mode == "RGB" else 180, (0, 0, 10, 10))
+    source = save(tmp_path, image, transparency=key)
+    decoded = decode(source)
+    alpha = np.asarray(decoded.alpha)
+    assert (alpha[0, 0], alpha[0, 15]) == (255, 0)
+    result = tmp_path / "out.png"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), "png")
+    with Image.open(result) as out:
+        assert out.mode in ("RGBA", "LA") and out.getchannel("A").getpixel((35, 5)) == 0
+
+
+def test_a_grey_profile_is_not_written_into_a_colour_webp(tmp_path):
+    """WebP has no grey mode: the grey input becomes RGB there, and a GRAY profile on RGB pixels is a file
+    colour-managed software cannot read (it stays in PNG, where the output is grey)."""
+    grey = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    grey[16:20] = b"GRAY"  # the header's colour space is what decides
+    source = save(tmp_path, gradient("L"), "PNG", icc_profile=bytes(grey))
+    for fmt, kept in (("webp", None), ("png", bytes(grey))):
+        result = tmp_path / f"out.{fmt}"
+        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+        with Image.open(result) as out:
+            assert out.info.get("icc_profile") == kept, fmt
+
+
 def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
     decoded = decode(save(tmp_path, gradient("CMYK"), "JPEG"))
     assert decoded.rgb.shape == (10, 20, 3) and decoded.metadata.icc is None
