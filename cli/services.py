@@ -67,7 +67,7 @@ def run_api(args: argparse.Namespace) -> int:
     threads = args.threads or settings.api_threads
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
-            "--access-logformat", ACCESS_LOG_FORMAT,
+            "--access-logformat", ACCESS_LOG_FORMAT, "--logger-class", "cli.gunicorn_logs.Logger",
             "--graceful-timeout", "30", "--timeout", "120"]
     _multiprocess_metrics_dir("api")
     os.execv(sys.executable, argv)

@@ -17,6 +17,7 @@ from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 MIN_SECRET_LENGTH = 16
+HEARTBEAT_MARGIN = 5.0  # seconds between a pool process's first heartbeat and the watchdog's deadline, at least
 MIN_WEBHOOK_KEY_BYTES = 16  # Standard Webhooks keys are 24..64 random bytes; ours (derived) are 32
 PRECISIONS = ("float32", "bfloat16")  # what a network computes in (worker.engine.precision maps them to Keras)
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: chosen from the hardware
@@ -153,6 +154,11 @@ class Settings:
         if self.webhook_secret and not _webhook_key_ok(self.webhook_secret):
             raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>, the "
                                 f"base64 holding {MIN_WEBHOOK_KEY_BYTES}+ random bytes")
+        if self.worker_heartbeat_timeout <= self.worker_start_timeout + HEARTBEAT_MARGIN:
+            # a pool process beats first after the start timeout: a watchdog that waits less kills every worker
+            raise SettingsError(f"UPSCALER_WORKER_HEARTBEAT_TIMEOUT ({self.worker_heartbeat_timeout:g}) must exceed "
+                                f"UPSCALER_WORKER_START_TIMEOUT ({self.worker_start_timeout:g}) by more than "
+                                f"{HEARTBEAT_MARGIN:g} s")
         for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "max_whole_output_pixels",
                      "tile_size", "lease_seconds", "band_output_pixels"):
             if getattr(self, name) <= 0:

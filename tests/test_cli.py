@@ -199,3 +199,24 @@ def test_a_count_below_one_is_a_usage_error_not_a_traceback():
     assert result.returncode == 2 and "must be 1 or more" in result.stderr and "Traceback" not in result.stderr
     result = run(["keys", "create", "--name", "x", "--rate-limit", "-5"])
     assert result.returncode == 2 and "must be 0 or more" in result.stderr
+
+
+def test_gunicorn_writes_json_lines_when_the_platform_does(monkeypatch, capsys):
+    """gunicorn's loggers do not reach the root logger: under UPSCALER_LOG_FORMAT=json its access lines were
+    the only plain-text lines in the stream."""
+    import json
+
+    from gunicorn.config import Config
+
+    from cli.gunicorn_logs import Logger
+
+    monkeypatch.setenv("UPSCALER_LOG_FORMAT", "json")
+    config = Config()
+    config.set("accesslog", "-")
+    logger = Logger(config)
+    logger.access_log.info('127.0.0.1 "GET /v1/jobs HTTP/1.1" 200')
+    logger.error_log.warning("worker timeout")
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert {(line["logger"], line["message"]) for line in lines} >= {
+        ("gunicorn.access", '127.0.0.1 "GET /v1/jobs HTTP/1.1" 200'), ("gunicorn.error", "worker timeout")}

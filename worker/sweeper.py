@@ -15,13 +15,14 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from celery import Celery
 from sqlalchemy import delete, select
 
 from shared import deliveries, job_bands, jobs
 from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
-from shared.queue import enqueue_band, enqueue_job, publish_deliveries
+from shared.queue import RUN_BAND, RUN_JOB, enqueue_band, enqueue_job, inference_messages, publish_deliveries
 from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
 from shared.transitions import change_job
@@ -86,22 +87,47 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery) -> int:
     published again; claiming is conditional, so a duplicate does nothing."""
     with ctx.sessions() as session:
         stalled = [(b.job_id, b.index) for b in job_bands.stalled(session, ctx.settings.queued_stale_seconds)]
+    present = _in_broker(ctx) if stalled else set()
+    published = 0
     for job_id, index in stalled:
-        try:
-            enqueue_band(celery, job_id, index)
-        except Exception:  # broker still down: the next sweep tries again
-            log.warning("sweeper could not publish band %d of job %s; will retry", index, job_id, exc_info=True)
-            return 0
+        if (RUN_BAND, job_id, str(index)) not in present:  # else its message still waits: only its clock restarts
+            try:
+                enqueue_band(celery, job_id, index)
+            except Exception:  # broker still down: the next sweep tries again
+                log.warning("sweeper could not publish band %d of job %s; will retry", index, job_id,
+                            exc_info=True)
+                return published
+            published += 1
         with unit_of_work(ctx.sessions) as session:
             job_bands.touch(session, job_id, index)
-    return len(stalled)
+    return published
+
+
+def _in_broker(ctx: WorkerContext) -> set[tuple[str, ...]]:
+    """The inference queue's messages (``shared.queue.inference_messages``); none known if Redis cannot say,
+    and then every candidate is published again, as a lost message would need."""
+    try:
+        client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
+        try:
+            return inference_messages(client)
+        finally:
+            client.close()
+    except redis.RedisError:
+        log.warning("sweeper could not read the inference queue; publishing every stale message again",
+                    exc_info=True)
+        return set()
 
 
 def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery) -> int:
     with ctx.sessions() as session:
         pending = jobs.jobs_to_enqueue(session, ctx.settings.queued_stale_seconds)
+    present = _in_broker(ctx) if pending else set()
     enqueued = 0
     for job_id in pending:
+        if (RUN_JOB, job_id) in present:  # its message is still there: only its clock starts again
+            with unit_of_work(ctx.sessions) as session:
+                jobs.mark_enqueued(session, job_id)
+            continue
         with ctx.sessions() as session:
             priority = jobs.fair_priority(session, session.get(Job, job_id))
         try:

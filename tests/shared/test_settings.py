@@ -61,6 +61,14 @@ def test_a_standard_webhooks_secret_is_accepted_and_signs():
     assert signed_headers(secret, "msg_1", "{}", 1)["webhook-signature"].startswith("v1,")
 
 
+def test_a_heartbeat_timeout_within_the_start_timeout_is_refused():
+    """Pool processes beat first after the start timeout: raising only that once restarted every worker forever."""
+    with pytest.raises(SettingsError, match="HEARTBEAT_TIMEOUT"):
+        Settings.from_env({"UPSCALER_WORKER_START_TIMEOUT": "180"})
+    slow = Settings.from_env({"UPSCALER_WORKER_START_TIMEOUT": "180", "UPSCALER_WORKER_HEARTBEAT_TIMEOUT": "300"})
+    assert slow.worker_heartbeat_timeout == 300
+
+
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().api_port = 1  # type: ignore[misc]

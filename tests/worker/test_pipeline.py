@@ -134,6 +134,25 @@ def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
     assert sweep(ctx, celery).enqueued == 0  # nothing enqueued twice
 
 
+def test_the_sweeper_publishes_again_only_a_stale_job_whose_message_is_gone(ctx, db_session):
+    """A job waiting longer than queued_stale_seconds behind a backlog still has its message: publishing another
+    one every period doubled the lists the autoscaler reads. Only a job whose message is gone (Redis lost it)
+    gets a new one; the other's clock starts again."""
+    from shared.queue import enqueue_job
+
+    celery = make_celery(ctx.settings)
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    queue.delete(*queue_lists("inference"))
+    waiting = queued_job(ctx, db_session, enqueued_at=seconds_ago(3600))
+    lost = queued_job(ctx, db_session, enqueued_at=seconds_ago(3600))
+    enqueue_job(celery, waiting.id, priority=2)  # still in the broker, at some priority level
+    assert sweep(ctx, celery).enqueued == 1
+    assert queue_depth(queue, "inference") == 2  # one message each, none doubled
+    assert reload(db_session, waiting).enqueued_at > seconds_ago(60)  # seen there: waits a period more
+    assert reload(db_session, lost).enqueued_at > seconds_ago(60)
+    assert sweep(ctx, celery).enqueued == 0
+
+
 def test_a_width_target_with_exif_and_dpi_comes_back_exact_with_its_metadata(ctx, db_session):
     """The print shop's case, small: a JPEG with a copyright and 300 dpi, asked for 500 px wide (x4.17: the
     network runs x4 then x2, then Lanczos to the exact width); the copyright stays, the print size too."""
