@@ -216,14 +216,13 @@ def _enqueue(svc: Services, job_id: str, priority: int) -> None:
 
 
 def requested_wait() -> int | None:
-    """``Prefer: wait=N`` (RFC 7240), capped at 60 seconds; None when not asked."""
+    """``Prefer: wait=N`` (RFC 7240), capped at 60 seconds; None when not asked, or not whole seconds: a
+    preference the server cannot honour is ignored (RFC 7240, section 2), never a reason to refuse the job."""
     for preference in request.headers.get("Prefer", "").split(","):
         name, _, value = preference.strip().partition("=")
         if name.strip().lower() == "wait":
-            try:
-                return max(0, min(int(value.strip().strip('"')), MAX_WAIT_SECONDS))
-            except ValueError:
-                raise ApiError("invalid_parameter", "Prefer: wait=N needs whole seconds", field="Prefer") from None
+            seconds = value.strip().strip('"')
+            return max(0, min(int(seconds), MAX_WAIT_SECONDS)) if seconds.isdigit() else None
     return None
 
 

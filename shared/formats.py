@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # MPO is how many cameras write JPEGs (a JPEG with extra frames, e.g. a depth map): stored as the JPEG it is,
 # and the worker uses its first frame.
@@ -21,6 +21,7 @@ INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "B
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp",
                  "tiff": "image/tiff", "gif": "image/gif", "heic": "image/heic", "avif": "image/avif"}
 # File name endings a folder of inputs is filtered by (``upscaler upscale DIR``); uploads are sniffed instead.
+QUARTER_TURNS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".mpo", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif",
                             ".avif"})
 
@@ -60,12 +61,25 @@ class Sniffed:
     alpha: bool = False  # a transparency channel (or palette transparency): its output is made whole
 
 
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """The size as shown, after the EXIF orientation the worker applies (``ImageOps.exif_transpose``): a phone
+    photo stored landscape and tagged "rotate 90" is portrait, and every size asked of it is of the portrait."""
+    width, height = image.size
+    if image.format == "TIFF":  # Pillow's TIFF reader turns the image itself: its size is already as shown
+        return width, height
+    if image.format == "PNG" and "exif" not in image.info:
+        # Pillow would decode the whole image to look for an eXIf chunk after the pixels (rare; the API reads
+        # headers only, and verify() must come first): a PNG's orientation is read when it precedes them
+        return width, height
+    return (height, width) if image.getexif().get(ExifTags.Base.Orientation, 1) in QUARTER_TURNS else (width, height)
+
+
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     """Check an image's header (nothing is decoded here): a supported format within the pixel limit."""
     try:
         with open_image(io.BytesIO(data)) as image:
             kind = INPUT_FORMATS.get(image.format or "")
-            width, height = image.size
+            width, height = displayed_size(image)
             alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             if kind is None:
                 raise ImageRejected("unsupported_image", f"{image.format} images are not accepted; send "

@@ -33,7 +33,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:  # ours always carry UTC; a naive time is a forged cursor, not a 500
+            raise ValueError("naive time")
+        return when, job_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor(cursor) from exc
 

@@ -77,6 +77,12 @@ def chain_for(factor: float) -> tuple[int, ...]:
     raise SizeError(f"at most x{MAX_FACTOR:g}")
 
 
+def _pixels(length: float) -> int:
+    """A side in whole pixels, halves rounded up (Python's ``round`` goes to even: 7.5 -> 8 but 4.5 -> 4), at
+    least 1."""
+    return max(1, math.floor(length + 0.5))
+
+
 def plan(in_width: int, in_height: int, request: SizeRequest) -> SizePlan:
     """The output size and the steps for an ``in_width`` x ``in_height`` input."""
     if request.width or request.height:
@@ -87,15 +93,14 @@ def plan(in_width: int, in_height: int, request: SizeRequest) -> SizePlan:
                 factor = max(sx, sy)
             else:
                 factor = min(sx, sy) if request.fit == "contain" else max(sx, sy)
-                resize = (max(1, round(in_width * factor)), max(1, round(in_height * factor)))
+                resize = (_pixels(in_width * factor), _pixels(in_height * factor))
                 out = resize if request.fit == "contain" else (request.width, request.height)
         else:
             factor = request.width / in_width if request.width else request.height / in_height
-            resize = out = (request.width or max(1, round(in_width * factor)),
-                            request.height or max(1, round(in_height * factor)))
+            resize = out = (request.width or _pixels(in_width * factor), request.height or _pixels(in_height * factor))
     else:
         factor = request.scale or DEFAULT_SCALE
-        resize = out = (max(1, round(in_width * factor)), max(1, round(in_height * factor)))
+        resize = out = (_pixels(in_width * factor), _pixels(in_height * factor))
     if factor > MAX_FACTOR + 1e-9:
         raise SizeError(f"that is x{factor:.2f} of the input; the most is x{MAX_FACTOR:g}")
     return SizePlan(out[0], out[1], chain_for(factor), resize)

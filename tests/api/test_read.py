@@ -122,7 +122,9 @@ def test_list_is_newest_first_with_cursor_pages(client, db_session):
 @pytest.mark.parametrize("query,status,code", [("limit=0", 422, "invalid_parameter"),
                                                ("limit=1000", 422, "invalid_parameter"),
                                                ("status=done", 422, "invalid_parameter"),
-                                               ("cursor=%%%", 400, "invalid_cursor")])
+                                               ("cursor=%%%", 400, "invalid_cursor"),
+                                               # base64 of "2099-01-01T00:00:00|z": a time without a zone
+                                               ("cursor=MjA5OS0wMS0wMVQwMDowMDowMHx6", 400, "invalid_cursor")])
 def test_list_rejects_bad_queries(client, query, status, code):
     response = client.get(f"/v1/jobs?{query}")
     assert (response.status_code, response.get_json()["code"]) == (status, code)

@@ -5,7 +5,7 @@ from shared.sizing import SizeError, SizeRequest, plan
 
 @pytest.mark.parametrize("request_,size,chain", [
     (SizeRequest(scale=4), (400, 300), (4,)),
-    (SizeRequest(scale=1.5), (150, 112), (2,)),
+    (SizeRequest(scale=1.5), (150, 113), (2,)),  # 112.5: halves round up
     (SizeRequest(scale=3), (300, 225), (3,)),
     (SizeRequest(scale=6), (600, 450), (4, 2)),
     (SizeRequest(scale=8), (800, 600), (4, 2)),
@@ -29,3 +29,24 @@ def test_cover_crops_the_overflow_evenly():
 def test_more_than_eight_times_is_refused():
     with pytest.raises(SizeError, match="x8"):
         plan(100, 75, SizeRequest(width=1000))
+
+
+@pytest.mark.parametrize("size,scale,expected", [((1, 1), 2.5, (3, 3)), ((5, 3), 1.5, (8, 5)), ((3, 3), 2.5, (8, 8))])
+def test_half_pixels_round_up_on_both_sides(size, scale, expected):
+    """Python's round() rounds halves to even: 5x3 at x1.5 gave 8x4 (7.5 up, 4.5 down) and 1x1 at x2.5 gave 2x2."""
+    made = plan(*size, SizeRequest(scale=scale))
+    assert (made.width, made.height) == expected
+
+
+def test_a_resampled_size_is_limited_by_what_it_holds_in_memory_not_only_by_its_result():
+    """x5 runs the network x8 and resamples: the 8x image is held whole, so it counts against the whole-image
+    limit (it once passed because only the x5 result was checked)."""
+    from shared.limits import check_output
+    from shared.settings import Settings
+
+    settings = Settings(max_whole_output_pixels=400_000_000, max_output_pixels=1_000_000_000)
+    made = plan(4000, 4000, SizeRequest(scale=5))
+    assert made.width * made.height == 400_000_000 and made.network_scale == 8
+    violation = check_output(made, 4000, 4000, False, "png", settings)
+    assert violation is not None and "1024000000-pixel image in memory" in violation.message
+    assert check_output(plan(2000, 2000, SizeRequest(scale=5)), 2000, 2000, False, "png", settings) is None

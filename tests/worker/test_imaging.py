@@ -238,3 +238,23 @@ def test_phone_and_web_formats_decode_upright_once_with_their_profile(tmp_path, 
     assert decoded.rgb.shape == (64, 32, 3)  # turned: 32 wide, 64 high
     assert decoded.rgb[:16, -12:].mean() > 200 and decoded.rgb[-16:, :12].mean() < 80  # the block went top-right
     assert decoded.metadata.icc == profile
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF", "HEIF", "AVIF"])
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_the_size_the_api_reads_is_the_size_the_worker_decodes(tmp_path, fmt, orientation):
+    """The API plans a job's output from the header (sniff), the worker from the decoded image: for a photo
+    tagged to be shown turned, both must be the turned size, whatever each format's reader does itself (Pillow
+    turns a TIFF while reading it; pi-heif resets a HEIC's tag)."""
+    from shared.formats import sniff
+    from worker.evaluation import register_heif_writer
+
+    register_heif_writer()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo.{fmt.lower()}"
+    options = {"tiffinfo": {274: orientation}} if fmt == "TIFF" else {"exif": exif}
+    gradient(size=(40, 30)).save(path, fmt, **options)
+    sniffed = sniff(path.read_bytes(), 10**8)
+    decoded = decode(path)
+    assert (sniffed.width, sniffed.height) == (decoded.rgb.shape[1], decoded.rgb.shape[0])

@@ -170,3 +170,23 @@ def test_a_width_target_with_exif_and_dpi_comes_back_exact_with_its_metadata(ctx
         assert out.size == (500, 333)
         assert out.getexif()[0x8298] == "(c) Studio Nord"
         assert round(out.info["dpi"][0]) == round(300 * 500 / 120)  # same width in inches
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_size_asked_of_a_rotated_photo_is_of_the_photo_as_shown(client, ctx, db_session, orientation):
+    """A phone photo stored 40x30 and tagged to be shown turned (30x40): the API planned on the stored size, so
+    the job said one size and the worker made another (or failed late past x8)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(width=40, height=30))).save(buffer, "JPEG", quality=90, exif=exif)
+    response = client.post("/v1/jobs", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(buffer.getvalue()), "phone.jpg"), "width": "60",
+                                 "model": "bicubic"})
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert (body["input"]["width"], body["input"]["height"]) == (30, 40)
+    assert (body["output"]["width"], body["output"]["height"]) == (60, 80)
+    assert pipeline.run_job(ctx, body["id"]) == "succeeded"
+    job = reload(db_session, db_session.get(Job, body["id"]))
+    assert (job.output_width, job.output_height) == (60, 80)
