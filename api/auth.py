@@ -19,7 +19,7 @@ from api.services import services
 from shared.db import unit_of_work
 from shared.models import PUBLIC_TENANT
 from shared.settings import Settings
-from shared.tenants import Tenant, any_active_key, authenticate
+from shared.tenants import Tenant, any_key, authenticate
 
 PUBLIC_ENDPOINTS = {"page.index", "page.asset", "meta.openapi_json", "health.healthz", "health.readyz",
                     "metrics.metrics", "files.download", "reference.docs_index", "reference.docs_asset",
@@ -50,7 +50,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
             with unit_of_work(svc.sessions) as session:
                 if scheme.lower() == "bearer" and token.strip():
                     tenant = authenticate(session, token.strip(), env_keys)
-                elif may_be_open and not any_active_key(session):
+                elif may_be_open and not any_key(session):
                     tenant = Tenant(PUBLIC_TENANT)
                 else:
                     tenant = None

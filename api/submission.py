@@ -104,8 +104,10 @@ def parse(svc: Services) -> Submission:
     submission = Submission(form, model, read_upload(request.files.get("image"), svc.settings.max_input_pixels))
     try:
         planned = submission.plan
-    except SizeError as exc:
-        raise ApiError("invalid_parameter", f"width/height: {exc}", field="width") from exc
+    except SizeError as exc:  # named after what the caller sent: a print size, a pixel size or a factor
+        field = next((name for name in ("print_width", "print_height", "width", "height")
+                      if getattr(form, name) is not None), "scale")
+        raise ApiError("invalid_parameter", f"{field}: {exc}", field=field) from exc
     if not set(planned.chain) <= set(svc.catalog[model].scales):
         raise ApiError("invalid_parameter", f"model {model!r} runs at scales {list(svc.catalog[model].scales)}",
                        field="scale")

@@ -24,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     revoke = actions.add_parser("revoke", help="revoke a key at once (its jobs stay its tenant's)")
     revoke.add_argument("name")
     revoke.set_defaults(func=run_revoke)
+    rotate = actions.add_parser("rotate", help="a new secret for a key (the old one stops working at once)")
+    rotate.add_argument("name")
+    rotate.set_defaults(func=run_rotate)
 
 
 def _sessions():
@@ -35,15 +38,35 @@ def _sessions():
 
 def run_create(args: argparse.Namespace) -> int:
     from shared.db import unit_of_work
-    from shared.tenants import KeyExists, create_key
+    from shared.tenants import InvalidKeyName, KeyExists, create_key
 
     try:
         with unit_of_work(_sessions()) as session:
             row, token = create_key(session, args.name, args.rate_limit, args.max_active, args.daily_megapixels)
     except KeyExists:
-        print(f"upscaler keys: a key named {args.name!r} exists; revoke it or pick another name", file=sys.stderr)
+        print(f"upscaler keys: {args.name!r} has an active key; 'upscaler keys rotate {args.name}' gives it a new "
+              "secret", file=sys.stderr)
         return 1
+    except InvalidKeyName as exc:
+        print(f"upscaler keys: {exc}", file=sys.stderr)
+        return 2
     print(f"created key {row.name!r} (prefix {row.prefix}); store it now, it is not shown again:")
+    print(token)
+    return 0
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    from shared.db import unit_of_work
+    from shared.tenants import rotate_key
+
+    with unit_of_work(_sessions()) as session:
+        rotated = rotate_key(session, args.name)
+        if rotated is None:
+            print(f"upscaler keys: no active key named {args.name!r}", file=sys.stderr)
+            return 1
+        row, token = rotated
+        prefix = row.prefix
+    print(f"new secret for {args.name!r} (prefix {prefix}); the old one no longer works. Store it now:")
     print(token)
     return 0
 

@@ -17,14 +17,30 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.models import ApiKey, utcnow
+from shared.models import PUBLIC_TENANT, ApiKey, utcnow
 
 KEY_PREFIX = "upk_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # at most one write per key and minute
 
 
 class KeyExists(ValueError):
-    """A key with this name already exists."""
+    """A key with this name already exists (and is not revoked)."""
+
+
+class InvalidKeyName(ValueError):
+    """A name that cannot be a tenant's (the message says why)."""
+
+
+MAX_NAME_LENGTH = 64  # the tenant columns' width
+
+
+def check_name(name: str) -> None:
+    """Refuse names that would share or take over another tenant's jobs: the open development API's tenant,
+    the bootstrap keys' ``env-...`` tenants, and names past the column's width."""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InvalidKeyName(f"a key name is 1..{MAX_NAME_LENGTH} printable characters")
+    if name == PUBLIC_TENANT or name.startswith("env-"):
+        raise InvalidKeyName(f"{name!r} is reserved (the open development API's tenant, or a bootstrap key's)")
 
 
 def hash_key(token: str) -> str:
@@ -45,15 +61,43 @@ def env_tenant(token: str) -> str:
     return f"env-{hash_key(token)[:12]}"
 
 
+def _new_secret(row: ApiKey) -> str:
+    token = KEY_PREFIX + secrets.token_urlsafe(32)
+    row.prefix, row.key_hash = token[:12], hash_key(token)
+    return token
+
+
 def create_key(session: Session, name: str, rate_limit: int | None = None, max_active: int | None = None,
                daily_megapixels: int | None = None) -> tuple[ApiKey, str]:
-    """A new key for tenant ``name``; returns the row and the secret (the only time it exists in clear)."""
-    if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
+    """A new key for tenant ``name``; returns the row and the secret (the only time it exists in clear).
+
+    A revoked tenant gets a new key on its own row: its jobs stay its own (limits not given stay as they were).
+    """
+    check_name(name)
+    row = session.scalar(select(ApiKey).where(ApiKey.name == name))
+    if row is not None and row.revoked_at is None:
         raise KeyExists(name)
-    token = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, prefix=token[:12], key_hash=hash_key(token), rate_limit=rate_limit,
-                 max_active=max_active, daily_megapixels=daily_megapixels)
-    session.add(row)
+    if row is None:
+        row = ApiKey(name=name, rate_limit=rate_limit, max_active=max_active, daily_megapixels=daily_megapixels)
+        session.add(row)
+    else:
+        row.revoked_at, row.created_at, row.last_used_at = None, utcnow(), None
+        for field, value in (("rate_limit", rate_limit), ("max_active", max_active),
+                             ("daily_megapixels", daily_megapixels)):
+            if value is not None:
+                setattr(row, field, value)
+    token = _new_secret(row)
+    session.flush()
+    return row, token
+
+
+def rotate_key(session: Session, name: str) -> tuple[ApiKey, str] | None:
+    """A new secret for tenant ``name``'s active key (the old one stops working at once); None if it has none."""
+    row = session.scalar(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)))
+    if row is None:
+        return None
+    token = _new_secret(row)
+    row.last_used_at = None
     session.flush()
     return row, token
 
@@ -68,8 +112,10 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def any_active_key(session: Session) -> bool:
-    return session.scalar(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is not None
+def any_key(session: Session) -> bool:
+    """Whether a key was ever created: from then on the development API stays closed (revoking every key does not
+    open it again to key-less calls)."""
+    return session.scalar(select(ApiKey.id).limit(1)) is not None
 
 
 def authenticate(session: Session, token: str, env_keys: list[str]) -> Tenant | None:

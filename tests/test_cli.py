@@ -99,8 +99,15 @@ def test_keys_create_list_revoke(tmp_path):
     assert run(["keys", "create", "--name", "acme"], env=env).returncode == 1  # one key per name
     listed = run(["keys", "list"], env=env).stdout
     assert "acme" in listed and key[:12] in listed and key not in listed
+    rotated = run(["keys", "rotate", "acme"], env=env)
+    assert rotated.returncode == 0 and rotated.stdout.strip().splitlines()[-1] not in (key, "")
     assert run(["keys", "revoke", "acme"], env=env).returncode == 0
     assert run(["keys", "revoke", "acme"], env=env).returncode == 1
+    assert run(["keys", "rotate", "acme"], env=env).returncode == 1  # nothing active to rotate
+    again = run(["keys", "create", "--name", "acme"], env=env)  # a revoked tenant may get a new key
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1].startswith("upk_")
+    reserved = run(["keys", "create", "--name", "public"], env=env)
+    assert reserved.returncode == 2 and "reserved" in reserved.stderr
 
 
 @pytest.mark.slow

@@ -236,3 +236,16 @@ def test_streamed_outputs_may_be_larger_than_whole_ones(settings, fields, image,
     assert response.status_code == (202 if accepted else 422), response.get_json()
     if not accepted:
         assert "10000" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("fields,field", [({"dpi": "300", "print_width": "2"}, "print_width"),
+                                          ({"dpi": "300", "print_height": "2"}, "print_height"),
+                                          ({"width": "1000"}, "width"), ({"height": "1000"}, "height")])
+def test_a_size_past_x8_names_the_field_that_asked_for_it(client, fields, field):
+    """A print size once answered 'width/height: ...' with field 'width'."""
+    response = client.post("/v1/jobs", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_bytes(width=40, height=30)), "a.png"), "model": "bicubic",
+                                 **fields})
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", field)
+    assert body["detail"].startswith(f"{field}: ") and "x8" in body["detail"]

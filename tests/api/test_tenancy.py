@@ -71,6 +71,40 @@ def test_once_a_key_exists_calls_need_one_and_a_revoked_key_stops_at_once(client
     assert client.get("/v1/jobs", headers=tenants["b"]).status_code == 200
 
 
+def test_revoking_every_key_does_not_open_the_api_again(client, tenants, db_session):
+    """Open development mode is for a deployment that never had a key: revoking the last one once let key-less
+    calls in again, as the 'public' tenant."""
+    assert revoke_key(db_session, "acme") and revoke_key(db_session, "globex")
+    db_session.commit()
+    assert client.get("/v1/jobs").status_code == 401
+
+
+def test_a_revoked_tenant_gets_a_new_key_and_keeps_its_jobs_and_a_key_can_be_rotated(client, tenants, db_session):
+    from shared.tenants import rotate_key
+
+    job_id = submit_as(client, tenants["a"]).get_json()["id"]
+    assert revoke_key(db_session, "acme")
+    db_session.commit()
+    _row, fresh = create_key(db_session, "acme")  # once refused: KeyExists on the revoked row
+    db_session.commit()
+    renewed = {"Authorization": f"Bearer {fresh}"}
+    assert client.get(f"/v1/jobs/{job_id}", headers=renewed).status_code == 200  # still acme's job
+    assert client.get("/v1/jobs", headers=tenants["a"]).status_code == 401  # the revoked secret stays dead
+    _row, rotated = rotate_key(db_session, "acme")
+    db_session.commit()
+    assert client.get("/v1/jobs", headers=renewed).status_code == 401  # the old secret stops at once
+    assert client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {rotated}"}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["public", "env-0123456789ab", "x" * 65, ""])
+def test_names_that_would_take_over_other_jobs_are_refused(db_session, name):
+    """'public' owns every job of the open development API and env-... the bootstrap keys' jobs."""
+    from shared.tenants import InvalidKeyName
+
+    with pytest.raises(InvalidKeyName):
+        create_key(db_session, name)
+
+
 def test_production_never_runs_open(settings):
     from api import create_app
 
