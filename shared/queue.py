@@ -105,34 +105,26 @@ def queue_depth(client, queue: str) -> int:
         return sum(pipe.execute())
 
 
-UNACKED_HASH = "unacked"  # kombu's Redis transport: messages handed to a worker and not yet acknowledged
 SCAN_CHUNK = 1000
 
 
-def inference_messages(client) -> set[tuple[str, ...]]:
-    """``(task name, *args as text)`` of every message the inference queue holds: waiting at any priority
-    level, or handed to a worker and not yet acknowledged. The sweeper asks before publishing again a message
-    that may be lost, so a long backlog is not doubled every ``queued_stale_seconds`` (which the autoscaler,
-    reading the lists' lengths, would take for more work). Read in chunks: memory stays bounded."""
+def waiting_inference_messages(client) -> set[tuple[str, ...]]:
+    """``(task name, *args as text)`` of every message waiting in the inference queue, at any priority level.
+
+    The sweeper asks before publishing again a message that may be lost, so a long backlog is not doubled every
+    ``queued_stale_seconds`` (which the autoscaler, reading the lists' lengths, would take for more work).
+    Messages already handed to a worker (kombu's ``unacked``) do not count: that worker may be the one that
+    died, and its message comes back only after the visibility timeout. Read in chunks: memory stays bounded."""
     found: set[tuple[str, ...]] = set()
-
-    def add(raw: bytes) -> None:
-        try:
-            message = json.loads(raw)
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            found.add((message["headers"]["task"], *(str(arg) for arg in args)))
-        except (ValueError, KeyError, IndexError, TypeError):
-            pass  # not one of ours: it names no job
-
     for name in queue_lists(INFERENCE_QUEUE):
         for start in range(0, client.llen(name), SCAN_CHUNK):
             for raw in client.lrange(name, start, start + SCAN_CHUNK - 1):
-                add(raw)
-    for _tag, raw in client.hscan_iter(UNACKED_HASH, count=SCAN_CHUNK):
-        try:
-            add(json.dumps(json.loads(raw)[0]))  # stored as [message, exchange, routing key]
-        except (ValueError, IndexError, TypeError):
-            continue
+                try:
+                    message = json.loads(raw)
+                    args = json.loads(base64.b64decode(message["body"]))[0]
+                    found.add((message["headers"]["task"], *(str(arg) for arg in args)))
+                except (ValueError, KeyError, IndexError, TypeError):
+                    continue  # not one of ours: it names no job
     return found
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from shared import deliveries, job_bands, jobs
 from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
-from shared.queue import RUN_BAND, RUN_JOB, enqueue_band, enqueue_job, inference_messages, publish_deliveries
+from shared.queue import RUN_BAND, RUN_JOB, enqueue_band, enqueue_job, publish_deliveries, waiting_inference_messages
 from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
 from shared.transitions import change_job
@@ -104,12 +104,12 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery) -> int:
 
 
 def _in_broker(ctx: WorkerContext) -> set[tuple[str, ...]]:
-    """The inference queue's messages (``shared.queue.inference_messages``); none known if Redis cannot say,
-    and then every candidate is published again, as a lost message would need."""
+    """The inference queue's waiting messages (``shared.queue.waiting_inference_messages``); none known if Redis
+    cannot say, and then every candidate is published again, as a lost message would need."""
     try:
         client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
         try:
-            return inference_messages(client)
+            return waiting_inference_messages(client)
         finally:
             client.close()
     except redis.RedisError:

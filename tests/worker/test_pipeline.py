@@ -153,6 +153,26 @@ def test_the_sweeper_publishes_again_only_a_stale_job_whose_message_is_gone(ctx,
     assert sweep(ctx, celery).enqueued == 0
 
 
+def test_a_message_held_by_a_worker_does_not_stop_the_sweeper_publishing_again(ctx, db_session):
+    """A message handed to a worker sits in kombu's 'unacked' hash until acknowledged; if that worker died it
+    comes back only after the visibility timeout, so it must not count as waiting."""
+    import json
+
+    from shared.queue import enqueue_job
+
+    celery = make_celery(ctx.settings)
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    queue.delete(*queue_lists("inference"), "unacked")
+    held = queued_job(ctx, db_session, enqueued_at=seconds_ago(3600))
+    enqueue_job(celery, held.id)
+    raw = queue.rpop("inference")  # as a worker takes it: out of the list, into the hash
+    queue.hset("unacked", "tag-1", json.dumps([json.loads(raw), "", "inference"]))
+    try:
+        assert sweep(ctx, celery).enqueued == 1 and queue_depth(queue, "inference") == 1
+    finally:
+        queue.delete("unacked")
+
+
 def test_a_width_target_with_exif_and_dpi_comes_back_exact_with_its_metadata(ctx, db_session):
     """The print shop's case, small: a JPEG with a copyright and 300 dpi, asked for 500 px wide (x4.17: the
     network runs x4 then x2, then Lanczos to the exact width); the copyright stays, the print size too."""
