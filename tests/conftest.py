@@ -98,6 +98,27 @@ def db_session(settings):
 
 
 @pytest.fixture
+def loopback_connections_only(monkeypatch):
+    """A connection to any address but loopback fails, and fails the test: for tests whose product code is
+    handed (or redirected to) an outside address and must refuse it before connecting."""
+    import ipaddress
+    import socket
+
+    attempted: list[str] = []
+    real = socket.socket.connect
+
+    def guarded(sock, address):
+        if isinstance(address, tuple) and not ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback:
+            attempted.append(str(address[0]))
+            raise OSError(f"this test allows loopback connections only, not {address[0]}")
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield attempted
+    assert attempted == [], f"connections were attempted to {attempted}"
+
+
+@pytest.fixture
 def receiver():
     server = Receiver()
     yield server

@@ -253,8 +253,33 @@ def test_the_size_the_api_reads_is_the_size_the_worker_decodes(tmp_path, fmt, or
     exif = Image.Exif()
     exif[0x0112] = orientation
     path = tmp_path / f"photo.{fmt.lower()}"
-    options = {"tiffinfo": {274: orientation}} if fmt == "TIFF" else {"exif": exif}
-    gradient(size=(40, 30)).save(path, fmt, **options)
+    options = {"tiffinfo": {274: orientation}} if fmt == "TIFF" else {"exif": exif.tobytes()}
+    pixels = np.full((30, 40, 3), 40, np.uint8)
+    pixels[:10, :10] = 250  # a bright block at the top-left of the stored picture
+    Image.fromarray(pixels).save(path, fmt, **options)
     sniffed = sniff(path.read_bytes(), 10**8)
     decoded = decode(path)
     assert (sniffed.width, sniffed.height) == (decoded.rgb.shape[1], decoded.rgb.shape[0])
+    assert decoded.rgb.shape[:2] == ((30, 40) if orientation == 1 else (40, 30))
+    corner = {1: (slice(0, 8), slice(0, 8)), 6: (slice(0, 8), slice(-8, None)),  # 6: turned clockwise
+              8: (slice(-8, None), slice(0, 8))}[orientation]  # 8: turned counter-clockwise
+    assert decoded.rgb[corner].mean() > 200, "the image was turned the wrong way"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_sixteen_bit_photo_is_turned_the_way_the_eight_bit_path_turns_it(tmp_path, fmt, orientation):
+    """16-bit PNGs and TIFFs are read again at full depth by libvips (its own autorot), not by exif_transpose."""
+    import pyvips
+
+    pixels = np.full((30, 40, 3), 8000, np.uint16)
+    pixels[:10, :10] = 60000
+    path = tmp_path / f"deep.{fmt.lower()}"
+    image = pyvips.Image.new_from_memory(pixels.tobytes(), 40, 30, 3, "ushort").copy(interpretation="rgb16")
+    image = image.copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    image.write_to_file(str(path))
+    decoded = decode(path)
+    assert decoded.rgb.dtype == np.uint16 and decoded.rgb.shape[:2] == (40, 30)
+    corner = (slice(0, 8), slice(-8, None)) if orientation == 6 else (slice(-8, None), slice(0, 8))
+    assert decoded.rgb[corner].mean() > 50000, "the 16-bit image was turned the wrong way"

@@ -52,7 +52,11 @@ def test_train_resume_extend_and_export(data, tmp_path):
 
     weights = export_weights(run_dir, tmp_path / "models", name="tiny")
     record = json.loads((tmp_path / "models" / "tiny.json").read_text())
-    assert record["training"]["steps_done"] == 6 and record["parameters"]["x4"] > 0
+    from worker.engine.archs import get_arch
+    from worker.engine.network import scale_model
+
+    assert record["training"]["steps_done"] == 6
+    assert record["parameters"]["x4"] == scale_model(get_arch("residual_sr").build(SMALL), 4).count_params()
     assert (record["arch"], record["conditioned"], record["degradation"]) == ("residual_sr", False, None)
     assert record["training"]["data"]["folders"] == {"a": 3} and record["training"]["data"]["images"] == 3
     engine = NetworkEngine(weights)

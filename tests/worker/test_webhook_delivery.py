@@ -81,7 +81,8 @@ def test_not_due_yet_is_skipped(ctx, db_session, receiver):
 
 
 @pytest.mark.parametrize("codes,expected", [([410], 1), ([302], 4)])
-def test_gone_stops_retries_and_redirects_are_not_followed(ctx, db_session, receiver, codes, expected):
+def test_gone_stops_retries_and_redirects_are_not_followed(ctx, db_session, receiver, codes, expected,
+                                                          loopback_connections_only):
     receiver.codes = codes * 4
     ctx.settings = ctx.settings.with_overrides(webhook_retry_schedule="0,0,0")
     job = queued_job(ctx, db_session, webhook_url=receiver.url)
@@ -90,7 +91,8 @@ def test_gone_stops_retries_and_redirects_are_not_followed(ctx, db_session, rece
     for _ in range(5):
         deliver(ctx, ctx.celery, message.id)
     assert messages(db_session, job.id)[0].status == "failed"
-    assert len(receiver.requests) == expected  # 410: once; 3xx: every attempt fails, nothing followed
+    assert len(receiver.requests) == expected  # 410: once; 3xx: every attempt fails
+    assert loopback_connections_only == []  # the redirect to the metadata address was never followed
 
 
 def test_destination_is_checked_again_at_delivery(ctx, db_session, receiver):
