@@ -244,3 +244,23 @@ def test_a_worker_whose_pool_cannot_start_exits_non_zero_and_reads_unhealthy(set
     assert probe.returncode == 1, probe.stdout
     assert code == 3
     assert "no pool process has started" in (tmp_path / "w.log").read_text()
+
+
+def test_a_job_past_its_time_limit_fails_as_time_limit_and_the_worker_goes_on(settings, tmp_path):
+    """Celery's real soft time limit (a signal in the pool process, mid-inference), not a raised exception:
+    the job fails with its code, stores nothing, and the same worker runs the next job."""
+    from api import create_app
+
+    settings = settings.with_overrides(tile_size=64, job_time_limit=2)
+    client = create_app(settings).test_client()
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        slow = post(client, image=slow_image()).get_json()["id"]
+        job = wait_for(client, slow, timeout=120)
+        small = post(client, scale="2", model="bicubic").get_json()["id"]
+        after = wait_for(client, small, timeout=60)
+    finally:
+        stop(worker)
+    assert (job["status"], job["error"]["code"]) == ("failed", "time_limit"), (tmp_path / "w.log").read_text()[-3000:]
+    assert after["status"] == "succeeded"
+    assert len(result_objects(settings)) == 1  # the next job's result; the stopped one stored nothing
