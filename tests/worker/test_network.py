@@ -145,18 +145,27 @@ def test_tiles_cover_the_image_exactly_once():
     assert (covered == 1).all() and (win_h, win_w) == (40, 40)
 
 
-def test_aligned_tiles_start_on_the_alignment_and_keep_their_margin():
-    height, width, margin = 101, 78, 8
-    tiles, win_h, win_w = plan_tiles(height, width, 40, margin, align=2)
+@pytest.mark.parametrize("align", [2, 3, 4])
+@pytest.mark.parametrize("height,width", [(101, 78), (97, 131), (40, 200), (1, 90)])
+def test_aligned_tiles_start_on_the_alignment_and_keep_their_margin(align, height, width):
+    """Every window starts on a multiple of ``align`` and the last is flush with the edge (a shortening that was
+    right for 2 only once left gaps and unaligned windows at 3)."""
+    margin = 8
+    tiles, win_h, win_w = plan_tiles(height, width, 40, margin, align=align)
     covered = np.zeros((height, width), int)
     for t in tiles:
         covered[t.core_y0:t.core_y1, t.core_x0:t.core_x1] += 1
-        assert t.window_y % 2 == 0 and t.window_x % 2 == 0
-        assert t.core_y0 == 0 or t.core_y0 - t.window_y >= margin
-        assert t.core_y1 == height or t.window_y + win_h - t.core_y1 >= margin
-        assert t.core_x1 == width or t.window_x + win_w - t.core_x1 >= margin
+        assert t.window_y % align == 0 and t.window_x % align == 0
+        # a core keeps its margin of context on each side, unless its window reaches the image's edge there
+        assert t.window_y == 0 or t.core_y0 - t.window_y >= margin
+        assert t.window_x == 0 or t.core_x0 - t.window_x >= margin
+        assert t.window_y + win_h == height or t.window_y + win_h - t.core_y1 >= margin
+        assert t.window_x + win_w == width or t.window_x + win_w - t.core_x1 >= margin
         assert t.window_y + win_h <= height and t.window_x + win_w <= width
-    assert (covered == 1).all() and (win_h, win_w) == (39, 40)  # 101 - 39 is even: the last window is flush
+    assert (covered == 1).all()
+    assert max(t.window_y for t in tiles) + win_h == height and max(t.window_x for t in tiles) + win_w == width
+    if (height, width, align) == (101, 78, 2):
+        assert (win_h, win_w) == (39, 40)  # 101 - 39 is even: the last window is flush
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -38,7 +38,7 @@ class Tile:
 def _window_side(length: int, window: int, align: int) -> int:
     """One axis's window size: the whole side if it fits, else ``window`` shortened so that the last window,
     flush with the far edge, starts on a multiple of ``align`` (as every window does)."""
-    return length if length <= window else window - (length - window) % align
+    return length if length <= window else window - (window - length) % align
 
 
 def _axis(length: int, window: int, margin: int, align: int) -> Iterator[tuple[int, int, int]]:
