@@ -29,7 +29,10 @@ async function api(path, options = {}) {
 }
 
 function plainError(status, body) {
-  if (status === 401) return "this server needs an API key: enter it under Options";
+  if (status === 401) {
+    return $("key").value ? "this API key was not accepted: check it under Options"
+      : "this server needs an API key: enter it under Options";
+  }
   if (status === 413) return "the file is larger than this server accepts";
   if (status === 429) return `limit reached: ${body.detail || "too many requests"}; try again later`;
   return body.detail || `the server answered ${status}`;
@@ -39,8 +42,10 @@ function plainError(status, body) {
 $("key").value = sessionStorage.getItem("upscalerKey") || "";
 $("key").addEventListener("change", () => {
   sessionStorage.setItem("upscalerKey", $("key").value);
-  $("cards").textContent = ""; // another key is another customer: the previous key's jobs leave the page,
-  clearHistory(); // at once, whether or not the new key is accepted
+  // another key is another customer: the previous key's jobs leave the page (those already sent with this key,
+  // typed before the field lost focus, stay), and the history goes at once, whether or not the key is accepted
+  for (const li of [...$("cards").children]) if (li.dataset.key !== $("key").value) li.remove();
+  clearHistory();
   loadModels();
   loadHistory(true);
 });
@@ -68,7 +73,11 @@ async function loadModels() {
     models = {};
     for (const m of data) {
       models[m.name] = m;
-      $("model").add(new Option(`${m.name}${m.default ? " (default)" : ""}`, m.name, m.default, m.default));
+      const option = new Option(`${m.name}${m.default ? " (default)" : ""}`, m.name, m.default, m.default);
+      const what = (m.description || "").split(/[:;(]/)[0].trim(); // its first words say what it is for
+      if (what && what !== m.name) option.text += ` — ${what.length > 48 ? `${what.slice(0, 47)}…` : what}`;
+      option.title = m.description || "";
+      $("model").add(option);
     }
     syncDenoise();
     notice("");
@@ -121,12 +130,25 @@ $("drop").addEventListener("drop", (event) => {
   submitAll([...event.dataTransfer.files]);
 });
 
+/** The options the browser can check itself, said at the field before any upload (the API explains the rest). */
+function optionsReady() {
+  const size = $("size").value;
+  const target = size === "target" && !$("width").value && !$("height").value;
+  $("width").setCustomValidity(target ? "give a width or a height (or both)" : "");
+  const print = size === "print" && !$("print-width").value && !$("print-height").value;
+  $("print-width").setCustomValidity(print ? "give a print width or height (or both)" : "");
+  $("dpi").required = size === "print"; // a print size is pixels = length × DPI
+  return $("options").reportValidity();
+}
+
 function submitAll(files) {
-  for (const file of files) submit(file);
+  if (!files.length || !optionsReady()) return;
+  let previous = null; // one drop keeps its order: each card after the one before, the batch on top
+  for (const file of files) previous = submit(file, previous);
 }
 
 // ---- one card per file -------------------------------------------------------------------------------
-function makeCard(file) {
+function makeCard(file, after) {
   const li = document.createElement("li");
   li.className = "card";
   li.innerHTML = `<img alt="" class="thumb"><div class="body"><strong class="name"></strong>
@@ -135,11 +157,15 @@ function makeCard(file) {
     <button type="button" class="compare" hidden>Compare</button>
     <a class="download" hidden>Download</a></div></div>`;
   li.querySelector(".name").textContent = file.name;
+  li.querySelector(".name").title = file.name; // the whole name, where the card shows it cut
+  li.querySelector(".cancel").setAttribute("aria-label", `Cancel ${file.name}`);
+  li.querySelector(".compare").setAttribute("aria-label", `Compare ${file.name}`);
+  li.dataset.key = $("key").value;
   const thumb = li.querySelector(".thumb");
   thumb.addEventListener("error", () => { thumb.hidden = true; }); // not an image: no broken icon
   thumb.src = URL.createObjectURL(file);
   li.querySelector("progress").setAttribute("aria-label", `progress of ${file.name}`);
-  $("cards").prepend(li);
+  if (after) after.after(li); else $("cards").prepend(li);
   return {
     li, file, job: null, started: null,
     set(text, isError = false) {
@@ -151,9 +177,16 @@ function makeCard(file) {
   };
 }
 
-async function submit(file) {
-  const card = makeCard(file);
+/** Show the file's card at once (after ``after``, a card of the same drop) and send it; returns the card. */
+function submit(file, after) {
+  const card = makeCard(file, after);
   card.set("uploading…");
+  send(card);
+  return card.li;
+}
+
+async function send(card) {
+  const { file } = card;
   let job;
   try {
     job = await api("v1/jobs", { method: "POST", body: jobForm(file),
@@ -214,23 +247,25 @@ function show(card, job) {
     link.textContent = `Download ${job.output.filename}`;
     link.hidden = false;
     const compare = card.li.querySelector(".compare");
-    compare.hidden = false;
-    compare.onclick = () => openViewer(card.file, job).catch((error) => {
+    compare.hidden = job.output.format === "tiff"; // browsers do not draw TIFF: download it to look at it
+    compare.onclick = () => openViewer(card.file, job, compare).catch((error) => {
       // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
       compare.disabled = Boolean(error.undrawable);
       card.set(`${done} · ${error.message}`);
     });
   } else if (job.status === "failed") {
     card.set(`failed: ${job.error ? job.error.message : "unknown error"}`, true);
+    bar.hidden = true;
   } else {
     card.set("canceled");
+    bar.hidden = true;
   }
 }
 
 // ---- before/after viewer at 1:1 ------------------------------------------------------------------------
 const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0 };
 
-async function openViewer(file, job) {
+async function openViewer(file, job, opener) {
   const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => {
     const error = new Error("this browser cannot draw the original, so there is nothing to compare with");
     error.undrawable = true;
@@ -253,6 +288,7 @@ async function openViewer(file, job) {
   $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
     `${job.output.width}×${job.output.height}. Drag or use the arrow keys to move, the slider to compare.`;
   view.job = job;
+  view.opener = opener;
   view.zoom = 1;
   view.cx = view.result.naturalWidth / 2;
   view.cy = view.result.naturalHeight / 2;
@@ -338,6 +374,7 @@ function bicubic(input, scaleX, scaleY, sx, sy, width, height) {
 
 function split() {
   const percent = Number($("split").value);
+  $("split").setAttribute("aria-valuetext", `${percent} % bicubic on the left, ${100 - percent} % upscaled`);
   $("after-canvas").style.clipPath = `inset(0 0 0 ${percent}%)`;
   $("divider").style.left = `${percent}%`;
 }
@@ -351,7 +388,15 @@ $("zoom-fit").addEventListener("click", () => {
                        $("stage").clientHeight / view.result.naturalHeight, 1);
   draw();
 });
-$("viewer-close").addEventListener("click", () => { $("viewer").hidden = true; view.result = null; });
+function closeViewer() {
+  $("viewer").hidden = true;
+  view.result = null;
+  if (view.opener && view.opener.isConnected) view.opener.focus(); // back where the user was
+}
+$("viewer-close").addEventListener("click", closeViewer);
+$("viewer").addEventListener("keydown", (event) => {
+  if (event.key === "Escape") { event.preventDefault(); closeViewer(); }
+});
 $("stage").addEventListener("keydown", (event) => {
   const step = 64 / view.zoom;
   const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
@@ -386,6 +431,8 @@ window.addEventListener("resize", draw);
 // ---- history (this key's jobs, from the API: it survives a reload) ---------------------------------------
 let historyCursor = null;
 let historyLoads = 0; // each load from the start supersedes those still in flight (sent with an older key)
+let historyRefresh = null;
+const HISTORY_REFRESH_MS = 3000;
 
 async function loadHistory(fromStart = false) {
   const load = fromStart ? ++historyLoads : historyLoads;
@@ -397,12 +444,19 @@ async function loadHistory(fromStart = false) {
   if (fromStart) body.textContent = "";
   for (const job of page.data) body.append(historyRow(job));
   historyCursor = page.next_cursor;
+  const moreHadFocus = document.activeElement === $("history-more");
   $("history-more").hidden = !historyCursor;
+  if (moreHadFocus && !historyCursor) $("history").focus(); // its button is gone: focus stays in the history
   $("history").hidden = body.children.length === 0;
   $("history-empty").hidden = body.children.length > 0;
+  clearTimeout(historyRefresh);
+  if (fromStart && page.data.some((job) => !FINAL.includes(job.status))) {
+    historyRefresh = setTimeout(() => loadHistory(true), HISTORY_REFRESH_MS); // jobs still running: look again
+  }
 }
 
 function clearHistory() {
+  clearTimeout(historyRefresh);
   $("history").querySelector("tbody").textContent = "";
   $("history").hidden = true;
   $("history-more").hidden = true;
@@ -414,9 +468,10 @@ function historyRow(job) {
                  `${job.input.filename || job.input.url || "?"} (${job.input.width}×${job.input.height})`,
                  `${job.output.width}×${job.output.height} ${job.output_format}`,
                  job.status === "failed" && job.error ? `failed: ${job.error.message}` : job.status];
-  for (const text of cells) {
+  for (const [index, text] of cells.entries()) {
     const cell = document.createElement("td");
     cell.textContent = text;
+    if (index === 1) cell.className = "file";
     row.append(cell);
   }
   const result = document.createElement("td");

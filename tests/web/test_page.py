@@ -215,7 +215,49 @@ def test_changing_the_key_takes_the_previous_keys_jobs_off_the_page(page, api_se
     page.locator("#history tbody tr", has_text="mine.png").wait_for()
     page.fill("#key", "upk_not-a-key")
     page.dispatch_event("#key", "change")
-    page.locator("#notice", has_text="API key").wait_for()  # refused, and said so
+    page.locator("#notice", has_text="API key was not accepted").wait_for()  # refused, and said which way
     assert page.locator("#cards li").count() == 0
     assert page.locator("#history tbody tr").count() == 0 and page.locator("#history").is_hidden()
     shot(page, "07-key-changed")
+
+
+def test_on_a_phone_every_option_stays_usable_and_nothing_scrolls_sideways(browser, api_server, tmp_path):
+    """At 390 px: choosing an exact or print size once squeezed every other control to 2 px off-screen, and a long
+    file name or the history table made the page scroll sideways."""
+    url, _app = api_server
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    phone = context.new_page()
+    try:
+        phone.goto(url + "/")
+        phone.locator("#model option").nth(2).wait_for(state="attached")
+        for size in ("target", "print", "4"):
+            phone.select_option("#size", size)
+            for control in ("#size", "#format", "#model", "#key"):
+                box = phone.locator(control).bounding_box()
+                assert box["width"] > 100 and box["x"] + box["width"] <= 390, (size, control, box)
+        long_name = "a-product-photo-with-a-very-long-name-as-shops-export-them-" * 2 + ".png"
+        phone.set_input_files("#files", str(photo(tmp_path, long_name)))
+        phone.locator("#history tbody tr").first.wait_for()
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        assert phone.locator("#cards li .name").get_attribute("title") == long_name  # the whole name, on demand
+        shot(phone, "08-phone")
+    finally:
+        context.close()
+
+
+def test_options_the_browser_can_check_are_said_at_the_field_before_any_upload(page, tmp_path):
+    """A print size needs a DPI, an exact size a width or height: said at once, nothing is sent (the API's answer
+    came after the upload, in its own words)."""
+    page.select_option("#size", "print")
+    page.fill("#print-width", "10")
+    page.set_input_files("#files", str(photo(tmp_path, "poster.png")))
+    assert page.locator("#cards li").count() == 0
+    assert page.evaluate("document.getElementById('dpi').validity.valueMissing") is True
+    page.select_option("#size", "target")
+    page.set_input_files("#files", str(photo(tmp_path, "banner.png")))
+    assert page.locator("#cards li").count() == 0
+    assert "width or a height" in page.evaluate("document.getElementById('width').validationMessage")
+    page.fill("#width", "300")
+    page.set_input_files("#files", [str(photo(tmp_path, "first.png")), str(photo(tmp_path, "second.png", seed=1))])
+    names = page.locator("#cards li .name").all_inner_texts()
+    assert names == ["first.png", "second.png"]  # one drop keeps its order (it once came reversed)
