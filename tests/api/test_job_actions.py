@@ -104,6 +104,15 @@ def test_deliveries_are_listed_and_can_be_redelivered(client, receiver):
     assert missing.status_code == 404
 
 
+def expire(settings) -> int:
+    """One retention pass of the sweeper, as a worker process runs it."""
+    ctx = WorkerContext.create(settings)
+    try:
+        return expire_old_jobs(ctx)
+    finally:
+        ctx.engine.dispose()
+
+
 def test_retention_deletes_files_and_the_result_reads_expired(client, app, settings, db_session):
     storage = app.extensions["upscaler"].storage
     storage.put_bytes("inputs/old/i.png", image_bytes(), "image/png")
@@ -111,11 +120,7 @@ def test_retention_deletes_files_and_the_result_reads_expired(client, app, setti
     old = make_job(db_session, status="succeeded", input_key="inputs/old/i.png", output_key="results/old/r.png",
                    finished_at=utcnow() - timedelta(days=8))
     recent = make_job(db_session, status="succeeded", output_key="results/old/r.png", finished_at=utcnow())
-    ctx = WorkerContext.create(settings)
-    try:
-        assert expire_old_jobs(ctx) == 1
-    finally:
-        ctx.engine.dispose()
+    assert expire(settings) == 1
     assert not storage.exists("inputs/old/i.png") and not storage.exists("results/old/r.png")
     body = client.get(f"/v1/jobs/{old.id}").get_json()
     assert body["expired_at"] is not None and body["result_url"] is None
@@ -132,11 +137,7 @@ def test_retention_deletes_an_upload_a_canceled_attempt_left_behind(app, setting
     storage.put_bytes("results/gone/staged.png", image_bytes(), "image/png")
     make_job(db_session, status="canceled", input_key="inputs/gone/i.png", staged_output_key="results/gone/staged.png",
              finished_at=utcnow() - timedelta(days=8))
-    ctx = WorkerContext.create(settings)
-    try:
-        assert expire_old_jobs(ctx) == 1
-    finally:
-        ctx.engine.dispose()
+    assert expire(settings) == 1
     assert not storage.exists("results/gone/staged.png") and not storage.exists("inputs/gone/i.png")
 
 
