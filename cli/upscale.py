@@ -103,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"upscaler upscale: no model named {model!r}; known: {', '.join(sorted(engines.catalog))}",
               file=sys.stderr)
         return 2
+    if denoise is not None and not engines.catalog[model].accepts_denoise:  # as the API refuses it
+        takes = sorted(name for name, info in engines.catalog.items() if info.accepts_denoise)
+        print(f"upscaler upscale: model {model!r} takes no --denoise; use 'auto' or one of {', '.join(takes)}",
+              file=sys.stderr)
+        return 2
     bar = tqdm(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     failed = 0

@@ -201,6 +201,14 @@ def test_local_upscales_refuse_what_the_api_refuses_in_its_words(tmp_path):
     assert "pixels.png: PPM images are not accepted" in errors[2]
 
 
+def test_a_denoise_strength_for_a_model_that_takes_none_is_refused_as_the_api_refuses_it(tmp_path):
+    """It was silently dropped: the file ran without the strength asked for."""
+    source = write_image(tmp_path / "in.png", width=24, height=16)
+    result = run(["upscale", str(source), str(tmp_path / "out.png"), "--model", "residual_sr", "--denoise", "0.5"])
+    assert result.returncode == 2 and "takes no --denoise" in result.stderr and "residual_sr_cond" in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_a_count_below_one_is_a_usage_error_not_a_traceback():
     result = run(["jobs", "list", "--limit", "-1"])
     assert result.returncode == 2 and "must be 1 or more" in result.stderr and "Traceback" not in result.stderr

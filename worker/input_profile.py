@@ -129,16 +129,19 @@ def _block_laplacian(plane: np.ndarray, blocks: int, cols: int, side: int = BLOC
     return np.abs(lap[: blocks * side, : cols * side]).reshape(blocks, side, cols, side).mean(axis=(1, 3))
 
 
-def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
+def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32, opaque: np.ndarray | None = None) -> NoiseEstimate:
     """White noise in an image, from its flattest 16x16 blocks (not those partly clipped to black or white).
 
-    Computed a strip of block rows at a time, so a 20-megapixel input needs a few MB, not a full float copy.
+    ``opaque`` (H x W booleans, from the alpha channel): blocks with any pixel that is not fully opaque are left
+    out. A cut-out product photo's transparent background is flat behind its alpha, and read as the image's
+    flattest blocks it said "no noise" of a noisy photo. Computed a strip of block rows at a time, so a
+    20-megapixel input needs a few MB, not a full float copy.
     """
     height, width = rgb.shape[:2]
     if min(height, width) < 3 * BLOCK:
         return NoiseEstimate(0.0, 0.0)
     rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
-    luma, coarse, red, blue, clipped = [], [], [], [], []
+    luma, coarse, red, blue, clipped, covered = [], [], [], [], [], []
     for first in range(0, rows, strip_blocks):
         last = min(first + strip_blocks, rows)
         strip = rgb[first * BLOCK: last * BLOCK + 4, : cols * BLOCK + 4].astype(np.float64)
@@ -155,10 +158,14 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32) -> NoiseEstimate:
         inner = strip[1:-1, 1:-1]
         at_limit = ((inner <= 0) | (inner >= 255)).any(axis=-1)
         clipped.append(at_limit.reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
+        if opaque is not None:
+            seen = opaque[first * BLOCK + 1: last * BLOCK + 1, 1: cols * BLOCK + 1]
+            covered.append(seen.reshape(last - first, BLOCK, cols, BLOCK).all(axis=(1, 3)))
     fine, half, red_means, blue_means, clipped_share = (np.concatenate(m).ravel()
                                                         for m in (luma, coarse, red, blue, clipped))
-    usable = (clipped_share <= CLIPPED_SHARE) | ((fine == 0) & (red_means == 0) & (blue_means == 0))
-    keep = usable if usable.mean() >= 0.1 else np.ones_like(usable)
+    visible = np.concatenate(covered).ravel() if covered else np.ones(fine.shape, bool)
+    usable = ((clipped_share <= CLIPPED_SHARE) | ((fine == 0) & (red_means == 0) & (blue_means == 0))) & visible
+    keep = usable if usable.mean() >= 0.1 else (visible if visible.any() else np.ones_like(usable))
 
     def sigma(means: np.ndarray) -> float:
         return float(IMMERKAER * np.percentile(means[keep], 10))
@@ -347,8 +354,9 @@ def _lossy_and_quantizer(fmt: str, path: Path) -> tuple[bool, float | None]:
     return fmt in JPEG_FORMATS, None
 
 
-def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
-    """Profile an input file (its format and quantization tables) and its decoded RGB pixels."""
+def profile_input(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> InputProfile:
+    """Profile an input file (its format and quantization tables) and its decoded RGB pixels (with its alpha
+    channel, if any: only fully opaque pixels are read for noise)."""
     with open_image(path) as image:
         fmt = (image.format or "unknown").upper()
         tables = getattr(image, "quantization", None)
@@ -358,6 +366,6 @@ def profile_input(path: Path, rgb: np.ndarray) -> InputProfile:
     # a lossless file's pixels may hold a JPEG; a JPEG's, an earlier and coarser one (a JPEG saved again finer)
     own_table = tables.get(0) if quality is not None else None
     earlier = find_jpeg_history(rgb, finer_than=own_table) if not lossy or own_table is not None else None
-    noise = estimate_noise(rgb)
+    noise = estimate_noise(rgb, opaque=None if alpha is None else alpha == 255)
     return InputProfile(fmt, lossy, quality, noise.luma, earlier.grid if earlier else grid, noise.colour,
                         noise.white_luma, quantizer, earlier.quality if earlier else None)

@@ -143,7 +143,8 @@ def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest
     decoded = decode(source)
     height, width = decoded.rgb.shape[:2]
     planned = plan(width, height, size)
-    selection = select(model, denoise, profile_input(source, decoded.as_8bit().rgb), engines.catalog)
+    alpha = None if decoded.alpha is None else np.asarray(decoded.alpha)
+    selection = select(model, denoise, profile_input(source, decoded.as_8bit().rgb, alpha), engines.catalog)
     engine = engines.get(selection.model)
     return Prepared(decoded, planned, selection, engine, {"decode_s": time.monotonic() - t})
 

@@ -185,6 +185,13 @@ def test_auto_sends_jpegs_to_the_robust_network_and_pngs_to_the_fidelity_one(cat
     assert select(AUTO, None, png, catalog).strength is None
 
 
+def test_the_robust_network_named_for_a_clean_file_says_why_its_strength_is_zero(tmp_path, catalog):
+    """Its reason once named a noise sigma under every floor, as if that had set the strength."""
+    clean = _profile(tmp_path, "PNG", _photo())
+    chosen = select("residual_sr_cond", None, clean, catalog)
+    assert chosen.strength == 0 and chosen.reason == "asked for by name; lossless PNG, no noise measured"
+
+
 def test_denoise_overrides_the_measured_strength(catalog):
     routes = catalog[AUTO].routes
     png = InputProfile("PNG", False, None, 0.8)
@@ -207,6 +214,25 @@ def test_render_records_what_ran(tmp_path, catalog):
     assert rendered.selection.to_dict()["input"]["jpeg_quality"] == 70
     with Image.open(tmp_path / "out.png") as out:
         assert out.size == (128, 96)
+
+
+@pytest.mark.parametrize("transparent_share", [0.2, 0.4])
+def test_a_noisy_cut_out_photo_is_read_as_noisy_through_its_transparent_background(tmp_path, catalog,
+                                                                                    transparent_share):
+    """A product photo on a transparent background: the flat pixels behind the alpha were read as the image's
+    flattest blocks, so noise of sigma 10 measured 0 and the file went to the fidelity network."""
+    rgb = np.clip(_photo((240, 180)) + np.random.default_rng(7).normal(0, 10, (180, 240, 3)), 0, 255)
+    alpha = np.full((180, 240), 255, np.uint8)
+    cut = int(240 * transparent_share)
+    alpha[:, :cut] = 0
+    rgb[:, :cut] = 255  # what an editor leaves behind a cleared background
+    source = tmp_path / "cutout.png"
+    Image.fromarray(np.dstack([rgb.astype(np.uint8), alpha]), "RGBA").save(source)
+    rendered = render(source, tmp_path / "out.png", EngineRegistry(Settings()), AUTO, SizeRequest(scale=2), "png")
+    assert rendered.selection.model == catalog[AUTO].routes["robust"], rendered.selection.reason
+    assert rendered.selection.to_dict()["input"]["colour_noise_sigma"] > 7
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.mode == "RGBA" and out.getchannel("A").getpixel((10, 10)) == 0  # the background stays clear
 
 
 def _edge_phase(luma: np.ndarray, axis: int) -> int:

@@ -74,7 +74,8 @@ def select(requested: str, denoise: float | None, profile: InputProfile, catalog
             return Selection(requested, None, "asked for by name", profile)
         if denoise is not None:
             return Selection(requested, denoise, "asked for by name; denoise given", profile)
-        return Selection(requested, profile.strength, f"asked for by name; strength from {_why(profile)}", profile)
+        why = f"strength from {_why(profile)}" if profile.damaged else f"lossless {profile.format}, no noise measured"
+        return Selection(requested, profile.strength, f"asked for by name; {why}", profile)
     routes = catalog[AUTO].routes or {}
     if denoise is not None:
         if denoise > 0:
