@@ -117,13 +117,9 @@ def run(args: argparse.Namespace) -> int:
             bar.n = base + done / total
             bar.refresh()
 
-        if not source.is_file():
-            failed += 1
-            tqdm.write(f"error: {source}: no such file", file=sys.stderr)
-            bar.n = index + 1
-            bar.refresh()
-            continue
         try:
+            if not source.is_file():
+                raise FileNotFoundError("no such file")
             sniff(source.read_bytes(), settings.max_input_pixels)  # the API's checks: format, pixel limit
             destination.parent.mkdir(parents=True, exist_ok=True)
             result = render(source, destination, engines, model, size, fmt, args.quality, progress,

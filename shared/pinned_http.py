@@ -69,7 +69,8 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
         raise RefusedDestination(f"{host} is a cloud metadata or link-local address")
     if not allow_private:
         for address in addresses:
-            if not _plain(address).is_global or _plain(address).is_multicast:
+            reached = _plain(address)
+            if not reached.is_global or reached.is_multicast:
                 raise RefusedDestination(f"{host} resolves to a non-public address ({address})")
     if not addresses:
         raise RefusedDestination(f"{host} does not resolve")

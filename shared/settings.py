@@ -6,14 +6,14 @@ instead of mutating ``os.environ``; production mode refuses to start without a r
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from shared.signing import webhook_key
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 MIN_SECRET_LENGTH = 16
@@ -167,13 +167,10 @@ class Settings:
 
 def _webhook_key_ok(secret: str) -> bool:
     """A ``whsec_`` secret whose key decodes (checked at start: a bad one would fail every delivery instead)."""
-    if not secret.startswith("whsec_"):
-        return False
     try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except binascii.Error:
+        return len(webhook_key(secret)) >= MIN_WEBHOOK_KEY_BYTES
+    except ValueError:
         return False
-    return len(key) >= MIN_WEBHOOK_KEY_BYTES
 
 
 def load_or_create_secret(path: Path) -> str:

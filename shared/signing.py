@@ -1,10 +1,21 @@
-"""Signed, expiring links for objects the API serves itself (the local storage backend)."""
+"""Signed, expiring links for objects the API serves itself (the local storage backend), and the key inside a
+webhook signing secret (read where settings are checked and where deliveries are signed)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_<base64>``); ValueError when it is not one."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("a webhook secret starts with whsec_")
+    return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)  # binascii.Error: ValueError
 
 
 def sign(secret: str, key: str, expires_at: int) -> str:

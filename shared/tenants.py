@@ -62,8 +62,9 @@ def env_tenant(token: str) -> str:
 
 
 def _new_secret(row: ApiKey) -> str:
+    """A new secret on ``row`` (only its hash and prefix are kept); the key has not been used since."""
     token = KEY_PREFIX + secrets.token_urlsafe(32)
-    row.prefix, row.key_hash = token[:12], hash_key(token)
+    row.prefix, row.key_hash, row.last_used_at = token[:12], hash_key(token), None
     return token
 
 
@@ -81,7 +82,7 @@ def create_key(session: Session, name: str, rate_limit: int | None = None, max_a
         row = ApiKey(name=name, rate_limit=rate_limit, max_active=max_active, daily_megapixels=daily_megapixels)
         session.add(row)
     else:
-        row.revoked_at, row.created_at, row.last_used_at = None, utcnow(), None
+        row.revoked_at, row.created_at = None, utcnow()
         for field, value in (("rate_limit", rate_limit), ("max_active", max_active),
                              ("daily_megapixels", daily_megapixels)):
             if value is not None:
@@ -97,7 +98,6 @@ def rotate_key(session: Session, name: str) -> tuple[ApiKey, str] | None:
     if row is None:
         return None
     token = _new_secret(row)
-    row.last_used_at = None
     session.flush()
     return row, token
 

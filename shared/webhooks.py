@@ -23,6 +23,7 @@ from shared.job_view import job_view
 from shared.models import Job, WebhookDelivery, utcnow
 from shared.pinned_http import RefusedDestination, pin
 from shared.settings import Settings
+from shared.signing import WEBHOOK_SECRET_PREFIX, webhook_key
 from shared.storage import Storage
 
 
@@ -31,12 +32,12 @@ def signing_secret(settings: Settings) -> str:
     if settings.webhook_secret:
         return settings.webhook_secret
     derived = hmac.new(settings.secret_key.encode(), b"upscaler-webhooks", hashlib.sha256).digest()
-    return "whsec_" + base64.b64encode(derived).decode()
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(derived).decode()
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
     """The ``webhook-signature`` header value: ``v1,<base64 HMAC-SHA256 of id.timestamp.body>``."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    key = webhook_key(secret)
     digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 

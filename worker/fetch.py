@@ -52,8 +52,7 @@ def fetch(url: str, allow_private: bool, max_bytes: int, timeout: float) -> byte
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:  # a malformed length is left to the byte cap
                 raise FetchFailed("input_too_large", f"the image is {declared} bytes; the limit is {max_bytes}")
-            body = _read_body(response, max_bytes, deadline, timeout)
-            return body
+            return _read_body(response, max_bytes, deadline, timeout)
     raise FetchFailed("input_fetch_failed", f"more than {MAX_REDIRECTS} redirects")
 
 

@@ -97,3 +97,11 @@ CONV_FACTORIES: dict[str, Callable | None] = {"plain": None, "rep": rep_conv}
 def plain_weights(layer: layers.Layer) -> list[np.ndarray]:
     """The weights a layer of the shipped (plain) network takes from its same-named training layer."""
     return layer.fused_weights() if isinstance(layer, RepConv2D) else layer.get_weights()
+
+
+def set_plain_weights(layer: layers.Layer, weights: list[np.ndarray]) -> None:
+    """Give a training layer the weights of its plain counterpart (the inverse of ``plain_weights``)."""
+    if isinstance(layer, RepConv2D):
+        layer.load_fused(*weights)
+    else:
+        layer.set_weights(weights)

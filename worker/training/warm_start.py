@@ -16,7 +16,7 @@ import numpy as np
 
 from worker.engine.archs import get_arch
 from worker.engine.network import closes_residual_branch
-from worker.training.reparam import RepConv2D
+from worker.training.reparam import plain_weights, set_plain_weights
 
 
 def load_shipped(weights: Path) -> tuple[keras.Model, dict]:
@@ -47,17 +47,13 @@ def warm_start(model: keras.Model, weights: Path) -> list[str]:
         old = by_name.get(layer.name)
         if not layer.weights:
             continue
+        # in plain terms: a layer trained as branches (reparam) takes the plain conv's kernel and bias
+        shapes = [tuple(w.shape) for w in plain_weights(layer)]
         if old is None:
-            if closes_residual_branch(layer.name) and isinstance(layer, RepConv2D):
-                layer.load_fused(np.zeros(tuple(layer.full.shape), "float32"), np.zeros(layer.filters, "float32"))
-            elif closes_residual_branch(layer.name):
-                layer.set_weights([np.zeros(tuple(w.shape), "float32") for w in layer.weights])
+            if closes_residual_branch(layer.name):
+                set_plain_weights(layer, [np.zeros(shape, "float32") for shape in shapes])
             continue
-        if isinstance(layer, RepConv2D):  # trained as branches: they start summing to the shipped kernel
-            kernel, bias = old.get_weights()
-            layer.load_fused(_fit(np.asarray(kernel), tuple(layer.full.shape)), np.asarray(bias))
-        else:
-            layer.set_weights([_fit(np.asarray(o), tuple(n.shape)) for o, n in zip(old.get_weights(), layer.weights,
-                                                                                   strict=True)])
+        set_plain_weights(layer, [_fit(np.asarray(o), shape) for o, shape in zip(old.get_weights(), shapes,
+                                                                                  strict=True)])
         copied.append(layer.name)
     return copied
