@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -43,8 +45,9 @@ class SweepReport:
 
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     requeued, failed = release_expired_leases(ctx)
-    enqueued = _enqueue_pending_jobs(ctx, celery)
-    bands = republish_stalled_bands(ctx, celery)
+    waiting = functools.cache(lambda: _in_broker(ctx))  # read at most once a sweep, and only if something is stale
+    enqueued = _enqueue_pending_jobs(ctx, celery, waiting)
+    bands = republish_stalled_bands(ctx, celery, waiting)
     with unit_of_work(ctx.sessions) as session:
         due = deliveries.take_due(session, grace_seconds=5.0)
     publish_deliveries(celery, due)
@@ -82,12 +85,14 @@ def release_expired_leases(ctx: WorkerContext) -> tuple[list[str], list[str]]:
     return requeued, failed
 
 
-def republish_stalled_bands(ctx: WorkerContext, celery: Celery) -> int:
+def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
+                            waiting: Callable[[], set[tuple[str, ...]]]) -> int:
     """Bands of running split jobs whose worker was killed (lease expired) or whose message may be lost are
-    published again; claiming is conditional, so a duplicate does nothing."""
+    published again; claiming is conditional, so a duplicate does nothing. ``waiting()`` gives the messages the
+    inference queue holds (``_in_broker``)."""
     with ctx.sessions() as session:
         stalled = [(b.job_id, b.index) for b in job_bands.stalled(session, ctx.settings.queued_stale_seconds)]
-    present = _in_broker(ctx) if stalled else set()
+    present = waiting() if stalled else set()
     published = 0
     for job_id, index in stalled:
         if (RUN_BAND, job_id, str(index)) not in present:  # else its message still waits: only its clock restarts
@@ -118,10 +123,10 @@ def _in_broker(ctx: WorkerContext) -> set[tuple[str, ...]]:
         return set()
 
 
-def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery) -> int:
+def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery, waiting: Callable[[], set[tuple[str, ...]]]) -> int:
     with ctx.sessions() as session:
         pending = jobs.jobs_to_enqueue(session, ctx.settings.queued_stale_seconds)
-    present = _in_broker(ctx) if pending else set()
+    present = waiting() if pending else set()
     enqueued = 0
     for job_id in pending:
         if (RUN_JOB, job_id) in present:  # its message is still there: only its clock starts again

@@ -187,6 +187,25 @@ def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
+def test_a_sweep_finding_stale_jobs_and_bands_reads_the_queue_once(workers, db_session, monkeypatch):
+    """Both kinds of stale work are checked against one read of the inference lists (a long backlog is
+    read in chunks: reading it twice a period doubled the sweeper's Redis traffic)."""
+    from worker import sweeper
+
+    first = workers[0]
+    job = _planned_only(first, db_session, monkeypatch)
+    db_session.query(JobBand).filter_by(job_id=job.id).update({"updated_at": seconds_ago(3600)})
+    stale = _job(first, db_session, enqueued_at=seconds_ago(3600))
+    db_session.commit()
+    redis.Redis.from_url(first.settings.redis_url).flushdb()
+    reads = []
+    real = sweeper.waiting_inference_messages
+    monkeypatch.setattr(sweeper, "waiting_inference_messages", lambda client: reads.append(1) or real(client))
+    report = sweep(first, first.celery)
+    assert (report.enqueued, report.bands, len(reads)) == (1, job.bands_total, 1)
+    assert reload(db_session, stale).enqueued_at > seconds_ago(60)
+
+
 def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers, db_session, monkeypatch):
     first, _, third = workers
     job = _planned_only(first, db_session, monkeypatch)
