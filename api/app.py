@@ -10,7 +10,7 @@ from flask import Flask
 from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.quotas import install_rate_limit
-from api.routes import deliveries, files, health, jobs, meta, metrics, models, page, reference
+from api.routes import deliveries, files, health, jobs, meta, metrics, models, page, reference, webhooks
 from api.security import install_security
 from api.services import Services
 from shared.catalog import catalog_for
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         redis=Services.redis_for(settings),
         waiters=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
     )
-    for module in (jobs, deliveries, models, files, health, meta, metrics, page, reference):
+    for module in (jobs, deliveries, webhooks, models, files, health, meta, metrics, page, reference):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
     metrics.instrument(app)  # first: its clock starts before any hook that may refuse the request

@@ -1,4 +1,5 @@
-"""``upscaler keys create|list|revoke``: API keys (tenants) as data, in the database the API uses."""
+"""``upscaler keys create|list|rotate|revoke|webhook-secret``: API keys (tenants) as data, in the database the API
+uses, and each tenant's webhook signing secret."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rotate = actions.add_parser("rotate", help="a new secret for a key (the old one stops working at once)")
     rotate.add_argument("name")
     rotate.set_defaults(func=run_rotate)
+    webhook = actions.add_parser("webhook-secret", help="print the whsec_ secret a tenant's receivers verify its "
+                                 "webhook messages with (also GET /v1/webhooks/secret with its key)")
+    webhook.add_argument("name", help="a key's name, public (the open development API) or env-... (a bootstrap key)")
+    webhook.set_defaults(func=run_webhook_secret)
 
 
 def _sessions():
@@ -99,3 +104,23 @@ def run_revoke(args: argparse.Namespace) -> int:
     print(f"revoked {args.name!r}" if revoked else f"no active key named {args.name!r}",
           file=sys.stdout if revoked else sys.stderr)
     return 0 if revoked else 1
+
+
+def run_webhook_secret(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from shared.models import PUBLIC_TENANT, ApiKey
+    from shared.settings import Settings
+    from shared.tenants import env_tenant
+    from shared.webhooks import signing_secret
+
+    settings = Settings.from_env()
+    known = {PUBLIC_TENANT, *(env_tenant(key) for key in settings.api_key_list)}
+    if args.name not in known:
+        with _sessions()() as session:
+            known.update(session.scalars(select(ApiKey.name).where(ApiKey.name == args.name)))
+    if args.name not in known:  # a typo must not print a secret nobody's messages are signed with
+        print(f"upscaler keys: no tenant named {args.name!r} ('upscaler keys list' shows them)", file=sys.stderr)
+        return 1
+    print(signing_secret(settings, args.name))
+    return 0

@@ -20,19 +20,29 @@ from sqlalchemy.orm import Session
 from shared.deliveries import JITTER
 from shared.events import wanted_events
 from shared.job_view import job_view
-from shared.models import Job, WebhookDelivery, utcnow
+from shared.models import PUBLIC_TENANT, Job, WebhookDelivery, utcnow
 from shared.pinned_http import RefusedDestination, pin
 from shared.settings import Settings
 from shared.signing import WEBHOOK_SECRET_PREFIX, webhook_key
 from shared.storage import Storage
 
 
-def signing_secret(settings: Settings) -> str:
-    """The ``whsec_`` secret: configured, or derived from the platform secret (stable across restarts)."""
+def signing_secret(settings: Settings, tenant: str) -> str:
+    """The ``whsec_`` secret that ``tenant``'s receivers verify its messages with.
+
+    Each tenant has its own: with one secret for the whole deployment, any customer could sign a message that
+    another customer's receiver would accept (a forged ``job.succeeded`` pointing at any file). The deployment
+    secret (``UPSCALER_WEBHOOK_SECRET``, else derived from ``UPSCALER_SECRET_KEY``, stable across restarts) is the
+    open development API's tenant's, as it always was; every other tenant's is an HMAC of its name under that
+    secret, so nothing is stored, a worker needs only the job's tenant, and changing the deployment secret
+    rotates them all."""
     if settings.webhook_secret:
-        return settings.webhook_secret
-    derived = hmac.new(settings.secret_key.encode(), b"upscaler-webhooks", hashlib.sha256).digest()
-    return WEBHOOK_SECRET_PREFIX + base64.b64encode(derived).decode()
+        deployment = webhook_key(settings.webhook_secret)
+    else:
+        deployment = hmac.new(settings.secret_key.encode(), b"upscaler-webhooks", hashlib.sha256).digest()
+    key = deployment if tenant == PUBLIC_TENANT else \
+        hmac.new(deployment, b"upscaler-webhooks/tenant/" + tenant.encode(), hashlib.sha256).digest()
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(key).decode()
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:

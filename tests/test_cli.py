@@ -110,6 +110,24 @@ def test_keys_create_list_revoke(tmp_path):
     assert reserved.returncode == 2 and "reserved" in reserved.stderr
 
 
+def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
+    """What an operator hands a customer for its receivers: its own secret, the one the API serves it."""
+    from shared.settings import Settings
+    from shared.tenants import env_tenant
+    from shared.webhooks import signing_secret
+
+    env = {"UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}", "UPSCALER_SECRET_KEY": "s" * 32,
+           "UPSCALER_WEBHOOK_SECRET": "", "UPSCALER_API_KEYS": "upk_bootstrap"}
+    assert run(["migrate"], env=env).returncode == 0
+    assert run(["keys", "create", "--name", "acme"], env=env).returncode == 0
+    settings = Settings(secret_key="s" * 32)
+    for tenant in ("acme", "public", env_tenant("upk_bootstrap")):
+        printed = run(["keys", "webhook-secret", tenant], env=env)
+        assert (printed.returncode, printed.stdout.strip()) == (0, signing_secret(settings, tenant)), printed.stderr
+    typo = run(["keys", "webhook-secret", "acne"], env=env)
+    assert (typo.returncode, typo.stdout) == (1, "") and "no tenant named 'acne'" in typo.stderr
+
+
 @pytest.mark.slow
 def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, tmp_path):
     """`upscaler submit` over real HTTP with a real worker: a folder and a file, progress, results named

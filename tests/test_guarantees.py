@@ -13,6 +13,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from cli.processes import start_redis, stop
+from shared.models import PUBLIC_TENANT
 from shared.webhooks import signing_secret
 from tests.conftest import image_bytes
 from tests.workers import children, start_beat, start_worker, wait_for, wait_until_ready, with_beat
@@ -158,7 +159,8 @@ def test_cancel_stops_a_running_job_at_the_next_tile(settings, tmp_path, receive
     assert "lease lost" in (tmp_path / "w.log").read_text()
     job = client.get(f"/v1/jobs/{job_id}").get_json()
     assert job["status"] == "canceled" and result_objects(settings) == []
-    event = Webhook(signing_secret(settings)).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
+    event = Webhook(signing_secret(settings, PUBLIC_TENANT)).verify(receiver.requests[0]["body"],
+                                                                    receiver.requests[0]["headers"])
     assert event["type"] == "job.canceled"
 
 
@@ -191,7 +193,7 @@ def test_webhook_delivered_by_the_worker_and_verifiable(settings, tmp_path, rece
             time.sleep(0.1)
     finally:
         stop(worker)
-    secret = signing_secret(settings)
+    secret = signing_secret(settings, PUBLIC_TENANT)
     events = sorted(Webhook(secret).verify(r["body"], r["headers"])["type"] for r in receiver.requests)
     assert events == ["job.started", "job.succeeded"]
     deliveries = client.get(f"/v1/jobs/{job_id}/deliveries").get_json()["data"]

@@ -13,7 +13,7 @@ from tests.images import image_bytes
 from tests.workers import start_worker
 
 
-def test_typed_errors_pagination_and_idempotent_submits(api_server, db_session, tmp_path, monkeypatch):
+def test_typed_errors_pagination_and_idempotent_submits(api_server, settings, db_session, tmp_path, monkeypatch):
     base, _ = api_server
     _, key = create_key(db_session, "sdk-tenant")
     db_session.commit()
@@ -39,6 +39,9 @@ def test_typed_errors_pagination_and_idempotent_submits(api_server, db_session, 
     assert invalid.value.code == "invalid_parameter" and invalid.value.status == 422
     assert client.jobs.cancel(first.id).status == "canceled"
     assert {m.name for m in client.models.list()} >= {"auto", "bicubic"}
+    from shared.webhooks import signing_secret
+
+    assert client.webhook_secret() == signing_secret(settings, "sdk-tenant")  # what its messages are signed with
 
 
 def test_a_daily_quota_is_raised_at_once_not_waited_out(api_server, db_session):

@@ -7,10 +7,11 @@ import time
 
 import requests
 from celery import Celery
+from sqlalchemy import select
 
 from shared import deliveries, metrics
 from shared.db import unit_of_work
-from shared.models import WebhookDelivery
+from shared.models import Job, WebhookDelivery
 from shared.pinned_http import RefusedDestination, pinned_request
 from shared.queue import enqueue_delivery
 from shared.webhooks import signed_headers, signing_secret
@@ -29,12 +30,13 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
     with ctx.sessions() as session:
         delivery = session.get(WebhookDelivery, delivery_id)
         url, payload = delivery.url, delivery.payload
+        tenant = session.scalar(select(Job.tenant).where(Job.id == delivery.job_id))
     status_code, latency_ms, error = None, None, None
     started = time.perf_counter()
     try:  # resolved once, checked, and connected to exactly that address (no DNS rebinding)
         response = pinned_request("POST", url, settings.webhook_allow_private, data=payload.encode(),
                                   timeout=settings.webhook_timeout,
-                                  headers=signed_headers(signing_secret(settings), delivery_id, payload))
+                                  headers=signed_headers(signing_secret(settings, tenant), delivery_id, payload))
         status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")

@@ -113,6 +113,20 @@ def test_production_never_runs_open(settings):
     assert (response.status_code, response.get_json()["code"]) == (401, "unauthorized")
 
 
+def test_each_tenant_reads_its_own_webhook_secret(app, client, tenants):
+    """One secret for the whole deployment let any customer sign messages another customer's receiver accepts."""
+    from shared.webhooks import signing_secret
+
+    settings = app.extensions["upscaler"].settings
+    answers = {name: client.get("/v1/webhooks/secret", headers=headers) for name, headers in tenants.items()}
+    assert {name: (r.status_code, r.headers["Cache-Control"]) for name, r in answers.items()} == \
+        {"a": (200, "no-store"), "b": (200, "no-store")}
+    assert answers["a"].get_json() == {"tenant": "acme", "secret": signing_secret(settings, "acme")}
+    assert answers["b"].get_json() == {"tenant": "globex", "secret": signing_secret(settings, "globex")}
+    assert answers["a"].get_json()["secret"] != answers["b"].get_json()["secret"]
+    assert client.get("/v1/webhooks/secret").status_code == 401  # keys exist: no key, no secret
+
+
 def test_development_without_keys_is_open_as_the_public_tenant(client):
     response = submit_as(client, {})
     assert response.status_code == 202

@@ -11,7 +11,7 @@ from shared.webhooks import refused_destination, signed_headers, signing_secret
 
 
 def test_signature_verifies_with_the_standardwebhooks_library():
-    secret = signing_secret(Settings(secret_key="k" * 32))
+    secret = signing_secret(Settings(secret_key="k" * 32), "acme")
     assert secret.startswith("whsec_")
     body = json.dumps({"type": "job.succeeded", "data": {"id": "x"}})
     headers = signed_headers(secret, "msg_1", body)
@@ -21,10 +21,22 @@ def test_signature_verifies_with_the_standardwebhooks_library():
 
 
 def test_configured_secret_wins_and_derived_secret_is_stable():
-    assert signing_secret(Settings(webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")) == \
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    assert signing_secret(Settings(secret_key="a" * 32)) == signing_secret(Settings(secret_key="a" * 32))
-    assert signing_secret(Settings(secret_key="a" * 32)) != signing_secret(Settings(secret_key="b" * 32))
+    configured = Settings(webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert signing_secret(configured, "public") == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert signing_secret(Settings(secret_key="a" * 32), "public") == signing_secret(Settings(secret_key="a" * 32),
+                                                                                      "public")
+    assert signing_secret(Settings(secret_key="a" * 32), "public") != signing_secret(Settings(secret_key="b" * 32),
+                                                                                      "public")
+
+
+def test_each_tenant_has_its_own_secret_from_the_deployments():
+    """The open API's tenant keeps the deployment secret; every other tenant's is derived from it, so a change of
+    the deployment secret changes them all, and no tenant's secret gives another's."""
+    configured, other = Settings(webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), Settings(secret_key="a" * 32)
+    secrets = {signing_secret(settings, tenant) for settings in (configured, other)
+               for tenant in ("public", "acme", "globex", "env-0123456789ab")}
+    assert len(secrets) == 8 and all(s.startswith("whsec_") for s in secrets)
+    assert signing_secret(configured, "acme") == signing_secret(configured, "acme")
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1/hook", "http://localhost:8080/x", "http://10.0.0.5/",

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from shared import deliveries
 from shared.models import WebhookAttempt, WebhookDelivery
@@ -30,7 +31,7 @@ def test_events_are_signed_and_carry_the_job_json(ctx, db_session, receiver):
     assert pipeline.run_job(ctx, job.id) == "succeeded"
     deliver_all(ctx, db_session, job.id)
     assert [m.status for m in messages(db_session, job.id)] == ["delivered", "delivered"]
-    secret = signing_secret(ctx.settings)
+    secret = signing_secret(ctx.settings, job.tenant)
     bodies = [Webhook(secret).verify(r["body"], r["headers"]) for r in receiver.requests]
     assert [b["type"] for b in bodies] == ["job.started", "job.succeeded"]
     assert bodies[0]["data"]["status"] == "running"
@@ -43,6 +44,20 @@ def test_events_are_signed_and_carry_the_job_json(ctx, db_session, receiver):
     lives = (expires - datetime.now(UTC)).total_seconds()
     retries = sum(ctx.settings.webhook_retry_delays) * 1.2
     assert retries + ctx.settings.result_url_ttl - 60 < lives <= retries + ctx.settings.result_url_ttl
+
+
+def test_a_tenants_messages_verify_with_its_own_secret_only(ctx, db_session, receiver):
+    """Signed with the job's tenant's secret: another tenant's secret (or the deployment's) does not verify it,
+    so a customer cannot forge messages for another customer's receiver."""
+    job = queued_job(ctx, db_session, webhook_url=receiver.url, tenant="acme")
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    deliver_all(ctx, db_session, job.id)
+    [request] = receiver.requests
+    assert Webhook(signing_secret(ctx.settings, "acme")).verify(request["body"], request["headers"])["data"]["id"] \
+        == job.id
+    for other in ("globex", "public"):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(signing_secret(ctx.settings, other)).verify(request["body"], request["headers"])
 
 
 def test_default_events_are_the_terminal_ones(ctx, db_session, receiver):

@@ -35,6 +35,10 @@ class Client:
         self.jobs = Jobs(self)
         self.models = Models(self)
 
+    def webhook_secret(self) -> str:
+        """The ``whsec_`` secret this key's tenant's webhook messages are signed with (for ``verify_webhook``)."""
+        return self.request("GET", "/v1/webhooks/secret").json()["secret"]
+
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
