@@ -22,18 +22,38 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
+def _migrate(connection) -> None:
+    """Run the migrations on ``connection``; on SQLite with its foreign keys off for the while.
+
+    Why: batch mode alters a SQLite table by copying it and dropping the original, and with foreign keys on (as
+    ``make_engine`` sets them) dropping ``jobs`` deletes every row that references it, ``ON DELETE CASCADE``: an
+    upgrade emptied the webhook deliveries, their attempts and the idempotency keys. The pragma only takes
+    effect outside a transaction, so it is set before the migration's transaction begins and restored after;
+    ``foreign_key_check`` then proves no reference was left dangling.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
-        return
+        if sqlite:
+            dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if dangling:
+                raise RuntimeError(f"the migration left rows referencing missing ones: {dangling[:5]}")
+    finally:
+        if sqlite:
+            connection.commit()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
+def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(conn)
     engine.dispose()
 
 

@@ -1,12 +1,13 @@
 """Alembic: one head, upgrade from empty on both databases, and models == migrations."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from shared.db import make_engine
-from shared.migrate import alembic_config
+from shared.migrate import alembic_config, upgrade
 from shared.models import Base
 
 
@@ -22,5 +23,51 @@ def test_upgrade_from_empty_creates_the_schema_and_matches_the_models(database_u
             assert "jobs" in inspect(conn).get_table_names()
             context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
             assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+TABLES = ("jobs", "idempotency_keys", "webhook_deliveries", "webhook_attempts")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'upgrade.db'}"
+    return request.getfixturevalue("postgres").create_database()
+
+
+def test_every_upgrade_keeps_the_rows_a_database_already_holds(empty_database):
+    """On SQLite, batch mode rebuilds ``jobs`` by dropping it: with foreign keys on, that deleted every delivery,
+    attempt and idempotency key (ON DELETE CASCADE) at 0006 and 0007. Rows seeded at 0005 (the first revision
+    with all four tables) must survive each later revision, on both databases."""
+    script = ScriptDirectory.from_config(alembic_config(empty_database))
+    later = [rev.revision for rev in reversed(list(script.walk_revisions("0005", "head")))][1:]
+    assert later  # there are revisions after the seed to run
+    upgrade(empty_database, "0005")
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "insert into jobs (id, tenant, status, created_at, updated_at, scale, model, output_format, input_key,"
+                " input_format, input_bytes, input_width, input_height, progress, attempts) values ('j1', 'acme',"
+                " 'succeeded', '2026-01-01', '2026-01-01', 4, 'auto', 'png', 'k', 'png', 1, 1, 1, 1, 1)"))
+            conn.execute(text("insert into idempotency_keys (key, request_hash, job_id, created_at)"
+                              " values ('ik', 'h', 'j1', '2026-01-01')"))
+            conn.execute(text(
+                "insert into webhook_deliveries (id, job_id, event, url, payload, status, attempts, next_attempt_at,"
+                " created_at, updated_at) values ('d1', 'j1', 'job.succeeded', 'http://127.0.0.1/', '{}', 'pending',"
+                " 2, '2026-01-01', '2026-01-01', '2026-01-01')"))
+            conn.execute(text("insert into webhook_attempts (delivery_id, attempted_at, status_code)"
+                              " values ('d1', '2026-01-01', 500)"))
+        for revision in later:
+            upgrade(empty_database, revision)
+            with engine.connect() as conn:
+                counts = {t: conn.execute(text(f"select count(*) from {t}")).scalar() for t in TABLES}
+            assert counts == dict.fromkeys(TABLES, 1), revision
+        with engine.connect() as conn:
+            assert conn.execute(text("select tenant, status from jobs")).one() == ("acme", "succeeded")
+            if engine.dialect.name == "sqlite":  # the pragma is back on for the application's connections
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
