@@ -27,7 +27,7 @@ from api.uploads import Upload, read_upload
 from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES
-from shared.limits import EXTENSIONS, check_output
+from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_output
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
 from shared.queue import enqueue_job
 from shared.sizing import SizeError, SizePlan
@@ -37,7 +37,6 @@ from shared.storage import StorageError, new_key
 from shared.webhooks import refused_destination
 
 log = logging.getLogger(__name__)
-MAX_WAIT_SECONDS = 60
 
 
 @dataclass(frozen=True)

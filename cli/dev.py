@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.image.exists():
         print(f"no such image: {args.image}", file=sys.stderr)
         return 2
+    if args.port and port_open("127.0.0.1", args.port):  # else the launcher would talk to whatever listens there
+        print(f"upscaler dev: port {args.port} is in use; choose another --port (or leave it out)", file=sys.stderr)
+        return 2
     args.var.mkdir(parents=True, exist_ok=True)
     started: list[subprocess.Popen] = []
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"API on {base} (web page: {base}/, OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
 
         keys = [k.strip() for k in env.get("UPSCALER_API_KEYS", "").split(",") if k.strip()]
-        client = Client(base, keys[0] if keys else "")
+        client = Client(base, keys[0] if keys else None)  # None: the client's own UPSCALER_API_KEY
         job = client.jobs.create(args.image, scale=args.scale, format=args.format, model=args.model)
         print(f"submitted job {job.id}: {args.image.name} {job.input.width}x{job.input.height} "
               f"-> x{args.scale} {job.output.width}x{job.output.height} {args.format} ({job.model})")

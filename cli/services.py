@@ -7,11 +7,27 @@ import os
 import sys
 
 from cli.arguments import positive_int
+from shared.limits import MAX_WAIT_SECONDS
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
 # gunicorn's default access line logs the request line with its query string, which for a signed file link is
 # the credential itself; %(U)s is the path alone.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+# On shutdown gunicorn lets requests in flight finish for this long: the longest ``Prefer: wait`` and a slow
+# upload's tail. It was 30 s while a request may wait 60: a rollout cut such a request off after its job was made,
+# and a client without an Idempotency-Key retried into a second job. Grace periods in deploy/ exceed it.
+GRACEFUL_SECONDS = MAX_WAIT_SECONDS + 15
+QUEUES = (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE)
+
+
+def queue_names(text: str) -> str:
+    """``--queues``: known names only (a typo had a worker idle on a queue nobody publishes to)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUEUES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown queue {', '.join(unknown) or '(none given)'!s}; "
+                                         f"known: {', '.join(QUEUES)}")
+    return ",".join(names)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     api.set_defaults(func=run_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("--queues", default=f"{INFERENCE_QUEUE},{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}",
-                        help="comma-separated queues to consume")
+    worker.add_argument("--queues", type=queue_names, default=",".join(QUEUES),
+                        help=f"comma-separated queues to consume, of {', '.join(QUEUES)}")
     worker.add_argument("--concurrency", type=positive_int, default=None,
                         help="processes (default $UPSCALER_WORKER_CONCURRENCY)")
     worker.add_argument("--beat", action="store_true", help="also run the periodic sweeper in this process")
@@ -68,21 +84,34 @@ def run_api(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
             "--access-logformat", ACCESS_LOG_FORMAT, "--logger-class", "cli.gunicorn_logs.Logger",
-            "--graceful-timeout", "30", "--timeout", "120"]
+            "--graceful-timeout", str(GRACEFUL_SECONDS), "--timeout", "120"]
     _multiprocess_metrics_dir("api")
     os.execv(sys.executable, argv)
     return 0
 
 
+def _celery(settings) -> list[str]:
+    """The Celery command line's start; quiet (no banner) where every line must be JSON."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", *(["--quiet"] if settings.log_format == "json"
+                                                                        else [])]
+
+
+def _beat_schedule() -> list[str]:
+    """Beat's state file in the temporary folder, not the working directory (which may be read-only, or a
+    checkout): the sweep runs on an interval, so nothing in it needs to outlive the process."""
+    return ["--schedule", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"upscaler-beat-{os.getpid()}")]
+
+
 def run_worker(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
-    concurrency = args.concurrency or Settings.from_env().worker_concurrency
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--queues", args.queues,
+    settings = Settings.from_env()  # here, not in Celery's loader: a bad setting is one line, not a traceback
+    concurrency = args.concurrency or settings.worker_concurrency
+    argv = [*_celery(settings), "worker", "--queues", args.queues,
             "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,
             "--without-gossip", "--without-mingle"]
     if args.beat:
-        argv += ["--beat", "--schedule", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"upscaler-beat-{os.getpid()}")]
+        argv += ["--beat", *_beat_schedule()]
     _multiprocess_metrics_dir("worker")
     os.execv(sys.executable, argv)
     return 0
@@ -98,7 +127,9 @@ def run_worker_health(args: argparse.Namespace) -> int:
 
 
 def run_beat(args: argparse.Namespace) -> int:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", args.loglevel]
+    from shared.settings import Settings
+
+    argv = [*_celery(Settings.from_env()), "beat", "--loglevel", args.loglevel, *_beat_schedule()]
     os.execv(sys.executable, argv)
     return 0
 

@@ -6,6 +6,7 @@ instead of mutating ``os.environ``; production mode refuses to start without a r
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -21,6 +22,22 @@ HEARTBEAT_MARGIN = 5.0  # seconds between a pool process's first heartbeat and t
 MIN_WEBHOOK_KEY_BYTES = 16  # Standard Webhooks keys are 24..64 random bytes; ours (derived) are 32
 PRECISIONS = ("float32", "bfloat16")  # what a network computes in (worker.engine.precision maps them to Keras)
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: chosen from the hardware
+
+
+# Every count, size, duration and port has a floor, checked at start: a zero or negative one was accepted and
+# failed later and elsewhere (a sweep interval of 0 flooded Redis with sweeps; an enqueue timeout of 0 made every
+# publish fail; a job time limit of 0 killed every job after a minute).
+POSITIVE = ("api_port", "api_threads", "max_upload_bytes", "max_input_pixels", "max_output_pixels",
+            "max_whole_output_pixels", "result_url_ttl", "tile_size", "memory_budget_mb", "band_output_pixels",
+            "job_time_limit", "lease_seconds", "max_attempts", "queued_stale_seconds", "sweep_interval",
+            "enqueue_timeout", "webhook_timeout", "input_fetch_timeout", "idempotency_ttl", "worker_concurrency",
+            "worker_start_timeout", "worker_heartbeat_timeout")
+NON_NEGATIVE = {"api_workers": "cores + 1", "split_output_pixels": "never split", "visibility_timeout": "derived",
+                "rate_limit_per_minute": "unlimited", "max_active_jobs": "unlimited", "daily_megapixels": "unlimited",
+                "retention_seconds": "keep", "worker_metrics_port": "off", "model_load_delay": "none",
+                "inference_threads": "TensorFlow's default"}
+MIN_S3_PART_MB = 5
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class SettingsError(ValueError):
@@ -147,7 +164,7 @@ class Settings:
             raise SettingsError("UPSCALER_PUBLIC_URL must be set in production (e.g. https://upscale.example.com): "
                                 "links are built from it, never from a request's Host header")
         try:
-            if any(d < 0 for d in self.webhook_retry_delays):
+            if any(not 0 <= d < math.inf for d in self.webhook_retry_delays):
                 raise ValueError
         except ValueError as exc:
             raise SettingsError("UPSCALER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from exc
@@ -159,10 +176,18 @@ class Settings:
             raise SettingsError(f"UPSCALER_WORKER_HEARTBEAT_TIMEOUT ({self.worker_heartbeat_timeout:g}) must exceed "
                                 f"UPSCALER_WORKER_START_TIMEOUT ({self.worker_start_timeout:g}) by more than "
                                 f"{HEARTBEAT_MARGIN:g} s")
-        for name in ("max_upload_bytes", "max_input_pixels", "max_output_pixels", "max_whole_output_pixels",
-                     "tile_size", "lease_seconds", "band_output_pixels"):
+        for name in POSITIVE:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be positive")
+        for name in NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"UPSCALER_{name.upper()} must be 0 or more (0: {NON_NEGATIVE[name]})")
+        for name in ("api_port", "worker_metrics_port"):
+            if getattr(self, name) > 65535:
+                raise SettingsError(f"UPSCALER_{name.upper()} must be a TCP port (at most 65535)")
+        if self.s3_multipart_threshold_mb < MIN_S3_PART_MB:
+            raise SettingsError(f"UPSCALER_S3_MULTIPART_THRESHOLD_MB must be at least {MIN_S3_PART_MB} (S3's smallest "
+                                "part)")
 
 
 def _webhook_key_ok(secret: str) -> bool:
@@ -195,11 +220,18 @@ def load_or_create_secret(path: Path) -> str:
 def _parse(name: str, raw: str, kind: type) -> Any:
     try:
         if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word not in TRUE_WORDS + FALSE_WORDS:  # a typo ("ture") must not quietly mean false
+                raise ValueError
+            return word in TRUE_WORDS
         if kind in (int, float):
-            return kind(raw)
+            value = kind(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
         if issubclass(kind, Path):
             return Path(raw)
         return raw
     except ValueError as exc:
-        raise SettingsError(f"UPSCALER_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+        words = f" ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})" if kind is bool else ""
+        raise SettingsError(f"UPSCALER_{name.upper()}={raw!r} is not a valid {kind.__name__}{words}") from exc

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -46,7 +48,12 @@ def test_migrate_creates_the_schema(tmp_path):
 
 @pytest.mark.slow
 def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_url):
-    env = {"UPSCALER_REDIS_URL": redis_url, "UPSCALER_API_KEYS": "dev-key"}  # the launcher's client uses it
+    """With a key in the database, the launcher's client sends UPSCALER_API_KEY (the CLI's documented variable;
+    it once sent none and got 401)."""
+    database = {"UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'upscaler.db'}"}
+    assert run(["migrate"], env=database).returncode == 0
+    created = run(["keys", "create", "--name", "me"], env=database)
+    env = {**database, "UPSCALER_REDIS_URL": redis_url, "UPSCALER_API_KEY": created.stdout.strip().splitlines()[-1]}
     result = subprocess.run([*UPSCALER, "dev", "--exit", "--scale", "2", "--port", str(free_port()),
                              "--var", str(tmp_path / "var")], capture_output=True, text=True, timeout=300,
                             env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=tmp_path)
@@ -55,6 +62,46 @@ def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_
     assert "done in" in result.stdout and str(produced) in result.stdout
     with Image.open(produced) as out:
         assert out.size == (800, 600)
+
+
+def test_dev_launcher_refuses_a_port_something_else_listens_on(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = run(["dev", "--exit", "--port", str(port), "--var", str(tmp_path / "var")], timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"port {port} is in use" in result.stderr and not (tmp_path / "var" / "logs").exists()
+
+
+def test_worker_and_beat_check_settings_and_queues_before_starting_celery():
+    """A bad setting is one line (it was a 45-line Celery traceback in every worker, and beat never checked);
+    a misspelled queue is refused (the worker idled on a queue nobody publishes to)."""
+    for command in (["worker", "--queues", "maintenance", "--concurrency", "1"], ["beat"]):
+        result = run(command, env={"UPSCALER_ENV": "prod"}, timeout=60)
+        assert (result.returncode, result.stderr.strip()) == \
+            (1, f"upscaler {command[0]}: UPSCALER_ENV must be development, production or test"), result.stderr
+    typo = run(["worker", "--queues", "maintenance,webhook"], timeout=60)
+    assert typo.returncode == 2 and "unknown queue webhook; known: inference, maintenance, webhooks" in typo.stderr
+
+
+def test_beat_under_json_logs_writes_only_json_and_no_state_where_it_runs(tmp_path, redis_url):
+    """Celery's banner is plain text (left out under UPSCALER_LOG_FORMAT=json); its schedule file goes to the
+    temporary folder, not the working directory."""
+    env = {**os.environ, "UPSCALER_LOG_FORMAT": "json", "UPSCALER_REDIS_URL": redis_url,
+           "UPSCALER_SWEEP_INTERVAL": "0.5", "UPSCALER_SECRET_FILE": str(tmp_path / "secret"), "TMPDIR": str(tmp_path)}
+    work = tmp_path / "work"
+    work.mkdir()
+    beat = subprocess.Popen([*UPSCALER, "beat"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        time.sleep(6)
+    finally:
+        beat.terminate()
+        output = beat.communicate(timeout=30)[0]
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # fails on any non-JSON line
+    assert any("Sending due task sweep" in line["message"] for line in lines), output
+    assert list(work.iterdir()) == []
 
 
 def test_upscale_many_files_into_a_folder_with_one_bad_file(tmp_path):

@@ -23,7 +23,8 @@ COMPOSE_TEST_ENV = {
 }
 
 _VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    # an argument may hold one nested ${...} (a default built from another variable)
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>(?:[^{}]|\{[^{}]*\})*))?\}"
     r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
 )
 
@@ -45,7 +46,7 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
         if match.group("escaped"):
             return "$"
         name = match.group("braced") or match.group("named")
-        op, arg = match.group("op"), match.group("arg") or ""
+        op, arg = match.group("op"), interpolate(match.group("arg") or "", env)
         present = name in env
         empty = not env.get(name)
         if op in (":-", "-"):

@@ -70,6 +70,20 @@ def test_no_obsolete_version_key(compose_raw):
     assert "version" not in compose_raw
 
 
+def test_links_follow_the_published_ports(compose_raw):
+    """Result links point where the API and MinIO are published: moving a port moved the service, not its links."""
+    def env_of(extra: dict) -> dict:
+        return interpolate(compose_raw, {**COMPOSE_TEST_ENV, **extra})["services"]["api"]["environment"]
+
+    moved = env_of({"MINIO_PORT": "9100", "UPSCALER_HTTP_PORT": "8080"})
+    assert (moved["UPSCALER_S3_PUBLIC_ENDPOINT_URL"], moved["UPSCALER_PUBLIC_URL"]) == \
+        ("http://localhost:9100", "http://localhost:8080")
+    default = env_of({})
+    assert (default["UPSCALER_S3_PUBLIC_ENDPOINT_URL"], default["UPSCALER_PUBLIC_URL"]) == \
+        ("http://localhost:9000", "http://localhost:8000")
+    assert env_of({"UPSCALER_PUBLIC_URL": "https://up.example"})["UPSCALER_PUBLIC_URL"] == "https://up.example"
+
+
 def test_secrets_are_required_from_the_environment(compose_raw):
     with pytest.raises(MissingVariable):
         interpolate(compose_raw, {})
@@ -184,6 +198,10 @@ def test_workers_shut_down_warm(compose):
     for name in INFERENCE_WORKERS:
         assert duration_seconds(services[name]["stop_grace_period"]) >= 300, name
     assert duration_seconds(services["worker-light"]["stop_grace_period"]) >= 30
+    # the API's requests in flight (a Prefer: wait of up to 60 s) finish before the container is killed
+    from cli.services import GRACEFUL_SECONDS
+
+    assert duration_seconds(services["api"]["stop_grace_period"]) > GRACEFUL_SECONDS
     for name in PLATFORM - ONE_SHOT:
         # An init process forwards SIGTERM to Celery/gunicorn and reaps health-check children.
         assert services[name].get("init") is True, name

@@ -163,6 +163,19 @@ def test_gpu_worker_requests_a_gpu_and_shuts_down_warm(k8s_objects):
     assert "replicas" not in worker["spec"]
 
 
+def test_the_api_pod_outlasts_its_requests_in_flight(k8s_objects):
+    """The preStop pause plus gunicorn's graceful timeout (which outlasts the longest Prefer: wait) fit in the
+    pod's grace period: a rollout never cuts off a request whose job was already made."""
+    from cli.services import GRACEFUL_SECONDS
+    from shared.limits import MAX_WAIT_SECONDS
+
+    api = find(k8s_objects, "Deployment", API)
+    (container,) = containers(api)
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert GRACEFUL_SECONDS > MAX_WAIT_SECONDS
+    assert api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pause + GRACEFUL_SECONDS
+
+
 def test_scaled_object_scales_the_worker_on_the_inference_list(k8s_objects):
     scaled = find(k8s_objects, "ScaledObject", WORKER)["spec"]
     worker = find(k8s_objects, "Deployment", WORKER)

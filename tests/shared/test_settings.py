@@ -39,11 +39,30 @@ def test_development_secret_is_random_private_and_shared_by_every_process(tmp_pa
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("env", [{"UPSCALER_API_PORT": "eighty"}, {"UPSCALER_STORAGE": "ftp"},
-                                 {"UPSCALER_MAX_UPLOAD_BYTES": "0"}])
-def test_invalid_values_fail_fast(env):
-    with pytest.raises(SettingsError):
+@pytest.mark.parametrize("env,says", [
+    ({"UPSCALER_API_PORT": "eighty"}, "not a valid int"), ({"UPSCALER_STORAGE": "ftp"}, "'local' or 's3'"),
+    ({"UPSCALER_MAX_UPLOAD_BYTES": "0"}, "must be positive"),
+    ({"UPSCALER_SWEEP_INTERVAL": "0"}, "SWEEP_INTERVAL must be positive"),  # beat flooded Redis with sweeps
+    ({"UPSCALER_ENQUEUE_TIMEOUT": "0"}, "ENQUEUE_TIMEOUT must be positive"),  # every publish failed at once
+    ({"UPSCALER_JOB_TIME_LIMIT": "0"}, "JOB_TIME_LIMIT must be positive"),
+    ({"UPSCALER_MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS must be positive"),
+    ({"UPSCALER_RETENTION_SECONDS": "-1"}, "0 or more (0: keep)"),
+    ({"UPSCALER_API_PORT": "70000"}, "at most 65535"),
+    ({"UPSCALER_S3_MULTIPART_THRESHOLD_MB": "1"}, "at least 5"),
+    ({"UPSCALER_WEBHOOK_TIMEOUT": "nan"}, "not a valid float"),
+    ({"UPSCALER_WEBHOOK_RETRY_SCHEDULE": "5,nan"}, "comma-separated seconds"),
+    ({"UPSCALER_WEBHOOK_ALLOW_PRIVATE": "ture"}, "true/yes/on or 0/false/no/off"),  # was quietly False
+])
+def test_invalid_values_fail_fast(env, says):
+    with pytest.raises(SettingsError, match=says.replace("(", r"\(").replace(")", r"\)")):
         Settings.from_env(env)
+
+
+def test_boolean_words_and_zero_meaning_off_are_accepted():
+    settings = Settings.from_env({"UPSCALER_WEBHOOK_ALLOW_PRIVATE": "Yes", "UPSCALER_RETENTION_SECONDS": "0",
+                                  "UPSCALER_SPLIT_OUTPUT_PIXELS": "0", "UPSCALER_RATE_LIMIT_PER_MINUTE": "0"})
+    assert settings.webhook_allow_private is True and settings.retention_seconds == 0
+    assert Settings.from_env({"UPSCALER_WEBHOOK_ALLOW_PRIVATE": "off"}).webhook_allow_private is False
 
 
 @pytest.mark.parametrize("secret", ["abc", "whsec_abc", "whsec_not base64!", "whsec_" + "QUJD" * 2])
