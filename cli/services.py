@@ -75,9 +75,11 @@ def _multiprocess_metrics_dir(kind: str) -> None:
 
 
 def run_api(args: argparse.Namespace) -> int:
+    from shared.catalog import catalog_for
     from shared.settings import Settings
 
     settings = Settings.from_env()
+    catalog_for(settings)  # a missing default model is one line here, not a traceback per gunicorn process
     bind = f"{args.host or settings.api_host}:{args.port or settings.api_port}"
     workers = args.workers or settings.api_workers or (os.cpu_count() or 1) + 1
     threads = args.threads or settings.api_threads
@@ -106,6 +108,10 @@ def run_worker(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
     settings = Settings.from_env()  # here, not in Celery's loader: a bad setting is one line, not a traceback
+    if INFERENCE_QUEUE in args.queues.split(","):
+        from shared.catalog import catalog_for
+
+        catalog_for(settings)
     concurrency = args.concurrency or settings.worker_concurrency
     argv = [*_celery(settings), "worker", "--queues", args.queues,
             "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,

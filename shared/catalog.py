@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.settings import SettingsError
+
 BICUBIC = "bicubic"
 AUTO = "auto"
 AUTO_RECORD = "auto.json"  # auto's evaluation table and description (no weights of its own)
@@ -92,5 +94,15 @@ def load_catalog(models_dir: Path, fidelity: str = "residual_sr", robust: str = 
 
 
 def catalog_for(settings) -> dict[str, ModelInfo]:
-    """The catalog a process with these settings serves (API and worker use the same call)."""
-    return load_catalog(settings.models_dir, settings.auto_fidelity_model, settings.auto_robust_model)
+    """The catalog a process with these settings serves (API and worker use the same call).
+
+    Refused at start when it lacks the default model: a typo in a model setting or in the models folder made
+    ``auto`` vanish, and every request naming no model failed as if the client had asked for something wrong."""
+    catalog = load_catalog(settings.models_dir, settings.auto_fidelity_model, settings.auto_robust_model)
+    if settings.default_model not in catalog:
+        why = (f"; auto needs UPSCALER_AUTO_FIDELITY_MODEL ({settings.auto_fidelity_model}) and "
+               f"UPSCALER_AUTO_ROBUST_MODEL ({settings.auto_robust_model}, a conditioned network) to be there"
+               if settings.default_model == AUTO else "")
+        raise SettingsError(f"UPSCALER_DEFAULT_MODEL {settings.default_model!r} is not among the models in "
+                            f"{settings.models_dir} ({', '.join(sorted(catalog))}){why}")
+    return catalog

@@ -85,6 +85,18 @@ def test_worker_and_beat_check_settings_and_queues_before_starting_celery():
     assert typo.returncode == 2 and "unknown queue webhook; known: inference, maintenance, webhooks" in typo.stderr
 
 
+@pytest.mark.parametrize("setting,value", [("UPSCALER_DEFAULT_MODEL", "residual-sr"),
+                                           ("UPSCALER_AUTO_ROBUST_MODEL", "residual_sr_conditioned")])
+def test_a_default_model_that_is_not_there_stops_the_api_and_workers_at_start(setting, value):
+    """A typo made auto vanish: the API reported healthy and answered every request naming no model 422."""
+    for command in (["api", "--port", str(free_port())], ["worker", "--queues", "inference"]):
+        result = run(command, env={setting: value}, timeout=60)
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "UPSCALER_DEFAULT_MODEL" in result.stderr and "is not among the models" in result.stderr
+        if setting == "UPSCALER_AUTO_ROBUST_MODEL":
+            assert "residual_sr_conditioned, a conditioned network" in result.stderr
+
+
 def test_beat_under_json_logs_writes_only_json_and_no_state_where_it_runs(tmp_path, redis_url):
     """Celery's banner is plain text (left out under UPSCALER_LOG_FORMAT=json); its schedule file goes to the
     temporary folder, not the working directory."""

@@ -71,3 +71,14 @@ def test_every_upgrade_keeps_the_rows_a_database_already_holds(empty_database):
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_a_schema_is_behind_only_when_it_is_an_older_revision_of_this_code():
+    """Newer is fine (a rollout migrates first and the previous release keeps serving): only a known revision
+    that is not the head, or none at all, holds a pod out of service."""
+    from shared.migrate import revisions, schema_behind
+
+    head, known = revisions()
+    assert schema_behind(head) is None and schema_behind("9999_from_a_later_release") is None
+    assert schema_behind(known[-1]) == f"schema at {known[-1]}, this code needs {head}: run upscaler migrate"
+    assert schema_behind(None) == f"schema at nothing, this code needs {head}: run upscaler migrate"

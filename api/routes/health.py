@@ -1,4 +1,5 @@
-"""Liveness (``/healthz``) and readiness (``/readyz``: database, Redis and storage reachable)."""
+"""Liveness (``/healthz``) and readiness (``/readyz``: database reachable and migrated, Redis and storage
+reachable)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy import text
 from api.openapi import operation
 from api.schemas import Health
 from api.services import services
+from shared.migrate import schema_behind
 
 blueprint = Blueprint("health", __name__)
 
@@ -26,8 +28,9 @@ def readyz():
     checks = {}
     try:
         with svc.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+            # a pod that starts before the migration ran would take traffic and fail every request
+            behind = schema_behind(conn.execute(text("SELECT version_num FROM alembic_version")).scalar())
+        checks["database"] = f"error: {behind}" if behind else "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:

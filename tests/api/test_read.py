@@ -158,6 +158,23 @@ def test_readiness_is_503_when_redis_is_unreachable(settings):
     assert response.get_json()["checks"]["redis"].startswith("error")
 
 
+def test_readiness_is_503_until_the_database_is_migrated(settings, tmp_path):
+    """A pod started before its migration ran passed /readyz and failed every request (no such column)."""
+    from api import create_app
+    from shared.migrate import revisions, upgrade
+
+    head, known = revisions()
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, known[1])  # the revision before the head
+    client = create_app(settings.with_overrides(database_url=url)).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["database"] == \
+        f"error: schema at {known[1]}, this code needs {head}: run upscaler migrate"
+    upgrade(url)
+    assert client.get("/readyz").status_code == 200
+
+
 def test_wrong_method_is_405_problem(client):
     response = client.delete("/v1/models")
     assert (response.status_code, response.get_json()["code"]) == (405, "method_not_allowed")
