@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from shared.job_view import JobOut
-from shared.limits import OUTPUT_FORMATS
-from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MIN_FACTOR, SizeRequest
+from shared.limits import OUTPUT_FORMATS, QUALITY_RANGE
+from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MIN_FACTOR, SizeRequest, print_pixels
 
 _EVENT = r"job\.(started|succeeded|failed|canceled)"
 
@@ -41,7 +41,8 @@ class JobCreateForm(BaseModel):
     format: Literal[tuple(OUTPUT_FORMATS)] = Field(  # type: ignore[valid-type]
         "png", description="Output image format: png, jpeg (sides up to 65535 px), webp (up to 16383 px), or tiff "
                            "(Deflate-compressed, for print).")
-    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 92 / 90).")
+    quality: int | None = Field(None, ge=QUALITY_RANGE[0], le=QUALITY_RANGE[1],
+                                description="JPEG/WebP quality (default 92 / 90).")
     model: str | None = Field(None, max_length=64,
                               description="Model name from GET /v1/models (default: the server's default, 'auto', "
                                           "which picks the fidelity network for clean files and the robust one for "
@@ -71,10 +72,7 @@ class JobCreateForm(BaseModel):
 
     def _pixels(self, length: float | None) -> int | None:
         """A print length in pixels at ``dpi``."""
-        if length is None:
-            return None
-        inches = length / 2.54 if self.print_unit == "cm" else length
-        return max(1, round(inches * self.dpi))
+        return None if length is None else print_pixels(length, self.print_unit, self.dpi)
 
     @property
     def size(self) -> SizeRequest:

@@ -23,3 +23,13 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer of at least 0 (limits where 0 means unlimited)."""
     return _at_least(text, 0)
+
+
+def quality(text: str) -> int:
+    """A JPEG/WebP quality, in the API's range (0 silently meant the default; 101 and negatives were passed on)."""
+    from shared.limits import QUALITY_RANGE
+
+    value = _at_least(text, QUALITY_RANGE[0])
+    if value > QUALITY_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be {QUALITY_RANGE[1]} or less, not {value}")
+    return value

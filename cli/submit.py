@@ -12,7 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli.arguments import positive_int
+from cli.arguments import positive_int, quality
 from cli.files import expand, result_names
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--print-height", type=float, default=None, help="with --dpi: print height")
     p.add_argument("--print-unit", choices=["in", "cm"], default=None, help="unit of --print-width/height (in)")
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png")
-    p.add_argument("--quality", type=int, default=None)
+    p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
     p.add_argument("--denoise", default=None, help="0..1 or 'auto' (measured from each file)")
     p.add_argument("--webhook-url", default=None)

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cli.arguments import quality
 from cli.files import expand, result_names
 from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS
@@ -32,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=None, help="tile side in input pixels (default: $UPSCALER_TILE_SIZE)")
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
                    help="output format (default: from the output file's extension; png for a folder)")
-    p.add_argument("--quality", type=int, default=None)
+    p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
     p.set_defaults(func=run)
 
 

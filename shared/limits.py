@@ -17,6 +17,7 @@ SUFFIX_FORMATS = {**{f".{ext}": fmt for fmt, ext in EXTENSIONS.items()}, ".jpeg"
 # Hard limits of the encoders: WebP stores 14-bit sides; JPEG stores 16-bit sides; PNG and TIFF 32-bit.
 MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383, "tiff": 2**31 - 1}
 SCALES = (2, 3, 4)
+QUALITY_RANGE = (1, 100)  # JPEG/WebP quality a job or the CLI may ask for
 # The longest a request may hold its connection waiting for its job (``Prefer: wait=N``); the API's graceful
 # shutdown must outlast it, or a rollout cuts such a request off after its job was made (cli.services).
 MAX_WAIT_SECONDS = 60

@@ -83,6 +83,11 @@ def _pixels(length: float) -> int:
     return max(1, math.floor(length + 0.5))
 
 
+def print_pixels(length: float, unit: str, dpi: int) -> int:
+    """A print length (``in`` or ``cm``) at ``dpi`` in whole pixels, rounded as every other size is."""
+    return _pixels((length / 2.54 if unit == "cm" else length) * dpi)
+
+
 def plan(in_width: int, in_height: int, request: SizeRequest) -> SizePlan:
     """The output size and the steps for an ``in_width`` x ``in_height`` input."""
     if request.width or request.height:

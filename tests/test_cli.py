@@ -74,6 +74,14 @@ def test_dev_launcher_refuses_a_port_something_else_listens_on(tmp_path):
     assert f"port {port} is in use" in result.stderr and not (tmp_path / "var" / "logs").exists()
 
 
+@pytest.mark.parametrize("command", ["upscale", "submit"])
+@pytest.mark.parametrize("value,says", [("0", "must be 1 or more"), ("101", "must be 100 or less")])
+def test_a_quality_outside_the_apis_range_is_refused(tmp_path, command, value, says):
+    source = write_image(tmp_path / "in.png", width=8, height=8)
+    result = run([command, str(source), str(tmp_path / "out.jpg"), "--quality", value], timeout=60)
+    assert result.returncode == 2 and f"--quality: {says}, not {value}" in result.stderr
+
+
 def test_worker_and_beat_check_settings_and_queues_before_starting_celery():
     """A bad setting is one line (it was a 45-line Celery traceback in every worker, and beat never checked);
     a misspelled queue is refused (the worker idled on a queue nobody publishes to)."""

@@ -7,12 +7,13 @@ alpha is upscaled on its own (bicubic), and an RGB ICC profile is carried to the
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from shared.formats import open_image
 from shared.sizing import SizePlan
@@ -21,6 +22,7 @@ from worker.metadata import Metadata
 
 log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
+SRGB = ImageCms.createProfile("sRGB")
 
 
 # Encoding defaults, shared with the streaming writer (worker.streaming).
@@ -96,7 +98,7 @@ def _decode(path: Path) -> DecodedImage:
         icc = opened.info.get("icc_profile")
         kept = metadata.read(opened, image, icc)
     if image.mode == "CMYK":
-        image, icc = image.convert("RGB"), None  # a CMYK profile does not describe RGB pixels
+        image, icc = _cmyk_to_rgb(image, icc), None  # a CMYK profile does not describe RGB pixels
     elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         image = _to_8bit(image)
     elif image.mode == "P":
@@ -116,6 +118,23 @@ def _decode(path: Path) -> DecodedImage:
     deep = _sixteen_bit(path, opened.format) if alpha is None else None
     rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
+
+
+def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """CMYK pixels as (untagged) sRGB: through the file's own CMYK profile where it has one.
+
+    Why: print work arrives as CMYK JPEGs with the press's profile, and Pillow's formula conversion ignores it:
+    measured on patches exported through a CMYK profile, greens came back 30-90 levels off and greys 20 darker.
+    Relative colorimetric with black-point compensation, Photoshop's default for a conversion (the press's black
+    becomes the screen's). Without a profile (or one littleCMS cannot read) only the formula is left."""
+    if icc and _icc_colour_space(icc) == b"CMYK":
+        try:
+            return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB,
+                                             renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                             outputMode="RGB", flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+        except ImageCms.PyCMSError as exc:
+            log.warning("cannot apply the image's CMYK profile (%s); converting by formula", exc)
+    return image.convert("RGB")
 
 
 def _sixteen_bit(path: Path, fmt: str | None) -> np.ndarray | None:

@@ -85,6 +85,28 @@ def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
     assert decoded.rgb.shape == (10, 20, 3) and decoded.metadata.icc is None
 
 
+def test_a_cmyk_jpeg_with_its_press_profile_comes_out_in_its_own_colours(tmp_path):
+    """Pillow's formula conversion ignored the embedded profile (greens 30-90 levels off, greys 20 darker). The
+    reference is an independent converter: libvips through the same profile (relative, black point compensated)."""
+    pyvips = pytest.importorskip("pyvips")
+    patches = np.array([[30, 160, 60], [40, 60, 200], [128, 128, 128], [220, 40, 40], [250, 220, 30], [20, 20, 20]],
+                       np.uint8)
+    srgb = np.repeat(np.repeat(patches[None], 16, axis=0), 16, axis=1)
+    path = tmp_path / "press.jpg"
+    cmyk = pyvips.Image.new_from_array(srgb, interpretation="srgb").icc_export(output_profile="cmyk")
+    cmyk.jpegsave(str(path), Q=95, profile="cmyk")  # libvips' built-in CMYK profile, embedded
+    with Image.open(path) as opened:
+        assert opened.mode == "CMYK" and opened.info.get("icc_profile")
+        formula = np.asarray(opened.convert("RGB"), np.int16)
+    reference = pyvips.Image.new_from_file(str(path)).icc_transform("srgb", black_point_compensation=True).numpy()
+    decoded = decode(path)
+    assert decoded.metadata.icc is None  # the pixels are sRGB now
+    centres = (slice(4, 12), slice(None))
+    ours, expected = decoded.rgb.astype(np.int16)[centres], reference.astype(np.int16)[centres]
+    assert np.abs(ours - expected).max() <= 2
+    assert np.abs(formula[centres] - expected).max() > 30  # the old conversion was far off: the test can tell
+
+
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
     arr = np.linspace(0, 65535, 200, dtype=np.uint16).reshape(10, 20)
     decoded = decode(save(tmp_path, Image.fromarray(arr)))
