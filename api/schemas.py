@@ -39,7 +39,7 @@ class JobCreateForm(BaseModel):
     print_height: float | None = Field(None, gt=0, le=10000, description="With dpi: the print height in print_unit.")
     print_unit: Literal["in", "cm"] = Field("in", description="Unit of print_width and print_height.")
     format: Literal[tuple(OUTPUT_FORMATS)] = Field(  # type: ignore[valid-type]
-        "png", description="Output image format: png, jpeg (sides up to 65535 px), webp (up to 16383 px), or tiff "
+        "png", description="Output image format: png, jpeg (sides up to 65500 px), webp (up to 16383 px), or tiff "
                            "(Deflate-compressed, for print).")
     quality: int | None = Field(None, ge=QUALITY_RANGE[0], le=QUALITY_RANGE[1],
                                 description="JPEG/WebP quality (default 92 / 90).")
@@ -166,7 +166,7 @@ class Problem(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "type": "/docs/errors#output_too_large", "title": "Output too large", "status": 422,
         "code": "output_too_large",
-        "detail": "jpeg images cannot exceed 65535 px a side; the output would be 80000x60000"}]})
+        "detail": "jpeg images cannot exceed 65500 px a side; the output would be 80000x60000"}]})
 
     type: str
     title: str

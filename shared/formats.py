@@ -32,10 +32,15 @@ def register_decoders() -> None:
     orientation reset, so ``exif_transpose`` stays right). Why pi-heif: it is libheif with the HEVC *decoder*
     (libde265, LGPL) only; pillow-heif also bundles the x265 encoder (GPL), which a deployment never needs (the
     tests write HEICs with it: the dev extra). Registering a plugin changes Pillow for the whole process, so it
-    happens here, once, on the first ``open_image``, not as a side effect of an import."""
+    happens here, once, on the first ``open_image``, not as a side effect of an import.
+
+    Pillow's own decompression-bomb cap (about 179 MP) is lifted the same way: every input's pixels are counted
+    against ``UPSCALER_MAX_INPUT_PIXELS`` from its header before anything is decoded (``sniff``), and that limit
+    must be the one that holds (the cap refused a 200 MP upload that the setting allowed)."""
     from pi_heif import register_heif_opener
 
     register_heif_opener(thumbnails=False)
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def open_image(source: str | Path | BinaryIO) -> Image.Image:

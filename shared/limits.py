@@ -14,8 +14,9 @@ OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "tiff": "tif"}
 # An output file name's suffix -> the format written under it (the CLI's single-file form)
 SUFFIX_FORMATS = {**{f".{ext}": fmt for fmt, ext in EXTENSIONS.items()}, ".jpeg": "jpeg", ".tiff": "tiff"}
-# Hard limits of the encoders: WebP stores 14-bit sides; JPEG stores 16-bit sides; PNG and TIFF 32-bit.
-MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383, "tiff": 2**31 - 1}
+# Hard limits of the encoders: WebP stores 14-bit sides; JPEG's libjpeg refuses sides over 65500
+# (JPEG_MAX_DIMENSION, though the format stores 16 bits); PNG and TIFF 32-bit.
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383, "tiff": 2**31 - 1}
 SCALES = (2, 3, 4)
 QUALITY_RANGE = (1, 100)  # JPEG/WebP quality a job or the CLI may ask for
 # The longest a request may hold its connection waiting for its job (``Prefer: wait=N``); the API's graceful

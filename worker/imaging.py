@@ -21,7 +21,6 @@ from worker import metadata
 from worker.metadata import Metadata
 
 log = logging.getLogger(__name__)
-Image.MAX_IMAGE_PIXELS = None  # the API enforces its own pixel limit before a job exists
 SRGB = ImageCms.createProfile("sRGB")
 
 
@@ -188,7 +187,7 @@ def encode(image: Image.Image, output_format: str, path: Path, quality: int | No
     """Write the result with its metadata. JPEG has no alpha (flattened onto white); PNG is compressed fast."""
     if output_format == "webp" and image.mode in ("L", "LA") and meta.icc and _icc_colour_space(meta.icc) == b"GRAY":
         meta = replace(meta, icc=None)  # WebP holds colour only: a grey profile would not describe its pixels
-    options = metadata.save_options(meta, output_format)
+    options = metadata.save_options(metadata.for_format(meta, output_format), output_format)
     if output_format == "jpeg":
         if image.mode in ("RGBA", "LA"):
             background = Image.new("RGB" if image.mode == "RGBA" else "L", image.size, "white")

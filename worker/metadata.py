@@ -4,19 +4,26 @@ scaled so the print size stays the same.
 Read once when the input is decoded (after EXIF orientation has been applied to the pixels), adjusted to the
 output (orientation reset, pixel dimensions updated, resolution scaled, the embedded thumbnail dropped: it
 would show the old, small image) and written by every output format that can carry it: JPEG and WebP take
-EXIF, XMP and ICC; PNG takes EXIF (eXIf), XMP (iTXt), ICC and its pHYs resolution. IPTC-IIM (JPEG APP13) is
-not written by Pillow; XMP carries the same fields in current software.
+EXIF, XMP and ICC; PNG takes EXIF (eXIf), XMP (iTXt), ICC and its pHYs resolution; TIFF its IFD0, XMP (tag 700)
+and ICC. IPTC-IIM (JPEG APP13) is not written by Pillow; XMP carries the same fields in current software.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from PIL import Image, PngImagePlugin
 
+log = logging.getLogger(__name__)
+
 ORIENTATION, X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x0112, 0x011A, 0x011B, 0x0128
 EXIF_IFD, PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION = 0x8769, 0xA002, 0xA003
 XMP_PNG_KEY = "XML:com.adobe.xmp"
+XMP_TIFF_TAG = 700
+UNSTATED_DPI = 72.0  # what readers take a file that states no resolution for
+# The most a JPEG's APP1 segment holds: EXIF (with its "Exif\0\0" header), and XMP after its 29-byte namespace.
+JPEG_MAX_EXIF, JPEG_MAX_XMP = 65533, 65533 - 29
 
 
 @dataclass(frozen=True)
@@ -58,15 +65,42 @@ def for_output(meta: Metadata, width: int, height: int, factor_x: float, factor_
     return replace(meta, exif=exif_bytes, dpi=tuple(round(v, 3) for v in new_dpi) if new_dpi else None)
 
 
-def _ifd0_only(exif_bytes: bytes) -> bytes:
+def _ifd0(exif_bytes: bytes) -> Image.Exif:
     """EXIF without its sub-IFDs: libtiff (which Pillow uses for compressed TIFF) cannot write the Exif IFD
     pointer, so a compressed TIFF keeps IFD0 (copyright, artist, camera, resolution) but not the capture
-    details. The libvips writer of issue 12 is the way to keep them too."""
+    details; and a JPEG whose EXIF is too large keeps at least these."""
     exif = Image.Exif()
     exif.load(exif_bytes)
     for pointer in (EXIF_IFD, 0x8825, 0xA005):  # Exif, GPS and Interop IFD pointers
         exif.pop(pointer, None)
-    return exif.tobytes()
+    return exif
+
+
+def for_format(meta: Metadata, output_format: str) -> Metadata:
+    """What ``output_format`` can carry of ``meta``; both writers (in memory and streamed) ask here, so a block
+    is kept or left out alike by both.
+
+    A JPEG segment holds 64 kB: a larger EXIF (a camera's maker notes) keeps its IFD0 (copyright, artist, camera,
+    resolution), a larger XMP (Photoshop's document history) is left out, either logged: the in-memory writer
+    failed the finished job over it and libvips dropped it silently. An input stating no resolution gets the 72
+    dpi readers assume (libvips wrote its default 25.4: an 8000 px print measured 315 in). A WebP holds no
+    resolution of its own, so its DPI travels in a minimal EXIF where the input had none."""
+    if output_format == "jpeg":
+        if meta.exif and len(meta.exif) > JPEG_MAX_EXIF:
+            smaller = _ifd0(meta.exif).tobytes()
+            log.warning("EXIF of %d bytes does not fit a JPEG segment; keeping %s", len(meta.exif),
+                        "its IFD0" if len(smaller) <= JPEG_MAX_EXIF else "none of it")
+            meta = replace(meta, exif=smaller if len(smaller) <= JPEG_MAX_EXIF else None)
+        if meta.xmp and len(meta.xmp) > JPEG_MAX_XMP:
+            log.warning("XMP of %d bytes does not fit a JPEG segment; left out", len(meta.xmp))
+            meta = replace(meta, xmp=None)
+    if meta.dpi is None:  # libvips always writes one (its default 25.4 dpi), Pillow's TIFF 1 per no unit: say 72
+        meta = replace(meta, dpi=(UNSTATED_DPI, UNSTATED_DPI))
+    if output_format == "webp" and not meta.exif:
+        exif = Image.Exif()
+        exif[X_RESOLUTION], exif[Y_RESOLUTION], exif[RESOLUTION_UNIT] = meta.dpi[0], meta.dpi[1], 2
+        meta = replace(meta, exif=exif.tobytes())
+    return meta
 
 
 def save_options(meta: Metadata, output_format: str) -> dict:
@@ -74,15 +108,20 @@ def save_options(meta: Metadata, output_format: str) -> dict:
     options: dict = {}
     if meta.icc:
         options["icc_profile"] = meta.icc
-    if meta.exif:
-        options["exif"] = _ifd0_only(meta.exif) if output_format == "tiff" else meta.exif
     if meta.dpi and output_format in ("jpeg", "png", "tiff"):
         options["dpi"] = meta.dpi
+    if output_format == "tiff":  # IFD0's tags and the XMP packet (tag 700) go in one directory: ``tiffinfo``
+        tags = {**(dict(_ifd0(meta.exif)) if meta.exif else {}), **({XMP_TIFF_TAG: meta.xmp} if meta.xmp else {})}
+        if tags:  # (Pillow writes ``exif`` only without ``tiffinfo``)
+            options["tiffinfo"] = tags
+        return options
+    if meta.exif:
+        options["exif"] = meta.exif
     if meta.xmp:
         if output_format == "png":
             info = PngImagePlugin.PngInfo()
             info.add_itxt(XMP_PNG_KEY, meta.xmp.decode("utf-8", "replace"))
             options["pnginfo"] = info
-        elif output_format in ("jpeg", "webp"):  # Pillow writes no XMP packet into TIFF
+        else:
             options["xmp"] = meta.xmp
     return options

@@ -24,6 +24,9 @@ from worker.fetch import FetchFailed
 from worker.imaging import UnreadableImage
 
 log = logging.getLogger(__name__)
+# Pillow's words for an input it cannot read. An encoder's failure also says "image file" ("broken data stream
+# when writing image file"): that is not the input's fault, so it is not input_unreadable.
+DECODER_WORDS = ("cannot identify image file", "image file is truncated")
 
 
 class LeaseLost(RuntimeError):
@@ -100,7 +103,7 @@ def classify(exc: Exception) -> JobFailure:
         return JobFailure("time_limit", "the job ran past its time limit")
     if isinstance(exc, UnknownModel):
         return JobFailure("engine_failed", f"this worker has no model {exc}")
-    if isinstance(exc, OSError) and "image file" in str(exc):
+    if isinstance(exc, OSError) and any(words in str(exc) for words in DECODER_WORDS):
         return JobFailure("input_unreadable", "the input could not be decoded as an image")
     return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
 

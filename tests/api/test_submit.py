@@ -132,6 +132,12 @@ def test_output_over_the_webp_side_limit_fails_at_submit(client):
     assert "16383" in body["detail"]
 
 
+def test_output_over_the_jpeg_side_limit_fails_at_submit(client):
+    response = submit(client, image=image_bytes(width=16380, height=8), scale="4", format="jpeg")  # 65520 px wide
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (422, "output_too_large") and "65500" in body["detail"]
+
+
 def test_output_over_the_pixel_limit_fails_at_submit(settings):
     from api import create_app
 

@@ -41,3 +41,38 @@ def test_sniff_decode_and_profile_read_phone_and_web_formats_on_their_own(fmt, k
     read, decoder = done.stdout.split("\n")[-3:-1]
     assert read == f"{kind} (24, 32, 3) True"
     assert decoder == ("pi_heif" if fmt == "HEIF" else "pillow")  # decode-only libheif: no GPL encoder deployed
+
+
+def test_the_input_pixel_setting_holds_above_pillows_own_cap():
+    """Pillow refuses images over about 179 MP as decompression bombs: with UPSCALER_MAX_INPUT_PIXELS set to 300 MP,
+    a 200 MP upload was still refused, in Pillow's words. The setting is the limit, both ways, and in a fresh process
+    (a test that imported the worker first would have lifted the cap already)."""
+    code = """
+import io
+from PIL import Image
+from shared.formats import ImageRejected, sniff
+buffer = io.BytesIO()
+Image.new("1", (20000, 10000)).save(buffer, "PNG")  # 200 MP, a few kB
+print(sniff(buffer.getvalue(), 300_000_000).width)
+try:
+    sniff(buffer.getvalue(), 100_000_000)
+except ImageRejected as exc:
+    print(exc.code, exc.extra["limit"])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["20000", "image_too_large", "100000000"]
+
+
+def test_the_jpeg_side_limit_is_the_encoders():
+    """libjpeg refuses sides over 65500 (the format's 16 bits would allow 65535): outputs between the two passed
+    the submit check, ran the whole network and failed when written."""
+    import io
+
+    from PIL import Image
+
+    from shared.limits import MAX_SIDE
+
+    Image.new("L", (MAX_SIDE["jpeg"], 1)).save(io.BytesIO(), "JPEG")
+    with pytest.raises(OSError):
+        Image.new("L", (MAX_SIDE["jpeg"] + 1, 1)).save(io.BytesIO(), "JPEG")

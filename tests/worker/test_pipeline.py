@@ -211,3 +211,13 @@ def test_a_size_asked_of_a_rotated_photo_is_of_the_photo_as_shown(client, ctx, d
     assert pipeline.run_job(ctx, body["id"]) == "succeeded"
     job = reload(db_session, db_session.get(Job, body["id"]))
     assert (job.output_width, job.output_height) == (60, 80)
+
+
+@pytest.mark.parametrize("message,code", [("broken data stream when writing image file", "internal_error"),
+                                          ("image file is truncated (3 bytes not processed)", "input_unreadable"),
+                                          ("cannot identify image file <_io.BytesIO>", "input_unreadable")])
+def test_an_encoder_failure_is_not_blamed_on_the_input(message, code):
+    """Pillow says "image file" when reading and when writing fails: only the reader's words are the input's."""
+    from worker.outcomes import classify
+
+    assert classify(OSError(message)).code == code
