@@ -148,10 +148,15 @@ def _sixteen_bit(path: Path, fmt: str | None) -> np.ndarray | None:
         import pyvips
     except ImportError:
         return None
-    image = pyvips.Image.new_from_file(str(path))
-    if image.format != "ushort" or image.bands not in (1, 3):
+    try:
+        image = pyvips.Image.new_from_file(str(path))
+        if image.format != "ushort" or image.bands not in (1, 3):
+            return None
+        pixels = image.autorot().numpy()
+    except pyvips.Error as exc:  # a file Pillow decoded (a CIELab TIFF...) stands in 8 bits, not "corrupt"
+        log.info("libvips cannot read %s at full depth (%s); using its 8-bit pixels", path.name,
+                 str(exc).splitlines()[0])
         return None
-    pixels = image.autorot().numpy()
     return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
 
 

@@ -107,6 +107,30 @@ def test_a_cmyk_jpeg_with_its_press_profile_comes_out_in_its_own_colours(tmp_pat
     assert np.abs(formula[centres] - expected).max() > 30  # the old conversion was far off: the test can tell
 
 
+def test_a_tiff_libvips_cannot_read_is_decoded_by_pillow(tmp_path):
+    """The 16-bit probe runs libvips on every PNG/TIFF without alpha; a CIELab TIFF it refuses failed the job as
+    'corrupt or truncated' though Pillow had decoded it."""
+    path = save(tmp_path, gradient("LAB"), "TIFF")
+    decoded = decode(path)
+    assert decoded.rgb.shape == (10, 20, 3) and decoded.rgb.dtype == np.uint8
+
+
+def test_a_jpeg_keeps_what_fits_of_an_oversized_exif():
+    """A camera's maker notes can pass a JPEG segment's 64 kB: IFD0 (copyright) stays, the rest goes."""
+    from worker.metadata import JPEG_MAX_EXIF, Metadata, for_format
+
+    exif = Image.Exif()
+    exif[0x8298] = "(c) Studio Nord"
+    exif.get_ifd(0x8769)[0x927C] = b"\x01" * 70_000  # MakerNote
+    meta = for_format(Metadata(exif=exif.tobytes(), dpi=(300.0, 300.0)), "jpeg")
+    assert len(meta.exif) <= JPEG_MAX_EXIF
+    kept = Image.Exif()
+    kept.load(meta.exif)
+    assert kept[0x8298] == "(c) Studio Nord" and not kept.get_ifd(0x8769)
+    image = Image.new("RGB", (8, 8))
+    image.save(io.BytesIO(), "JPEG", exif=meta.exif)  # it fits
+
+
 def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
     arr = np.linspace(0, 65535, 200, dtype=np.uint16).reshape(10, 20)
     decoded = decode(save(tmp_path, Image.fromarray(arr)))
