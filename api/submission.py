@@ -111,7 +111,8 @@ def parse(svc: Services) -> Submission:
         raise ApiError("invalid_parameter", f"model {model!r} runs at scales {list(svc.catalog[model].scales)}",
                        field="scale")
     upload = submission.upload
-    violation = check_output(planned, upload.width, upload.height, upload.alpha, form.format, svc.settings)
+    violation = check_output(planned, upload.width, upload.height, upload.alpha, form.format, svc.settings,
+                             tiled=svc.catalog[model].tiled)
     if violation:
         raise ApiError(violation.code, violation.message)
     return submission

@@ -33,6 +33,11 @@ class ModelInfo:
     weights: Path | None = None
 
     @property
+    def tiled(self) -> bool:
+        """Whether it runs in tiles (every network; bicubic resizes the whole image): such outputs may stream."""
+        return self.arch != BICUBIC
+
+    @property
     def accepts_denoise(self) -> bool:
         return self.conditioned or self.routes is not None
 

@@ -24,6 +24,19 @@ QUALITY_RANGE = (1, 100)  # JPEG/WebP quality a job or the CLI may ask for
 MAX_WAIT_SECONDS = 60
 
 
+# Sides below this are edge-padded before a network runs (and the output cropped): a 1x1 icon still upscales,
+# but whole, never in bands.
+MIN_TILED_SIDE = 8
+
+
+def made_in_bands(planned: SizePlan, in_width: int, in_height: int, alpha: bool, tiled: bool) -> bool:
+    """Whether an output can be made band by band, its memory not growing with it: the one test, asked at submit
+    (which pixel limit applies) and by the worker (how it renders). A tiled network (bicubic has no tiles), one
+    exact network scale (resampling and crops need the whole image), no alpha plane, and an image the tiles
+    can cover."""
+    return tiled and planned.is_exact(in_width, in_height) and not alpha and min(in_width, in_height) >= MIN_TILED_SIDE
+
+
 @dataclass(frozen=True)
 class LimitViolation:
     code: str
@@ -31,16 +44,17 @@ class LimitViolation:
 
 
 def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, output_format: str,
-                 settings: Settings) -> LimitViolation | None:
-    """The reason the output ``planned`` for an ``in_width`` x ``in_height`` input cannot be produced, or None.
+                 settings: Settings, tiled: bool) -> LimitViolation | None:
+    """The reason the output ``planned`` for an ``in_width`` x ``in_height`` input cannot be produced by a model
+    that is ``tiled`` (a network) or not (bicubic), or None.
 
-    Its pixel limit depends on how it is made: streamed band by band (an exact x2/x3/x4 without alpha, whose memory
-    does not grow with it) up to ``max_output_pixels``, or whole in memory (resampled sizes, x8, alpha) up to
-    ``max_whole_output_pixels`` too.
+    Its pixel limit depends on how it is made (``made_in_bands``): streamed band by band up to
+    ``max_output_pixels``, or whole in memory (resampled sizes, x8, alpha, bicubic, tiny inputs) up to
+    ``max_whole_output_pixels`` too (a bicubic x4 of 576 MP passed as streamable and took 3.2 GB whole).
     """
     out_w, out_h = planned.width, planned.height
     max_output_pixels = settings.max_output_pixels
-    if not (planned.is_exact(in_width, in_height) and not alpha):
+    if not made_in_bands(planned, in_width, in_height, alpha, tiled):
         max_output_pixels = min(max_output_pixels, settings.max_whole_output_pixels)
     side = MAX_SIDE[output_format]
     if max(out_w, out_h) > side:

@@ -114,7 +114,8 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
         planned = plan(found.width, found.height, job.size_request)
     except SizeError as exc:
         raise JobFailure("output_too_large", f"the requested size: {exc}") from exc
-    violation = check_output(planned, found.width, found.height, found.alpha, job.output_format, settings)
+    violation = check_output(planned, found.width, found.height, found.alpha, job.output_format, settings,
+                             tiled=getattr(ctx.engines.catalog.get(job.model), "tiled", True))  # else engine_failed
     if violation:
         raise JobFailure(violation.code, violation.message)
     if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it

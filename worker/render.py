@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.limits import made_in_bands
 from shared.settings import Settings
 from shared.sizing import SizePlan, SizeRequest, plan
 from worker import metadata
 from worker.bands import Band, plan_bands
 from worker.engine.base import Condition, Engine, ProgressFn
-from worker.engine.network_engine import MIN_SIDE
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import Selection, select
 from worker.imaging import DecodedImage, compose, decode, encode, output_pixels
@@ -77,8 +77,7 @@ def bandable(engine: Engine, decoded: DecodedImage, planned: SizePlan) -> bool:
     """Whether the output can be made band by band: a network with tiles, one exact network scale (resampling
     and crops need the whole image), no alpha plane, an image the tiles can cover."""
     height, width = decoded.rgb.shape[:2]
-    return (hasattr(engine, "band_cuts") and planned.is_exact(width, height) and min(height, width) >= MIN_SIDE
-            and decoded.alpha is None)
+    return made_in_bands(planned, width, height, decoded.alpha is not None, hasattr(engine, "band_cuts"))
 
 
 def streamable(engine: Engine, decoded: DecodedImage, planned: SizePlan, band_pixels: int | None) -> bool:

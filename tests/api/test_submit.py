@@ -232,9 +232,10 @@ def test_print_sizes_without_dpi_or_with_another_size_are_refused(client, fields
 
 
 @pytest.mark.parametrize("fields,image,accepted", [
-    ({"scale": "4"}, image_bytes(), True),  # exact x4: streamed, under the larger cap
-    ({"scale": "3.5"}, image_bytes(), False),  # resampled: made whole, under the smaller cap
-    ({"scale": "4"}, image_bytes(mode="RGBA"), False),  # transparency: made whole
+    ({"scale": "4", "model": "residual_sr"}, image_bytes(), True),  # exact x4 by a network: streamed, larger cap
+    ({"scale": "4"}, image_bytes(), False),  # bicubic has no tiles: made whole, under the smaller cap
+    ({"scale": "3.5", "model": "residual_sr"}, image_bytes(), False),  # resampled: made whole
+    ({"scale": "4", "model": "residual_sr"}, image_bytes(mode="RGBA"), False),  # transparency: made whole
 ])
 def test_streamed_outputs_may_be_larger_than_whole_ones(settings, fields, image, accepted):
     from api import create_app

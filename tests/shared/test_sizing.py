@@ -47,6 +47,21 @@ def test_a_resampled_size_is_limited_by_what_it_holds_in_memory_not_only_by_its_
     settings = Settings(max_whole_output_pixels=400_000_000, max_output_pixels=1_000_000_000)
     made = plan(4000, 4000, SizeRequest(scale=5))
     assert made.width * made.height == 400_000_000 and made.network_scale == 8
-    violation = check_output(made, 4000, 4000, False, "png", settings)
+    violation = check_output(made, 4000, 4000, False, "png", settings, tiled=True)
     assert violation is not None and "1024000000-pixel image in memory" in violation.message
-    assert check_output(plan(2000, 2000, SizeRequest(scale=5)), 2000, 2000, False, "png", settings) is None
+    assert check_output(plan(2000, 2000, SizeRequest(scale=5)), 2000, 2000, False, "png", settings, tiled=True) is None
+
+
+@pytest.mark.parametrize("width,height,tiled,alpha", [(6000, 6000, False, False), (5_000_000, 7, True, False),
+                                                      (6000, 6000, True, True)])
+def test_an_output_made_whole_is_held_to_the_whole_image_limit(width, height, tiled, alpha):
+    """Bicubic (no tiles), an input under the tiles' smallest side and alpha are made whole in memory: a bicubic x4
+    of 576 MP passed as streamable and took 3.2 GB."""
+    from shared.limits import check_output
+    from shared.settings import Settings
+
+    settings = Settings(max_whole_output_pixels=400_000_000, max_output_pixels=1_000_000_000)
+    made = plan(width, height, SizeRequest(scale=4))
+    violation = check_output(made, width, height, alpha, "tiff", settings, tiled=tiled)
+    assert violation is not None and "more than the limit of 400000000" in violation.message
+    assert check_output(made, 6000, 6000, False, "tiff", settings, tiled=True) is None  # a network streams it

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.limits import MIN_TILED_SIDE
 from shared.settings import Settings
 from worker.engine.base import Condition, ProgressFn, grid_input
 from worker.engine.tiling import batch_size_for, plan_tiles, row_cuts, run_tiled
-
-# Sides below this are edge-padded before inference (and the output cropped): a 1x1 icon still upscales.
-MIN_SIDE = 8
 
 
 def record_for(weights: Path) -> dict:
@@ -85,7 +83,7 @@ class NetworkEngine:
     def band_cuts(self, height: int, width: int) -> list[int]:
         """LR rows where a band may begin or end (tile-row boundaries, 0 and ``height`` included): a band cut
         there is computed by exactly the forward passes a whole-image run makes, so bands join bit-exactly."""
-        if min(height, width) < MIN_SIDE:
+        if min(height, width) < MIN_TILED_SIDE:
             return [0, height]
         window = min(self.tile_size, max(height, width))
         return row_cuts(plan_tiles(height, width, window, self.margin, self.align)[0])
@@ -96,9 +94,9 @@ class NetworkEngine:
         array of ``rgb``'s dtype (uint8, or uint16 at full depth): only this band's tiles run, each over the same
         window a whole-image run uses."""
         height, width = rgb.shape[:2]
-        if min(height, width) < MIN_SIDE:
+        if min(height, width) < MIN_TILED_SIDE:
             if rgb.dtype != np.uint8:
-                raise ValueError(f"images under {MIN_SIDE} px a side run at 8 bits")
+                raise ValueError(f"images under {MIN_TILED_SIDE} px a side run at 8 bits")
             return np.asarray(self.upscale(rgb, scale, progress, condition))[rows[0] * scale: rows[1] * scale]
         y0 = rows[0] * scale
         white = float(np.iinfo(rgb.dtype).max)
@@ -115,8 +113,9 @@ class NetworkEngine:
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
                 condition: Condition | None = None) -> Image.Image:
         height, width = rgb.shape[:2]
-        if min(height, width) < MIN_SIDE:  # the bicubic skip's symmetric padding needs a few pixels of image
-            padded = np.pad(rgb, ((0, max(MIN_SIDE - height, 0)), (0, max(MIN_SIDE - width, 0)), (0, 0)), mode="edge")
+        if min(height, width) < MIN_TILED_SIDE:  # the bicubic skip's symmetric padding needs a few pixels of image
+            padded = np.pad(rgb, ((0, max(MIN_TILED_SIDE - height, 0)), (0, max(MIN_TILED_SIDE - width, 0)), (0, 0)),
+                            mode="edge")
             return self.upscale(padded, scale, progress, condition).crop((0, 0, width * scale, height * scale))
         output = Image.new("RGB", (width * scale, height * scale))
 
