@@ -25,6 +25,17 @@ def non_negative_int(text: str) -> int:
     return _at_least(text, 0)
 
 
+def positive_float(text: str) -> float:
+    """A finite number above 0 (rates, minutes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def quality(text: str) -> int:
     """A JPEG/WebP quality, in the API's range (0 silently meant the default; 101 and negatives were passed on)."""
     from shared.limits import QUALITY_RANGE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from cli.train import data_root
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from shared.limits import SCALES
     from worker.evaluation import BENCHMARK_SETS, PROTOCOLS
 
     p = sub.add_parser("eval", help="benchmark models against bicubic (Y-PSNR / SSIM) on clean and JPEG/noisy inputs")
@@ -29,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
     p.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS))
     p.add_argument("--limit", type=positive_int, default=None, help="first N images of each set (sorted by name)")
-    p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--scales", type=int, nargs="+", choices=SCALES, default=list(SCALES))
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (SSIM is slow in pure numpy)")
     p.add_argument("--record", action="store_true",
                    help="store the PSNR tables in the models' JSON records (shown by GET /v1/models)")
@@ -46,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     engines = EngineRegistry(settings)
     models = [m for m in (args.models or [settings.default_model]) if m != BICUBIC]
     unknown = [m for m in models if m not in engines.catalog]
-    if unknown:
-        print(f"upscaler eval: unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(engines.catalog))}")
+    if unknown or not models:
+        print(f"upscaler eval: unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(engines.catalog))}"
+              if unknown else "upscaler eval: name a model to measure; bicubic is the baseline every row has",
+              file=sys.stderr)
         return 2
     root = data_root(args.data) / "benchmark"
     tables: dict[str, dict] = {m: {} for m in models}

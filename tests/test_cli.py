@@ -82,6 +82,24 @@ def test_a_quality_outside_the_apis_range_is_refused(tmp_path, command, value, s
     assert result.returncode == 2 and f"--quality: {says}, not {value}" in result.stderr
 
 
+@pytest.mark.parametrize("command,says", [
+    (["train", "--arch", "nosuch"], "--arch 'nosuch' is not one of residual_sr, residual_sr_cond"),
+    (["train", "--convs", "fancy"], "--convs 'fancy' is not one of plain, rep"),
+    (["train", "--batch", "0"], "--batch: must be 1 or more, not 0"),
+    (["train", "--validate-every", "0"], "--validate-every: must be 1 or more, not 0"),
+    (["train", "--learning-rate", "nan"], "--learning-rate: must be above 0, not nan"),
+    (["train", "--init-from", "shared/weights/residual_sr.json"], "takes a shipped network's <name>.weights.h5"),
+    (["eval", "--scales", "9"], "--scales: invalid choice: 9"),
+    (["eval", "--models", "bicubic", "--limit", "1"], "name a model to measure"),
+])
+def test_training_and_evaluation_options_are_checked_in_words(tmp_path, command, says):
+    """Each was a traceback (KeyError, ZeroDivisionError, a sampler's error) or a table of inf."""
+    result = run([*command, "--data", str(tmp_path)] if command[0] == "eval" else
+                 [*command, "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path)], timeout=120)
+    assert result.returncode in (1, 2) and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()  # refused before a run folder was made
+
+
 def test_worker_and_beat_check_settings_and_queues_before_starting_celery():
     """A bad setting is one line (it was a 45-line Celery traceback in every worker, and beat never checked);
     a misspelled queue is refused (the worker idled on a queue nobody publishes to)."""

@@ -33,7 +33,8 @@ SMALL = NetworkConfig(blocks=1, channels=8)
 
 def trainer(data, run_dir, steps, network=SMALL, **options):
     config = TrainConfig(network=network, steps=steps, batch=2, lr_patch=12,
-                         warmup_steps=2, validate_every=2, checkpoint_minutes=0, precision="float32", **options)
+                         **{"warmup_steps": 2, "validate_every": 2, "checkpoint_minutes": 0, "precision": "float32",
+                            **options})
     return Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5")
 
 
@@ -361,3 +362,109 @@ def test_a_run_with_over_parameterised_convs_resumes_and_exports_the_plain_netwo
 def test_an_unknown_conv_kind_is_refused_before_a_run_starts():
     with pytest.raises(ValueError, match="known: plain, rep"):
         TrainConfig(convs="fancy")
+
+
+def test_a_run_killed_after_fitting_its_schedule_resumes_the_fitted_schedule(data, tmp_path):
+    """The fit is written to config.json at once, the checkpoint only at its next save: a session killed between
+    them resumed with the fitted step count but the planned schedule, and ended at its peak learning rate."""
+    import keras
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 4).run()
+    saved = json.loads((run_dir / "config.json").read_text())
+    fitted = RestartedCosine(saved["learning_rate"], 0, 12, saved["warmup_steps"])
+    saved.update(steps=12, fitted_at_step=4, seconds_per_step=0.1, schedule=fitted.get_config())
+    (run_dir / "config.json").write_text(json.dumps(saved))  # what the killed session left
+    config = replace(trainer(data, run_dir, 100_000).config, time_limit_minutes=5)
+    assert Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5").run()["step"] == 12
+    optimizer = keras.models.load_model(run_dir / "checkpoint.keras").optimizer
+    resumed = RestartedCosine(**optimizer.get_config()["learning_rate"]["config"])
+    assert resumed.get_config() == fitted.get_config()
+    assert float(resumed(12)) == pytest.approx(0.01 * saved["learning_rate"])  # annealed at its end
+
+
+def test_a_resume_may_not_change_the_network_but_inherits_what_it_does_not_say(data, tmp_path):
+    from worker.training.trainer import RunMismatch, config_for
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2, learning_rate=2e-4, loss="luma_l1").run()
+    with pytest.raises(RunMismatch, match="network: the run's"):
+        trainer(data, run_dir, 4, network=NetworkConfig(blocks=2, channels=8)).run()
+    with pytest.raises(RunMismatch, match="arch: the run's 'residual_sr', asked 'residual_sr_cond'"):
+        trainer(data, run_dir, 4, arch="residual_sr_cond").run()
+    resumed = config_for(run_dir, steps=6)  # `upscaler train --run-dir run --steps 6`
+    assert (resumed.network, resumed.learning_rate, resumed.warmup_steps, resumed.loss, resumed.batch) == \
+        (SMALL, 2e-4, 2, "luma_l1", 2)
+    assert config_for(tmp_path / "new", steps=6).learning_rate == TrainConfig().learning_rate  # a new run: defaults
+    Trainer(run_dir, replace(resumed, checkpoint_minutes=0), [data / "train"], data / "benchmark" / "set5").run()
+    restart = json.loads((run_dir / "config.json").read_text())["restarts"][-1]
+    assert (restart["peak"], restart["warmup_steps"], restart["until"]) == (2e-4, 2, 6)  # its own, not 1e-3 and 200
+
+
+def test_a_bf16_run_resumes_in_float32_with_its_weights_and_optimizer_state(data, tmp_path):
+    """A bf16 step is 15x slower on a CPU without native bf16: the resumed run is converted, not kept in bf16."""
+    import keras
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2, precision="bfloat16").run()
+    before = keras.models.load_model(run_dir / "checkpoint.keras")
+    config = replace(trainer(data, run_dir, 2).config, precision="float32")
+    converted = Trainer(run_dir, config, [data / "train"], data / "benchmark" / "set5")._in_precision(before)
+    assert {layer.dtype_policy.name for layer in converted.layers if layer.weights} == {"float32"}
+    for ours, theirs in zip(converted.get_weights(), before.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(converted.optimizer.variables, before.optimizer.variables, strict=True):
+        np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32))
+    assert int(converted.optimizer.iterations) == 2
+    trainer(data, run_dir, 4).run()  # float32 (the helper's default)
+    after = keras.models.load_model(run_dir / "checkpoint.keras")
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert {layer.dtype_policy.name for layer in after.layers if layer.weights} == {"float32"}
+    assert saved["precision"] == "float32" and saved["restarts"][0]["precision_before"] == "bfloat16"
+    assert int(after.optimizer.iterations) == 4
+
+
+def test_metrics_stay_in_line_when_a_resume_adds_columns_and_rows_after_the_checkpoint_go(data, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    with (run_dir / "metrics.csv").open("a") as fh:
+        fh.write("3,9.9,0.5,20.0\n")  # logged after the last checkpoint by a session that was then killed
+    trainer(data, run_dir, 4, degradation=DegradationConfig()).run()  # adds the q75 columns
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert rows[0]["set5_q75_x2"] == "" and float(rows[1]["set5_q75_x2"]) > 10 and float(rows[1]["set5_x2"]) > 10
+    assert (run_dir / "psnr.png").exists()
+
+
+def test_training_refuses_benchmark_images_and_follows_linked_folders(data, tmp_path):
+    import shutil
+
+    from worker.training.patches import BenchmarkImageInTraining, find_images, refuse_benchmark_images
+
+    linked = tmp_path / "linked"
+    (linked / "train").mkdir(parents=True)
+    (linked / "train" / "a").symlink_to(data / "train" / "a", target_is_directory=True)
+    assert len(find_images([linked / "train"])) == 3  # the linked folder's images are found
+    refuse_benchmark_images(find_images([linked / "train"]), data / "benchmark")  # none is a benchmark image
+    (data / "train" / "b").mkdir()
+    shutil.copy(data / "benchmark" / "set5" / "0.png", data / "train" / "b" / "renamed.png")
+    with pytest.raises(BenchmarkImageInTraining, match=r"renamed\.png is the benchmark image"):
+        trainer(data, tmp_path / "run", 2).run()
+    (data / "train" / "b" / "renamed.png").unlink()
+    (data / "train" / "b" / "set5").symlink_to(data / "benchmark" / "set5", target_is_directory=True)
+    with pytest.raises(BenchmarkImageInTraining):
+        refuse_benchmark_images(find_images([data / "train"]), data / "benchmark")
+
+
+def test_exporting_over_the_network_a_run_started_from_keeps_its_parents_data(data, tmp_path):
+    """The docs' commands export into the folder ``--init-from`` points at: the parent's record was read at export
+    time, so a second export named the run's own first export as its parent, nesting deeper with each."""
+    trainer(data, tmp_path / "parent", 2).run()
+    export_weights(tmp_path / "parent", tmp_path / "models", name="net")
+    parent = json.loads((tmp_path / "models" / "net.json").read_text())["training"]["data"]
+    run_dir = tmp_path / "child"
+    trainer(data, run_dir, 2, init_from=str(tmp_path / "models" / "net.weights.h5")).run()
+    for _ in range(2):
+        export_weights(run_dir, tmp_path / "models", name="net")
+        started = json.loads((tmp_path / "models" / "net.json").read_text())["training"]["data"]["started_from"]
+        assert started == {"name": "net", "data": parent}

@@ -63,6 +63,13 @@ def register_arch(name: str, config_type: Any, conditioned: bool) -> Callable:
     return wrap
 
 
+def arch_names() -> list[str]:
+    """Every registered architecture's name (what ``upscaler train --arch`` offers)."""
+    import worker.engine.network  # noqa: F401  (registers the residual family)
+
+    return sorted(ARCH_REGISTRY)
+
+
 def get_arch(name: str) -> Arch:
     """The registered architecture called ``name`` (builders are imported on first use)."""
     import worker.engine.network  # noqa: F401  (registers the residual family)

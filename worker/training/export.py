@@ -18,9 +18,13 @@ def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
     network it started from, or its own earlier steps from before this run recorded data, had seen."""
     data = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
     history = data.get("history", [])
-    if history and history[0]["from_step"] > 0 and previous.get("training", {}).get("data"):
-        data["before_step"] = {"step": history[0]["from_step"], "data": previous["training"]["data"]}
-    if config.get("init_from"):
+    earlier = previous.get("training", {}).get("data")
+    if history and history[0]["from_step"] > 0 and earlier:
+        same = earlier.get("before_step", {}).get("step") == history[0]["from_step"]  # this run's own export
+        data["before_step"] = earlier["before_step"] if same else {"step": history[0]["from_step"], "data": earlier}
+    if "started_from" in config:  # kept when the run began (a record read now may be this run's own export)
+        data["started_from"] = config["started_from"]
+    elif config.get("init_from"):  # a run from before that was kept
         start = Path(config["init_from"])
         start_record = start.with_name(start.name.replace(".weights.h5", ".json"))
         if start_record.exists():

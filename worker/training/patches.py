@@ -12,7 +12,9 @@ they send uint8 patches (a quarter of float32's bytes through the pipe) and a th
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -32,11 +34,34 @@ REDUCED_SIZE_FACTORS = (1.0, 0.6)
 
 
 def find_images(folders: Sequence[Path]) -> list[Path]:
-    """All image files under the given folders, sorted for reproducibility."""
-    files = [p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    """All image files under the given folders, sorted for reproducibility; symlinked folders are followed (a
+    data folder assembled from links lost those folders silently)."""
+    files = [Path(root) / name for folder in folders for root, _, names in os.walk(folder, followlinks=True)
+             for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise FileNotFoundError(f"no training images under {', '.join(map(str, folders))}")
     return sorted(files)
+
+
+class BenchmarkImageInTraining(ValueError):
+    """A training file is a benchmark image: the benchmarks would measure what the network memorised."""
+
+
+def refuse_benchmark_images(files: Sequence[Path], benchmark_root: Path) -> None:
+    """Raise if a training file lies in the benchmark folder (through a link) or has a benchmark file's bytes
+    (a renamed copy): the data README's one rule. Files are compared by content digest, not decoded."""
+    root = Path(benchmark_root).resolve()
+    benchmark = {_digest(p): p for p in find_images([root])} if root.is_dir() else {}
+    for path in files:
+        inside = path.resolve().is_relative_to(root)
+        twin = benchmark.get(_digest(path))
+        if inside or twin:
+            raise BenchmarkImageInTraining(f"{path} is the benchmark image {twin or path.resolve()}: never train on "
+                                           "benchmark/ (../shared/data/README.md)")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:

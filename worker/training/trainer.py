@@ -1,9 +1,11 @@
 """The training loop: resumable checkpoints, validation PSNR, metrics CSV and plot, weight export.
 
-A run folder holds ``config.json`` (what was asked), ``data.json`` (the training files actually used),
-``checkpoint.keras`` (model and optimizer state, so the cosine schedule and Adam moments resume exactly),
-``state.json`` (step, wall time, last PSNR), ``metrics.csv`` and ``psnr.png``. Running the same command
-again resumes from the checkpoint.
+A run folder holds ``config.json`` (what was asked, and the learning-rate schedule in force), ``data.json``
+(the training files actually used), ``checkpoint.keras`` (model and optimizer state, so the schedule's position
+and Adam's moments resume exactly), ``state.json`` (step, wall time, last PSNR), ``metrics.csv`` and
+``psnr.png``. Running the same command again resumes from the checkpoint; the network it trains (architecture,
+shape, conv kind) is the run's and cannot change, its precision may. The patch stream is drawn afresh on a
+resume (seeded by the run's seed and the step), not continued draw for draw.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import keras
@@ -27,7 +29,7 @@ from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
 from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
-from worker.training.patches import SamplerSpec, batch_stream, find_images
+from worker.training.patches import SamplerSpec, batch_stream, find_images, refuse_benchmark_images
 from worker.training.reparam import CONV_FACTORIES
 from worker.training.warm_start import warm_start
 
@@ -60,9 +62,24 @@ def _losses(model: keras.Model, loss: str) -> list:
 
 def run_loss(run_dir: Path) -> str:
     """The loss a run folder trains with (l1 for a new run), so a resume that names none keeps it."""
-    config = Path(run_dir) / "config.json"
-    return json.loads(config.read_text()).get("loss", "l1") if config.exists() else "l1"
+    saved = saved_config(run_dir)
+    return saved.get("loss", "l1") if saved else "l1"
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    """A run folder's ``config.json`` (None for a new run): a resume takes what its command does not say from it."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if (Path(run_dir) / "checkpoint.keras").exists() and path.exists() else None
+
+
+class RunMismatch(ValueError):
+    """A resume asked for another network than the run folder trains (its weights fit only its own)."""
+
+
 VALIDATION_JPEG_QUALITY = 75
+# What a run's weights and optimizer state are shaped by: a resume must ask for the same.
+FIXED_OPTIONS = ("arch", "network", "convs")
+
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,7 @@ class TrainConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     degradation: DegradationConfig | None = None
     init_from: str | None = None  # weights file of a shipped model to start from (fine-tuning)
-    steps: int = 20000
+    steps: int = 18000
     batch: int = 16
     lr_patch: int = 48
     learning_rate: float = 1e-3
@@ -83,7 +100,7 @@ class TrainConfig:
     loss: str = "l1"  # a LOSSES key
     convs: str = "plain"  # a CONV_FACTORIES key: "rep" trains each 3x3 conv as fused branches (reparam.py)
     checkpoint_minutes: float = 5.0
-    validate_every: int = 500
+    validate_every: int = 1000
     data_workers: int = 0  # processes sampling patches (0: one thread); a GPU needs several
     # Wall-clock budget of a new run: the cosine decay is fitted at the end of the warm-up, from the measured
     # step rate, so the schedule anneals as the time is spent (``steps`` becomes the fitted count).
@@ -96,6 +113,24 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "network": self.network.to_dict(),
                 "degradation": self.degradation.to_dict() if self.degradation else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """A run folder's config (its extra entries, such as restarts and the schedule, are left out)."""
+        values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
+        values["network"] = NetworkConfig.from_dict(data["network"])
+        values["degradation"] = DegradationConfig.from_dict(data["degradation"]) if data.get("degradation") else None
+        return cls(**values)
+
+
+def config_for(run_dir: Path, network: dict | None = None, **options) -> TrainConfig:
+    """What a command trains with: for a new run the defaults, for a resume the run's own config, either under
+    the options the command gave (``network`` holds ``NetworkConfig`` fields). So the same command, or one naming
+    only --steps, goes on with the run as it was: its loss, mix, peak and warm-up (an extension restarted at the
+    1e-3 default and a built-in 200-step warm-up). A different network is refused when the run resumes."""
+    saved = saved_config(run_dir)
+    base = TrainConfig.from_dict(saved) if saved else TrainConfig()
+    return replace(base, network=replace(base.network, **(network or {})), **options)
 
 
 @keras.saving.register_keras_serializable(package="upscaler")
@@ -162,6 +197,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.config = config
         self.train_dirs = train_dirs
+        self.validation_dir = Path(validation_dir)
         self.validation_images = load_benchmark(validation_dir)
         self.checkpoint = self.run_dir / "checkpoint.keras"
         self.state_file = self.run_dir / "state.json"
@@ -187,18 +223,35 @@ class Trainer:
             sessions.append({"from_step": step, **current})
             path.write_text(json.dumps(saved, indent=2))
 
+    def _check_resumable(self, saved: dict) -> None:
+        asked = self.config.to_dict()
+        run = {"arch": saved.get("arch", "residual_sr"), "network": NetworkConfig.from_dict(saved["network"]).to_dict(),
+               "convs": saved.get("convs", "plain")}  # fields added since a run began take their defaults
+        differ = [f"{name}: the run's {run[name]!r}, asked {asked[name]!r}" for name in FIXED_OPTIONS
+                  if asked[name] != run[name]]
+        if differ:
+            raise RunMismatch(f"{self.run_dir} trains another network ({'; '.join(differ)}): resume it as it was "
+                              "started, or give a new --run-dir")
+
     def _load_or_build(self) -> tuple[keras.Model, dict]:
         if self.checkpoint.exists():
             state = json.loads(self.state_file.read_text())
             saved = json.loads((self.run_dir / "config.json").read_text())
+            self._check_resumable(saved)
             if self.config.time_limit_minutes and "fitted_at_step" in saved:
                 # resuming a time-fitted run goes on with its fitted schedule, not the command's plan
                 self.config = replace(self.config, steps=saved["steps"])
             model = keras.models.load_model(self.checkpoint)
+            if "schedule" in saved:  # config.json is written first: a session killed before its next save
+                model.optimizer.learning_rate = RestartedCosine(**saved["schedule"])  # still resumes this schedule
+            if self.config.precision != saved.get("precision", "float32"):
+                model = self._in_precision(model)
+            self._trim_metrics(state["step"])
             self._maybe_extend(model, state)
             return model, state
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        (self.run_dir / "config.json").write_text(json.dumps(
+            {**self.config.to_dict(), **self._parent_data()}, indent=2))
         keras.utils.set_random_seed(self.config.seed)
         model = get_arch(self.config.arch).build(self.config.network, PRECISIONS[self.config.precision],
                                                  conv=CONV_FACTORIES[self.config.convs])
@@ -206,6 +259,50 @@ class Trainer:
             warm_start(model, Path(self.config.init_from))
         _compile(model, self.config)
         return model, {"step": 0, "seconds": 0.0}
+
+    def _parent_data(self) -> dict:
+        """What the network a new run starts from had seen (its record's data), kept in the run folder: read at
+        export time instead, it was the record the run's own earlier export had overwritten."""
+        if not self.config.init_from:
+            return {}
+        start = Path(self.config.init_from)
+        record = start.with_name(start.name.replace(".weights.h5", ".json"))
+        if not record.exists():
+            return {}
+        parent = json.loads(record.read_text())
+        return {"started_from": {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}}
+
+    def _in_precision(self, model: keras.Model) -> keras.Model:
+        """The checkpoint's network rebuilt in the asked precision, its weights, schedule and Adam state carried
+        over (a bf16 run resumed on a CPU without native bf16, where a bf16 step is 15x slower)."""
+        rebuilt = get_arch(self.config.arch).build(self.config.network, PRECISIONS[self.config.precision],
+                                                   conv=CONV_FACTORIES[self.config.convs])
+        rebuilt.set_weights(model.get_weights())
+        optimizer = type(model.optimizer).from_config(model.optimizer.get_config())  # its schedule and settings
+        rebuilt.compile(optimizer=optimizer, loss=_losses(rebuilt, self.config.loss))
+        rebuilt.optimizer.build(rebuilt.trainable_variables)
+        for target, source in zip(rebuilt.optimizer.variables, model.optimizer.variables, strict=True):
+            target.assign(keras.ops.cast(source, target.dtype))
+        return rebuilt
+
+    def _trim_metrics(self, step: int) -> None:
+        """Drop metric rows logged after the checkpoint a resume starts from: that session's later steps are
+        trained again, and their rows would appear twice."""
+        path = self.run_dir / "metrics.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) <= step]
+        self._write_metrics(columns, rows)
+
+    def _write_metrics(self, columns: list[str], rows: list[dict]) -> None:
+        tmp = self.run_dir / "metrics.csv.tmp"
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.run_dir / "metrics.csv")
 
     def _maybe_extend(self, model: keras.Model, state: dict) -> None:
         """Asked for more steps than planned (finished or not): a new warm-up + cosine cycle from here.
@@ -218,15 +315,21 @@ class Trainer:
         degradation = json.loads(json.dumps(self.config.degradation.to_dict())) if self.config.degradation else None
         changed = degradation != saved.get("degradation")
         loss_changed = self.config.loss != saved.get("loss", "l1")
+        precision_changed = self.config.precision != saved.get("precision", "float32")
         extend = self.config.steps > saved["steps"]
-        if not (extend or changed or loss_changed):
+        if not (extend or changed or loss_changed or precision_changed):
             return
         entry: dict = {"at_step": state["step"]}
         if extend:
-            model.optimizer.learning_rate = RestartedCosine(self.config.learning_rate, state["step"],
-                                                            self.config.steps - state["step"])
-            entry.update(peak=self.config.learning_rate, until=self.config.steps)
-            saved["steps"] = self.config.steps
+            schedule = RestartedCosine(self.config.learning_rate, state["step"], self.config.steps - state["step"],
+                                       self.config.warmup_steps)
+            model.optimizer.learning_rate = schedule
+            entry.update(peak=self.config.learning_rate, warmup_steps=self.config.warmup_steps,
+                         until=self.config.steps)
+            saved.update(steps=self.config.steps, schedule=schedule.get_config())
+        if precision_changed:  # the model was rebuilt in it (_in_precision)
+            entry["precision_before"] = saved.get("precision", "float32")
+            saved["precision"] = self.config.precision
         if changed:
             entry["degradation_before"] = saved.get("degradation")
             saved["degradation"] = degradation
@@ -262,13 +365,20 @@ class Trainer:
         self._plot()
 
     def _log(self, row: dict) -> None:
+        """Append a row; a row with columns the file lacks (a resume that turned on --degrade or other scales)
+        rewrites it under the union of both (rows written under another header went out of line)."""
         path = self.run_dir / "metrics.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        if not path.exists():
+            self._write_metrics(list(row), [row])
+            return
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns, rows = reader.fieldnames or [], list(reader)
+        if set(row) <= set(columns):
+            with path.open("a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=columns, restval="").writerow(row)
+            return
+        self._write_metrics([*columns, *(c for c in row if c not in columns)], [*rows, row])
 
     def _plot(self) -> None:
         path = self.run_dir / "metrics.csv"
@@ -282,7 +392,8 @@ class Trainer:
         rows = list(csv.DictReader(path.open()))
         fig, ax = plt.subplots(figsize=(7, 4))
         for column in (c for c in rows[0] if c.startswith("set5")):
-            ax.plot([int(r["step"]) for r in rows], [float(r[column]) for r in rows], label=column)
+            measured = [r for r in rows if r.get(column)]  # a column a later session added is blank before it
+            ax.plot([int(r["step"]) for r in measured], [float(r[column]) for r in measured], label=column)
         ax.set_xlabel("step")
         ax.set_ylabel("Set5 Y-PSNR (dB)")
         ax.grid(alpha=0.3)
@@ -296,12 +407,14 @@ class Trainer:
         the end of its warm-up): the same curve the planned schedule would follow, just with a measured end."""
         cfg = self.config
         steps = state["step"] + max(int(seconds_left / seconds_per_step), 1)
-        model.optimizer.learning_rate = RestartedCosine(cfg.learning_rate, 0, steps, cfg.warmup_steps)
+        schedule = RestartedCosine(cfg.learning_rate, 0, steps, cfg.warmup_steps)
+        model.optimizer.learning_rate = schedule
         model.make_train_function(force=True)  # the schedule is traced into the compiled step
         self.config = replace(cfg, steps=steps)
         saved_path = self.run_dir / "config.json"
         saved = json.loads(saved_path.read_text())
-        saved.update(steps=steps, fitted_at_step=state["step"], seconds_per_step=round(seconds_per_step, 5))
+        saved.update(steps=steps, fitted_at_step=state["step"], seconds_per_step=round(seconds_per_step, 5),
+                     schedule=schedule.get_config())
         saved_path.write_text(json.dumps(saved, indent=2))
 
     def _fit_step(self, step: int) -> tuple[int, int] | None:
@@ -321,6 +434,7 @@ class Trainer:
         cfg = self.config
         scales = cfg.network.scales
         files = find_images(self.train_dirs)
+        refuse_benchmark_images(files, self.validation_dir.parent)
         self._record_data(files, state["step"])
         self._record_device(state["step"])
         batches = batch_stream(SamplerSpec(tuple(files), scales, cfg.lr_patch, cfg.batch, cfg.seed + state["step"],
