@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 
-from common import platform
+from common import job_id, platform
 
 from cli.processes import stop
 from tests.receiver import Receiver
@@ -68,7 +68,8 @@ def main() -> int:
 
     receiver = Receiver(respond=flaky(0.1))
     started = time.monotonic()
-    # Split jobs: 320x240 x2 with the network, 48-px tiles, bands of two tile rows (8 bands a job);
+    # Split jobs: 320x240 x2 with the network, 48-px tiles (49 with their margin), bands of two tile rows (14
+    # bands a job);
     # the small bicubic jobs stay whole.
     overrides = dict(lease_seconds=4, sweep_interval=1.0, queued_stale_seconds=10, visibility_timeout=30,
                      webhook_allow_private=True, webhook_retry_schedule="1,2,4,8,16,32", inference_threads=1,
@@ -77,6 +78,8 @@ def main() -> int:
     split_every = max(1, args.jobs // max(args.split_jobs, 1)) if args.split_jobs else 0
     with platform(**overrides) as bench:
         client = create_app(bench.settings).test_client()
+        database = make_engine(bench.settings.database_url)  # one engine: a new one every poll leaked connections
+        sessions = make_session_factory(database)
         beat = bench.worker("beat", queues="maintenance", beat=True)
         workers = [bench.worker(f"w{i}") for i in range(args.workers)]
         rng = random.Random(1)
@@ -97,7 +100,7 @@ def main() -> int:
                             "model": "residual_sr" if split else "bicubic", "scale": "2",
                             "webhook_url": receiver.url, "webhook_events": "job.started,job.succeeded,job.failed"},
                             content_type="multipart/form-data")
-                        ids.append(response.get_json()["id"])
+                        ids.append(job_id(response))
                         if split:
                             split_ids.append(ids[-1])
                 if not redis_restarted and len(ids) >= args.jobs // 2:
@@ -109,7 +112,7 @@ def main() -> int:
                     workers[victim] = bench.worker(f"w{victim}-{kills}")
                     kills += 1
                     next_kill = time.monotonic() + args.kill_every
-                with make_session_factory(make_engine(bench.settings.database_url))() as session:
+                with sessions() as session:
                     open_jobs = session.scalar(select(func.count()).select_from(Job).where(
                         Job.status.in_(["queued", "running"])))
                     pending_hooks = session.scalar(select(func.count()).select_from(WebhookDelivery).where(
@@ -121,10 +124,11 @@ def main() -> int:
             for process in [*workers, beat]:
                 stop(process)
         wall = time.monotonic() - started
-        with make_session_factory(make_engine(bench.settings.database_url))() as session:
+        with sessions() as session:
             jobs = session.scalars(select(Job)).all()
             rerun_bands = session.scalar(select(func.count()).select_from(JobBand).where(JobBand.attempts > 1))
             deliveries = session.scalars(select(WebhookDelivery)).all()
+        database.dispose()
         results = [p for p in (bench.settings.storage_dir / "results").rglob("*") if p.is_file()]
         partials = list((bench.settings.storage_dir / ".partial").glob("*"))
         band_files = [p for p in (bench.settings.storage_dir / "bands").rglob("*") if p.is_file()]
@@ -138,8 +142,8 @@ def main() -> int:
             engine = EngineRegistry(bench.settings).get("residual_sr")
             reference = np.asarray(engine.upscale(np.asarray(Image.open(io.BytesIO(split_image)).convert("RGB")), 2))
             by_id = {j.id: j for j in jobs}
-            for job_id in split_ids:
-                job = by_id[job_id]
+            for split_id in split_ids:
+                job = by_id[split_id]
                 not_split += not job.bands_total
                 if job.status == "succeeded":
                     with Image.open(bench.settings.storage_dir / job.output_key) as out:

@@ -41,7 +41,18 @@ def make_input(width: int, height: int, path: Path) -> None:
         base = Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8))
     grain = np.random.default_rng(0).normal(0, 4, (height, width, 1))
     arr = np.clip(np.asarray(base, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
-    Image.fromarray(arr).save(path, "PNG", compress_level=1)
+    partial = path.with_name(path.name + ".partial")
+    Image.fromarray(arr).save(partial, "PNG", compress_level=1)
+    partial.replace(path)  # whole or absent: an interrupted run left a truncated file every later run reused
+
+
+def cached_input(width: int, height: int) -> Path:
+    """The benchmark image of this size, made once and kept in $TMPDIR (``bench-WxH.png``, 28 MB at 20 MP), in a
+    child of its own: a forked child starts with its parent's peak RSS."""
+    image = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{width}x{height}.png"
+    if not image.exists():
+        subprocess.run([sys.executable, __file__, "--make-input", str(width), str(height), str(image)], check=True)
+    return image
 
 
 def measure(engine_name: str, scale: int, image_path: str, tile: int | None, fmt: str) -> dict:
@@ -106,9 +117,7 @@ def main() -> int:
         print(json.dumps(measure(engine, int(scale), path, args.tile, args.format)))
         return 0
     width, height = (int(v) for v in args.size.split("x"))
-    image = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{width}x{height}.png"
-    if not image.exists():  # in a child of its own: a forked child starts with its parent's peak RSS
-        subprocess.run([sys.executable, __file__, "--make-input", str(width), str(height), str(image)], check=True)
+    image = cached_input(width, height)
     print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {os.cpu_count()} CPU cores, {args.format} out")
     print("| engine | precision | scale | output | inference s | file to file s | ms / input MP | bands "
           "| peak RSS (GiB) | GFLOP/s |")
@@ -117,9 +126,13 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--child", engine, str(scale), str(image), "--format", args.format]
         if args.tile:
             cmd += ["--tile", str(args.tile)]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_PRECISION": precision}
-        line = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip()
-        r = json.loads(line.splitlines()[-1])
+        # a fixed secret: without one, Settings makes var/secret_key wherever the benchmark is run from
+        env = {"UPSCALER_SECRET_KEY": "bench-secret-0123456789", **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "UPSCALER_INFERENCE_PRECISION": precision}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise SystemExit(f"{engine} x{scale} ({precision}) failed:\n{done.stderr.strip()[-3000:]}")
+        r = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"| {r['engine']} | {r['precision']} | x{r['scale']} | {r['output']} | {r['inference_s']} | "
               f"{r['seconds']} | {r['ms_per_input_mp']} | {r['bands']} | {r['peak_rss_gib']} | "
               f"{r.get('gflops', '-')} |", flush=True)

@@ -1,17 +1,21 @@
 """Benchmark: one network on the CPU inference runtimes that install from PyPI, side by side, on this machine.
 
-The worker's path (Keras on TensorFlow, as ``NetworkEngine`` runs it) against ONNX Runtime and OpenVINO, both
-fed the same network exported to ONNX by tf2onnx. Every runtime gets the same batch of 256-px tiles and the
-same thread count; its output must be within 1e-3 of TensorFlow's. Prints milliseconds per batch, achieved
-GFLOP/s (the network's multiply-adds x 2 / time) and that rate as a share of this machine's float32 matrix
-multiply rate measured in the same run (TensorFlow's oneDNN matmul: the attainable peak of a tuned GEMM).
+The worker's path (Keras on TensorFlow, as ``NetworkEngine`` runs it: in the precision the worker would choose
+here, and in float32 where that is another) against ONNX Runtime and OpenVINO, both fed the same network
+exported to ONNX by tf2onnx (float32). Every runtime gets the same batch of 256-px tiles and the same thread
+count; its output must be within 1e-3 of TensorFlow's float32 (2e-2 for bf16). Prints milliseconds per batch,
+achieved GFLOP/s (the network's multiply-adds x 2 / time) and that rate as a share of this machine's float32
+matrix multiply rate measured in the same run (TensorFlow's oneDNN matmul: the attainable peak of a tuned GEMM).
 
 The other runtimes are not dependencies of the project (tf2onnx pins an old protobuf): install them beside it,
 without touching the environment, and the benchmark finds them:
 
-    pip install --target var/runtimes --no-deps onnxruntime onnx tf2onnx openvino openvino-telemetry
+    pip install --target var/runtimes --no-deps onnxruntime onnx tf2onnx openvino
     python bench/runtimes.py                      # residual_sr x4, batches of 4 tiles of 256 px
     python bench/runtimes.py --scale 2 --batch 8
+
+Not ``openvino-telemetry``: with it, OpenVINO's model conversion reports to Google Analytics; without it, the
+built-in stub does nothing, and the benchmark refuses to run OpenVINO while it is importable.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def gemm_rate() -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="residual_sr")
+    parser.add_argument("--model", default="residual_sr",
+                        help="a network taking the image alone (the conditioned one takes a strength and a grid too)")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
@@ -64,16 +69,25 @@ def main() -> int:
     from shared.catalog import catalog_for
     from shared.settings import Settings
     from worker.engine.network_engine import NetworkEngine
+    from worker.engine.precision import choose_precision
     from worker.engine.threads import limit_threads
 
     limit_threads(args.threads)
-    engine = NetworkEngine(catalog_for(Settings())[args.model].weights)
-    model = engine._models[args.scale]
+    info = catalog_for(Settings(secret_key="bench-secret-0123456789")).get(args.model)
+    if info is None or info.weights is None or info.conditioned:
+        raise SystemExit(f"--model {args.model!r}: name a network that takes the image alone (residual_sr)")
+    worker_precision = choose_precision(Settings.from_env(secret_key="bench").inference_precision)
+    engines = {precision: NetworkEngine(info.weights, precision=precision)
+               for precision in dict.fromkeys((worker_precision, "float32"))}
+    model = engines["float32"]._models[args.scale]
+    engine = engines["float32"]
     batch = np.random.default_rng(0).random((args.batch, args.tile, args.tile, 3), dtype=np.float32)
     flops = 2 * engine.config.multiply_adds_per_lr_pixel(args.scale) * batch.shape[0] * args.tile * args.tile
     peak = gemm_rate()
     reference = np.asarray(model.predict_on_batch(batch))
-    runs: dict[str, Callable[[], object] | str] = {"tensorflow (the worker's)": lambda: model.predict_on_batch(batch)}
+    runs: dict[str, Callable[[], object] | str] = {
+        f"tensorflow {precision}{' (the worker' + chr(39) + 's)' if precision == worker_precision else ''}":
+            (lambda m=e._models[args.scale]: m.predict_on_batch(batch)) for precision, e in engines.items()}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "network.onnx"
         try:
@@ -87,8 +101,8 @@ def main() -> int:
         for name, load in (("onnxruntime", _onnxruntime), ("openvino", _openvino)):
             try:
                 runs[name] = load(onnx_path, args.threads, batch) if onnx_path else "needs tf2onnx"
-            except ImportError:
-                runs[name] = "not installed"
+            except ImportError as exc:
+                runs[name] = str(exc) if "telemetry" in str(exc) else "not installed"
         cores = os.cpu_count()
         print(f"{args.model} x{args.scale}, {args.batch} tiles of {args.tile} px per batch, {args.threads} threads on "
               f"{cores} cores; float32 4096^3 matmul {peak:.0f} GFLOP/s")
@@ -98,10 +112,11 @@ def main() -> int:
             if isinstance(run, str):
                 print(f"| {name} | {run} | - | - | - |")
                 continue
-            diff = float(np.abs(np.asarray(run()).reshape(reference.shape) - reference).max())
+            diff = float(np.abs(np.asarray(run(), np.float32).reshape(reference.shape) - reference).max())
             seconds = timed(run, args.repeats)
             rate = flops / seconds / 1e9
-            print(f"| {name} | {diff:.1e}{'' if diff <= 1e-3 else ' (too far)'} | {seconds * 1000:.0f} | {rate:.0f} | "
+            bound = 2e-2 if "bfloat16" in name else 1e-3  # bf16 keeps 8 bits of mantissa
+            print(f"| {name} | {diff:.1e}{'' if diff <= bound else ' (too far)'} | {seconds * 1000:.0f} | {rate:.0f} | "
                   f"{rate / peak:.0%} |", flush=True)
     return 0
 
@@ -117,7 +132,12 @@ def _onnxruntime(path: Path, threads: int, batch) -> Callable[[], object]:
 
 
 def _openvino(path: Path, threads: int, batch) -> Callable[[], object]:
+    import importlib.util
+
     import openvino as ov
+
+    if importlib.util.find_spec("openvino_telemetry"):  # it would report the conversion to Google Analytics
+        raise ImportError("uninstall openvino-telemetry first")
 
     compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU",
                                        {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})

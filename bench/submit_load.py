@@ -4,13 +4,14 @@ Starts its own Redis, a migrated SQLite database, local storage and ``upscaler a
 runs N concurrent clients, each posting a ~1 MB JPEG in a loop for D seconds (closed loop, keep-alive).
 No worker runs: this measures the submit path only (validation + storage put + row insert + enqueue).
 
-    python bench/submit_load.py                     # 32 clients, 20 s, gunicorn 3 workers x 4 threads
+    python bench/submit_load.py                     # 32 clients, 20 s, gunicorn cores + 1 workers x 4 threads
     python bench/submit_load.py --clients 8 --workers 3 --threads 4
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import io
 import os
@@ -25,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import bench_settings, child_env  # noqa: E402
 
 from cli.processes import free_port, start_redis, stop, wait_for_port  # noqa: E402
 
@@ -79,26 +82,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default: cores + 1, "
+                                                                  "what `upscaler api` starts)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--image-bytes", type=int, default=1_000_000)
     args = parser.parse_args()
 
     image = jpeg_of_about(args.image_bytes)
     body, content_type = multipart(image)
+    workers = args.workers or (os.cpu_count() or 1) + 1
     with tempfile.TemporaryDirectory(prefix="upscaler-bench-") as tmp:
         redis, redis_port = start_redis(Path(tmp) / "redis")
-        port = free_port()
-        env = {**os.environ, "UPSCALER_DATABASE_URL": f"sqlite:///{tmp}/bench.db", "UPSCALER_STORAGE_DIR":
-               f"{tmp}/storage", "UPSCALER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-               # a load test measures the submit path, not the per-tenant limits
-               "UPSCALER_RATE_LIMIT_PER_MINUTE": "0", "UPSCALER_MAX_ACTIVE_JOBS": "0", "UPSCALER_DAILY_MEGAPIXELS": "0"}
-        upscaler = [sys.executable, "-m", "cli"]
-        subprocess.run([*upscaler, "migrate"], env=env, check=True, capture_output=True)
-        api = subprocess.Popen([*upscaler, "api", "--port", str(port), "--workers", str(args.workers),
-                                "--threads", str(args.threads)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        api = None
         try:
+            port = free_port()
+            # the whole configuration is the benchmark's own (an operator's exported settings sent its uploads to
+            # a real bucket); no per-tenant limits: a load test measures the submit path
+            settings = bench_settings(Path(tmp), f"redis://127.0.0.1:{redis_port}/0")
+            env = child_env(settings, Path(tmp))
+            upscaler = [sys.executable, "-m", "cli"]
+            migrated = subprocess.run([*upscaler, "migrate"], env=env, capture_output=True, text=True)
+            if migrated.returncode:
+                raise SystemExit(f"migrate failed: {migrated.stderr.strip()[-2000:]}")
+            api = subprocess.Popen([*upscaler, "api", "--port", str(port), "--workers", str(workers),
+                                    "--threads", str(args.threads)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
             wait_for_port("127.0.0.1", port, timeout=60, process=api)
             latencies: list[float] = []
             errors: list = []
@@ -114,7 +122,8 @@ def main() -> int:
                 t.join()
             elapsed = time.monotonic() - started
         finally:
-            stop(api)
+            if api is not None:
+                stop(api)
             stop(redis)
     latencies.sort()
 
@@ -122,8 +131,9 @@ def main() -> int:
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
 
     print(f"{args.clients} clients x {args.seconds:.0f} s, {len(image) / 1e6:.2f} MB JPEG, gunicorn "
-          f"{args.workers} workers x {args.threads} threads, {os.cpu_count()} cores")
-    print(f"requests {len(latencies)}, errors {len(errors)}, {len(latencies) / elapsed:.1f} req/s, "
+          f"{workers} workers x {args.threads} threads, {os.cpu_count()} cores")
+    print(f"requests {len(latencies)}, errors {len(errors)}"
+          f"{' ' + str(dict(collections.Counter(errors))) if errors else ''}, {len(latencies) / elapsed:.1f} req/s, "
           f"{len(latencies) * len(image) / elapsed / 1e6:.1f} MB/s")
     if latencies:
         print(f"latency ms: p50 {pct(50):.1f}  p90 {pct(90):.1f}  p99 {pct(99):.1f}  max {latencies[-1] * 1000:.1f}  "

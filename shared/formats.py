@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -73,10 +74,39 @@ def displayed_size(image: Image.Image) -> tuple[int, int]:
     if image.format == "TIFF":  # Pillow's TIFF reader turns the image itself: its size is already as shown
         return width, height
     if image.format == "PNG" and "exif" not in image.info:
-        # Pillow would decode the whole image to look for an eXIf chunk after the pixels (rare; the API reads
-        # headers only, and verify() must come first): a PNG's orientation is read when it precedes them
-        return width, height
-    return (height, width) if image.getexif().get(ExifTags.Base.Orientation, 1) in QUARTER_TURNS else (width, height)
+        # Pillow's getexif() would decode the whole image to look for an eXIf chunk after the pixels, or read
+        # ImageMagick's raw profile (the worker does either, and turns the picture by it): read here without
+        # decompressing anything, the raw profile's hex or the chunk headers walked
+        raw = image.info.get("Raw profile type exif")
+        exif = Image.Exif()
+        try:
+            exif.load(bytes.fromhex("".join(raw.split("\n")[3:])) if raw else _late_png_exif(image.fp) or b"")
+        except (ValueError, SyntaxError, struct.error):  # a damaged profile turns nothing (as in the worker)
+            exif = Image.Exif()
+        orientation = exif.get(ExifTags.Base.Orientation, 1)
+    else:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in QUARTER_TURNS else (width, height)
+
+
+def _late_png_exif(fp: BinaryIO) -> bytes | None:
+    """The eXIf chunk of a PNG file, wherever it lies, read by walking the chunk headers (the file position is
+    restored); None when there is none or the file ends early."""
+    position = fp.tell()
+    try:
+        fp.seek(8)  # the signature
+        while header := fp.read(8):
+            if len(header) < 8:
+                return None
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"eXIf":
+                return fp.read(length)
+            if kind == b"IEND":
+                return None
+            fp.seek(length + 4, 1)  # the data and its CRC
+        return None
+    finally:
+        fp.seek(position)
 
 
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def decode(path: Path) -> DecodedImage:
 
 def _decode(path: Path) -> DecodedImage:
     with open_image(path) as opened:
+        # read before load: Pillow's TIFF reader turns the pixels while loading and then forgets the tag, and
+        # for a PNG whose eXIf follows the pixels this loads them to find it
+        orientation = _orientation(opened)
         opened.load()
         ImageOps.exif_transpose(opened, in_place=True)  # in place: a 20 MP photo is not copied twice
         image = opened
@@ -114,9 +118,32 @@ def _decode(path: Path) -> DecodedImage:
     greyscale = image.mode == "L"
     if greyscale:
         icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
-    deep = _sixteen_bit(path, opened.format) if alpha is None else None
+    deep = _sixteen_bit(path, opened.format, orientation) if alpha is None else None
     rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
+
+
+ORIENTATION_TAG = 0x0112
+
+
+def _orientation(opened: Image.Image) -> int:
+    """The EXIF orientation; a damaged EXIF block is dropped and turns nothing, as the API's size check reads it
+    (it failed the whole job as unreadable pixels, which were fine)."""
+    try:
+        return opened.getexif().get(ORIENTATION_TAG, 1)
+    except (ValueError, SyntaxError, struct.error) as exc:
+        log.info("ignoring a damaged EXIF block: %s", exc)
+        for key in ("exif", "Raw profile type exif"):
+            opened.info.pop(key, None)
+        return 1
+
+
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels (H x W [x C]) as shown under an EXIF orientation: the transforms of ``exif_transpose``."""
+    turned = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+              8: lambda a: np.rot90(a)}.get(orientation)
+    return np.ascontiguousarray(turned(pixels)) if turned else pixels
 
 
 def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
@@ -136,11 +163,12 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image.convert("RGB")
 
 
-def _sixteen_bit(path: Path, fmt: str | None) -> np.ndarray | None:
+def _sixteen_bit(path: Path, fmt: str | None, orientation: int) -> np.ndarray | None:
     """A 16-bit PNG or TIFF without alpha at its full depth (H x W x 3 uint16), or None.
 
     Pillow reads 16-bit colour as 8 bits, so these are read again by libvips (which the worker has; without it
-    the 8-bit pixels stand). Orientation is applied the way ``exif_transpose`` does.
+    the 8-bit pixels stand), turned by the orientation Pillow read (libvips' own autorot missed an eXIf after
+    the pixels and ImageMagick's raw EXIF profile, which Pillow, the API's size check and the 8-bit path read).
     """
     if fmt not in ("PNG", "TIFF"):
         return None
@@ -152,7 +180,7 @@ def _sixteen_bit(path: Path, fmt: str | None) -> np.ndarray | None:
         image = pyvips.Image.new_from_file(str(path))
         if image.format != "ushort" or image.bands not in (1, 3):
             return None
-        pixels = image.autorot().numpy()
+        pixels = orient(image.numpy(), orientation)
     except pyvips.Error as exc:  # a file Pillow decoded (a CIELab TIFF...) stands in 8 bits, not "corrupt"
         log.info("libvips cannot read %s at full depth (%s); using its 8-bit pixels", path.name,
                  str(exc).splitlines()[0])

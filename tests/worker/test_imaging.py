@@ -312,6 +312,71 @@ def test_the_size_the_api_reads_is_the_size_the_worker_decodes(tmp_path, fmt, or
     assert decoded.rgb[corner].mean() > 200, "the image was turned the wrong way"
 
 
+def _insert_late_exif(path, orientation: int) -> None:
+    """Move a PNG's orientation after its pixels: an eXIf chunk just before IEND (some writers put it there;
+    Pillow and libvips put it before the pixels)."""
+    import struct
+    import zlib
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = exif.tobytes()[6:]  # the TIFF structure, without the "Exif\0\0" of JPEG's segment
+    chunk = struct.pack(">I", len(data)) + b"eXIf" + data + struct.pack(">I", zlib.crc32(b"eXIf" + data))
+    raw = path.read_bytes()
+    assert raw[-12:-8] == b"\x00\x00\x00\x00" and raw[-8:-4] == b"IEND"
+    path.write_bytes(raw[:-12] + chunk + raw[-12:])
+
+
+@pytest.mark.parametrize("where", ["late eXIf", "raw profile", "late eXIf, 16-bit"])
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_png_turned_by_an_exif_the_api_cannot_see_at_once_is_sized_and_turned_alike(tmp_path, where, orientation):
+    """Three readers decided orientation: the API's size check missed an eXIf after the pixels and ImageMagick's
+    raw EXIF profile (the job failed late, internal_error), libvips' autorot missed both on 16-bit files."""
+    from PIL import PngImagePlugin
+
+    from shared.formats import sniff
+
+    deep = "16-bit" in where
+    pixels = np.full((30, 40, 3), 8000 if deep else 40, np.uint16 if deep else np.uint8)
+    pixels[:10, :10] = 60000 if deep else 250
+    path = tmp_path / "photo.png"
+    if where == "raw profile":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        info = PngImagePlugin.PngInfo()
+        data = exif.tobytes()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(data):8d}\n{data.hex()}\n")
+        Image.fromarray(pixels).save(path, pnginfo=info)
+    else:
+        if deep:
+            import pyvips
+
+            pyvips.Image.new_from_memory(pixels.tobytes(), 40, 30, 3, "ushort").copy(
+                interpretation="rgb16").pngsave(str(path), keep="none")  # no EXIF of libvips' own
+        else:
+            Image.fromarray(pixels).save(path)
+        _insert_late_exif(path, orientation)
+    sniffed = sniff(path.read_bytes(), 10**8)
+    decoded = decode(path)
+    assert (sniffed.width, sniffed.height) == (30, 40) == (decoded.rgb.shape[1], decoded.rgb.shape[0])
+    assert decoded.rgb.dtype == (np.uint16 if deep else np.uint8)
+    corner = (slice(0, 8), slice(-8, None)) if orientation == 6 else (slice(-8, None), slice(0, 8))
+    assert decoded.rgb[corner].mean() > (50000 if deep else 200), "turned the wrong way"
+
+
+def test_a_damaged_raw_exif_profile_turns_nothing_and_fails_nothing(tmp_path):
+    """ImageMagick's raw profile with broken hex: the API accepts the file as stored, so the worker must decode it
+    (it failed the job as unreadable)."""
+    from PIL import PngImagePlugin
+
+    from shared.formats import sniff
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", "\nexif\n       8\nzz12\n")
+    path = save(tmp_path, gradient(size=(40, 30)), pnginfo=info)
+    assert (sniff(path.read_bytes(), 10**8).width, decode(path).rgb.shape) == (40, (30, 40, 3))
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
 @pytest.mark.parametrize("orientation", [6, 8])
 def test_a_sixteen_bit_photo_is_turned_the_way_the_eight_bit_path_turns_it(tmp_path, fmt, orientation):
