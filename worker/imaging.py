@@ -100,7 +100,10 @@ def _decode(path: Path) -> DecodedImage:
         image = opened
         icc = opened.info.get("icc_profile")
         kept = metadata.read(opened, image, icc)
-    if image.mode == "CMYK":
+    keyed = _keyed_sixteen_bit_png(path, opened, orientation)
+    if keyed is not None:
+        image = keyed
+    elif image.mode == "CMYK":
         image, icc = _cmyk_to_rgb(image, icc), None  # a CMYK profile does not describe RGB pixels
     elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         image = _to_8bit(image)
@@ -161,6 +164,36 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
         except ImageCms.PyCMSError as exc:
             log.warning("cannot apply the image's CMYK profile (%s); converting by formula", exc)
     return image.convert("RGB")
+
+
+def _keyed_sixteen_bit_png(path: Path, opened: Image.Image, orientation: int) -> Image.Image | None:
+    """A 16-bit PNG with a tRNS colour key as 8-bit RGBA or LA whose alpha is the key, read by libvips; None for
+    any other file (or without libvips).
+
+    Pillow compares a 16-bit key with the 8-bit pixels it makes (half a photo's blue sky went transparent for a key
+    that one pixel matched), and drops a 16-bit grey image's key (the API had said the job has alpha)."""
+    if opened.format != "PNG" or "transparency" not in opened.info or _png_bit_depth(path) != 16:
+        return None
+    try:
+        import pyvips
+    except ImportError:
+        return None
+    try:
+        pixels = orient(pyvips.Image.new_from_file(str(path)).numpy(), orientation)
+    except pyvips.Error as exc:  # Pillow's reading stands
+        log.info("cannot read %s's 16-bit colour key with libvips (%s)", path.name, str(exc).splitlines()[0])
+        return None
+    if pixels.ndim != 3 or pixels.shape[2] not in (2, 4):
+        return None
+    eight = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 65535 -> 255, rounded
+    return Image.fromarray(eight, "RGBA" if eight.shape[2] == 4 else "LA")
+
+
+def _png_bit_depth(path: Path) -> int:
+    """The bit depth in a PNG's IHDR (the 25th byte of the file)."""
+    with open(path, "rb") as fh:
+        header = fh.read(25)
+    return header[24] if len(header) == 25 else 0
 
 
 def _sixteen_bit(path: Path, fmt: str | None, orientation: int) -> np.ndarray | None:

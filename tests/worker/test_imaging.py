@@ -364,6 +364,31 @@ def test_a_png_turned_by_an_exif_the_api_cannot_see_at_once_is_sized_and_turned_
     assert decoded.rgb[corner].mean() > (50000 if deep else 200), "turned the wrong way"
 
 
+@pytest.mark.parametrize("bands", [3, 1])
+def test_a_sixteen_bit_pngs_colour_key_is_its_alpha(tmp_path, bands):
+    """Pillow compared a 16-bit tRNS key with 8-bit pixels (a key only one pixel matched made half the image
+    transparent) and dropped a 16-bit grey image's key."""
+    import struct
+    import zlib
+
+    pyvips = pytest.importorskip("pyvips")
+    pixels = np.full((30, 40, bands), 20000, np.uint16)
+    pixels[:15] = 65535  # bright: its 8-bit value equals the 8-bit value of the dark key below
+    pixels[20, 7] = 255  # the one pixel the key names (255 of 65535: nearly black)
+    path = tmp_path / "keyed.png"
+    pyvips.Image.new_from_memory(pixels.tobytes(), 40, 30, bands, "ushort").copy(
+        interpretation="rgb16" if bands == 3 else "grey16").pngsave(str(path), keep="none")
+    key = struct.pack(">HHH", 255, 255, 255) if bands == 3 else struct.pack(">H", 255)
+    chunk = struct.pack(">I", len(key)) + b"tRNS" + key + struct.pack(">I", zlib.crc32(b"tRNS" + key))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:33] + chunk + raw[33:])  # after IHDR
+    decoded = decode(path)
+    alpha = np.asarray(decoded.alpha)
+    assert decoded.alpha is not None and alpha.shape == (30, 40)
+    assert (alpha == 0).sum() == 1 and alpha[20, 7] == 0
+    assert decoded.greyscale == (bands == 1)
+
+
 def test_a_damaged_raw_exif_profile_turns_nothing_and_fails_nothing(tmp_path):
     """ImageMagick's raw profile with broken hex: the API accepts the file as stored, so the worker must decode it
     (it failed the job as unreadable)."""
