@@ -16,6 +16,7 @@ from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES, ImageRejected, sniff
 from shared.limits import EXTENSIONS, check_output
+from shared.logs import current_job
 from shared.models import Job
 from shared.sizing import SizeError, plan
 from shared.states import JobStatus
@@ -31,14 +32,13 @@ PROGRESS_EVERY_SECONDS = 1.0
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> str:
-    """Process one job; returns what happened: succeeded, failed, split, skipped or lease_lost."""
-    # job.started goes in the claim's transaction, so a worker killed right after claiming cannot lose it.
-    job = change_job(ctx, job_id, JobStatus.RUNNING,
-                     lambda session: jobs.claim(session, job_id, ctx.owner, ctx.settings.lease_seconds),
-                     event=lambda claimed: "job.started" if claimed.attempts == 1 else None)
+    """Process the job this message's turn goes to (``jobs.next_fair_job``: its own, or a less-served tenant's);
+    returns what happened: succeeded, failed, split, skipped or lease_lost."""
+    job = _claim_turn(ctx, job_id)
     if job is None:
-        log.info("job %s not claimable (running elsewhere, finished or unknown): skipped", job_id)
+        log.info("job %s not claimable (running elsewhere, finished or unknown) and none queued: skipped", job_id)
         return "skipped"
+    job_id = job.id
     if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
         discard(ctx, job.staged_output_key)
         with unit_of_work(ctx.sessions) as session:
@@ -98,6 +98,25 @@ def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: 
     return output_key, {"output_key": output_key, "output_width": rendered.width,
                         "output_height": rendered.height, "output_bytes": size, "timings": timings,
                         "ran": rendered.ran()}
+
+
+def _claim_turn(ctx: WorkerContext, message_job: str) -> Job | None:
+    """Claim the fairest job for this turn; if another worker took it first, the message's own job."""
+    with ctx.sessions() as session:
+        chosen = jobs.next_fair_job(session, message_job)
+    for job_id in dict.fromkeys((chosen, message_job)):
+        # job.started goes in the claim's transaction, so a worker killed right after claiming cannot lose it
+        job = change_job(ctx, job_id, JobStatus.RUNNING,
+                         lambda session, job_id=job_id: jobs.claim(session, job_id, ctx.owner,
+                                                                   ctx.settings.lease_seconds),
+                         event=lambda claimed: "job.started" if claimed.attempts == 1 else None)
+        if job is not None:
+            if job_id != message_job:
+                log.info("the turn of job %s's message went to job %s (fair share between tenants)",
+                         message_job, job_id)
+                current_job.set(job_id)  # this task's log lines name the job it runs (the task resets it)
+            return job
+    return None
 
 
 def _fetch_input(ctx: WorkerContext, job: Job) -> None:

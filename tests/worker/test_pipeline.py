@@ -221,3 +221,17 @@ def test_an_encoder_failure_is_not_blamed_on_the_input(message, code):
     from worker.outcomes import classify
 
     assert classify(OSError(message)).code == code
+
+
+def test_a_message_runs_the_least_served_tenants_job_and_every_job_still_runs(ctx, db_session):
+    """Two messages, two jobs: A's message (A served already) runs B's job, B's message then runs A's."""
+    served = queued_job(ctx, db_session, tenant="acme", status="succeeded", started_at=seconds_ago(30),
+                        created_at=seconds_ago(60))
+    a_job = queued_job(ctx, db_session, tenant="acme", created_at=seconds_ago(50))
+    b_job = queued_job(ctx, db_session, tenant="globex", created_at=seconds_ago(5))
+    assert served.status == "succeeded"
+    assert pipeline.run_job(ctx, a_job.id) == "succeeded"
+    assert (reload(db_session, b_job).status, reload(db_session, a_job).status) == ("succeeded", "queued")
+    assert pipeline.run_job(ctx, b_job.id) == "succeeded"  # B's own message: its job is done, the turn runs A's
+    assert reload(db_session, a_job).status == "succeeded"
+    assert pipeline.run_job(ctx, b_job.id) == "skipped"  # a third turn finds nothing queued
