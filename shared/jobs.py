@@ -12,7 +12,7 @@ import base64
 import binascii
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import BigInteger, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, utcnow
@@ -91,29 +91,29 @@ def next_fair_job(session: Session, job_id: str) -> str:
 
     Priorities are fixed when a job is published, so a tenant's k-th job waited behind another's still-queued
     k-th (with 20 large jobs of A queued first, B's fifth small job waited 4.4 of A's jobs). At claim time the
-    turn goes to the least-served tenant that has queued jobs: the one whose jobs started least often since its
-    own oldest queued job was submitted (a tenant that had to wait has been served nothing meanwhile), oldest job
-    first. The message's own job keeps its turn when its tenant is among the least served, and when it is being
-    taken back from a vanished worker (expired lease). A message whose job is gone (run by another message's
-    turn, canceled, finished) gives its turn to the fairest queued job, so every queued job still runs."""
+    turn goes to the tenant with queued jobs that has been served least since the oldest queued job (of anyone)
+    was submitted, served counted in output pixels of the jobs it started (worker time, not job counts: two
+    thumbnails are not one poster), its oldest queued job first. The message's own job keeps the turn when its
+    tenant is among the least served, and when it is being taken back from a vanished worker (expired lease). A
+    message whose job is gone (run by another message's turn, canceled, finished) gives its turn to the fairest
+    queued job, so every queued job still runs."""
     own = session.get(Job, job_id)
     if own is not None and own.status == JobStatus.RUNNING.value and own.lease_expires_at is not None \
             and own.lease_expires_at < utcnow():
         return job_id
-    oldest = (select(Job.tenant, func.min(Job.created_at).label("since"))
-              .where(Job.status == JobStatus.QUEUED.value).group_by(Job.tenant).subquery())
-    started = Job.__table__.alias("started")
-    served = (select(func.count()).select_from(started)
-              .where(started.c.tenant == oldest.c.tenant, started.c.started_at >= oldest.c.since)
-              .scalar_subquery())
-    counts = {tenant: count for tenant, count in session.execute(select(oldest.c.tenant, served))}
-    if not counts:
+    queued = Job.status == JobStatus.QUEUED.value
+    waiting = set(session.scalars(select(Job.tenant).where(queued).distinct()))
+    if not waiting:
         return job_id
-    least = min(counts.values())
-    fairest = {tenant for tenant, count in counts.items() if count == least}
+    since = select(func.min(Job.created_at)).where(queued).scalar_subquery()
+    pixels = func.coalesce(func.sum(cast(Job.output_width, BigInteger) * Job.output_height), 0)
+    served = dict.fromkeys(waiting, 0) | dict(session.execute(
+        select(Job.tenant, pixels).where(Job.started_at >= since, Job.tenant.in_(waiting)).group_by(Job.tenant)).all())
+    least = min(served.values())
+    fairest = {tenant for tenant, amount in served.items() if amount == least}
     if own is not None and own.status == JobStatus.QUEUED.value and own.tenant in fairest:
         return job_id
-    return session.scalar(select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.tenant.in_(fairest))
+    return session.scalar(select(Job.id).where(queued, Job.tenant.in_(fairest))
                           .order_by(Job.created_at, Job.id).limit(1))
 
 

@@ -127,21 +127,27 @@ def test_a_flooding_tenant_goes_to_the_back_of_the_queue(db_session):
 
 
 def test_a_turn_goes_to_the_least_served_tenant_with_queued_jobs(db_session):
-    """Fair at claim time: tenant A's backlog was submitted first and A has been served since; B's job, submitted
-    later and never served, gets the turn of A's message. Within the least-served tenants the message keeps its
-    own job; a job taken back from a vanished worker keeps its turn; a gone job's turn goes to a queued one."""
+    """Fair at claim time, in worker time: tenant A's backlog was submitted first and A has been served since;
+    B's jobs, submitted later, get the turn of A's messages until B has been served as many output pixels. Within
+    the least served the message keeps its own job; a job taken back from a vanished worker keeps its turn; a
+    gone job's turn goes to a queued one."""
     from shared.jobs import next_fair_job
 
-    a_jobs = [make_job(db_session, tenant="acme", created_at=seconds_ago(100 - i)) for i in range(4)]
-    for done in a_jobs[:2]:  # A's first two ran since its oldest queued job was submitted
-        done.status, done.started_at = "succeeded", seconds_ago(50)
-    b_job = make_job(db_session, tenant="globex", created_at=seconds_ago(10))
+    big, small = {"output_width": 1280, "output_height": 1280}, {"output_width": 128, "output_height": 128}
+    a_jobs = [make_job(db_session, tenant="acme", created_at=seconds_ago(100 - i), **big) for i in range(4)]
+    a_jobs[0].status, a_jobs[0].started_at = "succeeded", seconds_ago(90)  # started before A's oldest queued
+    a_jobs[1].status, a_jobs[1].started_at = "running", seconds_ago(50)  # one big job since: 1.6 MP
+    b_jobs = [make_job(db_session, tenant="globex", created_at=seconds_ago(10 - i), **small) for i in range(3)]
     db_session.commit()
-    assert next_fair_job(db_session, a_jobs[2].id) == b_job.id
-    assert next_fair_job(db_session, b_job.id) == b_job.id
-    b_job.status, b_job.started_at = "succeeded", seconds_ago(1)
+    assert next_fair_job(db_session, a_jobs[2].id) == b_jobs[0].id
+    assert next_fair_job(db_session, b_jobs[1].id) == b_jobs[1].id  # B's own message keeps B's own job
+    for job in b_jobs[:2]:  # two thumbnails served: still far less than A's poster
+        job.status, job.started_at = "succeeded", seconds_ago(1)
     db_session.commit()
-    assert next_fair_job(db_session, b_job.id) == a_jobs[2].id  # B's duplicate turn runs A's oldest queued
+    assert next_fair_job(db_session, a_jobs[3].id) == b_jobs[2].id
+    b_jobs[2].status, b_jobs[2].started_at = "succeeded", seconds_ago(1)
+    db_session.commit()
+    assert next_fair_job(db_session, b_jobs[0].id) == a_jobs[2].id  # B's spare turn runs A's oldest queued
     assert next_fair_job(db_session, a_jobs[3].id) == a_jobs[3].id  # only A waits: its message keeps its job
     vanished = make_job(db_session, tenant="globex", status="running", lease_owner="gone",
                         lease_expires_at=seconds_ago(5), started_at=seconds_ago(60))
