@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, cast, func, or_, select, update
+from sqlalchemy import BigInteger, and_, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, utcnow
@@ -86,34 +87,45 @@ def fair_priority(session: Session, job: Job) -> int:
     return priority_for(active_jobs(session, job.tenant, before=job))
 
 
-def next_fair_job(session: Session, job_id: str) -> str:
+# Fair turns (next_fair_job): how far back a waiting tenant's service is counted, and the least a started job
+# costs (a thumbnail, or an image_url whose fetch failed after holding a worker for its timeout, is not free).
+FAIR_WINDOW = timedelta(minutes=10)
+FAIR_MIN_JOB_PIXELS = 1_000_000
+
+
+def next_fair_job(session: Session, job_id: str, passed: Collection[str] = ()) -> str | None:
     """The job a worker woken by ``job_id``'s message should claim: a message is a turn, not a job.
 
     Priorities are fixed when a job is published, so a tenant's k-th job waited behind another's still-queued
     k-th (with 20 large jobs of A queued first, B's fifth small job waited 4.4 of A's jobs). At claim time the
-    turn goes to the tenant with queued jobs that has been served least since the oldest queued job (of anyone)
-    was submitted, served counted in output pixels of the jobs it started (worker time, not job counts: two
-    thumbnails are not one poster), its oldest queued job first. The message's own job keeps the turn when its
-    tenant is among the least served, and when it is being taken back from a vanished worker (expired lease). A
-    message whose job is gone (run by another message's turn, canceled, finished) gives its turn to the fairest
-    queued job, so every queued job still runs."""
-    own = session.get(Job, job_id)
+    turn goes to the waiting tenant served least: the output pixels of its jobs started since it began waiting
+    (its oldest queued job), counted over the last ``FAIR_WINDOW`` at most (a tenant is not owed the time it had
+    nothing queued, and a long backlog does not count against its owner for ever), each job at least
+    ``FAIR_MIN_JOB_PIXELS``, and not the jobs queued again after their worker vanished (their run was lost). Its
+    oldest queued job runs first; the message's own job keeps the turn when its tenant is among the least served,
+    or when it is taken back from a vanished worker (expired lease). ``passed``: jobs another worker claimed
+    first. None when nothing is left to run."""
+    own = session.get(Job, job_id) if job_id not in passed else None
     if own is not None and own.status == JobStatus.RUNNING.value and own.lease_expires_at is not None \
             and own.lease_expires_at < utcnow():
         return job_id
-    queued = Job.status == JobStatus.QUEUED.value
-    waiting = set(session.scalars(select(Job.tenant).where(queued).distinct()))
+    queued = [Job.status == JobStatus.QUEUED.value, Job.id.not_in(list(passed))]
+    waiting = dict(session.execute(select(Job.tenant, func.min(Job.created_at)).where(*queued)
+                                   .group_by(Job.tenant)).all())
     if not waiting:
-        return job_id
-    since = select(func.min(Job.created_at)).where(queued).scalar_subquery()
-    pixels = func.coalesce(func.sum(cast(Job.output_width, BigInteger) * Job.output_height), 0)
-    served = dict.fromkeys(waiting, 0) | dict(session.execute(
-        select(Job.tenant, pixels).where(Job.started_at >= since, Job.tenant.in_(waiting)).group_by(Job.tenant)).all())
+        return None
+    horizon = utcnow() - FAIR_WINDOW
+    pixels = cast(func.coalesce(Job.output_width, 0), BigInteger) * func.coalesce(Job.output_height, 0)
+    cost = case((pixels < FAIR_MIN_JOB_PIXELS, FAIR_MIN_JOB_PIXELS), else_=pixels)
+    served = {tenant: session.scalar(  # one indexed range per waiting tenant (ix_jobs_tenant_started)
+        select(func.coalesce(func.sum(cost), 0)).where(
+            Job.tenant == tenant, Job.started_at >= max(since, horizon), Job.status != JobStatus.QUEUED.value))
+        for tenant, since in waiting.items()}
     least = min(served.values())
     fairest = {tenant for tenant, amount in served.items() if amount == least}
     if own is not None and own.status == JobStatus.QUEUED.value and own.tenant in fairest:
         return job_id
-    return session.scalar(select(Job.id).where(queued, Job.tenant.in_(fairest))
+    return session.scalar(select(Job.id).where(*queued, Job.tenant.in_(fairest))
                           .order_by(Job.created_at, Job.id).limit(1))
 
 
@@ -214,6 +226,11 @@ def jobs_to_enqueue(session: Session, stale_seconds: int, limit: int = 500) -> l
              .where(or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
              .order_by(Job.created_at).limit(limit))
     return list(session.scalars(query))
+
+
+def count_queued(session: Session) -> int:
+    """Every queued job: each needs a turn (a message) waiting in the broker."""
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED.value))
 
 
 def expired_leases(session: Session) -> list[Job]:

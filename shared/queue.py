@@ -9,6 +9,7 @@ is the source of truth.
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import logging
 from collections.abc import Iterable
@@ -108,21 +109,22 @@ def queue_depth(client, queue: str) -> int:
 SCAN_CHUNK = 1000
 
 
-def waiting_inference_messages(client) -> set[tuple[str, ...]]:
-    """``(task name, *args as text)`` of every message waiting in the inference queue, at any priority level.
+def waiting_inference_messages(client) -> collections.Counter[tuple[str, ...]]:
+    """``(task name, *args as text)`` of every message waiting in the inference queue, at any priority level,
+    with how many of each (a job's message may wait twice).
 
     The sweeper asks before publishing again a message that may be lost, so a long backlog is not doubled every
     ``queued_stale_seconds`` (which the autoscaler, reading the lists' lengths, would take for more work).
     Messages already handed to a worker (kombu's ``unacked``) do not count: that worker may be the one that
     died, and its message comes back only after the visibility timeout. Read in chunks: memory stays bounded."""
-    found: set[tuple[str, ...]] = set()
+    found: collections.Counter[tuple[str, ...]] = collections.Counter()
     for name in queue_lists(INFERENCE_QUEUE):
         for start in range(0, client.llen(name), SCAN_CHUNK):
             for raw in client.lrange(name, start, start + SCAN_CHUNK - 1):
                 try:
                     message = json.loads(raw)
                     args = json.loads(base64.b64decode(message["body"]))[0]
-                    found.add((message["headers"]["task"], *(str(arg) for arg in args)))
+                    found[(message["headers"]["task"], *(str(arg) for arg in args))] += 1
                 except (ValueError, KeyError, IndexError, TypeError):
                     continue  # not one of ours: it names no job
     return found

@@ -101,22 +101,27 @@ def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: 
 
 
 def _claim_turn(ctx: WorkerContext, message_job: str) -> Job | None:
-    """Claim the fairest job for this turn; if another worker took it first, the message's own job."""
-    with ctx.sessions() as session:
-        chosen = jobs.next_fair_job(session, message_job)
-    for job_id in dict.fromkeys((chosen, message_job)):
+    """Claim the fairest job for this turn (``jobs.next_fair_job``), choosing again while other workers take the
+    chosen ones first, until one is claimed or nothing is left: a turn given up while a job waits would leave that
+    job without a message until the sweeper's next look (10 minutes)."""
+    passed: list[str] = []
+    while True:
+        with ctx.sessions() as session:
+            chosen = jobs.next_fair_job(session, message_job, passed)
+        if chosen is None:
+            return None
         # job.started goes in the claim's transaction, so a worker killed right after claiming cannot lose it
-        job = change_job(ctx, job_id, JobStatus.RUNNING,
-                         lambda session, job_id=job_id: jobs.claim(session, job_id, ctx.owner,
+        job = change_job(ctx, chosen, JobStatus.RUNNING,
+                         lambda session, chosen=chosen: jobs.claim(session, chosen, ctx.owner,
                                                                    ctx.settings.lease_seconds),
                          event=lambda claimed: "job.started" if claimed.attempts == 1 else None)
         if job is not None:
-            if job_id != message_job:
+            if chosen != message_job:
                 log.info("the turn of job %s's message went to job %s (fair share between tenants)",
-                         message_job, job_id)
-                current_job.set(job_id)  # this task's log lines name the job it runs (the task resets it)
+                         message_job, chosen)
+                current_job.set(chosen)  # this task's log lines name the job it runs (the task resets it)
             return job
-    return None
+        passed.append(chosen)
 
 
 def _fetch_input(ctx: WorkerContext, job: Job) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -86,7 +87,7 @@ def release_expired_leases(ctx: WorkerContext) -> tuple[list[str], list[str]]:
 
 
 def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
-                            waiting: Callable[[], set[tuple[str, ...]]]) -> int:
+                            waiting: Callable[[], Counter[tuple[str, ...]]]) -> int:
     """Bands of running split jobs whose worker was killed (lease expired) or whose message may be lost are
     published again; claiming is conditional, so a duplicate does nothing. ``waiting()`` gives the messages the
     inference queue holds (``_in_broker``)."""
@@ -97,7 +98,9 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
     for job_id, index in stalled:
         if (RUN_BAND, job_id, str(index)) not in present:  # else its message still waits: only its clock restarts
             try:
-                enqueue_band(celery, job_id, index)
+                with ctx.sessions() as session:  # at the job's fair priority, as split._publish sends bands
+                    priority = jobs.fair_priority(session, session.get(Job, job_id))
+                enqueue_band(celery, job_id, index, priority)
             except Exception:  # broker still down: the next sweep tries again
                 log.warning("sweeper could not publish band %d of job %s; will retry", index, job_id,
                             exc_info=True)
@@ -108,7 +111,7 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
     return published
 
 
-def _in_broker(ctx: WorkerContext) -> set[tuple[str, ...]]:
+def _in_broker(ctx: WorkerContext) -> Counter[tuple[str, ...]]:
     """The inference queue's waiting messages (``shared.queue.waiting_inference_messages``); none known if Redis
     cannot say, and then every candidate is published again, as a lost message would need."""
     try:
@@ -120,16 +123,23 @@ def _in_broker(ctx: WorkerContext) -> set[tuple[str, ...]]:
     except redis.RedisError:
         log.warning("sweeper could not read the inference queue; publishing every stale message again",
                     exc_info=True)
-        return set()
+        return Counter()
 
 
-def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery, waiting: Callable[[], set[tuple[str, ...]]]) -> int:
+def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery, waiting: Callable[[], Counter[tuple[str, ...]]]) -> int:
+    """Publish a message for stale queued jobs while the queue holds fewer job messages than queued jobs.
+
+    A message is a turn (``jobs.next_fair_job``): a job whose own message ran another job is still run by that
+    job's message, so what is missing is a count, not a job's own message (matched by id, the sweeper doubled the
+    messages of every job whose message had given its turn away, and the autoscaler read them as work)."""
     with ctx.sessions() as session:
         pending = jobs.jobs_to_enqueue(session, ctx.settings.queued_stale_seconds)
-    present = waiting() if pending else set()
+        queued = jobs.count_queued(session) if pending else 0
+    present = waiting() if pending else Counter()
+    missing = queued - sum(count for message, count in present.items() if message[0] == RUN_JOB)
     enqueued = 0
-    for job_id in pending:
-        if (RUN_JOB, job_id) in present:  # its message is still there: only its clock starts again
+    for job_id in sorted(pending, key=lambda job: (RUN_JOB, job) in present):  # those without their own first
+        if missing <= 0:  # every queued job has a turn waiting: only its clock starts again
             with unit_of_work(ctx.sessions) as session:
                 jobs.mark_enqueued(session, job_id)
             continue
@@ -143,6 +153,7 @@ def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery, waiting: Callable[
         with unit_of_work(ctx.sessions) as session:
             jobs.mark_enqueued(session, job_id)
         enqueued += 1
+        missing -= 1
     return enqueued
 
 

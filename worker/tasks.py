@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.logs import job_context
+from shared.logs import current_job, job_context
 from shared.queue import DELIVER_WEBHOOK, RUN_BAND, RUN_JOB, SWEEP
 from worker import pipeline, split, sweeper, webhook_delivery
 from worker.celery_app import celery, get_context, settings
@@ -12,9 +12,12 @@ from worker.celery_app import celery, get_context, settings
 
 @celery.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=settings.job_time_limit, time_limit=settings.job_time_limit + 60)
-def run_job(job_id: str) -> str:
+def run_job(job_id: str) -> dict:
+    """One turn: the job it ran (its own, or another tenant's, ``jobs.next_fair_job``) and how that ended, so
+    Celery's "succeeded" line and result name the job that really ran."""
     with job_context(job_id):
-        return pipeline.run_job(get_context(), job_id)
+        outcome = pipeline.run_job(get_context(), job_id)
+        return {"job_id": current_job.get(), "outcome": outcome}
 
 
 @celery.task(name=RUN_BAND, acks_late=True, reject_on_worker_lost=True,

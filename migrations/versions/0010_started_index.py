@@ -1,4 +1,4 @@
-"""An index for fair claiming: jobs by start time (shared.jobs.next_fair_job).
+"""An index for fair turns: each tenant's jobs by start time (shared.jobs.next_fair_job).
 
 Revision ID: 0010
 Revises: 0009
@@ -16,8 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_jobs_started', 'jobs', ['started_at'], unique=False)
+    op.create_index('ix_jobs_tenant_started', 'jobs', ['tenant', 'started_at'], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_jobs_started', table_name='jobs')
+    op.drop_index('ix_jobs_tenant_started', table_name='jobs')

@@ -130,30 +130,55 @@ def test_a_turn_goes_to_the_least_served_tenant_with_queued_jobs(db_session):
     """Fair at claim time, in worker time: tenant A's backlog was submitted first and A has been served since;
     B's jobs, submitted later, get the turn of A's messages until B has been served as many output pixels. Within
     the least served the message keeps its own job; a job taken back from a vanished worker keeps its turn; a
-    gone job's turn goes to a queued one."""
+    gone job's turn goes to a queued one; jobs other workers claimed first are passed over."""
     from shared.jobs import next_fair_job
 
-    big, small = {"output_width": 1280, "output_height": 1280}, {"output_width": 128, "output_height": 128}
+    big, small = {"output_width": 1280, "output_height": 1280}, {"output_width": 1000, "output_height": 1000}
     a_jobs = [make_job(db_session, tenant="acme", created_at=seconds_ago(100 - i), **big) for i in range(4)]
-    a_jobs[0].status, a_jobs[0].started_at = "succeeded", seconds_ago(90)  # started before A's oldest queued
+    a_jobs[0].status, a_jobs[0].started_at = "succeeded", seconds_ago(99.5)  # before A's oldest queued (98 s)
     a_jobs[1].status, a_jobs[1].started_at = "running", seconds_ago(50)  # one big job since: 1.6 MP
     b_jobs = [make_job(db_session, tenant="globex", created_at=seconds_ago(10 - i), **small) for i in range(3)]
     db_session.commit()
     assert next_fair_job(db_session, a_jobs[2].id) == b_jobs[0].id
     assert next_fair_job(db_session, b_jobs[1].id) == b_jobs[1].id  # B's own message keeps B's own job
-    for job in b_jobs[:2]:  # two thumbnails served: still far less than A's poster
-        job.status, job.started_at = "succeeded", seconds_ago(1)
+    assert next_fair_job(db_session, a_jobs[2].id, passed=[b_jobs[0].id]) == b_jobs[1].id  # taken: the next one
+    b_jobs[0].status, b_jobs[0].started_at = "succeeded", seconds_ago(1)  # 1 MP served: still under A's 1.6
     db_session.commit()
-    assert next_fair_job(db_session, a_jobs[3].id) == b_jobs[2].id
-    b_jobs[2].status, b_jobs[2].started_at = "succeeded", seconds_ago(1)
+    assert next_fair_job(db_session, a_jobs[3].id) == b_jobs[1].id
+    b_jobs[1].status, b_jobs[1].started_at = "succeeded", seconds_ago(1)  # 2 MP: now A is the least served
     db_session.commit()
-    assert next_fair_job(db_session, b_jobs[0].id) == a_jobs[2].id  # B's spare turn runs A's oldest queued
-    assert next_fair_job(db_session, a_jobs[3].id) == a_jobs[3].id  # only A waits: its message keeps its job
+    assert next_fair_job(db_session, b_jobs[2].id) == a_jobs[2].id
+    assert next_fair_job(db_session, a_jobs[3].id) == a_jobs[3].id  # A's own message keeps its own job
     vanished = make_job(db_session, tenant="globex", status="running", lease_owner="gone",
                         lease_expires_at=seconds_ago(5), started_at=seconds_ago(60))
     db_session.commit()
     assert next_fair_job(db_session, vanished.id) == vanished.id
-    for job in a_jobs[2:]:
+    for job in (*a_jobs[2:], b_jobs[2]):
         job.status = "canceled"
     db_session.commit()
-    assert next_fair_job(db_session, a_jobs[2].id) == a_jobs[2].id  # nothing queued: the claim will skip it
+    assert next_fair_job(db_session, a_jobs[2].id) is None  # nothing queued: the turn is skipped
+
+
+def test_fair_turns_owe_no_idle_time_and_charge_no_lost_or_free_runs(db_session):
+    """Service counts from when a tenant began waiting, over ten minutes at most (a tenant that was idle is not
+    owed the others' hour); a run lost with its worker is not charged; a job costs at least 1 MP (an image_url
+    whose fetch failed has no output size, and held a worker all the same)."""
+    from shared.jobs import next_fair_job
+
+    hour = [make_job(db_session, tenant=t, status="succeeded", started_at=seconds_ago(3000 + i),
+                     output_width=4000, output_height=4000) for t in ("acme", "globex") for i in range(5)]
+    assert len(hour) == 10  # long ago: outside the window, whatever the backlog's age
+    a_waiting = make_job(db_session, tenant="acme", created_at=seconds_ago(3600))
+    recent = make_job(db_session, tenant="acme", status="succeeded", started_at=seconds_ago(60),
+                      output_width=2000, output_height=2000)  # 4 MP in the window
+    c_new = make_job(db_session, tenant="initech", created_at=seconds_ago(1))
+    db_session.commit()
+    assert next_fair_job(db_session, a_waiting.id) == c_new.id  # C owes nothing, A was served 4 MP lately
+    for _ in range(5):  # C's turns: five failed fetches, no output size, each charged 1 MP
+        make_job(db_session, tenant="initech", status="failed", started_at=seconds_ago(0.5), output_width=None,
+                 output_height=None, scale=None, input_url="http://127.0.0.1:9/x.png")
+    db_session.commit()
+    assert next_fair_job(db_session, c_new.id) == a_waiting.id  # 5 MP > A's 4 MP: A's turn
+    recent.status, recent.started_at = "queued", seconds_ago(60)  # its worker vanished: queued again, not charged
+    db_session.commit()
+    assert next_fair_job(db_session, c_new.id) == a_waiting.id

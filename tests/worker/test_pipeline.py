@@ -235,3 +235,55 @@ def test_a_message_runs_the_least_served_tenants_job_and_every_job_still_runs(ct
     assert pipeline.run_job(ctx, b_job.id) == "succeeded"  # B's own message: its job is done, the turn runs A's
     assert reload(db_session, a_job).status == "succeeded"
     assert pipeline.run_job(ctx, b_job.id) == "skipped"  # a third turn finds nothing queued
+
+
+def test_a_turn_whose_chosen_job_another_worker_took_runs_the_next_one(ctx, db_session, monkeypatch):
+    """Two workers may choose the same job; the loser chose once and fell back to its own (done) job: its turn was
+    spent and a queued job waited ten minutes for the sweeper. It now chooses again until it claims one."""
+    from shared import jobs
+
+    first, second = queued_job(ctx, db_session), queued_job(ctx, db_session)
+    done = queued_job(ctx, db_session, status="succeeded", started_at=seconds_ago(5))
+    real_claim = jobs.claim
+
+    def another_worker_first(session, job_id, owner, lease_seconds):
+        if job_id == first.id:  # taken between our choice and our claim
+            real_claim(session, job_id, "the-other-worker", lease_seconds)
+            return False
+        return real_claim(session, job_id, owner, lease_seconds)
+
+    monkeypatch.setattr(jobs, "claim", another_worker_first)
+    assert pipeline.run_job(ctx, done.id) == "succeeded"  # a spare turn: first was taken, second runs
+    assert reload(db_session, second).status == "succeeded"
+    assert reload(db_session, first).lease_owner == "the-other-worker"
+
+
+def test_the_sweeper_counts_turns_not_a_jobs_own_message(ctx, db_session):
+    """A's message ran B's job; B's message still waits and will run A's: no message is missing, though A's own
+    is gone (matched by id, the sweeper doubled it every period and the autoscaler read it as work)."""
+    from shared.queue import enqueue_job
+
+    celery = make_celery(ctx.settings)
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    queue.delete(*queue_lists("inference"), "unacked")
+    a_job = queued_job(ctx, db_session, tenant="acme", enqueued_at=seconds_ago(3600))
+    enqueue_job(celery, queued_job(ctx, db_session, tenant="globex", status="succeeded").id)  # B's, still there
+    assert sweep(ctx, celery).enqueued == 0 and queue_depth(queue, "inference") == 1
+    assert reload(db_session, a_job).enqueued_at > seconds_ago(60)  # its clock starts again
+    queue.delete(*queue_lists("inference"))
+    assert sweep(ctx, celery).enqueued == 0  # clock restarted: not stale yet
+    db_session.query(Job).filter_by(id=a_job.id).update({"enqueued_at": seconds_ago(3600)})
+    db_session.commit()
+    assert sweep(ctx, celery).enqueued == 1 and queue_depth(queue, "inference") == 1  # now a turn is missing
+
+
+def test_a_turn_reports_the_job_it_ran(ctx, db_session, monkeypatch):
+    """Celery logs the task's result: it names the job that ran (another tenant's here), not the message's."""
+    from worker import tasks
+
+    queued_job(ctx, db_session, tenant="acme", status="succeeded", started_at=seconds_ago(30),
+               created_at=seconds_ago(60))
+    a_job = queued_job(ctx, db_session, tenant="acme", created_at=seconds_ago(50))
+    b_job = queued_job(ctx, db_session, tenant="globex", created_at=seconds_ago(5))
+    monkeypatch.setattr(tasks, "get_context", lambda: ctx)
+    assert tasks.run_job.run(a_job.id) == {"job_id": b_job.id, "outcome": "succeeded"}

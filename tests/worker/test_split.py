@@ -206,6 +206,25 @@ def test_a_sweep_finding_stale_jobs_and_bands_reads_the_queue_once(workers, db_s
     assert reload(db_session, stale).enqueued_at > seconds_ago(60)
 
 
+def test_a_stalled_band_is_published_again_at_its_jobs_fair_priority(workers, db_session, monkeypatch):
+    """split._publish sends bands at the job's fair priority; the sweeper sent them again at level 0, so a flooding
+    tenant's bands jumped the queue."""
+    from shared.queue import queue_lists
+
+    first = workers[0]
+    for _ in range(2):  # the tenant had two jobs running before this one: its priority level is 1
+        _job(first, db_session, created_at=seconds_ago(100), status="running", lease_owner="busy",
+             lease_expires_at=seconds_ago(-600))
+    job = _planned_only(first, db_session, monkeypatch)
+    db_session.query(JobBand).filter_by(job_id=job.id, index=0).update({"updated_at": seconds_ago(3600)})
+    db_session.commit()
+    queue = redis.Redis.from_url(first.settings.redis_url)
+    queue.flushdb()
+    assert sweep(first, first.celery).bands == 1
+    depths = {name: queue.llen(name) for name in queue_lists(INFERENCE_QUEUE)}
+    assert depths[queue_lists(INFERENCE_QUEUE)[1]] == 1 and sum(depths.values()) == 1
+
+
 def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers, db_session, monkeypatch):
     first, _, third = workers
     job = _planned_only(first, db_session, monkeypatch)
