@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, case, cast, func, or_, select, update
+from sqlalchemy import BigInteger, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, utcnow
@@ -87,10 +87,11 @@ def fair_priority(session: Session, job: Job) -> int:
     return priority_for(active_jobs(session, job.tenant, before=job))
 
 
-# Fair turns (next_fair_job): how far back a waiting tenant's service is counted, and the least a started job
-# costs (a thumbnail, or an image_url whose fetch failed after holding a worker for its timeout, is not free).
+# Fair turns (next_fair_job): how far back a waiting tenant's service is counted, and what every started job
+# costs beyond its output pixels: a job's fixed work (download, decode, encode, upload: about 0.1 s, what 0.1 MP
+# of network takes), so an image_url whose fetch failed, which has no output size, is not free.
 FAIR_WINDOW = timedelta(minutes=10)
-FAIR_MIN_JOB_PIXELS = 1_000_000
+FAIR_JOB_OVERHEAD_PIXELS = 100_000
 
 
 def next_fair_job(session: Session, job_id: str, passed: Collection[str] = ()) -> str | None:
@@ -100,8 +101,8 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = ()) -
     k-th (with 20 large jobs of A queued first, B's fifth small job waited 4.4 of A's jobs). At claim time the
     turn goes to the waiting tenant served least: the output pixels of its jobs started since it began waiting
     (its oldest queued job), counted over the last ``FAIR_WINDOW`` at most (a tenant is not owed the time it had
-    nothing queued, and a long backlog does not count against its owner for ever), each job at least
-    ``FAIR_MIN_JOB_PIXELS``, and not the jobs queued again after their worker vanished (their run was lost). Its
+    nothing queued, and a long backlog does not count against its owner for ever), each job plus
+    ``FAIR_JOB_OVERHEAD_PIXELS``, and not the jobs queued again after their worker vanished (their run was lost). Its
     oldest queued job runs first; the message's own job keeps the turn when its tenant is among the least served,
     or when it is taken back from a vanished worker (expired lease). ``passed``: jobs another worker claimed
     first. None when nothing is left to run."""
@@ -115,8 +116,8 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = ()) -
     if not waiting:
         return None
     horizon = utcnow() - FAIR_WINDOW
-    pixels = cast(func.coalesce(Job.output_width, 0), BigInteger) * func.coalesce(Job.output_height, 0)
-    cost = case((pixels < FAIR_MIN_JOB_PIXELS, FAIR_MIN_JOB_PIXELS), else_=pixels)
+    cost = (cast(func.coalesce(Job.output_width, 0), BigInteger) * func.coalesce(Job.output_height, 0)
+            + FAIR_JOB_OVERHEAD_PIXELS)
     served = {tenant: session.scalar(  # one indexed range per waiting tenant (ix_jobs_tenant_started)
         select(func.coalesce(func.sum(cost), 0)).where(
             Job.tenant == tenant, Job.started_at >= max(since, horizon), Job.status != JobStatus.QUEUED.value))

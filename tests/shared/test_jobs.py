@@ -142,10 +142,10 @@ def test_a_turn_goes_to_the_least_served_tenant_with_queued_jobs(db_session):
     assert next_fair_job(db_session, a_jobs[2].id) == b_jobs[0].id
     assert next_fair_job(db_session, b_jobs[1].id) == b_jobs[1].id  # B's own message keeps B's own job
     assert next_fair_job(db_session, a_jobs[2].id, passed=[b_jobs[0].id]) == b_jobs[1].id  # taken: the next one
-    b_jobs[0].status, b_jobs[0].started_at = "succeeded", seconds_ago(1)  # 1 MP served: still under A's 1.6
+    b_jobs[0].status, b_jobs[0].started_at = "succeeded", seconds_ago(1)  # 1.1 MP served: under A's 1.74
     db_session.commit()
     assert next_fair_job(db_session, a_jobs[3].id) == b_jobs[1].id
-    b_jobs[1].status, b_jobs[1].started_at = "succeeded", seconds_ago(1)  # 2 MP: now A is the least served
+    b_jobs[1].status, b_jobs[1].started_at = "succeeded", seconds_ago(1)  # 2.2 MP: now A is the least served
     db_session.commit()
     assert next_fair_job(db_session, b_jobs[2].id) == a_jobs[2].id
     assert next_fair_job(db_session, a_jobs[3].id) == a_jobs[3].id  # A's own message keeps its own job
@@ -161,8 +161,8 @@ def test_a_turn_goes_to_the_least_served_tenant_with_queued_jobs(db_session):
 
 def test_fair_turns_owe_no_idle_time_and_charge_no_lost_or_free_runs(db_session):
     """Service counts from when a tenant began waiting, over ten minutes at most (a tenant that was idle is not
-    owed the others' hour); a run lost with its worker is not charged; a job costs at least 1 MP (an image_url
-    whose fetch failed has no output size, and held a worker all the same)."""
+    owed the others' hour); a run lost with its worker is not charged; a job costs 0.1 MP more than its output
+    (an image_url whose fetch failed has no output size, and held a worker all the same)."""
     from shared.jobs import next_fair_job
 
     hour = [make_job(db_session, tenant=t, status="succeeded", started_at=seconds_ago(3000 + i),
@@ -174,11 +174,11 @@ def test_fair_turns_owe_no_idle_time_and_charge_no_lost_or_free_runs(db_session)
     c_new = make_job(db_session, tenant="initech", created_at=seconds_ago(1))
     db_session.commit()
     assert next_fair_job(db_session, a_waiting.id) == c_new.id  # C owes nothing, A was served 4 MP lately
-    for _ in range(5):  # C's turns: five failed fetches, no output size, each charged 1 MP
+    for _ in range(42):  # C's turns: 42 failed fetches, no output size, 0.1 MP each: more than A's 4.1 MP
         make_job(db_session, tenant="initech", status="failed", started_at=seconds_ago(0.5), output_width=None,
                  output_height=None, scale=None, input_url="http://127.0.0.1:9/x.png")
     db_session.commit()
-    assert next_fair_job(db_session, c_new.id) == a_waiting.id  # 5 MP > A's 4 MP: A's turn
+    assert next_fair_job(db_session, c_new.id) == a_waiting.id  # 4.2 MP > A's 4.1 MP: A's turn
     recent.status, recent.started_at = "queued", seconds_ago(60)  # its worker vanished: queued again, not charged
     db_session.commit()
     assert next_fair_job(db_session, c_new.id) == a_waiting.id
