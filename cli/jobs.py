@@ -12,22 +12,25 @@ from cli.arguments import positive_int
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="list, show, cancel or download jobs of a running API")
-    p.add_argument("--api", default=None, help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
-    p.add_argument("--api-key", default=None, help="default: $UPSCALER_API_KEY")
+    where = argparse.ArgumentParser(add_help=False)  # before or after the action, as `submit` takes them anywhere
+    for parser, default in ((p, None), (where, argparse.SUPPRESS)):
+        parser.add_argument("--api", default=default,
+                            help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
+        parser.add_argument("--api-key", default=default, help="default: $UPSCALER_API_KEY")
     actions = p.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="newest first, one line each")
+    listing = actions.add_parser("list", parents=[where], help="newest first, one line each")
     listing.add_argument("--status", default=None)
     listing.add_argument("--limit", type=positive_int, default=20)
     listing.set_defaults(func=run_list)
-    get = actions.add_parser("get", help="the job as JSON")
+    get = actions.add_parser("get", parents=[where], help="the job as JSON")
     get.add_argument("job_id")
     get.set_defaults(func=run_get)
-    cancel = actions.add_parser("cancel", help="cancel a queued or running job")
+    cancel = actions.add_parser("cancel", parents=[where], help="cancel a queued or running job")
     cancel.add_argument("job_id")
     cancel.set_defaults(func=run_cancel)
-    download = actions.add_parser("download", help="save a succeeded job's result")
+    download = actions.add_parser("download", parents=[where], help="save a succeeded job's result")
     download.add_argument("job_id")
-    download.add_argument("path", type=Path)
+    download.add_argument("path", type=Path, help="a file, or a folder (the result keeps its own name there)")
     download.set_defaults(func=run_download)
 
 

@@ -8,12 +8,14 @@ only if every job succeeded (or, without ``--wait``, was accepted).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cli.arguments import positive_int, quality
-from cli.files import expand, result_names
+from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
 
@@ -31,27 +33,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--print-width", type=float, default=None, help="with --dpi: print width (output = width x dpi)")
     p.add_argument("--print-height", type=float, default=None, help="with --dpi: print height")
     p.add_argument("--print-unit", choices=["in", "cm"], default=None, help="unit of --print-width/height (in)")
-    p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png")
+    p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
+                   help="default: --output's suffix, else png")
     p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
     p.add_argument("--denoise", default=None, help="0..1 or 'auto' (measured from each file)")
     p.add_argument("--webhook-url", default=None)
     p.add_argument("--wait", action="store_true", help="wait for every job, with progress, and download results")
-    p.add_argument("--output-dir", type=Path, default=Path("."), help="with --wait: where results go (<stem>.<ext>)")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="with --wait: where results go (<stem>.<ext>; default: here)")
     p.add_argument("--concurrency", type=positive_int, default=4, help="jobs submitted and watched at once")
     p.add_argument("--output", type=Path, default=None, help="with one PATH and --wait: the result's file name")
     p.set_defaults(func=run)
 
 
+class Stopped(Exception):
+    """Ctrl-C: this file's watch ends (its job keeps running on the server)."""
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-    from upscaler_client import Client, UpscalerError
+    from upscaler_client import AuthenticationError, Client, UpscalerError
+    from upscaler_client import ConnectionError as Unreachable
 
-    client = Client(args.api, args.api_key)
     files = expand([Path(p) for p in args.paths])
+    if not files:
+        print(f"upscaler submit: no images in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    if (args.output or args.output_dir) and not args.wait:
+        raise SystemExit("upscaler submit: --output and --output-dir name where --wait downloads results; add --wait")
+    if args.output and len(files) > 1:
+        raise SystemExit(f"upscaler submit: --output names one result, and {len(files)} images were given; use "
+                         "--output-dir")
+    fmt = output_format_for(args.output, args.format) if args.output else args.format or "png"
+    client = Client(args.api, args.api_key)
     options = {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit, "dpi": args.dpi,
                "print_width": args.print_width, "print_height": args.print_height, "print_unit": args.print_unit,
-               "format": args.format, "quality": args.quality, "model": args.model, "denoise": args.denoise,
+               "format": fmt, "quality": args.quality, "model": args.model, "denoise": args.denoise,
                "webhook_url": args.webhook_url}
     if not args.wait:
         failed = 0
@@ -59,38 +77,76 @@ def run(args: argparse.Namespace) -> int:
             try:
                 job = client.jobs.create(path, **options)
                 print(f"{path}\t{job.id}\t{job.status}")
+            except (AuthenticationError, Unreachable) as exc:  # the same for every file: stop at the first
+                print(f"upscaler submit: {exc}", file=sys.stderr)
+                return 1
             except (UpscalerError, OSError) as exc:
                 failed += 1
                 print(f"error: {path}: {exc}", file=sys.stderr)
         return 1 if failed else 0
 
-    targets = ({files[0]: args.output} if args.output and len(files) == 1
-               else result_names(files, args.output_dir, EXTENSIONS[args.format]))
+    targets = ({files[0]: args.output} if args.output
+               else result_names(files, args.output_dir or Path("."), EXTENSIONS[fmt]))
+    refuse_overwriting_inputs(targets)
     todo = [p for p in files if not targets[p].exists()]
     for path in files:
         if path not in todo:
             print(f"skip {path}: {targets[path]} exists")
     overall = tqdm(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
+    stop = threading.Event()
+    running: dict[Path, str] = {}
+
+    def watch(bar, job) -> None:
+        if stop.is_set():
+            raise Stopped
+        bar.n = round(job.progress * 100)
+        bar.refresh()
 
     def one(index_path: tuple[int, Path]) -> bool:
         index, path = index_path
+        if stop.is_set():
+            return False
         bar = tqdm(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
                    leave=False, dynamic_ncols=True)
         try:
             job = client.jobs.create(path, **options)
-            done = job.wait(on_progress=lambda j: (setattr(bar, "n", round(j.progress * 100)), bar.refresh()))
+            running[path] = job.id
+            done = job.wait(on_progress=lambda j: watch(bar, j))
+            if stop.is_set():
+                raise Stopped
             done.download(targets[path])
+            running.pop(path)
             tqdm.write(f"done {path} -> {targets[path]} ({done.output.width}x{done.output.height})")
             return True
+        except Stopped:
+            return False
+        except (AuthenticationError, Unreachable) as exc:  # the same for every file: stop the run
+            stop.set()
+            tqdm.write(f"upscaler submit: {exc}", file=sys.stderr)
+            return False
         except (UpscalerError, OSError) as exc:
-            tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
+            job_id = running.pop(path, None)
+            tqdm.write(f"error: {path}: {exc}" + (f" (job {job_id})" if job_id else ""), file=sys.stderr)
             return False
         finally:
             bar.close()
             overall.update(1)
 
-    with ThreadPoolExecutor(max_workers=max(args.concurrency, 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(args.concurrency, 1))
+    try:
         results = list(pool.map(one, enumerate(todo)))
+    except KeyboardInterrupt:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        overall.close()
+        for target in targets.values():  # a download cut short leaves nothing beside its target
+            target.with_name(target.name + ".part").unlink(missing_ok=True)
+        left = ", ".join(f"{path} ({job_id})" for path, job_id in running.items()) or "none"
+        print(f"\nstopped; jobs left running on the server: {left} (`upscaler jobs download ID PATH` later)",
+              file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # without joining watches that poll for an hour or a download under way
+    pool.shutdown()
     overall.close()
     failed = results.count(False)
     if failed:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.arguments import quality
-from cli.files import expand, result_names
+from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
 from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS
 from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
@@ -35,18 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="output format (default: from the output file's extension; png for a folder)")
     p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
     p.set_defaults(func=run)
-
-
-def output_format_for(path: Path, explicit: str | None) -> str:
-    """The format written to ``path``: ``--format``, else its suffix's; an image suffix we cannot write is
-    refused (the file would hold another format than its name says)."""
-    if explicit:
-        return explicit
-    try:
-        return SUFFIX_FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise SystemExit(f"upscaler upscale: cannot write {path.suffix} files; name the output "
-                         f"{' / '.join(sorted(SUFFIX_FORMATS))}, or give --format") from None
 
 
 def parse_denoise(value: str) -> float | None:
@@ -79,6 +67,7 @@ def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Pat
     single = len(inputs) == 1 and not inputs[0].is_dir() and not target.is_dir() \
         and target.suffix.lower() in INPUT_SUFFIXES | set(SUFFIX_FORMATS)
     if single:
+        refuse_overwriting_inputs({inputs[0]: target})
         return [(inputs[0], target, output_format_for(target, explicit_format))]
     fmt = explicit_format or "png"
     files = expand(inputs)

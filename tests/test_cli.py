@@ -338,3 +338,87 @@ def test_gunicorn_writes_json_lines_when_the_platform_does(monkeypatch, capsys):
     lines = [json.loads(line) for line in (captured.out + captured.err).splitlines() if line.strip()]
     assert {(line["logger"], line["message"]) for line in lines} >= {
         ("gunicorn.access", '127.0.0.1 "GET /v1/jobs HTTP/1.1" 200'), ("gunicorn.error", "worker timeout")}
+
+
+def test_results_are_never_written_over_their_inputs(tmp_path):
+    """`upscale photos photos` replaced every PNG by its upscale; `submit photo.png --wait` in the photo's folder
+    took the photo for its result and skipped it (exit 0, nothing done)."""
+    from cli.upscale import plan
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    original = write_image(folder / "other.png", width=8, height=8)
+    kept = original.read_bytes()
+    with pytest.raises(SystemExit, match=r"would overwrite the input .*other\.png"):
+        plan([folder, folder], None)
+    with pytest.raises(SystemExit, match="would overwrite the input"):
+        plan([original, original], None)
+    submitted = subprocess.run([*UPSCALER, "submit", "other.png", "--wait", "--api", "http://127.0.0.1:9"],
+                               capture_output=True, text=True, timeout=60, cwd=folder,
+                               env={**os.environ, "UPSCALER_API_KEY": ""})
+    assert submitted.returncode == 1 and "would overwrite the input" in submitted.stderr
+    assert original.read_bytes() == kept
+
+
+def test_file_names_with_brackets_are_files_not_patterns(tmp_path):
+    from cli.files import expand
+
+    bracketed, plain = write_image(tmp_path / "photo[1].png"), write_image(tmp_path / "photo1.png")
+    assert expand([bracketed]) == [bracketed]
+    assert expand([tmp_path / "photo?.png"]) == [plain]  # a pattern that names no file is still a pattern
+
+
+@pytest.mark.parametrize("arguments,says", [
+    (["--output", "big.jpg"], "add --wait"),
+    (["--output-dir", "out"], "add --wait"),
+    (["EXTRA", "--wait", "--output", "big.jpg"], "--output names one result"),
+    (["--wait", "--output", "big.jpg", "--format", "png"], "names a jpeg file but --format is png"),
+])
+def test_submit_refuses_options_it_would_ignore(tmp_path, arguments, says):
+    source = write_image(tmp_path / "in.png")
+    arguments = [str(write_image(tmp_path / "two.png")) if a == "EXTRA" else a for a in arguments]
+    result = run(["submit", str(source), *arguments, "--api", "http://127.0.0.1:9"], env={"UPSCALER_API_KEY": ""})
+    assert result.returncode in (1, 2) and says in result.stderr, result.stderr
+
+
+def test_submit_of_a_folder_without_images_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run(["submit", str(tmp_path / "empty")], env={"UPSCALER_API_KEY": ""})
+    assert result.returncode == 1 and "no images in" in result.stderr
+
+
+def test_jobs_takes_the_api_before_or_after_its_action():
+    parser = build_parser()
+    assert parser.parse_args(["jobs", "list", "--api", "http://x"]).api == "http://x"
+    assert parser.parse_args(["jobs", "--api", "http://y", "get", "ID"]).api == "http://y"
+    assert parser.parse_args(["jobs", "get", "ID"]).api is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_watching_and_names_the_jobs_left_running(api_server, tmp_path):
+    """No worker runs: the job stays queued. One Ctrl-C ended nothing (the pool waited for every watch, up to an
+    hour); it now stops at once, leaves no partial file and says which jobs keep running."""
+    import signal
+
+    base, _ = api_server
+    source = write_image(tmp_path / "a.png", width=20, height=20)
+    process = subprocess.Popen([*UPSCALER, "submit", str(source), "--wait", "--model", "bicubic", "--output-dir",
+                                str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "UPSCALER_API_URL": base, "UPSCALER_API_KEY": ""})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(_queued_jobs(base)):
+        time.sleep(0.2)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130, stderr
+    (job_id,) = _queued_jobs(base)
+    assert f"jobs left running on the server: {source} ({job_id})" in stderr
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def _queued_jobs(base: str) -> list[str]:
+    import requests
+
+    return [job["id"] for job in requests.get(f"{base}/v1/jobs", timeout=5).json()["data"]
+            if job["status"] == "queued"]

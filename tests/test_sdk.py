@@ -166,3 +166,81 @@ def test_installing_the_sdk_pulls_no_server_package(request):
     brought = {Requirement(r).name.lower().replace("_", "-") for r in importlib.metadata.requires("requests") or []
                if "extra ==" not in r}
     assert brought <= {"urllib3", "idna", "charset-normalizer", "certifi"}, brought
+
+
+def test_a_key_read_from_a_file_works_and_a_bad_one_is_said_without_its_text():
+    """A Kubernetes secret made from a file ends in a newline: as a header it failed every request, reworded as
+    "cannot reach" with the key quoted in the message."""
+    assert sdk.Client("http://127.0.0.1:9", api_key="upk_abc\n").api_key == "upk_abc"
+    with pytest.raises(ValueError, match="control characters") as bad:
+        sdk.Client("http://127.0.0.1:9", api_key="upk_a\x00bc")
+    assert "upk_a" not in str(bad.value)
+
+
+def test_job_ids_are_escaped_into_their_path(api_server):
+    """An id from elsewhere ("x/deliveries/redeliver?") reached another route (a webhook was redelivered)."""
+    base, _ = api_server
+    client = sdk.Client(base, "")
+    for forged in ("../../healthz", "0" * 32 + "/deliveries/redeliver?x="):
+        with pytest.raises(sdk.NotFound):
+            client.jobs.cancel(forged)
+        with pytest.raises(sdk.NotFound):
+            client.jobs.get(forged)
+
+
+def test_an_empty_webhook_secret_is_a_configuration_error_not_a_pass():
+    """An unset secret ("") decoded to an empty HMAC key: a message anyone signed with it verified."""
+    import base64
+    import hashlib
+    import hmac
+    import time
+
+    body, message_id, sent = '{"type": "job.succeeded"}', "msg_1", str(int(time.time()))
+    forged = base64.b64encode(hmac.new(b"", f"{message_id}.{sent}.{body}".encode(), hashlib.sha256).digest())
+    headers = {"webhook-id": message_id, "webhook-timestamp": sent, "webhook-signature": "v1," + forged.decode()}
+    for secret in ("", "whsec_", "whsec_" + base64.b64encode(b"short").decode()):
+        with pytest.raises(ValueError, match="a platform secret has 16"):
+            sdk.verify_webhook(secret, headers, body)
+
+
+def test_waiting_rides_out_an_unreachable_api_and_polls_at_its_retry_after(monkeypatch):
+    """A restart of the API during --wait failed the file (and a re-run made a second job); polling every 0.5 s
+    ignored the API's Retry-After: 2 and spent the tenant's rate limit."""
+    import requests
+
+    client = sdk.Client("http://api.invalid", max_retries=0)
+    states = iter(["down", "down", "queued", "succeeded"])
+    sleeps: list[float] = []
+
+    def answer(method, path, **kwargs):
+        state = next(states)
+        if state == "down":
+            raise sdk.ConnectionError("cannot reach http://api.invalid")
+        response = requests.Response()
+        response.status_code, response.headers["Retry-After"] = 200, "2"
+        response._content = json.dumps({"id": "j1", "status": state, "progress": 0.5, "model": "auto", "input": {},
+                                        "output": {}}).encode()
+        return response
+
+    monkeypatch.setattr(client, "request", answer)
+    monkeypatch.setattr(sdk.client.time, "sleep", sleeps.append)
+    assert client.jobs.wait("j1").status == "succeeded"
+    assert sleeps == [2.0, 2.0, 2.0]  # through the outage, then at the API's pace
+
+
+def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, tmp_path):
+    from tests.workers import start_worker
+
+    base, _ = api_server
+    client = sdk.Client(base, "")
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        job = client.jobs.create(image_bytes(width=20, height=16), filename="shop.png", model="bicubic",
+                                 scale=2).wait(timeout=180)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    (tmp_path / "results").mkdir()
+    saved = job.download(tmp_path / "results")
+    assert saved == tmp_path / "results" / job.output.filename and saved.name.startswith("shop")
+    assert not list(tmp_path.rglob("*.part"))

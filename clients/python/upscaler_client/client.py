@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -16,6 +17,7 @@ from upscaler_client import errors
 from upscaler_client.types import Job, Model
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_POLL_SECONDS = 2.0
 RETRY_STATUSES = {429, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0
 
@@ -26,7 +28,12 @@ class Client:
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0,
                  max_retries: int = 3, backoff: float = 0.5):
         self.base_url = (base_url or os.environ.get("UPSCALER_API_URL") or DEFAULT_URL).rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get("UPSCALER_API_KEY")
+        key = api_key if api_key is not None else os.environ.get("UPSCALER_API_KEY")
+        # a key read from a file (a Kubernetes secret) often ends in a newline: as a header it failed every request
+        # and the error quoted the key itself
+        self.api_key = key.strip() if key else key
+        if self.api_key and not self.api_key.isprintable():
+            raise ValueError("the API key holds control characters; check UPSCALER_API_KEY")
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.http = requests.Session()
         if self.api_key:
@@ -50,7 +57,7 @@ class Client:
                         handle.seek(0)
             try:
                 response = self.http.request(method, url, timeout=self.timeout, files=files, **kwargs)
-            except requests.RequestException as exc:
+            except (requests.ConnectionError, requests.Timeout) as exc:  # worth another try; nothing else is
                 if attempt == self.max_retries:
                     raise errors.ConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
                 self._sleep(attempt, None)
@@ -69,6 +76,11 @@ class Client:
     def _sleep(self, attempt: int, retry_after: float | None) -> None:
         delay = retry_after if retry_after is not None else self.backoff * 2 ** attempt * (0.8 + 0.4 * random.random())
         time.sleep(min(delay, MAX_RETRY_AFTER))
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    """A job's URL path; the id is escaped (an id from elsewhere could otherwise name another route)."""
+    return f"/v1/jobs/{quote(str(job_id), safe='')}{suffix}"
 
 
 def _json_or_text(response: requests.Response) -> dict:
@@ -119,7 +131,7 @@ class Jobs:
         return Job.from_json(response.json(), self.client)
 
     def get(self, job_id: str) -> Job:
-        return Job.from_json(self.client.request("GET", f"/v1/jobs/{job_id}").json(), self.client)
+        return Job.from_json(self.client.request("GET", _job_path(job_id)).json(), self.client)
 
     def list(self, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
         """Every job of this key, newest first, across all pages."""
@@ -135,13 +147,23 @@ class Jobs:
                 return
 
     def cancel(self, job_id: str) -> Job:
-        return Job.from_json(self.client.request("POST", f"/v1/jobs/{job_id}/cancel").json(), self.client)
+        return Job.from_json(self.client.request("POST", _job_path(job_id, "/cancel")).json(), self.client)
 
     def wait(self, job_id: str, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
-             interval: float = 0.5) -> Job:
+             interval: float | None = None) -> Job:
+        """Poll until the job ends: at the API's ``Retry-After`` (2 s; polling every 0.5 s spent a tenant's rate
+        limit) unless ``interval`` is given. The API being unreachable for a while (a restart) is waited through
+        until the deadline, not raised: the job keeps running meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
-            job = self.get(job_id)
+            try:
+                response = self.client.request("GET", _job_path(job_id))
+            except errors.ConnectionError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(interval or DEFAULT_POLL_SECONDS)
+                continue
+            job = Job.from_json(response.json(), self.client)
             if on_progress:
                 on_progress(job)
             if job.status == "succeeded":
@@ -150,16 +172,18 @@ class Jobs:
                 raise errors.JobFailed(job)
             if time.monotonic() >= deadline:
                 raise errors.Timeout(f"job {job_id} still {job.status} after {timeout:g} s (it keeps running)", job)
-            time.sleep(interval)
+            time.sleep(interval or _retry_after(response) or DEFAULT_POLL_SECONDS)
 
     def download(self, job_id: str, path: str | Path) -> Path:
         """Save the result through its expiring ``result_url`` (streamed; written atomically)."""
         job = self.get(job_id)
         if job.status != "succeeded" or not job.result_url:
             # the API's own answer says why (409 result_not_ready, 410 result_expired), in its documented words
-            self.client.request("GET", f"/v1/jobs/{job_id}/result", allow_redirects=False)
+            self.client.request("GET", _job_path(job_id, "/result"), allow_redirects=False)
             raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
-        path = Path(path)
+        path = Path(path).expanduser()
+        if path.is_dir() or str(path).endswith(("/", ".")):  # a folder: the result's own name inside it
+            path = path / (job.output.filename or f"{job.id}.{job.output.format}")
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
         try:

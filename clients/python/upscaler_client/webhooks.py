@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 
 TOLERANCE_SECONDS = 300
+MIN_KEY_BYTES = 16  # the platform refuses shorter keys (shared.settings)
 
 
 class WebhookVerificationError(Exception):
@@ -30,6 +31,8 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
         key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
     except ValueError as exc:  # the receiver's configuration, not the sender's fault: say so
         raise ValueError("the webhook secret is not of the form whsec_<base64>") from exc
+    if len(key) < MIN_KEY_BYTES:  # an unset secret ("") would accept anything signed with an empty key
+        raise ValueError(f"the webhook secret's key is {len(key)} bytes; a platform secret has {MIN_KEY_BYTES}+")
     # over the raw bytes: a body that is not UTF-8 simply does not match (a forged request is never a crash)
     raw = body if isinstance(body, bytes) else body.encode()
     expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.".encode() + raw,
