@@ -8,6 +8,8 @@ only if every job succeeded (or, without ``--wait``, was accepted).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import threading
@@ -47,6 +49,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def request_key(path: Path, options: dict) -> str:
+    """An Idempotency-Key from the file's bytes and the options: a run stopped or cut off (the API restarted while
+    it waited) and run again finds the jobs it made, within UPSCALER_IDEMPOTENCY_TTL, instead of charging the
+    tenant for each image twice."""
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return f"submit-{digest.hexdigest()[:48]}"
+
+
+def create(client, path: Path, options: dict):
+    """The job for ``path`` with ``options``: the one an earlier run made, unless that one failed or was canceled
+    (then a new one: a retry must stay possible)."""
+    job = client.jobs.create(path, **options, idempotency_key=request_key(path, options))
+    return client.jobs.create(path, **options) if job.status in ("failed", "canceled") else job
+
+
 class Stopped(Exception):
     """Ctrl-C: this file's watch ends (its job keeps running on the server)."""
 
@@ -75,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         failed = 0
         for path in files:
             try:
-                job = client.jobs.create(path, **options)
+                job = create(client, path, options)
                 print(f"{path}\t{job.id}\t{job.status}")
             except (AuthenticationError, Unreachable) as exc:  # the same for every file: stop at the first
                 print(f"upscaler submit: {exc}", file=sys.stderr)
@@ -109,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
                    leave=False, dynamic_ncols=True)
         try:
-            job = client.jobs.create(path, **options)
+            job = create(client, path, options)
             running[path] = job.id
             done = job.wait(on_progress=lambda j: watch(bar, j))
             if stop.is_set():

@@ -422,3 +422,25 @@ def _queued_jobs(base: str) -> list[str]:
 
     return [job["id"] for job in requests.get(f"{base}/v1/jobs", timeout=5).json()["data"]
             if job["status"] == "queued"]
+
+
+def test_submitting_the_same_image_again_finds_its_job_unless_that_one_failed(api_server, db_session, tmp_path):
+    """A run cut off while it waited (the API restarted) and run again submitted, and charged, every image twice;
+    a failed job must still be retried by a new run."""
+    from shared.models import Job
+
+    base, _ = api_server
+    source = write_image(tmp_path / "a.png", width=20, height=20)
+    env = {"UPSCALER_API_URL": base, "UPSCALER_API_KEY": ""}
+
+    def submitted(*extra: str) -> str:
+        result = run(["submit", str(source), "--model", "bicubic", *extra], env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split("\t")[1]
+
+    first = submitted()
+    assert submitted() == first
+    assert submitted("--scale", "2") != first  # other options: another job
+    db_session.query(Job).filter_by(id=first).update({"status": "failed", "error_code": "internal_error"})
+    db_session.commit()
+    assert submitted() not in (first, "")
