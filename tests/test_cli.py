@@ -404,7 +404,10 @@ def test_ctrl_c_stops_watching_and_names_the_jobs_left_running(api_server, tmp_p
     source = write_image(tmp_path / "a.png", width=20, height=20)
     process = subprocess.Popen([*UPSCALER, "submit", str(source), "--wait", "--model", "bicubic", "--output-dir",
                                 str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "UPSCALER_API_URL": base, "UPSCALER_API_KEY": ""})
+                               env={**os.environ, "UPSCALER_API_URL": base, "UPSCALER_API_KEY": ""},
+                               # as from a terminal: a harness started in the background ignores SIGINT, and its
+                               # children would inherit that (Python then installs no KeyboardInterrupt)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(_queued_jobs(base)):
         time.sleep(0.2)

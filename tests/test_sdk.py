@@ -226,6 +226,11 @@ def test_waiting_rides_out_an_unreachable_api_and_polls_at_its_retry_after(monke
     monkeypatch.setattr(sdk.client.time, "sleep", sleeps.append)
     assert client.jobs.wait("j1").status == "succeeded"
     assert sleeps == [2.0, 2.0, 2.0]  # through the outage, then at the API's pace
+    states = iter(["queued", "succeeded"])  # and so does a Job's own wait() (it polled every 0.5 s)
+    sleeps.clear()
+    job = sdk.Job.from_json({"id": "j1", "status": "queued", "progress": 0.0, "model": "auto", "input": {},
+                             "output": {}}, client)
+    assert job.wait().status == "succeeded" and sleeps == [2.0]
 
 
 def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, tmp_path):

@@ -58,8 +58,9 @@ class Job:
         return self._client.jobs.get(self.id)
 
     def wait(self, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
-             interval: float = 0.5) -> Job:
-        """Poll until the job ends; ``JobFailed`` if it failed or was canceled, ``Timeout`` if time runs out."""
+             interval: float | None = None) -> Job:
+        """Poll until the job ends (at the API's ``Retry-After`` unless ``interval`` is given); ``JobFailed`` if it
+        failed or was canceled, ``Timeout`` if time runs out."""
         return self._client.jobs.wait(self.id, timeout=timeout, on_progress=on_progress, interval=interval)
 
     def download(self, path: str | Path) -> Path:
