@@ -8,7 +8,7 @@ import sys
 
 from cli.arguments import positive_int
 from shared.limits import MAX_WAIT_SECONDS
-from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
+from shared.queue import INFERENCE_QUEUE, QUEUES
 
 # gunicorn's default access line logs the request line with its query string, which for a signed file link is
 # the credential itself; %(U)s is the path alone.
@@ -17,7 +17,6 @@ ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"
 # upload's tail. It was 30 s while a request may wait 60: a rollout cut such a request off after its job was made,
 # and a client without an Idempotency-Key retried into a second job. Grace periods in deploy/ exceed it.
 GRACEFUL_SECONDS = MAX_WAIT_SECONDS + 15
-QUEUES = (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE)
 
 
 def queue_names(text: str) -> str:

@@ -103,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {path}: {exc}", file=sys.stderr)
         return 1 if failed else 0
 
-    targets = ({files[0]: args.output} if args.output
-               else result_names(files, args.output_dir or Path("."), EXTENSIONS[fmt]))
-    refuse_overwriting_inputs(targets)
+    if args.output:
+        targets = {files[0]: args.output}
+        refuse_overwriting_inputs(targets)
+    else:  # result_names refuses a target that is an input
+        targets = result_names(files, args.output_dir or Path("."), EXTENSIONS[fmt])
     todo = [p for p in files if not targets[p].exists()]
     for path in files:
         if path not in todo:

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--init-from takes a shipped network's <name>.weights.h5, not {args.init_from}")
     if args.init_from and not args.init_from.exists():
         raise FileNotFoundError(f"no such weights file: {args.init_from}")
-    if saved_config(args.run_dir) and args.init_from:
+    resuming = saved_config(args.run_dir) is not None
+    if resuming and args.init_from:
         print(f"upscaler train: {args.run_dir} resumes its own checkpoint; --init-from starts a new run only",
               file=sys.stderr)
         return 2
@@ -114,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
                         init_from=str(args.init_from) if args.init_from else None,
                         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
                         data_workers=args.data_workers, time_limit_minutes=args.time_limit)
-    resuming = saved_config(args.run_dir) is not None
     print(f"{'resuming' if resuming else 'training'} {config.arch} ({config.network.shape_words}) in "
           f"{config.precision}")
     trainer = Trainer(args.run_dir, config, [root / "train"], root / "benchmark" / "set5")

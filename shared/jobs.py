@@ -82,8 +82,10 @@ def priority_for(ahead: int) -> int:
     return min(PRIORITY_LEVELS - 1, ahead // FAIR_STEP)
 
 
-def fair_priority(session: Session, job: Job) -> int:
-    """The priority of a stored job (the sweeper's re-publish); the submit path reuses its quota count."""
+def fair_priority(session: Session, job_id: str) -> int:
+    """The priority of a stored job (the sweeper's re-publish, a split job's bands); the submit path reuses its
+    quota count."""
+    job = session.get(Job, job_id)
     return priority_for(active_jobs(session, job.tenant, before=job))
 
 

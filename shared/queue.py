@@ -28,6 +28,7 @@ DELIVER_WEBHOOK = "upscaler.deliver_webhook"
 INFERENCE_QUEUE = "inference"
 MAINTENANCE_QUEUE = "maintenance"
 WEBHOOK_QUEUE = "webhooks"
+QUEUES = (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE)  # every queue a worker may consume
 
 
 PRIORITY_LEVELS = 10
@@ -42,7 +43,7 @@ def make_celery(settings: Settings) -> Celery:
     visibility = settings.visibility_timeout or max(settings.job_time_limit * 2, 3600)
     app = Celery("upscaler", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
-        task_queues=(Queue(INFERENCE_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(WEBHOOK_QUEUE)),
+        task_queues=tuple(Queue(name) for name in QUEUES),
         task_default_queue=MAINTENANCE_QUEUE,
         task_routes={RUN_JOB: {"queue": INFERENCE_QUEUE}, RUN_BAND: {"queue": INFERENCE_QUEUE},
                      SWEEP: {"queue": MAINTENANCE_QUEUE},

@@ -126,14 +126,11 @@ def _decode(path: Path) -> DecodedImage:
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
 
 
-ORIENTATION_TAG = 0x0112
-
-
 def _orientation(opened: Image.Image) -> int:
     """The EXIF orientation; a damaged EXIF block is dropped and turns nothing, as the API's size check reads it
     (it failed the whole job as unreadable pixels, which were fine)."""
     try:
-        return opened.getexif().get(ORIENTATION_TAG, 1)
+        return opened.getexif().get(metadata.ORIENTATION, 1)
     except (ValueError, SyntaxError, struct.error) as exc:
         log.info("ignoring a damaged EXIF block: %s", exc)
         for key in ("exif", "Raw profile type exif"):

@@ -88,7 +88,7 @@ def resume(ctx: WorkerContext, job: Job) -> str:
 
 def _publish(ctx: WorkerContext, job: Job, indexes: list[int]) -> None:
     with ctx.sessions() as session:
-        priority = jobs.fair_priority(session, session.get(Job, job.id))
+        priority = jobs.fair_priority(session, job.id)
     try:
         for index in indexes:
             enqueue_band(ctx.celery, job.id, index, priority)

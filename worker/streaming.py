@@ -211,8 +211,8 @@ def _with_metadata(image, meta: Metadata):
     """EXIF, XMP, ICC and resolution as libvips metadata (written by each saver that can carry them)."""
     vips = _vips()
     image = image.copy()
-    if meta.dpi:  # always set by metadata.for_format
-        image = image.copy(xres=meta.dpi[0] / 25.4, yres=meta.dpi[1] / 25.4)  # libvips counts pixels per mm
+    # metadata.for_format always gives a resolution (72 dpi where the input stated none)
+    image = image.copy(xres=meta.dpi[0] / 25.4, yres=meta.dpi[1] / 25.4)  # libvips counts pixels per mm
     for field, blob in (("exif-data", meta.exif), ("xmp-data", meta.xmp), ("icc-profile-data", meta.icc)):
         if blob:
             image.set_type(vips.GValue.blob_type, field, blob)

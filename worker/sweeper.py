@@ -93,13 +93,13 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
     inference queue holds (``_in_broker``)."""
     with ctx.sessions() as session:
         stalled = [(b.job_id, b.index) for b in job_bands.stalled(session, ctx.settings.queued_stale_seconds)]
-    present = waiting() if stalled else set()
+    present = waiting() if stalled else Counter()
     published = 0
     for job_id, index in stalled:
         if (RUN_BAND, job_id, str(index)) not in present:  # else its message still waits: only its clock restarts
             try:
                 with ctx.sessions() as session:  # at the job's fair priority, as split._publish sends bands
-                    priority = jobs.fair_priority(session, session.get(Job, job_id))
+                    priority = jobs.fair_priority(session, job_id)
                 enqueue_band(celery, job_id, index, priority)
             except Exception:  # broker still down: the next sweep tries again
                 log.warning("sweeper could not publish band %d of job %s; will retry", index, job_id,
@@ -144,7 +144,7 @@ def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery, waiting: Callable[
                 jobs.mark_enqueued(session, job_id)
             continue
         with ctx.sessions() as session:
-            priority = jobs.fair_priority(session, session.get(Job, job_id))
+            priority = jobs.fair_priority(session, job_id)
         try:
             enqueue_job(celery, job_id, priority)
         except Exception:  # broker still down: the next sweep tries again

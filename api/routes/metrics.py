@@ -14,7 +14,7 @@ from api.openapi import operation
 from api.schemas import Problem
 from api.services import services
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
-from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE, queue_depth
+from shared.queue import QUEUES, queue_depth
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -39,7 +39,7 @@ def metrics():
     queues = CollectorRegistry()
     depth = Gauge("upscaler_queue_depth", "Messages waiting in each queue", ["queue"], registry=queues)
     try:
-        for name in (INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE):
+        for name in QUEUES:
             depth.labels(name).set(queue_depth(svc.redis, name))
     except redis.RedisError:
         pass  # no depth series while Redis is down; /readyz says why

@@ -117,13 +117,13 @@ def test_a_flooding_tenant_goes_to_the_back_of_the_queue(db_session):
     """Fair scheduling: priority falls with the tenant's own waiting jobs, not with the global backlog."""
     flood = [make_job(db_session, tenant="a", created_at=seconds_ago(100 - i)) for i in range(30)]
     newcomer = make_job(db_session, tenant="b")
-    priorities = [jobs.fair_priority(db_session, j) for j in flood]
+    priorities = [jobs.fair_priority(db_session, j.id) for j in flood]
     assert priorities[:2] == [0, 0] and priorities[-1] == 9 and priorities == sorted(priorities)
-    assert jobs.fair_priority(db_session, newcomer) == 0
+    assert jobs.fair_priority(db_session, newcomer.id) == 0
     for job in flood[:10]:
         job.status = "succeeded"
     db_session.commit()
-    assert jobs.fair_priority(db_session, flood[10]) == 0  # finished jobs no longer count against the tenant
+    assert jobs.fair_priority(db_session, flood[10].id) == 0  # finished jobs no longer count against the tenant
 
 
 def test_a_turn_goes_to_the_least_served_tenant_with_queued_jobs(db_session):

@@ -195,16 +195,16 @@ def test_the_luma_loss_weighs_luma_errors_four_times_colour_errors():
 
 
 def test_resuming_a_run_unchanged_records_no_restart_and_keeps_its_loss(data, tmp_path):
-    from worker.training.trainer import run_loss
+    from worker.training.trainer import config_for
 
     run_dir = tmp_path / "run"
-    assert run_loss(run_dir) == "l1"  # a new run
+    assert config_for(run_dir).loss == "l1"  # a new run
     options = {"arch": "residual_sr_cond", "degradation": DegradationConfig(), "loss": "luma_l1"}
     trainer(data, run_dir, 2, **options).run()
     trainer(data, run_dir, 2, **options).run()
     saved = json.loads((run_dir / "config.json").read_text())
     assert "restarts" not in saved  # the same mix and loss: nothing to record
-    assert run_loss(run_dir) == "luma_l1"  # what `upscaler train` resumes with when --loss is not given
+    assert config_for(run_dir).loss == "luma_l1"  # what `upscaler train` resumes with when --loss is not given
 
 
 def test_a_time_limited_run_fits_its_cosine_to_the_measured_step_rate(data, tmp_path):

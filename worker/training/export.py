@@ -11,6 +11,7 @@ from shared.catalog import write_record
 from worker.engine.archs import get_arch
 from worker.engine.network import scale_model
 from worker.training.reparam import plain_weights
+from worker.training.warm_start import started_from
 
 
 def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
@@ -24,12 +25,8 @@ def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
         data["before_step"] = earlier["before_step"] if same else {"step": history[0]["from_step"], "data": earlier}
     if "started_from" in config:  # kept when the run began (a record read now may be this run's own export)
         data["started_from"] = config["started_from"]
-    elif config.get("init_from"):  # a run from before that was kept
-        start = Path(config["init_from"])
-        start_record = start.with_name(start.name.replace(".weights.h5", ".json"))
-        if start_record.exists():
-            parent = json.loads(start_record.read_text())
-            data["started_from"] = {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}
+    elif config.get("init_from") and (parent := started_from(Path(config["init_from"]))):  # a run from before
+        data["started_from"] = parent
     return data
 
 

@@ -31,7 +31,7 @@ from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
 from worker.training.patches import SamplerSpec, batch_stream, find_images, refuse_benchmark_images
 from worker.training.reparam import CONV_FACTORIES
-from worker.training.warm_start import warm_start
+from worker.training.warm_start import started_from, warm_start
 
 CHROMA_WEIGHT = 0.25
 
@@ -58,12 +58,6 @@ LOSSES = {"l1": "mean_absolute_error", "luma_l1": luma_weighted_l1}
 def _losses(model: keras.Model, loss: str) -> list:
     """The same loss (a ``LOSSES`` key) for every scale's output."""
     return [LOSSES[loss]] * len(model.outputs)
-
-
-def run_loss(run_dir: Path) -> str:
-    """The loss a run folder trains with (l1 for a new run), so a resume that names none keeps it."""
-    saved = saved_config(run_dir)
-    return saved.get("loss", "l1") if saved else "l1"
 
 
 def saved_config(run_dir: Path) -> dict | None:
@@ -263,14 +257,8 @@ class Trainer:
     def _parent_data(self) -> dict:
         """What the network a new run starts from had seen (its record's data), kept in the run folder: read at
         export time instead, it was the record the run's own earlier export had overwritten."""
-        if not self.config.init_from:
-            return {}
-        start = Path(self.config.init_from)
-        record = start.with_name(start.name.replace(".weights.h5", ".json"))
-        if not record.exists():
-            return {}
-        parent = json.loads(record.read_text())
-        return {"started_from": {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}}
+        parent = started_from(Path(self.config.init_from)) if self.config.init_from else None
+        return {"started_from": parent} if parent else {}
 
     def _in_precision(self, model: keras.Model) -> keras.Model:
         """The checkpoint's network rebuilt in the asked precision, its weights, schedule and Adam state carried

@@ -8,7 +8,6 @@ identity: either way, at step 0 the new network computes exactly what the old on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
@@ -16,16 +15,27 @@ import numpy as np
 
 from worker.engine.archs import get_arch
 from worker.engine.network import closes_residual_branch
+from worker.engine.network_engine import record_for
 from worker.training.reparam import plain_weights, set_plain_weights
 
 
 def load_shipped(weights: Path) -> tuple[keras.Model, dict]:
     """A shipped network (``<name>.weights.h5`` beside ``<name>.json``) and its record, in float32."""
-    record = json.loads(Path(weights).with_name(Path(weights).name.replace(".weights.h5", ".json")).read_text())
+    record = record_for(weights)
     arch = get_arch(record.get("arch", "residual_sr"))
     model = arch.build(arch.config(record["network"]))
     model.load_weights(weights)
     return model, record
+
+
+def started_from(weights: Path) -> dict | None:
+    """The name and training data of the shipped network at ``weights`` (what a run warm-started from it had
+    seen before its own steps), or None where it has no record."""
+    try:
+        parent = record_for(weights)
+    except FileNotFoundError:
+        return None
+    return {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}
 
 
 def _fit(old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
