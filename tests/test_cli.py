@@ -389,8 +389,8 @@ def test_submit_of_a_folder_without_images_says_so(tmp_path):
 
 def test_jobs_takes_the_api_before_or_after_its_action():
     parser = build_parser()
-    assert parser.parse_args(["jobs", "list", "--api", "http://x"]).api == "http://x"
-    assert parser.parse_args(["jobs", "--api", "http://y", "get", "ID"]).api == "http://y"
+    assert parser.parse_args(["jobs", "list", "--api", "http://127.0.0.1:9"]).api == "http://127.0.0.1:9"
+    assert parser.parse_args(["jobs", "--api", "http://127.0.0.1:8", "get", "ID"]).api == "http://127.0.0.1:8"
     assert parser.parse_args(["jobs", "get", "ID"]).api is None
 
 

@@ -208,14 +208,14 @@ def test_waiting_rides_out_an_unreachable_api_and_polls_at_its_retry_after(monke
     ignored the API's Retry-After: 2 and spent the tenant's rate limit."""
     import requests
 
-    client = sdk.Client("http://api.invalid", max_retries=0)
+    client = sdk.Client("http://127.0.0.1:9", max_retries=0)
     states = iter(["down", "down", "queued", "succeeded"])
     sleeps: list[float] = []
 
     def answer(method, path, **kwargs):
         state = next(states)
         if state == "down":
-            raise sdk.ConnectionError("cannot reach http://api.invalid")
+            raise sdk.ConnectionError("cannot reach http://127.0.0.1:9")
         response = requests.Response()
         response.status_code, response.headers["Retry-After"] = 200, "2"
         response._content = json.dumps({"id": "j1", "status": state, "progress": 0.5, "model": "auto", "input": {},
