@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -39,3 +40,18 @@ def schema_behind(current: str | None) -> str | None:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+class DowngradeRefused(RuntimeError):
+    """A downgrade would have to drop or change what some rows hold; it stops before altering anything."""
+
+
+def refuse_downgrade_while(connection: sa.Connection, count_sql: str, rows: str) -> None:
+    """Stop a downgrade while ``count_sql`` counts rows the older schema cannot hold.
+
+    Why: an older revision's NOT NULL column or integer type cannot take a job it never knew (an input URL not yet
+    fetched, a target size, a fractional scale); the bare ``ALTER`` failed half-way with the database's own
+    message, or, on PostgreSQL, rounded 1.5 to 2. Saying which rows and what to do is the operator's way out."""
+    held = connection.execute(sa.text(count_sql)).scalar()
+    if held:
+        raise DowngradeRefused(f"cannot downgrade: {held} {rows}; delete those jobs first or stay on this revision")

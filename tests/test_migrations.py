@@ -1,13 +1,14 @@
 """Alembic: one head, upgrade from empty on both databases, and models == migrations."""
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from shared.db import make_engine
-from shared.migrate import alembic_config, upgrade
+from shared.migrate import DowngradeRefused, alembic_config, upgrade
 from shared.models import Base
 
 
@@ -82,3 +83,42 @@ def test_a_schema_is_behind_only_when_it_is_an_older_revision_of_this_code():
     assert schema_behind(head) is None and schema_behind("9999_from_a_later_release") is None
     assert schema_behind(known[-1]) == f"schema at {known[-1]}, this code needs {head}: run upscaler migrate"
     assert schema_behind(None) == f"schema at nothing, this code needs {head}: run upscaler migrate"
+
+
+JOB_AT_HEAD = (
+    "insert into jobs (id, tenant, status, created_at, updated_at, scale, target_width, model, output_format,"
+    " input_key, input_url, input_format, input_bytes, input_width, input_height, progress, attempts) values"
+    " (:id, 'acme', 'queued', '2026-01-01', '2026-01-01', :scale, :width, 'auto', 'png', 'k', :url, :format, 1, 1,"
+    " 1, 0, 0)")
+
+
+@pytest.mark.parametrize(("job", "revision"), [
+    ({"scale": 4, "width": None, "url": "http://127.0.0.1/a.png", "format": None}, "0005"),
+    ({"scale": None, "width": 800, "url": None, "format": "png"}, "0006"),
+    ({"scale": 1.5, "width": None, "url": None, "format": "png"}, "0006"),
+])
+def test_a_downgrade_that_cannot_hold_a_job_is_refused_before_it_changes_anything(empty_database, job, revision):
+    """An unfetched URL job has no input facts for 0005's NOT NULL columns; a target size or 1.5x has no place
+    in 0006's integer scale: the downgrade says so and leaves the schema and the job as they were. Without
+    such jobs it goes through and keeps the others."""
+    upgrade(empty_database)
+    config = alembic_config(empty_database)
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(JOB_AT_HEAD), {"id": "blocking", **job})
+            conn.execute(text(JOB_AT_HEAD), {"id": "plain", "scale": 2, "width": None, "url": None, "format": "png"})
+        with pytest.raises(DowngradeRefused, match="cannot downgrade: 1 jobs"):
+            command.downgrade(config, revision)
+        with engine.connect() as conn:
+            assert conn.execute(text("select version_num from alembic_version")).scalar() != revision
+            assert conn.execute(text("select count(*) from jobs")).scalar() == 2
+            assert "input_url" in {c["name"] for c in inspect(conn).get_columns("jobs")}
+        with engine.begin() as conn:
+            conn.execute(text("delete from jobs where id = 'blocking'"))
+        command.downgrade(config, revision)
+        with engine.connect() as conn:
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == revision
+            assert conn.execute(text("select id, scale from jobs")).one() == ("plain", 2)
+    finally:
+        engine.dispose()
