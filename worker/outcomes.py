@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -60,6 +63,38 @@ def renew_lease(ctx: WorkerContext, job_id: str, progress: float | None = None) 
     with unit_of_work(ctx.sessions) as session:
         if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress):
             raise LeaseLost(job_id)
+
+
+@contextmanager
+def lease_kept(ctx: WorkerContext, job_id: str) -> Iterator[None]:
+    """Renew our job's lease from a thread, every third of it, while the block runs.
+
+    Why: the lease is how the sweeper tells a dead worker from a slow one, and only inference reports progress.
+    A step that reports nothing (downloading or fetching a large input, decoding it, encoding a huge output,
+    uploading it to a slow bucket) could outlast the lease: the sweeper queued the job again while this worker
+    still uploaded, the upload was thrown away, and a job that always takes that long failed ``worker_lost``
+    after ``max_attempts``. The thread lives as long as this process does, so a killed worker still loses its
+    jobs within one lease, and the job's time limit still ends a step that hangs. It only renews: a lost lease
+    (canceled, taken over) is found by the block's own ``renew_lease`` and ``finish_job``, which then discard
+    what it wrote; the thread stops at the first renewal that finds the job no longer ours."""
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(ctx.settings.lease_seconds / 3):
+            try:
+                with unit_of_work(ctx.sessions) as session:
+                    if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds):
+                        return
+            except Exception:  # a database blip: the next round tries again, as the lease allows
+                log.warning("job %s: could not renew its lease", job_id, exc_info=True)
+
+    thread = threading.Thread(target=keep, name=f"lease-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def fail_job(ctx: WorkerContext, job_id: str, exc: Exception) -> None:

@@ -24,7 +24,17 @@ from shared.transitions import change_job
 from worker import split
 from worker.context import WorkerContext
 from worker.fetch import fetch
-from worker.outcomes import JobFailure, LeaseLost, discard, fail_job, finish_job, observe, renew_lease, store_result
+from worker.outcomes import (
+    JobFailure,
+    LeaseLost,
+    discard,
+    fail_job,
+    finish_job,
+    lease_kept,
+    observe,
+    renew_lease,
+    store_result,
+)
 from worker.render import Prepared, finish, prepare
 
 log = logging.getLogger(__name__)
@@ -44,10 +54,11 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         with unit_of_work(ctx.sessions) as session:
             jobs.stage_output(session, job_id, ctx.owner, None)
     if job.bands_total is not None:  # a split job taken back from workers that vanished
-        return split.resume(ctx, job)
+        with lease_kept(ctx, job_id):
+            return split.resume(ctx, job)
     output_key = None
     try:
-        with tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
+        with lease_kept(ctx, job_id), tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
             started = time.monotonic()
             source_path = Path(tmp) / "input"
             if job.input_url and job.input_bytes is None:

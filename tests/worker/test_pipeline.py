@@ -1,6 +1,9 @@
 """The job pipeline in-process, on both databases and real local storage."""
 
 import io
+import threading
+import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from tests.conftest import image_bytes
 from tests.factories import make_job, queued_job, reload, seconds_ago
 from worker import pipeline
 from worker.engine.precision import choose_precision
-from worker.sweeper import sweep
+from worker.sweeper import release_expired_leases, sweep
 
 
 @pytest.mark.parametrize("model,fmt", [("bicubic", "png"), ("residual_sr", "webp"), ("residual_sr", "jpeg")])
@@ -118,6 +121,28 @@ def test_losing_the_lease_discards_the_output(ctx, db_session, monkeypatch):
     assert pipeline.run_job(ctx, job.id) == "lease_lost"
     assert list((ctx.settings.storage_dir / "results").rglob("*.png")) == []
     assert reload(db_session, job).status == "running"  # the new owner finishes it
+
+
+def test_a_step_that_reports_nothing_keeps_the_job_past_its_lease(ctx, db_session, monkeypatch):
+    """An upload to a slow bucket outlasting the lease: the sweeper took the job back while it uploaded, the
+    attempt was thrown away, and a job that always uploads that long ended worker_lost. The worker keeps its
+    lease from a thread while it works, so the sweeper's look at that moment finds nothing expired."""
+    ctx = replace(ctx, settings=replace(ctx.settings, lease_seconds=1))
+    job = queued_job(ctx, db_session)
+    real_put = ctx.storage.put_file
+    swept = []
+
+    def slow_put(key, path, content_type):
+        time.sleep(2.5)  # 2.5 leases without a word from the upload
+        swept.append(release_expired_leases(ctx))
+        real_put(key, path, content_type)
+
+    monkeypatch.setattr(ctx.storage, "put_file", slow_put)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert swept == [([], [])]
+    assert reload(db_session, job).status == "succeeded"
+    time.sleep(1)  # the keeping thread ended with the job: nothing renews a finished job
+    assert not any(thread.name == f"lease-{job.id}" for thread in threading.enumerate())
 
 
 def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
