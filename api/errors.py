@@ -44,11 +44,13 @@ def problem(code: str, detail: str | None = None, headers: dict[str, str] | None
 
 
 def _too_large(app: Flask) -> str:
-    """Which limit a 413 hit: the whole request's, or (a request within it) one text field's, which Werkzeug
-    caps at ``MAX_FORM_MEMORY_SIZE`` (500 kB by default) while parsing the form."""
+    """Which limit a 413 hit: the whole request's, or (a request within it) the form's, which Werkzeug checks
+    while parsing: one text field's length (``MAX_FORM_MEMORY_SIZE``, 500 kB by default) or the number of parts
+    (``MAX_FORM_PARTS``, 1000); it does not say which."""
     limit = app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length <= limit:
-        return f"a form field other than the image is longer than {app.config['MAX_FORM_MEMORY_SIZE']} bytes"
+        return (f"a form field other than the image is longer than {app.config['MAX_FORM_MEMORY_SIZE']} bytes, or "
+                f"the form has more than {app.config['MAX_FORM_PARTS']} parts")
     return f"the upload exceeds the limit of {limit} bytes"
 
 

@@ -3,9 +3,10 @@
 * **Rate**: a fixed one-minute window per tenant (``INCR`` + ``EXPIRE``); past the limit, 429 ``rate_limited``
   with ``Retry-After`` and the IETF ``RateLimit-Policy`` / ``RateLimit`` headers (which every ``/v1`` answer
   carries, so clients can pace themselves before they hit it).
-* **Active jobs** (queued + running): counted in the database, the source of truth, at submit.
-* **Megapixels per UTC day**: a job's cost is its output megapixels, known at submit; reserved in Redis when
-  the job is accepted.
+* **Active jobs** (queued + running): counted in the database, the source of truth, in the transaction that
+  adds the job (``jobs.lock_tenant``).
+* **Megapixels per UTC day** (``shared.quota``): a job's cost is its output megapixels, reserved in Redis when
+  the job is accepted; a job by ``image_url`` is charged by the worker once it knows the image's size.
 
 A limit of 0 means unlimited. A tenant's key may carry its own limits (``upscaler keys create``); otherwise
 the deployment's defaults apply. If Redis is unreachable the rate and daily checks let requests through
@@ -16,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import Flask, Response, g
 
 from api.errors import ApiError
 from api.services import services
-from shared import jobs
+from shared import jobs, quota
 from shared.settings import Settings
 from shared.tenants import Tenant
 
@@ -63,8 +63,10 @@ def check_rate(client: redis.Redis, tenant: Tenant, settings: Settings) -> dict[
 
 
 def check_active(session, tenant: Tenant, settings: Settings) -> int:
-    """429 when the tenant is at its active-job limit; returns the count (the new job's fair priority uses it)."""
-    active = jobs.active_jobs(session, tenant.name)
+    """429 when the tenant's other jobs are at its active-job limit; returns their count (the new job's fair
+    priority uses it). Called in the transaction that adds the job, after ``jobs.lock_tenant`` and the insert, so
+    concurrent submits cannot all pass on the same count."""
+    active = jobs.active_jobs(session, tenant.name) - 1  # the new job is in the count already
     limit = _limit(tenant.max_active, settings.max_active_jobs)
     if 0 < limit <= active:
         raise ApiError("too_many_active_jobs", f"{active} jobs are queued or running, the limit is {limit}; submit "
@@ -74,22 +76,12 @@ def check_active(session, tenant: Tenant, settings: Settings) -> int:
 
 
 def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, megapixels: float) -> None:
-    """Count a job's output megapixels against today's quota; 429 if it would go past it."""
-    limit = _limit(tenant.daily_megapixels, settings.daily_megapixels)
-    if limit <= 0:
-        return
-    today = datetime.now(UTC)
-    key = f"upscaler:mp:{tenant.name}:{today:%Y%m%d}"
-    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
-    retry = int((midnight - today).total_seconds()) + 1
+    """Count a job's output megapixels against today's quota (``shared.quota``); 429 if it would go past it."""
     try:
-        used = float(client.incrbyfloat(key, megapixels))
-        if used > limit:
-            client.incrbyfloat(key, -megapixels)
-            raise ApiError("quota_exceeded", f"this job ({megapixels:.1f} output megapixels) would pass today's quota "
-                                             f"of {limit} megapixels ({used - megapixels:.1f} used); it resets at "
-                                             "00:00 UTC", headers={"Retry-After": str(retry)}, limit=limit)
-        client.expire(key, 2 * 86400)
+        quota.charge(client, tenant.name, quota.daily_limit(tenant, settings), megapixels)
+    except quota.QuotaExceeded as exc:
+        raise ApiError("quota_exceeded", str(exc), headers={"Retry-After": str(exc.retry_after)},
+                       limit=exc.limit) from None
     except redis.RedisError as exc:
         log.warning("daily quota not checked (Redis unavailable): %s", exc)
 

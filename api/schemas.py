@@ -106,11 +106,14 @@ class JobCreateForm(BaseModel):
             return None
         return sorted({event.strip() for event in self.webhook_events.split(",")})
 
-    @field_validator("quality", "model", "image_url", "webhook_url", "webhook_events", "scale", "width", "height",
-                     "dpi", "print_width", "print_height", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _empty_is_absent(cls, value):
-        return None if value == "" else value
+    def _empty_is_absent(cls, values):
+        """An empty field means its default, for every field: a page's blank input or unset select sends one (a
+        blank format, fit or print_unit was refused while a blank quality or scale was not)."""
+        if isinstance(values, dict):
+            return {name: value for name, value in values.items() if value != ""}
+        return values
 
 
 class JobListQuery(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from api import quotas
 from api.auth import current_tenant
 from api.errors import ApiError
 from api.schemas import JobCreateForm
@@ -61,7 +62,7 @@ class Submission:
     @property
     def output_megapixels(self) -> float:
         """The job's cost: its output megapixels (0 until an image_url is fetched)."""
-        return self.plan.width * self.plan.height / 1e6 if self.plan else 0.0
+        return self.plan.megapixels if self.plan else 0.0
 
 
 def validation_error(exc: ValidationError) -> ApiError:
@@ -142,10 +143,11 @@ def find_previous(svc: Services, key: str, fingerprint: str) -> Job | None:
         return session.get(Job, record.job_id)
 
 
-def create(svc: Services, submission: Submission, key: str | None, ahead: int) -> tuple[Job, bool]:
-    """Store and enqueue a new job; returns (job, created). ``created`` is False when a concurrent
-    request with the same Idempotency-Key won the race (its job is returned)."""
-    form, upload = submission.form, submission.upload
+def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job, bool]:
+    """Store and enqueue a new job within the tenant's active-job limit (429 past it); returns (job, created).
+    ``created`` is False when a concurrent request with the same Idempotency-Key won the race (its job is
+    returned)."""
+    form, upload, tenant = submission.form, submission.upload, current_tenant()
     job_id = new_job_id()
     if upload is None:  # image_url: the worker fetches the image into this key
         input_key, facts = new_key("inputs", "img"), {"input_url": str(form.image_url)}
@@ -161,7 +163,7 @@ def create(svc: Services, submission: Submission, key: str | None, ahead: int) -
             raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
                            headers={"Retry-After": "10"}) from exc
     size = form.size
-    job = Job(id=job_id, tenant=current_tenant().name, status=JobStatus.QUEUED.value, scale=size.scale,
+    job = Job(id=job_id, tenant=tenant.name, status=JobStatus.QUEUED.value, scale=size.scale,
               target_width=size.width, target_height=size.height, fit=size.fit if size.width and size.height else None,
               model=submission.model, output_format=form.format, quality=form.quality, denoise=form.denoise_value,
               dpi=form.dpi,
@@ -170,16 +172,20 @@ def create(svc: Services, submission: Submission, key: str | None, ahead: int) -
               enqueued_at=utcnow(), **facts)
     try:
         with unit_of_work(svc.sessions) as session:
+            jobs.lock_tenant(session, tenant.name)
             if key is not None:
                 expired = utcnow() - timedelta(seconds=svc.settings.idempotency_ttl)
                 # only an expired record makes way: a live one (a concurrent request's) makes this insert conflict
                 session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key,
                                                              IdempotencyKey.created_at < expired))
-                session.add(job)
-                session.flush()
+            session.add(job)
+            session.flush()  # written before counting: see jobs.lock_tenant
+            ahead = quotas.check_active(session, tenant, svc.settings)
+            if key is not None:
                 session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint, job_id=job_id))
-            else:
-                session.add(job)
+    except ApiError:
+        _discard(svc, input_key)
+        raise
     except IntegrityError:
         _discard(svc, input_key)
         previous = find_previous(svc, key, submission.fingerprint) if key else None
@@ -224,7 +230,7 @@ def requested_wait() -> int | None:
         name, _, value = preference.strip().partition("=")
         if name.strip().lower() == "wait":
             seconds = value.strip().strip('"')
-            return max(0, min(int(seconds), MAX_WAIT_SECONDS)) if seconds.isdigit() else None
+            return max(0, min(int(seconds), MAX_WAIT_SECONDS)) if seconds.isascii() and seconds.isdigit() else None
     return None
 
 

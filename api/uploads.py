@@ -33,4 +33,11 @@ def read_upload(file: FileStorage | None, max_input_pixels: int) -> Upload:
     except ImageRejected as exc:
         raise ApiError(exc.code, str(exc), **exc.extra) from exc
     return Upload(data=data, format=found.format, width=found.width, height=found.height,
-                  filename=(file.filename or None) and file.filename[:255], alpha=found.alpha)
+                  filename=_shown_name(file.filename), alpha=found.alpha)
+
+
+def _shown_name(filename: str | None) -> str | None:
+    """The upload's file name as the job shows it: printable characters only (a NUL failed the insert on
+    PostgreSQL, answered as a database outage; a newline or escape would reach logs and pages), 255 at most."""
+    shown = "".join(c for c in filename or "" if c.isprintable())[:255]
+    return shown or None

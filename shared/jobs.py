@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, cast, func, or_, select, update
+from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, utcnow
@@ -34,6 +34,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
+        if not (job_id.isascii() and job_id.isprintable()):  # a NUL reached PostgreSQL, which refuses it in text
+            raise ValueError("not a job id")
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:  # ours always carry UTC; a naive time is a forged cursor, not a 500
             raise ValueError("naive time")
@@ -67,6 +69,16 @@ def active_jobs(session: Session, tenant: str, before: Job | None = None) -> int
     if before is not None:
         query = query.where(Job.id != before.id, Job.created_at <= before.created_at)
     return session.scalar(query)
+
+
+def lock_tenant(session: Session, tenant: str) -> None:
+    """Hold the tenant's submissions one at a time until this transaction ends, so that counting its active jobs
+    and adding one is atomic (concurrent submits each counted the same jobs, and 8 at once all passed a limit
+    of 2). PostgreSQL: a transaction-scoped advisory lock on the tenant's name. SQLite needs none, provided the
+    caller writes the job before it counts: the write takes SQLite's single write lock, and the next writer waits
+    for this transaction to end."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("select pg_advisory_xact_lock(hashtext(:key))"), {"key": f"upscaler-tenant:{tenant}"})
 
 
 def queue_position(session: Session, job: Job) -> int:

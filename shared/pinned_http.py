@@ -24,10 +24,26 @@ METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
 
 
+# IPv6 addresses that carry an IPv4 one a gateway may forward to: NAT64's well-known prefix (RFC 6052, the
+# IPv4 address in the last 32 bits) and the deprecated IPv4-compatible form (``::a.b.c.d``); 6to4 (2002::/16)
+# carries it in bits 16..48 (``sixtofour``). On a NAT64 or DNS64 network ``64:ff9b::a00:1`` reaches 10.0.0.1.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Prefixes whose IPv4 address cannot be read off the address (a local NAT64 prefix of any length, RFC 8215):
+# never taken for public.
+UNREADABLE = (ipaddress.ip_network("64:ff9b:1::/48"),)
+
+
 def _plain(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The IPv4 address an IPv4-mapped IPv6 one (``::ffff:a.b.c.d``) reaches, so it is checked as that."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
+    """The IPv4 address an IPv6 one reaches through a translation (IPv4-mapped, NAT64, IPv4-compatible, 6to4),
+    so it is checked as that; any other address as it is."""
+    if address.version == 4:
+        return address
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # :: and ::1 are themselves
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour or address
 
 
 def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -70,7 +86,7 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
     if not allow_private:
         for address in addresses:
             reached = _plain(address)
-            if not reached.is_global or reached.is_multicast:
+            if not reached.is_global or reached.is_multicast or any(address in net for net in UNREADABLE):
                 raise RefusedDestination(f"{host} resolves to a non-public address ({address})")
     if not addresses:
         raise RefusedDestination(f"{host} does not resolve")

@@ -50,6 +50,11 @@ class SizePlan:
     def network_scale(self) -> int:
         return math.prod(self.chain) if self.chain else 1
 
+    @property
+    def megapixels(self) -> float:
+        """The job's cost against a daily quota (``shared.quota``): its output megapixels."""
+        return self.width * self.height / 1e6
+
     def is_exact(self, in_width: int, in_height: int) -> bool:
         """One network scale and nothing else (no resampling, no crop): the outputs made band by band."""
         return (len(self.chain) == 1 and self.crop is None

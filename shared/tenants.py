@@ -129,4 +129,15 @@ def authenticate(session: Session, token: str, env_keys: list[str]) -> Tenant | 
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    return _tenant(row)
+
+
+def tenant_named(session: Session, name: str) -> Tenant:
+    """Tenant ``name`` with the limits its key carries (revoked or not: its jobs still run), or the deployment's
+    defaults for a tenant without a row (the open API's, a bootstrap key's)."""
+    row = session.scalar(select(ApiKey).where(ApiKey.name == name))
+    return Tenant(name) if row is None else _tenant(row)
+
+
+def _tenant(row: ApiKey) -> Tenant:
     return Tenant(row.name, row.rate_limit, row.max_active, row.daily_megapixels)

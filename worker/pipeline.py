@@ -12,7 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared import jobs
+import redis
+
+from shared import jobs, quota, tenants
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES, ImageRejected, sniff
 from shared.limits import EXTENSIONS, check_output
@@ -153,6 +155,7 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
                              tiled=getattr(ctx.engines.catalog.get(job.model), "tiled", True))  # else engine_failed
     if violation:
         raise JobFailure(violation.code, violation.message)
+    _charge_quota(ctx, job, planned.megapixels)
     if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
         ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
     facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
@@ -164,3 +167,20 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
         setattr(job, name, value)
 
 
+
+
+def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> None:
+    """Charge a fetched image's output megapixels to its tenant's daily quota, as the API charges an upload at
+    submit (``shared.quota``); past the quota the job fails ``quota_exceeded`` before its input is stored. With
+    Redis unreachable it runs uncharged, as the API lets an upload through then."""
+    with ctx.sessions() as session:
+        tenant = tenants.tenant_named(session, job.tenant)
+    client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
+    try:
+        quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels)
+    except quota.QuotaExceeded as exc:
+        raise JobFailure("quota_exceeded", f"{exc} (charged when the image at image_url was fetched)") from None
+    except redis.RedisError as exc:
+        log.warning("job %s: daily quota not charged (Redis unavailable): %s", job.id, exc)
+    finally:
+        client.close()

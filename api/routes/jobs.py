@@ -61,12 +61,10 @@ def create_job():
     if previous is not None:
         return _located(_json(svc, previous), previous.id)
     tenant = current_tenant()
-    with svc.sessions() as session:
-        ahead = quotas.check_active(session, tenant, svc.settings)
     cost = parsed.output_megapixels
     quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
     try:
-        job, created = submission.create(svc, parsed, key, ahead)
+        job, created = submission.create(svc, parsed, key)
     except Exception:
         quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
         raise
@@ -97,7 +95,8 @@ def _located(response: Response, job_id: str) -> Response:
 def load_job(svc: Services, job_id: str) -> Job:
     """The caller's job; another tenant's job is "not found" exactly like a missing one (no existence leak)."""
     with svc.sessions() as session:
-        job = session.get(Job, job_id) if len(job_id) <= 64 else None
+        # our ids are 32 hex digits: anything unprintable (a NUL, which PostgreSQL refuses in text) is no job's
+        job = session.get(Job, job_id) if len(job_id) <= 64 and job_id.isascii() and job_id.isprintable() else None
     if job is None or job.tenant != current_tenant().name:
         raise ApiError("not_found", f"no job {job_id!r}")
     return job

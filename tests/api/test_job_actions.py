@@ -162,7 +162,7 @@ def test_prefer_wait_never_takes_more_than_its_share_of_threads(settings):
         svc.waiters.release()
 
 
-@pytest.mark.parametrize("prefer", ["wait=abc", "wait=1.5", "wait=-3"])
+@pytest.mark.parametrize("prefer", ["wait=abc", "wait=1.5", "wait=-3", "wait=\u00b2"])  # a superscript 2 was a 500
 def test_a_preference_that_cannot_be_honoured_is_ignored_not_refused(client, prefer):
     """RFC 7240: a server ignores a preference it cannot comply with (a malformed wait once refused the job, 422)."""
     response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},

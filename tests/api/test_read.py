@@ -124,7 +124,10 @@ def test_list_is_newest_first_with_cursor_pages(client, db_session):
                                                ("status=done", 422, "invalid_parameter"),
                                                ("cursor=%%%", 400, "invalid_cursor"),
                                                # base64 of "2099-01-01T00:00:00|z": a time without a zone
-                                               ("cursor=MjA5OS0wMS0wMVQwMDowMDowMHx6", 400, "invalid_cursor")])
+                                               ("cursor=MjA5OS0wMS0wMVQwMDowMDowMHx6", 400, "invalid_cursor"),
+                                               # "2026-01-01T00:00:00+00:00|a<NUL>b": PostgreSQL refuses a NUL (500)
+                                               ("cursor=MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHxhAGI", 400,
+                                                "invalid_cursor")])
 def test_list_rejects_bad_queries(client, query, status, code):
     response = client.get(f"/v1/jobs?{query}")
     assert (response.status_code, response.get_json()["code"]) == (status, code)
@@ -252,3 +255,10 @@ def test_a_queued_job_says_where_it_stands_in_the_queue(client, db_session):
     assert client.get(f"/v1/jobs/{third.id}").get_json()["queue_position"] == 3  # other tenants' jobs count
     running = make_job(db_session, status="running")
     assert client.get(f"/v1/jobs/{running.id}").get_json()["queue_position"] is None
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/a%00b", "/v1/jobs/a%00b/result", "/v1/jobs/a%00b/deliveries"])
+def test_an_id_no_job_can_have_is_not_found(client, path):
+    """A NUL in an id reached PostgreSQL, which refuses it in text: a 500 instead of 404."""
+    response = client.get(path)
+    assert (response.status_code, response.get_json()["code"]) == (404, "not_found")

@@ -42,6 +42,24 @@ def test_content_decides_not_the_file_name(client):
     assert response.get_json()["input"]["format"] == "jpeg"
 
 
+def test_empty_fields_mean_their_defaults(client):
+    """A page's blank inputs and unset selects arrive as empty fields: each means the field's default (a blank
+    format, fit or print_unit was 422 while a blank quality or scale was not)."""
+    response = client.post("/v1/jobs", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic", "scale": "", "format": "", "fit": "",
+        "print_unit": "", "quality": "", "denoise": "", "dpi": "", "width": "", "webhook_url": ""})
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert (body["scale"], body["output_format"], body["denoise"]) == (4, "png", "auto")
+
+
+def test_an_unprintable_file_name_is_shown_without_its_control_characters(client):
+    """A NUL in the name failed the insert on PostgreSQL, answered as "the database is unavailable" (503)."""
+    response = submit(client, filename="hol\x00iday\x1b.png")
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["input"]["filename"] == "holiday.png"
+
+
 def test_defaults_are_scale_4_png_and_the_default_model(client, app):
     response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png")},
                            content_type="multipart/form-data")
@@ -114,6 +132,15 @@ def test_an_overlong_text_field_is_413_naming_the_field_limit_not_the_upload_lim
     body = response.get_json()
     assert (response.status_code, body["code"]) == (413, "payload_too_large")
     assert "form field other than the image" in body["detail"] and "500000 bytes" in body["detail"]
+
+
+def test_a_form_of_too_many_parts_is_413_naming_that_limit(client):
+    fields = {f"f{i}": "x" for i in range(1200)}
+    response = client.post("/v1/jobs", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_bytes()), "a.png"), **fields})
+    body = response.get_json()
+    assert (response.status_code, body["code"]) == (413, "payload_too_large")
+    assert "more than 1000 parts" in body["detail"]
 
 
 def test_too_many_input_pixels_is_422(settings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 
 import pytest
@@ -172,6 +173,33 @@ def test_active_jobs_and_daily_megapixels_are_capped_per_tenant(client, db_sessi
     assert (big.status_code, big.get_json()["code"]) == (429, "quota_exceeded")
     assert int(big.headers["Retry-After"]) <= 86401
     assert submit_as(client, small_h).status_code == 202  # the refused job reserved nothing
+
+
+def test_concurrent_submits_cannot_pass_the_active_job_limit_together(app, db_session, settings):
+    """Each submit counted the tenant's active jobs and inserted later in another transaction: 8 at once were
+    all accepted under a limit of 2 on SQLite, 6 on PostgreSQL. Counting now happens after the insert, in its
+    transaction, one submit per tenant at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"burst-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, max_active=2)
+    db_session.commit()
+    gate = threading.Barrier(8)
+
+    def submit(_):
+        client = app.test_client()
+        gate.wait()
+        return submit_as(client, {"Authorization": f"Bearer {key}"})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(submit, range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202, 202] + [429] * 6, [a.get_json() for a in answers]
+    assert {a.get_json()["code"] for a in answers if a.status_code == 429} == {"too_many_active_jobs"}
+    db_session.expire_all()
+    assert db_session.query(Job).filter_by(tenant=name).count() == 2
+    # the refused submits' uploads were removed: only the two jobs' inputs are stored
+    assert len([p for p in (settings.storage_dir / "inputs").rglob("*") if p.is_file()]) == 2
 
 
 def test_a_request_that_loses_an_idempotency_race_is_not_charged_twice(client, db_session, monkeypatch):

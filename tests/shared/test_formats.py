@@ -76,3 +76,26 @@ def test_the_jpeg_side_limit_is_the_encoders():
     Image.new("L", (MAX_SIDE["jpeg"], 1)).save(io.BytesIO(), "JPEG")
     with pytest.raises(OSError):
         Image.new("L", (MAX_SIDE["jpeg"] + 1, 1)).save(io.BytesIO(), "JPEG")
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "PNG", "JPEG", "WEBP"])
+def test_a_damaged_file_is_refused_as_unsupported_whatever_its_codec_raises(fmt):
+    """Seeded byte flips of a small image: each is read or refused as ``unsupported_image`` (a 415). Pillow's AVIF
+    plugin raises RuntimeError on some ("Failed to decode image"), which went out as a 500."""
+    import random
+
+    from shared.formats import ImageRejected, sniff
+    from tests.conftest import image_bytes
+
+    data, rng, causes = image_bytes(width=48, height=32, fmt=fmt), random.Random(5), set()
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(4):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        try:
+            sniff(bytes(damaged), 10**8)
+        except ImageRejected as exc:
+            assert exc.code in ("unsupported_image", "image_too_large")
+            causes.add(type(exc.__cause__).__name__)
+    if fmt == "AVIF":
+        assert "RuntimeError" in causes  # the case that was a 500 is among them

@@ -47,6 +47,22 @@ def test_private_and_odd_destinations_are_refused(url):
     assert refused_destination(url, allow_private=False) is not None
 
 
+@pytest.mark.parametrize("url", ["http://[64:ff9b::a00:1]/", "http://[64:ff9b::7f00:1]/", "http://[::127.0.0.1]/",
+                                 "http://[::a00:1]/", "http://[2002:a00:1::]/", "http://[2002:7f00:1::1]/",
+                                 "http://[64:ff9b:1::5db8:d822]/"])
+def test_ipv6_spellings_of_private_ipv4_addresses_are_refused(url):
+    """NAT64 (64:ff9b::/96), IPv4-compatible and 6to4 addresses carry an IPv4 address a gateway forwards to:
+    64:ff9b::a00:1 is 10.0.0.1 on a NAT64 network, and they passed as public. A local NAT64 prefix, whose IPv4
+    part cannot be read off, is never public. Literal addresses only: nothing is resolved or contacted."""
+    assert "non-public" in refused_destination(url, allow_private=False)
+
+
+def test_translated_spellings_of_public_and_metadata_addresses_are_read_as_those():
+    assert refused_destination("http://[64:ff9b::5db8:d822]/", allow_private=False) is None  # 93.184.216.34
+    assert refused_destination("http://[2002:5db8:d822::1]/", allow_private=False) is None
+    assert "metadata" in refused_destination("http://[64:ff9b::a9fe:a9fe]/", allow_private=True)
+
+
 def test_public_addresses_pass_and_private_ones_pass_when_allowed():
     assert refused_destination("https://93.184.216.34/hook", allow_private=False) is None
     assert refused_destination("http://127.0.0.1:9000/hook", allow_private=True) is None

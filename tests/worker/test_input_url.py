@@ -175,3 +175,33 @@ def test_a_malformed_content_length_is_left_to_the_byte_cap():
         assert fetch(server.url, allow_private=True, max_bytes=1_000_000, timeout=5.0) == photo
     finally:
         server.close()
+
+
+def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, ctx, db_session, server):
+    """A job by image_url costs nothing at submit (its size is unknown), and the worker never charged it: a tenant
+    with a 1 MP day could upscale any number of hosted images. The worker charges it once fetched: 600x600 at x2
+    is 1.44 MP, past a 1 MP day, so it fails quota_exceeded and stores nothing; a small one is charged."""
+    import uuid
+
+    import redis
+
+    from shared.tenants import create_key
+
+    name = f"hosted-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=1)
+    db_session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+    big = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
+                      data={"image_url": server.base + "/big.png", "scale": "2", "model": "bicubic"}).get_json()
+    assert pipeline.run_job(ctx, big["id"]) == "failed"
+    job = db_session.get(Job, big["id"])
+    db_session.refresh(job)
+    assert (job.status, job.error_code) == ("failed", "quota_exceeded")
+    assert not ctx.storage.exists(job.input_key)
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    (refused,) = queue.keys(f"upscaler:mp:{name}:*")  # a refused first charge of the day leaves a key that expires
+    assert float(queue.get(refused)) == 0 and 0 < queue.ttl(refused) <= 2 * 86400
+    small = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
+                        data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}).get_json()
+    assert pipeline.run_job(ctx, small["id"]) == "succeeded"
+    assert float(queue.get(refused)) == pytest.approx(80 * 60 / 1e6)
