@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from shared.errors import API_ERRORS
 from shared.job_view import JobOut
 from shared.limits import OUTPUT_FORMATS, QUALITY_RANGE
 from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MIN_FACTOR, SizeRequest, print_pixels
@@ -167,7 +168,7 @@ class Problem(BaseModel):
     """RFC 9457 problem details with a stable ``code``."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "type": "/docs/errors#output_too_large", "title": "Output too large", "status": 422,
+        "type": "/docs/errors#output_too_large", "title": API_ERRORS["output_too_large"].title, "status": 422,
         "code": "output_too_large",
         "detail": "jpeg images cannot exceed 65500 px a side; the output would be 80000x60000"}]})
 
@@ -176,6 +177,10 @@ class Problem(BaseModel):
     status: int
     code: str
     detail: str
+    field: str | None = Field(None, description="invalid_parameter, *_url_refused: the form field at fault.")
+    limit: int | None = Field(None, description="The limit that was reached (429s, image_too_large).")
+    available: list[str] | None = Field(None, description="unknown_model: the models to choose from.")
+    job_status: str | None = Field(None, description="result_not_ready, not_cancelable: where the job is.")
 
 
 class Health(BaseModel):

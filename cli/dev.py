@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         for name, queues, extra in (("worker", INFERENCE_QUEUE, []),
                                     ("worker-light", f"{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}", ["--beat"])):
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
-            started.append(subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1", *extra],
+            started.append(subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1",
+                                             "--name", f"{name}@%h", *extra],
                                             env=env, stdout=log, stderr=subprocess.STDOUT))
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
         api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from pathlib import Path
 
 from cli.arguments import positive_int
 
@@ -30,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cancel.set_defaults(func=run_cancel)
     download = actions.add_parser("download", parents=[where], help="save a succeeded job's result")
     download.add_argument("job_id")
-    download.add_argument("path", type=Path, help="a file, or a folder (the result keeps its own name there)")
+    download.add_argument("path", help="a file, or a folder (the result keeps its own name there): an existing one, or "
+                                       "a new one named with a trailing /")
     download.set_defaults(func=run_download)
 
 

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--concurrency", type=positive_int, default=None,
                         help="processes (default $UPSCALER_WORKER_CONCURRENCY)")
     worker.add_argument("--beat", action="store_true", help="also run the periodic sweeper in this process")
+    worker.add_argument("--name", default="celery@%%h",
+                        help="Celery node name, %%h = this host's name (default celery@%%h, what the probes ping): "
+                             "give each worker on one host its own, or they answer as one node")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=run_worker)
 
@@ -114,7 +117,7 @@ def run_worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or settings.worker_concurrency
     argv = [*_celery(settings), "worker", "--queues", args.queues,
             "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,
-            "--without-gossip", "--without-mingle"]
+            "--without-gossip", "--without-mingle", "--hostname", args.name]
     if args.beat:
         argv += ["--beat", *_beat_schedule()]
     _multiprocess_metrics_dir("worker")

@@ -8,6 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -36,6 +37,12 @@ def schema_behind(current: str | None) -> str | None:
     if current == head or (current is not None and current not in known):
         return None
     return f"schema at {current or 'nothing'}, this code needs {head}: run upscaler migrate"
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    """The database's revision, None when it was never migrated (no ``alembic_version`` table: a bare query
+    failed there, and readiness said "OperationalError" instead of "run upscaler migrate")."""
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

@@ -249,3 +249,7 @@ def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, 
     saved = job.download(tmp_path / "results")
     assert saved == tmp_path / "results" / job.output.filename and saved.name.startswith("shop")
     assert not list(tmp_path.rglob("*.part"))
+    # a folder not made yet, named with a trailing slash (as `upscaler jobs download ID new/` passes it): it was
+    # taken for a file called "new"
+    fresh = job.download(f"{tmp_path}/new/")
+    assert fresh == tmp_path / "new" / job.output.filename

@@ -4,12 +4,11 @@ reachable)."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
-from sqlalchemy import text
 
 from api.openapi import operation
 from api.schemas import Health
 from api.services import services
-from shared.migrate import schema_behind
+from shared.migrate import current_revision, schema_behind
 
 blueprint = Blueprint("health", __name__)
 
@@ -29,7 +28,7 @@ def readyz():
     try:
         with svc.engine.connect() as conn:
             # a pod that starts before the migration ran would take traffic and fail every request
-            behind = schema_behind(conn.execute(text("SELECT version_num FROM alembic_version")).scalar())
+            behind = schema_behind(current_revision(conn))
         checks["database"] = f"error: {behind}" if behind else "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"

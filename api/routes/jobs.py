@@ -82,7 +82,9 @@ def create_job():
             response = _located(_json(svc, finished), job.id)
             response.headers["Preference-Applied"] = f"wait={wait}"
             return response
-    response = _located(_json(svc, job, 202, with_result_url=False), job.id)
+    with svc.sessions() as session:
+        position = jobs.queue_position(session, job)
+    response = _located(_json(svc, job, 202, with_result_url=False, queue_position=position), job.id)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

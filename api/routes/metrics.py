@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Iterator
 
 import redis
 from flask import Blueprint, Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from api.errors import ApiError
 from api.openapi import operation
@@ -36,14 +39,34 @@ def metrics():
                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     elif svc.settings.production:
         raise ApiError("not_found", "metrics are off: set UPSCALER_METRICS_TOKEN to scrape them")
-    queues = CollectorRegistry()
-    depth = Gauge("upscaler_queue_depth", "Messages waiting in each queue", ["queue"], registry=queues)
     try:
-        for name in QUEUES:
-            depth.labels(name).set(queue_depth(svc.redis, name))
+        depths = {name: queue_depth(svc.redis, name) for name in QUEUES}
     except redis.RedisError:
-        pass  # no depth series while Redis is down; /readyz says why
-    return Response(exposition(queues), mimetype=CONTENT_TYPE_LATEST)
+        depths = {}  # no depth series while Redis is down; /readyz says why
+    return Response(exposition(queue_depths(depths)), mimetype=CONTENT_TYPE_LATEST)
+
+
+class _QueueDepths(Collector):
+    """The queue depths read for this scrape, as a collector rather than a ``Gauge``: in multiprocess mode a Gauge
+    also writes a per-process file, which the aggregate then reported again with a ``pid`` label (the series
+    came out twice, the second with every earlier scrape's stale values)."""
+
+    def __init__(self, depths: dict[str, int]):
+        self.depths = depths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("upscaler_queue_depth", "Messages waiting in each queue", labels=["queue"])
+        for name, depth in self.depths.items():
+            family.add_metric([name], depth)
+        yield family
+
+
+def queue_depths(depths: dict[str, int]) -> CollectorRegistry:
+    """A registry of its own holding ``upscaler_queue_depth`` for ``depths`` (queue name -> messages)."""
+    registry = CollectorRegistry()
+    if depths:
+        registry.register(_QueueDepths(depths))
+    return registry
 
 
 def instrument(app: Flask) -> None:

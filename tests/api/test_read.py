@@ -168,8 +168,12 @@ def test_readiness_is_503_until_the_database_is_migrated(settings, tmp_path):
 
     head, known = revisions()
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url, known[1])  # the revision before the head
     client = create_app(settings.with_overrides(database_url=url)).test_client()
+    never = client.get("/readyz")  # never migrated: no alembic_version table (it said only "OperationalError")
+    assert never.status_code == 503
+    assert never.get_json()["checks"]["database"] == \
+        f"error: schema at nothing, this code needs {head}: run upscaler migrate"
+    upgrade(url, known[1])  # the revision before the head
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["database"] == \

@@ -101,3 +101,26 @@ def test_a_refused_request_is_timed_from_its_own_start(client):
     response = client.post("/v1/jobs", data={"model": "bicubic"}, headers={"Origin": "https://evil.example"})
     assert response.status_code == 403
     assert seconds("count") == count + 1 and seconds("sum") - total < 5
+
+
+def test_the_queue_depth_is_one_series_per_queue_in_multiprocess_mode(tmp_path):
+    """Under gunicorn (PROMETHEUS_MULTIPROC_DIR set) a Gauge also wrote a per-process file, so from the second
+    scrape on ``upscaler_queue_depth`` came out twice, once with a pid label and stale values. Run in a process
+    of its own: prometheus_client chooses its multiprocess values at import."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+from prometheus_client.parser import text_string_to_metric_families
+from api.routes.metrics import queue_depths
+from shared.metrics import exposition
+exposition(queue_depths({"inference": 5, "webhooks": 0}))
+text = exposition(queue_depths({"inference": 3, "webhooks": 1})).decode()
+families = [f for f in text_string_to_metric_families(text) if f.name == "upscaler_queue_depth"]
+print(len(families), sorted((s.labels["queue"], s.value, "pid" in s.labels) for s in families[0].samples))
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1 [('inference', 3.0, False), ('webhooks', 1.0, False)]"

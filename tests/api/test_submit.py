@@ -27,6 +27,8 @@ def test_accepted_job_is_stored_queued_and_enqueued(client, app, db_session, set
     assert response.headers["Location"] == f"/v1/jobs/{body['id']}"
     assert int(response.headers["Retry-After"]) > 0
     assert body["status"] == "queued" and body["progress"] == 0
+    assert body["queue_position"] == 1 + db_session.query(Job).filter(Job.status == "queued",
+                                                                       Job.id != body["id"]).count()
     assert body["input"] == {"width": 64, "height": 48, "bytes": len(image_bytes()), "format": "png",
                              "filename": "photo.png", "url": None}
     assert (body["output"]["width"], body["output"]["height"], body["output"]["format"]) == (256, 192, "webp")

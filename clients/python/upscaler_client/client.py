@@ -181,8 +181,10 @@ class Jobs:
             # the API's own answer says why (409 result_not_ready, 410 result_expired), in its documented words
             self.client.request("GET", _job_path(job_id, "/result"), allow_redirects=False)
             raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
+        # a folder, existing or named with a trailing separator (read before Path drops it): the result's own name
+        folder = str(path).endswith(("/", os.sep, "."))
         path = Path(path).expanduser()
-        if path.is_dir() or str(path).endswith(("/", ".")):  # a folder: the result's own name inside it
+        if folder or path.is_dir():
             path = path / (job.output.filename or f"{job.id}.{job.output.format}")
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
