@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
@@ -48,7 +48,7 @@ class JobCreateForm(BaseModel):
                               description="Model name from GET /v1/models (default: the server's default, 'auto', "
                                           "which picks the fidelity network for clean files and the robust one for "
                                           "compressed or noisy files; 'bicubic' is the baseline).")
-    denoise: float | Literal["auto"] = Field(
+    denoise: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] = Field(
         "auto", description="Restoration strength, 0 (keep every detail) to 1 (strongest clean-up of JPEG "
                             "artefacts and noise), or 'auto' to measure it from the file (its JPEG quality or "
                             "the quantizer in its WebP, AVIF or HEIC header, its noise). "
