@@ -68,7 +68,7 @@ def build_spec(app: Flask) -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Upscaler API", "version": "1.0.0",
                  "description": "Submit image upscaling jobs, poll them, fetch results. Errors are RFC 9457 "
-                                "problem details with a stable `code` (see docs/errors.md)."},
+                                "problem details with a stable `code` (the table: [/docs/errors](/docs/errors))."},
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": {
             "apiKey": {"type": "http", "scheme": "bearer",

@@ -3,20 +3,26 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const FINAL = ["succeeded", "failed", "canceled"];
-const POLL_MS = 1000;
 let models = {};
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 // ---- API ----------------------------------------------------------------------------------------------
-const auth = () => ($("key").value ? { Authorization: `Bearer ${$("key").value}` } : {});
+const apiKey = () => $("key").value.trim();
+const auth = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
 
 class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, retryAfter = 0) {
     super(message);
     this.status = status; // 0: the server could not be reached
+    this.retryAfter = retryAfter; // seconds, from the answer's Retry-After
   }
 }
 
 async function api(path, options = {}) {
+  if (/[^\x21-\x7e]/.test(apiKey())) { // fetch refuses such a header, which read as "server unreachable"
+    throw new ApiError(401, "the API key holds a space or an invisible character (often copied along with it): " +
+                            "type or paste it again under Options");
+  }
   let response;
   try {
     response = await fetch(path, { ...options, headers: { ...auth(), ...(options.headers || {}) } });
@@ -24,13 +30,21 @@ async function api(path, options = {}) {
     throw new ApiError(0, "the server could not be reached; check the connection and try again");
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new ApiError(response.status, plainError(response.status, body));
+  if (!response.ok) {
+    throw new ApiError(response.status, plainError(response.status, body),
+                       Number(response.headers.get("Retry-After")) || 0);
+  }
   return body;
 }
 
+/** A random Idempotency-Key: ``crypto.getRandomValues`` works on a plain-HTTP page (``crypto.randomUUID`` exists
+ * only on HTTPS and localhost, so every upload from http://server.lan failed). */
+const idempotencyKey = () => [...crypto.getRandomValues(new Uint8Array(16))]
+  .map((byte) => byte.toString(16).padStart(2, "0")).join("");
+
 function plainError(status, body) {
   if (status === 401) {
-    return $("key").value ? "this API key was not accepted: check it under Options"
+    return apiKey() ? "this API key was not accepted: check it under Options"
       : "this server needs an API key: enter it under Options";
   }
   if (status === 413) return "the file is larger than this server accepts";
@@ -44,15 +58,17 @@ $("key").addEventListener("change", () => {
   sessionStorage.setItem("upscalerKey", $("key").value);
   // another key is another customer: the previous key's jobs leave the page (those already sent with this key,
   // typed before the field lost focus, stay), and the history goes at once, whether or not the key is accepted
-  for (const li of [...$("cards").children]) if (li.dataset.key !== $("key").value) li.remove();
+  for (const li of [...$("cards").children]) if (li.dataset.key !== apiKey()) li.remove();
   clearHistory();
   loadModels();
   loadHistory(true);
 });
-$("size").addEventListener("change", () => {
-  $("target").hidden = $("size").value !== "target";
-  $("print").hidden = $("size").value !== "print";
-});
+const syncSize = () => {
+  // a hidden fieldset is disabled too: a value left in it (a width of 0) no longer blocks every upload unseen
+  for (const id of ["target", "print"]) $(id).hidden = $(id).disabled = $("size").value !== id;
+};
+$("size").addEventListener("change", syncSize);
+syncSize();
 const syncQuality = () => {
   const lossy = ["jpeg", "webp"].includes($("format").value);
   $("quality").disabled = !lossy;
@@ -83,6 +99,8 @@ async function loadModels() {
     notice("");
   } catch (error) {
     notice(error.message);
+    // an outage or a rate limit passes: try again (a refused key waits for another one)
+    if (error.status !== 401) setTimeout(loadModels, Math.max(5, error.retryAfter) * 1000);
   }
 }
 
@@ -129,6 +147,12 @@ $("drop").addEventListener("drop", (event) => {
   event.preventDefault();
   submitAll([...event.dataTransfer.files]);
 });
+// files dropped beside the zone: the browser would open the image in this tab, and every card would be lost
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => {
+  event.preventDefault();
+  if (!$("drop").contains(event.target)) submitAll([...event.dataTransfer.files]);
+});
 
 /** The options the browser can check itself, said at the field before any upload (the API explains the rest). */
 function optionsReady() {
@@ -154,13 +178,15 @@ function makeCard(file, after) {
   li.innerHTML = `<img alt="" class="thumb"><div class="body"><strong class="name"></strong>
     <progress max="1" value="0"></progress><span class="state" role="status"></span>
     <div class="actions"><button type="button" class="cancel" hidden>Cancel</button>
+    <button type="button" class="retry" hidden>Try again</button>
     <button type="button" class="compare" hidden>Compare</button>
     <a class="download" hidden>Download</a></div></div>`;
   li.querySelector(".name").textContent = file.name;
   li.querySelector(".name").title = file.name; // the whole name, where the card shows it cut
   li.querySelector(".cancel").setAttribute("aria-label", `Cancel ${file.name}`);
   li.querySelector(".compare").setAttribute("aria-label", `Compare ${file.name}`);
-  li.dataset.key = $("key").value;
+  li.querySelector(".retry").setAttribute("aria-label", `Send ${file.name} again`);
+  li.dataset.key = apiKey();
   const thumb = li.querySelector(".thumb");
   thumb.addEventListener("error", () => { thumb.hidden = true; }); // not an image: no broken icon
   thumb.src = URL.createObjectURL(file);
@@ -187,36 +213,82 @@ function submit(file, after) {
 
 async function send(card) {
   const { file } = card;
+  const retry = card.li.querySelector(".retry");
+  card.li.querySelector("progress").hidden = false;
   let job;
   try {
-    job = await api("v1/jobs", { method: "POST", body: jobForm(file),
-                                 headers: { "Idempotency-Key": crypto.randomUUID() } });
+    job = await api("v1/jobs", { method: "POST", body: jobForm(file), headers: { "Idempotency-Key": idempotencyKey() } });
   } catch (error) {
     card.set(error.message, true);
     card.li.querySelector("progress").hidden = true;
+    retry.hidden = false; // the file is still in hand: send it again (with the options as they are now)
+    retry.onclick = () => { retry.hidden = true; card.set("uploading…"); send(card); };
     return;
   }
   card.job = job;
   card.li.dataset.job = job.id;
   const cancel = card.li.querySelector(".cancel");
-  cancel.hidden = false;
-  cancel.addEventListener("click", async () => {
+  cancel.onclick = async () => {
     cancel.disabled = true;
-    try { show(card, await api(`v1/jobs/${job.id}/cancel`, { method: "POST" })); } catch (error) {
-      card.set(error.message, true);
-    }
-  });
+    try { show(card, await cancelJob(job.id)); } catch (error) { card.set(error.message, true); }
+    cancel.disabled = false; // a failure (the API away for a moment) leaves it usable; an ended job hides it
+  };
   show(card, job);
   loadHistory(true);
-  while (!FINAL.includes(card.job.status)) {
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    if (!card.li.isConnected) return; // its card left the page (the key changed): stop watching
-    try { show(card, await api(`v1/jobs/${job.id}`)); } catch (error) {
-      card.set(error.message, true);
-      if (error.status === 401 || error.status === 404) return; // not this key's job: polling cannot help
+  watch(card);
+}
+
+async function cancelJob(id) {
+  const job = await api(`v1/jobs/${id}/cancel`, { method: "POST" });
+  for (const card of watched) if (card.job.id === id) show(card, job);
+  return job;
+}
+
+// ---- watching the cards' jobs: one poller for all of them ---------------------------------------------
+// One loop, not one per card: each round asks about the POLL_BATCH cards looked at longest ago, every POLL_MS
+// (the Retry-After the API gives a job still in progress), so twenty cards cost what four do and a page full of
+// photos stays within its key's request limit (a loop per card, every second, reached 600 a minute with twelve
+// cards); a 429 holds every poll until its Retry-After, and says so on the cards without failing them.
+const POLL_MS = 2000;
+const POLL_BATCH = 4;
+const watched = new Set();
+let holdUntil = 0;
+let polling = false;
+
+function watch(card) {
+  card.polledAt = Date.now();
+  watched.add(card);
+  if (!polling) poll();
+}
+
+async function poll() {
+  polling = true;
+  while (watched.size) {
+    await sleep(Math.max(POLL_MS, holdUntil - Date.now()));
+    for (const card of watched) {
+      if (!card.li.isConnected || FINAL.includes(card.job.status)) watched.delete(card); // gone, or ended
     }
+    const due = [...watched].sort((a, b) => a.polledAt - b.polledAt).slice(0, POLL_BATCH);
+    let ended = false;
+    for (const card of due) {
+      if (Date.now() < holdUntil) break;
+      card.polledAt = Date.now();
+      try {
+        show(card, await api(`v1/jobs/${card.job.id}`));
+      } catch (error) {
+        if (error.status === 429) {
+          holdUntil = Date.now() + 1000 * (error.retryAfter || 10);
+          for (const held of watched) held.set(`${held.job.status}: checking again in ${error.retryAfter || 10} s (this key's request limit)`);
+        } else {
+          card.set(error.message, true);
+          if (error.status === 401 || error.status === 404) watched.delete(card); // not this key's job any more
+        }
+      }
+      if (FINAL.includes(card.job.status)) { watched.delete(card); ended = true; }
+    }
+    if (ended) loadHistory(true);
   }
-  loadHistory(true);
+  polling = false;
 }
 
 const seconds = (s) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${Math.round(s / 60)} min`);
@@ -225,7 +297,7 @@ function show(card, job) {
   card.job = job;
   const bar = card.li.querySelector("progress");
   bar.value = job.progress;
-  const size = `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}`;
+  const size = `${dims(job.input)} → ${dims(job.output)}`;
   card.li.querySelector(".cancel").hidden = FINAL.includes(job.status);
   if (job.status === "queued") {
     card.set(`waiting in the queue${job.queue_position ? ` (position ${job.queue_position})` : ""} · ${size}`);
@@ -242,13 +314,12 @@ function show(card, job) {
                  `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`;
     card.set(done);
     const link = card.li.querySelector(".download");
-    link.href = job.result_url;
-    link.download = job.output.filename;
+    resultLink(link, job, (error) => card.set(`${done} · ${error.message}`, true));
     link.textContent = `Download ${job.output.filename}`;
     link.hidden = false;
     const compare = card.li.querySelector(".compare");
     compare.hidden = job.output.format === "tiff"; // browsers do not draw TIFF: download it to look at it
-    compare.onclick = () => openViewer(card.file, job, compare).catch((error) => {
+    compare.onclick = () => freshResult(job).then((fresh) => openViewer(card.file, fresh, compare)).catch((error) => {
       // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
       compare.disabled = Boolean(error.undrawable);
       card.set(`${done} · ${error.message}`);
@@ -260,6 +331,34 @@ function show(card, job) {
     card.set("canceled");
     bar.hidden = true;
   }
+}
+
+/** "W×H", or nothing while the size is unknown (a job by image_url before its fetch). */
+const dims = (side) => (side.width && side.height ? `${side.width}×${side.height}` : "size not known yet");
+
+/** Whether ``job``'s result link expires within a minute: links expire (an hour by default), and a page left
+ * open kept the one it was given, so Download and Compare failed for good. */
+const stale = (job) => Date.parse(job.result_url_expires_at || "") - Date.now() < 60_000;
+
+/** ``job``, fetched again (with a fresh link) when its result link is about to expire. */
+const freshResult = async (job) => (stale(job) ? api(`v1/jobs/${job.id}`) : job);
+
+/** Point ``link`` at ``job``'s result; a click on a link about to expire fetches a fresh one first. */
+function resultLink(link, job, onError) {
+  link.href = job.result_url;
+  link.download = job.output.filename;
+  let refreshed = false;
+  link.onclick = (event) => {
+    // the link in hand still works, or was just fetched (a server whose links live under a minute): follow it
+    if (refreshed || !stale(job)) { refreshed = false; return; }
+    event.preventDefault();
+    api(`v1/jobs/${job.id}`).then((fresh) => {
+      job = fresh;
+      link.href = fresh.result_url;
+      refreshed = true;
+      link.click();
+    }).catch(onError);
+  };
 }
 
 // ---- before/after viewer at 1:1 ------------------------------------------------------------------------
@@ -355,18 +454,18 @@ function bicubic(input, scaleX, scaleY, sx, sy, width, height) {
   const dst = out.data;
   for (let j = 0; j < height; j++) {
     for (let i = 0; i < width; i++) {
-      let r = 0; let g = 0; let b = 0;
+      let r = 0; let g = 0; let b = 0; let a = 0;
       for (let ky = 0; ky < 4; ky++) {
         const wy = rows.weight[j * 4 + ky];
         const rowStart = rows.index[j * 4 + ky] * input.width;
         for (let kx = 0; kx < 4; kx++) {
           const w = wy * cols.weight[i * 4 + kx];
           const p = (rowStart + cols.index[i * 4 + kx]) * 4;
-          r += w * src[p]; g += w * src[p + 1]; b += w * src[p + 2];
+          r += w * src[p]; g += w * src[p + 1]; b += w * src[p + 2]; a += w * src[p + 3];
         }
       }
       const q = (j * width + i) * 4;
-      dst[q] = r; dst[q + 1] = g; dst[q + 2] = b; dst[q + 3] = 255; // clamped by Uint8ClampedArray
+      dst[q] = r; dst[q + 1] = g; dst[q + 2] = b; dst[q + 3] = a; // clamped by Uint8ClampedArray
     }
   }
   return out;
@@ -375,7 +474,9 @@ function bicubic(input, scaleX, scaleY, sx, sy, width, height) {
 function split() {
   const percent = Number($("split").value);
   $("split").setAttribute("aria-valuetext", `${percent} % bicubic on the left, ${100 - percent} % upscaled`);
+  // each side only where it belongs: with transparency, the other side would show through
   $("after-canvas").style.clipPath = `inset(0 0 0 ${percent}%)`;
+  $("before-canvas").style.clipPath = `inset(0 ${100 - percent}% 0 0)`;
   $("divider").style.left = `${percent}%`;
 }
 $("split").addEventListener("input", split);
@@ -432,31 +533,68 @@ window.addEventListener("resize", draw);
 let historyCursor = null;
 let historyLoads = 0; // each load from the start supersedes those still in flight (sent with an older key)
 let historyRefresh = null;
-const HISTORY_REFRESH_MS = 3000;
+const HISTORY_REFRESH_MS = 5000;
+const HISTORY_STALE_ROWS = 3; // unfinished rows below the first page looked at per refresh
 
+/** The first page (``fromStart``: refreshed in place, older pages stay) or the next older one. */
 async function loadHistory(fromStart = false) {
   const load = fromStart ? ++historyLoads : historyLoads;
   const path = `v1/jobs?limit=10${!fromStart && historyCursor ? `&cursor=${encodeURIComponent(historyCursor)}` : ""}`;
   let page;
-  try { page = await api(path); } catch { return; } // a missing key is said by the notice already
+  try { page = await api(path); } catch (error) { // a missing key is said by the notice already
+    if (error.status === 429) holdUntil = Math.max(holdUntil, Date.now() + 1000 * (error.retryAfter || 10));
+    if (error.status !== 401) scheduleHistory(true); // an outage or a rate limit passes: look again
+    return;
+  }
   if (load !== historyLoads) return; // superseded meanwhile: its rows may be another key's
   const body = $("history").querySelector("tbody");
-  if (fromStart) body.textContent = "";
-  for (const job of page.data) body.append(historyRow(job));
-  historyCursor = page.next_cursor;
+  const shown = (id) => [...body.children].find((row) => row.dataset.job === id);
+  if (fromStart) {
+    if (!page.data.some((job) => shown(job.id))) { // nothing in common with the rows shown: start over
+      body.textContent = "";
+      historyCursor = page.next_cursor;
+    } else if (body.children.length <= page.data.length) {
+      historyCursor = page.next_cursor; // no older page loaded yet
+    }
+    let above = null; // newest first: rows shown are replaced where they stand, new ones go above them
+    for (const job of page.data) {
+      const row = historyRow(job);
+      const old = shown(job.id);
+      if (old) old.replaceWith(row); else if (above) above.after(row); else body.prepend(row);
+      above = row;
+    }
+    const seen = new Set(page.data.map((job) => job.id));
+    const older = [...body.children].filter((row) => row.dataset.final === "no" && !seen.has(row.dataset.job));
+    for (const row of older.slice(0, HISTORY_STALE_ROWS)) {
+      const job = await api(`v1/jobs/${row.dataset.job}`).catch(() => null);
+      if (load !== historyLoads) return;
+      if (job && row.isConnected) row.replaceWith(historyRow(job));
+    }
+  } else {
+    for (const job of page.data) if (!shown(job.id)) body.append(historyRow(job));
+    historyCursor = page.next_cursor;
+  }
   const moreHadFocus = document.activeElement === $("history-more");
   $("history-more").hidden = !historyCursor;
   if (moreHadFocus && !historyCursor) $("history").focus(); // its button is gone: focus stays in the history
   $("history").hidden = body.children.length === 0;
   $("history-empty").hidden = body.children.length > 0;
+  scheduleHistory();
+}
+
+/** Look again while any row shown is unfinished (whichever page it came from), or ``always``. */
+function scheduleHistory(always = false) {
   clearTimeout(historyRefresh);
-  if (fromStart && page.data.some((job) => !FINAL.includes(job.status))) {
-    historyRefresh = setTimeout(() => loadHistory(true), HISTORY_REFRESH_MS); // jobs still running: look again
+  const body = $("history").querySelector("tbody");
+  if (always || [...body.children].some((row) => row.dataset.final === "no")) {
+    historyRefresh = setTimeout(() => loadHistory(true),
+                                Math.max(HISTORY_REFRESH_MS, holdUntil - Date.now()));
   }
 }
 
 function clearHistory() {
   clearTimeout(historyRefresh);
+  historyCursor = null;
   $("history").querySelector("tbody").textContent = "";
   $("history").hidden = true;
   $("history-more").hidden = true;
@@ -464,10 +602,13 @@ function clearHistory() {
 
 function historyRow(job) {
   const row = document.createElement("tr");
+  row.dataset.job = job.id;
+  row.dataset.final = FINAL.includes(job.status) ? "yes" : "no";
+  const status = job.status === "failed" && job.error ? `failed: ${job.error.message}`
+    : job.status === "running" ? `running ${Math.round(job.progress * 100)} %` : job.status;
   const cells = [new Date(job.created_at).toLocaleString(),
-                 `${job.input.filename || job.input.url || "?"} (${job.input.width}×${job.input.height})`,
-                 `${job.output.width}×${job.output.height} ${job.output_format}`,
-                 job.status === "failed" && job.error ? `failed: ${job.error.message}` : job.status];
+                 `${job.input.filename || job.input.url || "?"} (${dims(job.input)})`,
+                 `${dims(job.output)} ${job.output_format}`, status];
   for (const [index, text] of cells.entries()) {
     const cell = document.createElement("td");
     cell.textContent = text;
@@ -477,10 +618,22 @@ function historyRow(job) {
   const result = document.createElement("td");
   if (job.status === "succeeded" && job.result_url) {
     const link = document.createElement("a");
-    link.href = job.result_url;
-    link.download = job.output.filename;
+    resultLink(link, job, (error) => { link.textContent = error.message; });
     link.textContent = job.output.filename;
     result.append(link);
+  } else if (!FINAL.includes(job.status)) { // after a reload too, an unfinished job can still be stopped here
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    cancel.setAttribute("aria-label", `Cancel ${job.input.filename || job.input.url || job.id}`);
+    cancel.onclick = async () => {
+      cancel.disabled = true;
+      try { row.replaceWith(historyRow(await cancelJob(job.id))); } catch (error) {
+        cancel.disabled = false;
+        notice(error.message);
+      }
+    };
+    result.append(cancel);
   }
   row.append(result);
   return row;

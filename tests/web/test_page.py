@@ -261,3 +261,109 @@ def test_options_the_browser_can_check_are_said_at_the_field_before_any_upload(p
     page.set_input_files("#files", [str(photo(tmp_path, "first.png")), str(photo(tmp_path, "second.png", seed=1))])
     names = page.locator("#cards li .name").all_inner_texts()
     assert names == ["first.png", "second.png"]  # one drop keeps its order (it once came reversed)
+
+
+def test_a_server_reached_by_name_over_plain_http_takes_uploads(browser, api_server, tmp_path):
+    """Opened at http://<a LAN name>, the page is not a secure context: crypto.randomUUID does not exist there,
+    and every upload failed with that script error. The name maps to 127.0.0.1 inside Chromium only."""
+    url, _app = api_server
+    port = url.rsplit(":", 1)[1]
+    lan = browser.browser_type.launch(executable_path=chromium_path(),
+                                      args=["--no-sandbox", "--host-resolver-rules=MAP upscaler.test 127.0.0.1"])
+    try:
+        page = lan.new_page()
+        page.goto(f"http://upscaler.test:{port}/")
+        assert page.evaluate("window.isSecureContext") is False  # the case of a self-hosted server
+        page.set_input_files("#files", str(photo(tmp_path, "lan.png")))
+        page.locator("#cards li .state", has_text="position").wait_for()
+        assert page.locator("#cards .state.error").count() == 0
+    finally:
+        lan.close()
+
+
+def test_many_cards_poll_within_a_bounded_budget(page, tmp_path):
+    """One poller for every card (4 jobs every 2 s): twelve cards once polled twelve times a second and reached a
+    key's 600 requests a minute within a minute."""
+    files = [str(photo(tmp_path, f"batch{i}.png", seed=i)) for i in range(12)]
+    page.set_input_files("#files", files)  # no worker runs: they stay queued
+    page.locator("#cards li .state", has_text="position").nth(11).wait_for()
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "/v1/jobs/" in request.url else None)
+    page.wait_for_timeout(8000)
+    assert len(polls) <= 24, len(polls)  # at most 4 per 2 s round, and a round may just have started
+    assert len({url.rsplit("/", 1)[1] for url in polls}) >= 8  # and the rounds take turns between cards
+
+
+def test_a_value_left_in_a_hidden_size_field_does_not_block_uploads(page, tmp_path):
+    page.select_option("#size", "target")
+    page.fill("#width", "0")
+    page.select_option("#size", "2")
+    page.set_input_files("#files", str(photo(tmp_path, "after-a-change-of-mind.png")))
+    page.locator("#cards li .state", has_text="position").wait_for()  # it was silently never sent
+
+
+def test_a_failed_upload_can_be_sent_again_and_a_reloaded_page_can_cancel_a_job(page, api_server, tmp_path):
+    from shared.tenants import create_key
+
+    _url, app = api_server
+    with app.extensions["upscaler"].sessions() as session:
+        _row, key = create_key(session, "retrying")
+        session.commit()
+    page.reload()
+    page.set_input_files("#files", str(photo(tmp_path, "first-try.png")))
+    card = page.locator("#cards li")
+    card.locator(".state.error", has_text="API key").wait_for()
+    page.fill("#key", key + "\u200b")  # copied along with an invisible character: said as such, not "unreachable"
+    page.dispatch_event("#key", "change")
+    page.locator("#notice", has_text="invisible character").wait_for()
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.set_input_files("#files", str(photo(tmp_path, "second.png")))  # the key's change took the first card off
+    page.locator("#cards li", has_text="second.png").locator(".state", has_text="position").wait_for()
+    page.select_option("#format", "jpeg")
+    with page.expect_request(lambda request: request.method == "POST"):
+        page.context.set_offline(True)
+        page.set_input_files("#files", str(photo(tmp_path, "while-offline.png")))
+    offline = page.locator("#cards li", has_text="while-offline.png")
+    offline.locator(".state.error", has_text="could not be reached").wait_for()
+    page.context.set_offline(False)
+    offline.locator(".retry").click()  # the same file, sent again: no need to find and pick it once more
+    offline.locator(".state", has_text="position").wait_for()
+    assert offline.locator(".retry").is_hidden()
+    page.reload()  # the cards go; the history keeps the job, and its Cancel
+    row = page.locator("#history tbody tr", has_text="second.png")
+    row.locator("button", has_text="Cancel").click()
+    row.locator("td", has_text="canceled").wait_for()
+
+
+def test_a_download_after_the_link_expired_fetches_a_fresh_one(browser, settings, tmp_path):
+    """Links expire (an hour by default); a page left open kept the one it had, and Download answered 410 for
+    good. Here links live 2 s and the click comes after 3."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    short = settings.with_overrides(result_url_ttl=2)
+    server = make_server("127.0.0.1", 0, create_app(short), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = start_worker(short, tmp_path / "worker.log")
+    context = browser.new_context(accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_port}/")
+        page.select_option("#model", "bicubic")
+        page.set_input_files("#files", str(photo(tmp_path, "kept-open.png")))
+        link = page.locator("#cards li .download")
+        link.wait_for(timeout=120_000)
+        page.wait_for_timeout(3000)
+        with page.expect_download() as download:
+            link.click()
+        saved = tmp_path / "late.png"
+        download.value.save_as(saved)
+        assert Image.open(saved).size == (384, 288)
+    finally:
+        context.close()
+        stop(worker)
+        server.shutdown()
