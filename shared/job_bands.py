@@ -14,7 +14,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, JobBand, utcnow
-from shared.states import JobStatus
+from shared.states import TERMINAL, JobStatus
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 # Progress while bands run: the assembly after them takes the last stretch.
@@ -75,8 +75,9 @@ def renew(session: Session, job_id: str, index: int, owner: str, lease_seconds: 
     return result.rowcount == 1 and keep_job_alive(session, job_id, lease_seconds)
 
 
-def stage(session: Session, job_id: str, index: int, owner: str, key: str) -> bool:
-    """Record the object key our band is about to upload; False if the band is no longer ours."""
+def stage(session: Session, job_id: str, index: int, owner: str, key: str | None) -> bool:
+    """Record the object key our band is about to upload (None: the one recorded is deleted); False if the band
+    is no longer ours."""
     result = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
                               JobBand.status == RUNNING).values(result_key=key, updated_at=utcnow()))
@@ -101,12 +102,36 @@ def complete(session: Session, job_id: str, index: int, owner: str) -> bool:
 
 def reopen_unstored(session: Session, job_id: str) -> int:
     """Bands done by a gathering worker that vanished went only into its own row file: they are to do again."""
+    return _reopen(session, job_id, JobBand.result_key.is_(None))
+
+
+def reopen_lost(session: Session, job_id: str, index: int) -> int:
+    """A done band whose stored rows are gone from storage: to do again (not "the input is missing")."""
+    return _reopen(session, job_id, JobBand.index == index)
+
+
+def _reopen(session: Session, job_id: str, *which) -> int:
     reopened = session.execute(
-        update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, JobBand.result_key.is_(None))
-        .values(status=PENDING, lease_owner=None, lease_expires_at=None, updated_at=utcnow())).rowcount
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, *which)
+        .values(status=PENDING, result_key=None, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+    ).rowcount
     if reopened:
         session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done - reopened))
     return reopened
+
+
+def stored_of_ended_jobs(session: Session, limit: int = 500) -> list[tuple[str, int, str]]:
+    """(job id, band index, object key) of the stored bands of ended jobs: of no use any more, whoever was meant
+    to delete them (a gathering worker gone before a cancel or a ``worker_lost`` had none)."""
+    return [tuple(row) for row in session.execute(
+        select(JobBand.job_id, JobBand.index, JobBand.result_key).join(Job, Job.id == JobBand.job_id)
+        .where(Job.status.in_([s.value for s in TERMINAL]), JobBand.result_key.is_not(None)).limit(limit))]
+
+
+def forget_result(session: Session, job_id: str, index: int, key: str) -> None:
+    """The band's object ``key`` is deleted: the band no longer names it."""
+    session.execute(update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index,
+                                          JobBand.result_key == key).values(result_key=None))
 
 
 def bands_of(session: Session, job_id: str, first: int = 0) -> list[JobBand]:

@@ -108,7 +108,14 @@ FAIR_WINDOW = timedelta(minutes=10)
 FAIR_JOB_OVERHEAD_PIXELS = 100_000
 
 
-def next_fair_job(session: Session, job_id: str, passed: Collection[str] = ()) -> str | None:
+def _taken_back(max_attempts: int):
+    """A running job whose worker vanished (its lease ran out), with attempts left: any worker may take it back.
+    Past ``max_attempts`` it is the sweeper's to end (``release_lease``: ``worker_lost``); a claim that took it
+    back anyway let a job that kills its worker (an out-of-memory input) run for ever."""
+    return and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < utcnow(), Job.attempts < max_attempts)
+
+
+def next_fair_job(session: Session, job_id: str, passed: Collection[str] = (), *, max_attempts: int) -> str | None:
     """The job a worker woken by ``job_id``'s message should claim: a message is a turn, not a job.
 
     Priorities are fixed when a job is published, so a tenant's k-th job waited behind another's still-queued
@@ -118,11 +125,10 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = ()) -
     nothing queued, and a long backlog does not count against its owner for ever), each job plus
     ``FAIR_JOB_OVERHEAD_PIXELS``, and not the jobs queued again after their worker vanished (their run was lost). Its
     oldest queued job runs first; the message's own job keeps the turn when its tenant is among the least served,
-    or when it is taken back from a vanished worker (expired lease). ``passed``: jobs another worker claimed
+    or when it is taken back from a vanished worker (``_taken_back``). ``passed``: jobs another worker claimed
     first. None when nothing is left to run."""
     own = session.get(Job, job_id) if job_id not in passed else None
-    if own is not None and own.status == JobStatus.RUNNING.value and own.lease_expires_at is not None \
-            and own.lease_expires_at < utcnow():
+    if own is not None and session.scalar(select(Job.id).where(Job.id == job_id, _taken_back(max_attempts))):
         return job_id
     queued = [Job.status == JobStatus.QUEUED.value, Job.id.not_in(list(passed))]
     waiting = dict(session.execute(select(Job.tenant, func.min(Job.created_at)).where(*queued)
@@ -153,14 +159,13 @@ def clear_enqueued(session: Session, job_id: str) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=None))
 
 
-def claim(session: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
-    """Atomically take the job if it is queued, or running under an expired lease."""
+def claim(session: Session, job_id: str, owner: str, lease_seconds: int, *, max_attempts: int) -> bool:
+    """Atomically take the job if it is queued, or running under an expired lease with attempts left."""
     now = utcnow()
     result = session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .where(or_(Job.status == JobStatus.QUEUED.value,
-                   and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)))
+        .where(or_(Job.status == JobStatus.QUEUED.value, _taken_back(max_attempts)))
         .values(status=JobStatus.RUNNING.value, lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1,
                 started_at=now, progress=0.0, updated_at=now)
@@ -178,6 +183,18 @@ def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progres
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
         .values(**values)
     )
+    return result.rowcount == 1
+
+
+def hand_back(session: Session, job_id: str, owner: str) -> bool:
+    """Our running job back to the queue, unpublished: an outage (object storage unreachable) stopped this
+    attempt, not the job. The sweeper publishes it at its next pass, which spaces the attempts, and the next
+    claim counts one more; False if the job is no longer ours."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(status=JobStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, enqueued_at=None,
+                progress=0.0, updated_at=now))
     return result.rowcount == 1
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image, UnidentifiedImageError
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared import jobs, metrics
 from shared.db import unit_of_work
@@ -119,6 +120,38 @@ def store_result(ctx: WorkerContext, job: Job, result_path: Path) -> tuple[str, 
         discard(ctx, output_key)
         raise
     return output_key, size
+
+
+def is_outage(exc: Exception) -> bool:
+    """An outage of what the job runs on, not a fault of the job: object storage unreachable (not an object that
+    is missing) or the database. Such an attempt ends without failing the job (``stop_for_outage``)."""
+    return (isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing)) or isinstance(exc, SQLAlchemyError)
+
+
+def stop_for_outage(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
+    """End an attempt an outage stopped, leaving the job to run again: a storage outage hands it back to the
+    queue (``jobs.hand_back``) until its attempts are used, then fails it ``storage_failed``; with the database
+    away nothing can be written, so its lease runs out and the sweeper queues it again. Before, one failed
+    request failed every job a worker took during a short outage (storage), or failed a running job as
+    ``internal_error`` after a database failover. Returns what happened: retrying, failed or database_unavailable."""
+    try:
+        if isinstance(exc, StorageError):
+            with ctx.sessions() as session:
+                job = session.get(Job, job_id)
+                used_up = job is not None and job.attempts >= ctx.settings.max_attempts
+            if used_up:
+                fail_job(ctx, job_id, exc)
+                return "failed"
+            if change_job(ctx, job_id, JobStatus.QUEUED,
+                          lambda session: jobs.hand_back(session, job_id, ctx.owner)) is not None:
+                log.warning("job %s: %s; queued again for another attempt", job_id, exc)
+                return "retrying"
+            return "lease_lost"
+    except SQLAlchemyError as db_exc:
+        exc = db_exc
+    log.warning("job %s: the database is unavailable (%s); its lease will run out and the sweeper queue it again",
+                job_id, exc)
+    return "database_unavailable"
 
 
 def classify(exc: Exception) -> JobFailure:

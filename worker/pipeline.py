@@ -32,9 +32,11 @@ from worker.outcomes import (
     discard,
     fail_job,
     finish_job,
+    is_outage,
     lease_kept,
     observe,
     renew_lease,
+    stop_for_outage,
     store_result,
 )
 from worker.render import Prepared, finish, prepare
@@ -77,8 +79,10 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         log.warning("job %s: lease lost, discarding this attempt's output", job_id)
         discard(ctx, output_key)
         return "lease_lost"
-    except Exception as exc:  # every failure ends as a stable code on the job
+    except Exception as exc:  # every failure ends as a stable code on the job; an outage tries again
         discard(ctx, output_key)
+        if is_outage(exc):
+            return stop_for_outage(ctx, job_id, exc)
         fail_job(ctx, job_id, exc)
         return "failed"
     # succeeded and committed: nothing from here on may discard the result it points at
@@ -120,13 +124,14 @@ def _claim_turn(ctx: WorkerContext, message_job: str) -> Job | None:
     passed: list[str] = []
     while True:
         with ctx.sessions() as session:
-            chosen = jobs.next_fair_job(session, message_job, passed)
+            chosen = jobs.next_fair_job(session, message_job, passed, max_attempts=ctx.settings.max_attempts)
         if chosen is None:
             return None
         # job.started goes in the claim's transaction, so a worker killed right after claiming cannot lose it
         job = change_job(ctx, chosen, JobStatus.RUNNING,
                          lambda session, chosen=chosen: jobs.claim(session, chosen, ctx.owner,
-                                                                   ctx.settings.lease_seconds),
+                                                                   ctx.settings.lease_seconds,
+                                                                   max_attempts=ctx.settings.max_attempts),
                          event=lambda claimed: "job.started" if claimed.attempts == 1 else None)
         if job is not None:
             if chosen != message_job:

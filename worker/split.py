@@ -31,19 +31,29 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared import job_bands, jobs
+from shared import job_bands, jobs, metrics
 from shared.db import unit_of_work
 from shared.limits import EXTENSIONS
 from shared.models import Job, JobBand, utcnow
 from shared.queue import enqueue_band
 from shared.settings import Settings
 from shared.states import TERMINAL, JobStatus
-from shared.storage import new_key
+from shared.storage import ObjectMissing, new_key
 from worker.bands import plan_bands
 from worker.context import WorkerContext
 from worker.engine.selection import ran_condition
 from worker.imaging import DecodedImage, decode
-from worker.outcomes import LeaseLost, discard, fail_job, finish_job, observe, renew_lease, store_result
+from worker.outcomes import (
+    LeaseLost,
+    discard,
+    fail_job,
+    finish_job,
+    is_outage,
+    observe,
+    renew_lease,
+    stop_for_outage,
+    store_result,
+)
 from worker.render import Prepared, band_pixels, keep_depth, output_rows, ran_record, scaled_metadata, streamable
 from worker.streaming import BAND_SUFFIX, RowFile, encode_rows, write_band
 
@@ -102,7 +112,10 @@ def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
         if not job_bands.claim(session, job.id, band.index, ctx.owner, ctx.settings.lease_seconds):
             return None
         stale = session.get(JobBand, (job.id, band.index)).result_key
-    discard(ctx, stale)  # what an attempt killed around its upload may have left
+    if stale:  # what an attempt killed around its upload may have left: deleted, and no longer named (a resumed
+        discard(ctx, stale)  # job read the deleted object, and failed "input_missing")
+        with unit_of_work(ctx.sessions) as session:
+            job_bands.stage(session, job.id, band.index, ctx.owner, None)
     decoded = _decoded_input(ctx, job)
     engine = ctx.engines.get(job.ran["model"])
     last = [time.monotonic()]
@@ -112,8 +125,14 @@ def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
             last[0] = time.monotonic()
             _renew_band(ctx, job.id, band.index)
 
-    return band_pixels(engine, decoded, job.ran["network_scales"][0], (band.y0, band.y1), ran_condition(job.ran),
-                       renew)
+    started = time.monotonic()
+    pixels = band_pixels(engine, decoded, job.ran["network_scales"][0], (band.y0, band.y1), ran_condition(job.ran),
+                         renew)
+    # engine time is counted where a band runs (the job's megapixels once, when it is assembled): with none,
+    # throughput (megapixels / engine seconds) read as unbounded while split jobs ran
+    metrics.INFERENCE_SECONDS.labels(job.ran["model"], str(job.ran["network_scales"][0])).inc(
+        time.monotonic() - started)
+    return pixels
 
 
 def _complete(ctx: WorkerContext, job_id: str, index: int) -> None:
@@ -203,8 +222,14 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
             done = {b.index: b.result_key for b in job_bands.bands_of(session, job.id, band.index)
                     if b.status == job_bands.DONE}
         if band.index in done:
-            rows.append_from(lambda target, key=done[band.index]: ctx.storage.download_to(key, target), length)
-            return
+            try:  # a missing object fails before any byte is appended
+                rows.append_from(lambda target, key=done[band.index]: ctx.storage.download_to(key, target), length)
+                return
+            except ObjectMissing:
+                log.warning("job %s: the stored rows of band %d are gone; computing them again", job.id, band.index)
+                with unit_of_work(ctx.sessions) as session:
+                    job_bands.reopen_lost(session, job.id, band.index)
+                continue
         pixels = _compute(ctx, job, band)
         if pixels is not None:
             rows.append(pixels)
@@ -224,6 +249,8 @@ def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, l
         log.warning("split job %s: lease lost (canceled, or taken over by another worker)", job_id)
         _drop_band_results_if_ended(ctx, job_id)
         return lost
+    if is_outage(exc):  # the bands done stay; a band's lease runs out and the sweeper publishes it again
+        return stop_for_outage(ctx, job_id, exc) if lost == "lease_lost" else lost
     return _fail(ctx, job_id, exc)
 
 

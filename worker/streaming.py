@@ -83,7 +83,12 @@ class RowFile:
         """Let ``fill`` stream a ``write_band`` file of ``rows`` rows into this file (e.g. straight from storage,
         never the whole band in memory); its size is checked."""
         start = self._file.tell()
-        fill(self._file)
+        try:
+            fill(self._file)
+        except BaseException:  # nothing of a failed fill stays: the band can be appended again from here
+            self._file.seek(start)
+            self._file.truncate()
+            raise
         written = self._file.tell() - start
         if written != rows * self.row_bytes:
             raise ValueError(f"a band of {rows} rows should hold {rows * self.row_bytes} bytes, not {written}")

@@ -53,6 +53,7 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
         due = deliveries.take_due(session, grace_seconds=5.0)
     publish_deliveries(celery, due)
     expired = expire_old_jobs(ctx)
+    drop_bands_of_ended_jobs(ctx)
     if isinstance(ctx.storage, LocalStorage):
         ctx.storage.remove_stale_partials()
     report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed), webhooks=len(due),
@@ -155,6 +156,25 @@ def _enqueue_pending_jobs(ctx: WorkerContext, celery: Celery, waiting: Callable[
         enqueued += 1
         missing -= 1
     return enqueued
+
+
+def drop_bands_of_ended_jobs(ctx: WorkerContext) -> int:
+    """Delete the stored bands of ended split jobs (raw rows: 3 bytes an output pixel). The worker ending a job
+    deletes them at once; a job canceled, or failed ``worker_lost``, while no worker gathered it kept them until
+    retention, or for ever without one. Returns how many went."""
+    with ctx.sessions() as session:
+        stored = job_bands.stored_of_ended_jobs(session)
+    dropped = 0
+    for job_id, index, key in stored:
+        try:
+            ctx.storage.delete(key)
+        except StorageError:
+            log.warning("could not delete band %d of ended job %s; will retry", index, job_id, exc_info=True)
+            continue
+        with unit_of_work(ctx.sessions) as session:
+            job_bands.forget_result(session, job_id, index, key)
+        dropped += 1
+    return dropped
 
 
 def expire_old_jobs(ctx: WorkerContext, limit: int = 200) -> int:

@@ -76,7 +76,15 @@ class S3Storage:
         self._call(self.client.download_fileobj, self.bucket, key, _Appender(target), Config=self.transfer)
 
     def delete(self, key: str) -> None:
+        """Delete the object and any multipart upload of ``key`` left unfinished: a worker killed while uploading
+        a large result or band leaves its parts, which are no object (``delete_object`` misses them) but are
+        stored and billed until aborted."""
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+        listing = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
+        for upload in listing.get("Uploads", []):
+            if upload["Key"] == key:
+                self._call(self.client.abort_multipart_upload, Bucket=self.bucket, Key=key,
+                           UploadId=upload["UploadId"])
 
     def exists(self, key: str) -> bool:
         try:

@@ -1,5 +1,7 @@
 """Job persistence operations on both databases."""
 
+import functools
+
 import pytest
 
 from shared import jobs
@@ -9,9 +11,9 @@ from tests.factories import make_job, seconds_ago
 
 def test_a_job_is_claimed_once(db_session):
     job = make_job(db_session)
-    assert jobs.claim(db_session, job.id, "worker-a", 60)
+    assert jobs.claim(db_session, job.id, "worker-a", 60, max_attempts=3)
     db_session.commit()
-    assert not jobs.claim(db_session, job.id, "worker-b", 60)
+    assert not jobs.claim(db_session, job.id, "worker-b", 60, max_attempts=3)
     db_session.commit()
     db_session.refresh(job)
     assert (job.status, job.lease_owner, job.attempts) == ("running", "worker-a", 1)
@@ -19,21 +21,31 @@ def test_a_job_is_claimed_once(db_session):
 
 def test_an_expired_lease_can_be_taken_over(db_session):
     job = make_job(db_session, status="running", lease_owner="dead", lease_expires_at=seconds_ago(5), attempts=1)
-    assert jobs.claim(db_session, job.id, "worker-b", 60)
+    assert jobs.claim(db_session, job.id, "worker-b", 60, max_attempts=3)
     db_session.commit()
     db_session.refresh(job)
     assert (job.lease_owner, job.attempts) == ("worker-b", 2)
     assert not jobs.renew(db_session, job.id, "dead", 60, 0.5)  # the old owner learns it lost the job
 
 
+def test_a_job_that_used_its_attempts_is_not_taken_back_by_a_claim(db_session):
+    """Past max_attempts a vanished worker's job is the sweeper's to fail (worker_lost): a worker's claim took it
+    back anyway, so a job that kills its worker (Celery redelivers at once) ran past the limit, for ever."""
+    job = make_job(db_session, status="running", lease_owner="dead", lease_expires_at=seconds_ago(5), attempts=3)
+    assert jobs.next_fair_job(db_session, job.id, max_attempts=3) is None
+    assert not jobs.claim(db_session, job.id, "worker-b", 60, max_attempts=3)
+    assert jobs.next_fair_job(db_session, job.id, max_attempts=4) == job.id
+    assert jobs.claim(db_session, job.id, "worker-b", 60, max_attempts=4)
+
+
 def test_finished_jobs_cannot_be_claimed(db_session):
     job = make_job(db_session, status="succeeded")
-    assert not jobs.claim(db_session, job.id, "w", 60)
+    assert not jobs.claim(db_session, job.id, "w", 60, max_attempts=3)
 
 
 def test_finish_requires_the_lease(db_session):
     job = make_job(db_session)
-    jobs.claim(db_session, job.id, "w", 60)
+    jobs.claim(db_session, job.id, "w", 60, max_attempts=3)
     assert not jobs.finish(db_session, job.id, "intruder", jobs.JobStatus.SUCCEEDED)
     assert jobs.finish(db_session, job.id, "w", jobs.JobStatus.SUCCEEDED, output_key="r")
     db_session.commit()
@@ -131,7 +143,7 @@ def test_a_turn_goes_to_the_least_served_tenant_with_queued_jobs(db_session):
     B's jobs, submitted later, get the turn of A's messages until B has been served as many output pixels. Within
     the least served the message keeps its own job; a job taken back from a vanished worker keeps its turn; a
     gone job's turn goes to a queued one; jobs other workers claimed first are passed over."""
-    from shared.jobs import next_fair_job
+    next_fair_job = functools.partial(jobs.next_fair_job, max_attempts=3)
 
     big, small = {"output_width": 1280, "output_height": 1280}, {"output_width": 1000, "output_height": 1000}
     a_jobs = [make_job(db_session, tenant="acme", created_at=seconds_ago(100 - i), **big) for i in range(4)]
@@ -163,7 +175,7 @@ def test_fair_turns_owe_no_idle_time_and_charge_no_lost_or_free_runs(db_session)
     """Service counts from when a tenant began waiting, over ten minutes at most (a tenant that was idle is not
     owed the others' hour); a run lost with its worker is not charged; a job costs 0.1 MP more than its output
     (an image_url whose fetch failed has no output size, and held a worker all the same)."""
-    from shared.jobs import next_fair_job
+    next_fair_job = functools.partial(jobs.next_fair_job, max_attempts=3)
 
     hour = [make_job(db_session, tenant=t, status="succeeded", started_at=seconds_ago(3000 + i),
                      output_width=4000, output_height=4000) for t in ("acme", "globex") for i in range(5)]

@@ -90,6 +90,18 @@ def test_s3_multipart_upload_of_a_big_object(s3_storage, tmp_path):
     assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
 
 
+def test_deleting_a_key_aborts_an_upload_of_it_that_never_finished(s3_storage):
+    """A worker killed mid-upload leaves parts that are no object: delete_object missed them, and they stayed
+    stored (and billed) for good. Another key's unfinished upload, sharing the prefix, is left alone."""
+    client, bucket = s3_storage.client, s3_storage.bucket
+    for key in ("results/j/r.png", "results/j/r.png.other"):
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=os.urandom(5 * 1024 * 1024))
+    s3_storage.delete("results/j/r.png")
+    left = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert left == ["results/j/r.png.other"]
+
+
 def test_an_s3_upload_that_fails_is_a_storage_error_not_a_crash(s3, tmp_path):
     """boto3's managed upload wraps the server's answer in its own exception (S3UploadFailedError); it once
     escaped as an internal error instead of the job's storage_failed."""

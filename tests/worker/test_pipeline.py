@@ -13,7 +13,7 @@ from PIL import Image
 
 from shared.models import Job
 from shared.queue import make_celery, queue_depth, queue_lists
-from shared.storage import StorageError
+from shared.storage import make_storage
 from tests.conftest import image_bytes
 from tests.factories import make_job, queued_job, reload, seconds_ago
 from worker import pipeline
@@ -92,8 +92,7 @@ def test_unknown_model_on_the_worker_fails_as_engine_failed(ctx, db_session):
     assert reload(db_session, job).error_code == "engine_failed"
 
 
-@pytest.mark.parametrize("error,code", [(StorageError("disk full"), "storage_failed"),
-                                        (SoftTimeLimitExceeded(), "time_limit"),
+@pytest.mark.parametrize("error,code", [(SoftTimeLimitExceeded(), "time_limit"),
                                         (RuntimeError("bug"), "internal_error")])
 def test_failures_map_to_stable_codes(ctx, db_session, monkeypatch, error, code):
     job = queued_job(ctx, db_session)
@@ -106,6 +105,45 @@ def test_failures_map_to_stable_codes(ctx, db_session, monkeypatch, error, code)
     job = reload(db_session, job)
     assert (job.status, job.error_code) == ("failed", code)
     assert ctx.storage.exists(job.input_key)
+
+
+def test_an_unreachable_bucket_hands_the_job_back_until_its_attempts_are_used(ctx, db_session):
+    """Object storage away (its endpoint refuses connections): one failed request failed every job a worker
+    took. The attempt ends, the job goes back to the queue unpublished (the sweeper publishes it at its next
+    pass), and only after max_attempts does it fail storage_failed, its input kept."""
+    from cli.processes import free_port
+
+    job = queued_job(ctx, db_session)  # its input stored in the working (local) storage
+    away = replace(ctx, settings=ctx.settings.with_overrides(max_attempts=2), storage=make_storage(
+        ctx.settings.with_overrides(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+                                    s3_bucket="unreachable", s3_access_key_id="k", s3_secret_access_key="s")))
+    assert pipeline.run_job(away, job.id) == "retrying"
+    back = reload(db_session, job)
+    assert (back.status, back.attempts, back.enqueued_at, back.lease_owner) == ("queued", 1, None, None)
+    assert pipeline.run_job(away, job.id) == "failed"
+    failed = reload(db_session, job)
+    assert (failed.status, failed.error_code, failed.attempts) == ("failed", "storage_failed", 2)
+    assert "unreachable" in failed.error_message.lower() or "connect" in failed.error_message.lower()
+    assert ctx.storage.exists(job.input_key)
+
+
+def test_a_database_error_mid_job_leaves_it_to_its_lease_not_failed(ctx, db_session, monkeypatch):
+    """A failover mid-job: one renewal's OperationalError failed the job internal_error. The attempt stops and
+    the job stays running until its lease runs out, for the sweeper to queue it again."""
+    from sqlalchemy.exc import OperationalError
+
+    from shared import jobs
+
+    job = queued_job(ctx, db_session)
+
+    def failover(*_args, **_kwargs):
+        raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(jobs, "renew", failover)
+    assert pipeline.run_job(ctx, job.id) == "database_unavailable"
+    stopped = reload(db_session, job)
+    assert (stopped.status, stopped.error_code) == ("running", None)
+    assert not [path for path in (ctx.settings.storage_dir / "results").rglob("*") if path.is_file()]
 
 
 def test_losing_the_lease_discards_the_output(ctx, db_session, monkeypatch):
@@ -271,11 +309,11 @@ def test_a_turn_whose_chosen_job_another_worker_took_runs_the_next_one(ctx, db_s
     done = queued_job(ctx, db_session, status="succeeded", started_at=seconds_ago(5))
     real_claim = jobs.claim
 
-    def another_worker_first(session, job_id, owner, lease_seconds):
+    def another_worker_first(session, job_id, owner, lease_seconds, max_attempts):
         if job_id == first.id:  # taken between our choice and our claim
-            real_claim(session, job_id, "the-other-worker", lease_seconds)
+            real_claim(session, job_id, "the-other-worker", lease_seconds, max_attempts=max_attempts)
             return False
-        return real_claim(session, job_id, owner, lease_seconds)
+        return real_claim(session, job_id, owner, lease_seconds, max_attempts=max_attempts)
 
     monkeypatch.setattr(jobs, "claim", another_worker_first)
     assert pipeline.run_job(ctx, done.id) == "succeeded"  # a spare turn: first was taken, second runs

@@ -13,7 +13,7 @@ import pytest
 import redis
 from PIL import Image
 
-from shared import job_bands, jobs
+from shared import job_bands, jobs, metrics
 from shared.db import unit_of_work
 from shared.job_view import job_view
 from shared.models import JobBand
@@ -92,7 +92,10 @@ def test_a_split_job_equals_the_single_worker_result_bit_for_bit(workers, db_ses
     ctx = workers[0]
     ctx.settings = ctx.settings.with_overrides(band_output_pixels=WIDTH * scale * scale * band_rows)
     job = _job(ctx, db_session, scale=scale)
+    engine_seconds = metrics.INFERENCE_SECONDS.labels("residual_sr", str(scale))
+    before = engine_seconds._value.get()
     assert pipeline.run_job(ctx, job.id) == "succeeded"  # one worker: it ran every band and assembled
+    assert engine_seconds._value.get() > before  # its bands' engine time counts (it read 0: throughput unbounded)
     job = reload(db_session, job)
     assert job.bands_total >= 2 and job.bands_done == job.bands_total and job.ran["bands"] == job.bands_total
     assert (job.status, job.progress, job.output_width, job.output_height) == ("succeeded", 1.0, WIDTH * scale,
@@ -243,6 +246,34 @@ def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers,
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
+def test_a_resumed_job_computes_again_the_bands_whose_stored_rows_are_gone(workers, db_session, monkeypatch):
+    """A band taken over from a dead band worker had its stale object deleted but still named: when the gathering
+    worker vanished too, the resumed job read the deleted object and failed "input_missing". The name goes with
+    the object; and a done band whose object is missing anyway is computed again."""
+    first, second, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    with unit_of_work(second.sessions) as session:  # the second worker claims band 1, uploads, and dies
+        assert job_bands.claim(session, job.id, 1, second.owner, 60)
+        assert job_bands.stage(session, job.id, 1, second.owner, "bands/dead/attempt.raw")
+    second.storage.put_bytes("bands/dead/attempt.raw", b"half a band", "application/octet-stream")
+    db_session.query(JobBand).filter_by(job_id=job.id, index=1).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    assert split._compute(first, job, db_session.get(JobBand, (job.id, 1))) is not None  # taken over
+    split._complete(first, job.id, 1)  # into the gathering worker's own row file only
+    db_session.expire_all()
+    assert db_session.get(JobBand, (job.id, 1)).result_key is None
+    assert not first.storage.exists("bands/dead/attempt.raw")
+    assert split.run_band(second, job.id, 0) == "band_done"
+    first.storage.delete(db_session.get(JobBand, (job.id, 0)).result_key)  # a stored band's rows vanish
+    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    assert sweep(first, first.celery).requeued == 1  # the gathering worker vanished
+    assert pipeline.run_job(third, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert (job.status, job.bands_done) == ("succeeded", job.bands_total)
+    assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+
+
 def test_a_cancel_stops_the_remaining_bands_and_removes_their_files(workers, db_session, monkeypatch):
     first, second, _ = workers
     job = _planned_only(first, db_session, monkeypatch)
@@ -263,6 +294,27 @@ def test_a_cancel_stops_the_remaining_bands_and_removes_their_files(workers, db_
     assert not second.storage.exists(done_key)
     job = reload(db_session, job)
     assert job.status == "canceled" and job.output_key is None
+
+
+def test_the_sweeper_deletes_the_bands_of_a_job_that_ended_while_no_worker_gathered_it(workers, db_session,
+                                                                                         monkeypatch):
+    """Canceled (or failed worker_lost) with its gathering worker gone: nobody deleted its stored bands, raw rows
+    of 3 bytes an output pixel, until retention (never with retention 0)."""
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.run_band(second, job.id, 0) == "band_done"
+    assert split.run_band(second, job.id, 1) == "band_done"
+    keys = [b.result_key for b in job_bands.bands_of(db_session, job.id) if b.result_key]
+    assert len(keys) == 2 and all(first.storage.exists(key) for key in keys)
+    assert change_job(first, job.id, JobStatus.CANCELED, lambda s: jobs.cancel(s, job.id)) is not None
+    keeping = WorkerContext.create(first.settings.with_overrides(retention_seconds=0))  # retention never deletes
+    try:
+        sweep(keeping, first.celery)
+    finally:
+        keeping.engine.dispose()
+    assert not any(first.storage.exists(key) for key in keys)
+    db_session.expire_all()
+    assert all(b.result_key is None for b in job_bands.bands_of(db_session, job.id))
 
 
 def test_a_failing_band_fails_the_job_with_its_code(workers, db_session, monkeypatch):
