@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--concurrency", type=positive_int, default=None,
                         help="processes (default $UPSCALER_WORKER_CONCURRENCY)")
     worker.add_argument("--beat", action="store_true", help="also run the periodic sweeper in this process")
-    worker.add_argument("--name", default="celery@%%h",
+    worker.add_argument("--name", default="celery@%h",
                         help="Celery node name, %%h = this host's name (default celery@%%h, what the probes ping): "
                              "give each worker on one host its own, or they answer as one node")
     worker.add_argument("--loglevel", default="INFO")

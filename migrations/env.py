@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
+from alembic.migration import MigrationContext
 
 from shared.db import make_engine
+from shared.migrate import refuse_impossible_downgrade
 from shared.models import Base
 from shared.settings import Settings
 
@@ -36,6 +38,9 @@ def _migrate(connection) -> None:
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         connection.commit()
     try:
+        refuse_impossible_downgrade(connection, MigrationContext.configure(connection).get_current_revision(),
+                                    context.get_revision_argument())
+        connection.commit()  # the reads end their transaction: the migration's own begins next
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RangeNotAncestorError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -53,12 +54,36 @@ class DowngradeRefused(RuntimeError):
     """A downgrade would have to drop or change what some rows hold; it stops before altering anything."""
 
 
-def refuse_downgrade_while(connection: sa.Connection, count_sql: str, rows: str) -> None:
-    """Stop a downgrade while ``count_sql`` counts rows the older schema cannot hold.
+# Revisions whose downgrade cannot hold some rows: (a count of those rows, what they are). An older revision's NOT
+# NULL column or integer type cannot take a job it never knew (an input URL not fetched yet, a target size, a
+# fractional scale): the bare ALTER failed half-way with the database's own message, or, on PostgreSQL, rounded
+# 1.5 to 2.
+DOWNGRADE_GUARDS = {
+    "0006": ("select count(*) from jobs where input_format is null or input_bytes is null or input_width is null"
+             " or input_height is null",
+             "jobs wait for an input URL to be fetched (revision 0005 needs every input's format, size and bytes)"),
+    "0007": ("select count(*) from jobs where scale is null or scale <> cast(scale as integer)",
+             "jobs ask for a target size or a fractional scale (revision 0006 holds whole scales only)"),
+}
 
-    Why: an older revision's NOT NULL column or integer type cannot take a job it never knew (an input URL not yet
-    fetched, a target size, a fractional scale); the bare ``ALTER`` failed half-way with the database's own
-    message, or, on PostgreSQL, rounded 1.5 to 2. Saying which rows and what to do is the operator's way out."""
-    held = connection.execute(sa.text(count_sql)).scalar()
-    if held:
-        raise DowngradeRefused(f"cannot downgrade: {held} {rows}; delete those jobs first or stay on this revision")
+
+def refuse_impossible_downgrade(connection: sa.Connection, current: str | None, destination: str | None) -> None:
+    """Before a migration from ``current`` to ``destination`` runs any step: if it is a downgrade through a
+    revision of ``DOWNGRADE_GUARDS`` while rows it cannot hold exist, raise ``DowngradeRefused`` naming them.
+
+    Why before any step, here and not in each revision: SQLite's DDL is not transactional under Alembic, so a
+    refusal at 0006 came after 0010..0007 had been undone and committed (bands, DPI, sizes gone)."""
+    if current is None or destination is None:
+        return
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    try:
+        undone = [revision.revision for revision in script.iterate_revisions(current, destination)]
+    except RangeNotAncestorError:  # an upgrade: nothing is undone
+        return
+    for revision in undone:
+        if revision in DOWNGRADE_GUARDS:
+            count_sql, rows = DOWNGRADE_GUARDS[revision]
+            held = connection.execute(sa.text(count_sql)).scalar()
+            if held:
+                raise DowngradeRefused(f"cannot downgrade: {held} {rows}; delete those jobs first or stay on this "
+                                       "revision")

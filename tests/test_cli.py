@@ -111,6 +111,25 @@ def test_worker_and_beat_check_settings_and_queues_before_starting_celery():
     assert typo.returncode == 2 and "unknown queue webhook; known: inference, maintenance, webhooks" in typo.stderr
 
 
+@pytest.mark.parametrize("given,node", [([], "celery@{host}"), (["--name", "light@%h"], "light@{host}")])
+def test_a_worker_is_named_as_the_probes_ping_it(monkeypatch, tmp_path, given, node):
+    """The compose and Kubernetes probes ping celery@$HOSTNAME: a default written celery@%%h (argparse does not
+    %-format defaults) named every worker literally celery@%h, and every probe failed."""
+    import socket
+
+    from celery.utils.nodenames import default_nodename, host_format
+
+    from cli.__main__ import main
+
+    started = []
+    monkeypatch.setattr(os, "execv", lambda _path, argv: started.append(argv))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the worker's metrics folder, not the checkout
+    assert main(["worker", "--queues", "maintenance", *given]) == 0
+    (argv,) = started
+    name = argv[argv.index("--hostname") + 1]
+    assert host_format(default_nodename(name)) == node.format(host=socket.gethostname())
+
+
 @pytest.mark.parametrize("setting,value", [("UPSCALER_DEFAULT_MODEL", "residual-sr"),
                                            ("UPSCALER_AUTO_ROBUST_MODEL", "residual_sr_conditioned")])
 def test_a_default_model_that_is_not_there_stops_the_api_and_workers_at_start(setting, value):

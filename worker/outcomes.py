@@ -13,7 +13,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from shared import jobs, metrics
 from shared.db import unit_of_work
@@ -124,8 +124,10 @@ def store_result(ctx: WorkerContext, job: Job, result_path: Path) -> tuple[str, 
 
 def is_outage(exc: Exception) -> bool:
     """An outage of what the job runs on, not a fault of the job: object storage unreachable (not an object that
-    is missing) or the database. Such an attempt ends without failing the job (``stop_for_outage``)."""
-    return (isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing)) or isinstance(exc, SQLAlchemyError)
+    is missing) or the database's connection (not a constraint or data error, which every attempt would meet
+    again). Such an attempt ends without failing the job (``stop_for_outage``)."""
+    return (isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing)) or \
+        isinstance(exc, (OperationalError, InterfaceError))  # not a constraint or data error: those come back
 
 
 def stop_for_outage(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
@@ -176,10 +178,14 @@ def classify(exc: Exception) -> JobFailure:
     return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
 
 
-def discard(ctx: WorkerContext, key: str | None) -> None:
+def discard(ctx: WorkerContext, key: str | None) -> bool:
+    """Delete what an attempt wrote, if anything; False when the delete failed (the key must stay recorded, for
+    the sweeper or retention to try again)."""
     if key is None:
-        return
+        return True
     try:
         ctx.storage.delete(key)
     except StorageError:
         log.exception("could not remove orphan result %s", key)
+        return False
+    return True

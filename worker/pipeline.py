@@ -160,32 +160,39 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
                              tiled=getattr(ctx.engines.catalog.get(job.model), "tiled", True))  # else engine_failed
     if violation:
         raise JobFailure(violation.code, violation.message)
-    _charge_quota(ctx, job, planned.megapixels)
-    if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
-        ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
-    facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
-             "input_height": found.height, "output_width": planned.width, "output_height": planned.height}
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.record_input(session, job.id, ctx.owner, **facts):
-            raise LeaseLost(job.id)
+    charged = _charge_quota(ctx, job, planned.megapixels)
+    try:
+        if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
+            ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
+        facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
+                 "input_height": found.height, "output_width": planned.width, "output_height": planned.height}
+        with unit_of_work(ctx.sessions) as session:
+            if not jobs.record_input(session, job.id, ctx.owner, **facts):
+                raise LeaseLost(job.id)
+    except BaseException:  # not recorded: the next attempt fetches and charges again, so this charge goes back
+        _charge_quota(ctx, job, -charged)
+        raise
     for name, value in facts.items():
         setattr(job, name, value)
 
 
 
 
-def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> None:
+def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> float:
     """Charge a fetched image's output megapixels to its tenant's daily quota, as the API charges an upload at
-    submit (``shared.quota``); past the quota the job fails ``quota_exceeded`` before its input is stored. With
-    Redis unreachable it runs uncharged, as the API lets an upload through then."""
+    submit (``shared.quota``; a negative amount gives a charge back); past the quota the job fails
+    ``quota_exceeded`` before its input is stored. Returns what was charged: 0 with Redis unreachable, where the
+    job runs uncharged as the API lets an upload through then."""
     with ctx.sessions() as session:
         tenant = tenants.tenant_named(session, job.tenant)
     client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
     try:
         quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels)
+        return megapixels
     except quota.QuotaExceeded as exc:
         raise JobFailure("quota_exceeded", f"{exc} (charged when the image at image_url was fetched)") from None
     except redis.RedisError as exc:
         log.warning("job %s: daily quota not charged (Redis unavailable): %s", job.id, exc)
+        return 0.0
     finally:
         client.close()

@@ -55,7 +55,7 @@ from worker.outcomes import (
     store_result,
 )
 from worker.render import Prepared, band_pixels, keep_depth, output_rows, ran_record, scaled_metadata, streamable
-from worker.streaming import BAND_SUFFIX, RowFile, encode_rows, write_band
+from worker.streaming import BAND_SUFFIX, RowFile, WrongBandSize, encode_rows, write_band
 
 log = logging.getLogger(__name__)
 RENEW_EVERY_SECONDS = 1.0
@@ -112,8 +112,9 @@ def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
         if not job_bands.claim(session, job.id, band.index, ctx.owner, ctx.settings.lease_seconds):
             return None
         stale = session.get(JobBand, (job.id, band.index)).result_key
-    if stale:  # what an attempt killed around its upload may have left: deleted, and no longer named (a resumed
-        discard(ctx, stale)  # job read the deleted object, and failed "input_missing")
+    # what an attempt killed around its upload may have left: deleted, and then no longer named (a resumed job
+    # read the deleted object, and failed "input_missing"); a delete that failed keeps its name, for the sweeper
+    if stale and discard(ctx, stale):
         with unit_of_work(ctx.sessions) as session:
             job_bands.stage(session, job.id, band.index, ctx.owner, None)
     decoded = _decoded_input(ctx, job)
@@ -225,8 +226,10 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
             try:  # a missing object fails before any byte is appended
                 rows.append_from(lambda target, key=done[band.index]: ctx.storage.download_to(key, target), length)
                 return
-            except ObjectMissing:
-                log.warning("job %s: the stored rows of band %d are gone; computing them again", job.id, band.index)
+            except (ObjectMissing, WrongBandSize):
+                log.warning("job %s: the stored rows of band %d are gone or cut short; computing them again",
+                            job.id, band.index)
+                discard(ctx, done[band.index])
                 with unit_of_work(ctx.sessions) as session:
                     job_bands.reopen_lost(session, job.id, band.index)
                 continue

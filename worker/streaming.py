@@ -55,6 +55,10 @@ def write_band(pixels: np.ndarray, path: Path) -> None:
     np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tofile(path)
 
 
+class WrongBandSize(ValueError):
+    """A stored band's object does not hold its rows (a dead attempt's partial upload): nothing was appended."""
+
+
 class RowFile:
     """An uncompressed BigTIFF written top to bottom: rows are appended as they come, the directory last.
 
@@ -91,7 +95,9 @@ class RowFile:
             raise
         written = self._file.tell() - start
         if written != rows * self.row_bytes:
-            raise ValueError(f"a band of {rows} rows should hold {rows * self.row_bytes} bytes, not {written}")
+            self._file.seek(start)
+            self._file.truncate()
+            raise WrongBandSize(f"a band of {rows} rows should hold {rows * self.row_bytes} bytes, not {written}")
         self.rows += rows
 
     def close(self) -> None:

@@ -11,10 +11,11 @@ const apiKey = () => $("key").value.trim();
 const auth = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
 
 class ApiError extends Error {
-  constructor(status, message, retryAfter = 0) {
+  constructor(status, message, retryAfter = 0, code = "") {
     super(message);
     this.status = status; // 0: the server could not be reached
     this.retryAfter = retryAfter; // seconds, from the answer's Retry-After
+    this.code = code; // the API's stable error code
   }
 }
 
@@ -32,7 +33,7 @@ async function api(path, options = {}) {
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     throw new ApiError(response.status, plainError(response.status, body),
-                       Number(response.headers.get("Retry-After")) || 0);
+                       Number(response.headers.get("Retry-After")) || 0, body.code || "");
   }
   return body;
 }
@@ -215,10 +216,17 @@ async function send(card) {
   const { file } = card;
   const retry = card.li.querySelector(".retry");
   card.li.querySelector("progress").hidden = false;
+  // one key per card: "Try again" after an answer that was lost on the way finds the job the first send made
+  card.idempotency = card.idempotency || idempotencyKey();
   let job;
   try {
-    job = await api("v1/jobs", { method: "POST", body: jobForm(file), headers: { "Idempotency-Key": idempotencyKey() } });
+    job = await api("v1/jobs", { method: "POST", body: jobForm(file), headers: { "Idempotency-Key": card.idempotency } });
   } catch (error) {
+    if (error.code === "idempotency_conflict") { // the options changed since the first send: a new request
+      card.idempotency = idempotencyKey();
+      send(card);
+      return;
+    }
     card.set(error.message, true);
     card.li.querySelector("progress").hidden = true;
     retry.hidden = false; // the file is still in hand: send it again (with the options as they are now)

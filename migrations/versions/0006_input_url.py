@@ -10,8 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from shared.migrate import refuse_downgrade_while
-
 revision = '0006'
 down_revision = '0005'
 branch_labels = None
@@ -28,11 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    refuse_downgrade_while(
-        op.get_bind(),
-        "select count(*) from jobs where input_format is null or input_bytes is null or input_width is null"
-        " or input_height is null",
-        "jobs wait for an input URL to be fetched (revision 0005 needs every input's format, size and bytes)")
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.alter_column('input_height', existing_type=sa.Integer(), nullable=False)
         batch_op.alter_column('input_width', existing_type=sa.Integer(), nullable=False)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from shared.migrate import refuse_downgrade_while
-
 revision = '0007'
 down_revision = '0006'
 branch_labels = None
@@ -27,10 +25,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    refuse_downgrade_while(
-        op.get_bind(),
-        "select count(*) from jobs where scale is null or scale <> cast(scale as integer)",
-        "jobs ask for a target size or a fractional scale (revision 0006 holds whole scales only)")
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_column('fit')
         batch_op.drop_column('target_height')

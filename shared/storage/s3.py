@@ -6,6 +6,7 @@ downloads for clients are presigned GET URLs so result bytes never pass through 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +19,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.storage.base import ObjectMissing, StorageError
 
 MB = 1024 * 1024
+
+
+log = logging.getLogger(__name__)
 
 
 class S3Storage:
@@ -80,11 +84,15 @@ class S3Storage:
         a large result or band leaves its parts, which are no object (``delete_object`` misses them) but are
         stored and billed until aborted."""
         self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
-        listing = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
-        for upload in listing.get("Uploads", []):
-            if upload["Key"] == key:
-                self._call(self.client.abort_multipart_upload, Bucket=self.bucket, Key=key,
-                           UploadId=upload["UploadId"])
+        try:  # best effort once the object is gone: a policy without the multipart permissions must not make
+            # every delete fail (retention would stall on the same jobs); the bucket's lifecycle rule is the net
+            listing = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
+            for upload in listing.get("Uploads", []):
+                if upload["Key"] == key:
+                    self._call(self.client.abort_multipart_upload, Bucket=self.bucket, Key=key,
+                               UploadId=upload["UploadId"])
+        except StorageError as exc:
+            log.warning("deleted %s; could not abort an unfinished upload of it: %s", key, exc)
 
     def exists(self, key: str) -> bool:
         try:

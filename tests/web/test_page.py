@@ -367,3 +367,25 @@ def test_a_download_after_the_link_expired_fetches_a_fresh_one(browser, settings
         context.close()
         stop(worker)
         server.shutdown()
+
+
+def test_trying_again_sends_the_same_idempotency_key(page, tmp_path):
+    """An upload whose answer was lost on the way may have made its job: "Try again" sent a fresh
+    Idempotency-Key, and made (and charged) a second one. One key per card: the API answers a repeat with the job
+    the first send made (tests/api/test_job_actions.py). Here the first send is cut off in the browser."""
+    keys = []
+
+    def cut_first(route):
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/v1/jobs", lambda route: cut_first(route) if route.request.method == "POST" else route.continue_())
+    page.set_input_files("#files", str(photo(tmp_path, "lost-answer.png")))
+    card = page.locator("#cards li", has_text="lost-answer.png")
+    card.locator(".state.error").wait_for()
+    card.locator(".retry").click()
+    card.locator(".state", has_text="position").wait_for()
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]

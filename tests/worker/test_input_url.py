@@ -205,3 +205,36 @@ def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, 
                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}).get_json()
     assert pipeline.run_job(ctx, small["id"]) == "succeeded"
     assert float(queue.get(refused)) == pytest.approx(80 * 60 / 1e6)
+
+
+def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(client, ctx, db_session, server,
+                                                                                monkeypatch):
+    """Storage away right after the charge: the attempt goes back to the queue unrecorded, the next one fetches
+    and charges again; the job was charged twice (and could fail quota_exceeded on its own charges)."""
+    import uuid
+
+    import redis
+
+    from shared.storage import StorageError
+    from shared.tenants import create_key
+
+    name = f"retried-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=1)
+    db_session.commit()
+    job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
+                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}
+                         ).get_json()["id"]
+    real_exists, calls = ctx.storage.exists, []
+
+    def away_once(stored_key):
+        calls.append(stored_key)
+        if len(calls) == 1:
+            raise StorageError("S3 unreachable: connection refused")
+        return real_exists(stored_key)
+
+    monkeypatch.setattr(ctx.storage, "exists", away_once)
+    assert pipeline.run_job(ctx, job_id) == "retrying"
+    assert pipeline.run_job(ctx, job_id) == "succeeded"
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    (charged,) = queue.keys(f"upscaler:mp:{name}:*")
+    assert float(queue.get(charged)) == pytest.approx(80 * 60 / 1e6)  # once
