@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.signing import webhook_key
 
@@ -37,6 +38,7 @@ NON_NEGATIVE = {"api_workers": "cores + 1", "split_output_pixels": "never split"
                 "retention_seconds": "keep", "worker_metrics_port": "off", "model_load_delay": "none",
                 "inference_threads": "TensorFlow's default"}
 MIN_S3_PART_MB = 5
+MAX_PRESIGNED_SECONDS = 604800  # SigV4's limit on a presigned URL's life
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -185,6 +187,13 @@ class Settings:
         for name in ("api_port", "worker_metrics_port"):
             if getattr(self, name) > 65535:
                 raise SettingsError(f"UPSCALER_{name.upper()} must be a TCP port (at most 65535)")
+        for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
+            url = urlsplit(getattr(self, name))
+            if getattr(self, name) and (url.scheme not in ("http", "https") or not url.hostname):
+                raise SettingsError(f"UPSCALER_{name.upper()} must be an http(s)://host[:port] URL, or empty")
+        if self.storage == "s3" and self.result_url_ttl > MAX_PRESIGNED_SECONDS:
+            raise SettingsError(f"UPSCALER_RESULT_URL_TTL must be at most {MAX_PRESIGNED_SECONDS} (7 days) with S3 "
+                                "storage: a presigned link cannot live longer")
         if self.s3_multipart_threshold_mb < MIN_S3_PART_MB:
             raise SettingsError(f"UPSCALER_S3_MULTIPART_THRESHOLD_MB must be at least {MIN_S3_PART_MB} (S3's smallest "
                                 "part)")

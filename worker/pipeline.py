@@ -22,6 +22,7 @@ from shared.logs import current_job
 from shared.models import Job
 from shared.sizing import SizeError, plan
 from shared.states import JobStatus
+from shared.storage import StorageError
 from shared.transitions import change_job
 from worker import split
 from worker.context import WorkerContext
@@ -54,7 +55,8 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         return "skipped"
     job_id = job.id
     if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
-        discard(ctx, job.staged_output_key)
+        if not discard(ctx, job.staged_output_key):  # still named, or it would be stored for good: try later
+            return stop_for_outage(ctx, job_id, StorageError(f"could not delete {job.staged_output_key}"))
         with unit_of_work(ctx.sessions) as session:
             jobs.stage_output(session, job_id, ctx.owner, None)
     if job.bands_total is not None:  # a split job taken back from workers that vanished

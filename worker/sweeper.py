@@ -177,8 +177,14 @@ def drop_bands_of_ended_jobs(ctx: WorkerContext) -> int:
     return dropped
 
 
-def expire_old_jobs(ctx: WorkerContext, limit: int = 200) -> int:
-    """Delete the objects of jobs finished before the retention period; the rows stay (marked expired)."""
+def expire_old_jobs(ctx: WorkerContext, limit: int = 200, look_at: int = 1000) -> int:
+    """Delete the objects of jobs finished before the retention period; the rows stay (marked expired).
+
+    Oldest first, up to ``limit`` jobs expired a pass, looking past those whose objects cannot be deleted now
+    (up to ``look_at`` jobs): an unordered 200 that kept failing stalled retention for every other job. Each job's
+    result is deleted last, so a pass that fails part-way leaves a job whose result still downloads (it once
+    deleted the result and left the job saying it could be fetched: a 500, or a link to nothing). Band files are
+    the band sweep's (``drop_bands_of_ended_jobs``), which runs for every ended job."""
     settings = ctx.settings
     now = utcnow()
     with unit_of_work(ctx.sessions) as session:
@@ -190,14 +196,15 @@ def expire_old_jobs(ctx: WorkerContext, limit: int = 200) -> int:
     with ctx.sessions() as session:
         old = session.scalars(select(Job).where(Job.status.in_([s.value for s in TERMINAL]),
                                                 Job.finished_at < cutoff, Job.expired_at.is_(None))
-                              .limit(limit)).all()
+                              .order_by(Job.finished_at, Job.id).limit(look_at)).all()
+        session.expunge_all()
     expired = 0
     for job in old:
-        with ctx.sessions() as session:
-            band_keys = [b.result_key for b in job_bands.bands_of(session, job.id)] if job.bands_total else []
+        if expired >= limit:
+            break
         try:
             # staged_output_key: an upload a vanished or canceled attempt may have left
-            for key in filter(None, (job.input_key, job.output_key, job.staged_output_key, *band_keys)):
+            for key in filter(None, (job.staged_output_key, job.input_key, job.output_key)):
                 ctx.storage.delete(key)
         except StorageError:
             log.warning("could not delete objects of expired job %s; will retry", job.id, exc_info=True)

@@ -169,6 +169,8 @@ def get_result(job_id: str):
         raise ApiError("result_expired", f"the result was deleted on {job.expired_at.isoformat()} (retention)")
     filename = result_filename(job)
     if isinstance(svc.storage, LocalStorage):
+        if not svc.storage.exists(job.output_key):  # deleted under the job (a retention pass cut short): a 500 once
+            raise ApiError("not_found", "the result is no longer stored")
         return send_file(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
                          download_name=filename, max_age=0)
     url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,

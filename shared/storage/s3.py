@@ -37,8 +37,10 @@ class S3Storage:
                 region_name=region,
                 aws_access_key_id=access_key_id or None,
                 aws_secret_access_key=secret_access_key or None,
-                config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
-                              connect_timeout=3, read_timeout=60, s3={"addressing_style": "path"}),
+                # a store that accepts connections and never answers: 3 tries of 30 s stay within the sweep's and
+                # a job step's time limits (4 of 60 s held a call 240 s, past the sweep's 120 s soft limit)
+                config=Config(signature_version="s3v4", retries={"total_max_attempts": 3, "mode": "standard"},
+                              connect_timeout=3, read_timeout=30, s3={"addressing_style": "path"}),
             )
 
         self.client = client(endpoint_url)
@@ -52,13 +54,30 @@ class S3Storage:
         try:
             return fn(*args, **kwargs)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            code = exc.response.get("Error", {}).get("Code")
+            # a bare 404 (HeadObject, HeadBucket) is a missing key only where the bucket is there: a missing or
+            # misnamed bucket read as "input missing" failed every job for good instead of being an outage
+            if code == "NoSuchKey" or (code in ("404", "NotFound") and fn != self.client.head_bucket
+                                       and self._bucket_exists()):
                 raise ObjectMissing(str(kwargs.get("Key", args[1] if len(args) > 1 else ""))) from exc
+            if code in ("NoSuchBucket", "404", "NotFound"):
+                raise StorageError(f"S3 bucket {self.bucket!r} does not exist") from exc
             raise StorageError(f"S3 error: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 unreachable: {exc}") from exc
         except Boto3Error as exc:  # managed transfers wrap the error (S3UploadFailedError, RetriesExceededError)
             raise StorageError(f"S3 transfer failed: {exc}") from exc
+
+    def _bucket_exists(self) -> bool:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404", "NotFound"):
+                return False
+            raise StorageError(f"S3 error: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 unreachable: {exc}") from exc
+        return True
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)

@@ -129,6 +129,41 @@ def test_retention_deletes_files_and_the_result_reads_expired(client, app, setti
     assert client.get(f"/v1/jobs/{recent.id}").get_json()["expired_at"] is None
 
 
+def test_retention_goes_oldest_first_past_jobs_it_cannot_delete_and_deletes_a_result_last(client, app, settings,
+                                                                                          db_session, monkeypatch):
+    """Jobs whose objects cannot be deleted now no longer hold the others back (an unordered 200 failing every
+    pass stalled retention for all); and a pass cut short keeps the result of the job it stopped at (it deleted
+    the result and left a job that said it could be downloaded: GET /result was a 500)."""
+    from worker import sweeper
+
+    storage = app.extensions["upscaler"].storage
+    for name in ("stuck", "fine", "partial"):
+        storage.put_bytes(f"inputs/{name}/i.png", image_bytes(), "image/png")
+        storage.put_bytes(f"results/{name}/r.png", image_bytes(), "image/png")
+    jobs_by_name = {name: make_job(db_session, status="succeeded", input_key=f"inputs/{name}/i.png",
+                                   output_key=f"results/{name}/r.png", finished_at=utcnow() - timedelta(days=days))
+                    for name, days in (("stuck", 10), ("partial", 9), ("fine", 8))}
+    real_delete = storage.delete
+
+    def refusing(key):
+        if key.startswith(("inputs/stuck/", "inputs/partial/")):
+            raise sweeper.StorageError(f"cannot delete {key}: permission denied")
+        real_delete(key)
+
+    ctx = WorkerContext.create(settings)
+    try:
+        monkeypatch.setattr(ctx.storage, "delete", refusing)
+        assert expire_old_jobs(ctx, limit=1) == 1  # the oldest two fail: the third is reached all the same
+    finally:
+        ctx.engine.dispose()
+    assert client.get(f"/v1/jobs/{jobs_by_name['fine'].id}/result").status_code == 410
+    partial = client.get(f"/v1/jobs/{jobs_by_name['partial'].id}/result")
+    assert partial.status_code == 200 and storage.exists("results/partial/r.png")  # its result still downloads
+    storage.delete("results/partial/r.png")  # gone under the job all the same: a clear 404, not a 500
+    gone = client.get(f"/v1/jobs/{jobs_by_name['partial'].id}/result")
+    assert (gone.status_code, gone.get_json()["code"]) == (404, "not_found")
+
+
 def test_retention_deletes_an_upload_a_canceled_attempt_left_behind(app, settings, db_session):
     """A worker died around its upload (staged_output_key set), then the user canceled the job: that object
     once outlived the retention period forever."""

@@ -52,6 +52,11 @@ def test_development_secret_is_random_private_and_shared_by_every_process(tmp_pa
     ({"UPSCALER_WEBHOOK_TIMEOUT": "nan"}, "not a valid float"),
     ({"UPSCALER_WEBHOOK_RETRY_SCHEDULE": "5,nan"}, "comma-separated seconds"),
     ({"UPSCALER_WEBHOOK_ALLOW_PRIVATE": "ture"}, "true/yes/on or 0/false/no/off"),  # was quietly False
+    # a scheme-less endpoint was a traceback in every gunicorn worker, naming no variable
+    ({"UPSCALER_S3_PUBLIC_ENDPOINT_URL": "localhost:9000"}, "S3_PUBLIC_ENDPOINT_URL must be an http(s)://host"),
+    ({"UPSCALER_S3_ENDPOINT_URL": "minio:9000"}, "S3_ENDPOINT_URL must be an http(s)://host"),
+    # SigV4 links live 7 days at most: a longer TTL was signed anyway, into links S3 refuses
+    ({"UPSCALER_STORAGE": "s3", "UPSCALER_RESULT_URL_TTL": "864000"}, "at most 604800 (7 days) with S3"),
 ])
 def test_invalid_values_fail_fast(env, says):
     with pytest.raises(SettingsError, match=says.replace("(", r"\(").replace(")", r"\)")):

@@ -90,6 +90,19 @@ def test_s3_multipart_upload_of_a_big_object(s3_storage, tmp_path):
     assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
 
 
+def test_a_missing_bucket_is_an_outage_not_a_missing_object(s3, s3_storage, tmp_path):
+    """HeadObject in a bucket that does not exist answers a bare 404: read as "the input is missing", a misnamed
+    bucket failed every job for good (input_missing) instead of being retried as an outage (storage_failed)."""
+    misnamed = S3Storage(f"{s3_storage.bucket}-typo", s3.endpoint, access_key_id="k", secret_access_key="s")
+    for call in (lambda: misnamed.download("inputs/a/x.png", tmp_path / "x"), misnamed.check,
+                 lambda: misnamed.get_bytes("inputs/a/x.png")):
+        with pytest.raises(StorageError, match="does not exist") as raised:
+            call()
+        assert not isinstance(raised.value, ObjectMissing)
+    with pytest.raises(ObjectMissing):  # a missing key in a bucket that is there stays what it is
+        s3_storage.download("inputs/a/never.png", tmp_path / "y")
+
+
 def test_deleting_a_key_aborts_an_upload_of_it_that_never_finished(s3_storage):
     """A worker killed mid-upload leaves parts that are no object: delete_object missed them, and they stayed
     stored (and billed) for good. Another key's unfinished upload, sharing the prefix, is left alone."""

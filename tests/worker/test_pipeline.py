@@ -72,6 +72,23 @@ def test_an_orphan_left_by_a_dead_attempt_is_removed(ctx, db_session):
     assert job.staged_output_key is None and ctx.storage.exists(job.output_key)
 
 
+def test_an_orphan_that_cannot_be_deleted_now_stays_named(ctx, db_session, monkeypatch):
+    """Its delete failed and the key was forgotten all the same: the object stayed stored for good. The attempt
+    hands the job back instead, the key still on it, for the next attempt (or retention) to delete."""
+    from shared.storage import StorageError
+
+    ctx.storage.put_bytes("results/dead/kept.png", b"half an upload", "image/png")
+    job = queued_job(ctx, db_session, staged_output_key="results/dead/kept.png")
+
+    def refused(key):
+        raise StorageError(f"cannot delete {key}: connection reset")
+
+    monkeypatch.setattr(ctx.storage, "delete", refused)
+    assert pipeline.run_job(ctx, job.id) == "retrying"
+    back = reload(db_session, job)
+    assert (back.status, back.staged_output_key) == ("queued", "results/dead/kept.png")
+
+
 def test_unreadable_input_fails_with_a_stable_code_and_keeps_the_input(ctx, db_session):
     job = queued_job(ctx, db_session, data=image_bytes()[:70])
     assert pipeline.run_job(ctx, job.id) == "failed"
