@@ -55,6 +55,7 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
         Index("ix_jobs_tenant_started", "tenant", "started_at"),  # fair turns: a waiting tenant's recent starts
+        Index("ix_jobs_tenant_status", "tenant", "status"),  # the active-job limit, counted at every submit
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
