@@ -57,6 +57,17 @@ def photo(tmp_path: Path, name: str, size=(96, 72), seed=0) -> Path:
     return path
 
 
+def new_key(api_server, name: str) -> str:
+    """An API key for tenant ``name``, made as ``upscaler keys create`` makes one; from then on the API needs keys."""
+    from shared.tenants import create_key
+
+    _url, app = api_server
+    with app.extensions["upscaler"].sessions() as session:
+        _row, key = create_key(session, name)
+        session.commit()
+    return key
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
@@ -181,12 +192,7 @@ def test_a_queued_job_shows_its_position_and_can_be_canceled(page, tmp_path):
 
 
 def test_an_api_that_needs_a_key_says_so_and_works_once_it_is_given(page, api_server, tmp_path):
-    from shared.tenants import create_key
-
-    _url, app = api_server
-    with app.extensions["upscaler"].sessions() as session:
-        _row, key = create_key(session, "studio")
-        session.commit()
+    key = new_key(api_server, "studio")
     page.reload()
     page.locator("#notice", has_text="API key").wait_for()
     page.set_input_files("#files", str(photo(tmp_path, "locked.png")))
@@ -202,12 +208,7 @@ def test_an_api_that_needs_a_key_says_so_and_works_once_it_is_given(page, api_se
 def test_changing_the_key_takes_the_previous_keys_jobs_off_the_page(page, api_server, tmp_path):
     """Another key is another customer: its cards and history (with their signed links) must not stay on
     screen, even when the new key is refused (the history once kept the old rows then)."""
-    from shared.tenants import create_key
-
-    _url, app = api_server
-    with app.extensions["upscaler"].sessions() as session:
-        _row, key = create_key(session, "first-customer")
-        session.commit()
+    key = new_key(api_server, "first-customer")
     page.fill("#key", key)
     page.dispatch_event("#key", "change")
     page.set_input_files("#files", str(photo(tmp_path, "mine.png")))  # no worker runs: it stays queued
@@ -303,12 +304,7 @@ def test_a_value_left_in_a_hidden_size_field_does_not_block_uploads(page, tmp_pa
 
 
 def test_a_failed_upload_can_be_sent_again_and_a_reloaded_page_can_cancel_a_job(page, api_server, tmp_path):
-    from shared.tenants import create_key
-
-    _url, app = api_server
-    with app.extensions["upscaler"].sessions() as session:
-        _row, key = create_key(session, "retrying")
-        session.commit()
+    key = new_key(api_server, "retrying")
     page.reload()
     page.set_input_files("#files", str(photo(tmp_path, "first-try.png")))
     card = page.locator("#cards li")

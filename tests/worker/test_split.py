@@ -87,6 +87,14 @@ def _planned_only(ctx, db_session, monkeypatch, **overrides):
     return reload(db_session, job)
 
 
+def _dies_after_its_upload(worker, job) -> None:
+    """``worker`` claims band 1 of ``job``, stages and uploads half of it, and dies (its lease still holds)."""
+    with unit_of_work(worker.sessions) as session:
+        assert job_bands.claim(session, job.id, 1, worker.owner, 60)
+        assert job_bands.stage(session, job.id, 1, worker.owner, "bands/dead/attempt.raw")
+    worker.storage.put_bytes("bands/dead/attempt.raw", b"half a band", "application/octet-stream")
+
+
 @pytest.mark.parametrize("scale,band_rows", [(2, 40), (3, 20), (4, 60)])
 def test_a_split_job_equals_the_single_worker_result_bit_for_bit(workers, db_session, scale, band_rows):
     ctx = workers[0]
@@ -168,10 +176,7 @@ def test_a_second_delivery_of_a_band_does_nothing(workers, db_session, monkeypat
 def test_a_band_of_a_killed_worker_runs_again_and_the_job_ends_once(workers, db_session, monkeypatch):
     first, second, third = workers
     job = _planned_only(first, db_session, monkeypatch)
-    with unit_of_work(second.sessions) as session:  # the second worker claims band 1, uploads, and dies
-        assert job_bands.claim(session, job.id, 1, second.owner, 60)
-        assert job_bands.stage(session, job.id, 1, second.owner, "bands/dead/attempt.raw")
-    second.storage.put_bytes("bands/dead/attempt.raw", b"half a band", "application/octet-stream")
+    _dies_after_its_upload(second, job)  # band 1: claimed, uploaded, and its worker dies
     assert split.run_band(third, job.id, 1) == "skipped"  # its lease still holds
     for index in range(job.bands_total):
         if index != 1:
@@ -252,10 +257,7 @@ def test_a_resumed_job_computes_again_the_bands_whose_stored_rows_are_gone(worke
     the object; and a done band whose object is missing anyway is computed again."""
     first, second, third = workers
     job = _planned_only(first, db_session, monkeypatch)
-    with unit_of_work(second.sessions) as session:  # the second worker claims band 1, uploads, and dies
-        assert job_bands.claim(session, job.id, 1, second.owner, 60)
-        assert job_bands.stage(session, job.id, 1, second.owner, "bands/dead/attempt.raw")
-    second.storage.put_bytes("bands/dead/attempt.raw", b"half a band", "application/octet-stream")
+    _dies_after_its_upload(second, job)  # band 1: claimed, uploaded, and its worker dies
     db_session.query(JobBand).filter_by(job_id=job.id, index=1).update({"lease_expires_at": seconds_ago(1)})
     db_session.commit()
     assert split._compute(first, job, db_session.get(JobBand, (job.id, 1))) is not None  # taken over
