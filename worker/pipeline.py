@@ -172,12 +172,14 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
             if not jobs.record_input(session, job.id, ctx.owner, **facts):
                 raise LeaseLost(job.id)
     except BaseException:  # not recorded: the next attempt fetches and charges again, so this charge goes back
-        _charge_quota(ctx, job, -charged)
+        if charged:
+            try:
+                _charge_quota(ctx, job, -charged)
+            except Exception:  # the database or Redis away too: the first error is the one to report
+                log.warning("job %s: its quota charge could not be given back", job.id, exc_info=True)
         raise
     for name, value in facts.items():
         setattr(job, name, value)
-
-
 
 
 def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> float:
