@@ -25,14 +25,10 @@ from api.errors import ApiError
 from api.services import services
 from shared import jobs, quota
 from shared.settings import Settings
-from shared.tenants import Tenant
+from shared.tenants import Tenant, own_or_default
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
-
-
-def _limit(own: int | None, default: int) -> int:
-    return default if own is None else own
 
 
 def _headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
@@ -42,7 +38,7 @@ def _headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
 
 def check_rate(client: redis.Redis, tenant: Tenant, settings: Settings) -> dict[str, str]:
     """Count this request; raise 429 past the tenant's per-minute limit. Returns the RateLimit headers."""
-    limit = _limit(tenant.rate_limit, settings.rate_limit_per_minute)
+    limit = own_or_default(tenant.rate_limit, settings.rate_limit_per_minute)
     if limit <= 0:
         return {}
     now = int(time.time())
@@ -67,7 +63,7 @@ def check_active(session, tenant: Tenant, settings: Settings) -> int:
     priority uses it). Called in the transaction that adds the job, after ``jobs.lock_tenant`` and the insert, so
     concurrent submits cannot all pass on the same count."""
     active = jobs.active_jobs(session, tenant.name) - 1  # the new job is in the count already
-    limit = _limit(tenant.max_active, settings.max_active_jobs)
+    limit = own_or_default(tenant.max_active, settings.max_active_jobs)
     if 0 < limit <= active:
         raise ApiError("too_many_active_jobs", f"{active} jobs are queued or running, the limit is {limit}; submit "
                                                "more when some have finished", headers={"Retry-After": "10"},

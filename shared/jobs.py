@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from shared.models import Job, utcnow
+from shared.models import Job, could_be_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS
 from shared.states import JobStatus, can_transition
 
@@ -34,7 +34,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
-        if not (job_id.isascii() and job_id.isprintable()):  # a NUL reached PostgreSQL, which refuses it in text
+        if not could_be_job_id(job_id):
             raise ValueError("not a job id")
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:  # ours always carry UTC; a naive time is a forged cursor, not a 500

@@ -23,10 +23,15 @@ def alembic_config(database_url: str) -> Config:
 
 
 @functools.cache
+def _scripts() -> ScriptDirectory:
+    """This code's revisions (read once: the scripts do not change at run time)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
+@functools.cache
 def revisions() -> tuple[str, tuple[str, ...]]:
-    """This code's head revision and every revision it knows (read once: the scripts do not change at run time)."""
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    return script.get_current_head(), tuple(rev.revision for rev in script.walk_revisions())
+    """This code's head revision and every revision it knows."""
+    return _scripts().get_current_head(), tuple(rev.revision for rev in _scripts().walk_revisions())
 
 
 def schema_behind(current: str | None) -> str | None:
@@ -75,9 +80,8 @@ def refuse_impossible_downgrade(connection: sa.Connection, current: str | None, 
     refusal at 0006 came after 0010..0007 had been undone and committed (bands, DPI, sizes gone)."""
     if current is None or destination is None:
         return
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     try:
-        undone = [revision.revision for revision in script.iterate_revisions(current, destination)]
+        undone = [revision.revision for revision in _scripts().iterate_revisions(current, destination)]
     except RangeNotAncestorError:  # an upgrade: nothing is undone
         return
     for revision in undone:

@@ -25,6 +25,12 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def could_be_job_id(text: str) -> bool:
+    """Whether ``text`` may name a job, checked before it reaches a query: ours are 32 hex digits, and anything
+    long or unprintable (a NUL, which PostgreSQL refuses in text: a 500) names none."""
+    return len(text) <= 64 and text.isascii() and text.isprintable()
+
+
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
 

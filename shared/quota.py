@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from shared.settings import Settings
-from shared.tenants import Tenant
+from shared.tenants import Tenant, own_or_default
 
 KEY_TTL_SECONDS = 2 * 86400  # past the day it counts, whatever the clock skew between API and workers
 
@@ -28,7 +28,7 @@ class QuotaExceeded(Exception):
 
 def daily_limit(tenant: Tenant, settings: Settings) -> int:
     """The tenant's own daily megapixels if its key has one, else the deployment's; 0 means unlimited."""
-    return settings.daily_megapixels if tenant.daily_megapixels is None else tenant.daily_megapixels
+    return own_or_default(tenant.daily_megapixels, settings.daily_megapixels)
 
 
 def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> None:

@@ -57,6 +57,11 @@ class Tenant:
     daily_megapixels: int | None = None
 
 
+def own_or_default(own: int | None, default: int) -> int:
+    """A limit a key carries, or the deployment's when it carries none (0 means unlimited either way)."""
+    return default if own is None else own
+
+
 def env_tenant(token: str) -> str:
     return f"env-{hash_key(token)[:12]}"
 

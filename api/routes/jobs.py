@@ -18,7 +18,7 @@ from shared import jobs
 from shared.job_view import result_filename
 from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
-from shared.models import Job
+from shared.models import Job, could_be_job_id
 from shared.states import JobStatus
 from shared.storage import LocalStorage
 from shared.transitions import change_job
@@ -97,8 +97,7 @@ def _located(response: Response, job_id: str) -> Response:
 def load_job(svc: Services, job_id: str) -> Job:
     """The caller's job; another tenant's job is "not found" exactly like a missing one (no existence leak)."""
     with svc.sessions() as session:
-        # our ids are 32 hex digits: anything unprintable (a NUL, which PostgreSQL refuses in text) is no job's
-        job = session.get(Job, job_id) if len(job_id) <= 64 and job_id.isascii() and job_id.isprintable() else None
+        job = session.get(Job, job_id) if could_be_job_id(job_id) else None
     if job is None or job.tenant != current_tenant().name:
         raise ApiError("not_found", f"no job {job_id!r}")
     return job

@@ -238,7 +238,7 @@ async function send(card) {
   const cancel = card.li.querySelector(".cancel");
   cancel.onclick = async () => {
     cancel.disabled = true;
-    try { show(card, await cancelJob(job.id)); } catch (error) { card.set(error.message, true); }
+    try { await cancelJob(job.id); } catch (error) { card.set(error.message, true); } // it shows the card
     cancel.disabled = false; // a failure (the API away for a moment) leaves it usable; an ended job hides it
   };
   show(card, job);
@@ -246,6 +246,7 @@ async function send(card) {
   watch(card);
 }
 
+/** Cancel job ``id``; its card, if one watches it, shows the answer. */
 async function cancelJob(id) {
   const job = await api(`v1/jobs/${id}/cancel`, { method: "POST" });
   for (const card of watched) if (card.job.id === id) show(card, job);
@@ -262,6 +263,13 @@ const POLL_BATCH = 4;
 const watched = new Set();
 let holdUntil = 0;
 let polling = false;
+
+/** A 429 holds every poll and history refresh until its Retry-After (10 s when it gives none); returns the wait. */
+function holdFor(error) {
+  const wait = error.retryAfter || 10;
+  holdUntil = Math.max(holdUntil, Date.now() + 1000 * wait);
+  return wait;
+}
 
 function watch(card) {
   card.polledAt = Date.now();
@@ -285,8 +293,8 @@ async function poll() {
         show(card, await api(`v1/jobs/${card.job.id}`));
       } catch (error) {
         if (error.status === 429) {
-          holdUntil = Date.now() + 1000 * (error.retryAfter || 10);
-          for (const held of watched) held.set(`${held.job.status}: checking again in ${error.retryAfter || 10} s (this key's request limit)`);
+          const wait = holdFor(error);
+          for (const held of watched) held.set(`${held.job.status}: checking again in ${wait} s (this key's request limit)`);
         } else {
           card.set(error.message, true);
           if (error.status === 401 || error.status === 404) watched.delete(card); // not this key's job any more
@@ -550,7 +558,7 @@ async function loadHistory(fromStart = false) {
   const path = `v1/jobs?limit=10${!fromStart && historyCursor ? `&cursor=${encodeURIComponent(historyCursor)}` : ""}`;
   let page;
   try { page = await api(path); } catch (error) { // a missing key is said by the notice already
-    if (error.status === 429) holdUntil = Math.max(holdUntil, Date.now() + 1000 * (error.retryAfter || 10));
+    if (error.status === 429) holdFor(error);
     if (error.status !== 401) scheduleHistory(true); // an outage or a rate limit passes: look again
     return;
   }
