@@ -34,7 +34,7 @@ from shared.queue import enqueue_job
 from shared.sizing import SizeError, SizePlan
 from shared.sizing import plan as plan_size
 from shared.states import TERMINAL, JobStatus
-from shared.storage import StorageError, new_key
+from shared.storage import INPUTS, StorageError, new_key
 from shared.webhooks import refused_destination
 
 log = logging.getLogger(__name__)
@@ -150,9 +150,9 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
     form, upload, tenant = submission.form, submission.upload, current_tenant()
     job_id = new_job_id()
     if upload is None:  # image_url: the worker fetches the image into this key
-        input_key, facts = new_key("inputs", "img"), {"input_url": str(form.image_url)}
+        input_key, facts = new_key(INPUTS, "img"), {"input_url": str(form.image_url)}
     else:
-        input_key = new_key("inputs", EXTENSIONS.get(upload.format, upload.format))
+        input_key = new_key(INPUTS, EXTENSIONS.get(upload.format, upload.format))
         facts = {"input_format": upload.format, "input_filename": upload.filename, "input_bytes": len(upload.data),
                  "input_width": upload.width, "input_height": upload.height,
                  "output_width": submission.plan.width, "output_height": submission.plan.height}

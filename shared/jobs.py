@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from shared.models import Job, could_be_job_id, utcnow
+from shared.models import Job, JobBand, could_be_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS
 from shared.states import JobStatus, can_transition
 
@@ -291,3 +291,16 @@ def release_lease(session: Session, job: Job, max_attempts: int) -> JobStatus | 
         status, values = JobStatus.QUEUED, {"enqueued_at": None}
     result = session.execute(still_expired.values(status=status.value, **values, **common))
     return status if result.rowcount == 1 else None
+
+
+def referenced_keys(session: Session, keys: Collection[str]) -> set[str]:
+    """Which of ``keys`` a job or a band names (input, result, a staged upload, a band's pixels), expired jobs
+    included: a stored object no row names is an orphan (``worker.orphans``)."""
+    if not keys:
+        return set()
+    keys = list(keys)
+    named = (select(Job.input_key).where(Job.input_key.in_(keys))
+             .union(select(Job.output_key).where(Job.output_key.in_(keys)),
+                    select(Job.staged_output_key).where(Job.staged_output_key.in_(keys)),
+                    select(JobBand.result_key).where(JobBand.result_key.in_(keys))))
+    return set(session.scalars(named))

@@ -62,6 +62,10 @@ class Job(Base):
         Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
         Index("ix_jobs_tenant_started", "tenant", "started_at"),  # fair turns: a waiting tenant's recent starts
         Index("ix_jobs_tenant_status", "tenant", "status"),  # the active-job limit, counted at every submit
+        # the orphan sweep asks which stored keys a job names (shared.jobs.referenced_keys)
+        Index("ix_jobs_input_key", "input_key"),
+        Index("ix_jobs_output_key", "output_key"),
+        Index("ix_jobs_staged_output_key", "staged_output_key"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
@@ -130,7 +134,8 @@ class JobBand(Base):
     """One band of a split job: LR rows ``y0..y1`` of its tile cores, run as its own task under its own lease."""
 
     __tablename__ = "job_bands"
-    __table_args__ = (Index("ix_job_bands_status_updated", "status", "updated_at"),)
+    __table_args__ = (Index("ix_job_bands_status_updated", "status", "updated_at"),
+                      Index("ix_job_bands_result_key", "result_key"))
 
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -20,7 +20,7 @@ from shared.db import unit_of_work
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.models import Job
 from shared.states import JobStatus
-from shared.storage import ObjectMissing, StorageError, new_key
+from shared.storage import RESULTS, ObjectMissing, StorageError, new_key
 from shared.transitions import change_job
 from worker.context import WorkerContext
 from worker.engine.registry import UnknownModel
@@ -109,7 +109,7 @@ def fail_job(ctx: WorkerContext, job_id: str, exc: Exception) -> None:
 def store_result(ctx: WorkerContext, job: Job, result_path: Path) -> tuple[str, int]:
     """Upload a finished output under a fresh key, recorded on the job first (so a dead attempt's object is
     found and removed by the next); returns (key, bytes). Raises ``LeaseLost`` if the job is not ours."""
-    output_key = new_key("results", EXTENSIONS[job.output_format])
+    output_key = new_key(RESULTS, EXTENSIONS[job.output_format])
     with unit_of_work(ctx.sessions) as session:
         if not jobs.stage_output(session, job.id, ctx.owner, output_key):
             raise LeaseLost(job.id)

@@ -38,7 +38,7 @@ from shared.models import Job, JobBand, utcnow
 from shared.queue import enqueue_band
 from shared.settings import Settings
 from shared.states import TERMINAL, JobStatus
-from shared.storage import ObjectMissing, new_key
+from shared.storage import BANDS, ObjectMissing, new_key
 from worker.bands import plan_bands
 from worker.context import WorkerContext
 from worker.engine.selection import ran_condition
@@ -159,7 +159,7 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
             path = Path(tmp) / f"band{BAND_SUFFIX}"
             write_band(pixels, path)
             del pixels
-            key = new_key("bands", BAND_SUFFIX.lstrip("."))
+            key = new_key(BANDS, BAND_SUFFIX.lstrip("."))
             with unit_of_work(ctx.sessions) as session:
                 if not job_bands.stage(session, job_id, index, ctx.owner, key):
                     raise LeaseLost(job_id)

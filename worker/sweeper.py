@@ -6,7 +6,9 @@
   after ``max_attempts`` (with their ``job.failed`` webhook);
 * webhook messages whose retry time has come are published;
 * past the retention period, inputs and results are deleted and the job marked expired; expired
-  idempotency keys are dropped.
+  idempotency keys are dropped;
+* stored objects no job names (an API killed between storing an upload and inserting its job) are deleted, a
+  page of the store a sweep (``worker.orphans``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
 from shared.transitions import change_job
 from worker.context import WorkerContext
+from worker.orphans import ORPHAN_AGE, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class SweepReport:
     webhooks: int = 0
     expired: int = 0
     bands: int = 0
+    orphans: int = 0
 
 
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
@@ -54,11 +58,12 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     publish_deliveries(celery, due)
     expired = expire_old_jobs(ctx)
     drop_bands_of_ended_jobs(ctx)
+    orphans = remove_orphans(ctx)
     if isinstance(ctx.storage, LocalStorage):
-        ctx.storage.remove_stale_partials()
+        ctx.storage.remove_stale_partials(ORPHAN_AGE.total_seconds())
     report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed), webhooks=len(due),
-                         expired=expired, bands=bands)
-    if any((enqueued, requeued, failed, due, expired, bands)):
+                         expired=expired, bands=bands, orphans=orphans)
+    if any((enqueued, requeued, failed, due, expired, bands, orphans)):
         log.info("sweep: %s", report)
     return report
 

@@ -1,7 +1,18 @@
 """Object storage behind one small interface; ``make_storage`` picks the backend from settings."""
 
 from shared.settings import Settings
-from shared.storage.base import ObjectExists, ObjectMissing, Storage, StorageError, new_key
+from shared.storage.base import (
+    BANDS,
+    INPUTS,
+    PREFIXES,
+    RESULTS,
+    ObjectExists,
+    ObjectMissing,
+    Storage,
+    StorageError,
+    StoredObject,
+    new_key,
+)
 from shared.storage.local import LocalStorage
 from shared.storage.s3 import S3Storage
 
@@ -20,5 +31,5 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.storage_dir)
 
 
-__all__ = ["LocalStorage", "ObjectExists", "ObjectMissing", "S3Storage", "Storage", "StorageError",
-           "make_storage", "new_key"]
+__all__ = ["BANDS", "INPUTS", "PREFIXES", "RESULTS", "LocalStorage", "ObjectExists", "ObjectMissing", "S3Storage",
+           "Storage", "StorageError", "StoredObject", "make_storage", "new_key"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -20,6 +22,18 @@ class ObjectExists(StorageError):
 
 
 FOLDERS = 4096  # a key's first part: one of this many folders per prefix
+
+# What the product stores, by the first part of a key: every object the API or a worker writes is under one of
+# these, and each is named by a row (jobs.input_key; jobs.output_key or staged_output_key; job_bands.result_key).
+# The orphan sweep (worker.orphans) reads only these, so other data in a shared bucket is never touched.
+INPUTS, RESULTS, BANDS = "inputs", "results", "bands"
+PREFIXES = (BANDS, INPUTS, RESULTS)  # in key order
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    modified: datetime  # timezone-aware (UTC)
 
 
 def new_key(prefix: str, extension: str) -> str:
@@ -52,6 +66,11 @@ class Storage(Protocol):
         ...
 
     def exists(self, key: str) -> bool: ...
+
+    def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
+        """Up to ``limit`` objects whose keys start with ``prefix`` and sort after ``start_after``, in key order
+        (S3's ListObjectsV2 order): a caller pages through a store by passing the last key it got."""
+        ...
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         """A direct download URL, or None when the API must serve the object itself (local)."""

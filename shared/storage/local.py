@@ -7,14 +7,17 @@ only a partial file there, which ``remove_stale_partials`` (run by the sweeper) 
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.storage.base import ObjectExists, ObjectMissing, StorageError
+from shared.storage.base import ObjectExists, ObjectMissing, StorageError, StoredObject
 
 
 class LocalStorage:
@@ -85,6 +88,40 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
 
+    def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
+        folder, _, _ = prefix.rpartition("/")
+        try:
+            return list(itertools.islice(self._walk(self.path_for(folder) if folder else self.root,
+                                                    f"{folder}/" if folder else "", prefix, start_after), limit))
+        except OSError as exc:
+            raise StorageError(f"cannot list {prefix!r}: {exc}") from exc
+
+    def _walk(self, directory: Path, base: str, prefix: str, start_after: str) -> Iterator[StoredObject]:
+        """Files under ``directory`` (whose keys start with ``base``) in S3's key order: a folder's entries sorted
+        as the keys they lead to (a folder ``a`` as ``a/``, so ``a.png`` comes before ``a/x``), folders that hold
+        only keys at or before ``start_after`` skipped unread; dot-names (``.partial``, readiness probes) are no
+        objects."""
+        try:
+            entries = sorted((entry for entry in os.scandir(directory) if not entry.name.startswith(".")),
+                             key=lambda entry: entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            key = base + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                inner = key + "/"
+                if not (inner.startswith(prefix) or prefix.startswith(inner)):
+                    continue
+                if inner <= start_after and not start_after.startswith(inner):
+                    continue  # every key in it sorts before start_after
+                yield from self._walk(Path(entry.path), inner, prefix, start_after)
+            elif entry.is_file(follow_symlinks=False) and key.startswith(prefix) and key > start_after:
+                try:
+                    modified = entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:  # deleted since the folder was read
+                    continue
+                yield StoredObject(key, datetime.fromtimestamp(modified, UTC))
+
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         return None
 
@@ -96,7 +133,7 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"storage folder {self.root} is not writable: {exc}") from exc
 
-    def remove_stale_partials(self, older_than_seconds: float = 3600) -> int:
+    def remove_stale_partials(self, older_than_seconds: float) -> int:
         """Delete partial files of writes that were interrupted (killed process); returns how many."""
         if not self.partial_dir.is_dir():
             return 0

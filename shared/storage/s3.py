@@ -16,7 +16,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.storage.base import ObjectMissing, StorageError
+from shared.storage.base import ObjectMissing, StorageError, StoredObject
 
 MB = 1024 * 1024
 
@@ -119,6 +119,11 @@ class S3Storage:
             return True
         except ObjectMissing:
             return False
+
+    def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
+        listing = self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix, StartAfter=start_after,
+                             MaxKeys=limit)
+        return [StoredObject(item["Key"], item["LastModified"]) for item in listing.get("Contents", [])]
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         return self.signer.generate_presigned_url(

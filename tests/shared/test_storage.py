@@ -151,3 +151,27 @@ def test_download_to_appends_an_object_where_the_file_stands(kind, request, tmp_
     assert target.read_bytes() == b"header" + big + big
     with pytest.raises(ObjectMissing), (tmp_path / "other").open("wb") as fh:
         storage.download_to("bands/missing.raw", fh)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_both_backends_list_a_prefix_in_key_order_a_page_at_a_time(kind, request, tmp_path):
+    """The orphan sweep's paging: the same keys, order and pages from either backend (S3's ListObjectsV2 order:
+    ``a.png`` before ``a/x``), other prefixes and the local folder's own dot-files left out."""
+    storage = LocalStorage(tmp_path / "s") if kind == "local" else request.getfixturevalue("s3_storage")
+    keys = ["inputs/0ff/b.png", "inputs/0ff/a.png", "inputs/100/z.jpg", "inputs/0ff.png", "inputs/0ff/a/deep.png",
+            "results/0ff/r.png", "inputsx/0ff/n.png"]
+    for key in keys:
+        storage.put_bytes(key, b"x", "image/png")
+    if kind == "local":
+        (tmp_path / "s" / "inputs" / ".ready-probe").write_bytes(b"")
+    expected = ["inputs/0ff.png", "inputs/0ff/a.png", "inputs/0ff/a/deep.png", "inputs/0ff/b.png", "inputs/100/z.jpg"]
+    listed = storage.list_objects("inputs/", "", 100)
+    assert [stored.key for stored in listed] == expected
+    assert all(stored.modified.tzinfo is not None for stored in listed)
+    pages, after = [], ""
+    while page := storage.list_objects("inputs/", after, 2):
+        pages.append([stored.key for stored in page])
+        after = page[-1].key
+    assert pages == [expected[:2], expected[2:4], expected[4:]]
+    assert [s.key for s in storage.list_objects("inputs/", "inputs/0ff/a.png", 100)] == expected[2:]
+    assert storage.list_objects("bands/", "", 100) == []
