@@ -170,10 +170,13 @@ def result_filename(job: Job) -> str:
 def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
                 ttl: int | None = None) -> tuple[str, datetime] | None:
     """A direct, expiring URL for a succeeded job's result: presigned S3 or a signed API link, valid for
-    ``ttl`` seconds (default ``result_url_ttl``)."""
+    ``ttl`` seconds (default ``result_url_ttl``), or as long as the storage can sign a link for (S3: 7 days; a
+    webhook's link, which outlives its retries, was signed for longer and refused by S3)."""
     if job.status != JobStatus.SUCCEEDED.value or not job.output_key or job.expired_at:
         return None
     ttl = ttl or settings.result_url_ttl
+    if storage.max_link_seconds is not None:
+        ttl = min(ttl, storage.max_link_seconds)
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
     filename = result_filename(job)
     url = storage.presigned_url(job.output_key, ttl, filename, OUTPUT_FORMATS[job.output_format])

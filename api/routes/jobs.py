@@ -171,7 +171,7 @@ def get_result(job_id: str):
         if not svc.storage.exists(job.output_key):  # deleted under the job (a retention pass cut short): a 500 once
             raise ApiError("not_found", "the result is no longer stored")
         return send_file(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
-                         download_name=filename, max_age=0)
+                         as_attachment=True, download_name=filename, max_age=0)  # as S3's link and /v1/files
     url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,
                                     OUTPUT_FORMATS[job.output_format])
     return redirect(url, code=303)

@@ -17,6 +17,10 @@ class ObjectMissing(StorageError):
     """The requested object does not exist."""
 
 
+class InvalidKey(ObjectMissing):
+    """A key no object can have (``check_key``): nothing is stored under it, so reading it is a missing object."""
+
+
 class ObjectExists(StorageError):
     """Refused to overwrite an existing object (nothing is ever overwritten in place)."""
 
@@ -46,8 +50,28 @@ def new_key(prefix: str, extension: str) -> str:
     return f"{prefix}/{secrets.randbelow(FOLDERS):03x}/{secrets.token_urlsafe(18)}.{extension}"
 
 
+MAX_KEY_BYTES = 1024  # S3's limit
+MAX_PART_BYTES = 255  # a file name's, in every Linux file system
+
+
+def check_key(key: str) -> str:
+    """``key`` if both backends can store it as the same object, else ``InvalidKey``: what S3 would store and a
+    folder could not (``a//b``, ``a/./b`` and ``a/b`` are one file but three S3 keys; ``../x`` leaves the folder;
+    a NUL, a 1,025-byte key or a 256-byte part is an OS error), and dot-names, which the local backend keeps for itself
+    (``.partial/``). The keys ``new_key`` makes always pass; a signed link may name anything."""
+    parts = key.split("/")
+    if (not key or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+            or any(not part or part.startswith(".") or len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES
+                   for part in parts)
+            or any(ord(char) < 32 or ord(char) == 127 for char in key)):
+        raise InvalidKey(f"invalid key {key!r}")
+    return key
+
+
 class Storage(Protocol):
     """Put, get, delete and link objects. Implementations: ``LocalStorage``, ``S3Storage``."""
+
+    max_link_seconds: int | None  # the longest life ``presigned_url`` can give a link (None: no limit)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 

@@ -2,14 +2,19 @@
 
 Writes go to a temporary file in ``<root>/.partial/`` that is then hard-linked into place, so a key
 appears whole or not at all and an existing key is never replaced. A process killed mid-write leaves
-only a partial file there, which ``remove_stale_partials`` (run by the sweeper) deletes.
+only a partial file there, which ``remove_stale_partials`` (run by the sweeper) deletes. Every failure of the
+file system is a ``StorageError`` (a missing file ``ObjectMissing``), as S3's are: a permission or I/O error is
+an outage the job waits out, not a fault of the job.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,27 +22,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.storage.base import ObjectExists, ObjectMissing, StorageError, StoredObject
+from shared.storage.base import ObjectExists, ObjectMissing, StorageError, StoredObject, check_key
+
+log = logging.getLogger(__name__)
+READY_PROBE_BYTES = 64 * 1024  # what readiness writes: an empty file is still created on a full disk
 
 
 class LocalStorage:
+    max_link_seconds: int | None = None  # the API signs its own links: any life
+
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
         self.partial_dir = self.root / ".partial"
 
     def path_for(self, key: str) -> Path:
-        """The file holding ``key``; refuses keys that would escape the root."""
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        """The file holding ``key`` (``check_key``: it cannot leave the root or name the backend's own files)."""
+        path = self.root / check_key(key)
+        if self.root not in path.resolve().parents:  # a symlinked folder pointing out of the root
             raise StorageError(f"invalid key {key!r}")
         return path
 
     def _publish(self, key: str, write) -> None:
         target = self.path_for(key)
+        tmp = self.partial_dir / f"upload-{secrets.token_hex(8)}"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.partial_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.partial_dir, prefix="upload-")
+            # mode 0666 less the umask, as any file the process creates (mkstemp's 0600 kept an API and a worker
+            # running as two users from reading each other's objects)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as exc:
             raise StorageError(f"cannot write to {target.parent}: {exc}") from exc
         try:
@@ -46,12 +59,13 @@ class LocalStorage:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.link(tmp, target)
+            _sync_folder(target.parent)  # the link itself survives a power cut once its job row says it is there
         except FileExistsError as exc:
             raise ObjectExists(key) from exc
         except OSError as exc:
             raise StorageError(f"cannot write {key}: {exc}") from exc
         finally:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._publish(key, lambda fh: fh.write(data))
@@ -60,24 +74,26 @@ class LocalStorage:
         with open(path, "rb") as src:
             self._publish(key, lambda fh: shutil.copyfileobj(src, fh, 1024 * 1024))
 
-    def get_bytes(self, key: str) -> bytes:
+    def _read(self, key: str, read):
         try:
-            return self.path_for(key).read_bytes()
-        except FileNotFoundError as exc:
+            return read(self.path_for(key))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectMissing(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc}") from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._read(key, Path.read_bytes)
 
     def download(self, key: str, path: Path) -> None:
-        try:
-            shutil.copyfile(self.path_for(key), path)
-        except FileNotFoundError as exc:
-            raise ObjectMissing(key) from exc
+        self._read(key, lambda source: shutil.copyfile(source, path))
 
     def download_to(self, key: str, target: BinaryIO) -> None:
-        try:
-            with self.path_for(key).open("rb") as source:
-                shutil.copyfileobj(source, target, 8 * 1024 * 1024)
-        except FileNotFoundError as exc:
-            raise ObjectMissing(key) from exc
+        def copy(source: Path) -> None:
+            with source.open("rb") as fh:
+                shutil.copyfileobj(fh, target, 8 * 1024 * 1024)
+
+        self._read(key, copy)
 
     def delete(self, key: str) -> None:
         try:
@@ -86,7 +102,10 @@ class LocalStorage:
             raise StorageError(f"cannot delete {key}: {exc}") from exc
 
     def exists(self, key: str) -> bool:
-        return self.path_for(key).is_file()
+        try:
+            return self._read(key, lambda path: stat.S_ISREG(path.stat().st_mode))
+        except ObjectMissing:
+            return False
 
     def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
         folder, _, _ = prefix.rpartition("/")
@@ -128,22 +147,35 @@ class LocalStorage:
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-"):
-                pass
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-") as probe:
+                probe.write(bytes(READY_PROBE_BYTES))
+                probe.flush()
+                os.fsync(probe.fileno())
         except OSError as exc:
             raise StorageError(f"storage folder {self.root} is not writable: {exc}") from exc
 
     def remove_stale_partials(self, older_than_seconds: float) -> int:
         """Delete partial files of writes that were interrupted (killed process); returns how many."""
-        if not self.partial_dir.is_dir():
-            return 0
         cutoff = time.time() - older_than_seconds
         removed = 0
-        for path in self.partial_dir.iterdir():
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
+        try:
+            for path in self.partial_dir.iterdir():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        except FileNotFoundError:
+            return removed
+        except OSError as exc:  # a sweep goes on: the next one tries again
+            log.warning("could not remove stale partial files in %s: %s", self.partial_dir, exc)
         return removed
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -15,8 +15,10 @@ from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError, S3UploadFailedError
 
-from shared.storage.base import ObjectMissing, StorageError, StoredObject
+from shared.settings import MAX_PRESIGNED_SECONDS
+from shared.storage.base import ObjectMissing, StorageError, StoredObject, check_key
 
 MB = 1024 * 1024
 
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class S3Storage:
+    # SigV4: S3 refuses a presigned link that lives longer (shared.job_view.result_link cuts a link's life to it)
+    max_link_seconds: int | None = MAX_PRESIGNED_SECONDS
+
     def __init__(self, bucket: str, endpoint_url: str | None = None, region: str = "us-east-1",
                  access_key_id: str | None = None, secret_access_key: str | None = None,
                  multipart_threshold_mb: int = 16, public_endpoint_url: str | None = None):
@@ -65,7 +70,9 @@ class S3Storage:
             raise StorageError(f"S3 error: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 unreachable: {exc}") from exc
-        except Boto3Error as exc:  # managed transfers wrap the error (S3UploadFailedError, RetriesExceededError)
+        # managed transfers raise their own errors: boto3's for upload_file and download_file, s3transfer's for
+        # download_fileobj (a body cut off mid-band failed a split job internal_error instead of waiting it out)
+        except (Boto3Error, RetriesExceededError, S3DownloadFailedError, S3UploadFailedError) as exc:
             raise StorageError(f"S3 transfer failed: {exc}") from exc
 
     def _bucket_exists(self) -> bool:
@@ -80,29 +87,30 @@ class S3Storage:
         return True
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        self._call(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        self._call(self.client.put_object, Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
-        self._call(self.client.upload_file, str(path), self.bucket, key,
+        self._call(self.client.upload_file, str(path), self.bucket, check_key(key),
                    ExtraArgs={"ContentType": content_type}, Config=self.transfer)
 
     def get_bytes(self, key: str) -> bytes:
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=key)
-        return response["Body"].read()
+        # the body is read inside _call: a connection cut mid-body is an outage too, not a raw botocore error
+        return self._call(lambda **request: self.client.get_object(**request)["Body"].read(), Bucket=self.bucket,
+                          Key=check_key(key))
 
     def download(self, key: str, path: Path) -> None:
-        self._call(self.client.download_file, self.bucket, key, str(path), Config=self.transfer)
+        self._call(self.client.download_file, self.bucket, check_key(key), str(path), Config=self.transfer)
 
     def download_to(self, key: str, target: BinaryIO) -> None:
         # Only ``write``: s3transfer then writes parts in order at the file's position instead of seeking
         # to each part's offset from the start of the file (which would overwrite what is before it).
-        self._call(self.client.download_fileobj, self.bucket, key, _Appender(target), Config=self.transfer)
+        self._call(self.client.download_fileobj, self.bucket, check_key(key), _Appender(target), Config=self.transfer)
 
     def delete(self, key: str) -> None:
         """Delete the object and any multipart upload of ``key`` left unfinished: a worker killed while uploading
         a large result or band leaves its parts, which are no object (``delete_object`` misses them) but are
         stored and billed until aborted."""
-        self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=check_key(key))
         try:  # best effort once the object is gone: a policy without the multipart permissions must not make
             # every delete fail (retention would stall on the same jobs); the bucket's lifecycle rule is the net
             listing = self._call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
@@ -115,7 +123,7 @@ class S3Storage:
 
     def exists(self, key: str) -> bool:
         try:
-            self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+            self._call(self.client.head_object, Bucket=self.bucket, Key=check_key(key))
             return True
         except ObjectMissing:
             return False
@@ -128,7 +136,7 @@ class S3Storage:
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         return self.signer.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type,
+            Params={"Bucket": self.bucket, "Key": check_key(key), "ResponseContentType": content_type,
                     "ResponseContentDisposition": f'attachment; filename="{filename}"'},
             ExpiresIn=expires_in,
         )

@@ -1,10 +1,20 @@
 import hashlib
+import http.client
+import io
 import os
+import stat
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 
 from shared.storage import LocalStorage, ObjectExists, ObjectMissing, S3Storage, StorageError, new_key
+from shared.storage.base import InvalidKey
 
 
 def test_keys_are_unguessable_and_unique():
@@ -175,3 +185,130 @@ def test_both_backends_list_a_prefix_in_key_order_a_page_at_a_time(kind, request
     assert pages == [expected[:2], expected[2:4], expected[4:]]
     assert [s.key for s in storage.list_objects("inputs/", "inputs/0ff/a.png", 100)] == expected[2:]
     assert storage.list_objects("bands/", "", 100) == []
+
+
+BAD_KEYS = ["a//b.png", "a/./b.png", "../escape.png", "/abs/x.png", ".partial/x", "inputs/.hidden", "a/b/",
+            "nul\x00.png", "tab\t.png", "/".join(["k" * 200] * 6), "inputs/" + "k" * 256, ""]
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_both_backends_refuse_the_same_keys_as_names_of_nothing(kind, request, tmp_path):
+    """``a//b`` and ``a/b`` were one local file but two S3 objects; ``../x`` and ``/x`` were stored by S3 and
+    refused locally; a NUL or an over-long key was a raw ValueError/OSError (a 500 through a signed link)."""
+    storage = LocalStorage(tmp_path / "s") if kind == "local" else request.getfixturevalue("s3_storage")
+    for key in BAD_KEYS:
+        with pytest.raises(InvalidKey):
+            storage.put_bytes(key, b"x", "image/png")
+        with pytest.raises(ObjectMissing):
+            storage.get_bytes(key)
+        assert not storage.exists(key)
+    long_key = "inputs/" + "/".join(["k" * 255] * 3) + "/" + "k" * 249  # up to S3's 1,024 bytes: fine
+    storage.put_bytes(long_key, b"x", "image/png")
+    assert len(long_key) == 1024 and storage.get_bytes(long_key) == b"x"
+
+
+def test_local_read_failures_are_storage_errors_not_raw_os_errors(tmp_path):
+    """A permission or I/O error reading a stored file was a raw OSError: the worker failed the job
+    ``internal_error`` for good (S3's AccessDenied is an outage it waits out) and the API answered 500. /proc's
+    ``mem`` answers every read with EIO, as a failing disk does, whoever runs the test."""
+    storage = LocalStorage(Path("/proc/self"))
+    with pytest.raises(StorageError) as caught:
+        storage.get_bytes("mem")
+    assert not isinstance(caught.value, ObjectMissing)
+    with pytest.raises(StorageError), (tmp_path / "copy").open("wb") as fh:
+        storage.download_to("mem", fh)
+
+
+def test_local_objects_are_readable_by_the_umask_not_only_their_writer(tmp_path):
+    """mkstemp made every object 0600: an API and a worker running as two users could not read each other's."""
+    old = os.umask(0o022)
+    try:
+        storage = LocalStorage(tmp_path / "s")
+        storage.put_bytes("inputs/0ab/x.png", b"x", "image/png")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "s" / "inputs/0ab/x.png").stat().st_mode) == 0o644
+
+
+def test_local_readiness_fails_when_the_disk_cannot_take_a_write(tmp_path):
+    """An empty probe file is still created on a full disk: /readyz said ok while every submit answered 503. A
+    file-size limit below the probe's size stands in for the full disk."""
+    script = ("import resource, signal, sys; from pathlib import Path; from shared.storage import LocalStorage, "
+              "StorageError\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))\n"
+              "try:\n    LocalStorage(Path(sys.argv[1])).check()\n"
+              "except StorageError as exc:\n    print('refused', exc)\nelse:\n    print('ready')\n")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "s")], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2], timeout=60)
+    assert run.stdout.startswith("refused") and "File too large" in run.stdout, run.stdout + run.stderr
+    LocalStorage(tmp_path / "s").check()  # without the limit: ready
+
+
+class _CuttingProxy(ThreadingHTTPServer):
+    """Loopback HTTP in front of moto that cuts the body of every GET of a ``bands/`` key in half, then closes:
+    a connection reset mid-download."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.removeprefix("http://")
+        super().__init__(("127.0.0.1", 0), _CuttingHandler)
+
+
+class _CuttingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _relay(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        connection = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        connection.request(self.command, self.path, body=self.rfile.read(length) if length else None,
+                           headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+        response = connection.getresponse()
+        data = response.read()
+        cut = self.command == "GET" and "/bands/" in self.path and response.status in (200, 206)
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data[:len(data) // 2] if cut else data)
+        self.close_connection = cut
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+
+def test_an_s3_download_cut_off_midway_is_an_outage_on_every_read_path(s3, s3_storage, tmp_path):
+    """s3transfer's own RetriesExceededError (download_fileobj, how a split job gathers its bands) was let
+    through unwrapped: a connection reset mid-band failed the job ``internal_error`` for good."""
+    proxy = _CuttingProxy(s3.endpoint)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        s3_storage.put_bytes("bands/0ab/b.raw", os.urandom(200_000), "application/octet-stream")
+        via = S3Storage(s3_storage.bucket, f"http://127.0.0.1:{proxy.server_port}", access_key_id="k",
+                        secret_access_key="s")
+        for read in (lambda: via.download("bands/0ab/b.raw", tmp_path / "band"),
+                     lambda: via.download_to("bands/0ab/b.raw", io.BytesIO()),
+                     lambda: via.get_bytes("bands/0ab/b.raw")):
+            with pytest.raises(StorageError) as caught:
+                read()
+            assert not isinstance(caught.value, ObjectMissing)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_a_link_lives_at_most_as_long_as_s3_can_sign_one(s3_settings, db_session):
+    """A webhook's link outlives its retries (result_url_ttl plus the schedule): over SigV4's 7 days S3 refused it."""
+    from shared.job_view import result_link
+    from shared.storage import make_storage
+    from tests.factories import make_job
+
+    job = make_job(db_session, status="succeeded", output_key="results/0ab/r.png")
+    url, expires = result_link(job, make_storage(s3_settings), s3_settings, "http://127.0.0.1", ttl=700_000)
+    assert "X-Amz-Expires=604800" in url
+    assert abs((expires - datetime.now(UTC)).total_seconds() - 604_800) < 60
+    url, _ = result_link(job, LocalStorage(s3_settings.storage_dir), s3_settings, "http://127.0.0.1", ttl=700_000)
+    assert "expires=" in url  # the API signs its own links for any life
