@@ -34,16 +34,47 @@ class Metadata:
     dpi: tuple[float, float] | None = None
 
 
+# Tags of IFD0 that describe how the input file laid out its pixels, not the picture: a TIFF's EXIF is its own
+# directory, so its width, strips and compression came along, and written into a TIFF result they said the
+# input's width (a 400 px result read as 100 px of scrambled rows). The ICC profile (34675) and XMP (700) are
+# carried on their own. Some cameras write 256/257 into a JPEG's EXIF too.
+LAYOUT_TAGS = frozenset({
+    254, 255,  # (New)SubfileType
+    256, 257, 258, 259, 262, 266,  # ImageWidth, ImageLength, BitsPerSample, Compression, Photometric, FillOrder
+    273, 277, 278, 279, 284,  # StripOffsets, SamplesPerPixel, RowsPerStrip, StripByteCounts, PlanarConfiguration
+    317, 320, 322, 323, 324, 325, 338, 339, 340, 341,  # Predictor, ColorMap, tiles, ExtraSamples, sample format/range
+    513, 514, 530, 532,  # JPEG thumbnail pointers, YCbCrSubSampling, ReferenceBlackWhite
+    700, 34675,  # XMP and ICC: Metadata's own fields
+})
+
+
 def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None) -> Metadata:
     """What the input carries. ``oriented`` is the image after ``exif_transpose`` (its EXIF has no rotation)."""
     exif = oriented.getexif()
+    for tag in LAYOUT_TAGS & set(exif):
+        del exif[tag]
     xmp = opened.info.get("xmp") or opened.info.get(XMP_PNG_KEY)
-    dpi = opened.info.get("dpi")
-    if dpi is None and exif.get(X_RESOLUTION) and exif.get(RESOLUTION_UNIT, 2) == 2:
-        dpi = (float(exif[X_RESOLUTION]), float(exif.get(Y_RESOLUTION, exif[X_RESOLUTION])))
+    dpi = stated_dpi(opened, exif)
     return Metadata(exif=exif.tobytes() if len(exif) else None,
                     xmp=xmp.encode() if isinstance(xmp, str) else xmp, icc=icc,
                     dpi=(float(dpi[0]), float(dpi[1])) if dpi and dpi[0] and dpi[1] else None)
+
+
+def stated_dpi(opened: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
+    """The resolution the file states, None where it states none: a PNG's pHYs, a JPEG's JFIF density in dots per
+    inch or cm, else EXIF's (a TIFF's own tags) in inches or cm. Pillow's ``info["dpi"]`` is not that: it says 72
+    for a JPEG whose EXIF has no resolution and 1 for a TIFF with no resolution tags, and those were scaled into
+    the output (a TIFF at x2 said 2 dpi: a 32-inch print of a 64 px picture)."""
+    if opened.format == "PNG":
+        return opened.info.get("dpi")
+    if opened.format == "JPEG" and opened.info.get("jfif_unit") in (1, 2):
+        return opened.info.get("dpi")
+    unit = exif.get(RESOLUTION_UNIT, 2)  # TIFF and EXIF: inches unless said otherwise
+    if exif.get(X_RESOLUTION) and unit in (2, 3):
+        per_inch = 2.54 if unit == 3 else 1.0
+        x = float(exif[X_RESOLUTION])
+        return x * per_inch, float(exif.get(Y_RESOLUTION) or x) * per_inch
+    return None
 
 
 def for_output(meta: Metadata, width: int, height: int, factor_x: float, factor_y: float,

@@ -419,3 +419,43 @@ def test_a_sixteen_bit_photo_is_turned_the_way_the_eight_bit_path_turns_it(tmp_p
     assert decoded.rgb.dtype == np.uint16 and decoded.rgb.shape[:2] == (40, 30)
     corner = (slice(0, 8), slice(-8, None)) if orientation == 6 else (slice(-8, None), slice(0, 8))
     assert decoded.rgb[corner].mean() > 50000, "the 16-bit image was turned the wrong way"
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "png", "jpeg"])
+def test_a_tiff_or_a_jpeg_saying_a_size_in_its_exif_gives_a_result_of_its_own_size(tmp_path, fmt):
+    """A TIFF's EXIF is its own directory: its width, strips and compression were carried into the result, and a
+    TIFF result said the input's width (400x320 read as 100x320 of scrambled rows). Some cameras write the
+    same tags into a JPEG's EXIF."""
+    tiff = save(tmp_path, gradient(size=(50, 40)), "TIFF", dpi=(300, 300))
+    exif = Image.Exif()
+    exif[0x0100], exif[0x0101], exif[0x8298] = 50, 40, "(c) Studio"  # ImageWidth, ImageLength, Copyright
+    jpeg = save(tmp_path, gradient(size=(50, 40)), "JPEG", exif=exif, quality=95)
+    for source in (tiff, jpeg):
+        result = tmp_path / f"out.{fmt}"
+        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+        with Image.open(result) as out:
+            assert out.size == (100, 80), source
+            out.load()  # every row there: a wrong strip layout fails here
+            kept = out.getexif()
+            assert not {256, 257, 273, 279} & set(kept) or fmt == "tiff", dict(kept)
+            assert kept.get(0x8298, "(c) Studio") == "(c) Studio"
+
+
+@pytest.mark.parametrize(("fmt", "options", "expected"), [
+    ("TIFF", {}, 72),  # no resolution tags (Pillow says 1 dpi)
+    ("TIFF", {"dpi": (150, 150)}, 300),
+    ("JPEG", {"exif": Image.Exif()}, 72),  # JFIF without units, EXIF without resolution (Pillow says 72)
+    ("JPEG", {"dpi": (200, 200)}, 400),
+    ("PNG", {}, 72),
+])
+def test_only_a_resolution_the_file_states_is_scaled_into_the_result(tmp_path, fmt, options, expected):
+    """A TIFF stating no resolution came out at 2 dpi at x2 (Pillow's 1 scaled); a JPEG with an EXIF but no
+    resolution at 144 (Pillow's 72 scaled) while the same picture without EXIF said 72: a file stating none
+    gets the 72 readers assume, whatever the scale."""
+    if "exif" in options:
+        options["exif"][0x0110] = "Camera X100"
+    source = save(tmp_path, gradient(), fmt, **options)
+    result = tmp_path / "out.png"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), "png")
+    with Image.open(result) as out:
+        assert tuple(round(v) for v in out.info["dpi"]) == (expected, expected)
