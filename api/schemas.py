@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from shared.errors import API_ERRORS
 from shared.job_view import JobOut
 from shared.limits import OUTPUT_FORMATS, QUALITY_RANGE
-from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MIN_FACTOR, SizeRequest, print_pixels
+from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MAX_TARGET_SIDE, MIN_FACTOR, SizeRequest, print_pixels
 
 _EVENT = r"job\.(started|succeeded|failed|canceled)"
 
@@ -26,8 +26,9 @@ class JobCreateForm(BaseModel):
                                 description="Enlargement factor, 1 to 8, fractions allowed (default 4 when no width or "
                                             "height is given). The network runs at the smallest of x2/x3/x4 (x8 as "
                                             "x4 then x2) that reaches it; the result is resampled to the exact size.")
-    width: int | None = Field(None, ge=1, le=65535, description="Output width in pixels (instead of scale).")
-    height: int | None = Field(None, ge=1, le=65535, description="Output height in pixels (instead of scale).")
+    width: int | None = Field(None, ge=1, le=MAX_TARGET_SIDE, description="Output width in pixels (instead of scale).")
+    height: int | None = Field(None, ge=1, le=MAX_TARGET_SIDE,
+                               description="Output height in pixels (instead of scale).")
     fit: Literal["contain", "cover", "fill"] = Field(
         "contain", description="With both width and height: contain keeps the aspect inside the box, cover fills it "
                                "and crops the overflow evenly, fill stretches to exactly that size.")

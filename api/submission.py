@@ -28,7 +28,7 @@ from api.uploads import Upload, read_upload
 from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES
-from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_output
+from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_job
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
 from shared.queue import enqueue_job
 from shared.sizing import SizeError, SizePlan
@@ -108,12 +108,11 @@ def parse(svc: Services) -> Submission:
         field = next((name for name in ("print_width", "print_height", "width", "height")
                       if getattr(form, name) is not None), "scale")
         raise ApiError("invalid_parameter", f"{field}: {exc}", field=field) from exc
-    if not set(planned.chain) <= set(svc.catalog[model].scales):
-        raise ApiError("invalid_parameter", f"model {model!r} runs at scales {list(svc.catalog[model].scales)}",
-                       field="scale")
     upload = submission.upload
-    violation = check_output(planned, upload.width, upload.height, upload.alpha, form.format, svc.settings,
-                             tiled=svc.catalog[model].tiled)
+    violation = check_job(planned, upload.width, upload.height, upload.alpha, form.format, svc.settings,
+                          svc.catalog[model])
+    if violation and violation.code == "unsupported_scale":  # a parameter the caller chose
+        raise ApiError("invalid_parameter", violation.message, field="scale")
     if violation:
         raise ApiError(violation.code, violation.message)
     return submission

@@ -44,3 +44,14 @@ def quality(text: str) -> int:
     if value > QUALITY_RANGE[1]:
         raise argparse.ArgumentTypeError(f"must be {QUALITY_RANGE[1]} or less, not {value}")
     return value
+
+
+def target_side(text: str) -> int:
+    """An output width or height in pixels, in the API's range (0 silently meant x4; a negative one reached
+    TensorFlow)."""
+    from shared.sizing import MAX_TARGET_SIDE
+
+    value = _at_least(text, 1)
+    if value > MAX_TARGET_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TARGET_SIDE}, not {value}")
+    return value

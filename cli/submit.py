@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli.arguments import positive_int, quality
+from cli.arguments import positive_int, quality, target_side
 from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api", default=None, help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
     p.add_argument("--api-key", default=None, help="default: $UPSCALER_API_KEY")
     p.add_argument("--scale", type=float, default=None, help="factor 1..8 (default 4 without --width/--height)")
-    p.add_argument("--width", type=int, default=None, help="output width in pixels")
-    p.add_argument("--height", type=int, default=None, help="output height in pixels")
+    p.add_argument("--width", type=target_side, default=None, help="output width in pixels")
+    p.add_argument("--height", type=target_side, default=None, help="output height in pixels")
     p.add_argument("--fit", choices=FITS, default=None, help="with both width and height")
     p.add_argument("--dpi", type=int, default=None, help="resolution written into the output (pixels per inch)")
     p.add_argument("--print-width", type=float, default=None, help="with --dpi: print width (output = width x dpi)")

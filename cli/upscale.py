@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cli.arguments import quality
+from cli.arguments import quality, target_side
 from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
 from shared.formats import INPUT_SUFFIXES, sniff
-from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS
+from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS, check_job
 from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
+from shared.sizing import plan as plan_size
+
+if TYPE_CHECKING:
+    from shared.catalog import ModelInfo
+    from shared.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="input file(s) or folder(s), then the output file (one input) or output folder")
     p.add_argument("--scale", type=float, default=None,
                    help="factor 1..8, fractions allowed (default 4 without --width/--height)")
-    p.add_argument("--width", type=int, default=None, help="output width in pixels (keeps the aspect alone)")
-    p.add_argument("--height", type=int, default=None, help="output height in pixels (keeps the aspect alone)")
+    p.add_argument("--width", type=target_side, default=None, help="output width in pixels (keeps the aspect alone)")
+    p.add_argument("--height", type=target_side, default=None,
+                   help="output height in pixels (keeps the aspect alone)")
     p.add_argument("--fit", choices=FITS, default="contain", help="with both --width and --height")
     p.add_argument("--model", default=None, help="model name (default: $UPSCALER_DEFAULT_MODEL, 'auto'); 'bicubic' too")
     p.add_argument("--denoise", default="auto",
@@ -34,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
                    help="output format (default: from the output file's extension; png for a folder)")
     p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results that exist (else a folder's are skipped, a named output file refused)")
     p.set_defaults(func=run)
 
 
@@ -58,9 +67,9 @@ def size_request(args: argparse.Namespace) -> SizeRequest:
     return SizeRequest(args.scale, args.width, args.height, args.fit)  # no size at all: plan()'s default x4
 
 
-def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Path, str]]:
-    """(input, output, format) for each file: the single-file form (one input that is not a folder, an output
-    named like an image) or the many-files-into-a-folder form."""
+def plan(paths: list[Path], explicit_format: str | None) -> tuple[list[tuple[Path, Path, str]], bool]:
+    """(input, output, format) for each file, and whether this is the single-file form (one input that is not a
+    folder, an output named like an image) rather than the many-files-into-a-folder form."""
     *inputs, target = paths
     if not inputs:
         raise SystemExit("upscaler upscale: give input file(s) or folder(s) and then an output file or folder")
@@ -68,11 +77,30 @@ def plan(paths: list[Path], explicit_format: str | None) -> list[tuple[Path, Pat
         and target.suffix.lower() in INPUT_SUFFIXES | set(SUFFIX_FORMATS)
     if single:
         refuse_overwriting_inputs({inputs[0]: target})
-        return [(inputs[0], target, output_format_for(target, explicit_format))]
+        return [(inputs[0], target, output_format_for(target, explicit_format))], True
+    if target.exists() and not target.is_dir():
+        raise SystemExit(f"upscaler upscale: {target} is a file; name an output folder for these inputs")
     fmt = explicit_format or "png"
     files = expand(inputs)
     names = result_names(files, target, EXTENSIONS[fmt])
-    return [(f, names[f], fmt) for f in files]
+    return [(f, names[f], fmt) for f in files], False
+
+
+class Refused(ValueError):
+    """A file this run does not make (the message says why); the others go on."""
+
+
+def check_file(source: Path, size: SizeRequest, fmt: str, model: ModelInfo,
+               settings: Settings) -> None:
+    """What the API checks before a job is made, before any inference: a readable image within the pixel limit, a
+    size the model has the scales for, an output the format and the memory limits allow."""
+    if not source.is_file():
+        raise FileNotFoundError("no such file")
+    found = sniff(source.read_bytes(), settings.max_input_pixels)
+    violation = check_job(plan_size(found.width, found.height, size), found.width, found.height, found.alpha, fmt,
+                          settings, model)
+    if violation:
+        raise Refused(violation.message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     denoise = parse_denoise(args.denoise)
     size = size_request(args)
-    jobs = plan(args.paths, args.format)
+    jobs, single = plan(args.paths, args.format)
     overrides = {"tile_size": args.tile} if args.tile else {}
     settings = Settings.from_env(**overrides)
     engines = EngineRegistry(settings)
@@ -98,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"upscaler upscale: model {model!r} takes no --denoise; use 'auto' or one of {', '.join(takes)}",
               file=sys.stderr)
         return 2
+    if not args.overwrite:
+        present = [job for job in jobs if job[1].exists()]
+        if single and present:
+            print(f"upscaler upscale: {jobs[0][1]} exists; --overwrite replaces it", file=sys.stderr)
+            return 1
+        for source, destination, _ in present:  # an interrupted run goes on where it stopped, as submit does
+            print(f"skip {source}: {destination} exists (--overwrite replaces it)")
+        jobs = [job for job in jobs if job not in present]
     bar = tqdm(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     failed = 0
@@ -108,13 +144,11 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            if not source.is_file():
-                raise FileNotFoundError("no such file")
-            sniff(source.read_bytes(), settings.max_input_pixels)  # the API's checks: format, pixel limit
+            check_file(source, size, fmt, engines.catalog[model], settings)
             destination.parent.mkdir(parents=True, exist_ok=True)
             result = render(source, destination, engines, model, size, fmt, args.quality, progress,
                             denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
-        except (OSError, ValueError, UnknownModel) as exc:  # ValueError: rejected or unreadable images, past x8
+        except (OSError, ValueError, UnknownModel) as exc:  # ValueError: rejected or unreadable images, sizes
             failed += 1
             tqdm.write(f"error: {source}: {exc}", file=sys.stderr)
             continue

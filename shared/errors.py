@@ -56,6 +56,7 @@ JOB_ERRORS = _table(
     ErrorCode("input_too_large", 0, "The image at image_url is larger than the upload limit"),
     ErrorCode("image_too_large", 0, "The fetched image has more pixels than allowed"),
     ErrorCode("output_too_large", 0, "The upscaled fetched image would exceed a size limit"),
+    ErrorCode("unsupported_scale", 0, "The model cannot make the size asked of the fetched image (not its scales)"),
     ErrorCode("quota_exceeded", 0, "The fetched image's output megapixels would pass the daily quota"),
     ErrorCode("engine_failed", 0, "The upscaling engine failed"),
     ErrorCode("storage_failed", 0, "Reading or writing object storage failed"),

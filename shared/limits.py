@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # sizing imports this module
+    from shared.catalog import ModelInfo
     from shared.settings import Settings
     from shared.sizing import SizePlan
 
@@ -75,3 +76,17 @@ def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, 
                                   f"x{planned.network_scale}, then the result is resampled), more than the limit "
                                   f"of {settings.max_whole_output_pixels}; ask for a smaller size")
     return None
+
+
+def check_job(planned: SizePlan, in_width: int, in_height: int, alpha: bool, output_format: str,
+              settings: Settings, model: ModelInfo) -> LimitViolation | None:
+    """Whether ``model`` can make the output ``planned``: the one check the API asks at submit, the worker once an
+    image_url is fetched and ``upscaler upscale`` for each file (which ran a network at a scale it has no head
+    for into a KeyError, and made outputs the encoders refuse only after the whole inference). The scales first
+    (code ``unsupported_scale``), then ``check_output``."""
+    if not set(planned.chain) <= set(model.scales):
+        needs = " then ".join(f"x{scale}" for scale in planned.chain)
+        return LimitViolation("unsupported_scale", f"model {model.name!r} runs at scales "
+                                                   f"{', '.join(f'x{scale}' for scale in model.scales)}; this size "
+                                                   f"needs {needs}")
+    return check_output(planned, in_width, in_height, alpha, output_format, settings, tiled=model.tiled)

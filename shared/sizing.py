@@ -15,6 +15,7 @@ from shared.limits import SCALES
 
 FITS = ("contain", "cover", "fill")
 MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
+MAX_TARGET_SIDE = 65535  # the widest or tallest output a width/height may ask for (the API and the CLI)
 DEFAULT_SCALE = 4.0
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -185,6 +186,74 @@ def test_upscale_many_files_into_a_folder_with_one_bad_file(tmp_path):
     assert "residual_sr_cond" in result.stderr + result.stdout  # the JPEG went to the robust network
 
 
+def test_upscale_checks_each_file_as_the_api_does_before_any_inference(tmp_path):
+    """A model without the asked scale was a KeyError traceback that stopped the batch; outputs the encoders or
+    the memory limit refuse were found only after the whole inference, or not at all. Each file is now checked
+    as the API checks a job (shared.limits.check_job), in one line, and the others go on."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for shipped in (Path(__file__).parents[1] / "shared" / "weights").iterdir():
+        (models / shipped.name).symlink_to(shipped)
+    (models / "two.json").write_text(json.dumps({"name": "two", "arch": "residual_sr", "network": {"scales": [2]}}))
+    (models / "two.weights.h5").write_bytes(b"never loaded: refused before")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        write_image(folder / f"{name}.png", width=40, height=30)
+    wide = write_image(tmp_path / "wide.png", width=2100, height=10)
+    env = {"UPSCALER_MODELS_DIR": str(models), "UPSCALER_MAX_WHOLE_OUTPUT_PIXELS": "50000"}
+
+    scales = run(["upscale", str(folder), str(tmp_path / "out"), "--model", "two", "--scale", "4"], env=env)
+    limits = run(["upscale", str(wide), str(folder / "a.png"), str(tmp_path / "out"), "--model", "bicubic",
+                  "--scale", "8", "--format", "webp"], env=env)
+
+    assert scales.returncode == 1 and "Traceback" not in scales.stderr
+    assert scales.stderr.count("model 'two' runs at scales x2; this size needs x4") == 2
+    assert limits.returncode == 1 and "Traceback" not in limits.stderr
+    assert "webp images cannot exceed 16383 px a side" in limits.stderr  # 16800 px wide
+    assert "more than the limit of 50000" in limits.stderr  # a.png: 320x240 made whole
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_upscale_never_replaces_a_file_unless_told(tmp_path):
+    """``upscale 'photos/*.png' photos --format jpeg`` replaced the studio's own photos/photo.jpg: a result that
+    exists is skipped in a folder (an interrupted run goes on, as submit does), refused as a named output."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(photos / "photo.png", width=24, height=16)
+    original = write_image(photos / "keep.png", width=8, height=8)
+    Image.open(original).convert("RGB").save(photos / "photo.jpg", quality=90)
+    kept = (photos / "photo.jpg").read_bytes()
+
+    folder = run(["upscale", str(photos / "photo.png"), str(photos / "keep.png"), str(photos), "--format", "jpeg",
+                  "--model", "bicubic", "--scale", "2"])
+    single = run(["upscale", str(photos / "photo.png"), str(photos / "photo.jpg"), "--model", "bicubic"])
+    unchanged = (photos / "photo.jpg").read_bytes() == kept
+    replaced = run(["upscale", str(photos / "photo.png"), str(photos / "photo.jpg"), "--model", "bicubic",
+                    "--scale", "2", "--overwrite"])
+
+    assert folder.returncode == 0, folder.stderr
+    assert f"skip {photos / 'photo.png'}: {photos / 'photo.jpg'} exists" in folder.stdout
+    with Image.open(photos / "keep.jpg") as made:
+        assert made.size == (16, 16)  # the other file went on
+    assert single.returncode == 1 and "exists; --overwrite replaces it" in single.stderr
+    assert unchanged
+    assert replaced.returncode == 0, replaced.stderr
+    with Image.open(photos / "photo.jpg") as made:
+        assert made.size == (48, 32)
+
+
+def test_upscale_refuses_bad_sizes_and_a_file_as_output_folder_in_one_line(tmp_path):
+    source = write_image(tmp_path / "a.png", width=8, height=8)
+    for width in ("0", "-10", "70000"):  # 0 silently meant x4; -10 reached TensorFlow
+        result = run(["upscale", str(source), str(tmp_path / "o.png"), "--width", width])
+        assert result.returncode == 2 and "--width" in result.stderr and "Traceback" not in result.stderr
+    blocker = tmp_path / "results"
+    blocker.write_text("a file")
+    result = run(["upscale", str(source), str(tmp_path / "a2.png"), str(blocker)])
+    assert result.returncode == 1 and result.stderr.count("is a file; name an output folder") == 1
+
+
 def test_upscale_many_files_all_good_exits_zero(tmp_path):
     sources = [write_image(tmp_path / f"{name}.png", width=24, height=16) for name in ("x", "y")]
     result = run(["upscale", *map(str, sources), str(tmp_path / "out"), "--scale", "3", "--denoise", "0.4"])
@@ -281,7 +350,7 @@ def test_results_of_inputs_sharing_a_stem_get_names_apart(tmp_path):
     for name in ("photo.jpg", "photo.png", "other.png"):
         write_image(folder / name, width=8, height=8)
     out = tmp_path / "out"
-    assert {src.name: dst.name for src, dst, _ in plan([folder, out], None)} == \
+    assert {src.name: dst.name for src, dst, _ in plan([folder, out], None)[0]} == \
         {"photo.jpg": "photo_jpg.png", "photo.png": "photo_png.png", "other.png": "other.png"}
     twin = tmp_path / "twin"
     twin.mkdir()
@@ -294,11 +363,11 @@ def test_a_single_output_is_written_in_the_format_its_name_says_or_refused(tmp_p
     from cli.upscale import plan
 
     source = write_image(tmp_path / "in.png", width=8, height=8)
-    assert [fmt for *_, fmt in plan([source, tmp_path / "a.JPEG"], None)] == ["jpeg"]
-    assert [fmt for *_, fmt in plan([source, tmp_path / "a.tiff"], None)] == ["tiff"]
+    assert [fmt for *_, fmt in plan([source, tmp_path / "a.JPEG"], None)[0]] == ["jpeg"]
+    assert [fmt for *_, fmt in plan([source, tmp_path / "a.tiff"], None)[0]] == ["tiff"]
     with pytest.raises(SystemExit, match=r"cannot write \.heic"):
         plan([source, tmp_path / "a.heic"], None)  # it once wrote PNG bytes under that name
-    assert [fmt for *_, fmt in plan([source, tmp_path / "a.heic"], "png")] == ["png"]  # asked for explicitly
+    assert [fmt for *_, fmt in plan([source, tmp_path / "a.heic"], "png")[0]] == ["png"]  # asked for explicitly
 
 
 def test_a_missing_input_is_said_plainly_and_creates_nothing(tmp_path):

@@ -17,7 +17,7 @@ import redis
 from shared import jobs, quota, tenants
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES, ImageRejected, sniff
-from shared.limits import EXTENSIONS, check_output
+from shared.limits import EXTENSIONS, check_job
 from shared.logs import current_job
 from shared.models import Job
 from shared.sizing import SizeError, plan
@@ -158,8 +158,9 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
         planned = plan(found.width, found.height, job.size_request)
     except SizeError as exc:
         raise JobFailure("output_too_large", f"the requested size: {exc}") from exc
-    violation = check_output(planned, found.width, found.height, found.alpha, job.output_format, settings,
-                             tiled=getattr(ctx.engines.catalog.get(job.model), "tiled", True))  # else engine_failed
+    model = ctx.engines.catalog.get(job.model)
+    violation = check_job(planned, found.width, found.height, found.alpha, job.output_format, settings, model) \
+        if model else None  # a model this worker does not know: engine_failed when it runs
     if violation:
         raise JobFailure(violation.code, violation.message)
     charged = _charge_quota(ctx, job, planned.megapixels)

@@ -238,3 +238,35 @@ def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(c
     queue = redis.Redis.from_url(ctx.settings.redis_url)
     (charged,) = queue.keys(f"upscaler:mp:{name}:*")
     assert float(queue.get(charged)) == pytest.approx(80 * 60 / 1e6)  # once
+
+
+def test_a_model_without_the_size_asked_is_refused_at_submit_or_once_the_url_is_fetched(settings, db_session, server,
+                                                                                       tmp_path):
+    """One check (shared.limits.check_job) for the API, the worker and the CLI: a fetched image at a scale its model
+    has no network for ended ``engine_failed`` from a KeyError deep in the engine."""
+    from pathlib import Path
+
+    from api import create_app
+    from worker.context import WorkerContext
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for shipped in (Path(__file__).parents[2] / "shared" / "weights").iterdir():
+        (models / shipped.name).symlink_to(shipped)
+    (models / "two.json").write_text('{"name": "two", "arch": "residual_sr", "network": {"scales": [2]}}')
+    (models / "two.weights.h5").write_bytes(b"never loaded: refused before")
+    custom = settings.with_overrides(models_dir=models)
+    client = create_app(custom).test_client()
+    uploaded = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes(width=40, height=30)), "a.png"),
+                                             "scale": "4", "model": "two"}, content_type="multipart/form-data")
+    assert (uploaded.status_code, uploaded.get_json()["code"], uploaded.get_json()["field"]) == \
+        (422, "invalid_parameter", "scale")
+    job_id = submit_url(client, server.base + "/photo.jpg", scale="4", model="two").get_json()["id"]
+    worker = WorkerContext.create(custom)
+    try:
+        assert pipeline.run_job(worker, job_id) == "failed"
+    finally:
+        worker.engine.dispose()
+    job = db_session.get(Job, job_id)
+    assert (job.error_code, job.error_message) == ("unsupported_scale",
+                                                   "model 'two' runs at scales x2; this size needs x4")
