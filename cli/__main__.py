@@ -44,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _user_facing(exc: Exception) -> bool:
-    """Errors that say what is wrong in words (the SDK's, files, settings), not bugs."""
+    """Errors that say what is wrong in words (the SDK's, files, settings, refusals), not bugs."""
+    from shared.errors import Refusal
     from shared.settings import SettingsError
 
     try:
         from upscaler_client import UpscalerError
     except ImportError:  # the SDK is optional for server-only installs
         UpscalerError = ()
-    return isinstance(exc, (OSError, SettingsError, UpscalerError))
+    return isinstance(exc, (OSError, SettingsError, Refusal, UpscalerError))
 
 
 if __name__ == "__main__":

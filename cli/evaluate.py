@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "grey_noise (grey Gaussian sigma 6, lossless), jpegQ_png (a JPEG of quality Q decoded and "
                         "saved again as PNG, its grid off the corner as a crop leaves it), jpegQ_jpegR (a JPEG of "
                         "quality Q saved again at R)")
-    p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data root (default: $UPSCALER_DATA_DIR or ../shared/data beside the checkout)")
     p.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS))
     p.add_argument("--limit", type=positive_int, default=None, help="first N images of each set (sorted by name)")
     p.add_argument("--scales", type=int, nargs="+", choices=SCALES, default=list(SCALES))

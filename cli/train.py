@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cli.arguments import non_negative_int, positive_float, positive_int
+from shared.settings import PACKAGE_ROOT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Options the run's config holds (network, mix, loss, batch, schedule) default, "
                                    "on a resume, to the run's own; a resume may not change its network.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/residual_sr"), help="checkpoint/metrics folder")
-    p.add_argument("--data", type=Path, default=None, help="data root (default: $UPSCALER_DATA_DIR or ../shared/data)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data root (default: $UPSCALER_DATA_DIR or ../shared/data beside the checkout)")
     p.add_argument("--arch", default=None,
                    help="residual_sr (fidelity) or residual_sr_cond (strength-conditioned); default residual_sr")
     p.add_argument("--degrade", action=argparse.BooleanOptionalAction, default=None,
@@ -64,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("export", help="write a run's weights and record (e.g. into shared/weights) without training")
     e.add_argument("run_dir", type=Path, help="a run folder (checkpoint.keras, config.json, state.json)")
-    e.add_argument("--to", type=Path, default=Path("shared/weights"), help="folder of the shipped models")
+    e.add_argument("--to", type=Path, default=None,
+                   help="models folder (default: the one the platform serves, $UPSCALER_MODELS_DIR or shared/weights)")
     e.add_argument("--name", default=None, help="model name (default: the architecture's name)")
     e.set_defaults(func=export)
 
@@ -74,9 +77,14 @@ NETWORK_OPTIONS = ("blocks", "channels", "scales", "jpeg_grid", "half_res_blocks
 RUN_OPTIONS = ("arch", "steps", "batch", "lr_patch", "learning_rate", "warmup_steps", "seed", "loss", "convs")
 
 
+# the team's data folder beside the checkout (../shared/data from its root), wherever the command is run from
+DEFAULT_DATA = PACKAGE_ROOT.parent.parent / "shared" / "data"
+
+
 def data_root(explicit: Path | None) -> Path:
-    """The training/benchmark data folder: flag, then $UPSCALER_DATA_DIR, then ../shared/data."""
-    return explicit or Path(os.environ.get("UPSCALER_DATA_DIR", "../shared/data"))
+    """The training/benchmark data folder: flag, then $UPSCALER_DATA_DIR, then ../shared/data from the checkout's
+    root (relative to the working directory, eval and train found nothing when run from anywhere else)."""
+    return explicit or Path(os.environ.get("UPSCALER_DATA_DIR") or DEFAULT_DATA)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.precision import choose_precision
     from worker.engine.threads import limit_threads
     from worker.training.degradation import DegradationConfig
-    from worker.training.export import export_weights
+    from worker.training.export import check_model_name, export_weights
     from worker.training.reparam import CONV_FACTORIES
     from worker.training.trainer import Trainer, config_for, saved_config
 
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value not in known:
             print(f"upscaler train: {option} {value!r} is not one of {', '.join(known)}", file=sys.stderr)
             return 2
+    if args.name:
+        check_model_name(args.name)  # before training, not after it
     root = data_root(args.data)
     if args.init_from and not args.init_from.name.endswith(".weights.h5"):
         raise FileNotFoundError(f"--init-from takes a shipped network's <name>.weights.h5, not {args.init_from}")
@@ -129,10 +139,12 @@ def run(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     """Why not ``train --export``: that resumes the run first, and a run stopped at its time limit would train on.
     The record's earlier benchmark tables are dropped (they measured other weights): ``upscaler eval --record``."""
+    from shared.settings import Settings
     from worker.training.export import export_weights
 
     if not (args.run_dir / "checkpoint.keras").exists():
         raise FileNotFoundError(f"no checkpoint.keras in {args.run_dir}")
-    print(f"exported {export_weights(args.run_dir, args.to, args.name)}; its record's benchmark tables are empty "
+    to = args.to or Settings.from_env().models_dir  # where the platform looks (a relative default wrote elsewhere)
+    print(f"exported {export_weights(args.run_dir, to, args.name)}; its record's benchmark tables are empty "
           f"until measured again (upscaler eval --record, docs/model.md)")
     return 0

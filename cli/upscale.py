@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from cli.arguments import quality, target_side
 from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
+from shared.errors import Refusal
 from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS, check_job
 from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
@@ -86,10 +87,6 @@ def plan(paths: list[Path], explicit_format: str | None) -> tuple[list[tuple[Pat
     return [(f, names[f], fmt) for f in files], False
 
 
-class Refused(ValueError):
-    """A file this run does not make (the message says why); the others go on."""
-
-
 def check_file(source: Path, size: SizeRequest, fmt: str, model: ModelInfo,
                settings: Settings) -> None:
     """What the API checks before a job is made, before any inference: a readable image within the pixel limit, a
@@ -100,7 +97,7 @@ def check_file(source: Path, size: SizeRequest, fmt: str, model: ModelInfo,
     violation = check_job(plan_size(found.width, found.height, size), found.width, found.height, found.alpha, fmt,
                           settings, model)
     if violation:
-        raise Refused(violation.message)
+        raise Refusal(violation.message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             destination.parent.mkdir(parents=True, exist_ok=True)
             result = render(source, destination, engines, model, size, fmt, args.quality, progress,
                             denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
-        except (OSError, ValueError, UnknownModel) as exc:  # ValueError: rejected or unreadable images, sizes
+        except (OSError, ValueError, Refusal, UnknownModel) as exc:  # ValueError: rejected or unreadable images
             failed += 1
             tqdm.write(f"error: {source}: {exc}", file=sys.stderr)
             continue

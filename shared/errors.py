@@ -8,6 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class Refusal(Exception):
+    """An error whose message says in words what is wrong and what to do (a bad option, a file to fix), not a
+    bug: the command line prints it in one line, without a traceback."""
+
+
 @dataclass(frozen=True)
 class ErrorCode:
     code: str

@@ -468,3 +468,63 @@ def test_exporting_over_the_network_a_run_started_from_keeps_its_parents_data(da
         export_weights(run_dir, tmp_path / "models", name="net")
         started = json.loads((tmp_path / "models" / "net.json").read_text())["training"]["data"]["started_from"]
         assert started == {"name": "net", "data": parent}
+
+
+def test_training_refusals_are_one_line_errors_that_name_their_cause(data, tmp_path, capsys):
+    """A resume asking for another network, an unreadable training file (which of 570?) and a patch no image
+    holds were tracebacks ending in RunMismatch, OSError and numpy's 'a must be a positive integer'."""
+    from cli.__main__ import main
+    from worker.training.patches import SamplerSpec, batch_stream
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    common = ["--data", str(data), "--batch", "2", "--lr-patch", "12", "--precision", "float32"]
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run_dir), "--blocks", "2", *common]) == 1
+    err = capsys.readouterr().err
+    refusal = [line for line in err.splitlines() if line.startswith("upscaler train: ")]
+    assert len(refusal) == 1 and "trains another network" in refusal[0] and "Traceback" not in err
+
+    broken = data / "train" / "a" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nno more")
+    with pytest.raises(Exception, match=r"cannot read the training image .*broken\.png") as caught:
+        next(batch_stream(SamplerSpec((broken,), (2,), 12, 2, seed=5)))
+    broken.unlink()
+    with pytest.raises(Exception, match="no training image is at least 600 px a side") as too_big:
+        next(batch_stream(SamplerSpec(tuple(sorted((data / "train" / "a").iterdir())), (4,), 150, 2, seed=5)))
+    from cli.__main__ import _user_facing
+
+    assert _user_facing(caught.value) and _user_facing(too_big.value)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_with_fresh_metrics(data, tmp_path):
+    """Its rows stayed and the next run appended its own after them (1..29 then 1, 2, 3), plotted together."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("step,loss\n1,0.5\n2,0.4\n29,0.1\n")
+    (run_dir / "data.json").write_text('{"history": [{"file_list_sha256": "old", "from_step": 0}]}')
+    trainer(data, run_dir, 2).run()
+    assert [int(r["step"]) for r in csv.DictReader((run_dir / "metrics.csv").open())] == [2]
+    assert [h["file_list_sha256"] for h in json.loads((run_dir / "data.json").read_text())["history"]] != ["old"]
+
+
+def test_export_goes_where_the_platform_looks_and_never_names_a_network_auto_or_bicubic(data, tmp_path,
+                                                                                      monkeypatch):
+    """``--to`` defaulted to shared/weights under the working directory (the platform never saw the network);
+    ``--name bicubic`` made the catalog call the network bicubic while workers ran Pillow."""
+    import argparse
+
+    from cli.train import export
+    from worker.training.export import BadModelName
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    monkeypatch.setenv("UPSCALER_MODELS_DIR", str(tmp_path / "served"))
+    monkeypatch.chdir(tmp_path)
+    assert export(argparse.Namespace(run_dir=run_dir, to=None, name="tiny")) == 0
+    assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["tiny.json", "tiny.weights.h5"]
+    assert not (tmp_path / "shared").exists()
+    for name in ("auto", "bicubic", "../escape", "a b"):
+        with pytest.raises(BadModelName):
+            export(argparse.Namespace(run_dir=run_dir, to=tmp_path / "served", name=name))
+    assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["tiny.json", "tiny.weights.h5"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import keras
 
-from shared.catalog import write_record
+from shared.catalog import AUTO, BICUBIC, write_record
+from shared.errors import Refusal
 from worker.engine.archs import get_arch
 from worker.engine.network import scale_model
 from worker.training.reparam import plain_weights
@@ -30,6 +33,20 @@ def _provenance(run_dir: Path, config: dict, previous: dict) -> dict:
     return data
 
 
+class BadModelName(Refusal, ValueError):
+    """A name no trained network may take."""
+
+
+def check_model_name(name: str) -> str:
+    """A name a trained network can be served under: a plain file name, and neither the route nor the baseline
+    (``--name bicubic`` made the catalog call the network bicubic while the worker ran Pillow; ``--name auto``
+    turned the route's record into a network's and emptied its tables)."""
+    if name in (AUTO, BICUBIC) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise BadModelName(f"a model cannot be named {name!r}: {AUTO!r} and {BICUBIC!r} are built in; use letters, "
+                           "digits, '.', '_' and '-'")
+    return name
+
+
 def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Path:
     """Write ``<name>.weights.h5`` and ``<name>.json`` (arch, network config, training record) into out_dir.
 
@@ -40,7 +57,7 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     config = json.loads((run_dir / "config.json").read_text())
     state = json.loads((run_dir / "state.json").read_text())
     arch = get_arch(config.get("arch", "residual_sr"))
-    name = name or arch.name
+    name = check_model_name(name or arch.name)
     trained = keras.models.load_model(run_dir / "checkpoint.keras", compile=False)
     network_config = arch.config(config["network"])
     model = arch.build(network_config)
@@ -50,7 +67,9 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
             layer.set_weights(plain_weights(trained_layers[layer.name]))
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.weights.h5"
-    model.save_weights(weights)
+    partial = out_dir / f".{name}.partial.weights.h5"  # a worker loading the folder meanwhile reads old or new
+    model.save_weights(partial)
+    os.replace(partial, weights)
     training = {k: v for k, v in config.items() if k not in ("network", "arch", "degradation")}
     record_path = out_dir / f"{name}.json"
     previous = json.loads(record_path.read_text()) if record_path.exists() else {}

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from shared.errors import Refusal
 from worker.engine.base import grid_input
 from worker.quality import bicubic_downscale
 from worker.training.degradation import DegradationConfig, Degraded, Degrader
@@ -43,7 +44,7 @@ def find_images(folders: Sequence[Path]) -> list[Path]:
     return sorted(files)
 
 
-class BenchmarkImageInTraining(ValueError):
+class BenchmarkImageInTraining(Refusal, ValueError):
     """A training file is a benchmark image: the benchmarks would measure what the network memorised."""
 
 
@@ -68,15 +69,29 @@ def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
     """Decode every training image (RGB uint8) at each reduced size that still fits a patch."""
     sources = []
     for path in files:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+        except (OSError, ValueError) as exc:  # named: the message alone did not say which of 570 files
+            raise UnreadableTrainingImage(f"cannot read the training image {path}: {exc}") from exc
         for factor in REDUCED_SIZE_FACTORS:
             w, h = round(rgb.width * factor), round(rgb.height * factor)
             if min(w, h) < min_side:
                 continue
             resized = rgb if factor == 1.0 else rgb.resize((w, h), Image.BICUBIC)
             sources.append(np.asarray(resized))
+    if not sources:
+        raise NoImageLargeEnough(f"no training image is at least {min_side} px a side (the LR patch times the "
+                                 "largest scale): lower --lr-patch or add larger images")
     return sources
+
+
+class UnreadableTrainingImage(Refusal, OSError):
+    """A training file Pillow cannot decode."""
+
+
+class NoImageLargeEnough(Refusal, ValueError):
+    """No training image holds one HR patch."""
 
 
 class PatchSampler:
@@ -160,8 +175,9 @@ class SamplerSpec:
                             degradation=self.degradation)
 
 
-class WorkerFailed(RuntimeError):
-    """A patch worker (process or thread) failed: training cannot go on without its batches."""
+class WorkerFailed(Refusal, RuntimeError):
+    """A patch worker (process or thread) failed: training cannot go on without its batches (the message names
+    the cause: an unreadable training file, no image large enough)."""
 
 
 def _produce(spec: SamplerSpec, stream: int, out: multiprocessing.Queue) -> None:

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from shared.errors import Refusal
 from worker.engine.archs import get_arch
 from worker.engine.base import grid_input
 from worker.engine.network import NetworkConfig, feed, scale_model
@@ -66,7 +67,7 @@ def saved_config(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if (Path(run_dir) / "checkpoint.keras").exists() and path.exists() else None
 
 
-class RunMismatch(ValueError):
+class RunMismatch(Refusal, ValueError):
     """A resume asked for another network than the run folder trains (its weights fit only its own)."""
 
 
@@ -244,6 +245,10 @@ class Trainer:
             self._maybe_extend(model, state)
             return model, state
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in ("metrics.csv", "data.json", "state.json", "psnr.png"):
+            # of a session killed before its first checkpoint: this run starts over, so do they (its rows were
+            # appended to, out of order, and plotted with this run's)
+            (self.run_dir / leftover).unlink(missing_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(
             {**self.config.to_dict(), **self._parent_data()}, indent=2))
         keras.utils.set_random_seed(self.config.seed)
