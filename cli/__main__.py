@@ -39,12 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not _user_facing(exc):
             raise
-        print(f"upscaler {args.command}: {exc}", file=sys.stderr)
+        print(f"upscaler {args.command}: {_in_words(exc)}", file=sys.stderr)
         return 1
 
 
 def _user_facing(exc: Exception) -> bool:
-    """Errors that say what is wrong in words (the SDK's, files, settings, refusals), not bugs."""
+    """Errors that say what is wrong in words (the SDK's, files, settings, refusals, a database that is away or
+    not migrated, Alembic's), not bugs."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     from shared.errors import Refusal
     from shared.settings import SettingsError
 
@@ -52,7 +56,20 @@ def _user_facing(exc: Exception) -> bool:
         from upscaler_client import UpscalerError
     except ImportError:  # the SDK is optional for server-only installs
         UpscalerError = ()
-    return isinstance(exc, (OSError, SettingsError, Refusal, UpscalerError))
+    return isinstance(exc, (OSError, SettingsError, Refusal, UpscalerError, OperationalError, ProgrammingError,
+                            CommandError))
+
+
+def _in_words(exc: Exception) -> str:
+    """The error's message; a database error's is the driver's first line and what to check (SQLAlchemy's own
+    holds the statement and a link over many lines)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        return (f"database error: {first} (is UPSCALER_DATABASE_URL reachable, and migrated with "
+                "'upscaler migrate'?)")
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,11 @@ def run_migrate(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
     settings = Settings.from_env()
-    upgrade(settings.database_url)
-    print(f"database at head ({settings.database_url.split('@')[-1]})")
+    where = settings.database_url.split("@")[-1]
+    newer = upgrade(settings.database_url)
+    if newer:
+        print(f"database at revision {newer}, newer than this release knows (a rollback): left as it is, and this "
+              f"release serves on it ({where})")
+    else:
+        print(f"database at head ({where})")
     return 0

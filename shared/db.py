@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 def make_engine(url: str) -> Engine:
     """Create an engine; for a SQLite file, create its folder and enable WAL + busy timeout."""
@@ -34,7 +36,11 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.drivername in ("postgresql", "postgres"):  # postgres:// is what many hosted providers hand out
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # libpq waits for ever on a server that accepts and never answers (a partition): a request, a worker's step
+    # and /readyz each held their thread, and probes piling up starved /healthz (every API pod restarted).
+    # connect_timeout in the URL still wins.
+    timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=timeout)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -12,6 +12,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RangeNotAncestorError
 
+from shared.db import make_engine
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -51,8 +53,20 @@ def current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "head") -> str | None:
+    """Migrate to ``revision``; a database at a revision this code does not know (a later release's: a rollback) is
+    left as it is and its revision returned (None otherwise). Alembic failed there, and compose's and Kubernetes'
+    migrate step with it, so the previous release never started on the schema ``schema_behind`` accepts."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+    finally:
+        engine.dispose()
+    if current is not None and current not in revisions()[1]:
+        return current
     command.upgrade(alembic_config(database_url), revision)
+    return None
 
 
 class DowngradeRefused(RuntimeError):

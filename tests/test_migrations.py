@@ -125,3 +125,35 @@ def test_a_downgrade_that_cannot_hold_a_job_is_refused_before_it_changes_anythin
             assert conn.execute(text("select id, scale from jobs")).one() == ("plain", 2)
     finally:
         engine.dispose()
+
+
+def test_migrating_a_database_a_later_release_migrated_leaves_it_and_succeeds(tmp_path, monkeypatch, capsys):
+    """A rollback: compose and the Kubernetes job run the previous release's ``upscaler migrate`` first, which
+    failed on a revision it does not know (ResolutionError), so the release the docs say serves on the newer
+    schema never started."""
+    from cli.__main__ import main
+    from shared.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'later.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("update alembic_version set version_num = '9999_from_a_later_release'"))
+    monkeypatch.setenv("UPSCALER_DATABASE_URL", url)
+    assert main(["migrate"]) == 0
+    assert "revision 9999_from_a_later_release, newer than this release knows" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == \
+            "9999_from_a_later_release"
+    engine.dispose()
+
+
+def test_operator_commands_on_a_database_away_or_unmigrated_say_so_in_one_line(tmp_path, monkeypatch, capsys):
+    from cli.__main__ import main
+
+    for url, says in ((f"sqlite:///{tmp_path / 'never.db'}", "no such table: api_keys"),
+                      ("postgresql://u:p@127.0.0.1:9/db", "Connection refused")):
+        monkeypatch.setenv("UPSCALER_DATABASE_URL", url)
+        assert main(["keys", "list"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "upscaler migrate" in err, err

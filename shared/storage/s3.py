@@ -35,7 +35,7 @@ class S3Storage:
                  multipart_threshold_mb: int = 16, public_endpoint_url: str | None = None):
         self.bucket = bucket
 
-        def client(endpoint: str | None):
+        def client(endpoint: str | None, attempts: int = 3, read_timeout: int = 30):
             return boto3.client(
                 "s3",
                 endpoint_url=endpoint or None,
@@ -44,11 +44,14 @@ class S3Storage:
                 aws_secret_access_key=secret_access_key or None,
                 # a store that accepts connections and never answers: 3 tries of 30 s stay within the sweep's and
                 # a job step's time limits (4 of 60 s held a call 240 s, past the sweep's 120 s soft limit)
-                config=Config(signature_version="s3v4", retries={"total_max_attempts": 3, "mode": "standard"},
-                              connect_timeout=3, read_timeout=30, s3={"addressing_style": "path"}),
+                config=Config(signature_version="s3v4", retries={"total_max_attempts": attempts, "mode": "standard"},
+                              connect_timeout=3, read_timeout=read_timeout, s3={"addressing_style": "path"}),
             )
 
         self.client = client(endpoint_url)
+        # readiness answers within a probe's 5 s: through the client above a hung store held /readyz 90 s, and
+        # probes piling up took every API thread, /healthz's too, so liveness restarted every pod
+        self.probe = client(endpoint_url, attempts=1, read_timeout=2)
         # Presigned URLs must name a host clients can reach (e.g. MinIO's public address, not "minio:9000");
         # signing is local, so this client never connects anywhere.
         self.signer = client(public_endpoint_url) if public_endpoint_url else self.client
@@ -62,8 +65,8 @@ class S3Storage:
             code = exc.response.get("Error", {}).get("Code")
             # a bare 404 (HeadObject, HeadBucket) is a missing key only where the bucket is there: a missing or
             # misnamed bucket read as "input missing" failed every job for good instead of being an outage
-            if code == "NoSuchKey" or (code in ("404", "NotFound") and fn != self.client.head_bucket
-                                       and self._bucket_exists()):
+            of_bucket = fn in (self.client.head_bucket, self.probe.head_bucket)
+            if code == "NoSuchKey" or (code in ("404", "NotFound") and not of_bucket and self._bucket_exists()):
                 raise ObjectMissing(str(kwargs.get("Key", args[1] if len(args) > 1 else ""))) from exc
             if code in ("NoSuchBucket", "404", "NotFound"):
                 raise StorageError(f"S3 bucket {self.bucket!r} does not exist") from exc
@@ -149,7 +152,7 @@ class S3Storage:
             self._call(self.client.create_bucket, Bucket=self.bucket)
 
     def check(self) -> None:
-        self._call(self.client.head_bucket, Bucket=self.bucket)
+        self._call(self.probe.head_bucket, Bucket=self.bucket)
 
 
 class _Appender:

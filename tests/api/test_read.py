@@ -161,6 +161,37 @@ def test_readiness_is_503_when_redis_is_unreachable(settings):
     assert response.get_json()["checks"]["redis"].startswith("error")
 
 
+def test_readiness_answers_503_soon_when_the_database_and_the_store_accept_but_never_answer(settings):
+    """A partition: libpq waited for ever and the S3 client 3 x 30 s, each probe held an API thread, and probes
+    piling up starved /healthz, so liveness restarted every pod. A listener on loopback that accepts and never
+    says a word stands in for both."""
+    import socket
+    import threading
+    import time
+
+    from api import create_app
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(silent.accept()[0]) for _ in range(20)], daemon=True).start()
+    port = silent.getsockname()[1]
+    hung = settings.with_overrides(database_url=f"postgresql://u:p@127.0.0.1:{port}/db", storage="s3",
+                                   s3_endpoint_url=f"http://127.0.0.1:{port}", s3_access_key_id="k",
+                                   s3_secret_access_key="s")
+    client = create_app(hung).test_client()
+    started = time.monotonic()
+    try:
+        response = client.get("/readyz")
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+    assert response.status_code == 503
+    checks = response.get_json()["checks"]
+    assert checks["database"].startswith("error") and checks["storage"].startswith("error")
+    assert time.monotonic() - started < 20  # connect timeout 5 s, one probe try of 2 s: not for ever, not 90 s
+
+
 def test_readiness_is_503_until_the_database_is_migrated(settings, tmp_path):
     """A pod started before its migration ran passed /readyz and failed every request (no such column)."""
     from api import create_app
