@@ -55,3 +55,11 @@ def target_side(text: str) -> int:
     if value > MAX_TARGET_SIDE:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_TARGET_SIDE}, not {value}")
     return value
+
+
+def tcp_port(text: str) -> int:
+    """A TCP port to listen on, 1..65535, as the settings check theirs (70000 was a gunicorn traceback)."""
+    value = _at_least(text, 1)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (at most 65535), not {value}")
+    return value

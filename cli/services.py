@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cli.arguments import positive_int
+from cli.arguments import positive_int, tcp_port
 from shared.limits import MAX_WAIT_SECONDS
 from shared.queue import INFERENCE_QUEUE, QUEUES
 
@@ -32,7 +32,7 @@ def queue_names(text: str) -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn (production WSGI server)")
     api.add_argument("--host", default=None, help="default: $UPSCALER_API_HOST or 127.0.0.1")
-    api.add_argument("--port", type=int, default=None, help="default: $UPSCALER_API_PORT or 8000")
+    api.add_argument("--port", type=tcp_port, default=None, help="default: $UPSCALER_API_PORT or 8000")
     api.add_argument("--workers", type=positive_int, default=None,
                      help="gunicorn processes (default: $UPSCALER_API_WORKERS, else cores + 1, the best measured "
                           "on 2 cores)")
@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--name", default="celery@%h",
                         help="Celery node name, %%h = this host's name (default celery@%%h, what the probes ping): "
                              "give each worker on one host its own, or they answer as one node")
+    worker.add_argument("--metrics-port", type=tcp_port, default=None,
+                        help="serve this worker's Prometheus metrics here (default $UPSCALER_WORKER_METRICS_PORT): "
+                             "each worker on one host needs its own")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=run_worker)
 
@@ -85,6 +88,9 @@ def run_api(args: argparse.Namespace) -> int:
     bind = f"{args.host or settings.api_host}:{args.port or settings.api_port}"
     workers = args.workers or settings.api_workers or (os.cpu_count() or 1) + 1
     threads = args.threads or settings.api_threads
+    # the app caps requests waiting on a job (Prefer: wait) at half its threads, read from the setting: a --threads
+    # that differed from UPSCALER_API_THREADS let waits take every thread, /healthz's too
+    os.environ["UPSCALER_API_THREADS"] = str(threads)
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
             "--access-logformat", ACCESS_LOG_FORMAT, "--logger-class", "cli.gunicorn_logs.Logger",
@@ -120,6 +126,8 @@ def run_worker(args: argparse.Namespace) -> int:
             "--without-gossip", "--without-mingle", "--hostname", args.name]
     if args.beat:
         argv += ["--beat", *_beat_schedule()]
+    if args.metrics_port:  # read by worker.celery_app in the process exec'd below
+        os.environ["UPSCALER_WORKER_METRICS_PORT"] = str(args.metrics_port)
     _multiprocess_metrics_dir("worker")
     os.execv(sys.executable, argv)
     return 0

@@ -42,7 +42,7 @@ RUN groupadd --system --gid 10001 upscaler \
        --shell /usr/sbin/nologin upscaler \
     && install -d -o upscaler -g upscaler /app
 COPY --from=build /opt/venv /opt/venv
-# /app is the working directory: `celery beat` keeps its schedule file in it.
+# /app is the working directory (beat keeps its schedule file in $TMPDIR, not here).
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000

@@ -36,14 +36,15 @@ RUN python3 -m pip freeze \
         | grep -iE '^(tensorflow[a-z_-]*|keras|numpy|ml[-_]dtypes|h5py|protobuf)==' > /tmp/tf-constraints.txt \
     && python3 -m pip install --constraint /tmp/tf-constraints.txt ".[postgres,streaming]" "keras>=3.3,<4" \
     && rm /tmp/tf-constraints.txt
-# The weights are package data (shared/weights): build the network and load them once from the
-# installed package (on the CPU, outside /src), so the build fails if they are missing or this
-# Keras cannot read them.
+# The weights are package data (shared/weights): build every network the catalog serves and load its
+# weights once from the installed package (on the CPU, outside /src), so the build fails if any is
+# missing or this Keras cannot read it (the robust network auto sends most photos to, too).
 WORKDIR /
 RUN rm -rf /src \
     && python3 -c "import keras, tensorflow as tf; from shared.settings import Settings; \
-from worker.engine.registry import EngineRegistry; EngineRegistry(Settings()).get('residual_sr'); \
-print('tensorflow', tf.__version__, 'keras', keras.__version__, 'weights ok')"
+from worker.engine.registry import EngineRegistry; r = EngineRegistry(Settings()); \
+names = sorted(n for n, m in r.catalog.items() if m.weights); [r.get(n) for n in names]; \
+print('tensorflow', tf.__version__, 'keras', keras.__version__, 'weights ok:', names)"
 # A fixed, unprivileged UID/GID (Kubernetes' runAsNonRoot checks a numeric user).
 RUN groupadd --system --gid 10001 upscaler \
     && useradd --system --uid 10001 --gid upscaler --home-dir /home/upscaler --create-home \

@@ -535,3 +535,27 @@ def test_submitting_the_same_image_again_finds_its_job_unless_that_one_failed(ap
     db_session.query(Job).filter_by(id=first).update({"status": "failed", "error_code": "internal_error"})
     db_session.commit()
     assert submitted() not in (first, "")
+
+
+def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
+    """The app caps requests waiting on a job at half UPSCALER_API_THREADS: a --threads that differed left waits
+    able to take every gunicorn thread. A second worker on a host could not be given its own metrics port. A port
+    of 70000 was a gunicorn traceback."""
+    import argparse
+
+    from cli import services
+
+    started = []
+    monkeypatch.setattr(services.os, "execv", lambda path, argv: started.append(argv))
+    monkeypatch.setenv("UPSCALER_API_THREADS", "8")
+    for written in ("UPSCALER_WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"):  # restored after the test
+        monkeypatch.delenv(written, raising=False)
+    services.run_api(argparse.Namespace(host=None, port=None, workers=1, threads=3))
+    assert started[-1][started[-1].index("--threads") + 1] == "3" and os.environ["UPSCALER_API_THREADS"] == "3"
+    services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="second@%h",
+                                           loglevel="INFO", metrics_port=19810))
+    assert os.environ["UPSCALER_WORKER_METRICS_PORT"] == "19810" and "second@%h" in started[-1]
+    for command, says in ((["api", "--port", "70000"], "must be a TCP port (at most 65535)"),
+                          (["worker", "--metrics-port", "0"], "must be 1 or more")):
+        refused = run(command)
+        assert refused.returncode == 2 and says in refused.stderr and command[1] in refused.stderr, refused.stderr

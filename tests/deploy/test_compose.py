@@ -82,6 +82,10 @@ def test_links_follow_the_published_ports(compose_raw):
     assert (default["UPSCALER_S3_PUBLIC_ENDPOINT_URL"], default["UPSCALER_PUBLIC_URL"]) == \
         ("http://localhost:9000", "http://localhost:8000")
     assert env_of({"UPSCALER_PUBLIC_URL": "https://up.example"})["UPSCALER_PUBLIC_URL"] == "https://up.example"
+    # AWS as the docs say: both endpoints set empty (AWS's own; links the same) stay empty, not the local MinIO
+    aws = env_of({"UPSCALER_S3_ENDPOINT_URL": "", "UPSCALER_S3_PUBLIC_ENDPOINT_URL": "", "UPSCALER_S3_BUCKET": "b"})
+    assert (aws["UPSCALER_S3_ENDPOINT_URL"], aws["UPSCALER_S3_PUBLIC_ENDPOINT_URL"]) == ("", "")
+    assert default["UPSCALER_S3_ENDPOINT_URL"] == "http://minio:9000"
 
 
 def test_secrets_are_required_from_the_environment(compose_raw):
