@@ -198,9 +198,14 @@ def test_an_empty_webhook_secret_is_a_configuration_error_not_a_pass():
     body, message_id, sent = '{"type": "job.succeeded"}', "msg_1", str(int(time.time()))
     forged = base64.b64encode(hmac.new(b"", f"{message_id}.{sent}.{body}".encode(), hashlib.sha256).digest())
     headers = {"webhook-id": message_id, "webhook-timestamp": sent, "webhook-signature": "v1," + forged.decode()}
-    for secret in ("", "whsec_", "whsec_" + base64.b64encode(b"short").decode()):
+    for secret in ("whsec_", "whsec_" + base64.b64encode(b"short").decode()):
         with pytest.raises(ValueError, match="a platform secret has 16"):
             sdk.verify_webhook(secret, headers, body)
+    stale = {**headers, "webhook-timestamp": str(int(time.time()) - 3600)}
+    for secret in (None, ""):  # os.environ.get of an unset variable: an AttributeError; a stale request hid it
+        for sent_headers in (headers, stale):
+            with pytest.raises(ValueError, match="no webhook secret given"):
+                sdk.verify_webhook(secret, sent_headers, body)
 
 
 def test_waiting_rides_out_an_unreachable_api_and_polls_at_its_retry_after(monkeypatch):
@@ -253,3 +258,87 @@ def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, 
     # taken for a file called "new"
     fresh = job.download(f"{tmp_path}/new/")
     assert fresh == tmp_path / "new" / job.output.filename
+
+
+class _FakeApi:
+    """A loopback HTTP server answering each request with the next of ``answers`` (status, headers, body)."""
+
+    def __init__(self, answers):
+        import http.server
+        import threading
+
+        self.answers, self.paths = list(answers), []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                fake.paths.append(self.path)
+                status, headers, body = fake.answers.pop(0) if len(fake.answers) > 1 else fake.answers[0]
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _job(status, **extra):
+    return json.dumps({"id": "j1", "status": status, "progress": 1.0, "model": "bicubic", "input": {},
+                       "output": {"filename": "x.png"}, **extra}).encode()
+
+
+def test_submitting_by_url_is_a_multipart_form_the_api_takes(api_server):
+    """With no file the SDK sent a url-encoded form, which the API refuses: every image_url submit was a 400."""
+    fake = _FakeApi([(200, {"Content-Type": "image/png"}, image_bytes(width=20, height=10))])
+    try:
+        base, _ = api_server
+        job = sdk.Client(base, "").jobs.create(image_url=f"{fake.base}/photo.png", model="bicubic", scale=2)
+    finally:
+        fake.close()
+    assert job.status == "queued" and job.raw["input"]["url"] == f"{fake.base}/photo.png"
+
+
+def test_waiting_rides_out_5xx_and_429_and_ends_by_its_deadline():
+    """A proxy's 502 or the API's own 503 during a restart raised ServerError after three quick retries though the
+    job ran on; a hung API held one poll for (retries + 1) x the client timeout past wait()'s deadline."""
+    import socket
+    import time
+
+    fake = _FakeApi([(503, {"Retry-After": "1"}, b'{"code": "service_unavailable", "detail": "db down"}'),
+                     (502, {}, b"bad gateway"), (429, {"Retry-After": "1"}, b'{"code": "rate_limited"}'),
+                     (200, {}, _job("succeeded"))])
+    try:
+        assert sdk.Client(fake.base, "", max_retries=0).jobs.wait("j1", timeout=30).status == "succeeded"
+        assert len(fake.paths) == 4
+    finally:
+        fake.close()
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        hung = sdk.Client(f"http://127.0.0.1:{silent.getsockname()[1]}", "", timeout=30)
+        started = time.monotonic()
+        with pytest.raises(sdk.ConnectionError):
+            hung.jobs.wait("j1", timeout=1)
+        assert time.monotonic() - started < 5  # was 4 x 30 s
+    finally:
+        silent.close()
+
+
+def test_a_result_link_that_fails_is_a_typed_error_after_retries(tmp_path):
+    """A refused or reset result link raised requests' own ConnectionError, which ``except UpscalerError`` missed."""
+    fake = _FakeApi([(200, {}, _job("succeeded", result_url="http://127.0.0.1:9/x.png"))])
+    try:
+        with pytest.raises(sdk.ConnectionError, match="cannot download the result of job j1"):
+            sdk.Client(fake.base, "", max_retries=1, backoff=0.01).jobs.download("j1", tmp_path / "x.png")
+    finally:
+        fake.close()
+    assert list(tmp_path.iterdir()) == []

@@ -46,8 +46,9 @@ class Client:
         """The ``whsec_`` secret this key's tenant's webhook messages are signed with (for ``verify_webhook``)."""
         return self.request("GET", "/v1/webhooks/secret").json()["secret"]
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After."""
+    def request(self, method: str, path: str, *, deadline: float | None = None, **kwargs: Any) -> requests.Response:
+        """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After;
+        ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, retries and waits included."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         files = kwargs.pop("files", None)
         for attempt in range(self.max_retries + 1):
@@ -55,27 +56,43 @@ class Client:
                 for _, (_, handle) in files.items():
                     if hasattr(handle, "seek"):
                         handle.seek(0)
+            last = attempt == self.max_retries or _left(deadline) <= 0
             try:
-                response = self.http.request(method, url, timeout=self.timeout, files=files, **kwargs)
+                response = self.http.request(method, url, timeout=_bounded(self.timeout, deadline), files=files,
+                                             **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:  # worth another try; nothing else is
-                if attempt == self.max_retries:
+                if last or not self._sleep(attempt, None, deadline):
                     raise errors.ConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
-                self._sleep(attempt, None)
                 continue
             retry_after = _retry_after(response)
             # a wait past MAX_RETRY_AFTER (the daily quota: until midnight UTC) is the caller's to decide
             worth_waiting = retry_after is None or retry_after <= MAX_RETRY_AFTER
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries and worth_waiting:
-                self._sleep(attempt, retry_after)
+            if response.status_code in RETRY_STATUSES and not last and worth_waiting \
+                    and self._sleep(attempt, retry_after, deadline):
                 continue
             if response.status_code >= 400:
                 raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
             return response
         raise AssertionError("unreachable")
 
-    def _sleep(self, attempt: int, retry_after: float | None) -> None:
+    def _sleep(self, attempt: int, retry_after: float | None, deadline: float | None = None) -> bool:
+        """Wait before the next try; False (without waiting) when the wait would pass ``deadline``."""
         delay = retry_after if retry_after is not None else self.backoff * 2 ** attempt * (0.8 + 0.4 * random.random())
-        time.sleep(min(delay, MAX_RETRY_AFTER))
+        delay = min(delay, MAX_RETRY_AFTER)
+        if delay >= _left(deadline):
+            return False
+        time.sleep(delay)
+        return True
+
+
+def _left(deadline: float | None) -> float:
+    """Seconds until ``deadline`` (unbounded without one)."""
+    return float("inf") if deadline is None else deadline - time.monotonic()
+
+
+def _bounded(timeout: float, deadline: float | None) -> float:
+    """A request's timeout that ends by ``deadline`` (at least a moment, so the last try can still answer)."""
+    return max(0.1, min(timeout, _left(deadline)))
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
@@ -119,8 +136,9 @@ class Jobs:
                   "webhook_events": ",".join(webhook_events) if webhook_events else None}
         data = {k: str(v) for k, v in fields.items() if v is not None}
         headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
-        if image is None:
-            response = self.client.request("POST", "/v1/jobs", data=data, headers=headers)
+        if image is None:  # still multipart, as the API takes only that: a url-encoded form was refused 400
+            response = self.client.request("POST", "/v1/jobs", headers=headers,
+                                           files={name: (None, value) for name, value in data.items()})
         elif isinstance(image, bytes):
             response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
                                            files={"image": (filename or "image", _Bytes(image))})
@@ -152,16 +170,18 @@ class Jobs:
     def wait(self, job_id: str, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
              interval: float | None = None) -> Job:
         """Poll until the job ends: at the API's ``Retry-After`` (2 s; polling every 0.5 s spent a tenant's rate
-        limit) unless ``interval`` is given. The API being unreachable for a while (a restart) is waited through
-        until the deadline, not raised: the job keeps running meanwhile."""
+        limit) unless ``interval`` is given. The API being unreachable, unavailable or busy for a while (a restart
+        behind a proxy's 502, its own 503, a 429) is waited through until the deadline, not raised: the job keeps
+        running meanwhile. Every poll ends by the deadline (a hung API held one poll for minutes past it)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                response = self.client.request("GET", _job_path(job_id))
-            except errors.ConnectionError:
-                if time.monotonic() >= deadline:
+                response = self.client.request("GET", _job_path(job_id), deadline=deadline)
+            except (errors.ConnectionError, errors.ServerError, errors.RateLimited) as exc:
+                pause = getattr(exc, "retry_after", None) or interval or DEFAULT_POLL_SECONDS
+                if _left(deadline) <= pause:
                     raise
-                time.sleep(interval or DEFAULT_POLL_SECONDS)
+                time.sleep(min(pause, MAX_RETRY_AFTER))
                 continue
             job = Job.from_json(response.json(), self.client)
             if on_progress:
@@ -188,20 +208,31 @@ class Jobs:
             path = path / (job.output.filename or f"{job.id}.{job.output.format}")
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
-        try:
-            # The link carries its own credential (presigned or signed): no API key is sent with it.
-            with requests.get(job.result_url, stream=True, timeout=self.client.timeout) as response:
-                if response.status_code >= 400:
-                    raise errors.from_response(response.status_code, _json_or_text(response),
-                                               _retry_after(response))
-                with open(partial, "wb") as out:
-                    for chunk in response.iter_content(1024 * 1024):
-                        out.write(chunk)
-            partial.replace(path)
-        except BaseException:
-            partial.unlink(missing_ok=True)  # no half file left beside the target
-            raise
-        return path
+        for attempt in range(self.client.max_retries + 1):
+            try:
+                self._fetch(job.result_url, partial)
+                partial.replace(path)
+                return path
+            except (requests.RequestException, errors.ServerError) as exc:  # a reset or a store's 5xx: again
+                partial.unlink(missing_ok=True)
+                if attempt == self.client.max_retries:
+                    if isinstance(exc, errors.ServerError):
+                        raise
+                    raise errors.ConnectionError(f"cannot download the result of job {job_id}: {exc}") from exc
+                self.client._sleep(attempt, None)
+            except BaseException:
+                partial.unlink(missing_ok=True)  # no half file left beside the target
+                raise
+        raise AssertionError("unreachable")
+
+    def _fetch(self, url: str, partial: Path) -> None:
+        # The link carries its own credential (presigned or signed): no API key is sent with it.
+        with requests.get(url, stream=True, timeout=self.client.timeout) as response:
+            if response.status_code >= 400:
+                raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
+            with open(partial, "wb") as out:
+                for chunk in response.iter_content(1024 * 1024):
+                    out.write(chunk)
 
 
 class Models:

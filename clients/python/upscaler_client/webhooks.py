@@ -16,9 +16,14 @@ class WebhookVerificationError(Exception):
     """The signature, timestamp or headers are not valid: do not trust the body."""
 
 
-def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
+def verify_webhook(secret: str | None, headers: Mapping[str, str], body: bytes | str,
                    tolerance: int = TOLERANCE_SECONDS) -> None:
-    """Raise ``WebhookVerificationError`` unless ``body`` was signed with ``secret`` (``whsec_...``) recently."""
+    """Raise ``WebhookVerificationError`` unless ``body`` was signed with ``secret`` (``whsec_...``) recently.
+
+    A secret that cannot be one (unset: None, empty, not ``whsec_<base64>``, too short) is the receiver's own
+    configuration error: ``ValueError``, whatever the request (it was an AttributeError for None, and a stale
+    request hid it behind an ordinary rejection)."""
+    key = _key(secret)
     lower = {k.lower(): v for k, v in headers.items()}
     try:
         message_id, timestamp, signatures = lower["webhook-id"], lower["webhook-timestamp"], lower["webhook-signature"]
@@ -27,12 +32,6 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
         raise WebhookVerificationError("missing or malformed webhook-* headers") from exc
     if abs(time.time() - sent) > tolerance:
         raise WebhookVerificationError("timestamp too old or in the future")
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except ValueError as exc:  # the receiver's configuration, not the sender's fault: say so
-        raise ValueError("the webhook secret is not of the form whsec_<base64>") from exc
-    if len(key) < MIN_KEY_BYTES:  # an unset secret ("") would accept anything signed with an empty key
-        raise ValueError(f"the webhook secret's key is {len(key)} bytes; a platform secret has {MIN_KEY_BYTES}+")
     # over the raw bytes: a body that is not UTF-8 simply does not match (a forged request is never a crash)
     raw = body if isinstance(body, bytes) else body.encode()
     expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.".encode() + raw,
@@ -42,3 +41,15 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes | str,
         if version == "v1" and hmac.compare_digest(value.encode(), expected):
             return
     raise WebhookVerificationError("no matching signature")
+
+
+def _key(secret: str | None) -> bytes:
+    if not isinstance(secret, str) or not secret:
+        raise ValueError("no webhook secret given (is its environment variable set?)")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError as exc:  # the receiver's configuration, not the sender's fault: say so
+        raise ValueError("the webhook secret is not of the form whsec_<base64>") from exc
+    if len(key) < MIN_KEY_BYTES:  # an unset secret ("") would accept anything signed with an empty key
+        raise ValueError(f"the webhook secret's key is {len(key)} bytes; a platform secret has {MIN_KEY_BYTES}+")
+    return key
