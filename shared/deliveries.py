@@ -40,7 +40,11 @@ def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int
     if status_code is not None and 200 <= status_code < 300:
         delivery.status, delivery.next_attempt_at = DELIVERED, None
         return None
-    retries_done = delivery.attempts - 1
+    if delivery.status == DELIVERED:  # another attempt (a lease ran out meanwhile) got it through: it stays so
+        return None
+    # at least 0: a redelivery reopened the message (attempts 0) while this attempt was in flight, and -1 picked
+    # the schedule's last delay: the message redelivered "now" waited 4 hours
+    retries_done = max(delivery.attempts - 1, 0)
     if status_code == 410 or (error and error.startswith("refused:")) or retries_done >= len(retry_delays):
         delivery.status, delivery.next_attempt_at = FAILED, None
         return None

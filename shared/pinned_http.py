@@ -9,13 +9,21 @@ the name, and for HTTPS the TLS layer is told the name for SNI and certificate c
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import ipaddress
+import logging
 import socket
+import ssl
+import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 # Cloud metadata and credential services: refused even where private addresses are allowed (they hand out
@@ -56,6 +64,10 @@ class RefusedDestination(ValueError):
     """The URL may not be contacted (the message says why, in words for the user)."""
 
 
+class NotResolved(RefusedDestination):
+    """The host name did not resolve now: a DNS outage passes, so a webhook tries again (a policy refusal is final)."""
+
+
 @dataclass(frozen=True)
 class PinnedTarget:
     url: str  # the URL with its host replaced by the checked address
@@ -79,7 +91,7 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
-        raise RefusedDestination(f"{host} does not resolve") from None
+        raise NotResolved(f"{host} does not resolve") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
     if any(is_metadata_address(address) for address in addresses):
         raise RefusedDestination(f"{host} is a cloud metadata or link-local address")
@@ -87,13 +99,16 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
         for address in addresses:
             reached = _plain(address)
             if not reached.is_global or reached.is_multicast or any(address in net for net in UNREADABLE):
-                raise RefusedDestination(f"{host} resolves to a non-public address ({address})")
+                # which address stays in the log: told to the caller, any tenant could map internal names
+                log.info("refused %s: it resolves to the non-public address %s", host, address)
+                raise RefusedDestination(f"{host} resolves to a non-public address")
     if not addresses:
-        raise RefusedDestination(f"{host} does not resolve")
+        raise NotResolved(f"{host} does not resolve")
     address = addresses[0]
     literal = f"[{address}]" if address.version == 6 else str(address)
     netloc = f"{literal}:{port}"
-    host_header = host if parts.port in (None, _default_port(parts.scheme)) else f"{host}:{parts.port}"
+    named = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets (RFC 9110: Host)
+    host_header = named if parts.port in (None, _default_port(parts.scheme)) else f"{named}:{parts.port}"
     return PinnedTarget(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, host)
 
 
@@ -117,3 +132,50 @@ def pinned_request(method: str, url: str, allow_private: bool, **kwargs) -> requ
     with requests.Session() as session:
         session.mount("https://", _NamedTLSAdapter(target.hostname))
         return session.request(method, target.url, headers=headers, allow_redirects=False, **kwargs)
+
+
+class DeadlinePassed(OSError):
+    """The whole exchange took longer than its deadline (connect, send, the answer's head and body together)."""
+
+
+def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: bool, seconds: float) -> int:
+    """POST ``body`` to the pinned address of ``url``; the status code. The whole exchange ends within
+    ``seconds``: a timer shuts the socket down at the deadline, which ends any read or write blocked in between
+    (a socket timeout bounds each wait, not their sum: a receiver answering a byte a second held a webhook worker
+    for as long as it liked, and its whole body was read into memory). The answer's body is not read: its status
+    is all that matters. Raises ``RefusedDestination`` before connecting, ``DeadlinePassed``, or ``OSError`` /
+    ``http.client.HTTPException`` for a connection that failed."""
+    target = pin(url, allow_private)
+    parts = urlsplit(target.url)
+    deadline = time.monotonic() + seconds
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=seconds)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):  # already closed: nothing to end
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
+    timer.start()
+    try:
+        stream = ssl.create_default_context().wrap_socket(sock, server_hostname=target.hostname) \
+            if parts.scheme == "https" else sock
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=seconds)
+        connection.sock = stream  # connected and checked above: http.client only speaks HTTP on it
+        try:
+            connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
+                               headers={**headers, "Host": target.host_header, "Connection": "close"})
+            status = connection.getresponse().status
+            if expired.is_set():  # the shutdown's end of stream reads as the end of a head cut short
+                raise DeadlinePassed(f"no whole answer within {seconds:g} s")
+            return status
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise DeadlinePassed(f"no whole answer within {seconds:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+        sock.close()

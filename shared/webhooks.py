@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shared.deliveries import JITTER
 from shared.events import wanted_events
 from shared.job_view import job_view
-from shared.models import PUBLIC_TENANT, Job, WebhookDelivery, utcnow
+from shared.models import Job, WebhookDelivery, utcnow
 from shared.pinned_http import RefusedDestination, pin
 from shared.settings import Settings
 from shared.signing import WEBHOOK_SECRET_PREFIX, webhook_key
@@ -32,16 +32,15 @@ def signing_secret(settings: Settings, tenant: str) -> str:
 
     Each tenant has its own: with one secret for the whole deployment, any customer could sign a message that
     another customer's receiver would accept (a forged ``job.succeeded`` pointing at any file). The deployment
-    secret (``UPSCALER_WEBHOOK_SECRET``, else derived from ``UPSCALER_SECRET_KEY``, stable across restarts) is the
-    open development API's tenant's, as it always was; every other tenant's is an HMAC of its name under that
-    secret, so nothing is stored, a worker needs only the job's tenant, and changing the deployment secret
-    rotates them all."""
+    secret (``UPSCALER_WEBHOOK_SECRET``, else derived from ``UPSCALER_SECRET_KEY``, stable across restarts) is no
+    tenant's: every tenant's, the open development API's too, is an HMAC of its name under it, so nothing is
+    stored, a worker needs only the job's tenant, and changing the deployment secret rotates them all. (It was the
+    open API's tenant's own: anyone who read that one from the open API could compute every later customer's.)"""
     if settings.webhook_secret:
         deployment = webhook_key(settings.webhook_secret)
     else:
         deployment = hmac.new(settings.secret_key.encode(), b"upscaler-webhooks", hashlib.sha256).digest()
-    key = deployment if tenant == PUBLIC_TENANT else \
-        hmac.new(deployment, b"upscaler-webhooks/tenant/" + tenant.encode(), hashlib.sha256).digest()
+    key = hmac.new(deployment, b"upscaler-webhooks/tenant/" + tenant.encode(), hashlib.sha256).digest()
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(key).decode()
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 
-import requests
 from celery import Celery
 from sqlalchemy import select
 
 from shared import deliveries, metrics
 from shared.db import unit_of_work
 from shared.models import Job, WebhookDelivery
-from shared.pinned_http import RefusedDestination, pinned_request
+from shared.pinned_http import NotResolved, RefusedDestination, post_within
 from shared.queue import enqueue_delivery
 from shared.webhooks import signed_headers, signing_secret
 from worker.context import WorkerContext
@@ -33,17 +33,18 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
         tenant = session.scalar(select(Job.tenant).where(Job.id == delivery.job_id))
     status_code, latency_ms, error = None, None, None
     started = time.perf_counter()
-    try:  # resolved once, checked, and connected to exactly that address (no DNS rebinding)
-        response = pinned_request("POST", url, settings.webhook_allow_private, data=payload.encode(),
-                                  timeout=settings.webhook_timeout,
-                                  headers=signed_headers(signing_secret(settings, tenant), delivery_id, payload))
-        status_code = response.status_code
+    try:  # resolved once, checked, and connected to exactly that address (no DNS rebinding), within the timeout
+        status_code = post_within(url, payload.encode(),
+                                  signed_headers(signing_secret(settings, tenant), delivery_id, payload),
+                                  settings.webhook_allow_private, settings.webhook_timeout)
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    except NotResolved as exc:  # a DNS outage passes: retried, where a policy refusal is final
+        error = f"{exc} (tried again later)"
     except RefusedDestination as exc:
         error = f"refused: {exc}"
-    except requests.RequestException as exc:
+    except (OSError, http.client.HTTPException) as exc:  # DeadlinePassed included
         error = f"{type(exc).__name__}: {exc}"
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
     with unit_of_work(ctx.sessions) as session:

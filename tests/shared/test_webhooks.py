@@ -21,8 +21,17 @@ def test_signature_verifies_with_the_standardwebhooks_library():
 
 
 def test_configured_secret_wins_and_derived_secret_is_stable():
+    """Every tenant's secret, the open API's too, is derived from the deployment's, which is never handed out: the
+    open API's tenant once got the deployment secret itself, from which anyone computed every later customer's."""
+    import base64
+    import hashlib
+    import hmac
+
     configured = Settings(webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-    assert signing_secret(configured, "public") == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    deployment = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert signing_secret(configured, "public") != "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert signing_secret(configured, "public") == "whsec_" + base64.b64encode(
+        hmac.new(deployment, b"upscaler-webhooks/tenant/public", hashlib.sha256).digest()).decode()
     assert signing_secret(Settings(secret_key="a" * 32), "public") == signing_secret(Settings(secret_key="a" * 32),
                                                                                       "public")
     assert signing_secret(Settings(secret_key="a" * 32), "public") != signing_secret(Settings(secret_key="b" * 32),
@@ -30,8 +39,8 @@ def test_configured_secret_wins_and_derived_secret_is_stable():
 
 
 def test_each_tenant_has_its_own_secret_from_the_deployments():
-    """The open API's tenant keeps the deployment secret; every other tenant's is derived from it, so a change of
-    the deployment secret changes them all, and no tenant's secret gives another's."""
+    """Every tenant's is derived from the deployment secret, so a change of it changes them all, and no tenant's
+    secret gives another's."""
     configured, other = Settings(webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), Settings(secret_key="a" * 32)
     secrets = {signing_secret(settings, tenant) for settings in (configured, other)
                for tenant in ("public", "acme", "globex", "env-0123456789ab")}
@@ -124,3 +133,22 @@ def test_a_refused_address_is_refused_before_any_connection(monkeypatch):
                 "http://[::1]:9/", "http://metadata.google.internal/"):
         with pytest.raises(RefusedDestination):
             pinned_request("POST", url, allow_private=False, timeout=1)
+
+
+def test_an_ipv6_literal_keeps_its_brackets_in_the_host_header_and_a_refusal_names_no_address(monkeypatch):
+    """``Host: ::1:18796`` is no valid header (a strict receiver answered 400 to every attempt); a refusal said what
+    an internal name resolves to, so any tenant could map the deployment's names."""
+    import socket
+
+    from shared.pinned_http import RefusedDestination, pin
+
+    assert pin("http://[::1]:8080/x", allow_private=True).host_header == "[::1]:8080"
+    assert pin("http://[::1]/x", allow_private=True).host_header == "[::1]"
+
+    def internal(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", internal)
+    with pytest.raises(RefusedDestination) as refused:
+        pin("http://postgres:5432/", allow_private=False)
+    assert str(refused.value) == "postgres resolves to a non-public address"

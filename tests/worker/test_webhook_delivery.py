@@ -136,3 +136,104 @@ def test_sweeper_republishes_a_late_message_once(ctx, db_session, receiver):
     assert sweep(ctx, ctx.celery).webhooks == 1
     assert sweep(ctx, ctx.celery).webhooks == 0  # not again until the grace period passes
     assert deliver(ctx, ctx.celery, message.id) == "delivered"
+
+
+class _Trickler:
+    """A loopback receiver that starts a 200 answer and then sends its headers a byte at a time, for ever."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def _trickle(connection):
+        try:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(600):
+                connection.sendall(b"x")
+                time.sleep(0.5)
+        except OSError:
+            pass
+        finally:
+            connection.close()
+
+    def close(self):
+        self.server.close()
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout_and_retried(ctx, db_session):
+    """A socket timeout bounds each read, not the attempt: a receiver sending a byte every half second held a
+    webhook worker as long as it liked (its lease ran out and a second attempt of the same message started), and a
+    large answer was read whole into memory (now its body is not read at all)."""
+    trickler = _Trickler()
+    try:
+        job = queued_job(ctx, db_session, webhook_url=trickler.url, webhook_events=["job.canceled"])
+        from shared import jobs as job_rows
+        from shared.states import JobStatus
+        from shared.transitions import change_job
+
+        change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+        [message] = messages(db_session, job.id)
+        started = time.monotonic()
+        assert deliver(ctx, ctx.celery, message.id) == "retrying"
+        took = time.monotonic() - started
+    finally:
+        trickler.close()
+    assert took < ctx.settings.webhook_timeout + 2  # the test settings' 3 s, not 300 s of trickle
+    [attempt] = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).all()
+    assert attempt.error.startswith("DeadlinePassed: no whole answer within 3 s")
+
+
+def test_a_redelivery_during_an_attempt_in_flight_keeps_the_first_retry_delay(db_session):
+    """``reopen`` sets attempts to 0; the failing attempt then recorded with retries_done -1 picked the schedule's
+    last delay (4 hours) for a message the API had just said it would send again now."""
+    import random
+
+    from tests.factories import make_job
+
+    job = make_job(db_session, webhook_url="http://127.0.0.1:9/hook")
+    message = WebhookDelivery(id="msg_inflight", job_id=job.id, event="job.succeeded", url=job.webhook_url,
+                              payload="{}", status="pending", attempts=1)
+    db_session.add(message)
+    db_session.flush()
+    deliveries.reopen(db_session, message)  # the API's redeliver while attempt 1 is in flight
+    delay = deliveries.record_attempt(db_session, message, 500, 10.0, "HTTP 500", (5.0, 30.0, 14400.0),
+                                      random.Random(1))
+    assert 4 <= delay <= 6
+
+
+def test_a_name_that_does_not_resolve_now_is_retried_and_a_refused_address_is_final(ctx, db_session, monkeypatch):
+    """A DNS outage (EAI_AGAIN) at delivery failed the message for good, as a refused address does."""
+    import socket
+
+    def dns_down(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    job = queued_job(ctx, db_session, webhook_url="http://hooks.example.test/hook", webhook_events=["job.canceled"])
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    monkeypatch.setattr(socket, "getaddrinfo", dns_down)
+    assert deliver(ctx, ctx.celery, message.id) == "retrying"
+    db_session.expire_all()
+    assert db_session.get(WebhookDelivery, message.id).status == "pending"
