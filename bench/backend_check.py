@@ -1,4 +1,7 @@
-"""Check the network under any Keras backend: shipped weights load, tiling is exact, a train step runs.
+"""Check every shipped network under any Keras backend: its weights load, tiling is exact, a train step runs.
+
+Each network is built from its own record (``shared/weights/<name>.json``); a conditioned one is told a strength
+and a JPEG grid, so the layers only it has (strength planes, grid planes) are checked too.
 
 Run it with TensorFlow (the project venv) and with JAX (a venv with `jax[cpu] keras numpy pillow h5py tqdm`,
 no TensorFlow), then compare the printed output digests: they agree to float rounding.
@@ -26,34 +29,39 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from worker.engine.archs import get_arch
-    from worker.engine.network import NetworkConfig, scale_model
+    from worker.engine.base import Condition, grid_input
+    from worker.engine.network import feed
+    from worker.engine.network_engine import NetworkEngine
     from worker.engine.tiling import run_tiled
 
-    config = NetworkConfig()
-    network = get_arch("residual_sr").build(config)
-    network.load_weights(ROOT / "shared" / "weights" / "residual_sr.weights.h5")
     image = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
     print(f"backend {keras.backend.backend()}, keras {keras.__version__}")
-    for scale in config.scales:
-        model = scale_model(network, scale)
-        started = time.perf_counter()
-        whole = np.asarray(model.predict_on_batch(image[None].astype("float32") / 255))[0]
-        seconds = time.perf_counter() - started
-        tiled = np.zeros_like(whole)
+    for weights in sorted((ROOT / "shared" / "weights").glob("*.weights.h5")):
+        engine = NetworkEngine(weights, tile_size=48, precision="float32")
+        condition = Condition(strength=0.5, jpeg_grid=(3, 5)) if engine.conditioned else Condition()
+        print(f"{engine.name} ({'told strength 0.5 and grid (3, 5)' if engine.conditioned else 'plain'})")
+        for scale in engine.scales:
+            started = time.perf_counter()
+            whole = engine.predict(scale, image[None].astype("float32") / 255, condition)[0]
+            seconds = time.perf_counter() - started
+            tiled = np.zeros_like(whole)
 
-        def sink(y: int, x: int, core: np.ndarray, out: np.ndarray = tiled) -> None:
-            out[y:y + core.shape[0], x:x + core.shape[1]] = core
+            def sink(y: int, x: int, core: np.ndarray, out: np.ndarray = tiled) -> None:
+                out[y:y + core.shape[0], x:x + core.shape[1]] = core
 
-        run_tiled(lambda b, _at, m=model: np.asarray(m.predict_on_batch(b)), image, scale, 48,
-                  config.receptive_radius + 1, 2, sink)
-        print(f"x{scale}: output digest {float(whole.mean()):.7f} / {float(whole[10, 10, 0]):.7f}, "
-              f"max |tiled - whole| {float(np.abs(tiled - whole).max()):.2e}, first call {seconds:.2f}s")
-    network.compile(optimizer="adam", loss=["mean_absolute_error"] * len(config.scales))
-    rng = np.random.default_rng(1)
-    lrs = [rng.random((2, 12, 12, 3)).astype("float32") for _ in config.scales]
-    hrs = [rng.random((2, 12 * s, 12 * s, 3)).astype("float32") for s in config.scales]
-    print(f"one training step, loss {float(np.ravel(network.train_on_batch(lrs, hrs))[0]):.4f}")
+            run_tiled(lambda b, at, s=scale, e=engine, c=condition: e.predict(s, b, c, at), image, scale,
+                      engine.tile_size, engine.margin, 2, sink, align=engine.align)
+            print(f"  x{scale}: output digest {float(whole.mean()):.7f} / {float(whole[10, 10, 0]):.7f}, "
+                  f"max |tiled - whole| {float(np.abs(tiled - whole).max()):.2e}, first call {seconds:.2f}s")
+        network = engine.network
+        network.compile(optimizer="adam", loss=["mean_absolute_error"] * len(engine.scales))
+        rng = np.random.default_rng(1)
+        lrs = {s: rng.random((2, 12, 12, 3)).astype("float32") for s in engine.scales}
+        strengths = {s: np.full((2, 1), 0.5, np.float32) for s in engine.scales}
+        grids = {s: np.array([grid_input((3, 5))] * 2, np.float32) for s in engine.scales}
+        hrs = [rng.random((2, 12 * s, 12 * s, 3)).astype("float32") for s in engine.scales]
+        loss = network.train_on_batch(feed(network, lrs, strengths, grids), hrs)
+        print(f"  one training step, loss {float(np.ravel(loss)[0]):.4f}")
     return 0
 
 

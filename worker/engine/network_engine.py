@@ -47,9 +47,9 @@ class NetworkEngine:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         self.precision = precision
-        network = arch.build(self.config, PRECISIONS[precision])
-        network.load_weights(weights)
-        self._models = {s: scale_model(network, s) for s in self.scales}
+        self.network = arch.build(self.config, PRECISIONS[precision])  # every scale's head (bench/backend_check)
+        self.network.load_weights(weights)
+        self._models = {s: scale_model(self.network, s) for s in self.scales}
         self.margin = self.config.receptive_radius + 1
         self.align = self.config.alignment
         self.tile_size = max(tile_size, 2 * self.margin + self.align + 16)
