@@ -162,6 +162,10 @@ class Settings:
             raise SettingsError("UPSCALER_STORAGE must be 'local' or 's3'")
         if self.production and len(self.secret_key) < MIN_SECRET_LENGTH:
             raise SettingsError("UPSCALER_SECRET_KEY must be set to a random string of 16+ characters in production")
+        if self.production and self.metrics_token and len(self.metrics_token) < MIN_SECRET_LENGTH:
+            # the manifests' placeholder (CHANGE-ME) was accepted: a guessable token in front of every metric
+            raise SettingsError(f"UPSCALER_METRICS_TOKEN must be {MIN_SECRET_LENGTH}+ random characters in production "
+                                "(or empty: /metrics off)")
         if self.production and not self.public_url.startswith(("https://", "http://")):
             raise SettingsError("UPSCALER_PUBLIC_URL must be set in production (e.g. https://upscale.example.com): "
                                 "links are built from it, never from a request's Host header")

@@ -291,8 +291,12 @@ def test_configuration_keys_are_settings(k8s_objects):
     assert not set(config) & set(secret)
     assert config["UPSCALER_ENV"] == "production"
     assert all(isinstance(value, str) for value in config.values())
-    # The placeholders are marked, and the secret key's is refused in production: nothing starts until it is set.
+    # The placeholders are marked, and the secret key's and the metrics token's are refused in production: nothing
+    # starts until they are set.
     assert "CHANGE-ME" in secret["UPSCALER_SECRET_KEY"]
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
         Settings.from_env({**config, **secret})
-    Settings.from_env({**config, **secret, "UPSCALER_SECRET_KEY": "a-real-secret-0123456789"})
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        Settings.from_env({**config, **secret, "UPSCALER_SECRET_KEY": "a-real-secret-0123456789"})
+    Settings.from_env({**config, **secret, "UPSCALER_SECRET_KEY": "a-real-secret-0123456789",
+                       "UPSCALER_METRICS_TOKEN": "a-real-token-0123456789"})

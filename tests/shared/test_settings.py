@@ -28,6 +28,10 @@ def test_production_refuses_to_start_without_its_own_secret(tmp_path):
     assert not (tmp_path / "s").exists()  # production never falls back to a file it made itself
     assert Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32,
                               "UPSCALER_PUBLIC_URL": "https://up.example"}).production
+    # the manifests' placeholder metrics token was accepted: a guessable token in front of every metric
+    with pytest.raises(SettingsError, match="METRICS_TOKEN must be 16"):
+        Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32,
+                           "UPSCALER_PUBLIC_URL": "https://up.example", "UPSCALER_METRICS_TOKEN": "CHANGE-ME"})
 
 
 def test_development_secret_is_random_private_and_shared_by_every_process(tmp_path):
