@@ -17,6 +17,7 @@ than Pillow's).
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -24,7 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY
-from worker.metadata import Metadata, for_format
+from worker.metadata import XMP_PNG_KEY, Metadata, for_format
 
 # A band's rows as raw interleaved samples (uint8, or little-endian uint16): the job's rows give its shape.
 BAND_SUFFIX = ".raw"
@@ -148,7 +149,8 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         image = image.copy(interpretation="grey16" if image.bands == 1 else "rgb16")
     else:
         image = image.copy(interpretation="b-w" if image.bands == 1 else "srgb")
-    image = _with_metadata(image, for_format(meta, output_format))
+    meta = for_format(meta, output_format)
+    image = _with_metadata(image, meta)
     path = str(destination)
     if output_format == "jpeg":
         q = quality or JPEG_QUALITY
@@ -162,8 +164,52 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         if meta.exif:
             add_text_tags(destination, text_tags(meta.exif))
     else:
-        image.pngsave(path, compression=STREAMED_PNG_COMPRESSION, filter=STREAMED_PNG_FILTER)
+        # libvips writes XMP into a compressed zTXt chunk; the XMP specification (and Adobe's readers) want an
+        # uncompressed iTXt before the pixels, which the in-memory writer makes: inserted as the bytes stream out
+        image.remove("xmp-data")
+        if not meta.xmp:
+            image.pngsave(path, compression=STREAMED_PNG_COMPRESSION, filter=STREAMED_PNG_FILTER)
+        else:
+            with destination.open("wb") as fh:
+                stream = _ChunkBeforePixels(fh, png_itxt(XMP_PNG_KEY, meta.xmp))
+                target = vips.TargetCustom()
+                target.on_write(stream.write)
+                image.write_to_target(target, ".png", compression=STREAMED_PNG_COMPRESSION,
+                                      filter=STREAMED_PNG_FILTER)
+                stream.close()
     return image.width, image.height
+
+
+def png_itxt(keyword: str, text: bytes) -> bytes:
+    """An uncompressed PNG iTXt chunk: no language tag, no translated keyword."""
+    data = keyword.encode("latin-1") + b"\0\0\0\0\0" + text
+    return struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
+
+
+class _ChunkBeforePixels:
+    """What libvips writes of a PNG, passed on to ``out`` with ``chunk`` inserted before the first IDAT (only the
+    few header chunks before it are held; the pixels then stream through untouched)."""
+
+    def __init__(self, out: BinaryIO, chunk: bytes):
+        self.out, self.chunk, self.held = out, chunk, bytearray()
+
+    def write(self, data: bytes) -> int:
+        if self.chunk is None:
+            self.out.write(data)
+            return len(data)
+        self.held += data
+        at = 8  # after the signature
+        while at + 8 <= len(self.held):
+            if self.held[at + 4:at + 8] == b"IDAT":
+                self.out.write(bytes(self.held[:at]) + self.chunk + bytes(self.held[at:]))
+                self.chunk, self.held = None, bytearray()
+                break
+            at += 12 + int.from_bytes(self.held[at:at + 4], "big")
+        return len(data)
+
+    def close(self) -> None:
+        if self.chunk is not None:  # no IDAT came: not a PNG libvips would write
+            raise ValueError("the PNG stream ended before its pixels")
 
 
 # EXIF IFD0 text fields a studio relies on, written into a streamed TIFF's own first directory (libvips writes no

@@ -144,6 +144,18 @@ def test_both_writers_keep_the_same_metadata(tmp_path, engines, fmt):
             read.append((tuple(round(v) for v in dpi), has_xmp))
     assert read[0] == read[1]
     assert read[0] == ((600, 600), fmt != "jpeg")  # kept wherever it fits
+    if fmt == "png":  # in an uncompressed iTXt chunk, as the XMP specification says (libvips wrote a zTXt)
+        for path in _both_ways(tmp_path, engines, source, fmt):
+            assert _png_chunks(path).count(b"iTXt") == 1 and b"zTXt" not in _png_chunks(path), path
+
+
+def _png_chunks(path) -> list[bytes]:
+    data, at, types = path.read_bytes(), 8, []
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        types.append(data[at + 4:at + 8])
+        at += 12 + length
+    return types
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "tiff"])
