@@ -548,8 +548,9 @@ def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
     started = []
     monkeypatch.setattr(services.os, "execv", lambda path, argv: started.append(argv))
     monkeypatch.setenv("UPSCALER_API_THREADS", "8")
-    for written in ("UPSCALER_WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"):  # restored after the test
-        monkeypatch.delenv(written, raising=False)
+    for written in ("UPSCALER_WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.setenv(written, "")  # recorded, so what the commands write is undone after the test
+        monkeypatch.delenv(written)
     services.run_api(argparse.Namespace(host=None, port=None, workers=1, threads=3))
     assert started[-1][started[-1].index("--threads") + 1] == "3" and os.environ["UPSCALER_API_THREADS"] == "3"
     services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="second@%h",
