@@ -143,8 +143,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             check_file(source, size, fmt, engines.catalog[model], settings)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            result = render(source, destination, engines, model, size, fmt, args.quality, progress,
-                            denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
+            # written beside it, then renamed: a run stopped mid-file (Ctrl-C, a crash) leaves no partial result,
+            # which a later run would take for done and skip
+            partial = destination.with_name(f".{destination.name}.part")
+            try:
+                result = render(source, partial, engines, model, size, fmt, args.quality, progress,
+                                denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
+                partial.replace(destination)
+            finally:
+                partial.unlink(missing_ok=True)
         except (OSError, ValueError, Refusal, UnknownModel) as exc:  # ValueError: rejected or unreadable images
             failed += 1
             tqdm.write(f"error: {source}: {exc}", file=sys.stderr)

@@ -560,3 +560,27 @@ def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
                           (["worker", "--metrics-port", "0"], "must be 1 or more")):
         refused = run(command)
         assert refused.returncode == 2 and says in refused.stderr and command[1] in refused.stderr, refused.stderr
+
+
+def test_an_upscale_stopped_mid_file_leaves_no_partial_result_to_be_skipped_later(tmp_path, monkeypatch):
+    """Results were written in place: Ctrl-C during an encode left a truncated file, which the next run (skipping
+    results that exist) would have kept for good."""
+    from cli.__main__ import build_parser
+    from worker import render as rendering
+
+    source = write_image(tmp_path / "a.png", width=24, height=16)
+    out = tmp_path / "out"
+
+    def interrupted(source, destination, *args, **kwargs):
+        destination.write_bytes(b"\x89PNG half of it")
+        raise KeyboardInterrupt
+
+    args = build_parser().parse_args(["upscale", str(source), str(out), "--model", "bicubic", "--scale", "2"])
+    monkeypatch.setattr(rendering, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    assert list(out.iterdir()) == []
+    monkeypatch.undo()
+    assert args.func(args) == 0
+    with Image.open(out / "a.png") as made:
+        assert made.size == (48, 32)
