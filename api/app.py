@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["upscaler"] = Services(
         settings=settings,
         engine=engine,
+        probe_engine=make_engine(settings.database_url, pooled=False),
         sessions=make_session_factory(engine),
         storage=make_storage(settings),
         celery=make_celery(settings),

@@ -20,6 +20,9 @@ from shared.storage import Storage
 class Services:
     settings: Settings
     engine: Engine
+    # readiness connects afresh each time, within the connect timeout: a pooled connection to a database gone
+    # silent (a partition) blocked the probe's query for good
+    probe_engine: Engine
     sessions: sessionmaker[Session]
     storage: Storage
     celery: Celery

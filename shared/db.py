@@ -13,17 +13,25 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 CONNECT_TIMEOUT_SECONDS = 5
+# libpq's TCP options for every PostgreSQL connection: a connection whose peer vanished (a partition, a failover)
+# errors once its sent data goes unacknowledged this long, instead of a request, a worker's step or a probe
+# waiting on it for ever; keepalives find an idle one dead.
+POSTGRES_TCP = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+                "tcp_user_timeout": 30_000}
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; for a SQLite file, create its folder and enable WAL + busy timeout."""
+def make_engine(url: str, pooled: bool = True) -> Engine:
+    """Create an engine; for a SQLite file, create its folder and enable WAL + busy timeout. ``pooled=False``
+    opens a fresh connection each time (readiness: a pooled one may be a dead connection that blocks)."""
     parsed = make_url(url)
+    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, **({} if pooled else {"poolclass": NullPool}))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -38,9 +46,10 @@ def make_engine(url: str) -> Engine:
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     # libpq waits for ever on a server that accepts and never answers (a partition): a request, a worker's step
     # and /readyz each held their thread, and probes piling up starved /healthz (every API pod restarted).
-    # connect_timeout in the URL still wins.
-    timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=timeout)
+    # What the URL says wins.
+    options = {name: value for name, value in {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **POSTGRES_TCP}.items()
+               if name not in parsed.query}
+    return create_engine(url, connect_args=options, **pooling)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

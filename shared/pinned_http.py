@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -149,17 +151,18 @@ def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: b
     parts = urlsplit(target.url)
     deadline = time.monotonic() + seconds
     sock = socket.create_connection((parts.hostname, parts.port), timeout=seconds)
+    killer = sock.dup()  # the same connection under a descriptor TLS does not take over (wrap_socket detaches sock)
     expired = threading.Event()
 
     def expire() -> None:
         expired.set()
         with contextlib.suppress(OSError):  # already closed: nothing to end
-            sock.shutdown(socket.SHUT_RDWR)
+            killer.shutdown(socket.SHUT_RDWR)
 
     timer = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
     timer.start()
     try:
-        stream = ssl.create_default_context().wrap_socket(sock, server_hostname=target.hostname) \
+        stream = ssl.create_default_context(cafile=_ca_bundle()).wrap_socket(sock, server_hostname=target.hostname) \
             if parts.scheme == "https" else sock
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=seconds)
         connection.sock = stream  # connected and checked above: http.client only speaks HTTP on it
@@ -179,3 +182,10 @@ def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: b
     finally:
         timer.cancel()
         sock.close()
+        killer.close()
+
+
+def _ca_bundle() -> str:
+    """The certificates an https receiver is checked against: what ``requests`` (the image fetch) trusts, so an
+    operator's private CA set for one (REQUESTS_CA_BUNDLE) holds for both."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()

@@ -326,11 +326,18 @@ def test_waiting_rides_out_5xx_and_429_and_ends_by_its_deadline():
     try:
         hung = sdk.Client(f"http://127.0.0.1:{silent.getsockname()[1]}", "", timeout=30)
         started = time.monotonic()
-        with pytest.raises(sdk.ConnectionError):
+        with pytest.raises(sdk.Timeout):  # waiting ran out (the job keeps running), as documented
             hung.jobs.wait("j1", timeout=1)
         assert time.monotonic() - started < 5  # was 4 x 30 s
     finally:
         silent.close()
+    broken = _FakeApi([(500, {}, b'{"code": "internal_error", "detail": "a bug"}')])
+    try:  # the API's own fault is raised at once, not polled for an hour
+        with pytest.raises(sdk.ServerError, match="internal_error"):
+            sdk.Client(broken.base, "", max_retries=0).jobs.wait("j1", timeout=30)
+        assert len(broken.paths) == 1
+    finally:
+        broken.close()
 
 
 def test_a_result_link_that_fails_is_a_typed_error_after_retries(tmp_path):

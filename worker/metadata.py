@@ -61,14 +61,17 @@ def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None) -> Metad
 
 
 def stated_dpi(opened: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
-    """The resolution the file states, None where it states none: a PNG's pHYs, a JPEG's JFIF density in dots per
-    inch or cm, else EXIF's (a TIFF's own tags) in inches or cm. Pillow's ``info["dpi"]`` is not that: it says 72
-    for a JPEG whose EXIF has no resolution and 1 for a TIFF with no resolution tags, and those were scaled into
-    the output (a TIFF at x2 said 2 dpi: a 32-inch print of a 64 px picture)."""
-    if opened.format == "PNG":
-        return opened.info.get("dpi")
-    if opened.format == "JPEG" and opened.info.get("jfif_unit") in (1, 2):
-        return opened.info.get("dpi")
+    """The resolution the file states, None where it states none: a PNG's pHYs, a JPEG's (or MPO's) JFIF density in
+    dots per inch or cm, a BMP's header, else EXIF's (a TIFF's own tags) in inches or cm. Pillow's ``info["dpi"]``
+    alone is not that: it says 72 for a JPEG whose EXIF has no resolution and 1 for a TIFF with no resolution
+    tags, and those were scaled into the output (a TIFF at x2 said 2 dpi: a 32-inch print of a 64 px picture)."""
+    stated = opened.info.get("dpi")
+    if opened.format == "PNG" and stated:  # pHYs; without one, its eXIf's below
+        return stated
+    if opened.format in ("JPEG", "MPO") and opened.info.get("jfif_unit") in (1, 2):  # MPO: many cameras' JPEGs
+        return stated
+    if opened.format == "BMP" and stated and all(stated):  # its header's pixels per metre (0: none stated)
+        return stated
     unit = exif.get(RESOLUTION_UNIT, 2)  # TIFF and EXIF: inches unless said otherwise
     if exif.get(X_RESOLUTION) and unit in (2, 3):
         per_inch = 2.54 if unit == 3 else 1.0

@@ -41,7 +41,7 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
             error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
     except NotResolved as exc:  # a DNS outage passes: retried, where a policy refusal is final
-        error = f"{exc} (tried again later)"
+        error = f"{exc} (retried while attempts remain: not a refusal)"
     except RefusedDestination as exc:
         error = f"refused: {exc}"
     except (OSError, http.client.HTTPException) as exc:  # DeadlinePassed included

@@ -26,7 +26,7 @@ def readyz():
     svc = services()
     checks = {}
     try:
-        with svc.engine.connect() as conn:
+        with svc.probe_engine.connect() as conn:
             # a pod that starts before the migration ran would take traffic and fail every request
             behind = schema_behind(current_revision(conn))
         checks["database"] = f"error: {behind}" if behind else "ok"

@@ -192,6 +192,72 @@ def test_readiness_answers_503_soon_when_the_database_and_the_store_accept_but_n
     assert time.monotonic() - started < 20  # connect timeout 5 s, one probe try of 2 s: not for ever, not 90 s
 
 
+class _FreezableProxy:
+    """A loopback TCP proxy to ``port`` that can stop forwarding: the database's side of a partition (connections
+    stay open, nothing answers)."""
+
+    def __init__(self, port: int):
+        import socket
+        import threading
+
+        self.upstream, self.frozen = port, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.frozen.is_set():
+                    continue  # swallowed: the peer waits for an answer that never comes
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_readiness_says_503_soon_when_the_database_goes_silent_under_a_pooled_connection(settings, postgres):
+    """The probe's query ran on a pooled connection; with the database partitioned away that connection blocked
+    for good (the connect timeout bounds new connections only): probes piled up on the API's threads. Readiness
+    now connects afresh each time."""
+    import time
+
+    from api import create_app
+
+    database = postgres.create_database()
+    from shared.migrate import upgrade
+
+    upgrade(database)
+    proxy = _FreezableProxy(int(database.rsplit(":", 1)[1].split("/", 1)[0]))
+    try:
+        through = database.replace(database.rsplit("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}")
+        client = create_app(settings.with_overrides(database_url=through)).test_client()
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/v1/jobs").status_code == 200  # the request pool holds a connection now
+        proxy.frozen.set()
+        started = time.monotonic()
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.get_json()["checks"]["database"].startswith("error")
+        assert time.monotonic() - started < 15  # the connect timeout (5 s), not for ever
+    finally:
+        proxy.close()
+
+
 def test_readiness_is_503_until_the_database_is_migrated(settings, tmp_path):
     """A pod started before its migration ran passed /readyz and failed every request (no such column)."""
     from api import create_app

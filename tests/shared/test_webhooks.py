@@ -152,3 +152,67 @@ def test_an_ipv6_literal_keeps_its_brackets_in_the_host_header_and_a_refusal_nam
     with pytest.raises(RefusedDestination) as refused:
         pin("http://postgres:5432/", allow_private=False)
     assert str(refused.value) == "postgres resolves to a non-public address"
+
+
+def _self_signed(folder):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_an_https_receiver_trickling_its_answer_is_cut_off_at_the_deadline(tmp_path, monkeypatch):
+    """TLS took the connection's descriptor over (wrap_socket detaches the socket), so the deadline's shutdown hit
+    a dead descriptor and an https receiver sending a byte at a time held the attempt for ever (22 s for 2 here).
+    The receiver's certificate is trusted the way the image fetch trusts one: REQUESTS_CA_BUNDLE."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from shared.pinned_http import DeadlinePassed, post_within
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle():
+        try:
+            raw, _ = listener.accept()
+            with context.wrap_socket(raw, server_side=True) as tls:
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(120):
+                    tls.sendall(b"x")
+                    time.sleep(0.25)
+        except OSError:
+            pass
+
+    threading.Thread(target=trickle, daemon=True).start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeadlinePassed):
+            post_within(f"https://127.0.0.1:{listener.getsockname()[1]}/hook", b"{}", {}, True, 2)
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 5

@@ -446,13 +446,19 @@ def test_a_tiff_or_a_jpeg_saying_a_size_in_its_exif_gives_a_result_of_its_own_si
     ("TIFF", {"dpi": (150, 150)}, 300),
     ("JPEG", {"exif": Image.Exif()}, 72),  # JFIF without units, EXIF without resolution (Pillow says 72)
     ("JPEG", {"dpi": (200, 200)}, 400),
+    ("MPO", {"dpi": (200, 200)}, 400),  # how Pillow reads many cameras' JPEGs
+    ("BMP", {"dpi": (150, 150)}, 300),
     ("PNG", {}, 72),
+    ("PNG", {"exif": "resolution"}, 600),  # no pHYs, a resolution in its eXIf
 ])
 def test_only_a_resolution_the_file_states_is_scaled_into_the_result(tmp_path, fmt, options, expected):
     """A TIFF stating no resolution came out at 2 dpi at x2 (Pillow's 1 scaled); a JPEG with an EXIF but no
     resolution at 144 (Pillow's 72 scaled) while the same picture without EXIF said 72: a file stating none
     gets the 72 readers assume, whatever the scale."""
-    if "exif" in options:
+    if options.get("exif") == "resolution":
+        options["exif"] = Image.Exif()
+        options["exif"][0x011A], options["exif"][0x011B], options["exif"][0x0128] = 300.0, 300.0, 2
+    elif "exif" in options:
         options["exif"][0x0110] = "Camera X100"
     source = save(tmp_path, gradient(), fmt, **options)
     result = tmp_path / "out.png"

@@ -19,6 +19,7 @@ from upscaler_client.types import Job, Model
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_POLL_SECONDS = 2.0
 RETRY_STATUSES = {429, 502, 503, 504}
+PASSING_STATUSES = {502, 503, 504}  # an API restarting or away behind its proxy: wait() polls on through them
 MAX_RETRY_AFTER = 60.0
 
 
@@ -178,9 +179,15 @@ class Jobs:
             try:
                 response = self.client.request("GET", _job_path(job_id), deadline=deadline)
             except (errors.ConnectionError, errors.ServerError, errors.RateLimited) as exc:
+                if isinstance(exc, errors.ServerError) and exc.status not in PASSING_STATUSES:
+                    raise  # a 500 is the API's fault, not an outage to wait out
+                if _left(deadline) <= 0:  # the last poll was cut at the deadline: waiting ran out, as documented
+                    raise errors.Timeout(f"job {job_id}: no answer within {timeout:g} s ({exc}); it keeps "
+                                         "running") from exc
                 pause = getattr(exc, "retry_after", None) or interval or DEFAULT_POLL_SECONDS
                 if _left(deadline) <= pause:
-                    raise
+                    raise errors.Timeout(f"job {job_id}: the API was unavailable until the {timeout:g} s deadline "
+                                         f"({exc}); it keeps running") from exc
                 time.sleep(min(pause, MAX_RETRY_AFTER))
                 continue
             job = Job.from_json(response.json(), self.client)
