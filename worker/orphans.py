@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 # is never taken for an orphan; the same age as the local backend's interrupted partial files.
 ORPHAN_AGE = timedelta(hours=1)
 PAGE = 1000
+# deletes a sweep makes at most (on S3 a delete is two calls): 1,000 took the sweep past its time limit
+DELETES = 100
 CURSOR_KEY = "upscaler:orphan-sweep:after"
 
 
-def remove_orphans(ctx: WorkerContext, page_size: int = PAGE) -> int:
+def remove_orphans(ctx: WorkerContext, page_size: int = PAGE, deletes: int = DELETES) -> int:
     """Read the next page of the store, delete its objects older than ``ORPHAN_AGE`` that no row names and move the
     cursor on; returns how many were deleted."""
     client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
@@ -45,7 +47,9 @@ def remove_orphans(ctx: WorkerContext, page_size: int = PAGE) -> int:
         except StorageError as exc:  # storage away: the next sweep reads the same page
             log.warning("orphan sweep could not list the store: %s", exc)
             return 0
-        removed = _delete_unnamed(ctx, page)
+        removed, stopped_at = _delete_unnamed(ctx, page, deletes)
+        if stopped_at is not None:  # more orphans than a sweep deletes: the next one reads on from the last gone
+            following = stopped_at
         try:
             client.set(CURSOR_KEY, following)
         except redis.RedisError:
@@ -67,15 +71,19 @@ def next_page(storage: Storage, after: str, page_size: int) -> tuple[list[Stored
     return page, page[-1].key
 
 
-def _delete_unnamed(ctx: WorkerContext, page: list[StoredObject]) -> int:
+def _delete_unnamed(ctx: WorkerContext, page: list[StoredObject], limit: int) -> tuple[int, str | None]:
+    """Delete the page's old objects no row names, up to ``limit``; returns how many went and, when the limit cut
+    the page short, the key of the last one (the cursor to read on from), else None."""
     cutoff = utcnow() - ORPHAN_AGE
     old = [stored.key for stored in page if stored.modified < cutoff]
     with ctx.sessions() as session:
         named = jobs.referenced_keys(session, old)
-    removed = 0
+    removed, previous = 0, None
     for key in old:
         if key in named:
             continue
+        if removed == limit:
+            return removed, previous
         try:
             ctx.storage.delete(key)
         except StorageError:
@@ -83,4 +91,5 @@ def _delete_unnamed(ctx: WorkerContext, page: list[StoredObject]) -> int:
             continue
         log.info("deleted orphan object %s (stored more than %s ago, named by no job)", key, ORPHAN_AGE)
         removed += 1
-    return removed
+        previous = key
+    return removed, None

@@ -1,7 +1,8 @@
 """Indexes on the stored-object keys rows name, for the orphan sweep (shared.jobs.referenced_keys).
 
 The sweep pages through the store and asks which keys a job or a band names; without these each page read every
-job.
+job. On PostgreSQL they are built CONCURRENTLY (outside the migration's transaction): a plain CREATE INDEX blocks
+writes to ``jobs`` for as long as it takes, while the previous release still serves on a large table.
 
 Revision ID: 0012
 Revises: 0011
@@ -21,12 +22,15 @@ JOB_KEYS = ('input_key', 'output_key', 'staged_output_key')
 
 
 def upgrade() -> None:
-    for column in JOB_KEYS:
-        op.create_index(f'ix_jobs_{column}', 'jobs', [column], unique=False)
-    op.create_index('ix_job_bands_result_key', 'job_bands', ['result_key'], unique=False)
+    with op.get_context().autocommit_block():
+        for column in JOB_KEYS:
+            op.create_index(f'ix_jobs_{column}', 'jobs', [column], unique=False, postgresql_concurrently=True)
+        op.create_index('ix_job_bands_result_key', 'job_bands', ['result_key'], unique=False,
+                        postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_job_bands_result_key', table_name='job_bands')
-    for column in reversed(JOB_KEYS):
-        op.drop_index(f'ix_jobs_{column}', table_name='jobs')
+    with op.get_context().autocommit_block():
+        op.drop_index('ix_job_bands_result_key', table_name='job_bands', postgresql_concurrently=True)
+        for column in reversed(JOB_KEYS):
+            op.drop_index(f'ix_jobs_{column}', table_name='jobs', postgresql_concurrently=True)

@@ -90,3 +90,12 @@ def test_an_unreachable_store_or_redis_skips_the_page_without_failing_the_sweep(
     broken = replace(ctx, settings=settings.with_overrides(redis_url="redis://127.0.0.1:1/0"))
     assert orphans.remove_orphans(broken) == 1  # no cursor to read: from the start
 
+
+
+def test_a_sweep_deletes_at_most_its_share_and_the_next_reads_on_from_there(ctx, db_session, clean_cursor):
+    """1,000 deletes (two S3 calls each) took a sweep past its time limit: a sweep deletes at most DELETES, and the
+    cursor stops at the last one gone, so the next sweep lists the rest again."""
+    for index in range(5):
+        put_aged(ctx, f"bands/00{index}/orphan.raw", hours=2)
+    assert [orphans.remove_orphans(ctx, deletes=2) for _ in range(4)] == [2, 2, 1, 0]
+    assert ctx.storage.list_objects("bands/", "", 10) == []
