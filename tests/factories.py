@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from shared.models import Job, new_job_id, utcnow
 from shared.storage import new_key
@@ -37,3 +38,14 @@ def queued_job(ctx, db_session, data: bytes | None = None, **overrides) -> Job:
 def reload(db_session, job: Job) -> Job:
     db_session.expire_all()
     return db_session.get(Job, job.id)
+
+
+def models_with_a_scale_2_network(folder: Path) -> Path:
+    """A models folder holding the shipped networks and ``two``, a record that runs at x2 only (its weights are
+    never loaded: what refuses other scales does so before)."""
+    folder.mkdir()
+    for shipped in (Path(__file__).parents[1] / "shared" / "weights").iterdir():
+        (folder / shipped.name).symlink_to(shipped)
+    (folder / "two.json").write_text('{"name": "two", "arch": "residual_sr", "network": {"scales": [2]}}')
+    (folder / "two.weights.h5").write_bytes(b"never loaded: refused before")
+    return folder

@@ -51,3 +51,20 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def trickle_head(connection, seconds_per_byte: float, bytes_sent: int = 600) -> None:
+    """Answer a request on ``connection`` (plain or TLS) with the start of a 200 whose head never ends: a byte every
+    ``seconds_per_byte`` (a receiver holding a webhook attempt for as long as it likes)."""
+    import time
+
+    try:
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(bytes_sent):
+            connection.sendall(b"x")
+            time.sleep(seconds_per_byte)
+    except OSError:
+        pass
+    finally:
+        connection.close()

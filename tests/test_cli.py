@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,6 +15,7 @@ from sqlalchemy import create_engine, inspect
 from cli.__main__ import build_parser
 from cli.processes import free_port
 from tests.conftest import write_image
+from tests.factories import models_with_a_scale_2_network
 from worker.evaluation import register_heif_writer
 
 UPSCALER = [sys.executable, "-m", "cli"]
@@ -190,12 +190,7 @@ def test_upscale_checks_each_file_as_the_api_does_before_any_inference(tmp_path)
     """A model without the asked scale was a KeyError traceback that stopped the batch; outputs the encoders or
     the memory limit refuse were found only after the whole inference, or not at all. Each file is now checked
     as the API checks a job (shared.limits.check_job), in one line, and the others go on."""
-    models = tmp_path / "models"
-    models.mkdir()
-    for shipped in (Path(__file__).parents[1] / "shared" / "weights").iterdir():
-        (models / shipped.name).symlink_to(shipped)
-    (models / "two.json").write_text(json.dumps({"name": "two", "arch": "residual_sr", "network": {"scales": [2]}}))
-    (models / "two.weights.h5").write_bytes(b"never loaded: refused before")
+    models = models_with_a_scale_2_network(tmp_path / "models")
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a", "b"):

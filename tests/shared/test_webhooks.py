@@ -183,12 +183,14 @@ def test_an_https_receiver_trickling_its_answer_is_cut_off_at_the_deadline(tmp_p
     """TLS took the connection's descriptor over (wrap_socket detaches the socket), so the deadline's shutdown hit
     a dead descriptor and an https receiver sending a byte at a time held the attempt for ever (22 s for 2 here).
     The receiver's certificate is trusted the way the image fetch trusts one: REQUESTS_CA_BUNDLE."""
+    import contextlib
     import socket
     import ssl
     import threading
     import time
 
     from shared.pinned_http import DeadlinePassed, post_within
+    from tests.receiver import trickle_head
 
     cert, key = _self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -196,16 +198,8 @@ def test_an_https_receiver_trickling_its_answer_is_cut_off_at_the_deadline(tmp_p
     listener = socket.create_server(("127.0.0.1", 0))
 
     def trickle():
-        try:
-            raw, _ = listener.accept()
-            with context.wrap_socket(raw, server_side=True) as tls:
-                tls.recv(65536)
-                tls.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                for _ in range(120):
-                    tls.sendall(b"x")
-                    time.sleep(0.25)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            trickle_head(context.wrap_socket(listener.accept()[0], server_side=True), 0.25, 120)
 
     threading.Thread(target=trickle, daemon=True).start()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))

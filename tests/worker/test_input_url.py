@@ -66,6 +66,18 @@ def server():
     running.close()
 
 
+def run_to_failure(settings, db_session, job_id) -> Job:
+    """Run the job in a worker of these settings; it must fail: the job row, as the worker left it."""
+    from worker.context import WorkerContext
+
+    worker = WorkerContext.create(settings)
+    try:
+        assert pipeline.run_job(worker, job_id) == "failed"
+    finally:
+        worker.engine.dispose()
+    return db_session.get(Job, job_id)
+
+
 def submit_url(client, url, **fields):
     return client.post("/v1/jobs", data={"image_url": url, "scale": "2", "model": "bicubic", **fields},
                        content_type="multipart/form-data")
@@ -89,17 +101,11 @@ def test_a_url_input_is_fetched_and_upscaled(client, ctx, db_session, server, pa
                                        ("/page.html", "input_unreadable")])
 def test_each_fetch_refusal_ends_in_its_code(settings, ctx, db_session, server, path, code, loopback_connections_only):
     from api import create_app
-    from worker.context import WorkerContext
 
     small = settings.with_overrides(max_upload_bytes=200_000)
     client = create_app(small).test_client()
     job_id = submit_url(client, server.base + path).get_json()["id"]
-    worker = WorkerContext.create(small)
-    try:
-        assert pipeline.run_job(worker, job_id) == "failed"
-    finally:
-        worker.engine.dispose()
-    job = db_session.get(Job, job_id)
+    job = run_to_failure(small, db_session, job_id)
     assert job.error_code == code, job.error_message
     if path == "/to-metadata":  # the redirect target was refused, never contacted
         assert server.hits == ["/to-metadata"] and loopback_connections_only == []
@@ -244,29 +250,16 @@ def test_a_model_without_the_size_asked_is_refused_at_submit_or_once_the_url_is_
                                                                                        tmp_path):
     """One check (shared.limits.check_job) for the API, the worker and the CLI: a fetched image at a scale its model
     has no network for ended ``engine_failed`` from a KeyError deep in the engine."""
-    from pathlib import Path
-
     from api import create_app
-    from worker.context import WorkerContext
+    from tests.factories import models_with_a_scale_2_network
 
-    models = tmp_path / "models"
-    models.mkdir()
-    for shipped in (Path(__file__).parents[2] / "shared" / "weights").iterdir():
-        (models / shipped.name).symlink_to(shipped)
-    (models / "two.json").write_text('{"name": "two", "arch": "residual_sr", "network": {"scales": [2]}}')
-    (models / "two.weights.h5").write_bytes(b"never loaded: refused before")
-    custom = settings.with_overrides(models_dir=models)
+    custom = settings.with_overrides(models_dir=models_with_a_scale_2_network(tmp_path / "models"))
     client = create_app(custom).test_client()
     uploaded = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes(width=40, height=30)), "a.png"),
                                              "scale": "4", "model": "two"}, content_type="multipart/form-data")
     assert (uploaded.status_code, uploaded.get_json()["code"], uploaded.get_json()["field"]) == \
         (422, "invalid_parameter", "scale")
     job_id = submit_url(client, server.base + "/photo.jpg", scale="4", model="two").get_json()["id"]
-    worker = WorkerContext.create(custom)
-    try:
-        assert pipeline.run_job(worker, job_id) == "failed"
-    finally:
-        worker.engine.dispose()
-    job = db_session.get(Job, job_id)
+    job = run_to_failure(custom, db_session, job_id)
     assert (job.error_code, job.error_message) == ("unsupported_scale",
                                                    "model 'two' runs at scales x2; this size needs x4")

@@ -12,6 +12,7 @@ from shared import deliveries
 from shared.models import WebhookAttempt, WebhookDelivery
 from shared.webhooks import signing_secret
 from tests.factories import queued_job
+from tests.receiver import trickle_head
 from worker import pipeline
 from worker.webhook_delivery import deliver
 
@@ -159,20 +160,7 @@ class _Trickler:
             except OSError:
                 return
             self.accepted += 1
-            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
-
-    @staticmethod
-    def _trickle(connection):
-        try:
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            for _ in range(600):
-                connection.sendall(b"x")
-                time.sleep(0.5)
-        except OSError:
-            pass
-        finally:
-            connection.close()
+            threading.Thread(target=trickle_head, args=(connection, 0.5), daemon=True).start()
 
     def close(self):
         self.server.close()
