@@ -9,7 +9,9 @@ says so at start-up). Exempt everywhere: the web page and the OpenAPI document (
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,7 +52,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
             with unit_of_work(svc.sessions) as session:
                 if scheme.lower() == "bearer" and token.strip():
                     tenant = authenticate(session, token.strip(), env_keys)
-                elif may_be_open and not any_key(session):
+                elif may_be_open and addressed_directly(request.host, settings) and not any_key(session):
                     tenant = Tenant(PUBLIC_TENANT)
                 else:
                     tenant = None
@@ -61,6 +63,20 @@ def install_auth(app: Flask, settings: Settings) -> None:
         if tenant is None:
             raise _unauthorized()
         g.tenant = tenant
+
+
+def addressed_directly(host: str, settings: Settings) -> bool:
+    """Whether a request names this server by an address, ``localhost`` or its public URL's host: the only names
+    the open API answers to without a key. A page on another site that rebinds its own name to 127.0.0.1 (DNS
+    rebinding) sends that name, passed the same-origin checks, and listed, read and submitted the developer's jobs;
+    an IP literal cannot be rebound."""
+    name = urlsplit(f"//{host}").hostname or ""
+    public = urlsplit(settings.public_url).hostname if settings.public_url else None
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost") or name == public
 
 
 def current_tenant() -> Tenant:

@@ -53,9 +53,12 @@ def test_links_ignore_a_forged_host_when_a_public_url_is_set(settings, db_sessio
     from api import create_app
     from tests.api.test_read import succeeded_job
 
-    app = create_app(settings.with_overrides(public_url="https://upscale.example"))
-    job = succeeded_job(app, db_session)
-    body = app.test_client().get(f"/v1/jobs/{job.id}", headers={"Host": "evil.example"}).get_json()
+    from shared.tenants import env_tenant
+
+    app = create_app(settings.with_overrides(public_url="https://upscale.example", api_keys="k-one"))
+    job = succeeded_job(app, db_session, tenant=env_tenant("k-one"))
+    body = app.test_client().get(f"/v1/jobs/{job.id}", headers={"Host": "evil.example",
+                                                                 "Authorization": "Bearer k-one"}).get_json()
     assert body["result_url"].startswith("https://upscale.example/v1/files/")
 
 
@@ -124,3 +127,17 @@ print(len(families), sorted((s.labels["queue"], s.value, "pid" in s.labels) for 
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1 [('inference', 3.0, False), ('webhooks', 1.0, False)]"
+
+
+def test_the_open_api_answers_only_to_names_that_cannot_be_rebound(client):
+    """DNS rebinding: a page on attacker.example rebinds its name to 127.0.0.1 and sends Host and Origin both
+    attacker.example; same-origin as far as every check knew, it listed, read and submitted the open API's jobs."""
+    rebound = {"Host": "rebind.attacker.example:8000", "Origin": "http://rebind.attacker.example:8000",
+               "Sec-Fetch-Site": "same-origin"}
+    listed = client.get("/v1/jobs", headers=rebound)
+    assert (listed.status_code, listed.get_json()["code"]) == (401, "unauthorized")
+    posted = client.post("/v1/jobs", headers=rebound, data={"image_url": "http://127.0.0.1:9/x.png"},
+                         content_type="multipart/form-data")
+    assert posted.status_code == 401
+    for direct in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "192.168.1.20:8000", "app.localhost"):
+        assert client.get("/v1/jobs", headers={"Host": direct}).status_code == 200, direct
