@@ -19,7 +19,7 @@ from shared.job_view import result_filename
 from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job, could_be_job_id
-from shared.states import JobStatus
+from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage
 from shared.transitions import change_job
 
@@ -38,9 +38,10 @@ def _json(svc: Services, job: Job, status: int = 200, with_result_url: bool = Tr
 @blueprint.post("")
 @operation(
     "Submit an upscale job",
-    {200: ("The finished job (Prefer: wait=N, finished in time), or the job an earlier request with the same "
+    {200: ("The finished job: finished within Prefer: wait=N, or the ended job an earlier request with the same "
            "Idempotency-Key created", JobOut),
-     202: ("Accepted: the job is queued. Poll the Location.", JobOut),
+     202: ("Accepted: the job is queued or running (a new one, or an earlier request's with the same "
+           "Idempotency-Key). Poll the Location.", JobOut),
      400: ("Not multipart, or no image", Problem), 409: ("Idempotency-Key reused for another request", Problem),
      413: ("Upload too large", Problem), 415: ("Not a supported image", Problem),
      429: ("Rate limit, active-job limit or daily megapixel quota reached (Retry-After says when to retry)",
@@ -57,36 +58,63 @@ def create_job():
     key = submission.idempotency_key()
     wait = submission.requested_wait()
     parsed = submission.parse(svc)
-    previous = submission.find_previous(svc, key, parsed.fingerprint) if key else None
-    if previous is not None:
-        return _located(_json(svc, previous), previous.id)
-    tenant = current_tenant()
-    cost = parsed.output_megapixels
-    quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
-    try:
-        job, created = submission.create(svc, parsed, key)
-    except Exception:
-        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
-        raise
-    if not created:  # a concurrent request with this Idempotency-Key won the race: its job, charged once
-        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)
-        return _located(_json(svc, job), job.id)
-    # label by the network scale that will run (bounded: 1, 2, 3, 4, 8), never by a free-form size
-    JOBS_SUBMITTED.labels(job.model, str(parsed.plan.network_scale) if parsed.plan else "pending").inc()
-    if wait and svc.waiters.acquire(blocking=False):  # all waiting threads busy: answer 202 now
+    job = _earlier(svc, key, parsed) or _accept(svc, key, parsed)
+    if wait and not _ended(job) and svc.waiters.acquire(blocking=False):  # all waiting threads busy: answer now
         try:
-            finished = submission.wait_for_end(svc, job.id, wait)
+            job = submission.wait_for_end(svc, job.id, wait) or job
         finally:
             svc.waiters.release()
-        if finished is not None:
-            response = _located(_json(svc, finished), job.id)
+        if _ended(job):
+            response = _located(_json(svc, job), job.id)
             response.headers["Preference-Applied"] = f"wait={wait}"
             return response
+    if _ended(job):  # a replay of a request whose job has ended
+        return _located(_json(svc, job), job.id)
     with svc.sessions() as session:
         position = jobs.queue_position(session, job)
     response = _located(_json(svc, job, 202, with_result_url=False, queue_position=position), job.id)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+def _ended(job: Job) -> bool:
+    return JobStatus(job.status) in TERMINAL
+
+
+def _earlier(svc: Services, key: str | None, parsed: submission.Submission) -> Job | None:
+    """The job an earlier request with this Idempotency-Key made (409 if it asked for something else)."""
+    return submission.find_previous(svc, key, parsed.fingerprint) if key else None
+
+
+def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Job:
+    """Charge, store and enqueue a new job. A limit refusing it (the daily quota, the active-job limit) is
+    answered with the job of a concurrent request with the same Idempotency-Key, if one made it: a retry sent
+    while the first request was in flight got 429 for a job that existed, and a client that then sent it afresh
+    made a second job and paid twice."""
+    tenant = current_tenant()
+    cost = parsed.output_megapixels
+    try:
+        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
+    except ApiError:
+        if earlier := _earlier(svc, key, parsed):
+            return earlier
+        raise
+    try:
+        job, created = submission.create(svc, parsed, key)
+    except ApiError:
+        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
+        if earlier := _earlier(svc, key, parsed):
+            return earlier
+        raise
+    except Exception:
+        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)
+        raise
+    if not created:  # a concurrent request with this Idempotency-Key won the race: its job, charged once
+        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)
+        return job
+    # label by the network scale that will run (bounded: 1, 2, 3, 4, 8), never by a free-form size
+    JOBS_SUBMITTED.labels(job.model, str(parsed.plan.network_scale) if parsed.plan else "pending").inc()
+    return job
 
 
 def _located(response: Response, job_id: str) -> Response:

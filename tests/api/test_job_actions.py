@@ -39,9 +39,38 @@ def test_same_idempotency_key_and_request_returns_the_same_job(client, db_sessio
         headers={"Idempotency-Key": "order-42"}, content_type="multipart/form-data")
     second = client.post("/v1/jobs", data={"image": (io.BytesIO(image), "b.png"), "scale": "2", "model": "bicubic"},
                          headers={"Idempotency-Key": "order-42"}, content_type="multipart/form-data")
-    assert (first.status_code, second.status_code) == (202, 200)
+    # the replay answers as the first did while the job is unfinished: 202, when to poll, its place in the queue
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert second.headers["Retry-After"] == "2" and second.get_json()["queue_position"] == 1
     assert first.get_json()["id"] == second.get_json()["id"]
     assert second.headers["Location"] == f"/v1/jobs/{first.get_json()['id']}"
+    assert db_session.query(Job).count() == 1
+
+
+def test_a_retry_racing_its_first_request_past_a_limit_gets_the_job_not_a_429(settings, db_session, monkeypatch):
+    """The key was looked up before the quota charge: a retry sent while the first request was in flight (its row
+    not yet visible) got 429 quota_exceeded (Retry-After until midnight) for a job that existed, and a client that
+    then sent it afresh paid twice."""
+    from api import create_app, submission
+
+    import uuid
+
+    key = f"k-race-{uuid.uuid4().hex[:8]}"  # a tenant of its own: the day's count lives in the shared Redis
+    client = create_app(settings.with_overrides(daily_megapixels=1, api_keys=key)).test_client()
+    form = lambda: {"image": (io.BytesIO(image_bytes(width=500, height=500)), "a.png"),  # noqa: E731
+                    "scale": "2", "model": "bicubic"}  # 1 MP out: the day's whole quota
+    headers = {"Idempotency-Key": "race-1", "Authorization": f"Bearer {key}"}
+    first = client.post("/v1/jobs", data=form(), headers=headers, content_type="multipart/form-data")
+    real, calls = submission.find_previous, []
+
+    def in_flight_once(*args):  # the first lookup runs before the first request's row is committed
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(submission, "find_previous", in_flight_once)
+    second = client.post("/v1/jobs", data=form(), headers=headers, content_type="multipart/form-data")
+    assert first.status_code == 202 and second.status_code == 202, second.get_json()
+    assert second.get_json()["id"] == first.get_json()["id"] and len(calls) == 2
     assert db_session.query(Job).count() == 1
 
 

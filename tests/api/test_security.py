@@ -51,9 +51,8 @@ def test_method_not_allowed_says_what_is(client):
 
 def test_links_ignore_a_forged_host_when_a_public_url_is_set(settings, db_session):
     from api import create_app
-    from tests.api.test_read import succeeded_job
-
     from shared.tenants import env_tenant
+    from tests.api.test_read import succeeded_job
 
     app = create_app(settings.with_overrides(public_url="https://upscale.example", api_keys="k-one"))
     job = succeeded_job(app, db_session, tenant=env_tenant("k-one"))
