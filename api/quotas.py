@@ -75,6 +75,8 @@ def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, 
     """Count a job's output megapixels against today's quota (``shared.quota``); 429 if it would go past it."""
     try:
         quota.charge(client, tenant.name, quota.daily_limit(tenant, settings), megapixels)
+    except quota.LargerThanQuota as exc:  # no Retry-After: waiting never helps
+        raise ApiError("output_too_large", str(exc), limit=exc.limit) from None
     except quota.QuotaExceeded as exc:
         raise ApiError("quota_exceeded", str(exc), headers={"Retry-After": str(exc.retry_after)},
                        limit=exc.limit) from None

@@ -26,6 +26,14 @@ class QuotaExceeded(Exception):
         self.retry_after, self.limit = retry_after, limit
 
 
+class LargerThanQuota(Exception):
+    """The job alone is more than the tenant's whole daily quota: no day will take it (nothing was counted)."""
+
+    def __init__(self, message: str, limit: int):
+        super().__init__(message)
+        self.limit = limit
+
+
 def daily_limit(tenant: Tenant, settings: Settings) -> int:
     """The tenant's own daily megapixels if its key has one, else the deployment's; 0 means unlimited."""
     return own_or_default(tenant.daily_megapixels, settings.daily_megapixels)
@@ -33,10 +41,14 @@ def daily_limit(tenant: Tenant, settings: Settings) -> int:
 
 def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> None:
     """Add ``megapixels`` to the tenant's count for today (a negative amount gives some back); raise
-    ``QuotaExceeded``, with the count as it was, if the charge would pass ``limit`` (<= 0: nothing counted).
+    ``QuotaExceeded``, with the count as it was, if the charge would pass ``limit`` (<= 0: nothing counted), or
+    ``LargerThanQuota`` if it alone is more than ``limit``.
     Raises ``redis.RedisError`` when Redis is unreachable: each caller decides what that means."""
     if limit <= 0:
         return
+    if megapixels > limit:  # "retry at midnight" would be a lie: it never fits
+        raise LargerThanQuota(f"this job ({megapixels:.1f} output megapixels) is larger than the whole daily quota "
+                              f"of {limit} megapixels; ask for a smaller size", limit)
     now = datetime.now(UTC)
     key = f"upscaler:mp:{tenant}:{now:%Y%m%d}"
     with client.pipeline() as pipe:  # the expiry with the count: a refused first charge of a day left no TTL

@@ -194,6 +194,8 @@ def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> float:
     try:
         quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels)
         return megapixels
+    except quota.LargerThanQuota as exc:
+        raise JobFailure("output_too_large", str(exc)) from None
     except quota.QuotaExceeded as exc:
         raise JobFailure("quota_exceeded", f"{exc} (charged when the image at image_url was fetched)") from None
     except redis.RedisError as exc:

@@ -51,9 +51,9 @@ def test_a_retry_racing_its_first_request_past_a_limit_gets_the_job_not_a_429(se
     """The key was looked up before the quota charge: a retry sent while the first request was in flight (its row
     not yet visible) got 429 quota_exceeded (Retry-After until midnight) for a job that existed, and a client that
     then sent it afresh paid twice."""
-    from api import create_app, submission
-
     import uuid
+
+    from api import create_app, submission
 
     key = f"k-race-{uuid.uuid4().hex[:8]}"  # a tenant of its own: the day's count lives in the shared Redis
     client = create_app(settings.with_overrides(daily_megapixels=1, api_keys=key)).test_client()
