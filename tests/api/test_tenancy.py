@@ -58,7 +58,7 @@ def test_a_second_tenant_sees_nothing_of_the_first_in_any_route(client, tenants,
     assert [j["id"] for j in client.get("/v1/jobs", headers=tenants["a"]).get_json()["data"]] == [job_id]
     assert client.get(f"/v1/jobs/{job_id}/deliveries", headers=tenants["a"]).status_code == 200
     again = submit_as(client, {**tenants["a"], "Idempotency-Key": "order-1"}, webhook_url=receiver.url)
-    assert (again.status_code, again.get_json()["id"]) == (200, job_id)
+    assert (again.status_code, again.get_json()["id"]) == (202, job_id)  # still queued: answered as at first
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=tenants["a"]).get_json()["status"] == "canceled"
 
 
@@ -159,20 +159,28 @@ def test_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(app, clie
 
 def test_active_jobs_and_daily_megapixels_are_capped_per_tenant(client, db_session):
     _, busy = create_key(db_session, "busy", max_active=2)
-    _, small = create_key(db_session, f"small-{uuid.uuid4().hex[:8]}", daily_megapixels=1)
+    _, small = create_key(db_session, f"small-{uuid.uuid4().hex[:8]}", daily_megapixels=2)
     db_session.commit()
     busy_h, small_h = {"Authorization": f"Bearer {busy}"}, {"Authorization": f"Bearer {small}"}
     assert [submit_as(client, busy_h).status_code for _ in range(3)] == [202, 202, 429]
     refused = submit_as(client, busy_h).get_json()
     assert (refused["code"], refused["limit"]) == ("too_many_active_jobs", 2)
-    # 32x24 at x2 is 0.003 MP; a 600x500 at x2 is 1.2 MP, past a 1 MP day.
+    # 32x24 at x2 is 0.003 MP; a 600x500 at x2 is 1.2 MP: the second one passes a 2 MP day.
+    def submit_big(width: int, height: int):
+        return client.post("/v1/jobs", headers=small_h, content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_bytes(width=width, height=height)), "b.png"),
+                                 "scale": "2", "model": "bicubic"})
+
     assert submit_as(client, small_h).status_code == 202
-    big = client.post("/v1/jobs", headers=small_h, content_type="multipart/form-data",
-                      data={"image": (io.BytesIO(image_bytes(width=600, height=500)), "b.png"), "scale": "2",
-                            "model": "bicubic"})
+    assert submit_big(600, 500).status_code == 202
+    big = submit_big(600, 500)
     assert (big.status_code, big.get_json()["code"]) == (429, "quota_exceeded")
     assert int(big.headers["Retry-After"]) <= 86401
-    assert submit_as(client, small_h).status_code == 202  # the refused job reserved nothing
+    # larger than the whole day: no midnight would let it through, so no Retry-After that says so
+    never = submit_big(900, 800)
+    assert (never.status_code, never.get_json()["code"], never.get_json()["limit"]) == (422, "output_too_large", 2)
+    assert "Retry-After" not in never.headers
+    assert submit_as(client, small_h).status_code == 202  # the refused jobs reserved nothing
 
 
 def test_concurrent_submits_cannot_pass_the_active_job_limit_together(app, db_session, settings):
@@ -229,6 +237,6 @@ def test_a_request_that_loses_an_idempotency_race_is_not_charged_twice(client, d
     monkeypatch.setattr(submission, "find_previous", missed_once)
     second = post(raced, 500, 150)
     monkeypatch.undo()
-    assert second.status_code == 200 and second.get_json()["id"] == first.get_json()["id"]  # one job, not two
+    assert second.status_code == 202 and second.get_json()["id"] == first.get_json()["id"]  # one job, not two
     assert len(lookups) == 2
     assert post(auth, 500, 300).status_code == 202  # 0.6 MP more fits: 0.3 used, not 0.6

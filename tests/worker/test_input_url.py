@@ -185,8 +185,9 @@ def test_a_malformed_content_length_is_left_to_the_byte_cap():
 
 def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, ctx, db_session, server):
     """A job by image_url costs nothing at submit (its size is unknown), and the worker never charged it: a tenant
-    with a 1 MP day could upscale any number of hosted images. The worker charges it once fetched: 600x600 at x2
-    is 1.44 MP, past a 1 MP day, so it fails quota_exceeded and stores nothing; a small one is charged."""
+    with a 2 MP day could upscale any number of hosted images. The worker charges it once fetched: 600x600 at x2
+    is 1.44 MP, past what a 1 MP upload left of a 2 MP day, so it fails quota_exceeded and stores nothing; a
+    small one is charged. One larger than the whole day fails output_too_large (no day would take it)."""
     import uuid
 
     import redis
@@ -194,9 +195,13 @@ def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, 
     from shared.tenants import create_key
 
     name = f"hosted-{uuid.uuid4().hex[:8]}"
-    _, key = create_key(db_session, name, daily_megapixels=1)
+    _, key = create_key(db_session, name, daily_megapixels=2)
     db_session.commit()
     auth = {"Authorization": f"Bearer {key}"}
+    upload = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",  # 1.0 MP, charged at submit
+                         data={"image": (io.BytesIO(image_bytes(width=500, height=500)), "a.png"), "scale": "2",
+                               "model": "bicubic"})
+    assert upload.status_code == 202
     big = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
                       data={"image_url": server.base + "/big.png", "scale": "2", "model": "bicubic"}).get_json()
     assert pipeline.run_job(ctx, big["id"]) == "failed"
@@ -205,12 +210,18 @@ def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, 
     assert (job.status, job.error_code) == ("failed", "quota_exceeded")
     assert not ctx.storage.exists(job.input_key)
     queue = redis.Redis.from_url(ctx.settings.redis_url)
-    (refused,) = queue.keys(f"upscaler:mp:{name}:*")  # a refused first charge of the day leaves a key that expires
-    assert float(queue.get(refused)) == 0 and 0 < queue.ttl(refused) <= 2 * 86400
+    (refused,) = queue.keys(f"upscaler:mp:{name}:*")  # a refused charge counts nothing; the key expires
+    assert float(queue.get(refused)) == pytest.approx(1.0) and 0 < queue.ttl(refused) <= 2 * 86400
     small = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}).get_json()
     assert pipeline.run_job(ctx, small["id"]) == "succeeded"
-    assert float(queue.get(refused)) == pytest.approx(80 * 60 / 1e6)
+    assert float(queue.get(refused)) == pytest.approx(1.0 + 80 * 60 / 1e6)
+    huge = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",  # 600x600 at x4: 5.76 MP
+                       data={"image_url": server.base + "/big.png", "scale": "4", "model": "bicubic"}).get_json()
+    assert pipeline.run_job(ctx, huge["id"]) == "failed"
+    job = db_session.get(Job, huge["id"])
+    db_session.refresh(job)
+    assert (job.error_code, "larger than the whole daily quota of 2" in job.error_message) == ("output_too_large", True)
 
 
 def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(client, ctx, db_session, server,
