@@ -63,3 +63,8 @@ def tcp_port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a TCP port (at most 65535), not {value}")
     return value
+
+
+def port_or_off(text: str) -> int:
+    """A TCP port, or 0 for off (as the matching setting reads 0)."""
+    return 0 if text.strip() == "0" else tcp_port(text)

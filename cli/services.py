@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cli.arguments import positive_int, tcp_port
+from cli.arguments import port_or_off, positive_int, tcp_port
 from shared.limits import MAX_WAIT_SECONDS
 from shared.queue import INFERENCE_QUEUE, QUEUES
 
@@ -49,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--name", default="celery@%h",
                         help="Celery node name, %%h = this host's name (default celery@%%h, what the probes ping): "
                              "give each worker on one host its own, or they answer as one node")
-    worker.add_argument("--metrics-port", type=tcp_port, default=None,
-                        help="serve this worker's Prometheus metrics here (default $UPSCALER_WORKER_METRICS_PORT): "
-                             "each worker on one host needs its own")
+    worker.add_argument("--metrics-port", type=port_or_off, default=None,
+                        help="serve this worker's Prometheus metrics here, 0 for none (default "
+                             "$UPSCALER_WORKER_METRICS_PORT): each worker on one host needs its own")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=run_worker)
 
@@ -126,7 +126,7 @@ def run_worker(args: argparse.Namespace) -> int:
             "--without-gossip", "--without-mingle", "--hostname", args.name]
     if args.beat:
         argv += ["--beat", *_beat_schedule()]
-    if args.metrics_port:  # read by worker.celery_app in the process exec'd below
+    if args.metrics_port is not None:  # read by worker.celery_app in the process exec'd below (0: none)
         os.environ["UPSCALER_WORKER_METRICS_PORT"] = str(args.metrics_port)
     _multiprocess_metrics_dir("worker")
     os.execv(sys.executable, argv)

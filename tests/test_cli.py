@@ -551,8 +551,11 @@ def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
     services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="second@%h",
                                            loglevel="INFO", metrics_port=19810))
     assert os.environ["UPSCALER_WORKER_METRICS_PORT"] == "19810" and "second@%h" in started[-1]
+    services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="third@%h",
+                                           loglevel="INFO", metrics_port=0))
+    assert os.environ["UPSCALER_WORKER_METRICS_PORT"] == "0"  # this one serves none, whatever the host's setting
     for command, says in ((["api", "--port", "70000"], "must be a TCP port (at most 65535)"),
-                          (["worker", "--metrics-port", "0"], "must be 1 or more")):
+                          (["worker", "--metrics-port", "-1"], "must be 1 or more")):
         refused = run(command)
         assert refused.returncode == 2 and says in refused.stderr and command[1] in refused.stderr, refused.stderr
 
