@@ -24,7 +24,8 @@ class Operation:
     form: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     tag: str = "jobs"
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # on every 200/202/303 answer
+    status_headers: dict[int, dict[str, str]] = field(default_factory=dict)  # or each status its own
     request_headers: dict[str, str] = field(default_factory=dict)
     content_type: str | tuple[str, ...] | None = None  # a non-JSON 2xx body's media type(s)
 
@@ -91,7 +92,9 @@ def _add_common_responses(spec: dict, method: str, components: dict) -> None:
     if method in ("POST", "PUT", "PATCH", "DELETE"):
         common["403"] = {"description": "A browser request from another site's page", "content": problem}
     for status, response in common.items():
-        spec["responses"].setdefault(status, response)
+        own = spec["responses"].setdefault(status, response)
+        if status == "429":  # a route's own 429 (submit's limits) carries the rate headers all the same
+            own.setdefault("headers", rate_headers)
 
 
 def _operation(op: Operation, arguments, components: dict, operation_id: str) -> dict:
@@ -127,8 +130,9 @@ def _operation(op: Operation, arguments, components: dict, operation_id: str) ->
         elif op.content_type and 200 <= status < 300:
             types = (op.content_type,) if isinstance(op.content_type, str) else op.content_type
             response["content"] = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
-        if op.headers and status in (200, 202, 303):
+        headers = op.status_headers.get(status) or (op.headers if status in (200, 202, 303) else {})
+        if headers:
             response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                                   for name, text in op.headers.items()}
+                                   for name, text in headers.items()}
         spec["responses"][str(status)] = response
     return spec

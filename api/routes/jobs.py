@@ -49,7 +49,9 @@ def _json(svc: Services, job: Job, status: int = 200, with_result_url: bool = Tr
      422: ("Invalid parameter, image or output too large, unknown model, refused webhook URL", Problem),
      503: ("Database or storage unavailable", Problem)},
     form=JobCreateForm,
-    headers={"Location": "URL of the job", "Retry-After": "Seconds to wait before polling"},
+    status_headers={200: {"Location": "URL of the job",
+                          "Preference-Applied": "wait=N when the job ended within Prefer: wait=N"},
+                    202: {"Location": "URL of the job", "Retry-After": "Seconds to wait before polling"}},
     request_headers={"Idempotency-Key": "Same key + same request = the same job, for idempotency_ttl seconds",
                      "Prefer": "wait=N (N <= 60): answer 200 with the finished job if it ends within N seconds"},
 )

@@ -67,3 +67,12 @@ def test_examples_in_the_document_are_valid_instances_of_their_schemas(client):
         assert examples
         for example in examples:
             model.model_validate(example)
+
+
+def test_submit_documents_the_headers_each_answer_carries(client):
+    """Its own 429 kept out the common one's Retry-After and RateLimit headers (the one route whose 429 waits up
+    to a day); its 200 advertised Retry-After, which a 200 never carries, and Preference-Applied was nowhere."""
+    responses = client.get("/v1/openapi.json").get_json()["paths"]["/v1/jobs"]["post"]["responses"]
+    assert set(responses["429"]["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
+    assert set(responses["200"]["headers"]) == {"Location", "Preference-Applied"}
+    assert set(responses["202"]["headers"]) == {"Location", "Retry-After"}
