@@ -24,7 +24,9 @@ from flask import Flask, Response, g
 from api.errors import ApiError
 from api.services import services
 from shared import jobs, quota
+from shared.models import Job
 from shared.settings import Settings
+from shared.sizing import megapixels
 from shared.tenants import Tenant, own_or_default
 
 log = logging.getLogger(__name__)
@@ -99,3 +101,14 @@ def install_rate_limit(app: Flask) -> None:
         for name, value in g.get("rate_headers", {}).items():
             response.headers.setdefault(name, value)
         return response
+
+
+def give_back_unstarted(client: redis.Redis, job: Job) -> None:
+    """A job canceled before any worker started it made nothing: its upload's charge goes back to the day it was
+    made on. (A job by image_url is charged only when a worker fetches it; one that ran keeps its charge.)"""
+    if job.started_at is not None or job.input_url is not None or not (job.output_width and job.output_height):
+        return
+    try:
+        quota.give_back(client, job.tenant, megapixels(job.output_width, job.output_height), job.created_at)
+    except redis.RedisError as exc:
+        log.warning("job %s canceled; its quota charge could not be given back (Redis unavailable): %s", job.id, exc)

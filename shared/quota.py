@@ -50,7 +50,7 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> N
         raise LargerThanQuota(f"this job ({megapixels:.1f} output megapixels) is larger than the whole daily quota "
                               f"of {limit} megapixels; ask for a smaller size", limit)
     now = datetime.now(UTC)
-    key = f"upscaler:mp:{tenant}:{now:%Y%m%d}"
+    key = _day_key(tenant, now)
     with client.pipeline() as pipe:  # the expiry with the count: a refused first charge of a day left no TTL
         used = float(pipe.incrbyfloat(key, megapixels).expire(key, KEY_TTL_SECONDS).execute()[0])
     if megapixels > 0 and used > limit:
@@ -59,3 +59,16 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> N
         raise QuotaExceeded(f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} "
                             f"megapixels ({used - megapixels:.1f} used); it resets at 00:00 UTC",
                             int((midnight - now).total_seconds()) + 1, limit)
+
+
+def give_back(client: redis.Redis, tenant: str, megapixels: float, charged_at: datetime) -> None:
+    """Return a charge to the day it was made on (a queued job canceled before it ran made nothing: its upload's
+    charge stood for the rest of the day). A day whose count has expired is left alone. Raises
+    ``redis.RedisError`` when Redis is unreachable."""
+    key = _day_key(tenant, charged_at)
+    if megapixels > 0 and client.exists(key):
+        client.incrbyfloat(key, -megapixels)
+
+
+def _day_key(tenant: str, moment: datetime) -> str:
+    return f"upscaler:mp:{tenant}:{moment.astimezone(UTC):%Y%m%d}"

@@ -19,6 +19,11 @@ MAX_TARGET_SIDE = 65535  # the widest or tallest output a width/height may ask f
 DEFAULT_SCALE = 4.0
 
 
+def megapixels(width: int, height: int) -> float:
+    """A job's cost against a daily quota (``shared.quota``): its output megapixels."""
+    return width * height / 1e6
+
+
 class SizeError(ValueError):
     """A size request that cannot be honoured (the message says why)."""
 
@@ -53,8 +58,7 @@ class SizePlan:
 
     @property
     def megapixels(self) -> float:
-        """The job's cost against a daily quota (``shared.quota``): its output megapixels."""
-        return self.width * self.height / 1e6
+        return megapixels(self.width, self.height)
 
     def is_exact(self, in_width: int, in_height: int) -> bool:
         """One network scale and nothing else (no resampling, no crop): the outputs made band by band."""

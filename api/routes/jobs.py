@@ -175,10 +175,12 @@ def list_jobs():
 def cancel_job(job_id: str):
     svc = services()
     load_job(svc, job_id)
-    job = change_job(svc, job_id, JobStatus.CANCELED, lambda session: jobs.cancel(session, job_id)) \
-        or load_job(svc, job_id)
+    canceled = change_job(svc, job_id, JobStatus.CANCELED, lambda session: jobs.cancel(session, job_id))
+    job = canceled or load_job(svc, job_id)
     if job.status != JobStatus.CANCELED.value:
         raise ApiError("not_cancelable", f"the job has already {job.status}", job_status=job.status)
+    if canceled is not None:
+        quotas.give_back_unstarted(svc.redis, canceled)
     return _json(svc, job)
 
 

@@ -240,3 +240,23 @@ def test_a_request_that_loses_an_idempotency_race_is_not_charged_twice(client, d
     assert second.status_code == 202 and second.get_json()["id"] == first.get_json()["id"]  # one job, not two
     assert len(lookups) == 2
     assert post(auth, 500, 300).status_code == 202  # 0.6 MP more fits: 0.3 used, not 0.6
+
+
+def test_a_queued_job_canceled_before_it_ran_gives_its_charge_back(client, db_session):
+    """An upload is charged at submit; a customer who cancelled a wrong size at once lost that quota for the day."""
+    import redis as redis_client
+
+    name = f"undo-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=2)
+    db_session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+    submitted = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
+                            data={"image": (io.BytesIO(image_bytes(width=600, height=500)), "b.png"), "scale": "2",
+                                  "model": "bicubic"}).get_json()  # 1.2 MP
+    counts = redis_client.Redis.from_url(client.application.extensions["upscaler"].settings.redis_url)
+    (day,) = counts.keys(f"upscaler:mp:{name}:*")
+    assert float(counts.get(day)) == pytest.approx(1.2)
+    assert client.post(f"/v1/jobs/{submitted['id']}/cancel", headers=auth).status_code == 200
+    assert float(counts.get(day)) == pytest.approx(0.0)
+    assert client.post(f"/v1/jobs/{submitted['id']}/cancel", headers=auth).status_code == 200  # again: no refund
+    assert float(counts.get(day)) == pytest.approx(0.0)
