@@ -58,11 +58,20 @@ def request_key(path: Path, options: dict) -> str:
     return f"submit-{digest.hexdigest()[:48]}"
 
 
+MAX_RETRIES_FOUND = 20  # retries of one file followed before giving up (each one failed or was canceled)
+
+
 def create(client, path: Path, options: dict):
-    """The job for ``path`` with ``options``: the one an earlier run made, unless that one failed or was canceled
-    (then a new one: a retry must stay possible)."""
-    job = client.jobs.create(path, **options, idempotency_key=request_key(path, options))
-    return client.jobs.create(path, **options) if job.status in ("failed", "canceled") else job
+    """The job for ``path`` with ``options``: the one an earlier run made, unless that one failed or was canceled;
+    then its retry, keyed after the failed job, so a later run finds that retry too (sent with no key, each run
+    after a failure made yet another job, and charged it)."""
+    key = request_key(path, options)
+    for _ in range(MAX_RETRIES_FOUND):
+        job = client.jobs.create(path, **options, idempotency_key=key)
+        if job.status not in ("failed", "canceled"):
+            return job
+        key = f"{key[:150]}-after-{job.id}"
+    return client.jobs.create(path, **options, idempotency_key=key)
 
 
 class Stopped(Exception):
@@ -162,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
         for target in targets.values():  # a download cut short leaves nothing beside its target
             target.with_name(target.name + ".part").unlink(missing_ok=True)
         left = ", ".join(f"{path} ({job_id})" for path, job_id in running.items()) or "none"
-        print(f"\nstopped; jobs left running on the server: {left} (`upscaler jobs download ID PATH` later)",
-              file=sys.stderr)
+        print(f"\nstopped; jobs left on the server: {left} (run the same `upscaler submit` again to pick them up "
+              "and download their results; nothing is submitted twice)", file=sys.stderr)
         sys.stderr.flush()
         os._exit(130)  # without joining watches that poll for an hour or a download under way
     pool.shutdown()

@@ -529,7 +529,14 @@ def test_submitting_the_same_image_again_finds_its_job_unless_that_one_failed(ap
     assert submitted("--scale", "2") != first  # other options: another job
     db_session.query(Job).filter_by(id=first).update({"status": "failed", "error_code": "internal_error"})
     db_session.commit()
-    assert submitted() not in (first, "")
+    retry = submitted()
+    assert retry not in (first, "")
+    assert submitted() == retry  # the retry is found again: each run after a failure made yet another job
+    db_session.query(Job).filter_by(id=retry).update({"status": "canceled"})
+    db_session.commit()
+    third = submitted()
+    assert third not in (first, retry, "") and submitted() == third
+    assert db_session.query(Job).count() == 4  # first, its retry, the retry's retry, and the --scale 2 one
 
 
 def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
