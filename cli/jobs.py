@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
+from pathlib import Path
 
 from cli.arguments import positive_int
+from shared.errors import Refusal
+from shared.limits import EXTENSIONS, SUFFIX_FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     download.add_argument("job_id")
     download.add_argument("path", help="a file, or a folder (the result keeps its own name there): an existing one, or "
                                        "a new one named with a trailing /")
+    download.add_argument("--overwrite", action="store_true", help="replace a file that is there")
     download.set_defaults(func=run_download)
 
 
@@ -60,5 +65,21 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    print(_client(args).jobs.download(args.job_id, args.path))
+    """Save the result; a file that is there (the input itself, say) is replaced only with ``--overwrite``, and a
+    name whose suffix says another format than the result's is refused, as ``upscale`` and ``submit`` do."""
+    client = _client(args)
+    folder = args.path.endswith(("/", os.sep)) or Path(args.path).is_dir()
+    if not folder:
+        implied = SUFFIX_FORMATS.get(Path(args.path).suffix.lower())
+        made = client.jobs.get(args.job_id).output.format
+        if implied and made and implied != made:
+            raise Refusal(f"{args.path} names a {implied} file but the result is {made}: name it "
+                          f"{Path(args.path).stem}.{EXTENSIONS.get(made, made)}")
+        if Path(args.path).exists() and not args.overwrite:
+            raise Refusal(f"{args.path} exists; --overwrite replaces it")
+    else:
+        name = client.jobs.get(args.job_id).output.filename
+        if name and (Path(args.path) / name).exists() and not args.overwrite:
+            raise Refusal(f"{Path(args.path) / name} exists; --overwrite replaces it")
+    print(client.jobs.download(args.job_id, args.path))
     return 0

@@ -325,6 +325,18 @@ def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, 
         assert out.size == (64, 48)
     assert again.returncode == 0 and again.stdout.count("skip ") == 3
     assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 3
+    # `jobs download` wrote over anything (the user's own input) under any suffix (WebP bytes in x.jpg)
+    job_id, kept = listed.stdout.split()[0], single.read_bytes()
+    over_input = run(["jobs", "download", job_id, str(single)], env=env)
+    wrong_suffix = run(["jobs", "download", job_id, str(tmp_path / "x.jpg")], env=env)
+    into_folder = [run(["jobs", "download", job_id, str(tmp_path / "got") + "/"], env=env) for _ in range(2)]
+    assert over_input.returncode == 1 and "exists; --overwrite replaces it" in over_input.stderr
+    assert single.read_bytes() == kept
+    assert wrong_suffix.returncode == 1 and "names a jpeg file but the result is png" in wrong_suffix.stderr
+    assert into_folder[0].returncode == 0, into_folder[0].stderr  # the result's own name, in a new folder
+    assert into_folder[1].returncode == 1 and "exists; --overwrite replaces it" in into_folder[1].stderr
+    fresh = run(["jobs", "download", job_id, str(tmp_path / "x.png")], env=env)
+    assert fresh.returncode == 0 and (tmp_path / "x.png").stat().st_size > 0
 
 
 def test_cli_errors_are_one_line_and_version_prints(tmp_path):
