@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli.arguments import tcp_port
 from cli.processes import free_port, port_open, start_redis, stop, wait_for_port
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png")
     p.add_argument("--model", default=None)
-    p.add_argument("--port", type=int, default=None, help="API port (default 8000, or a free one if taken)")
+    p.add_argument("--port", type=tcp_port, default=None, help="API port (default 8000, or a free one if taken)")
     p.add_argument("--var", type=Path, default=Path("var"), help="folder for the database, storage and Redis data")
     p.add_argument("--exit", action="store_true", help="stop everything once the job has finished")
     p.set_defaults(func=run)
@@ -63,14 +64,19 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         redis_port = 6379
-        if "UPSCALER_REDIS_URL" not in os.environ and not port_open("127.0.0.1", redis_port):
+        if not os.environ.get("UPSCALER_REDIS_URL") and not port_open("127.0.0.1", redis_port):  # empty: unset
             process, redis_port = start_redis(args.var.resolve() / "redis")
             started.append(process)
             print(f"started redis-server on 127.0.0.1:{redis_port}")
         api_port = args.port or (8000 if not port_open("127.0.0.1", 8000) else free_port())
         env = _env(args, redis_port, api_port)
+        if not _broker_answers(env["UPSCALER_REDIS_URL"]):  # else the job sat "queued (0%)" for an hour
+            print(f"upscaler dev: no Redis answers at {env['UPSCALER_REDIS_URL']} (UPSCALER_REDIS_URL); start it, "
+                  "or leave the variable out and the launcher starts one", file=sys.stderr)
+            return 1
         upscaler = [sys.executable, "-m", "cli"]
-        subprocess.run([*upscaler, "migrate"], env=env, check=True)
+        if subprocess.run([*upscaler, "migrate"], env=env).returncode != 0:  # its own line says why
+            return 1
         logs = args.var / "logs"
         logs.mkdir(exist_ok=True)
         for name, queues, extra in (("worker", INFERENCE_QUEUE, []),
@@ -82,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
         api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
         started.append(api)
-        wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
+        try:
+            wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
+        except RuntimeError:
+            print(f"upscaler dev: the API did not start; see {logs / 'api.log'}", file=sys.stderr)
+            return 1
         base = f"http://127.0.0.1:{api_port}"
         print(f"API on {base} (web page: {base}/, OpenAPI: {base}/v1/openapi.json); logs in {logs}/")
 
@@ -106,12 +116,25 @@ def run(args: argparse.Namespace) -> int:
               "Ctrl-C stops everything.")
         api.wait()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a timeout in CI): not a success
         print("\nstopping")
-        return 0
+        return 130
     finally:
         for process in reversed(started):
             stop(process)
+
+
+def _broker_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, ValueError):
+        return False
 
 
 def _progress_display():

@@ -601,3 +601,17 @@ def test_an_upscale_stopped_mid_file_leaves_no_partial_result_to_be_skipped_late
     assert args.func(args) == 0
     with Image.open(out / "a.png") as made:
         assert made.size == (48, 32)
+
+
+def test_dev_and_client_commands_say_a_bad_setting_in_one_line(tmp_path):
+    """An unreachable UPSCALER_REDIS_URL left the launcher's job "queued (0%)" for an hour; --port 70000 and a key
+    holding two lines were tracebacks."""
+    no_broker = run(["dev", "--exit", "--port", str(free_port()), "--var", str(tmp_path / "var")],
+                    env={"UPSCALER_REDIS_URL": "redis://127.0.0.1:9/0"}, timeout=120)
+    assert no_broker.returncode == 1 and "no Redis answers at redis://127.0.0.1:9/0" in no_broker.stderr
+    assert "Traceback" not in no_broker.stderr
+    port = run(["dev", "--port", "70000"])
+    assert port.returncode == 2 and "must be a TCP port" in port.stderr
+    two_lines = run(["jobs", "list", "--api", "http://127.0.0.1:9"], env={"UPSCALER_API_KEY": "upk_a\nupk_b"})
+    assert two_lines.returncode == 1 and "control characters" in two_lines.stderr
+    assert "Traceback" not in two_lines.stderr

@@ -175,6 +175,7 @@ def test_a_key_read_from_a_file_works_and_a_bad_one_is_said_without_its_text():
     with pytest.raises(ValueError, match="control characters") as bad:
         sdk.Client("http://127.0.0.1:9", api_key="upk_a\x00bc")
     assert "upk_a" not in str(bad.value)
+    assert isinstance(bad.value, sdk.UpscalerError)  # the CLI says it in one line (it was a traceback)
 
 
 def test_job_ids_are_escaped_into_their_path(api_server):

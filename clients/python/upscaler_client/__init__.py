@@ -5,6 +5,7 @@ from upscaler_client.errors import (
     ApiError,
     AuthenticationError,
     ConnectionError,
+    InvalidApiKey,
     InvalidRequest,
     JobFailed,
     NotFound,
@@ -17,6 +18,7 @@ from upscaler_client.types import ImageInfo, Job, Model
 from upscaler_client.webhooks import WebhookVerificationError, verify_webhook
 
 __version__ = "0.2.0"
-__all__ = ["ApiError", "AuthenticationError", "Client", "ConnectionError", "ImageInfo", "InvalidRequest", "Job",
+__all__ = ["ApiError", "AuthenticationError", "Client", "ConnectionError", "ImageInfo", "InvalidApiKey",
+           "InvalidRequest", "Job",
            "JobFailed", "Model", "NotFound", "RateLimited", "ServerError", "Timeout", "UpscalerError",
            "WebhookVerificationError", "verify_webhook"]

@@ -34,7 +34,8 @@ class Client:
         # and the error quoted the key itself
         self.api_key = key.strip() if key else key
         if self.api_key and not self.api_key.isprintable():
-            raise ValueError("the API key holds control characters; check UPSCALER_API_KEY")
+            raise errors.InvalidApiKey("the API key holds control characters (two lines of a file, a tab?): give "
+                                       "the key alone" + ("" if api_key is not None else " in UPSCALER_API_KEY"))
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.http = requests.Session()
         if self.api_key:

@@ -9,6 +9,10 @@ class UpscalerError(Exception):
     """Base of every error this SDK raises."""
 
 
+class InvalidApiKey(UpscalerError, ValueError):
+    """The API key given cannot be sent (control characters: two lines of a file, say)."""
+
+
 class ConnectionError(UpscalerError):
     """The API could not be reached (after retries)."""
 
