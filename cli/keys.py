@@ -4,6 +4,7 @@ uses, and each tenant's webhook signing secret."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cli.arguments import non_negative_int
@@ -114,6 +115,14 @@ def run_webhook_secret(args: argparse.Namespace) -> int:
     from shared.tenants import env_tenant
     from shared.webhooks import signing_secret
 
+    # what is configured, before a development secret is read or made
+    bare = Settings.from_env({**os.environ, "UPSCALER_SECRET_KEY": "x" * 32})
+    if not (os.environ.get("UPSCALER_SECRET_KEY") or bare.webhook_secret or bare.secret_file.exists()):
+        # the API's development secret lives in its own folder: made afresh here, it printed a secret no message
+        # is signed with (and left a stray secret file behind)
+        print(f"upscaler keys: no development secret at {bare.secret_file}; run this where the API runs, or set "
+              "UPSCALER_SECRET_FILE (or UPSCALER_SECRET_KEY) as the API has it", file=sys.stderr)
+        return 1
     settings = Settings.from_env()
     known = {PUBLIC_TENANT, *(env_tenant(key) for key in settings.api_key_list)}
     if args.name not in known:

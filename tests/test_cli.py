@@ -294,6 +294,11 @@ def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
         assert (printed.returncode, printed.stdout.strip()) == (0, signing_secret(settings, tenant)), printed.stderr
     typo = run(["keys", "webhook-secret", "acne"], env=env)
     assert (typo.returncode, typo.stdout) == (1, "") and "no tenant named 'acne'" in typo.stderr
+    # where the API's development secret is not (another folder): said, never made up (nor a stray file made)
+    elsewhere = {**env, "UPSCALER_SECRET_KEY": "", "UPSCALER_SECRET_FILE": str(tmp_path / "nowhere" / "secret")}
+    missing = run(["keys", "webhook-secret", "acme"], env=elsewhere)
+    assert (missing.returncode, missing.stdout) == (1, "") and "no development secret at" in missing.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 @pytest.mark.slow
