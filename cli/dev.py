@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,9 @@ def _env(args: argparse.Namespace, redis_port: int, api_port: int) -> dict[str, 
     env.setdefault("UPSCALER_PUBLIC_URL", f"http://127.0.0.1:{api_port}")
     env.setdefault("UPSCALER_SWEEP_INTERVAL", "10")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # the processes' own temporary files (beat's schedule, the metrics folders, band files) in one folder the
+    # launcher empties when it stops: each run left /tmp/upscaler-beat-* and three metrics folders behind
+    env["TMPDIR"] = str(var / "tmp")
     return env
 
 
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"started redis-server on 127.0.0.1:{redis_port}")
         api_port = args.port or (8000 if not port_open("127.0.0.1", 8000) else free_port())
         env = _env(args, redis_port, api_port)
+        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         if not _broker_answers(env["UPSCALER_REDIS_URL"]):  # else the job sat "queued (0%)" for an hour
             print(f"upscaler dev: no Redis answers at {env['UPSCALER_REDIS_URL']} (UPSCALER_REDIS_URL); start it, "
                   "or leave the variable out and the launcher starts one", file=sys.stderr)
@@ -122,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for process in reversed(started):
             stop(process)
+        shutil.rmtree(args.var.resolve() / "tmp", ignore_errors=True)
 
 
 def _broker_answers(url: str) -> bool:

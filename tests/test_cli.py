@@ -63,6 +63,7 @@ def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_
     assert "done in" in result.stdout and str(produced) in result.stdout
     with Image.open(produced) as out:
         assert out.size == (800, 600)
+    assert not (tmp_path / "var" / "tmp").exists()  # beat's schedule and the metrics folders went with it
 
 
 def test_dev_launcher_refuses_a_port_something_else_listens_on(tmp_path):
