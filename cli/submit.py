@@ -78,6 +78,21 @@ class Stopped(Exception):
     """Ctrl-C: this file's watch ends (its job keeps running on the server)."""
 
 
+def create_when_a_slot_frees(client, path: Path, options: dict, stop: threading.Event):
+    """``create``, waiting while the key is at its active-job limit: with --wait this run's own jobs free the
+    slots (a key allowed fewer jobs than --concurrency turned the other files into errors after 30 s)."""
+    from upscaler_client import RateLimited
+
+    while True:
+        try:
+            return create(client, path, options)
+        except RateLimited as exc:
+            if exc.code != "too_many_active_jobs":
+                raise
+            if stop.wait(exc.retry_after or 10):
+                raise Stopped from None
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from upscaler_client import AuthenticationError, Client, UpscalerError
@@ -138,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
                    leave=False, dynamic_ncols=True)
         try:
-            job = create(client, path, options)
+            job = create_when_a_slot_frees(client, path, options, stop)
             running[path] = job.id
             done = job.wait(on_progress=lambda j: watch(bar, j))
             if stop.is_set():

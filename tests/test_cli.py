@@ -621,3 +621,32 @@ def test_dev_and_client_commands_say_a_bad_setting_in_one_line(tmp_path):
     two_lines = run(["jobs", "list", "--api", "http://127.0.0.1:9"], env={"UPSCALER_API_KEY": "upk_a\nupk_b"})
     assert two_lines.returncode == 1 and "control characters" in two_lines.stderr
     assert "Traceback" not in two_lines.stderr
+
+
+def test_submit_wait_waits_for_a_slot_under_the_keys_active_job_limit(tmp_path):
+    """A key allowed one active job and --concurrency 2: the second file was an error once the client's own three
+    retries (3 x Retry-After 10 s) ran out while the first job still ran; with --wait it now waits for the slot this
+    run's own jobs free. A loopback API answers 429 too_many_active_jobs five times, then takes the job."""
+    import threading
+
+    from upscaler_client import Client, RateLimited
+
+    from cli.submit import create_when_a_slot_frees
+    from tests.test_sdk import _FakeApi
+
+    busy = (429, {"Retry-After": "0.05"}, b'{"code": "too_many_active_jobs", "detail": "1 jobs are queued"}')
+    fake = _FakeApi([busy] * 5 + [(202, {}, json.dumps({"id": "j2", "status": "queued", "progress": 0,
+                                                            "model": "bicubic", "input": {}, "output": {}}).encode())])
+    fake.server.RequestHandlerClass.do_POST = fake.server.RequestHandlerClass.do_GET
+    source = write_image(tmp_path / "b.png", width=8, height=8)
+    try:
+        client = Client(fake.base, "", max_retries=0)
+        job = create_when_a_slot_frees(client, source, {"model": "bicubic"}, threading.Event())
+        assert job.id == "j2" and len(fake.paths) == 6
+        quota = _FakeApi([(429, {"Retry-After": "3600"}, b'{"code": "quota_exceeded", "detail": "day used"}')])
+        quota.server.RequestHandlerClass.do_POST = quota.server.RequestHandlerClass.do_GET
+        with pytest.raises(RateLimited):  # any other 429 is the file's error, at once
+            create_when_a_slot_frees(Client(quota.base, "", max_retries=0), source, {}, threading.Event())
+        quota.close()
+    finally:
+        fake.close()
