@@ -87,11 +87,10 @@ def create_key(session: Session, name: str, rate_limit: int | None = None, max_a
         row = ApiKey(name=name, rate_limit=rate_limit, max_active=max_active, daily_megapixels=daily_megapixels)
         session.add(row)
     else:
+        # a revoked tenant made again: the limits asked for now, as for a new one (an omitted one is the setting;
+        # the old key's limits stayed on silently, though --help says "default: the setting")
         row.revoked_at, row.created_at = None, utcnow()
-        for field, value in (("rate_limit", rate_limit), ("max_active", max_active),
-                             ("daily_megapixels", daily_megapixels)):
-            if value is not None:
-                setattr(row, field, value)
+        row.rate_limit, row.max_active, row.daily_megapixels = rate_limit, max_active, daily_megapixels
     token = _new_secret(row)
     session.flush()
     return row, token

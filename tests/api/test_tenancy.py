@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.models import Job
+from shared.models import ApiKey, Job
 from shared.tenants import create_key, revoke_key
 from tests.conftest import image_bytes
 from tests.receiver import Receiver
@@ -86,8 +86,11 @@ def test_a_revoked_tenant_gets_a_new_key_and_keeps_its_jobs_and_a_key_can_be_rot
     job_id = submit_as(client, tenants["a"]).get_json()["id"]
     assert revoke_key(db_session, "acme")
     db_session.commit()
-    _row, fresh = create_key(db_session, "acme")  # once refused: KeyExists on the revoked row
+    db_session.query(ApiKey).filter_by(name="acme").update({"rate_limit": 5})  # the old key's own limit
     db_session.commit()
+    row, fresh = create_key(db_session, "acme")  # once refused: KeyExists on the revoked row
+    db_session.commit()
+    assert row.rate_limit is None  # the limits asked for now (none: the setting), not the old key's silently
     renewed = {"Authorization": f"Bearer {fresh}"}
     assert client.get(f"/v1/jobs/{job_id}", headers=renewed).status_code == 200  # still acme's job
     assert client.get("/v1/jobs", headers=tenants["a"]).status_code == 401  # the revoked secret stays dead
