@@ -50,12 +50,13 @@ def test_a_daily_quota_is_raised_at_once_not_waited_out(api_server, db_session):
     import time
 
     base, _ = api_server
-    _, key = create_key(db_session, "sdk-quota-" + Path(base).name.replace(":", ""), daily_megapixels=1)
+    _, key = create_key(db_session, "sdk-quota-" + Path(base).name.replace(":", ""), daily_megapixels=2)
     db_session.commit()
     client = sdk.Client(base, key, max_retries=3)
+    client.jobs.create(image_bytes(width=600, height=500), model="bicubic", scale=2)  # 1.2 MP of a 2 MP day
     started = time.monotonic()
     with pytest.raises(sdk.RateLimited) as limited:
-        client.jobs.create(image_bytes(width=600, height=500), model="bicubic", scale=2)  # 1.2 MP > 1 MP
+        client.jobs.create(image_bytes(width=600, height=500, seed=1), model="bicubic", scale=2)  # 2.4 MP > 2 MP
     assert limited.value.code == "quota_exceeded" and limited.value.retry_after > sdk.client.MAX_RETRY_AFTER
     assert time.monotonic() - started < 30  # answered, not slept through three 60 s waits
 

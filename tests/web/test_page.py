@@ -264,11 +264,21 @@ def test_options_the_browser_can_check_are_said_at_the_field_before_any_upload(p
     assert names == ["first.png", "second.png"]  # one drop keeps its order (it once came reversed)
 
 
-def test_a_server_reached_by_name_over_plain_http_takes_uploads(browser, api_server, tmp_path):
+def test_a_server_reached_by_name_over_plain_http_takes_uploads(browser, settings, tmp_path):
     """Opened at http://<a LAN name>, the page is not a secure context: crypto.randomUUID does not exist there,
-    and every upload failed with that script error. The name maps to 127.0.0.1 inside Chromium only."""
-    url, _app = api_server
-    port = url.rsplit(":", 1)[1]
+    and every upload failed with that script error. The name maps to 127.0.0.1 inside Chromium only; it is the
+    server's public URL, the one name besides addresses and localhost its open API answers to without a key."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from api import create_app
+    from cli.processes import free_port
+
+    port = free_port()
+    named = settings.with_overrides(public_url=f"http://upscaler.test:{port}")
+    server = make_server("127.0.0.1", port, create_app(named), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     lan = browser.browser_type.launch(executable_path=chromium_path(),
                                       args=["--no-sandbox", "--host-resolver-rules=MAP upscaler.test 127.0.0.1"])
     try:
@@ -280,6 +290,7 @@ def test_a_server_reached_by_name_over_plain_http_takes_uploads(browser, api_ser
         assert page.locator("#cards .state.error").count() == 0
     finally:
         lan.close()
+        server.shutdown()
 
 
 def test_many_cards_poll_within_a_bounded_budget(page, tmp_path):
