@@ -517,7 +517,7 @@ def test_ctrl_c_stops_watching_and_names_the_jobs_left_running(api_server, tmp_p
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130, stderr
     (job_id,) = _queued_jobs(base)
-    assert f"jobs left running on the server: {source} ({job_id})" in stderr
+    assert f"jobs left on the server: {source} ({job_id}) (run the same `upscaler submit` again" in stderr
     assert not list(tmp_path.rglob("*.part"))
 
 
