@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-from pathlib import Path
 
 from cli.arguments import positive_int
 from shared.errors import Refusal
@@ -67,19 +65,16 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_download(args: argparse.Namespace) -> int:
     """Save the result; a file that is there (the input itself, say) is replaced only with ``--overwrite``, and a
     name whose suffix says another format than the result's is refused, as ``upscale`` and ``submit`` do."""
+    from upscaler_client.client import result_path
+
     client = _client(args)
-    folder = args.path.endswith(("/", os.sep)) or Path(args.path).is_dir()
-    if not folder:
-        implied = SUFFIX_FORMATS.get(Path(args.path).suffix.lower())
-        made = client.jobs.get(args.job_id).output.format
-        if implied and made and implied != made:
-            raise Refusal(f"{args.path} names a {implied} file but the result is {made}: name it "
-                          f"{Path(args.path).stem}.{EXTENSIONS.get(made, made)}")
-        if Path(args.path).exists() and not args.overwrite:
-            raise Refusal(f"{args.path} exists; --overwrite replaces it")
-    else:
-        name = client.jobs.get(args.job_id).output.filename
-        if name and (Path(args.path) / name).exists() and not args.overwrite:
-            raise Refusal(f"{Path(args.path) / name} exists; --overwrite replaces it")
-    print(client.jobs.download(args.job_id, args.path))
+    job = client.jobs.get(args.job_id)
+    target, made = result_path(job, args.path), job.output.format
+    implied = SUFFIX_FORMATS.get(target.suffix.lower())
+    if implied and made and implied != made:
+        raise Refusal(f"{target} names a {implied} file but the result is {made}: name it "
+                      f"{target.stem}.{EXTENSIONS.get(made, made)}")
+    if target.exists() and not args.overwrite:
+        raise Refusal(f"{target} exists; --overwrite replaces it")
+    print(client.jobs.download(args.job_id, target))
     return 0

@@ -87,6 +87,14 @@ class Client:
         return True
 
 
+def result_path(job: Job, path: str | Path) -> Path:
+    """Where ``download(job, path)`` writes: ``path``, or the result's own name inside it when ``path`` is a folder,
+    existing or named with a trailing separator (read before ``Path`` drops it)."""
+    folder = str(path).endswith(("/", os.sep, "."))
+    path = Path(path).expanduser()
+    return path / (job.output.filename or f"{job.id}.{job.output.format}") if folder or path.is_dir() else path
+
+
 def _left(deadline: float | None) -> float:
     """Seconds until ``deadline`` (unbounded without one)."""
     return float("inf") if deadline is None else deadline - time.monotonic()
@@ -209,11 +217,7 @@ class Jobs:
             # the API's own answer says why (409 result_not_ready, 410 result_expired), in its documented words
             self.client.request("GET", _job_path(job_id, "/result"), allow_redirects=False)
             raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
-        # a folder, existing or named with a trailing separator (read before Path drops it): the result's own name
-        folder = str(path).endswith(("/", os.sep, "."))
-        path = Path(path).expanduser()
-        if folder or path.is_dir():
-            path = path / (job.output.filename or f"{job.id}.{job.output.format}")
+        path = result_path(job, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
         for attempt in range(self.client.max_retries + 1):
