@@ -27,11 +27,11 @@ def make_engine(url: str, pooled: bool = True) -> Engine:
     """Create an engine; for a SQLite file, create its folder and enable WAL + busy timeout. ``pooled=False``
     opens a fresh connection each time (readiness: a pooled one may be a dead connection that blocks)."""
     parsed = make_url(url)
-    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10} if pooled else {"poolclass": NullPool}
+    fresh = {} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **({} if pooled else {"poolclass": NullPool}))
+        engine = create_engine(url, connect_args={"timeout": 30}, **fresh)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -49,6 +49,7 @@ def make_engine(url: str, pooled: bool = True) -> Engine:
     # What the URL says wins.
     options = {name: value for name, value in {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **POSTGRES_TCP}.items()
                if name not in parsed.query}
+    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10} if pooled else fresh
     return create_engine(url, connect_args=options, **pooling)
 
 
