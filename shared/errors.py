@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 
 class Refusal(Exception):
     """An error whose message says in words what is wrong and what to do (a bad option, a file to fix), not a
     bug: the command line prints it in one line, without a traceback."""
+
+
+NOT_THE_FILES: tuple[type[BaseException], ...] = (MemoryError, SoftTimeLimitExceeded)
+"""Raised inside a codec but saying nothing about the file: the process ran out of memory, or the job out of
+time (Celery's soft limit is raised wherever the task is, a decoder included). A codec's catch-all that turns
+its failures into "the file is unreadable" lets these through: a job past its time limit was failed
+``input_unreadable``, telling its user the photo was corrupt."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image
 
+from shared.errors import NOT_THE_FILES
+
 # MPO is how many cameras write JPEGs (a JPEG with extra frames, e.g. a depth map): stored as the JPEG it is,
 # and the worker uses its first frame.
 # HEIF is how iPhones (and many Android phones) save photos, read through pi-heif (libheif); AVIF is Pillow's own.
@@ -123,7 +125,7 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
                 raise ImageRejected("image_too_large", f"the image has {width}x{height} = {width * height} pixels; "
                                                        f"the limit is {max_input_pixels}", limit=max_input_pixels)
             image.verify()
-    except (ImageRejected, MemoryError):
+    except (ImageRejected, *NOT_THE_FILES):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageRejected("image_too_large", str(exc)) from exc

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+from shared.errors import NOT_THE_FILES
 from shared.formats import open_image
 from shared.sizing import SizePlan
 from worker import metadata
@@ -83,7 +84,7 @@ def decode(path: Path) -> DecodedImage:
     """
     try:
         return _decode(path)
-    except (MemoryError, UnreadableImage):
+    except (UnreadableImage, *NOT_THE_FILES):
         raise
     except Exception as exc:
         log.warning("cannot decode %s: %s: %s", path.name, type(exc).__name__, exc)

@@ -41,6 +41,7 @@ from worker.outcomes import (
     store_result,
 )
 from worker.render import Prepared, finish, prepare
+from worker.time_limit import hold_time_limit
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
@@ -49,21 +50,28 @@ PROGRESS_EVERY_SECONDS = 1.0
 def run_job(ctx: WorkerContext, job_id: str) -> str:
     """Process the job this message's turn goes to (``jobs.next_fair_job``: its own, or a less-served tenant's);
     returns what happened: succeeded, failed, split, skipped or lease_lost."""
-    job = _claim_turn(ctx, job_id)
+    release_time_limit = hold_time_limit()  # raised inside the try below, where it ends the claimed job
+    try:
+        job = _claim_turn(ctx, job_id)
+    except BaseException:
+        release_time_limit()
+        raise
     if job is None:
+        release_time_limit()
         log.info("job %s not claimable (running elsewhere, finished or unknown) and none queued: skipped", job_id)
         return "skipped"
     job_id = job.id
-    if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
-        if not discard(ctx, job.staged_output_key):  # still named, or it would be stored for good: try later
-            return stop_for_outage(ctx, job_id, StorageError(f"could not delete {job.staged_output_key}"))
-        with unit_of_work(ctx.sessions) as session:
-            jobs.stage_output(session, job_id, ctx.owner, None)
-    if job.bands_total is not None:  # a split job taken back from workers that vanished
-        with lease_kept(ctx, job_id):
-            return split.resume(ctx, job)
     output_key = None
     try:
+        release_time_limit()
+        if job.staged_output_key:  # a previous attempt died around its upload: remove what it may have left
+            if not discard(ctx, job.staged_output_key):  # still named, or it would be stored for good: try later
+                return stop_for_outage(ctx, job_id, StorageError(f"could not delete {job.staged_output_key}"))
+            with unit_of_work(ctx.sessions) as session:
+                jobs.stage_output(session, job_id, ctx.owner, None)
+        if job.bands_total is not None:  # a split job taken back from workers that vanished
+            with lease_kept(ctx, job_id):
+                return split.resume(ctx, job)
         with lease_kept(ctx, job_id), tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
             started = time.monotonic()
             source_path = Path(tmp) / "input"

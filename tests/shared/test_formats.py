@@ -99,3 +99,30 @@ def test_a_damaged_file_is_refused_as_unsupported_whatever_its_codec_raises(fmt)
             causes.add(type(exc.__cause__).__name__)
     if fmt == "AVIF":
         assert "RuntimeError" in causes  # the case that was a 500 is among them
+
+
+@pytest.mark.parametrize("interruption", ["SoftTimeLimitExceeded", "MemoryError"])
+def test_running_out_of_time_or_memory_inside_a_codec_is_not_the_files_fault(monkeypatch, tmp_path, interruption):
+    """The catch-all that turns a codec's failures into "not a readable image" let a job's soft time limit (raised
+    wherever the task is) through as the file's fault: a fetched photo failed ``input_unreadable``. Both pass
+    through sniffing and decoding as themselves."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from PIL import PngImagePlugin
+
+    from shared.formats import sniff
+    from tests.conftest import image_bytes
+    from worker.imaging import decode
+
+    error = {"SoftTimeLimitExceeded": SoftTimeLimitExceeded, "MemoryError": MemoryError}[interruption]
+
+    def interrupted(*_args, **_kwargs):
+        raise error()
+
+    data = image_bytes(width=48, height=32, fmt="PNG")
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "verify", interrupted)
+    with pytest.raises(error):
+        sniff(data, 10**8)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", interrupted)
+    (tmp_path / "in.png").write_bytes(data)
+    with pytest.raises(error):
+        decode(tmp_path / "in.png")

@@ -124,6 +124,47 @@ def test_failures_map_to_stable_codes(ctx, db_session, monkeypatch, error, code)
     assert ctx.storage.exists(job.input_key)
 
 
+def test_a_time_limit_landing_inside_the_claim_fails_the_job_as_time_limit(ctx, db_session, monkeypatch):
+    """Celery's soft limit is billiard's SIGUSR1 handler raising wherever the task is: landing inside the claim
+    (a fresh pool process on a loaded machine), it ended the task with the job claimed and nobody to end it, so
+    the job stayed running, 0 %, until its lease ran out. Held during the claim, it fails the job as it should,
+    and billiard's handler is back afterwards."""
+    import signal
+
+    from billiard.pool import soft_timeout_sighandler
+
+    from shared import jobs
+
+    claim = jobs.claim
+
+    def claim_interrupted(session, *args, **kwargs):
+        taken = claim(session, *args, **kwargs)
+        signal.raise_signal(signal.SIGUSR1)  # the limit passes while the claim's transaction is open
+        return taken
+
+    monkeypatch.setattr(jobs, "claim", claim_interrupted)
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    try:
+        job = queued_job(ctx, db_session)
+        assert pipeline.run_job(ctx, job.id) == "failed"
+        assert signal.getsignal(signal.SIGUSR1) is soft_timeout_sighandler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    job = reload(db_session, job)
+    assert (job.status, job.error_code, job.attempts, job.lease_owner) == ("failed", "time_limit", 1, None)
+    assert ctx.storage.exists(job.input_key)
+
+
+def test_no_time_limit_held_lets_a_claim_run_as_before(ctx, db_session):
+    """Without billiard's handler (a solo pool, the tests' own process) holding changes nothing."""
+    import signal
+
+    before = signal.getsignal(signal.SIGUSR1)
+    job = queued_job(ctx, db_session)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
 def test_an_unreachable_bucket_hands_the_job_back_until_its_attempts_are_used(ctx, db_session):
     """Object storage away (its endpoint refuses connections): one failed request failed every job a worker
     took. The attempt ends, the job goes back to the queue unpublished (the sweeper publishes it at its next
