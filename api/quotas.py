@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 import redis
 from flask import Flask, Response, g
@@ -24,9 +25,7 @@ from flask import Flask, Response, g
 from api.errors import ApiError
 from api.services import services
 from shared import jobs, quota
-from shared.models import Job
 from shared.settings import Settings
-from shared.sizing import megapixels
 from shared.tenants import Tenant, own_or_default
 
 log = logging.getLogger(__name__)
@@ -73,10 +72,11 @@ def check_active(session, tenant: Tenant, settings: Settings) -> int:
     return active
 
 
-def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, megapixels: float) -> None:
-    """Count a job's output megapixels against today's quota (``shared.quota``); 429 if it would go past it."""
+def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, megapixels: float) -> datetime | None:
+    """Count a job's output megapixels against today's quota (``shared.quota``); 429 if it would go past it.
+    Returns when it was counted (for the job's record), None if it was not (no quota, Redis unreachable)."""
     try:
-        quota.charge(client, tenant.name, quota.daily_limit(tenant, settings), megapixels)
+        return quota.charge(client, tenant.name, quota.daily_limit(tenant, settings), megapixels)
     except quota.LargerThanQuota as exc:  # no Retry-After: waiting never helps
         raise ApiError("output_too_large", str(exc), limit=exc.limit) from None
     except quota.QuotaExceeded as exc:
@@ -84,6 +84,7 @@ def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, 
                        limit=exc.limit) from None
     except redis.RedisError as exc:
         log.warning("daily quota not checked (Redis unavailable): %s", exc)
+        return None
 
 
 def install_rate_limit(app: Flask) -> None:
@@ -101,14 +102,3 @@ def install_rate_limit(app: Flask) -> None:
         for name, value in g.get("rate_headers", {}).items():
             response.headers.setdefault(name, value)
         return response
-
-
-def give_back_unstarted(client: redis.Redis, job: Job) -> None:
-    """A job canceled before any worker started it made nothing: its upload's charge goes back to the day it was
-    made on. (A job by image_url is charged only when a worker fetches it; one that ran keeps its charge.)"""
-    if job.started_at is not None or job.input_url is not None or not (job.output_width and job.output_height):
-        return
-    try:
-        quota.give_back(client, job.tenant, megapixels(job.output_width, job.output_height), job.created_at)
-    except redis.RedisError as exc:
-        log.warning("job %s canceled; its quota charge could not be given back (Redis unavailable): %s", job.id, exc)

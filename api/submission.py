@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from flask import request
@@ -142,10 +142,11 @@ def find_previous(svc: Services, key: str, fingerprint: str) -> Job | None:
         return session.get(Job, record.job_id)
 
 
-def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job, bool]:
+def create(svc: Services, submission: Submission, key: str | None, charged_at: datetime | None) -> tuple[Job, bool]:
     """Store and enqueue a new job within the tenant's active-job limit (429 past it); returns (job, created).
     ``created`` is False when a concurrent request with the same Idempotency-Key won the race (its job is
-    returned)."""
+    returned). ``charged_at``: when its output megapixels were counted against the daily quota (None: they were
+    not), recorded on the job so that a job that makes nothing gives them back."""
     form, upload, tenant = submission.form, submission.upload, current_tenant()
     job_id = new_job_id()
     if upload is None:  # image_url: the worker fetches the image into this key
@@ -154,7 +155,8 @@ def create(svc: Services, submission: Submission, key: str | None) -> tuple[Job,
         input_key = new_key(INPUTS, EXTENSIONS.get(upload.format, upload.format))
         facts = {"input_format": upload.format, "input_filename": upload.filename, "input_bytes": len(upload.data),
                  "input_width": upload.width, "input_height": upload.height,
-                 "output_width": submission.plan.width, "output_height": submission.plan.height}
+                 "output_width": submission.plan.width, "output_height": submission.plan.height,
+                 "charged_megapixels": submission.output_megapixels if charged_at else None, "charged_at": charged_at}
         try:
             svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
         except StorageError as exc:

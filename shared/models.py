@@ -128,6 +128,10 @@ class Job(Base):
     def size_request(self) -> SizeRequest:
         return SizeRequest(self.scale, self.target_width, self.target_height, self.fit or "contain")
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the job was charged against its tenant's daily quota, and when (shared.quota): None when nothing was
+    # (no quota, Redis unreachable, not fetched yet) or once it has been given back.
+    charged_megapixels: Mapped[float | None] = mapped_column(Float)
+    charged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class JobBand(Base):

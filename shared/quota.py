@@ -3,17 +3,23 @@
 The API charges a job when it is submitted with its image (its output size is known then); the worker charges a
 job submitted by ``image_url`` once it has fetched the image and knows its size (such jobs cost nothing at
 submit, and went uncharged: a tenant could get any number of megapixels by hosting its images). One count, one
-rule for both.
+rule for both. What was charged, and when, is written on the job; a job that makes nothing for its tenant gives
+it back (``refundable``), once, to the day it was charged on.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import redis
 
+from shared.models import Job
 from shared.settings import Settings
+from shared.states import JobStatus
 from shared.tenants import Tenant, own_or_default
+
+log = logging.getLogger(__name__)
 
 KEY_TTL_SECONDS = 2 * 86400  # past the day it counts, whatever the clock skew between API and workers
 
@@ -39,13 +45,14 @@ def daily_limit(tenant: Tenant, settings: Settings) -> int:
     return own_or_default(tenant.daily_megapixels, settings.daily_megapixels)
 
 
-def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> None:
-    """Add ``megapixels`` to the tenant's count for today (a negative amount gives some back); raise
-    ``QuotaExceeded``, with the count as it was, if the charge would pass ``limit`` (<= 0: nothing counted), or
-    ``LargerThanQuota`` if it alone is more than ``limit``.
+def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> datetime | None:
+    """Add ``megapixels`` to the tenant's count for today (a negative amount gives some back) and return the moment
+    it counted at (its day is the one to give it back to); None when ``limit`` <= 0 (nothing counted). Raise
+    ``QuotaExceeded``, with the count as it was, if the charge would pass ``limit``, or ``LargerThanQuota`` if it
+    alone is more than ``limit``.
     Raises ``redis.RedisError`` when Redis is unreachable: each caller decides what that means."""
     if limit <= 0:
-        return
+        return None
     if megapixels > limit:  # "retry at midnight" would be a lie: it never fits
         raise LargerThanQuota(f"this job ({megapixels:.1f} output megapixels) is larger than the whole daily quota "
                               f"of {limit} megapixels; ask for a smaller size", limit)
@@ -59,15 +66,51 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> N
         raise QuotaExceeded(f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} "
                             f"megapixels ({used - megapixels:.1f} used); it resets at 00:00 UTC",
                             int((midnight - now).total_seconds()) + 1, limit)
+    return now
 
 
 def give_back(client: redis.Redis, tenant: str, megapixels: float, charged_at: datetime) -> None:
-    """Return a charge to the day it was made on (a queued job canceled before it ran made nothing: its upload's
-    charge stood for the rest of the day). A day whose count has expired is left alone. Raises
+    """Return a charge to the day it was made on. A day whose count has expired is left alone. Raises
     ``redis.RedisError`` when Redis is unreachable."""
     key = _day_key(tenant, charged_at)
     if megapixels > 0 and client.exists(key):
         client.incrbyfloat(key, -megapixels)
+
+
+def refundable(job: Job) -> bool:
+    """Whether a job that has just ended made nothing its tenant should pay for: failed, whatever the cause (the
+    platform's own failures, a lost worker or an unreachable store, were never the customer's, and a file that
+    fails costs a worker little), or canceled before any worker started it. A job canceled while it ran keeps its
+    charge: the work was done until the customer stopped it."""
+    return job.status == JobStatus.FAILED.value or (job.status == JobStatus.CANCELED.value and job.started_at is None)
+
+
+def take_charge(job: Job) -> tuple[float, datetime] | None:
+    """Take the job's recorded charge off it (in the caller's transaction, which changed its state, so only one
+    transition ever takes it): what to give back after the commit, or None if it was charged nothing."""
+    if job.charged_megapixels is None or job.charged_at is None:
+        return None
+    taken = (job.charged_megapixels, job.charged_at)
+    job.charged_megapixels = job.charged_at = None
+    return taken
+
+
+def refund(settings: Settings, tenant: str, taken: tuple[float, datetime]) -> None:
+    """Give back a charge taken off a job; with Redis unreachable the charge stays counted (logged)."""
+    client = client_for(settings)
+    try:
+        give_back(client, tenant, *taken)
+    except redis.RedisError as exc:
+        log.warning("a quota charge of %.2f megapixels could not be given back to tenant %s (Redis unavailable): %s",
+                    taken[0], tenant, exc)
+    finally:
+        client.close()
+
+
+def client_for(settings: Settings) -> redis.Redis:
+    """A Redis client for counting, with short timeouts: a charge or refund waits seconds on an outage, not for
+    ever."""
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
 
 
 def _day_key(tenant: str, moment: datetime) -> str:

@@ -15,7 +15,7 @@ from typing import Protocol
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import metrics
+from shared import metrics, quota
 from shared.db import unit_of_work
 from shared.models import Job
 from shared.queue import publish_deliveries
@@ -43,8 +43,9 @@ def default_event(status: JobStatus) -> EventFor:
 
 def change_job(platform: Platform, job_id: str, status: JobStatus, update: Callable[[Session], bool], *,
                event: EventFor | None = None, code: str = "") -> Job | None:
-    """Apply ``update``; if it changed the job, record its event, commit, publish, count. Returns the job as
-    committed (detached), or None when the update found the job in another state."""
+    """Apply ``update``; if it changed the job, record its event, commit, publish, give back the quota charge of
+    a job that made nothing (``shared.quota.refundable``), count. Returns the job as committed (detached), or None
+    when the update found the job in another state."""
     event_for = event or default_event(status)
     with unit_of_work(platform.sessions) as session:
         if not update(session):
@@ -52,10 +53,13 @@ def change_job(platform: Platform, job_id: str, status: JobStatus, update: Calla
         job = session.get(Job, job_id)
         name = event_for(job)
         message = record_event(session, job, name, platform.storage, platform.settings) if name else None
+        refund = quota.take_charge(job) if status in TERMINAL and quota.refundable(job) else None
         session.flush()
         session.refresh(job)
         session.expunge(job)
     publish_deliveries(platform.celery, [message])
+    if refund is not None:
+        quota.refund(platform.settings, job.tenant, refund)
     if status in TERMINAL:
         metrics.JOBS_FINISHED.labels(status.value, code).inc()
     return job

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import redis
@@ -171,43 +172,40 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
         if model else None  # a model this worker does not know: engine_failed when it runs
     if violation:
         raise JobFailure(violation.code, violation.message)
-    charged = _charge_quota(ctx, job, planned.megapixels)
+    charged_at = _charge_quota(ctx, job, planned.megapixels)
     try:
         if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
             ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
         facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
-                 "input_height": found.height, "output_width": planned.width, "output_height": planned.height}
+                 "input_height": found.height, "output_width": planned.width, "output_height": planned.height,
+                 "charged_megapixels": planned.megapixels if charged_at else None, "charged_at": charged_at}
         with unit_of_work(ctx.sessions) as session:
             if not jobs.record_input(session, job.id, ctx.owner, **facts):
                 raise LeaseLost(job.id)
     except BaseException:  # not recorded: the next attempt fetches and charges again, so this charge goes back
-        if charged:
-            try:
-                _charge_quota(ctx, job, -charged)
-            except Exception:  # the database or Redis away too: the first error is the one to report
-                log.warning("job %s: its quota charge could not be given back", job.id, exc_info=True)
+        if charged_at:
+            quota.refund(ctx.settings, job.tenant, (planned.megapixels, charged_at))
         raise
     for name, value in facts.items():
         setattr(job, name, value)
 
 
-def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> float:
+def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> datetime | None:
     """Charge a fetched image's output megapixels to its tenant's daily quota, as the API charges an upload at
-    submit (``shared.quota``; a negative amount gives a charge back); past the quota the job fails
-    ``quota_exceeded`` before its input is stored. Returns what was charged: 0 with Redis unreachable, where the
-    job runs uncharged as the API lets an upload through then."""
+    submit (``shared.quota``); past the quota the job fails ``quota_exceeded`` before its input is stored.
+    Returns when it was charged: None with no quota, or with Redis unreachable, where the job runs uncharged as
+    the API lets an upload through then."""
     with ctx.sessions() as session:
         tenant = tenants.tenant_named(session, job.tenant)
-    client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
+    client = quota.client_for(ctx.settings)
     try:
-        quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels)
-        return megapixels
+        return quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels)
     except quota.LargerThanQuota as exc:
         raise JobFailure("output_too_large", str(exc)) from None
     except quota.QuotaExceeded as exc:
         raise JobFailure("quota_exceeded", f"{exc} (charged when the image at image_url was fetched)") from None
     except redis.RedisError as exc:
         log.warning("job %s: daily quota not charged (Redis unavailable): %s", job.id, exc)
-        return 0.0
+        return None
     finally:
         client.close()

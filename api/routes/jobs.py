@@ -14,7 +14,7 @@ from api.openapi import operation
 from api.presenters import job_out
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
-from shared import jobs
+from shared import jobs, quota
 from shared.job_view import result_filename
 from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
@@ -96,23 +96,28 @@ def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Jo
     tenant = current_tenant()
     cost = parsed.output_megapixels
     try:
-        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
+        charged_at = quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
     except ApiError:
         if earlier := _earlier(svc, key, parsed):
             return earlier
         raise
+
+    def refund() -> None:  # the request made no job of its own: the charge goes back, if one was made
+        if charged_at:
+            quota.refund(svc.settings, tenant.name, (cost, charged_at))
+
     try:
-        job, created = submission.create(svc, parsed, key)
+        job, created = submission.create(svc, parsed, key, charged_at)
     except ApiError:
-        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)  # nothing was accepted
+        refund()
         if earlier := _earlier(svc, key, parsed):
             return earlier
         raise
     except Exception:
-        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)
+        refund()
         raise
     if not created:  # a concurrent request with this Idempotency-Key won the race: its job, charged once
-        quotas.reserve_megapixels(svc.redis, tenant, svc.settings, -cost)
+        refund()
         return job
     # label by the network scale that will run (bounded: 1, 2, 3, 4, 8), never by a free-form size
     JOBS_SUBMITTED.labels(job.model, str(parsed.plan.network_scale) if parsed.plan else "pending").inc()
@@ -179,8 +184,6 @@ def cancel_job(job_id: str):
     job = canceled or load_job(svc, job_id)
     if job.status != JobStatus.CANCELED.value:
         raise ApiError("not_cancelable", f"the job has already {job.status}", job_status=job.status)
-    if canceled is not None:
-        quotas.give_back_unstarted(svc.redis, canceled)
     return _json(svc, job)
 
 

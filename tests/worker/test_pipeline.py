@@ -408,3 +408,82 @@ def test_a_turn_reports_the_job_it_ran(ctx, db_session, monkeypatch):
     b_job = queued_job(ctx, db_session, tenant="globex", created_at=seconds_ago(5))
     monkeypatch.setattr(tasks, "get_context", lambda: ctx)
     assert tasks.run_job.run(a_job.id) == {"job_id": b_job.id, "outcome": "succeeded"}
+
+
+def test_a_job_that_makes_nothing_gives_its_quota_charge_back_once_to_its_day(client, ctx, db_session, monkeypatch):
+    """A failed job kept its charge for the day (only a queued upload canceled before it ran gave it back): a
+    customer whose jobs failed on the platform's side (a store away, a lost worker) ran out of quota for results
+    never made. The charge is recorded on the job where it is made and given back once when the job fails or is
+    canceled before it started; a job that succeeded, or was canceled while it ran, keeps it."""
+    import uuid
+
+    from shared.states import JobStatus
+    from shared.tenants import create_key
+    from shared.transitions import change_job
+
+    name = f"refund-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=5)
+    db_session.commit()
+    counts = redis.Redis.from_url(ctx.settings.redis_url)
+
+    def submit(width: int) -> str:  # x2 of width x 100: width * 200 * 2 output pixels
+        answer = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                             content_type="multipart/form-data",
+                             data={"image": (io.BytesIO(image_bytes(width=width, height=100)), "a.png"),
+                                   "scale": "2", "model": "bicubic"})
+        assert answer.status_code == 202, answer.get_json()
+        return answer.get_json()["id"]
+
+    def used() -> float:
+        (day,) = counts.keys(f"upscaler:mp:{name}:*")
+        return round(float(counts.get(day)), 4)
+
+    kept, failed, canceled, running = submit(500), submit(600), submit(700), submit(800)
+    assert used() == 1.04  # 0.2 + 0.24 + 0.28 + 0.32 MP
+    assert pipeline.run_job(ctx, kept) == "succeeded"
+    monkeypatch.setattr(ctx.storage, "put_file", lambda *_args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    assert pipeline.run_job(ctx, failed) == "failed"
+    monkeypatch.undo()
+    assert used() == 0.8  # the failed job's 0.24 back
+    assert client.post(f"/v1/jobs/{canceled}/cancel", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert used() == 0.52
+    with db_session.begin():  # claimed by a worker: canceled while it runs, it keeps its charge
+        db_session.get(Job, running).status, db_session.get(Job, running).started_at = "running", seconds_ago(1)
+    assert client.post(f"/v1/jobs/{running}/cancel", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert used() == 0.52
+    # once only: a later terminal transition of the failed job (none exists; forced) finds nothing left to give
+    assert change_job(ctx, failed, JobStatus.FAILED, lambda _session: True) is not None
+    assert used() == 0.52
+    assert [reload(db_session, db_session.get(Job, job)).charged_megapixels for job in (kept, failed, canceled)] \
+        == [0.2, None, None]
+
+
+def test_a_job_charged_nothing_gives_nothing_back(client, ctx, db_session, monkeypatch):
+    """Redis away at submit: the upload runs uncharged (logged), so its failure must not take megapixels off
+    the count of the day (a refund of a charge never made)."""
+    import uuid
+
+    import redis as redis_client
+
+    from shared.tenants import create_key
+
+    name = f"uncharged-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=5)
+    db_session.commit()
+    services = client.application.extensions["upscaler"]
+    counts = redis.Redis.from_url(ctx.settings.redis_url)
+    counts.set(f"upscaler:mp:{name}:{time.strftime('%Y%m%d', time.gmtime())}", 1.0)
+
+    def away(*_args, **_kwargs):
+        raise redis_client.ConnectionError("Redis is away")
+
+    monkeypatch.setattr(services.redis, "incrbyfloat", away)
+    monkeypatch.setattr(services.redis, "pipeline", away)
+    job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
+                         data={"image": (io.BytesIO(image_bytes(width=500, height=100)), "a.png"), "scale": "2",
+                               "model": "bicubic"}).get_json()["id"]
+    monkeypatch.undo()
+    assert reload(db_session, db_session.get(Job, job_id)).charged_megapixels is None
+    monkeypatch.setattr(ctx.storage, "put_file", lambda *_args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    assert pipeline.run_job(ctx, job_id) == "failed"
+    assert float(counts.get(f"upscaler:mp:{name}:{time.strftime('%Y%m%d', time.gmtime())}")) == 1.0
