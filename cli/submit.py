@@ -146,32 +146,38 @@ def run(args: argparse.Namespace) -> int:
         bar.n = round(job.progress * 100)
         bar.refresh()
 
-    def one(index_path: tuple[int, Path]) -> bool:
+    def unless_stopped(_outage: Exception) -> None:
+        """While the API is away a watch hears no progress: without this, a run stopped by another file's
+        "cannot connect" sat silent for the wait's hour, then counted these files as failed."""
+        if stop.is_set():
+            raise Stopped
+
+    def one(index_path: tuple[int, Path]) -> str:
         index, path = index_path
         if stop.is_set():
-            return False
+            return NOT_DONE
         bar = tqdm(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
                    leave=False, dynamic_ncols=True)
         try:
             job = create_when_a_slot_frees(client, path, options, stop)
             running[path] = job.id
-            done = job.wait(on_progress=lambda j: watch(bar, j))
+            done = job.wait(on_progress=lambda j: watch(bar, j), on_unavailable=unless_stopped)
             if stop.is_set():
                 raise Stopped
             done.download(targets[path])
             running.pop(path)
             tqdm.write(f"done {path} -> {targets[path]} ({done.output.width}x{done.output.height})")
-            return True
+            return DONE
         except Stopped:
-            return False
+            return NOT_DONE
         except (AuthenticationError, Unreachable) as exc:  # the same for every file: stop the run
             stop.set()
             tqdm.write(f"upscaler submit: {exc}", file=sys.stderr)
-            return False
+            return NOT_DONE
         except (UpscalerError, OSError) as exc:
             job_id = running.pop(path, None)
             tqdm.write(f"error: {path}: {exc}" + (f" (job {job_id})" if job_id else ""), file=sys.stderr)
-            return False
+            return FAILED
         finally:
             bar.close()
             overall.update(1)
@@ -185,14 +191,23 @@ def run(args: argparse.Namespace) -> int:
         overall.close()
         for target in targets.values():  # a download cut short leaves nothing beside its target
             target.with_name(target.name + ".part").unlink(missing_ok=True)
-        left = ", ".join(f"{path} ({job_id})" for path, job_id in running.items()) or "none"
-        print(f"\nstopped; jobs left on the server: {left} (run the same `upscaler submit` again to pick them up "
-              "and download their results; nothing is submitted twice)", file=sys.stderr)
+        print(f"\nstopped; {_left_on_server(running)}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(130)  # without joining watches that poll for an hour or a download under way
     pool.shutdown()
     overall.close()
-    failed = results.count(False)
+    failed, not_done = results.count(FAILED), results.count(NOT_DONE)
     if failed:
         print(f"{failed} of {len(todo)} job(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    if not_done:
+        print(f"{not_done} of {len(todo)} file(s) not finished: {_left_on_server(running)}", file=sys.stderr)
+    return 1 if failed or not_done else 0
+
+
+DONE, FAILED, NOT_DONE = "done", "failed", "not done"  # a file's outcome in a --wait run
+
+
+def _left_on_server(running: dict[Path, str]) -> str:
+    left = ", ".join(f"{path} ({job_id})" for path, job_id in running.items()) or "none"
+    return (f"jobs left on the server: {left} (run the same `upscaler submit` again to pick them up and download "
+            "their results; nothing is submitted twice)")

@@ -650,3 +650,55 @@ def test_submit_wait_waits_for_a_slot_under_the_keys_active_job_limit(tmp_path):
         quota.close()
     finally:
         fake.close()
+
+
+def test_submit_wait_ends_when_the_api_goes_away_and_says_which_jobs_are_left(tmp_path, capsys):
+    """The API went away mid-run: one file's submit could not connect and stopped the run, but the file whose job
+    was being watched heard no answer to stop on and sat silent for the wait's hour, then counted as failed with
+    the file never submitted ("2 of 2 job(s) failed"). A loopback API takes a.png's job, then answers its polls
+    503, and drops b.png's submit: the run ends, exit 1, naming a.png's job as left on the server."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status: int, body: dict, **headers: str) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json",
+                                "Content-Length": str(len(data))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if b'filename="b.png"' in body:
+                self.close_connection = True  # no answer: the client cannot connect, as to an API gone away
+                return
+            self.answer(202, {"id": "ja", "status": "queued", "progress": 0, "model": "bicubic", "input": {},
+                              "output": {}})
+
+        def do_GET(self):
+            self.answer(503, {"code": "service_unavailable", "detail": "restarting"}, **{"Retry-After": "0.2"})
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    files = [write_image(tmp_path / name, width=8, height=8) for name in ("a.png", "b.png")]
+    args = build_parser().parse_args(["submit", *map(str, files), "--wait", "--concurrency", "2", "--output-dir",
+                                      str(tmp_path / "out"), "--api", f"http://127.0.0.1:{server.server_address[1]}"])
+    ended: list[int] = []
+    run_thread = threading.Thread(target=lambda: ended.append(args.func(args)), daemon=True)
+    try:
+        run_thread.start()
+        run_thread.join(120)  # a guard, not a timing: the watch waited for its hour
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert ended == [1], err
+    assert "upscaler submit: " in err and "2 of 2 file(s) not finished" in err, err  # b never submitted, a not done
+    assert f"{files[0]} (ja)" in err and str(files[1]) not in err.split("not finished")[1]
+    assert "failed" not in err

@@ -238,6 +238,16 @@ def test_waiting_rides_out_an_unreachable_api_and_polls_at_its_retry_after(monke
     job = sdk.Job.from_json({"id": "j1", "status": "queued", "progress": 0.0, "model": "auto", "input": {},
                              "output": {}}, client)
     assert job.wait().status == "succeeded" and sleeps == [2.0]
+    states, heard = iter(["down", "down", "down"]), []  # on_unavailable hears each outage; what it raises ends it
+
+    def stop_at_the_second(exc):
+        heard.append(exc)
+        if len(heard) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.jobs.wait("j1", on_unavailable=stop_at_the_second)
+    assert [type(exc) for exc in heard] == [sdk.ConnectionError] * 2
 
 
 def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, tmp_path):

@@ -178,11 +178,13 @@ class Jobs:
         return Job.from_json(self.client.request("POST", _job_path(job_id, "/cancel")).json(), self.client)
 
     def wait(self, job_id: str, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
-             interval: float | None = None) -> Job:
+             interval: float | None = None, on_unavailable: Callable[[Exception], Any] | None = None) -> Job:
         """Poll until the job ends: at the API's ``Retry-After`` (2 s; polling every 0.5 s spent a tenant's rate
         limit) unless ``interval`` is given. The API being unreachable, unavailable or busy for a while (a restart
         behind a proxy's 502, its own 503, a 429) is waited through until the deadline, not raised: the job keeps
-        running meanwhile. Every poll ends by the deadline (a hung API held one poll for minutes past it)."""
+        running meanwhile. Every poll ends by the deadline (a hung API held one poll for minutes past it).
+        ``on_unavailable`` is called with each such error before the wait goes on; what it raises ends the wait
+        (``on_progress`` alone could not stop a wait while the API was away: it hears only answers)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -190,6 +192,8 @@ class Jobs:
             except (errors.ConnectionError, errors.ServerError, errors.RateLimited) as exc:
                 if isinstance(exc, errors.ServerError) and exc.status not in PASSING_STATUSES:
                     raise  # a 500 is the API's fault, not an outage to wait out
+                if on_unavailable:
+                    on_unavailable(exc)
                 if _left(deadline) <= 0:  # the last poll was cut at the deadline: waiting ran out, as documented
                     raise errors.Timeout(f"job {job_id}: no answer within {timeout:g} s ({exc}); it keeps "
                                          "running") from exc

@@ -58,10 +58,11 @@ class Job:
         return self._client.jobs.get(self.id)
 
     def wait(self, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
-             interval: float | None = None) -> Job:
+             interval: float | None = None, on_unavailable: Callable[[Exception], Any] | None = None) -> Job:
         """Poll until the job ends (at the API's ``Retry-After`` unless ``interval`` is given); ``JobFailed`` if it
-        failed or was canceled, ``Timeout`` if time runs out."""
-        return self._client.jobs.wait(self.id, timeout=timeout, on_progress=on_progress, interval=interval)
+        failed or was canceled, ``Timeout`` if time runs out. See ``Jobs.wait`` for ``on_unavailable``."""
+        return self._client.jobs.wait(self.id, timeout=timeout, on_progress=on_progress, interval=interval,
+                                      on_unavailable=on_unavailable)
 
     def download(self, path: str | Path) -> Path:
         return self._client.jobs.download(self.id, path)
