@@ -62,6 +62,9 @@ def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) 
     return address.is_link_local or address in METADATA_ADDRESSES
 
 
+RESOLVE_SECONDS = 5.0  # the longest a host name may take to resolve (a webhook's whole deadline, if shorter)
+
+
 class RefusedDestination(ValueError):
     """The URL may not be contacted (the message says why, in words for the user)."""
 
@@ -81,8 +84,9 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
-def pin(url: str, allow_private: bool) -> PinnedTarget:
-    """Resolve ``url``'s host once, check every address (unless ``allow_private``), pin the first one."""
+def pin(url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS) -> PinnedTarget:
+    """Resolve ``url``'s host once (within ``resolve_seconds``), check every address (unless ``allow_private``),
+    pin the first one."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RefusedDestination("only http and https URLs with a host are allowed")
@@ -90,10 +94,7 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
     if host.lower() in METADATA_HOSTS:
         raise RefusedDestination(f"{host} is a cloud metadata host")
     port = parts.port or _default_port(parts.scheme)
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise NotResolved(f"{host} does not resolve") from None
+    infos = _resolve(host, port, resolve_seconds)
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
     if any(is_metadata_address(address) for address in addresses):
         raise RefusedDestination(f"{host} is a cloud metadata or link-local address")
@@ -114,6 +115,30 @@ def pin(url: str, allow_private: bool) -> PinnedTarget:
     return PinnedTarget(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, host)
 
 
+def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
+    """``getaddrinfo`` within ``seconds``. Why a thread: the lookup blocks for as long as the system's resolver
+    tries (its own timeouts, times its attempts, times its servers) and cannot be interrupted, so a host whose name
+    server does not answer held a webhook attempt past its deadline and an API submit naming it for as long. A
+    lookup left behind ends on its own, in the background, when the resolver gives up."""
+    found: dict[str, object] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            found["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(max(seconds, 0.0)):
+        raise NotResolved(f"{host} did not resolve within {seconds:.3g} s")
+    if "error" in found:
+        raise NotResolved(f"{host} does not resolve") from None
+    return found["infos"]  # type: ignore[return-value]
+
+
 class _NamedTLSAdapter(HTTPAdapter):
     """Connects to an IP but does SNI and certificate checks for the original host name."""
 
@@ -127,9 +152,10 @@ class _NamedTLSAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def pinned_request(method: str, url: str, allow_private: bool, **kwargs) -> requests.Response:
+def pinned_request(method: str, url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS,
+                   **kwargs) -> requests.Response:
     """``requests.request`` to the pinned address of ``url``; redirects are never followed here."""
-    target = pin(url, allow_private)
+    target = pin(url, allow_private, resolve_seconds)
     headers = {**kwargs.pop("headers", {}), "Host": target.host_header}
     with requests.Session() as session:
         session.mount("https://", _NamedTLSAdapter(target.hostname))
@@ -147,10 +173,10 @@ def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: b
     for as long as it liked, and its whole body was read into memory). The answer's body is not read: its status
     is all that matters. Raises ``RefusedDestination`` before connecting, ``DeadlinePassed``, or ``OSError`` /
     ``http.client.HTTPException`` for a connection that failed."""
-    target = pin(url, allow_private)
-    parts = urlsplit(target.url)
     deadline = time.monotonic() + seconds
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=seconds)
+    target = pin(url, allow_private, min(seconds, RESOLVE_SECONDS))
+    parts = urlsplit(target.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=max(deadline - time.monotonic(), 0.001))
     killer = sock.dup()  # the same connection under a descriptor TLS does not take over (wrap_socket detaches sock)
     expired = threading.Event()
 

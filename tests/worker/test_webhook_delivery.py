@@ -225,3 +225,36 @@ def test_a_name_that_does_not_resolve_now_is_retried_and_a_refused_address_is_fi
     assert deliver(ctx, ctx.celery, message.id) == "retrying"
     db_session.expire_all()
     assert db_session.get(WebhookDelivery, message.id).status == "pending"
+
+
+def test_a_name_server_that_does_not_answer_ends_the_attempt_within_its_timeout(ctx, db_session, monkeypatch):
+    """The lookup of the receiver's name was outside the attempt's deadline: a name server that never answers
+    held a webhook worker for as long as the system's resolver tried. Here the lookup hangs (an event nobody
+    sets) and the attempt ends at UPSCALER_WEBHOOK_TIMEOUT (3 s in the tests), retried as a DNS outage."""
+    import socket
+    import threading
+
+    never = threading.Event()
+
+    def hangs(*args, **kwargs):
+        never.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    job = queued_job(ctx, db_session, webhook_url="http://hooks.example.test/hook", webhook_events=["job.canceled"])
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    monkeypatch.setattr(socket, "getaddrinfo", hangs)
+    ended = []
+    attempt = threading.Thread(target=lambda: ended.append(deliver(ctx, ctx.celery, message.id)), daemon=True)
+    attempt.start()
+    attempt.join(30)  # a guard, not a timing: the attempt hung for the lookup's 60 s
+    never.set()
+    assert ended == ["retrying"]
+    db_session.expire_all()
+    assert db_session.get(WebhookDelivery, message.id).status == "pending"
+    [attempted] = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).all()
+    assert "did not resolve within 3 s" in attempted.error
