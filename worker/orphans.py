@@ -18,7 +18,6 @@ from datetime import timedelta
 import redis
 
 from shared import jobs
-from shared.models import utcnow
 from shared.storage import PREFIXES, Storage, StorageError, StoredObject
 from worker.context import WorkerContext
 
@@ -74,8 +73,7 @@ def next_page(storage: Storage, after: str, page_size: int) -> tuple[list[Stored
 def _delete_unnamed(ctx: WorkerContext, page: list[StoredObject], limit: int) -> tuple[int, str | None]:
     """Delete the page's old objects no row names, up to ``limit``; returns how many went and, when the limit cut
     the page short, the key of the last one (the cursor to read on from), else None."""
-    cutoff = utcnow() - ORPHAN_AGE
-    old = [stored.key for stored in page if stored.modified < cutoff]
+    old = [stored.key for stored in page if stored.age > ORPHAN_AGE]  # by the store's clock, not this machine's
     with ctx.sessions() as session:
         named = jobs.referenced_keys(session, old)
     removed, previous = 0, None

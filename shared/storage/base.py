@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -37,7 +37,10 @@ PREFIXES = (BANDS, INPUTS, RESULTS)  # in key order
 @dataclass(frozen=True)
 class StoredObject:
     key: str
-    modified: datetime  # timezone-aware (UTC)
+    modified: datetime  # timezone-aware (UTC), by the store's clock
+    # how long ago by the store's own clock (the listing's answer time on S3): an age taken against this machine's
+    # clock took a fresh upload for an hour old where the two clocks were an hour apart (the orphan sweep's test)
+    age: timedelta
 
 
 def new_key(prefix: str, extension: str) -> str:

@@ -18,7 +18,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -139,7 +139,8 @@ class LocalStorage:
                     modified = entry.stat(follow_symlinks=False).st_mtime
                 except FileNotFoundError:  # deleted since the folder was read
                     continue
-                yield StoredObject(key, datetime.fromtimestamp(modified, UTC))
+                yield StoredObject(key, datetime.fromtimestamp(modified, UTC),
+                                   timedelta(seconds=time.time() - modified))  # this kernel stamped it
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         return None

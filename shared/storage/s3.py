@@ -7,6 +7,8 @@ downloads for clients are presigned GET URLs so result bytes never pass through 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,7 +136,9 @@ class S3Storage:
     def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
         listing = self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix, StartAfter=start_after,
                              MaxKeys=limit)
-        return [StoredObject(item["Key"], item["LastModified"]) for item in listing.get("Contents", [])]
+        answered = _answered_at(listing)
+        return [StoredObject(item["Key"], item["LastModified"], answered - item["LastModified"])
+                for item in listing.get("Contents", [])]
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         return self.signer.generate_presigned_url(
@@ -160,3 +164,13 @@ class _Appender:
 
     def __init__(self, target: BinaryIO):
         self.write = target.write
+
+
+def _answered_at(response: dict) -> datetime:
+    """When the store answered, by its own clock (the HTTP ``Date`` header, to the second; this machine's clock
+    where a server sends none)."""
+    sent = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(sent).astimezone(UTC) if sent else datetime.now(UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)

@@ -187,6 +187,32 @@ def test_both_backends_list_a_prefix_in_key_order_a_page_at_a_time(kind, request
     assert storage.list_objects("bands/", "", 100) == []
 
 
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_listed_objects_age_is_told_by_the_stores_own_clock(kind, request, tmp_path):
+    """The orphan sweep took an object's age against the worker's clock: a worker an hour ahead of the store
+    would delete an upload whose job row was being written. On S3 the age is the listing's answer time (its
+    ``Date``) minus the object's stamp, both the store's: a store that answers two hours later than it stamped
+    the object lists it two hours old, whatever this machine's clock says (a botocore hook moves the answer's
+    ``Date``, as a store with its own clock would send it)."""
+    from datetime import timedelta
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    storage = LocalStorage(tmp_path / "s") if kind == "local" else request.getfixturevalue("s3_storage")
+    storage.put_bytes("inputs/0ff/fresh.png", b"x", "image/png")
+    [fresh] = storage.list_objects("inputs/", "", 10)
+    assert timedelta(0) <= fresh.age < timedelta(minutes=1)
+    if kind == "local":
+        return
+
+    def later(http_response, parsed, **_kwargs):
+        headers = parsed["ResponseMetadata"]["HTTPHeaders"]
+        headers["date"] = format_datetime(parsedate_to_datetime(headers["date"]) + timedelta(hours=2), usegmt=True)
+
+    storage.client.meta.events.register("after-call.s3.ListObjectsV2", later)
+    [aged] = storage.list_objects("inputs/", "", 10)
+    assert timedelta(hours=1, minutes=59) < aged.age < timedelta(hours=2, minutes=1)
+
+
 BAD_KEYS = ["a//b.png", "a/./b.png", "../escape.png", "/abs/x.png", ".partial/x", "inputs/.hidden", "a/b/",
             "nul\x00.png", "tab\t.png", "/".join(["k" * 200] * 6), "inputs/" + "k" * 256, ""]
 
