@@ -131,8 +131,8 @@ class FileLinkQuery(BaseModel):
     403 ``invalid_signature``, not a validation error, so a forged link learns nothing more."""
 
     expires: str = Field("", description="Unix time the link stops working (signed).")
-    signature: str = Field("", description="HMAC of the key and expiry.")
-    name: str | None = Field(None, description="The file name the download is saved under.")
+    signature: str = Field("", description="HMAC of the key, expiry and name.")
+    name: str | None = Field(None, description="The file name the download is saved under (signed).")
 
 
 class RedeliverQuery(BaseModel):

@@ -181,7 +181,7 @@ def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
     filename = result_filename(job)
     url = storage.presigned_url(job.output_key, ttl, filename, OUTPUT_FORMATS[job.output_format])
     if url is None:
-        query = urlencode({**signed_query(settings.secret_key, job.output_key, ttl), "name": filename})
+        query = urlencode(signed_query(settings.secret_key, job.output_key, ttl, name=filename))
         url = f"{base_url.rstrip('/')}/v1/files/{job.output_key}?{query}"
     return url, expires
 

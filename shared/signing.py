@@ -18,25 +18,29 @@ def webhook_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)  # binascii.Error: ValueError
 
 
-def sign(secret: str, key: str, expires_at: int) -> str:
-    message = f"{key}\n{expires_at}".encode()
+def sign(secret: str, key: str, expires_at: int, name: str = "") -> str:
+    message = f"{key}\n{expires_at}\n{name}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def signed_query(secret: str, key: str, ttl: int, now: float | None = None) -> dict[str, str]:
-    """Query parameters (``expires``, ``signature``) granting access to ``key`` for ``ttl`` seconds."""
+def signed_query(secret: str, key: str, ttl: int, now: float | None = None, name: str = "") -> dict[str, str]:
+    """Query parameters (``expires``, ``signature``, and ``name`` if given) granting access to ``key`` for ``ttl``
+    seconds, downloaded under ``name``. The name is signed too, as S3 signs a presigned link's
+    ``response-content-disposition``: a link's holder could otherwise hand it on saving as any name."""
     expires_at = int((time.time() if now is None else now) + ttl)
-    return {"expires": str(expires_at), "signature": sign(secret, key, expires_at)}
+    query = {"expires": str(expires_at), "signature": sign(secret, key, expires_at, name)}
+    return {**query, "name": name} if name else query
 
 
-def verify(secret: str, key: str, expires: str, signature: str, now: float | None = None) -> str | None:
+def verify(secret: str, key: str, expires: str, signature: str, now: float | None = None,
+           name: str | None = None) -> str | None:
     """None when valid, else the reason: ``invalid_signature`` or ``link_expired``."""
     try:
         expires_at = int(expires)
     except (TypeError, ValueError):
         return "invalid_signature"
     # compared as bytes: compare_digest refuses non-ASCII str, and a forged link must not be a 500
-    if not hmac.compare_digest(sign(secret, key, expires_at).encode(), (signature or "").encode()):
+    if not hmac.compare_digest(sign(secret, key, expires_at, name or "").encode(), (signature or "").encode()):
         return "invalid_signature"
     if (time.time() if now is None else now) > expires_at:
         return "link_expired"

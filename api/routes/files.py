@@ -22,7 +22,7 @@ blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 def download(key: str):
     svc = services()
     link = FileLinkQuery.model_validate(request.args.to_dict())
-    reason = verify(svc.settings.secret_key, key, link.expires, link.signature)
+    reason = verify(svc.settings.secret_key, key, link.expires, link.signature, name=link.name)
     if reason:
         raise ApiError(reason)
     try:
@@ -35,8 +35,8 @@ def download(key: str):
 
 
 def _download_name(key: str) -> str:
-    """The ``name`` the link carries (``shared.job_view.result_filename``), if it is a plain name with the
-    stored object's extension; else the key's own last part."""
+    """The ``name`` the link carries (``shared.job_view.result_filename``, signed with the link), if it is a plain
+    name with the stored object's extension; else the key's own last part."""
     own = key.rsplit("/", 1)[-1]
     asked = secure_filename(request.args.get("name") or "")
     return asked if asked and asked.rsplit(".", 1)[-1] == own.rsplit(".", 1)[-1] else own

@@ -330,8 +330,11 @@ def test_results_download_under_a_name_that_says_what_it_is(client, app, db_sess
     for response in (client.get(f"/v1/jobs/{job.id}/result"), client.get(body["result_url"].split("localhost", 1)[-1])):
         # a download on every path (the local /result was served inline, S3's link and /v1/files as attachments)
         assert response.headers["Content-Disposition"] == "attachment; filename=Studio_shot_final_x4.png"
-    # a signed link's name must keep the object's extension, else the key's own name is used
-    query = {**signed_query(SECRET, job.output_key, 60), "name": "evil.exe"}
+    # the name is signed with the link: a holder who changes it has a forged link
+    query = {**signed_query(SECRET, job.output_key, 60, name="Studio_shot_final_x4.png"), "name": "Pay_now.png"}
+    assert client.get(f"/v1/files/{job.output_key}", query_string=query).get_json()["code"] == "invalid_signature"
+    # and one signed with another extension still saves under the key's own name
+    query = signed_query(SECRET, job.output_key, 60, name="evil.exe")
     disposition = client.get(f"/v1/files/{job.output_key}", query_string=query).headers["Content-Disposition"]
     assert job.output_key.rsplit("/", 1)[-1] in disposition
 

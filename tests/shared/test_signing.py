@@ -18,6 +18,15 @@ def test_tampered_key_signature_or_expiry_is_rejected():
     assert verify(SECRET, "results/a/b.png", "soon", q["signature"], now=1000) == "invalid_signature"
 
 
+def test_the_download_name_is_signed_with_the_link():
+    q = signed_query(SECRET, "results/a/b.png", ttl=60, now=1000, name="shot_x4.png")
+    assert q["name"] == "shot_x4.png"
+    assert verify(SECRET, "results/a/b.png", q["expires"], q["signature"], now=1000, name="shot_x4.png") is None
+    for other in ("Pay_now.png", None):
+        assert verify(SECRET, "results/a/b.png", q["expires"], q["signature"], now=1000, name=other) == \
+            "invalid_signature"
+
+
 def test_expired_link_is_rejected():
     q = signed_query(SECRET, "k", ttl=60, now=1000)
     assert verify(SECRET, "k", q["expires"], q["signature"], now=1061) == "link_expired"
