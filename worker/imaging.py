@@ -20,6 +20,7 @@ from shared.errors import NOT_THE_FILES
 from shared.formats import open_image
 from shared.sizing import SizePlan
 from worker import metadata
+from worker.alpha_bleed import fill_hidden
 from worker.metadata import Metadata
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def _decode(path: Path) -> DecodedImage:
         icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
     deep = _sixteen_bit(path, opened.format, orientation) if alpha is None else None
     rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    if alpha is not None:  # what was hidden under alpha 0 would bleed into the upscaled edges
+        rgb = fill_hidden(rgb, np.asarray(alpha))
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
 
 

@@ -194,6 +194,56 @@ def test_alpha_is_upscaled_separately_and_kept(tmp_path):
     assert alpha.min() < 30 and alpha.max() > 225
 
 
+@pytest.mark.parametrize("model", ["bicubic", "residual_sr"])
+def test_a_cut_out_on_black_upscales_without_a_dark_fringe(tmp_path, model):
+    """Exporters keep black (or a key colour) under alpha 0: it bled into the upscaled edge (alpha is resized on its
+    own) and the network rang against it, so a product on a white page had a dark outline, down to -115 levels.
+    Against Pillow's premultiplied RGBA resize of the same file, composited on white."""
+    from PIL import ImageDraw
+
+    big = Image.new("L", (480, 480), 0)
+    ImageDraw.Draw(big).ellipse((60, 90, 420, 390), fill=255)
+    alpha = big.resize((120, 120), Image.LANCZOS)
+    rgb = np.zeros((120, 120, 3), np.uint8)
+    rgb[np.asarray(alpha) > 0] = (90, 140, 200)
+    source = save(tmp_path, Image.fromarray(np.dstack([rgb, np.asarray(alpha)]), "RGBA"))
+    render(source, tmp_path / "out.png", EngineRegistry(Settings(env="test", inference_precision="float32")), model,
+           SizeRequest(scale=2), "png")
+
+    def on_white(image: Image.Image) -> np.ndarray:
+        page = Image.new("RGB", image.size, "white")
+        page.paste(image, mask=image.getchannel("A"))
+        return np.asarray(page).astype(int)
+
+    with Image.open(source) as sent, Image.open(tmp_path / "out.png") as made:
+        expected, got = on_white(sent.resize((240, 240), Image.BICUBIC)), on_white(made)
+    assert (got - expected).min() > -20, (got - expected).min()
+
+
+def test_colour_hidden_under_alpha_is_filled_from_the_nearest_visible_pixels():
+    from worker.alpha_bleed import fill_hidden
+
+    rng = np.random.default_rng(3)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        for height, width in ((1, 9), (9, 1), (7, 5), (300, 33)):  # odd sizes, more rows than a band
+            rgb = rng.integers(0, top, (height, width, 3), dtype=dtype)
+            alpha = (rng.random((height, width)) > 0.8).astype(np.uint8)
+            alpha.flat[0] = 1
+            filled = fill_hidden(rgb, alpha)
+            assert filled.dtype == dtype and (filled[alpha > 0] == rgb[alpha > 0]).all()  # the visible kept
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:, 40:] = (200, 100, 50)  # visible from column 40 on; black, hidden, left of it
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[:, 40:] = 255
+    filled = fill_hidden(rgb, alpha)
+    assert (filled == (200, 100, 50)).all()  # one colour visible: every hidden pixel takes it
+    rgb[:, 40:41] = (10, 250, 10)  # the edge column green: its hidden neighbours take the edge's colour
+    assert tuple(fill_hidden(rgb, alpha)[5, 39]) == (10, 250, 10)
+    block = rgb[:8, :8]
+    for alpha in (np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)):  # nothing to fill
+        assert fill_hidden(block, alpha) is block
+
+
 def test_greyscale_stays_greyscale_end_to_end(tmp_path):
     source = save(tmp_path, gradient("L"))
     result = tmp_path / "out.png"
