@@ -34,24 +34,29 @@ class Metadata:
     dpi: tuple[float, float] | None = None
 
 
-# Tags of IFD0 that describe how the input file laid out its pixels, not the picture: a TIFF's EXIF is its own
-# directory, so its width, strips and compression came along, and written into a TIFF result they said the
-# input's width (a 400 px result read as 100 px of scrambled rows). The ICC profile (34675) and XMP (700) are
-# carried on their own. Some cameras write 256/257 into a JPEG's EXIF too.
-LAYOUT_TAGS = frozenset({
+# Tags of IFD0 that describe how the input file laid out its pixels, or an application's own data, not the
+# picture: a TIFF's EXIF is its own directory, so its width, strips and compression came along, and written into a
+# TIFF result they said the input's width (a 400 px result read as 100 px of scrambled rows). The ICC profile
+# (34675) and XMP (700) are carried on their own. Some cameras write 256/257 into a JPEG's EXIF too.
+DROPPED_TAGS = frozenset({
     254, 255,  # (New)SubfileType
     256, 257, 258, 259, 262, 266,  # ImageWidth, ImageLength, BitsPerSample, Compression, Photometric, FillOrder
     273, 277, 278, 279, 284,  # StripOffsets, SamplesPerPixel, RowsPerStrip, StripByteCounts, PlanarConfiguration
     317, 320, 322, 323, 324, 325, 338, 339, 340, 341,  # Predictor, ColorMap, tiles, ExtraSamples, sample format/range
     513, 514, 530, 532,  # JPEG thumbnail pointers, YCbCrSubSampling, ReferenceBlackWhite
     700, 34675,  # XMP and ICC: Metadata's own fields
+    # An application's private copy of the document, not the picture: Photoshop's image resources (its own
+    # resolution, which then disagreed with the scaled one, and the input's thumbnail) and its layers (hundreds
+    # of kB: a JPEG's EXIF no longer fit, and all of it was dropped, copyright and camera too), Print Image
+    # Matching's settings, and the DNG private data. IPTC (33723) is the picture's caption and rights: kept.
+    34377, 37724, 50341, 50740,
 })
 
 
 def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None) -> Metadata:
     """What the input carries. ``oriented`` is the image after ``exif_transpose`` (its EXIF has no rotation)."""
     exif = oriented.getexif()
-    for tag in LAYOUT_TAGS & set(exif):
+    for tag in DROPPED_TAGS & set(exif):
         del exif[tag]
     xmp = opened.info.get("xmp") or opened.info.get(XMP_PNG_KEY)
     dpi = stated_dpi(opened, exif)

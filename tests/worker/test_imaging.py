@@ -1,6 +1,7 @@
 """Decoding the messy images users send, and putting results back together."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -489,6 +490,28 @@ def test_a_tiff_or_a_jpeg_saying_a_size_in_its_exif_gives_a_result_of_its_own_si
             kept = out.getexif()
             assert not {256, 257, 273, 279} & set(kept) or fmt == "tiff", dict(kept)
             assert kept.get(0x8298, "(c) Studio") == "(c) Studio"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "tiff"])
+def test_photoshops_layers_and_resources_in_a_tiff_stay_behind(tmp_path, fmt):
+    """A layered TIFF saved by Photoshop carries its layers (tag 37724) and image resources (34377: its own
+    resolution and the input's thumbnail) in IFD0: they were copied into every result, and past 64 kB a JPEG's
+    EXIF was dropped whole, copyright and camera with it. The picture's own tags stay."""
+    from PIL import TiffImagePlugin
+
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[0x010F], info[0x8298] = "Canon", "(c) Studio"  # Make, Copyright
+    info[37724] = os.urandom(300_000)  # ImageSourceData: the layers
+    info.tagtype[37724] = 7  # UNDEFINED
+    info[34377] = b"8BIM\x03\xed" + bytes(40)  # Photoshop image resources
+    info.tagtype[34377] = 1  # BYTE
+    source = save(tmp_path, gradient(size=(50, 40)), "TIFF", tiffinfo=info)
+    result = tmp_path / f"out.{fmt}"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+    with Image.open(result) as out:
+        kept = out.getexif()
+        assert (kept.get(0x010F), kept.get(0x8298)) == ("Canon", "(c) Studio")
+        assert not {37724, 34377} & set(kept) and not {37724, 34377} & set(getattr(out, "tag_v2", {}))
 
 
 @pytest.mark.parametrize(("fmt", "options", "expected"), [
