@@ -183,8 +183,10 @@ def finish(prepared: Prepared, destination: Path, output_format: str, quality: i
     t = time.monotonic()
     image = compose(enlarged, decoded, planned)
     del enlarged, decoded.rgb
-    meta = metadata.for_output(decoded.metadata, image.width, image.height, image.width / width, image.height / height,
-                               dpi)
+    # the scale the pixels were drawn at, per axis: a cover crop cuts the picture, it does not scale it (after
+    # the crop, output / input said 937.5 dpi across and 1250 down for a square cut of a 4:3 photo)
+    meta = metadata.for_output(decoded.metadata, image.width, image.height, planned.resize_to[0] / width,
+                               planned.resize_to[1] / height, dpi)
     encode(image, output_format, destination, quality, meta)
     out_width, out_height = image.size
     del image

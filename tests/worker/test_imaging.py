@@ -318,6 +318,20 @@ def test_an_asked_dpi_is_written_into_the_output(tmp_path):
             assert tuple(round(v) for v in out.info["dpi"]) == (300, 300), fmt
 
 
+@pytest.mark.parametrize(("fit", "expected"), [("cover", (1250, 1250)), ("contain", (937.5, 937.5)),
+                                              ("fill", (937.5, 1250))])
+def test_a_box_of_another_shape_scales_the_resolution_as_the_pixels_were_scaled(tmp_path, fit, expected):
+    """A 4:3 photo at 300 dpi into a 500 x 500 box. Cover scales it x4.17 and cuts the sides: it said 937.5 dpi
+    across (the cut taken for a scale) and 1250 down, so print software printed it stretched. Fill stretches the
+    pixels, and its two resolutions keep the printed shape."""
+    source = save(tmp_path, gradient(size=(160, 120)), "PNG", dpi=(300, 300))
+    for fmt in ("png", "jpeg", "tiff"):
+        result = tmp_path / f"out.{fmt}"
+        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(width=500, height=500, fit=fit), fmt)
+        with Image.open(result) as out:
+            assert tuple(round(v, 1) for v in out.info["dpi"]) == pytest.approx(expected, abs=1), (fmt, out.size)
+
+
 @pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
 def test_phone_and_web_formats_decode_upright_once_with_their_profile(tmp_path, fmt):
     """An iPhone HEIC carries its rotation as a container transform (pillow-heif applies it and resets the EXIF
