@@ -222,6 +222,19 @@ def _sixteen_bit(path: Path, fmt: str | None, orientation: int) -> np.ndarray | 
     return np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
 
 
+def _grey_to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """A grey image (alpha kept) in sRGB through its own profile; as it is where the profile cannot be read."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        rgb = ImageCms.profileToProfile(image.convert("L"), profile, SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError) as exc:
+        log.warning("grey ICC profile not applied: %s", exc)
+        return image
+    if image.mode == "LA":
+        rgb.putalpha(image.getchannel("A"))
+    return rgb
+
+
 def _icc_colour_space(icc: bytes) -> bytes:
     return icc[16:20].strip() if len(icc) >= 20 else b""
 
@@ -253,7 +266,9 @@ def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan |
 def encode(image: Image.Image, output_format: str, path: Path, quality: int | None, meta: Metadata) -> None:
     """Write the result with its metadata. JPEG has no alpha (flattened onto white); PNG is compressed fast."""
     if output_format == "webp" and image.mode in ("L", "LA") and meta.icc and _icc_colour_space(meta.icc) == b"GRAY":
-        meta = replace(meta, icc=None)  # WebP holds colour only: a grey profile would not describe its pixels
+        # WebP holds colour only, and a grey profile cannot describe RGB pixels: the tones are turned into sRGB
+        # through it (dropped alone, a "Gray Gamma 1.8" photo read as sRGB came out 18 levels darker)
+        image, meta = _grey_to_srgb(image, meta.icc), replace(meta, icc=None)
     options = metadata.save_options(metadata.for_format(meta, output_format), output_format)
     if output_format == "jpeg":
         if image.mode in ("RGBA", "LA"):

@@ -68,17 +68,44 @@ def test_a_png_colour_key_becomes_alpha_and_stays_transparent(tmp_path, mode, ke
         assert out.mode in ("RGBA", "LA") and out.getchannel("A").getpixel((35, 5)) == 0
 
 
-def test_a_grey_profile_is_not_written_into_a_colour_webp(tmp_path):
+def grey_profile(gamma: float) -> bytes:
+    """A minimal ICC v2 grey profile (D50 white, one gamma curve), as "Gray Gamma 1.8" and friends are."""
+    import struct
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    tags = [(b"wtpt", b"XYZ " + bytes(4) + s15(0.9642) + s15(1.0) + s15(0.8249)),
+            (b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)),
+            (b"desc", b"desc" + bytes(4) + struct.pack(">I", 5) + b"grey\0" + bytes(4 + 4 + 2 + 1 + 67))]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, blob in tags:
+        blob += bytes(-len(blob) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(blob))
+        data += blob
+    header = (struct.pack(">I", offset + len(data)) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrGRAYXYZ "
+              + bytes(12) + b"acspAPPL" + bytes(24) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_a_grey_profile_is_applied_not_written_into_a_colour_webp(tmp_path):
     """WebP has no grey mode: the grey input becomes RGB there, and a GRAY profile on RGB pixels is a file
-    colour-managed software cannot read (it stays in PNG, where the output is grey)."""
-    grey = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    grey[16:20] = b"GRAY"  # the header's colour space is what decides
-    source = save(tmp_path, gradient("L"), "PNG", icc_profile=bytes(grey))
-    for fmt, kept in (("webp", None), ("png", bytes(grey))):
+    colour-managed software cannot read (it stays in PNG, where the output is grey). Dropped alone, the tones
+    were read as sRGB: a "Gray Gamma 1.8" photo came out 18 levels darker at mid-grey. They are turned into
+    sRGB through the profile instead."""
+    grey = grey_profile(1.8)
+    flat = Image.new("L", (16, 12), 128)
+    source = save(tmp_path, flat, "PNG", icc_profile=grey)
+    as_srgb = ImageCms.profileToProfile(flat, ImageCms.ImageCmsProfile(io.BytesIO(grey)),
+                                        ImageCms.createProfile("sRGB"), outputMode="RGB").getpixel((0, 0))
+    assert abs(as_srgb[0] - 128) > 10  # the profile does move mid-grey
+    for fmt, kept in (("webp", None), ("png", grey)):
         result = tmp_path / f"out.{fmt}"
         render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
         with Image.open(result) as out:
             assert out.info.get("icc_profile") == kept, fmt
+            shown = out.convert("RGB").getpixel((8, 6))
+        assert max(abs(a - b) for a, b in zip(shown, as_srgb if fmt == "webp" else (128,) * 3, strict=True)) <= 2
 
 
 def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
