@@ -111,6 +111,20 @@ def _late_png_exif(fp: BinaryIO) -> bytes | None:
         fp.seek(position)
 
 
+DNG_VERSION, NEW_SUBFILE_TYPE = 50706, 254
+REDUCED_RESOLUTION = 1  # NewSubfileType's bit 0: "a reduced-resolution version of another image in this file"
+
+
+def _camera_raw(image: Image.Image) -> bool:
+    """A DNG (or a TIFF-based raw: NEF, CR2, ARW...) whose first directory is a reduced-resolution preview: its
+    sensor data is further on, where Pillow does not read. Accepted, a studio's raw came back as 4x its 256 px
+    thumbnail, without a word."""
+    if image.format != "TIFF":
+        return False
+    tags = getattr(image, "tag_v2", {})
+    return DNG_VERSION in tags or bool(int(tags.get(NEW_SUBFILE_TYPE, 0) or 0) & REDUCED_RESOLUTION)
+
+
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     """Check an image's header (nothing is decoded here): a supported format within the pixel limit."""
     try:
@@ -121,6 +135,11 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
             if kind is None:
                 raise ImageRejected("unsupported_image", f"{image.format} images are not accepted; send "
                                                          f"{', '.join(sorted(set(INPUT_FORMATS.values())))}")
+            if _camera_raw(image):
+                raise ImageRejected("unsupported_image", "camera raw files (DNG and other TIFF-based raws) are not "
+                                                         "accepted: the image Pillow reads in them is the camera's "
+                                                         "small preview; export a TIFF or JPEG from your raw "
+                                                         "developer")
             if width * height > max_input_pixels:
                 raise ImageRejected("image_too_large", f"the image has {width}x{height} = {width * height} pixels; "
                                                        f"the limit is {max_input_pixels}", limit=max_input_pixels)

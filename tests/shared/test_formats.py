@@ -126,3 +126,26 @@ def test_running_out_of_time_or_memory_inside_a_codec_is_not_the_files_fault(mon
     (tmp_path / "in.png").write_bytes(data)
     with pytest.raises(error):
         decode(tmp_path / "in.png")
+
+
+@pytest.mark.parametrize("tags", [{50706: (b"\x01\x04\x00\x00", 1)}, {254: (1, 4)}])
+def test_a_camera_raw_is_refused_not_taken_for_its_preview(tags):
+    """A DNG's first directory is the camera's small preview (reduced-resolution, with a DNGVersion tag): it was
+    accepted, and a studio's raw came back as 4x its 256 px thumbnail, without a word."""
+    import io
+
+    from PIL import Image, TiffImagePlugin
+
+    from shared.formats import ImageRejected, sniff
+
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag, (value, kind) in tags.items():
+        info[tag], info.tagtype[tag] = value, kind
+    raw = io.BytesIO()
+    Image.new("RGB", (256, 192)).save(raw, "TIFF", tiffinfo=info)
+    with pytest.raises(ImageRejected, match="camera raw files") as refused:
+        sniff(raw.getvalue(), 10**8)
+    assert refused.value.code == "unsupported_image"
+    plain = io.BytesIO()
+    Image.new("RGB", (256, 192)).save(plain, "TIFF")
+    assert sniff(plain.getvalue(), 10**8).width == 256
