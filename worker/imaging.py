@@ -7,6 +7,7 @@ alpha is upscaled on its own (bicubic), and an RGB ICC profile is carried to the
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import struct
@@ -156,15 +157,33 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     Why: print work arrives as CMYK JPEGs with the press's profile, and Pillow's formula conversion ignores it:
     measured on patches exported through a CMYK profile, greens came back 30-90 levels off and greys 20 darker.
     Relative colorimetric with black-point compensation, Photoshop's default for a conversion (the press's black
-    becomes the screen's). Without a profile (or one littleCMS cannot read) only the formula is left."""
-    if icc and _icc_colour_space(icc) == b"CMYK":
+    becomes the screen's). A file without one is taken to be in a generic press profile, as Photoshop and libvips
+    take it (libvips' own, where the worker has libvips: the formula made 100 % cyan (0, 255, 255) where a press
+    prints about (0, 153, 228)); only where neither can be read is the formula left."""
+    profile = icc if icc and _icc_colour_space(icc) == b"CMYK" else _generic_cmyk_profile()
+    if profile:
         try:
-            return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB,
+            return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)), SRGB,
                                              renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
                                              outputMode="RGB", flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
         except ImageCms.PyCMSError as exc:
             log.warning("cannot apply the image's CMYK profile (%s); converting by formula", exc)
     return image.convert("RGB")
+
+
+@functools.cache
+def _generic_cmyk_profile() -> bytes | None:
+    """libvips' built-in CMYK profile (public domain), None where libvips is not installed (the streaming extra)."""
+    try:
+        import pyvips
+    except ImportError:
+        return None
+    try:
+        return pyvips.Image.black(1, 1, bands=3).copy(interpretation="srgb").icc_export(
+            output_profile="cmyk").get("icc-profile-data")
+    except pyvips.Error as exc:
+        log.warning("libvips has no CMYK profile (%s); an untagged CMYK file is converted by formula", exc)
+        return None
 
 
 def _keyed_sixteen_bit_png(path: Path, opened: Image.Image, orientation: int) -> Image.Image | None:

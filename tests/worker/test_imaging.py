@@ -113,6 +113,18 @@ def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
     assert decoded.rgb.shape == (10, 20, 3) and decoded.metadata.icc is None
 
 
+def test_a_cmyk_jpeg_without_a_profile_is_read_through_a_generic_press_profile(tmp_path):
+    """Pillow's formula made 100 % cyan (0, 255, 255) and 100 % magenta (255, 0, 255), colours no press prints;
+    like Photoshop and libvips, an untagged CMYK file is now read through a generic press profile (libvips')."""
+    patches = np.zeros((8, 16, 4), np.uint8)
+    patches[:, :8, 0] = 255  # cyan
+    patches[:, 8:, 1] = 255  # magenta
+    decoded = decode(save(tmp_path, Image.fromarray(patches, "CMYK"), "JPEG", quality=100))
+    cyan, magenta = decoded.rgb[4, 2].astype(int), decoded.rgb[4, 12].astype(int)
+    assert cyan[0] < 40 and 120 < cyan[1] < 190 and cyan[2] > 190, cyan  # a press's cyan, not (0, 255, 255)
+    assert magenta[0] > 190 and magenta[1] < 60 and 90 < magenta[2] < 170, magenta
+
+
 def test_a_cmyk_jpeg_with_its_press_profile_comes_out_in_its_own_colours(tmp_path):
     """Pillow's formula conversion ignored the embedded profile (greens 30-90 levels off, greys 20 darker). The
     reference is an independent converter: libvips through the same profile (relative, black point compensated)."""
