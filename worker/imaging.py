@@ -121,14 +121,22 @@ def _decode(path: Path) -> DecodedImage:
     if image.mode in ("RGBA", "LA"):
         alpha = image.getchannel("A")
         image = image.convert("RGB" if image.mode == "RGBA" else "L")
+    if image.mode == "RGB" and icc and _icc_colour_space(icc) == b"GRAY":
+        # Pillow reads a 16-bit grey+alpha PNG as RGBA: grey it is, or its grey profile went into a colour result
+        image = image.convert("L") if _channels_equal(image) else image
     greyscale = image.mode == "L"
-    if greyscale:
-        icc = None if icc and _icc_colour_space(icc) != b"GRAY" else icc
+    if icc and (_icc_colour_space(icc) == b"GRAY") != greyscale:
+        icc = None  # a profile describes the pixels it is written with: grey for grey, colour for colour
     deep = _sixteen_bit(path, opened.format, orientation) if alpha is None else None
     rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     if alpha is not None:  # what was hidden under alpha 0 would bleed into the upscaled edges
         rgb = fill_hidden(rgb, np.asarray(alpha))
     return DecodedImage(rgb=rgb, alpha=alpha, greyscale=greyscale, metadata=replace(kept, icc=icc))
+
+
+def _channels_equal(image: Image.Image) -> bool:
+    red, green, blue = (np.asarray(channel) for channel in image.split())
+    return bool(np.array_equal(red, green) and np.array_equal(green, blue))
 
 
 def _orientation(opened: Image.Image) -> int:

@@ -108,6 +108,26 @@ def test_a_grey_profile_is_applied_not_written_into_a_colour_webp(tmp_path):
         assert max(abs(a - b) for a, b in zip(shown, as_srgb if fmt == "webp" else (128,) * 3, strict=True)) <= 2
 
 
+def test_a_sixteen_bit_grey_png_with_alpha_stays_grey_with_its_profile(tmp_path):
+    """Pillow reads a 16-bit grey+alpha PNG as RGBA: it went through as colour, its GRAY profile written into an
+    RGBA result that colour-managed software cannot read. Equal channels are grey; a colour image never carries
+    a grey profile."""
+    import pyvips
+
+    pixels = np.zeros((12, 16, 2), np.uint16)
+    pixels[..., 0], pixels[..., 1] = np.linspace(0, 65535, 16)[None, :], 65535
+    path = tmp_path / "la16.png"
+    image = pyvips.Image.new_from_memory(pixels.tobytes(), 16, 12, 2, "ushort").copy(interpretation="grey16")
+    image.set_type(pyvips.GValue.blob_type, "icc-profile-data", grey_profile(2.2))
+    image.pngsave(str(path))
+    with Image.open(path) as opened:
+        assert opened.mode == "RGBA"  # how Pillow reads it
+    decoded = decode(path)
+    assert decoded.greyscale and decoded.alpha is not None and decoded.metadata.icc == grey_profile(2.2)
+    colour = save(tmp_path, gradient("RGB"), "PNG", icc_profile=grey_profile(2.2))
+    assert decode(colour).metadata.icc is None
+
+
 def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
     decoded = decode(save(tmp_path, gradient("CMYK"), "JPEG"))
     assert decoded.rgb.shape == (10, 20, 3) and decoded.metadata.icc is None
