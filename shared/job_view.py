@@ -6,9 +6,10 @@ It lives in ``shared`` because both the API (responses) and the worker (webhook 
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -157,9 +158,11 @@ class JobOut(BaseModel):
 
 def result_filename(job: Job) -> str:
     """The name a result downloads under: the input's stem and what was done, e.g. ``photo_x4.png`` or
-    ``scan_3000x2000.tif`` (ASCII letters, digits, ``-``, ``_`` and ``.`` only)."""
+    ``scan_3000x2000.tif`` (letters and digits of any script, ``-``, ``_`` and ``.``: ASCII alone turned
+    ``写真-001.jpg`` into ``-001_x2.png`` and a batch of Japanese names into one ``image_x2.png`` after another)."""
     source = job.input_filename or (job.input_url or "").rsplit("/", 1)[-1].split("?", 1)[0]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.rsplit(".", 1)[0] if "." in source else source).strip("._")
+    source = unicodedata.normalize("NFC", unquote(source) if not job.input_filename else source)
+    stem = re.sub(r"[^\w.-]+", "_", source.rsplit(".", 1)[0] if "." in source else source).strip("._")
     if job.scale and not (job.target_width or job.target_height):
         size = f"x{job.scale:g}"
     else:

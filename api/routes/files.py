@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, request, send_file
-from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
 from api.openapi import operation
@@ -36,7 +37,12 @@ def download(key: str):
 
 def _download_name(key: str) -> str:
     """The ``name`` the link carries (``shared.job_view.result_filename``, signed with the link), if it is a plain
-    name with the stored object's extension; else the key's own last part."""
+    name (any script: Werkzeug writes it as RFC 6266's ``filename*``) with the stored object's extension; else the
+    key's own last part."""
     own = key.rsplit("/", 1)[-1]
-    asked = secure_filename(request.args.get("name") or "")
-    return asked if asked and asked.rsplit(".", 1)[-1] == own.rsplit(".", 1)[-1] else own
+    asked = request.args.get("name") or ""
+    plain = asked and not PATH_OR_CONTROL.search(asked) and asked.strip(". ") == asked
+    return asked if plain and asked.rsplit(".", 1)[-1] == own.rsplit(".", 1)[-1] else own
+
+
+PATH_OR_CONTROL = re.compile(r"[/\\\x00-\x1f\x7f]")

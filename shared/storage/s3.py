@@ -7,10 +7,12 @@ downloads for clients are presigned GET URLs so result bytes never pass through 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 import boto3
 from boto3.exceptions import Boto3Error
@@ -144,7 +146,7 @@ class S3Storage:
         return self.signer.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": check_key(key), "ResponseContentType": content_type,
-                    "ResponseContentDisposition": f'attachment; filename="{filename}"'},
+                    "ResponseContentDisposition": attachment(filename)},
             ExpiresIn=expires_in,
         )
 
@@ -174,3 +176,13 @@ def _answered_at(response: dict) -> datetime:
         return parsedate_to_datetime(sent).astimezone(UTC) if sent else datetime.now(UTC)
     except (TypeError, ValueError):
         return datetime.now(UTC)
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` saving as ``filename`` (RFC 6266): an ASCII fallback, and the name itself in
+    ``filename*`` where it is not ASCII (a header carries no other bytes; Flask writes the same for the local
+    backend)."""
+    fallback = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode().replace('"', "")
+    if fallback == filename:
+        return f'attachment; filename="{filename}"'
+    return f'attachment; filename="{fallback or "download"}"; filename*=UTF-8\'\'{quote(filename, safe="")}'

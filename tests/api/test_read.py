@@ -337,6 +337,12 @@ def test_results_download_under_a_name_that_says_what_it_is(client, app, db_sess
     query = signed_query(SECRET, job.output_key, 60, name="evil.exe")
     disposition = client.get(f"/v1/files/{job.output_key}", query_string=query).headers["Content-Disposition"]
     assert job.output_key.rsplit("/", 1)[-1] in disposition
+    db_session.query(Job).filter_by(id=job.id).update({"input_filename": "写真.JPG"})
+    db_session.commit()
+    body = client.get(f"/v1/jobs/{job.id}").get_json()
+    assert body["output"]["filename"] == "写真_x4.png"
+    for response in (client.get(f"/v1/jobs/{job.id}/result"), client.get(body["result_url"].split("localhost", 1)[-1])):
+        assert "filename*=UTF-8''%E5%86%99%E7%9C%9F_x4.png" in response.headers["Content-Disposition"]
 
 
 def test_result_filenames_for_sizes_urls_and_odd_names():
@@ -349,6 +355,11 @@ def test_result_filenames_for_sizes_urls_and_odd_names():
     assert result_filename(job(input_filename="a.b.png", scale=1.5)) == "a.b_x1.5.tif"
     assert result_filename(job(input_url="https://127.0.0.1/img/cat.jpg?x=1", scale=2)) == "cat_x2.tif"
     assert result_filename(job(input_filename="../../..", scale=2)) == "image_x2.tif"
+    # any script's letters stay (ASCII alone made a batch of Japanese names one image_x2.tif after another)
+    assert result_filename(job(input_filename="写真-001.jpg", scale=2)) == "写真-001_x2.tif"
+    assert result_filename(job(input_filename="Ørsted façade.jpg", scale=2)) == "Ørsted_façade_x2.tif"
+    assert result_filename(job(input_filename=None, input_url="https://a.example/%E5%86%99%E7%9C%9F.jpg?s=1",
+                               scale=2)) == "写真_x2.tif"
 
 
 def test_a_queued_job_says_where_it_stands_in_the_queue(client, db_session):

@@ -83,6 +83,10 @@ def test_s3_round_trip_presigned_and_delete(s3_storage, tmp_path):
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
     response = requests.get(url, timeout=10)
     assert response.status_code == 200 and response.content == b"\x89PNG data"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="x.png"'
+    named = requests.get(s3_storage.presigned_url("inputs/j/x.png", 60, "写真_x2.png", "image/png"), timeout=10)
+    assert named.headers["Content-Disposition"] == \
+        "attachment; filename=\"_x2.png\"; filename*=UTF-8''%E5%86%99%E7%9C%9F_x2.png"  # RFC 6266: ASCII bytes
     s3_storage.delete("inputs/j/x.png")
     assert not s3_storage.exists("inputs/j/x.png")
     with pytest.raises(ObjectMissing):
