@@ -58,8 +58,18 @@ $("key").value = sessionStorage.getItem("upscalerKey") || "";
 $("key").addEventListener("change", () => {
   sessionStorage.setItem("upscalerKey", $("key").value);
   // another key is another customer: the previous key's jobs leave the page (those already sent with this key,
-  // typed before the field lost focus, stay), and the history goes at once, whether or not the key is accepted
-  for (const li of [...$("cards").children]) if (li.dataset.key !== apiKey()) li.remove();
+  // typed before the field lost focus, stay), with the picture open in Compare, and the history goes at once,
+  // whether or not the key is accepted. Photos that made no job yet stay: those refused for want of a key go
+  // again with this one (they were dropped, and the whole batch had to be picked again)
+  closeViewer(false);
+  for (const li of [...$("cards").children]) {
+    if (!li.dataset.job) {
+      li.dataset.key = apiKey();
+      if (li.awaitingKey) li.awaitingKey();
+    } else if (li.dataset.key !== apiKey()) {
+      li.remove();
+    }
+  }
   clearHistory();
   loadModels();
   loadHistory(true);
@@ -67,6 +77,9 @@ $("key").addEventListener("change", () => {
 const syncSize = () => {
   // a hidden fieldset is disabled too: a value left in it (a width of 0) no longer blocks every upload unseen
   for (const id of ["target", "print"]) $(id).hidden = $(id).disabled = $("size").value !== id;
+  // a box of two sides, in pixels or in print units, is filled one of three ways (a 6 x 4 in print of a 4:3
+  // photo came out 5.33 x 4 in: the print size had no fit to choose)
+  $("fit").hidden = $("fit").disabled = $("fit-label").hidden = !["target", "print"].includes($("size").value);
 };
 $("size").addEventListener("change", syncSize);
 syncSize();
@@ -122,6 +135,7 @@ function jobForm(file) {
       if ($(`print-${name}`).value) form.append(`print_${name}`, $(`print-${name}`).value);
     }
     form.append("print_unit", $("print-unit").value);
+    if ($("print-width").value && $("print-height").value) form.append("fit", $("fit").value);
   } else {
     form.append("scale", $("size").value);
   }
@@ -146,14 +160,42 @@ for (const kind of ["dragleave", "drop"]) {
 }
 $("drop").addEventListener("drop", (event) => {
   event.preventDefault();
-  submitAll([...event.dataTransfer.files]);
+  dropped(event.dataTransfer).then(submitAll);
 });
 // files dropped beside the zone: the browser would open the image in this tab, and every card would be lost
 window.addEventListener("dragover", (event) => event.preventDefault());
 window.addEventListener("drop", (event) => {
   event.preventDefault();
-  if (!$("drop").contains(event.target)) submitAll([...event.dataTransfer.files]);
+  if (!$("drop").contains(event.target)) dropped(event.dataTransfer).then(submitAll);
 });
+
+const IMAGE_NAME = /\.(png|jpe?g|webp|tiff?|bmp|gif|heic|heif|avif)$/i;
+
+/** The files of a drop, a dropped folder's images included (its sub-folders too): a folder came through as an
+ * unreadable file and was said to be "the server could not be reached". The entries are taken at once (a drop's
+ * items are gone once its handler returns), then read. */
+async function dropped(transfer) {
+  const entries = [...transfer.items || []].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry());
+  if (!entries.length || entries.some((entry) => !entry)) return [...transfer.files]; // no entries: as given
+  const files = [];
+  const visit = async (entry, inFolder) => {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject)).catch(() => null);
+      // a folder's other files (sidecars, notes) are not photos sent on purpose: only its images go
+      if (file && (!inFolder || file.type.startsWith("image/") || IMAGE_NAME.test(file.name))) files.push(file);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) { // readEntries gives a folder in pieces (Chromium: 100 at a time) until an empty one
+        const some = await new Promise((resolve, reject) => reader.readEntries(resolve, reject)).catch(() => []);
+        if (!some.length) break;
+        for (const inner of some.sort((a, b) => a.name.localeCompare(b.name))) await visit(inner, true);
+      }
+    }
+  };
+  for (const entry of entries) await visit(entry, false);
+  if (!files.length) notice("no images in what was dropped");
+  return files;
+}
 
 /** The options the browser can check itself, said at the field before any upload (the API explains the rest). */
 function optionsReady() {
@@ -230,7 +272,15 @@ async function send(card) {
     card.set(error.message, true);
     card.li.querySelector("progress").hidden = true;
     retry.hidden = false; // the file is still in hand: send it again (with the options as they are now)
-    retry.onclick = () => { retry.hidden = true; card.set("uploading…"); send(card); };
+    const again = () => {
+      card.li.awaitingKey = null;
+      retry.hidden = true;
+      card.set("uploading…");
+      focusState(card.li); // the button goes: focus stays on this card, not lost to the page
+      send(card);
+    };
+    retry.onclick = again;
+    card.li.awaitingKey = error.status === 401 ? again : null; // a key given later sends it
     return;
   }
   card.job = job;
@@ -240,10 +290,26 @@ async function send(card) {
     cancel.disabled = true;
     try { await cancelJob(job.id); } catch (error) { card.set(error.message, true); } // it shows the card
     cancel.disabled = false; // a failure (the API away for a moment) leaves it usable; an ended job hides it
+    if (cancel.hidden) focusState(card.li);
   };
   show(card, job);
-  loadHistory(true);
+  refreshHistorySoon();
   watch(card);
+}
+
+/** Keyboard focus onto a card's status line: the button that had it is gone (Cancel, Try again). */
+function focusState(li) {
+  const state = li.querySelector(".state");
+  state.tabIndex = -1;
+  state.focus();
+}
+
+/** The history once for a batch of uploads: a refresh per upload spent a key's request limit, and its 429 then
+ * held every card's poll (a batch of twenty showed "waiting in the queue" a minute after all were done). */
+let historySoon = null;
+function refreshHistorySoon() {
+  clearTimeout(historySoon);
+  historySoon = setTimeout(() => loadHistory(true), 1000);
 }
 
 /** Cancel job ``id``; its card, if one watches it, shows the answer. */
@@ -264,11 +330,12 @@ const watched = new Set();
 let holdUntil = 0;
 let polling = false;
 
-/** A 429 holds every poll and history refresh until its Retry-After (10 s when it gives none); returns the wait. */
+/** A 429 (a poll's or the history's) holds every poll and history refresh until its Retry-After (10 s when it
+ * gives none), and the cards say so: held without a word, done jobs read as queued for a minute. */
 function holdFor(error) {
   const wait = error.retryAfter || 10;
   holdUntil = Math.max(holdUntil, Date.now() + 1000 * wait);
-  return wait;
+  for (const held of watched) held.set(`${held.job.status}: checking again in ${wait} s (this key's request limit)`);
 }
 
 function watch(card) {
@@ -293,8 +360,7 @@ async function poll() {
         show(card, await api(`v1/jobs/${card.job.id}`));
       } catch (error) {
         if (error.status === 429) {
-          const wait = holdFor(error);
-          for (const held of watched) held.set(`${held.job.status}: checking again in ${wait} s (this key's request limit)`);
+          holdFor(error);
         } else {
           card.set(error.message, true);
           if (error.status === 401 || error.status === 404) watched.delete(card); // not this key's job any more
@@ -302,7 +368,7 @@ async function poll() {
       }
       if (FINAL.includes(card.job.status)) { watched.delete(card); ended = true; }
     }
-    if (ended) loadHistory(true);
+    if (ended) refreshHistorySoon();
   }
   polling = false;
 }
@@ -330,10 +396,15 @@ function show(card, job) {
                  `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`;
     card.set(done);
     const link = card.li.querySelector(".download");
+    const compare = card.li.querySelector(".compare");
+    if (!job.result_url) { // deleted by the retention period meanwhile: a link would point at "null"
+      card.set(`${done} · the result is no longer kept`, true);
+      link.hidden = compare.hidden = true;
+      return;
+    }
     resultLink(link, job, (error) => card.set(`${done} · ${error.message}`, true));
     link.textContent = `Download ${job.output.filename}`;
     link.hidden = false;
-    const compare = card.li.querySelector(".compare");
     compare.hidden = job.output.format === "tiff"; // browsers do not draw TIFF: download it to look at it
     compare.onclick = () => freshResult(job).then((fresh) => openViewer(card.file, fresh, compare)).catch((error) => {
       // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
@@ -397,6 +468,7 @@ async function openViewer(file, job, opener) {
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0);
   view.input = context.getImageData(0, 0, bitmap.width, bitmap.height);
+  view.inputCanvas = canvas;
   bitmap.close();
   view.result = result;
   $("viewer").hidden = false;
@@ -440,11 +512,31 @@ function draw() {
     const after = $("after-canvas").getContext("2d");
     after.imageSmoothingEnabled = view.zoom < 1; // at 1:1 and closer, every result pixel as it is
     after.drawImage(view.result, x0, y0, dw / view.zoom, dh / view.zoom, dx, dy, dw, dh);
-    $("before-canvas").getContext("2d").putImageData(
-      bicubic(view.input, outW / view.input.width, outH / view.input.height, x0, y0, dw, dh), dx, dy);
+    const { scaleX, scaleY, left, top } = geometry(view.job, view.input, outW, outH);
+    const before = $("before-canvas").getContext("2d");
+    if (view.zoom < 1) { // an overview: both sides drawn by the browser's smoothing (point samples read as moiré)
+      before.imageSmoothingEnabled = true;
+      before.imageSmoothingQuality = "high";
+      before.drawImage(view.inputCanvas, (x0 + left) / scaleX, (y0 + top) / scaleY, dw / view.zoom / scaleX,
+                       dh / view.zoom / scaleY, dx, dy, dw, dh);
+    } else {
+      before.putImageData(bicubic(view.input, scaleX, scaleY, x0 + left, y0 + top, dw, dh), dx, dy);
+    }
   }
   $("zoom-level").textContent = `${Math.round(view.zoom * 100)} %`;
   split();
+}
+
+/** How the result's pixels sit on the input's: a scale per axis and, for fit=cover, the centred crop (as
+ * shared/sizing.py plans it). Stretching the whole input onto the result showed a cover job's two halves framed
+ * apart. */
+function geometry(job, input, outW, outH) {
+  if (job.fit !== "cover") return { scaleX: outW / input.width, scaleY: outH / input.height, left: 0, top: 0 };
+  const factor = Math.max(outW / input.width, outH / input.height);
+  const resizedW = Math.max(1, Math.floor(input.width * factor + 0.5));
+  const resizedH = Math.max(1, Math.floor(input.height * factor + 0.5));
+  return { scaleX: resizedW / input.width, scaleY: resizedH / input.height,
+           left: Math.floor((resizedW - outW) / 2), top: Math.floor((resizedH - outH) / 2) };
 }
 
 /** The screen region (sx, sy, zoom) of the input enlarged by bicubic interpolation (a = -0.5, edges clamped). */
@@ -505,12 +597,15 @@ $("zoom-fit").addEventListener("click", () => {
                        $("stage").clientHeight / view.result.naturalHeight, 1);
   draw();
 });
-function closeViewer() {
+/** Close Compare and forget both pictures (``refocus``: back to the button that opened it). */
+function closeViewer(refocus = true) {
   $("viewer").hidden = true;
-  view.result = null;
-  if (view.opener && view.opener.isConnected) view.opener.focus(); // back where the user was
+  view.result = view.input = view.inputCanvas = view.job = null;
+  for (const canvas of [$("before-canvas"), $("after-canvas")]) canvas.width = canvas.height = 0;
+  $("viewer-caption").textContent = "";
+  if (refocus && view.opener && view.opener.isConnected) view.opener.focus(); // back where the user was
 }
-$("viewer-close").addEventListener("click", closeViewer);
+$("viewer-close").addEventListener("click", () => closeViewer());
 $("viewer").addEventListener("keydown", (event) => {
   if (event.key === "Escape") { event.preventDefault(); closeViewer(); }
 });
@@ -533,7 +628,7 @@ $("stage").addEventListener("keydown", (event) => {
 let dragging = null;
 $("stage").addEventListener("pointerdown", (event) => {
   dragging = { x: event.clientX, y: event.clientY };
-  $("stage").setPointerCapture(event.pointerId);
+  try { $("stage").setPointerCapture(event.pointerId); } catch { /* that pointer is gone already */ }
 });
 $("stage").addEventListener("pointermove", (event) => {
   if (!dragging) return;
@@ -542,7 +637,11 @@ $("stage").addEventListener("pointermove", (event) => {
   dragging = { x: event.clientX, y: event.clientY };
   draw();
 });
-$("stage").addEventListener("pointerup", () => { dragging = null; });
+// a touch the browser takes over (a swipe that scrolls the page) ends without pointerup: still "dragging", plain
+// mouse or pen moves with no button pressed then panned the picture
+for (const kind of ["pointerup", "pointercancel", "lostpointercapture"]) {
+  $("stage").addEventListener(kind, () => { dragging = null; });
+}
 window.addEventListener("resize", draw);
 
 // ---- history (this key's jobs, from the API: it survives a reload) ---------------------------------------
@@ -644,7 +743,13 @@ function historyRow(job) {
     cancel.setAttribute("aria-label", `Cancel ${job.input.filename || job.input.url || job.id}`);
     cancel.onclick = async () => {
       cancel.disabled = true;
-      try { row.replaceWith(historyRow(await cancelJob(job.id))); } catch (error) {
+      try {
+        const replaced = historyRow(await cancelJob(job.id));
+        row.replaceWith(replaced);
+        const status = replaced.cells[3];
+        status.tabIndex = -1;
+        status.focus(); // its button is gone: focus stays on this row
+      } catch (error) {
         cancel.disabled = false;
         notice(error.message);
       }
