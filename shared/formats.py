@@ -149,6 +149,32 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     except Image.DecompressionBombError as exc:
         raise ImageRejected("image_too_large", str(exc)) from exc
     except Exception as exc:  # a codec's failure is the file's: plugins raise what they like (AVIF: RuntimeError)
+        samples = tiff_samples_per_pixel(data)
+        if samples is not None and samples > 4:
+            raise ImageRejected("unsupported_image", f"this TIFF has {samples} channels (saved alpha channels or "
+                                                     "spot colours beside its colours), which are not supported: "
+                                                     "save it flattened, without extra channels") from exc
         raise ImageRejected("unsupported_image", "the file is not a readable image (the content is checked, not "
                                                  "the name)") from exc
     return Sniffed(kind, width, height, alpha)
+
+
+def tiff_samples_per_pixel(data: bytes) -> int | None:
+    """SamplesPerPixel of a TIFF's first image, read from its header (None: not a TIFF, or not said there). Pillow
+    cannot open a TIFF of more than four channels and says only "cannot identify image file", which read as a
+    broken file to a print shop sending a Photoshop file with a saved selection."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    offset = struct.unpack(order + "I", data[4:8])[0]
+    if offset + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+    for index in range(count):
+        entry = data[offset + 2 + 12 * index:offset + 14 + 12 * index]
+        if len(entry) < 12:
+            return None
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == 277:  # SamplesPerPixel, a SHORT held in the entry itself
+            return struct.unpack(order + "H", entry[8:10])[0] if kind == 3 else None
+    return None

@@ -149,3 +149,20 @@ def test_a_camera_raw_is_refused_not_taken_for_its_preview(tags):
     plain = io.BytesIO()
     Image.new("RGB", (256, 192)).save(plain, "TIFF")
     assert sniff(plain.getvalue(), 10**8).width == 256
+
+
+@pytest.mark.parametrize("bands", [5, 6])
+def test_a_tiff_with_extra_channels_is_refused_in_words_that_say_so(tmp_path, bands):
+    """Pillow cannot open a TIFF of more than four channels (a Photoshop file with a saved selection, CMYK with
+    alpha) and says "cannot identify image file": it was refused as "not a readable image", a broken file."""
+    import numpy as np
+    import pyvips
+
+    from shared.formats import ImageRejected, sniff
+
+    path = tmp_path / "extra.tif"
+    pixels = np.zeros((8, 10, bands), np.uint8)
+    pyvips.Image.new_from_memory(pixels.tobytes(), 10, 8, bands, "uchar").tiffsave(str(path))
+    with pytest.raises(ImageRejected, match=f"this TIFF has {bands} channels") as refused:
+        sniff(path.read_bytes(), 10**8)
+    assert refused.value.code == "unsupported_image"
