@@ -413,6 +413,19 @@ def test_trying_again_sends_the_same_idempotency_key(page, tmp_path):
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
 
 
+def send_sized(page, path: Path, size: str, fit: str, **fields: str):
+    """Choose a size mode, fill its fields (``print_width`` is ``#print-width``) and ``fit``, send ``path``; its
+    card once the result is there."""
+    page.select_option("#size", size)
+    for name, value in fields.items():
+        page.fill("#" + name.replace("_", "-"), value)
+    page.select_option("#fit", fit)
+    page.set_input_files("#files", str(path))
+    card = page.locator("#cards li", has_text=path.name)
+    card.locator(".download").wait_for(timeout=120_000)
+    return card
+
+
 def test_compare_lines_up_a_cover_crop_and_a_print_size_can_choose_its_fit(page, settings, tmp_path):
     """fit=cover: the bicubic side stretched the whole input onto the cropped result (the halves framed apart,
     20 levels off on average); below 1:1 it was point-sampled (moiré beside a smooth result). With the bicubic
@@ -422,13 +435,8 @@ def test_compare_lines_up_a_cover_crop_and_a_print_size_can_choose_its_fit(page,
     try:
         page.locator("#model option").nth(2).wait_for(state="attached")
         page.select_option("#model", "bicubic")
-        page.select_option("#size", "target")
-        page.fill("#width", "240")
-        page.fill("#height", "120")
-        page.select_option("#fit", "cover")
-        page.set_input_files("#files", str(photo(tmp_path, "wide-crop.png", size=(160, 120))))
-        card = page.locator("#cards li", has_text="wide-crop.png")
-        card.locator(".compare").wait_for(timeout=120_000)
+        card = send_sized(page, photo(tmp_path, "wide-crop.png", size=(160, 120)), size="target", width="240",
+                          height="120", fit="cover")
         card.locator(".compare").click()
         page.locator("#zoom-level", has_text="100 %").wait_for()
         difference = """() => {
@@ -455,15 +463,8 @@ def test_compare_lines_up_a_cover_crop_and_a_print_size_can_choose_its_fit(page,
         assert page.evaluate("document.getElementById('after-canvas').toDataURL()") == before
         page.click("#viewer-close")
 
-        page.select_option("#size", "print")
-        assert page.locator("#fit").is_visible()
-        page.fill("#print-width", "6")
-        page.fill("#print-height", "4")
-        page.fill("#dpi", "40")
-        page.select_option("#fit", "cover")
-        page.set_input_files("#files", str(photo(tmp_path, "print.png", size=(160, 120))))
-        made = page.locator("#cards li", has_text="print.png")
-        made.locator(".download").wait_for(timeout=120_000)
+        made = send_sized(page, photo(tmp_path, "print.png", size=(160, 120)), size="print", print_width="6",
+                          print_height="4", dpi="40", fit="cover")  # fit is offered for a print size too
         assert "240\u00d7160" in made.locator(".state").inner_text()  # 6 x 4 in at 40 dpi, filled and cropped
     finally:
         stop(worker)
