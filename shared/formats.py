@@ -82,13 +82,22 @@ def displayed_size(image: Image.Image) -> tuple[int, int]:
         raw = image.info.get("Raw profile type exif")
         exif = Image.Exif()
         try:
-            exif.load(bytes.fromhex("".join(raw.split("\n")[3:])) if raw else _late_png_exif(image.fp) or b"")
+            exif.load((raw_profile(raw) or b"") if raw else _late_png_exif(image.fp) or b"")
         except (ValueError, SyntaxError, struct.error):  # a damaged profile turns nothing (as in the worker)
             exif = Image.Exif()
         orientation = exif.get(ExifTags.Base.Orientation, 1)
     else:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     return (height, width) if orientation in QUARTER_TURNS else (width, height)
+
+
+def raw_profile(text: str) -> bytes | None:
+    """The bytes of an ImageMagick "Raw profile type NAME" PNG text chunk (a blank line, the name, the length,
+    then the bytes in hex over many lines); None when it is damaged."""
+    try:
+        return bytes.fromhex("".join(text.split("\n")[3:]))
+    except (ValueError, AttributeError):
+        return None
 
 
 def _late_png_exif(fp: BinaryIO) -> bytes | None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, PngImagePlugin
 
+from shared.formats import raw_profile
+
 log = logging.getLogger(__name__)
 
 ORIENTATION, X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x0112, 0x011A, 0x011B, 0x0128
@@ -59,6 +61,8 @@ def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None) -> Metad
     for tag in DROPPED_TAGS & set(exif):
         del exif[tag]
     xmp = opened.info.get("xmp") or opened.info.get(XMP_PNG_KEY)
+    if not xmp and isinstance(opened.info.get("Raw profile type xmp"), str):  # as ImageMagick writes it in a PNG
+        xmp = raw_profile(opened.info["Raw profile type xmp"])
     dpi = stated_dpi(opened, exif)
     return Metadata(exif=exif.tobytes() if len(exif) else None,
                     xmp=xmp.encode() if isinstance(xmp, str) else xmp, icc=icc,

@@ -513,6 +513,23 @@ def test_a_sixteen_bit_pngs_colour_key_is_its_alpha(tmp_path, bands):
     assert decoded.greyscale == (bands == 1)
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_xmp_stored_the_imagemagick_way_in_a_png_is_carried(tmp_path, fmt):
+    """ImageMagick keeps a PNG's XMP in a "Raw profile type xmp" text chunk (hex): EXIF stored that way was kept,
+    XMP was dropped."""
+    from PIL import PngImagePlugin
+
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>(c) Studio</dc:rights></x:xmpmeta>'
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type xmp", f"\nxmp\n{len(xmp):8d}\n{xmp.hex()}\n")
+    source = save(tmp_path, gradient(size=(30, 20)), pnginfo=info)
+    result = tmp_path / f"out.{fmt}"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+    with Image.open(result) as out:
+        carried = out.info.get("xmp") or out.info.get("XML:com.adobe.xmp")
+    assert carried and b"(c) Studio" in (carried if isinstance(carried, bytes) else carried.encode())
+
+
 def test_a_damaged_raw_exif_profile_turns_nothing_and_fails_nothing(tmp_path):
     """ImageMagick's raw profile with broken hex: the API accepts the file as stored, so the worker must decode it
     (it failed the job as unreadable)."""
