@@ -530,6 +530,24 @@ def test_xmp_stored_the_imagemagick_way_in_a_png_is_carried(tmp_path, fmt):
     assert carried and b"(c) Studio" in (carried if isinstance(carried, bytes) else carried.encode())
 
 
+@pytest.mark.parametrize(("gamma", "shown"), [(55556, 145), (45455, 128)])
+def test_a_pngs_stated_gamma_is_shown_the_same_in_a_result_that_states_none(tmp_path, gamma, shown):
+    """An old Mac PNG states gamma 1.8 in a gAMA chunk (no profile): the result carries no gAMA, so it was read
+    as sRGB, and mid-grey came out darker than the input showed. Its pixels are re-encoded for 2.2; a gAMA of
+    sRGB's own 1/2.2 changes nothing."""
+    import struct
+    import zlib
+
+    path = save(tmp_path, Image.new("RGB", (16, 12), (128, 128, 128)))
+    data = struct.pack(">I", gamma)
+    chunk = struct.pack(">I", 4) + b"gAMA" + data + struct.pack(">I", zlib.crc32(b"gAMA" + data))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:33] + chunk + raw[33:])  # after IHDR
+    with Image.open(path) as opened:
+        assert opened.info["gamma"] == gamma / 100000
+    assert tuple(decode(path).rgb[5, 5]) == (shown,) * 3  # 128 at gamma 1.8 shows as 145 does at 2.2
+
+
 def test_a_damaged_raw_exif_profile_turns_nothing_and_fails_nothing(tmp_path):
     """ImageMagick's raw profile with broken hex: the API accepts the file as stored, so the worker must decode it
     (it failed the job as unreadable)."""
