@@ -84,25 +84,41 @@ def stage(session: Session, job_id: str, index: int, owner: str, key: str | None
     return result.rowcount == 1
 
 
-def complete(session: Session, job_id: str, index: int, owner: str) -> bool:
-    """Mark our band done and count it on the job (progress); False if the band or the job is no longer ours."""
+def complete(session: Session, job_id: str, index: int, owner: str, gathering: bool = False) -> bool:
+    """Mark our band done and count it on the job (progress); False if the band or the job is no longer ours.
+    ``gathering``: the band went into the gathering worker's own row file, not to storage, so it is done only
+    while that worker still holds the job's lease (one frozen past it, then thawed, marked bands done into a
+    file no one would read, and the job resumed elsewhere failed on them)."""
+    running = _job_running(job_id) if not gathering else exists().where(
+        Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.lease_owner == owner)
     done = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
-                              JobBand.status == RUNNING, _job_running(job_id))
+                              JobBand.status == RUNNING, running)
         .values(status=DONE, lease_owner=None, lease_expires_at=None, updated_at=utcnow()))
     if done.rowcount != 1:
         return False
-    session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done + 1, updated_at=utcnow()))
+    _count(session, job_id, +1)
+    return True
+
+
+def _count(session: Session, job_id: str, change: int) -> None:
+    """Move the job's ``bands_done`` by ``change`` and its progress with it (one place: a resumed job's progress
+    read 0 while its stored bands stood)."""
+    session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done + change,
+                                                               updated_at=utcnow()))
     finished, total = session.execute(select(Job.bands_done, Job.bands_total).where(Job.id == job_id)).one()
     span = BANDS_PROGRESS_TO - BANDS_PROGRESS_FROM
     session.execute(update(Job).where(Job.id == job_id)
                     .values(progress=BANDS_PROGRESS_FROM + span * finished / total))
-    return True
 
 
 def reopen_unstored(session: Session, job_id: str) -> int:
-    """Bands done by a gathering worker that vanished went only into its own row file: they are to do again."""
-    return _reopen(session, job_id, JobBand.result_key.is_(None))
+    """Bands done by a gathering worker that vanished went only into its own row file: they are to do again.
+    The job's progress is set from the bands that stand (its claim had set it to 0)."""
+    reopened = _reopen(session, job_id, JobBand.result_key.is_(None))
+    if not reopened:
+        _count(session, job_id, 0)
+    return reopened
 
 
 def reopen_lost(session: Session, job_id: str, index: int) -> int:
@@ -116,7 +132,7 @@ def _reopen(session: Session, job_id: str, *which) -> int:
         .values(status=PENDING, result_key=None, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
     ).rowcount
     if reopened:
-        session.execute(update(Job).where(Job.id == job_id).values(bands_done=Job.bands_done - reopened))
+        _count(session, job_id, -reopened)
     return reopened
 
 

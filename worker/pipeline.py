@@ -51,6 +51,7 @@ PROGRESS_EVERY_SECONDS = 1.0
 def run_job(ctx: WorkerContext, job_id: str) -> str:
     """Process the job this message's turn goes to (``jobs.next_fair_job``: its own, or a less-served tenant's);
     returns what happened: succeeded, failed, split, skipped or lease_lost."""
+    ctx.band_inputs.clear()  # another split job's decoded input, kept for its bands: not for this turn's memory
     release_time_limit = hold_time_limit()  # raised inside the try below, where it ends the claimed job
     try:
         job = _claim_turn(ctx, job_id)

@@ -136,9 +136,9 @@ def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
     return pixels
 
 
-def _complete(ctx: WorkerContext, job_id: str, index: int) -> None:
+def _complete(ctx: WorkerContext, job_id: str, index: int, gathering: bool = False) -> None:
     with unit_of_work(ctx.sessions) as session:
-        if not job_bands.complete(session, job_id, index, ctx.owner):
+        if not job_bands.complete(session, job_id, index, ctx.owner, gathering):
             raise LeaseLost(job_id)
 
 
@@ -200,6 +200,7 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
                           output_width=width, output_height=height, output_bytes=size, timings=timings):
             raise LeaseLost(job_id)
     except Exception as exc:
+        ctx.band_inputs.clear()
         return _stopped(ctx, job_id, output_key, exc, lost="lease_lost")
     # succeeded and committed: the result stays whatever happens next; a band file that cannot be removed
     # now is removed with the job at retention (the sweeper deletes its bands' keys)
@@ -222,6 +223,12 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
         with ctx.sessions() as session:  # one read per round: this band and every later one
             done = {b.index: b.result_key for b in job_bands.bands_of(session, job.id, band.index)
                     if b.status == job_bands.DONE}
+        if band.index in done and done[band.index] is None:  # done into another gatherer's own file: lost to us
+            log.warning("job %s: band %d was done by a gathering worker that lost the job; computing it again",
+                        job.id, band.index)
+            with unit_of_work(ctx.sessions) as session:
+                job_bands.reopen_lost(session, job.id, band.index)
+            continue
         if band.index in done:
             try:  # a missing object fails before any byte is appended
                 rows.append_from(lambda target, key=done[band.index]: ctx.storage.download_to(key, target), length)
@@ -237,7 +244,7 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
         if pixels is not None:
             rows.append(pixels)
             del pixels
-            _complete(ctx, job.id, band.index)
+            _complete(ctx, job.id, band.index, gathering=True)
             return
         if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later if other.index not in done):
             time.sleep(GATHER_POLL_SECONDS)

@@ -127,6 +127,10 @@ def test_bands_run_on_every_worker_and_the_jobs_worker_gathers_them(workers, db_
     view = job_view(job, first.storage, first.settings, "http://127.0.0.1")
     assert (view.split.done, view.split.total) == (total, total)
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+    # a band worker kept the job's decoded input for good (120 MB at the input cap, over its next job's peak)
+    assert second.band_inputs
+    small = make_job(db_session, model="bicubic", scale=2, input_key=job.input_key)
+    assert pipeline.run_job(second, small.id) == "succeeded" and not second.band_inputs
 
 
 def test_a_cleanup_failure_after_success_keeps_the_result(workers, db_session, monkeypatch):
@@ -248,6 +252,38 @@ def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers,
     assert db_session.get(JobBand, (job.id, 1)).attempts == 2
     job = reload(db_session, job)
     assert (job.status, job.attempts, job.bands_done) == ("succeeded", 2, job.bands_total)
+    assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+
+
+def test_a_frozen_gatherer_that_comes_back_cannot_spoil_the_resumed_job(workers, db_session, monkeypatch):
+    """A gathering worker frozen past its lease (a paused container), then thawed while the job was resumed
+    elsewhere, marked its bands done into its own row file, which no one reads: the resumed job took them for
+    stored and failed internal_error (download_to(None)). Its completions now need the job's lease; a band done
+    with nothing stored is computed again. The resumed job's progress starts from its stored bands, not 0."""
+    first, second, third = workers
+    job = _planned_only(first, db_session, monkeypatch)  # first gathers: it holds the job's lease
+    assert split.run_band(second, job.id, 0) == "band_done"  # stored
+    band = db_session.get(JobBand, (job.id, 1))
+    assert split._compute(first, job, band) is not None  # first computes band 1 for its row file, then freezes
+    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    assert sweep(first, first.celery).requeued == 1
+    seen = {}
+    publish = split._publish
+
+    def thaws_meanwhile(ctx, resumed, indexes):  # third resumes the job; first thaws and finishes band 1
+        seen["progress"] = reload(db_session, resumed).progress
+        with pytest.raises(split.LeaseLost):
+            split._complete(first, job.id, 1, gathering=True)  # refused: the job is third's now
+        with unit_of_work(first.sessions) as session:  # as the unguarded completion did: done, nothing stored
+            assert job_bands.complete(session, job.id, 1, first.owner)
+        publish(ctx, resumed, indexes)
+
+    monkeypatch.setattr(split, "_publish", thaws_meanwhile)
+    assert pipeline.run_job(third, job.id) == "succeeded"
+    assert seen["progress"] > job_bands.BANDS_PROGRESS_FROM  # band 0 stood: not back to 0
+    job = reload(db_session, job)
+    assert (job.status, job.bands_done) == ("succeeded", job.bands_total)
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
