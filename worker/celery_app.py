@@ -18,7 +18,7 @@ from celery import signals
 from shared.logs import configure_logging
 from shared.queue import INFERENCE_QUEUE, make_celery
 from shared.settings import Settings
-from worker import liveness
+from worker import liveness, scratch
 from worker.context import WorkerContext
 from worker.engine.threads import limit_threads
 
@@ -99,6 +99,7 @@ def _init_process(**_kwargs) -> None:
     _context = None
     ctx = get_context()
     liveness.start_heartbeat(liveness.heartbeat_path(os.getppid()), first_after=settings.worker_start_timeout + 1)
+    scratch.remove_orphaned()  # what killed workers left in the temporary folder
     if _consumes_inference:
         threading.Thread(target=_preload, args=(ctx,), name="model-preload", daemon=True).start()
 

@@ -8,7 +8,6 @@ wrote, and every result is stored under a fresh key so nothing is ever overwritt
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ from worker.outcomes import (
     store_result,
 )
 from worker.render import Prepared, finish, prepare
+from worker.scratch import scratch
 from worker.time_limit import hold_time_limit
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         if job.bands_total is not None:  # a split job taken back from workers that vanished
             with lease_kept(ctx, job_id):
                 return split.resume(ctx, job)
-        with lease_kept(ctx, job_id), tempfile.TemporaryDirectory(prefix="upscaler-job-") as tmp:
+        with lease_kept(ctx, job_id), scratch("job") as tmp:
             started = time.monotonic()
             source_path = Path(tmp) / "input"
             if job.input_url and job.input_bytes is None:

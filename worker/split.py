@@ -24,7 +24,6 @@ remaining bands at their next lease renewal. Any band's failure fails the job wi
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from worker.outcomes import (
     store_result,
 )
 from worker.render import Prepared, band_pixels, keep_depth, output_rows, ran_record, scaled_metadata, streamable
+from worker.scratch import scratch
 from worker.streaming import BAND_SUFFIX, RowFile, WrongBandSize, encode_rows, write_band
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
         pixels = _compute(ctx, job, band)
         if pixels is None:
             return "skipped"
-        with tempfile.TemporaryDirectory(prefix="upscaler-band-") as tmp:
+        with scratch("band") as tmp:
             path = Path(tmp) / f"band{BAND_SUFFIX}"
             write_band(pixels, path)
             del pixels
@@ -179,7 +179,7 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
         session.expunge_all()
     output_key = None
     try:
-        with tempfile.TemporaryDirectory(prefix="upscaler-assemble-") as tmp:
+        with scratch("assemble") as tmp:
             scale = job.ran["network_scales"][0]
             decoded = _decoded_input(ctx, job)
             meta = scaled_metadata(decoded, scale, job.dpi)
@@ -278,7 +278,7 @@ def _decoded_input(ctx: WorkerContext, job: Job) -> DecodedImage:
     """The job's input, decoded once per worker process for all the bands it runs of that job."""
     cached = ctx.band_inputs.get(job.input_key)
     if cached is None:
-        with tempfile.TemporaryDirectory(prefix="upscaler-band-") as tmp:
+        with scratch("band") as tmp:
             source = Path(tmp) / "input"
             ctx.storage.download(job.input_key, source)
             cached = keep_depth(decode(source), job.output_format, True)  # as the job's first worker did
