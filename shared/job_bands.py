@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, JobBand, utcnow
@@ -134,6 +134,17 @@ def _reopen(session: Session, job_id: str, *which) -> int:
     if reopened:
         _count(session, job_id, -reopened)
     return reopened
+
+
+def forget_plan(session: Session, job_id: str, owner: str) -> bool:
+    """Delete a split job's bands and plan (``worker.split.start_over``); False if the job is not ours."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(bands_total=None, bands_done=0, ran=None, updated_at=utcnow()))
+    if result.rowcount != 1:
+        return False
+    session.execute(delete(JobBand).where(JobBand.job_id == job_id))
+    return True
 
 
 def stored_of_ended_jobs(session: Session, limit: int = 500) -> list[tuple[str, int, str]]:

@@ -73,7 +73,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
                 jobs.stage_output(session, job_id, ctx.owner, None)
         if job.bands_total is not None:  # a split job taken back from workers that vanished
             with lease_kept(ctx, job_id):
-                return split.resume(ctx, job)
+                if split.same_build(ctx, job):
+                    return split.resume(ctx, job)
+                split.start_over(ctx, job)  # then it runs below as a fresh job
         with lease_kept(ctx, job_id), scratch("job") as tmp:
             started = time.monotonic()
             source_path = Path(tmp) / "input"

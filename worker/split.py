@@ -75,7 +75,8 @@ def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -
     scale = prepared.planned.chain[0]
     bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
     decoded = keep_depth(prepared.decoded, job.output_format, True)
-    ran = ran_record(prepared.selection, (scale,), False, prepared.engine.precision, len(bands), decoded.bits)
+    ran = {**ran_record(prepared.selection, (scale,), False, prepared.engine.precision, len(bands), decoded.bits),
+           "build": prepared.engine.build}  # every band from this build (kept with the job, not shown)
     with unit_of_work(ctx.sessions) as session:
         timings = {"download_s": round(download_s, 4), **{k: round(v, 4) for k, v in prepared.timings.items()}}
         if not job_bands.plan(session, job.id, ctx.owner, [(b.y0, b.y1) for b in bands], ran, timings):
@@ -85,6 +86,28 @@ def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -
     log.info("job %s split into %d bands", job.id, len(bands))
     _publish(ctx, job, [b.index for b in reversed(bands)])
     return gather(ctx, job.id)
+
+
+def same_build(ctx: WorkerContext, job: Job) -> bool:
+    """Whether this worker's network is the build the job's bands were planned with (``Engine.build``)."""
+    build = ctx.engines.get(job.ran["model"]).build
+    return job.ran.get("build", build) == build  # a plan recorded before builds were: taken as this one's
+
+
+def start_over(ctx: WorkerContext, job: Job) -> None:
+    """Drop a split job's plan and its stored bands: it was planned on another build of the network (a rolling
+    update of the weights, another tile size or precision), whose bands this worker's cannot join. The job then
+    runs afresh here, planned on this build."""
+    log.warning("job %s: planned on another build of its network (%s); starting it over on this one (%s)",
+                job.id, job.ran.get("build"), ctx.engines.get(job.ran["model"]).build)
+    with ctx.sessions() as session:
+        keys = [b.result_key for b in job_bands.bands_of(session, job.id)]
+    _drop_band_results(ctx, keys)
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.forget_plan(session, job.id, ctx.owner):
+            raise LeaseLost(job.id)
+    ctx.band_inputs.clear()
+    job.bands_total, job.ran = None, None
 
 
 def resume(ctx: WorkerContext, job: Job) -> str:
@@ -148,10 +171,14 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
     with ctx.sessions() as session:
         job, band = session.get(Job, job_id), session.get(JobBand, (job_id, index))
         session.expunge_all()
-    if job is None or band is None:
+    if job is None or band is None or not job.ran:  # gone, or its plan dropped meanwhile (start_over)
         return "skipped"
     key = None
     try:
+        if not same_build(ctx, job):  # its pixels would not join the others': left to the gatherer (or a twin)
+            log.info("job %s band %d: planned on another build of %s; left to a worker running that one", job_id,
+                     index, job.ran["model"])
+            return "skipped"
         pixels = _compute(ctx, job, band)
         if pixels is None:
             return "skipped"

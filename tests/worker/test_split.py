@@ -287,6 +287,36 @@ def test_a_frozen_gatherer_that_comes_back_cannot_spoil_the_resumed_job(workers,
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
+def test_bands_come_from_one_build_of_the_network(workers, split_settings, db_session, monkeypatch):
+    """Band workers computed with their own tile size and weights: another tile size failed the job
+    internal_error ("rows do not fall on tile rows"), other weights (a rolling update) joined with a seam. A band
+    worker on another build leaves the band to the gatherer; a job resumed on another build starts over on it."""
+    first, second, _ = workers
+    other = WorkerContext.create(split_settings.with_overrides(tile_size=64))  # another build of residual_sr
+    try:
+        assert other.engines.get("residual_sr").build != first.engines.get("residual_sr").build
+        job = _planned_only(first, db_session, monkeypatch)
+        assert split.run_band(other, job.id, 1) == "skipped"  # not claimed: left pending
+        assert db_session.get(JobBand, (job.id, 1)).status == job_bands.PENDING
+        assert split.run_band(second, job.id, 2) == "band_done"
+        assert split.gather(first, job.id) == "succeeded"  # computes bands 0 and 1 itself
+        assert np.array_equal(_pixels(first, reload(db_session, job)), _unsplit(first, db_session))
+
+        resumed = _planned_only(first, db_session, monkeypatch)
+        assert split.run_band(second, resumed.id, 1) == "band_done"  # stored on the first build
+        db_session.query(type(resumed)).filter_by(id=resumed.id).update({"lease_expires_at": seconds_ago(1)})
+        db_session.commit()
+        assert sweep(first, first.celery).requeued == 1
+        assert pipeline.run_job(other, resumed.id) == "succeeded"  # planned again on its own build
+        resumed = reload(db_session, resumed)
+        assert resumed.ran["build"] == other.engines.get("residual_sr").build
+        assert resumed.bands_done == resumed.bands_total == len(job_bands.bands_of(db_session, resumed.id))
+        assert np.array_equal(_pixels(first, resumed), _unsplit(first, db_session))
+        assert not [p for p in (split_settings.storage_dir / "bands").rglob("*") if p.is_file()]
+    finally:
+        other.engine.dispose()
+
+
 def test_a_resumed_job_computes_again_the_bands_whose_stored_rows_are_gone(workers, db_session, monkeypatch):
     """A band taken over from a dead band worker had its stale object deleted but still named: when the gathering
     worker vanished too, the resumed job read the deleted object and failed "input_missing". The name goes with

@@ -44,6 +44,9 @@ class Engine(Protocol):
     scales: tuple[int, ...]
     conditioned: bool
     precision: str | None  # what the network computes in (``worker.engine.precision``); None: no network
+    # what decides its pixels and band cuts (weights, tile size, precision): the bands of one split job must all
+    # come from one build, or they fail to join (another tile size) or join with a seam (other weights)
+    build: str
 
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
                 condition: Condition | None = None) -> Image.Image: ...
@@ -56,6 +59,7 @@ class BicubicEngine:
     scales = (2, 3, 4)
     conditioned = False
     precision = None
+    build = "bicubic"
 
     def upscale(self, rgb: np.ndarray, scale: int, progress: ProgressFn | None = None,
                 condition: Condition | None = None) -> Image.Image:

@@ -3,6 +3,7 @@ loaded once per process, tiled inference."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -54,6 +55,8 @@ class NetworkEngine:
         self.align = self.config.alignment
         self.tile_size = max(tile_size, 2 * self.margin + self.align + 16)
         self.memory_budget = memory_budget_mb * 1024 * 1024
+        digest = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:16]
+        self.build = f"{self.name} {digest} tile {self.tile_size} {precision}"
 
     def bytes_per_lr_pixel(self, scale: int) -> int:
         """Rough peak bytes per LR pixel of a forward pass: a few live feature maps, the grid planes (if told the
