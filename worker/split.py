@@ -248,8 +248,12 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
     length = (band.y1 - band.y0) * scale
     while True:
         with ctx.sessions() as session:  # one read per round: this band and every later one
-            done = {b.index: b.result_key for b in job_bands.bands_of(session, job.id, band.index)
-                    if b.status == job_bands.DONE}
+            now, states = utcnow(), job_bands.bands_of(session, job.id, band.index)
+            done = {b.index: b.result_key for b in states if b.status == job_bands.DONE}
+            # only bands a claim can take are tried: a claim of each later band every round was a write
+            # transaction per band five times a second (SQLite's one writer lock, shared with every band worker)
+            free = {b.index for b in states if b.status == job_bands.PENDING
+                    or (b.status == job_bands.RUNNING and b.lease_expires_at and b.lease_expires_at < now)}
         if band.index in done and done[band.index] is None:  # done into another gatherer's own file: lost to us
             log.warning("job %s: band %d was done by a gathering worker that lost the job; computing it again",
                         job.id, band.index)
@@ -273,7 +277,7 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
             del pixels
             _complete(ctx, job.id, band.index, gathering=True)
             return
-        if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later if other.index not in done):
+        if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later if other.index in free):
             time.sleep(GATHER_POLL_SECONDS)
         renew_lease(ctx, job.id)
 

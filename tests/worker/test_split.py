@@ -317,6 +317,30 @@ def test_bands_come_from_one_build_of_the_network(workers, split_settings, db_se
         other.engine.dispose()
 
 
+def test_a_waiting_gatherer_tries_only_the_bands_it_could_claim(workers, db_session, monkeypatch):
+    """While another worker held its next band, the gathering worker tried to claim every later band five times
+    a second, held or not: a write transaction each (SQLite has one writer, shared with every band worker)."""
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    with unit_of_work(second.sessions) as session:  # second holds every band but the first
+        for index in range(1, job.bands_total):
+            assert job_bands.claim(session, job.id, index, second.owner, 60)
+    claims, at_first_wait = [], []
+    claim = job_bands.claim
+    monkeypatch.setattr(job_bands, "claim", lambda *args: claims.append(args[2]) or claim(*args))
+
+    def wait(_seconds):  # the first wait: then second vanishes (its leases run out) and the gatherer goes on
+        if not at_first_wait:
+            at_first_wait.append(list(claims))
+            db_session.query(JobBand).filter_by(job_id=job.id).update({"lease_expires_at": seconds_ago(1)})
+            db_session.commit()
+
+    monkeypatch.setattr(split.time, "sleep", wait)
+    assert split.gather(first, job.id) == "succeeded"
+    assert at_first_wait == [[0, 1]]  # its own band, and the next one it waits on: no held later band tried
+    assert np.array_equal(_pixels(first, reload(db_session, job)), _unsplit(first, db_session))
+
+
 def test_a_resumed_job_computes_again_the_bands_whose_stored_rows_are_gone(workers, db_session, monkeypatch):
     """A band taken over from a dead band worker had its stale object deleted but still named: when the gathering
     worker vanished too, the resumed job read the deleted object and failed "input_missing". The name goes with
