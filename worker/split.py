@@ -100,9 +100,7 @@ def start_over(ctx: WorkerContext, job: Job) -> None:
     runs afresh here, planned on this build."""
     log.warning("job %s: planned on another build of its network (%s); starting it over on this one (%s)",
                 job.id, job.ran.get("build"), ctx.engines.get(job.ran["model"]).build)
-    with ctx.sessions() as session:
-        keys = [b.result_key for b in job_bands.bands_of(session, job.id)]
-    _drop_band_results(ctx, keys)
+    _drop_band_results(ctx, job.id)
     with unit_of_work(ctx.sessions) as session:
         if not job_bands.forget_plan(session, job.id, ctx.owner):
             raise LeaseLost(job.id)
@@ -233,8 +231,7 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
     # now is removed with the job at retention (the sweeper deletes its bands' keys)
     observe(job, {**timings, "inference_s": 0.0}, job.ran)
     try:
-        with ctx.sessions() as session:
-            _drop_band_results(ctx, [b.result_key for b in job_bands.bands_of(session, job_id)])
+        _drop_band_results(ctx, job_id)
     except SQLAlchemyError:
         log.warning("job %s: its band files stay until retention (database unavailable)", job_id, exc_info=True)
     log.info("job %s assembled from %d bands", job_id, len(bands))
@@ -331,10 +328,16 @@ def _drop_band_results_if_ended(ctx: WorkerContext, job_id: str) -> None:
         job = session.get(Job, job_id)
         if job is None or JobStatus(job.status) not in TERMINAL:
             return
-        keys = [b.result_key for b in job_bands.bands_of(session, job_id)]
-    _drop_band_results(ctx, keys)
+    _drop_band_results(ctx, job_id)
 
 
-def _drop_band_results(ctx: WorkerContext, keys: list[str | None]) -> None:
-    for key in keys:
-        discard(ctx, key)
+def _drop_band_results(ctx: WorkerContext, job_id: str) -> None:
+    """Delete the job's stored bands, and their keys with them (a key left named sent the sweeper to delete it
+    again: two more requests a band on S3)."""
+    with ctx.sessions() as session:
+        stored = [(b.index, b.result_key) for b in job_bands.bands_of(session, job_id) if b.result_key]
+    gone = [(index, key) for index, key in stored if discard(ctx, key)]
+    if gone:
+        with unit_of_work(ctx.sessions) as session:
+            for index, key in gone:
+                job_bands.forget_result(session, job_id, index, key)

@@ -127,6 +127,8 @@ def test_bands_run_on_every_worker_and_the_jobs_worker_gathers_them(workers, db_
     view = job_view(job, first.storage, first.settings, "http://127.0.0.1")
     assert (view.split.done, view.split.total) == (total, total)
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
+    db_session.expire_all()  # the stored bands are deleted and no longer named (the sweeper deleted them again)
+    assert [b.result_key for b in job_bands.bands_of(db_session, job.id)] == [None] * total
     # a band worker kept the job's decoded input for good (120 MB at the input cap, over its next job's peak)
     assert second.band_inputs
     small = make_job(db_session, model="bicubic", scale=2, input_key=job.input_key)
