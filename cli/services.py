@@ -69,11 +69,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _multiprocess_metrics_dir(kind: str) -> None:
-    """A fresh folder where forked processes share Prometheus counters (must be set before they start)."""
+    """A fresh folder where forked processes share Prometheus counters (must be set before they start); those
+    of processes that are gone are removed (one stayed behind per launch)."""
     import shutil
-    import tempfile
 
-    folder = os.path.join(tempfile.gettempdir(), f"upscaler-metrics-{kind}-{os.getpid()}")
+    from worker.scratch import remove_orphaned, scratch_name
+
+    remove_orphaned()
+    folder = scratch_name(f"metrics-{kind}")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", folder)
@@ -108,8 +111,12 @@ def _celery(settings) -> list[str]:
 
 def _beat_schedule() -> list[str]:
     """Beat's state file in the temporary folder, not the working directory (which may be read-only, or a
-    checkout): the sweep runs on an interval, so nothing in it needs to outlive the process."""
-    return ["--schedule", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"upscaler-beat-{os.getpid()}")]
+    checkout): the sweep runs on an interval, so nothing in it needs to outlive the process (those of beats that
+    are gone are removed)."""
+    from worker.scratch import remove_orphaned, scratch_name
+
+    remove_orphaned()
+    return ["--schedule", scratch_name("beat")]
 
 
 def run_worker(args: argparse.Namespace) -> int:
