@@ -15,6 +15,7 @@ from pathlib import Path
 from shared.settings import SettingsError
 
 BICUBIC = "bicubic"
+RESAMPLED = "resample"  # ``ran.model`` of a job whose size needed no enlargement: no network ran
 AUTO = "auto"
 AUTO_RECORD = "auto.json"  # auto's evaluation table and description (no weights of its own)
 

@@ -66,7 +66,8 @@ class InputMeasured(BaseModel):
 
 
 class Ran(BaseModel):
-    model: str = Field(description="The network that ran (auto resolves per input).")
+    model: str = Field(description="The network that ran (auto resolves per input); `resample` where the size asked "
+                                   "needed no enlargement and no network ran.")
     strength: float | None = Field(None, description="Restoration strength it ran with (conditioned networks).")
     reason: str
     input: InputMeasured

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.catalog import BICUBIC, RESAMPLED
 from shared.limits import made_in_bands
 from shared.settings import Settings
 from shared.sizing import SizePlan, SizeRequest, plan
@@ -144,7 +145,10 @@ def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest
     planned = plan(width, height, size)
     alpha = None if decoded.alpha is None else np.asarray(decoded.alpha)
     selection = select(model, denoise, profile_input(source, decoded.as_8bit().rgb, alpha), engines.catalog)
-    engine = engines.get(selection.model)
+    if not planned.chain:  # at or below the input's size no network runs: said so, not the one that would have
+        selection = Selection(RESAMPLED, None, "no enlargement asked: resampled only (no network, no restoration)",
+                              selection.profile)
+    engine = engines.get(BICUBIC if selection.model == RESAMPLED else selection.model)
     return Prepared(decoded, planned, selection, engine, {"decode_s": time.monotonic() - t})
 
 

@@ -304,6 +304,16 @@ def test_colour_hidden_under_alpha_is_filled_from_the_nearest_visible_pixels():
         assert fill_hidden(block, alpha) is block
 
 
+def test_a_size_needing_no_enlargement_says_no_network_ran(tmp_path):
+    """x1 with denoise 1 on a JPEG: the pixels were the decoded input's, and ran named the robust network at
+    strength 1 (and an asked denoise that did nothing)."""
+    source = save(tmp_path, gradient(size=(40, 30)), "JPEG", quality=50)
+    for size in (SizeRequest(scale=1), SizeRequest(width=20)):
+        rendered = render(source, tmp_path / "out.png", EngineRegistry(Settings()), "auto", size, "png", denoise=1.0)
+        assert (rendered.selection.model, rendered.selection.strength) == ("resample", None)
+        assert "no network" in rendered.selection.reason and rendered.ran()["network_scales"] == []
+
+
 def test_greyscale_stays_greyscale_end_to_end(tmp_path):
     source = save(tmp_path, gradient("L"))
     result = tmp_path / "out.png"
