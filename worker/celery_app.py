@@ -99,9 +99,9 @@ def _init_process(**_kwargs) -> None:
     _context = None
     ctx = get_context()
     liveness.start_heartbeat(liveness.heartbeat_path(os.getppid()), first_after=settings.worker_start_timeout + 1)
-    scratch.remove_orphaned()  # what killed workers left in the temporary folder
     if _consumes_inference:
         threading.Thread(target=_preload, args=(ctx,), name="model-preload", daemon=True).start()
+    scratch.remove_orphaned()  # what killed workers left in the temporary folder (last: it must delay nothing)
 
 
 @signals.worker_process_shutdown.connect

@@ -18,44 +18,70 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PREFIX = "upscaler-"
-_OWNED = re.compile(rf"^{PREFIX}(\d+)-")
+# upscaler-<pid>.<start time>-<kind>: the start time (Linux: clock ticks since boot) tells a process from a later
+# one given the same id, as after a container's restart, whose temporary folder (an emptyDir) outlives it
+_OWNED = re.compile(rf"^{PREFIX}(\d+)(?:\.(\d+))?-")
 
 
 def scratch(kind: str) -> tempfile.TemporaryDirectory:
     """A temporary folder for one ``kind`` of work (``job``, ``band``, ``assemble``) of this process."""
-    return tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-{kind}-")
+    return tempfile.TemporaryDirectory(prefix=f"{PREFIX}{_owner()}-{kind}-")
 
 
 def scratch_name(kind: str) -> str:
     """A path in the temporary folder for this process's ``kind`` of state (a metrics folder, beat's schedule
     file), removed by ``remove_orphaned`` once the process is gone (the launchers exec, so nothing of theirs
     runs at exit to remove it)."""
-    return os.path.join(tempfile.gettempdir(), f"{PREFIX}{os.getpid()}-{kind}")
+    return os.path.join(tempfile.gettempdir(), f"{PREFIX}{_owner()}-{kind}")
 
 
 def remove_orphaned(root: Path | None = None) -> int:
     """Remove the scratch folders and files of processes that are gone; returns how many went. One of a live
-    process (this one's, another worker's) stays, as does one whose process id has been taken by another."""
+    process (this one's, another worker's) stays; one that cannot be removed (another user's, a read-only
+    mount) is logged and left: this runs as every pool process and launcher starts, which it must never stop."""
     removed = 0
-    for entry in Path(root or tempfile.gettempdir()).iterdir():
+    try:
+        entries = list(Path(root or tempfile.gettempdir()).iterdir())
+    except OSError as exc:
+        log.warning("could not look for scratch folders of killed workers: %s", exc)
+        return 0
+    for entry in entries:
         owner = _OWNED.match(entry.name)
-        if not owner or _alive(int(owner.group(1))):
+        if not owner or _alive(int(owner.group(1)), owner.group(2)):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed += not entry.exists()
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        except OSError as exc:
+            log.warning("could not remove %s, left by a process that is gone: %s", entry, exc)
     if removed:
-        log.info("removed %d scratch folder(s) of workers that were killed", removed)
+        log.info("removed %d scratch folder(s) and file(s) of processes that are gone", removed)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def _owner() -> str:
+    started = _start_time(os.getpid())
+    return f"{os.getpid()}.{started}" if started else str(os.getpid())
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat``'s field 22), None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name, in parentheses, may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process: alive
-        return True
-    return True
+        pass
+    return started is None or _start_time(pid) in (None, started)  # the same process, not a later one

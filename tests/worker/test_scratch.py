@@ -1,36 +1,58 @@
 """Scratch folders and state files of processes that are gone are removed by the next one to start."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
+from worker import scratch as scratch_module
 from worker.scratch import remove_orphaned, scratch, scratch_name
 
 
 def test_the_folders_of_gone_processes_are_removed_and_no_others(tmp_path, monkeypatch):
     """A worker killed mid-job left its input (and a split job's row file, 3 bytes per output pixel) in the
-    temporary folder for good."""
+    temporary folder for good, and every launch its metrics folders and beat schedule. A process id taken again
+    by a later process (a container restarted over the same temporary folder) does not keep a folder alive."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     dead_pid = int(gone.stdout)
     killed = tmp_path / f"upscaler-{dead_pid}-assemble-abc"
     (killed / "sub").mkdir(parents=True)
     (killed / "sub" / "rows.tif").write_bytes(b"x" * 1000)
-    mine = tmp_path / f"upscaler-{os.getpid()}-job-def"
-    mine.mkdir()
-    schedule = tmp_path / f"upscaler-{dead_pid}-beat.db"  # a launcher's state file (a beat that was stopped)
+    schedule = tmp_path / f"upscaler-{dead_pid}.123-beat.db"  # a launcher's state file (a beat that was stopped)
     schedule.write_bytes(b"shelve")
-    others = [tmp_path / "upscaler-eval-xyz", tmp_path / "something-else", tmp_path / f"upscaler-{os.getpid()}-beat"]
-    others[0].mkdir()
-    others[1].mkdir()
-    others[2].write_bytes(b"this process's own")
-    assert remove_orphaned(tmp_path) == 2
-    assert not killed.exists() and not schedule.exists()
-    assert mine.exists() and all(path.exists() for path in others)
+    reused = tmp_path / f"upscaler-{os.getpid()}.1-job-old"  # this pid, but another process's start time
+    reused.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR read again
+    mine = scratch_name("beat")
+    open(mine, "wb").close()
+    others = [tmp_path / "upscaler-eval-xyz", tmp_path / "something-else"]
+    for other in others:
+        other.mkdir()
+    assert remove_orphaned(tmp_path) == 3
+    assert not killed.exists() and not schedule.exists() and not reused.exists()
+    assert os.path.exists(mine) and all(path.exists() for path in others)
     with scratch("job") as folder:
-        assert os.path.basename(folder).startswith(f"upscaler-{os.getpid()}-job-")
+        assert os.path.basename(folder).startswith(os.path.basename(mine).removesuffix("-beat") + "-job-")
         assert remove_orphaned() == 0  # this process's own folder stays while it works
-    assert scratch_name("metrics-api") == str(tmp_path / f"upscaler-{os.getpid()}-metrics-api")
+
+
+def test_an_entry_that_cannot_be_removed_is_logged_and_the_rest_go(tmp_path, monkeypatch, caplog):
+    """Another user's leftover in a sticky /tmp raised out of every pool process's start (the model preload and
+    thread limits after it never ran) and stopped the launchers."""
+    dead = [tmp_path / f"upscaler-{pid}-job-x" for pid in (2**22 + 11, 2**22 + 12)]  # past any real pid
+    for folder in dead:
+        folder.mkdir()
+    real = shutil.rmtree
+
+    def refuses_the_first(path, *args, **kwargs):
+        if str(path) == str(dead[0]):
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(scratch_module.shutil, "rmtree", refuses_the_first)
+    assert remove_orphaned(tmp_path) == 1
+    assert dead[0].exists() and not dead[1].exists()
+    assert "could not remove" in caplog.text
