@@ -22,7 +22,7 @@ from shared.formats import open_image
 from shared.sizing import SizePlan
 from worker import metadata
 from worker.alpha_bleed import fill_hidden
-from worker.metadata import Metadata
+from worker.metadata import Metadata, icc_colour_space
 
 log = logging.getLogger(__name__)
 SRGB = ImageCms.createProfile("sRGB")
@@ -121,11 +121,11 @@ def _decode(path: Path) -> DecodedImage:
     if image.mode in ("RGBA", "LA"):
         alpha = image.getchannel("A")
         image = image.convert("RGB" if image.mode == "RGBA" else "L")
-    if image.mode == "RGB" and icc and _icc_colour_space(icc) == b"GRAY":
+    if image.mode == "RGB" and icc and icc_colour_space(icc) == b"GRAY":
         # Pillow reads a 16-bit grey+alpha PNG as RGBA: grey it is, or its grey profile went into a colour result
         image = image.convert("L") if _channels_equal(image) else image
     greyscale = image.mode == "L"
-    if icc and (_icc_colour_space(icc) == b"GRAY") != greyscale:
+    if icc and (icc_colour_space(icc) == b"GRAY") != greyscale:
         icc = None  # a profile describes the pixels it is written with: grey for grey, colour for colour
     deep = _sixteen_bit(path, opened.format, orientation) if alpha is None else None
     rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
@@ -184,7 +184,7 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     becomes the screen's). A file without one is taken to be in a generic press profile, as Photoshop and libvips
     take it (libvips' own, where the worker has libvips: the formula made 100 % cyan (0, 255, 255) where a press
     prints about (0, 153, 228)); only where neither can be read is the formula left."""
-    profile = icc if icc and _icc_colour_space(icc) == b"CMYK" else _generic_cmyk_profile()
+    profile = icc if icc and icc_colour_space(icc) == b"CMYK" else _generic_cmyk_profile()
     if profile:
         try:
             return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)), SRGB,
@@ -278,10 +278,6 @@ def _grey_to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
     return rgb
 
 
-def _icc_colour_space(icc: bytes) -> bytes:
-    return icc[16:20].strip() if len(icc) >= 20 else b""
-
-
 def output_pixels(rgb: np.ndarray, greyscale: bool) -> np.ndarray:
     """A band of the engine's RGB output in the source's kind (greyscale: Pillow's luma, as ``compose`` makes;
     the same ITU-R 601 weights at 16 bits)."""
@@ -308,9 +304,7 @@ def compose(upscaled_rgb: Image.Image, source: DecodedImage, planned: SizePlan |
 
 def encode(image: Image.Image, output_format: str, path: Path, quality: int | None, meta: Metadata) -> None:
     """Write the result with its metadata. JPEG has no alpha (flattened onto white); PNG is compressed fast."""
-    if output_format == "webp" and image.mode in ("L", "LA") and meta.icc and _icc_colour_space(meta.icc) == b"GRAY":
-        # WebP holds colour only, and a grey profile cannot describe RGB pixels: the tones are turned into sRGB
-        # through it (dropped alone, a "Gray Gamma 1.8" photo read as sRGB came out 18 levels darker)
+    if metadata.turns_grey_to_srgb(meta, output_format, image.mode in ("L", "LA")):
         image, meta = _grey_to_srgb(image, meta.icc), replace(meta, icc=None)
     options = metadata.save_options(metadata.for_format(meta, output_format), output_format)
     if output_format == "jpeg":

@@ -119,6 +119,18 @@ def _ifd0(exif_bytes: bytes) -> Image.Exif:
     return exif
 
 
+def icc_colour_space(icc: bytes) -> bytes:
+    """The colour space an ICC profile's header names (``RGB``, ``GRAY``, ``CMYK``...)."""
+    return icc[16:20].strip() if len(icc) >= 20 else b""
+
+
+def turns_grey_to_srgb(meta: Metadata, output_format: str, grey: bool) -> bool:
+    """Whether a grey picture goes out in sRGB through its own grey profile: a WebP holds colour only, and a grey
+    profile cannot describe its pixels (dropped alone, a "Gray Gamma 1.8" photo came out 18 levels darker). Both
+    writers ask here, and each turns the pixels with its own library."""
+    return output_format == "webp" and grey and bool(meta.icc) and icc_colour_space(meta.icc) == b"GRAY"
+
+
 def for_format(meta: Metadata, output_format: str) -> Metadata:
     """What ``output_format`` can carry of ``meta``; both writers (in memory and streamed) ask here, so a block
     is kept or left out alike by both.

@@ -19,13 +19,14 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY
-from worker.metadata import XMP_PNG_KEY, Metadata, for_format
+from worker.metadata import XMP_PNG_KEY, Metadata, for_format, turns_grey_to_srgb
 
 # A band's rows as raw interleaved samples (uint8, or little-endian uint16): the job's rows give its shape.
 BAND_SUFFIX = ".raw"
@@ -150,6 +151,12 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         image = image.copy(interpretation="grey16" if image.bands == 1 else "rgb16")
     else:
         image = image.copy(interpretation="b-w" if image.bands == 1 else "srgb")
+    if turns_grey_to_srgb(meta, output_format, image.bands == 1):
+        image = image.copy()
+        image.set_type(vips.GValue.blob_type, "icc-profile-data", meta.icc)
+        image = image.icc_transform("srgb", embedded=True, intent="relative")
+        image.remove("icc-profile-data")
+        meta = replace(meta, icc=None)
     meta = for_format(meta, output_format)
     image = _with_metadata(image, meta)
     path = str(destination)

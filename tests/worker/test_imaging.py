@@ -99,9 +99,12 @@ def test_a_grey_profile_is_applied_not_written_into_a_colour_webp(tmp_path):
     as_srgb = ImageCms.profileToProfile(flat, ImageCms.ImageCmsProfile(io.BytesIO(grey)),
                                         ImageCms.createProfile("sRGB"), outputMode="RGB").getpixel((0, 0))
     assert abs(as_srgb[0] - 128) > 10  # the profile does move mid-grey
-    for fmt, kept in (("webp", None), ("png", grey)):
+    engines = EngineRegistry(Settings(inference_precision="float32"))
+    for fmt, kept, model, bands in (("webp", None, "bicubic", None), ("png", grey, "bicubic", None),
+                                    ("webp", None, "residual_sr", 100)):  # streamed by libvips, band by band
         result = tmp_path / f"out.{fmt}"
-        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+        rendered = render(source, result, engines, model, SizeRequest(scale=2), fmt, band_pixels=bands)
+        assert (rendered.bands > 0) == (bands is not None)
         with Image.open(result) as out:
             assert out.info.get("icc_profile") == kept, fmt
             shown = out.convert("RGB").getpixel((8, 6))
