@@ -62,7 +62,9 @@ def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) 
     return address.is_link_local or address in METADATA_ADDRESSES
 
 
-RESOLVE_SECONDS = 5.0  # the longest a host name may take to resolve (a webhook's whole deadline, if shorter)
+# The longest a host name may take to resolve (a webhook attempt's whole deadline, if shorter): past glibc's own
+# retries (5 s per name server and try), so one lost packet or a dead first server still resolves
+RESOLVE_SECONDS = 15.0
 
 
 class RefusedDestination(ValueError):

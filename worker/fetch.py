@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 import requests
 import urllib3
 
-from shared.pinned_http import RESOLVE_SECONDS, RefusedDestination, pinned_request
+from shared.pinned_http import RESOLVE_SECONDS, NotResolved, RefusedDestination, pinned_request
 
 MAX_REDIRECTS = 3
 CHUNK = 256 * 1024
@@ -38,6 +38,8 @@ def fetch(url: str, allow_private: bool, max_bytes: int, timeout: float) -> byte
         try:
             response = pinned_request("GET", url, allow_private, min(RESOLVE_SECONDS, left), stream=True,
                                       timeout=(min(5.0, left), left), headers={"Accept": "image/*"})
+        except NotResolved as exc:  # a name that does not resolve now is not a refused destination
+            raise FetchFailed("input_fetch_failed", f"could not fetch the image: {exc}") from exc
         except RefusedDestination as exc:
             raise FetchFailed("input_url_refused", f"refused: {exc}") from exc
         except requests.RequestException as exc:

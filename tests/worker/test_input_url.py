@@ -274,3 +274,19 @@ def test_a_model_without_the_size_asked_is_refused_at_submit_or_once_the_url_is_
     job = run_to_failure(custom, db_session, job_id)
     assert (job.error_code, job.error_message) == ("unsupported_scale",
                                                    "model 'two' runs at scales x2; this size needs x4")
+
+
+def test_a_host_that_does_not_resolve_now_fails_the_fetch_not_as_a_refused_destination(monkeypatch):
+    """A name server that answers late or not at all is an outage of the fetch (input_fetch_failed), not a
+    destination the policy refused (input_url_refused, which tells the user to send another URL)."""
+    import socket
+
+    from worker.fetch import FetchFailed, fetch
+
+    def down(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", down)
+    with pytest.raises(FetchFailed) as failed:
+        fetch("http://photos.example.test/a.jpg", allow_private=True, max_bytes=1_000_000, timeout=5.0)
+    assert failed.value.code == "input_fetch_failed" and "does not resolve" in str(failed.value)
