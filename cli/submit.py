@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def request_key(path: Path, options: dict) -> str:
 
 
 MAX_RETRIES_FOUND = 20  # retries of one file followed before giving up (each one failed or was canceled)
+# How long --wait watches an API that answers no poll before the run stops (its jobs go on on the server); a
+# restart or a deploy takes far less
+API_AWAY_SECONDS = 120
 
 
 def create(client, path: Path, options: dict):
@@ -95,7 +99,7 @@ def create_when_a_slot_frees(client, path: Path, options: dict, stop: threading.
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-    from upscaler_client import AuthenticationError, Client, UpscalerError
+    from upscaler_client import AuthenticationError, Client, Timeout, UpscalerError
     from upscaler_client import ConnectionError as Unreachable
 
     files = expand([Path(p) for p in args.paths])
@@ -140,15 +144,25 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     running: dict[Path, str] = {}
 
+    away_since: list[float] = []  # when the API stopped answering polls (empty: it answers)
+
     def watch(bar, job) -> None:
+        away_since.clear()
         if stop.is_set():
             raise Stopped
         bar.n = round(job.progress * 100)
         bar.refresh()
 
-    def unless_stopped(_outage: Exception) -> None:
-        """While the API is away a watch hears no progress: without this, a run stopped by another file's
-        "cannot connect" sat silent for the wait's hour, then counted these files as failed."""
+    def unless_stopped(outage: Exception) -> None:
+        """While the API is away a watch hears no progress: a run sat silent for the wait's hour, then counted its
+        files as failed. It stops once another file's submit could not connect, or no poll was answered for
+        ``API_AWAY_SECONDS``."""
+        if not away_since:
+            away_since.append(time.monotonic())
+        if time.monotonic() - away_since[0] > API_AWAY_SECONDS and not stop.is_set():
+            stop.set()
+            tqdm.write(f"upscaler submit: the API has answered no poll for {API_AWAY_SECONDS} s ({outage})",
+                       file=sys.stderr)
         if stop.is_set():
             raise Stopped
 
@@ -173,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         except (AuthenticationError, Unreachable) as exc:  # the same for every file: stop the run
             stop.set()
             tqdm.write(f"upscaler submit: {exc}", file=sys.stderr)
+            return NOT_DONE
+        except Timeout as exc:  # waiting ran out: the job goes on on the server, not failed
+            tqdm.write(f"not finished: {path}: {exc}", file=sys.stderr)
             return NOT_DONE
         except (UpscalerError, OSError) as exc:
             job_id = running.pop(path, None)

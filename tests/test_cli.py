@@ -702,3 +702,54 @@ def test_submit_wait_ends_when_the_api_goes_away_and_says_which_jobs_are_left(tm
     assert "upscaler submit: " in err and "2 of 2 file(s) not finished" in err, err  # b never submitted, a not done
     assert f"{files[0]} (ja)" in err and str(files[1]) not in err.split("not finished")[1]
     assert "failed" not in err
+
+
+def test_submit_wait_of_one_file_stops_when_the_api_answers_no_poll_for_a_while(tmp_path, capsys, monkeypatch):
+    """One file (or every job already made) and the API gone: no other submit failed to stop the run, so the
+    watch sat silent for the wait's hour and then counted the file as failed. After API_AWAY_SECONDS (1 s here)
+    without an answered poll the run stops, the job named as left on the server."""
+    import http.server
+    import threading
+
+    from cli import submit
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {"Retry-After": "0.2", "Content-Type": "application/json",
+                                "Content-Length": str(len(data))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.answer(202, {"id": "jo", "status": "queued", "progress": 0, "model": "bicubic", "input": {},
+                              "output": {}})
+
+        def do_GET(self):
+            self.answer(503, {"code": "service_unavailable", "detail": "away"})
+
+    monkeypatch.setattr(submit, "API_AWAY_SECONDS", 1)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = write_image(tmp_path / "only.png", width=8, height=8)
+    args = build_parser().parse_args(["submit", str(source), "--wait", "--output-dir", str(tmp_path / "out"),
+                                      "--api", f"http://127.0.0.1:{server.server_address[1]}"])
+    ended: list[int] = []
+    run_thread = threading.Thread(target=lambda: ended.append(args.func(args)), daemon=True)
+    try:
+        run_thread.start()
+        run_thread.join(60)  # a guard, not a timing: it waited for the hour
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert ended == [1], err
+    assert "answered no poll for 1 s" in err and "1 of 1 file(s) not finished" in err and f"{source} (jo)" in err
+    assert "failed" not in err
+
