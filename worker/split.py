@@ -38,7 +38,7 @@ from shared.queue import enqueue_band
 from shared.settings import Settings
 from shared.states import TERMINAL, JobStatus
 from shared.storage import BANDS, ObjectMissing, new_key
-from worker.bands import plan_bands
+from worker.bands import Band, plan_bands
 from worker.context import WorkerContext
 from worker.engine.selection import ran_condition
 from worker.imaging import DecodedImage, decode
@@ -63,17 +63,25 @@ GATHER_POLL_SECONDS = 0.2  # how often the gathering worker looks whether anothe
 
 
 def applies(settings: Settings, prepared: Prepared) -> bool:
-    """Split when the output is streamable and at least ``split_output_pixels`` (0 turns splitting off)."""
+    """Split when the output is streamable, at least ``split_output_pixels`` (0 turns splitting off) and more than
+    one band (a one-band job, an image one tile row tall, sent its rows through storage for nothing)."""
     width, height = prepared.planned.resize_to
     return (settings.split_output_pixels > 0 and width * height >= settings.split_output_pixels
-            and streamable(prepared.engine, prepared.decoded, prepared.planned, settings.band_output_pixels))
+            and streamable(prepared.engine, prepared.decoded, prepared.planned, settings.band_output_pixels)
+            and len(_bands(settings, prepared)) > 1)
+
+
+def _bands(settings: Settings, prepared: Prepared) -> list[Band]:
+    """The bands ``prepared`` is cut into (whole tile rows of at most ``band_output_pixels`` where they fit)."""
+    height, width = prepared.decoded.rgb.shape[:2]
+    return plan_bands(prepared.engine.band_cuts(height, width), width, prepared.planned.chain[0],
+                      settings.band_output_pixels)
 
 
 def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -> str:
     """Cut a claimed job into bands, publish them and work on them too; returns what this worker saw."""
-    height, width = prepared.decoded.rgb.shape[:2]
     scale = prepared.planned.chain[0]
-    bands = plan_bands(prepared.engine.band_cuts(height, width), width, scale, ctx.settings.band_output_pixels)
+    bands = _bands(ctx.settings, prepared)
     decoded = keep_depth(prepared.decoded, job.output_format, True)
     ran = {**ran_record(prepared.selection, (scale,), False, prepared.engine.precision, len(bands), decoded.bits),
            "build": prepared.engine.build}  # every band from this build (kept with the job, not shown)

@@ -450,6 +450,14 @@ def test_small_jobs_alpha_and_resampled_sizes_are_not_split(workers, db_session)
     job = _job(ctx, db_session, data=_photo("RGBA"))
     assert pipeline.run_job(ctx, job.id) == "succeeded"
     assert reload(db_session, job).bands_total is None
+    # one tile row tall: one band whatever its size, which went through storage to share nothing
+    strip = io.BytesIO()
+    Image.fromarray(np.asarray(Image.open(io.BytesIO(_photo())))[:30]).save(strip, "PNG")
+    ctx.settings = ctx.settings.with_overrides(band_output_pixels=5000)  # streamed: 200 x 60 out, one tile row
+    job = _job(ctx, db_session, data=strip.getvalue(), input_height=30)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    job = reload(db_session, job)
+    assert job.bands_total is None and job.ran["bands"] == 1  # streamed, on this worker alone
 
 
 def test_a_split_job_on_s3_storage(split_settings, s3_settings, db_session):
