@@ -59,13 +59,14 @@ $("key").addEventListener("change", () => {
   sessionStorage.setItem("upscalerKey", $("key").value);
   // another key is another customer: the previous key's jobs leave the page (those already sent with this key,
   // typed before the field lost focus, stay), with the picture open in Compare, and the history goes at once,
-  // whether or not the key is accepted. Photos that made no job yet stay: those refused for want of a key go
-  // again with this one (they were dropped, and the whole batch had to be picked again)
+  // whether or not the key is accepted. Only photos refused for want of any key stay, sent again with this one
+  // (they were dropped, and the whole batch had to be picked again): another customer's photos never do, nor an
+  // upload still on its way under the previous key (its job would be that key's)
   closeViewer(false);
   for (const li of [...$("cards").children]) {
-    if (!li.dataset.job) {
+    if (li.awaitingKey && li.dataset.key === "") {
       li.dataset.key = apiKey();
-      if (li.awaitingKey) li.awaitingKey();
+      li.awaitingKey();
     } else if (li.dataset.key !== apiKey()) {
       li.remove();
     }

@@ -225,6 +225,10 @@ def test_changing_the_key_takes_the_previous_keys_jobs_off_the_page(page, api_se
     page.set_input_files("#files", str(photo(tmp_path, "mine.png")))  # no worker runs: it stays queued
     page.locator("#cards li", has_text="mine.png").locator(".state", has_text="position").wait_for()
     page.locator("#history tbody tr", has_text="mine.png").wait_for()
+    refused = tmp_path / "private-scan.png"  # a card that made no job: its thumbnail must go with the customer
+    refused.write_bytes(b"not an image")
+    page.set_input_files("#files", str(refused))
+    page.locator("#cards li", has_text="private-scan.png").locator(".state.error").wait_for()
     page.fill("#key", "upk_not-a-key")
     page.dispatch_event("#key", "change")
     page.locator("#notice", has_text="API key was not accepted").wait_for()  # refused, and said which way
