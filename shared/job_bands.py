@@ -115,10 +115,7 @@ def _count(session: Session, job_id: str, change: int) -> None:
 def reopen_unstored(session: Session, job_id: str) -> int:
     """Bands done by a gathering worker that vanished went only into its own row file: they are to do again.
     The job's progress is set from the bands that stand (its claim had set it to 0)."""
-    reopened = _reopen(session, job_id, JobBand.result_key.is_(None))
-    if not reopened:
-        _count(session, job_id, 0)
-    return reopened
+    return _reopen(session, job_id, JobBand.result_key.is_(None))
 
 
 def reopen_lost(session: Session, job_id: str, index: int) -> int:
@@ -131,8 +128,7 @@ def _reopen(session: Session, job_id: str, *which) -> int:
         update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, *which)
         .values(status=PENDING, result_key=None, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
     ).rowcount
-    if reopened:
-        _count(session, job_id, -reopened)
+    _count(session, job_id, -reopened)  # with none reopened too: the progress is set from the bands that stand
     return reopened
 
 

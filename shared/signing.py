@@ -19,18 +19,17 @@ def webhook_key(secret: str) -> bytes:
 
 
 def sign(secret: str, key: str, expires_at: int, name: str = "") -> str:
-    message = f"{key}\n{expires_at}\n{name}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return _hmac(secret, f"{key}\n{expires_at}\n{name}")
+
+
+def _hmac(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 # Links signed before the name was (2026-11-28) stay good until they expire: a webhook's message carries its link
 # unchanged through ten hours of retries, and an upgrade must not turn every outstanding download into a 403.
 # None was signed for longer than a week after that day (the longest a webhook's link lives, well within it).
 LEGACY_LINKS_EXPIRE_BY = 1796601600  # 2026-12-07 00:00 UTC
-
-
-def _legacy_sign(secret: str, key: str, expires_at: int) -> bytes:
-    return hmac.new(secret.encode(), f"{key}\n{expires_at}".encode(), hashlib.sha256).hexdigest().encode()
 
 
 def signed_query(secret: str, key: str, ttl: int, now: float | None = None, name: str = "") -> dict[str, str]:
@@ -51,8 +50,9 @@ def verify(secret: str, key: str, expires: str, signature: str, now: float | Non
         return "invalid_signature"
     # compared as bytes: compare_digest refuses non-ASCII str, and a forged link must not be a 500
     given = (signature or "").encode()
-    if not hmac.compare_digest(sign(secret, key, expires_at, name or "").encode(), given) and not (
-            expires_at < LEGACY_LINKS_EXPIRE_BY and hmac.compare_digest(_legacy_sign(secret, key, expires_at), given)):
+    legacy = expires_at < LEGACY_LINKS_EXPIRE_BY and hmac.compare_digest(_hmac(secret, f"{key}\n{expires_at}").encode(),
+                                                                        given)
+    if not hmac.compare_digest(sign(secret, key, expires_at, name or "").encode(), given) and not legacy:
         return "invalid_signature"
     if (time.time() if now is None else now) > expires_at:
         return "link_expired"

@@ -277,7 +277,7 @@ async function send(card) {
       card.li.awaitingKey = null;
       retry.hidden = true;
       card.set("uploading…");
-      focusState(card.li); // the button goes: focus stays on this card, not lost to the page
+      keepFocusOn(card.li.querySelector(".state"));
       send(card);
     };
     retry.onclick = again;
@@ -291,18 +291,18 @@ async function send(card) {
     cancel.disabled = true;
     try { await cancelJob(job.id); } catch (error) { card.set(error.message, true); } // it shows the card
     cancel.disabled = false; // a failure (the API away for a moment) leaves it usable; an ended job hides it
-    if (cancel.hidden) focusState(card.li);
+    if (cancel.hidden) keepFocusOn(card.li.querySelector(".state"));
   };
   show(card, job);
   refreshHistorySoon();
   watch(card);
 }
 
-/** Keyboard focus onto a card's status line: the button that had it is gone (Cancel, Try again). */
-function focusState(li) {
-  const state = li.querySelector(".state");
-  state.tabIndex = -1;
-  state.focus();
+/** Keyboard focus onto ``element`` (a status line, a table cell): the button that had it is gone (Cancel, Try
+ * again), and focus would fall to the page. */
+function keepFocusOn(element) {
+  element.tabIndex = -1;
+  element.focus();
 }
 
 /** The history once for a batch of uploads: a refresh per upload spent a key's request limit, and its 429 then
@@ -747,9 +747,7 @@ function historyRow(job) {
       try {
         const replaced = historyRow(await cancelJob(job.id));
         row.replaceWith(replaced);
-        const status = replaced.cells[3];
-        status.tabIndex = -1;
-        status.focus(); // its button is gone: focus stays on this row
+        keepFocusOn(replaced.cells[3]); // its status
       } catch (error) {
         cancel.disabled = false;
         notice(error.message);
