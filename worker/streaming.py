@@ -27,6 +27,7 @@ import numpy as np
 
 from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY
 from worker.metadata import XMP_PNG_KEY, Metadata, for_format, turns_grey_to_srgb
+from worker.webp_header import chunk_headers
 
 # A band's rows as raw interleaved samples (uint8, or little-endian uint16): the job's rows give its shape.
 BAND_SUFFIX = ".raw"
@@ -167,6 +168,8 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         image.jpegsave(path, Q=q, subsample_mode="off" if q >= JPEG_FULL_CHROMA_FROM else "on", optimize_coding=False)
     elif output_format == "webp":
         image.webpsave(path, Q=quality or WEBP_QUALITY, effort=4)
+        if meta.exif:
+            drop_webp_exif_identifier(destination)
     elif output_format == "tiff":
         big = image.width * image.height * image.bands * (2 if deep else 1) >= BIGTIFF_FROM_BYTES
         image.tiffsave(path, compression="deflate", predictor="horizontal", tile=True, tile_width=TIFF_TILE,
@@ -272,6 +275,38 @@ def add_text_tags(path: Path, tags: dict[int, bytes]) -> None:
         fh.write(struct.pack(count_fmt, len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd)
         fh.seek(8 if big else 4)
         fh.write(struct.pack("<Q" if big else "<I", new_at))
+
+
+# What opens a JPEG's APP1 segment before the EXIF's TIFF structure. libvips writes it into a WebP's EXIF chunk too,
+# where the container wants the TIFF structure alone (as cwebp, webpmux and Pillow write it): ExifTool warns of
+# it, and readers that take the chunk as TIFF find no byte order.
+_JPEG_EXIF_IDENTIFIER = b"Exif\0\0"
+
+
+def drop_webp_exif_identifier(path: Path) -> None:
+    """Rewrite a WebP's EXIF chunk without the JPEG identifier, in place: the chunks from EXIF on (metadata,
+    after the pixels) are written again and the file cut to its new length, so the pixels are not copied."""
+    with open(path, "r+b") as fh:
+        fh.seek(12)
+        for fourcc, size in chunk_headers(fh):
+            if fourcc == b"EXIF":
+                break
+            fh.seek(size + (size & 1), 1)
+        else:
+            return
+        start = fh.tell() - 8
+        payload = fh.read(size)
+        if not payload.startswith(_JPEG_EXIF_IDENTIFIER):
+            return
+        fh.seek(size & 1, 1)
+        after = fh.read()  # the XMP chunk, if any
+        payload = payload[len(_JPEG_EXIF_IDENTIFIER):]
+        fh.seek(start)
+        fh.write(b"EXIF" + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1) + after)
+        fh.truncate()
+        end = fh.tell()
+        fh.seek(4)
+        fh.write(struct.pack("<I", end - 8))
 
 
 def _with_metadata(image, meta: Metadata):

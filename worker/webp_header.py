@@ -43,11 +43,11 @@ def read_webp_compression(path: Path) -> WebpCompression | None:
         head = fh.read(12)
         if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
             return None
-        for fourcc, size in _chunk_headers(fh):
+        for fourcc, size in chunk_headers(fh):
             if fourcc == b"ANMF":  # an animation: its first frame is what gets decoded
                 fh.seek(_ANIMATION_FRAME_HEADER, 1)
                 frame_end = fh.tell() - _ANIMATION_FRAME_HEADER + size
-                return _image_chunk(fh, _chunk_headers(fh, frame_end))
+                return _image_chunk(fh, chunk_headers(fh, frame_end))
             if fourcc in (b"VP8L", b"VP8 "):
                 return _image_chunk(fh, iter([(fourcc, size)]))
             fh.seek(size + (size & 1), 1)
@@ -67,7 +67,7 @@ def _image_chunk(fh: BinaryIO, headers: Iterator[tuple[bytes, int]]) -> WebpComp
     return None
 
 
-def _chunk_headers(fh: BinaryIO, end: int | None = None) -> Iterator[tuple[bytes, int]]:
+def chunk_headers(fh: BinaryIO, end: int | None = None) -> Iterator[tuple[bytes, int]]:
     """RIFF chunk headers from the file's position (to ``end``): (fourcc, payload size), the file left at the
     payload; the caller reads or seeks past it (a chunk's odd size is padded by one byte)."""
     while end is None or fh.tell() + 8 <= end:

@@ -149,6 +149,33 @@ def test_both_writers_keep_the_same_metadata(tmp_path, engines, fmt):
             assert _png_chunks(path).count(b"iTXt") == 1 and b"zTXt" not in _png_chunks(path), path
 
 
+
+def test_both_writers_put_the_tiff_structure_first_in_a_webp_exif_chunk(tmp_path, engines):
+    """libvips wrote a JPEG segment's "Exif\\0\\0" before it (ExifTool warned); the chunks after it stay whole."""
+    exif = Image.Exif()
+    exif[0x8298] = "(c) 2026 Studio Nord!"  # an odd-sized chunk: the padding byte moves with it
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>Studio Nord</dc:rights></x:xmpmeta>'
+    source = tmp_path / "in.jpg"
+    Image.fromarray(_image(60, 80, 7)).save(source, "JPEG", quality=95, exif=exif, xmp=xmp)
+    for path in _both_ways(tmp_path, engines, source, "webp"):
+        chunks = _riff_chunks(path)
+        assert chunks[b"EXIF"][:4] in (b"II*\0", b"MM\0*"), path
+        assert b"Studio Nord" in chunks[b"XMP "]
+        assert int.from_bytes(path.read_bytes()[4:8], "little") == path.stat().st_size - 8
+        with Image.open(path) as out:
+            assert out.getexif()[0x8298] == "(c) 2026 Studio Nord!"
+            out.load()
+
+
+def _riff_chunks(path) -> dict[bytes, bytes]:
+    data, at, chunks = path.read_bytes(), 12, {}
+    while at < len(data):
+        size = int.from_bytes(data[at + 4:at + 8], "little")
+        chunks[data[at:at + 4]] = data[at + 8:at + 8 + size]
+        at += 8 + size + (size & 1)
+    assert at == len(data)
+    return chunks
+
 def _png_chunks(path) -> list[bytes]:
     data, at, types = path.read_bytes(), 8, []
     while at < len(data):
