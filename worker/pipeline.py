@@ -84,8 +84,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             ctx.storage.download(job.input_key, source_path)
             download_s = time.monotonic() - started
             prepared = prepare(source_path, ctx.engines, job.model, job.size_request, job.denoise)
-            if split.applies(ctx.settings, prepared):
-                return split.start(ctx, job, prepared, download_s)
+            bands = split.bands_to_split(ctx.settings, prepared)
+            if bands:
+                return split.start(ctx, job, prepared, bands, download_s)
             output_key, values = _render_and_store(ctx, job, prepared, Path(tmp), started, download_s)
         if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
             raise LeaseLost(job_id)

@@ -62,26 +62,25 @@ RENEW_EVERY_SECONDS = 1.0
 GATHER_POLL_SECONDS = 0.2  # how often the gathering worker looks whether another worker's band is done
 
 
-def applies(settings: Settings, prepared: Prepared) -> bool:
-    """Split when the output is streamable, at least ``split_output_pixels`` (0 turns splitting off) and more than
-    one band (a one-band job, an image one tile row tall, sent its rows through storage for nothing)."""
+def bands_to_split(settings: Settings, prepared: Prepared) -> list[Band] | None:
+    """The bands to split ``prepared`` into, or None to run it on this worker alone: split when the output is
+    streamable, at least ``split_output_pixels`` (0 turns splitting off) and more than one band (a one-band job,
+    an image one tile row tall, sent its rows through storage for nothing). Bands are whole tile rows of at most
+    ``band_output_pixels`` where they fit."""
     width, height = prepared.planned.resize_to
-    return (settings.split_output_pixels > 0 and width * height >= settings.split_output_pixels
-            and streamable(prepared.engine, prepared.decoded, prepared.planned, settings.band_output_pixels)
-            and len(_bands(settings, prepared)) > 1)
+    if not (settings.split_output_pixels > 0 and width * height >= settings.split_output_pixels
+            and streamable(prepared.engine, prepared.decoded, prepared.planned, settings.band_output_pixels)):
+        return None
+    rows, columns = prepared.decoded.rgb.shape[:2]
+    bands = plan_bands(prepared.engine.band_cuts(rows, columns), columns, prepared.planned.chain[0],
+                       settings.band_output_pixels)
+    return bands if len(bands) > 1 else None
 
 
-def _bands(settings: Settings, prepared: Prepared) -> list[Band]:
-    """The bands ``prepared`` is cut into (whole tile rows of at most ``band_output_pixels`` where they fit)."""
-    height, width = prepared.decoded.rgb.shape[:2]
-    return plan_bands(prepared.engine.band_cuts(height, width), width, prepared.planned.chain[0],
-                      settings.band_output_pixels)
-
-
-def start(ctx: WorkerContext, job: Job, prepared: Prepared, download_s: float) -> str:
-    """Cut a claimed job into bands, publish them and work on them too; returns what this worker saw."""
+def start(ctx: WorkerContext, job: Job, prepared: Prepared, bands: list[Band], download_s: float) -> str:
+    """Cut a claimed job into ``bands`` (``bands_to_split``), publish them and work on them too; returns what
+    this worker saw."""
     scale = prepared.planned.chain[0]
-    bands = _bands(ctx.settings, prepared)
     decoded = keep_depth(prepared.decoded, job.output_format, True)
     ran = {**ran_record(prepared.selection, (scale,), False, prepared.engine.precision, len(bands), decoded.bits),
            "build": prepared.engine.build}  # every band from this build (kept with the job, not shown)
