@@ -70,16 +70,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _multiprocess_metrics_dir(kind: str) -> None:
     """A fresh folder where forked processes share Prometheus counters (must be set before they start); those
-    of processes that are gone are removed (one stayed behind per launch)."""
+    of processes that are gone are removed by ``_exec`` (one stayed behind per launch)."""
     import shutil
 
-    from worker.scratch import remove_orphaned, scratch_name
+    from worker.scratch import scratch_name
 
-    remove_orphaned()
     folder = scratch_name(f"metrics-{kind}")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", folder)
+
+
+def _exec(argv: list[str]) -> None:
+    """Become ``argv`` (the launched process keeps this pid, so its scratch folders are named alike), once the
+    metrics folders, beat schedules and job scratch that processes now gone left in the temporary folder are
+    removed: one scan per launch."""
+    from worker.scratch import remove_orphaned
+
+    remove_orphaned()
+    os.execv(sys.executable, argv)
 
 
 def run_api(args: argparse.Namespace) -> int:
@@ -99,7 +108,7 @@ def run_api(args: argparse.Namespace) -> int:
             "--access-logformat", ACCESS_LOG_FORMAT, "--logger-class", "cli.gunicorn_logs.Logger",
             "--graceful-timeout", str(GRACEFUL_SECONDS), "--timeout", "120"]
     _multiprocess_metrics_dir("api")
-    os.execv(sys.executable, argv)
+    _exec(argv)
     return 0
 
 
@@ -112,10 +121,9 @@ def _celery(settings) -> list[str]:
 def _beat_schedule() -> list[str]:
     """Beat's state file in the temporary folder, not the working directory (which may be read-only, or a
     checkout): the sweep runs on an interval, so nothing in it needs to outlive the process (those of beats that
-    are gone are removed)."""
-    from worker.scratch import remove_orphaned, scratch_name
+    are gone are removed by ``_exec``)."""
+    from worker.scratch import scratch_name
 
-    remove_orphaned()
     return ["--schedule", scratch_name("beat")]
 
 
@@ -136,7 +144,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:  # read by worker.celery_app in the process exec'd below (0: none)
         os.environ["UPSCALER_WORKER_METRICS_PORT"] = str(args.metrics_port)
     _multiprocess_metrics_dir("worker")
-    os.execv(sys.executable, argv)
+    _exec(argv)
     return 0
 
 
@@ -153,7 +161,7 @@ def run_beat(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
     argv = [*_celery(Settings.from_env()), "beat", "--loglevel", args.loglevel, *_beat_schedule()]
-    os.execv(sys.executable, argv)
+    _exec(argv)
     return 0
 
 

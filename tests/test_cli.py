@@ -585,6 +585,27 @@ def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
         assert refused.returncode == 2 and says in refused.stderr and command[1] in refused.stderr, refused.stderr
 
 
+
+def test_each_launch_scans_the_temporary_folder_for_leftovers_once(monkeypatch):
+    """A worker launched with its beat scanned it twice (for its metrics folder and for the schedule), as did the
+    beat alone with none."""
+    import argparse
+
+    from cli import services
+    from worker import scratch
+
+    scans, started = [], []
+    monkeypatch.setattr(scratch, "remove_orphaned", lambda: scans.append(1) or 0)
+    monkeypatch.setattr(services.os, "execv", lambda path, argv: started.append(argv))
+    for written in ("UPSCALER_WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.setenv(written, "")  # recorded, so what the commands write is undone after the test
+        monkeypatch.delenv(written)
+    services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=True, name="w@%h",
+                                           loglevel="INFO", metrics_port=0))
+    services.run_beat(argparse.Namespace(loglevel="INFO"))
+    assert len(started) == 2 and "--beat" in started[0] and "--schedule" in started[1]
+    assert len(scans) == 2
+
 def test_an_upscale_stopped_mid_file_leaves_no_partial_result_to_be_skipped_later(tmp_path, monkeypatch):
     """Results were written in place: Ctrl-C during an encode left a truncated file, which the next run (skipping
     results that exist) would have kept for good."""
