@@ -32,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="data root (default: $UPSCALER_DATA_DIR or ../shared/data beside the checkout)")
     p.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS))
     p.add_argument("--limit", type=positive_int, default=None, help="first N images of each set (sorted by name)")
-    p.add_argument("--scales", type=int, nargs="+", choices=SCALES, default=list(SCALES))
+    p.add_argument("--scales", type=int, nargs="+", choices=(1, *SCALES), default=list(SCALES),
+                   help="x1: the benchmark image itself is the truth and the damaged file is asked at its own size "
+                        "(a restore; bicubic is then the file as it is)")
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (SSIM is slow in pure numpy)")
     p.add_argument("--record", action="store_true",
                    help="store the PSNR tables in the models' JSON records (shown by GET /v1/models)")

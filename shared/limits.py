@@ -69,7 +69,7 @@ def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, 
     if not planned.is_exact(in_width, in_height):
         # made whole in memory: the network's own output (x8 before resampling to x5) and the resampled image
         # are held too, not only the final one
-        held = max(in_width * in_height * planned.network_scale ** 2, planned.resize_to[0] * planned.resize_to[1])
+        held = planned.held_pixels(in_width, in_height)
         if held > settings.max_whole_output_pixels:
             return LimitViolation("output_too_large",
                                   f"making this size holds a {held}-pixel image in memory (the network runs "

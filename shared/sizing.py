@@ -9,7 +9,7 @@ keeps the aspect inside the box, ``cover`` fills the box and crops the overflow 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.limits import SCALES
 
@@ -17,6 +17,7 @@ FITS = ("contain", "cover", "fill")
 MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
 MAX_TARGET_SIDE = 65535  # the widest or tallest output a width/height may ask for (the API and the CLI)
 DEFAULT_SCALE = 4.0
+RESTORE_SCALE = 2  # the network scale an input asked at its own size is restored at (``SizePlan.restored``)
 
 
 def megapixels(width: int, height: int) -> float:
@@ -51,6 +52,7 @@ class SizePlan:
     height: int
     chain: tuple[int, ...]  # network scales, e.g. (4,), (4, 2); () when resampling alone reaches the target
     resize_to: tuple[int, int]  # size after resampling (before a cover crop)
+    restore: bool = False  # an output at the input's own size made by the network at x2, then reduced (``restored``)
 
     @property
     def network_scale(self) -> int:
@@ -59,6 +61,16 @@ class SizePlan:
     @property
     def megapixels(self) -> float:
         return megapixels(self.width, self.height)
+
+    def held_pixels(self, in_width: int, in_height: int) -> int:
+        """The largest image held in memory making this size whole: the network's own output (x8 before
+        resampling to x5, x2 before a restore's reduction) or the resampled one."""
+        return max(in_width * in_height * self.network_scale ** 2, self.resize_to[0] * self.resize_to[1])
+
+    def restored(self) -> SizePlan:
+        """This plan, the input's own size with no network, made instead by the network at x2 and reduced back
+        (``worker.render`` decides when: a damaged input, where it cleans JPEG blocks and noise)."""
+        return replace(self, chain=(RESTORE_SCALE,), restore=True)
 
     def is_exact(self, in_width: int, in_height: int) -> bool:
         """One network scale and nothing else (no resampling, no crop): the outputs made band by band."""

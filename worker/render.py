@@ -66,7 +66,9 @@ def enlarge(engine: Engine, rgb: np.ndarray, planned: SizePlan, condition: Condi
         image = engine.upscale(rgb if index == 0 else np.asarray(image), scale, step_progress,
                                condition if index == 0 else replace(condition, jpeg_grid=None))
     if image.size != planned.resize_to:
-        image = image.resize(planned.resize_to, Image.LANCZOS)
+        # a restore's x2 is reduced by Pillow's bicubic, the kernel the network learnt to invert: Lanczos gave
+        # back 1.1 dB less of the JPEG q90 gain (docs/model.md); between network scales Lanczos is as good or better
+        image = image.resize(planned.resize_to, Image.BICUBIC if planned.restore else Image.LANCZOS)
     if planned.crop:
         image = image.crop(planned.crop)
     if progress and not steps:
@@ -145,11 +147,34 @@ def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest
     planned = plan(width, height, size)
     alpha = None if decoded.alpha is None else np.asarray(decoded.alpha)
     selection = select(model, denoise, profile_input(source, decoded.as_8bit().rgb, alpha), engines.catalog)
-    if not planned.chain:  # at or below the input's size no network runs: said so, not the one that would have
-        selection = Selection(RESAMPLED, None, "no enlargement asked: resampled only (no network, no restoration)",
-                              selection.profile)
+    if not planned.chain:
+        planned, selection = _at_most_its_own_size(planned, selection, denoise, width, height, engines)
     engine = engines.get(BICUBIC if selection.model == RESAMPLED else selection.model)
     return Prepared(decoded, planned, selection, engine, {"decode_s": time.monotonic() - t})
+
+
+# An input asked at its own size is restored from this strength up (auto's JPEG of quality 90 is 0.14, of 95 0.07):
+# its x2 reduced back gains 1.2-1.4 dB over the file at JPEG q50..q90, and on noisy files, but on JPEGs of q95 it
+# lost on 4 of 16 photos and a clean file's pixels are already what is wanted (docs/model.md, "At its own size").
+RESTORE_FROM_STRENGTH = 0.1
+
+
+def _at_most_its_own_size(planned: SizePlan, selection: Selection, denoise: float | None, width: int, height: int,
+                          engines: EngineRegistry) -> tuple[SizePlan, Selection]:
+    """How a size no network enlarges to is made: a damaged input asked at its own size is restored by the robust
+    network (at x2, then reduced back), any other one is resampled only, and said so, not the network that would
+    have run."""
+    asked = denoise is not None and denoise > 0
+    damaged = selection.strength is not None and (asked or selection.strength >= RESTORE_FROM_STRENGTH)
+    if damaged and planned.resize_to == (width, height):
+        restored = planned.restored()
+        fits = restored.held_pixels(width, height) <= engines.settings.max_whole_output_pixels
+        if fits and set(restored.chain) <= set(engines.catalog[selection.model].scales):
+            return restored, replace(selection, reason=f"{selection.reason}; restored at its own size (x2, reduced)")
+    why = "no enlargement asked" if not damaged else (
+        "smaller than the input asked" if planned.resize_to != (width, height) else "too large to restore in memory")
+    return planned, Selection(RESAMPLED, None, f"{why}: resampled only (no network, no restoration)",
+                              selection.profile)
 
 
 def render(source: Path, destination: Path, engines: EngineRegistry, model: str, size: SizeRequest,

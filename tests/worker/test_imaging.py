@@ -2,6 +2,7 @@
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,13 +309,50 @@ def test_colour_hidden_under_alpha_is_filled_from_the_nearest_visible_pixels():
 
 
 def test_a_size_needing_no_enlargement_says_no_network_ran(tmp_path):
-    """x1 with denoise 1 on a JPEG: the pixels were the decoded input's, and ran named the robust network at
-    strength 1 (and an asked denoise that did nothing)."""
-    source = save(tmp_path, gradient(size=(40, 30)), "JPEG", quality=50)
-    for size in (SizeRequest(scale=1), SizeRequest(width=20)):
-        rendered = render(source, tmp_path / "out.png", EngineRegistry(Settings()), "auto", size, "png", denoise=1.0)
-        assert (rendered.selection.model, rendered.selection.strength) == ("resample", None)
+    """Smaller than the input, or a clean file at its own size: the pixels are the input's resampled, and ran
+    said so (it named the robust network at strength 1, and an asked denoise that did nothing)."""
+    jpeg = save(tmp_path, gradient(size=(40, 30)), "JPEG", quality=50)
+    clean = save(tmp_path, gradient(size=(40, 30)), "PNG")
+    for source, size, denoise in ((jpeg, SizeRequest(width=20), 1.0), (clean, SizeRequest(scale=1), None),
+                                  (jpeg, SizeRequest(scale=1), 0.0)):
+        rendered = render(source, tmp_path / "out.png", EngineRegistry(Settings()), "auto", size, "png",
+                          denoise=denoise)
+        assert (rendered.selection.model, rendered.selection.strength) == ("resample", None), (source, size)
         assert "no network" in rendered.selection.reason and rendered.ran()["network_scales"] == []
+    render(clean, tmp_path / "out.png", EngineRegistry(Settings()), "auto", SizeRequest(scale=1), "png")
+    with Image.open(clean) as before, Image.open(tmp_path / "out.png") as after:
+        assert np.array_equal(np.asarray(before), np.asarray(after))
+
+
+def _photo_and_jpeg(tmp_path, quality: int) -> tuple[np.ndarray, Path]:
+    """A photo (a shipped sample, halved so its own JPEG blocks are gone) and the JPEG a user would send of it."""
+    with Image.open(sorted(Path(__file__).parents[2].glob("shared/samples/*.jpg"))[0]) as sample:
+        photo = sample.convert("RGB").crop((0, 0, 192, 160)).resize((96, 80), Image.BICUBIC)
+    return np.asarray(photo), save(tmp_path, photo, "JPEG", quality=quality)
+
+
+def test_a_damaged_photo_asked_at_its_own_size_is_restored(tmp_path):
+    """x1 of a JPEG was its decoded pixels, blocks and all: the robust network now runs at x2 and its output is
+    reduced back, closer to the photo than the file is."""
+    from worker.quality import psnr_y
+
+    photo, source = _photo_and_jpeg(tmp_path, 50)
+    engines = EngineRegistry(Settings())
+    for size in (SizeRequest(scale=1), SizeRequest(width=96, height=80, fit="cover")):
+        rendered = render(source, tmp_path / "out.png", engines, "auto", size, "png")
+        ran = rendered.ran()
+        assert ran["model"] == engines.catalog["auto"].routes["robust"] and ran["strength"] > 0.5
+        assert ran["network_scales"] == [2] and ran["resampled"] and "restored at its own size" in ran["reason"]
+        with Image.open(tmp_path / "out.png") as out, Image.open(source) as sent:
+            assert out.size == sent.size == (96, 80)
+            assert psnr_y(photo, np.asarray(out.convert("RGB")), 1) > psnr_y(photo, np.asarray(sent), 1) + 0.5
+
+
+def test_a_photo_too_large_to_restore_in_memory_is_resampled(tmp_path):
+    _, source = _photo_and_jpeg(tmp_path, 50)
+    small = EngineRegistry(Settings.from_env(max_whole_output_pixels=96 * 80 * 3))  # its x2 holds 4x its pixels
+    rendered = render(source, tmp_path / "out.png", small, "auto", SizeRequest(scale=1), "png")
+    assert rendered.ran()["model"] == "resample" and "too large to restore" in rendered.ran()["reason"]
 
 
 def test_greyscale_stays_greyscale_end_to_end(tmp_path):
