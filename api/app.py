@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         catalog=catalog_for(settings),
         redis=Services.redis_for(settings),
         waiters=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
+        lookups=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
     )
     for module in (jobs, deliveries, webhooks, models, files, health, meta, metrics, page, reference):
         app.register_blueprint(module.blueprint)

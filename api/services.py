@@ -31,6 +31,9 @@ class Services:
     # ``Prefer: wait`` holds a request thread; at most this many do at once per process, so health checks
     # and other requests always find a free thread (past it, submits answer 202 at once).
     waiters: threading.BoundedSemaphore
+    # a submit's DNS lookup of an image_url or webhook_url holds a request thread too (up to
+    # ``SUBMIT_RESOLVE_SECONDS``): at most this many at once, past them the URL is left to the worker's own check
+    lookups: threading.BoundedSemaphore
 
     @classmethod
     def redis_for(cls, settings: Settings) -> redis.Redis:

@@ -90,14 +90,17 @@ def parse(svc: Services) -> Submission:
     if form.denoise_value is not None and not svc.catalog[model].accepts_denoise:
         raise ApiError("invalid_parameter", f"model {model!r} takes no denoise strength; use 'auto' or a model whose "
                                             "denoise is true in GET /v1/models", field="denoise")
+    if form.webhook_events and not form.webhook_url:  # nothing would be sent: said, not silently dropped
+        raise ApiError("invalid_parameter", "webhook_events needs a webhook_url to send them to",
+                       field="webhook_events")
     if form.webhook_url:
-        reason = refused_destination(str(form.webhook_url), svc.settings.webhook_allow_private)
+        reason = _refusal(svc, str(form.webhook_url))
         if reason:
             raise ApiError("webhook_url_refused", reason, field="webhook_url")
     if form.image_url:
         if "image" in request.files:
             raise ApiError("bad_request", "send either the 'image' file or an 'image_url', not both")
-        reason = refused_destination(str(form.image_url), svc.settings.webhook_allow_private)
+        reason = _refusal(svc, str(form.image_url))
         if reason:  # checked again, and pinned, when the worker fetches it
             raise ApiError("image_url_refused", reason, field="image_url")
         return Submission(form, model, None)
@@ -116,6 +119,18 @@ def parse(svc: Services) -> Submission:
     if violation:
         raise ApiError(violation.code, violation.message)
     return submission
+
+
+def _refusal(svc: Services, url: str) -> str | None:
+    """Why a submitted URL is refused, or None. The lookup holds this request's thread: when as many submits as
+    ``Services.lookups`` allow are already looking a host up, this one is let through unchecked, as a lookup that
+    does not answer in time is (the worker's check, before it connects, is the one that guards)."""
+    if not svc.lookups.acquire(blocking=False):
+        return None
+    try:
+        return refused_destination(url, svc.settings.webhook_allow_private)
+    finally:
+        svc.lookups.release()
 
 
 def idempotency_key() -> str | None:

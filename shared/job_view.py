@@ -192,9 +192,12 @@ def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
 
 def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with_result_url: bool = True,
              link_ttl: int | None = None) -> JobOut:
-    """Render a job. ``base_url`` prefixes API links (``UPSCALER_PUBLIC_URL`` or the request's host);
-    ``link_ttl`` how long its result link lives (default ``result_url_ttl``)."""
+    """Render a job. ``base_url`` prefixes its result link (``UPSCALER_PUBLIC_URL`` or the request's host);
+    ``links`` are absolute where ``UPSCALER_PUBLIC_URL`` is set (a webhook payload's, read outside any request,
+    were paths of no host), paths otherwise. ``link_ttl`` is how long its result link lives (default
+    ``result_url_ttl``)."""
     link = result_link(job, storage, settings, base_url, link_ttl) if with_result_url else None
+    api = settings.public_url.rstrip("/")
     succeeded = job.status == JobStatus.SUCCEEDED.value
     return JobOut(
         id=job.id, status=job.status, progress=round(job.progress, 4), model=job.model,
@@ -213,5 +216,5 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         timings=job.timings,
         split=Bands(done=job.bands_done, total=job.bands_total) if job.bands_total else None,
-        links=JobLinks(self=f"/v1/jobs/{job.id}", result=f"/v1/jobs/{job.id}/result" if succeeded else None),
+        links=JobLinks(self=f"{api}/v1/jobs/{job.id}", result=f"{api}/v1/jobs/{job.id}/result" if succeeded else None),
     )

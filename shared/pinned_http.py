@@ -19,19 +19,22 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import certifi
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 log = logging.getLogger(__name__)
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 # Cloud metadata and credential services: refused even where private addresses are allowed (they hand out
 # credentials). Most live on link-local addresses (AWS, GCP and Azure on 169.254.169.254, ECS task credentials
-# on 169.254.170.2), so all of link-local is refused; the others are listed.
-METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+# on 169.254.170.2), so all of link-local is refused; the others are listed (AWS's IPv6 one, Alibaba's, and Azure's
+# WireServer, the host's channel beside its metadata service).
+METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"),
+                      ipaddress.ip_address("168.63.129.16")}
 
 
 # IPv6 addresses that carry an IPv4 one a gateway may forward to: NAT64's well-known prefix (RFC 6052, the
@@ -39,9 +42,15 @@ METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_addres
 # carries it in bits 16..48 (``sixtofour``). On a NAT64 or DNS64 network ``64:ff9b::a00:1`` reaches 10.0.0.1.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-# Prefixes whose IPv4 address cannot be read off the address (a local NAT64 prefix of any length, RFC 8215):
-# never taken for public.
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's ``::ffff:0:a.b.c.d`` (RFC 2765)
+# Prefixes whose IPv4 address cannot be read off the address (a local NAT64 prefix of any length, RFC 8215), and
+# IPv6 site-local (fec0::/10: deprecated, still routed inside some networks, and taken for global by Python):
+# never taken for public, nor for anything but a possible metadata address where private ones are allowed.
 UNREADABLE = (ipaddress.ip_network("64:ff9b:1::/48"),)
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+# Never a receiver, private addresses allowed or not: IPv4's class E and its broadcast address (Python counts them
+# private, the loopback-and-LAN setting was never meant to open them)
+IPV4_RESERVED = ipaddress.ip_network("240.0.0.0/4")
 
 
 def _plain(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -51,13 +60,16 @@ def _plain(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.
         return address
     if address.ipv4_mapped:
         return address.ipv4_mapped
-    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # :: and ::1 are themselves
+    if address in NAT64 or address in IPV4_TRANSLATED or (address in IPV4_COMPATIBLE and int(address) > 1):
+        # (:: and ::1 are themselves)
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.sixtofour or address
 
 
 def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True for an address that may serve cloud metadata or credentials (see ``METADATA_ADDRESSES``)."""
+    if any(address in net for net in UNREADABLE):  # whatever IPv4 address it reaches may be the metadata one
+        return True
     address = _plain(address)
     return address.is_link_local or address in METADATA_ADDRESSES
 
@@ -75,9 +87,13 @@ class NotResolved(RefusedDestination):
     """The host name did not resolve now: a DNS outage passes, so a webhook tries again (a policy refusal is final)."""
 
 
+class ResolveTimedOut(NotResolved):
+    """No answer within the time given: the name may yet resolve (or its name server stalls on purpose)."""
+
+
 @dataclass(frozen=True)
 class PinnedTarget:
-    url: str  # the URL with its host replaced by the checked address
+    urls: tuple[str, ...]  # the URL with its host replaced by each checked address, in the resolver's order
     host_header: str
     hostname: str
 
@@ -86,35 +102,58 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
+def _never_contacted(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Addresses no receiver has, private ones allowed or not: multicast, unspecified, IPv4's reserved block."""
+    reached = _plain(address)
+    return reached.is_multicast or reached.is_unspecified or (reached.version == 4 and reached in IPV4_RESERVED)
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    reached = _plain(address)
+    return (reached.is_global and not any(address in net for net in UNREADABLE)
+            and not (address.version == 6 and address in SITE_LOCAL))
+
+
 def pin(url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS) -> PinnedTarget:
-    """Resolve ``url``'s host once (within ``resolve_seconds``), check every address (unless ``allow_private``),
-    pin the first one."""
+    """Resolve ``url``'s host once (within ``resolve_seconds``), check every address (unless ``allow_private``,
+    only that none is a metadata or never-contacted one), and pin them all, in the resolver's order.
+
+    A refusal names no address, and a name that does not resolve reads as one that resolves to a private address
+    where private ones are refused: told apart, any tenant could map which internal names exist (``postgres``,
+    ``minio``); the log keeps which it was."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RefusedDestination("only http and https URLs with a host are allowed")
+    if parts.username is not None or parts.password is not None:
+        # nothing would send them (the request goes to the pinned address), and every log line would show them
+        raise RefusedDestination("a URL may not carry a user name or password; put a token in its path or query")
+    if parts.port == 0:
+        raise RefusedDestination("port 0 is no port a server listens on")
     host = parts.hostname
-    if host.lower() in METADATA_HOSTS:
+    if host.lower().rstrip(".") in METADATA_HOSTS:
         raise RefusedDestination(f"{host} is a cloud metadata host")
     port = parts.port or _default_port(parts.scheme)
-    infos = _resolve(host, port, resolve_seconds)
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    not_public = f"{host} does not resolve to a public address"
+    try:
+        infos = _resolve(host, port, resolve_seconds)
+    except NotResolved as exc:
+        log.info("%s: %s", host, exc)
+        raise type(exc)(not_public if not allow_private else str(exc)) from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if any(is_metadata_address(address) for address in addresses):
-        raise RefusedDestination(f"{host} is a cloud metadata or link-local address")
-    if not allow_private:
-        for address in addresses:
-            reached = _plain(address)
-            if not reached.is_global or reached.is_multicast or any(address in net for net in UNREADABLE):
-                # which address stays in the log: told to the caller, any tenant could map internal names
-                log.info("refused %s: it resolves to the non-public address %s", host, address)
-                raise RefusedDestination(f"{host} resolves to a non-public address")
+        raise RefusedDestination(f"{host} is, or may reach, a cloud metadata or link-local address")
+    for address in addresses:
+        if _never_contacted(address) or not (allow_private or _public(address)):
+            # which address stays in the log: told to the caller, any tenant could map internal names
+            log.info("refused %s: it resolves to the non-public address %s", host, address)
+            raise RefusedDestination(not_public)
     if not addresses:
-        raise NotResolved(f"{host} does not resolve")
-    address = addresses[0]
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = f"{literal}:{port}"
+        raise NotResolved(not_public if not allow_private else f"{host} does not resolve")
     named = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets (RFC 9110: Host)
     host_header = named if parts.port in (None, _default_port(parts.scheme)) else f"{named}:{parts.port}"
-    return PinnedTarget(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header, host)
+    urls = tuple(urlunsplit((parts.scheme, f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}", parts.path or "/",
+                             parts.query, "")) for a in addresses)
+    return PinnedTarget(urls, host_header, host)
 
 
 def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
@@ -135,7 +174,7 @@ def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
 
     threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
     if not done.wait(max(seconds, 0.0)):
-        raise NotResolved(f"{host} did not resolve within {seconds:.3g} s")
+        raise ResolveTimedOut(f"{host} did not resolve within {seconds:.3g} s")
     if "error" in found:
         raise NotResolved(f"{host} does not resolve") from None
     return found["infos"]  # type: ignore[return-value]
@@ -156,12 +195,30 @@ class _NamedTLSAdapter(HTTPAdapter):
 
 def pinned_request(method: str, url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS,
                    **kwargs) -> requests.Response:
-    """``requests.request`` to the pinned address of ``url``; redirects are never followed here."""
+    """``requests.request`` to the pinned addresses of ``url``, each in turn until one connects (a name's dead
+    AAAA record, or a round-robin address that is down, ended every fetch at the first); redirects are never
+    followed here."""
     target = pin(url, allow_private, resolve_seconds)
     headers = {**kwargs.pop("headers", {}), "Host": target.host_header}
+    for pinned in target.urls[:-1]:
+        try:
+            return _request(target, method, pinned, headers, kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            if not _unconnected(exc):
+                raise
+    return _request(target, method, target.urls[-1], headers, kwargs)
+
+
+def _request(target: PinnedTarget, method: str, pinned: str, headers: dict, kwargs: dict) -> requests.Response:
     with requests.Session() as session:
         session.mount("https://", _NamedTLSAdapter(target.hostname))
-        return session.request(method, target.url, headers=headers, allow_redirects=False, **kwargs)
+        return session.request(method, pinned, headers=headers, allow_redirects=False, **kwargs)
+
+
+def _unconnected(exc: requests.exceptions.ConnectionError) -> bool:
+    """Whether the request failed before anything was sent (refused, unreachable, or no answer to connect)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(reason, NewConnectionError)
 
 
 class DeadlinePassed(OSError):
@@ -169,16 +226,15 @@ class DeadlinePassed(OSError):
 
 
 def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: bool, seconds: float) -> int:
-    """POST ``body`` to the pinned address of ``url``; the status code. The whole exchange ends within
-    ``seconds``: a timer shuts the socket down at the deadline, which ends any read or write blocked in between
-    (a socket timeout bounds each wait, not their sum: a receiver answering a byte a second held a webhook worker
-    for as long as it liked, and its whole body was read into memory). The answer's body is not read: its status
-    is all that matters. Raises ``RefusedDestination`` before connecting, ``DeadlinePassed``, or ``OSError`` /
-    ``http.client.HTTPException`` for a connection that failed."""
+    """POST ``body`` to a pinned address of ``url`` (the first that connects); the status code. The whole
+    exchange ends within ``seconds``: a timer shuts the socket down at the deadline, which ends any read or write
+    blocked in between (a socket timeout bounds each wait, not their sum: a receiver answering a byte a second
+    held a webhook worker for as long as it liked, and its whole body was read into memory). The answer's body is
+    not read: its status is all that matters. Raises ``RefusedDestination`` before connecting, ``DeadlinePassed``,
+    or ``OSError`` / ``http.client.HTTPException`` for a connection that failed."""
     deadline = time.monotonic() + seconds
     target = pin(url, allow_private, min(seconds, RESOLVE_SECONDS))
-    parts = urlsplit(target.url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=max(deadline - time.monotonic(), 0.001))
+    parts, sock = _connect(target, deadline)
     killer = sock.dup()  # the same connection under a descriptor TLS does not take over (wrap_socket detaches sock)
     expired = threading.Event()
 
@@ -190,8 +246,8 @@ def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: b
     timer = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
     timer.start()
     try:
-        stream = ssl.create_default_context(cafile=_ca_bundle()).wrap_socket(sock, server_hostname=target.hostname) \
-            if parts.scheme == "https" else sock
+        stream = _tls_context().wrap_socket(sock, server_hostname=target.hostname) if parts.scheme == "https" \
+            else sock
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=seconds)
         connection.sock = stream  # connected and checked above: http.client only speaks HTTP on it
         try:
@@ -213,7 +269,25 @@ def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: b
         killer.close()
 
 
-def _ca_bundle() -> str:
+def _connect(target: PinnedTarget, deadline: float) -> tuple[SplitResult, socket.socket]:
+    """A connection to the first of ``target``'s addresses that takes one before ``deadline``; each address has
+    an equal share of the time left (a dead first address took the whole deadline), the last all of it."""
+    for index, pinned in enumerate(target.urls):
+        parts = urlsplit(pinned)
+        share = max(deadline - time.monotonic(), 0.001) / (len(target.urls) - index)
+        try:
+            return parts, socket.create_connection((parts.hostname, parts.port), timeout=share)
+        except OSError:
+            if index == len(target.urls) - 1:
+                raise
+    raise AssertionError("pin() gives at least one address")
+
+
+def _tls_context() -> ssl.SSLContext:
     """The certificates an https receiver is checked against: what ``requests`` (the image fetch) trusts, so an
-    operator's private CA set for one (REQUESTS_CA_BUNDLE) holds for both."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    operator's private CA set for one (REQUESTS_CA_BUNDLE, a file or, as requests also takes, a hashed folder)
+    holds for both."""
+    trusted = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    if os.path.isdir(trusted):
+        return ssl.create_default_context(capath=trusted)
+    return ssl.create_default_context(cafile=trusted)

@@ -38,6 +38,9 @@ NON_NEGATIVE = {"api_workers": "cores + 1", "split_output_pixels": "never split"
                 "retention_seconds": "keep", "worker_metrics_port": "off", "model_load_delay": "none",
                 "inference_threads": "TensorFlow's default"}
 MIN_S3_PART_MB = 5
+# The longest a webhook attempt may take: a delivery task's time limits (worker.tasks) are set from it, so an
+# attempt always ends as a recorded failure, not killed by Celery with nothing recorded (and then re-sent for ever)
+MAX_WEBHOOK_TIMEOUT = 60.0
 MAX_PRESIGNED_SECONDS = 604800  # SigV4's limit on a presigned URL's life
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -177,6 +180,8 @@ class Settings:
         if self.webhook_secret and not _webhook_key_ok(self.webhook_secret):
             raise SettingsError("UPSCALER_WEBHOOK_SECRET must have the Standard Webhooks form whsec_<base64>, the "
                                 f"base64 holding {MIN_WEBHOOK_KEY_BYTES}+ random bytes")
+        if self.webhook_timeout > MAX_WEBHOOK_TIMEOUT:
+            raise SettingsError(f"UPSCALER_WEBHOOK_TIMEOUT must be at most {MAX_WEBHOOK_TIMEOUT:g} seconds")
         if self.worker_heartbeat_timeout <= self.worker_start_timeout + HEARTBEAT_MARGIN:
             # a pool process beats first after the start timeout: a watchdog that waits less kills every worker
             raise SettingsError(f"UPSCALER_WORKER_HEARTBEAT_TIMEOUT ({self.worker_heartbeat_timeout:g}) must exceed "

@@ -21,7 +21,7 @@ from shared.deliveries import JITTER
 from shared.events import wanted_events
 from shared.job_view import job_view
 from shared.models import Job, WebhookDelivery, utcnow
-from shared.pinned_http import RefusedDestination, pin
+from shared.pinned_http import RefusedDestination, ResolveTimedOut, pin
 from shared.settings import Settings
 from shared.signing import WEBHOOK_SECRET_PREFIX, webhook_key
 from shared.storage import Storage
@@ -58,16 +58,24 @@ def signed_headers(secret: str, message_id: str, body: str, timestamp: int | Non
             "user-agent": "upscaler-webhooks/1"}
 
 
-def refused_destination(url: str, allow_private: bool) -> str | None:
-    """Why ``url`` may not receive webhooks (SSRF guard), or None when it may.
+# A submit's look at a URL is a courtesy (the worker checks again, and connects only to what it checked): it takes
+# at most this long, so a customer's stalling name server cannot hold the API's threads for RESOLVE_SECONDS each.
+SUBMIT_RESOLVE_SECONDS = 2.0
 
-    Only http(s); every address the host resolves to must be public unless ``allow_private``:
-    loopback, private, link-local (cloud metadata lives there), multicast, reserved and unspecified
-    addresses are refused. Checked at submit; each delivery checks again and connects to exactly the
-    address it checked (``shared.pinned_http``), since DNS can change between the two.
+
+def refused_destination(url: str, allow_private: bool, resolve_seconds: float = SUBMIT_RESOLVE_SECONDS) -> str | None:
+    """Why ``url`` may not receive webhooks or be fetched (SSRF guard), or None when it may.
+
+    Only http(s), no user name or password, a port; every address the host resolves to must be public unless
+    ``allow_private``: loopback, private, link-local (cloud metadata lives there), multicast, reserved and
+    unspecified addresses are refused. Checked at submit, where a lookup with no answer within ``resolve_seconds``
+    is let through; each delivery and fetch checks again and connects to exactly the addresses it checked
+    (``shared.pinned_http``), since DNS can change between the two.
     """
     try:
-        pin(url, allow_private)
+        pin(url, allow_private, resolve_seconds)
+    except ResolveTimedOut:
+        return None
     except RefusedDestination as exc:
         return str(exc)
     return None

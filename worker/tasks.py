@@ -6,6 +6,7 @@ import dataclasses
 
 from shared.logs import current_job, job_context
 from shared.queue import DELIVER_WEBHOOK, RUN_BAND, RUN_JOB, SWEEP
+from shared.settings import MAX_WEBHOOK_TIMEOUT
 from worker import pipeline, split, sweeper, webhook_delivery
 from worker.celery_app import celery, get_context, settings
 
@@ -32,6 +33,7 @@ def sweep() -> dict:
     return dataclasses.asdict(sweeper.sweep(get_context(), celery))
 
 
-@celery.task(name=DELIVER_WEBHOOK, ignore_result=True, acks_late=True, soft_time_limit=120, time_limit=180)
+@celery.task(name=DELIVER_WEBHOOK, ignore_result=True, acks_late=True, soft_time_limit=2 * MAX_WEBHOOK_TIMEOUT,
+             time_limit=3 * MAX_WEBHOOK_TIMEOUT)
 def deliver_webhook(delivery_id: str) -> str:
     return webhook_delivery.deliver(get_context(), celery, delivery_id)

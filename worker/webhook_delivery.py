@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 from sqlalchemy import select
@@ -19,6 +20,14 @@ from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 PUBLISH_RETRY_BELOW_SECONDS = 60.0  # longer waits are left to the sweeper, not to broker ETA messages
+
+
+def shown(url: str) -> str:
+    """``url`` for a log line: its query (a receiver's token often rides there) and any credentials left out."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
 
 
 def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
@@ -47,13 +56,16 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
     except (OSError, http.client.HTTPException) as exc:  # DeadlinePassed included
         error = f"{type(exc).__name__}: {exc}"
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    except Exception as exc:  # recorded like any failed attempt: unrecorded, the message was re-sent for ever
+        log.exception("webhook %s: the attempt failed unexpectedly", delivery_id)
+        error = f"{type(exc).__name__}: {exc}"
     with unit_of_work(ctx.sessions) as session:
         delivery = session.get(WebhookDelivery, delivery_id)
         delay = deliveries.record_attempt(session, delivery, status_code, latency_ms, error,
                                           settings.webhook_retry_delays)
         outcome = delivery.status if delay is None else "retrying"
     metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
-    log.info("webhook %s to %s: %s (%s)", delivery_id, url, outcome, error or status_code)
+    log.info("webhook %s to %s: %s (%s)", delivery_id, shown(url), outcome, error or status_code)
     if delay is not None and delay < PUBLISH_RETRY_BELOW_SECONDS:
         try:
             enqueue_delivery(celery, delivery_id, countdown=delay)

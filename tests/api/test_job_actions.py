@@ -232,3 +232,29 @@ def test_a_preference_that_cannot_be_honoured_is_ignored_not_refused(client, pre
     response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},
                            headers={"Prefer": prefer}, content_type="multipart/form-data")
     assert response.status_code == 202 and "Preference-Applied" not in response.headers
+
+
+def test_webhook_events_without_a_webhook_url_are_refused(client):
+    """They were accepted and dropped without a word."""
+    response = submit(client, webhook_events="job.succeeded")
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", "webhook_events")
+
+
+def test_past_its_lookup_threads_a_submit_leaves_the_url_to_the_workers_check(settings):
+    """A submit's DNS lookup holds an API thread: when half the threads are already looking a host up (a
+    customer's stalling name server), a further submit does not wait for one; the worker's check, before it
+    connects, refuses the address then (tests/shared/test_webhooks.py)."""
+    from api import create_app
+
+    app = create_app(settings.with_overrides(webhook_allow_private=False))
+    lookups = app.extensions["upscaler"].lookups
+    assert submit(app.test_client(), webhook_url="http://127.0.0.1:9/hook").status_code == 422
+    taken = 0
+    while lookups.acquire(blocking=False):
+        taken += 1
+    try:
+        assert taken >= 1 and submit(app.test_client(), webhook_url="http://127.0.0.1:9/hook").status_code == 202
+    finally:
+        for _ in range(taken):
+            lookups.release()

@@ -1,5 +1,6 @@
 """Signing (checked with the public standardwebhooks library) and the SSRF guard."""
 
+import contextlib
 import json
 
 import pytest
@@ -62,8 +63,10 @@ def test_private_and_odd_destinations_are_refused(url):
 def test_ipv6_spellings_of_private_ipv4_addresses_are_refused(url):
     """NAT64 (64:ff9b::/96), IPv4-compatible and 6to4 addresses carry an IPv4 address a gateway forwards to:
     64:ff9b::a00:1 is 10.0.0.1 on a NAT64 network, and they passed as public. A local NAT64 prefix, whose IPv4
-    part cannot be read off, is never public. Literal addresses only: nothing is resolved or contacted."""
-    assert "non-public" in refused_destination(url, allow_private=False)
+    part cannot be read off, is never public (and may be the metadata one). Literal addresses only: nothing is
+    resolved or contacted."""
+    reason = refused_destination(url, allow_private=False)
+    assert "does not resolve to a public address" in reason or "may reach, a cloud metadata" in reason
 
 
 def test_translated_spellings_of_public_and_metadata_addresses_are_read_as_those():
@@ -151,7 +154,7 @@ def test_an_ipv6_literal_keeps_its_brackets_in_the_host_header_and_a_refusal_nam
     monkeypatch.setattr(socket, "getaddrinfo", internal)
     with pytest.raises(RefusedDestination) as refused:
         pin("http://postgres:5432/", allow_private=False)
-    assert str(refused.value) == "postgres resolves to a non-public address"
+    assert str(refused.value) == "postgres does not resolve to a public address"
 
 
 def _self_signed(folder):
@@ -210,3 +213,156 @@ def test_an_https_receiver_trickling_its_answer_is_cut_off_at_the_deadline(tmp_p
     finally:
         listener.close()
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("url", ["http://[fec0::1]/", "http://[::ffff:0:a00:1]/", "http://[::ffff:0:7f00:1]/"])
+def test_site_local_and_siit_spellings_are_not_public(url):
+    """fec0::/10 (deprecated site-local, still routed in some networks) counted as global; SIIT's
+    ``::ffff:0:a.b.c.d`` was not read as the IPv4 address it carries. Literal addresses: nothing is contacted."""
+    assert refused_destination(url, allow_private=False) == f"{url[8:-2]} does not resolve to a public address"
+
+
+@pytest.mark.parametrize("url", ["http://[::ffff:0:a9fe:a9fe]/", "http://168.63.129.16/",
+                                 "http://[64:ff9b:1::a9fe:a9fe]/", "http://metadata.google.internal./"])
+def test_more_spellings_of_metadata_services_stay_refused_when_private_ones_are_allowed(url):
+    assert "metadata" in refused_destination(url, allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["http://255.255.255.255/", "http://240.0.0.1/", "http://0.0.0.0/",
+                                 "http://224.0.0.1/", "http://[ff02::1]/", "http://[::]/"])
+def test_allowing_private_receivers_opens_loopback_and_lans_not_broadcast_multicast_or_reserved(url):
+    assert refused_destination(url, allow_private=True) is not None
+    assert refused_destination("http://127.0.0.1:9/", allow_private=True) is None
+    assert refused_destination("http://[::1]:9/", allow_private=True) is None
+
+
+@pytest.mark.parametrize(("url", "says"), [("http://user:secret@127.0.0.1:9/hook", "user name or password"),
+                                           ("http://token@127.0.0.1:9/hook", "user name or password"),
+                                           ("http://127.0.0.1:0/hook", "port 0")])
+def test_credentials_in_a_url_and_port_0_are_refused(url, says):
+    """A password in the URL was accepted, never sent (the request goes to the pinned address) and logged on
+    every attempt; port 0 was delivered to port 80 with ``Host: ...:0``."""
+    assert says in refused_destination(url, allow_private=True)
+
+
+def test_a_name_that_does_not_resolve_reads_as_a_private_one(monkeypatch):
+    """"does not resolve" against "resolves to a non-public address" told a tenant which internal names exist."""
+    import socket
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "postgres":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    assert refused_destination("http://postgres/", False) == "postgres does not resolve to a public address"
+    assert refused_destination("http://nosuchhost/", False) == "nosuchhost does not resolve to a public address"
+
+
+def test_a_submit_waits_on_a_stalling_name_server_for_seconds_not_for_the_whole_lookup_budget(monkeypatch):
+    """A customer's name server that never answers held an API thread 15 s per URL (30 s a submit); the worker
+    checks again before it connects, so the submit lets an unanswered lookup through."""
+    import socket
+    import time
+
+    from shared.webhooks import SUBMIT_RESOLVE_SECONDS
+
+    def stalls(*args, **kwargs):
+        time.sleep(SUBMIT_RESOLVE_SECONDS + 2)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalls)
+    started = time.monotonic()
+    assert refused_destination("http://slow.example.test/hook", False) is None
+    assert time.monotonic() - started < SUBMIT_RESOLVE_SECONDS + 1
+
+
+def _dual_stack_name(monkeypatch, port):
+    """``hooks.dual.test`` resolves to ::1 first (where nothing listens on ``port``), then 127.0.0.1."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolver(host, port_, *args, **kwargs):
+        if host == "hooks.dual.test":
+            return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port_, 0, 0)),
+                    (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port_))]
+        return real(host, port_, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+
+
+def test_a_delivery_and_a_fetch_try_each_address_until_one_connects(monkeypatch):
+    """Only the first address was tried: a dead AAAA record failed every attempt where curl went on to the A."""
+    import http.server
+    import socket
+    import threading
+
+    from shared.pinned_http import pinned_request, post_within
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    port = server.server_address[1]
+    with contextlib.closing(socket.socket(socket.AF_INET6)) as probe:  # the port must be free on ::1
+        if probe.connect_ex(("::1", port)) == 0:
+            pytest.skip("the port is taken on ::1 too")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _dual_stack_name(monkeypatch, port)
+    try:
+        assert post_within(f"http://hooks.dual.test:{port}/hook", b"{}", {}, True, 5) == 204
+        response = pinned_request("GET", f"http://hooks.dual.test:{port}/x", True, headers={"Content-Length": "0"},
+                                  timeout=5)
+        assert response.status_code == 204
+    finally:
+        server.shutdown()
+
+
+def test_an_https_receiver_is_trusted_through_a_ca_folder_as_the_image_fetch_trusts_it(tmp_path, monkeypatch):
+    """REQUESTS_CA_BUNDLE naming a hashed folder of certificates (as requests takes it) failed every https
+    delivery with IsADirectoryError while image fetches with the same setting worked."""
+    import http.server
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+
+    from shared.pinned_http import post_within
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs openssl for the certificate hash")
+    cert, key = _self_signed(tmp_path)
+    folder = tmp_path / "cas"
+    folder.mkdir()
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(cert)], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+    shutil.copy(cert, folder / f"{subject_hash}.0")
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(folder))
+    try:
+        assert post_within(f"https://127.0.0.1:{server.server_address[1]}/hook", b"{}", {}, True, 5) == 200
+    finally:
+        server.shutdown()

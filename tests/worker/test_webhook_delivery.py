@@ -258,3 +258,59 @@ def test_a_name_server_that_does_not_answer_ends_the_attempt_within_its_timeout(
     assert db_session.get(WebhookDelivery, message.id).status == "pending"
     [attempted] = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).all()
     assert "did not resolve within 3 s" in attempted.error
+
+
+def test_an_attempt_ended_by_anything_unexpected_is_recorded_and_the_log_keeps_the_receivers_token_out(
+        ctx, db_session, monkeypatch, caplog):
+    """Celery's soft time limit (and any error outside OSError and HTTPException) left the attempt unrecorded: the
+    message stayed pending, was claimed again after its lease, and never reached failed. The log line showed the
+    URL's query, where receivers keep their tokens."""
+    from billiard.exceptions import SoftTimeLimitExceeded
+
+    from worker import webhook_delivery
+
+    def cut_off(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    job = queued_job(ctx, db_session, webhook_url="http://127.0.0.1:9/hook?token=s3cret",
+                     webhook_events=["job.canceled"])
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    monkeypatch.setattr(webhook_delivery, "post_within", cut_off)
+    with caplog.at_level("INFO", logger="worker.webhook_delivery"):
+        assert deliver(ctx, ctx.celery, message.id) == "retrying"
+    db_session.expire_all()
+    [attempted] = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).all()
+    assert attempted.error.startswith("SoftTimeLimitExceeded")
+    assert "http://127.0.0.1:9/hook?…" in caplog.text and "s3cret" not in caplog.text
+
+
+def test_a_webhook_timeout_past_what_a_delivery_task_may_take_is_refused_at_start():
+    from shared.settings import MAX_WEBHOOK_TIMEOUT, Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="UPSCALER_WEBHOOK_TIMEOUT must be at most"):
+        Settings.from_env(webhook_timeout=MAX_WEBHOOK_TIMEOUT + 1)
+    assert Settings.from_env(webhook_timeout=MAX_WEBHOOK_TIMEOUT).webhook_timeout == MAX_WEBHOOK_TIMEOUT
+
+
+def test_a_payloads_links_are_absolute_where_the_public_url_is_set(settings, db_session):
+    """They were paths of no host (``/v1/jobs/…``): a receiver could not follow them."""
+    from shared.webhooks import record_event
+    from tests.factories import make_job
+    from worker.context import WorkerContext
+
+    public = WorkerContext.create(settings.with_overrides(public_url="https://upscale.example.com/"))
+    try:
+        job = make_job(db_session, webhook_url="http://127.0.0.1:9/hook", status="succeeded")
+        with public.sessions() as session:
+            message = session.get(WebhookDelivery, record_event(session, session.get(type(job), job.id),
+                                                                "job.succeeded", public.storage, public.settings))
+            links = json.loads(message.payload)["data"]["links"]
+        assert links == {"self": f"https://upscale.example.com/v1/jobs/{job.id}",
+                         "result": f"https://upscale.example.com/v1/jobs/{job.id}/result"}
+    finally:
+        public.engine.dispose()
