@@ -1,5 +1,5 @@
-"""``upscaler keys create|list|rotate|revoke|webhook-secret``: API keys (tenants) as data, in the database the API
-uses, and each tenant's webhook signing secret."""
+"""``upscaler keys create|list|rotate|revoke|webhook-secret|rotate-webhook-secret``: API keys (tenants) as data,
+in the database the API uses, and each tenant's webhook signing secret."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                  "webhook messages with (also GET /v1/webhooks/secret with its key)")
     webhook.add_argument("name", help="a key's name, public (the open development API) or env-... (a bootstrap key)")
     webhook.set_defaults(func=run_webhook_secret)
+    rotate_webhook = actions.add_parser(
+        "rotate-webhook-secret", help="a new whsec_ secret for a key's tenant (also POST /v1/webhooks/secret/rotate); "
+                                      "the previous one goes on signing for --grace-hours, both signatures in each "
+                                      "message, so receivers switch without a gap")
+    rotate_webhook.add_argument("name")
+    rotate_webhook.add_argument("--grace-hours", type=non_negative_int, default=24,
+                                help="how long the previous secret also signs (0: it stops at once; default 24)")
+    rotate_webhook.set_defaults(func=run_rotate_webhook_secret)
 
 
 def _sessions():
@@ -113,7 +121,7 @@ def run_webhook_secret(args: argparse.Namespace) -> int:
     from shared.models import PUBLIC_TENANT, ApiKey
     from shared.settings import Settings
     from shared.tenants import env_tenant
-    from shared.webhooks import signing_secret
+    from shared.webhooks import tenant_secrets
 
     # what is configured, before a development secret is read or made
     bare = Settings.from_env({**os.environ, "UPSCALER_SECRET_KEY": "x" * 32})
@@ -131,5 +139,26 @@ def run_webhook_secret(args: argparse.Namespace) -> int:
     if args.name not in known:  # a typo must not print a secret nobody's messages are signed with
         print(f"upscaler keys: no tenant named {args.name!r} ('upscaler keys list' shows them)", file=sys.stderr)
         return 1
-    print(signing_secret(settings, args.name))
+    with _sessions()() as session:
+        print(tenant_secrets(session, settings, args.name).current)
+    return 0
+
+
+def run_rotate_webhook_secret(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from shared.db import unit_of_work
+    from shared.settings import Settings
+    from shared.webhooks import rotate_secret
+
+    with unit_of_work(_sessions()) as session:
+        rotated = rotate_secret(session, Settings.from_env(), args.name, timedelta(hours=args.grace_hours))
+    if rotated is None:
+        print(f"upscaler keys: no key named {args.name!r}; the open development API's tenant and bootstrap keys' "
+              "secrets change only with UPSCALER_WEBHOOK_SECRET", file=sys.stderr)
+        return 1
+    until = (f"the previous one also signs until {rotated.previous_until:%Y-%m-%d %H:%M} UTC"
+             if rotated.previous_until else "the previous one no longer signs")
+    print(f"new webhook secret for {args.name!r}; {until}. Give it to its receivers:")
+    print(rotated.current)
     return 0

@@ -172,6 +172,10 @@ class ApiKey(Base):
     rate_limit: Mapped[int | None] = mapped_column(Integer)  # requests per minute; None = the setting's default
     max_active: Mapped[int | None] = mapped_column(Integer)  # queued + running jobs
     daily_megapixels: Mapped[int | None] = mapped_column(Integer)  # output megapixels per UTC day
+    # its webhook signing secret's version (``shared.webhooks.signing_secret``; 0: as derived before rotation
+    # existed) and until when the previous version still signs too
+    webhook_secret_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_secret_previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class IdempotencyKey(Base):

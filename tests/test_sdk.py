@@ -42,6 +42,8 @@ def test_typed_errors_pagination_and_idempotent_submits(api_server, settings, db
     from shared.webhooks import signing_secret
 
     assert client.webhook_secret() == signing_secret(settings, "sdk-tenant")  # what its messages are signed with
+    rotated = client.rotate_webhook_secret()
+    assert rotated != signing_secret(settings, "sdk-tenant") and client.webhook_secret() == rotated
 
 
 def test_a_daily_quota_is_raised_at_once_not_waited_out(api_server, db_session):

@@ -15,7 +15,7 @@ from shared.db import unit_of_work
 from shared.models import Job, WebhookDelivery
 from shared.pinned_http import NotResolved, RefusedDestination, post_within
 from shared.queue import enqueue_delivery
-from shared.webhooks import signed_headers, signing_secret
+from shared.webhooks import signed_headers, tenant_secrets
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,12 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
         delivery = session.get(WebhookDelivery, delivery_id)
         url, payload = delivery.url, delivery.payload
         tenant = session.scalar(select(Job.tenant).where(Job.id == delivery.job_id))
+        secrets = tenant_secrets(session, settings, tenant).signing
     status_code, latency_ms, error = None, None, None
     started = time.perf_counter()
     try:  # resolved once, checked, and connected to exactly that address (no DNS rebinding), within the timeout
         status_code = post_within(url, payload.encode(),
-                                  signed_headers(signing_secret(settings, tenant), delivery_id, payload),
+                                  signed_headers(secrets, delivery_id, payload),
                                   settings.webhook_allow_private, settings.webhook_timeout)
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}" + (" (redirects are not followed)" if 300 <= status_code < 400 else "")

@@ -7,6 +7,8 @@ import threading
 import uuid
 
 import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from shared.models import ApiKey, Job
 from shared.tenants import create_key, revoke_key
@@ -125,10 +127,42 @@ def test_each_tenant_reads_its_own_webhook_secret(app, client, tenants):
     answers = {name: client.get("/v1/webhooks/secret", headers=headers) for name, headers in tenants.items()}
     assert {name: (r.status_code, r.headers["Cache-Control"]) for name, r in answers.items()} == \
         {"a": (200, "no-store"), "b": (200, "no-store")}
-    assert answers["a"].get_json() == {"tenant": "acme", "secret": signing_secret(settings, "acme")}
-    assert answers["b"].get_json() == {"tenant": "globex", "secret": signing_secret(settings, "globex")}
+    assert answers["a"].get_json() == {"tenant": "acme", "secret": signing_secret(settings, "acme"),
+                                       "previous_secret_valid_until": None}
+    assert answers["b"].get_json() == {"tenant": "globex", "secret": signing_secret(settings, "globex"),
+                                       "previous_secret_valid_until": None}
     assert answers["a"].get_json()["secret"] != answers["b"].get_json()["secret"]
     assert client.get("/v1/webhooks/secret").status_code == 401  # keys exist: no key, no secret
+
+
+def test_a_tenant_rotates_its_own_webhook_secret_and_the_previous_one_signs_for_a_day(app, client, tenants):
+    """The secret was its name's HMAC alone: rotating or revoking a leaked key left whoever read it able to sign
+    messages the customer's receiver accepts for good. Now it has a version; the previous one goes on signing
+    (both signatures in each message) for the grace, so receivers switch without a gap, and others' stay."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.webhooks import signed_headers, tenant_secrets
+
+    before = {name: client.get("/v1/webhooks/secret", headers=h).get_json()["secret"] for name, h in tenants.items()}
+    rotated = client.post("/v1/webhooks/secret/rotate", headers=tenants["a"])
+    body = rotated.get_json()
+    assert rotated.status_code == 201 and body["secret"] not in before.values()
+    until = datetime.fromisoformat(body["previous_secret_valid_until"].replace("Z", "+00:00"))
+    assert timedelta(hours=23, minutes=59) < until - datetime.now(UTC) <= timedelta(hours=24)
+    assert client.get("/v1/webhooks/secret", headers=tenants["a"]).get_json() == body
+    assert client.get("/v1/webhooks/secret", headers=tenants["b"]).get_json()["secret"] == before["b"]
+    svc = app.extensions["upscaler"]
+    with svc.sessions() as session:
+        secrets = tenant_secrets(session, svc.settings, "acme")
+    assert secrets.signing == [body["secret"], before["a"]]
+    headers = signed_headers(secrets.signing, "msg_1", "{}")
+    for secret in (body["secret"], before["a"]):  # a receiver holding either verifies the message
+        assert Webhook(secret).verify("{}", headers) == {}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(before["b"]).verify("{}", headers)
+    again = client.post("/v1/webhooks/secret/rotate", headers=tenants["a"]).get_json()
+    with svc.sessions() as session:  # a second rotation: the first secret stops signing at once
+        assert tenant_secrets(session, svc.settings, "acme").signing == [again["secret"], body["secret"]]
 
 
 def test_development_without_keys_is_open_as_the_public_tenant(client):
@@ -263,3 +297,8 @@ def test_a_queued_job_canceled_before_it_ran_gives_its_charge_back(client, db_se
     assert float(counts.get(day)) == pytest.approx(0.0)
     assert client.post(f"/v1/jobs/{submitted['id']}/cancel", headers=auth).status_code == 200  # again: no refund
     assert float(counts.get(day)) == pytest.approx(0.0)
+
+
+def test_the_open_apis_tenant_has_no_webhook_secret_of_its_own_to_rotate(client):
+    response = client.post("/v1/webhooks/secret/rotate")
+    assert (response.status_code, response.get_json()["code"]) == (409, "secret_not_rotatable")

@@ -314,3 +314,22 @@ def test_a_payloads_links_are_absolute_where_the_public_url_is_set(settings, db_
                          "result": f"https://upscale.example.com/v1/jobs/{job.id}/result"}
     finally:
         public.engine.dispose()
+
+
+def test_after_a_rotation_a_message_verifies_with_the_new_secret_and_for_the_grace_with_the_old(
+        ctx, db_session, receiver):
+    from shared.tenants import create_key
+    from shared.webhooks import rotate_secret
+
+    create_key(db_session, "acme")
+    db_session.commit()
+    old = signing_secret(ctx.settings, "acme")
+    new = rotate_secret(db_session, ctx.settings, "acme").current
+    db_session.commit()
+    job = queued_job(ctx, db_session, webhook_url=receiver.url, tenant="acme")
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    deliver_all(ctx, db_session, job.id)
+    [request] = receiver.requests
+    assert len(request["headers"]["webhook-signature"].split(" ")) == 2
+    for secret in (new, old):
+        assert Webhook(secret).verify(request["body"], request["headers"])["data"]["id"] == job.id

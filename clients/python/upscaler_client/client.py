@@ -48,6 +48,11 @@ class Client:
         """The ``whsec_`` secret this key's tenant's webhook messages are signed with (for ``verify_webhook``)."""
         return self.request("GET", "/v1/webhooks/secret").json()["secret"]
 
+    def rotate_webhook_secret(self) -> str:
+        """A new webhook secret for this key's tenant (returned); the previous one also signs each message for 24
+        hours, so receivers can switch to the new one without missing any."""
+        return self.request("POST", "/v1/webhooks/secret/rotate").json()["secret"]
+
     def request(self, method: str, path: str, *, deadline: float | None = None, **kwargs: Any) -> requests.Response:
         """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After;
         ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, retries and waits included."""
