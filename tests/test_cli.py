@@ -300,6 +300,14 @@ def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
     missing = run(["keys", "webhook-secret", "acme"], env=elsewhere)
     assert (missing.returncode, missing.stdout) == (1, "") and "no development secret at" in missing.stderr
     assert not (tmp_path / "nowhere").exists()
+    rotated = run(["keys", "rotate-webhook-secret", "acme", "--grace-hours", "0"], env=env)
+    assert rotated.returncode == 0 and "no longer signs" in rotated.stdout, rotated.stderr
+    new = rotated.stdout.strip().splitlines()[-1]
+    assert new.startswith("whsec_") and new != signing_secret(settings, "acme")
+    assert run(["keys", "webhook-secret", "acme"], env=env).stdout.strip() == new  # the current one, shown
+    for tenant in ("public", "acne"):  # no key row to keep a version on: said, nothing printed
+        refused = run(["keys", "rotate-webhook-secret", tenant], env=env)
+        assert (refused.returncode, refused.stdout) == (1, "") and "no key named" in refused.stderr
 
 
 @pytest.mark.slow
