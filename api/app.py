@@ -15,16 +15,13 @@ from api.security import install_security
 from api.services import Services
 from shared.catalog import catalog_for
 from shared.db import make_engine, make_session_factory
-from shared.logs import configure_logging
 from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import make_storage
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env()
-    if settings.log_format == "json":
-        configure_logging(settings)
+    settings = settings or Settings.from_env()  # logging is the process's: set by ``upscaler api`` (gunicorn_logs)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False

@@ -1,22 +1,28 @@
-"""gunicorn's own loggers (its errors and the access log) in the platform's log format.
+"""The API process's logging: the platform's own (the root logger) and gunicorn's (its errors and the access log),
+in the platform's log format.
 
-Why: gunicorn's loggers do not propagate to the root logger that ``shared.logs.configure_logging`` formats,
-so under ``UPSCALER_LOG_FORMAT=json`` its request lines would be the only plain-text lines in a JSON stream
-(and a log pipeline's JSON parser fails on each). ``upscaler api`` passes this class as ``--logger-class``.
+Why here: ``upscaler api`` passes this class as ``--logger-class``, and gunicorn sets it up in its master before
+the workers fork, so every worker inherits it and the app factory touches no process-wide logging (it did, and
+only for JSON: under the default text format the API's own lines, "API ready" and every warning, fell to
+Python's last-resort handler, INFO dropped and the rest without time or level). gunicorn's loggers do not
+propagate to the root logger, so under ``UPSCALER_LOG_FORMAT=json`` they get the JSON formatter too (a log
+pipeline's JSON parser failed on each plain line).
 """
 
 from __future__ import annotations
 
 from gunicorn import glogging
 
-from shared.logs import JsonFormatter
+from shared.logs import JsonFormatter, configure_logging
 from shared.settings import Settings
 
 
 class Logger(glogging.Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
-        if Settings.from_env().log_format == "json":
+        settings = Settings.from_env()
+        configure_logging(settings)
+        if settings.log_format == "json":
             for log in (self.error_log, self.access_log):
                 for handler in log.handlers:
                     handler.setFormatter(JsonFormatter())
