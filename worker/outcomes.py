@@ -101,8 +101,9 @@ def lease_kept(ctx: WorkerContext, job_id: str) -> Iterator[None]:
 def fail_job(ctx: WorkerContext, job_id: str, exc: Exception) -> None:
     """End our job as failed with the stable code of ``exc`` (logged with a traceback only when unexpected)."""
     failure = classify(exc)
+    # the cause in the log (an endpoint, a bucket, a key, a traceback); the customer reads only ``failure``
     log.log(logging.ERROR if failure.code == "internal_error" else logging.WARNING,
-            "job %s failed: %s: %s", job_id, failure.code, failure, exc_info=failure.code == "internal_error")
+            "job %s failed: %s: %s", job_id, failure.code, exc, exc_info=failure.code == "internal_error")
     finish_job(ctx, job_id, JobStatus.FAILED, error_code=failure.code, error_message=str(failure)[:2000])
 
 
@@ -162,7 +163,8 @@ def classify(exc: Exception) -> JobFailure:
     if isinstance(exc, ObjectMissing):
         return JobFailure("input_missing", "the input image is no longer in storage")
     if isinstance(exc, StorageError):
-        return JobFailure("storage_failed", f"object storage failed: {exc}")
+        # the error names the store's endpoint, bucket and object: an operator's facts, in the log (fail_job)
+        return JobFailure("storage_failed", "object storage was unavailable on every attempt; try again later")
     if isinstance(exc, FetchFailed):
         return JobFailure(exc.code, str(exc))
     if isinstance(exc, UnreadableImage):
@@ -175,7 +177,8 @@ def classify(exc: Exception) -> JobFailure:
         return JobFailure("engine_failed", f"this worker has no model {exc}")
     if isinstance(exc, OSError) and any(words in str(exc) for words in DECODER_WORDS):
         return JobFailure("input_unreadable", "the input could not be decoded as an image")
-    return JobFailure("internal_error", f"{type(exc).__name__}: {exc}")
+    return JobFailure("internal_error", "an unexpected error in the worker; the operator's log has it under this "
+                                        "job's id")
 
 
 def discard(ctx: WorkerContext, key: str | None) -> bool:
