@@ -78,7 +78,10 @@ def make_celery(settings: Settings) -> Celery:
         },
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
                                    "interval_max": 0.5},
-        beat_schedule={"sweep": {"task": SWEEP, "schedule": settings.sweep_interval}},
+        # a sweep not taken within its interval is dropped, not kept: the next one does its work (they piled up
+        # while the maintenance worker was down, then ran all at once)
+        beat_schedule={"sweep": {"task": SWEEP, "schedule": settings.sweep_interval,
+                                 "options": {"expires": settings.sweep_interval}}},
         worker_hijack_root_logger=False,
     )
     return app

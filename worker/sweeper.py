@@ -46,9 +46,44 @@ class SweepReport:
     expired: int = 0
     bands: int = 0
     orphans: int = 0
+    skipped: bool = False  # another sweep was running
+
+
+# One sweep at a time in the whole deployment: two at once each counted the missing job messages before the other
+# published, and together published them twice (the autoscaler read the doubles as work). They met when sweep
+# messages piled up while the maintenance worker was down (four ran within 50 ms of its return) or a sweep took
+# longer than the interval. The lock lives as long as a sweep task may (its hard time limit), so a killed sweep
+# holds it no longer than that.
+SWEEP_LOCK = "upscaler:sweep"
+SWEEP_SOFT_SECONDS, SWEEP_HARD_SECONDS = 120, 180
 
 
 def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
+    """One pass of every periodic repair, unless another sweep holds ``SWEEP_LOCK`` (then ``skipped``). With
+    Redis unreachable for the lock the pass runs anyway: each of its steps stands on its own."""
+    client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
+    lock = client.lock(SWEEP_LOCK, timeout=SWEEP_HARD_SECONDS, blocking=False)
+    try:
+        held = lock.acquire()
+    except redis.RedisError:
+        log.warning("sweep: could not take the sweep lock (Redis unavailable); sweeping without it")
+        held = None
+    if held is False:
+        client.close()
+        log.info("sweep: another sweep is running; this one skipped")
+        return SweepReport(0, 0, 0, skipped=True)
+    try:
+        return _sweep(ctx, celery)
+    finally:
+        if held:
+            try:
+                lock.release()
+            except (redis.RedisError, redis.exceptions.LockError):  # expired or Redis away: it times out alone
+                log.warning("sweep: could not release the sweep lock; it expires in %d s", SWEEP_HARD_SECONDS)
+        client.close()
+
+
+def _sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     requeued, failed = release_expired_leases(ctx)
     waiting = functools.cache(lambda: _in_broker(ctx))  # read at most once a sweep, and only if something is stale
     enqueued = _enqueue_pending_jobs(ctx, celery, waiting)

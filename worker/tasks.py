@@ -28,7 +28,8 @@ def run_band(job_id: str, index: int) -> str:
         return split.run_band(get_context(), job_id, index)
 
 
-@celery.task(name=SWEEP, ignore_result=True, soft_time_limit=120, time_limit=180)
+@celery.task(name=SWEEP, ignore_result=True, soft_time_limit=sweeper.SWEEP_SOFT_SECONDS,
+             time_limit=sweeper.SWEEP_HARD_SECONDS)
 def sweep() -> dict:
     return dataclasses.asdict(sweeper.sweep(get_context(), celery))
 

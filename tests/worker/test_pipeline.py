@@ -258,6 +258,27 @@ def test_sweeper_enqueues_orphans_and_requeues_dead_workers(ctx, db_session):
     assert sweep(ctx, celery).enqueued == 0  # nothing enqueued twice
 
 
+def test_one_sweep_at_a_time_and_a_sweep_not_taken_in_its_interval_is_dropped(ctx, db_session):
+    """Four sweeps that piled up while the maintenance worker was down ran at once on its return, each counted the
+    missing messages before the others published, and together published every stale job's message twice."""
+    from worker.sweeper import SWEEP_LOCK
+
+    celery = make_celery(ctx.settings)
+    assert celery.conf.beat_schedule["sweep"]["options"]["expires"] == ctx.settings.sweep_interval
+    queue = redis.Redis.from_url(ctx.settings.redis_url)
+    queue.delete(*queue_lists("inference"))
+    never = queued_job(ctx, db_session, enqueued_at=None)
+    other = queue.lock(SWEEP_LOCK, timeout=60, blocking=False)
+    assert other.acquire()  # another sweep is running
+    try:
+        assert sweep(ctx, celery).skipped and queue_depth(queue, "inference") == 0
+    finally:
+        other.release()
+    report = sweep(ctx, celery)
+    assert (report.skipped, report.enqueued, queue_depth(queue, "inference")) == (False, 1, 1)
+    assert reload(db_session, never).enqueued_at is not None and not queue.exists(SWEEP_LOCK)  # released after
+
+
 def test_the_sweeper_publishes_again_only_a_stale_job_whose_message_is_gone(ctx, db_session):
     """A job waiting longer than queued_stale_seconds behind a backlog still has its message: publishing another
     one every period doubled the lists the autoscaler reads. Only a job whose message is gone (Redis lost it)
