@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         probe_engine=make_engine(settings.database_url, pooled=False),
         sessions=make_session_factory(engine),
         storage=make_storage(settings),
-        celery=make_celery(settings),
+        celery=make_celery(settings, publisher=True),
         catalog=catalog_for(settings),
         redis=Services.redis_for(settings),
         waiters=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),

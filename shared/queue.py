@@ -35,8 +35,12 @@ PRIORITY_LEVELS = 10
 PRIORITY_SEPARATOR = ":"
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A configured Celery app (tasks are registered by the worker package, not here)."""
+def make_celery(settings: Settings, publisher: bool = False) -> Celery:
+    """A configured Celery app (tasks are registered by the worker package, not here). A ``publisher`` (the API)
+    only sends: each of its Redis calls waits at most ``UPSCALER_ENQUEUE_TIMEOUT`` (a publish tries twice, the
+    second on a new connection, as after a Redis restart), so a stalled Redis holds a submit a few seconds, not
+    the 7-17 s of a worker's 5 s socket floor (which its blocking reads need), and the sweeper publishes the job
+    later."""
     from celery import Celery
     from kombu import Queue
 
@@ -69,7 +73,7 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": max(1, min(10, visibility // 4)),
             "unacked_restore_throttle": 1 if visibility < 600 else 10,
             "socket_connect_timeout": settings.enqueue_timeout,
-            "socket_timeout": max(settings.enqueue_timeout, 5.0),
+            "socket_timeout": settings.enqueue_timeout if publisher else max(settings.enqueue_timeout, 5.0),
             # Fair scheduling: a job's priority falls with how many jobs its tenant already has waiting
             # (shared.jobs.fair_priority), and Redis serves lower numbers first, each level in its own list.
             "priority_steps": list(range(PRIORITY_LEVELS)),

@@ -258,3 +258,29 @@ def test_past_its_lookup_threads_a_submit_leaves_the_url_to_the_workers_check(se
     finally:
         for _ in range(taken):
             lookups.release()
+
+
+def test_a_stalled_redis_holds_a_submit_about_the_enqueue_timeout_not_the_workers_socket_floor(settings):
+    """Redis that accepts connections and never answers (a partition, a stopped process): the API's publish waited
+    on a 5 s socket floor per call and held the submit 7-17 s with UPSCALER_ENQUEUE_TIMEOUT=1."""
+    import socket
+    import threading
+    import time
+
+    from kombu.exceptions import OperationalError
+
+    from shared.queue import enqueue_job, make_celery
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.extend(silent.accept() for _ in range(4)), daemon=True).start()
+    celery = make_celery(settings.with_overrides(redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                                                 enqueue_timeout=1), publisher=True)
+    assert celery.conf.broker_transport_options["socket_timeout"] == 1
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError):
+            enqueue_job(celery, "0" * 32)
+        assert time.monotonic() - started < 7  # two tries of about 1 s each, not 15 s
+    finally:
+        silent.close()
