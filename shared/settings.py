@@ -200,12 +200,24 @@ class Settings:
             url = urlsplit(getattr(self, name))
             if getattr(self, name) and (url.scheme not in ("http", "https") or not url.hostname):
                 raise SettingsError(f"UPSCALER_{name.upper()} must be an http(s)://host[:port] URL, or empty")
+        if not _database_url_ok(self.database_url):
+            raise SettingsError("UPSCALER_DATABASE_URL must be a sqlite:///PATH or postgresql://user:pass@host/db URL "
+                                "(postgres:// and postgresql+psycopg:// too)")
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError("UPSCALER_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if self.storage == "s3" and self.result_url_ttl > MAX_PRESIGNED_SECONDS:
             raise SettingsError(f"UPSCALER_RESULT_URL_TTL must be at most {MAX_PRESIGNED_SECONDS} (7 days) with S3 "
                                 "storage: a presigned link cannot live longer")
         if self.s3_multipart_threshold_mb < MIN_S3_PART_MB:
             raise SettingsError(f"UPSCALER_S3_MULTIPART_THRESHOLD_MB must be at least {MIN_S3_PART_MB} (S3's smallest "
                                 "part)")
+
+
+def _database_url_ok(url: str) -> bool:
+    """A URL of a database the platform runs on (``shared.db.make_engine``): a typo (``postgress://``) was a
+    29-line traceback from whichever command first connected, not one line naming the setting."""
+    scheme, _, rest = url.partition("://")
+    return bool(rest) and scheme in ("sqlite", "sqlite+pysqlite", "postgres", "postgresql", "postgresql+psycopg")
 
 
 def _webhook_key_ok(secret: str) -> bool:

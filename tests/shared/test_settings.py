@@ -113,3 +113,20 @@ def test_every_setting_is_documented_in_the_readme():
 def test_production_requires_a_public_url_for_links():
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
         Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32})
+
+
+@pytest.mark.parametrize(("name", "value"), [("UPSCALER_DATABASE_URL", "postgress://u:p@db/upscaler"),
+                                             ("UPSCALER_DATABASE_URL", "var/upscaler.db"),
+                                             ("UPSCALER_REDIS_URL", "htp://redis:6379/0"),
+                                             ("UPSCALER_REDIS_URL", "127.0.0.1:6379")])
+def test_a_mistyped_database_or_redis_url_is_one_line_naming_the_setting(name, value):
+    """They were a 29-line SQLAlchemy traceback (``migrate``, ``keys``) or a 71-line kombu one (``worker``), and
+    every gunicorn worker failed to boot (``api``)."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("url", ["sqlite:///var/upscaler.db", "sqlite:////abs/path.db", "postgres://u:p@db/x",
+                                 "postgresql://u:p@db/x", "postgresql+psycopg://u:p@db:5432/x?sslmode=require"])
+def test_every_database_url_the_platform_runs_on_is_accepted(url):
+    assert Settings.from_env({"UPSCALER_DATABASE_URL": url}).database_url == url
