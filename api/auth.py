@@ -21,7 +21,7 @@ from api.services import services
 from shared.db import unit_of_work
 from shared.models import PUBLIC_TENANT
 from shared.settings import Settings
-from shared.tenants import Tenant, any_key, authenticate
+from shared.tenants import Tenant, any_key, authenticate, still_valid
 
 PUBLIC_ENDPOINTS = {"page.index", "page.asset", "meta.openapi_json", "health.healthz", "health.readyz",
                     "metrics.metrics", "files.download", "reference.docs_index", "reference.docs_asset",
@@ -63,6 +63,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
         if tenant is None:
             raise _unauthorized()
         g.tenant = tenant
+        g.token = token.strip() if tenant.name != PUBLIC_TENANT else None
 
 
 def addressed_directly(host: str, settings: Settings) -> bool:
@@ -77,6 +78,24 @@ def addressed_directly(host: str, settings: Settings) -> bool:
         return True
     except ValueError:
         return name == "localhost" or name.endswith(".localhost") or name == public
+
+
+def require_key_still_valid() -> None:
+    """Raise 401 if the request's key was revoked or rotated since the request began: asked before a request
+    that took long (a submit's slow upload, a ``Prefer: wait``) stores a job or answers, which carried on as if the
+    key were good (and handed out a result link minted after the revocation)."""
+    token = g.get("token")
+    if not token:
+        return
+    svc = services()
+    try:
+        with svc.sessions() as session:
+            valid = still_valid(session, token, svc.settings.api_key_list)
+    except SQLAlchemyError as exc:
+        raise ApiError("service_unavailable", "the database is unavailable; retry later",
+                       headers={"Retry-After": "10"}) from exc
+    if not valid:
+        raise _unauthorized()
 
 
 def current_tenant() -> Tenant:

@@ -136,6 +136,15 @@ def authenticate(session: Session, token: str, env_keys: list[str]) -> Tenant | 
     return _tenant(row)
 
 
+def still_valid(session: Session, token: str, env_keys: list[str]) -> bool:
+    """Whether a token that authenticated a request is still a key (not revoked or rotated meanwhile), without
+    marking it used: asked again before a long request answers."""
+    if any(hmac.compare_digest(token.encode(), key.encode()) for key in env_keys):
+        return True
+    return session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(token),
+                                                  ApiKey.revoked_at.is_(None))) is not None
+
+
 def tenant_named(session: Session, name: str) -> Tenant:
     """Tenant ``name`` with the limits its key carries (revoked or not: its jobs still run), or the deployment's
     defaults for a tenant without a row (the open API's, a bootstrap key's)."""

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, redirect, request, send_file, url_for
 from pydantic import ValidationError
 
 from api import quotas, submission
-from api.auth import current_tenant
+from api.auth import current_tenant, require_key_still_valid
 from api.errors import ApiError
 from api.openapi import operation
 from api.presenters import job_out
@@ -66,6 +66,7 @@ def create_job():
             job = submission.wait_for_end(svc, job.id, wait) or job
         finally:
             svc.waiters.release()
+        require_key_still_valid()
         if _ended(job):
             response = _located(_json(svc, job), job.id)
             response.headers["Preference-Applied"] = f"wait={wait}"
@@ -93,6 +94,7 @@ def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Jo
     answered with the job of a concurrent request with the same Idempotency-Key, if one made it: a retry sent
     while the first request was in flight got 429 for a job that existed, and a client that then sent it afresh
     made a second job and paid twice."""
+    require_key_still_valid()  # the upload may have taken minutes
     tenant = current_tenant()
     cost = parsed.output_megapixels
     try:

@@ -302,3 +302,42 @@ def test_a_queued_job_canceled_before_it_ran_gives_its_charge_back(client, db_se
 def test_the_open_apis_tenant_has_no_webhook_secret_of_its_own_to_rotate(client):
     response = client.post("/v1/webhooks/secret/rotate")
     assert (response.status_code, response.get_json()["code"]) == (409, "secret_not_rotatable")
+
+
+def test_a_key_revoked_during_a_wait_or_a_slow_upload_gets_no_result_and_stores_nothing(app, client, tenants,
+                                                                                       db_session, monkeypatch):
+    """The key was checked only as the request began: a ``Prefer: wait`` in progress when the key was revoked
+    answered 200 with a result link minted after the revocation, and an upload still arriving was stored."""
+    from api import submission
+    from shared.db import unit_of_work
+    from shared.models import utcnow
+
+    sessions = app.extensions["upscaler"].sessions
+
+    def revoked_while_waiting(svc, job_id, seconds, poll=0.25):
+        with unit_of_work(sessions) as session:
+            revoke_key(session, "acme")
+            job = session.get(Job, job_id)
+            job.status, job.finished_at, job.output_key = "succeeded", utcnow(), "results/abc/x.png"
+        with sessions() as session:
+            return session.get(Job, job_id)
+
+    monkeypatch.setattr(submission, "wait_for_end", revoked_while_waiting)
+    waited = submit_as(client, {**tenants["a"], "Prefer": "wait=5"})
+    assert (waited.status_code, waited.get_json()["code"]) == (401, "unauthorized")
+    assert "result_url" not in waited.get_json()
+
+    real_parse = submission.parse
+
+    def revoked_while_uploading(svc):
+        parsed = real_parse(svc)
+        with unit_of_work(sessions) as session:
+            revoke_key(session, "globex")
+        return parsed
+
+    monkeypatch.setattr(submission, "parse", revoked_while_uploading)
+    before = db_session.query(Job).count()
+    uploaded = submit_as(client, tenants["b"])
+    assert (uploaded.status_code, uploaded.get_json()["code"]) == (401, "unauthorized")
+    db_session.expire_all()
+    assert db_session.query(Job).count() == before
