@@ -6,14 +6,17 @@ the object is deleted before answering 503; the task is published only after the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 
+import redis
 from flask import request
 from pydantic import ValidationError
 from sqlalchemy import delete
@@ -143,6 +146,45 @@ def idempotency_key() -> str | None:
         raise ApiError("invalid_parameter", "Idempotency-Key must be 1..255 printable characters",
                        field="Idempotency-Key")
     return hashlib.sha256(f"{current_tenant().name}\n{key}".encode()).hexdigest()
+
+
+# A request with an Idempotency-Key marks it in flight from its charge to its commit. A retry arriving meanwhile
+# (a client that timed out on a slow upload) was charged, or refused by a limit the first had just used up (429 until
+# midnight for a job that existed a moment later): it now waits for the first's job instead, this long at most.
+IN_FLIGHT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def first_of_its_key(svc: Services, key: str | None) -> Iterator[bool]:
+    """Mark ``key`` in flight while the block runs; yields whether this request is its first (True without a key,
+    or with Redis unreachable: the database's unique key still makes one job of two)."""
+    marker = f"upscaler:idempotency:{key}"
+    try:
+        first = key is None or bool(svc.redis.set(marker, "1", nx=True, ex=int(IN_FLIGHT_SECONDS) + 5))
+    except redis.RedisError:
+        key, first = None, True
+    try:
+        yield first
+    finally:
+        if key is not None and first:
+            with contextlib.suppress(redis.RedisError):
+                svc.redis.delete(marker)
+
+
+def wait_for_first(svc: Services, key: str, submission: Submission, poll: float = 0.2) -> Job | None:
+    """The job the in-flight first request with ``key`` makes, once it has (409 if that request was another);
+    None if it ended without one, or did not end within ``IN_FLIGHT_SECONDS`` (then this one goes on as new)."""
+    deadline = time.monotonic() + IN_FLIGHT_SECONDS
+    while time.monotonic() < deadline:
+        if job := find_previous(svc, key, submission.fingerprint):
+            return job
+        try:
+            if not svc.redis.exists(f"upscaler:idempotency:{key}"):
+                return find_previous(svc, key, submission.fingerprint)
+        except redis.RedisError:
+            return None
+        time.sleep(poll)
+    return None
 
 
 def find_previous(svc: Services, key: str, fingerprint: str) -> Job | None:

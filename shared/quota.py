@@ -57,16 +57,28 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> d
         raise LargerThanQuota(f"this job ({megapixels:.1f} output megapixels) is larger than the whole daily quota "
                               f"of {limit} megapixels; ask for a smaller size", limit)
     now = datetime.now(UTC)
-    key = _day_key(tenant, now)
-    with client.pipeline() as pipe:  # the expiry with the count: a refused first charge of a day left no TTL
-        used = float(pipe.incrbyfloat(key, megapixels).expire(key, KEY_TTL_SECONDS).execute()[0])
-    if megapixels > 0 and used > limit:
-        client.incrbyfloat(key, -megapixels)
+    counted, used = client.eval(_CHARGE, 1, _day_key(tenant, now), repr(megapixels), str(limit), str(KEY_TTL_SECONDS))
+    if not counted:
         midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
         raise QuotaExceeded(f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} "
-                            f"megapixels ({used - megapixels:.1f} used); it resets at 00:00 UTC",
+                            f"megapixels ({float(used):.1f} used); it resets at 00:00 UTC",
                             int((midnight - now).total_seconds()) + 1, limit)
     return now
+
+
+# Check and add in one step on the Redis server: added first and taken back when over, a refused charge counted
+# for a moment, and a concurrent one that fitted was refused against it (until midnight). The expiry comes with
+# the count (a refused first charge of a day left none). Returns {1 counted | 0 refused, the count before it}.
+_CHARGE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if amount > 0 and used + amount > limit then
+  return {0, tostring(used)}
+end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, tostring(used)}
+"""
 
 
 def give_back(client: redis.Redis, tenant: str, megapixels: float, charged_at: datetime) -> None:

@@ -90,11 +90,18 @@ def _earlier(svc: Services, key: str | None, parsed: submission.Submission) -> J
 
 
 def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Job:
-    """Charge, store and enqueue a new job. A limit refusing it (the daily quota, the active-job limit) is
-    answered with the job of a concurrent request with the same Idempotency-Key, if one made it: a retry sent
-    while the first request was in flight got 429 for a job that existed, and a client that then sent it afresh
-    made a second job and paid twice."""
+    """Charge, store and enqueue a new job. A request whose Idempotency-Key is in flight (its first request is
+    being charged and stored) waits for that one's job (``submission.first_of_its_key``): a retry sent meanwhile
+    got 429 for a job that existed a moment later, or was charged too. A limit refusing it is still answered with
+    the job of a concurrent request with the same key, if one made it (Redis unreachable: no mark)."""
     require_key_still_valid()  # the upload may have taken minutes
+    with submission.first_of_its_key(svc, key) as first:
+        if not first and (earlier := submission.wait_for_first(svc, key, parsed)):
+            return earlier
+        return _charge_and_store(svc, key, parsed)
+
+
+def _charge_and_store(svc: Services, key: str | None, parsed: submission.Submission) -> Job:
     tenant = current_tenant()
     cost = parsed.output_megapixels
     try:

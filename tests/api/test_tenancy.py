@@ -341,3 +341,39 @@ def test_a_key_revoked_during_a_wait_or_a_slow_upload_gets_no_result_and_stores_
     assert (uploaded.status_code, uploaded.get_json()["code"]) == (401, "unauthorized")
     db_session.expire_all()
     assert db_session.query(Job).count() == before
+
+
+def test_a_retry_sent_while_its_first_request_is_still_storing_gets_that_job_not_a_quota_refusal(
+        app, db_session, monkeypatch):
+    """The quota was charged before the Idempotency-Key was recorded: a retry arriving while the first request was
+    still storing its input (a slow store, a client timing out) was refused ``quota_exceeded`` until midnight."""
+    import time
+
+    storage = app.extensions["upscaler"].storage
+    tenant = f"one-mp-{uuid.uuid4().hex[:8]}"  # its own count in the shared Redis
+    _, key = create_key(db_session, tenant, daily_megapixels=1)
+    db_session.commit()
+    real_put = storage.put_bytes
+
+    def slow_for_the_first(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            time.sleep(1.0)
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "put_bytes", slow_for_the_first)
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "photo-123"}
+
+    def send():  # 640x300 at x2: 0.77 of the 1 MP a day
+        data = {"image": (io.BytesIO(image_bytes(width=640, height=300)), "p.png"), "scale": "2", "model": "bicubic"}
+        return app.test_client().post("/v1/jobs", data=data, content_type="multipart/form-data", headers=headers)
+
+    answers = {}
+    first = threading.Thread(target=lambda: answers.update(first=send()), name="first")
+    first.start()
+    time.sleep(0.4)
+    answers["retry"] = send()
+    first.join()
+    assert answers["first"].status_code == 202, answers["first"].get_json()
+    assert answers["retry"].status_code == 202, answers["retry"].get_json()
+    assert answers["retry"].get_json()["id"] == answers["first"].get_json()["id"]
+    assert db_session.query(Job).filter_by(tenant=tenant).count() == 1

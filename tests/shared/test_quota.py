@@ -1,0 +1,59 @@
+"""The daily quota's count in Redis: a refused charge never touches it."""
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from shared.quota import KEY_TTL_SECONDS, QuotaExceeded, _day_key, charge
+
+
+@pytest.fixture
+def client(settings):
+    connection = redis.Redis.from_url(settings.redis_url)
+    yield connection
+    connection.close()
+
+
+def _fresh(client, tenant: str) -> str:
+    key = _day_key(tenant, datetime.now(UTC))
+    client.delete(key)
+    return key
+
+
+def test_a_refused_charge_never_counts_even_for_a_moment(client):
+    """It was added, then taken back when over: in between, a concurrent charge that fitted was refused against
+    it until midnight. Checked and added on the server now: from Python no command changes the count."""
+    key = _fresh(client, "quota-moment")
+    assert charge(client, "quota-moment", 100, 90.0) is not None
+
+    class Watched(redis.Redis):
+        def incrbyfloat(self, *args, **kwargs):
+            raise AssertionError("the count was changed from the client, outside the check")
+
+    watched = Watched(connection_pool=client.connection_pool)
+    with pytest.raises(QuotaExceeded) as refused:
+        charge(watched, "quota-moment", 100, 20.0)
+    assert "(90.0 used)" in str(refused.value) and refused.value.retry_after > 0
+    assert float(client.get(key)) == 90.0
+    fits = []
+    threads = [threading.Thread(target=lambda: fits.append(charge(watched, "quota-moment", 100, 1.0)))
+               for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(fits) == 10 and all(fits) and float(client.get(key)) == 100.0
+    with pytest.raises(QuotaExceeded):
+        charge(watched, "quota-moment", 100, 0.5)  # 100 used: half a megapixel more is over
+
+
+def test_a_refused_first_charge_of_a_day_leaves_no_count_and_a_counted_one_expires(client):
+    key = _fresh(client, "quota-first")
+    charge(client, "quota-first", 10, 4.0)
+    with pytest.raises(QuotaExceeded):
+        charge(client, "quota-first", 10, 7.0)
+    assert float(client.get(key)) == 4.0 and 0 < client.ttl(key) <= KEY_TTL_SECONDS
+    other = _fresh(client, "quota-none")
+    assert charge(client, "quota-none", 0, 5.0) is None and not client.exists(other)  # 0: unlimited, not counted
