@@ -24,9 +24,21 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    """A URL's origin as browsers serialise it: scheme, host, and the port only where it is not the scheme's
+    default (``UPSCALER_PUBLIC_URL=https://host:443`` refused every upload of the page's own browser, which sends
+    ``https://host``)."""
+    parts = urlsplit(url.lower())
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:  # not a port: an origin no page of ours sends
+        return url.lower()
+    shown = f":{port}" if port is not None and port != DEFAULT_PORTS.get(parts.scheme) else ""
+    return f"{parts.scheme}://{host}{shown}"
 
 
 def install_security(app: Flask, settings: Settings) -> None:

@@ -43,6 +43,25 @@ def test_scripts_and_our_own_page_may_post(client, headers):
     assert response.status_code == 202, response.get_json()
 
 
+@pytest.mark.parametrize(("public_url", "origin", "status"), [
+    ("https://up.example.com:443", "https://up.example.com", 202),
+    ("https://up.example.com", "https://up.example.com:443", 202),
+    ("http://up.example.com:80/", "http://up.example.com", 202),
+    ("https://UP.example.com", "https://up.example.com", 202),
+    ("https://up.example.com:8443", "https://up.example.com", 403),
+    ("https://up.example.com", "http://up.example.com", 403)])
+def test_the_public_urls_origin_is_compared_as_browsers_write_it(settings, public_url, origin, status):
+    """``UPSCALER_PUBLIC_URL=https://host:443`` refused every upload of the page itself (its browser sends the
+    origin without the default port)."""
+    from api import create_app
+
+    client = create_app(settings.with_overrides(public_url=public_url)).test_client()
+    data = {"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"}
+    response = client.post("/v1/jobs", data=data, content_type="multipart/form-data",
+                           headers={"Origin": origin, "Authorization": ""})
+    assert response.status_code == status, response.get_json()
+
+
 def test_method_not_allowed_says_what_is(client):
     response = client.delete("/v1/jobs")
     assert (response.status_code, response.get_json()["code"]) == (405, "method_not_allowed")
