@@ -81,8 +81,11 @@ def lock_tenant(session: Session, tenant: str) -> None:
         session.execute(text("select pg_advisory_xact_lock(hashtext(:key))"), {"key": f"upscaler-tenant:{tenant}"})
 
 
-def queue_position(session: Session, job: Job) -> int:
-    """1 + the queued jobs (every tenant) submitted before ``job``: where it stands, before fair reordering."""
+def queue_position(session: Session, job: Job) -> int | None:
+    """1 + the queued jobs (every tenant) submitted before ``job``: where it stands, before fair reordering; None
+    for a job no longer queued (a replayed submit of a running job counted others' queued jobs as ahead of it)."""
+    if job.status != JobStatus.QUEUED.value:
+        return None
     return 1 + session.scalar(select(func.count()).select_from(Job).where(
         Job.status == JobStatus.QUEUED.value, Job.created_at < job.created_at))
 

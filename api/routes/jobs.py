@@ -152,10 +152,8 @@ def load_job(svc: Services, job_id: str) -> Job:
 def get_job(job_id: str):
     svc = services()
     job = load_job(svc, job_id)
-    position = None
-    if job.status == JobStatus.QUEUED.value:
-        with svc.sessions() as session:
-            position = jobs.queue_position(session, job)
+    with svc.sessions() as session:
+        position = jobs.queue_position(session, job)
     response = _json(svc, job, queue_position=position)
     if job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -44,6 +44,11 @@ def test_same_idempotency_key_and_request_returns_the_same_job(client, db_sessio
     assert second.headers["Retry-After"] == "2" and second.get_json()["queue_position"] == 1
     assert first.get_json()["id"] == second.get_json()["id"]
     assert second.headers["Location"] == f"/v1/jobs/{first.get_json()['id']}"
+    db_session.query(Job).filter_by(id=first.get_json()["id"]).update({"status": "running"})
+    db_session.commit()  # running: no place in the queue (it counted the queued jobs before it, GET said none)
+    third = client.post("/v1/jobs", data={"image": (io.BytesIO(image), "c.png"), "scale": "2", "model": "bicubic"},
+                        headers={"Idempotency-Key": "order-42"}, content_type="multipart/form-data")
+    assert (third.status_code, third.get_json()["status"], third.get_json()["queue_position"]) == (202, "running", None)
     assert db_session.query(Job).count() == 1
 
 
