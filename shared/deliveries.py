@@ -42,9 +42,8 @@ def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int
         return None
     if delivery.status == DELIVERED:  # another attempt (a lease ran out meanwhile) got it through: it stays so
         return None
-    # at least 0: a redelivery reopened the message (attempts 0) while this attempt was in flight, and -1 picked
-    # the schedule's last delay: the message redelivered "now" waited 4 hours
-    retries_done = max(delivery.attempts - 1, 0)
+    # counted from the redelivery, if any (its fresh budget); at least 0, as a stored count from before may say
+    retries_done = max(delivery.attempts - delivery.retries_from - 1, 0)
     if status_code == 410 or (error and error.startswith("refused:")) or retries_done >= len(retry_delays):
         delivery.status, delivery.next_attempt_at = FAILED, None
         return None
@@ -81,7 +80,20 @@ def for_job(session: Session, job_id: str) -> list[tuple[WebhookDelivery, list[W
     return [(d, by_delivery.get(d.id, [])) for d in deliveries]
 
 
-def reopen(session: Session, delivery: WebhookDelivery) -> None:
-    """Send a message again (manual redelivery): pending now, with a fresh retry budget."""
-    delivery.status, delivery.next_attempt_at, delivery.attempts = PENDING, utcnow(), 0
+class InFlight(Exception):
+    """An attempt at the message is being made now: sending it again meanwhile would POST it twice at once."""
+
+
+def in_flight(delivery: WebhookDelivery, recorded_attempts: int) -> bool:
+    """Whether an attempt has been claimed and not yet recorded (its lease not run out)."""
+    return (delivery.status == PENDING and delivery.attempts > recorded_attempts
+            and delivery.next_attempt_at is not None and delivery.next_attempt_at > utcnow())
+
+
+def reopen(session: Session, delivery: WebhookDelivery, recorded_attempts: int) -> None:
+    """Send a message again (manual redelivery): pending now, with a fresh retry budget counted from the attempts
+    it has (the count stays, beside its attempt log). Raises ``InFlight`` while an attempt is being made."""
+    if in_flight(delivery, recorded_attempts):
+        raise InFlight(delivery.id)
+    delivery.status, delivery.next_attempt_at, delivery.retries_from = PENDING, utcnow(), delivery.attempts
     delivery.updated_at = utcnow()

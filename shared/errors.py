@@ -45,6 +45,7 @@ API_ERRORS = _table(
     ErrorCode("result_not_ready", 409, "The job has not succeeded (yet): no result to fetch"),
     ErrorCode("not_cancelable", 409, "The job has already finished and cannot be canceled"),
     ErrorCode("idempotency_conflict", 409, "The Idempotency-Key was used for a different request"),
+    ErrorCode("delivery_in_progress", 409, "An attempt at this webhook message is being made now"),
     ErrorCode("secret_not_rotatable", 409, "This tenant's webhook secret is rotated with the deployment's only"),
     ErrorCode("link_expired", 410, "The file link has expired"),
     ErrorCode("result_expired", 410, "The job's files were deleted after the retention period"),

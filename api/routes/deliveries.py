@@ -63,18 +63,24 @@ def list_deliveries(job_id: str):
 
 @blueprint.post("/redeliver")
 @operation("Send a webhook message again (the latest, or ?delivery_id=msg_...) with a fresh retry budget",
-           {202: ("Queued for delivery", DeliveryOut), 404: ("No such job or message", Problem)}, tag="webhooks",
+           {202: ("Queued for delivery", DeliveryOut), 404: ("No such job or message", Problem),
+            409: ("An attempt at the message is being made", Problem)}, tag="webhooks",
            query=RedeliverQuery)
 def redeliver(job_id: str):
     svc = services()
     load_job(svc, job_id)
     wanted = RedeliverQuery.model_validate(request.args.to_dict()).delivery_id
     with unit_of_work(svc.sessions) as session:
-        found = [d for d, _ in deliveries.for_job(session, job_id) if wanted in (None, d.id)]
+        found = [(d, attempts) for d, attempts in deliveries.for_job(session, job_id) if wanted in (None, d.id)]
         if not found:
             raise ApiError("not_found", "this job has no such webhook message")
-        delivery = found[-1]
-        deliveries.reopen(session, delivery)
-        body = _out(delivery, [])
+        delivery, attempts = found[-1]
+        try:
+            deliveries.reopen(session, delivery, len(attempts))
+        except deliveries.InFlight:
+            raise ApiError("delivery_in_progress", "an attempt at this message is being made now; see its outcome "
+                                                   "in GET .../deliveries, and send it again after",
+                           headers={"Retry-After": "5"}) from None
+        body = _out(delivery, attempts)
     publish_deliveries(svc.celery, [delivery.id])
     return Response(body.model_dump_json(), status=202, mimetype="application/json")

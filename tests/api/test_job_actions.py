@@ -138,6 +138,20 @@ def test_deliveries_are_listed_and_can_be_redelivered(client, receiver):
     assert missing.status_code == 404
 
 
+
+def test_a_redelivery_while_an_attempt_is_being_made_is_refused(client, db_session):
+    from shared import deliveries
+
+    job_id = submit(client, webhook_url="http://127.0.0.1:9/hook").get_json()["id"]
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    [message] = db_session.query(WebhookDelivery).filter_by(job_id=job_id).all()
+    assert deliveries.claim(db_session, message.id, 60)
+    db_session.commit()
+    busy = client.post(f"/v1/jobs/{job_id}/deliveries/redeliver")
+    assert (busy.status_code, busy.get_json()["code"]) == (409, "delivery_in_progress")
+    assert busy.headers["Retry-After"] == "5"
+
+
 def expire(settings) -> int:
     """One retention pass of the sweeper, as a worker process runs it."""
     ctx = WorkerContext.create(settings)

@@ -189,9 +189,10 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout_and_retried(c
     assert attempt.error.startswith("DeadlinePassed: no whole answer within 3 s")
 
 
-def test_a_redelivery_during_an_attempt_in_flight_keeps_the_first_retry_delay(db_session):
-    """``reopen`` sets attempts to 0; the failing attempt then recorded with retries_done -1 picked the schedule's
-    last delay (4 hours) for a message the API had just said it would send again now."""
+def test_a_redelivery_after_a_lost_attempt_starts_its_retry_schedule_afresh(db_session):
+    """``reopen`` set attempts to 0; the failing attempt then recorded with retries_done -1 picked the schedule's
+    last delay (4 hours) for a message the API had just said it would send again now. Its budget now counts from
+    the attempts it had when reopened."""
     import random
 
     from tests.factories import make_job
@@ -201,7 +202,7 @@ def test_a_redelivery_during_an_attempt_in_flight_keeps_the_first_retry_delay(db
                               payload="{}", status="pending", attempts=1)
     db_session.add(message)
     db_session.flush()
-    deliveries.reopen(db_session, message)  # the API's redeliver while attempt 1 is in flight
+    deliveries.reopen(db_session, message, 0)  # the API's redeliver, attempt 1 claimed long ago (lease out)
     delay = deliveries.record_attempt(db_session, message, 500, 10.0, "HTTP 500", (5.0, 30.0, 14400.0),
                                       random.Random(1))
     assert 4 <= delay <= 6
@@ -333,3 +334,28 @@ def test_after_a_rotation_a_message_verifies_with_the_new_secret_and_for_the_gra
     assert len(request["headers"]["webhook-signature"].split(" ")) == 2
     for secret in (new, old):
         assert Webhook(secret).verify(request["body"], request["headers"])["data"]["id"] == job.id
+
+
+def test_a_redelivery_waits_for_an_attempt_in_flight_and_keeps_the_count_beside_its_log(ctx, db_session):
+    """Reopened while an attempt was being made, a second worker POSTed the same message at the same time, and the
+    listing said ``attempts 0`` beside a one-entry log."""
+    from shared.deliveries import InFlight, claim, reopen
+
+    job = queued_job(ctx, db_session, webhook_url="http://127.0.0.1:9/hook", webhook_events=["job.canceled"])
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    assert claim(db_session, message.id, 60)  # a worker is making attempt 1
+    db_session.commit()
+    db_session.expire_all()
+    message = db_session.get(WebhookDelivery, message.id)
+    with pytest.raises(InFlight):
+        reopen(db_session, message, 0)
+    deliveries.record_attempt(db_session, message, 500, 5.0, "HTTP 500", (5.0, 30.0))
+    reopen(db_session, message, 1)  # recorded: it may go again, with the whole schedule ahead of it
+    assert (message.attempts, message.retries_from, message.status) == (1, 1, "pending")
+    message.attempts += 1  # attempt 2 (the redelivery's first) fails too
+    assert 4 <= deliveries.record_attempt(db_session, message, 500, 5.0, "HTTP 500", (5.0, 30.0)) <= 6
