@@ -1,16 +1,25 @@
 """Entry point of the ``upscaler`` console script (``python -m cli`` works too).
 
 Errors a user can act on (a missing file, the API down, a refused request) print one line and exit 1;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. A command line that cannot mean anything (argparse's errors, a
+``UsageError``) exits 2. A run stopped by Ctrl-C, or by SIGTERM or SIGHUP in the commands that write files, cleans
+up and exits 128 + the signal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from cli import dev, evaluate, jobs, keys, services, submit, train, upscale
+from cli.arguments import UsageError
+from cli.files import exit_status, signals_as_interrupts
+
+# The commands that write files: a signal must run their cleanup (partial results, band files, temporary folders).
+# Not the services, which hand signals to gunicorn and Celery, nor ``dev``, which stops what it started itself.
+WRITING_COMMANDS = frozenset({"upscale", "submit", "jobs", "export", "eval"})
 
 
 def _version() -> str:
@@ -32,10 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stopping = signals_as_interrupts() if args.command in WRITING_COMMANDS else contextlib.nullcontext()
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+        with stopping:
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as stopped:
+        return exit_status(stopped)
+    except UsageError as exc:
+        print(f"upscaler {args.command}: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if args.debug or not _user_facing(exc):
             raise

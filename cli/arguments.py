@@ -1,8 +1,14 @@
-"""Argument types shared by the commands, so a bad number is argparse's one-line error, never a traceback."""
+"""Argument types shared by the commands, so a bad number is argparse's one-line error, never a traceback; and
+``UsageError`` for what argparse cannot check alone (options that exclude each other, names that contradict)."""
 
 from __future__ import annotations
 
 import argparse
+
+
+class UsageError(Exception):
+    """The command line asks for something it cannot mean: said as ``upscaler <command>: ...`` with exit status 2,
+    as argparse says its own (some were exit 1, some lacked the command's name)."""
 
 
 def _at_least(text: str, least: int) -> int:
@@ -25,14 +31,41 @@ def non_negative_int(text: str) -> int:
     return _at_least(text, 0)
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def positive_float(text: str) -> float:
     """A finite number above 0 (rates, minutes)."""
+    value = _number(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def scale_factor(text: str) -> float:
+    """An enlargement factor in the API's range, fractions allowed."""
+    from shared.sizing import MAX_FACTOR, MIN_FACTOR
+
+    value = _number(text)
+    if not MIN_FACTOR <= value <= MAX_FACTOR:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_FACTOR:g} to {MAX_FACTOR:g}, not {text}")
+    return value
+
+
+def denoise(text: str) -> float | None:
+    """A restoration strength 0..1, or 'auto' (None: measured from each file)."""
+    if text.strip().lower() == "auto":
+        return None
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number from 0 to 1, not {text!r}")
     return value
 
 

@@ -45,27 +45,31 @@ def run(args: argparse.Namespace) -> int:
     from shared.catalog import BICUBIC, write_record
     from shared.settings import Settings
     from worker.engine.registry import EngineRegistry
-    from worker.evaluation import evaluate_files, load_benchmark
+    from worker.evaluation import check_writers, evaluate_files, load_benchmark
 
     settings = Settings.from_env()
     engines = EngineRegistry(settings)
-    models = [m for m in (args.models or [settings.default_model]) if m != BICUBIC]
+    # each once, in the order given: a model named twice was measured twice, then a traceback
+    models = [m for m in dict.fromkeys(args.models or [settings.default_model]) if m != BICUBIC]
     unknown = [m for m in models if m not in engines.catalog]
     if unknown or not models:
         print(f"upscaler eval: unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(engines.catalog))}"
               if unknown else "upscaler eval: name a model to measure; bicubic is the baseline every row has",
               file=sys.stderr)
         return 2
+    # everything a run needs is checked before its first measurement: a missing codec or a mistyped set was found
+    # only after the earlier tables were measured, and --record then saved none of them
+    check_writers(args.degradation)
     root = data_root(args.data) / "benchmark"
+    sets = {set_name: load_benchmark(root / set_name, args.limit) for set_name in dict.fromkeys(args.sets)}
     tables: dict[str, dict] = {m: {} for m in models}
     suffix = f", first {args.limit} images" if args.limit else ""
     print(f"Y-channel PSNR (dB) / SSIM, shave = scale, LR by Pillow bicubic on modcropped HR, saved as a file{suffix}")
     print("gain = model - bicubic of the same file; worst = the smallest gain on any single image\n")
     print("| protocol | set | scale | bicubic PSNR | bicubic SSIM | model | PSNR | SSIM | gain (dB) | worst (dB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for protocol in args.degradation:
-        for set_name in args.sets:
-            images = load_benchmark(root / set_name, args.limit)
+    for protocol in dict.fromkeys(args.degradation):
+        for set_name, images in sets.items():
             label = set_name if not args.limit else f"{set_name}_{args.limit}"
             for scale in args.scales:
                 scores = evaluate_files(engines, [BICUBIC, *models], images, scale, protocol, not args.no_ssim)

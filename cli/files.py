@@ -1,29 +1,57 @@
-"""Which files a many-file command works on, and where each one's result goes (``upscale`` and ``submit``)."""
+"""The many-file commands (``upscale`` and ``submit``): which files they work on, where each one's result goes,
+how their progress is shown, and how a run stopped by Ctrl-C or a signal ends."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import signal
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
-from shared.formats import INPUT_SUFFIXES
+from cli.arguments import UsageError
+from shared.formats import is_image_name
 from shared.limits import SUFFIX_FORMATS
 
 
-def expand(paths: list[Path]) -> list[Path]:
+def expand(paths: list[Path], results: Path | None = None, keep_named: bool = False) -> list[Path]:
     """Files, the images of folders, and globs (for shells that do not expand them), in a stable order.
 
-    A path that does not exist stays in the list: it is reported as that file's error while the others go on."""
+    A path that does not exist stays in the list: it is reported as that file's error while the others go on.
+    Files lying in ``results``, the output folder, are left out: they are this command's earlier results (a
+    rerun of ``upscale photos photos --format jpeg`` upscaled them again, or refused the batch for names that
+    clashed). ``keep_named`` keeps those named one by one (``submit photo.jpg --wait`` writes into the folder it
+    runs in unless told otherwise). Raises ``FileNotFoundError`` when nothing is left, naming the sub-folders not
+    looked into."""
+    out = results.resolve() if results is not None else None
     found: list[Path] = []
+    sub_folders: list[Path] = []
+    left_out = False
     for item in paths:
         # as written when it exists: "photo[1].png" is a file's name, not a pattern matching photo1.png
-        matches = [Path(item)] if Path(item).exists() else [Path(m) for m in sorted(glob.glob(str(item)))] or [
-            Path(item)]
+        named = Path(item).exists()
+        matches = [Path(item)] if named else [Path(m) for m in sorted(glob.glob(str(item)))] or [Path(item)]
         for path in matches:
             if path.is_dir():
-                found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
-            else:
+                inside = sorted(path.iterdir())
+                images = [p for p in inside if is_image_name(p.name) and p.is_file()]
+                if path.resolve() == out:
+                    left_out |= bool(images)
+                else:
+                    found += images
+                sub_folders += [p for p in inside if p.is_dir() and not p.name.startswith(".")]
+            elif not path.exists() or path.parent.resolve() != out or (named and keep_named):
                 found.append(path)
+            else:
+                left_out = True
+    if not found:
+        output = (f" outside the output folder {results} (what is in it is taken for earlier results: name another "
+                  "output folder)") if left_out else ""
+        skipped = f"; sub-folders are not looked into: {', '.join(map(str, sub_folders))}" if sub_folders else ""
+        raise FileNotFoundError(f"no images in {', '.join(map(str, paths))}{output}{skipped}")
     return list(dict.fromkeys(found))
 
 
@@ -42,7 +70,7 @@ def result_names(files: list[Path], folder: Path, extension: str) -> dict[Path, 
     clashes = [paths for paths in taken.values() if len(paths) > 1]
     if clashes:
         listed = "; ".join(", ".join(str(p) for p in paths) for paths in clashes)
-        raise SystemExit(f"these inputs would write the same result file: {listed} (run them separately)")
+        raise UsageError(f"these inputs would write the same result file: {listed} (run them separately)")
     targets = {path: folder / f"{name}.{extension}" for path, name in names.items()}
     refuse_overwriting_inputs(targets)
     return targets
@@ -54,10 +82,10 @@ def refuse_overwriting_inputs(targets: dict[Path, Path]) -> None:
     inputs = {path.resolve() for path in targets}
     for path, target in targets.items():
         if target.resolve() in inputs:
-            raise SystemExit(f"the result of {path} would overwrite the input {target}: choose another output "
+            raise UsageError(f"the result of {path} would overwrite the input {target}: choose another output "
                              "folder or name")
         if target.is_dir():
-            raise SystemExit(f"the result of {path} would be written onto the folder {target}: name a file")
+            raise UsageError(f"the result of {path} would be written onto the folder {target}: name a file")
 
 
 def output_format_for(path: Path, explicit: str | None) -> str:
@@ -66,8 +94,56 @@ def output_format_for(path: Path, explicit: str | None) -> str:
     into ``big.jpg`` wrote PNG data under a JPEG name)."""
     implied = SUFFIX_FORMATS.get(path.suffix.lower())
     if explicit and implied and explicit != implied:
-        raise SystemExit(f"{path} names a {implied} file but --format is {explicit}")
+        raise UsageError(f"{path} names a {implied} file but --format is {explicit}")
     if explicit or implied:
         return explicit or implied
-    raise SystemExit(f"cannot write {path.suffix or 'suffix-less'} files; name the output "
+    raise UsageError(f"cannot write {path.suffix or 'suffix-less'} files; name the output "
                      f"{' / '.join(sorted(SUFFIX_FORMATS))}, or give --format")
+
+
+def progress_bar(**options):
+    """A tqdm bar on a terminal; none where stderr goes to a log or a pipe, whose file its \\r redraws filled with
+    every frame: there the line each command writes per file is the progress, as ``upscaler dev`` prints a line
+    per change. ``tqdm.write`` prints either way."""
+    from tqdm import tqdm
+
+    return tqdm(**options, disable=not sys.stderr.isatty())
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal), raised where the program is,
+    so the cleanup Ctrl-C runs runs too: without it a raw band file (a gigabyte for a big output) and the
+    ``.part`` file stayed behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """Within it, SIGTERM and SIGHUP raise ``Terminated`` (a second one ends the process at once, cleanup or not);
+    a signal ignored already (``nohup``) stays ignored, and the handlers are put back after."""
+    previous = {each: signal.getsignal(each) for each in TERMINATING}
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        for each in TERMINATING:
+            signal.signal(each, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    for each, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(each, terminate)
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
+def exit_status(stopped: KeyboardInterrupt) -> int:
+    """128 + the signal that stopped the run, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + (stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT)

@@ -17,8 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli.arguments import positive_int, quality, target_side
-from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
+from cli.arguments import UsageError, positive_int, quality, scale_factor, target_side
+from cli.files import exit_status, expand, output_format_for, progress_bar, refuse_overwriting_inputs, result_names
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
 
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or globs")
     p.add_argument("--api", default=None, help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
     p.add_argument("--api-key", default=None, help="default: $UPSCALER_API_KEY")
-    p.add_argument("--scale", type=float, default=None, help="factor 1..8 (default 4 without --width/--height)")
+    p.add_argument("--scale", type=scale_factor, default=None, help="factor 1..8 (default 4 without --width/--height)")
     p.add_argument("--width", type=target_side, default=None, help="output width in pixels")
     p.add_argument("--height", type=target_side, default=None, help="output height in pixels")
     p.add_argument("--fit", choices=FITS, default=None, help="with both width and height")
@@ -102,15 +102,13 @@ def run(args: argparse.Namespace) -> int:
     from upscaler_client import AuthenticationError, Client, Timeout, UpscalerError
     from upscaler_client import ConnectionError as Unreachable
 
-    files = expand([Path(p) for p in args.paths])
-    if not files:
-        print(f"upscaler submit: no images in {', '.join(args.paths)}", file=sys.stderr)
-        return 1
     if (args.output or args.output_dir) and not args.wait:
-        raise SystemExit("upscaler submit: --output and --output-dir name where --wait downloads results; add --wait")
+        raise UsageError("--output and --output-dir name where --wait downloads results; add --wait")
+    # results already downloaded into the output folder are not sent again as inputs
+    results = (args.output_dir or Path(".")) if args.wait and not args.output else None
+    files = expand([Path(p) for p in args.paths], results, keep_named=args.output_dir is None)
     if args.output and len(files) > 1:
-        raise SystemExit(f"upscaler submit: --output names one result, and {len(files)} images were given; use "
-                         "--output-dir")
+        raise UsageError(f"--output names one result, and {len(files)} images were given; use --output-dir")
     fmt = output_format_for(args.output, args.format) if args.output else args.format or "png"
     client = Client(args.api, args.api_key)
     options = {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit, "dpi": args.dpi,
@@ -140,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     for path in files:
         if path not in todo:
             print(f"skip {path}: {targets[path]} exists")
-    overall = tqdm(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
+    overall = progress_bar(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
     stop = threading.Event()
     running: dict[Path, str] = {}
 
@@ -170,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
         index, path = index_path
         if stop.is_set():
             return NOT_DONE
-        bar = tqdm(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
-                   leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
+                           leave=False, dynamic_ncols=True)
         try:
             job = create_when_a_slot_frees(client, path, options, stop)
             running[path] = job.id
@@ -202,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     pool = ThreadPoolExecutor(max_workers=max(args.concurrency, 1))
     try:
         results = list(pool.map(one, enumerate(todo)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:  # Ctrl-C, SIGTERM or SIGHUP
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         overall.close()
@@ -210,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             target.with_name(target.name + ".part").unlink(missing_ok=True)
         print(f"\nstopped; {_left_on_server(running)}", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(130)  # without joining watches that poll for an hour or a download under way
+        os._exit(exit_status(stopped))  # without joining watches that poll for an hour or a download under way
     pool.shutdown()
     overall.close()
     failed, not_done = results.count(FAILED), results.count(NOT_DONE)

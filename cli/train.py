@@ -88,11 +88,12 @@ def data_root(explicit: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
     from worker.engine.archs import arch_names
     from worker.engine.precision import choose_precision
     from worker.engine.threads import limit_threads
     from worker.training.degradation import DegradationConfig
-    from worker.training.export import check_model_name, export_weights
+    from worker.training.export import check_catalog_kept, check_model_name, export_weights
     from worker.training.reparam import CONV_FACTORIES
     from worker.training.trainer import Trainer, config_for, saved_config
 
@@ -125,13 +126,16 @@ def run(args: argparse.Namespace) -> int:
                         init_from=str(args.init_from) if args.init_from else None,
                         checkpoint_minutes=args.checkpoint_minutes, validate_every=args.validate_every,
                         data_workers=args.data_workers, time_limit_minutes=args.time_limit)
+    if args.export:  # before training, not after it
+        check_catalog_kept(args.export, args.name or config.arch, config.arch, config.network.to_dict(),
+                           Settings.from_env())
     print(f"{'resuming' if resuming else 'training'} {config.arch} ({config.network.shape_words}) in "
           f"{config.precision}")
     trainer = Trainer(args.run_dir, config, [root / "train"], root / "benchmark" / "set5")
     state = trainer.run()
     print(f"trained to step {state['step']} in {state['seconds'] / 60:.1f} min; Set5 PSNR {state.get('last_psnr')}")
     if args.export:
-        path = export_weights(args.run_dir, args.export, args.name)
+        path = export_weights(args.run_dir, args.export, args.name, Settings.from_env())
         print(f"exported {path}")
     return 0
 
@@ -144,7 +148,8 @@ def export(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "checkpoint.keras").exists():
         raise FileNotFoundError(f"no checkpoint.keras in {args.run_dir}")
-    to = args.to or Settings.from_env().models_dir  # where the platform looks (a relative default wrote elsewhere)
-    print(f"exported {export_weights(args.run_dir, to, args.name)}; its record's benchmark tables are empty "
+    settings = Settings.from_env()
+    to = args.to or settings.models_dir  # where the platform looks (a relative default wrote elsewhere)
+    print(f"exported {export_weights(args.run_dir, to, args.name, settings)}; its record's benchmark tables are empty "
           f"until measured again (upscaler eval --record, docs/model.md)")
     return 0

@@ -11,17 +11,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.arguments import quality, target_side
-from cli.files import expand, output_format_for, refuse_overwriting_inputs, result_names
+from cli.arguments import UsageError, denoise, positive_int, quality, scale_factor, target_side
+from cli.files import expand, output_format_for, progress_bar, refuse_overwriting_inputs, result_names
 from shared.errors import Refusal
 from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS, check_job
-from shared.sizing import FITS, MAX_FACTOR, MIN_FACTOR, SizeRequest
+from shared.sizing import FITS, SizeRequest
 from shared.sizing import plan as plan_size
 
 if TYPE_CHECKING:
     from shared.catalog import ModelInfo
     from shared.settings import Settings
+    from worker.engine.base import ProgressFn
+    from worker.engine.registry import EngineRegistry
+    from worker.render import Rendered
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,16 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="IN OUT for one file, or DIR_OR_FILES... OUTDIR for many")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                    help="input file(s) or folder(s), then the output file (one input) or output folder")
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--scale", type=scale_factor, default=None,
                    help="factor 1..8, fractions allowed (default 4 without --width/--height)")
     p.add_argument("--width", type=target_side, default=None, help="output width in pixels (keeps the aspect alone)")
     p.add_argument("--height", type=target_side, default=None,
                    help="output height in pixels (keeps the aspect alone)")
     p.add_argument("--fit", choices=FITS, default="contain", help="with both --width and --height")
     p.add_argument("--model", default=None, help="model name (default: $UPSCALER_DEFAULT_MODEL, 'auto'); 'bicubic' too")
-    p.add_argument("--denoise", default="auto",
-                   help="restoration strength 0..1, or 'auto' to measure it from each file (models with denoise)")
-    p.add_argument("--tile", type=int, default=None, help="tile side in input pixels (default: $UPSCALER_TILE_SIZE)")
+    p.add_argument("--denoise", type=denoise, default=None,
+                   help="restoration strength 0..1, or 'auto' (the default) to measure it from each file (models with "
+                        "denoise)")
+    p.add_argument("--tile", type=positive_int, default=None,
+                   help="tile side in input pixels (default: $UPSCALER_TILE_SIZE)")
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
                    help="output format (default: from the output file's extension; png for a folder)")
     p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
@@ -47,24 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_denoise(value: str) -> float | None:
-    """'auto' -> None, else a strength in 0..1 (argparse-style error otherwise)."""
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0.0 <= number <= 1.0:
-        raise SystemExit(f"upscaler upscale: --denoise must be 'auto' or a number from 0 to 1, not {value!r}")
-    return number
-
-
 def size_request(args: argparse.Namespace) -> SizeRequest:
     if args.scale is not None and (args.width or args.height):
-        raise SystemExit("upscaler upscale: give --scale or --width/--height, not both")
-    if args.scale is not None and not MIN_FACTOR <= args.scale <= MAX_FACTOR:
-        raise SystemExit(f"upscaler upscale: --scale must be from {MIN_FACTOR:g} to {MAX_FACTOR:g}")
+        raise UsageError("give --scale or --width/--height, not both")
     return SizeRequest(args.scale, args.width, args.height, args.fit)  # no size at all: plan()'s default x4
 
 
@@ -73,16 +63,19 @@ def plan(paths: list[Path], explicit_format: str | None) -> tuple[list[tuple[Pat
     folder, an output named like an image) rather than the many-files-into-a-folder form."""
     *inputs, target = paths
     if not inputs:
-        raise SystemExit("upscaler upscale: give input file(s) or folder(s) and then an output file or folder")
-    single = len(inputs) == 1 and not inputs[0].is_dir() and not target.is_dir() \
-        and target.suffix.lower() in INPUT_SUFFIXES | set(SUFFIX_FORMATS)
+        raise UsageError("give input file(s) or folder(s) and then an output file or folder")
+    named_like_an_image = target.suffix.lower() in INPUT_SUFFIXES | set(SUFFIX_FORMATS)
+    single = len(inputs) == 1 and not inputs[0].is_dir() and not target.is_dir() and named_like_an_image
     if single:
         refuse_overwriting_inputs({inputs[0]: target})
         return [(inputs[0], target, output_format_for(target, explicit_format))], True
     if target.exists() and not target.is_dir():
-        raise SystemExit(f"upscaler upscale: {target} is a file; name an output folder for these inputs")
+        raise UsageError(f"{target} is a file; name an output folder for these inputs")
+    if not target.exists() and named_like_an_image:  # it was made as a folder named big.jpg, without a word
+        raise UsageError(f"{target} is named like an image file, but these inputs go into an output folder: name "
+                         f"a folder (e.g. {target.with_suffix('')}), or give one input for one output file")
     fmt = explicit_format or "png"
-    files = expand(inputs)
+    files = expand(inputs, results=target)
     names = result_names(files, target, EXTENSIONS[fmt])
     return [(f, names[f], fmt) for f in files], False
 
@@ -105,24 +98,18 @@ def run(args: argparse.Namespace) -> int:
 
     from shared.settings import Settings
     from worker.engine.registry import EngineRegistry, UnknownModel
-    from worker.render import render
 
-    denoise = parse_denoise(args.denoise)
     size = size_request(args)
     jobs, single = plan(args.paths, args.format)
-    overrides = {"tile_size": args.tile} if args.tile else {}
+    overrides = {"tile_size": args.tile} if args.tile is not None else {}
     settings = Settings.from_env(**overrides)
     engines = EngineRegistry(settings)
     model = args.model or settings.default_model
     if model not in engines.catalog:
-        print(f"upscaler upscale: no model named {model!r}; known: {', '.join(sorted(engines.catalog))}",
-              file=sys.stderr)
-        return 2
-    if denoise is not None and not engines.catalog[model].accepts_denoise:  # as the API refuses it
+        raise UsageError(f"no model named {model!r}; known: {', '.join(sorted(engines.catalog))}")
+    if args.denoise is not None and not engines.catalog[model].accepts_denoise:  # as the API refuses it
         takes = sorted(name for name, info in engines.catalog.items() if info.accepts_denoise)
-        print(f"upscaler upscale: model {model!r} takes no --denoise; use 'auto' or one of {', '.join(takes)}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"model {model!r} takes no --denoise; use 'auto' or one of {', '.join(takes)}")
     if not args.overwrite:
         present = [job for job in jobs if job[1].exists()]
         if single and present:
@@ -132,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"skip {source}: {destination} exists (--overwrite replaces it)")
         done = {destination for _, destination, _ in present}
         jobs = [job for job in jobs if job[1] not in done]  # a set: a rerun of 10,000 files compared 10^8 tuples
-    bar = tqdm(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
-               bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
+    bar = progress_bar(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
+                       bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     failed = 0
     for index, (source, destination, fmt) in enumerate(jobs):
 
@@ -142,33 +129,45 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            check_file(source, size, fmt, engines.catalog[model], settings)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            # written beside it, then renamed: a run stopped mid-file (Ctrl-C, a crash) leaves no partial result,
-            # which a later run would take for done and skip
-            partial = destination.with_name(f".{destination.name}.part")
-            try:
-                result = render(source, partial, engines, model, size, fmt, args.quality, progress,
-                                denoise=denoise, band_pixels=settings.band_output_pixels)  # as the worker does
-                partial.replace(destination)
-            finally:
-                partial.unlink(missing_ok=True)
+            result = upscale_one(source, destination, fmt, engines, model, size, args, settings, progress)
         except (OSError, ValueError, Refusal, UnknownModel) as exc:  # ValueError: rejected or unreadable images
             failed += 1
             tqdm.write(f"error: {source}: {exc}", file=sys.stderr)
-            continue
         except MemoryError:
             failed += 1
             tqdm.write(f"error: {source}: not enough memory for this image on this machine", file=sys.stderr)
-            continue
-        finally:
-            bar.n = index + 1
-            bar.refresh()
-        ran = result.selection
-        strength = f" strength {ran.strength:.2f}" if ran.strength is not None else ""
-        tqdm.write(f"wrote {destination} ({result.width}x{result.height}) with {ran.model}{strength} "
-                   f"({ran.reason}); inference {result.timings['inference_s']:.2f}s")
+        except KeyboardInterrupt:  # Ctrl-C or a signal: the bar stays where it was (it showed 100 %), and says so
+            bar.close()
+            print(f"stopped at {source}; {index - failed} of {len(jobs)} file(s) written, {failed} failed (run it "
+                  "again to go on: results already there are skipped)", file=sys.stderr)
+            raise
+        else:
+            ran = result.selection
+            strength = f" strength {ran.strength:.2f}" if ran.strength is not None else ""
+            tqdm.write(f"wrote {destination} ({result.width}x{result.height}) with {ran.model}{strength} "
+                       f"({ran.reason}); inference {result.timings['inference_s']:.2f}s")
+        bar.n = index + 1
+        bar.refresh()
     bar.close()
     if failed:
         print(f"{failed} of {len(jobs)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def upscale_one(source: Path, destination: Path, fmt: str, engines: EngineRegistry, model: str, size: SizeRequest,
+                args: argparse.Namespace, settings: Settings, progress: ProgressFn) -> Rendered:
+    """Check one file as the API would, then render it beside its destination and rename it there: a run stopped
+    mid-file (Ctrl-C, a signal, a crash) leaves no partial result, which a later run would take for done and
+    skip."""
+    from worker.render import render
+
+    check_file(source, size, fmt, engines.catalog[model], settings)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.part")
+    try:
+        result = render(source, partial, engines, model, size, fmt, args.quality, progress,
+                        denoise=args.denoise, band_pixels=settings.band_output_pixels)  # as the worker does
+        partial.replace(destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return result

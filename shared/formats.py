@@ -23,10 +23,18 @@ INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "B
                  "GIF": "gif", "HEIF": "heic", "AVIF": "avif"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp",
                  "tiff": "image/tiff", "gif": "image/gif", "heic": "image/heic", "avif": "image/avif"}
-# File name endings a folder of inputs is filtered by (``upscaler upscale DIR``); uploads are sniffed instead.
 QUARTER_TURNS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+# File name endings a folder of inputs is filtered by (``is_image_name``); uploads are sniffed instead.
 INPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".mpo", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif",
                             ".avif"})
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file found in a folder is taken as an input image (``upscaler upscale DIR``, ``submit DIR``,
+    ``upscaler eval``'s benchmark sets; the web page's folder drop mirrors it): an image suffix, and not hidden.
+    Dot-files are the system's, not photos: macOS writes ``._IMG_0001.jpg`` (AppleDouble metadata) beside every
+    photo on a shared or FAT disk, and each one failed the run as an unreadable image."""
+    return not name.startswith(".") and Path(name).suffix.lower() in INPUT_SUFFIXES
 
 
 @functools.cache

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 from sqlalchemy import create_engine, inspect
 
 from cli.__main__ import build_parser
+from cli.arguments import UsageError
 from cli.processes import free_port
 from tests.conftest import write_image
 from tests.factories import models_with_a_scale_2_network
@@ -221,16 +223,24 @@ def test_upscale_never_replaces_a_file_unless_told(tmp_path):
     Image.open(original).convert("RGB").save(photos / "photo.jpg", quality=90)
     kept = (photos / "photo.jpg").read_bytes()
 
-    folder = run(["upscale", str(photos / "photo.png"), str(photos / "keep.png"), str(photos), "--format", "jpeg",
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo.jpg").write_bytes(kept)  # a result of an earlier, interrupted run
+    into_its_own_folder = run(["upscale", str(photos / "photo.png"), str(photos / "keep.png"), str(photos),
+                               "--format", "jpeg", "--model", "bicubic", "--scale", "2"])
+    folder = run(["upscale", str(photos / "photo.png"), str(photos / "keep.png"), str(out), "--format", "jpeg",
                   "--model", "bicubic", "--scale", "2"])
     single = run(["upscale", str(photos / "photo.png"), str(photos / "photo.jpg"), "--model", "bicubic"])
-    unchanged = (photos / "photo.jpg").read_bytes() == kept
+    unchanged = (photos / "photo.jpg").read_bytes() == kept == (out / "photo.jpg").read_bytes()
     replaced = run(["upscale", str(photos / "photo.png"), str(photos / "photo.jpg"), "--model", "bicubic",
                     "--scale", "2", "--overwrite"])
 
+    # what lies in the output folder is taken for results, never for inputs (a rerun upscaled them again)
+    assert into_its_own_folder.returncode == 1 and "outside the output folder" in into_its_own_folder.stderr
+    assert sorted(p.name for p in photos.iterdir()) == ["keep.png", "photo.jpg", "photo.png"]
     assert folder.returncode == 0, folder.stderr
-    assert f"skip {photos / 'photo.png'}: {photos / 'photo.jpg'} exists" in folder.stdout
-    with Image.open(photos / "keep.jpg") as made:
+    assert f"skip {photos / 'photo.png'}: {out / 'photo.jpg'} exists" in folder.stdout
+    with Image.open(out / "keep.jpg") as made:
         assert made.size == (16, 16)  # the other file went on
     assert single.returncode == 1 and "exists; --overwrite replaces it" in single.stderr
     assert unchanged
@@ -247,7 +257,8 @@ def test_upscale_refuses_bad_sizes_and_a_file_as_output_folder_in_one_line(tmp_p
     blocker = tmp_path / "results"
     blocker.write_text("a file")
     result = run(["upscale", str(source), str(tmp_path / "a2.png"), str(blocker)])
-    assert result.returncode == 1 and result.stderr.count("is a file; name an output folder") == 1
+    assert result.returncode == 2 and result.stderr.count("upscaler upscale: ") == 1
+    assert result.stderr.count("is a file; name an output folder") == 1
 
 
 def test_upscale_many_files_all_good_exits_zero(tmp_path):
@@ -376,7 +387,7 @@ def test_results_of_inputs_sharing_a_stem_get_names_apart(tmp_path):
     twin = tmp_path / "twin"
     twin.mkdir()
     write_image(twin / "other.png", width=8, height=8)
-    with pytest.raises(SystemExit, match=r"same result file: .*other\.png, .*other\.png"):
+    with pytest.raises(UsageError, match=r"same result file: .*other\.png, .*other\.png"):
         plan([folder, twin, out], None)  # one name in two folders: refused before anything runs
 
 
@@ -386,7 +397,7 @@ def test_a_single_output_is_written_in_the_format_its_name_says_or_refused(tmp_p
     source = write_image(tmp_path / "in.png", width=8, height=8)
     assert [fmt for *_, fmt in plan([source, tmp_path / "a.JPEG"], None)[0]] == ["jpeg"]
     assert [fmt for *_, fmt in plan([source, tmp_path / "a.tiff"], None)[0]] == ["tiff"]
-    with pytest.raises(SystemExit, match=r"cannot write \.heic"):
+    with pytest.raises(UsageError, match=r"cannot write \.heic"):
         plan([source, tmp_path / "a.heic"], None)  # it once wrote PNG bytes under that name
     assert [fmt for *_, fmt in plan([source, tmp_path / "a.heic"], "png")[0]] == ["png"]  # asked for explicitly
 
@@ -449,6 +460,31 @@ def test_gunicorn_writes_json_lines_when_the_platform_does(monkeypatch, capsys):
         ("gunicorn.access", '127.0.0.1 "GET /v1/jobs HTTP/1.1" 200'), ("gunicorn.error", "worker timeout")}
 
 
+def test_the_api_process_logs_its_own_lines_in_the_default_text_format(monkeypatch, capsys):
+    """Logging was set up only for JSON: under the default text format "API ready" (INFO) was dropped and warnings
+    came without time, level or logger."""
+    import logging
+
+    from gunicorn.config import Config
+
+    from cli.gunicorn_logs import Logger
+
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    monkeypatch.setenv("UPSCALER_LOG_FORMAT", "text")
+    try:
+        Logger(Config())
+        logging.getLogger("api.app").info("API ready (database sqlite, storage local)")
+        logging.getLogger("api.quotas").warning("rate limit not checked (Redis unavailable)")
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    assert " INFO api.app: API ready (database sqlite, storage local)" in err
+    assert " WARNING api.quotas: rate limit not checked (Redis unavailable)" in err
+
+
 def test_results_are_never_written_over_their_inputs(tmp_path):
     """`upscale photos photos` replaced every PNG by its upscale; `submit photo.png --wait` in the photo's folder
     took the photo for its result and skipped it (exit 0, nothing done)."""
@@ -458,14 +494,15 @@ def test_results_are_never_written_over_their_inputs(tmp_path):
     folder.mkdir()
     original = write_image(folder / "other.png", width=8, height=8)
     kept = original.read_bytes()
-    with pytest.raises(SystemExit, match=r"would overwrite the input .*other\.png"):
-        plan([folder, folder], None)
-    with pytest.raises(SystemExit, match="would overwrite the input"):
+    with pytest.raises(FileNotFoundError, match=r"outside the output folder"):
+        plan([folder, folder], None)  # its files are taken for results, not inputs
+    with pytest.raises(UsageError, match="would overwrite the input"):
         plan([original, original], None)
     submitted = subprocess.run([*UPSCALER, "submit", "other.png", "--wait", "--api", "http://127.0.0.1:9"],
                                capture_output=True, text=True, timeout=60, cwd=folder,
                                env={**os.environ, "UPSCALER_API_KEY": ""})
-    assert submitted.returncode == 1 and "would overwrite the input" in submitted.stderr
+    assert submitted.returncode == 2 and "upscaler submit: the result of other.png would overwrite the input" in \
+        submitted.stderr
     assert original.read_bytes() == kept
 
 
@@ -782,3 +819,224 @@ def test_submit_wait_of_one_file_stops_when_the_api_answers_no_poll_for_a_while(
     assert "answered no poll for 1 s" in err and "1 of 1 file(s) not finished" in err and f"{source} (jo)" in err
     assert "failed" not in err
 
+
+
+def test_results_in_the_output_folder_are_never_taken_as_inputs(tmp_path, monkeypatch):
+    """`upscale '*/*.png' out` run again found out/a.png, its own result, beside in/a.png: the batch was refused
+    ("would write the same result file"), or, in other formats, earlier results were upscaled again. What lies
+    in the output folder is left out, named or found; results already there are still skipped."""
+    from cli.files import expand
+    from cli.upscale import plan
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", width=12, height=8)
+    first = run(["upscale", "*/*.png", "out", "--model", "bicubic", "--scale", "2"])
+    again = run(["upscale", "*/*.png", "out", "--model", "bicubic", "--scale", "2"])
+    assert first.returncode == 0 and (tmp_path / "out" / "a.png").exists(), first.stderr
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"skip in{os.sep}a.png: out{os.sep}a.png exists (--overwrite replaces it)"
+    out = tmp_path / "out"
+    write_image(out / "b.png", width=8, height=8)
+    assert [source for source, *_ in plan([out / "b.png", tmp_path / "in", out], None)[0]] == [
+        tmp_path / "in" / "a.png"]  # named, but in the output folder
+    with pytest.raises(FileNotFoundError, match="outside the output folder"):
+        expand([out], results=out)
+    # submit's default output folder is where it runs: a file named there goes (its result is named apart)
+    assert expand([out / "b.png"], results=out, keep_named=True) == [out / "b.png"]
+
+
+def test_a_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
+    """`kill`, `timeout` and `docker stop` send SIGTERM: a streamed output's raw band file (a gigabyte for a big
+    one) and the .part file stayed behind, where Ctrl-C removed them. Now both end alike, with 128 + the signal."""
+    import signal
+
+    source = write_image(tmp_path / "in.png", width=480, height=320)
+    out = tmp_path / "out"
+    process = subprocess.Popen([*UPSCALER, "upscale", str(source), str(out / "big.png"), "--scale", "2",
+                                "--model", "residual_sr"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                    "UPSCALER_BAND_OUTPUT_PIXELS": "20000"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("bands-*/rows.tif")) and process.poll() is None:
+        time.sleep(0.05)
+    assert list(out.glob("bands-*/rows.tif")), "the output was not streamed"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped at" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []  # no .big.png.part, no bands-* folder
+
+
+def _shipped_models(folder):
+    """A copy of the shipped models folder (copies: a refused export must be seen to leave them as they were)."""
+    import shutil
+
+    shutil.copytree(Path(__file__).parents[1] / "shared" / "weights", folder)
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_an_export_that_would_take_auto_away_is_refused_and_writes_nothing(tmp_path, capsys):
+    """`export --name residual_sr_cond` of an unconditioned run replaced the robust network: auto was gone, and the
+    API, the workers and `upscaler upscale` refused to start (the default model missing)."""
+    from cli.__main__ import main
+    from shared.settings import Settings
+    from worker.training.export import CatalogWouldBreak, check_catalog_kept
+
+    models = tmp_path / "models"
+    before = _shipped_models(models)
+    network = json.loads((models / "residual_sr.json").read_text())["network"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"arch": "residual_sr", "network": network}))
+    (run_dir / "state.json").write_text(json.dumps({"step": 1, "seconds": 1}))
+    (run_dir / "checkpoint.keras").write_bytes(b"not read: refused before")
+
+    assert main(["export", str(run_dir), "--to", str(models), "--name", "residual_sr_cond"]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith("upscaler export: exporting an unconditioned residual_sr network as 'residual_sr_cond'")
+    assert "UPSCALER_DEFAULT_MODEL 'auto'" in said and "nothing was written" in said and len(said.splitlines()) == 1
+    assert {path.name: path.read_bytes() for path in models.iterdir()} == before
+    # with another default model, auto is still what it would lose
+    with pytest.raises(CatalogWouldBreak, match="would take auto from the models it serves"):
+        check_catalog_kept(models, "residual_sr_cond", "residual_sr", network, Settings(default_model="residual_sr"))
+    # what keeps the catalog whole goes: a new name, a conditioned network as the robust one, a new folder
+    check_catalog_kept(models, "residual_sr_v2", "residual_sr", network, Settings())
+    check_catalog_kept(models, "residual_sr_cond", "residual_sr_cond", network, Settings())
+    check_catalog_kept(tmp_path / "new", "anything", "residual_sr", network, Settings())
+
+
+def test_upscale_of_a_folder_without_images_says_so_as_submit_does(tmp_path):
+    """It exited 0 without a word when the images were in sub-folders; `submit` said "no images in X"."""
+    shoot = tmp_path / "shoot"
+    (shoot / "day1").mkdir(parents=True)
+    write_image(shoot / "day1" / "a.png", width=8, height=8)
+    (shoot / "notes.txt").write_text("not a photo")
+    result = run(["upscale", str(shoot), str(tmp_path / "out"), "--model", "bicubic"])
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.strip() == f"upscaler upscale: no images in {shoot}; sub-folders are not looked into: " \
+                                    f"{shoot / 'day1'}"
+    assert not (tmp_path / "out").exists()
+    submitted = run(["submit", str(shoot)], env={"UPSCALER_API_KEY": ""})
+    assert submitted.returncode == 1 and submitted.stderr == result.stderr.replace("upscale:", "submit:")
+
+
+def test_many_inputs_into_a_name_like_an_image_are_refused_not_made_a_folder(tmp_path):
+    """`upscale a.png b.png big.jpg` (or a folder into big.jpg) made a folder named big.jpg, without a word."""
+    a, b = (write_image(tmp_path / name, width=8, height=8) for name in ("a.png", "b.png"))
+    for inputs in ([a, b], [tmp_path]):
+        result = run(["upscale", *map(str, inputs), str(tmp_path / "big.jpg"), "--model", "bicubic"])
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"upscaler upscale: {tmp_path / 'big.jpg'} is named like an image file" in result.stderr
+        assert "name a folder" in result.stderr and not (tmp_path / "big.jpg").exists()
+
+
+@pytest.mark.parametrize("command,says", [
+    (["upscale", "IN", "OUT", "--tile", "0"], "argument --tile: must be 1 or more, not 0"),  # silently the default
+    (["upscale", "IN", "OUT", "--tile", "-5"], "argument --tile: must be 1 or more, not -5"),  # blamed the setting
+    (["upscale", "IN", "OUT", "--scale", "9"], "argument --scale: must be from 1 to 8, not 9"),
+    (["upscale", "IN", "OUT", "--denoise", "2"], "argument --denoise: must be 'auto' or a number from 0 to 1"),
+    (["upscale", "IN", "OUT", "--scale", "2", "--width", "100"], "give --scale or --width/--height, not both"),
+    (["upscale", "IN", "OUT", "--model", "nosuch"], "no model named 'nosuch'"),
+    (["upscale", "IN", "TWIN", "OUTDIR"], "would write the same result file"),
+    (["upscale", "IN", "OUT.gif"], "cannot write .gif files"),
+    (["submit", "IN", "--scale", "9"], "argument --scale: must be from 1 to 8, not 9"),
+    (["submit", "IN", "--output", "big.jpg"], "add --wait"),
+    (["submit", "IN", "--wait", "--output", "big.jpg", "--format", "png"], "names a jpeg file but --format is png"),
+])
+def test_usage_errors_exit_2_with_the_commands_name(tmp_path, command, says):
+    """Some were exit 1 (--scale 9, --denoise 2, --scale with --width), argparse's own 2; the messages of the file
+    checks lacked the `upscaler upscale:` every other one starts with."""
+    source = write_image(tmp_path / "in.png", width=8, height=8)
+    (tmp_path / "twin").mkdir()
+    names = {"IN": str(source), "TWIN": str(write_image(tmp_path / "twin" / "in.png", width=8, height=8)),
+             "OUT": str(tmp_path / "out.png"), "OUTDIR": str(tmp_path / "many"), "OUT.gif": str(tmp_path / "out.gif")}
+    result = run([names.get(part, part) for part in command] + (["--api", "http://127.0.0.1:9"]
+                                                                 if command[0] == "submit" else []),
+                 env={"UPSCALER_API_KEY": ""}, timeout=120)
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"upscaler {command[0]}: "), result.stderr
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "many").exists()
+
+
+def test_hidden_files_of_a_folder_are_not_inputs(tmp_path):
+    """macOS writes ._IMG_0001.jpg (AppleDouble) beside each photo on a shared disk: each failed the run as an
+    unreadable image. A folder's dot-files are left; one named on purpose still goes."""
+    from cli.files import expand
+
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    photo = write_image(folder / "IMG_0001.jpg", width=8, height=8)
+    (folder / "._IMG_0001.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    hidden = write_image(folder / ".hidden.png", width=8, height=8)
+    assert expand([folder]) == [photo]
+    assert expand([folder, hidden]) == [photo, hidden]
+
+
+def test_the_web_page_takes_a_folders_images_as_the_cli_does():
+    """The page's folder walk decided by a list of its own, which had no .mpo; it now mirrors INPUT_SUFFIXES (no API
+    says them) and leaves dot-files as the CLI does."""
+    import re
+
+    from shared.formats import INPUT_SUFFIXES
+
+    script = (Path(__file__).parents[1] / "api" / "static" / "app.js").read_text()
+    listed = re.search(r"const IMAGE_SUFFIXES = \[([^\]]*)\]", script)
+    assert listed, "app.js names its image suffixes in IMAGE_SUFFIXES"
+    assert re.findall(r'"([^"]+)"', listed.group(1)) == sorted(INPUT_SUFFIXES)
+    assert 'entry.name.startsWith(".")' in script and '!name.startsWith(".")' in script
+
+
+def test_progress_in_a_log_is_one_line_per_file_and_a_stop_says_where(tmp_path, monkeypatch, capsys):
+    """Where stderr is no terminal, tqdm's \\r redraws filled logs with every frame; after Ctrl-C the bar's own
+    update showed the file under way as done, and nothing said the run had stopped."""
+    from worker import render as rendering
+
+    sources = [write_image(tmp_path / f"{name}.png", width=12, height=8) for name in ("a", "b", "c")]
+    logged = run(["upscale", *map(str, sources[:2]), str(tmp_path / "log"), "--model", "bicubic", "--scale", "2"])
+    assert logged.returncode == 0 and "%|" not in logged.stderr, logged.stderr  # no bar, not one frame of it
+    assert [line.split(" (")[0] for line in logged.stdout.splitlines()] == [
+        f"wrote {tmp_path / 'log' / 'a.png'}", f"wrote {tmp_path / 'log' / 'b.png'}"]
+
+    real = rendering.render
+
+    def stopped_at_b(source, *args, **kwargs):
+        if source.name == "b.png":
+            raise KeyboardInterrupt
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render", stopped_at_b)
+    args = build_parser().parse_args(["upscale", *map(str, sources), str(tmp_path / "out"), "--model", "bicubic"])
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    err = capsys.readouterr().err
+    assert f"stopped at {sources[1]}; 1 of 3 file(s) written, 0 failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
+def test_eval_measures_each_model_once_and_checks_everything_before_measuring(tmp_path, monkeypatch, capsys):
+    """`--models residual_sr residual_sr` was a traceback (zip of unequal lists); a mistyped set (`--sets set5 st5`)
+    and a missing HEIC writer were found only after the earlier tables were measured, and --record saved none."""
+    from cli.__main__ import main
+    from worker.evaluation import register_heif_writer
+
+    (tmp_path / "benchmark" / "set5").mkdir(parents=True)
+    write_image(tmp_path / "benchmark" / "set5" / "a.png", width=24, height=24)
+    common = ["eval", "--data", str(tmp_path), "--no-ssim", "--scales", "2", "--sets", "set5"]
+    twice = run([*common, "--models", "residual_sr", "bicubic", "residual_sr"])
+    assert twice.returncode == 0 and "Traceback" not in twice.stderr, twice.stderr
+    assert twice.stdout.count("| clean | set5 (1) | x2 |") == 1
+
+    assert main([*common, "st5", "--models", "residual_sr"]) == 1
+    out, err = capsys.readouterr()
+    assert "| clean |" not in out and err.startswith("upscaler eval: no benchmark set 'st5' in ")
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import pillow_heif then fails
+    register_heif_writer.cache_clear()
+    try:
+        assert main([*common, "--models", "residual_sr", "--degradation", "clean", "heif50"]) == 1
+    finally:
+        register_heif_writer.cache_clear()
+    out, err = capsys.readouterr()
+    assert "| clean |" not in out and err.strip() == ("upscaler eval: writing HEIC files (the heifQ protocols) needs "
+                                                      "pillow-heif: pip install -e '.[dev]'")

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.formats import open_image
+from shared.errors import Refusal
+from shared.formats import is_image_name, open_image
 from shared.sizing import SizeRequest
 from worker.quality import bicubic_downscale, modcrop, psnr_y, ssim_y
 
@@ -51,10 +52,16 @@ class SetScore:
 
 
 def load_benchmark(folder: Path, limit: int | None = None) -> list[np.ndarray]:
-    """The images of a benchmark folder (sorted; the first ``limit``) as uint8 RGB (grey replicated)."""
+    """The images of a benchmark folder (sorted; the first ``limit``) as uint8 RGB (grey replicated): the files an
+    input folder's images are (``shared.formats.is_image_name``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        known = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
+        raise FileNotFoundError(f"no benchmark set {folder.name!r} in {folder.parent}"
+                                + (f" (there: {', '.join(known)})" if known else ""))
     images = []
-    for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".bmp", ".jpg"})[:limit]:
-        with Image.open(path) as image:
+    for path in sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())[:limit]:
+        with open_image(path) as image:
             images.append(np.asarray(image.convert("RGB")))
     if not images:
         raise FileNotFoundError(f"no benchmark images in {folder}")
@@ -67,6 +74,10 @@ LOSSY_CODECS = {"jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp"), "heif": ("H
                 "avif": ("AVIF", ".avif")}
 
 
+class MissingWriter(Refusal):
+    """A protocol's files cannot be written here: said before anything is measured, in one line."""
+
+
 @functools.cache
 def register_heif_writer() -> None:
     """Teach Pillow to *write* HEIF: pillow-heif, which bundles the x265 encoder (GPL), so it is only in the dev
@@ -74,9 +85,16 @@ def register_heif_writer() -> None:
     try:
         from pillow_heif import register_heif_opener
     except ImportError as exc:
-        raise RuntimeError("writing HEIC files (the heifQ protocols) needs pillow-heif: "
-                           "pip install -e '.[dev]'") from exc
+        raise MissingWriter("writing HEIC files (the heifQ protocols) needs pillow-heif: "
+                            "pip install -e '.[dev]'") from exc
     register_heif_opener(thumbnails=False)
+
+
+def check_writers(protocols: Sequence[str]) -> None:
+    """Every codec ``protocols`` write files with is there (``MissingWriter`` otherwise): checked before the first
+    measurement, not after the earlier protocols' tables were printed and lost."""
+    if any(protocol.startswith("heif") for protocol in protocols):
+        register_heif_writer()
 
 
 def lossy_file(lr: np.ndarray, fmt: str, quality: int) -> bytes:

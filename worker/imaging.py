@@ -210,6 +210,18 @@ def _generic_cmyk_profile() -> bytes | None:
         return None
 
 
+def vips_image(path: Path, **options):
+    """A libvips image of the file at ``path`` (``options`` as ``new_from_file`` takes them), opened through a file
+    descriptor. Why not by name: libvips takes names as UTF-8 only (pyvips encodes them strictly), and a Linux file
+    name is bytes, where a ``café.png`` named on a Latin-1 system is not UTF-8; read by name, such a valid image
+    was said to be corrupt."""
+    import pyvips
+
+    with open(path, "rb") as fh:
+        source = pyvips.Source.new_from_descriptor(fh.fileno())  # libvips keeps a descriptor of its own
+    return pyvips.Image.new_from_source(source, "", **options)
+
+
 def _keyed_sixteen_bit_png(path: Path, opened: Image.Image, orientation: int) -> Image.Image | None:
     """A 16-bit PNG with a tRNS colour key as 8-bit RGBA or LA whose alpha is the key, read by libvips; None for
     any other file (or without libvips).
@@ -223,7 +235,7 @@ def _keyed_sixteen_bit_png(path: Path, opened: Image.Image, orientation: int) ->
     except ImportError:
         return None
     try:
-        pixels = orient(pyvips.Image.new_from_file(str(path)).numpy(), orientation)
+        pixels = orient(vips_image(path).numpy(), orientation)
     except pyvips.Error as exc:  # Pillow's reading stands
         log.info("cannot read %s's 16-bit colour key with libvips (%s)", path.name, str(exc).splitlines()[0])
         return None
@@ -254,7 +266,7 @@ def _sixteen_bit(path: Path, fmt: str | None, orientation: int) -> np.ndarray | 
     except ImportError:
         return None
     try:
-        image = pyvips.Image.new_from_file(str(path))
+        image = vips_image(path)
         if image.format != "ushort" or image.bands not in (1, 3):
             return None
         pixels = orient(image.numpy(), orientation)

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY
+from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY, vips_image
 from worker.metadata import XMP_PNG_KEY, Metadata, for_format, turns_grey_to_srgb
 from worker.webp_header import chunk_headers
 
@@ -144,7 +144,7 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
                 meta: Metadata) -> tuple[int, int]:
     """Encode a closed ``RowFile`` to ``destination``, streaming; returns (width, height)."""
     vips = _vips()
-    image = vips.Image.new_from_file(str(rows), access="sequential")
+    image = vips_image(rows, access="sequential")
     deep = image.format == "ushort"
     if deep and output_format not in DEEP_FORMATS:
         raise ValueError(f"{output_format} takes 8 bits per sample; render such outputs from 8-bit pixels")
@@ -160,20 +160,20 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         meta = replace(meta, icc=None)
     meta = for_format(meta, output_format)
     image = _with_metadata(image, meta)
-    path = str(destination)
     if output_format == "jpeg":
         q = quality or JPEG_QUALITY
         # no optimized Huffman tables: libjpeg then keeps every coefficient of the whole picture (11 bytes per
         # output pixel: 3.5 GB for a 320 MP result) where the point of streaming is memory that does not grow
-        image.jpegsave(path, Q=q, subsample_mode="off" if q >= JPEG_FULL_CHROMA_FROM else "on", optimize_coding=False)
+        _save(image, destination, ".jpg", Q=q, subsample_mode="off" if q >= JPEG_FULL_CHROMA_FROM else "on",
+              optimize_coding=False)
     elif output_format == "webp":
-        image.webpsave(path, Q=quality or WEBP_QUALITY, effort=4)
+        _save(image, destination, ".webp", Q=quality or WEBP_QUALITY, effort=4)
         if meta.exif:
             drop_webp_exif_identifier(destination)
     elif output_format == "tiff":
         big = image.width * image.height * image.bands * (2 if deep else 1) >= BIGTIFF_FROM_BYTES
-        image.tiffsave(path, compression="deflate", predictor="horizontal", tile=True, tile_width=TIFF_TILE,
-                       tile_height=TIFF_TILE, bigtiff=big)
+        _save(image, destination, ".tif", compression="deflate", predictor="horizontal", tile=True,
+              tile_width=TIFF_TILE, tile_height=TIFF_TILE, bigtiff=big)
         if meta.exif:
             add_text_tags(destination, text_tags(meta.exif))
     else:
@@ -181,7 +181,7 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         # uncompressed iTXt before the pixels, which the in-memory writer makes: inserted as the bytes stream out
         image.remove("xmp-data")
         if not meta.xmp:
-            image.pngsave(path, compression=STREAMED_PNG_COMPRESSION, filter=STREAMED_PNG_FILTER)
+            _save(image, destination, ".png", compression=STREAMED_PNG_COMPRESSION, filter=STREAMED_PNG_FILTER)
         else:
             with destination.open("wb") as fh:
                 stream = _ChunkBeforePixels(fh, png_itxt(XMP_PNG_KEY, meta.xmp))
@@ -191,6 +191,14 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
                                       filter=STREAMED_PNG_FILTER)
                 stream.close()
     return image.width, image.height
+
+
+def _save(image, destination: Path, suffix: str, **options) -> None:
+    """Stream ``image`` to ``destination`` with the saver of ``suffix``, through a file descriptor, as
+    ``vips_image`` reads (libvips takes names as UTF-8 only: a streamed result for ``café.png`` named in
+    Latin-1 failed with a UnicodeEncodeError). Open for reading too: the TIFF saver reads back what it wrote."""
+    with Path(destination).open("w+b") as fh:
+        image.write_to_target(_vips().Target.new_to_descriptor(fh.fileno()), suffix, **options)
 
 
 def png_itxt(keyword: str, text: bytes) -> bytes:

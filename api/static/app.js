@@ -170,7 +170,12 @@ window.addEventListener("drop", (event) => {
   if (!$("drop").contains(event.target)) dropped(event.dataTransfer).then(submitAll);
 });
 
-const IMAGE_NAME = /\.(png|jpe?g|webp|tiff?|bmp|gif|heic|heif|avif)$/i;
+// The suffixes a folder's images are known by: shared/formats.py's INPUT_SUFFIXES, mirrored exactly (a test compares
+// the two). A name starting with "." is the system's (macOS's ._IMG_0001.jpg beside each photo), never a photo.
+const IMAGE_SUFFIXES = [".avif", ".bmp", ".gif", ".heic", ".heif", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff",
+  ".webp"];
+const isImageName = (name) => !name.startsWith(".")
+  && IMAGE_SUFFIXES.includes(name.slice(name.lastIndexOf(".")).toLowerCase());
 
 /** The files of a drop, a dropped folder's images included (its sub-folders too): a folder came through as an
  * unreadable file and was said to be "the server could not be reached". The entries are taken at once (a drop's
@@ -180,10 +185,12 @@ async function dropped(transfer) {
   if (!entries.length || entries.some((entry) => !entry)) return [...transfer.files]; // no entries: as given
   const files = [];
   const visit = async (entry, inFolder) => {
+    if (inFolder && entry.name.startsWith(".")) return; // hidden files and folders: the system's, not photos
     if (entry.isFile) {
       const file = await new Promise((resolve, reject) => entry.file(resolve, reject)).catch(() => null);
-      // a folder's other files (sidecars, notes) are not photos sent on purpose: only its images go
-      if (file && (!inFolder || file.type.startsWith("image/") || IMAGE_NAME.test(file.name))) files.push(file);
+      // a folder's other files (sidecars, notes) are not photos sent on purpose: only its images go, as the CLI
+      // takes them from a folder (shared.formats.is_image_name)
+      if (file && (!inFolder || isImageName(file.name))) files.push(file);
     } else if (entry.isDirectory) {
       const reader = entry.createReader();
       for (;;) { // readEntries gives a folder in pieces (Chromium: 100 at a time) until an empty one

@@ -228,3 +228,22 @@ def test_a_streamed_tiff_keeps_the_exif_text_fields_also_as_bigtiff(tmp_path, mo
         assert np.array_equal(np.asarray(out), pixels)
     head = (tmp_path / "out.tif").read_bytes()[:4]
     assert head == (b"II+\0" if big else b"II*\0")
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+def test_a_streamed_output_is_written_under_a_latin_1_name(tmp_path, engines, fmt):
+    """libvips takes file names as UTF-8 only: a result streamed into ``caf\\xe9/`` (bytes named on a Latin-1
+    system, its band file in there too) failed with a UnicodeEncodeError's text."""
+    import os
+
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    source = folder / os.fsdecode(b"caf\xe9.png")
+    Image.fromarray(_image(60, 80, 5)).save(source)
+    result = folder / os.fsdecode(b"r\xe9sultat." + fmt.encode())
+    rendered = render(source, result, engines, "residual_sr", SizeRequest(scale=2), fmt, band_pixels=160 * 40)
+    assert rendered.bands > 1
+    with Image.open(result) as out:
+        assert out.size == (160, 120) and out.format == {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP",
+                                                        "tiff": "TIFF"}[fmt]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([source.name, result.name])  # no band folder left

@@ -68,3 +68,40 @@ def test_the_grey_noise_protocol_adds_the_same_noise_to_every_channel():
 def test_an_unknown_protocol_is_refused():
     with pytest.raises(ValueError, match="unknown protocol"):
         lr_file(_hr(), 2, "jpeg80")
+
+
+def test_a_benchmark_set_is_the_images_an_input_folder_holds(tmp_path):
+    """load_benchmark took .png, .bmp and .jpg only, its own list: a set of TIFFs or WebPs was "no benchmark
+    images"; it now reads the suffixes every input folder is read by (shared.formats), dot-files left."""
+    from PIL import Image
+
+    from worker.evaluation import load_benchmark
+
+    folder = tmp_path / "set5"
+    folder.mkdir()
+    for index, name in enumerate(("a.png", "b.TIF", "c.webp", "d.jpeg")):
+        Image.new("RGB", (8, 6), (index * 60, 0, 0)).save(folder / name, quality=100, lossless=True)
+    (folder / "._a.png").write_bytes(b"AppleDouble")
+    (folder / "notes.txt").write_text("not an image")
+    images = load_benchmark(folder)
+    assert [int(image[0, 0, 0]) for image in images] == [0, 60, 120, 180]
+    with pytest.raises(FileNotFoundError, match=r"no benchmark set 'st5' in .* \(there: set5\)"):
+        load_benchmark(tmp_path / "st5")
+
+
+def test_a_missing_heic_writer_is_said_before_anything_is_measured(monkeypatch):
+    """Without pillow-heif (the dev extra) the heifQ protocols were a RuntimeError traceback after the earlier
+    protocols' tables; it is now the refusal the command line prints in one line, checked first."""
+    import sys
+
+    from shared.errors import Refusal
+    from worker.evaluation import check_writers, register_heif_writer
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import pillow_heif then fails
+    register_heif_writer.cache_clear()
+    try:
+        check_writers(["clean", "jpeg75"])  # nothing to check
+        with pytest.raises(Refusal, match="needs pillow-heif"):
+            check_writers(["clean", "heif50"])
+    finally:
+        register_heif_writer.cache_clear()

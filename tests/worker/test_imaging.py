@@ -697,3 +697,20 @@ def test_only_a_resolution_the_file_states_is_scaled_into_the_result(tmp_path, f
     render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), "png")
     with Image.open(result) as out:
         assert tuple(round(v) for v in out.info["dpi"]) == (expected, expected)
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_a_file_named_in_latin_1_is_read_not_called_corrupt(tmp_path, fmt):
+    """A Linux file name is bytes: ``caf\\xe9`` named on a Latin-1 system is no UTF-8, which libvips wants of a name
+    (pyvips encodes it strictly); a valid 8- or 16-bit PNG or TIFF was said to be "corrupt or truncated"."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    deep, pixels = _deep_photo(tmp_path, 3, "tif" if fmt == "tiff" else "png")
+    latin = folder / os.fsdecode(b"caf\xe9." + fmt.encode())
+    deep.rename(latin)
+    decoded = decode(latin)
+    assert decoded.deep and np.array_equal(decoded.rgb, pixels)  # read at full depth by libvips
+    flat = save(tmp_path, gradient(), "PNG")
+    eight = folder / os.fsdecode(b"\xe9t\xe9.png")
+    flat.rename(eight)
+    assert decode(eight).rgb.shape == (10, 20, 3)

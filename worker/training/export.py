@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import keras
 
-from shared.catalog import AUTO, BICUBIC, write_record
+from shared.catalog import AUTO, BICUBIC, catalog_for, write_record
 from shared.errors import Refusal
+from shared.settings import Settings, SettingsError
 from worker.engine.archs import get_arch
 from worker.engine.network import scale_model
 from worker.training.reparam import plain_weights
@@ -47,8 +50,45 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Path:
-    """Write ``<name>.weights.h5`` and ``<name>.json`` (arch, network config, training record) into out_dir.
+class CatalogWouldBreak(Refusal):
+    """An export that would take from the models folder what the platform serves."""
+
+
+def check_catalog_kept(out_dir: Path, name: str, arch_name: str, network: dict, settings: Settings) -> None:
+    """Refuse an export after which ``out_dir`` would serve less than it does: ``--name residual_sr_cond`` for an
+    unconditioned run turned ``auto`` off, and the API, the workers and ``upscaler upscale`` then refused to start
+    (the default model gone). The catalog is built from the folder's records as they would be, by the catalog's own
+    code and checks (``catalog_for``); a folder that serves nothing yet (a new one) has nothing to lose."""
+    arch = get_arch(arch_name)
+    record = {"arch": arch.name, "conditioned": arch.conditioned, "network": arch.config(network).to_dict()}
+    try:
+        before = catalog_for(dataclasses.replace(settings, models_dir=out_dir))
+    except (SettingsError, OSError, ValueError):  # nothing served there yet, or not readable as a models folder
+        return
+    with tempfile.TemporaryDirectory(prefix="upscaler-export-check-") as folder:
+        for path in Path(out_dir).glob("*.json"):
+            (Path(folder) / path.name).write_bytes(path.read_bytes())
+        for path in [*Path(out_dir).glob("*.weights.h5"), Path(out_dir) / f"{name}.weights.h5"]:
+            (Path(folder) / path.name).touch()  # the catalog asks only that weights are there
+        previous = Path(folder) / f"{name}.json"
+        merged = {**(json.loads(previous.read_text()) if previous.exists() else {}), **record, "name": name}
+        previous.write_text(json.dumps(merged))
+        try:
+            lost = sorted(set(before) - set(catalog_for(dataclasses.replace(settings, models_dir=Path(folder)))))
+            why = "auto needs UPSCALER_AUTO_FIDELITY_MODEL and a conditioned UPSCALER_AUTO_ROBUST_MODEL"
+        except SettingsError as exc:  # the default model gone: every process would refuse to start
+            lost, why = [settings.default_model], str(exc).replace(folder, str(out_dir))
+    if lost:
+        kind = "a conditioned" if arch.conditioned else "an unconditioned"
+        raise CatalogWouldBreak(f"exporting {kind} {arch.name} network as {name!r} into {out_dir} would take "
+                                f"{', '.join(lost)} from the models it serves ({why}); nothing was written: export "
+                                "it under another --name")
+
+
+def export_weights(run_dir: Path, out_dir: Path, name: str | None = None, settings: Settings | None = None) -> Path:
+    """Write ``<name>.weights.h5`` and ``<name>.json`` (arch, network config, training record) into out_dir, unless
+    that would take a model from what the folder serves to ``settings``' default model and ``auto`` route (the
+    platform's defaults when not given): ``check_catalog_kept``.
 
     The weights are re-saved from a float32 build of the network, so inference never depends on the
     mixed-precision policy training used, nor on how its convs were parameterised in training.
@@ -58,8 +98,9 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     state = json.loads((run_dir / "state.json").read_text())
     arch = get_arch(config.get("arch", "residual_sr"))
     name = check_model_name(name or arch.name)
-    trained = keras.models.load_model(run_dir / "checkpoint.keras", compile=False)
+    check_catalog_kept(out_dir, name, arch.name, config["network"], settings or Settings())
     network_config = arch.config(config["network"])
+    trained = keras.models.load_model(run_dir / "checkpoint.keras", compile=False)
     model = arch.build(network_config)
     trained_layers = {layer.name: layer for layer in trained.layers}
     for layer in model.layers:
@@ -68,8 +109,11 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None) -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.weights.h5"
     partial = out_dir / f".{name}.partial.weights.h5"  # a worker loading the folder meanwhile reads old or new
-    model.save_weights(partial)
-    os.replace(partial, weights)
+    try:
+        model.save_weights(partial)
+        os.replace(partial, weights)
+    finally:  # stopped mid-write (Ctrl-C, SIGTERM): no partial file stays
+        partial.unlink(missing_ok=True)
     training = {k: v for k, v in config.items() if k not in ("network", "arch", "degradation")}
     record_path = out_dir / f"{name}.json"
     previous = json.loads(record_path.read_text()) if record_path.exists() else {}
