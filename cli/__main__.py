@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from cli import dev, evaluate, jobs, keys, services, submit, train, upscale
 from cli.arguments import UsageError
-from cli.files import exit_status, signals_as_interrupts
+from cli.interrupts import exit_status, signals_as_interrupts
 
 # The commands that write files: a signal must run their cleanup (partial results, band files, temporary folders).
 # Not the services, which hand signals to gunicorn and Celery, nor ``dev``, which stops what it started itself.

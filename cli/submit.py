@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cli.arguments import UsageError, positive_int, quality, scale_factor, target_side
-from cli.files import exit_status, expand, output_format_for, progress_bar, refuse_overwriting_inputs, result_names
+from cli.files import expand, output_format_for, progress_bar, refuse_overwriting_inputs, result_names
+from cli.interrupts import exit_status
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
 
