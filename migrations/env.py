@@ -38,8 +38,13 @@ def _migrate(connection) -> None:
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         connection.commit()
     try:
-        refuse_impossible_downgrade(connection, MigrationContext.configure(connection).get_current_revision(),
-                                    context.get_revision_argument())
+        try:
+            destination = context.get_revision_argument()
+        except KeyError:  # a command with no destination (``alembic check``, ``revision --autogenerate``)
+            destination = None
+        if destination is not None:
+            refuse_impossible_downgrade(connection, MigrationContext.configure(connection).get_current_revision(),
+                                        destination)
         connection.commit()  # the reads end their transaction: the migration's own begins next
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
