@@ -186,6 +186,26 @@ def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_th
         stop(worker)
 
 
+def test_same_size_cleans_a_jpeg_up_without_enlarging_it(page, settings, tmp_path, db_session):
+    """The page offered only enlargements; a shop with a blocky JPEG product photo wants it clean at its size."""
+    from shared.models import Job
+
+    source = tmp_path / "blocky.jpg"
+    Image.open(photo(tmp_path, "blocky.png")).save(source, "JPEG", quality=40)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        page.select_option("#size", "1")
+        page.set_input_files("#files", str(source))
+        card = page.locator("#cards li", has_text="blocky.jpg")
+        card.locator(".download").wait_for(timeout=120_000)
+        db_session.expire_all()
+        [job] = db_session.query(Job).all()
+        assert (job.output_width, job.output_height) == (job.input_width, job.input_height) == (96, 72)
+        assert job.ran["network_scales"] == [2] and "restored at its own size" in job.ran["reason"]
+    finally:
+        stop(worker)
+
+
 def test_a_queued_job_shows_its_position_and_can_be_canceled(page, tmp_path):
     page.set_input_files("#files", str(photo(tmp_path, "queued.png")))  # no worker runs: it stays queued
     card = page.locator("#cards li")
