@@ -10,6 +10,7 @@ from flask import Flask
 from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.quotas import install_rate_limit
+from api.request_ids import install_request_ids
 from api.routes import deliveries, files, health, jobs, meta, metrics, models, page, reference, webhooks
 from api.security import install_security
 from api.services import Services
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     for module in (jobs, deliveries, webhooks, models, files, health, meta, metrics, page, reference):
         app.register_blueprint(module.blueprint)
+    install_request_ids(app)  # first: every other hook's errors and log lines carry the id
     register_error_handlers(app)
     metrics.instrument(app)  # first: its clock starts before any hook that may refuse the request
     install_security(app, settings)

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from api.request_ids import request_id
 from shared.errors import API_ERRORS
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def problem(code: str, detail: str | None = None, headers: dict[str, str] | None
     error = API_ERRORS[code]
     body = {"type": f"/docs/errors#{code}", "title": error.title, "status": error.status, "code": code,
             "detail": detail or error.title, **extra}
+    if request_id():
+        body["request_id"] = request_id()  # what to quote to the operator, whose log lines carry it
     response = jsonify(body)
     response.status_code = error.status
     response.content_type = PROBLEM_JSON
@@ -68,5 +71,5 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return problem("internal_error", "an unexpected error occurred; it has been logged")
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem("internal_error", "an unexpected error occurred; it has been logged under this request_id")

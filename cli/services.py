@@ -12,7 +12,7 @@ from shared.queue import INFERENCE_QUEUE, QUEUES
 
 # gunicorn's default access line logs the request line with its query string, which for a signed file link is
 # the credential itself; %(U)s is the path alone.
-ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}o)s'
 # On shutdown gunicorn lets requests in flight finish for this long: the longest ``Prefer: wait`` and a slow
 # upload's tail. It was 30 s while a request may wait 60: a rollout cut such a request off after its job was made,
 # and a client without an Idempotency-Key retried into a second job. Grace periods in deploy/ exceed it.

@@ -1,6 +1,7 @@
 """Polling, listing, results, models, health and the error shape of read endpoints."""
 
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -293,6 +294,33 @@ def test_unexpected_errors_are_500_problems(app, client, monkeypatch):
                            content_type="multipart/form-data")
     assert (response.status_code, response.get_json()["code"]) == (500, "internal_error")
     assert "boom" not in response.get_data(as_text=True)
+
+
+def test_every_answer_has_a_request_id_that_an_error_body_and_the_log_lines_repeat(client, monkeypatch, caplog):
+    """An operator could not match a customer's 500 to its traceback: no request id anywhere."""
+    import logging
+
+    from shared.logs import JobIdFilter, JsonFormatter, TextFormatter
+
+    def explode(*_a, **_k):
+        logging.getLogger("api.routes.jobs").warning("about to fail")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("api.routes.jobs.job_out", explode)
+    caplog.handler.addFilter(JobIdFilter())
+    response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},
+                           content_type="multipart/form-data", headers={"X-Request-Id": "lb-7f3a.1"})
+    assert response.headers["X-Request-Id"] == response.get_json()["request_id"] == "lb-7f3a.1"
+    failed = [r for r in caplog.records if r.name == "api.errors"]
+    assert failed and failed[0].request_id == "lb-7f3a.1" and "POST /v1/jobs" in failed[0].getMessage()
+    warned = next(r for r in caplog.records if r.getMessage() == "about to fail")
+    assert json.loads(JsonFormatter().format(warned))["request_id"] == "lb-7f3a.1"
+    assert TextFormatter("%(message)s").format(warned) == "about to fail [request_id=lb-7f3a.1]"
+    for sent in ("a b", "x" * 200, "evil;Set-Cookie=a", "\u00e9", ""):  # not taken: one is made up instead
+        made = client.get("/v1/models", headers={"X-Request-Id": sent} if sent else {})
+        assert made.headers["X-Request-Id"] != sent and len(made.headers["X-Request-Id"]) == 32
+    missing = client.get("/v1/jobs/" + "0" * 32)
+    assert missing.get_json()["request_id"] == missing.headers["X-Request-Id"]
 
 
 def test_the_web_page_is_served_and_uses_the_api(client):
