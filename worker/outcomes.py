@@ -4,6 +4,7 @@ function, orphans removed, metrics observed."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -89,7 +90,9 @@ def lease_kept(ctx: WorkerContext, job_id: str) -> Iterator[None]:
             except Exception:  # a database blip: the next round tries again, as the lease allows
                 log.warning("job %s: could not renew its lease", job_id, exc_info=True)
 
-    thread = threading.Thread(target=keep, name=f"lease-{job_id}", daemon=True)
+    # run in a copy of this context: its lines carry the job's id, as every line logged for a job does
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(keep,), name=f"lease-{job_id}",
+                              daemon=True)
     thread.start()
     try:
         yield

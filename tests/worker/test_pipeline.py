@@ -510,3 +510,22 @@ def test_a_job_charged_nothing_gives_nothing_back(client, ctx, db_session, monke
     monkeypatch.setattr(ctx.storage, "put_file", lambda *_args: (_ for _ in ()).throw(RuntimeError("a bug")))
     assert pipeline.run_job(ctx, job_id) == "failed"
     assert float(counts.get(f"upscaler:mp:{name}:{time.strftime('%Y%m%d', time.gmtime())}")) == 1.0
+
+
+def test_the_lease_keepers_lines_carry_the_jobs_id(ctx, caplog, monkeypatch):
+    """Threads do not inherit the job's context: the renewal thread's warnings had no job_id, so a query for the
+    job's lines missed them."""
+    from shared import jobs as job_rows
+    from shared.logs import JobIdFilter, job_context
+    from worker.outcomes import lease_kept
+
+    def blip(*args, **kwargs):
+        raise RuntimeError("database blip")
+
+    monkeypatch.setattr(job_rows, "renew", blip)
+    fast = replace(ctx, settings=ctx.settings.with_overrides(lease_seconds=0.3))
+    caplog.handler.addFilter(JobIdFilter())
+    with job_context("job-for-the-lines"), lease_kept(fast, "job-for-the-lines"):
+        time.sleep(0.5)
+    [warned, *_] = [r for r in caplog.records if "could not renew" in r.getMessage()]
+    assert warned.job_id == "job-for-the-lines"
