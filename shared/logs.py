@@ -82,4 +82,5 @@ def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips' INFO is one "threadpool completed" per image
     logging.captureWarnings(True)  # Python's warnings (Celery's, libraries') as records in this format, not raw stderr
