@@ -126,10 +126,11 @@ def parse(svc: Services) -> Submission:
 
 def _refusal(svc: Services, url: str) -> str | None:
     """Why a submitted URL is refused, or None. The lookup holds this request's thread: when as many submits as
-    ``Services.lookups`` allow are already looking a host up, this one is let through unchecked, as a lookup that
-    does not answer in time is (the worker's check, before it connects, is the one that guards)."""
+    ``Services.lookups`` allow are already looking a host up, this one's host name is not looked up, as one that
+    does not answer in time is not (the worker's check, before it connects, is the one that guards); everything
+    else (scheme, credentials, port, an address literal, a metadata host) is checked all the same."""
     if not svc.lookups.acquire(blocking=False):
-        return None
+        return refused_destination(url, svc.settings.webhook_allow_private, resolve_seconds=0)
     try:
         return refused_destination(url, svc.settings.webhook_allow_private)
     finally:

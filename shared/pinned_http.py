@@ -77,6 +77,7 @@ def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) 
 # The longest a host name may take to resolve (a webhook attempt's whole deadline, if shorter): past glibc's own
 # retries (5 s per name server and try), so one lost packet or a dead first server still resolves
 RESOLVE_SECONDS = 15.0
+MAX_ADDRESSES = 4  # the most addresses of one name a request tries, in the resolver's order
 
 
 class RefusedDestination(ValueError):
@@ -149,6 +150,8 @@ def pin(url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS)
             raise RefusedDestination(not_public)
     if not addresses:
         raise NotResolved(not_public if not allow_private else f"{host} does not resolve")
+    addresses = addresses[:MAX_ADDRESSES]  # every one checked; the first few tried (a name with dozens that do not
+    # answer held a worker for dozens of connect timeouts)
     named = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets (RFC 9110: Host)
     host_header = named if parts.port in (None, _default_port(parts.scheme)) else f"{named}:{parts.port}"
     urls = tuple(urlunsplit((parts.scheme, f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}", parts.path or "/",
@@ -161,6 +164,14 @@ def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
     tries (its own timeouts, times its attempts, times its servers) and cannot be interrupted, so a host whose name
     server does not answer held a webhook attempt past its deadline and an API submit naming it for as long. A
     lookup left behind ends on its own, in the background, when the resolver gives up."""
+    try:  # an address literal needs no lookup (and is checked even when no time is given for one)
+        literal = ipaddress.ip_address(host.split("%", 1)[0])
+        return [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP,
+                 "", (str(literal), port))]
+    except ValueError:
+        pass
+    if seconds <= 0:  # no time for a lookup: none started (one left behind would run on in the background)
+        raise ResolveTimedOut(f"{host} was not looked up")
     found: dict[str, object] = {}
     done = threading.Event()
 
@@ -194,19 +205,26 @@ class _NamedTLSAdapter(HTTPAdapter):
 
 
 def pinned_request(method: str, url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS,
-                   **kwargs) -> requests.Response:
+                   deadline: float | None = None, **kwargs) -> requests.Response:
     """``requests.request`` to the pinned addresses of ``url``, each in turn until one connects (a name's dead
     AAAA record, or a round-robin address that is down, ended every fetch at the first); redirects are never
-    followed here."""
+    followed here. With a ``deadline`` (``time.monotonic()``), each address's connect timeout is at most an equal
+    share of the time left, as ``post_within``'s are (each took the whole connect timeout: a name with many
+    addresses that do not answer held the fetch many times past its deadline)."""
     target = pin(url, allow_private, resolve_seconds)
     headers = {**kwargs.pop("headers", {}), "Host": target.host_header}
-    for pinned in target.urls[:-1]:
+    for index, pinned in enumerate(target.urls):
+        options = dict(kwargs)
+        if deadline is not None:
+            share = max(deadline - time.monotonic(), 0.001) / (len(target.urls) - index)
+            connect, read = options.get("timeout") or (share, share)
+            options["timeout"] = (min(connect, share), read)
         try:
-            return _request(target, method, pinned, headers, kwargs)
+            return _request(target, method, pinned, headers, options)
         except requests.exceptions.ConnectionError as exc:
-            if not _unconnected(exc):
+            if index == len(target.urls) - 1 or not _unconnected(exc):
                 raise
-    return _request(target, method, target.urls[-1], headers, kwargs)
+    raise AssertionError("pin() gives at least one address")
 
 
 def _request(target: PinnedTarget, method: str, pinned: str, headers: dict, kwargs: dict) -> requests.Response:

@@ -36,7 +36,7 @@ def fetch(url: str, allow_private: bool, max_bytes: int, timeout: float) -> byte
         if left <= 0:
             raise FetchFailed("input_fetch_failed", f"fetching the image took longer than {timeout:.0f} s")
         try:
-            response = pinned_request("GET", url, allow_private, min(RESOLVE_SECONDS, left), stream=True,
+            response = pinned_request("GET", url, allow_private, min(RESOLVE_SECONDS, left), deadline, stream=True,
                                       timeout=(min(5.0, left), left), headers={"Accept": "image/*"})
         except NotResolved as exc:  # a name that does not resolve now is not a refused destination
             raise FetchFailed("input_fetch_failed", f"could not fetch the image: {exc}") from exc

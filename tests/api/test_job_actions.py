@@ -260,10 +260,13 @@ def test_webhook_events_without_a_webhook_url_are_refused(client):
     assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", "webhook_events")
 
 
-def test_past_its_lookup_threads_a_submit_leaves_the_url_to_the_workers_check(settings):
+def test_past_its_lookup_threads_a_submit_leaves_only_the_name_lookup_to_the_worker(settings, monkeypatch):
     """A submit's DNS lookup holds an API thread: when half the threads are already looking a host up (a
-    customer's stalling name server), a further submit does not wait for one; the worker's check, before it
-    connects, refuses the address then (tests/shared/test_webhooks.py)."""
+    customer's stalling name server), a further submit looks no name up (the worker's check, before it connects,
+    refuses such an address then: tests/shared/test_webhooks.py), but checks all the rest as ever: an address
+    literal, credentials, a metadata host were let through too."""
+    import socket
+
     from api import create_app
 
     app = create_app(settings.with_overrides(webhook_allow_private=False))
@@ -272,8 +275,17 @@ def test_past_its_lookup_threads_a_submit_leaves_the_url_to_the_workers_check(se
     taken = 0
     while lookups.acquire(blocking=False):
         taken += 1
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("a name was looked up with every lookup slot taken")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
     try:
-        assert taken >= 1 and submit(app.test_client(), webhook_url="http://127.0.0.1:9/hook").status_code == 202
+        assert taken >= 1
+        for refused in ("http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "http://u:p@hooks.example.test/",
+                        "http://metadata.google.internal/"):
+            assert submit(app.test_client(), webhook_url=refused).status_code == 422, refused
+        assert submit(app.test_client(), webhook_url="http://hooks.example.test/hook").status_code == 202
     finally:
         for _ in range(taken):
             lookups.release()

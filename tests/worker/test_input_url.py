@@ -290,3 +290,39 @@ def test_a_host_that_does_not_resolve_now_fails_the_fetch_not_as_a_refused_desti
     with pytest.raises(FetchFailed) as failed:
         fetch("http://photos.example.test/a.jpg", allow_private=True, max_bytes=1_000_000, timeout=5.0)
     assert failed.value.code == "input_fetch_failed" and "does not resolve" in str(failed.value)
+
+
+def test_a_fetch_over_many_silent_addresses_ends_within_its_deadline(monkeypatch):
+    """Each address had its own 5 s connect timeout: a name with many addresses that do not answer held an
+    inference worker many times past the fetch's deadline. Loopback only: a listener whose queue is full drops the
+    connects, as a black hole would."""
+    import socket
+    import time
+
+    from shared import pinned_http
+    from worker.fetch import FetchFailed, fetch
+
+    silent = socket.socket()
+    silent.bind(("0.0.0.0", 0))
+    silent.listen(0)
+    port = silent.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.3)
+    addresses = [f"127.0.0.{i}" for i in range(2, 8)]
+    monkeypatch.setattr(pinned_http, "_resolve", lambda host, port_, seconds: [
+        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port_)) for address in addresses])
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchFailed) as failed:
+            fetch(f"http://many.example.test:{port}/x.png", True, 10_000_000, 2.0)
+    finally:
+        silent.close()
+        for filler in fillers:
+            filler.close()
+    assert failed.value.code == "input_fetch_failed"
+    assert time.monotonic() - started < 4  # 2 s and a little: it took 6 x 2 s before (one connect timeout each)
