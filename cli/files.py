@@ -13,15 +13,15 @@ from shared.formats import is_image_name
 from shared.limits import SUFFIX_FORMATS
 
 
-def expand(paths: list[Path], results: Path | None = None, keep_named: bool = False) -> list[Path]:
+def expand(paths: list[Path], results: Path | None = None) -> list[Path]:
     """Files, the images of folders, and globs (for shells that do not expand them), in a stable order.
 
     A path that does not exist stays in the list: it is reported as that file's error while the others go on.
-    Files lying in ``results``, the output folder, are left out: they are this command's earlier results (a
-    rerun of ``upscale photos photos --format jpeg`` upscaled them again, or refused the batch for names that
-    clashed). ``keep_named`` keeps those named one by one (``submit photo.jpg --wait`` writes into the folder it
-    runs in unless told otherwise). Raises ``FileNotFoundError`` when nothing is left, naming the sub-folders not
-    looked into."""
+    Files a folder or a pattern finds in ``results``, the output folder, are left out: they are this command's
+    earlier results (a rerun of ``upscale photos photos --format jpeg`` upscaled them again, or refused the batch
+    for names that clashed). A file named on its own always goes (``upscale a.jpg b.jpg .``): where its result
+    would clash, ``result_names`` says so. Raises ``FileNotFoundError`` when nothing is left, naming the
+    sub-folders not looked into."""
     out = results.resolve() if results is not None else None
     found: list[Path] = []
     sub_folders: list[Path] = []
@@ -39,7 +39,7 @@ def expand(paths: list[Path], results: Path | None = None, keep_named: bool = Fa
                 else:
                     found += images
                 sub_folders += [p for p in inside if p.is_dir() and not p.name.startswith(".")]
-            elif not path.exists() or path.parent.resolve() != out or (named and keep_named):
+            elif named or not path.exists() or path.parent.resolve() != out:
                 found.append(path)
             else:
                 left_out = True

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--output and --output-dir name where --wait downloads results; add --wait")
     # results already downloaded into the output folder are not sent again as inputs
     results = (args.output_dir or Path(".")) if args.wait and not args.output else None
-    files = expand([Path(p) for p in args.paths], results, keep_named=args.output_dir is None)
+    files = expand([Path(p) for p in args.paths], results)
     if args.output and len(files) > 1:
         raise UsageError(f"--output names one result, and {len(files)} images were given; use --output-dir")
     fmt = output_format_for(args.output, args.format) if args.output else args.format or "png"

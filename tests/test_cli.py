@@ -235,9 +235,10 @@ def test_upscale_never_replaces_a_file_unless_told(tmp_path):
     replaced = run(["upscale", str(photos / "photo.png"), str(photos / "photo.jpg"), "--model", "bicubic",
                     "--scale", "2", "--overwrite"])
 
-    # what lies in the output folder is taken for results, never for inputs (a rerun upscaled them again)
-    assert into_its_own_folder.returncode == 1 and "outside the output folder" in into_its_own_folder.stderr
-    assert sorted(p.name for p in photos.iterdir()) == ["keep.png", "photo.jpg", "photo.png"]
+    # files named on their own go into their own folder: the studio's photo.jpg is skipped, not replaced
+    assert into_its_own_folder.returncode == 0, into_its_own_folder.stderr
+    assert f"skip {photos / 'photo.png'}: {photos / 'photo.jpg'} exists" in into_its_own_folder.stdout
+    assert sorted(p.name for p in photos.iterdir()) == ["keep.jpg", "keep.png", "photo.jpg", "photo.png"]
     assert folder.returncode == 0, folder.stderr
     assert f"skip {photos / 'photo.png'}: {out / 'photo.jpg'} exists" in folder.stdout
     with Image.open(out / "keep.jpg") as made:
@@ -838,12 +839,17 @@ def test_results_in_the_output_folder_are_never_taken_as_inputs(tmp_path, monkey
     assert again.stdout.strip() == f"skip in{os.sep}a.png: out{os.sep}a.png exists (--overwrite replaces it)"
     out = tmp_path / "out"
     write_image(out / "b.png", width=8, height=8)
-    assert [source for source, *_ in plan([out / "b.png", tmp_path / "in", out], None)[0]] == [
-        tmp_path / "in" / "a.png"]  # named, but in the output folder
+    assert [source for source, *_ in plan([tmp_path / "in", out], None)[0]] == [tmp_path / "in" / "a.png"]
     with pytest.raises(FileNotFoundError, match="outside the output folder"):
         expand([out], results=out)
-    # submit's default output folder is where it runs: a file named there goes (its result is named apart)
-    assert expand([out / "b.png"], results=out, keep_named=True) == [out / "b.png"]
+    # a file named on its own goes wherever it lies (`upscale a.jpg b.jpg .` was refused, or dropped a.jpg when
+    # others were named too); a pattern's finds in the output folder do not
+    assert expand([out / "b.png", tmp_path / "in"], results=out) == [out / "b.png", tmp_path / "in" / "a.png"]
+    assert expand([tmp_path / "*" / "*.png"], results=out) == [tmp_path / "in" / "a.png"]
+    monkeypatch.chdir(out)
+    (out / "c.jpg").write_bytes((out / "b.png").read_bytes())
+    named = run(["upscale", "c.jpg", ".", "--model", "bicubic", "--scale", "2"])
+    assert named.returncode == 0 and (out / "c.png").exists(), named.stderr
 
 
 def test_a_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
