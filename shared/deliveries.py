@@ -21,7 +21,7 @@ def claim(session: Session, delivery_id: str, lease_seconds: float) -> bool:
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
                or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
         .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_seconds),
-                updated_at=now)
+                leased_until=now + timedelta(seconds=lease_seconds), updated_at=now)
     )
     return result.rowcount == 1
 
@@ -36,7 +36,7 @@ def record_attempt(session: Session, delivery: WebhookDelivery, status_code: int
     session.add(WebhookAttempt(delivery_id=delivery.id, status_code=status_code, latency_ms=latency_ms,
                                error=error[:2000] if error else None))
     now = utcnow()
-    delivery.updated_at = now
+    delivery.updated_at, delivery.leased_until = now, None
     if status_code is not None and 200 <= status_code < 300:
         delivery.status, delivery.next_attempt_at = DELIVERED, None
         return None
@@ -84,16 +84,16 @@ class InFlight(Exception):
     """An attempt at the message is being made now: sending it again meanwhile would POST it twice at once."""
 
 
-def in_flight(delivery: WebhookDelivery, recorded_attempts: int) -> bool:
-    """Whether an attempt has been claimed and not yet recorded (its lease not run out)."""
-    return (delivery.status == PENDING and delivery.attempts > recorded_attempts
-            and delivery.next_attempt_at is not None and delivery.next_attempt_at > utcnow())
+def in_flight(delivery: WebhookDelivery) -> bool:
+    """Whether an attempt has been claimed and not yet recorded, its lease still running (one whose worker died
+    is not: its lease ran out)."""
+    return delivery.status == PENDING and delivery.leased_until is not None and delivery.leased_until > utcnow()
 
 
-def reopen(session: Session, delivery: WebhookDelivery, recorded_attempts: int) -> None:
+def reopen(session: Session, delivery: WebhookDelivery) -> None:
     """Send a message again (manual redelivery): pending now, with a fresh retry budget counted from the attempts
     it has (the count stays, beside its attempt log). Raises ``InFlight`` while an attempt is being made."""
-    if in_flight(delivery, recorded_attempts):
+    if in_flight(delivery):
         raise InFlight(delivery.id)
     delivery.status, delivery.next_attempt_at, delivery.retries_from = PENDING, utcnow(), delivery.attempts
     delivery.updated_at = utcnow()

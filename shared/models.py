@@ -210,6 +210,7 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # every attempt ever claimed
     retries_from: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts at its redelivery
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # an attempt claimed, not yet recorded
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

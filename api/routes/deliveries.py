@@ -76,7 +76,7 @@ def redeliver(job_id: str):
             raise ApiError("not_found", "this job has no such webhook message")
         delivery, attempts = found[-1]
         try:
-            deliveries.reopen(session, delivery, len(attempts))
+            deliveries.reopen(session, delivery)
         except deliveries.InFlight:
             raise ApiError("delivery_in_progress", "an attempt at this message is being made now; see its outcome "
                                                    "in GET .../deliveries, and send it again after",

@@ -1,7 +1,7 @@
 """A redelivered webhook message keeps its attempt count (the listing showed 0 beside its attempt log) and counts
-its fresh retry budget from ``retries_from``, the attempts it had when it was sent again. An attempt is then in
-flight while the count is past the recorded attempts, which a redelivery now waits for instead of sending the
-message twice at once.
+its fresh retry budget from ``retries_from``, the attempts it had when it was sent again; ``leased_until`` says an
+attempt is being made (claimed, not yet recorded), which a redelivery now waits for instead of sending the message
+twice at once.
 
 Revision ID: 0015
 Revises: 0014
@@ -22,8 +22,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('webhook_deliveries') as batch:
         batch.add_column(sa.Column('retries_from', sa.Integer(), nullable=False, server_default='0'))
+        batch.add_column(sa.Column('leased_until', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('webhook_deliveries') as batch:
+        batch.drop_column('leased_until')
         batch.drop_column('retries_from')

@@ -202,7 +202,7 @@ def test_a_redelivery_after_a_lost_attempt_starts_its_retry_schedule_afresh(db_s
                               payload="{}", status="pending", attempts=1)
     db_session.add(message)
     db_session.flush()
-    deliveries.reopen(db_session, message, 0)  # the API's redeliver, attempt 1 claimed long ago (lease out)
+    deliveries.reopen(db_session, message)  # the API's redeliver, attempt 1 claimed long ago (lease out)
     delay = deliveries.record_attempt(db_session, message, 500, 10.0, "HTTP 500", (5.0, 30.0, 14400.0),
                                       random.Random(1))
     assert 4 <= delay <= 6
@@ -353,9 +353,38 @@ def test_a_redelivery_waits_for_an_attempt_in_flight_and_keeps_the_count_beside_
     db_session.expire_all()
     message = db_session.get(WebhookDelivery, message.id)
     with pytest.raises(InFlight):
-        reopen(db_session, message, 0)
+        reopen(db_session, message)
     deliveries.record_attempt(db_session, message, 500, 5.0, "HTTP 500", (5.0, 30.0))
-    reopen(db_session, message, 1)  # recorded: it may go again, with the whole schedule ahead of it
+    reopen(db_session, message)  # recorded: it may go again, with the whole schedule ahead of it
     assert (message.attempts, message.retries_from, message.status) == (1, 1, "pending")
     message.attempts += 1  # attempt 2 (the redelivery's first) fails too
     assert 4 <= deliveries.record_attempt(db_session, message, 500, 5.0, "HTTP 500", (5.0, 30.0)) <= 6
+
+
+def test_an_attempt_lost_with_its_worker_does_not_block_redelivery_until_the_next_retry(ctx, db_session):
+    """Counting attempts against recorded ones, one attempt lost with its worker (OOM, SIGKILL) left every later
+    scheduled retry looking in flight: redeliver answered 409 for hours with nothing being sent."""
+    from datetime import timedelta
+
+    from shared.deliveries import claim, in_flight, reopen
+    from shared.models import utcnow
+
+    job = queued_job(ctx, db_session, webhook_url="http://127.0.0.1:9/hook", webhook_events=["job.canceled"])
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    assert claim(db_session, message.id, 60)  # attempt 1: its worker dies, nothing is recorded
+    db_session.commit()
+    db_session.expire_all()
+    message = db_session.get(WebhookDelivery, message.id)
+    message.leased_until = message.next_attempt_at = utcnow() - timedelta(seconds=1)  # its lease ran out
+    assert not in_flight(message)
+    message.attempts += 1  # attempt 2 runs and fails: a retry is scheduled in the future
+    deliveries.record_attempt(db_session, message, 500, 5.0, "HTTP 500", (5.0, 30.0))
+    assert message.next_attempt_at > utcnow() and message.attempts > 1  # two counted, one recorded
+    assert not in_flight(message)
+    reopen(db_session, message)  # nothing is being sent: it may go now
+    assert message.status == "pending" and message.next_attempt_at <= utcnow()
