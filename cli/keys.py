@@ -115,23 +115,31 @@ def run_revoke(args: argparse.Namespace) -> int:
     return 0 if revoked else 1
 
 
-def run_webhook_secret(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from shared.models import PUBLIC_TENANT, ApiKey
+def _signing_settings():
+    """The settings webhook secrets are derived with, or None (said) where the API's secret is not to be found:
+    the development secret lives in the API's own folder, and made afresh here a secret was printed (or, by
+    ``rotate-webhook-secret``, rotated and printed) that no message is signed with, and a stray file left behind."""
     from shared.settings import Settings
-    from shared.tenants import env_tenant
-    from shared.webhooks import tenant_secrets
 
     # what is configured, before a development secret is read or made
     bare = Settings.from_env({**os.environ, "UPSCALER_SECRET_KEY": "x" * 32})
     if not (os.environ.get("UPSCALER_SECRET_KEY") or bare.webhook_secret or bare.secret_file.exists()):
-        # the API's development secret lives in its own folder: made afresh here, it printed a secret no message
-        # is signed with (and left a stray secret file behind)
         print(f"upscaler keys: no development secret at {bare.secret_file}; run this where the API runs, or set "
               "UPSCALER_SECRET_FILE (or UPSCALER_SECRET_KEY) as the API has it", file=sys.stderr)
+        return None
+    return Settings.from_env()
+
+
+def run_webhook_secret(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from shared.models import PUBLIC_TENANT, ApiKey
+    from shared.tenants import env_tenant
+    from shared.webhooks import tenant_secrets
+
+    settings = _signing_settings()
+    if settings is None:
         return 1
-    settings = Settings.from_env()
     known = {PUBLIC_TENANT, *(env_tenant(key) for key in settings.api_key_list)}
     if args.name not in known:
         with _sessions()() as session:
@@ -148,11 +156,13 @@ def run_rotate_webhook_secret(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from shared.db import unit_of_work
-    from shared.settings import Settings
     from shared.webhooks import rotate_secret
 
+    settings = _signing_settings()
+    if settings is None:  # checked before anything is rotated
+        return 1
     with unit_of_work(_sessions()) as session:
-        rotated = rotate_secret(session, Settings.from_env(), args.name, timedelta(hours=args.grace_hours))
+        rotated = rotate_secret(session, settings, args.name, timedelta(hours=args.grace_hours))
     if rotated is None:
         print(f"upscaler keys: no key named {args.name!r}; the open development API's tenant and bootstrap keys' "
               "secrets change only with UPSCALER_WEBHOOK_SECRET", file=sys.stderr)

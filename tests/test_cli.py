@@ -320,6 +320,12 @@ def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
     for tenant in ("public", "acne"):  # no key row to keep a version on: said, nothing printed
         refused = run(["keys", "rotate-webhook-secret", tenant], env=env)
         assert (refused.returncode, refused.stdout) == (1, "") and "no key named" in refused.stderr
+    # where the API's development secret is not: refused before anything is rotated (it rotated, then printed a
+    # secret derived from a secret file it made up)
+    away = run(["keys", "rotate-webhook-secret", "acme"], env=elsewhere)
+    assert (away.returncode, away.stdout) == (1, "") and "no development secret at" in away.stderr
+    assert not (tmp_path / "nowhere").exists()
+    assert run(["keys", "webhook-secret", "acme"], env=env).stdout.strip() == new  # not rotated again
 
 
 @pytest.mark.slow
