@@ -201,10 +201,10 @@ class Settings:
             if getattr(self, name) and (url.scheme not in ("http", "https") or not url.hostname):
                 raise SettingsError(f"UPSCALER_{name.upper()} must be an http(s)://host[:port] URL, or empty")
         if not _database_url_ok(self.database_url):
-            raise SettingsError("UPSCALER_DATABASE_URL must be a sqlite:///PATH or postgresql://user:pass@host/db URL "
-                                "(postgres:// and postgresql+psycopg:// too)")
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise SettingsError("UPSCALER_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+            raise SettingsError("UPSCALER_DATABASE_URL must be a SQLite or PostgreSQL URL: sqlite:///PATH or "
+                                "postgresql://user:pass@host/db (postgres://, postgresql+DRIVER:// too)")
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss"):  # what Celery's broker and redis-py both take
+            raise SettingsError("UPSCALER_REDIS_URL must be a redis:// or rediss:// URL")
         if self.storage == "s3" and self.result_url_ttl > MAX_PRESIGNED_SECONDS:
             raise SettingsError(f"UPSCALER_RESULT_URL_TTL must be at most {MAX_PRESIGNED_SECONDS} (7 days) with S3 "
                                 "storage: a presigned link cannot live longer")
@@ -214,10 +214,17 @@ class Settings:
 
 
 def _database_url_ok(url: str) -> bool:
-    """A URL of a database the platform runs on (``shared.db.make_engine``): a typo (``postgress://``) was a
-    29-line traceback from whichever command first connected, not one line naming the setting."""
-    scheme, _, rest = url.partition("://")
-    return bool(rest) and scheme in ("sqlite", "sqlite+pysqlite", "postgres", "postgresql", "postgresql+psycopg")
+    """A URL SQLAlchemy reads, of a database the platform runs on (SQLite or PostgreSQL, any driver, in-memory
+    SQLite, libpq's defaults): a typo (``postgress://``) was a 29-line traceback from whichever command first
+    connected, not one line naming the setting."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        return False
+    return backend in ("sqlite", "postgresql", "postgres")
 
 
 def _webhook_key_ok(secret: str) -> bool:

@@ -118,7 +118,8 @@ def test_production_requires_a_public_url_for_links():
 @pytest.mark.parametrize(("name", "value"), [("UPSCALER_DATABASE_URL", "postgress://u:p@db/upscaler"),
                                              ("UPSCALER_DATABASE_URL", "var/upscaler.db"),
                                              ("UPSCALER_REDIS_URL", "htp://redis:6379/0"),
-                                             ("UPSCALER_REDIS_URL", "127.0.0.1:6379")])
+                                             ("UPSCALER_REDIS_URL", "127.0.0.1:6379"),
+                                             ("UPSCALER_DATABASE_URL", "mysql://u:p@db/x")])
 def test_a_mistyped_database_or_redis_url_is_one_line_naming_the_setting(name, value):
     """They were a 29-line SQLAlchemy traceback (``migrate``, ``keys``) or a 71-line kombu one (``worker``), and
     every gunicorn worker failed to boot (``api``)."""
@@ -126,7 +127,9 @@ def test_a_mistyped_database_or_redis_url_is_one_line_naming_the_setting(name, v
         Settings.from_env({name: value})
 
 
-@pytest.mark.parametrize("url", ["sqlite:///var/upscaler.db", "sqlite:////abs/path.db", "postgres://u:p@db/x",
-                                 "postgresql://u:p@db/x", "postgresql+psycopg://u:p@db:5432/x?sslmode=require"])
+@pytest.mark.parametrize("url", ["sqlite:///var/upscaler.db", "sqlite:////abs/path.db", "sqlite://",
+                                 "postgres://u:p@db/x", "postgresql://u:p@db/x", "postgresql://",
+                                 "postgresql+psycopg://u:p@db:5432/x?sslmode=require",
+                                 "postgresql+psycopg2://u:p@db/x", "postgresql+pg8000://u:p@db/x"])
 def test_every_database_url_the_platform_runs_on_is_accepted(url):
     assert Settings.from_env({"UPSCALER_DATABASE_URL": url}).database_url == url
