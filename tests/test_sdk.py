@@ -88,6 +88,39 @@ def test_connection_errors_are_retried_then_typed():
         client.models.list()
 
 
+def test_a_rotation_whose_answer_was_lost_is_not_sent_again():
+    """The client retried every call on a read timeout: a rotation the server had made, sent again, stopped at
+    once the secret the first one kept signing for its grace. Reads stay retried."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def swallow():  # reads each request, never answers
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.recv(65536)
+
+    threading.Thread(target=swallow, daemon=True).start()
+    client = sdk.Client(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=0.5, max_retries=2, backoff=0.01)
+    try:
+        with pytest.raises(sdk.ConnectionError, match="may have been done"):
+            client.rotate_webhook_secret()
+        assert len(accepted) == 1
+        with pytest.raises(sdk.ConnectionError):
+            client.models.list()
+        assert len(accepted) == 4  # a read: tried three times
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+
+
 def test_rate_limits_are_typed_with_retry_after(api_server, db_session):
     base, _ = api_server
     _, key = create_key(db_session, "sdk-limited-" + Path(base).name.replace(":", ""), rate_limit=1)

@@ -51,11 +51,15 @@ class Client:
     def rotate_webhook_secret(self) -> str:
         """A new webhook secret for this key's tenant (returned); the previous one also signs each message for 24
         hours, so receivers can switch to the new one without missing any."""
-        return self.request("POST", "/v1/webhooks/secret/rotate").json()["secret"]
+        # not repeatable: a second rotation would stop the secret the first one kept signing for its grace
+        return self.request("POST", "/v1/webhooks/secret/rotate", repeatable=False).json()["secret"]
 
-    def request(self, method: str, path: str, *, deadline: float | None = None, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, path: str, *, deadline: float | None = None, repeatable: bool = True,
+                **kwargs: Any) -> requests.Response:
         """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After;
-        ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, retries and waits included."""
+        ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, retries and waits included. A call that
+        is not ``repeatable`` (done twice, it does something else) is sent again only if it cannot have reached
+        the server (a connect that failed), never after a lost answer."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         files = kwargs.pop("files", None)
         for attempt in range(self.max_retries + 1):
@@ -68,6 +72,10 @@ class Client:
                 response = self.http.request(method, url, timeout=_bounded(self.timeout, deadline), files=files,
                                              **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:  # worth another try; nothing else is
+                unsent = isinstance(exc, requests.ConnectTimeout) or "NewConnectionError" in repr(exc)
+                if not repeatable and not unsent:
+                    raise errors.ConnectionError(f"no answer from {self.base_url} (it may have been done; check "
+                                                 f"before trying again): {exc}") from exc
                 if last or not self._sleep(attempt, None, deadline):
                     raise errors.ConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
                 continue
