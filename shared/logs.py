@@ -83,4 +83,5 @@ def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips' INFO is one "threadpool completed" per image
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # seven "setup plugin" lines per API process start
     logging.captureWarnings(True)  # Python's warnings (Celery's, libraries') as records in this format, not raw stderr

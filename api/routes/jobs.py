@@ -96,8 +96,15 @@ def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Jo
     the job of a concurrent request with the same key, if one made it (Redis unreachable: no mark)."""
     require_key_still_valid()  # the upload may have taken minutes
     with submission.first_of_its_key(svc, key) as first:
-        if not first and (earlier := submission.wait_for_first(svc, key, parsed)):
-            return earlier
+        # a retry waits on a thread of the waiters' share (Prefer: wait's), none free: it goes on as a new request
+        # (the database's unique key still makes one job of the two)
+        if not first and svc.waiters.acquire(blocking=False):
+            try:
+                earlier = submission.wait_for_first(svc, key, parsed)
+            finally:
+                svc.waiters.release()
+            if earlier:
+                return earlier
         return _charge_and_store(svc, key, parsed)
 
 
