@@ -232,8 +232,8 @@ def test_a_pool_process_that_loads_its_model_slowly_still_comes_back_after_sigki
 
 def test_a_worker_whose_pool_cannot_start_exits_non_zero_and_reads_unhealthy(settings, tmp_path):
     """Every pool process dies during start-up (here: a database driver that is not installed, which the settings
-    cannot know): the worker must not loop
-    silently; the probe fails and the main process exits with status 3 for the orchestrator to restart it."""
+    cannot know): the worker must not loop silently; the probe fails and the main process exits with status 3 for
+    the orchestrator to restart it."""
     broken = settings.with_overrides(database_url="postgresql+nosuchdriver://nowhere/db", worker_start_timeout=2.0,
                                      worker_heartbeat_timeout=8.0)
     worker = start_worker(broken, tmp_path / "w.log")
