@@ -500,8 +500,7 @@ def test_a_job_charged_nothing_gives_nothing_back(client, ctx, db_session, monke
     def away(*_args, **_kwargs):
         raise redis_client.ConnectionError("Redis is away")
 
-    monkeypatch.setattr(services.redis, "incrbyfloat", away)
-    monkeypatch.setattr(services.redis, "pipeline", away)
+    monkeypatch.setattr(services.redis, "eval", away)  # the quota's charge (one script)
     job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
                          data={"image": (io.BytesIO(image_bytes(width=500, height=100)), "a.png"), "scale": "2",
                                "model": "bicubic"}).get_json()["id"]
