@@ -154,7 +154,7 @@ def prepare(source: Path, engines: EngineRegistry, model: str, size: SizeRequest
 
 
 # An input asked at its own size is restored from this strength up (auto's JPEG of quality 90 is 0.14, of 95 0.07):
-# its x2 reduced back gains 1.2-1.4 dB over the file at JPEG q50..q90, and on noisy files, but on JPEGs of q95 it
+# its x2 reduced back gains 1.1-1.6 dB over the file at JPEG q50..q90, and 4 on noisy files, but on JPEGs of q95 it
 # lost on 4 of 16 photos and a clean file's pixels are already what is wanted (docs/model.md, "At its own size").
 RESTORE_FROM_STRENGTH = 0.1
 
