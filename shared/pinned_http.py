@@ -78,6 +78,11 @@ def is_metadata_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) 
 # retries (5 s per name server and try), so one lost packet or a dead first server still resolves
 RESOLVE_SECONDS = 15.0
 MAX_ADDRESSES = 4  # the most addresses of one name a request tries, in the resolver's order
+# Lookups running in a process at once, those left behind by a caller that stopped waiting included: each is a
+# thread the resolver holds until it gives up (a minute and more), so a name server that never answers, named in
+# submit after submit, grew them without bound. Past it a lookup is not started (read as one that timed out).
+MAX_LOOKUP_THREADS = 32
+_LOOKUP_THREADS = threading.BoundedSemaphore(MAX_LOOKUP_THREADS)
 
 
 class RefusedDestination(ValueError):
@@ -172,6 +177,9 @@ def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
         pass
     if seconds <= 0:  # no time for a lookup: none started (one left behind would run on in the background)
         raise ResolveTimedOut(f"{host} was not looked up")
+    gate = _LOOKUP_THREADS
+    if not gate.acquire(blocking=False):  # stalled lookups of a hostile name server fill them
+        raise ResolveTimedOut(f"{host} was not looked up: {MAX_LOOKUP_THREADS} lookups are still running")
     found: dict[str, object] = {}
     done = threading.Event()
 
@@ -181,6 +189,7 @@ def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
         except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
             found["error"] = exc
         finally:
+            gate.release()
             done.set()
 
     threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()

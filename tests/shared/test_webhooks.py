@@ -366,3 +366,35 @@ def test_an_https_receiver_is_trusted_through_a_ca_folder_as_the_image_fetch_tru
         assert post_within(f"https://127.0.0.1:{server.server_address[1]}/hook", b"{}", {}, True, 5) == 200
     finally:
         server.shutdown()
+
+
+def test_lookups_left_running_by_a_stalling_name_server_are_bounded(monkeypatch):
+    """Each submit naming a name whose server never answers left a lookup thread behind (the resolver holds it
+    for a minute and more): they grew without bound. Past the bound none is started."""
+    import socket
+    import threading
+
+    from shared import pinned_http
+
+    release = threading.Event()
+    started = []
+
+    def stalls(*args, **kwargs):
+        started.append(1)
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalls)
+    monkeypatch.setattr(pinned_http, "_LOOKUP_THREADS", threading.BoundedSemaphore(3))
+    try:
+        for index in range(6):
+            assert refused_destination(f"http://stall-{index}.example.test/", False, resolve_seconds=0.05) is None
+        assert len(started) == 3  # three left running; the next three were not started
+    finally:
+        release.set()
+    gate = pinned_http._LOOKUP_THREADS
+    for _ in range(50):  # the stalled lookups end and give their places back
+        if gate._value == 3:
+            break
+        threading.Event().wait(0.05)
+    assert gate._value == 3
