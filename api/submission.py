@@ -155,11 +155,15 @@ def idempotency_key() -> str | None:
 IN_FLIGHT_SECONDS = 30.0
 
 
+def _in_flight_marker(key: str | None) -> str:
+    return f"upscaler:idempotency:{key}"
+
+
 @contextlib.contextmanager
 def first_of_its_key(svc: Services, key: str | None) -> Iterator[bool]:
     """Mark ``key`` in flight while the block runs; yields whether this request is its first (True without a key,
     or with Redis unreachable: the database's unique key still makes one job of two)."""
-    marker = f"upscaler:idempotency:{key}"
+    marker = _in_flight_marker(key)
     try:
         first = key is None or bool(svc.redis.set(marker, "1", nx=True, ex=int(IN_FLIGHT_SECONDS) + 5))
     except redis.RedisError:
@@ -180,7 +184,7 @@ def wait_for_first(svc: Services, key: str, submission: Submission, poll: float 
         if job := find_previous(svc, key, submission.fingerprint):
             return job
         try:
-            if not svc.redis.exists(f"upscaler:idempotency:{key}"):
+            if not svc.redis.exists(_in_flight_marker(key)):
                 return find_previous(svc, key, submission.fingerprint)
         except redis.RedisError:
             return None

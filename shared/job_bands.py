@@ -8,7 +8,7 @@ transaction (the job's progress). These functions flush but never commit.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
@@ -55,6 +55,12 @@ def claim(session: Session, job_id: str, index: int, owner: str, lease_seconds: 
     if result.rowcount == 1:
         keep_job_alive(session, job_id, lease_seconds)
     return result.rowcount == 1
+
+
+def claimable(band: JobBand, now: datetime) -> bool:
+    """What ``claim`` takes, read off a band already loaded: pending, or running under an expired lease."""
+    return band.status == PENDING or (band.status == RUNNING and band.lease_expires_at is not None
+                                      and band.lease_expires_at < now)
 
 
 def keep_job_alive(session: Session, job_id: str, lease_seconds: int) -> bool:

@@ -225,7 +225,7 @@ def pinned_request(method: str, url: str, allow_private: bool, resolve_seconds: 
     for index, pinned in enumerate(target.urls):
         options = dict(kwargs)
         if deadline is not None:
-            share = max(deadline - time.monotonic(), 0.001) / (len(target.urls) - index)
+            share = _share(deadline, len(target.urls) - index)
             connect, read = options.get("timeout") or (share, share)
             options["timeout"] = (min(connect, share), read)
         try:
@@ -297,17 +297,22 @@ def post_within(url: str, body: bytes, headers: dict[str, str], allow_private: b
 
 
 def _connect(target: PinnedTarget, deadline: float) -> tuple[SplitResult, socket.socket]:
-    """A connection to the first of ``target``'s addresses that takes one before ``deadline``; each address has
-    an equal share of the time left (a dead first address took the whole deadline), the last all of it."""
+    """A connection to the first of ``target``'s addresses that takes one before ``deadline`` (``_share``)."""
     for index, pinned in enumerate(target.urls):
         parts = urlsplit(pinned)
-        share = max(deadline - time.monotonic(), 0.001) / (len(target.urls) - index)
         try:
-            return parts, socket.create_connection((parts.hostname, parts.port), timeout=share)
+            return parts, socket.create_connection((parts.hostname, parts.port),
+                                                   timeout=_share(deadline, len(target.urls) - index))
         except OSError:
             if index == len(target.urls) - 1:
                 raise
     raise AssertionError("pin() gives at least one address")
+
+
+def _share(deadline: float, addresses_left: int) -> float:
+    """An address's connect timeout: an equal share of the time left before ``deadline`` among those left to try
+    (a dead first address took the whole of it), the last one all of it."""
+    return max(deadline - time.monotonic(), 0.001) / addresses_left
 
 
 def _tls_context() -> ssl.SSLContext:

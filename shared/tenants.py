@@ -124,10 +124,9 @@ def any_key(session: Session) -> bool:
 
 def authenticate(session: Session, token: str, env_keys: list[str]) -> Tenant | None:
     """The tenant of a bearer token, or None. Environment keys are compared in constant time."""
-    for key in env_keys:
-        if hmac.compare_digest(token.encode(), key.encode()):
-            return Tenant(env_tenant(key))
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None)))
+    env_key, row = _key_of(session, token, env_keys)
+    if env_key is not None:
+        return Tenant(env_tenant(env_key))
     if row is None:
         return None
     now = utcnow()
@@ -139,10 +138,17 @@ def authenticate(session: Session, token: str, env_keys: list[str]) -> Tenant | 
 def still_valid(session: Session, token: str, env_keys: list[str]) -> bool:
     """Whether a token that authenticated a request is still a key (not revoked or rotated meanwhile), without
     marking it used: asked again before a long request answers."""
-    if any(hmac.compare_digest(token.encode(), key.encode()) for key in env_keys):
-        return True
-    return session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(token),
-                                                  ApiKey.revoked_at.is_(None))) is not None
+    env_key, row = _key_of(session, token, env_keys)
+    return env_key is not None or row is not None
+
+
+def _key_of(session: Session, token: str, env_keys: list[str]) -> tuple[str | None, ApiKey | None]:
+    """The bootstrap key ``token`` is (compared in constant time), else its active key row; (None, None) if
+    neither."""
+    for key in env_keys:
+        if hmac.compare_digest(token.encode(), key.encode()):
+            return key, None
+    return None, session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None)))
 
 
 def tenant_named(session: Session, name: str) -> Tenant:

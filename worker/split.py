@@ -256,8 +256,7 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
             done = {b.index: b.result_key for b in states if b.status == job_bands.DONE}
             # only bands a claim can take are tried: a claim of each later band every round was a write
             # transaction per band five times a second (SQLite's one writer lock, shared with every band worker)
-            free = {b.index for b in states if b.status == job_bands.PENDING
-                    or (b.status == job_bands.RUNNING and b.lease_expires_at and b.lease_expires_at < now)}
+            free = {b.index for b in states if job_bands.claimable(b, now)}
         if band.index in done and done[band.index] is None:  # done into another gatherer's own file: lost to us
             log.warning("job %s: band %d was done by a gathering worker that lost the job; computing it again",
                         job.id, band.index)
