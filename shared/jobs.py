@@ -111,6 +111,13 @@ FAIR_WINDOW = timedelta(minutes=10)
 FAIR_JOB_OVERHEAD_PIXELS = 100_000
 
 
+def _ready():
+    """A queued job that may run now: not one an outage handed back whose wait (``hand_back``) has not passed.
+    Every way a queued job is taken or counted goes through this (the claim, the fair turn, the sweeper's publish
+    and count), so a job waiting out an outage is neither run early by another job's message nor given one."""
+    return and_(Job.status == JobStatus.QUEUED.value, or_(Job.retry_at.is_(None), Job.retry_at <= utcnow()))
+
+
 def _taken_back(max_attempts: int):
     """A running job whose worker vanished (its lease ran out), with attempts left: any worker may take it back.
     Past ``max_attempts`` it is the sweeper's to end (``release_lease``: ``worker_lost``); a claim that took it
@@ -133,7 +140,7 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = (), *
     own = session.get(Job, job_id) if job_id not in passed else None
     if own is not None and session.scalar(select(Job.id).where(Job.id == job_id, _taken_back(max_attempts))):
         return job_id
-    queued = [Job.status == JobStatus.QUEUED.value, Job.id.not_in(list(passed))]
+    queued = [_ready(), Job.id.not_in(list(passed))]
     waiting = dict(session.execute(select(Job.tenant, func.min(Job.created_at)).where(*queued)
                                    .group_by(Job.tenant)).all())
     if not waiting:
@@ -147,7 +154,8 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = (), *
         for tenant, since in waiting.items()}
     least = min(served.values())
     fairest = {tenant for tenant, amount in served.items() if amount == least}
-    if own is not None and own.status == JobStatus.QUEUED.value and own.tenant in fairest:
+    if own is not None and own.tenant in fairest and session.scalar(select(Job.id).where(Job.id == job_id,
+                                                                                             _ready())):
         return job_id
     return session.scalar(select(Job.id).where(*queued, Job.tenant.in_(fairest))
                           .order_by(Job.created_at, Job.id).limit(1))
@@ -163,15 +171,17 @@ def clear_enqueued(session: Session, job_id: str) -> None:
 
 
 def claim(session: Session, job_id: str, owner: str, lease_seconds: int, *, max_attempts: int) -> bool:
-    """Atomically take the job if it is queued, or running under an expired lease with attempts left."""
+    """Atomically take the job if it is queued (and its outage wait is over), or running under an expired lease
+    with attempts left. ``started_at`` stays the first attempt's: the job's timings and the customer's "started"
+    count from when it first ran, not from the attempt that finished it."""
     now = utcnow()
     result = session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .where(or_(Job.status == JobStatus.QUEUED.value, _taken_back(max_attempts)))
+        .where(or_(_ready(), _taken_back(max_attempts)))
         .values(status=JobStatus.RUNNING.value, lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1,
-                started_at=now, progress=0.0, updated_at=now)
+                started_at=func.coalesce(Job.started_at, now), retry_at=None, progress=0.0, updated_at=now)
     )
     return result.rowcount == 1
 
@@ -189,15 +199,34 @@ def renew(session: Session, job_id: str, owner: str, lease_seconds: int, progres
     return result.rowcount == 1
 
 
+# How long a job an outage stopped waits before it may run again: as long as the outage has lasted so far,
+# within these bounds (5, 5, 10, 20, 40, 60, 60 ... seconds), so a short blip costs seconds and a long outage
+# is not hammered by every queued job.
+OUTAGE_BACKOFF = (timedelta(seconds=5), timedelta(seconds=60))
+
+
+def outage_outlasted(job: Job, grace_seconds: int) -> bool:
+    """Outages have kept ``job`` from finishing for longer than the grace period: time to fail it."""
+    return job.outage_since is not None and utcnow() - job.outage_since >= timedelta(seconds=grace_seconds)
+
+
 def hand_back(session: Session, job_id: str, owner: str) -> bool:
     """Our running job back to the queue, unpublished: an outage (object storage unreachable) stopped this
-    attempt, not the job. The sweeper publishes it at its next pass, which spaces the attempts, and the next
-    claim counts one more; False if the job is no longer ours."""
+    attempt, not the job. The attempt is not counted (``max_attempts`` is for workers that vanish; a 30-60 s
+    outage used every attempt of every queued job), the job may run again after ``OUTAGE_BACKOFF`` (the sweeper
+    publishes it then), and ``outage_since`` keeps when the first outage stopped it; False if the job is no
+    longer ours."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return False
     now = utcnow()
+    since = job.outage_since or now
+    low, high = OUTAGE_BACKOFF
+    wait = min(max(now - since, low), high)
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
         .values(status=JobStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, enqueued_at=None,
-                progress=0.0, updated_at=now))
+                attempts=Job.attempts - 1, retry_at=now + wait, outage_since=since, progress=0.0, updated_at=now))
     return result.rowcount == 1
 
 
@@ -257,15 +286,15 @@ def cancel(session: Session, job_id: str) -> bool:
 def jobs_to_enqueue(session: Session, stale_seconds: int, limit: int = 500) -> list[str]:
     """Queued jobs never handed to the broker, or handed over so long ago the message may be lost."""
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
-    query = (select(Job.id).where(Job.status == JobStatus.QUEUED.value)
+    query = (select(Job.id).where(_ready())
              .where(or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
              .order_by(Job.created_at).limit(limit))
     return list(session.scalars(query))
 
 
 def count_queued(session: Session) -> int:
-    """Every queued job: each needs a turn (a message) waiting in the broker."""
-    return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED.value))
+    """Every queued job that may run now: each needs a turn (a message) waiting in the broker."""
+    return session.scalar(select(func.count()).select_from(Job).where(_ready()))
 
 
 def expired_leases(session: Session) -> list[Job]:

@@ -112,6 +112,10 @@ class Job(Base):
 
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # An attempt that object storage being unreachable stopped (shared.jobs.hand_back): not before when the job
+    # may run again, and since when such outages have kept it from finishing (it fails after a grace period).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outage_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error_code: Mapped[str | None] = mapped_column(String(64))

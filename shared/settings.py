@@ -30,9 +30,9 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: chosen from the hardware
 # publish fail; a job time limit of 0 killed every job after a minute).
 POSITIVE = ("api_port", "api_threads", "max_upload_bytes", "max_input_pixels", "max_output_pixels",
             "max_whole_output_pixels", "result_url_ttl", "tile_size", "memory_budget_mb", "band_output_pixels",
-            "job_time_limit", "lease_seconds", "max_attempts", "queued_stale_seconds", "sweep_interval",
-            "enqueue_timeout", "webhook_timeout", "input_fetch_timeout", "idempotency_ttl", "worker_concurrency",
-            "worker_start_timeout", "worker_heartbeat_timeout")
+            "job_time_limit", "lease_seconds", "max_attempts", "storage_outage_grace", "queued_stale_seconds",
+            "sweep_interval", "enqueue_timeout", "webhook_timeout", "input_fetch_timeout", "idempotency_ttl",
+            "worker_concurrency", "worker_start_timeout", "worker_heartbeat_timeout")
 NON_NEGATIVE = {"api_workers": "cores + 1", "split_output_pixels": "never split", "visibility_timeout": "derived",
                 "rate_limit_per_minute": "unlimited", "max_active_jobs": "unlimited", "daily_megapixels": "unlimited",
                 "retention_seconds": "keep", "worker_metrics_port": "off", "model_load_delay": "none",
@@ -92,6 +92,7 @@ class Settings:
     lease_seconds: int = 120
     visibility_timeout: int = 0
     max_attempts: int = 3
+    storage_outage_grace: int = 900  # seconds object storage may keep a job from finishing before it fails
     queued_stale_seconds: int = 600
     sweep_interval: float = 30.0
     enqueue_timeout: float = 2.0

@@ -136,15 +136,16 @@ def is_outage(exc: Exception) -> bool:
 
 def stop_for_outage(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
     """End an attempt an outage stopped, leaving the job to run again: a storage outage hands it back to the
-    queue (``jobs.hand_back``) until its attempts are used, then fails it ``storage_failed``; with the database
-    away nothing can be written, so its lease runs out and the sweeper queues it again. Before, one failed
-    request failed every job a worker took during a short outage (storage), or failed a running job as
-    ``internal_error`` after a database failover. Returns what happened: retrying, failed or database_unavailable."""
+    queue (``jobs.hand_back``: it waits a while, the attempt not counted) until outages have kept it from finishing
+    for ``storage_outage_grace`` seconds, then fails it ``storage_failed``; with the database away nothing can be
+    written, so its lease runs out and the sweeper queues it again. Before, one failed request failed every job a
+    worker took during a short outage (storage), or failed a running job as ``internal_error`` after a database
+    failover. Returns what happened: retrying, failed or database_unavailable."""
     try:
         if isinstance(exc, StorageError):
             with ctx.sessions() as session:
                 job = session.get(Job, job_id)
-                used_up = job is not None and job.attempts >= ctx.settings.max_attempts
+                used_up = job is not None and jobs.outage_outlasted(job, ctx.settings.storage_outage_grace)
             if used_up:
                 fail_job(ctx, job_id, exc)
                 return "failed"

@@ -147,7 +147,8 @@ def _claim_turn(ctx: WorkerContext, message_job: str) -> Job | None:
                          lambda session, chosen=chosen: jobs.claim(session, chosen, ctx.owner,
                                                                    ctx.settings.lease_seconds,
                                                                    max_attempts=ctx.settings.max_attempts),
-                         event=lambda claimed: "job.started" if claimed.attempts == 1 else None)
+                         event=lambda claimed: "job.started" if claimed.attempts == 1
+                         and claimed.outage_since is None else None)  # an outage's retry is not a new start
         if job is not None:
             if chosen != message_job:
                 log.info("the turn of job %s's message went to job %s (fair share between tenants)",

@@ -166,25 +166,73 @@ def test_no_time_limit_held_lets_a_claim_run_as_before(ctx, db_session):
     assert signal.getsignal(signal.SIGUSR1) == before
 
 
-def test_an_unreachable_bucket_hands_the_job_back_until_its_attempts_are_used(ctx, db_session):
-    """Object storage away (its endpoint refuses connections): one failed request failed every job a worker
-    took. The attempt ends, the job goes back to the queue unpublished (the sweeper publishes it at its next
-    pass), and only after max_attempts does it fail storage_failed, its input kept."""
+def _unreachable_storage(ctx, **overrides):
+    """``ctx`` whose object storage refuses connections (an S3 endpoint on a port nothing listens on)."""
     from cli.processes import free_port
 
-    job = queued_job(ctx, db_session)  # its input stored in the working (local) storage
-    away = replace(ctx, settings=ctx.settings.with_overrides(max_attempts=2), storage=make_storage(
+    return replace(ctx, settings=ctx.settings.with_overrides(**overrides), storage=make_storage(
         ctx.settings.with_overrides(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
                                     s3_bucket="unreachable", s3_access_key_id="k", s3_secret_access_key="s")))
+
+
+def _wait_over(db_session, job: Job) -> None:
+    """As if the job's outage wait had passed."""
+    db_session.query(Job).filter_by(id=job.id).update({"retry_at": seconds_ago(1)})
+    db_session.commit()
+
+
+def test_an_unreachable_bucket_hands_the_job_back_until_the_grace_runs_out(ctx, db_session):
+    """Object storage away (its endpoint refuses connections): one failed request failed every job a worker
+    took; later each hand-back used one of max_attempts and the next came at the sweeper's next pass, so a 30-60 s
+    outage still failed every queued job. Now the attempt is not counted, the job waits before it may run again
+    (neither a message nor the sweeper takes it early), and it fails storage_failed only once outages have kept it
+    from finishing for the grace period, its input kept."""
+    from shared import jobs
+
+    job = queued_job(ctx, db_session)  # its input stored in the working (local) storage
+    away = _unreachable_storage(ctx, max_attempts=2, storage_outage_grace=60)
+    for _ in range(3):  # more outages than max_attempts: none is counted
+        assert pipeline.run_job(away, job.id) == "retrying"
+        back = reload(db_session, job)
+        assert (back.status, back.attempts, back.enqueued_at, back.lease_owner) == ("queued", 0, None, None)
+        assert back.outage_since is not None and 4 <= (back.retry_at - back.outage_since).total_seconds() <= 60
+        assert pipeline.run_job(away, job.id) == "skipped"  # its wait is not over: not claimed
+        assert job.id not in jobs.jobs_to_enqueue(db_session, ctx.settings.queued_stale_seconds)
+        assert jobs.count_queued(db_session) == 0
+        _wait_over(db_session, job)
+    assert job.id in jobs.jobs_to_enqueue(db_session, ctx.settings.queued_stale_seconds)
+    # the wait grows with the outage: 30 s into it, the next try comes 30 s later
+    db_session.query(Job).filter_by(id=job.id).update({"outage_since": seconds_ago(30)})
+    db_session.commit()
     assert pipeline.run_job(away, job.id) == "retrying"
     back = reload(db_session, job)
-    assert (back.status, back.attempts, back.enqueued_at, back.lease_owner) == ("queued", 1, None, None)
+    assert 25 <= (back.retry_at - seconds_ago(0)).total_seconds() <= 31
+    _wait_over(db_session, job)
+    db_session.query(Job).filter_by(id=job.id).update({"outage_since": seconds_ago(61)})
+    db_session.commit()
     assert pipeline.run_job(away, job.id) == "failed"
     failed = reload(db_session, job)
-    assert (failed.status, failed.error_code, failed.attempts) == ("failed", "storage_failed", 2)
+    assert (failed.status, failed.error_code, failed.attempts) == ("failed", "storage_failed", 1)
     # said to the customer without the deployment's endpoint, bucket or keys (they are the operator's, in the log)
     assert failed.error_message == "object storage was unavailable on every attempt; try again later"
     assert ctx.storage.exists(job.input_key)
+
+
+def test_a_job_an_outage_stopped_runs_once_storage_is_back_and_starts_once(ctx, db_session):
+    """After the outage the job runs to success on its next turn; its job.started event is not sent again, and its
+    started_at is the first attempt's (a retry is not a new start)."""
+    from shared.models import WebhookDelivery
+
+    job = queued_job(ctx, db_session, webhook_url="http://127.0.0.1:9/hook",
+                     webhook_events=["job.started", "job.succeeded"])
+    assert pipeline.run_job(_unreachable_storage(ctx), job.id) == "retrying"
+    first_start = reload(db_session, job).started_at
+    _wait_over(db_session, job)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    done = reload(db_session, job)
+    assert (done.status, done.attempts, done.started_at, done.retry_at) == ("succeeded", 1, first_start, None)
+    events = [d.event for d in db_session.query(WebhookDelivery).filter_by(job_id=job.id)]
+    assert events.count("job.started") == 1 and "job.succeeded" in events
 
 
 def test_a_database_error_mid_job_leaves_it_to_its_lease_not_failed(ctx, db_session, monkeypatch):
