@@ -32,12 +32,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         engine=engine,
         probe_engine=make_engine(settings.database_url, pooled=False),
         sessions=make_session_factory(engine),
-        storage=make_storage(settings),
+        storage=make_storage(settings, for_api=True),
         celery=make_celery(settings, publisher=True),
         catalog=catalog_for(settings),
         redis=Services.redis_for(settings),
         waiters=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
         lookups=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
+        storage_calls=threading.BoundedSemaphore(max(1, settings.api_threads - 1)),
     )
     for module in (jobs, deliveries, webhooks, models, files, health, meta, metrics, page, reference):
         app.register_blueprint(module.blueprint)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
@@ -11,9 +13,12 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.errors import ApiError
 from shared.catalog import ModelInfo
 from shared.settings import Settings
 from shared.storage import Storage
+
+STORAGE_TURN_SECONDS = 2.0
 
 
 @dataclass
@@ -34,6 +39,21 @@ class Services:
     # a submit's DNS lookup of an image_url or webhook_url holds a request thread too (up to
     # ``SUBMIT_RESOLVE_SECONDS``): at most this many at once, past them the URL is left to the worker's own check
     lookups: threading.BoundedSemaphore
+    # a call to object storage holds a request thread as long as the store takes to answer (26 s at most,
+    # ``API_S3_CALLS``): all but one thread at once per process, so /healthz is answered while the store hangs
+    storage_calls: threading.BoundedSemaphore
+
+    @contextmanager
+    def storage_turn(self) -> Iterator[None]:
+        """Hold one of ``storage_calls`` for a call to object storage, waiting ``STORAGE_TURN_SECONDS`` at most:
+        a store that answers takes far less, so past that it hangs and the request answers 503 now."""
+        if not self.storage_calls.acquire(timeout=STORAGE_TURN_SECONDS):
+            raise ApiError("service_unavailable", "object storage is slow to answer; nothing was changed, retry "
+                                                  "later", headers={"Retry-After": "10"})
+        try:
+            yield
+        finally:
+            self.storage_calls.release()
 
     @classmethod
     def redis_for(cls, settings: Settings) -> redis.Redis:

@@ -220,7 +220,8 @@ def create(svc: Services, submission: Submission, key: str | None, charged_at: d
                  "output_width": submission.plan.width, "output_height": submission.plan.height,
                  "charged_megapixels": submission.output_megapixels if charged_at else None, "charged_at": charged_at}
         try:
-            svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
+            with svc.storage_turn():
+                svc.storage.put_bytes(input_key, upload.data, CONTENT_TYPES[upload.format])
         except StorageError as exc:
             log.error("storage unavailable at submit: %s", exc)
             raise ApiError("service_unavailable", "object storage is unavailable; nothing was stored, retry later",
@@ -265,9 +266,10 @@ def create(svc: Services, submission: Submission, key: str | None, charged_at: d
 
 
 def _discard(svc: Services, key: str) -> None:
-    try:  # no orphan object without a row
-        svc.storage.delete(key)
-    except StorageError:
+    try:  # no orphan object without a row (a store too slow to answer now: the sweeper's orphan pass removes it)
+        with svc.storage_turn():
+            svc.storage.delete(key)
+    except (StorageError, ApiError):
         log.exception("could not remove orphan input %s", key)
 
 

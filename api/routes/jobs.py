@@ -20,7 +20,7 @@ from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job, could_be_job_id
 from shared.states import TERMINAL, JobStatus
-from shared.storage import LocalStorage
+from shared.storage import LocalStorage, StorageError
 from shared.transitions import change_job
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,8 @@ def cancel_job(job_id: str):
 @operation("Download the result",
            {200: ("The image (local storage)", None), 303: ("Redirect to a presigned URL (S3)", None),
             404: ("No such job", Problem), 409: ("The job has not succeeded", Problem),
-            410: ("Deleted after the retention period", Problem)},
+            410: ("Deleted after the retention period", Problem),
+            503: ("Object storage unavailable or too slow to answer", Problem)},
            content_type="image/*")
 def get_result(job_id: str):
     svc = services()
@@ -216,9 +217,16 @@ def get_result(job_id: str):
     if job.expired_at:
         raise ApiError("result_expired", f"the result was deleted on {job.expired_at.isoformat()} (retention)")
     filename = result_filename(job)
+    try:  # deleted under the job (a retention pass cut short): a 500 once, then S3's own error page behind a 303
+        with svc.storage_turn():
+            stored = svc.storage.exists(job.output_key)
+    except StorageError as exc:
+        log.error("storage unavailable reading a result: %s", exc)
+        raise ApiError("service_unavailable", "object storage is unavailable; retry later",
+                       headers={"Retry-After": "10"}) from exc
+    if not stored:
+        raise ApiError("not_found", "the result is no longer stored")
     if isinstance(svc.storage, LocalStorage):
-        if not svc.storage.exists(job.output_key):  # deleted under the job (a retention pass cut short): a 500 once
-            raise ApiError("not_found", "the result is no longer stored")
         return send_file(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
                          as_attachment=True, download_name=filename, max_age=0)  # as S3's link and /v1/files
     url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,

@@ -36,10 +36,13 @@ class S3Storage:
 
     def __init__(self, bucket: str, endpoint_url: str | None = None, region: str = "us-east-1",
                  access_key_id: str | None = None, secret_access_key: str | None = None,
-                 multipart_threshold_mb: int = 16, public_endpoint_url: str | None = None):
+                 multipart_threshold_mb: int = 16, public_endpoint_url: str | None = None,
+                 attempts: int = 3, read_timeout: int = 30):
+        """``attempts`` and ``read_timeout`` bound how long one call may wait on a store that accepts connections
+        and never answers (``make_storage``: a worker's step may wait longer than a client of the API)."""
         self.bucket = bucket
 
-        def client(endpoint: str | None, attempts: int = 3, read_timeout: int = 30):
+        def client(endpoint: str | None, attempts: int = attempts, read_timeout: int = read_timeout):
             return boto3.client(
                 "s3",
                 endpoint_url=endpoint or None,

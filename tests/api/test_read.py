@@ -406,3 +406,28 @@ def test_an_id_no_job_can_have_is_not_found(client, path):
     """A NUL in an id reached PostgreSQL, which refuses it in text: a 500 instead of 404."""
     response = client.get(path)
     assert (response.status_code, response.get_json()["code"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_result_deleted_under_its_job_is_404_on_both_backends(backend, settings, request, db_session):
+    """On S3 the API redirected (303) to a presigned URL of an object no longer there, and the customer got the
+    store's own XML error page; the object is looked up first, as the local backend did."""
+    from api import create_app
+
+    app = create_app(settings if backend == "local" else request.getfixturevalue("s3_settings"))
+    job = succeeded_job(app, db_session)
+    app.extensions["upscaler"].storage.delete(job.output_key)
+    response = app.test_client().get(f"/v1/jobs/{job.id}/result")
+    assert (response.status_code, response.get_json()["code"]) == (404, "not_found")
+
+
+def test_a_result_asked_of_an_unreachable_store_is_503_with_retry_after(settings, db_session):
+    from api import create_app
+    from cli.processes import free_port
+
+    app = create_app(settings.with_overrides(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+                                             s3_access_key_id="k", s3_secret_access_key="s"))
+    job = make_job(db_session, status="succeeded", output_key=new_key("results", "png"), finished_at=utcnow())
+    response = app.test_client().get(f"/v1/jobs/{job.id}/result")
+    assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
+    assert response.headers["Retry-After"] == "10"

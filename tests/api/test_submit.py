@@ -204,6 +204,56 @@ def test_storage_down_is_503_and_nothing_is_written(settings, tmp_path, db_sessi
     assert db_session.scalars(select(Job)).all() == []
 
 
+def test_a_hung_store_holds_an_upload_two_short_tries_not_three_long_ones(settings, db_session, monkeypatch):
+    """Object storage that accepts connections and never answers: the API's S3 client, a worker's (3 tries of 30 s),
+    held each upload's request thread 93 s. The API's gives up after 2 tries (``API_S3_CALLS``, shortened here) and
+    answers 503; nothing is stored."""
+    import socket
+    import threading
+
+    from api import create_app
+    from shared import storage
+
+    monkeypatch.setitem(storage.API_S3_CALLS, "read_timeout", 1)
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(silent.accept()[0]) for _ in range(10)], daemon=True).start()
+    app = create_app(settings.with_overrides(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                                             s3_access_key_id="k", s3_secret_access_key="s"))
+    try:
+        response = submit(app.test_client())
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+    assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
+    assert len(held) == 2  # one connection per try
+    assert db_session.scalars(select(Job)).all() == []
+
+
+def test_a_submit_finding_every_storage_turn_taken_answers_503_and_leaves_a_thread_free(settings, tmp_path,
+                                                                                        db_session):
+    """While the store hangs, uploads waiting on it took every request thread and /healthz went unanswered (pods
+    restarted). At most all threads but one call storage at once; the next request that needs it answers 503 within
+    a couple of seconds, storing nothing, and one that needs no storage is answered meanwhile."""
+    from api import create_app
+
+    app = create_app(settings.with_overrides(api_threads=2))
+    turns = app.extensions["upscaler"].storage_calls
+    assert turns.acquire(blocking=False)  # the one turn of two threads, held by an upload that hangs
+    try:
+        client = app.test_client()
+        response = submit(client)
+        assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
+        assert "slow to answer" in response.get_json()["detail"] and response.headers["Retry-After"] == "10"
+        assert client.get("/healthz").status_code == 200
+    finally:
+        turns.release()
+    assert db_session.scalars(select(Job)).all() == []
+    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert submit(app.test_client()).status_code == 202  # the turn back: uploads go on
+
+
 def test_database_down_is_503_and_no_orphan_object_is_left(settings, tmp_path):
     from api import create_app
 
