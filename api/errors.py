@@ -18,7 +18,10 @@ from shared.errors import API_ERRORS
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-              415: "unsupported_image", 503: "service_unavailable"}
+              415: "unsupported_image", 416: "range_not_satisfiable", 503: "service_unavailable"}
+# What a Werkzeug error's own headers tell the client and are kept: the methods a resource has (405), the file's
+# length a range must fit (416: ``bytes */<length>``, which resumable downloaders read to restart).
+KEPT_HEADERS = ("Allow", "Content-Range")
 
 
 class ApiError(Exception):
@@ -66,8 +69,8 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = HTTP_CODES.get(exc.code or 500, "bad_request" if (exc.code or 500) < 500 else "internal_error")
         detail = exc.description if code != "payload_too_large" else _too_large(app)
-        allow = dict(exc.get_headers()).get("Allow")  # 405 says which methods the resource has
-        return problem(code, detail, {"Allow": allow} if allow else None)
+        own = dict(exc.get_headers())
+        return problem(code, detail, {name: own[name] for name in KEPT_HEADERS if name in own})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -431,3 +431,15 @@ def test_a_result_asked_of_an_unreachable_store_is_503_with_retry_after(settings
     response = app.test_client().get(f"/v1/jobs/{job.id}/result")
     assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
     assert response.headers["Retry-After"] == "10"
+
+
+def test_a_range_past_the_end_of_a_result_is_416_with_the_files_length(app, client, db_session):
+    """``Range: bytes=999999-`` on a 300-byte result answered 400 bad_request without ``Content-Range``: a
+    resumable downloader could not tell that the file was complete or how long it is."""
+    job = succeeded_job(app, db_session)
+    length = len(app.extensions["upscaler"].storage.get_bytes(job.output_key))
+    response = client.get(f"/v1/jobs/{job.id}/result", headers={"Range": "bytes=999999-"})
+    assert (response.status_code, response.get_json()["code"]) == (416, "range_not_satisfiable")
+    assert response.headers["Content-Range"] == f"bytes */{length}"
+    partial = client.get(f"/v1/jobs/{job.id}/result", headers={"Range": "bytes=0-3"})
+    assert (partial.status_code, partial.data) == (206, b"\x89PNG")
