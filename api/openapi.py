@@ -30,6 +30,14 @@ class Operation:
     content_type: str | tuple[str, ...] | None = None  # a non-JSON 2xx body's media type(s)
 
 
+# The answers of the routes that send a stored file (Werkzeug's send_file: no-cache, byte ranges)
+_REVALIDATE = {"Cache-Control": "`no-cache`: a cache asks again before reusing its copy"}
+DOWNLOAD_HEADERS = {200: _REVALIDATE,
+                    206: {"Content-Range": "The bytes sent and the file's length: `bytes <first>-<last>/<length>`",
+                          **_REVALIDATE},
+                    416: {"Content-Range": "`bytes */<length>`: the file's length"}}
+
+
 def operation(summary: str, responses: dict[int, tuple[str, type[BaseModel] | None]], **kwargs) -> Callable:
     """Attach the contract of a view for the OpenAPI document."""
 
@@ -64,6 +72,7 @@ def build_spec(app: Flask) -> dict:
             spec["responses"].setdefault("default", {
                 "description": "Any other error, e.g. 405 method_not_allowed (with Allow) or 500 internal_error",
                 "content": {"application/problem+json": {"schema": _schema_ref(Problem, components)}}})
+            _add_common_headers(spec, authenticated=rule.endpoint not in PUBLIC_ENDPOINTS)
             paths.setdefault(path, {})[method.lower()] = spec
     return {
         "openapi": "3.1.0",
@@ -81,20 +90,40 @@ def build_spec(app: Flask) -> dict:
 def _add_common_responses(spec: dict, method: str, components: dict) -> None:
     """What every authenticated route can answer, besides its own outcomes."""
     problem = {"application/problem+json": {"schema": _schema_ref(Problem, components)}}
-    rate_headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in (
-        ("Retry-After", "Seconds to wait"), ("RateLimit-Policy", "The tenant's request quota and window"),
-        ("RateLimit", "Requests left and seconds to the window's reset"))}
     spec["security"] = [{"apiKey": []}, {}]
     common = {"401": {"description": "No valid API key", "content": problem},
               "429": {"description": "Rate limit (or, on submit, active-job limit or daily quota) reached",
-                      "content": problem, "headers": rate_headers},
+                      "content": problem},
               "503": {"description": "A backing service is unavailable; nothing was done", "content": problem}}
     if method in ("POST", "PUT", "PATCH", "DELETE"):
         common["403"] = {"description": "A browser request from another site's page", "content": problem}
     for status, response in common.items():
-        own = spec["responses"].setdefault(status, response)
-        if status == "429":  # a route's own 429 (submit's limits) carries the rate headers all the same
-            own.setdefault("headers", rate_headers)
+        spec["responses"].setdefault(status, response)
+
+
+def _header(text: str) -> dict:
+    return {"description": text, "schema": {"type": "string"}}
+
+
+# Headers the API's hooks put on answers, whatever the route (api.request_ids, api.quotas, api.auth, api.errors)
+REQUEST_ID = {"X-Request-Id": _header("This request's id (the client's own if it sent one): quote it to the "
+                                      "operator, whose log lines carry it; also `request_id` in an error's body")}
+RATE_HEADERS = {"RateLimit-Policy": _header("The tenant's request quota and window (when a per-minute limit is set)"),
+                "RateLimit": _header("Requests left and seconds to the window's reset")}
+STATUS_HEADERS = {"401": {"WWW-Authenticate": _header('`Bearer realm="upscaler"`: send an API key')},
+                  "429": {"Retry-After": _header("Seconds to wait")},
+                  "503": {"Retry-After": _header("Seconds to wait before retrying")}}
+
+
+def _add_common_headers(spec: dict, authenticated: bool) -> None:
+    """What every answer of a route carries besides its own headers: the request id on all; on authenticated
+    routes the rate-limit state on every answer past authentication (not on 401, which names no tenant);
+    ``STATUS_HEADERS`` on the statuses they go with."""
+    for status, response in spec["responses"].items():
+        headers = response.setdefault("headers", {})
+        for name, header in {**REQUEST_ID, **(RATE_HEADERS if authenticated and status != "401" else {}),
+                             **STATUS_HEADERS.get(status, {})}.items():
+            headers.setdefault(name, header)
 
 
 def _operation(op: Operation, arguments, components: dict, operation_id: str) -> dict:
@@ -132,7 +161,6 @@ def _operation(op: Operation, arguments, components: dict, operation_id: str) ->
             response["content"] = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
         headers = op.status_headers.get(status) or (op.headers if status in (200, 202, 303) else {})
         if headers:
-            response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                                   for name, text in headers.items()}
+            response["headers"] = {name: _header(text) for name, text in headers.items()}
         spec["responses"][str(status)] = response
     return spec

@@ -182,6 +182,8 @@ class Problem(BaseModel):
     limit: int | None = Field(None, description="The limit that was reached (429s, image_too_large).")
     available: list[str] | None = Field(None, description="unknown_model: the models to choose from.")
     job_status: str | None = Field(None, description="result_not_ready, not_cancelable: where the job is.")
+    request_id: str | None = Field(None, description="This request's id, as in the X-Request-Id header: quote it to "
+                                                     "the operator.")
 
 
 class Health(BaseModel):

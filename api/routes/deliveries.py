@@ -65,7 +65,7 @@ def list_deliveries(job_id: str):
 @operation("Send a webhook message again (the latest, or ?delivery_id=msg_...) with a fresh retry budget",
            {202: ("Queued for delivery", DeliveryOut), 404: ("No such job or message", Problem),
             409: ("An attempt at the message is being made", Problem)}, tag="webhooks",
-           query=RedeliverQuery)
+           query=RedeliverQuery, status_headers={409: {"Retry-After": "Seconds to wait before sending it again"}})
 def redeliver(job_id: str):
     svc = services()
     load_job(svc, job_id)

@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, request, send_file
 
 from api.errors import ApiError
-from api.openapi import operation
+from api.openapi import DOWNLOAD_HEADERS, operation
 from api.schemas import FileLinkQuery, Problem
 from api.services import services
 from shared.signing import verify
@@ -18,8 +18,10 @@ blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 
 @blueprint.get("/<path:key>")
 @operation("Download a file through a signed link (local storage)",
-           {200: ("The file", None), 403: ("Bad signature", Problem), 404: ("No such file", Problem),
-            410: ("Link expired", Problem)}, tag="files", content_type="image/*", query=FileLinkQuery)
+           {200: ("The file", None), 206: ("The byte range a Range header asked for", None),
+            403: ("Bad signature", Problem), 404: ("No such file", Problem), 410: ("Link expired", Problem),
+            416: ("A Range past the end of the file", Problem)}, tag="files", content_type="image/*",
+           query=FileLinkQuery, status_headers=DOWNLOAD_HEADERS)
 def download(key: str):
     svc = services()
     link = FileLinkQuery.model_validate(request.args.to_dict())

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from api import quotas, submission
 from api.auth import current_tenant, require_key_still_valid
 from api.errors import ApiError
-from api.openapi import operation
+from api.openapi import DOWNLOAD_HEADERS, operation
 from api.presenters import job_out
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
@@ -155,7 +155,8 @@ def load_job(svc: Services, job_id: str) -> Job:
 
 
 @blueprint.get("/<job_id>")
-@operation("Get a job", {200: ("The job", JobOut), 404: ("No such job", Problem)})
+@operation("Get a job", {200: ("The job", JobOut), 404: ("No such job", Problem)},
+           headers={"Retry-After": "While the job is queued or running: seconds to wait before polling again"})
 def get_job(job_id: str):
     svc = services()
     job = load_job(svc, job_id)
@@ -203,10 +204,14 @@ def cancel_job(job_id: str):
 
 @blueprint.get("/<job_id>/result")
 @operation("Download the result",
-           {200: ("The image (local storage)", None), 303: ("Redirect to a presigned URL (S3)", None),
+           {200: ("The image (local storage)", None), 206: ("The byte range a Range header asked for", None),
+            303: ("Redirect to a presigned URL (S3)", None),
             404: ("No such job", Problem), 409: ("The job has not succeeded", Problem),
             410: ("Deleted after the retention period", Problem),
+            416: ("A Range past the end of the file", Problem),
             503: ("Object storage unavailable or too slow to answer", Problem)},
+           status_headers={**DOWNLOAD_HEADERS, 303: {"Location": "A presigned URL of the result, valid "
+                                                                 "UPSCALER_RESULT_URL_TTL seconds"}},
            content_type="image/*")
 def get_result(job_id: str):
     svc = services()

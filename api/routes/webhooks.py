@@ -18,6 +18,10 @@ from shared.webhooks import TenantSecrets, rotate_secret, tenant_secrets
 blueprint = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
 
+# a secret is not for a cache to keep (a proxy's, the browser's)
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 class WebhookSecret(BaseModel):
     tenant: str
     secret: str
@@ -29,12 +33,12 @@ class WebhookSecret(BaseModel):
 def _answer(tenant: str, secrets: TenantSecrets, status: int = 200) -> Response:
     body = WebhookSecret(tenant=tenant, secret=secrets.current, previous_secret_valid_until=secrets.previous_until)
     return Response(body.model_dump_json(), status=status, mimetype="application/json",
-                    headers={"Cache-Control": "no-store"})
+                    headers=NO_STORE)
 
 
 @blueprint.get("/secret")
 @operation("The whsec_ secret that verifies this tenant's webhook messages (each tenant has its own)",
-           {200: ("The tenant and its secret", WebhookSecret)}, tag="webhooks")
+           {200: ("The tenant and its secret", WebhookSecret)}, tag="webhooks", headers=NO_STORE)
 def webhook_secret():
     svc, tenant = services(), current_tenant().name
     with svc.sessions() as session:
@@ -44,7 +48,8 @@ def webhook_secret():
 @blueprint.post("/secret/rotate")
 @operation("A new whsec_ secret for this tenant; the previous one goes on signing for 24 hours (both signatures "
            "in each message), one before that stops at once",
-           {201: ("The new secret", WebhookSecret), 409: ("A tenant with no key of its own", Problem)}, tag="webhooks")
+           {201: ("The new secret", WebhookSecret), 409: ("A tenant with no key of its own", Problem)}, tag="webhooks",
+           status_headers={201: NO_STORE})
 def rotate_webhook_secret():
     svc, tenant = services(), current_tenant().name
     with unit_of_work(svc.sessions) as session:

@@ -73,9 +73,11 @@ def test_submit_documents_the_headers_each_answer_carries(client):
     """Its own 429 kept out the common one's Retry-After and RateLimit headers (the one route whose 429 waits up
     to a day); its 200 advertised Retry-After, which a 200 never carries, and Preference-Applied was nowhere."""
     responses = client.get("/v1/openapi.json").get_json()["paths"]["/v1/jobs"]["post"]["responses"]
-    assert set(responses["429"]["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
-    assert set(responses["200"]["headers"]) == {"Location", "Preference-Applied"}
-    assert set(responses["202"]["headers"]) == {"Location", "Retry-After"}
+    every = {"X-Request-Id", "RateLimit-Policy", "RateLimit"}  # on every answer past authentication
+    assert set(responses["429"]["headers"]) == {"Retry-After", *every}
+    assert set(responses["200"]["headers"]) == {"Location", "Preference-Applied", *every}
+    assert set(responses["202"]["headers"]) == {"Location", "Retry-After", *every}
+    assert set(responses["401"]["headers"]) == {"X-Request-Id", "WWW-Authenticate"}
 
 
 def test_the_document_is_built_once_per_process(client, monkeypatch):
@@ -90,3 +92,51 @@ def test_the_document_is_built_once_per_process(client, monkeypatch):
     monkeypatch.setattr(meta, "build_spec", rebuilt)
     again = client.get("/v1/openapi.json")
     assert again.status_code == 200 and again.get_json() == first.get_json()
+
+
+# Headers a client acts on; each one a real answer carries must be in the document for that answer's status
+ACTED_ON = ("X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy", "WWW-Authenticate", "Cache-Control",
+            "Content-Range", "Location")
+
+
+def test_every_header_real_answers_carry_is_in_the_document(settings, db_session):
+    """The document said nothing of X-Request-Id, gave the RateLimit headers only on 429, and left out Retry-After
+    on a running job's 200 and on 503, WWW-Authenticate on 401 and Cache-Control on the webhook secret: a client
+    generated from it dropped them. Real answers of several kinds are checked against it, header by header."""
+    import io
+
+    from api import create_app
+    from shared.tenants import env_tenant
+    from tests.api.test_read import succeeded_job
+    from tests.conftest import image_bytes
+    from tests.factories import make_job
+
+    app = create_app(settings.with_overrides(api_keys="k-one"))
+    client = app.test_client()
+    spec = client.get("/v1/openapi.json").get_json()
+    auth = {"Authorization": "Bearer k-one"}
+    running = make_job(db_session, status="running", tenant=env_tenant("k-one"))
+    done = succeeded_job(app, db_session, tenant=running.tenant)
+    form = {"scale": "2", "model": "bicubic", "image": (io.BytesIO(image_bytes()), "photo.png")}
+    answers = [
+        ("/v1/jobs", "post", client.post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")),
+        ("/v1/jobs/{job_id}", "get", client.get(f"/v1/jobs/{running.id}", headers=auth)),
+        ("/v1/jobs/{job_id}", "get", client.get(f"/v1/jobs/{'0' * 32}", headers=auth)),
+        ("/v1/jobs", "get", client.get("/v1/jobs")),  # no key: 401
+        ("/v1/webhooks/secret", "get", client.get("/v1/webhooks/secret", headers=auth)),
+        ("/v1/jobs/{job_id}/result", "get", client.get(f"/v1/jobs/{done.id}/result",
+                                                        headers={**auth, "Range": "bytes=0-3"})),
+        ("/v1/jobs/{job_id}/result", "get", client.get(f"/v1/jobs/{done.id}/result",
+                                                        headers={**auth, "Range": "bytes=999999-"})),
+    ]
+    statuses = set()
+    for path, method, response in answers:
+        documented = spec["paths"][path][method]["responses"].get(str(response.status_code))
+        assert documented is not None, f"{method} {path} answered {response.status_code}, undocumented"
+        for name in ACTED_ON:
+            if name in response.headers:
+                assert name in documented.get("headers", {}), f"{name} on {response.status_code} of {method} {path}"
+        statuses.add(response.status_code)
+    assert statuses == {202, 200, 404, 401, 206, 416}
+    problem = spec["components"]["schemas"]["Problem"]["properties"]
+    assert "request_id" in problem
