@@ -14,7 +14,21 @@ from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MAX_TARGET_SIDE, MIN_FACTOR
 _EVENT = r"job\.(started|succeeded|failed|canceled)"
 
 
-class JobCreateForm(BaseModel):
+class BlankIsDefault(BaseModel):
+    """A form or query whose empty fields mean their defaults."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_absent(cls, values):
+        """An empty field means its default, for every field of every form and query: a page's blank input or
+        unset select sends one, as does a client that builds ``?status=&limit=`` from unset variables (a blank
+        format, fit or print_unit was refused while a blank quality or scale was not; a blank list filter was 422)."""
+        if isinstance(values, dict):
+            return {name: value for name, value in values.items() if value != ""}
+        return values
+
+
+class JobCreateForm(BlankIsDefault):
     """multipart/form-data fields of ``POST /v1/jobs`` (the file goes in ``image``)."""
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
@@ -108,17 +122,8 @@ class JobCreateForm(BaseModel):
             return None
         return sorted({event.strip() for event in self.webhook_events.split(",")})
 
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_absent(cls, values):
-        """An empty field means its default, for every field: a page's blank input or unset select sends one (a
-        blank format, fit or print_unit was refused while a blank quality or scale was not)."""
-        if isinstance(values, dict):
-            return {name: value for name, value in values.items() if value != ""}
-        return values
 
-
-class JobListQuery(BaseModel):
+class JobListQuery(BlankIsDefault):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None
@@ -135,7 +140,7 @@ class FileLinkQuery(BaseModel):
     name: str | None = Field(None, description="The file name the download is saved under (signed).")
 
 
-class RedeliverQuery(BaseModel):
+class RedeliverQuery(BlankIsDefault):
     delivery_id: str | None = Field(None, description="The message to send again (msg_...); default: the latest.")
 
 

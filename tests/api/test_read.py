@@ -443,3 +443,12 @@ def test_a_range_past_the_end_of_a_result_is_416_with_the_files_length(app, clie
     assert response.headers["Content-Range"] == f"bytes */{length}"
     partial = client.get(f"/v1/jobs/{job.id}/result", headers={"Range": "bytes=0-3"})
     assert (partial.status_code, partial.data) == (206, b"\x89PNG")
+
+
+def test_blank_list_parameters_mean_their_defaults(client, db_session):
+    """``?status=&limit=&cursor=`` (a client filling the query from unset variables) was 422; blank is absent, as
+    on the submit form."""
+    make_job(db_session)
+    response = client.get("/v1/jobs?status=&limit=&cursor=")
+    assert response.status_code == 200
+    assert len(response.get_json()["data"]) == 1
