@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     from shared.settings import Settings
     from worker.engine.registry import EngineRegistry, UnknownModel
+    from worker.scratch import remove_orphaned_beside
 
     size = size_request(args)
     jobs, single = plan(args.paths, args.format)
@@ -119,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"skip {source}: {destination} exists (--overwrite replaces it)")
         done = {destination for _, destination, _ in present}
         jobs = [job for job in jobs if job[1] not in done]  # a set: a rerun of 10,000 files compared 10^8 tuples
+    for folder in {destination.parent for _, destination, _ in jobs}:  # what a killed run left (SIGKILL, OOM)
+        remove_orphaned_beside(folder)
     bar = progress_bar(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
                        bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     failed = 0

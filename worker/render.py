@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ from worker.engine.selection import Selection, select
 from worker.imaging import DecodedImage, compose, decode, encode, output_pixels
 from worker.input_profile import profile_input
 from worker.metadata import Metadata
+from worker.scratch import scratch_beside
 from worker.streaming import DEEP_FORMATS, RowFile, encode_rows
 
 
@@ -236,7 +236,7 @@ def _render_streaming(engine: Engine, decoded: DecodedImage, planned: SizePlan, 
     scale = planned.chain[0]
     bands = plan_bands(engine.band_cuts(height, width), width, scale, band_pixels)
     meta = scaled_metadata(decoded, scale, dpi)
-    with tempfile.TemporaryDirectory(prefix="bands-", dir=destination.parent) as folder:
+    with scratch_beside(destination, "bands") as folder:
         t = time.monotonic()
         rows = output_rows(Path(folder), decoded, scale)
         render_bands(engine, decoded, scale, bands, selection.condition, rows, progress)

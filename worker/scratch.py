@@ -21,6 +21,11 @@ PREFIX = "upscaler-"
 # upscaler-<pid>.<start time>-<kind>: the start time (Linux: clock ticks since boot) tells a process from a later
 # one given the same id, as after a container's restart, whose temporary folder (an emptyDir) outlives it
 _OWNED = re.compile(rf"^{PREFIX}(\d+)(?:\.(\d+))?-")
+# A folder of work beside a result (``scratch_beside``), in a user's own folder: hidden, and a name no photo has,
+# so that removing those of gone processes there can only ever remove ours (``upscaler-2024-trip.png`` matches
+# the pattern above)
+BESIDE_PREFIX = ".upscaler-partial-"
+_BESIDE = re.compile(rf"^{re.escape(BESIDE_PREFIX)}(\d+)(?:\.(\d+))?-")
 
 
 def scratch(kind: str) -> tempfile.TemporaryDirectory:
@@ -35,7 +40,20 @@ def scratch_name(kind: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"{PREFIX}{_owner()}-{kind}")
 
 
-def remove_orphaned(root: Path | None = None) -> int:
+def scratch_beside(path: Path, kind: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder in ``path``'s folder, for work as large as the result it becomes there (a streamed
+    output's rows: 3 bytes per output pixel), on the disk that will hold the result rather than the temporary one.
+    Named after this process, so that a run killed before it could remove it (SIGKILL, out of memory) has it
+    removed by the next (``remove_orphaned_beside``)."""
+    return tempfile.TemporaryDirectory(prefix=f"{BESIDE_PREFIX}{_owner()}-{kind}-", dir=path.parent)
+
+
+def remove_orphaned_beside(folder: Path) -> int:
+    """Remove from ``folder`` the ``scratch_beside`` folders of processes that are gone; returns how many went."""
+    return remove_orphaned(folder, _BESIDE) if folder.is_dir() else 0
+
+
+def remove_orphaned(root: Path | None = None, owned: re.Pattern[str] = _OWNED) -> int:
     """Remove the scratch folders and files of processes that are gone; returns how many went. One of a live
     process (this one's, another worker's) stays; one that cannot be removed (another user's, a read-only
     mount) is logged and left: this runs as every pool process and launcher starts, which it must never stop."""
@@ -46,7 +64,7 @@ def remove_orphaned(root: Path | None = None) -> int:
         log.warning("could not look for scratch folders of killed workers: %s", exc)
         return 0
     for entry in entries:
-        owner = _OWNED.match(entry.name)
+        owner = owned.match(entry.name)
         if not owner or _alive(int(owner.group(1)), owner.group(2)):
             continue
         try:

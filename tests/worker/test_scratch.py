@@ -56,3 +56,44 @@ def test_an_entry_that_cannot_be_removed_is_logged_and_the_rest_go(tmp_path, mon
     assert remove_orphaned(tmp_path) == 1
     assert dead[0].exists() and not dead[1].exists()
     assert "could not remove" in caplog.text
+
+
+def test_a_killed_upscale_leaves_nothing_the_next_run_does_not_remove(tmp_path, monkeypatch):
+    """``upscaler upscale`` streams a large output's rows (3 bytes per output pixel) through a folder beside the
+    result, and a SIGKILL or the out-of-memory killer left that folder there for good. It is named after its
+    process now, and the next run removes those of runs that are gone from its output folder, and nothing else:
+    not a live run's, not a photo whose name looks like a worker's scratch folder."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cli.__main__ import build_parser
+    from tests.conftest import write_image
+    from worker import render as rendering
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(gone.stdout)
+    out = tmp_path / "out"
+    out.mkdir()
+    left = out / f".upscaler-partial-{dead_pid}-bands-abc"
+    left.mkdir()
+    (left / "rows.raw").write_bytes(b"x" * 1000)
+    photo = write_image(out / f"upscaler-{dead_pid}-trip.png", width=8, height=8)
+    made = []
+
+    def watching(path, kind):
+        folder = scratch_module.scratch_beside(path, kind)
+        made.append(Path(folder.name))
+        return folder
+
+    monkeypatch.setattr(rendering, "scratch_beside", watching)
+    monkeypatch.setenv("UPSCALER_BAND_OUTPUT_PIXELS", "1000")  # the 80x60 output streams in bands
+    source = write_image(tmp_path / "a.png", width=40, height=30)
+    args = build_parser().parse_args(["upscale", str(source), str(out), "--scale", "2"])
+    assert args.func(args) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["a.png", photo.name]
+    with Image.open(out / "a.png") as result:
+        assert result.size == (80, 60)
+    assert [folder.parent for folder in made] == [out]
+    assert made[0].name.startswith(f"{scratch_module.BESIDE_PREFIX}{scratch_module._owner()}-bands-")
