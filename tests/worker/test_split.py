@@ -16,7 +16,7 @@ from PIL import Image
 from shared import job_bands, jobs, metrics
 from shared.db import unit_of_work
 from shared.job_view import job_view
-from shared.models import JobBand
+from shared.models import JobBand, utcnow
 from shared.queue import INFERENCE_QUEUE, queue_depth
 from shared.states import JobStatus
 from shared.transitions import change_job
@@ -247,13 +247,17 @@ def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers,
     assert split._compute(first, job, band) is not None  # gathered into the vanished worker's own row file only
     split._complete(first, job.id, 1)
     assert reload(db_session, job).bands_done == 2
-    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+    # the first attempt began a minute ago
+    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1),
+                                                             "started_at": seconds_ago(60)})
     db_session.commit()
     assert sweep(first, first.celery).requeued == 1  # the job goes back to the queue, its stored bands stay
     assert pipeline.run_job(third, job.id) == "succeeded"  # band 1 is computed again, band 0 taken from storage
     assert db_session.get(JobBand, (job.id, 1)).attempts == 2
     job = reload(db_session, job)
     assert (job.status, job.attempts, job.bands_done) == ("succeeded", 2, job.bands_total)
+    # its start and total time are the job's, from its first attempt, not the resuming attempt's few seconds
+    assert (utcnow() - job.started_at).total_seconds() >= 60 and job.timings["total_s"] >= 60
     assert np.array_equal(_pixels(first, job), _unsplit(first, db_session))
 
 
