@@ -43,12 +43,14 @@ async function api(path, options = {}) {
 const idempotencyKey = () => [...crypto.getRandomValues(new Uint8Array(16))]
   .map((byte) => byte.toString(16).padStart(2, "0")).join("");
 
+/** The words for a refusal: the API's own ``detail`` wherever it gives one (a 413's names the limit it hit), but a
+ * 401's speaks of headers, so the page says where the key goes. */
 function plainError(status, body) {
   if (status === 401) {
     return apiKey() ? "this API key was not accepted: check it under Options"
       : "this server needs an API key: enter it under Options";
   }
-  if (status === 413) return "the file is larger than this server accepts";
+  if (status === 413) return body.detail || "the file is larger than this server accepts"; // a proxy's: no JSON
   if (status === 429) return `limit reached: ${body.detail || "too many requests"}; try again later`;
   return body.detail || `the server answered ${status}`;
 }
@@ -457,7 +459,7 @@ function resultLink(link, job, onError) {
 }
 
 // ---- before/after viewer at 1:1 ------------------------------------------------------------------------
-const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0 };
+const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0, sides: null };
 
 async function openViewer(file, job, opener) {
   const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => {
@@ -479,6 +481,8 @@ async function openViewer(file, job, opener) {
   view.inputCanvas = canvas;
   bitmap.close();
   view.result = result;
+  const same = view.input.width === result.naturalWidth && view.input.height === result.naturalHeight;
+  nameSides(same ? SIDES.same : SIDES.enlarged);
   $("viewer").hidden = false;
   $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
     `${job.output.width}×${job.output.height}. Drag or use the arrow keys to move, the slider to compare.`;
@@ -505,9 +509,13 @@ function draw() {
   view.cy = Math.min(Math.max(view.cy, Math.min(sh / 2, outH / 2)), Math.max(outH - sh / 2, outH / 2));
   const sx = view.cx - sw / 2;
   const sy = view.cy - sh / 2;
+  // a backing pixel per screen pixel, drawn in CSS pixels: one per CSS pixel, the browser stretched the canvases
+  // and 1:1 was blurred at devicePixelRatio 2 (phones, Retina screens)
+  const dpr = window.devicePixelRatio || 1;
   for (const canvas of [$("before-canvas"), $("after-canvas")]) {
-    canvas.width = width;
-    canvas.height = height;
+    canvas.width = Math.round(width * dpr);
+    canvas.height = Math.round(height * dpr);
+    canvas.getContext("2d").setTransform(dpr, 0, 0, dpr, 0, 0);
   }
   // only the part of the image in view is drawn (an image smaller than the stage sits in its middle)
   const x0 = Math.max(0, sx);
@@ -527,8 +535,11 @@ function draw() {
       before.imageSmoothingQuality = "high";
       before.drawImage(view.inputCanvas, (x0 + left) / scaleX, (y0 + top) / scaleY, dw / view.zoom / scaleX,
                        dh / view.zoom / scaleY, dx, dy, dw, dh);
-    } else {
-      before.putImageData(bicubic(view.input, scaleX, scaleY, x0 + left, y0 + top, dw, dh), dx, dy);
+    } else { // each bicubic pixel shown as the result's are (putImageData would write it unscaled)
+      const patch = new OffscreenCanvas(dw, dh);
+      patch.getContext("2d").putImageData(bicubic(view.input, scaleX, scaleY, x0 + left, y0 + top, dw, dh), 0, 0);
+      before.imageSmoothingEnabled = false;
+      before.drawImage(patch, dx, dy);
     }
   }
   $("zoom-level").textContent = `${Math.round(view.zoom * 100)} %`;
@@ -587,9 +598,25 @@ function bicubic(input, scaleX, scaleY, sx, sy, width, height) {
   return out;
 }
 
+/** The two sides' names: short on the tags and the slider, whole in the stage's label. A same-size clean-up
+ * enlarged nothing (bicubic at ×1 is the original itself): "bicubic" against "upscaled" misnamed both. */
+const SIDES = {
+  enlarged: { before: "bicubic", after: "upscaled",
+              whole: "the input enlarged with bicubic interpolation; right: the upscaled result" },
+  same: { before: "original", after: "cleaned up", whole: "the original; right: the cleaned-up result" },
+};
+
+function nameSides(sides) {
+  view.sides = sides;
+  $("tag-before").textContent = sides.before;
+  $("tag-after").textContent = sides.after;
+  $("stage").setAttribute("aria-label", `Left of the line: ${sides.whole}. Arrow keys pan, + and − zoom.`);
+}
+
 function split() {
   const percent = Number($("split").value);
-  $("split").setAttribute("aria-valuetext", `${percent} % bicubic on the left, ${100 - percent} % upscaled`);
+  $("split").setAttribute("aria-valuetext",
+                          `${percent} % ${view.sides.before} on the left, ${100 - percent} % ${view.sides.after}`);
   // each side only where it belongs: with transparency, the other side would show through
   $("after-canvas").style.clipPath = `inset(0 0 0 ${percent}%)`;
   $("before-canvas").style.clipPath = `inset(0 ${100 - percent}% 0 0)`;
@@ -670,6 +697,7 @@ async function loadHistory(fromStart = false) {
     return;
   }
   if (load !== historyLoads) return; // superseded meanwhile: its rows may be another key's
+  historySays("");
   const body = $("history").querySelector("tbody");
   const shown = (id) => [...body.children].find((row) => row.dataset.job === id);
   if (fromStart) {
@@ -679,11 +707,15 @@ async function loadHistory(fromStart = false) {
     } else if (body.children.length <= page.data.length) {
       historyCursor = page.next_cursor; // no older page loaded yet
     }
-    let above = null; // newest first: rows shown are replaced where they stand, new ones go above them
+    let above = null; // newest first: rows shown are brought up to date where they stand, new ones go above them
     for (const job of page.data) {
-      const row = historyRow(job);
-      const old = shown(job.id);
-      if (old) old.replaceWith(row); else if (above) above.after(row); else body.prepend(row);
+      let row = shown(job.id);
+      if (row) {
+        fillRow(row, job);
+      } else {
+        row = historyRow(job);
+        if (above) above.after(row); else body.prepend(row);
+      }
       above = row;
     }
     const seen = new Set(page.data.map((job) => job.id));
@@ -691,7 +723,7 @@ async function loadHistory(fromStart = false) {
     for (const row of older.slice(0, HISTORY_STALE_ROWS)) {
       const job = await api(`v1/jobs/${row.dataset.job}`).catch(() => null);
       if (load !== historyLoads) return;
-      if (job && row.isConnected) row.replaceWith(historyRow(job));
+      if (job && row.isConnected) fillRow(row, job);
     }
   } else {
     for (const job of page.data) if (!shown(job.id)) body.append(historyRow(job));
@@ -723,47 +755,75 @@ function clearHistory() {
   $("history-more").hidden = true;
 }
 
+/** The history's own notice (a Cancel refused): its next successful load or cancel takes it away, as the models'
+ * next load takes theirs; a 409 once stayed on screen for good. Another part's notice shown since is left alone. */
+let historyNotice = "";
+function historySays(text) {
+  if (text || $("notice").textContent === historyNotice) notice(text);
+  historyNotice = text;
+}
+
 function historyRow(job) {
   const row = document.createElement("tr");
   row.dataset.job = job.id;
+  for (let index = 0; index < 5; index++) row.insertCell();
+  row.cells[1].className = "file";
+  row.cells[4].className = "result";
+  fillRow(row, job);
+  return row;
+}
+
+/** Show ``job`` in its ``row``, in place: the 5 s refresh replaced every row, and keyboard focus on a Cancel went
+ * with it (Enter then did nothing). The result's control is replaced only when the job's state changes what it is;
+ * focus on it then moves to the status (the button is gone, and focus would fall to the page). */
+function fillRow(row, job) {
   row.dataset.final = FINAL.includes(job.status) ? "yes" : "no";
   const status = job.status === "failed" && job.error ? `failed: ${job.error.message}`
     : job.status === "running" ? `running ${Math.round(job.progress * 100)} %` : job.status;
-  const cells = [new Date(job.created_at).toLocaleString(),
+  const texts = [new Date(job.created_at).toLocaleString(),
                  `${job.input.filename || job.input.url || "?"} (${dims(job.input)})`,
                  `${dims(job.output)} ${job.output_format}`, status];
-  for (const [index, text] of cells.entries()) {
-    const cell = document.createElement("td");
-    cell.textContent = text;
-    if (index === 1) cell.className = "file";
-    row.append(cell);
+  for (const [index, text] of texts.entries()) row.cells[index].textContent = text;
+  const result = row.cells[4];
+  const kind = job.status === "succeeded" && job.result_url ? "link" : FINAL.includes(job.status) ? "none" : "cancel";
+  if (result.dataset.kind === kind) {
+    if (kind === "link") showLink(result.firstChild, job); // a fresh signed link
+    return;
   }
-  const result = document.createElement("td");
-  if (job.status === "succeeded" && job.result_url) {
-    const link = document.createElement("a");
-    resultLink(link, job, (error) => { link.textContent = error.message; });
-    link.textContent = job.output.filename;
-    result.append(link);
-  } else if (!FINAL.includes(job.status)) { // after a reload too, an unfinished job can still be stopped here
-    const cancel = document.createElement("button");
-    cancel.type = "button";
-    cancel.textContent = "Cancel";
-    cancel.setAttribute("aria-label", `Cancel ${job.input.filename || job.input.url || job.id}`);
-    cancel.onclick = async () => {
-      cancel.disabled = true;
-      try {
-        const replaced = historyRow(await cancelJob(job.id));
-        row.replaceWith(replaced);
-        keepFocusOn(replaced.cells[3]); // its status
-      } catch (error) {
-        cancel.disabled = false;
-        notice(error.message);
-      }
-    };
-    result.append(cancel);
-  }
-  row.append(result);
-  return row;
+  const hadFocus = result.contains(document.activeElement);
+  result.dataset.kind = kind;
+  result.textContent = "";
+  if (kind === "link") result.append(showLink(document.createElement("a"), job));
+  if (kind === "cancel") result.append(cancelButton(row, job)); // after a reload too, it can still be stopped here
+  if (hadFocus) keepFocusOn(row.cells[3]);
+}
+
+/** ``link``, pointed at ``job``'s result and named after it. */
+function showLink(link, job) {
+  resultLink(link, job, (error) => { link.textContent = error.message; });
+  link.textContent = job.output.filename;
+  return link;
+}
+
+function cancelButton(row, job) {
+  const cancel = document.createElement("button");
+  cancel.type = "button";
+  cancel.textContent = "Cancel";
+  cancel.setAttribute("aria-label", `Cancel ${job.input.filename || job.input.url || job.id}`);
+  cancel.onclick = async () => {
+    cancel.disabled = true;
+    try {
+      fillRow(row, await cancelJob(job.id));
+      historySays("");
+    } catch (error) {
+      cancel.disabled = false;
+      historySays(error.message);
+      // the job ended meanwhile (it succeeded or failed): the row shows how, not a Cancel that can never work
+      const ended = error.code === "not_cancelable" && await api(`v1/jobs/${job.id}`).catch(() => null);
+      if (ended && row.isConnected) fillRow(row, ended);
+    }
+  };
+  return cancel;
 }
 $("history-more").addEventListener("click", () => loadHistory(false));
 

@@ -511,3 +511,161 @@ def test_a_dropped_folder_sends_its_images(page, tmp_path):
                                              "y": box["y"] + box["height"] / 2, "data": data})
     page.locator("#cards li .state", has_text="position").nth(1).wait_for()  # no worker: both stay queued
     assert sorted(page.locator("#cards li .name").all_inner_texts()) == ["a.png", "b.png"]
+
+
+def history_refreshed(page) -> None:
+    """Wait (up to 10 s) for the history's next look at the API, and for its rows to be drawn from the answer."""
+    with page.expect_response(lambda response: "/v1/jobs?limit=" in response.url, timeout=10_000):
+        pass
+    page.wait_for_timeout(300)
+
+
+def test_a_history_refresh_keeps_keyboard_focus_on_a_rows_cancel(page, tmp_path):
+    """The history looks again every 5 s while a job is unfinished; it replaced its rows, and a Cancel reached with
+    the keyboard went with them: Enter after a refresh did nothing."""
+    page.set_input_files("#files", str(photo(tmp_path, "waiting.png")))  # no worker runs: it stays queued
+    page.locator("#history tbody tr").first.wait_for()
+    page.reload()  # the card goes; the history keeps the job, and its Cancel
+    row = page.locator("#history tbody tr", has_text="waiting.png")
+    row.locator("button", has_text="Cancel").wait_for()
+    page.focus("#files")
+    page.keyboard.press("Tab")  # the next control in the page's order is the row's Cancel
+    focused = "document.activeElement.getAttribute('aria-label')"
+    assert page.evaluate(focused) == "Cancel waiting.png"
+    history_refreshed(page)
+    assert page.evaluate(focused) == "Cancel waiting.png"  # the same control of the same job
+    page.keyboard.press("Enter")
+    row.locator("td", has_text="canceled").wait_for()
+
+
+def test_a_history_cancel_refused_as_too_late_shows_the_jobs_real_state(page, api_server, tmp_path):
+    """A Cancel the API refuses with 409 not_cancelable (the job ended meanwhile) left the row's Cancel in place
+    and its notice on screen for good."""
+    from shared.jobs import claim, finish
+    from shared.states import JobStatus
+
+    _url, app = api_server
+    page.set_input_files("#files", str(photo(tmp_path, "ended-meanwhile.png")))  # no worker runs: it stays queued
+    page.locator("#history tbody tr").first.wait_for()
+    page.reload()
+    row = page.locator("#history tbody tr", has_text="ended-meanwhile.png")
+    row.locator("button", has_text="Cancel").wait_for()
+    history_refreshed(page)  # the next refresh is 5 s away: the row stays as it is until the click
+    job_id = row.get_attribute("data-job")
+    with app.extensions["upscaler"].sessions() as session:  # a worker takes the job and fails it, unseen
+        assert claim(session, job_id, "test-worker", 60, max_attempts=3)
+        assert finish(session, job_id, "test-worker", JobStatus.FAILED, error_code="worker_lost",
+                      error_message="the worker was lost")
+        session.commit()
+    row.locator("button", has_text="Cancel").click()
+    page.locator("#notice", has_text="already failed").wait_for()
+    row.locator("td", has_text="the worker was lost").wait_for(timeout=2000)  # at once, not at the next refresh
+    assert row.locator("button").count() == 0
+    page.set_input_files("#files", str(photo(tmp_path, "next.png", seed=1)))  # the next action that works
+    page.locator("#notice").wait_for(state="hidden")
+
+
+def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tmp_path):
+    """A 413 said only "larger than this server accepts": the API's problem detail, which names the limit, was
+    dropped."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    small = settings.with_overrides(max_upload_bytes=4000)
+    server = make_server("127.0.0.1", 0, create_app(small), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_port}/")
+        page.set_input_files("#files", str(photo(tmp_path, "too-big.png")))
+        page.locator("#cards li .state.error", has_text="limit of 4000 bytes").wait_for()
+    finally:
+        context.close()
+        server.shutdown()
+
+
+def open_compare(page, path: Path, size: str):
+    """Send ``path`` at ``size`` with the bicubic model (fast), wait for its result and open it in Compare."""
+    page.locator("#model option").nth(2).wait_for(state="attached")
+    page.select_option("#model", "bicubic")
+    page.select_option("#size", size)
+    page.set_input_files("#files", str(path))
+    card = page.locator("#cards li", has_text=path.name)
+    card.locator(".download").wait_for(timeout=120_000)
+    card.locator(".compare").click()
+    page.locator("#viewer").wait_for()
+    page.locator("#zoom-level", has_text="100 %").wait_for()
+
+
+def test_compare_is_sharp_on_a_high_density_screen(browser, api_server, settings, tmp_path):
+    """At devicePixelRatio 2 the canvases had one backing pixel per CSS pixel: the browser stretched them, and the
+    comparison at 1:1 was blurred on every phone and Retina screen."""
+    url, _app = api_server
+    context = browser.new_context(viewport={"width": 1200, "height": 1000}, device_scale_factor=2)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        page = context.new_page()
+        page.goto(url + "/")
+        open_compare(page, photo(tmp_path, "retina.png"), size="2")
+        sizes = page.evaluate("""() => ['before-canvas', 'after-canvas'].map(id => {
+            const c = document.getElementById(id);
+            return [c.width, c.height, c.clientWidth, c.clientHeight]; })""")
+        for width, height, css_width, css_height in sizes:
+            assert (width, height) == (css_width * 2, css_height * 2), sizes
+        # at 1:1 each result pixel is a crisp 2 x 2 block of screen pixels, not smeared into its neighbours
+        blocks = page.evaluate("""() => {
+            const c = document.getElementById('after-canvas');
+            const x = 2 * Math.floor(c.width / 4), y = 2 * Math.floor(c.height / 4);
+            const d = c.getContext('2d').getImageData(x, y, 2, 2).data;
+            return [[...d.slice(0, 4)], [...d.slice(4, 8)], [...d.slice(8, 12)], [...d.slice(12, 16)]]; }""")
+        assert blocks[0][3] == 255 and all(pixel == blocks[0] for pixel in blocks), blocks
+        shot(page, "09-compare-dpr2")
+    finally:
+        context.close()
+        stop(worker)
+
+
+def test_compare_at_the_same_size_is_labelled_original_and_cleaned_up(page, settings, tmp_path):
+    """A same-size clean-up was compared as "bicubic" against "upscaled", though nothing was enlarged."""
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        open_compare(page, photo(tmp_path, "same-size.png"), size="1")
+        assert page.locator("#stage .tag").all_inner_texts() == ["original", "cleaned up"]
+        said = page.get_attribute("#split", "aria-valuetext")
+        assert "original" in said and "cleaned up" in said and "bicubic" not in said, said
+        assert "bicubic" not in page.get_attribute("#stage", "aria-label")
+        page.click("#viewer-close")
+        open_compare(page, photo(tmp_path, "enlarged.png", seed=1), size="2")  # an enlargement: as before
+        assert page.locator("#stage .tag").all_inner_texts() == ["bicubic", "upscaled"]
+        assert "bicubic" in page.get_attribute("#split", "aria-valuetext")
+        shot(page, "10-compare-same-size")
+    finally:
+        stop(worker)
+
+
+def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, settings, tmp_path):
+    """At 375 px the history's Result column shrank to a few pixels: its link, free to break anywhere, was a
+    column of single letters."""
+    url, _app = api_server
+    context = browser.new_context(viewport={"width": 375, "height": 700}, is_mobile=True, has_touch=True)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        phone = context.new_page()
+        phone.goto(url + "/")
+        phone.locator("#model option").nth(2).wait_for(state="attached")
+        phone.select_option("#model", "bicubic")
+        phone.set_input_files("#files", str(photo(tmp_path, "a-shop-product-photo-exported-with-a-long-name.png")))
+        link = phone.locator("#history tbody tr td a")
+        link.wait_for(timeout=120_000)
+        cell = phone.locator("#history tbody tr td").last.bounding_box()
+        assert cell["width"] >= 96, cell
+        assert link.bounding_box()["width"] >= 80
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 375  # the table scrolls, not the page
+        shot(phone, "11-phone-history")
+    finally:
+        context.close()
+        stop(worker)
