@@ -3,13 +3,16 @@
 Errors a user can act on (a missing file, the API down, a refused request) print one line and exit 1;
 ``--debug`` shows the traceback instead. A command line that cannot mean anything (argparse's errors, a
 ``UsageError``) exits 2. A run stopped by Ctrl-C, or by SIGTERM or SIGHUP in the commands that write files, cleans
-up and exits 128 + the signal.
+up and exits 128 + the signal. Output whose reader has gone (``upscaler jobs list | head -1``) ends the command as
+SIGPIPE ends a shell tool: quietly, exit 141 (128 + SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -44,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     stopping = signals_as_interrupts() if args.command in WRITING_COMMANDS else contextlib.nullcontext()
     try:
         with stopping:
-            return int(args.func(args) or 0)
+            status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left is found here, not in a flush at exit ("Exception ignored ...")
+        return status
     except KeyboardInterrupt as stopped:
         return exit_status(stopped)
+    except BrokenPipeError:
+        return _reader_gone()
     except UsageError as exc:
         print(f"upscaler {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -55,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"upscaler {args.command}: {_in_words(exc)}", file=sys.stderr)
         return 1
+
+
+def _reader_gone() -> int:
+    """The exit of a command whose output's reader has gone: Python ignores SIGPIPE, so a write raised
+    BrokenPipeError, which was said as an error (exit 1), or, at exit, as "Exception ignored" (exit 120). Standard
+    output is pointed at /dev/null so the flush at exit has nowhere to fail (the Python docs' "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _user_facing(exc: Exception) -> bool:

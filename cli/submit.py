@@ -121,13 +121,15 @@ def run(args: argparse.Namespace) -> int:
         for path in files:
             try:
                 job = create(client, path, options)
-                print(f"{path}\t{job.id}\t{job.status}")
             except (AuthenticationError, Unreachable) as exc:  # the same for every file: stop at the first
                 print(f"upscaler submit: {exc}", file=sys.stderr)
                 return 1
             except (UpscalerError, OSError) as exc:
                 failed += 1
                 print(f"error: {path}: {exc}", file=sys.stderr)
+                continue
+            # outside the try: a reader that left (BrokenPipeError, an OSError) is no file's error; it ends the run
+            print(f"{path}\t{job.id}\t{job.status}")
         return 1 if failed else 0
 
     if args.output:

@@ -710,14 +710,12 @@ def test_submit_wait_waits_for_a_slot_under_the_keys_active_job_limit(tmp_path):
     busy = (429, {"Retry-After": "0.05"}, b'{"code": "too_many_active_jobs", "detail": "1 jobs are queued"}')
     fake = _FakeApi([busy] * 5 + [(202, {}, json.dumps({"id": "j2", "status": "queued", "progress": 0,
                                                             "model": "bicubic", "input": {}, "output": {}}).encode())])
-    fake.server.RequestHandlerClass.do_POST = fake.server.RequestHandlerClass.do_GET
     source = write_image(tmp_path / "b.png", width=8, height=8)
     try:
         client = Client(fake.base, "", max_retries=0)
         job = create_when_a_slot_frees(client, source, {"model": "bicubic"}, threading.Event())
-        assert job.id == "j2" and len(fake.paths) == 6
+        assert job.id == "j2" and len(fake.requests) == 6
         quota = _FakeApi([(429, {"Retry-After": "3600"}, b'{"code": "quota_exceeded", "detail": "day used"}')])
-        quota.server.RequestHandlerClass.do_POST = quota.server.RequestHandlerClass.do_GET
         with pytest.raises(RateLimited):  # any other 429 is the file's error, at once
             create_when_a_slot_frees(Client(quota.base, "", max_retries=0), source, {}, threading.Event())
         quota.close()
@@ -870,14 +868,15 @@ def test_a_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
                                     "UPSCALER_BAND_OUTPUT_PIXELS": "20000"})
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob("bands-*/rows.tif")) and process.poll() is None:
+    rows = ".upscaler-partial-*-bands-*/rows.tif"  # worker.scratch.scratch_beside
+    while time.monotonic() < deadline and not list(out.glob(rows)) and process.poll() is None:
         time.sleep(0.05)
-    assert list(out.glob("bands-*/rows.tif")), "the output was not streamed"
+    assert list(out.glob(rows)), "the output was not streamed"
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped at" in stderr and "Traceback" not in stderr
-    assert list(out.iterdir()) == []  # no .big.png.part, no bands-* folder
+    assert list(out.iterdir()) == []  # no .big.png.part, no .upscaler-partial-*-bands-* folder
 
 
 def _shipped_models(folder):
@@ -1052,3 +1051,45 @@ def test_eval_measures_each_model_once_and_checks_everything_before_measuring(tm
     out, err = capsys.readouterr()
     assert "| clean |" not in out and err.strip() == ("upscaler eval: writing HEIC files (the heifQ protocols) needs "
                                                       "pillow-heif: pip install -e '.[dev]'")
+
+
+def test_jobs_list_piped_into_head_ends_quietly():
+    """``upscaler jobs list | head -1`` printed a "Broken pipe" error and exited 1 once head had its line. A reader
+    that leaves ends the command as SIGPIPE ends a shell tool: nothing on stderr, exit 141 (128 + SIGPIPE)."""
+    from tests.test_sdk import _FakeApi, _job
+
+    page = json.dumps({"data": [json.loads(_job("succeeded"))] * 100, "next_cursor": "more"}).encode()
+    fake = _FakeApi([(200, {}, page)])  # pages without end: far more lines than a pipe holds
+    try:
+        lister = subprocess.Popen([*UPSCALER, "jobs", "list", "--limit", "3000", "--api", fake.base],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "UPSCALER_API_KEY": ""})
+        head = subprocess.run(["head", "-1"], stdin=lister.stdout, capture_output=True, text=True, timeout=60)
+        lister.stdout.close()
+        errors = lister.stderr.read()
+        assert lister.wait(60) == 141, errors
+    finally:
+        fake.close()
+    assert head.stdout.startswith("j1  succeeded") and errors == ""
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "unbuffered"])
+def test_submit_into_a_reader_that_left_ends_quietly(tmp_path, unbuffered):
+    """``upscaler submit`` without --wait writes a line per file: into a pipe whose reader had gone it said
+    "Broken pipe" for each file (unbuffered) or at exit, and exited 1 (or 120)."""
+    from tests.test_sdk import _FakeApi, _job
+
+    files = [str(write_image(tmp_path / f"{name}.png", width=8, height=8)) for name in "abc"]
+    fake = _FakeApi([(201, {}, _job("queued"))])
+    gone, writer = os.pipe()
+    os.close(gone)  # the reader left before the first line
+    try:
+        submitted = subprocess.run([*UPSCALER, "submit", *files, "--api", fake.base], stdout=writer,
+                                   stderr=subprocess.PIPE, text=True, timeout=120,
+                                   env={**os.environ, "UPSCALER_API_KEY": "", "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(writer)
+        fake.close()
+    assert (submitted.returncode, submitted.stderr) == (141, "")
+    if unbuffered:  # stopped at the first line that could not be written, as SIGPIPE would have
+        assert len(fake.requests) == 1

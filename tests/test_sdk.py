@@ -308,13 +308,14 @@ def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, 
 
 
 class _FakeApi:
-    """A loopback HTTP server answering each request with the next of ``answers`` (status, headers, body)."""
+    """A loopback HTTP server answering each request with the next of ``answers`` (status, headers, body; the last
+    one again and again), and recording each as (method, path) in ``requests``."""
 
     def __init__(self, answers):
         import http.server
         import threading
 
-        self.answers, self.paths = list(answers), []
+        self.answers, self.requests = list(answers), []
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -322,13 +323,16 @@ class _FakeApi:
                 pass
 
             def do_GET(self):
-                fake.paths.append(self.path)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fake.requests.append((self.command, self.path))
                 status, headers, body = fake.answers.pop(0) if len(fake.answers) > 1 else fake.answers[0]
                 self.send_response(status)
                 for name, value in {**headers, "Content-Length": str(len(body))}.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
+
+            do_POST = do_GET
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -366,7 +370,7 @@ def test_waiting_rides_out_5xx_and_429_and_ends_by_its_deadline():
                      (200, {}, _job("succeeded"))])
     try:
         assert sdk.Client(fake.base, "", max_retries=0).jobs.wait("j1", timeout=30).status == "succeeded"
-        assert len(fake.paths) == 4
+        assert len(fake.requests) == 4
     finally:
         fake.close()
     silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
@@ -382,7 +386,7 @@ def test_waiting_rides_out_5xx_and_429_and_ends_by_its_deadline():
     try:  # the API's own fault is raised at once, not polled for an hour
         with pytest.raises(sdk.ServerError, match="internal_error"):
             sdk.Client(broken.base, "", max_retries=0).jobs.wait("j1", timeout=30)
-        assert len(broken.paths) == 1
+        assert len(broken.requests) == 1
     finally:
         broken.close()
 
@@ -396,3 +400,59 @@ def test_a_result_link_that_fails_is_a_typed_error_after_retries(tmp_path):
     finally:
         fake.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("lost", [(502, {}), (504, {}), (503, {})], ids=["502", "504", "503-from-a-proxy"])
+def test_a_rotation_whose_answer_a_gateway_lost_is_not_sent_again(lost):
+    """A proxy's 502 or 504 came after the API had rotated: the client sent the rotation again, and the secret it
+    was handed stopped signing at once (a 503 without the API's Retry-After may be a proxy's too). Reads through the
+    same answers stay retried."""
+    status, headers = lost
+    secret = json.dumps({"tenant": "acme", "secret": "whsec_" + "A" * 24}).encode()
+    fake = _FakeApi([(status, headers, b"gateway"), (status, headers, b"gateway"), (200, {}, secret)])
+    try:
+        client = sdk.Client(fake.base, "", max_retries=2, backoff=0.01)
+        with pytest.raises(sdk.ServerError, match="may have been done") as raised:
+            client.rotate_webhook_secret()
+        assert raised.value.status == status
+        assert fake.requests == [("POST", "/v1/webhooks/secret/rotate")]
+        assert client.webhook_secret() == "whsec_" + "A" * 24
+        assert fake.requests[1:] == [("GET", "/v1/webhooks/secret")] * 2
+    finally:
+        fake.close()
+
+
+def test_a_rotation_refused_before_it_was_made_is_sent_again():
+    """A 429 and the API's own 503 (with Retry-After: "nothing was done") come before the action: retried."""
+    secret = json.dumps({"tenant": "acme", "secret": "whsec_" + "A" * 24}).encode()
+    fake = _FakeApi([(429, {"Retry-After": "0"}, b'{"code": "rate_limited"}'),
+                    (503, {"Retry-After": "0"}, b'{"code": "service_unavailable", "detail": "nothing was done"}'),
+                    (201, {}, secret)])
+    try:
+        assert sdk.Client(fake.base, "", max_retries=2, backoff=0.01).rotate_webhook_secret() == "whsec_" + "A" * 24
+        assert fake.requests == [("POST", "/v1/webhooks/secret/rotate")] * 3
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 400, "-" + "9" * 400])
+def test_a_huge_webhook_timestamp_is_a_verification_error_not_an_overflow(timestamp):
+    """A 400-digit webhook-timestamp raised OverflowError (a 500 in the receiver) instead of the documented error."""
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": timestamp, "webhook-signature": "v1,AAAA"}
+    with pytest.raises(sdk.WebhookVerificationError, match="timestamp"):
+        sdk.verify_webhook("whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM=", headers, "{}")
+
+
+def test_a_webhook_secret_read_from_a_file_verifies():
+    """A secret read from a file or a Kubernetes secret ends in a newline: it was refused as not base64. It has the
+    form the platform's signer takes, whsec_<base64>; anything else is said as the receiver's configuration error."""
+    from shared.webhooks import signed_headers
+
+    secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    body = json.dumps({"type": "job.succeeded"})
+    headers = signed_headers(secret, "msg_1", body)
+    for read in (secret + "\n", f" {secret}\r\n"):
+        sdk.verify_webhook(read, headers, body)
+    for wrong in (secret.removeprefix("whsec_"), secret[:12] + "\n" + secret[12:], "\n"):
+        with pytest.raises(ValueError, match=r"form whsec_<base64>|no webhook secret given"):
+            sdk.verify_webhook(wrong, headers, body)

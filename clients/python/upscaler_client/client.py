@@ -58,8 +58,9 @@ class Client:
                 **kwargs: Any) -> requests.Response:
         """One API call, retried on connection errors, 429 and 5xx-unavailable with back-off and Retry-After;
         ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, retries and waits included. A call that
-        is not ``repeatable`` (done twice, it does something else) is sent again only if it cannot have reached
-        the server (a connect that failed), never after a lost answer."""
+        is not ``repeatable`` (done twice, it does something else) is sent again only if it cannot have been
+        carried out (a connect that failed, an answer ``_not_done``), never after a lost answer: a proxy's 502 or
+        504 can come after the API did it."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         files = kwargs.pop("files", None)
         for attempt in range(self.max_retries + 1):
@@ -82,11 +83,14 @@ class Client:
             retry_after = _retry_after(response)
             # a wait past MAX_RETRY_AFTER (the daily quota: until midnight UTC) is the caller's to decide
             worth_waiting = retry_after is None or retry_after <= MAX_RETRY_AFTER
-            if response.status_code in RETRY_STATUSES and not last and worth_waiting \
+            sendable_again = repeatable or _not_done(response)
+            if response.status_code in RETRY_STATUSES and sendable_again and not last and worth_waiting \
                     and self._sleep(attempt, retry_after, deadline):
                 continue
             if response.status_code >= 400:
-                raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
+                lost = response.status_code >= 500 and not sendable_again
+                raise errors.from_response(response.status_code, _json_or_text(response), retry_after,
+                                           "it may have been done; check before trying again" if lost else None)
             return response
         raise AssertionError("unreachable")
 
@@ -128,6 +132,14 @@ def _json_or_text(response: requests.Response) -> dict:
         return response.json()
     except ValueError:
         return {"code": "http_error", "detail": response.text[:200]}
+
+
+def _not_done(response: requests.Response) -> bool:
+    """Whether an answer says the request was not carried out, so even a call that is not repeatable may be sent
+    again: a 429 (limits are checked before anything is done) or the API's own 503, which carries Retry-After
+    ("nothing was done"). A 502 or 504, or a 503 without Retry-After, may be a proxy's that lost the API's
+    answer after the API had acted."""
+    return response.status_code == 429 or (response.status_code == 503 and "Retry-After" in response.headers)
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -67,8 +67,12 @@ class JobFailed(UpscalerError):
         self.job, self.code = job, error.get("code", job.status)
 
 
-def from_response(status: int, body: dict, retry_after: float | None) -> ApiError:
+def from_response(status: int, body: dict, retry_after: float | None, note: str | None = None) -> ApiError:
+    """The error for an API answer; ``note`` is added to its detail (what the caller must know besides the
+    API's words, such as a request that may have been carried out though the answer is an error)."""
     code, detail = body.get("code", "error"), body.get("detail", "")
+    if note:
+        detail = f"{detail} ({note})" if detail else note
     if status == 401:
         return AuthenticationError(status, code, detail, body)
     if status == 404:
