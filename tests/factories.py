@@ -28,6 +28,12 @@ def seconds_ago(n: float):
     return utcnow() - timedelta(seconds=n)
 
 
+def outage_wait_over(db_session, job_id: str) -> None:
+    """As if the wait a storage outage set on the job (``retry_at``) had passed."""
+    db_session.query(Job).filter_by(id=job_id).update({"retry_at": seconds_ago(1)})
+    db_session.commit()
+
+
 def queued_job(ctx, db_session, data: bytes | None = None, **overrides) -> Job:
     """A queued 40x30 job whose input really is in the context's storage."""
     key = new_key("inputs", "png")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from shared.models import Job
 from tests.conftest import image_bytes
+from tests.factories import outage_wait_over
 from worker import pipeline
 
 
@@ -251,6 +252,7 @@ def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(c
 
     monkeypatch.setattr(ctx.storage, "exists", away_once)
     assert pipeline.run_job(ctx, job_id) == "retrying"
+    outage_wait_over(db_session, job_id)
     assert pipeline.run_job(ctx, job_id) == "succeeded"
     queue = redis.Redis.from_url(ctx.settings.redis_url)
     (charged,) = queue.keys(f"upscaler:mp:{name}:*")

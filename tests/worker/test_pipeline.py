@@ -15,7 +15,7 @@ from shared.models import Job
 from shared.queue import make_celery, queue_depth, queue_lists
 from shared.storage import make_storage
 from tests.conftest import image_bytes
-from tests.factories import make_job, queued_job, reload, seconds_ago
+from tests.factories import make_job, outage_wait_over, queued_job, reload, seconds_ago
 from worker import pipeline
 from worker.engine.precision import choose_precision
 from worker.sweeper import release_expired_leases, sweep
@@ -175,12 +175,6 @@ def _unreachable_storage(ctx, **overrides):
                                     s3_bucket="unreachable", s3_access_key_id="k", s3_secret_access_key="s")))
 
 
-def _wait_over(db_session, job: Job) -> None:
-    """As if the job's outage wait had passed."""
-    db_session.query(Job).filter_by(id=job.id).update({"retry_at": seconds_ago(1)})
-    db_session.commit()
-
-
 def test_an_unreachable_bucket_hands_the_job_back_until_the_grace_runs_out(ctx, db_session):
     """Object storage away (its endpoint refuses connections): one failed request failed every job a worker
     took; later each hand-back used one of max_attempts and the next came at the sweeper's next pass, so a 30-60 s
@@ -199,7 +193,7 @@ def test_an_unreachable_bucket_hands_the_job_back_until_the_grace_runs_out(ctx, 
         assert pipeline.run_job(away, job.id) == "skipped"  # its wait is not over: not claimed
         assert job.id not in jobs.jobs_to_enqueue(db_session, ctx.settings.queued_stale_seconds)
         assert jobs.count_queued(db_session) == 0
-        _wait_over(db_session, job)
+        outage_wait_over(db_session, job.id)
     assert job.id in jobs.jobs_to_enqueue(db_session, ctx.settings.queued_stale_seconds)
     # the wait grows with the outage: 30 s into it, the next try comes 30 s later
     db_session.query(Job).filter_by(id=job.id).update({"outage_since": seconds_ago(30)})
@@ -207,7 +201,7 @@ def test_an_unreachable_bucket_hands_the_job_back_until_the_grace_runs_out(ctx, 
     assert pipeline.run_job(away, job.id) == "retrying"
     back = reload(db_session, job)
     assert 25 <= (back.retry_at - seconds_ago(0)).total_seconds() <= 31
-    _wait_over(db_session, job)
+    outage_wait_over(db_session, job.id)
     db_session.query(Job).filter_by(id=job.id).update({"outage_since": seconds_ago(61)})
     db_session.commit()
     assert pipeline.run_job(away, job.id) == "failed"
@@ -227,7 +221,7 @@ def test_a_job_an_outage_stopped_runs_once_storage_is_back_and_starts_once(ctx, 
                      webhook_events=["job.started", "job.succeeded"])
     assert pipeline.run_job(_unreachable_storage(ctx), job.id) == "retrying"
     first_start = reload(db_session, job).started_at
-    _wait_over(db_session, job)
+    outage_wait_over(db_session, job.id)
     assert pipeline.run_job(ctx, job.id) == "succeeded"
     done = reload(db_session, job)
     assert (done.status, done.attempts, done.started_at, done.retry_at) == ("succeeded", 1, first_start, None)
