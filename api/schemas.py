@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from shared.errors import API_ERRORS
+from shared.events import EVENTS
 from shared.job_view import JobOut
 from shared.limits import OUTPUT_FORMATS, QUALITY_RANGE
 from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MAX_TARGET_SIDE, MIN_FACTOR, SizeRequest, print_pixels
 
-_EVENT = r"job\.(started|succeeded|failed|canceled)"
+_EVENT = "(" + "|".join(re.escape(event) for event in EVENTS) + ")"
 
 
 class BlankIsDefault(BaseModel):
@@ -74,8 +76,8 @@ class JobCreateForm(BlankIsDefault):
     webhook_url: HttpUrl | None = Field(None, description="Receives signed event POSTs (docs/webhooks.md).")
     webhook_events: str | None = Field(
         None, pattern=rf"^\s*{_EVENT}(\s*,\s*{_EVENT})*\s*$",
-        description="Comma-separated (or repeated) events to send: job.started, job.succeeded, job.failed, "
-                    "job.canceled. Default: the three terminal ones.")
+        description=f"Comma-separated (or repeated) events to send: {', '.join(EVENTS)}. "
+                    "Default: the three terminal ones.")
 
     @model_validator(mode="after")
     def _one_way_to_size(self):
@@ -98,6 +100,16 @@ class JobCreateForm(BlankIsDefault):
         if self.scale is None and not (width or height):
             return SizeRequest(DEFAULT_SCALE, None, None, self.fit)
         return SizeRequest(self.scale, width, height, self.fit)
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _known_events(cls, value):
+        """Name the event that is not one (the pattern's own message was the regular expression)."""
+        if isinstance(value, str):
+            unknown = [event.strip() for event in value.split(",") if event.strip() not in EVENTS]
+            if unknown and value.strip():
+                raise ValueError(f"{unknown[0]!r} is not an event; the events are {', '.join(EVENTS)}")
+        return value
 
     @field_validator("denoise", mode="before")
     @classmethod

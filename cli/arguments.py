@@ -31,6 +31,16 @@ def non_negative_int(text: str) -> int:
     return _at_least(text, 0)
 
 
+def grace_hours(text: str) -> int:
+    """Hours a rotated secret goes on signing, 0..a year (a huge number was an OverflowError traceback)."""
+    from shared.webhooks import MAX_ROTATION_GRACE
+
+    value, most = _at_least(text, 0), int(MAX_ROTATION_GRACE.total_seconds() // 3600)
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most} (a year), not {value}")
+    return value
+
+
 def _number(text: str) -> float:
     try:
         return float(text)

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from cli.arguments import non_negative_int
+from cli.arguments import grace_hours, non_negative_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "the previous one goes on signing for --grace-hours, both signatures in each "
                                       "message, so receivers switch without a gap")
     rotate_webhook.add_argument("name")
-    rotate_webhook.add_argument("--grace-hours", type=non_negative_int, default=24,
-                                help="how long the previous secret also signs (0: it stops at once; default 24)")
+    rotate_webhook.add_argument("--grace-hours", type=grace_hours, default=24,
+                                help="how long the previous secret also signs (0: it stops at once; at most 8760, "
+                                     "a year; default 24)")
     rotate_webhook.set_defaults(func=run_rotate_webhook_secret)
 
 

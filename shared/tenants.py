@@ -36,9 +36,11 @@ MAX_NAME_LENGTH = 64  # the tenant columns' width
 
 def check_name(name: str) -> None:
     """Refuse names that would share or take over another tenant's jobs: the open development API's tenant,
-    the bootstrap keys' ``env-...`` tenants, and names past the column's width."""
-    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise InvalidKeyName(f"a key name is 1..{MAX_NAME_LENGTH} printable characters")
+    the bootstrap keys' ``env-...`` tenants, and names past the column's width; and names with a ``/``, which
+    separates a name from its rotation version in the webhook secret's derivation (``shared.webhooks``): tenant
+    ``acme/v1`` would have been given ``acme``'s secret after its first rotation."""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or "/" in name:
+        raise InvalidKeyName(f"a key name is 1..{MAX_NAME_LENGTH} printable characters other than '/'")
     if name == PUBLIC_TENANT or name.startswith("env-"):
         raise InvalidKeyName(f"{name!r} is reserved (the open development API's tenant, or a bootstrap key's)")
 

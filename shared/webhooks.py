@@ -40,7 +40,8 @@ def signing_secret(settings: Settings, tenant: str, version: int = 0) -> str:
     version: ``rotate_secret``) under it, so nothing secret is stored, a worker needs only the job's tenant, and
     changing the deployment secret rotates them all. (It was the open API's tenant's own: anyone who read that one
     from the open API could compute every later customer's.) Version 0 is the derivation of before rotation
-    existed, so no receiver had to change."""
+    existed, so no receiver had to change; ``/v<N>`` after the name is unambiguous because no key name holds a
+    ``/`` (``shared.tenants.check_name``)."""
     if settings.webhook_secret:
         deployment = webhook_key(settings.webhook_secret)
     else:
@@ -51,6 +52,7 @@ def signing_secret(settings: Settings, tenant: str, version: int = 0) -> str:
 
 
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)  # the previous secret signs too, so receivers switch without a gap
+MAX_ROTATION_GRACE = timedelta(days=365)  # a longer one is a leaked secret that never stops signing
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def rotate_secret(session: Session, settings: Settings, tenant: str,
     """A new webhook secret for ``tenant`` (None for a tenant with no key row); the one it replaces goes on signing
     for ``grace`` (each message carrying both signatures), and one before that stops at once. For a secret read by
     someone who should not have it (a leaked API key could read ``GET /v1/webhooks/secret``), which rotating the
-    key alone did not change."""
+    key alone did not change. ``grace`` is 0 to ``MAX_ROTATION_GRACE``."""
+    if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+        raise ValueError(f"a rotation's grace is 0 to {MAX_ROTATION_GRACE}, not {grace}")
     row = session.scalar(select(ApiKey).where(ApiKey.name == tenant))
     if row is None:
         return None

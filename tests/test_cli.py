@@ -326,6 +326,10 @@ def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
     assert (away.returncode, away.stdout) == (1, "") and "no development secret at" in away.stderr
     assert not (tmp_path / "nowhere").exists()
     assert run(["keys", "webhook-secret", "acme"], env=env).stdout.strip() == new  # not rotated again
+    forever = run(["keys", "rotate-webhook-secret", "acme", "--grace-hours", "100000000"], env=env)
+    assert (forever.returncode, forever.stdout) == (2, "") and "at most 8760" in forever.stderr  # not a traceback
+    assert "Traceback" not in forever.stderr
+    assert run(["keys", "webhook-secret", "acme"], env=env).stdout.strip() == new
 
 
 @pytest.mark.slow

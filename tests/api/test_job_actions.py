@@ -123,8 +123,11 @@ def test_webhook_events_are_stored_and_shown(client, receiver, events, expected)
 
 
 def test_unknown_webhook_event_is_422(client, receiver):
-    response = submit(client, webhook_url=receiver.url, webhook_events="job.exploded")
+    response = submit(client, webhook_url=receiver.url, webhook_events="job.succeeded, job.exploded")
     assert (response.status_code, response.get_json()["field"]) == (422, "webhook_events")
+    detail = response.get_json()["detail"]  # says which and what would do, never the pattern
+    assert "'job.exploded' is not an event" in detail and "job.started, job.succeeded" in detail
+    assert "\\" not in detail and "^" not in detail
 
 
 def test_deliveries_are_listed_and_can_be_redelivered(client, receiver):

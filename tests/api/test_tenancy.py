@@ -102,9 +102,10 @@ def test_a_revoked_tenant_gets_a_new_key_and_keeps_its_jobs_and_a_key_can_be_rot
     assert client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {rotated}"}).status_code == 200
 
 
-@pytest.mark.parametrize("name", ["public", "env-0123456789ab", "x" * 65, ""])
+@pytest.mark.parametrize("name", ["public", "env-0123456789ab", "x" * 65, "", "acme/v1"])
 def test_names_that_would_take_over_other_jobs_are_refused(db_session, name):
-    """'public' owns every job of the open development API and env-... the bootstrap keys' jobs."""
+    """'public' owns every job of the open development API and env-... the bootstrap keys' jobs; 'acme/v1' would
+    sign with acme's webhook secret once acme rotated it."""
     from shared.tenants import InvalidKeyName
 
     with pytest.raises(InvalidKeyName):

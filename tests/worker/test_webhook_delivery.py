@@ -2,7 +2,7 @@
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks import Webhook
@@ -320,7 +320,7 @@ def test_a_payloads_links_are_absolute_where_the_public_url_is_set(settings, db_
 def test_after_a_rotation_a_message_verifies_with_the_new_secret_and_for_the_grace_with_the_old(
         ctx, db_session, receiver):
     from shared.tenants import create_key
-    from shared.webhooks import rotate_secret
+    from shared.webhooks import rotate_secret, tenant_secrets
 
     create_key(db_session, "acme")
     db_session.commit()
@@ -334,6 +334,9 @@ def test_after_a_rotation_a_message_verifies_with_the_new_secret_and_for_the_gra
     assert len(request["headers"]["webhook-signature"].split(" ")) == 2
     for secret in (new, old):
         assert Webhook(secret).verify(request["body"], request["headers"])["data"]["id"] == job.id
+    with pytest.raises(ValueError, match="grace"):  # a previous secret never stops signing: refused, unrotated
+        rotate_secret(db_session, ctx.settings, "acme", timedelta(days=366))
+    assert tenant_secrets(db_session, ctx.settings, "acme").current == new
 
 
 def test_a_redelivery_waits_for_an_attempt_in_flight_and_keeps_the_count_beside_its_log(ctx, db_session):
