@@ -238,20 +238,32 @@ def _webhook_key_ok(secret: str) -> bool:
 
 def load_or_create_secret(path: Path) -> str:
     """The development secret: random, made on first start, kept in ``path`` (mode 0600) and shared by every
-    process started from the same folder. Never a constant: a public default would let anyone forge links."""
+    process started from the same folder. Never a constant: a public default would let anyone forge links.
+
+    The file appears whole or not at all (written beside it, then hard-linked into place): created in place, a
+    process started at the same moment read it empty and signed with an empty key. A file that cannot be read or
+    holds no usable secret is a ``SettingsError`` naming ``UPSCALER_SECRET_FILE``, not a bare OS error."""
     path = Path(path)
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its secret
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_urlsafe(32) + "\n")
+                os.link(draft, path)
+            except FileExistsError:  # another process won the race: its secret is the one
+                pass
+            finally:
+                draft.unlink(missing_ok=True)
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"UPSCALER_SECRET_FILE ({path}) cannot be used for the development secret: {exc}; set "
+                            "UPSCALER_SECRET_KEY or point UPSCALER_SECRET_FILE at a writable file") from exc
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise SettingsError(f"UPSCALER_SECRET_FILE ({path}) holds no secret of {MIN_SECRET_LENGTH}+ characters: "
+                            "delete it (a new one is made) or set UPSCALER_SECRET_KEY")
     return secret
 
 

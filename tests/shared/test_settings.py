@@ -43,6 +43,31 @@ def test_development_secret_is_random_private_and_shared_by_every_process(tmp_pa
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
 
 
+def _secrets_of(folder: str, count: int) -> list[str]:
+    from shared.settings import load_or_create_secret
+
+    return [load_or_create_secret(Path(folder) / f"secret_{n}") for n in range(count)]
+
+
+def test_processes_starting_together_all_read_one_whole_secret(tmp_path):
+    """Created in place, the file was briefly empty: a process started at that moment signed with an empty key."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        seen = pool.starmap(_secrets_of, [(str(tmp_path), 40)] * 6)
+    for n in range(40):
+        assert len({secrets[n] for secrets in seen}) == 1 and len(seen[0][n]) >= 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"secret_{n}" for n in range(40))  # no drafts left
+
+
+@pytest.mark.parametrize("make", [lambda path: path.write_text(""), lambda path: path.write_text("short\n"),
+                                  lambda path: path.mkdir(), lambda path: path.write_bytes(b"\xff" * 40)])
+def test_a_secret_file_that_cannot_serve_is_one_line_naming_the_setting(tmp_path, make):
+    make(tmp_path / "secret_key")
+    with pytest.raises(SettingsError, match="UPSCALER_SECRET_FILE"):
+        Settings.from_env({"UPSCALER_SECRET_FILE": str(tmp_path / "secret_key")})
+
+
 @pytest.mark.parametrize("env,says", [
     ({"UPSCALER_API_PORT": "eighty"}, "not a valid int"), ({"UPSCALER_STORAGE": "ftp"}, "'local' or 's3'"),
     ({"UPSCALER_MAX_UPLOAD_BYTES": "0"}, "must be positive"),
