@@ -117,16 +117,17 @@ def queue_depth(client, queue: str) -> int:
 SCAN_CHUNK = 1000
 
 
-def waiting_inference_messages(client) -> collections.Counter[tuple[str, ...]]:
-    """``(task name, *args as text)`` of every message waiting in the inference queue, at any priority level,
-    with how many of each (a job's message may wait twice).
+def waiting_messages(client, queue: str) -> collections.Counter[tuple[str, ...]]:
+    """``(task name, *args as text)`` of every message waiting in ``queue``, at any priority level, with how many
+    of each (a job's message may wait twice).
 
     The sweeper asks before publishing again a message that may be lost, so a long backlog is not doubled every
-    ``queued_stale_seconds`` (which the autoscaler, reading the lists' lengths, would take for more work).
+    ``queued_stale_seconds`` (which the autoscaler, reading the lists' lengths, would take for more work), nor a
+    webhook message that waits for a webhook worker sent again every sweep.
     Messages already handed to a worker (kombu's ``unacked``) do not count: that worker may be the one that
     died, and its message comes back only after the visibility timeout. Read in chunks: memory stays bounded."""
     found: collections.Counter[tuple[str, ...]] = collections.Counter()
-    for name in queue_lists(INFERENCE_QUEUE):
+    for name in queue_lists(queue):
         for start in range(0, client.llen(name), SCAN_CHUNK):
             for raw in client.lrange(name, start, start + SCAN_CHUNK - 1):
                 try:

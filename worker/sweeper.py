@@ -4,7 +4,8 @@
   are enqueued again; a duplicate message is harmless because claiming is atomic;
 * running jobs whose lease expired (worker killed) go back to the queue, or fail with ``worker_lost``
   after ``max_attempts`` (with their ``job.failed`` webhook);
-* webhook messages whose retry time has come are published;
+* webhook messages whose retry time has come are published, unless their message still waits in the webhooks
+  queue (no webhook worker running: the queue would grow by every pending message each sweep);
 * past the retention period, inputs and results are deleted and the job marked expired; expired
   idempotency keys are dropped;
 * stored objects no job names (an API killed between storing an upload and inserting its job) are deleted, a
@@ -27,7 +28,17 @@ from sqlalchemy import delete, select
 from shared import deliveries, job_bands, jobs
 from shared.db import unit_of_work
 from shared.models import IdempotencyKey, Job, utcnow
-from shared.queue import RUN_BAND, RUN_JOB, enqueue_band, enqueue_job, publish_deliveries, waiting_inference_messages
+from shared.queue import (
+    DELIVER_WEBHOOK,
+    INFERENCE_QUEUE,
+    RUN_BAND,
+    RUN_JOB,
+    WEBHOOK_QUEUE,
+    enqueue_band,
+    enqueue_job,
+    publish_deliveries,
+    waiting_messages,
+)
 from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
 from shared.transitions import change_job
@@ -85,11 +96,14 @@ def sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
 
 def _sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     requeued, failed = release_expired_leases(ctx)
-    waiting = functools.cache(lambda: _in_broker(ctx))  # read at most once a sweep, and only if something is stale
+    # read at most once a sweep, and only if something is stale
+    waiting = functools.cache(lambda: _in_broker(ctx, INFERENCE_QUEUE))
     enqueued = _enqueue_pending_jobs(ctx, celery, waiting)
     bands = republish_stalled_bands(ctx, celery, waiting)
     with unit_of_work(ctx.sessions) as session:
         due = deliveries.take_due(session, grace_seconds=5.0)
+    present = _in_broker(ctx, WEBHOOK_QUEUE) if due else Counter()
+    due = [delivery_id for delivery_id in due if (DELIVER_WEBHOOK, delivery_id) not in present]
     publish_deliveries(celery, due)
     expired = expire_old_jobs(ctx)
     drop_bands_of_ended_jobs(ctx)
@@ -152,17 +166,17 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
     return published
 
 
-def _in_broker(ctx: WorkerContext) -> Counter[tuple[str, ...]]:
-    """The inference queue's waiting messages (``shared.queue.waiting_inference_messages``); none known if Redis
-    cannot say, and then every candidate is published again, as a lost message would need."""
+def _in_broker(ctx: WorkerContext, queue: str) -> Counter[tuple[str, ...]]:
+    """``queue``'s waiting messages (``shared.queue.waiting_messages``); none known if Redis cannot say, and then
+    every candidate is published again, as a lost message would need."""
     try:
         client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=10)
         try:
-            return waiting_inference_messages(client)
+            return waiting_messages(client, queue)
         finally:
             client.close()
     except redis.RedisError:
-        log.warning("sweeper could not read the inference queue; publishing every stale message again",
+        log.warning("sweeper could not read the %s queue; publishing every stale message again", queue,
                     exc_info=True)
         return Counter()
 

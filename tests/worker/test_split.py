@@ -213,10 +213,10 @@ def test_a_sweep_finding_stale_jobs_and_bands_reads_the_queue_once(workers, db_s
     db_session.commit()
     redis.Redis.from_url(first.settings.redis_url).flushdb()
     reads = []
-    real = sweeper.waiting_inference_messages
-    monkeypatch.setattr(sweeper, "waiting_inference_messages", lambda client: reads.append(1) or real(client))
+    real = sweeper.waiting_messages
+    monkeypatch.setattr(sweeper, "waiting_messages", lambda client, queue: reads.append(queue) or real(client, queue))
     report = sweep(first, first.celery)
-    assert (report.enqueued, report.bands, len(reads)) == (1, job.bands_total, 1)
+    assert (report.enqueued, report.bands, reads) == (1, job.bands_total, ["inference"])
     assert reload(db_session, stale).enqueued_at > seconds_ago(60)
 
 

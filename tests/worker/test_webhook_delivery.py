@@ -121,21 +121,39 @@ def test_destination_is_checked_again_at_delivery(ctx, db_session, receiver):
     assert attempt.error.startswith("refused:") and receiver.requests == []
 
 
-def test_sweeper_republishes_a_late_message_once(ctx, db_session, receiver):
+def test_sweeper_republishes_a_late_message_once_and_never_one_that_still_waits(ctx, db_session, receiver):
+    """A message lost on its way is published again once a grace period; one that waits in the webhooks queue (no
+    webhook worker running) is not: every sweep added one more copy of each pending message."""
     from datetime import timedelta
 
+    import redis
+
     from shared.models import utcnow
+    from shared.queue import WEBHOOK_QUEUE, queue_depth, queue_lists
     from worker.sweeper import sweep
 
     job = queued_job(ctx, db_session, webhook_url=receiver.url)
+    broker = redis.Redis.from_url(ctx.settings.redis_url)
+    broker.delete(*queue_lists(WEBHOOK_QUEUE))
     pipeline.run_job(ctx, job.id)
     [message] = messages(db_session, job.id)
-    long_ago = utcnow() - timedelta(seconds=60)
-    db_session.query(WebhookDelivery).filter_by(id=message.id).update(
-        {"next_attempt_at": long_ago, "updated_at": long_ago})
-    db_session.commit()
+
+    def late() -> None:
+        long_ago = utcnow() - timedelta(seconds=60)
+        db_session.query(WebhookDelivery).filter_by(id=message.id).update(
+            {"next_attempt_at": long_ago, "updated_at": long_ago})
+        db_session.commit()
+
+    assert queue_depth(broker, WEBHOOK_QUEUE) == 1
+    for _ in range(3):  # its message waits: never doubled, however many sweeps go by
+        late()
+        assert sweep(ctx, ctx.celery).webhooks == 0
+    assert queue_depth(broker, WEBHOOK_QUEUE) == 1
+    broker.delete(*queue_lists(WEBHOOK_QUEUE))  # lost (Redis restarted without its data)
+    late()
     assert sweep(ctx, ctx.celery).webhooks == 1
     assert sweep(ctx, ctx.celery).webhooks == 0  # not again until the grace period passes
+    assert queue_depth(broker, WEBHOOK_QUEUE) == 1
     assert deliver(ctx, ctx.celery, message.id) == "delivered"
 
 
