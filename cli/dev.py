@@ -3,17 +3,23 @@
 Starts (or reuses) Redis, migrates the SQLite database, starts the API (gunicorn), an inference worker and
 a light worker of its own for the sweeper and webhooks (so a long job never delays a sweep or a delivery),
 submits a sample image, shows its progress and prints where the result is. Ctrl-C stops everything it
-started.
+started, and so does any of its processes stopping (a platform without its API or worker is not running). One
+launcher per ``--var`` folder (a lock on ``VAR/.dev.lock``): a second one emptied the first's temporary folder
+and shared its Redis data.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from cli.arguments import tcp_port
@@ -55,22 +61,53 @@ def _env(args: argparse.Namespace, redis_port: int, api_port: int) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from upscaler_client import Client, JobFailed
-
     if not args.image.exists():
         print(f"no such image: {args.image}", file=sys.stderr)
         return 2
     if args.port and port_open("127.0.0.1", args.port):  # else the launcher would talk to whatever listens there
         print(f"upscaler dev: port {args.port} is in use; choose another --port (or leave it out)", file=sys.stderr)
         return 2
+    sys.stdout.reconfigure(line_buffering=True)  # piped to a log or a CI runner: each line as it happens
     args.var.mkdir(parents=True, exist_ok=True)
+    with _only_launcher(args.var) as other:
+        if other is not None:
+            print(f"upscaler dev: another upscaler dev uses {args.var} (pid {other}); stop it, or give this one "
+                  "another --var", file=sys.stderr)
+            return 2
+        return _launch(args)
+
+
+@contextlib.contextmanager
+def _only_launcher(var: Path) -> Iterator[str | None]:
+    """Hold ``var``'s launcher lock while the platform runs: yields None, or the pid of the launcher holding it.
+    The kernel drops the lock when its process dies, however it dies, so a killed launcher never blocks the
+    next."""
+    path = var / ".dev.lock"
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            yield lock.read().strip() or "unknown"
+            return
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield None
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from upscaler_client import AuthenticationError, Client, JobFailed
+
     started: list[subprocess.Popen] = []
+    names: dict[int, str] = {}  # pid -> what it is, to say which one stopped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         redis_port = 6379
         if not os.environ.get("UPSCALER_REDIS_URL") and not port_open("127.0.0.1", redis_port):  # empty: unset
             process, redis_port = start_redis(args.var.resolve() / "redis")
             started.append(process)
+            names[process.pid] = "redis-server"
             print(f"started redis-server on 127.0.0.1:{redis_port}")
         api_port = args.port or (8000 if not port_open("127.0.0.1", 8000) else free_port())
         env = _env(args, redis_port, api_port)
@@ -90,9 +127,11 @@ def run(args: argparse.Namespace) -> int:
             started.append(subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1",
                                              "--name", f"{name}@%h", *extra],
                                             env=env, stdout=log, stderr=subprocess.STDOUT))
+            names[started[-1].pid] = name
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
         api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
         started.append(api)
+        names[api.pid] = "api"
         try:
             wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
         except RuntimeError:
@@ -103,14 +142,30 @@ def run(args: argparse.Namespace) -> int:
 
         keys = [k.strip() for k in env.get("UPSCALER_API_KEYS", "").split(",") if k.strip()]
         client = Client(base, keys[0] if keys else None)  # None: the client's own UPSCALER_API_KEY
-        job = client.jobs.create(args.image, scale=args.scale, format=args.format, model=args.model)
+        try:
+            job = client.jobs.create(args.image, scale=args.scale, format=args.format, model=args.model)
+        except AuthenticationError as exc:  # a key was created in this database: the API is no longer open
+            why = ("UPSCALER_API_KEY is not one of its keys" if os.environ.get("UPSCALER_API_KEY") or keys else
+                   f"API keys exist in {env['UPSCALER_DATABASE_URL']}, so every call needs one")
+            print(f"upscaler dev: the API refused the launcher's job ({exc.detail}): {why}; set UPSCALER_API_KEY "
+                  "to a key of this database (make one: upscaler keys create --name NAME)", file=sys.stderr)
+            return 1
         print(f"submitted job {job.id}: {args.image.name} {job.input.width}x{job.input.height} "
               f"-> x{args.scale} {job.output.width}x{job.output.height} {args.format} ({job.model})")
+        display = _progress_display()
+
+        def all_running(_answer=None) -> None:
+            if (stopped := _first_stopped(started)) is not None:
+                raise _ProcessStopped(stopped)
+
         try:
-            job = job.wait(timeout=3600, on_progress=_progress_display())
+            job = job.wait(timeout=3600, on_progress=lambda job: (display(job), all_running()),
+                           on_unavailable=all_running)
         except JobFailed as exc:
             print(f"job {exc.job.status}: {exc.job.error}", file=sys.stderr)
             return 1
+        except _ProcessStopped as exc:  # a worker gone: the job would wait an hour for nobody
+            return _say_stopped(exc.process, names, logs)
         out = job.download(args.var / "results" / f"{args.image.stem}_x{args.scale}.{_ext(args.format)}")
         print(f"done in {job.timings['total_s']:.1f}s: {out.resolve()}")
         print(f"result URL (expires {job.raw['result_url_expires_at']}): {job.result_url}")
@@ -119,8 +174,9 @@ def run(args: argparse.Namespace) -> int:
         print("platform running; try:\n"
               f"  curl -F image=@photo.jpg -F scale=4 -F format=png {base}/v1/jobs\n"
               "Ctrl-C stops everything.")
-        api.wait()
-        return 0
+        while (stopped := _first_stopped(started)) is None:
+            time.sleep(1)
+        return _say_stopped(stopped, names, logs)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a timeout in CI): not a success
         print("\nstopping")
         return 130
@@ -128,6 +184,25 @@ def run(args: argparse.Namespace) -> int:
         for process in reversed(started):
             stop(process)
         shutil.rmtree(args.var.resolve() / "tmp", ignore_errors=True)
+
+
+class _ProcessStopped(Exception):
+    """One of the launcher's processes ended while it waited for the job."""
+
+    def __init__(self, process: subprocess.Popen):
+        super().__init__(process.pid)
+        self.process = process
+
+
+def _first_stopped(started: list[subprocess.Popen]) -> subprocess.Popen | None:
+    return next((process for process in started if process.poll() is not None), None)
+
+
+def _say_stopped(process: subprocess.Popen, names: dict[int, str], logs: Path) -> int:
+    """Said once, with where to look; the launcher then stops the rest (a platform missing a part is not up)."""
+    print(f"upscaler dev: the {names[process.pid]} process stopped (exit {process.returncode}; see {logs}/); "
+          "stopping the rest", file=sys.stderr)
+    return 1
 
 
 def _broker_answers(url: str) -> bool:

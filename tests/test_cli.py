@@ -68,6 +68,76 @@ def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_
     assert not (tmp_path / "var" / "tmp").exists()  # beat's schedule and the metrics folders went with it
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _line_with(process: subprocess.Popen, text: str, timeout: float) -> str:
+    """The first line of ``process``'s output holding ``text``, read as it comes (a thread reads, so a line that
+    never comes fails at the deadline instead of blocking)."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            seen.append(lines.get(timeout=left))
+        except queue.Empty:
+            break
+        if text in seen[-1]:
+            return seen[-1]
+    raise AssertionError(f"no line with {text!r} within {timeout} s: {seen}")
+
+
+@pytest.mark.slow
+def test_dev_launcher_says_which_key_to_set_and_stops_when_any_process_stops(tmp_path, redis_url):
+    """With keys in its database the API refused the launcher's job with a bare 401; a worker or API that died
+    left the launcher waiting for ever; its lines came all at once at exit when its output was not a terminal."""
+    var = tmp_path / "var"
+    database = {"UPSCALER_DATABASE_URL": f"sqlite:///{var / 'upscaler.db'}"}
+    assert run(["migrate"], env=database).returncode == 0
+    key = run(["keys", "create", "--name", "me"], env=database).stdout.strip().splitlines()[-1]
+    env = {**os.environ, **database, "UPSCALER_REDIS_URL": redis_url, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [*UPSCALER, "dev", "--scale", "2", "--port", str(free_port()), "--var", str(var)]
+    refused = subprocess.run([*command, "--exit"], capture_output=True, text=True, timeout=300,
+                             env={**env, "UPSCALER_API_KEY": ""}, cwd=tmp_path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "API keys exist in" in refused.stderr and "set UPSCALER_API_KEY" in refused.stderr
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**env, "UPSCALER_API_KEY": key}, cwd=tmp_path)
+    try:
+        _line_with(launcher, "platform running", timeout=300)  # while it runs: each line as it is printed
+        assert launcher.poll() is None and (var / "results" / "sample_x2.png").exists()
+        [api] = [pid for pid in _children(launcher.pid)  # `upscaler api` became gunicorn's master (execv)
+                 if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+        os.kill(api, 9)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 1 and "the api process stopped" in stderr, stderr
+    assert not (var / "tmp").exists()  # it stopped the rest and cleaned up
+
+
+def test_dev_launcher_refuses_a_var_folder_another_launcher_uses(tmp_path):
+    """A second launcher on the same folder emptied the first's temporary folder and shared its Redis data."""
+    import fcntl
+
+    var = tmp_path / "var"
+    (var / "tmp").mkdir(parents=True)
+    (var / "tmp" / "first's").write_text("in use")
+    with open(var / ".dev.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("4242")
+        lock.flush()
+        result = run(["dev", "--exit", "--var", str(var)], timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"another upscaler dev uses {var} (pid 4242)" in result.stderr
+    assert (var / "tmp" / "first's").exists() and not (var / "logs").exists()
+
+
 def test_dev_launcher_refuses_a_port_something_else_listens_on(tmp_path):
     import socket
 
