@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         if path not in todo:
             print(f"skip {path}: {targets[path]} exists")
     overall = progress_bar(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
-    stop = threading.Event()
+    stop, reader_gone = threading.Event(), threading.Event()
     running: dict[Path, str] = {}
 
     away_since: list[float] = []  # when the API stopped answering polls (empty: it answers)
@@ -192,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
         except Timeout as exc:  # waiting ran out: the job goes on on the server, not failed
             tqdm.write(f"not finished: {path}: {exc}", file=sys.stderr)
             return NOT_DONE
+        except BrokenPipeError:  # the reader of the output left: no file's error; the run ends as main()'s do
+            stop.set()
+            reader_gone.set()
+            return NOT_DONE
         except (UpscalerError, OSError) as exc:
             job_id = running.pop(path, None)
             tqdm.write(f"error: {path}: {exc}" + (f" (job {job_id})" if job_id else ""), file=sys.stderr)
@@ -214,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
         os._exit(exit_status(stopped))  # without joining watches that poll for an hour or a download under way
     pool.shutdown()
     overall.close()
+    if reader_gone.is_set():
+        raise BrokenPipeError
     failed, not_done = results.count(FAILED), results.count(NOT_DONE)
     if failed:
         print(f"{failed} of {len(todo)} job(s) failed", file=sys.stderr)

@@ -1167,3 +1167,27 @@ def test_submit_into_a_reader_that_left_ends_quietly(tmp_path, unbuffered):
     assert (submitted.returncode, submitted.stderr) == (141, "")
     if unbuffered:  # stopped at the first line that could not be written, as SIGPIPE would have
         assert len(fake.requests) == 1
+
+
+def test_submit_wait_into_a_reader_that_left_ends_quietly_not_failed(tmp_path):
+    """With --wait the "done" line is written by the file's thread: a reader gone counted the file as failed
+    ("error: ...: [Errno 32] Broken pipe", "1 of 1 job(s) failed", exit 1) although its result was saved."""
+    from tests.test_sdk import _FakeApi, _job
+
+    source = write_image(tmp_path / "a.png", width=8, height=8)
+    fake = _FakeApi([(201, {}, _job("queued"))])
+    finished = _job("succeeded", output={"filename": "a.png", "width": 16, "height": 16},
+                    result_url=f"{fake.base}/files/a.png")
+    fake.answers += [(200, {}, finished)] * 2 + [(200, {"Content-Type": "image/png"}, source.read_bytes())]
+    gone, writer = os.pipe()
+    os.close(gone)
+    try:
+        submitted = subprocess.run([*UPSCALER, "submit", str(source), "--wait", "--output-dir", str(tmp_path / "out"),
+                                    "--api", fake.base], stdout=writer, stderr=subprocess.PIPE, text=True,
+                                   timeout=120, env={**os.environ, "UPSCALER_API_KEY": "", "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(writer)
+        fake.close()
+    assert (tmp_path / "out" / "a.png").exists()  # the result was saved before the line could not be written
+    assert submitted.returncode == 141 and "error" not in submitted.stderr and "failed" not in submitted.stderr, \
+        submitted.stderr
