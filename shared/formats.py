@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, PngImagePlugin
 
 from shared.errors import NOT_THE_FILES
 
@@ -37,6 +37,9 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in INPUT_SUFFIXES
 
 
+MAX_PNG_TEXT = 32 * 2**20  # a PNG text chunk's largest decompressed size (Pillow's own cap: 1 MB)
+
+
 @functools.cache
 def register_decoders() -> None:
     """Teach Pillow to open HEIF/HEIC files (pi-heif's opener; its transforms are applied on decode and the EXIF
@@ -47,11 +50,17 @@ def register_decoders() -> None:
 
     Pillow's own decompression-bomb cap (about 179 MP) is lifted the same way: every input's pixels are counted
     against ``UPSCALER_MAX_INPUT_PIXELS`` from its header before anything is decoded (``sniff``), and that limit
-    must be the one that holds (the cap refused a 200 MP upload that the setting allowed)."""
+    must be the one that holds (the cap refused a 200 MP upload that the setting allowed).
+
+    So is its cap on one PNG text chunk's decompressed size (1 MB), which refused a whole image for its metadata:
+    ImageMagick stores EXIF and XMP as hex text chunks (twice their size), and a Photoshop document's history
+    passes 1 MB. Text stays bounded: ``MAX_PNG_TEXT`` per chunk, and Pillow's ``MAX_TEXT_MEMORY`` over all."""
     from pi_heif import register_heif_opener
 
     register_heif_opener(thumbnails=False)
     Image.MAX_IMAGE_PIXELS = None
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_PNG_TEXT)
+    PngImagePlugin.MAX_TEXT_MEMORY = max(PngImagePlugin.MAX_TEXT_MEMORY, MAX_PNG_TEXT)
 
 
 def open_image(source: str | Path | BinaryIO) -> Image.Image:

@@ -102,7 +102,7 @@ def _decode(path: Path) -> DecodedImage:
         ImageOps.exif_transpose(opened, in_place=True)  # in place: a 20 MP photo is not copied twice
         image = opened
         icc = opened.info.get("icc_profile")
-        kept = metadata.read(opened, image, icc)
+        kept = metadata.read(opened, image, icc, orientation)
     keyed = _keyed_sixteen_bit_png(path, opened, orientation)
     if keyed is not None:
         image = keyed

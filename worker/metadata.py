@@ -1,5 +1,7 @@
 """Metadata a photo studio expects to keep: EXIF (copyright, camera, dates), XMP, the ICC profile, and a DPI
-scaled so the print size stays the same.
+scaled so the print size stays the same. Not where the photo was taken: the GPS position (EXIF's GPS directory and
+XMP's ``exif:GPS*``) is left out of every result, as hosted upscalers do, since a shop publishing an enlarged phone
+photo would publish where it was shot.
 
 Read once when the input is decoded (after EXIF orientation has been applied to the pixels), adjusted to the
 output (orientation reset, pixel dimensions updated, resolution scaled, the embedded thumbnail dropped: it
@@ -11,6 +13,7 @@ and ICC. IPTC-IIM (JPEG APP13) is not written by Pillow; XMP carries the same fi
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 
 from PIL import Image, PngImagePlugin
@@ -20,7 +23,16 @@ from shared.formats import raw_profile
 log = logging.getLogger(__name__)
 
 ORIENTATION, X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x0112, 0x011A, 0x011B, 0x0128
-EXIF_IFD, PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION = 0x8769, 0xA002, 0xA003
+EXIF_IFD, PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION, GPS_IFD = 0x8769, 0xA002, 0xA003, 0x8825
+TURNED_A_QUARTER = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the stored width and height
+# XMP properties that describe the input's pixels or its place: the EXIF written with the result says the
+# result's size and resolution (readers such as Lightroom take XMP's first, so a 4x result read as the input's
+# size, printed 4x too small), and the position is not carried at all.
+XMP_DROPPED = re.compile(
+    rb"tiff:(?:ImageWidth|ImageLength|XResolution|YResolution|ResolutionUnit|Orientation)"
+    rb"|exif:(?:PixelXDimension|PixelYDimension|GPS[A-Za-z]*)")
+_XMP_ATTRIBUTE = re.compile(rb'\s(' + XMP_DROPPED.pattern + rb')\s*=\s*(?:"[^"]*"|\'[^\']*\')')
+_XMP_ELEMENT = re.compile(rb"<(" + XMP_DROPPED.pattern + rb")(?:\s[^>]*)?(?:/>|>.*?</\1\s*>)", re.DOTALL)
 XMP_PNG_KEY = "XML:com.adobe.xmp"
 XMP_TIFF_TAG = 700
 UNSTATED_DPI = 72.0  # what readers take a file that states no resolution for
@@ -55,8 +67,9 @@ DROPPED_TAGS = frozenset({
 })
 
 
-def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None) -> Metadata:
-    """What the input carries. ``oriented`` is the image after ``exif_transpose`` (its EXIF has no rotation)."""
+def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None, orientation: int) -> Metadata:
+    """What the input carries. ``oriented`` is the image after ``exif_transpose`` (its EXIF has no rotation);
+    ``orientation`` the EXIF orientation the file had (read before the pixels were turned)."""
     exif = oriented.getexif()
     for tag in DROPPED_TAGS & set(exif):
         del exif[tag]
@@ -64,6 +77,8 @@ def read(opened: Image.Image, oriented: Image.Image, icc: bytes | None) -> Metad
     if not xmp and isinstance(opened.info.get("Raw profile type xmp"), str):  # as ImageMagick writes it in a PNG
         xmp = raw_profile(opened.info["Raw profile type xmp"])
     dpi = stated_dpi(opened, exif)
+    if dpi and orientation in TURNED_A_QUARTER:  # stated for the stored, unturned pixels
+        dpi = (dpi[1], dpi[0])
     return Metadata(exif=exif.tobytes() if len(exif) else None,
                     xmp=xmp.encode() if isinstance(xmp, str) else xmp, icc=icc,
                     dpi=(float(dpi[0]), float(dpi[1])) if dpi and dpi[0] and dpi[1] else None)
@@ -99,13 +114,21 @@ def for_output(meta: Metadata, width: int, height: int, factor_x: float, factor_
         exif = Image.Exif()
         exif.load(meta.exif)
         exif[ORIENTATION] = 1
+        exif.pop(GPS_IFD, None)
         sub = exif.get_ifd(EXIF_IFD)
         if sub:
             sub[PIXEL_X_DIMENSION], sub[PIXEL_Y_DIMENSION] = width, height
         if new_dpi:
             exif[X_RESOLUTION], exif[Y_RESOLUTION], exif[RESOLUTION_UNIT] = new_dpi[0], new_dpi[1], 2
         exif_bytes = exif.tobytes()  # IFD0 and its sub-IFDs: the IFD1 thumbnail is not carried over
-    return replace(meta, exif=exif_bytes, dpi=tuple(round(v, 3) for v in new_dpi) if new_dpi else None)
+    return replace(meta, exif=exif_bytes, xmp=_xmp_for_output(meta.xmp) if meta.xmp else None,
+                   dpi=tuple(round(v, 3) for v in new_dpi) if new_dpi else None)
+
+
+def _xmp_for_output(xmp: bytes) -> bytes:
+    """The XMP packet without the properties ``XMP_DROPPED`` names, written as attributes or as elements; the
+    rest (rights, captions, keywords, edit history) as it was."""
+    return _XMP_ELEMENT.sub(b"", _XMP_ATTRIBUTE.sub(b"", xmp))
 
 
 def _ifd0(exif_bytes: bytes) -> Image.Exif:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 from shared.settings import Settings
 from shared.sizing import SizeRequest
@@ -400,7 +400,10 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
     exif[0x0110] = "Camera X100"  # Model
     exif[0x0112] = 6  # Orientation: rotate 90 on display
     exif.get_ifd(0x8769)[0x9003] = "2026:11:20 10:00:00"  # DateTimeOriginal
-    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>Studio Nord</dc:rights></x:xmpmeta>'
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)})  # where it was shot
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:ImageWidth="20" tiff:XResolution="300/1" '
+           b'exif:GPSLatitude="48,51.5N"><dc:rights>Studio Nord</dc:rights><exif:PixelXDimension>20'
+           b'</exif:PixelXDimension><exif:GPSLongitude>2,17.6E</exif:GPSLongitude></rdf:Description></x:xmpmeta>')
     source = save(tmp_path, gradient(), "JPEG", exif=exif, dpi=(300, 300), xmp=xmp)  # stored 20x10, shown 10x20
     result = tmp_path / f"out.{fmt}"
     render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
@@ -414,9 +417,45 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
         if fmt != "webp":  # WebP has no resolution field of its own
             assert tuple(round(v) for v in out.info["dpi"]) == (600, 600)
         assert float(kept[0x011A]) == 600
+        assert not kept.get_ifd(0x8825) and 0x8825 not in kept  # no position
         if fmt != "tiff":  # Pillow writes no XMP packet into TIFF (documented)
             found = out.info.get("xmp") or out.info.get("XML:com.adobe.xmp")
-            assert found and b"Studio Nord" in (found if isinstance(found, bytes) else found.encode())
+            found = found if isinstance(found, bytes) else found.encode()
+            assert b"Studio Nord" in found and b"<rdf:Description >" not in found
+            # the input's size and resolution are not said beside the result's (Lightroom reads XMP first)
+            assert not any(name in found for name in (b"ImageWidth", b"XResolution", b"PixelXDimension", b"GPS"))
+
+
+def test_a_png_whose_metadata_passes_a_megabyte_is_read_and_keeps_it(tmp_path):
+    """An XMP history of 2.4 MB in a compressed iTXt chunk (a converted Photoshop file): Pillow's 1 MB cap on one
+    text chunk refused the whole image as "not a readable image", at submit and in the worker."""
+    from shared.formats import sniff
+
+    history = b"".join(b"<rdf:li>step %d: levels, curves, healing brush</rdf:li>" % n for n in range(50000))
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>Studio Nord</dc:rights>' + history + b"</x:xmpmeta>"
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp.decode(), zip=True)
+    source = save(tmp_path, gradient(), "PNG", pnginfo=info)
+    assert len(xmp) > 2_000_000 and source.stat().st_size < 1_000_000
+    sniffed = sniff(source.read_bytes(), 10**6)  # the API's check at submit
+    assert (sniffed.format, sniffed.width, sniffed.height) == ("png", 20, 10)
+    result = tmp_path / "out.png"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), "png")
+    with Image.open(result) as out:
+        assert out.size == (40, 20) and b"Studio Nord" in out.info["XML:com.adobe.xmp"].encode()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "tiff"])
+def test_a_turned_photo_keeps_each_sides_own_resolution(tmp_path, fmt):
+    """300 x 150 dpi stated for the stored pixels, turned a quarter by EXIF: the upright picture's across is the
+    stored down (the print came out at the wrong size)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    source = save(tmp_path, gradient(), "JPEG", exif=exif, dpi=(300, 150))
+    result = tmp_path / f"out.{fmt}"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+    with Image.open(result) as out:
+        assert out.size == (20, 40) and tuple(round(v) for v in out.info["dpi"]) == (300, 600)
 
 
 def test_an_asked_dpi_is_written_into_the_output(tmp_path):
