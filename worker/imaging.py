@@ -121,9 +121,12 @@ def _decode(path: Path) -> DecodedImage:
     if image.mode in ("RGBA", "LA"):
         alpha = image.getchannel("A")
         image = image.convert("RGB" if image.mode == "RGBA" else "L")
-    if image.mode == "RGB" and icc and icc_colour_space(icc) == b"GRAY":
-        # Pillow reads a 16-bit grey+alpha PNG as RGBA: grey it is, or its grey profile went into a colour result
-        image = image.convert("L") if _channels_equal(image) else image
+    if image.mode == "RGB" and alpha is not None and opened.format == "PNG" and \
+            _png_depth_and_colour(path)[1] == PNG_GREY_ALPHA:
+        # Pillow reads a 16-bit grey+alpha PNG as RGBA: grey it is (it came back colour, its profile dropped)
+        image = image.convert("L")
+    elif image.mode == "RGB" and icc and icc_colour_space(icc) == b"GRAY":
+        image = image.convert("L") if _channels_equal(image) else image  # other grey files Pillow reads as colour
     greyscale = image.mode == "L"
     if icc and (icc_colour_space(icc) == b"GRAY") != greyscale:
         icc = None  # a profile describes the pixels it is written with: grey for grey, colour for colour
@@ -228,7 +231,7 @@ def _keyed_sixteen_bit_png(path: Path, opened: Image.Image, orientation: int) ->
 
     Pillow compares a 16-bit key with the 8-bit pixels it makes (half a photo's blue sky went transparent for a key
     that one pixel matched), and drops a 16-bit grey image's key (the API had said the job has alpha)."""
-    if opened.format != "PNG" or "transparency" not in opened.info or _png_bit_depth(path) != 16:
+    if opened.format != "PNG" or "transparency" not in opened.info or _png_depth_and_colour(path)[0] != 16:
         return None
     try:
         import pyvips
@@ -245,11 +248,14 @@ def _keyed_sixteen_bit_png(path: Path, opened: Image.Image, orientation: int) ->
     return Image.fromarray(eight, "RGBA" if eight.shape[2] == 4 else "LA")
 
 
-def _png_bit_depth(path: Path) -> int:
-    """The bit depth in a PNG's IHDR (the 25th byte of the file)."""
+PNG_GREY_ALPHA = 4  # IHDR colour type of grey + alpha
+
+
+def _png_depth_and_colour(path: Path) -> tuple[int, int]:
+    """The bit depth and colour type in a PNG's IHDR (the file's 25th and 26th bytes); (0, 0) if cut short."""
     with open(path, "rb") as fh:
-        header = fh.read(25)
-    return header[24] if len(header) == 25 else 0
+        header = fh.read(26)
+    return (header[24], header[25]) if len(header) == 26 else (0, 0)
 
 
 def _sixteen_bit(path: Path, fmt: str | None, orientation: int) -> np.ndarray | None:

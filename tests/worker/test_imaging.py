@@ -130,6 +130,13 @@ def test_a_sixteen_bit_grey_png_with_alpha_stays_grey_with_its_profile(tmp_path)
     assert decoded.greyscale and decoded.alpha is not None and decoded.metadata.icc == grey_profile(2.2)
     colour = save(tmp_path, gradient("RGB"), "PNG", icc_profile=grey_profile(2.2))
     assert decode(colour).metadata.icc is None
+    plain = tmp_path / "la16-plain.png"  # with no profile to say so it came back colour (RGBA, R = G = B)
+    pyvips.Image.new_from_memory(pixels.tobytes(), 16, 12, 2, "ushort").copy(interpretation="grey16").pngsave(
+        str(plain))
+    result = tmp_path / "out.png"
+    render(plain, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), "png")
+    with Image.open(result) as out:
+        assert out.mode == "LA" and out.size == (32, 24)
 
 
 def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
