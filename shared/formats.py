@@ -175,20 +175,22 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     except Image.DecompressionBombError as exc:
         raise ImageRejected("image_too_large", str(exc)) from exc
     except Exception as exc:  # a codec's failure is the file's: plugins raise what they like (AVIF: RuntimeError)
-        samples = tiff_samples_per_pixel(data)
-        if samples is not None and samples > 4:
-            raise ImageRejected("unsupported_image", f"this TIFF has {samples} channels (saved alpha channels or "
-                                                     "spot colours beside its colours), which are not supported: "
-                                                     "save it flattened, without extra channels") from exc
+        layout = tiff_layout(data)
+        if layout is not None:
+            raise ImageRejected("unsupported_image", _tiff_refusal(*layout)) from exc
         raise ImageRejected("unsupported_image", "the file is not a readable image (the content is checked, not "
                                                  "the name)") from exc
     return Sniffed(kind, width, height, alpha)
 
 
-def tiff_samples_per_pixel(data: bytes) -> int | None:
-    """SamplesPerPixel of a TIFF's first image, read from its header (None: not a TIFF, or not said there). Pillow
-    cannot open a TIFF of more than four channels and says only "cannot identify image file", which read as a
-    broken file to a print shop sending a Photoshop file with a saved selection."""
+SAMPLE_KINDS = {1: "integer", 2: "signed integer", 3: "floating-point"}  # TIFF SampleFormat
+
+
+def tiff_layout(data: bytes) -> tuple[int, int, str] | None:
+    """A TIFF's first image's channels, bits per channel and kind of sample, read from its header (None: not a
+    TIFF, or not said there). Pillow cannot open some layouts (more than four channels, floating-point colour,
+    16-bit grey with alpha) and says only "cannot identify image file", which read as a broken file to a print
+    shop sending a Photoshop file with a saved selection or an HDR render."""
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
     if order is None or len(data) < 8:
         return None
@@ -196,11 +198,26 @@ def tiff_samples_per_pixel(data: bytes) -> int | None:
     if offset + 2 > len(data):
         return None
     (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+    found: dict[int, int] = {}
     for index in range(count):
         entry = data[offset + 2 + 12 * index:offset + 14 + 12 * index]
         if len(entry) < 12:
-            return None
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag == 277:  # SamplesPerPixel, a SHORT held in the entry itself
-            return struct.unpack(order + "H", entry[8:10])[0] if kind == 3 else None
-    return None
+            break
+        tag, kind, values = struct.unpack(order + "HHI", entry[:8])
+        if tag in (258, 277, 339) and kind == 3:  # BitsPerSample, SamplesPerPixel, SampleFormat: SHORTs
+            # the first value: in the entry when two fit there, else at the offset it holds
+            start = offset + 10 + 12 * index if values <= 2 else struct.unpack(order + "I", entry[8:12])[0]
+            if start + 2 <= len(data):
+                found[tag] = struct.unpack(order + "H", data[start:start + 2])[0]
+    if 277 not in found:
+        return None
+    return found[277], found.get(258, 1), SAMPLE_KINDS.get(found.get(339, 1), "unknown")
+
+
+def _tiff_refusal(channels: int, bits: int, kind: str) -> str:
+    """Why a TIFF of this layout is refused, and what to send instead."""
+    if channels > 4:
+        return (f"this TIFF has {channels} channels (saved alpha channels or spot colours beside its colours), "
+                "which are not supported: save it flattened, without extra channels")
+    return (f"this TIFF's layout ({channels} channels of {bits}-bit {kind} samples) is not supported: save it with "
+            "8 bits per channel, or 16 bits without alpha (integer samples)")

@@ -166,3 +166,22 @@ def test_a_tiff_with_extra_channels_is_refused_in_words_that_say_so(tmp_path, ba
     with pytest.raises(ImageRejected, match=f"this TIFF has {bands} channels") as refused:
         sniff(path.read_bytes(), 10**8)
     assert refused.value.code == "unsupported_image"
+
+
+@pytest.mark.parametrize("bands,sample,says", [(3, "float", "3 channels of 32-bit floating-point samples"),
+                                               (2, "ushort", "2 channels of 16-bit integer samples")])
+def test_a_tiff_layout_pillow_cannot_open_is_named_in_the_refusal(tmp_path, bands, sample, says):
+    """An HDR render (floating-point RGB) and 16-bit grey with alpha were "not a readable image": a broken file,
+    to a print shop whose every other program opens them."""
+    import numpy as np
+    import pyvips
+
+    from shared.formats import ImageRejected, sniff
+
+    path = tmp_path / "layout.tif"
+    dtype = np.float32 if sample == "float" else np.uint16
+    image = pyvips.Image.new_from_memory(np.zeros((8, 10, bands), dtype).tobytes(), 10, 8, bands, sample)
+    image.copy(interpretation="grey16" if bands == 2 else "scrgb").tiffsave(str(path))
+    with pytest.raises(ImageRejected, match=says) as refused:
+        sniff(path.read_bytes(), 10**8)
+    assert refused.value.code == "unsupported_image" and "8 bits per channel" in str(refused.value)
