@@ -25,9 +25,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from api import quotas
 from api.auth import current_tenant
 from api.errors import ApiError
+from api.request_values import one_each
 from api.schemas import JobCreateForm
 from api.services import Services
-from api.uploads import Upload, read_upload
+from api.uploads import Upload, chosen_file, read_upload
 from shared import jobs
 from shared.db import unit_of_work
 from shared.formats import CONTENT_TYPES
@@ -79,11 +80,8 @@ def parse(svc: Services) -> Submission:
     if request.mimetype != "multipart/form-data":
         raise ApiError("bad_request", f"send multipart/form-data (got {request.mimetype or 'no body'}), with the "
                                       "image in a file field named 'image'")
-    fields = request.form.to_dict()
-    if "webhook_events" in request.form:
-        fields["webhook_events"] = ",".join(request.form.getlist("webhook_events"))
     try:
-        form = JobCreateForm.model_validate(fields)
+        form = JobCreateForm.model_validate(one_each(request.form, repeatable=("webhook_events",)))
     except ValidationError as exc:
         raise validation_error(exc) from exc
     model = form.model or svc.settings.default_model
@@ -101,13 +99,13 @@ def parse(svc: Services) -> Submission:
         if reason:
             raise ApiError("webhook_url_refused", reason, field="webhook_url")
     if form.image_url:
-        if "image" in request.files:
+        if chosen_file(request.files) is not None:
             raise ApiError("bad_request", "send either the 'image' file or an 'image_url', not both")
         reason = _refusal(svc, str(form.image_url))
         if reason:  # checked again, and pinned, when the worker fetches it
             raise ApiError("image_url_refused", reason, field="image_url")
         return Submission(form, model, None)
-    submission = Submission(form, model, read_upload(request.files.get("image"), svc.settings.max_input_pixels))
+    submission = Submission(form, model, read_upload(chosen_file(request.files), svc.settings.max_input_pixels))
     try:
         planned = submission.plan
     except SizeError as exc:  # named after what the caller sent: a print size, a pixel size or a factor

@@ -20,6 +20,18 @@ class Upload:
     alpha: bool = False
 
 
+def chosen_file(files) -> FileStorage | None:
+    """The request's ``image`` part, or None where it holds nothing: an HTML form (or a generic client) sends its
+    file input even when no file was picked, with an empty name and no bytes, and beside an ``image_url`` that
+    was refused as "both"."""
+    part = files.get("image")
+    if part is None or part.filename:
+        return part
+    empty = not part.stream.read(1)
+    part.stream.seek(0)
+    return None if empty else part
+
+
 def read_upload(file: FileStorage | None, max_input_pixels: int) -> Upload:
     """Sniff the image with Pillow (header only: nothing is decoded here) and check its size."""
     if file is None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from api.errors import ApiError
 from api.openapi import operation
+from api.request_values import one_each
 from api.routes.jobs import load_job
 from api.schemas import Problem, RedeliverQuery
 from api.services import services
@@ -69,7 +70,7 @@ def list_deliveries(job_id: str):
 def redeliver(job_id: str):
     svc = services()
     load_job(svc, job_id)
-    wanted = RedeliverQuery.model_validate(request.args.to_dict()).delivery_id
+    wanted = RedeliverQuery.model_validate(one_each(request.args)).delivery_id
     with unit_of_work(svc.sessions) as session:
         found = [(d, attempts) for d, attempts in deliveries.for_job(session, job_id) if wanted in (None, d.id)]
         if not found:

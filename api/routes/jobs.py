@@ -12,6 +12,7 @@ from api.auth import current_tenant, require_key_still_valid
 from api.errors import ApiError
 from api.openapi import DOWNLOAD_HEADERS, operation
 from api.presenters import job_out
+from api.request_values import one_each
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
 from shared import jobs, quota
@@ -175,7 +176,7 @@ def get_job(job_id: str):
 def list_jobs():
     svc = services()
     try:
-        query = JobListQuery.model_validate(request.args.to_dict())
+        query = JobListQuery.model_validate(one_each(request.args))
     except ValidationError as exc:
         raise submission.validation_error(exc) from exc
     with svc.sessions() as session:

@@ -337,3 +337,28 @@ def test_a_size_past_x8_names_the_field_that_asked_for_it(client, fields, field)
     body = response.get_json()
     assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", field)
     assert body["detail"].startswith(f"{field}: ") and "x8" in body["detail"]
+
+
+def test_a_field_given_twice_is_422_not_its_first_value(client):
+    """The first value won: ``scale=2&scale=9`` made (and charged) an x2 job, an invalid second value unchecked."""
+    for name, values in (("scale", ["2", "9"]), ("model", ["bicubic", "nope"])):
+        response = client.post("/v1/jobs", content_type="multipart/form-data",
+                               data={name: values, "image": (io.BytesIO(image_bytes()), "a.png")})
+        body = response.get_json()
+        assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", name)
+        assert "given 2 times" in body["detail"]
+    listed = client.get("/v1/jobs?status=queued&status=failed")
+    assert (listed.status_code, listed.get_json()["field"]) == (422, "status")
+    events = submit(client, webhook_url="http://127.0.0.1:9/hook", webhook_events=["job.started", "job.failed"])
+    assert events.status_code == 202 and events.get_json()["webhook_events"] == ["job.failed", "job.started"]
+
+
+def test_an_empty_file_part_beside_an_image_url_is_no_file(client):
+    """An HTML form sends its file input even when no file was picked (no name, no bytes): with an image_url
+    that was "send either the 'image' file or an 'image_url', not both", so such a form could never succeed."""
+    url = "http://127.0.0.1:9/photo.png"
+    response = submit(client, image=b"", filename="", image_url=url)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["input"]["url"] == url
+    both = submit(client, image_url=url)  # a real file and an address: still refused
+    assert (both.status_code, both.get_json()["code"]) == (400, "bad_request")
