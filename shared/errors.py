@@ -51,6 +51,7 @@ API_ERRORS = _table(
     ErrorCode("result_expired", 410, "The job's files were deleted after the retention period"),
     ErrorCode("payload_too_large", 413, "The upload exceeds the maximum request size"),
     ErrorCode("unsupported_image", 415, "The file is not an image in a supported format"),
+    ErrorCode("precondition_failed", 412, "The file does not match the request's If-Match or If-Unmodified-Since"),
     ErrorCode("range_not_satisfiable", 416, "The requested byte range lies outside the file"),
     ErrorCode("invalid_parameter", 422, "A parameter has an invalid value"),
     ErrorCode("image_too_large", 422, "The input image has more pixels than allowed"),

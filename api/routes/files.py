@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, request
 
+from api.downloads import send_download
 from api.errors import ApiError
 from api.openapi import DOWNLOAD_HEADERS, operation
 from api.schemas import FileLinkQuery, Problem
@@ -20,6 +21,7 @@ blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 @operation("Download a file through a signed link (local storage)",
            {200: ("The file", None), 206: ("The byte range a Range header asked for", None),
             403: ("Bad signature", Problem), 404: ("No such file", Problem), 410: ("Link expired", Problem),
+            412: ("If-Match or If-Unmodified-Since not met", Problem),
             416: ("A Range past the end of the file", Problem)}, tag="files", content_type="image/*",
            query=FileLinkQuery, status_headers=DOWNLOAD_HEADERS)
 def download(key: str):
@@ -34,7 +36,7 @@ def download(key: str):
         found = False
     if not found:
         raise ApiError("not_found", "no such file")
-    return send_file(svc.storage.path_for(key), as_attachment=True, download_name=_download_name(key), max_age=0)
+    return send_download(svc.storage.path_for(key), download_name=_download_name(key))
 
 
 def _download_name(key: str) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, redirect, request, send_file, url_for
+from flask import Blueprint, Response, redirect, request, url_for
 from pydantic import ValidationError
 
 from api import quotas, submission
 from api.auth import current_tenant, require_key_still_valid
+from api.downloads import send_download
 from api.errors import ApiError
 from api.openapi import DOWNLOAD_HEADERS, operation
 from api.presenters import job_out
@@ -209,6 +210,7 @@ def cancel_job(job_id: str):
             303: ("Redirect to a presigned URL (S3)", None),
             404: ("No such job", Problem), 409: ("The job has not succeeded", Problem),
             410: ("Deleted after the retention period", Problem),
+            412: ("If-Match or If-Unmodified-Since not met", Problem),
             416: ("A Range past the end of the file", Problem),
             503: ("Object storage unavailable or too slow to answer", Problem)},
            status_headers={**DOWNLOAD_HEADERS, 303: {"Location": "A presigned URL of the result, valid "
@@ -233,8 +235,8 @@ def get_result(job_id: str):
     if not stored:
         raise ApiError("not_found", "the result is no longer stored")
     if isinstance(svc.storage, LocalStorage):
-        return send_file(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
-                         as_attachment=True, download_name=filename, max_age=0)  # as S3's link and /v1/files
+        return send_download(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
+                             download_name=filename)  # as S3's link and /v1/files
     url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,
                                     OUTPUT_FORMATS[job.output_format])
     return redirect(url, code=303)

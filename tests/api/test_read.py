@@ -445,6 +445,26 @@ def test_a_range_past_the_end_of_a_result_is_416_with_the_files_length(app, clie
     assert (partial.status_code, partial.data) == (206, b"\x89PNG")
 
 
+@pytest.mark.parametrize("asked", ["bytes=0-1,5-6", "items=0-5", "bytes=abc"])
+def test_a_range_not_served_as_asked_is_ignored_and_the_whole_file_sent(app, client, db_session, asked):
+    """Several ranges, another unit or bad syntax were 416, which a resumable downloader reads as "complete":
+    RFC 9110 lets a server ignore such a Range and send the whole file, as S3 does."""
+    job = succeeded_job(app, db_session)
+    whole = app.extensions["upscaler"].storage.get_bytes(job.output_key)
+    response = client.get(f"/v1/jobs/{job.id}/result", headers={"Range": asked})
+    assert (response.status_code, response.data) == (200, whole)
+
+
+def test_a_failed_precondition_is_a_412_problem_without_the_file(app, client, db_session):
+    """Werkzeug answered 412 with the whole image as its body."""
+    job = succeeded_job(app, db_session)
+    etag = client.get(f"/v1/jobs/{job.id}/result").headers["ETag"]
+    response = client.get(f"/v1/jobs/{job.id}/result", headers={"If-Match": '"another"'})
+    assert (response.status_code, response.get_json()["code"]) == (412, "precondition_failed")
+    assert response.content_type == "application/problem+json"
+    assert client.get(f"/v1/jobs/{job.id}/result", headers={"If-Match": etag}).status_code == 200
+
+
 def test_blank_list_parameters_mean_their_defaults(client, db_session):
     """``?status=&limit=&cursor=`` (a client filling the query from unset variables) was 422; blank is absent, as
     on the submit form."""
