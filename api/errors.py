@@ -13,7 +13,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from api.request_ids import request_id
-from shared.errors import API_ERRORS
+from shared.errors import API_ERRORS, problem_body
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -37,13 +37,11 @@ class ApiError(Exception):
 
 def problem(code: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any):
     """The Flask response for an error code."""
-    error = API_ERRORS[code]
-    body = {"type": f"/docs/errors#{code}", "title": error.title, "status": error.status, "code": code,
-            "detail": detail or error.title, **extra}
+    body = problem_body(code, detail, **extra)
     if request_id():
         body["request_id"] = request_id()  # what to quote to the operator, whose log lines carry it
     response = jsonify(body)
-    response.status_code = error.status
+    response.status_code = API_ERRORS[code].status
     response.content_type = PROBLEM_JSON
     response.headers.update(headers or {})
     return response

@@ -104,7 +104,7 @@ def run_api(args: argparse.Namespace) -> int:
     # that differed from UPSCALER_API_THREADS let waits take every thread, /healthz's too
     os.environ["UPSCALER_API_THREADS"] = str(threads)
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
-            "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
+            "--threads", str(threads), "--worker-class", "cli.gunicorn_worker.ProblemWorker", "--access-logfile", "-",
             "--access-logformat", ACCESS_LOG_FORMAT, "--logger-class", "cli.gunicorn_logs.Logger",
             "--graceful-timeout", str(GRACEFUL_SECONDS), "--timeout", "120"]
     _multiprocess_metrics_dir("api")

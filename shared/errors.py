@@ -29,6 +29,14 @@ class ErrorCode:
     title: str
 
 
+def problem_body(code: str, detail: str | None = None, **extra) -> dict:
+    """The RFC 9457 problem-details body of ``code``: the API's answers and the ones its HTTP server gives before
+    the API sees a request (``cli.gunicorn_worker``) are the same shape."""
+    error = API_ERRORS[code]
+    return {"type": f"/docs/errors#{code}", "title": error.title, "status": error.status, "code": code,
+            "detail": detail or error.title, **extra}
+
+
 def _table(*codes: ErrorCode) -> dict[str, ErrorCode]:
     return {c.code: c for c in codes}
 
@@ -52,7 +60,9 @@ API_ERRORS = _table(
     ErrorCode("payload_too_large", 413, "The upload exceeds the maximum request size"),
     ErrorCode("unsupported_image", 415, "The file is not an image in a supported format"),
     ErrorCode("precondition_failed", 412, "The file does not match the request's If-Match or If-Unmodified-Since"),
+    ErrorCode("uri_too_long", 414, "The request line (method, path and query) is too long"),
     ErrorCode("range_not_satisfiable", 416, "The requested byte range lies outside the file"),
+    ErrorCode("headers_too_large", 431, "The request's headers are too many or too large"),
     ErrorCode("invalid_parameter", 422, "A parameter has an invalid value"),
     ErrorCode("image_too_large", 422, "The input image has more pixels than allowed"),
     ErrorCode("output_too_large", 422, "The upscaled image would exceed a size limit"),

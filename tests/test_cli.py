@@ -216,6 +216,36 @@ def test_a_default_model_that_is_not_there_stops_the_api_and_workers_at_start(se
             assert "residual_sr_conditioned, a conditioned network" in result.stderr
 
 
+def test_requests_the_http_server_refuses_are_problem_json_too(tmp_path):
+    """gunicorn answers an over-long request line or too many headers itself, before the API: its HTML page was
+    the one error without a problem-details body and a stable code."""
+    import http.client
+
+    from cli.processes import wait_for_port
+
+    port = free_port()
+    env = {**os.environ, "UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}", "TMPDIR": str(tmp_path),
+           "UPSCALER_SECRET_FILE": str(tmp_path / "secret"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    api = subprocess.Popen([*UPSCALER, "api", "--port", str(port), "--workers", "1"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60, process=api)
+        for path, headers, status, code in (("/v1/jobs/" + "a" * 5000, {}, 414, "uri_too_long"),
+                                            ("/v1/jobs", {f"X-H{n}": "v" for n in range(120)}, 431,
+                                             "headers_too_large")):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request("GET", path, headers=headers)
+            answer = connection.getresponse()
+            body = json.loads(answer.read())
+            connection.close()
+            assert (answer.status, answer.getheader("Content-Type"), body["code"]) == (
+                status, "application/problem+json", code)
+            assert body["request_id"] == answer.getheader("X-Request-Id") and body["status"] == status
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
 def test_beat_under_json_logs_writes_only_json_and_no_state_where_it_runs(tmp_path, redis_url):
     """Celery's banner is plain text (left out under UPSCALER_LOG_FORMAT=json); its schedule file goes to the
     temporary folder, not the working directory."""
