@@ -88,7 +88,8 @@ class Bands(BaseModel):
 
 class JobLinks(BaseModel):
     self: str
-    result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded.")
+    result: str | None = Field(None, description="Redirects (S3) or streams (local) the result once succeeded; "
+                                                 "null again once the retention period removed it.")
 
 
 EXAMPLE_JOB = {
@@ -171,12 +172,18 @@ def result_filename(job: Job) -> str:
     return f"{(stem or 'image')[:80]}_{size}.{EXTENSIONS[job.output_format]}"
 
 
+def result_available(job: Job) -> bool:
+    """Whether a job has a result to fetch: succeeded, and not yet removed by the retention period (an expired
+    job's ``links.result`` pointed at a 410)."""
+    return job.status == JobStatus.SUCCEEDED.value and bool(job.output_key) and not job.expired_at
+
+
 def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
                 ttl: int | None = None) -> tuple[str, datetime] | None:
     """A direct, expiring URL for a succeeded job's result: presigned S3 or a signed API link, valid for
     ``ttl`` seconds (default ``result_url_ttl``), or as long as the storage can sign a link for (S3: 7 days; a
     webhook's link, which outlives its retries, was signed for longer and refused by S3)."""
-    if job.status != JobStatus.SUCCEEDED.value or not job.output_key or job.expired_at:
+    if not result_available(job):
         return None
     ttl = ttl or settings.result_url_ttl
     if storage.max_link_seconds is not None:
@@ -216,5 +223,6 @@ def job_view(job: Job, storage: Storage, settings: Settings, base_url: str, with
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         timings=job.timings,
         split=Bands(done=job.bands_done, total=job.bands_total) if job.bands_total else None,
-        links=JobLinks(self=f"{api}/v1/jobs/{job.id}", result=f"{api}/v1/jobs/{job.id}/result" if succeeded else None),
+        links=JobLinks(self=f"{api}/v1/jobs/{job.id}",
+                       result=f"{api}/v1/jobs/{job.id}/result" if result_available(job) else None),
     )

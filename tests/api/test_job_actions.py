@@ -175,6 +175,8 @@ def test_retention_deletes_files_and_the_result_reads_expired(client, app, setti
     assert not storage.exists("inputs/old/i.png") and not storage.exists("results/old/r.png")
     body = client.get(f"/v1/jobs/{old.id}").get_json()
     assert body["expired_at"] is not None and body["result_url"] is None
+    assert body["links"]["result"] is None  # it pointed at the 410 below
+    assert client.get(f"/v1/jobs/{recent.id}").get_json()["links"]["result"].endswith(f"/v1/jobs/{recent.id}/result")
     response = client.get(f"/v1/jobs/{old.id}/result")
     assert (response.status_code, response.get_json()["code"]) == (410, "result_expired")
     assert client.get(f"/v1/jobs/{recent.id}").get_json()["expired_at"] is None
