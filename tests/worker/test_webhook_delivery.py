@@ -324,7 +324,8 @@ def test_a_payloads_links_are_absolute_where_the_public_url_is_set(settings, db_
 
     public = WorkerContext.create(settings.with_overrides(public_url="https://upscale.example.com/"))
     try:
-        job = make_job(db_session, webhook_url="http://127.0.0.1:9/hook", status="succeeded")
+        job = make_job(db_session, webhook_url="http://127.0.0.1:9/hook", status="succeeded",
+                       output_key="results/ab/c.png")  # a succeeded job has its result
         with public.sessions() as session:
             message = session.get(WebhookDelivery, record_event(session, session.get(type(job), job.id),
                                                                 "job.succeeded", public.storage, public.settings))
