@@ -105,6 +105,9 @@ def parse(svc: Services) -> Submission:
         if reason:  # checked again, and pinned, when the worker fetches it
             raise ApiError("image_url_refused", reason, field="image_url")
         return Submission(form, model, None)
+    if not request.form and not request.files and request.content_length:  # a body in which no part was found
+        raise ApiError("missing_image", "the multipart body could not be read: no boundary, an unterminated part, or "
+                                        "part headers that are not UTF-8 (a file name in another encoding)")
     submission = Submission(form, model, read_upload(chosen_file(request.files), svc.settings.max_input_pixels))
     try:
         planned = submission.plan

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -39,7 +39,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:  # ours always carry UTC; a naive time is a forged cursor, not a 500
             raise ValueError("naive time")
-        return when, job_id
+        return when.astimezone(UTC), job_id  # another offset named the same instant: SQLite compares the text
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor(cursor) from exc
 

@@ -118,6 +118,15 @@ def test_list_is_newest_first_with_cursor_pages(client, db_session):
     assert [j["id"] for j in second["data"] + third["data"]] == ids[::-1][2:]
     assert third["next_cursor"] is None
     assert len(client.get("/v1/jobs").get_json()["data"]) == 6
+    # the same instant as the first page's cursor, written at +05:00: the same page (SQLite compared the offset's
+    # text and gave jobs of other hours)
+    import base64
+    from datetime import datetime, timedelta, timezone
+
+    when, job_id = base64.urlsafe_b64decode(first["next_cursor"] + "==").decode().split("|")
+    shifted = datetime.fromisoformat(when).astimezone(timezone(timedelta(hours=5))).isoformat()
+    cursor = base64.urlsafe_b64encode(f"{shifted}|{job_id}".encode()).decode().rstrip("=")
+    assert client.get(f"/v1/jobs?status=queued&limit=2&cursor={cursor}").get_json() == second
 
 
 @pytest.mark.parametrize("query,status,code", [("limit=0", 422, "invalid_parameter"),

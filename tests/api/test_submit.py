@@ -362,3 +362,14 @@ def test_an_empty_file_part_beside_an_image_url_is_no_file(client):
     assert response.get_json()["input"]["url"] == url
     both = submit(client, image_url=url)  # a real file and an address: still refused
     assert (both.status_code, both.get_json()["code"]) == (400, "bad_request")
+
+
+def test_a_multipart_body_with_a_file_name_not_in_utf8_says_why_it_finds_no_image(client):
+    """Werkzeug's parser drops the whole form when a part header is not UTF-8 (an older client's Latin-1 name):
+    the answer said to send a file in 'image', which the client had done."""
+    body = (b"--XX\r\nContent-Disposition: form-data; name=\"image\"; filename=\"caf\xe9.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + image_bytes() + b"\r\n--XX--\r\n")
+    response = client.post("/v1/jobs", data=body, content_type="multipart/form-data; boundary=XX")
+    problem = response.get_json()
+    assert (response.status_code, problem["code"]) == (400, "missing_image")
+    assert "not UTF-8" in problem["detail"]
