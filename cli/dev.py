@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cli.arguments import tcp_port
@@ -99,15 +99,13 @@ def _only_launcher(var: Path) -> Iterator[str | None]:
 def _launch(args: argparse.Namespace) -> int:
     from upscaler_client import AuthenticationError, Client, JobFailed
 
-    started: list[subprocess.Popen] = []
-    names: dict[int, str] = {}  # pid -> what it is, to say which one stopped
+    started: dict[subprocess.Popen, str] = {}  # each process the launcher started (in order) -> what it is
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         redis_port = 6379
         if not os.environ.get("UPSCALER_REDIS_URL") and not port_open("127.0.0.1", redis_port):  # empty: unset
             process, redis_port = start_redis(args.var.resolve() / "redis")
-            started.append(process)
-            names[process.pid] = "redis-server"
+            started[process] = "redis-server"
             print(f"started redis-server on 127.0.0.1:{redis_port}")
         api_port = args.port or (8000 if not port_open("127.0.0.1", 8000) else free_port())
         env = _env(args, redis_port, api_port)
@@ -124,14 +122,12 @@ def _launch(args: argparse.Namespace) -> int:
         for name, queues, extra in (("worker", INFERENCE_QUEUE, []),
                                     ("worker-light", f"{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}", ["--beat"])):
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
-            started.append(subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1",
-                                             "--name", f"{name}@%h", *extra],
-                                            env=env, stdout=log, stderr=subprocess.STDOUT))
-            names[started[-1].pid] = name
+            worker = subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1",
+                                       "--name", f"{name}@%h", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+            started[worker] = name
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
         api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
-        started.append(api)
-        names[api.pid] = "api"
+        started[api] = "api"
         try:
             wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
         except RuntimeError:
@@ -165,7 +161,7 @@ def _launch(args: argparse.Namespace) -> int:
             print(f"job {exc.job.status}: {exc.job.error}", file=sys.stderr)
             return 1
         except _ProcessStopped as exc:  # a worker gone: the job would wait an hour for nobody
-            return _say_stopped(exc.process, names, logs)
+            return _say_stopped(exc.process, started[exc.process], logs)
         out = job.download(args.var / "results" / f"{args.image.stem}_x{args.scale}.{_ext(args.format)}")
         print(f"done in {job.timings['total_s']:.1f}s: {out.resolve()}")
         print(f"result URL (expires {job.raw['result_url_expires_at']}): {job.result_url}")
@@ -176,7 +172,7 @@ def _launch(args: argparse.Namespace) -> int:
               "Ctrl-C stops everything.")
         while (stopped := _first_stopped(started)) is None:
             time.sleep(1)
-        return _say_stopped(stopped, names, logs)
+        return _say_stopped(stopped, started[stopped], logs)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a timeout in CI): not a success
         print("\nstopping")
         return 130
@@ -194,13 +190,13 @@ class _ProcessStopped(Exception):
         self.process = process
 
 
-def _first_stopped(started: list[subprocess.Popen]) -> subprocess.Popen | None:
+def _first_stopped(started: Iterable[subprocess.Popen]) -> subprocess.Popen | None:
     return next((process for process in started if process.poll() is not None), None)
 
 
-def _say_stopped(process: subprocess.Popen, names: dict[int, str], logs: Path) -> int:
+def _say_stopped(process: subprocess.Popen, name: str, logs: Path) -> int:
     """Said once, with where to look; the launcher then stops the rest (a platform missing a part is not up)."""
-    print(f"upscaler dev: the {names[process.pid]} process stopped (exit {process.returncode}; see {logs}/); "
+    print(f"upscaler dev: the {name} process stopped (exit {process.returncode}; see {logs}/); "
           "stopping the rest", file=sys.stderr)
     return 1
 
