@@ -130,13 +130,15 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = (), *
 
     Priorities are fixed when a job is published, so a tenant's k-th job waited behind another's still-queued
     k-th (with 20 large jobs of A queued first, B's fifth small job waited 4.4 of A's jobs). At claim time the
-    turn goes to the waiting tenant served least: the output pixels of its jobs started since it began waiting
-    (its oldest queued job), counted over the last ``FAIR_WINDOW`` at most (a tenant is not owed the time it had
-    nothing queued, and a long backlog does not count against its owner for ever), each job plus
-    ``FAIR_JOB_OVERHEAD_PIXELS``, and not the jobs queued again after their worker vanished (their run was lost). Its
-    oldest queued job runs first; the message's own job keeps the turn when its tenant is among the least served,
-    or when it is taken back from a vanished worker (``_taken_back``). ``passed``: jobs another worker claimed
-    first. None when nothing is left to run."""
+    turn goes to the waiting tenant served least: the output pixels of its jobs started since the oldest job now
+    waiting was queued (the same span for every tenant, ``FAIR_WINDOW`` at most: a tenant that was idle is not
+    owed the others' hour, and a long backlog does not count against its owner for ever), each job plus
+    ``FAIR_JOB_OVERHEAD_PIXELS``, and not the jobs queued again after their worker vanished (their run was lost).
+    One span for all: counted from each tenant's own oldest queued job, a client that sends its next job as soon
+    as the previous one starts was never charged for anything and took every turn from a tenant with a backlog.
+    Its oldest queued job runs first; the message's own job keeps the turn when its tenant is among the least
+    served, or when it is taken back from a vanished worker (``_taken_back``). ``passed``: jobs another worker
+    claimed first. None when nothing is left to run."""
     own = session.get(Job, job_id) if job_id not in passed else None
     if own is not None and session.scalar(select(Job.id).where(Job.id == job_id, _taken_back(max_attempts))):
         return job_id
@@ -145,13 +147,14 @@ def next_fair_job(session: Session, job_id: str, passed: Collection[str] = (), *
                                    .group_by(Job.tenant)).all())
     if not waiting:
         return None
-    horizon = utcnow() - FAIR_WINDOW
+    since = max(min(waiting.values()), utcnow() - FAIR_WINDOW)
     cost = (cast(func.coalesce(Job.output_width, 0), BigInteger) * func.coalesce(Job.output_height, 0)
             + FAIR_JOB_OVERHEAD_PIXELS)
-    served = {tenant: session.scalar(  # one indexed range per waiting tenant (ix_jobs_tenant_started)
-        select(func.coalesce(func.sum(cost), 0)).where(
-            Job.tenant == tenant, Job.started_at >= max(since, horizon), Job.status != JobStatus.QUEUED.value))
-        for tenant, since in waiting.items()}
+    served = dict.fromkeys(waiting, 0)
+    served.update(session.execute(  # one grouped range over ix_jobs_tenant_started, however many tenants wait
+        select(Job.tenant, func.sum(cost)).where(Job.tenant.in_(list(waiting)), Job.started_at >= since,
+                                                 Job.status != JobStatus.QUEUED.value)
+        .group_by(Job.tenant)).all())
     least = min(served.values())
     fairest = {tenant for tenant, amount in served.items() if amount == least}
     if own is not None and own.tenant in fairest and session.scalar(select(Job.id).where(Job.id == job_id,

@@ -1,6 +1,7 @@
 """Job persistence operations on both databases."""
 
 import functools
+import itertools
 
 import pytest
 
@@ -194,3 +195,31 @@ def test_fair_turns_owe_no_idle_time_and_charge_no_lost_or_free_runs(db_session)
     recent.status, recent.started_at = "queued", seconds_ago(60)  # its worker vanished: queued again, not charged
     db_session.commit()
     assert next_fair_job(db_session, c_new.id) == a_waiting.id
+
+
+def test_a_tenant_that_sends_each_job_as_its_last_one_starts_gets_half_the_turns_not_all(db_session):
+    """One worker, two tenants with work all the time: globex queued a backlog; acme keeps one job waiting,
+    sending the next as soon as its previous one starts (a client with a small pipeline). Served counted from
+    each tenant's own oldest queued job, acme was never charged and took 11 of 12 turns; over one span for all,
+    the turns alternate."""
+    next_fair_job = functools.partial(jobs.next_fair_job, max_attempts=3)
+    megapixel = {"output_width": 1000, "output_height": 1000}
+    backlog = [make_job(db_session, tenant="globex", created_at=seconds_ago(300 - i), **megapixel)
+               for i in range(20)]
+    clock = 200.0
+    make_job(db_session, tenant="acme", created_at=seconds_ago(clock), **megapixel)
+    db_session.commit()
+    turns, running = [], None
+    for _ in range(12):
+        clock -= 5
+        if running is not None:
+            running.status, running.finished_at = "succeeded", seconds_ago(clock)
+            db_session.commit()
+        running = db_session.get(Job, next_fair_job(db_session, backlog[-1].id))  # a globex message's turn
+        running.status, running.started_at = "running", seconds_ago(clock)
+        turns.append(running.tenant)
+        if running.tenant == "acme":
+            make_job(db_session, tenant="acme", created_at=seconds_ago(clock - 0.5), **megapixel)
+        db_session.commit()
+    assert turns.count("acme") == turns.count("globex") == 6
+    assert all(a != b for a, b in itertools.pairwise(turns))
