@@ -118,24 +118,41 @@ def _count(session: Session, job_id: str, change: int) -> None:
                     .values(progress=BANDS_PROGRESS_FROM + span * finished / total))
 
 
-def reopen_unstored(session: Session, job_id: str) -> int:
+def reopen_unstored(session: Session, job_id: str, owner: str) -> bool:
     """Bands done by a gathering worker that vanished went only into its own row file: they are to do again.
-    The job's progress is set from the bands that stand (its claim had set it to 0)."""
-    return _reopen(session, job_id, JobBand.result_key.is_(None))
+    The job's progress is set from the bands that stand (its claim had set it to 0). False if the job is not
+    ``owner``'s running job."""
+    return _reopen(session, job_id, owner, JobBand.result_key.is_(None))
 
 
-def reopen_lost(session: Session, job_id: str, index: int) -> int:
-    """A done band whose stored rows are gone from storage: to do again (not "the input is missing")."""
-    return _reopen(session, job_id, JobBand.index == index)
+def reopen_lost(session: Session, job_id: str, owner: str, index: int) -> bool:
+    """A done band whose stored rows are gone from storage: to do again (not "the input is missing"). False if
+    the job is not ``owner``'s running job."""
+    return _reopen(session, job_id, owner, JobBand.index == index)
 
 
-def _reopen(session: Session, job_id: str, *which) -> int:
+def _reopen(session: Session, job_id: str, owner: str, *which) -> bool:
+    """Only the gathering worker, while it holds the job: one that had lost it (frozen past its lease, the job
+    taken back, canceled or finished meanwhile) lowered the progress of a job it no longer had, a finished one
+    too, and made another gatherer's stored bands pending."""
+    held = exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.lease_owner == owner)
+    if not session.scalar(select(held)):
+        return False
     reopened = session.execute(
-        update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, *which)
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, held, *which)
         .values(status=PENDING, result_key=None, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
     ).rowcount
     _count(session, job_id, -reopened)  # with none reopened too: the progress is set from the bands that stand
-    return reopened
+    return True
+
+
+def release(session: Session, job_id: str, owner: str) -> int:
+    """Hand back the bands ``owner`` holds (a worker stopping for an outage): pending again at once, for the next
+    claim, instead of locked under a lease no one renews until it runs out (the gathering worker waited its
+    two minutes). ``result_key`` stays: an object this attempt may have uploaded, for the next owner to remove."""
+    return session.execute(
+        update(JobBand).where(JobBand.job_id == job_id, JobBand.lease_owner == owner, JobBand.status == RUNNING)
+        .values(status=PENDING, lease_owner=None, lease_expires_at=None, updated_at=utcnow())).rowcount
 
 
 def forget_plan(session: Session, job_id: str, owner: str) -> bool:

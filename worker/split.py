@@ -18,7 +18,8 @@ GPUs as on one. The flow, with the database as the source of truth (``shared.job
 A killed worker's band is published again by the sweeper once its lease expires; if the gathering worker dies,
 its job's lease expires and ``run_job`` takes the job back (``resume``): bands it had gathered without storing
 them are opened again, and the new worker gathers from the start. A cancel stops the
-remaining bands at their next lease renewal. Any band's failure fails the job with that band's code.
+remaining bands at their next lease renewal. A band's failure fails the job with that band's code, while its
+worker still holds the band (``jobs.take_over``): a late error of a band redone elsewhere is not the job's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared import job_bands, jobs, metrics
@@ -118,7 +120,8 @@ def start_over(ctx: WorkerContext, job: Job) -> None:
 def resume(ctx: WorkerContext, job: Job) -> str:
     """A split job claimed again (its gathering worker vanished): gather it from the start."""
     with unit_of_work(ctx.sessions) as session:
-        job_bands.reopen_unstored(session, job.id)
+        if not job_bands.reopen_unstored(session, job.id, ctx.owner):
+            raise LeaseLost(job.id)
         left = [b.index for b in job_bands.bands_of(session, job.id) if b.status != job_bands.DONE]
     _publish(ctx, job, list(reversed(left)))
     return gather(ctx, job.id)
@@ -135,11 +138,19 @@ def _publish(ctx: WorkerContext, job: Job, indexes: list[int]) -> None:
 
 
 def _compute(ctx: WorkerContext, job: Job, band: JobBand) -> np.ndarray | None:
-    """Claim ``band`` and compute its rows (in the output's mode); None when another worker has it or it is done."""
+    """Claim ``band`` and compute its rows (in the output's mode); None when another worker has it, it is done,
+    or the job was planned again since ``job`` and ``band`` were read."""
     with unit_of_work(ctx.sessions) as session:
         if not job_bands.claim(session, job.id, band.index, ctx.owner, ctx.settings.lease_seconds):
             return None
-        stale = session.get(JobBand, (job.id, band.index)).result_key
+        claimed = session.get(JobBand, (job.id, band.index))
+        if (claimed.y0, claimed.y1) != (band.y0, band.y1) or session.scalar(
+                select(Job.ran).where(Job.id == job.id)) != job.ran:
+            # taken back and planned again (another build: a rolling update) between our read and the claim: the
+            # claim is undone, or these rows of the old network would be joined under the new plan, unseen
+            session.rollback()
+            return None
+        stale = claimed.result_key
     # what an attempt killed around its upload may have left: deleted, and then no longer named (a resumed job
     # read the deleted object, and failed "input_missing"); a delete that failed keeps its name, for the sweeper
     if stale and discard(ctx, stale):
@@ -200,7 +211,7 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
         log.info("job %s band %d done", job_id, index)
         return "band_done"
     except Exception as exc:
-        return _stopped(ctx, job_id, key, exc, lost="skipped")
+        return _stopped(ctx, job_id, key, exc, lost="skipped", band=index)
 
 
 def gather(ctx: WorkerContext, job_id: str) -> str:
@@ -219,6 +230,7 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
             for position, band in enumerate(bands):
                 _gather_band(ctx, job, band, bands[position + 1:], rows, scale)
             rows.close()
+            renew_lease(ctx, job_id)  # a cancel meanwhile stops it before the encoding, the longest step left
             bands_s = (utcnow() - job.started_at).total_seconds()  # first step and every band, on all workers
             t = time.monotonic()
             result_path = Path(tmp) / f"result.{EXTENSIONS[job.output_format]}"
@@ -250,6 +262,7 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
     """Append ``band``'s rows: computed here if it can be claimed, else from storage once it is done; while
     another worker is on it, work a later band (stored for its turn) or wait."""
     length = (band.y1 - band.y0) * scale
+    renewed = time.monotonic()
     while True:
         with ctx.sessions() as session:  # one read per round: this band and every later one
             now, states = utcnow(), job_bands.bands_of(session, job.id, band.index)
@@ -260,10 +273,10 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
         if band.index in done and done[band.index] is None:  # done into another gatherer's own file: lost to us
             log.warning("job %s: band %d was done by a gathering worker that lost the job; computing it again",
                         job.id, band.index)
-            with unit_of_work(ctx.sessions) as session:
-                job_bands.reopen_lost(session, job.id, band.index)
+            _reopen_lost(ctx, job.id, band.index)
             continue
         if band.index in done:
+            renew_lease(ctx, job.id)  # a cancel stops the gathering at the next band, not after every download
             try:  # a missing object fails before any byte is appended
                 rows.append_from(lambda target, key=done[band.index]: ctx.storage.download_to(key, target), length)
                 return
@@ -271,8 +284,7 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
                 log.warning("job %s: the stored rows of band %d are gone or cut short; computing them again",
                             job.id, band.index)
                 discard(ctx, done[band.index])
-                with unit_of_work(ctx.sessions) as session:
-                    job_bands.reopen_lost(session, job.id, band.index)
+                _reopen_lost(ctx, job.id, band.index)
                 continue
         pixels = _compute(ctx, job, band)
         if pixels is not None:
@@ -282,30 +294,53 @@ def _gather_band(ctx: WorkerContext, job: Job, band: JobBand, later: list[JobBan
             return
         if not any(run_band(ctx, job.id, other.index) == "band_done" for other in later if other.index in free):
             time.sleep(GATHER_POLL_SECONDS)
-        renew_lease(ctx, job.id)
+        if time.monotonic() - renewed >= RENEW_EVERY_SECONDS:  # not every poll: the job's row is a write lock
+            renew_lease(ctx, job.id)
+            renewed = time.monotonic()
 
 
-def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, lost: str) -> str:
-    """A band or the assembly could not finish: the object it was writing goes; a lost lease (canceled job, band
-    taken over) leaves the job to whoever has it, returning ``lost``; any other error fails the job."""
+def _reopen_lost(ctx: WorkerContext, job_id: str, index: int) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        if not job_bands.reopen_lost(session, job_id, ctx.owner, index):
+            raise LeaseLost(job_id)
+
+
+def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, lost: str,
+             band: int | None = None) -> str:
+    """A band (``band``) or the assembly could not finish: the object it was writing goes; a lost lease (canceled
+    job, band taken over) leaves the job to whoever has it, returning ``lost``; any other error fails the job."""
     discard(ctx, key)
     if isinstance(exc, LeaseLost):
         log.warning("split job %s: lease lost (canceled, or taken over by another worker)", job_id)
         _drop_band_results_if_ended(ctx, job_id)
         return lost
-    if is_outage(exc):  # the bands done stay; a band's lease runs out and the sweeper publishes it again
+    if is_outage(exc):  # the bands done stay; the bands held here are handed back for the next claim
+        _release_bands(ctx, job_id)
         return stop_for_outage(ctx, job_id, exc) if lost == "lease_lost" else lost
-    return _fail(ctx, job_id, exc)
+    return _fail(ctx, job_id, exc, lost, band)
 
 
-def _fail(ctx: WorkerContext, job_id: str, exc: Exception) -> str:
-    """A band or the assembly failed: the job fails with its code (whoever started it), band files go."""
+def _release_bands(ctx: WorkerContext, job_id: str) -> None:
+    """Best effort: in a database outage the bands' leases run out instead, and the sweeper publishes them."""
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            job_bands.release(session, job_id, ctx.owner)
+    except SQLAlchemyError:
+        log.warning("job %s: the bands held here wait out their leases (database unavailable)", job_id)
+
+
+def _fail(ctx: WorkerContext, job_id: str, exc: Exception, lost: str, band: int | None) -> str:
+    """A band or the assembly failed: the job fails with its code (whoever started it), band files go; unless
+    this worker no longer holds that band (or the job): then its error is of a run another worker has redone."""
     with unit_of_work(ctx.sessions) as session:
-        took = jobs.take_over(session, job_id, ctx.owner, ctx.settings.lease_seconds)
+        took = jobs.take_over(session, job_id, ctx.owner, ctx.settings.lease_seconds, band)
     if took:
         fail_job(ctx, job_id, exc)
+    else:
+        log.warning("split job %s: an error of a band (or job) no longer held here, left to its holder: %s",
+                    job_id, exc)
     _drop_band_results_if_ended(ctx, job_id)
-    return "failed"
+    return "failed" if took else lost
 
 
 def _decoded_input(ctx: WorkerContext, job: Job) -> DecodedImage:

@@ -23,6 +23,7 @@ from shared.transitions import change_job
 from tests.factories import make_job, reload, seconds_ago
 from worker import pipeline, split
 from worker.context import WorkerContext
+from worker.engine.registry import UnknownModel
 from worker.sweeper import sweep
 
 WIDTH, HEIGHT = 100, 76
@@ -416,16 +417,31 @@ def test_the_sweeper_deletes_the_bands_of_a_job_that_ended_while_no_worker_gathe
 
 
 def test_a_failing_band_fails_the_job_with_its_code(workers, db_session, monkeypatch):
+    """A band that fails while its worker holds it fails the job with its code. A worker that cannot build the
+    job's network at all (one of a rolling update, without it) claims nothing and leaves the band; the job's
+    gathering worker, which cannot build it either, fails the job."""
     first, second, _ = workers
     job = _planned_only(first, db_session, monkeypatch)
     assert split.run_band(second, job.id, 0) == "band_done"
+
+    def engine_fails(*_args):
+        raise UnknownModel("residual_sr")  # any error with a code of its own, raised while the band is held
+
+    monkeypatch.setattr(split, "band_pixels", engine_fails)
+    assert split.run_band(second, job.id, 1) == "failed"
+    assert (reload(db_session, job).status, reload(db_session, job).error_code) == ("failed", "engine_failed")
+    assert not list((first.settings.storage_dir / "bands").rglob("*.raw"))
+
+    monkeypatch.undo()
+    job = _planned_only(first, db_session, monkeypatch)
     ran = {**job.ran, "model": "gone_network"}
     db_session.query(type(job)).filter_by(id=job.id).update({"ran": ran})
     db_session.commit()
-    assert split.run_band(second, job.id, 1) == "failed"
+    assert split.run_band(second, job.id, 1) == "skipped"
+    assert reload(db_session, job).status == "running"
+    assert split.gather(first, job.id) == "failed"
     job = reload(db_session, job)
     assert (job.status, job.error_code) == ("failed", "engine_failed")
-    assert not list((first.settings.storage_dir / "bands").rglob("*.raw"))
 
 
 def test_greyscale_and_jpeg_split_outputs(workers, db_session):
@@ -507,3 +523,134 @@ def test_a_sixteen_bit_split_job_equals_the_single_worker_result(workers, db_ses
         single.engine.dispose()
     assert split_out.format == whole_out.format == "ushort"
     assert np.array_equal(split_out.numpy(), whole_out.numpy())
+
+
+def test_a_band_read_before_its_job_was_planned_again_is_left_not_joined(workers, split_settings, db_session,
+                                                                         monkeypatch):
+    """A band worker read the job, then the job was taken back by a worker on a new build of the network (a
+    rolling update) and planned again, then the band worker's claim went through: it computed the old build's
+    rows under the new plan, joined unseen (35 levels off). Now the claim is undone and the band left."""
+    from worker.imaging import decode
+
+    first, second, _ = workers
+    updated = WorkerContext.create(split_settings)
+    try:
+        new_build = updated.engines.get("residual_sr")
+        new_build.build += " new-weights"
+        for weight in new_build.network.weights:
+            weight.assign(weight * 1.05)
+        job = _planned_only(first, db_session, monkeypatch)
+        real_claim, real_gather = job_bands.claim, split.gather
+
+        def planned_again_first(session, job_id, index, owner, lease_seconds):
+            if owner == second.owner:
+                db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+                db_session.commit()
+                monkeypatch.setattr(split, "gather", lambda *_args: "split")
+                assert pipeline.run_job(updated, job.id) == "split"  # started over on the new build
+                monkeypatch.setattr(split, "gather", real_gather)
+            return real_claim(session, job_id, index, owner, lease_seconds)
+
+        monkeypatch.setattr(job_bands, "claim", planned_again_first)
+        assert split.run_band(second, job.id, 1) == "skipped"
+        monkeypatch.setattr(job_bands, "claim", real_claim)
+        assert db_session.get(JobBand, (job.id, 1)).status == "pending"
+        assert split.gather(updated, job.id) == "succeeded"
+        job = reload(db_session, job)
+        source = split_settings.storage_dir / "check-input.png"
+        source.write_bytes(updated.storage.get_bytes(job.input_key))
+        assert np.array_equal(_pixels(updated, job), np.asarray(new_build.upscale(decode(source).rgb, 2)))
+    finally:
+        updated.engine.dispose()
+
+
+def test_an_error_of_a_band_worker_that_lost_its_band_does_not_fail_the_job(workers, db_session, monkeypatch):
+    """A worker frozen past its band's lease, whose band another worker took meanwhile, then raised: its late
+    error failed the healthy job. It is left to the band's new holder."""
+    first, second, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    real = split.band_pixels
+
+    def frozen_then_failed(*args, **kwargs):
+        monkeypatch.setattr(split, "band_pixels", real)
+        db_session.query(JobBand).filter_by(job_id=job.id, index=1).update({"lease_expires_at": seconds_ago(1)})
+        db_session.commit()
+        with unit_of_work(third.sessions) as session:
+            assert job_bands.claim(session, job.id, 1, third.owner, 120)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(split, "band_pixels", frozen_then_failed)
+    assert split.run_band(second, job.id, 1) == "skipped"
+    assert reload(db_session, job).status == "running"
+    assert db_session.get(JobBand, (job.id, 1)).lease_owner == third.owner
+    db_session.query(JobBand).filter_by(job_id=job.id, index=1).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()  # third vanished too: the gathering worker does band 1
+    assert split.gather(first, job.id) == "succeeded"
+    assert np.array_equal(_pixels(first, reload(db_session, job)), _unsplit(first, db_session))
+
+
+def test_a_cancel_stops_the_gathering_before_it_downloads_and_encodes_stored_bands(workers, db_session,
+                                                                                    monkeypatch):
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    for index in range(job.bands_total):
+        assert split.run_band(second, job.id, index) == "band_done"
+    assert change_job(first, job.id, JobStatus.CANCELED, lambda session: jobs.cancel(session, job.id)) is not None
+    work = []
+    monkeypatch.setattr(split, "encode_rows", lambda *_args: work.append("encode"))
+    monkeypatch.setattr(first.storage, "download_to", lambda *_args: work.append("download"))
+    assert split.gather(first, job.id) == "lease_lost"
+    assert work == []
+
+
+def test_a_band_given_up_for_an_outage_is_handed_back_at_once(workers, db_session, monkeypatch):
+    """It stayed locked under its worker's lease, which no one renewed: the gathering worker waited it out."""
+    from shared.storage import StorageError
+
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+
+    def unreachable(*_args, **_kwargs):
+        raise StorageError("S3 unreachable")
+
+    monkeypatch.setattr(second.storage, "put_file", unreachable)
+    assert split.run_band(second, job.id, 0) == "skipped"
+    band = db_session.get(JobBand, (job.id, 0))
+    assert (band.status, band.lease_owner) == ("pending", None)
+    waits = []
+    monkeypatch.setattr(split.time, "sleep", waits.append)
+    assert split.gather(first, job.id) == "succeeded"
+    assert waits == []
+
+
+def test_a_gathering_worker_that_lost_its_job_reopens_no_band(workers, db_session, monkeypatch):
+    """One that had lost the job lowered a finished job's progress and made stored bands pending again."""
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    assert split.gather(first, job.id) == "succeeded"
+    with unit_of_work(second.sessions) as session:
+        assert not job_bands.reopen_lost(session, job.id, second.owner, 0)
+        assert not job_bands.reopen_unstored(session, job.id, first.owner)  # ended: no one's any more
+    job = reload(db_session, job)
+    assert (job.status, job.progress, job.bands_done) == ("succeeded", 1.0, job.bands_total)
+
+
+def test_a_waiting_gathering_worker_renews_its_job_once_a_second_not_every_poll(workers, db_session, monkeypatch):
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    with unit_of_work(second.sessions) as session:  # another worker holds every band but the first
+        for index in range(1, job.bands_total):
+            assert job_bands.claim(session, job.id, index, second.owner, 120)
+    renewals, polls = [], []
+    real_renew = jobs.renew
+    monkeypatch.setattr(jobs, "renew", lambda *args, **kwargs: renewals.append(1) or real_renew(*args, **kwargs))
+
+    def poll(_seconds):
+        polls.append(1)
+        if len(polls) == 50:  # that worker vanished: its bands are free
+            db_session.query(JobBand).filter_by(job_id=job.id).update({"lease_expires_at": seconds_ago(1)})
+            db_session.commit()
+
+    monkeypatch.setattr(split.time, "sleep", poll)
+    assert split.gather(first, job.id) == "succeeded"
+    assert len(polls) >= 50 and len(renewals) <= 5  # the polls took no time: the renewal was never due
