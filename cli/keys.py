@@ -6,8 +6,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cli.arguments import grace_hours, non_negative_int
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from shared.settings import Settings
+    from shared.storage import Storage
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions.add_parser("list", help="name, prefix, created, last used, limits, revoked").set_defaults(func=run_list)
     revoke = actions.add_parser("revoke", help="revoke a key at once (its jobs stay its tenant's)")
     revoke.add_argument("name")
+    revoke.add_argument("--cancel-jobs", action="store_true",
+                        help="also cancel the tenant's queued and running jobs (a leaked key's, a customer who left): "
+                             "each sends job.canceled, and one no worker had started gives its quota back; without "
+                             "it they run to the end")
     revoke.set_defaults(func=run_revoke)
     rotate = actions.add_parser("rotate", help="a new secret for a key (the old one stops working at once)")
     rotate.add_argument("name")
@@ -42,6 +55,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                 help="how long the previous secret also signs (0: it stops at once; at most 8760, "
                                      "a year; default 24)")
     rotate_webhook.set_defaults(func=run_rotate_webhook_secret)
+
+
+@dataclass(frozen=True)
+class _Platform:
+    """What a job transition needs (``shared.transitions.Platform``), for the jobs ``revoke --cancel-jobs`` ends."""
+
+    sessions: sessionmaker[Session]
+    celery: Celery
+    storage: Storage
+    settings: Settings
 
 
 def _sessions():
@@ -111,9 +134,29 @@ def run_revoke(args: argparse.Namespace) -> int:
 
     with unit_of_work(_sessions()) as session:
         revoked = revoke_key(session, args.name)
-    print(f"revoked {args.name!r}" if revoked else f"no active key named {args.name!r}",
-          file=sys.stdout if revoked else sys.stderr)
-    return 0 if revoked else 1
+    if not revoked:
+        print(f"no active key named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.name!r}")
+    if args.cancel_jobs:
+        print(f"canceled {_cancel_jobs_of(args.name)} queued or running job(s) of {args.name!r}")
+    return 0
+
+
+def _cancel_jobs_of(tenant: str) -> int:
+    """Cancel the tenant's queued and running jobs as the API's cancel does (a running one stops at its next
+    lease renewal); how many were canceled."""
+    from shared.jobs import active_job_ids
+    from shared.queue import make_celery
+    from shared.settings import Settings
+    from shared.storage import make_storage
+    from shared.transitions import cancel_job
+
+    settings = Settings.from_env()
+    platform = _Platform(_sessions(), make_celery(settings, publisher=True), make_storage(settings), settings)
+    with platform.sessions() as session:
+        ids = active_job_ids(session, tenant)
+    return sum(cancel_job(platform, job_id) is not None for job_id in ids)
 
 
 def _signing_settings():

@@ -63,13 +63,21 @@ def list_jobs(session: Session, tenant: str, status: str | None, limit: int, cur
 FAIR_STEP = 2  # every this many waiting jobs of the same tenant push its next job one priority level back
 
 
+def _active(tenant: str):
+    return and_(Job.tenant == tenant, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+
+
 def active_jobs(session: Session, tenant: str, before: Job | None = None) -> int:
     """A tenant's queued and running jobs (those created up to ``before``, other than it, when given)."""
-    query = select(func.count()).select_from(Job).where(
-        Job.tenant == tenant, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+    query = select(func.count()).select_from(Job).where(_active(tenant))
     if before is not None:
         query = query.where(Job.id != before.id, Job.created_at <= before.created_at)
     return session.scalar(query)
+
+
+def active_job_ids(session: Session, tenant: str) -> list[str]:
+    """The ids of a tenant's queued and running jobs, oldest first (``upscaler keys revoke --cancel-jobs``)."""
+    return list(session.scalars(select(Job.id).where(_active(tenant)).order_by(Job.created_at, Job.id)))
 
 
 def lock_tenant(session: Session, tenant: str) -> None:

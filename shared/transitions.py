@@ -15,7 +15,7 @@ from typing import Protocol
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import metrics, quota
+from shared import jobs, metrics, quota
 from shared.db import unit_of_work
 from shared.models import Job
 from shared.queue import publish_deliveries
@@ -63,3 +63,9 @@ def change_job(platform: Platform, job_id: str, status: JobStatus, update: Calla
     if status in TERMINAL:
         metrics.JOBS_FINISHED.labels(status.value, code).inc()
     return job
+
+
+def cancel_job(platform: Platform, job_id: str) -> Job | None:
+    """Cancel a queued or running job (the API's cancel, ``upscaler keys revoke --cancel-jobs``): its
+    ``job.canceled`` event, the quota of a job that made nothing given back; None if it had already ended."""
+    return change_job(platform, job_id, JobStatus.CANCELED, lambda session: jobs.cancel(session, job_id))

@@ -1221,3 +1221,33 @@ def test_submit_wait_into_a_reader_that_left_ends_quietly_not_failed(tmp_path):
     assert (tmp_path / "out" / "a.png").exists()  # the result was saved before the line could not be written
     assert submitted.returncode == 141 and "error" not in submitted.stderr and "failed" not in submitted.stderr, \
         submitted.stderr
+
+
+def test_keys_revoke_cancel_jobs_ends_the_tenants_queued_and_running_jobs_only(tmp_path, redis_url):
+    """A revoked key's jobs ran to the end (a leaked key's, a customer who left); ``--cancel-jobs`` ends them as
+    the API's cancel does: job.canceled recorded for its webhook, the charge of a job not started given back."""
+    from shared.db import make_engine, make_session_factory
+    from shared.models import Job, WebhookDelivery, utcnow
+    from tests.factories import make_job
+
+    env = {"UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}", "UPSCALER_REDIS_URL": redis_url,
+           "UPSCALER_STORAGE": "local", "UPSCALER_STORAGE_DIR": str(tmp_path / "storage"),
+           "UPSCALER_SECRET_KEY": "s" * 32}
+    assert run(["migrate"], env=env).returncode == 0
+    assert run(["keys", "create", "--name", "acme"], env=env).returncode == 0
+    sessions = make_session_factory(make_engine(env["UPSCALER_DATABASE_URL"]))
+    with sessions() as session:
+        queued = make_job(session, tenant="acme", webhook_url="http://127.0.0.1:9/hook", charged_megapixels=2.0,
+                          charged_at=utcnow()).id
+        running = make_job(session, tenant="acme", status="running", started_at=utcnow(), lease_owner="w",
+                           lease_expires_at=utcnow()).id
+        done = make_job(session, tenant="acme", status="succeeded", finished_at=utcnow()).id
+        others = make_job(session, tenant="globex").id
+    revoked = run(["keys", "revoke", "acme", "--cancel-jobs"], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "canceled 2 queued or running job(s) of 'acme'" in revoked.stdout
+    with sessions() as session:
+        status = {job_id: session.get(Job, job_id).status for job_id in (queued, running, done, others)}
+        assert status == {queued: "canceled", running: "canceled", done: "succeeded", others: "queued"}
+        assert session.get(Job, queued).charged_megapixels is None  # taken off the job and given back
+        assert [d.event for d in session.query(WebhookDelivery).filter_by(job_id=queued)] == ["job.canceled"]

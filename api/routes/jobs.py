@@ -16,14 +16,13 @@ from api.presenters import job_out
 from api.request_values import one_each
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
-from shared import jobs, quota
+from shared import jobs, quota, transitions
 from shared.job_view import result_filename
 from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job, could_be_job_id
 from shared.states import TERMINAL, JobStatus
 from shared.storage import LocalStorage, StorageError
-from shared.transitions import change_job
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -62,6 +61,8 @@ def create_job():
     key = submission.idempotency_key()
     wait = submission.requested_wait()
     parsed = submission.parse(svc)
+    require_key_still_valid()  # the upload may have taken minutes: no new job, nor a replay's answer, for a key
+    # revoked meanwhile (a replay of an ended job was answered with a freshly signed result link)
     job = _earlier(svc, key, parsed) or _accept(svc, key, parsed)
     if wait and not _ended(job) and svc.waiters.acquire(blocking=False):  # all waiting threads busy: answer now
         try:
@@ -96,7 +97,6 @@ def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Jo
     being charged and stored) waits for that one's job (``submission.first_of_its_key``): a retry sent meanwhile
     got 429 for a job that existed a moment later, or was charged too. A limit refusing it is still answered with
     the job of a concurrent request with the same key, if one made it (Redis unreachable: no mark)."""
-    require_key_still_valid()  # the upload may have taken minutes
     with submission.first_of_its_key(svc, key) as first:
         # a retry waits on a thread of the waiters' share (Prefer: wait's), none free: it goes on as a new request
         # (the database's unique key still makes one job of the two)
@@ -105,6 +105,7 @@ def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Jo
                 earlier = submission.wait_for_first(svc, key, parsed)
             finally:
                 svc.waiters.release()
+            require_key_still_valid()  # that wait may have taken seconds
             if earlier:
                 return earlier
         return _charge_and_store(svc, key, parsed)
@@ -197,7 +198,7 @@ def list_jobs():
 def cancel_job(job_id: str):
     svc = services()
     load_job(svc, job_id)
-    canceled = change_job(svc, job_id, JobStatus.CANCELED, lambda session: jobs.cancel(session, job_id))
+    canceled = transitions.cancel_job(svc, job_id)
     job = canceled or load_job(svc, job_id)
     if job.status != JobStatus.CANCELED.value:
         raise ApiError("not_cancelable", f"the job has already {job.status}", job_status=job.status)

@@ -329,14 +329,29 @@ def test_a_key_revoked_during_a_wait_or_a_slow_upload_gets_no_result_and_stores_
     assert "result_url" not in waited.get_json()
 
     real_parse = submission.parse
+    revoking = []
 
     def revoked_while_uploading(svc):
         parsed = real_parse(svc)
         with unit_of_work(sessions) as session:
-            revoke_key(session, "globex")
+            revoke_key(session, revoking[-1])
         return parsed
 
+    _, initech = create_key(db_session, "initech")
+    db_session.commit()
+    ordered = {"Authorization": f"Bearer {initech}", "Idempotency-Key": "order-1"}
+    first = submit_as(client, ordered)
+    assert first.status_code == 202
+    db_session.query(Job).filter_by(id=first.get_json()["id"]).update(
+        {"status": "succeeded", "finished_at": utcnow(), "output_key": "results/abc/y.png"})
+    db_session.commit()
     monkeypatch.setattr(submission, "parse", revoked_while_uploading)
+    revoking.append("initech")  # a replay of a request whose job has ended got a fresh result link
+    replayed = submit_as(client, ordered)
+    assert (replayed.status_code, replayed.get_json()["code"]) == (401, "unauthorized")
+    assert "result_url" not in replayed.get_json()
+
+    revoking.append("globex")
     before = db_session.query(Job).count()
     uploaded = submit_as(client, tenants["b"])
     assert (uploaded.status_code, uploaded.get_json()["code"]) == (401, "unauthorized")
