@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cli.arguments import port_or_off, positive_int, tcp_port
+from cli.arguments import port_or_off, positive_float, positive_int, tcp_port
 from shared.limits import MAX_WAIT_SECONDS
 from shared.queue import INFERENCE_QUEUE, QUEUES
 
@@ -66,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     migrate = sub.add_parser("migrate", help="apply database migrations (Alembic upgrade head)")
     migrate.set_defaults(func=run_migrate)
+    wait = sub.add_parser("wait-for-schema", help="wait until the database is migrated to this release's schema "
+                                                  "or newer, saying why meanwhile (Kubernetes init containers)")
+    wait.add_argument("--interval", type=positive_float, default=10.0, help="seconds between checks (default 10)")
+    wait.set_defaults(func=run_wait_for_schema)
 
 
 def _multiprocess_metrics_dir(kind: str) -> None:
@@ -162,6 +166,14 @@ def run_beat(args: argparse.Namespace) -> int:
 
     argv = [*_celery(Settings.from_env()), "beat", "--loglevel", args.loglevel, *_beat_schedule()]
     _exec(argv)
+    return 0
+
+
+def run_wait_for_schema(args: argparse.Namespace) -> int:
+    from shared.migrate import wait_for_schema
+    from shared.settings import Settings
+
+    wait_for_schema(Settings.from_env().database_url, args.interval, lambda line: print(line, flush=True))
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,6 +53,27 @@ def current_revision(connection: sa.Connection) -> str | None:
     """The database's revision, None when it was never migrated (no ``alembic_version`` table: a bare query
     failed there, and readiness said "OperationalError" instead of "run upscaler migrate")."""
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def wait_for_schema(database_url: str, interval: float, say: Callable[[str], None]) -> None:
+    """Return once the database is at this code's head or newer (``schema_behind``), saying why each time it is
+    not (not migrated yet, or unreachable). Why: on Kubernetes the migration Job and the Deployments are applied
+    together, and only the API has a gate (its readiness, the same check); a worker or beat started first ran the
+    new code on the old schema. Their init container runs this (``upscaler wait-for-schema``)."""
+    engine = make_engine(database_url, pooled=False)
+    try:
+        while True:
+            try:
+                with engine.connect() as connection:
+                    behind = schema_behind(current_revision(connection))
+            except sa.exc.SQLAlchemyError as exc:
+                behind = f"database unreachable ({type(exc).__name__})"
+            if not behind:
+                return
+            say(f"waiting for the migration: {behind}")
+            time.sleep(interval)
+    finally:
+        engine.dispose()
 
 
 def upgrade(database_url: str, revision: str = "head") -> str | None:

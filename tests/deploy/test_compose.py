@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from shared.queue import INFERENCE_QUEUE
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from tests.deploy.helpers import (
     COMPOSE_TEST_ENV,
     ROOT,
@@ -88,6 +88,57 @@ def test_links_follow_the_published_ports(compose_raw):
     assert default["UPSCALER_S3_ENDPOINT_URL"] == "http://minio:9000"
 
 
+def env_example_values() -> dict[str, str]:
+    """The variables deploy/env.example sets (its uncommented lines), as a .env copied from it sets them."""
+    text = (ROOT / "deploy" / "env.example").read_text()
+    return dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", text, re.M))
+
+
+def test_env_example_leaves_links_on_the_published_ports(compose_raw):
+    """A .env copied from env.example, with the API and MinIO moved to other ports: the links follow them (a pinned
+    UPSCALER_PUBLIC_URL=http://localhost:8000 there kept every link on the old port)."""
+    env = {**env_example_values(), **COMPOSE_TEST_ENV, "UPSCALER_HTTP_PORT": "8080", "MINIO_PORT": "9100"}
+    api = interpolate(compose_raw, env)["services"]["api"]
+    assert api["ports"] == ["8080:8000"]
+    assert (api["environment"]["UPSCALER_PUBLIC_URL"], api["environment"]["UPSCALER_S3_PUBLIC_ENDPOINT_URL"]) == \
+        ("http://localhost:8080", "http://localhost:9100")
+
+
+def test_env_example_states_the_metrics_token_length():
+    """A metrics token shorter than the settings accept stops every container in production: say so where it is set."""
+    from shared.settings import MIN_SECRET_LENGTH
+
+    lines = (ROOT / "deploy" / "env.example").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if re.match(r"^#?UPSCALER_METRICS_TOKEN=", line))
+    comment = []
+    for line in reversed(lines[:at]):
+        if not line.startswith("# "):
+            break
+        comment.insert(0, line)
+    assert f"{MIN_SECRET_LENGTH}+ characters" in " ".join(comment), comment
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": COMPOSE_TEST_ENV["UPSCALER_SECRET_KEY"],
+                           "UPSCALER_METRICS_TOKEN": "x" * (MIN_SECRET_LENGTH - 1)})
+
+
+def test_gpu_hosts_choose_their_workers_in_env():
+    """Profiles and files are chosen in .env, never per command: the documented upgrade, a plain
+    `docker compose up -d --build`, takes them from .env, so `--profile gpu` on the install command left a GPU host
+    with `cpu` there (the CPU worker started next to the GPU one, which stayed on the old image)."""
+    env_example = (ROOT / "deploy" / "env.example").read_text()
+    (files,) = re.findall(r"^#COMPOSE_FILE=(.*)$", env_example, re.M)
+    assert files.split(":") == ["docker-compose.yml", "deploy/compose.gpus.yml"]
+    assert all((ROOT / name).is_file() for name in files.split(":"))
+    documents = {name: (ROOT / name).read_text() for name in
+                 ("README.md", "docs/deploy.md", "docker-compose.yml", "deploy/compose.gpus.yml", "deploy/env.example")}
+    for name, text in documents.items():
+        for command in re.findall(r"docker compose\b[^\n`]*", text):
+            assert not re.search(r"\s(?:--profile|-f|--file)\b", command), f"{name}: {command}"
+    for name in ("README.md", "docs/deploy.md"):
+        assert "COMPOSE_PROFILES=gpu" in documents[name], name
+    assert "COMPOSE_FILE=docker-compose.yml:deploy/compose.gpus.yml" in documents["docs/deploy.md"]
+
+
 def test_secrets_are_required_from_the_environment(compose_raw):
     with pytest.raises(MissingVariable):
         interpolate(compose_raw, {})
@@ -124,6 +175,13 @@ def test_healthcheck_commands(compose):
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert "ready" in services["minio"]["healthcheck"]["test"]
+
+
+def test_postgres_is_healthy_only_when_it_takes_tcp_connections(compose):
+    """On a fresh volume the postgres image runs a temporary server for its init scripts that listens on the Unix
+    socket only: pg_isready without a host said "ready" there, and `migrate` (restart "no") then met a closed port."""
+    (command,) = [part for part in compose["services"]["postgres"]["healthcheck"]["test"] if "pg_isready" in part]
+    assert re.search(r"(?:^|\s)(?:-h\s*|--host[=\s])127\.0\.0\.1(?:\s|$)", command), command
 
 
 def test_gpu_worker_reserves_an_nvidia_gpu(compose):
@@ -301,18 +359,25 @@ for _tag in ("!override", "!reset"):
     OverrideLoader.add_constructor(_tag, _untagged)
 
 
-def test_multi_gpu_override_pins_one_gpu_per_worker():
+def test_multi_gpu_override_pins_one_gpu_per_worker(compose_raw):
     path = ROOT / "deploy" / "compose.gpus.yml"
     override = yaml.load(path.read_text(), Loader=OverrideLoader)
     assert schema_errors(override) == []
+    assert schema_errors(interpolate(override, COMPOSE_TEST_ENV)) == []
+    base = compose_raw["services"]["worker-gpu"]
+    assert set(override["services"]["worker-gpu"]) == {"deploy"}
     pinned = []
     for name, service in override["services"].items():
         assert name.startswith("worker-gpu"), name
         if name != "worker-gpu":
-            assert service["extends"] == {"file": "docker-compose.yml", "service": "worker-gpu"}
+            # Written out, not `extends: worker-gpu` (Compose versions refuse it, or drop its depends_on), and the
+            # same worker as docker-compose.yml's in everything but the GPU it reserves.
+            assert "extends" not in service, name
+            assert {k: v for k, v in service.items() if k != "deploy"} == \
+                {k: v for k, v in base.items() if k != "deploy"}, f"{name} differs from docker-compose.yml's worker-gpu"
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and "count" not in device
         pinned += device["device_ids"]
     assert len(pinned) == len(set(pinned)) >= 2
-    # Without `!override` compose would append these devices to the base file's `count: 1` reservation.
-    assert path.read_text().count("devices: !override") == len(override["services"])
+    # Without `!override` compose would append worker-gpu's device to the base file's `count: 1` reservation.
+    assert re.search(r"^  worker-gpu:\n(?:    .*\n|\n)*?          devices: !override$", path.read_text(), re.M)

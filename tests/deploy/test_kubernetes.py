@@ -4,7 +4,11 @@ or KEDA's CRD schema (vendored), and the facts the platform relies on: GPUs, que
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
+import threading
 from dataclasses import fields
 
 import jsonschema
@@ -14,7 +18,7 @@ import yaml
 
 from shared.queue import INFERENCE_QUEUE, queue_lists
 from shared.settings import Settings, SettingsError
-from tests.deploy.helpers import KUBERNETES, SCHEMAS, consumed_queues, find, load_json, platform_queues
+from tests.deploy.helpers import KUBERNETES, ROOT, SCHEMAS, consumed_queues, find, load_json, platform_queues
 
 # Validate against the oldest Kubernetes the manifests claim to support (1.28, docs/deploy.md), or the
 # oldest schemas kubernetes-validate still ships if newer, and against the newest schemas it ships.
@@ -134,17 +138,36 @@ def test_keda_validation_catches_mistakes(k8s_objects):
     assert keda_errors(inverted)
 
 
-def test_kustomization_lists_every_manifest():
+def test_kustomization_lists_every_manifest_but_the_secret():
+    """`kubectl apply -k` runs on every upgrade: with secret.yaml listed it put the CHANGE-ME placeholders back over
+    the real Secret. The Secret is created once, on its own (docs/deploy.md)."""
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     assert kustomization["namespace"] == NAMESPACE
     files = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
-    assert sorted(kustomization["resources"]) == sorted(files)
+    assert "secret.yaml" in files and "secret.yaml" not in kustomization["resources"]
+    assert sorted(kustomization["resources"]) == sorted(files - {"secret.yaml"})
     images = {image["name"] for image in kustomization["images"]}
     used = set()
     for path in files:
         references = re.findall(r"image: (\S+)", (KUBERNETES / path).read_text())
         used |= {re.sub(r":[^:/]+$", "", reference) for reference in references}
     assert images == used
+
+
+def test_documented_install_creates_the_secret_once_in_an_existing_namespace():
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    kubernetes = docs[docs.index("## Kubernetes"):]
+    # The namespace exists before the Secret is created in it ("namespace not found" otherwise)...
+    namespace = kubernetes.index("kubectl apply -f deploy/kubernetes/namespace.yaml")
+    assert namespace < kubernetes.index("create secret generic upscaler-secrets")
+    assert namespace < kubernetes.index("kubectl apply -f deploy/kubernetes/secret.yaml")
+    # ...and the install and upgrade commands (the block ending in `apply -k`) never apply the placeholders.
+    (install,) = [block for block in re.findall(r"```bash\n(.*?)```", kubernetes, re.S)
+                  if "kubectl apply -k deploy/kubernetes" in block]
+    assert "secret" not in install
+    # The ScaledObject's formula (scalingModifiers) needs KEDA 2.12: an older one drops it and under-scales.
+    (minor,) = re.findall(r"\[KEDA\]\(https://keda\.sh\) 2\.(\d+)", docs)
+    assert int(minor) >= 12
 
 
 # --- the platform's needs ---------------------------------------------------------------------------
@@ -271,7 +294,7 @@ def test_pods_run_unprivileged_with_resources(k8s_objects):
         pod = obj["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
         assert pod["automountServiceAccountToken"] is False
-        for container in pod["containers"]:
+        for container in pod.get("initContainers", []) + pod["containers"]:
             where = (obj["metadata"]["name"], container["name"])
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), where
             assert "memory" in container["resources"]["limits"], where
@@ -300,3 +323,47 @@ def test_configuration_keys_are_settings(k8s_objects):
         Settings.from_env({**config, **secret, "UPSCALER_SECRET_KEY": "a-real-secret-0123456789"})
     Settings.from_env({**config, **secret, "UPSCALER_SECRET_KEY": "a-real-secret-0123456789",
                        "UPSCALER_METRICS_TOKEN": "a-real-token-0123456789"})
+
+
+# --- start order ------------------------------------------------------------------------------------------
+
+
+def schema_waits(obj: dict) -> list[dict]:
+    return [c for c in obj["spec"]["template"]["spec"].get("initContainers", []) if c["name"] == "wait-for-schema"]
+
+
+def test_workers_and_beat_wait_for_the_migration(k8s_objects):
+    """Only the API had a gate (/readyz): a worker or beat Deployment applied before its migration (a plain
+    `kubectl apply -k`, or a Job that failed to apply) ran the new code on the old schema."""
+    for name in (WORKER, LIGHT, BEAT):
+        deployment = find(k8s_objects, "Deployment", name)
+        (wait,) = schema_waits(deployment)
+        (container,) = containers(deployment)
+        assert wait["image"] == container["image"], name  # no second image to pull onto the node
+        assert wait["envFrom"] == container["envFrom"], name
+        assert wait["command"] == ["upscaler", "wait-for-schema"], name
+
+
+def run_schema_wait(database_url: str, tmp_path) -> subprocess.Popen:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "UPSCALER_DATABASE_URL": database_url,
+           "UPSCALER_SECRET_KEY": "s" * 32}
+    return subprocess.Popen([sys.executable, "-m", "cli", "wait-for-schema", "--interval", "0.2"], cwd=ROOT,
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_the_schema_wait_holds_until_the_database_is_migrated(tmp_path):
+    from shared.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'upscaler.db'}"
+    waiting = run_schema_wait(url, tmp_path)
+    guard = threading.Timer(120, waiting.kill)
+    guard.start()
+    try:
+        first = waiting.stdout.readline()  # the first report; the command itself never gives up
+        upgrade(url)  # migrated meanwhile: the same process ends
+        output, _ = waiting.communicate(timeout=60)
+    finally:
+        guard.cancel()
+        waiting.kill()
+    assert first.startswith("waiting for the migration: schema at nothing"), first
+    assert waiting.returncode == 0, output
