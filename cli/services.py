@@ -110,7 +110,10 @@ def run_api(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "cli.gunicorn_worker.ProblemWorker", "--access-logfile", "-",
             "--access-logformat", ACCESS_LOG_FORMAT, "--logger-class", "cli.gunicorn_logs.Logger",
-            "--graceful-timeout", str(GRACEFUL_SECONDS), "--timeout", "120"]
+            "--graceful-timeout", str(GRACEFUL_SECONDS), "--timeout", "120",
+            # no control socket: gunicorn's one path under $HOME, shared by every API on the host (one removed
+            # another's on exit) and unwritable in a read-only pod, for a tool (gunicornc) nothing here uses
+            "--no-control-socket"]
     _multiprocess_metrics_dir("api")
     _exec(argv)
     return 0
