@@ -7,8 +7,11 @@ let models = {};
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 // ---- API ----------------------------------------------------------------------------------------------
+/** The key as typed in the field: an upload goes with it (and its card keeps it, ``li.dataset.key``). */
 const apiKey = () => $("key").value.trim();
-const auth = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
+/** The key in use: the page's own reads (models, history) go with it, and only the field's change event sets it.
+ * They took the field's text as it was being typed: a half-edited key got 401s, and the history stopped for good. */
+let keyInUse = "";
 
 class ApiError extends Error {
   constructor(status, message, retryAfter = 0, code = "") {
@@ -19,20 +22,22 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, options = {}) {
-  if (/[^\x21-\x7e]/.test(apiKey())) { // fetch refuses such a header, which read as "server unreachable"
+/** ``path`` asked with ``key`` (a card's requests go with the key it was sent with, not the key in use). */
+async function api(path, options = {}, key = keyInUse) {
+  if (/[^\x21-\x7e]/.test(key)) { // fetch refuses such a header, which read as "server unreachable"
     throw new ApiError(401, "the API key holds a space or an invisible character (often copied along with it): " +
                             "type or paste it again under Options");
   }
   let response;
   try {
-    response = await fetch(path, { ...options, headers: { ...auth(), ...(options.headers || {}) } });
+    const auth = key ? { Authorization: `Bearer ${key}` } : {};
+    response = await fetch(path, { ...options, headers: { ...auth, ...(options.headers || {}) } });
   } catch {
     throw new ApiError(0, "the server could not be reached; check the connection and try again");
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    throw new ApiError(response.status, plainError(response.status, body),
+    throw new ApiError(response.status, plainError(response.status, body, key),
                        Number(response.headers.get("Retry-After")) || 0, body.code || "");
   }
   return body;
@@ -44,10 +49,10 @@ const idempotencyKey = () => [...crypto.getRandomValues(new Uint8Array(16))]
   .map((byte) => byte.toString(16).padStart(2, "0")).join("");
 
 /** The words for a refusal: the API's own ``detail`` wherever it gives one (a 413's names the limit it hit), but a
- * 401's speaks of headers, so the page says where the key goes. */
-function plainError(status, body) {
+ * 401's speaks of headers, so the page says where the key goes (``key``: the one the request went with). */
+function plainError(status, body, key) {
   if (status === 401) {
-    return apiKey() ? "this API key was not accepted: check it under Options"
+    return key ? "this API key was not accepted: check it under Options"
       : "this server needs an API key: enter it under Options";
   }
   if (status === 413) return body.detail || "the file is larger than this server accepts"; // a proxy's: no JSON
@@ -57,19 +62,21 @@ function plainError(status, body) {
 
 // ---- options ------------------------------------------------------------------------------------------
 $("key").value = sessionStorage.getItem("upscalerKey") || "";
+keyInUse = apiKey();
 $("key").addEventListener("change", () => {
   sessionStorage.setItem("upscalerKey", $("key").value);
+  keyInUse = apiKey();
   // another key is another customer: the previous key's jobs leave the page (those already sent with this key,
   // typed before the field lost focus, stay), with the picture open in Compare, and the history goes at once,
-  // whether or not the key is accepted. Only photos refused for want of any key stay, sent again with this one
-  // (they were dropped, and the whole batch had to be picked again): another customer's photos never do, nor an
-  // upload still on its way under the previous key (its job would be that key's)
+  // whether or not the key is accepted. Only photos refused for their key (none, or a mistyped one) stay, sent
+  // again with this one (they were dropped, and the whole batch had to be picked again; a refused key owns no
+  // job): another customer's jobs and refused files never do, nor an upload still on its way under the previous
+  // key (its job would be that key's)
   closeViewer(false);
   for (const li of [...$("cards").children]) {
-    if (li.awaitingKey && li.dataset.key === "") {
-      li.dataset.key = apiKey();
+    if (li.awaitingKey) {
       li.awaitingKey();
-    } else if (li.dataset.key !== apiKey()) {
+    } else if (li.dataset.key !== keyInUse) {
       li.remove();
     }
   }
@@ -107,7 +114,7 @@ async function loadModels() {
     for (const m of data) {
       models[m.name] = m;
       const option = new Option(`${m.name}${m.default ? " (default)" : ""}`, m.name, m.default, m.default);
-      const what = (m.description || "").split(/[:;(]/)[0].trim(); // its first words say what it is for
+      const what = modelSummary(m);
       if (what && what !== m.name) option.text += ` — ${what.length > 48 ? `${what.slice(0, 47)}…` : what}`;
       option.title = m.description || "";
       $("model").add(option);
@@ -119,6 +126,17 @@ async function loadModels() {
     // an outage or a rate limit passes: try again (a refused key waits for another one)
     if (error.status !== 401) setTimeout(loadModels, Math.max(5, error.retryAfter) * 1000);
   }
+}
+
+/** A model's few words on the menu: its description up to the first ':' says what it is ("Fidelity network"), but
+ * a model that picks one of its networks per input begins with how ("Per input: ..."), and the default model
+ * read "auto — Per input": its routes say what it is. */
+function modelSummary(m) {
+  if (m.routes) {
+    const networks = Object.keys(m.routes).join(" or ");
+    return `${networks.charAt(0).toUpperCase()}${networks.slice(1)} network, chosen per input`;
+  }
+  return (m.description || "").split(/[:;(]/)[0].trim();
 }
 
 function notice(text) {
@@ -238,11 +256,18 @@ function makeCard(file, after) {
   li.querySelector(".name").title = file.name; // the whole name, where the card shows it cut
   li.querySelector(".cancel").setAttribute("aria-label", `Cancel ${file.name}`);
   li.querySelector(".compare").setAttribute("aria-label", `Compare ${file.name}`);
-  li.querySelector(".retry").setAttribute("aria-label", `Send ${file.name} again`);
+  // its visible words first (WCAG 2.5.3): "click Try again" by voice did not reach "Send photo.png again"
+  li.querySelector(".retry").setAttribute("aria-label", `Try again: ${file.name}`);
   li.dataset.key = apiKey();
   const thumb = li.querySelector(".thumb");
-  thumb.addEventListener("error", () => { thumb.hidden = true; }); // not an image: no broken icon
-  thumb.src = URL.createObjectURL(file);
+  // the object URL keeps the whole file registered until the tab closes: the drawn thumbnail no longer needs it
+  const url = URL.createObjectURL(file);
+  thumb.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+  thumb.addEventListener("error", () => { // not an image: no broken icon
+    thumb.hidden = true;
+    URL.revokeObjectURL(url);
+  }, { once: true });
+  thumb.src = url;
   li.querySelector("progress").setAttribute("aria-label", `progress of ${file.name}`);
   if (after) after.after(li); else $("cards").prepend(li);
   return {
@@ -264,6 +289,11 @@ function submit(file, after) {
   return card.li;
 }
 
+/** Refusals of the file itself (docs/errors.md): the same file is refused again however often it is sent, so they
+ * offer no Try again (a 413 from a proxy comes without a code). */
+const FILE_REFUSALS = ["unsupported_image", "image_too_large", "payload_too_large", "missing_image"];
+const refusesFile = (error) => error.status === 413 || FILE_REFUSALS.includes(error.code);
+
 async function send(card) {
   const { file } = card;
   const retry = card.li.querySelector(".retry");
@@ -272,7 +302,8 @@ async function send(card) {
   card.idempotency = card.idempotency || idempotencyKey();
   let job;
   try {
-    job = await api("v1/jobs", { method: "POST", body: jobForm(file), headers: { "Idempotency-Key": card.idempotency } });
+    const headers = { "Idempotency-Key": card.idempotency };
+    job = await api("v1/jobs", { method: "POST", body: jobForm(file), headers }, card.li.dataset.key);
   } catch (error) {
     if (error.code === "idempotency_conflict") { // the options changed since the first send: a new request
       card.idempotency = idempotencyKey();
@@ -281,9 +312,11 @@ async function send(card) {
     }
     card.set(error.message, true);
     card.li.querySelector("progress").hidden = true;
-    retry.hidden = false; // the file is still in hand: send it again (with the options as they are now)
+    // the file is still in hand: send it again (with the options and the key as they are now)
+    retry.hidden = refusesFile(error);
     const again = () => {
       card.li.awaitingKey = null;
+      card.li.dataset.key = apiKey();
       retry.hidden = true;
       card.set("uploading…");
       keepFocusOn(card.li.querySelector(".state"));
@@ -298,7 +331,11 @@ async function send(card) {
   const cancel = card.li.querySelector(".cancel");
   cancel.onclick = async () => {
     cancel.disabled = true;
-    try { await cancelJob(job.id); } catch (error) { card.set(error.message, true); } // it shows the card
+    try { // with the card's key: the field may hold a key half typed
+      await cancelJob(job.id, card.li.dataset.key); // it shows the card
+    } catch (error) {
+      card.set(error.message, true);
+    }
     cancel.disabled = false; // a failure (the API away for a moment) leaves it usable; an ended job hides it
     if (cancel.hidden) keepFocusOn(card.li.querySelector(".state"));
   };
@@ -322,9 +359,9 @@ function refreshHistorySoon() {
   historySoon = setTimeout(() => loadHistory(true), 1000);
 }
 
-/** Cancel job ``id``; its card, if one watches it, shows the answer. */
-async function cancelJob(id) {
-  const job = await api(`v1/jobs/${id}/cancel`, { method: "POST" });
+/** Cancel job ``id`` (with ``key``: a card's, or the key in use); its card, if one watches it, shows the answer. */
+async function cancelJob(id, key = keyInUse) {
+  const job = await api(`v1/jobs/${id}/cancel`, { method: "POST" }, key);
   for (const card of watched) if (card.job.id === id) show(card, job);
   return job;
 }
@@ -341,11 +378,17 @@ let holdUntil = 0;
 let polling = false;
 
 /** A 429 (a poll's or the history's) holds every poll and history refresh until its Retry-After (10 s when it
- * gives none), and the cards say so: held without a word, done jobs read as queued for a minute. */
+ * gives none), and the cards say so: held without a word, done jobs read as queued for a minute. They say until
+ * when, which stays true: "checking again in 37 s", written once, stood still for the whole hold (the page looked
+ * hung), and a second 429 with a shorter Retry-After understated the hold. */
 function holdFor(error) {
-  const wait = error.retryAfter || 10;
-  holdUntil = Math.max(holdUntil, Date.now() + 1000 * wait);
-  for (const held of watched) held.set(`${held.job.status}: checking again in ${wait} s (this key's request limit)`);
+  holdUntil = Math.max(holdUntil, Date.now() + 1000 * (error.retryAfter || 10));
+  const until = new Date(holdUntil).toLocaleTimeString();
+  for (const held of watched) {
+    if (!FINAL.includes(held.job.status)) {
+      held.set(`${held.job.status}: checking again after ${until} (this key's request limit)`);
+    }
+  }
 }
 
 function watch(card) {
@@ -367,11 +410,13 @@ async function poll() {
       if (Date.now() < holdUntil) break;
       card.polledAt = Date.now();
       try {
-        show(card, await api(`v1/jobs/${card.job.id}`));
+        const job = await api(`v1/jobs/${card.job.id}`, {}, card.li.dataset.key);
+        // a Cancel answered while this answer was on its way ended the card: it would bring "upscaling" back
+        if (!FINAL.includes(card.job.status)) show(card, job);
       } catch (error) {
         if (error.status === 429) {
           holdFor(error);
-        } else {
+        } else if (!FINAL.includes(card.job.status)) {
           card.set(error.message, true);
           if (error.status === 401 || error.status === 404) watched.delete(card); // not this key's job any more
         }
@@ -412,15 +457,16 @@ function show(card, job) {
       link.hidden = compare.hidden = true;
       return;
     }
-    resultLink(link, job, (error) => card.set(`${done} · ${error.message}`, true));
+    resultLink(link, job, (error) => card.set(`${done} · ${error.message}`, true), card.li.dataset.key);
     link.textContent = `Download ${job.output.filename}`;
     link.hidden = false;
     compare.hidden = job.output.format === "tiff"; // browsers do not draw TIFF: download it to look at it
-    compare.onclick = () => freshResult(job).then((fresh) => openViewer(card.file, fresh, compare)).catch((error) => {
-      // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
-      compare.disabled = Boolean(error.undrawable);
-      card.set(`${done} · ${error.message}`);
-    });
+    compare.onclick = () => freshResult(job, card.li.dataset.key)
+      .then((fresh) => openViewer(card.file, fresh, compare)).catch((error) => {
+        // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
+        compare.disabled = Boolean(error.undrawable);
+        card.set(`${done} · ${error.message}`);
+      });
   } else if (job.status === "failed") {
     card.set(`failed: ${job.error ? job.error.message : "unknown error"}`, true);
     bar.hidden = true;
@@ -437,11 +483,11 @@ const dims = (side) => (side.width && side.height ? `${side.width}×${side.heigh
  * open kept the one it was given, so Download and Compare failed for good. */
 const stale = (job) => Date.parse(job.result_url_expires_at || "") - Date.now() < 60_000;
 
-/** ``job``, fetched again (with a fresh link) when its result link is about to expire. */
-const freshResult = async (job) => (stale(job) ? api(`v1/jobs/${job.id}`) : job);
+/** ``job``, fetched again (with a fresh link, asked with ``key``) when its result link is about to expire. */
+const freshResult = async (job, key = keyInUse) => (stale(job) ? api(`v1/jobs/${job.id}`, {}, key) : job);
 
-/** Point ``link`` at ``job``'s result; a click on a link about to expire fetches a fresh one first. */
-function resultLink(link, job, onError) {
+/** Point ``link`` at ``job``'s result; a click on a link about to expire fetches a fresh one first (with ``key``). */
+function resultLink(link, job, onError, key = keyInUse) {
   link.href = job.result_url;
   link.download = job.output.filename;
   let refreshed = false;
@@ -449,7 +495,7 @@ function resultLink(link, job, onError) {
     // the link in hand still works, or was just fetched (a server whose links live under a minute): follow it
     if (refreshed || !stale(job)) { refreshed = false; return; }
     event.preventDefault();
-    api(`v1/jobs/${job.id}`).then((fresh) => {
+    api(`v1/jobs/${job.id}`, {}, key).then((fresh) => {
       job = fresh;
       link.href = fresh.result_url;
       refreshed = true;

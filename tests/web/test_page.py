@@ -3,6 +3,7 @@ worker process. Screenshots go to ``var/test-artifacts/`` (look at them: they ar
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cli.processes import stop
 from tests.workers import start_worker
 
 ARTIFACTS = Path("var/test-artifacts")
+JOB_URL = re.compile(r"/v1/jobs/[0-9a-f]{32}$")  # one job's (a card's poll), not a list's, a cancel's or a result's
 
 
 def chromium_path() -> str:
@@ -84,6 +86,10 @@ def test_a_fresh_page_shows_no_broken_image_and_is_keyboard_ready(page):
     assert page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle") != "none"
     # the models are listed from the API, fetched after load: wait (fails on timeout) for a third option
     page.locator("#model option").nth(2).wait_for(state="attached")
+    # each model says what it is: auto's description begins "Per input: ...", and the default read just that
+    labels = page.evaluate("[...document.getElementById('model').options].map(option => option.text)")
+    assert "auto (default) — Fidelity or robust network, chosen per input" in labels, labels
+    assert "residual_sr — Fidelity network" in labels, labels
     shot(page, "01-fresh")
 
 
@@ -225,11 +231,15 @@ def test_an_api_that_needs_a_key_says_so_and_works_once_it_is_given(page, api_se
     page.reload()
     page.locator("#notice", has_text="API key").wait_for()
     page.set_input_files("#files", str(photo(tmp_path, "locked.png")))
-    page.locator("#cards .state.error", has_text="API key").wait_for()
+    page.locator("#cards .state.error", has_text="needs an API key").wait_for()
+    page.fill("#key", key[:-2])  # pasted with two characters missing: the photo is sent with it, and refused
+    page.dispatch_event("#key", "change")
+    page.locator("#cards .state.error", has_text="not accepted").wait_for()
     page.fill("#key", key)
     page.dispatch_event("#key", "change")
     page.locator("#notice").wait_for(state="hidden")
-    # the photo refused for want of a key is sent with it (it was taken off the page, to be picked again)
+    # the photo refused for want of a key, then for a mistyped one, is sent with the right one (a refused key owns
+    # no job: it was taken off the page, to be picked again)
     page.locator("#cards li", has_text="locked.png").locator(".state", has_text="position").wait_for()
     page.set_input_files("#files", str(photo(tmp_path, "open.png")))
     page.locator("#cards li", has_text="open.png").locator(".state", has_text="position").wait_for()
@@ -255,6 +265,30 @@ def test_changing_the_key_takes_the_previous_keys_jobs_off_the_page(page, api_se
     assert page.locator("#cards li").count() == 0
     assert page.locator("#history tbody tr").count() == 0 and page.locator("#history").is_hidden()
     shot(page, "07-key-changed")
+
+
+def test_a_key_being_edited_leaves_the_cards_and_the_history_on_the_key_in_use(page, api_server, tmp_path):
+    """Polls, the history's refresh and a card's Cancel took the key field's text as it was being typed: a
+    half-edited key got 401s, every card read "this API key was not accepted" for good and the history froze, even
+    once the key was put back as it was (no change event then). The key in use changes on the change event only,
+    and a card's requests go with the key it was sent with."""
+    key = new_key(api_server, "editing")
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.set_input_files("#files", str(photo(tmp_path, "mid-edit.png")))  # no worker runs: it stays queued
+    card = page.locator("#cards li", has_text="mid-edit.png")
+    card.locator(".state", has_text="position").wait_for()
+    page.locator("#history tbody tr").first.wait_for()
+    page.fill("#key", key + "x")  # typed into, not left yet: no change event
+    with page.expect_response(lambda response: JOB_URL.search(response.url)) as poll:
+        pass
+    with page.expect_response(lambda response: "/v1/jobs?limit=" in response.url, timeout=10_000) as refresh:
+        pass
+    assert (poll.value.status, refresh.value.status) == (200, 200)
+    assert card.locator(".state.error").count() == 0
+    with page.expect_response(lambda response: response.url.endswith("/cancel")) as cancel:
+        card.locator(".cancel").dispatch_event("click")  # a click that leaves the field's text uncommitted
+    assert cancel.value.status == 200  # sent with the card's key
 
 
 def test_on_a_phone_every_option_stays_usable_and_nothing_scrolls_sideways(browser, api_server, tmp_path):
@@ -345,6 +379,53 @@ def test_many_cards_poll_within_a_bounded_budget(page, tmp_path):
     assert len({url.rsplit("/", 1)[1] for url in polls}) >= 8  # and the rounds take turns between cards
 
 
+def test_a_poll_answer_on_its_way_does_not_undo_a_cancel(page, tmp_path):
+    """A card's Cancel answered while a poll's answer was still on its way: that older answer brought the card
+    back to "waiting in the queue" (or "upscaling"), with its Cancel, until the next poll. Here the poll is held
+    back in the browser, with the job as it was when asked."""
+    held = []
+
+    def hold(route):
+        if route.request.method == "GET":
+            held.append((route, route.fetch()))  # asked now, answered once the test says
+        else:
+            route.continue_()
+
+    page.route(JOB_URL, hold)
+    page.set_input_files("#files", str(photo(tmp_path, "canceled-meanwhile.png")))  # no worker runs: it stays queued
+    card = page.locator("#cards li")
+    card.locator(".state", has_text="position").wait_for()
+    for _ in range(50):  # the first poll goes 2 s after the upload
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held
+    card.locator(".cancel").click()
+    card.locator(".state", has_text="canceled").wait_for()
+    for route, response in held:
+        route.fulfill(response=response)
+    page.wait_for_timeout(500)
+    assert card.locator(".state").inner_text() == "canceled" and card.locator(".cancel").is_hidden()
+
+
+def test_cards_held_by_the_request_limit_say_until_when(page, tmp_path):
+    """A 429 holds every poll until its Retry-After, and the cards say so: they said "checking again in 4 s",
+    written once, and the number stood still for the whole hold (a page that looked hung). The time it ends
+    stays true."""
+    page.set_input_files("#files", str(photo(tmp_path, "held.png")))  # no worker runs: it stays queued
+    card = page.locator("#cards li")
+    card.locator(".state", has_text="position").wait_for()
+    page.route(JOB_URL, lambda route: route.fulfill(status=429, headers={"Retry-After": "4"},
+                                                    content_type="application/problem+json",
+                                                    body='{"code": "rate_limited", "detail": "10 per minute"}'))
+    said = card.locator(".state", has_text="checking again")
+    said.wait_for()
+    ends = page.evaluate("[3, 4, 5].map(s => new Date(Date.now() + s * 1000).toLocaleTimeString())")
+    assert any(f"after {end} " in said.inner_text() for end in ends), (said.inner_text(), ends)
+    page.unroute(JOB_URL)
+    card.locator(".state", has_text="position").wait_for(timeout=10_000)  # looked again once the hold ended
+
+
 def test_a_value_left_in_a_hidden_size_field_does_not_block_uploads(page, tmp_path):
     page.select_option("#size", "target")
     page.fill("#width", "0")
@@ -432,7 +513,9 @@ def test_trying_again_sends_the_same_idempotency_key(page, tmp_path):
     page.set_input_files("#files", str(photo(tmp_path, "lost-answer.png")))
     card = page.locator("#cards li", has_text="lost-answer.png")
     card.locator(".state.error").wait_for()
-    card.locator(".retry").click()
+    # named by its visible words first (WCAG 2.5.3): "Send lost-answer.png again" was out of reach of a voice
+    # user's "click Try again"
+    card.get_by_role("button", name="Try again: lost-answer.png", exact=True).click()
     card.locator(".state", has_text="position").wait_for()
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
 
@@ -567,14 +650,15 @@ def test_a_history_cancel_refused_as_too_late_shows_the_jobs_real_state(page, ap
 
 def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tmp_path):
     """A 413 said only "larger than this server accepts": the API's problem detail, which names the limit, was
-    dropped."""
+    dropped. A refusal of the file itself (too many bytes or pixels, not an image) offered Try again, which could
+    only be refused the same way."""
     import threading
 
     from werkzeug.serving import make_server
 
     from api import create_app
 
-    small = settings.with_overrides(max_upload_bytes=4000)
+    small = settings.with_overrides(max_upload_bytes=4000, max_input_pixels=5000)
     server = make_server("127.0.0.1", 0, create_app(small), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     context = browser.new_context()
@@ -583,6 +667,14 @@ def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tm
         page.goto(f"http://127.0.0.1:{server.server_port}/")
         page.set_input_files("#files", str(photo(tmp_path, "too-big.png")))
         page.locator("#cards li .state.error", has_text="limit of 4000 bytes").wait_for()
+        wide = tmp_path / "too-many-pixels.png"  # 10000 pixels in a few hundred bytes
+        Image.new("RGB", (100, 100), "gray").save(wide)
+        text = tmp_path / "not-an-image.png"
+        text.write_text("this is not an image")
+        page.set_input_files("#files", [str(wide), str(text)])
+        page.locator("#cards li .state.error").nth(2).wait_for()
+        assert page.locator("#cards li .state.error", has_text="5000").count() == 1
+        assert page.locator("#cards li .retry").evaluate_all("buttons => buttons.map(b => b.hidden)") == [True] * 3
     finally:
         context.close()
         server.shutdown()
@@ -669,3 +761,27 @@ def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, 
     finally:
         context.close()
         stop(worker)
+
+
+
+def test_a_cards_thumbnail_lets_go_of_its_file_once_drawn(browser, api_server, tmp_path):
+    """Each thumbnail's object URL kept its whole file registered until the tab closed (a dropped folder of hundreds
+    of photos stayed in memory): a drawn (or undrawable) thumbnail lets go of it. The page itself may not fetch a
+    blob: URL (its CSP), so this context bypasses the CSP to look."""
+    url, _app = api_server
+    context = browser.new_context(bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(url + "/")
+        text = tmp_path / "not-an-image.png"
+        text.write_text("this is not an image")
+        page.set_input_files("#files", [str(photo(tmp_path, "drawn.png")), str(text)])
+        page.locator("#cards li .state", has_text="position").wait_for()  # the upload took longer than the drawing
+        page.locator("#cards li", has_text="not-an-image.png").locator(".thumb").wait_for(state="hidden")
+        assert page.evaluate("[...document.querySelectorAll('#cards .thumb')].map(thumb => thumb.complete)") \
+            == [True, True]
+        kept = page.evaluate("""() => Promise.all([...document.querySelectorAll('#cards .thumb')].map(
+            thumb => fetch(thumb.src).then(() => thumb.src, () => null)))""")
+        assert kept == [None, None], kept
+    finally:
+        context.close()
