@@ -123,10 +123,12 @@ def _launch(args: argparse.Namespace) -> int:
                                     ("worker-light", f"{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}", ["--beat"])):
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
             worker = subprocess.Popen([*upscaler, "worker", "--queues", queues, "--concurrency", "1",
-                                       "--name", f"{name}@%h", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                       "--name", f"{name}@%h", *extra], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      process_group=0)
             started[worker] = name
         api_log = open(logs / "api.log", "ab")  # noqa: SIM115 - lives as long as the API
-        api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT)
+        # each in a process group of its own (with its pool or gunicorn workers), stopped as a whole (``stop``)
+        api = subprocess.Popen([*upscaler, "api"], env=env, stdout=api_log, stderr=subprocess.STDOUT, process_group=0)
         started[api] = "api"
         try:
             wait_for_port("127.0.0.1", api_port, timeout=60, process=api)
@@ -178,7 +180,7 @@ def _launch(args: argparse.Namespace) -> int:
         return 130
     finally:
         for process in reversed(started):
-            stop(process)
+            stop(process, group=started[process] != "redis-server")
         shutil.rmtree(args.var.resolve() / "tmp", ignore_errors=True)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,13 +51,17 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
     return process, port
 
 
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """Ask politely (SIGTERM), then insist (SIGKILL)."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop(process: subprocess.Popen, timeout: float = 15.0, *, group: bool = False) -> None:
+    """Ask politely (SIGTERM), then insist (SIGKILL). ``group``: the process was started as the leader of its own
+    process group (``process_group=0``), and what is left of the group goes with it: a gunicorn worker whose
+    master was killed, stuck in its own shutdown, outlived ``upscaler dev`` for good, deaf to SIGTERM."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if group:
+        with contextlib.suppress(ProcessLookupError):  # the usual case: its children ended before it
+            os.killpg(process.pid, signal.SIGKILL)

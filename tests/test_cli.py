@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -119,6 +121,38 @@ def test_dev_launcher_says_which_key_to_set_and_stops_when_any_process_stops(tmp
             launcher.kill()
     assert launcher.returncode == 1 and "the api process stopped" in stderr, stderr
     assert not (var / "tmp").exists()  # it stopped the rest and cleaned up
+
+
+def test_stopping_a_process_group_leader_takes_what_is_left_of_its_group(tmp_path):
+    """A gunicorn worker whose master was killed, stuck in its shutdown and deaf to SIGTERM, outlived
+    ``upscaler dev``: the launcher starts the API and workers as group leaders and stops each group whole."""
+    from cli.processes import stop
+
+    stuck = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+             "time.sleep(600)")
+    leader = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; child = subprocess.Popen("
+                               f"[sys.executable, '-c', {stuck!r}]); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True, process_group=0)
+    try:
+        assert leader.stdout.readline().strip() == "ready"  # the child ignores SIGTERM from here on
+        [child] = _children(leader.pid)
+        stop(leader, timeout=5, group=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping: neither gone nor a zombie left for whoever reaps orphans here."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
 
 
 def test_dev_launcher_refuses_a_var_folder_another_launcher_uses(tmp_path):
