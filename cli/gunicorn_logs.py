@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from gunicorn import glogging
 
-from shared.logs import JsonFormatter, configure_logging
+from shared.logs import JobIdFilter, JsonFormatter, configure_logging, current_request, set_request
 from shared.settings import Settings
 
 
@@ -26,3 +26,15 @@ class Logger(glogging.Logger):
             for log in (self.error_log, self.access_log):
                 for handler in log.handlers:
                     handler.setFormatter(JsonFormatter())
+            for handler in self.access_log.handlers:  # the request id as a field of its own (``access``)
+                handler.addFilter(JobIdFilter())
+
+    def access(self, resp, req, environ, request_time) -> None:
+        """An access line carries its request's id in the ``request_id`` field, as every other line of that request
+        does (it was only at the end of the message text, which a log query by field did not find)."""
+        headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers
+        token = set_request(next((value for name, value in headers if name.lower() == "x-request-id"), None))
+        try:
+            super().access(resp, req, environ, request_time)
+        finally:
+            current_request.reset(token)

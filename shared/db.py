@@ -27,7 +27,9 @@ def make_engine(url: str, pooled: bool = True) -> Engine:
     """Create an engine; for a SQLite file, create its folder and enable WAL + busy timeout. ``pooled=False``
     opens a fresh connection each time (readiness: a pooled one may be a dead connection that blocks)."""
     parsed = make_url(url)
-    fresh = {} if pooled else {"poolclass": NullPool}
+    # an error's text leaves out the statement's values: logged, it carried customers' webhook URLs (their
+    # tokens), image_url signatures and signed result links
+    fresh = {"hide_parameters": True} if pooled else {"poolclass": NullPool, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,7 @@ def make_engine(url: str, pooled: bool = True) -> Engine:
     # What the URL says wins.
     options = {name: value for name, value in {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **POSTGRES_TCP}.items()
                if name not in parsed.query}
-    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10} if pooled else fresh
+    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "hide_parameters": True} if pooled else fresh
     return create_engine(url, connect_args=options, **pooling)
 
 

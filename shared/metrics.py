@@ -7,6 +7,7 @@ prometheus_client; a single process (tests, ``flask run``) uses the default regi
 
 from __future__ import annotations
 
+import http
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -15,6 +16,8 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 JOB_SECONDS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 MEGAPIXELS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 12, 16, 24, 32, 40)
 
+# the methods the API's HTTP metrics name; any other a client sends is counted as "other" (bounded labels)
+HTTP_METHODS = frozenset(method.value for method in http.HTTPMethod)
 HTTP_REQUESTS = Counter("upscaler_http_requests_total", "HTTP requests by route and status",
                         ["method", "route", "status"])
 HTTP_LATENCY = Histogram("upscaler_http_request_duration_seconds", "HTTP request latency", ["method", "route"],

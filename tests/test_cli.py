@@ -587,7 +587,9 @@ def test_a_count_below_one_is_a_usage_error_not_a_traceback():
 def test_gunicorn_writes_json_lines_when_the_platform_does(monkeypatch, capsys):
     """gunicorn's loggers do not reach the root logger: under UPSCALER_LOG_FORMAT=json its access lines were
     the only plain-text lines in the stream."""
+    import datetime
     import json
+    import types
 
     from gunicorn.config import Config
 
@@ -599,10 +601,16 @@ def test_gunicorn_writes_json_lines_when_the_platform_does(monkeypatch, capsys):
     logger = Logger(config)
     logger.access_log.info('127.0.0.1 "GET /v1/jobs HTTP/1.1" 200')
     logger.error_log.warning("worker timeout")
+    answer = types.SimpleNamespace(status="202 ACCEPTED", sent=321, headers=[("X-Request-Id", "req-7f3a")])
+    environ = {"REQUEST_METHOD": "POST", "RAW_URI": "/v1/jobs", "PATH_INFO": "/v1/jobs", "SERVER_PROTOCOL": "HTTP/1.1"}
+    logger.access(answer, types.SimpleNamespace(headers=[]), environ, datetime.timedelta(milliseconds=12))
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in (captured.out + captured.err).splitlines() if line.strip()]
     assert {(line["logger"], line["message"]) for line in lines} >= {
         ("gunicorn.access", '127.0.0.1 "GET /v1/jobs HTTP/1.1" 200'), ("gunicorn.error", "worker timeout")}
+    # the request id as a field of its own, as on the request's other lines (it was only in the message text)
+    [submitted] = [line for line in lines if "POST /v1/jobs" in line["message"]]
+    assert submitted["request_id"] == "req-7f3a"
 
 
 def test_the_api_process_logs_its_own_lines_in_the_default_text_format(monkeypatch, capsys):
@@ -859,6 +867,51 @@ def test_submit_wait_waits_for_a_slot_under_the_keys_active_job_limit(tmp_path):
         quota.close()
     finally:
         fake.close()
+
+
+def test_submit_wait_says_once_that_it_waits_for_a_job_slot(tmp_path, capsys):
+    """A limit held by jobs from elsewhere (queued, no worker running) kept `submit --wait` waiting without a word,
+    forever. It still waits, and the run's first file to wait says so, with the API's count, once."""
+    import threading
+
+    from upscaler_client import Client
+
+    from cli.submit import create_when_a_slot_frees
+    from tests.test_sdk import _FakeApi
+
+    busy = (429, {"Retry-After": "0.05"}, b'{"code": "too_many_active_jobs", "detail": "3 jobs are queued or '
+                                          b'running, the limit is 3"}')
+    made = (202, {}, json.dumps({"id": "j2", "status": "queued", "progress": 0, "model": "bicubic", "input": {},
+                                 "output": {}}).encode())
+    fake = _FakeApi([busy, busy, made])
+    source, said = write_image(tmp_path / "b.png", width=8, height=8), threading.Lock()
+    try:
+        client = Client(fake.base, "", max_retries=0)
+        assert create_when_a_slot_frees(client, source, {}, threading.Event(), said).id == "j2"
+        fake.answers = [busy, made]  # another file of the same run
+        assert create_when_a_slot_frees(client, source, {}, threading.Event(), said).id == "j2"
+    finally:
+        fake.close()
+    err = capsys.readouterr().err
+    assert err == "upscaler submit: waiting for a free job slot (3 jobs are queued or running, the limit is 3)\n"
+
+
+def test_jobs_and_submit_error_lines_name_the_request_id(tmp_path, capsys):
+    """docs/errors.md says to quote request_id to the operator; the CLI's error lines never showed it."""
+    from cli.__main__ import main
+    from tests.test_sdk import _FakeApi
+
+    fake = _FakeApi([(404, {}, b'{"code": "not_found", "detail": "no job", "request_id": "req-404"}'),
+                     (422, {"X-Request-Id": "req-422"}, b'{"code": "invalid_parameter", "detail": "scale: no"}')])
+    try:
+        assert main(["jobs", "get", "nope", "--api", fake.base, "--api-key", ""]) == 1
+        source = write_image(tmp_path / "a.png", width=8, height=8)
+        assert main(["submit", str(source), "--api", fake.base, "--api-key", ""]) == 1
+    finally:
+        fake.close()
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["upscaler jobs: 404 not_found: no job [request_id=req-404]",
+                   f"error: {source}: 422 invalid_parameter: scale: no [request_id=req-422]"]
 
 
 def test_submit_wait_ends_when_the_api_goes_away_and_says_which_jobs_are_left(tmp_path, capsys):

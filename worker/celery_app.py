@@ -14,6 +14,7 @@ import threading
 import time
 
 from celery import signals
+from celery.utils.log import mlevel
 
 from shared.logs import configure_logging
 from shared.queue import INFERENCE_QUEUE, make_celery
@@ -88,8 +89,9 @@ def _serve_metrics(**_kwargs) -> None:
 
 
 @signals.setup_logging.connect
-def _setup_logging(**_kwargs) -> None:
-    configure_logging(settings)
+def _setup_logging(loglevel: int | str | None = None, **_kwargs) -> None:
+    """The level ``--loglevel`` names (``upscaler worker --loglevel``): it was left at INFO whatever it said."""
+    configure_logging(settings, mlevel(loglevel) if loglevel else logging.INFO)
 
 
 @signals.worker_process_init.connect

@@ -162,13 +162,22 @@ def test_health_and_readiness(client):
     assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
 
 
-def test_readiness_is_503_when_redis_is_unreachable(settings):
+def test_readiness_names_an_unreachable_redis_or_store_but_stays_ready(settings, tmp_path):
+    """Every API pod shares Redis and storage: not ready took them all out of the Service at once, and clients got
+    the ingress's bare 503 instead of the API's own answers (a submit is accepted without Redis)."""
     from api import create_app
 
     client = create_app(settings.with_overrides(redis_url="redis://127.0.0.1:9/0")).test_client()
     response = client.get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 200 and response.get_json()["status"] == "degraded"
     assert response.get_json()["checks"]["redis"].startswith("error")
+    assert response.get_json()["checks"]["database"] == "ok"
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the storage folder should be")
+    client = create_app(settings.with_overrides(storage_dir=blocked)).test_client()
+    response = client.get("/readyz")
+    assert (response.status_code, response.get_json()["status"]) == (200, "degraded")
+    assert response.get_json()["checks"]["storage"].startswith("error")
 
 
 def test_readiness_answers_503_soon_when_the_database_and_the_store_accept_but_never_answer(settings):
