@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from cli.processes import start_redis, stop
 from shared.db import make_engine, make_session_factory
@@ -20,6 +20,16 @@ from tests.images import image_bytes
 from tests.receiver import Receiver
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+class _QuietRequests(WSGIRequestHandler):
+    """No request line per call: werkzeug's logger, given a handler on the stream of whichever test logged first
+    (a captured one, closed since), printed "--- Logging error ---" tracebacks into later tests' output."""
+
+    def log_request(self, *_args) -> None:
+        pass
+
+
 SECRET = "test-secret-0123456789abcdef"
 
 
@@ -136,7 +146,7 @@ def api_server(settings):
     from api import create_app
 
     app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietRequests)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}", app
     server.shutdown()
