@@ -83,17 +83,24 @@ class Stopped(Exception):
     """Ctrl-C: this file's watch ends (its job keeps running on the server)."""
 
 
-def create_when_a_slot_frees(client, path: Path, options: dict, stop: threading.Event):
+def create_when_a_slot_frees(client, path: Path, options: dict, stop: threading.Event,
+                             said: threading.Lock | None = None):
     """``create``, waiting while the key is at its active-job limit: with --wait this run's own jobs free the
-    slots (a key allowed fewer jobs than --concurrency turned the other files into errors after 30 s)."""
+    slots (a key allowed fewer jobs than --concurrency turned the other files into errors after 30 s). The wait is
+    said on stderr, once per run (``said``, the run's, is taken by the file that says it): a limit held by jobs
+    from elsewhere, queued with no worker, kept a run waiting without a word."""
+    from tqdm import tqdm
     from upscaler_client import RateLimited
 
+    said = said or threading.Lock()
     while True:
         try:
             return create(client, path, options)
         except RateLimited as exc:
             if exc.code != "too_many_active_jobs":
                 raise
+            if said.acquire(blocking=False):  # never released: the first file to wait says it, alone
+                tqdm.write(f"upscaler submit: waiting for a free job slot ({exc.detail})", file=sys.stderr)
             if stop.wait(exc.retry_after or 10):
                 raise Stopped from None
 
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if path not in todo:
             print(f"skip {path}: {targets[path]} exists")
     overall = progress_bar(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
-    stop, reader_gone = threading.Event(), threading.Event()
+    stop, reader_gone, slot_wait_said = threading.Event(), threading.Event(), threading.Lock()
     running: dict[Path, str] = {}
 
     away_since: list[float] = []  # when the API stopped answering polls (empty: it answers)
@@ -174,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         bar = progress_bar(total=100, desc=path.name[:24], unit="%", position=1 + index % max(args.concurrency, 1),
                            leave=False, dynamic_ncols=True)
         try:
-            job = create_when_a_slot_frees(client, path, options, stop)
+            job = create_when_a_slot_frees(client, path, options, stop, slot_wait_said)
             running[path] = job.id
             done = job.wait(on_progress=lambda j: watch(bar, j), on_unavailable=unless_stopped)
             if stop.is_set():

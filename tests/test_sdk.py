@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -309,13 +310,15 @@ def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, 
 
 class _FakeApi:
     """A loopback HTTP server answering each request with the next of ``answers`` (status, headers, body; the last
-    one again and again), and recording each as (method, path) in ``requests``."""
+    one again and again), and recording each as (method, path) in ``requests`` and its headers in ``headers``. An
+    answer's own Content-Length wins (a body cut short); None leaves it out (a body that ends as the connection
+    closes: HTTP/1.0)."""
 
     def __init__(self, answers):
         import http.server
         import threading
 
-        self.answers, self.requests = list(answers), []
+        self.answers, self.requests, self.headers = list(answers), [], []
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -325,10 +328,12 @@ class _FakeApi:
             def do_GET(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fake.requests.append((self.command, self.path))
+                fake.headers.append(dict(self.headers))
                 status, headers, body = fake.answers.pop(0) if len(fake.answers) > 1 else fake.answers[0]
                 self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    if value is not None:
+                        self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -456,3 +461,170 @@ def test_a_webhook_secret_read_from_a_file_verifies():
     for wrong in (secret.removeprefix("whsec_"), secret[:12] + "\n" + secret[12:], "\n"):
         with pytest.raises(ValueError, match=r"form whsec_<base64>|no webhook secret given"):
             sdk.verify_webhook(wrong, headers, body)
+
+
+def test_a_submit_whose_answer_was_lost_names_its_key_and_a_retry_with_it_gets_the_same_job(api_server,
+                                                                                                db_session):
+    """Once the client's own retries ran out, the ConnectionError hid the Idempotency-Key: a caller retrying made
+    a second job, charged again. Here every answer is lost after the API made the job (a proxy dropping them)."""
+    import requests
+
+    class AnswerLost(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            super().send(request, **kwargs)
+            raise requests.ConnectionError("the proxy dropped the answer")
+
+    base, _ = api_server
+    _, key = create_key(db_session, "sdk-lost-" + Path(base).name.replace(":", ""))
+    db_session.commit()
+    lossy = sdk.Client(base, key, max_retries=2, backoff=0.01)
+    lossy.http.mount(base, AnswerLost())
+    photo = image_bytes(width=40, height=30)
+    with pytest.raises(sdk.ConnectionError, match=r"may have been created.*idempotency_key=") as lost:
+        lossy.jobs.create(photo, model="bicubic", scale=2)
+    assert lost.value.idempotency_key.startswith("sdk-") and lost.value.idempotency_key in str(lost.value)
+    client = sdk.Client(base, key)
+    job = client.jobs.create(photo, model="bicubic", scale=2, idempotency_key=lost.value.idempotency_key)
+    assert [each.id for each in client.jobs.list()] == [job.id]  # one job, made by the first try
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date_never_below_zero():
+    """An HTTP date (what gateways send) was ignored and retried at once, raising RateLimited with retry_after None;
+    Retry-After: -1 crashed time.sleep with a ValueError."""
+    import email.utils
+    import time
+
+    import requests
+    from upscaler_client.client import _retry_after
+
+    def answer(value):
+        response = requests.Response()
+        response.headers["Retry-After"] = value
+        return response
+
+    assert _retry_after(answer("-1")) == 0.0
+    assert 115 < _retry_after(answer(email.utils.formatdate(time.time() + 120, usegmt=True))) <= 120
+    assert _retry_after(answer("Wed, 21 Oct 2015 07:28:00 GMT")) == 0.0  # past
+    assert _retry_after(answer("soon")) is None and _retry_after(answer("nan")) is None
+    fake = _FakeApi([(429, {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}, b'{"code": "rate_limited"}')])
+    try:
+        with pytest.raises(sdk.RateLimited) as limited:
+            sdk.Client(fake.base, "", max_retries=3, backoff=0.01).models.list()
+        assert limited.value.retry_after > sdk.client.MAX_RETRY_AFTER and len(fake.requests) == 1  # not waited
+    finally:
+        fake.close()
+
+
+def test_an_answer_cut_off_mid_body_is_a_lost_answer_and_other_failures_are_typed():
+    """A body cut short (ChunkedEncodingError) escaped as requests' own error, not retried, and ended wait() at
+    once though the job ran on."""
+    cut = (200, {"Content-Length": "1000"}, b"x" * 10)
+    fake = _FakeApi([cut, cut, (200, {}, _job("succeeded"))])
+    try:
+        assert sdk.Client(fake.base, "", max_retries=2, backoff=0.01).jobs.get("j1").status == "succeeded"
+        assert len(fake.requests) == 3  # a read: tried again
+        fake.answers = [cut, cut, (200, {}, _job("succeeded"))]
+        assert sdk.Client(fake.base, "", max_retries=0).jobs.wait("j1", interval=0.01).status == "succeeded"
+        fake.answers, fake.requests = [cut], []
+        with pytest.raises(sdk.ConnectionError, match="may have been done"):
+            sdk.Client(fake.base, "", max_retries=2, backoff=0.01).rotate_webhook_secret()
+        assert len(fake.requests) == 1  # not repeatable: never sent twice
+    finally:
+        fake.close()
+    with pytest.raises(sdk.ConnectionError, match="cannot call"):  # requests' InvalidURL: port out of range
+        sdk.Client("http://127.0.0.1:99999").models.list()
+
+
+def test_download_goes_through_the_clients_session_without_the_api_key(tmp_path):
+    """It used requests.get: the session's settings (a private CA in verify, a client certificate, proxies) were
+    not used, and every download from a self-hosted store with its own CA failed. The key still never goes to the
+    result link."""
+    fake = _FakeApi([])
+    fake.answers = [(200, {}, _job("succeeded", result_url=f"{fake.base}/signed/x.png")), (200, {}, b"RESULT")]
+    try:
+        client = sdk.Client(fake.base, "upk_secret")
+        client.http.headers["X-Through"] = "the session"
+        assert client.jobs.download("j1", tmp_path / "x.png").read_bytes() == b"RESULT"
+    finally:
+        fake.close()
+    api, link = fake.headers
+    assert api["Authorization"] == "Bearer upk_secret" and "Authorization" not in link
+    assert link["X-Through"] == "the session" and fake.requests[1] == ("GET", "/signed/x.png")
+
+
+def test_api_errors_carry_their_request_id_from_the_body_or_the_header():
+    """request_id, what docs/errors.md says to quote to the operator, was only in exc.body and never in the message;
+    a proxy's HTML page lost its X-Request-Id; a JSON body that is not an object raised AttributeError."""
+    fake = _FakeApi([(422, {"X-Request-Id": "header-id"}, b'{"code": "invalid_parameter", "detail": "scale: no", '
+                                                           b'"request_id": "body-id"}'),
+                     (400, {"X-Request-Id": "proxy-req-123", "Content-Type": "text/html"}, b"<html>bad</html>"),
+                     (400, {}, b'["oops"]')])
+    try:
+        client = sdk.Client(fake.base, "", max_retries=0)
+        raised = []
+        for _ in range(3):
+            with pytest.raises(sdk.InvalidRequest) as error:
+                client.models.list()
+            raised.append(error.value)
+    finally:
+        fake.close()
+    assert [each.request_id for each in raised] == ["body-id", "proxy-req-123", None]
+    assert str(raised[0]) == "422 invalid_parameter: scale: no [request_id=body-id]"
+    assert str(raised[1]).endswith("[request_id=proxy-req-123]") and raised[2].code == "http_error"
+
+
+def test_a_redirected_submit_is_refused_naming_the_location_not_sent_on_as_a_get():
+    """http:// behind a proxy that 301s to https: requests turned the POST into GET /v1/jobs, whose job list then
+    failed Job.from_json with a KeyError traceback. Reads still follow redirects."""
+    fake = _FakeApi([])
+    fake.answers = [(301, {"Location": f"{fake.base}/moved/v1/jobs"}, b""), (200, {}, b'{"data": []}')]
+    try:
+        client = sdk.Client(fake.base, "", max_retries=0)
+        moved = re.escape(f"redirected to {fake.base}/moved/v1/jobs")
+        with pytest.raises(sdk.InvalidRequest, match=moved) as redirected:
+            client.jobs.create(image_bytes(width=8, height=8), scale=2)
+        assert (redirected.value.status, redirected.value.code) == (301, "redirected")
+        assert fake.requests == [("POST", "/v1/jobs")]
+        fake.answers = [(302, {"Location": "/moved/v1/jobs/j1"}, b""), (200, {}, _job("queued"))]
+        assert client.jobs.get("j1").status == "queued" and fake.requests[-1] == ("GET", "/moved/v1/jobs/j1")
+    finally:
+        fake.close()
+
+
+def test_waiting_never_sleeps_past_its_timeout():
+    """A Retry-After of 30 held wait(timeout=1) for the whole 30 s."""
+    import time
+
+    fake = _FakeApi([(200, {"Retry-After": "30"}, _job("running"))])
+    try:
+        started = time.monotonic()
+        with pytest.raises(sdk.Timeout):
+            sdk.Client(fake.base, "").jobs.wait("j1", timeout=1)
+        assert time.monotonic() - started < 5
+    finally:
+        fake.close()
+
+
+def test_a_short_result_without_content_length_is_retried_and_never_replaces_the_target(tmp_path):
+    """A body ended by a closed connection, with no Content-Length, looked whole: 10 of its 1000 bytes were
+    renamed over the file already at the target."""
+    fake = _FakeApi([])
+    job = _job("succeeded", result_url=f"{fake.base}/x.png", output={"filename": "x.png", "bytes": 1000})
+    fake.answers = [(200, {}, job), (200, {"Content-Length": None}, b"x" * 10)]
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"ORIGINAL")
+    try:
+        with pytest.raises(sdk.ConnectionError, match="10 of its 1000 bytes"):
+            sdk.Client(fake.base, "", max_retries=1, backoff=0.01).jobs.download("j1", target)
+        assert len(fake.requests) == 3  # the job, then the link twice
+    finally:
+        fake.close()
+    assert target.read_bytes() == b"ORIGINAL" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("timeout", [None, 0, -1])
+def test_a_timeout_that_is_not_some_seconds_is_refused_at_construction(timeout):
+    """Client(timeout=None), "no timeout" to requests, failed with a TypeError at the first call; a hung API would
+    hold such a call for good, so it is refused where it is given."""
+    with pytest.raises(ValueError, match="timeout is the seconds each try of a call may take"):
+        sdk.Client("http://127.0.0.1:9", timeout=timeout)

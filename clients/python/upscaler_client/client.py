@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import calendar
+import math
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +25,9 @@ DEFAULT_POLL_SECONDS = 2.0
 RETRY_STATUSES = {429, 502, 503, 504}
 PASSING_STATUSES = {502, 503, 504}  # an API restarting or away behind its proxy: wait() polls on through them
 MAX_RETRY_AFTER = 60.0
+# Failures after which another try may get the answer; a body cut off mid-way (a proxy restarting) is one too
+LOST_ANSWERS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+FOLLOWED = ("GET", "HEAD")  # methods sent on through redirects: a redirected POST came back a GET
 
 
 class Client:
@@ -36,6 +43,10 @@ class Client:
         if self.api_key and not self.api_key.isprintable():
             raise errors.InvalidApiKey("the API key holds control characters (two lines of a file, a tab?): give "
                                        "the key alone" + ("" if api_key is not None else " in UPSCALER_API_KEY"))
+        if not isinstance(timeout, int | float) or not timeout > 0:
+            # None ("wait forever", to requests) would let a hung API hold a call for good: a lost answer is found,
+            # and retried, only through each try's timeout
+            raise ValueError(f"timeout is the seconds each try of a call may take, above 0; not {timeout!r}")
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.http = requests.Session()
         if self.api_key:
@@ -60,9 +71,11 @@ class Client:
         ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, retries and waits included. A call that
         is not ``repeatable`` (done twice, it does something else) is sent again only if it cannot have been
         carried out (a connect that failed, an answer ``_not_done``), never after a lost answer: a proxy's 502 or
-        504 can come after the API did it."""
+        504 can come after the API did it. A call other than a read is not sent on through a redirect (a POST
+        redirected from http to https came back a GET, and a submit a listing of jobs): that raises."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         files = kwargs.pop("files", None)
+        kwargs.setdefault("allow_redirects", method in FOLLOWED)
         for attempt in range(self.max_retries + 1):
             if files:  # a retried upload must send the file again from its start
                 for _, (_, handle) in files.items():
@@ -72,14 +85,19 @@ class Client:
             try:
                 response = self.http.request(method, url, timeout=_bounded(self.timeout, deadline), files=files,
                                              **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:  # worth another try; nothing else is
+            except LOST_ANSWERS as exc:  # worth another try
                 unsent = isinstance(exc, requests.ConnectTimeout) or "NewConnectionError" in repr(exc)
                 if not repeatable and not unsent:
                     raise errors.ConnectionError(f"no answer from {self.base_url} (it may have been done; check "
                                                  f"before trying again): {exc}") from exc
                 if last or not self._sleep(attempt, None, deadline):
-                    raise errors.ConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+                    failed = "cannot reach" if unsent else "no answer from"
+                    raise errors.ConnectionError(f"{failed} {self.base_url}: {exc}") from exc
                 continue
+            except requests.RequestException as exc:  # a bad URL, a redirect loop: another try cannot help
+                raise errors.ConnectionError(f"cannot call {url}: {exc}") from exc
+            if response.is_redirect and method not in FOLLOWED:
+                raise _redirected(method, response)
             retry_after = _retry_after(response)
             # a wait past MAX_RETRY_AFTER (the daily quota: until midnight UTC) is the caller's to decide
             worth_waiting = retry_after is None or retry_after <= MAX_RETRY_AFTER
@@ -89,8 +107,7 @@ class Client:
                 continue
             if response.status_code >= 400:
                 lost = response.status_code >= 500 and not sendable_again
-                raise errors.from_response(response.status_code, _json_or_text(response), retry_after,
-                                           "it may have been done; check before trying again" if lost else None)
+                raise _error(response, "it may have been done; check before trying again" if lost else None)
             return response
         raise AssertionError("unreachable")
 
@@ -128,10 +145,28 @@ def _job_path(job_id: str, suffix: str = "") -> str:
 
 
 def _json_or_text(response: requests.Response) -> dict:
+    """The problem body; one that is not a JSON object (a proxy's HTML page, a list) is given as its text."""
     try:
-        return response.json()
+        body = response.json()
     except ValueError:
-        return {"code": "http_error", "detail": response.text[:200]}
+        body = None
+    return body if isinstance(body, dict) else {"code": "http_error", "detail": response.text[:200]}
+
+
+def _error(response: requests.Response, note: str | None = None) -> errors.ApiError:
+    """The typed error of an answer >= 400, with the request id the body or the X-Request-Id header gives (a
+    proxy's error page has only the header)."""
+    return errors.from_response(response.status_code, _json_or_text(response), _retry_after(response), note,
+                                response.headers.get("X-Request-Id"))
+
+
+def _redirected(method: str, response: requests.Response) -> errors.InvalidRequest:
+    """The error of a call other than a read that the API redirected: where to point the client instead."""
+    location = response.headers.get("Location")
+    return errors.InvalidRequest(response.status_code, "redirected",
+                                 f"{method} {response.url} was redirected to {location}, which is not followed for "
+                                 "a call that changes something: make that address the client's base_url "
+                                 "(UPSCALER_API_URL)", request_id=response.headers.get("X-Request-Id"))
 
 
 def _not_done(response: requests.Response) -> bool:
@@ -143,10 +178,33 @@ def _not_done(response: requests.Response) -> bool:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
+    """Seconds the answer asks to wait, from either form of Retry-After: a number or an HTTP date (which gateways
+    and CDNs send; it was ignored, and retried at once). Never below 0 (-1 crashed ``time.sleep``); None when
+    there is none that can be read."""
+    value = response.headers.get("Retry-After")
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = calendar.timegm(parsedate_to_datetime(value).utctimetuple()) - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None if math.isnan(seconds) else max(0.0, seconds)
+
+
+@contextmanager
+def _naming_the_key(key: str) -> Iterator[None]:
+    """Put a submit's Idempotency-Key on an error after which its job may exist (no answer, a 5xx), and say how
+    to retry without a second job: a caller trying again with a new key made one, charged again."""
+    try:
+        yield
+    except (errors.ConnectionError, errors.ServerError) as exc:
+        exc.idempotency_key = key
+        exc.args = (f"{exc} (the job may have been created: to retry without making a second one, pass "
+                    f"idempotency_key={key!r})",)
+        raise
 
 
 class Jobs:
@@ -162,7 +220,8 @@ class Jobs:
                webhook_events: list[str] | None = None, idempotency_key: str | None = None,
                filename: str | None = None) -> Job:
         """Submit a job from a file path, bytes, or ``image_url``. An ``Idempotency-Key`` is added automatically,
-        so a submit retried after a lost answer returns the same job instead of a second one."""
+        so a submit retried after a lost answer returns the same job instead of a second one; when the retries run
+        out, the error's ``idempotency_key`` is the key to retry with."""
         if (image is None) == (image_url is None):
             raise ValueError("give exactly one of image (path or bytes) or image_url")
         fields = {"scale": scale, "width": width, "height": height, "fit": fit, "dpi": dpi, "print_width": print_width,
@@ -171,16 +230,17 @@ class Jobs:
                   "webhook_events": ",".join(webhook_events) if webhook_events else None}
         data = {k: str(v) for k, v in fields.items() if v is not None}
         headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
-        if image is None:  # still multipart, as the API takes only that: a url-encoded form was refused 400
-            response = self.client.request("POST", "/v1/jobs", headers=headers,
-                                           files={name: (None, value) for name, value in data.items()})
-        elif isinstance(image, bytes):
-            response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
-                                           files={"image": (filename or "image", _Bytes(image))})
-        else:
-            with open(image, "rb") as handle:
+        with _naming_the_key(headers["Idempotency-Key"]):
+            if image is None:  # still multipart, as the API takes only that: a url-encoded form was refused 400
+                response = self.client.request("POST", "/v1/jobs", headers=headers,
+                                               files={name: (None, value) for name, value in data.items()})
+            elif isinstance(image, bytes):
                 response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
-                                               files={"image": (filename or Path(image).name, handle)})
+                                               files={"image": (filename or "image", _Bytes(image))})
+            else:
+                with open(image, "rb") as handle:
+                    response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
+                                                   files={"image": (filename or Path(image).name, handle)})
         return Job.from_json(response.json(), self.client)
 
     def get(self, job_id: str) -> Job:
@@ -237,7 +297,9 @@ class Jobs:
                 raise errors.JobFailed(job)
             if time.monotonic() >= deadline:
                 raise errors.Timeout(f"job {job_id} still {job.status} after {timeout:g} s (it keeps running)", job)
-            time.sleep(interval or _retry_after(response) or DEFAULT_POLL_SECONDS)
+            pause = interval or min(_retry_after(response) or DEFAULT_POLL_SECONDS, MAX_RETRY_AFTER)
+            # never past the deadline: a Retry-After of 30 held wait(timeout=3) for 30 s
+            time.sleep(max(0.0, min(pause, _left(deadline))))
 
     def download(self, job_id: str, path: str | Path) -> Path:
         """Save the result through its expiring ``result_url`` (streamed; written atomically)."""
@@ -251,7 +313,7 @@ class Jobs:
         partial = path.with_name(path.name + ".part")
         for attempt in range(self.client.max_retries + 1):
             try:
-                self._fetch(job.result_url, partial)
+                self._fetch(job.result_url, partial, job.output.bytes)
                 partial.replace(path)
                 return path
             except (requests.RequestException, errors.ServerError) as exc:  # a reset or a store's 5xx: again
@@ -266,14 +328,20 @@ class Jobs:
                 raise
         raise AssertionError("unreachable")
 
-    def _fetch(self, url: str, partial: Path) -> None:
-        # The link carries its own credential (presigned or signed): no API key is sent with it.
-        with requests.get(url, stream=True, timeout=self.client.timeout) as response:
+    def _fetch(self, url: str, partial: Path, size: int | None) -> None:
+        """Write the result at ``url`` into ``partial``, checked against its ``size`` in bytes when known."""
+        # Through the client's session, for its settings (a private CA in verify, a client certificate, proxies),
+        # less its Authorization: the link carries its own credential (presigned or signed), the API key stays here.
+        with self.client.http.get(url, stream=True, timeout=self.client.timeout,
+                                  headers={"Authorization": None}) as response:
             if response.status_code >= 400:
-                raise errors.from_response(response.status_code, _json_or_text(response), _retry_after(response))
+                raise _error(response)
             with open(partial, "wb") as out:
                 for chunk in response.iter_content(1024 * 1024):
                     out.write(chunk)
+        written = partial.stat().st_size
+        if size is not None and written != size:  # a body ended by a closed connection: no Content-Length told
+            raise requests.exceptions.ChunkedEncodingError(f"the result link gave {written} of its {size} bytes")
 
 
 class Models:

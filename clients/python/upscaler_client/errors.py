@@ -8,6 +8,11 @@ from typing import Any
 class UpscalerError(Exception):
     """Base of every error this SDK raises."""
 
+    # The Idempotency-Key of a submit that may have made its job though no answer said so (set on the
+    # ConnectionError or ServerError of ``jobs.create``): retried with a new key, it would make a second job, charged
+    # again; ``create(..., idempotency_key=exc.idempotency_key)`` gets the first one, or makes it if it was not.
+    idempotency_key: str | None = None
+
 
 class InvalidApiKey(UpscalerError, ValueError):
     """The API key given cannot be sent (control characters: two lines of a file, say)."""
@@ -26,11 +31,13 @@ class Timeout(UpscalerError):
 
 
 class ApiError(UpscalerError):
-    """The API answered with a problem details body (RFC 9457) and a stable ``code``."""
+    """The API answered with a problem details body (RFC 9457) and a stable ``code``; ``request_id`` (also in the
+    message) is what to quote to the operator, whose log lines for that request carry it."""
 
-    def __init__(self, status: int, code: str, detail: str, body: dict | None = None):
-        super().__init__(f"{status} {code}: {detail}")
+    def __init__(self, status: int, code: str, detail: str, body: dict | None = None, request_id: str | None = None):
+        super().__init__(f"{status} {code}: {detail}" + (f" [request_id={request_id}]" if request_id else ""))
         self.status, self.code, self.detail, self.body = status, code, detail, body or {}
+        self.request_id = request_id
 
 
 class AuthenticationError(ApiError):
@@ -42,15 +49,17 @@ class NotFound(ApiError):
 
 
 class InvalidRequest(ApiError):
-    """400, 403, 409, 413, 415, 422: the request itself must change."""
+    """400, 403, 409, 413, 415, 422: the request itself must change; also a write the API redirected (code
+    ``redirected``: the client's base URL must change)."""
 
 
 class RateLimited(ApiError):
-    """429: a rate limit, active-job limit or daily quota; ``retry_after`` seconds (may be None)."""
+    """429: a rate limit, active-job limit or daily quota; ``retry_after`` seconds from now (may be None), read
+    from either form of the header (seconds or an HTTP date)."""
 
     def __init__(self, status: int, code: str, detail: str, body: dict | None = None,
-                 retry_after: float | None = None):
-        super().__init__(status, code, detail, body)
+                 retry_after: float | None = None, request_id: str | None = None):
+        super().__init__(status, code, detail, body, request_id)
         self.retry_after = retry_after
 
 
@@ -67,18 +76,21 @@ class JobFailed(UpscalerError):
         self.job, self.code = job, error.get("code", job.status)
 
 
-def from_response(status: int, body: dict, retry_after: float | None, note: str | None = None) -> ApiError:
+def from_response(status: int, body: dict, retry_after: float | None, note: str | None = None,
+                  request_id: str | None = None) -> ApiError:
     """The error for an API answer; ``note`` is added to its detail (what the caller must know besides the
-    API's words, such as a request that may have been carried out though the answer is an error)."""
+    API's words, such as a request that may have been carried out though the answer is an error). The body's
+    ``request_id`` wins over ``request_id`` (the answer's X-Request-Id: all a proxy's HTML page leaves)."""
     code, detail = body.get("code", "error"), body.get("detail", "")
+    request_id = body.get("request_id") or request_id
     if note:
         detail = f"{detail} ({note})" if detail else note
     if status == 401:
-        return AuthenticationError(status, code, detail, body)
+        return AuthenticationError(status, code, detail, body, request_id)
     if status == 404:
-        return NotFound(status, code, detail, body)
+        return NotFound(status, code, detail, body, request_id)
     if status == 429:
-        return RateLimited(status, code, detail, body, retry_after)
+        return RateLimited(status, code, detail, body, retry_after, request_id)
     if status >= 500:
-        return ServerError(status, code, detail, body)
-    return InvalidRequest(status, code, detail, body)
+        return ServerError(status, code, detail, body, request_id)
+    return InvalidRequest(status, code, detail, body, request_id)
