@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.services import services
@@ -80,17 +81,21 @@ def addressed_directly(host: str, settings: Settings) -> bool:
         return name == "localhost" or name.endswith(".localhost") or name == public
 
 
-def require_key_still_valid() -> None:
+def require_key_still_valid(session: Session | None = None) -> None:
     """Raise 401 if the request's key was revoked or rotated since the request began: asked before a request
     that took long (a submit's slow upload, a ``Prefer: wait``) stores a job or answers, which carried on as if the
-    key were good (and handed out a result link minted after the revocation)."""
+    key were good (and handed out a result link minted after the revocation). ``session``: asked in that
+    transaction (the one that stores the job, holding the tenant's lock, which a revocation takes too)."""
     token = g.get("token")
     if not token:
         return
     svc = services()
     try:
-        with svc.sessions() as session:
+        if session is not None:
             valid = still_valid(session, token, svc.settings.api_key_list)
+        else:
+            with svc.sessions() as own:
+                valid = still_valid(own, token, svc.settings.api_key_list)
     except SQLAlchemyError as exc:
         raise ApiError("service_unavailable", "the database is unavailable; retry later",
                        headers={"Retry-After": "10"}) from exc

@@ -23,7 +23,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from api import quotas
-from api.auth import current_tenant
+from api.auth import current_tenant, require_key_still_valid
 from api.errors import ApiError
 from api.request_values import one_each
 from api.schemas import JobCreateForm
@@ -245,6 +245,9 @@ def create(svc: Services, submission: Submission, key: str | None, charged_at: d
                                                              IdempotencyKey.created_at < expired))
             session.add(job)
             session.flush()  # written before counting: see jobs.lock_tenant
+            # the key again, under the tenant's lock: one revoked during the input's upload (``keys revoke
+            # --cancel-jobs`` takes the lock) stores no job that the revocation's cancel would miss
+            require_key_still_valid(session)
             ahead = quotas.check_active(session, tenant, svc.settings)
             if key is not None:
                 session.add(IdempotencyKey(key=key, request_hash=submission.fingerprint, job_id=job_id))

@@ -180,7 +180,7 @@ def _launch(args: argparse.Namespace) -> int:
         return 130
     finally:
         for process in reversed(started):
-            stop(process, group=started[process] != "redis-server")
+            stop(process, group=True)  # each started as a process group of its own
         shutil.rmtree(args.var.resolve() / "tmp", ignore_errors=True)
 
 

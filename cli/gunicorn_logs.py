@@ -11,9 +11,12 @@ pipeline's JSON parser failed on each plain line).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 from gunicorn import glogging
 
-from shared.logs import JobIdFilter, JsonFormatter, configure_logging, current_request, set_request
+from shared.logs import JsonFormatter, configure_logging
 from shared.settings import Settings
 
 
@@ -26,15 +29,17 @@ class Logger(glogging.Logger):
             for log in (self.error_log, self.access_log):
                 for handler in log.handlers:
                     handler.setFormatter(JsonFormatter())
-            for handler in self.access_log.handlers:  # the request id as a field of its own (``access``)
-                handler.addFilter(JobIdFilter())
+            for handler in self.access_log.handlers:
+                handler.addFilter(_AccessRequestId())
 
-    def access(self, resp, req, environ, request_time) -> None:
-        """An access line carries its request's id in the ``request_id`` field, as every other line of that request
-        does (it was only at the end of the message text, which a log query by field did not find)."""
-        headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers
-        token = set_request(next((value for name, value in headers if name.lower() == "x-request-id"), None))
-        try:
-            super().access(resp, req, environ, request_time)
-        finally:
-            current_request.reset(token)
+
+class _AccessRequestId(logging.Filter):
+    """An access line carries its request's id in the ``request_id`` field, as every other line of that request
+    does (it was only at the end of the message text, which a log query by field did not find): the answer's
+    X-Request-Id, which gunicorn hands the line among its atoms ("-" where there is none)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        atoms = record.args if isinstance(record.args, Mapping) else {}
+        request_id = atoms.get("{x-request-id}o", "-")  # gunicorn lowercases the header names
+        record.request_id = None if request_id == "-" else request_id
+        return True

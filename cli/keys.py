@@ -129,21 +129,30 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from shared.db import unit_of_work
+    from shared.jobs import lock_tenant
+    from shared.models import ApiKey
     from shared.tenants import revoke_key
 
-    with unit_of_work(_sessions()) as session:
+    sessions = _sessions()
+    with unit_of_work(sessions) as session:
+        # under the tenant's lock, which a submit holds from its key's last check to its job's insert: a job is
+        # either stored before this (and found below) or refused after it
+        lock_tenant(session, args.name)
         revoked = revoke_key(session, args.name)
-    if not revoked:
+        known = revoked or session.scalar(select(ApiKey.id).where(ApiKey.name == args.name).limit(1)) is not None
+    if not revoked and not (args.cancel_jobs and known):  # a revoked key's jobs may still be canceled after
         print(f"no active key named {args.name!r}", file=sys.stderr)
         return 1
-    print(f"revoked {args.name!r}")
+    print(f"revoked {args.name!r}" if revoked else f"{args.name!r} was already revoked")
     if args.cancel_jobs:
-        print(f"canceled {_cancel_jobs_of(args.name)} queued or running job(s) of {args.name!r}")
+        print(f"canceled {_cancel_jobs_of(sessions, args.name)} queued or running job(s) of {args.name!r}")
     return 0
 
 
-def _cancel_jobs_of(tenant: str) -> int:
+def _cancel_jobs_of(sessions: sessionmaker[Session], tenant: str) -> int:
     """Cancel the tenant's queued and running jobs as the API's cancel does (a running one stops at its next
     lease renewal); how many were canceled."""
     from shared.jobs import active_job_ids
@@ -153,8 +162,8 @@ def _cancel_jobs_of(tenant: str) -> int:
     from shared.transitions import cancel_job
 
     settings = Settings.from_env()
-    platform = _Platform(_sessions(), make_celery(settings, publisher=True), make_storage(settings), settings)
-    with platform.sessions() as session:
+    platform = _Platform(sessions, make_celery(settings, publisher=True), make_storage(settings), settings)
+    with sessions() as session:
         ids = active_job_ids(session, tenant)
     return sum(cancel_job(platform, job_id) is not None for job_id in ids)
 

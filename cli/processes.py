@@ -45,7 +45,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
          "--save", "", "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,  # stopped as a group (``stop``)
     )
     wait_for_port("127.0.0.1", port, process=process)
     return process, port

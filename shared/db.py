@@ -23,17 +23,20 @@ POSTGRES_TCP = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 1
                 "tcp_user_timeout": 30_000}
 
 
+# An error's text leaves out the statement's values: logged, it carried customers' webhook URLs (their tokens),
+# image_url signatures and signed result links.
+HIDE_PARAMETERS = True
+
+
 def make_engine(url: str, pooled: bool = True) -> Engine:
     """Create an engine; for a SQLite file, create its folder and enable WAL + busy timeout. ``pooled=False``
     opens a fresh connection each time (readiness: a pooled one may be a dead connection that blocks)."""
     parsed = make_url(url)
-    # an error's text leaves out the statement's values: logged, it carried customers' webhook URLs (their
-    # tokens), image_url signatures and signed result links
-    fresh = {"hide_parameters": True} if pooled else {"poolclass": NullPool, "hide_parameters": True}
+    fresh = {} if pooled else {"poolclass": NullPool}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **fresh)
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=HIDE_PARAMETERS, **fresh)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -51,8 +54,8 @@ def make_engine(url: str, pooled: bool = True) -> Engine:
     # What the URL says wins.
     options = {name: value for name, value in {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **POSTGRES_TCP}.items()
                if name not in parsed.query}
-    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "hide_parameters": True} if pooled else fresh
-    return create_engine(url, connect_args=options, **pooling)
+    pooling = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10} if pooled else fresh
+    return create_engine(url, connect_args=options, hide_parameters=HIDE_PARAMETERS, **pooling)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

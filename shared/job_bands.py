@@ -25,6 +25,17 @@ def _job_running(job_id: str):
     return exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
 
 
+def _job_held(job_id: str, owner: str):
+    """The job is running under ``owner``'s lease: its gathering worker."""
+    return exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.lease_owner == owner)
+
+
+def band_held(job_id: str, index: int, owner: str):
+    """Band ``index`` of the job is running under ``owner``'s lease."""
+    return exists().where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
+                          JobBand.status == RUNNING)
+
+
 def plan(session: Session, job_id: str, owner: str, rows: list[tuple[int, int]], ran: dict,
          timings: dict[str, float]) -> bool:
     """Record a job's bands (once: a re-claimed job keeps its plan and its finished bands). False if the job
@@ -95,8 +106,7 @@ def complete(session: Session, job_id: str, index: int, owner: str, gathering: b
     ``gathering``: the band went into the gathering worker's own row file, not to storage, so it is done only
     while that worker still holds the job's lease (one frozen past it, then thawed, marked bands done into a
     file no one would read, and the job resumed elsewhere failed on them)."""
-    running = _job_running(job_id) if not gathering else exists().where(
-        Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.lease_owner == owner)
+    running = _job_held(job_id, owner) if gathering else _job_running(job_id)
     done = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
                               JobBand.status == RUNNING, running)
@@ -135,7 +145,7 @@ def _reopen(session: Session, job_id: str, owner: str, *which) -> bool:
     """Only the gathering worker, while it holds the job: one that had lost it (frozen past its lease, the job
     taken back, canceled or finished meanwhile) lowered the progress of a job it no longer had, a finished one
     too, and made another gatherer's stored bands pending."""
-    held = exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.lease_owner == owner)
+    held = _job_held(job_id, owner)
     if not session.scalar(select(held)):
         return False
     reopened = session.execute(

@@ -13,10 +13,10 @@ import binascii
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, cast, exists, func, or_, select, text, update
+from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from shared.job_bands import RUNNING as BAND_RUNNING
+from shared.job_bands import band_held
 from shared.models import Job, JobBand, could_be_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS
 from shared.states import JobStatus, can_transition
@@ -248,9 +248,7 @@ def take_over(session: Session, job_id: str, owner: str, lease_seconds: int, ban
     with no band the gathering worker itself. Only while ``owner`` still holds that band (or the job): a worker
     frozen past its lease, whose band another worker had since redone, failed a healthy job with its late error."""
     now = utcnow()
-    held = (Job.lease_owner == owner if band is None else exists().where(
-        JobBand.job_id == job_id, JobBand.index == band, JobBand.lease_owner == owner,
-        JobBand.status == BAND_RUNNING))
+    held = Job.lease_owner == owner if band is None else band_held(job_id, band, owner)
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.bands_total.is_not(None), held)
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))

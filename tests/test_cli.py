@@ -1330,9 +1330,12 @@ def test_keys_revoke_cancel_jobs_ends_the_tenants_queued_and_running_jobs_only(t
                            lease_expires_at=utcnow()).id
         done = make_job(session, tenant="acme", status="succeeded", finished_at=utcnow()).id
         others = make_job(session, tenant="globex").id
-    revoked = run(["keys", "revoke", "acme", "--cancel-jobs"], env=env)
+    assert run(["keys", "revoke", "acme"], env=env).returncode == 0  # revoked first, its jobs left to run
+    revoked = run(["keys", "revoke", "acme", "--cancel-jobs"], env=env)  # then canceled all the same
     assert revoked.returncode == 0, revoked.stderr
+    assert "'acme' was already revoked" in revoked.stdout
     assert "canceled 2 queued or running job(s) of 'acme'" in revoked.stdout
+    assert run(["keys", "revoke", "acne", "--cancel-jobs"], env=env).returncode == 1  # no such tenant
     with sessions() as session:
         status = {job_id: session.get(Job, job_id).status for job_id in (queued, running, done, others)}
         assert status == {queued: "canceled", running: "canceled", done: "succeeded", others: "queued"}

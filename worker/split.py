@@ -42,6 +42,7 @@ from shared.states import TERMINAL, JobStatus
 from shared.storage import BANDS, ObjectMissing, new_key
 from worker.bands import Band, plan_bands
 from worker.context import WorkerContext
+from worker.engine.registry import UnknownModel
 from worker.engine.selection import ran_condition
 from worker.imaging import DecodedImage, decode
 from worker.outcomes import (
@@ -189,9 +190,14 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
         session.expunge_all()
     if job is None or band is None or not job.ran:  # gone, or its plan dropped meanwhile (start_over)
         return "skipped"
+    try:
+        planned_here = same_build(ctx, job)
+    except UnknownModel:  # a worker without the job's network (one of a rolling update) claims nothing
+        log.info("job %s band %d: this worker has no %s; left to one that has", job_id, index, job.ran["model"])
+        return "skipped"
     key = None
     try:
-        if not same_build(ctx, job):  # its pixels would not join the others': left to the gatherer (or a twin)
+        if not planned_here:  # its pixels would not join the others': left to the gatherer (or a twin)
             log.info("job %s band %d: planned on another build of %s; left to a worker running that one", job_id,
                      index, job.ran["model"])
             return "skipped"

@@ -166,10 +166,12 @@ def test_readiness_names_an_unreachable_redis_or_store_but_stays_ready(settings,
     """Every API pod shares Redis and storage: not ready took them all out of the Service at once, and clients got
     the ingress's bare 503 instead of the API's own answers (a submit is accepted without Redis)."""
     from api import create_app
+    from api.schemas import Health
 
     client = create_app(settings.with_overrides(redis_url="redis://127.0.0.1:9/0")).test_client()
     response = client.get("/readyz")
     assert response.status_code == 200 and response.get_json()["status"] == "degraded"
+    Health.model_validate(response.get_json())  # the answer the OpenAPI document declares
     assert response.get_json()["checks"]["redis"].startswith("error")
     assert response.get_json()["checks"]["database"] == "ok"
     blocked = tmp_path / "not-a-folder"

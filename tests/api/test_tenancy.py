@@ -393,3 +393,26 @@ def test_a_retry_sent_while_its_first_request_is_still_storing_gets_that_job_not
     assert answers["retry"].status_code == 202, answers["retry"].get_json()
     assert answers["retry"].get_json()["id"] == answers["first"].get_json()["id"]
     assert db_session.query(Job).filter_by(tenant=tenant).count() == 1
+
+
+def test_a_key_revoked_while_its_input_is_stored_makes_no_job(app, client, tenants, db_session, monkeypatch):
+    """The key was asked once, after the upload arrived, then the input went to storage (seconds, for a large
+    file) before the job was inserted: a revocation in between (``keys revoke --cancel-jobs``, which lists the
+    tenant's jobs to cancel right after) let a job in that ran to the end. The key is asked again under the
+    tenant's lock, in the transaction that inserts the job."""
+    from shared.db import unit_of_work
+
+    services = app.extensions["upscaler"]
+    real_put = services.storage.put_bytes
+
+    def revoked_while_storing(*args, **kwargs):
+        with unit_of_work(services.sessions) as session:
+            revoke_key(session, "acme")
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(services.storage, "put_bytes", revoked_while_storing)
+    before = db_session.query(Job).filter_by(tenant="acme").count()
+    response = submit_as(client, tenants["a"])
+    assert (response.status_code, response.get_json()["code"]) == (401, "unauthorized")
+    db_session.expire_all()
+    assert db_session.query(Job).filter_by(tenant="acme").count() == before
