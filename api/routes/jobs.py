@@ -14,6 +14,7 @@ from api.errors import ApiError
 from api.openapi import DOWNLOAD_HEADERS, operation
 from api.presenters import job_out
 from api.request_values import one_each
+from api.routes.metrics import untimed
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
 from shared import jobs, quota, transitions
@@ -66,7 +67,8 @@ def create_job():
     job = _earlier(svc, key, parsed) or _accept(svc, key, parsed)
     if wait and not _ended(job) and svc.waiters.acquire(blocking=False):  # all waiting threads busy: answer now
         try:
-            job = submission.wait_for_end(svc, job.id, wait) or job
+            with untimed():
+                job = submission.wait_for_end(svc, job.id, wait) or job
         finally:
             svc.waiters.release()
         require_key_still_valid()
@@ -102,7 +104,8 @@ def _accept(svc: Services, key: str | None, parsed: submission.Submission) -> Jo
         # (the database's unique key still makes one job of the two)
         if not first and svc.waiters.acquire(blocking=False):
             try:
-                earlier = submission.wait_for_first(svc, key, parsed)
+                with untimed():
+                    earlier = submission.wait_for_first(svc, key, parsed)
             finally:
                 svc.waiters.release()
             require_key_still_valid()  # that wait may have taken seconds

@@ -250,6 +250,33 @@ def test_prefer_wait_never_takes_more_than_its_share_of_threads(settings):
         svc.waiters.release()
 
 
+def test_a_prefer_wait_is_not_timed_as_the_apis_latency(client, monkeypatch):
+    """The time spent waiting for the job is the worker's: counted as latency it filled the histogram's top
+    bucket with the jobs' lengths, and the API looked slow whenever clients waited."""
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from api import submission
+
+    def seconds(name):
+        return REGISTRY.get_sample_value(f"upscaler_http_request_duration_seconds_{name}",
+                                         {"method": "POST", "route": "/v1/jobs"}) or 0.0
+
+    waited = []
+
+    def slow_job(svc, job_id, seconds, poll=0.25):
+        time.sleep(1.5)
+        waited.append(seconds)
+
+    monkeypatch.setattr(submission, "wait_for_end", slow_job)
+    total, count = seconds("sum"), seconds("count")
+    response = client.post("/v1/jobs", data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"},
+                           headers={"Prefer": "wait=5"}, content_type="multipart/form-data")
+    assert response.status_code == 202 and waited == [5]
+    assert seconds("count") == count + 1 and seconds("sum") - total < 1.0
+
+
 @pytest.mark.parametrize("prefer", ["wait=abc", "wait=1.5", "wait=-3", "wait=\u00b2"])  # a superscript 2 was a 500
 def test_a_preference_that_cannot_be_honoured_is_ignored_not_refused(client, prefer):
     """RFC 7240: a server ignores a preference it cannot comply with (a malformed wait once refused the job, 422)."""
