@@ -85,6 +85,12 @@ def _multiprocess_metrics_dir(kind: str) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", folder)
 
 
+def _say_cautions(settings) -> None:
+    """Each of the settings' cautions on stderr, once, before the process becomes gunicorn or Celery."""
+    for caution in settings.cautions():
+        print(f"warning: {caution}", file=sys.stderr, flush=True)
+
+
 def _exec(argv: list[str]) -> None:
     """Become ``argv`` (the launched process keeps this pid, so its scratch folders are named alike), once the
     metrics folders, beat schedules and job scratch that processes now gone left in the temporary folder are
@@ -101,6 +107,7 @@ def run_api(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     catalog_for(settings)  # a missing default model is one line here, not a traceback per gunicorn process
+    _say_cautions(settings)
     bind = f"{args.host or settings.api_host}:{args.port or settings.api_port}"
     workers = args.workers or settings.api_workers or (os.cpu_count() or 1) + 1
     threads = args.threads or settings.api_threads
@@ -142,6 +149,7 @@ def run_worker(args: argparse.Namespace) -> int:
         from shared.catalog import catalog_for
 
         catalog_for(settings)
+    _say_cautions(settings)
     concurrency = args.concurrency or settings.worker_concurrency
     argv = [*_celery(settings), "worker", "--queues", args.queues,
             "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,

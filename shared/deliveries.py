@@ -92,8 +92,19 @@ def in_flight(delivery: WebhookDelivery) -> bool:
 
 def reopen(session: Session, delivery: WebhookDelivery) -> None:
     """Send a message again (manual redelivery): pending now, with a fresh retry budget counted from the attempts
-    it has (the count stays, beside its attempt log). Raises ``InFlight`` while an attempt is being made."""
-    if in_flight(delivery):
+    it has (the count stays, beside its attempt log). Raises ``InFlight`` while an attempt is being made.
+
+    One conditional UPDATE, not a read then a write: a worker claiming the message between the two had its lease
+    overwritten, and the redelivery's task POSTed the message a second time while the first attempt ran."""
+    now = utcnow()
+    result = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery.id,
+               or_(WebhookDelivery.status != PENDING, WebhookDelivery.leased_until.is_(None),
+                   WebhookDelivery.leased_until <= now))
+        .values(status=PENDING, next_attempt_at=now, retries_from=WebhookDelivery.attempts, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(delivery)
+    if result.rowcount != 1:
         raise InFlight(delivery.id)
-    delivery.status, delivery.next_attempt_at, delivery.retries_from = PENDING, utcnow(), delivery.attempts
-    delivery.updated_at = utcnow()

@@ -124,9 +124,10 @@ def pin(url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS)
     """Resolve ``url``'s host once (within ``resolve_seconds``), check every address (unless ``allow_private``,
     only that none is a metadata or never-contacted one), and pin them all, in the resolver's order.
 
-    A refusal names no address, and a name that does not resolve reads as one that resolves to a private address
-    where private ones are refused: told apart, any tenant could map which internal names exist (``postgres``,
-    ``minio``); the log keeps which it was."""
+    A refusal names no address, and where private addresses are refused a name that resolves to one raises what a
+    name that does not resolve raises (``NotResolved``, same words): told apart, in the words or in what the caller
+    does next (a webhook retried or given up, a fetch's error code), any tenant could map which internal names exist
+    (``postgres``, ``minio``); the log keeps which it was."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RefusedDestination("only http and https URLs with a host are allowed")
@@ -146,13 +147,17 @@ def pin(url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS)
         log.info("%s: %s", host, exc)
         raise type(exc)(not_public if not allow_private else str(exc)) from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
-    if any(is_metadata_address(address) for address in addresses):
-        raise RefusedDestination(f"{host} is, or may reach, a cloud metadata or link-local address")
     for address in addresses:
-        if _never_contacted(address) or not (allow_private or _public(address)):
+        metadata = is_metadata_address(address)
+        if metadata or _never_contacted(address) or not (allow_private or _public(address)):
             # which address stays in the log: told to the caller, any tenant could map internal names
             log.info("refused %s: it resolves to the non-public address %s", host, address)
-            raise RefusedDestination(not_public)
+            if not allow_private and not _literal(host):
+                # the same kind as a name that does not resolve, not only the same words: a final refusal here
+                # and a retry there told a tenant, in its delivery log or its job's error code, which names exist
+                raise NotResolved(not_public)
+            raise RefusedDestination(f"{host} is, or may reach, a cloud metadata or link-local address" if metadata
+                                     else not_public)
     if not addresses:
         raise NotResolved(not_public if not allow_private else f"{host} does not resolve")
     addresses = addresses[:MAX_ADDRESSES]  # every one checked; the first few tried (a name with dozens that do not
@@ -164,17 +169,24 @@ def pin(url: str, allow_private: bool, resolve_seconds: float = RESOLVE_SECONDS)
     return PinnedTarget(urls, host_header, host)
 
 
+def _literal(host: str) -> bool:
+    """Whether ``host`` is an IP address written out (its refusal tells the tenant nothing it did not write)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def _resolve(host: str, port: int, seconds: float) -> list[tuple]:
     """``getaddrinfo`` within ``seconds``. Why a thread: the lookup blocks for as long as the system's resolver
     tries (its own timeouts, times its attempts, times its servers) and cannot be interrupted, so a host whose name
     server does not answer held a webhook attempt past its deadline and an API submit naming it for as long. A
     lookup left behind ends on its own, in the background, when the resolver gives up."""
-    try:  # an address literal needs no lookup (and is checked even when no time is given for one)
+    if _literal(host):  # an address literal needs no lookup (and is checked even when no time is given for one)
         literal = ipaddress.ip_address(host.split("%", 1)[0])
         return [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP,
                  "", (str(literal), port))]
-    except ValueError:
-        pass
     if seconds <= 0:  # no time for a lookup: none started (one left behind would run on in the background)
         raise ResolveTimedOut(f"{host} was not looked up")
     gate = _LOOKUP_THREADS

@@ -155,6 +155,16 @@ class Settings:
         """The ``UPSCALER_*`` variables that reproduce these settings in a child process."""
         return {f"UPSCALER_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
 
+    def cautions(self) -> list[str]:
+        """Settings allowed but dangerous where they are: said once by each long-running command as it starts, since
+        a variable carried over from a shell or an old ``.env`` is easy to miss and costly to keep."""
+        said = []
+        if self.production and self.webhook_allow_private:
+            said.append("UPSCALER_WEBHOOK_ALLOW_PRIVATE is on: every customer's webhook_url and image_url may reach "
+                        "this deployment's own network (its storage, databases, admin APIs), with any path and "
+                        "query; keep it off unless every key holder is trusted")
+        return said
+
     def validate(self) -> None:
         if self.env not in ("development", "production", "test"):
             raise SettingsError("UPSCALER_ENV must be development, production or test")

@@ -784,6 +784,32 @@ def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
 
 
 
+def test_the_api_and_workers_warn_at_start_where_webhooks_may_reach_the_private_network(monkeypatch, capsys):
+    """A variable carried over from a shell or an old .env opened every customer's webhook_url and image_url to
+    the deployment's own network, without a word."""
+    import argparse
+
+    from cli import services
+
+    monkeypatch.setattr(services.os, "execv", lambda path, argv: None)
+    monkeypatch.setattr(services, "_multiprocess_metrics_dir", lambda kind: None)
+    worker = argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="w@%h", loglevel="INFO",
+                                metrics_port=None)
+    production = {"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "s" * 32,
+                  "UPSCALER_PUBLIC_URL": "https://upscale.example.com", "UPSCALER_API_KEYS": "k" * 24}
+    for name, value in production.items():
+        monkeypatch.setenv(name, value)
+    for allowed, warned in (("false", False), ("true", True)):
+        monkeypatch.setenv("UPSCALER_WEBHOOK_ALLOW_PRIVATE", allowed)
+        services.run_api(argparse.Namespace(host=None, port=None, workers=1, threads=3))
+        services.run_worker(worker)
+        said = capsys.readouterr().err
+        assert said.count("warning: UPSCALER_WEBHOOK_ALLOW_PRIVATE is on") == (2 if warned else 0), said
+    monkeypatch.setenv("UPSCALER_ENV", "development")  # where the tests and a laptop's receivers need it
+    services.run_worker(worker)
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_each_launch_scans_the_temporary_folder_for_leftovers_once(monkeypatch):
     """A worker launched with its beat scanned it twice (for its metrics folder and for the schedule), as did the
     beat alone with none."""

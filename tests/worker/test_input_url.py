@@ -294,6 +294,34 @@ def test_a_host_that_does_not_resolve_now_fails_the_fetch_not_as_a_refused_desti
     assert failed.value.code == "input_fetch_failed" and "does not resolve" in str(failed.value)
 
 
+def test_a_name_resolving_to_a_private_address_fails_the_fetch_as_one_that_does_not_resolve(monkeypatch):
+    """input_url_refused for a private answer against input_fetch_failed for none told a customer, in its job's
+    error code, which of the deployment's names exist."""
+    import socket
+
+    from worker.fetch import FetchFailed, fetch
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "minio":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_connections(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(socket.socket, "connect", no_connections)
+    said = []
+    for host in ("minio", "nosuchhost"):
+        with pytest.raises(FetchFailed) as failed:
+            fetch(f"http://{host}/a.jpg", allow_private=False, max_bytes=1_000_000, timeout=5.0)
+        said.append((failed.value.code, str(failed.value).replace(host, "NAME")))
+    assert said[0] == said[1] and said[0][0] == "input_fetch_failed"
+    with pytest.raises(FetchFailed) as literal:  # an address written out tells nothing: refused as such
+        fetch("http://10.1.2.3/a.jpg", allow_private=False, max_bytes=1_000_000, timeout=5.0)
+    assert literal.value.code == "input_url_refused"
+
+
 def test_a_fetch_over_many_silent_addresses_ends_within_its_deadline(monkeypatch):
     """Each address had its own 5 s connect timeout: a name with many addresses that do not answer held an
     inference worker many times past the fetch's deadline. Loopback only: a listener whose queue is full drops the

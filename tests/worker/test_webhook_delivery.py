@@ -246,6 +246,41 @@ def test_a_name_that_does_not_resolve_now_is_retried_and_a_refused_address_is_fi
     assert db_session.get(WebhookDelivery, message.id).status == "pending"
 
 
+def test_a_name_resolving_to_a_private_address_goes_the_way_of_one_that_does_not_resolve(ctx, db_session,
+                                                                                          monkeypatch):
+    """The words were the same, the course was not: a private answer failed the message at once ("refused: ..."),
+    no answer was retried, and the delivery log showed which, so a tenant could map the deployment's names."""
+    import socket
+
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "postgres":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_connections(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    ctx.settings = ctx.settings.with_overrides(webhook_allow_private=False)
+    seen = []
+    for host in ("postgres", "nosuchhost"):
+        job = queued_job(ctx, db_session, webhook_url=f"http://{host}/hook", webhook_events=["job.canceled"])
+        change_job(ctx, job.id, JobStatus.CANCELED, lambda session, job_id=job.id: job_rows.cancel(session, job_id))
+        [message] = messages(db_session, job.id)
+        with monkeypatch.context() as patched:
+            patched.setattr(socket, "getaddrinfo", resolver)
+            patched.setattr(socket.socket, "connect", no_connections)
+            outcome = deliver(ctx, ctx.celery, message.id)
+        db_session.expire_all()
+        [attempt] = db_session.query(WebhookAttempt).filter_by(delivery_id=message.id).all()
+        seen.append((outcome, db_session.get(WebhookDelivery, message.id).status,
+                     attempt.error.replace(host, "NAME")))
+    assert seen[0] == seen[1] and seen[0][:2] == ("retrying", "pending")
+
+
 def test_a_name_server_that_does_not_answer_ends_the_attempt_within_its_timeout(ctx, db_session, monkeypatch):
     """The lookup of the receiver's name was outside the attempt's deadline: a name server that never answers
     held a webhook worker for as long as the system's resolver tried. Here the lookup hangs (an event nobody
@@ -381,6 +416,28 @@ def test_a_redelivery_waits_for_an_attempt_in_flight_and_keeps_the_count_beside_
     assert (message.attempts, message.retries_from, message.status) == (1, 1, "pending")
     message.attempts += 1  # attempt 2 (the redelivery's first) fails too
     assert 4 <= deliveries.record_attempt(db_session, message, 500, 5.0, "HTTP 500", (5.0, 30.0)) <= 6
+
+
+def test_a_redelivery_read_before_a_worker_claims_the_message_does_not_send_it_twice(ctx, db_session):
+    """The check read the row, then wrote it: a worker claiming the message in between had its lease overwritten,
+    and the redelivery's task POSTed the message again while the first attempt ran."""
+    from shared.deliveries import InFlight, claim, reopen
+
+    job = queued_job(ctx, db_session, webhook_url="http://127.0.0.1:9/hook", webhook_events=["job.canceled"])
+    from shared import jobs as job_rows
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    assert not deliveries.in_flight(message)  # the API's request read it here...
+    with ctx.sessions() as worker:  # ...and a worker claimed it meanwhile
+        assert claim(worker, message.id, 60)
+        worker.commit()
+    with pytest.raises(InFlight):
+        reopen(db_session, message)
+    db_session.rollback()
+    assert not claim(db_session, message.id, 60)  # still the first attempt's: no second POST at the same time
 
 
 def test_an_attempt_lost_with_its_worker_does_not_block_redelivery_until_the_next_retry(ctx, db_session):
