@@ -126,12 +126,26 @@ def store_result(ctx: WorkerContext, job: Job, result_path: Path) -> tuple[str, 
     return output_key, size
 
 
+def database_outage(exc: BaseException) -> bool:
+    """The database's connection failed (not a constraint or data error, which every attempt would meet again).
+
+    Then whether the last commit landed is unknown: it may have, its answer lost (a failover, a dropped
+    connection). An object a row may name is never discarded on one: the row either names it for good (a
+    succeeded job, a band done) or as staged, and the next attempt removes it; one no row names is the orphan
+    sweep's (``worker.orphans``). Discarded, a job recorded as succeeded pointed at a deleted result."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def discard_unless_committed(ctx: WorkerContext, key: str | None, exc: BaseException) -> None:
+    """Remove what an attempt that ended with ``exc`` wrote under ``key``, unless its commit may have landed."""
+    if not database_outage(exc):
+        discard(ctx, key)
+
+
 def is_outage(exc: Exception) -> bool:
     """An outage of what the job runs on, not a fault of the job: object storage unreachable (not an object that
-    is missing) or the database's connection (not a constraint or data error, which every attempt would meet
-    again). Such an attempt ends without failing the job (``stop_for_outage``)."""
-    return (isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing)) or \
-        isinstance(exc, (OperationalError, InterfaceError))  # not a constraint or data error: those come back
+    is missing) or the database's connection. Such an attempt ends without failing the job (``stop_for_outage``)."""
+    return (isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing)) or database_outage(exc)
 
 
 def stop_for_outage(ctx: WorkerContext, job_id: str, exc: Exception) -> str:

@@ -31,6 +31,7 @@ from worker.outcomes import (
     JobFailure,
     LeaseLost,
     discard,
+    discard_unless_committed,
     fail_job,
     finish_job,
     is_outage,
@@ -95,7 +96,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         discard(ctx, output_key)
         return "lease_lost"
     except Exception as exc:  # every failure ends as a stable code on the job; an outage tries again
-        discard(ctx, output_key)
+        discard_unless_committed(ctx, output_key, exc)
         if is_outage(exc):
             return stop_for_outage(ctx, job_id, exc)
         fail_job(ctx, job_id, exc)

@@ -48,6 +48,7 @@ from worker.imaging import DecodedImage, decode
 from worker.outcomes import (
     LeaseLost,
     discard,
+    discard_unless_committed,
     fail_job,
     finish_job,
     is_outage,
@@ -313,9 +314,10 @@ def _reopen_lost(ctx: WorkerContext, job_id: str, index: int) -> None:
 
 def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, lost: str,
              band: int | None = None) -> str:
-    """A band (``band``) or the assembly could not finish: the object it was writing goes; a lost lease (canceled
-    job, band taken over) leaves the job to whoever has it, returning ``lost``; any other error fails the job."""
-    discard(ctx, key)
+    """A band (``band``) or the assembly could not finish: the object it was writing goes (unless a commit naming
+    it may have landed); a lost lease (canceled job, band taken over) leaves the job to whoever has it, returning
+    ``lost``; any other error fails the job."""
+    discard_unless_committed(ctx, key, exc)
     if isinstance(exc, LeaseLost):
         log.warning("split job %s: lease lost (canceled, or taken over by another worker)", job_id)
         _drop_band_results_if_ended(ctx, job_id)

@@ -248,6 +248,26 @@ def test_a_database_error_mid_job_leaves_it_to_its_lease_not_failed(ctx, db_sess
     assert not [path for path in (ctx.settings.storage_dir / "results").rglob("*") if path.is_file()]
 
 
+def test_a_success_whose_commit_landed_but_whose_answer_was_lost_keeps_its_result(ctx, db_session, monkeypatch):
+    """The commit reached the database, the connection dropped before its answer (a failover): the attempt took
+    it for an outage and deleted the result of a job recorded as succeeded, whose webhook went out with a link to
+    nothing."""
+    from sqlalchemy.exc import OperationalError
+
+    from worker import outcomes
+
+    job = queued_job(ctx, db_session)
+
+    def committed_then_dropped(*args, **kwargs):
+        assert outcomes.finish_job(*args, **kwargs)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(pipeline, "finish_job", committed_then_dropped)
+    assert pipeline.run_job(ctx, job.id) == "database_unavailable"
+    done = reload(db_session, job)
+    assert done.status == "succeeded" and ctx.storage.exists(done.output_key)
+
+
 def test_losing_the_lease_discards_the_output(ctx, db_session, monkeypatch):
     job = queued_job(ctx, db_session)
     real_put = ctx.storage.put_file
