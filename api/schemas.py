@@ -33,7 +33,7 @@ class BlankIsDefault(BaseModel):
 class JobCreateForm(BlankIsDefault):
     """multipart/form-data fields of ``POST /v1/jobs`` (the file goes in ``image``)."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"scale": 4, "format": "webp", "quality": 85}, {"width": 3000, "height": 2000, "fit": "cover"},
         {"scale": 2, "model": "residual_sr_cond", "denoise": 0.5,
          "webhook_url": "https://example.com/hooks/upscaler", "webhook_events": "job.succeeded,job.failed"}]})

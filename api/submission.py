@@ -31,6 +31,7 @@ from api.services import Services
 from api.uploads import Upload, chosen_file, read_upload
 from shared import jobs
 from shared.db import unit_of_work
+from shared.events import DEFAULT_EVENTS
 from shared.formats import CONTENT_TYPES
 from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_job
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
@@ -54,7 +55,10 @@ class Submission:
     def fingerprint(self) -> str:
         """What makes two requests "the same" for Idempotency-Key: every field and the image bytes
         (hashed once per request, however often it is compared)."""
-        fields = self.form.model_dump(mode="json") | {"model": self.model}
+        # the events as the job keeps them: another order, or the default list spelled out, is the same request
+        events = self.form.event_list()
+        fields = self.form.model_dump(mode="json") | {"model": self.model, "webhook_events": (
+            None if events is None or tuple(events) == tuple(sorted(DEFAULT_EVENTS)) else ",".join(events))}
         image = hashlib.sha256(self.upload.data).hexdigest() if self.upload else ""
         return hashlib.sha256((json.dumps(fields, sort_keys=True) + image).encode()).hexdigest()
 
@@ -72,6 +76,9 @@ class Submission:
 def validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "request"
+    if first["type"] == "extra_forbidden":  # a typo, or a name read back from a job (output_format): not ignored
+        return ApiError("invalid_parameter", f"{field}: no such field here; the API reference (/docs) lists them",
+                        field=field)
     return ApiError("invalid_parameter", f"{field}: {first['msg']}", field=field)
 
 
@@ -80,6 +87,14 @@ def parse(svc: Services) -> Submission:
     if request.mimetype != "multipart/form-data":
         raise ApiError("bad_request", f"send multipart/form-data (got {request.mimetype or 'no body'}), with the "
                                       "image in a file field named 'image'")
+    if request.args:  # read from nowhere, they were ignored: ?scale=2 got, and was charged for, the default x4
+        name = next(iter(request.args))
+        raise ApiError("invalid_parameter", f"{name}: POST /v1/jobs takes its fields in the multipart body, not in "
+                                            "the query string", field=name)
+    if "image" in request.form:
+        raise ApiError("invalid_parameter", "image: send the image as a file part (with a filename), not as a text "
+                                            "field", field="image")
+    one_each(request.files)  # a second image was ignored: one job, made of the first, and no word of the other
     try:
         form = JobCreateForm.model_validate(one_each(request.form, repeatable=("webhook_events",)))
     except ValidationError as exc:
@@ -292,6 +307,9 @@ def _enqueue(svc: Services, job_id: str, priority: int) -> None:
             log.exception("could not clear enqueue time of job %s; the sweeper finds it once stale", job_id)
 
 
+WAIT_DIGITS = 9  # a Prefer: wait longer than this many digits is far past MAX_WAIT_SECONDS: ignored
+
+
 def requested_wait() -> int | None:
     """``Prefer: wait=N`` (RFC 7240), capped at 60 seconds; None when not asked, or not whole seconds: a
     preference the server cannot honour is ignored (RFC 7240, section 2), never a reason to refuse the job."""
@@ -299,7 +317,9 @@ def requested_wait() -> int | None:
         name, _, value = preference.strip().partition("=")
         if name.strip().lower() == "wait":
             seconds = value.strip().strip('"')
-            return max(0, min(int(seconds), MAX_WAIT_SECONDS)) if seconds.isascii() and seconds.isdigit() else None
+            # digits only, and few: int() of thousands of digits raised (a 500, after the whole upload)
+            whole = seconds.isascii() and seconds.isdigit() and len(seconds) <= WAIT_DIGITS
+            return max(0, min(int(seconds), MAX_WAIT_SECONDS)) if whole else None
     return None
 
 

@@ -41,7 +41,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if when.tzinfo is None:  # ours always carry UTC; a naive time is a forged cursor, not a 500
             raise ValueError("naive time")
         return when.astimezone(UTC), job_id  # another offset named the same instant: SQLite compares the text
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:  # an offset past year 1..9999
         raise InvalidCursor(cursor) from exc
 
 

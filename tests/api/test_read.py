@@ -137,7 +137,10 @@ def test_list_is_newest_first_with_cursor_pages(client, db_session):
                                                ("cursor=MjA5OS0wMS0wMVQwMDowMDowMHx6", 400, "invalid_cursor"),
                                                # "2026-01-01T00:00:00+00:00|a<NUL>b": PostgreSQL refuses a NUL (500)
                                                ("cursor=MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHxhAGI", 400,
-                                                "invalid_cursor")])
+                                                "invalid_cursor"),
+                                               # "9999-12-31T23:59:59-23:59|a...": past year 9999 in UTC (a 500)
+                                               ("cursor=OTk5OS0xMi0zMVQyMzo1OTo1OS0yMzo1OXxhYWFhYWFhYWFhYWFhYWFhYWF"
+                                                "hYWFhYWFhYWFhYWFhYWFhYQ", 400, "invalid_cursor")])
 def test_list_rejects_bad_queries(client, query, status, code):
     response = client.get(f"/v1/jobs?{query}")
     assert (response.status_code, response.get_json()["code"]) == (status, code)

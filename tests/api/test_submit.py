@@ -353,6 +353,48 @@ def test_a_field_given_twice_is_422_not_its_first_value(client):
     assert events.status_code == 202 and events.get_json()["webhook_events"] == ["job.failed", "job.started"]
 
 
+def test_an_unknown_field_a_query_string_or_a_second_image_is_422_not_ignored(client, db_session):
+    """Each was ignored: ``output_format=webp`` (the name a job reads back) or ``scales=2`` got, and charged, the
+    default x4 PNG, as did ``POST /v1/jobs?scale=2``; a second image part made one job of the first."""
+    from shared.models import Job
+
+    before = db_session.query(Job).count()
+    for fields, field in (({"output_format": "webp"}, "output_format"), ({"scales": "2"}, "scales")):
+        response = submit(client, **fields)
+        body = response.get_json()
+        assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", field)
+        assert "no such field" in body["detail"]
+    queried = client.post("/v1/jobs?scale=2&format=webp", content_type="multipart/form-data",
+                          data={"image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic"})
+    assert (queried.status_code, queried.get_json()["field"]) == (422, "scale")
+    assert "query string" in queried.get_json()["detail"]
+    two = client.post("/v1/jobs", content_type="multipart/form-data", data={
+        "image": [(io.BytesIO(image_bytes()), "a.png"), (io.BytesIO(image_bytes(seed=1)), "b.png")],
+        "model": "bicubic"})
+    assert (two.status_code, two.get_json()["field"]) == (422, "image") and "given 2 times" in two.get_json()["detail"]
+    text = client.post("/v1/jobs", content_type="multipart/form-data", data={"image": "photo.png"})
+    assert (text.status_code, text.get_json()["field"]) == (422, "image") and "file part" in text.get_json()["detail"]
+    db_session.expire_all()
+    assert db_session.query(Job).count() == before
+
+
+def test_the_same_webhook_events_in_another_order_or_spelled_out_are_the_same_request(client):
+    """An Idempotency-Key's retry listing the events in another order, or naming the default ones, was 409
+    idempotency_conflict: the raw text was compared, not the events the job keeps."""
+    hook = "http://127.0.0.1:9/hook"
+    for key, sent, again in (("e1", "job.failed,job.succeeded", "job.succeeded, job.failed"),
+                             ("e2", None, "job.canceled,job.failed,job.succeeded")):
+        headers = {"Idempotency-Key": key}
+        made = client.post("/v1/jobs", content_type="multipart/form-data", headers=headers, data={
+            "image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic", "webhook_url": hook,
+            **({"webhook_events": sent} if sent else {})})
+        retried = client.post("/v1/jobs", content_type="multipart/form-data", headers=headers, data={
+            "image": (io.BytesIO(image_bytes()), "a.png"), "model": "bicubic", "webhook_url": hook,
+            "webhook_events": again})
+        assert made.status_code == 202 and retried.status_code in (200, 202), retried.get_json()
+        assert retried.get_json()["id"] == made.get_json()["id"]
+
+
 def test_an_empty_file_part_beside_an_image_url_is_no_file(client):
     """An HTML form sends its file input even when no file was picked (no name, no bytes): with an image_url
     that was "send either the 'image' file or an 'image_url', not both", so such a form could never succeed."""
