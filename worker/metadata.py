@@ -27,10 +27,12 @@ EXIF_IFD, PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION, GPS_IFD = 0x8769, 0xA002, 0xA003
 TURNED_A_QUARTER = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the stored width and height
 # XMP properties that describe the input's pixels or its place: the EXIF written with the result says the
 # result's size and resolution (readers such as Lightroom take XMP's first, so a 4x result read as the input's
-# size, printed 4x too small), and the position is not carried at all.
+# size, printed 4x too small), and the position is not carried at all, in any namespace: a drone's own (DJI's
+# drone-dji:GpsLatitude, AbsoluteAltitude) came through when only exif:GPS* was dropped.
 XMP_DROPPED = re.compile(
     rb"tiff:(?:ImageWidth|ImageLength|XResolution|YResolution|ResolutionUnit|Orientation)"
-    rb"|exif:(?:PixelXDimension|PixelYDimension|GPS[A-Za-z]*)")
+    rb"|exif:(?:PixelXDimension|PixelYDimension)"
+    rb"|[A-Za-z][\w.-]*:(?:GPS[A-Za-z]*|Gps[A-Za-z]*|Latitude|Longitude|AbsoluteAltitude)")
 _XMP_ATTRIBUTE = re.compile(rb'\s(' + XMP_DROPPED.pattern + rb')\s*=\s*(?:"[^"]*"|\'[^\']*\')')
 _XMP_ELEMENT = re.compile(rb"<(" + XMP_DROPPED.pattern + rb")(?:\s[^>]*)?(?:/>|>.*?</\1\s*>)", re.DOTALL)
 XMP_PNG_KEY = "XML:com.adobe.xmp"

@@ -408,9 +408,12 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
     exif[0x0112] = 6  # Orientation: rotate 90 on display
     exif.get_ifd(0x8769)[0x9003] = "2026:11:20 10:00:00"  # DateTimeOriginal
     exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)})  # where it was shot
+    # a drone's position in its own namespace came through when only exif:GPS* was dropped (DJI's, here)
     xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:ImageWidth="20" tiff:XResolution="300/1" '
-           b'exif:GPSLatitude="48,51.5N"><dc:rights>Studio Nord</dc:rights><exif:PixelXDimension>20'
-           b'</exif:PixelXDimension><exif:GPSLongitude>2,17.6E</exif:GPSLongitude></rdf:Description></x:xmpmeta>')
+           b'exif:GPSLatitude="48,51.5N" drone-dji:GpsLatitude="48.8583" drone-dji:AbsoluteAltitude="+96.5">'
+           b'<dc:rights>Studio Nord</dc:rights><exif:PixelXDimension>20</exif:PixelXDimension>'
+           b'<exif:GPSLongitude>2,17.6E</exif:GPSLongitude><drone-dji:GpsLongitude>2.2945</drone-dji:GpsLongitude>'
+           b'<drone-dji:FlightYawDegree>+12.3</drone-dji:FlightYawDegree></rdf:Description></x:xmpmeta>')
     source = save(tmp_path, gradient(), "JPEG", exif=exif, dpi=(300, 300), xmp=xmp)  # stored 20x10, shown 10x20
     result = tmp_path / f"out.{fmt}"
     render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
@@ -430,7 +433,9 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
             found = found if isinstance(found, bytes) else found.encode()
             assert b"Studio Nord" in found and b"<rdf:Description >" not in found
             # the input's size and resolution are not said beside the result's (Lightroom reads XMP first)
-            assert not any(name in found for name in (b"ImageWidth", b"XResolution", b"PixelXDimension", b"GPS"))
+            assert not any(name in found for name in (b"ImageWidth", b"XResolution", b"PixelXDimension", b"GPS",
+                                                      b"Gps", b"Altitude", b"48.8", b"2.29"))
+            assert b"FlightYawDegree" in found  # how it was flown is no place
 
 
 def test_a_png_whose_metadata_passes_a_megabyte_is_read_and_keeps_it(tmp_path):
