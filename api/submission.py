@@ -35,7 +35,7 @@ from shared.events import DEFAULT_EVENTS
 from shared.formats import CONTENT_TYPES
 from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_job
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
-from shared.queue import enqueue_job
+from shared.queue import PRIORITY_LEVELS, enqueue_job
 from shared.sizing import SizeError, SizePlan
 from shared.sizing import plan as plan_size
 from shared.states import TERMINAL, JobStatus
@@ -277,11 +277,35 @@ def create(svc: Services, submission: Submission, key: str | None, charged_at: d
         return previous, False
     except SQLAlchemyError as exc:
         log.error("database unavailable at submit: %s", exc)
-        _discard(svc, input_key)
-        raise ApiError("service_unavailable", "the database is unavailable; nothing was stored, retry later",
-                       headers={"Retry-After": "10"}) from exc
-    _enqueue(svc, job_id, jobs.priority_for(ahead))
+        stored = _stored(svc, job_id)
+        if stored is None:  # the commit may have landed, its answer lost: what it names stays, the charge too
+            raise OutcomeUnknown("service_unavailable", "the database stopped answering as the job was stored: it "
+                                 "may exist; retry with the same Idempotency-Key (or look in GET /v1/jobs) rather "
+                                 "than without one", headers={"Retry-After": "10"}) from exc
+        if not stored:
+            _discard(svc, input_key)
+            raise ApiError("service_unavailable", "the database is unavailable; nothing was stored, retry later",
+                           headers={"Retry-After": "10"}) from exc
+        log.warning("job %s: stored, though its commit's answer was lost", job_id)
+        ahead = None
+    # the back level where its place was not counted: a message's priority orders only its first publish
+    _enqueue(svc, job_id, jobs.priority_for(ahead) if ahead is not None else PRIORITY_LEVELS - 1)
     return job, True
+
+
+class OutcomeUnknown(ApiError):
+    """A submit whose commit may or may not have landed. Taken for a failure, the input was deleted and the charge
+    refunded under a job that existed: it failed input_missing (its webhook sent for a job the client was told did
+    not exist) and was refunded a second time, a free job's worth of quota."""
+
+
+def _stored(svc: Services, job_id: str) -> bool | None:
+    """Whether the job's row is there, asked again after a failed commit; None while the database cannot say."""
+    try:
+        with svc.sessions() as session:
+            return session.get(Job, job_id) is not None
+    except SQLAlchemyError:
+        return None
 
 
 def _discard(svc: Services, key: str) -> None:

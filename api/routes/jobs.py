@@ -130,6 +130,8 @@ def _charge_and_store(svc: Services, key: str | None, parsed: submission.Submiss
 
     try:
         job, created = submission.create(svc, parsed, key, charged_at)
+    except submission.OutcomeUnknown:  # a job that may exist keeps its charge: its own ending refunds it
+        raise
     except ApiError:
         refund()
         if earlier := _earlier(svc, key, parsed):

@@ -300,6 +300,56 @@ def test_a_queued_job_canceled_before_it_ran_gives_its_charge_back(client, db_se
     assert float(counts.get(day)) == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("landed,known", [(True, True), (False, True), (True, False)])
+def test_a_submit_whose_commit_answer_was_lost_neither_deletes_nor_refunds_a_job_that_exists(
+        client, db_session, monkeypatch, landed, known):
+    """The commit reached the database and its answer was lost (a failover): the submit answered 503 "nothing was
+    stored", deleted the input and refunded the charge under a job that existed, which then failed input_missing
+    (a webhook for a job the client was told did not exist) and was refunded again: free quota."""
+    import contextlib
+
+    import redis as redis_client
+    from sqlalchemy.exc import OperationalError
+
+    from api import submission
+
+    name = f"lost-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=10)
+    db_session.commit()
+    real = submission.unit_of_work
+
+    @contextlib.contextmanager
+    def commit_then_lose_the_answer(factory):
+        with real(factory) as session:
+            yield session
+            if not landed:
+                raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(submission, "unit_of_work", commit_then_lose_the_answer)
+    if not known:  # and the database cannot say, asked again
+        monkeypatch.setattr(submission, "_stored", lambda svc, job_id: None)
+    response = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(image_bytes(width=1000, height=500)), "b.png"), "scale": "2",
+                                 "model": "bicubic"})  # 2 MP
+    monkeypatch.setattr(submission, "unit_of_work", real)
+    db_session.expire_all()
+    stored = db_session.query(Job).filter_by(tenant=name).all()
+    counts = redis_client.Redis.from_url(client.application.extensions["upscaler"].settings.redis_url)
+    (day,) = counts.keys(f"upscaler:mp:{name}:*")
+    storage = client.application.extensions["upscaler"].storage
+    if landed and known:  # asked again, the job is there: it is the answer
+        assert response.status_code == 202 and [job.id for job in stored] == [response.get_json()["id"]]
+    elif landed:  # nobody can say: neither deleted nor refunded, and the client is told it may exist
+        assert (response.status_code, response.get_json()["code"]) == (503, "service_unavailable")
+        assert "may exist" in response.get_json()["detail"] and len(stored) == 1
+    else:
+        assert (response.status_code, stored) == (503, [])
+        assert "nothing was stored" in response.get_json()["detail"]
+    assert float(counts.get(day)) == pytest.approx(2.0 if landed else 0.0)
+    assert all(storage.exists(job.input_key) for job in stored)
+
+
 def test_the_open_apis_tenant_has_no_webhook_secret_of_its_own_to_rotate(client):
     response = client.post("/v1/webhooks/secret/rotate")
     assert (response.status_code, response.get_json()["code"]) == (409, "secret_not_rotatable")
