@@ -21,9 +21,10 @@ from datetime import datetime
 
 import redis
 from flask import Flask, Response, g
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import ApiError
-from api.services import services
+from api.services import Services, services
 from shared import jobs, quota
 from shared.settings import Settings
 from shared.tenants import Tenant, own_or_default
@@ -64,12 +65,31 @@ def check_active(session, tenant: Tenant, settings: Settings) -> int:
     priority uses it). Called in the transaction that adds the job, after ``jobs.lock_tenant`` and the insert, so
     concurrent submits cannot all pass on the same count."""
     active = jobs.active_jobs(session, tenant.name) - 1  # the new job is in the count already
+    _refuse_past_limit(active, tenant, settings)
+    return active
+
+
+def precheck_active(svc: Services, tenant: Tenant) -> None:
+    """The same refusal before the job is charged and its input stored, on an unlocked count: a submit that was
+    to be refused for its active jobs first held its megapixels through the upload (another submit meanwhile was
+    refused ``quota_exceeded`` until midnight) and stored its whole input for nothing. Concurrent submits may all
+    pass here; ``check_active`` decides. A database that does not answer is left to that check (and its 503)."""
+    if own_or_default(tenant.max_active, svc.settings.max_active_jobs) <= 0:
+        return
+    try:
+        with svc.sessions() as session:
+            active = jobs.active_jobs(session, tenant.name)
+    except SQLAlchemyError:
+        return
+    _refuse_past_limit(active, tenant, svc.settings)
+
+
+def _refuse_past_limit(active: int, tenant: Tenant, settings: Settings) -> None:
     limit = own_or_default(tenant.max_active, settings.max_active_jobs)
     if 0 < limit <= active:
         raise ApiError("too_many_active_jobs", f"{active} jobs are queued or running, the limit is {limit}; submit "
                                                "more when some have finished", headers={"Retry-After": "10"},
                        limit=limit)
-    return active
 
 
 def reserve_megapixels(client: redis.Redis, tenant: Tenant, settings: Settings, megapixels: float) -> datetime | None:

@@ -60,19 +60,23 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> d
     counted, used = client.eval(_CHARGE, 1, _day_key(tenant, now), repr(megapixels), str(limit), str(KEY_TTL_SECONDS))
     if not counted:
         midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
-        raise QuotaExceeded(f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} "
-                            f"megapixels ({float(used):.1f} used); it resets at 00:00 UTC",
+        said = (f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} megapixels"
+                if megapixels else f"today's quota of {limit} megapixels is used up, so a job by image_url (charged "
+                                   "once its image is fetched) is not taken")
+        raise QuotaExceeded(f"{said} ({float(used):.1f} used); it resets at 00:00 UTC",
                             int((midnight - now).total_seconds()) + 1, limit)
     return now
 
 
 # Check and add in one step on the Redis server: added first and taken back when over, a refused charge counted
 # for a moment, and a concurrent one that fitted was refused against it (until midnight). The expiry comes with
-# the count (a refused first charge of a day left none). Returns {1 counted | 0 refused, the count before it}.
+# the count (a refused first charge of a day left none). A charge of 0 (a job by image_url, charged once fetched)
+# is refused once the day is used up: taken, each cost a worker's turn and a download to fail quota_exceeded.
+# Returns {1 counted | 0 refused, the count before it}.
 _CHARGE = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-if amount > 0 and used + amount > limit then
+if (amount > 0 and used + amount > limit) or (amount == 0 and used >= limit) then
   return {0, tostring(used)}
 end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])

@@ -118,6 +118,7 @@ def _charge_and_store(svc: Services, key: str | None, parsed: submission.Submiss
     tenant = current_tenant()
     cost = parsed.output_megapixels
     try:
+        quotas.precheck_active(svc, tenant)
         charged_at = quotas.reserve_megapixels(svc.redis, tenant, svc.settings, cost)
     except ApiError:
         if earlier := _earlier(svc, key, parsed):

@@ -221,6 +221,54 @@ def test_active_jobs_and_daily_megapixels_are_capped_per_tenant(client, db_sessi
     assert submit_as(client, small_h).status_code == 202  # the refused jobs reserved nothing
 
 
+def test_a_submit_past_its_active_jobs_is_refused_before_it_is_charged_or_stored(client, db_session, monkeypatch):
+    """It was charged first and refused after its upload was stored: its megapixels held the quota meanwhile (a
+    submit then was refused quota_exceeded until midnight), and its whole input went to storage for nothing."""
+    import redis as redis_client
+
+    from api import quotas
+
+    name = f"full-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, max_active=1, daily_megapixels=3)
+    db_session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+    assert submit_as(client, auth).status_code == 202  # the one active job (0.003 MP)
+    storage = client.application.extensions["upscaler"].storage
+    stored, charged = [], []
+    monkeypatch.setattr(storage, "put_bytes", lambda *args, **kwargs: stored.append(args[0]))
+    counts = redis_client.Redis.from_url(client.application.extensions["upscaler"].settings.redis_url)
+    (day,) = counts.keys(f"upscaler:mp:{name}:*")
+    before = float(counts.get(day))
+    real_reserve = quotas.reserve_megapixels
+    monkeypatch.setattr(quotas, "reserve_megapixels", lambda *a: charged.append(a[-1]) or real_reserve(*a))
+    refused = client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
+                          data={"image": (io.BytesIO(image_bytes(width=600, height=500)), "b.png"), "scale": "2",
+                                "model": "bicubic"})  # 1.2 MP
+    assert (refused.status_code, refused.get_json()["code"]) == (429, "too_many_active_jobs")
+    assert stored == [] and charged == [] and float(counts.get(day)) == before
+
+
+def test_a_job_by_image_url_is_refused_once_the_days_quota_is_used_up(client, db_session):
+    """Charged only once fetched, such jobs were taken at 0 left: each cost a worker's turn and a download to fail
+    quota_exceeded. Before the day is used up they are taken (their size is not known yet)."""
+    name = f"urls-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=2)
+    db_session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def by_url():
+        return client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
+                           data={"image_url": "http://127.0.0.1:9/a.png", "scale": "2", "model": "bicubic"})
+
+    assert by_url().status_code == 202
+    assert client.post("/v1/jobs", headers=auth, content_type="multipart/form-data",
+                       data={"image": (io.BytesIO(image_bytes(width=1000, height=500)), "b.png"), "scale": "2",
+                             "model": "bicubic"}).status_code == 202  # 2 MP: the whole day
+    refused = by_url()
+    assert (refused.status_code, refused.get_json()["code"]) == (429, "quota_exceeded")
+    assert "used up" in refused.get_json()["detail"] and int(refused.headers["Retry-After"]) <= 86401
+
+
 def test_concurrent_submits_cannot_pass_the_active_job_limit_together(app, db_session, settings):
     """Each submit counted the tenant's active jobs and inserted later in another transaction: 8 at once were
     all accepted under a limit of 2 on SQLite, 6 on PostgreSQL. Counting now happens after the insert, in its
