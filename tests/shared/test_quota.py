@@ -57,3 +57,24 @@ def test_a_refused_first_charge_of_a_day_leaves_no_count_and_a_counted_one_expir
     assert float(client.get(key)) == 4.0 and 0 < client.ttl(key) <= KEY_TTL_SECONDS
     other = _fresh(client, "quota-none")
     assert charge(client, "quota-none", 0, 5.0) is None and not client.exists(other)  # 0: unlimited, not counted
+
+
+def test_a_refund_to_a_redis_that_never_answers_gives_up_within_seconds(settings, caplog):
+    """With 5 s to connect and 10 s to read, a Redis that accepts and never answers held a cancel request (and
+    ``keys revoke --cancel-jobs``, per job) for 11 s. Loopback: a listener that never accepts nor answers."""
+    import socket
+    import time
+
+    from shared.quota import refund
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        stalled = settings.with_overrides(redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        refund(stalled, "acme", (1.5, datetime.now(UTC)))
+        assert time.monotonic() - started < 6
+    finally:
+        silent.close()
+    assert "could not be given back" in caplog.text
