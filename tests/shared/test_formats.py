@@ -185,3 +185,76 @@ def test_a_tiff_layout_pillow_cannot_open_is_named_in_the_refusal(tmp_path, band
     with pytest.raises(ImageRejected, match=says) as refused:
         sniff(path.read_bytes(), 10**8)
     assert refused.value.code == "unsupported_image" and "8 bits per channel" in str(refused.value)
+
+
+def test_a_16_bit_cielab_tiff_is_refused_naming_its_colour_model(tmp_path):
+    """Refused as "3 channels of 16-bit integer samples ... save it with 8 bits per channel, or 16 bits": the
+    advice named what the file already was."""
+    import numpy as np
+    import pyvips
+
+    from shared.formats import ImageRejected, sniff
+
+    path = tmp_path / "lab.tif"
+    lab = pyvips.Image.new_from_memory(np.zeros((8, 10, 3), np.uint16).tobytes(), 10, 8, 3, "ushort")
+    lab.copy(interpretation="labs").tiffsave(str(path))
+    with pytest.raises(ImageRejected, match="CIELab colour with 16-bit samples") as refused:
+        sniff(path.read_bytes(), 10**8)
+    assert refused.value.code == "unsupported_image" and "convert it to RGB" in str(refused.value)
+
+
+def _png_with(chunks: list[bytes], before_idat: bool = True) -> bytes:
+    """A small PNG with ``chunks`` (whole chunks: length, type, data, CRC) before or after its image data."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 12), (200, 40, 40)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    idat = data.index(b"IDAT") - 4
+    iend = data.index(b"IEND") - 4
+    extra = b"".join(chunks)
+    return data[:idat] + extra + data[idat:] if before_idat else data[:iend] + extra + data[iend:]
+
+
+def _chunk(kind: bytes, payload: bytes = b"") -> bytes:
+    import zlib
+
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("before_idat", [True, False])
+def test_a_file_of_countless_empty_segments_is_refused_before_pillow_walks_them(before_idat):
+    """Pillow walks a PNG's chunks (and a JPEG's segments) in Python: a 45 MB PNG of 4 million empty chunks held
+    an API thread for 38 s before it was accepted, a JPEG of 2.5 million comments 7 s."""
+    import io
+
+    from PIL import Image
+
+    from shared.formats import MAX_SEGMENTS, ImageRejected, sniff
+
+    with pytest.raises(ImageRejected) as png:
+        sniff(_png_with([_chunk(b"abCd")] * (MAX_SEGMENTS + 1), before_idat), 10**8)
+    assert png.value.code == "unsupported_image" and "chunks" in str(png.value)
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 12)).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    with pytest.raises(ImageRejected) as comments:
+        sniff(jpeg[:2] + b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 1) + jpeg[2:], 10**8)
+    assert comments.value.code == "unsupported_image" and "segments" in str(comments.value)
+    # as many as a real file holds pass: a PNG's image data in thousands of small IDAT pieces, a JPEG's comments
+    assert sniff(_png_with([_chunk(b"abCd")] * 5000, before_idat), 10**8).width == 20
+    assert sniff(jpeg[:2] + b"\xff\xfe\x00\x02" * 5000 + jpeg[2:], 10**8).format == "jpeg"
+
+
+def test_a_png_whose_text_passes_pillows_limit_is_refused_naming_its_metadata():
+    """It was refused as "not a readable image": the pixels were fine, its metadata too large."""
+    import zlib
+
+    from shared.formats import ImageRejected, sniff
+
+    text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"x" * (20 * 2**20)))
+    with pytest.raises(ImageRejected) as refused:
+        sniff(_png_with([text] * 4), 10**8)  # 80 MB of text: past Pillow's 64 MB in all
+    assert refused.value.code == "unsupported_image" and "text chunks" in str(refused.value)
