@@ -128,8 +128,10 @@ def _decode(path: Path) -> DecodedImage:
     elif image.mode == "RGB" and icc and icc_colour_space(icc) == b"GRAY":
         image = image.convert("L") if _channels_equal(image) else image  # other grey files Pillow reads as colour
     greyscale = image.mode == "L"
-    if icc and (icc_colour_space(icc) == b"GRAY") != greyscale:
-        icc = None  # a profile describes the pixels it is written with: grey for grey, colour for colour
+    if icc and icc_colour_space(icc) != (b"GRAY" if greyscale else b"RGB"):
+        # a profile describes the pixels it is written with: grey for grey, RGB for colour (a Lab file's profile
+        # went out on its RGB result, which libpng refuses and strict colour-managed readers misapply)
+        icc = None
     deep = _sixteen_bit(path, opened.format, orientation) if alpha is None else None
     rgb = deep if deep is not None else np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     gamma = opened.info.get("gamma") if opened.format == "PNG" and not icc and "srgb" not in opened.info else None

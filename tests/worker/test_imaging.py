@@ -144,6 +144,16 @@ def test_cmyk_is_converted_and_its_profile_dropped(tmp_path):
     assert decoded.rgb.shape == (10, 20, 3) and decoded.metadata.icc is None
 
 
+def test_a_profile_of_another_colour_model_is_not_carried_onto_rgb_pixels(tmp_path):
+    """A Lab file's profile (a Lab TIFF as libvips writes it) went out on its RGB result: libpng refuses a non-RGB
+    iCCP in an RGB PNG, and strict colour-managed readers misapply it. An RGB profile is kept, as before."""
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert lab[16:20] == b"Lab " and srgb[16:20] == b"RGB "
+    assert decode(save(tmp_path, gradient(), "TIFF", icc_profile=lab)).metadata.icc is None
+    assert decode(save(tmp_path, gradient(), "TIFF", icc_profile=srgb)).metadata.icc == srgb
+
+
 def test_a_cmyk_jpeg_without_a_profile_is_read_through_a_generic_press_profile(tmp_path):
     """Pillow's formula made 100 % cyan (0, 255, 255) and 100 % magenta (255, 0, 255), colours no press prints;
     like Photoshop and libvips, an untagged CMYK file is now read through a generic press profile (libvips')."""
