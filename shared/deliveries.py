@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import WebhookAttempt, WebhookDelivery, utcnow
+from shared.models import Job, WebhookAttempt, WebhookDelivery, utcnow
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -22,6 +22,37 @@ def claim(session: Session, delivery_id: str, lease_seconds: float) -> bool:
                or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
         .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_seconds),
                 leased_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def tenant_busy(session: Session, delivery_id: str, most: int) -> bool:
+    """Whether the message's tenant already has ``most`` attempts being made (0: no cap). Why: one queue and a few
+    slots serve every tenant's messages, and a receiver that never answers holds a slot for the whole timeout per
+    attempt, so one customer's dead endpoint during a bulk run delayed every other customer's webhooks by hours.
+    Counted without a lock: concurrent claims may pass it together, by at most the webhook workers' slots."""
+    if most <= 0:
+        return False
+    tenant = session.scalar(select(Job.tenant).join(WebhookDelivery, WebhookDelivery.job_id == Job.id)
+                            .where(WebhookDelivery.id == delivery_id))
+    if tenant is None:
+        return False
+    leased = session.scalar(
+        select(func.count()).select_from(WebhookDelivery).join(Job, Job.id == WebhookDelivery.job_id)
+        .where(Job.tenant == tenant, WebhookDelivery.status == PENDING, WebhookDelivery.leased_until > utcnow(),
+               WebhookDelivery.id != delivery_id))
+    return leased >= most
+
+
+def defer(session: Session, delivery_id: str, seconds: float) -> bool:
+    """Push a due message's next attempt ``seconds`` out, counting no attempt (its tenant's slots are busy); False
+    if it is not due, or not pending, any more."""
+    now = utcnow()
+    result = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
+               or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
+        .values(next_attempt_at=now + timedelta(seconds=seconds), updated_at=now)
     )
     return result.rowcount == 1
 

@@ -36,7 +36,7 @@ POSITIVE = ("api_port", "api_threads", "max_upload_bytes", "max_input_pixels", "
 NON_NEGATIVE = {"api_workers": "cores + 1", "split_output_pixels": "never split", "visibility_timeout": "derived",
                 "rate_limit_per_minute": "unlimited", "max_active_jobs": "unlimited", "daily_megapixels": "unlimited",
                 "retention_seconds": "keep", "worker_metrics_port": "off", "model_load_delay": "none",
-                "inference_threads": "TensorFlow's default"}
+                "inference_threads": "TensorFlow's default", "webhook_tenant_concurrency": "no cap"}
 MIN_S3_PART_MB = 5
 # The longest a webhook attempt may take: a delivery task's time limits (worker.tasks) are set from it, so an
 # attempt always ends as a recorded failure, not killed by Celery with nothing recorded (and then re-sent for ever)
@@ -100,6 +100,7 @@ class Settings:
     webhook_timeout: float = 10.0
     webhook_retry_schedule: str = "5,30,120,600,1800,3600,7200,14400"
     webhook_allow_private: bool = False
+    webhook_tenant_concurrency: int = 2
     input_fetch_timeout: float = 30.0
     idempotency_ttl: int = 86400
     rate_limit_per_minute: int = 600

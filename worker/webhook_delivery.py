@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import random
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +21,7 @@ from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 PUBLISH_RETRY_BELOW_SECONDS = 60.0  # longer waits are left to the sweeper, not to broker ETA messages
+DEFER_SECONDS = 5.0  # a message whose tenant's attempts are at their cap waits about this long (+-50 %)
 
 
 def shown(url: str) -> str:
@@ -31,11 +33,19 @@ def shown(url: str) -> str:
 
 
 def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
-    """Returns delivered, retrying, failed or skipped (not due, or already being delivered)."""
+    """Returns delivered, retrying, failed, deferred (its tenant's attempts in flight are at their cap: tried again
+    a few seconds later, no attempt counted) or skipped (not due, or already being delivered)."""
     settings = ctx.settings
     with unit_of_work(ctx.sessions) as session:
-        if not deliveries.claim(session, delivery_id, settings.webhook_timeout + 30):
+        busy = deliveries.tenant_busy(session, delivery_id, settings.webhook_tenant_concurrency)
+        if busy and not deliveries.defer(session, delivery_id, DEFER_SECONDS * random.uniform(0.5, 1.5)):
             return "skipped"
+        if not busy and not deliveries.claim(session, delivery_id, settings.webhook_timeout + 30):
+            return "skipped"
+    if busy:
+        metrics.WEBHOOK_DELIVERIES.labels("deferred").inc()
+        _publish_later(celery, delivery_id, DEFER_SECONDS * 1.5)
+        return "deferred"
     with ctx.sessions() as session:
         delivery = session.get(WebhookDelivery, delivery_id)
         url, payload = delivery.url, delivery.payload
@@ -68,9 +78,13 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
     metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
     log.info("webhook %s to %s: %s (%s)", delivery_id, shown(url), outcome, error or status_code)
     if delay is not None and delay < PUBLISH_RETRY_BELOW_SECONDS:
-        try:
-            enqueue_delivery(celery, delivery_id, countdown=delay)
-        except Exception:
-            log.warning("could not schedule retry of %s; the sweeper will", delivery_id)
+        _publish_later(celery, delivery_id, delay)
     return outcome
+
+
+def _publish_later(celery: Celery, delivery_id: str, countdown: float) -> None:
+    try:
+        enqueue_delivery(celery, delivery_id, countdown=countdown)
+    except Exception:
+        log.warning("could not schedule the next attempt of %s; the sweeper will", delivery_id)
 

@@ -281,6 +281,43 @@ def test_a_name_resolving_to_a_private_address_goes_the_way_of_one_that_does_not
     assert seen[0] == seen[1] and seen[0][:2] == ("retrying", "pending")
 
 
+def test_a_tenants_attempts_in_flight_are_capped_so_its_dead_receiver_cannot_hold_every_slot(ctx, db_session,
+                                                                                               receiver):
+    """One queue and a few slots serve every tenant: a customer whose receiver never answers held each slot for the
+    whole timeout per attempt, and every other customer's webhooks waited behind it for hours. Past its cap a
+    tenant's message is put off a few seconds, no attempt counted, while another tenant's goes out at once."""
+    from shared import jobs as job_rows
+    from shared.deliveries import claim
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    ctx.settings = ctx.settings.with_overrides(webhook_tenant_concurrency=2)
+
+    def message_of(tenant):
+        job = queued_job(ctx, db_session, webhook_url=receiver.url, webhook_events=["job.canceled"], tenant=tenant)
+        change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+        [message] = messages(db_session, job.id)
+        return message.id
+
+    hung = [message_of("bulk") for _ in range(2)]
+    for message_id in hung:  # two attempts of "bulk" are being made (at a receiver that never answers)
+        assert claim(db_session, message_id, 60)
+    db_session.commit()
+    third, other = message_of("bulk"), message_of("calm")
+    assert deliver(ctx, ctx.celery, third) == "deferred"
+    db_session.expire_all()
+    put_off = db_session.get(WebhookDelivery, third)
+    assert put_off.attempts == 0 and put_off.status == "pending" and put_off.leased_until is None
+    assert put_off.next_attempt_at.replace(tzinfo=UTC) > datetime.now(UTC)
+    assert deliver(ctx, ctx.celery, other) == "delivered"  # another tenant is not held up
+    assert deliver(ctx, ctx.celery, third) == "skipped"  # not due yet: the publish a few seconds on takes it
+    assert [request["headers"]["webhook-id"] for request in receiver.requests] == [other]
+    ctx.settings = ctx.settings.with_overrides(webhook_tenant_concurrency=0)  # 0: no cap
+    db_session.query(WebhookDelivery).filter_by(id=third).update({"next_attempt_at": None})
+    db_session.commit()
+    assert deliver(ctx, ctx.celery, third) == "delivered"
+
+
 def test_a_name_server_that_does_not_answer_ends_the_attempt_within_its_timeout(ctx, db_session, monkeypatch):
     """The lookup of the receiver's name was outside the attempt's deadline: a name server that never answers
     held a webhook worker for as long as the system's resolver tried. Here the lookup hangs (an event nobody
