@@ -32,6 +32,12 @@ class Operation:
 
 # The answers of the routes that send a stored file (Werkzeug's send_file: no-cache, byte ranges)
 _REVALIDATE = {"Cache-Control": "`no-cache`: a cache asks again before reusing its copy"}
+# ... and their outcomes, the same for both (``api.downloads.send_download``)
+DOWNLOAD_ANSWERS: dict[int, tuple[str, type[BaseModel] | None]] = {
+    206: ("The byte range a Range header asked for", None),
+    304: ("Not modified: If-None-Match (or, without it, If-Modified-Since) matched", None),
+    412: ("If-Match (or, without it, If-Unmodified-Since) not met", Problem),
+    416: ("A Range past the end of the file", Problem)}
 DOWNLOAD_HEADERS = {200: _REVALIDATE,
                     206: {"Content-Range": "The bytes sent and the file's length: `bytes <first>-<last>/<length>`",
                           **_REVALIDATE},

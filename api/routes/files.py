@@ -8,7 +8,7 @@ from flask import Blueprint, request
 
 from api.downloads import send_download
 from api.errors import ApiError
-from api.openapi import DOWNLOAD_HEADERS, operation
+from api.openapi import DOWNLOAD_ANSWERS, DOWNLOAD_HEADERS, operation
 from api.schemas import FileLinkQuery, Problem
 from api.services import services
 from shared.signing import verify
@@ -19,10 +19,9 @@ blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 
 @blueprint.get("/<path:key>")
 @operation("Download a file through a signed link (local storage)",
-           {200: ("The file", None), 206: ("The byte range a Range header asked for", None),
-            403: ("Bad signature", Problem), 404: ("No such file", Problem), 410: ("Link expired", Problem),
-            412: ("If-Match or If-Unmodified-Since not met", Problem),
-            416: ("A Range past the end of the file", Problem)}, tag="files", content_type="image/*",
+           {200: ("The file", None), **DOWNLOAD_ANSWERS,
+            403: ("Bad signature", Problem), 404: ("No such file", Problem), 410: ("Link expired", Problem)},
+           tag="files", content_type="image/*",
            query=FileLinkQuery, status_headers=DOWNLOAD_HEADERS)
 def download(key: str):
     svc = services()

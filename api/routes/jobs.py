@@ -11,7 +11,7 @@ from api import quotas, submission
 from api.auth import current_tenant, require_key_still_valid
 from api.downloads import send_download
 from api.errors import ApiError
-from api.openapi import DOWNLOAD_HEADERS, operation
+from api.openapi import DOWNLOAD_ANSWERS, DOWNLOAD_HEADERS, operation
 from api.presenters import job_out
 from api.request_values import one_each
 from api.routes.metrics import untimed
@@ -213,12 +213,10 @@ def cancel_job(job_id: str):
 
 @blueprint.get("/<job_id>/result")
 @operation("Download the result",
-           {200: ("The image (local storage)", None), 206: ("The byte range a Range header asked for", None),
+           {200: ("The image (local storage)", None), **DOWNLOAD_ANSWERS,
             303: ("Redirect to a presigned URL (S3)", None),
             404: ("No such job", Problem), 409: ("The job has not succeeded", Problem),
             410: ("Deleted after the retention period", Problem),
-            412: ("If-Match or If-Unmodified-Since not met", Problem),
-            416: ("A Range past the end of the file", Problem),
             503: ("Object storage unavailable or too slow to answer", Problem)},
            status_headers={**DOWNLOAD_HEADERS, 303: {"Location": "A presigned URL of the result, valid "
                                                                  "UPSCALER_RESULT_URL_TTL seconds"}},

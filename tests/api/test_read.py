@@ -488,6 +488,33 @@ def test_a_failed_precondition_is_a_412_problem_without_the_file(app, client, db
     assert client.get(f"/v1/jobs/{job.id}/result", headers={"If-Match": etag}).status_code == 200
 
 
+def test_download_preconditions_are_read_in_rfc_9110s_order_before_any_range(app, client, db_session):
+    """If-Unmodified-Since was never read (the whole file where 412 was due), a Range was served before If-Match
+    (206 where 412 was due) and before a matching If-None-Match (206 where 304 was due)."""
+    job = succeeded_job(app, db_session)
+    url = f"/v1/jobs/{job.id}/result"
+    whole = client.get(url)
+    etag, modified = whole.headers["ETag"], whole.headers["Last-Modified"]
+    long_ago, later = "Mon, 01 Jan 2001 00:00:00 GMT", "Fri, 01 Jan 2100 00:00:00 GMT"
+
+    def status(**headers):
+        return client.get(url, headers={name.replace("_", "-"): value for name, value in headers.items()}).status_code
+
+    assert status(If_Unmodified_Since=long_ago) == 412
+    assert status(If_Unmodified_Since=later) == 200
+    assert status(If_Match='"another"', Range="bytes=0-9") == 412
+    assert status(If_Match=etag, Range="bytes=0-9") == 206
+    assert status(If_Match="*", If_Unmodified_Since=long_ago) == 200  # If-Match present: the date is not read
+    assert status(If_None_Match=etag, Range="bytes=0-9") == 304
+    assert status(If_None_Match=f"W/{etag}") == 304  # compared weakly
+    assert status(If_None_Match='"another"', If_Modified_Since=later) == 200  # If-None-Match present: no date
+    assert status(If_Modified_Since=modified) == 304
+    assert status(If_Modified_Since=long_ago) == 200
+    assert status(If_Unmodified_Since="not a date") == 200
+    not_modified = client.get(url, headers={"If-None-Match": etag})
+    assert not_modified.data == b"" and not_modified.headers["ETag"] == etag
+
+
 def test_blank_list_parameters_mean_their_defaults(client, db_session):
     """``?status=&limit=&cursor=`` (a client filling the query from unset variables) was 422; blank is absent, as
     on the submit form."""
