@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -160,6 +161,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOS, JPEG_STANDALONE = 0xDA, frozenset({0x01, *range(0xD0, 0xD9)})  # markers with no length after them
 
 
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """A PNG's chunks as (type, where the chunk ends), from the headers alone; the last may end past the data."""
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        position += 12 + length
+        yield kind, position
+
+
 def _segments(data: bytes) -> tuple[str, int] | None:
     """A PNG's chunks, or a JPEG's segments (fill bytes counted too) up to its first scan, counted up to one past
     ``MAX_SEGMENTS``: (the format, the count); None for other formats. Structure past what is counted is Pillow's
@@ -167,13 +177,9 @@ def _segments(data: bytes) -> tuple[str, int] | None:
     end = len(data)
     count = 0
     if data.startswith(PNG_SIGNATURE):
-        position = len(PNG_SIGNATURE)
-        while position + 8 <= end and count <= MAX_SEGMENTS:
-            length, kind = struct.unpack_from(">I4s", data, position)
-            count += 1
-            if kind == b"IEND":
+        for count, (kind, _) in enumerate(_png_chunks(data), start=1):
+            if kind == b"IEND" or count > MAX_SEGMENTS:
                 break
-            position += 12 + length
         return "PNG", count
     if data.startswith(b"\xff\xd8"):
         position = 2
@@ -190,6 +196,19 @@ def _segments(data: bytes) -> tuple[str, int] | None:
                 position += 2 + struct.unpack_from(">H", data, position + 2)[0]
         return "JPEG", count
     return None
+
+
+def _png_whole_but_its_end(data: bytes) -> bool:
+    """Whether a PNG whose check failed ends exactly after a whole chunk, image data among them, with no IEND: cut
+    off after its pixels (a copy interrupted at the very end, some encoders' last write lost). Pillow decodes it,
+    as viewers show it; only its check wanted the IEND, and it was refused as not a readable image."""
+    kinds, last = set(), len(PNG_SIGNATURE)
+    for count, (kind, end) in enumerate(_png_chunks(data), start=1):
+        if kind == b"IEND" or count > MAX_SEGMENTS:
+            return False
+        kinds.add(kind)
+        last = end
+    return b"IDAT" in kinds and last == len(data)
 
 
 def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
@@ -215,7 +234,11 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
             if width * height > max_input_pixels:
                 raise ImageRejected("image_too_large", f"the image has {width}x{height} = {width * height} pixels; "
                                                        f"the limit is {max_input_pixels}", limit=max_input_pixels)
-            image.verify()
+            try:
+                image.verify()
+            except (OSError, SyntaxError):  # "truncated PNG file"
+                if not (image.format == "PNG" and _png_whole_but_its_end(data)):
+                    raise
     except (ImageRejected, *NOT_THE_FILES):
         raise
     except Image.DecompressionBombError as exc:

@@ -89,8 +89,37 @@ def decode(path: Path) -> DecodedImage:
     except (UnreadableImage, *NOT_THE_FILES):
         raise
     except Exception as exc:
+        whole = _with_its_end(path)
+        if whole is not None:
+            log.info("%s lacks only its JPEG end marker: decoded with it", path.name)
+            return decode(whole)
         log.warning("cannot decode %s: %s: %s", path.name, type(exc).__name__, exc)
         raise UnreadableImage("the image data is corrupt or truncated and could not be decoded") from exc
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _with_its_end(path: Path) -> Path | None:
+    """A copy, beside it, of a JPEG that lacks only its end marker (EOI), with one; None for any other file, or
+    where libvips is not installed to tell. Some cameras and interrupted copies leave it out: every pixel is there
+    (browsers and libvips show it), but Pillow calls the file truncated, and such a job failed input_unreadable
+    after it was accepted. A scan cut short still fails: libjpeg warns when the marker comes before its data ends,
+    and that warning is libvips' error here."""
+    data = path.read_bytes()
+    if not data.startswith(JPEG_START) or data.endswith(JPEG_END):
+        return None
+    try:
+        import pyvips
+    except ImportError:
+        return None
+    try:
+        pyvips.Image.jpegload_buffer(data + JPEG_END, fail_on="warning").avg()  # every pixel decoded
+    except pyvips.Error:
+        return None
+    whole = path.with_name(path.name + ".whole.jpg")
+    whole.write_bytes(data + JPEG_END)
+    return whole
 
 
 def _decode(path: Path) -> DecodedImage:

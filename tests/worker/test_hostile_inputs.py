@@ -62,6 +62,11 @@ CORPUS = [
     ("png cut mid-data", saved("PNG", (64, 64))[:-200], ("submit", 415, "unsupported_image")),
     ("jpeg cut mid-scan", saved("JPEG", (64, 64), quality=95)[:400], ("submit", 415, "unsupported_image")),
     ("webp cut mid-data", saved("WEBP", (64, 64), quality=80)[:-100], ("submit", 415, "unsupported_image")),
+    # whole but their last marker (some cameras, interrupted copies): taken and made, as viewers show them
+    ("jpeg without its end marker", saved("JPEG", (64, 64), quality=95)[:-2], ("job", "succeeded", None)),
+    ("png without its IEND", saved("PNG", (64, 64))[:-12], ("job", "succeeded", None)),
+    ("jpeg cut mid-scan past its headers", saved("JPEG", (64, 64), quality=95)[:-300],
+     ("job", "failed", "input_unreadable")),
     ("heic photo", phone("HEIF"), ("job", "succeeded", None)),
     ("avif photo", phone("AVIF"), ("job", "succeeded", None)),
     ("heic cut mid-data", phone("HEIF")[:-100], ("job", "failed", "input_unreadable")),
@@ -86,3 +91,15 @@ def test_hostile_file_ends_in_its_documented_code(client, ctx, db_session, name,
     assert (job.status, job.error_code) == (status, code), job.error_message
     if job.error_message:
         assert "Error" not in job.error_message and "(" not in job.error_message  # plain words, no exception
+
+
+def test_a_jpeg_without_its_end_marker_decodes_to_the_whole_files_pixels(tmp_path):
+    """Pillow called it truncated and the job failed input_unreadable, though every pixel was there."""
+    import numpy as np
+
+    from worker.imaging import decode
+
+    whole = saved("JPEG", (64, 64), quality=95)
+    (tmp_path / "whole.jpg").write_bytes(whole)
+    (tmp_path / "cut.jpg").write_bytes(whole[:-2])
+    assert np.array_equal(decode(tmp_path / "cut.jpg").rgb, decode(tmp_path / "whole.jpg").rgb)
