@@ -3,14 +3,16 @@
 Errors a user can act on (a missing file, the API down, a refused request) print one line and exit 1;
 ``--debug`` shows the traceback instead. A command line that cannot mean anything (argparse's errors, a
 ``UsageError``) exits 2. A run stopped by Ctrl-C, or by SIGTERM or SIGHUP in the commands that write files, cleans
-up and exits 128 + the signal. Output whose reader has gone (``upscaler jobs list | head -1``) ends the command as
-SIGPIPE ends a shell tool: quietly, exit 141 (128 + SIGPIPE).
+up and exits 128 + the signal. The commands that report a line per file (``upscale``, ``submit``, ``dev``) write
+each line out as it ends, into a log or a pipe too. Output whose reader has gone (``upscaler jobs list | head -1``)
+ends the command as SIGPIPE ends a shell tool: quietly, exit 141 (128 + SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -23,6 +25,9 @@ from cli.interrupts import exit_status, signals_as_interrupts
 # The commands that write files: a signal must run their cleanup (partial results, band files, temporary folders).
 # Not the services, which hand signals to gunicorn and Celery, nor ``dev``, which stops what it started itself.
 WRITING_COMMANDS = frozenset({"upscale", "submit", "jobs", "export", "eval"})
+# The commands that report as they go, a line per file or per stage: into a log file, a pipe or a CI runner, standard
+# output is block-buffered, and their lines came all at once at exit, after the summary on stderr
+REPORTING_COMMANDS = frozenset({"upscale", "submit", "dev"})
 
 
 def _version() -> str:
@@ -44,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in REPORTING_COMMANDS:
+        _line_by_line()
     stopping = signals_as_interrupts() if args.command in WRITING_COMMANDS else contextlib.nullcontext()
     try:
         with stopping:
@@ -62,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"upscaler {args.command}: {_in_words(exc)}", file=sys.stderr)
         return 1
+
+
+def _line_by_line() -> None:
+    """Standard output written out at each line's end, wherever it goes (a terminal already is)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):  # not a stream put in its place (contextlib.redirect_stdout)
+        sys.stdout.reconfigure(line_buffering=True)
 
 
 def _reader_gone() -> int:

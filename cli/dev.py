@@ -67,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
     if args.port and port_open("127.0.0.1", args.port):  # else the launcher would talk to whatever listens there
         print(f"upscaler dev: port {args.port} is in use; choose another --port (or leave it out)", file=sys.stderr)
         return 2
-    sys.stdout.reconfigure(line_buffering=True)  # piped to a log or a CI runner: each line as it happens
     args.var.mkdir(parents=True, exist_ok=True)
     with _only_launcher(args.var) as other:
         if other is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import glob
 import sys
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from cli.arguments import UsageError
@@ -82,6 +84,19 @@ def refuse_overwriting_inputs(targets: dict[Path, Path]) -> None:
                              "folder or name")
         if target.is_dir():
             raise UsageError(f"the result of {path} would be written onto the folder {target}: name a file")
+
+
+def writable_folders(targets: Iterable[Path]) -> None:
+    """Make the folders ``targets`` go into and check that a file can be created in each, before any work: one that
+    could not be written (``--output-dir /proc/x``, a read-only disk) was found once a job had been uploaded, run
+    and charged, or once the inference was done. Raises ``UsageError`` naming the folder and why."""
+    for folder in sorted({target.parent for target in targets}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".upscaler-probe-"):
+                pass  # removed as it closes
+        except OSError as exc:
+            raise UsageError(f"cannot write into {folder}: {exc.strerror or exc}; name another output") from None
 
 
 def output_format_for(path: Path, explicit: str | None) -> str:

@@ -4,9 +4,12 @@ same cleanup runs (``upscaler`` turns them on for its writing commands, ``cli.__
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import NoReturn
 
 
 class Terminated(KeyboardInterrupt):
@@ -46,3 +49,14 @@ def signals_as_interrupts() -> Iterator[None]:
 def exit_status(stopped: KeyboardInterrupt) -> int:
     """128 + the signal that stopped the run, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
     return 128 + (stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT)
+
+
+def end_at_once(stopped: KeyboardInterrupt) -> NoReturn:
+    """End the process now, with ``exit_status(stopped)``, without waiting for its threads (a watch that polls for
+    an hour, a download under way). Standard output and error are flushed first: ``os._exit`` skips Python's own
+    flush at exit, and lines still in a pipe's or a log file's buffer (``done X -> Y``: which results were saved)
+    were lost. A reader that has gone cannot take them, and there is nothing left to tell it: that is ignored."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a stream already closed
+            stream.flush()
+    os._exit(exit_status(stopped))

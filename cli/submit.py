@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import threading
 import time
@@ -18,8 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cli.arguments import UsageError, positive_int, quality, scale_factor, target_side
-from cli.files import expand, output_format_for, progress_bar, refuse_overwriting_inputs, result_names
-from cli.interrupts import exit_status
+from cli.files import (
+    expand,
+    output_format_for,
+    progress_bar,
+    refuse_overwriting_inputs,
+    result_names,
+    writable_folders,
+)
+from cli.interrupts import end_at_once
+from cli.records import Records
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.sizing import FITS
 
@@ -48,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --wait: where results go (<stem>.<ext>; default: here)")
     p.add_argument("--concurrency", type=positive_int, default=4, help="jobs submitted and watched at once")
     p.add_argument("--output", type=Path, default=None, help="with one PATH and --wait: the result's file name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --wait: replace results that exist (else one this file made with these options is "
+                        "skipped, one of another file or other options refused)")
     p.set_defaults(func=run)
 
 
@@ -110,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from upscaler_client import AuthenticationError, Client, Timeout, UpscalerError
     from upscaler_client import ConnectionError as Unreachable
 
-    if (args.output or args.output_dir) and not args.wait:
-        raise UsageError("--output and --output-dir name where --wait downloads results; add --wait")
+    if (args.output or args.output_dir or args.overwrite) and not args.wait:
+        raise UsageError("--output, --output-dir and --overwrite are about the results --wait downloads; add --wait")
     # results already downloaded into the output folder are not sent again as inputs
     results = (args.output_dir or Path(".")) if args.wait and not args.output else None
     files = expand([Path(p) for p in args.paths], results)
@@ -144,10 +154,10 @@ def run(args: argparse.Namespace) -> int:
         refuse_overwriting_inputs(targets)
     else:  # result_names refuses a target that is an input
         targets = result_names(files, args.output_dir or Path("."), EXTENSIONS[fmt])
-    todo = [p for p in files if not targets[p].exists()]
-    for path in files:
-        if path not in todo:
-            print(f"skip {path}: {targets[path]} exists")
+    # a result there is skipped only if this file made it with these options (the webhook shapes no result)
+    records = Records({name: value for name, value in options.items() if name != "webhook_url"})
+    todo, refused = records.sort_out(targets, args.overwrite)
+    writable_folders(targets[path] for path in todo)  # before any upload: a job done for nothing is charged
     overall = progress_bar(total=len(todo), desc="all", unit="job", position=0, dynamic_ncols=True)
     stop, reader_gone, slot_wait_said = threading.Event(), threading.Event(), threading.Lock()
     running: dict[Path, str] = {}
@@ -186,8 +196,15 @@ def run(args: argparse.Namespace) -> int:
             done = job.wait(on_progress=lambda j: watch(bar, j), on_unavailable=unless_stopped)
             if stop.is_set():
                 raise Stopped
-            done.download(targets[path])
+            try:
+                done.download(targets[path])
+            except (UpscalerError, OSError) as exc:  # the job succeeded: not a failed job, nor charged again
+                running.pop(path)
+                tqdm.write(f"error: {path}: download failed (job {done.id} succeeded: run the same `upscaler "
+                           f"submit` again to download it): {exc}", file=sys.stderr)
+                return UNSAVED
             running.pop(path)
+            records.record(path, targets[path])
             tqdm.write(f"done {path} -> {targets[path]} ({done.output.width}x{done.output.height})")
             return DONE
         except Stopped:
@@ -221,21 +238,26 @@ def run(args: argparse.Namespace) -> int:
         for target in targets.values():  # a download cut short leaves nothing beside its target
             target.with_name(target.name + ".part").unlink(missing_ok=True)
         print(f"\nstopped; {_left_on_server(running)}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(exit_status(stopped))  # without joining watches that poll for an hour or a download under way
+        end_at_once(stopped)  # without joining watches that poll for an hour or a download under way
     pool.shutdown()
     overall.close()
     if reader_gone.is_set():
         raise BrokenPipeError
-    failed, not_done = results.count(FAILED), results.count(NOT_DONE)
+    failed, not_done, unsaved = results.count(FAILED), results.count(NOT_DONE), results.count(UNSAVED)
+    if refused:
+        print(f"{refused} of {len(files)} file(s) not sent: their results' names hold what another input or other "
+              "options made", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(todo)} job(s) failed", file=sys.stderr)
+    if unsaved:
+        print(f"{unsaved} of {len(todo)} result(s) not downloaded (their jobs succeeded)", file=sys.stderr)
     if not_done:
         print(f"{not_done} of {len(todo)} file(s) not finished: {_left_on_server(running)}", file=sys.stderr)
-    return 1 if failed or not_done else 0
+    return 1 if refused or failed or unsaved or not_done else 0
 
 
-DONE, FAILED, NOT_DONE = "done", "failed", "not done"  # a file's outcome in a --wait run
+# a file's outcome in a --wait run
+DONE, FAILED, UNSAVED, NOT_DONE = "done", "failed", "not downloaded", "not done"
 
 
 def _left_on_server(running: dict[Path, str]) -> str:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.arguments import UsageError, denoise, positive_int, quality, scale_factor, target_side
-from cli.files import expand, output_format_for, progress_bar, refuse_overwriting_inputs, result_names
+from cli.files import (
+    expand,
+    output_format_for,
+    progress_bar,
+    refuse_overwriting_inputs,
+    result_names,
+    writable_folders,
+)
+from cli.records import Records
 from shared.errors import Refusal
 from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS, check_job
@@ -111,15 +119,18 @@ def run(args: argparse.Namespace) -> int:
     if args.denoise is not None and not engines.catalog[model].accepts_denoise:  # as the API refuses it
         takes = sorted(name for name, info in engines.catalog.items() if info.accepts_denoise)
         raise UsageError(f"model {model!r} takes no --denoise; use 'auto' or one of {', '.join(takes)}")
-    if not args.overwrite:
-        present = [job for job in jobs if job[1].exists()]
-        if single and present:
-            print(f"upscaler upscale: {jobs[0][1]} exists; --overwrite replaces it", file=sys.stderr)
-            return 1
-        for source, destination, _ in present:  # an interrupted run goes on where it stopped, as submit does
-            print(f"skip {source}: {destination} exists (--overwrite replaces it)")
-        done = {destination for _, destination, _ in present}
-        jobs = [job for job in jobs if job[1] not in done]  # a set: a rerun of 10,000 files compared 10^8 tuples
+    if single and not args.overwrite and jobs[0][1].exists():
+        print(f"upscaler upscale: {jobs[0][1]} exists; --overwrite replaces it", file=sys.stderr)
+        return 1
+    # into a folder: a result there is skipped only if this file made it so (an interrupted run goes on, as
+    # submit does); the record says so, a single named output needs none
+    records = None if single else Records(result_options(args, model, jobs[0][2]))
+    refused = 0
+    if records is not None:
+        todo, refused = records.sort_out({source: destination for source, destination, _ in jobs}, args.overwrite)
+        going = set(todo)  # a set: a rerun of 10,000 files compared 10^8 tuples
+        jobs = [job for job in jobs if job[0] in going]
+    writable_folders(destination for _, destination, _ in jobs)
     for folder in {destination.parent for _, destination, _ in jobs}:  # what a killed run left (SIGKILL, OOM)
         remove_orphaned_beside(folder)
     bar = progress_bar(total=len(jobs), unit="file", desc=f"{model} {size.describe()}",
@@ -133,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             result = upscale_one(source, destination, fmt, engines, model, size, args, settings, progress)
+            if records is not None:
+                records.record(source, destination)
         except (OSError, ValueError, Refusal, UnknownModel) as exc:  # ValueError: rejected or unreadable images
             failed += 1
             tqdm.write(f"error: {source}: {exc}", file=sys.stderr)
@@ -152,9 +165,17 @@ def run(args: argparse.Namespace) -> int:
         bar.n = index + 1
         bar.refresh()
     bar.close()
-    if failed:
-        print(f"{failed} of {len(jobs)} file(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    if failed or refused:
+        print(f"{failed + refused} of {len(jobs) + refused} file(s) failed", file=sys.stderr)
+    return 1 if failed or refused else 0
+
+
+def result_options(args: argparse.Namespace, model: str, fmt: str) -> dict[str, object]:
+    """The options that make a result what it is, as its record keeps them (not --tile: tiles stitch to the same
+    image; --fit only where both sides are given, as only there it counts)."""
+    return {"scale": args.scale, "width": args.width, "height": args.height,
+            "fit": args.fit if args.width and args.height else None, "model": model, "denoise": args.denoise,
+            "format": fmt, "quality": args.quality}
 
 
 def upscale_one(source: Path, destination: Path, fmt: str, engines: EngineRegistry, model: str, size: SizeRequest,

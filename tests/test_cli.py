@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect
 from cli.__main__ import build_parser
 from cli.arguments import UsageError
 from cli.processes import free_port
+from cli.records import RECORD
 from tests.conftest import write_image
 from tests.factories import models_with_a_scale_2_network
 from worker.evaluation import register_heif_writer
@@ -312,7 +313,7 @@ def test_upscale_many_files_into_a_folder_with_one_bad_file(tmp_path):
     out = tmp_path / "out"
     result = run(["upscale", str(folder), str(extra), str(out), "--scale", "2", "--format", "webp"])
     assert result.returncode == 1, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "b.webp", "c.webp", "d.webp"]
+    assert sorted(p.name for p in out.iterdir()) == [RECORD, "a.webp", "b.webp", "c.webp", "d.webp"]
     with Image.open(out / "d.webp") as image:
         assert image.size == (60, 48)
     with Image.open(out / "b.webp") as image:
@@ -372,7 +373,7 @@ def test_upscale_never_replaces_a_file_unless_told(tmp_path):
     # files named on their own go into their own folder: the studio's photo.jpg is skipped, not replaced
     assert into_its_own_folder.returncode == 0, into_its_own_folder.stderr
     assert f"skip {photos / 'photo.png'}: {photos / 'photo.jpg'} exists" in into_its_own_folder.stdout
-    assert sorted(p.name for p in photos.iterdir()) == ["keep.jpg", "keep.png", "photo.jpg", "photo.png"]
+    assert sorted(p.name for p in photos.iterdir()) == [RECORD, "keep.jpg", "keep.png", "photo.jpg", "photo.png"]
     assert folder.returncode == 0, folder.stderr
     assert f"skip {photos / 'photo.png'}: {out / 'photo.jpg'} exists" in folder.stdout
     with Image.open(out / "keep.jpg") as made:
@@ -400,7 +401,7 @@ def test_upscale_many_files_all_good_exits_zero(tmp_path):
     sources = [write_image(tmp_path / f"{name}.png", width=24, height=16) for name in ("x", "y")]
     result = run(["upscale", *map(str, sources), str(tmp_path / "out"), "--scale", "3", "--denoise", "0.4"])
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "y.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RECORD, "x.png", "y.png"]
     assert "strength 0.40" in result.stderr + result.stdout
 
 
@@ -490,7 +491,7 @@ def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, 
         worker.terminate()
         worker.wait(30)
     assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RECORD, "a.png", "b.png", "c.png"]
     with Image.open(tmp_path / "out" / "a.png") as out:
         assert out.size == (64, 48)
     assert again.returncode == 0 and again.stdout.count("skip ") == 3
@@ -1239,7 +1240,7 @@ def test_progress_in_a_log_is_one_line_per_file_and_a_stop_says_where(tmp_path, 
         args.func(args)
     err = capsys.readouterr().err
     assert f"stopped at {sources[1]}; 1 of 3 file(s) written, 0 failed" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RECORD, "a.png"]
 
 
 def test_eval_measures_each_model_once_and_checks_everything_before_measuring(tmp_path, monkeypatch, capsys):
@@ -1367,3 +1368,241 @@ def test_keys_revoke_cancel_jobs_ends_the_tenants_queued_and_running_jobs_only(t
         assert status == {queued: "canceled", running: "canceled", done: "succeeded", others: "queued"}
         assert session.get(Job, queued).charged_megapixels is None  # taken off the job and given back
         assert [d.event for d in session.query(WebhookDelivery).filter_by(job_id=queued)] == ["job.canceled"]
+
+
+def _buffered_env(**extra: str) -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED (the test environment sets it): standard output into a pipe or a
+    file is then block-buffered, as for a user's log or CI runner."""
+    return {**{name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"},
+            "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def test_a_run_ended_at_once_still_hands_over_what_it_wrote():
+    """`submit --wait` stopped by Ctrl-C or SIGTERM ends with os._exit, which skips Python's flush at exit: into a pipe
+    or a log file every "done X -> Y" line still in the buffer was lost (stderr alone was flushed). A reader that has
+    gone is no error then."""
+    script = ("from cli.interrupts import Terminated, end_at_once; print('done a.png -> out/a.png'); "
+              "end_at_once(Terminated(15))")
+    command = [sys.executable, "-c", script]
+    ended = subprocess.run(command, capture_output=True, text=True, timeout=60, env=_buffered_env())
+    assert (ended.returncode, ended.stdout, ended.stderr) == (143, "done a.png -> out/a.png\n", "")
+    gone, writer = os.pipe()
+    os.close(gone)
+    try:
+        left = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=_buffered_env())
+    finally:
+        os.close(writer)
+    assert (left.returncode, left.stderr) == (143, "")
+
+
+def _succeeded(fake, name: str = "a.png") -> tuple[int, dict, bytes]:
+    """A fake API's answer: job j1 succeeded, its result at ``fake``'s /files/<name>."""
+    from tests.test_sdk import _job
+
+    return 200, {}, _job("succeeded", output={"filename": name, "width": 16, "height": 16},
+                         result_url=f"{fake.base}/files/{name}")
+
+
+def test_submit_wait_stopped_by_sigterm_keeps_the_lines_of_the_files_it_finished(tmp_path):
+    """Into a pipe or a log file, `submit --wait` stopped by SIGTERM (or Ctrl-C) lost every "done X -> Y" line, so
+    nothing said which results had been saved. a.png's job succeeds, b.png's runs until the signal."""
+    from tests.test_sdk import _FakeApi, _job
+
+    a, b = (write_image(tmp_path / name, width=8, height=8) for name in ("a.png", "b.png"))
+    fake = _FakeApi([])
+    fake.answers = [(201, {}, _job("queued")), _succeeded(fake), _succeeded(fake), (200, {}, a.read_bytes()),
+                    (201, {}, _job("queued")), (200, {"Retry-After": "0.1"}, _job("running"))]
+    out = tmp_path / "out"
+    process = subprocess.Popen([*UPSCALER, "submit", str(a), str(b), "--wait", "--concurrency", "1", "--output-dir",
+                                str(out), "--api", fake.base], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=_buffered_env(UPSCALER_API_KEY=""))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(fake.requests) < 6 and process.poll() is None:
+            time.sleep(0.05)
+        assert len(fake.requests) >= 6, process.stderr.read() if process.poll() is not None else fake.requests
+        process.send_signal(signal.SIGTERM)  # while b.png's job is watched
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        fake.close()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stdout == f"done {a} -> {out / 'a.png'} (16x16)\n"
+    assert f"jobs left on the server: {b} (j1)" in stderr
+
+
+def test_per_file_lines_reach_a_log_as_they_are_written(tmp_path):
+    """Into a log file (stdout and stderr together) the `wrote` and `done` lines came all at once at exit, after the
+    error lines and the summary: a log could not say what a run had done before a file failed."""
+    from tests.test_sdk import _FakeApi, _job
+
+    good = write_image(tmp_path / "a.png", width=12, height=8)
+    bad = tmp_path / "b.png"
+    bad.write_bytes(b"not an image")
+    fake = _FakeApi([])
+    fake.answers = [(201, {}, _job("queued")), _succeeded(fake), _succeeded(fake), (200, {}, good.read_bytes()),
+                    (201, {}, _job("queued")), (200, {}, _job("failed", error={"code": "internal_error"}))]
+    logs = []
+    try:
+        for command in (["upscale", str(good), str(bad), str(tmp_path / "local"), "--model", "bicubic"],
+                        ["submit", str(good), str(bad), "--wait", "--concurrency", "1", "--output-dir",
+                         str(tmp_path / "remote"), "--api", fake.base]):
+            with open(tmp_path / "run.log", "w") as log:
+                ended = subprocess.run([*UPSCALER, *command, "--scale", "2"], stdout=log, stderr=subprocess.STDOUT,
+                                       timeout=300, env=_buffered_env(UPSCALER_API_KEY=""))
+            logs.append((ended.returncode, (tmp_path / "run.log").read_text()))
+    finally:
+        fake.close()
+    for (status, log), first in zip(logs, ("wrote", "done"), strict=True):
+        said = [line.split()[0] for line in log.splitlines() if line.startswith((first, "error:", "1 of 2"))]
+        assert status == 1 and said == [first, "error:", "1"], log
+
+
+def test_a_folders_result_is_skipped_only_when_this_file_made_it_with_these_options(tmp_path, capsys):
+    """Results were skipped by name alone: `upscale card1 out` then `upscale card2 out`, both cards holding an
+    IMG_0001, skipped card2's photo ("exists") and exited 0; a rerun with another --scale kept the old results.
+    OUTDIR/.upscaler-results.jsonl now says what made each result: the same unchanged file with the same options is
+    skipped; anything else is an error naming the clash while the other files go on, and --overwrite replaces it.
+    A result no record speaks of (an earlier version's) is skipped as before, saying so."""
+    from cli.__main__ import main
+
+    card1, card2, out = tmp_path / "card1", tmp_path / "card2", tmp_path / "out"
+    card1.mkdir()
+    card2.mkdir()
+    first = write_image(card1 / "IMG_0001.png", width=12, height=8, seed=1)
+    other = write_image(card2 / "IMG_0001.png", width=10, height=6, seed=2)
+    write_image(card2 / "IMG_0002.png", width=8, height=8)
+    result = out / "IMG_0001.png"
+
+    def upscale(folder: Path, *options: str) -> tuple[int, str, str]:
+        status = main(["upscale", str(folder), str(out), "--model", "bicubic", *options])
+        said = capsys.readouterr()
+        return status, said.out, said.err
+
+    assert upscale(card1, "--scale", "2")[0] == 0
+    made = result.read_bytes()
+    assert upscale(card1, "--scale", "2") == (0, f"skip {first}: {result} exists (--overwrite replaces it)\n", "")
+    status, _, err = upscale(card2, "--scale", "2")
+    assert status == 1 and result.read_bytes() == made
+    assert (f"error: {other}: {result} exists, made from {first.resolve()}; it is left as it is: name another "
+            "output folder, or --overwrite replaces it") in err
+    assert "1 of 2 file(s) failed" in err and (out / "IMG_0002.png").exists()  # the other file went on
+    status, _, err = upscale(card1, "--scale", "3")
+    assert status == 1 and "made with scale 2 (now 3)" in err and result.read_bytes() == made
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))  # edited since
+    status, _, err = upscale(card1, "--scale", "2")
+    assert status == 1 and "made from this file before it changed" in err and result.read_bytes() == made
+
+    assert upscale(card2, "--scale", "2", "--overwrite")[0] == 0
+    with Image.open(result) as replaced:
+        assert replaced.size == (20, 12)  # card2's
+    assert upscale(card2, "--scale", "2")[0] == 0  # its record now says card2's
+    (out / RECORD).unlink()  # results of a version that kept no record
+    assert upscale(card1, "--scale", "2") == (
+        0, f"skip {first}: {result} exists (no record of what made it; --overwrite replaces it)\n", "")
+
+
+def test_submit_skips_a_result_only_when_this_file_made_it_with_these_options(tmp_path, capsys):
+    """`submit --wait --output-dir` skipped by name alone too: card2's IMG_0001 was never sent. A clash is refused
+    before anything is sent for that file; --overwrite (new) submits and downloads it."""
+    from cli.__main__ import main
+    from tests.test_sdk import _FakeApi, _job
+
+    card1, card2, out = tmp_path / "card1", tmp_path / "card2", tmp_path / "out"
+    card1.mkdir()
+    card2.mkdir()
+    first = write_image(card1 / "IMG_0001.png", width=12, height=8, seed=1)
+    other = write_image(card2 / "IMG_0001.png", width=10, height=6, seed=2)
+    result = out / "IMG_0001.png"
+    fake = _FakeApi([])
+    fake.answers = [(201, {}, _job("queued")), _succeeded(fake), _succeeded(fake), (200, {}, b"CARD1")]
+
+    def submit(source: Path, *options: str) -> tuple[int, str, str]:
+        status = main(["submit", str(source), "--wait", "--output-dir", str(out), "--api", fake.base, "--api-key",
+                       "", *options])
+        said = capsys.readouterr()
+        return status, said.out, said.err
+
+    try:
+        assert submit(card1)[0] == 0 and result.read_bytes() == b"CARD1"
+        sent = len(fake.requests)
+        assert submit(card1) == (0, f"skip {first}: {result} exists (--overwrite replaces it)\n", "")
+        status, _, err = submit(card2)
+        assert status == 1 and f"error: {other}: {result} exists, made from {first.resolve()}" in err
+        assert "1 of 1 file(s) not sent" in err
+        status, _, err = submit(card1, "--scale", "2")
+        assert status == 1 and "made with scale unset (now 2)" in err
+        assert len(fake.requests) == sent and result.read_bytes() == b"CARD1"  # nothing sent for them
+        fake.answers = [(201, {}, _job("queued")), _succeeded(fake), _succeeded(fake), (200, {}, b"CARD2")]
+        assert submit(card2, "--overwrite")[0] == 0 and result.read_bytes() == b"CARD2"
+        assert submit(card2)[:2] == (0, f"skip {other}: {result} exists (--overwrite replaces it)\n")
+    finally:
+        fake.close()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """`submit --wait --output-dir /proc/nope` uploaded, ran and was charged for the job, then could not save it;
+    `upscale a.png /sys/x.png` ran the inference first. Each is now a usage error before anything is sent or
+    rendered."""
+    from cli.__main__ import main
+    from tests.test_sdk import _FakeApi, _job
+    from worker import render as rendering
+
+    rendered = []
+    monkeypatch.setattr(rendering, "render", lambda *args, **kwargs: rendered.append(args))
+    source = write_image(tmp_path / "a.png", width=8, height=8)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    fake = _FakeApi([(201, {}, _job("queued"))])
+    remote = ["--wait", "--api", fake.base, "--api-key", ""]
+    try:
+        for command in (["upscale", str(source), "/sys/x.png"], ["upscale", str(source), str(blocker / "x.png")],
+                        ["upscale", str(source), str(blocker / "out")],
+                        ["submit", str(source), "--output-dir", "/proc/nope", *remote],
+                        ["submit", str(source), "--output", str(blocker / "x.png"), *remote]):
+            assert main([*command, "--scale", "2"]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"upscaler {command[0]}: cannot write into ") and err.count("\n") == 1, err
+    finally:
+        fake.close()
+    assert fake.requests == [] and rendered == []
+
+
+def test_a_result_that_cannot_be_downloaded_is_not_a_failed_job(tmp_path, capsys):
+    """The job succeeded and its result link failed: the run said "1 of 1 job(s) failed", as if the job had (and
+    a rerun is what fetches it, without a second job)."""
+    from cli.__main__ import main
+    from tests.test_sdk import _FakeApi, _job
+
+    source = write_image(tmp_path / "a.png", width=8, height=8)
+    fake = _FakeApi([])
+    fake.answers = [(201, {}, _job("queued")), _succeeded(fake), _succeeded(fake),
+                    (404, {}, b'{"code": "not_found", "detail": "no such file"}')]
+    out = tmp_path / "out"
+    try:
+        status = main(["submit", str(source), "--wait", "--output-dir", str(out), "--api", fake.base, "--api-key", ""])
+    finally:
+        fake.close()
+    err = capsys.readouterr().err
+    assert status == 1
+    assert (f"error: {source}: download failed (job j1 succeeded: run the same `upscaler submit` again to download "
+            "it): 404 not_found: no such file") in err
+    assert "1 of 1 result(s) not downloaded (their jobs succeeded)" in err and "job(s) failed" not in err
+    assert list(out.iterdir()) == []  # no result, so no record of one
+
+
+def test_jobs_list_against_a_web_page_says_what_answered_in_one_line(capsys):
+    """A base URL pointing at a web server (or a proxy's page) was a JSONDecodeError traceback from the SDK."""
+    from cli.__main__ import main
+    from tests.test_sdk import _FakeApi
+
+    fake = _FakeApi([(200, {"Content-Type": "text/html"}, b"<html><body>Welcome to nginx!</body></html>")])
+    try:
+        assert main(["jobs", "list", "--api", fake.base, "--api-key", ""]) == 1
+    finally:
+        fake.close()
+    assert capsys.readouterr().err == (
+        f"upscaler jobs: 200 invalid_response: {fake.base}/v1/jobs?limit=100 answered text/html, not the API's JSON: "
+        "is the client's base_url (UPSCALER_API_URL) the API's address?\n")

@@ -628,3 +628,62 @@ def test_a_timeout_that_is_not_some_seconds_is_refused_at_construction(timeout):
     hold such a call for good, so it is refused where it is given."""
     with pytest.raises(ValueError, match="timeout is the seconds each try of a call may take"):
         sdk.Client("http://127.0.0.1:9", timeout=timeout)
+
+
+def test_an_answer_that_is_not_json_is_a_typed_error_naming_what_answered_and_waited_through():
+    """A base URL pointing at a web server (or a proxy's page served as 200) raised requests' own JSONDecodeError,
+    which ``except UpscalerError`` missed (and a JSON list a TypeError). It is InvalidResponse, naming the URL, the
+    status and the Content-Type; wait() rides it out as it rides out a proxy's 502, and on_unavailable hears it."""
+    page = (200, {"Content-Type": "text/html"}, b"<html><body>Welcome to nginx!</body></html>")
+    fake = _FakeApi([page])
+    try:
+        client = sdk.Client(fake.base, "", max_retries=0)
+        calls = {"/v1/models": client.models.list, "/v1/jobs/j1": lambda: client.jobs.get("j1"),
+                 "/v1/jobs?limit=100": lambda: list(client.jobs.list()),
+                 "/v1/jobs/j1/cancel": lambda: client.jobs.cancel("j1"),
+                 "/v1/jobs": lambda: client.jobs.create(image_bytes(width=8, height=8), scale=2),
+                 "/v1/webhooks/secret": client.webhook_secret,
+                 "/v1/webhooks/secret/rotate": client.rotate_webhook_secret}
+        for path, call in calls.items():
+            with pytest.raises(sdk.InvalidResponse) as raised:
+                call()
+            assert (raised.value.status, raised.value.code) == (200, "invalid_response")
+            assert f"{fake.base}{path} answered text/html, not the API's JSON" in str(raised.value)
+        fake.answers = [(200, {"Content-Type": "application/json"}, b'["a", "list"]')]
+        with pytest.raises(sdk.InvalidResponse, match="answered application/json, not the API's JSON"):
+            client.models.list()
+        fake.answers, heard = [page, page, (200, {}, _job("succeeded"))], []
+        assert client.jobs.wait("j1", interval=0.01, on_unavailable=heard.append).status == "succeeded"
+        assert [type(exc) for exc in heard] == [sdk.InvalidResponse] * 2
+    finally:
+        fake.close()
+
+
+def test_a_submit_that_never_reached_the_api_does_not_say_it_may_have_made_a_job():
+    """A refused connection and a URL that cannot be called were said as "the job may have been created: to retry
+    without making a second one, pass idempotency_key=..." though nothing had been sent. Only a try that may have
+    reached the API says so, even when a later try was refused."""
+    import socket
+    import threading
+
+    for base in ("http://127.0.0.1:9", "http://127.0.0.1:99999"):  # nothing listens; a port out of range
+        with pytest.raises(sdk.ConnectionError) as unsent:
+            sdk.Client(base, "", max_retries=1, backoff=0.01).jobs.create(image_bytes(width=8, height=8), scale=2)
+        assert unsent.value.sent is False and unsent.value.idempotency_key is None
+        assert "may have been created" not in str(unsent.value)
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_none_then_go():  # takes the first try and drops it unanswered; the next try is refused
+        connection, _ = server.accept()
+        server.close()
+        connection.recv(65536)
+        connection.close()
+
+    threading.Thread(target=answer_none_then_go, daemon=True).start()
+    with pytest.raises(sdk.ConnectionError, match="may have been created") as lost:
+        sdk.Client(f"http://127.0.0.1:{port}", "", max_retries=1, backoff=0.01).jobs.create(
+            image_bytes(width=8, height=8), scale=2)
+    assert lost.value.sent is True and lost.value.idempotency_key.startswith("sdk-")
+    assert str(lost.value).startswith(f"cannot reach http://127.0.0.1:{port}")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 
+from cli.records import RECORD
 from worker import scratch as scratch_module
 from worker.scratch import remove_orphaned, scratch, scratch_name
 
@@ -92,7 +93,7 @@ def test_a_killed_upscale_leaves_nothing_the_next_run_does_not_remove(tmp_path, 
     source = write_image(tmp_path / "a.png", width=40, height=30)
     args = build_parser().parse_args(["upscale", str(source), str(out), "--scale", "2"])
     assert args.func(args) == 0
-    assert sorted(path.name for path in out.iterdir()) == ["a.png", photo.name]
+    assert sorted(path.name for path in out.iterdir()) == [RECORD, "a.png", photo.name]
     with Image.open(out / "a.png") as result:
         assert result.size == (80, 60)
     assert [folder.parent for folder in made] == [out]

@@ -7,6 +7,7 @@ from upscaler_client.errors import (
     ConnectionError,
     InvalidApiKey,
     InvalidRequest,
+    InvalidResponse,
     JobFailed,
     NotFound,
     RateLimited,
@@ -19,6 +20,6 @@ from upscaler_client.webhooks import WebhookVerificationError, verify_webhook
 
 __version__ = "0.2.0"
 __all__ = ["ApiError", "AuthenticationError", "Client", "ConnectionError", "ImageInfo", "InvalidApiKey",
-           "InvalidRequest", "Job",
+           "InvalidRequest", "InvalidResponse", "Job",
            "JobFailed", "Model", "NotFound", "RateLimited", "ServerError", "Timeout", "UpscalerError",
            "WebhookVerificationError", "verify_webhook"]

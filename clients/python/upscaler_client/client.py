@@ -27,6 +27,9 @@ PASSING_STATUSES = {502, 503, 504}  # an API restarting or away behind its proxy
 MAX_RETRY_AFTER = 60.0
 # Failures after which another try may get the answer; a body cut off mid-way (a proxy restarting) is one too
 LOST_ANSWERS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# Failures found before anything is sent (a URL or a header requests cannot send): nothing can have been done
+NEVER_SENT = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+              requests.exceptions.InvalidHeader)
 FOLLOWED = ("GET", "HEAD")  # methods sent on through redirects: a redirected POST came back a GET
 
 
@@ -57,13 +60,13 @@ class Client:
 
     def webhook_secret(self) -> str:
         """The ``whsec_`` secret this key's tenant's webhook messages are signed with (for ``verify_webhook``)."""
-        return self.request("GET", "/v1/webhooks/secret").json()["secret"]
+        return _body(self.request("GET", "/v1/webhooks/secret"))["secret"]
 
     def rotate_webhook_secret(self) -> str:
         """A new webhook secret for this key's tenant (returned); the previous one also signs each message for 24
         hours, so receivers can switch to the new one without missing any."""
         # not repeatable: a second rotation would stop the secret the first one kept signing for its grace
-        return self.request("POST", "/v1/webhooks/secret/rotate", repeatable=False).json()["secret"]
+        return _body(self.request("POST", "/v1/webhooks/secret/rotate", repeatable=False))["secret"]
 
     def request(self, method: str, path: str, *, deadline: float | None = None, repeatable: bool = True,
                 **kwargs: Any) -> requests.Response:
@@ -76,6 +79,7 @@ class Client:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         files = kwargs.pop("files", None)
         kwargs.setdefault("allow_redirects", method in FOLLOWED)
+        sent = False  # whether a try may have reached the API (a later one refused does not undo that)
         for attempt in range(self.max_retries + 1):
             if files:  # a retried upload must send the file again from its start
                 for _, (_, handle) in files.items():
@@ -86,16 +90,18 @@ class Client:
                 response = self.http.request(method, url, timeout=_bounded(self.timeout, deadline), files=files,
                                              **kwargs)
             except LOST_ANSWERS as exc:  # worth another try
-                unsent = isinstance(exc, requests.ConnectTimeout) or "NewConnectionError" in repr(exc)
+                unsent = _unsent(exc)
+                sent = sent or not unsent
                 if not repeatable and not unsent:
                     raise errors.ConnectionError(f"no answer from {self.base_url} (it may have been done; check "
                                                  f"before trying again): {exc}") from exc
                 if last or not self._sleep(attempt, None, deadline):
                     failed = "cannot reach" if unsent else "no answer from"
-                    raise errors.ConnectionError(f"{failed} {self.base_url}: {exc}") from exc
+                    raise errors.ConnectionError(f"{failed} {self.base_url}: {exc}", sent) from exc
                 continue
             except requests.RequestException as exc:  # a bad URL, a redirect loop: another try cannot help
-                raise errors.ConnectionError(f"cannot call {url}: {exc}") from exc
+                raise errors.ConnectionError(f"cannot call {url}: {exc}", sent or not _unsent(exc)) from exc
+            sent = True
             if response.is_redirect and method not in FOLLOWED:
                 raise _redirected(method, response)
             retry_after = _retry_after(response)
@@ -129,6 +135,12 @@ def result_path(job: Job, path: str | Path) -> Path:
     return path / (job.output.filename or f"{job.id}.{job.output.format}") if folder or path.is_dir() else path
 
 
+def _unsent(exc: requests.RequestException) -> bool:
+    """Whether a failure came before the request could reach the API (a connect refused or timed out, a URL that
+    cannot be called), so that nothing can have been done; a read timeout, a reset or a body cut off came after."""
+    return isinstance(exc, (requests.ConnectTimeout, *NEVER_SENT)) or "NewConnectionError" in repr(exc)
+
+
 def _left(deadline: float | None) -> float:
     """Seconds until ``deadline`` (unbounded without one)."""
     return float("inf") if deadline is None else deadline - time.monotonic()
@@ -142,6 +154,23 @@ def _bounded(timeout: float, deadline: float | None) -> float:
 def _job_path(job_id: str, suffix: str = "") -> str:
     """A job's URL path; the id is escaped (an id from elsewhere could otherwise name another route)."""
     return f"/v1/jobs/{quote(str(job_id), safe='')}{suffix}"
+
+
+def _body(response: requests.Response) -> dict:
+    """The JSON object of a 2xx answer. Anything else (an HTML page: a base URL pointing at a web server, a proxy's
+    or a captive portal's page) raises ``InvalidResponse`` naming the URL, the status and the Content-Type; it was
+    requests' own JSONDecodeError, which ``except UpscalerError`` missed, or a TypeError for a JSON list."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return body
+    kind = response.headers.get("Content-Type") or "no Content-Type"
+    raise errors.InvalidResponse(response.status_code, "invalid_response",
+                                 f"{response.url} answered {kind}, not the API's JSON: is the client's base_url "
+                                 "(UPSCALER_API_URL) the API's address?",
+                                 request_id=response.headers.get("X-Request-Id"))
 
 
 def _json_or_text(response: requests.Response) -> dict:
@@ -201,6 +230,8 @@ def _naming_the_key(key: str) -> Iterator[None]:
     try:
         yield
     except (errors.ConnectionError, errors.ServerError) as exc:
+        if not getattr(exc, "sent", True):  # no try reached the API: nothing was made, a plain retry is safe
+            raise
         exc.idempotency_key = key
         exc.args = (f"{exc} (the job may have been created: to retry without making a second one, pass "
                     f"idempotency_key={key!r})",)
@@ -241,10 +272,10 @@ class Jobs:
                 with open(image, "rb") as handle:
                     response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
                                                    files={"image": (filename or Path(image).name, handle)})
-        return Job.from_json(response.json(), self.client)
+        return Job.from_json(_body(response), self.client)
 
     def get(self, job_id: str) -> Job:
-        return Job.from_json(self.client.request("GET", _job_path(job_id)).json(), self.client)
+        return Job.from_json(_body(self.client.request("GET", _job_path(job_id))), self.client)
 
     def list(self, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
         """Every job of this key, newest first, across all pages."""
@@ -252,7 +283,7 @@ class Jobs:
         while True:
             params = {"limit": page_size, **({"status": status} if status else {}),
                       **({"cursor": cursor} if cursor else {})}
-            page = self.client.request("GET", "/v1/jobs", params=params).json()
+            page = _body(self.client.request("GET", "/v1/jobs", params=params))
             for item in page["data"]:
                 yield Job.from_json(item, self.client)
             cursor = page.get("next_cursor")
@@ -260,21 +291,23 @@ class Jobs:
                 return
 
     def cancel(self, job_id: str) -> Job:
-        return Job.from_json(self.client.request("POST", _job_path(job_id, "/cancel")).json(), self.client)
+        return Job.from_json(_body(self.client.request("POST", _job_path(job_id, "/cancel"))), self.client)
 
     def wait(self, job_id: str, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
              interval: float | None = None, on_unavailable: Callable[[Exception], Any] | None = None) -> Job:
         """Poll until the job ends: at the API's ``Retry-After`` (2 s; polling every 0.5 s spent a tenant's rate
         limit) unless ``interval`` is given. The API being unreachable, unavailable or busy for a while (a restart
-        behind a proxy's 502, its own 503, a 429) is waited through until the deadline, not raised: the job keeps
-        running meanwhile. Every poll ends by the deadline (a hung API held one poll for minutes past it).
+        behind a proxy's 502 or its page served as 200, the API's own 503, a 429) is waited through until the
+        deadline, not raised: the job keeps running meanwhile. Every poll ends by the deadline (a hung API held one
+        poll for minutes past it).
         ``on_unavailable`` is called with each such error before the wait goes on; what it raises ends the wait
         (``on_progress`` alone could not stop a wait while the API was away: it hears only answers)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 response = self.client.request("GET", _job_path(job_id), deadline=deadline)
-            except (errors.ConnectionError, errors.ServerError, errors.RateLimited) as exc:
+                body = _body(response)  # a proxy's page served as 200 while the API is away is waited through too
+            except (errors.ConnectionError, errors.ServerError, errors.RateLimited, errors.InvalidResponse) as exc:
                 if isinstance(exc, errors.ServerError) and exc.status not in PASSING_STATUSES:
                     raise  # a 500 is the API's fault, not an outage to wait out
                 if on_unavailable:
@@ -288,7 +321,7 @@ class Jobs:
                                          f"({exc}); it keeps running") from exc
                 time.sleep(min(pause, MAX_RETRY_AFTER))
                 continue
-            job = Job.from_json(response.json(), self.client)
+            job = Job.from_json(body, self.client)
             if on_progress:
                 on_progress(job)
             if job.status == "succeeded":
@@ -349,7 +382,7 @@ class Models:
         self.client = client
 
     def list(self) -> list[Model]:
-        return [Model.from_json(m) for m in self.client.request("GET", "/v1/models").json()["data"]]
+        return [Model.from_json(m) for m in _body(self.client.request("GET", "/v1/models"))["data"]]
 
 
 class _Bytes:

@@ -19,7 +19,12 @@ class InvalidApiKey(UpscalerError, ValueError):
 
 
 class ConnectionError(UpscalerError):
-    """The API could not be reached (after retries)."""
+    """The API could not be reached (after retries). ``sent`` is False when no try can have reached it (each
+    connect refused or timed out, a URL that cannot be called): then nothing was done."""
+
+    def __init__(self, message: str, sent: bool = True):
+        super().__init__(message)
+        self.sent = sent
 
 
 class Timeout(UpscalerError):
@@ -65,6 +70,12 @@ class RateLimited(ApiError):
 
 class ServerError(ApiError):
     """5xx: the service failed or is unavailable (retried before this is raised)."""
+
+
+class InvalidResponse(ApiError):
+    """A 2xx answer that is not the API's JSON object (code ``invalid_response``): an HTML page, as a base URL that
+    points at a web server or a proxy's page gives; the message names the URL, the status and the Content-Type.
+    requests' own JSONDecodeError escaped ``except UpscalerError``."""
 
 
 class JobFailed(UpscalerError):
