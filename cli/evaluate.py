@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.engine.registry import EngineRegistry
     from worker.evaluation import check_writers, evaluate_files, load_benchmark
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(secret=False)
     engines = EngineRegistry(settings)
     # each once, in the order given: a model named twice was measured twice, then a traceback
     models = [m for m in dict.fromkeys(args.models or [settings.default_model]) if m != BICUBIC]

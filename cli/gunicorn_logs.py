@@ -23,7 +23,7 @@ from shared.settings import Settings
 class Logger(glogging.Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
-        settings = Settings.from_env()
+        settings = Settings.from_env(secret=False)
         configure_logging(settings)
         if settings.log_format == "json":
             for log in (self.error_log, self.access_log):

@@ -71,7 +71,7 @@ def _sessions():
     from shared.db import make_engine, make_session_factory
     from shared.settings import Settings
 
-    return make_session_factory(make_engine(Settings.from_env().database_url))
+    return make_session_factory(make_engine(Settings.from_env(secret=False).database_url))
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -175,7 +175,7 @@ def _signing_settings():
     from shared.settings import Settings
 
     # what is configured, before a development secret is read or made
-    bare = Settings.from_env({**os.environ, "UPSCALER_SECRET_KEY": "x" * 32})
+    bare = Settings.from_env(secret=False)
     if not (os.environ.get("UPSCALER_SECRET_KEY") or bare.webhook_secret or bare.secret_file.exists()):
         print(f"upscaler keys: no development secret at {bare.secret_file}; run this where the API runs, or set "
               "UPSCALER_SECRET_FILE (or UPSCALER_SECRET_KEY) as the API has it", file=sys.stderr)

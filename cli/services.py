@@ -167,7 +167,7 @@ def run_worker_health(args: argparse.Namespace) -> int:
     from shared.settings import Settings
     from worker.liveness import check
 
-    healthy, lines = check(Settings.from_env().worker_heartbeat_timeout, args.pid)
+    healthy, lines = check(Settings.from_env(secret=False).worker_heartbeat_timeout, args.pid)
     print("\n".join(lines))
     return 0 if healthy else 1
 
@@ -184,7 +184,7 @@ def run_wait_for_schema(args: argparse.Namespace) -> int:
     from shared.migrate import wait_for_schema
     from shared.settings import Settings
 
-    wait_for_schema(Settings.from_env().database_url, args.interval, lambda line: print(line, flush=True))
+    wait_for_schema(Settings.from_env(secret=False).database_url, args.interval, lambda line: print(line, flush=True))
     return 0
 
 
@@ -192,7 +192,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     from shared.migrate import upgrade
     from shared.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(secret=False)
     where = settings.database_url.split("@")[-1]
     newer = upgrade(settings.database_url)
     if newer:

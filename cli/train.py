@@ -128,14 +128,14 @@ def run(args: argparse.Namespace) -> int:
                         data_workers=args.data_workers, time_limit_minutes=args.time_limit)
     if args.export:  # before training, not after it
         check_catalog_kept(args.export, args.name or config.arch, config.arch, config.network.to_dict(),
-                           Settings.from_env())
+                           Settings.from_env(secret=False))
     print(f"{'resuming' if resuming else 'training'} {config.arch} ({config.network.shape_words}) in "
           f"{config.precision}")
     trainer = Trainer(args.run_dir, config, [root / "train"], root / "benchmark" / "set5")
     state = trainer.run()
     print(f"trained to step {state['step']} in {state['seconds'] / 60:.1f} min; Set5 PSNR {state.get('last_psnr')}")
     if args.export:
-        path = export_weights(args.run_dir, args.export, args.name, Settings.from_env())
+        path = export_weights(args.run_dir, args.export, args.name, Settings.from_env(secret=False))
         print(f"exported {path}")
     return 0
 
@@ -148,7 +148,7 @@ def export(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "checkpoint.keras").exists():
         raise FileNotFoundError(f"no checkpoint.keras in {args.run_dir}")
-    settings = Settings.from_env()
+    settings = Settings.from_env(secret=False)
     to = args.to or settings.models_dir  # where the platform looks (a relative default wrote elsewhere)
     print(f"exported {export_weights(args.run_dir, to, args.name, settings)}; its record's benchmark tables are empty "
           f"until measured again (upscaler eval --record, docs/model.md)")

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     size = size_request(args)
     jobs, single = plan(args.paths, args.format)
     overrides = {"tile_size": args.tile} if args.tile is not None else {}
-    settings = Settings.from_env(**overrides)
+    settings = Settings.from_env(secret=False, **overrides)
     engines = EngineRegistry(settings)
     model = args.model or settings.default_model
     if model not in engines.catalog:

@@ -131,8 +131,11 @@ class Settings:
         return tuple(float(v) for v in self.webhook_retry_schedule.split(",") if v.strip())
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ``UPSCALER_*`` variables (unknown ones are ignored), then apply ``overrides``."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, secret: bool = True, **overrides: Any) -> Settings:
+        """Read ``UPSCALER_*`` variables (unknown ones are ignored), then apply ``overrides``. ``secret=False``: a
+        command that signs nothing (``upscale``, ``eval``, ``train``, ``migrate``...) leaves the development secret
+        alone; read or made by every command, it left ``var/secret_key`` wherever one ran, and failed where that
+        folder cannot be written."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -141,7 +144,7 @@ class Settings:
                 continue
             values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
         settings = replace(cls(), **values, **overrides)
-        if not settings.secret_key and not settings.production:
+        if secret and not settings.secret_key and not settings.production:
             settings = replace(settings, secret_key=load_or_create_secret(settings.secret_file))
         settings.validate()
         return settings

@@ -1606,3 +1606,23 @@ def test_jobs_list_against_a_web_page_says_what_answered_in_one_line(capsys):
     assert capsys.readouterr().err == (
         f"upscaler jobs: 200 invalid_response: {fake.base}/v1/jobs?limit=100 answered text/html, not the API's JSON: "
         "is the client's base_url (UPSCALER_API_URL) the API's address?\n")
+
+
+def test_commands_that_sign_nothing_leave_no_development_secret_behind(tmp_path):
+    """Every command read or made the development secret: ``upscaler upscale`` left ./var/secret_key wherever it ran,
+    and failed in a folder it could not write. The API (which signs links) still makes it where it runs."""
+    source = write_image(tmp_path / "in.png", width=20, height=16)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("UPSCALER_SECRET_KEY", "UPSCALER_SECRET_FILE")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", UPSCALER_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for command in (["upscale", str(source), str(tmp_path / "out.png"), "--model", "bicubic", "--scale", "2"],
+                    ["migrate"], ["keys", "list"]):
+        done = subprocess.run([*UPSCALER, *command], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr)
+    assert list(work.iterdir()) == []
+    from shared.settings import Settings
+
+    made = Settings.from_env({"UPSCALER_SECRET_FILE": str(work / "var" / "secret_key")})
+    assert len(made.secret_key) >= 16 and (work / "var" / "secret_key").exists()
