@@ -89,6 +89,6 @@ JOB_ERRORS = _table(
     ErrorCode("engine_failed", 0, "The upscaling engine failed"),
     ErrorCode("storage_failed", 0, "Reading or writing object storage failed"),
     ErrorCode("time_limit", 0, "The job ran past its time limit"),
-    ErrorCode("worker_lost", 0, "The worker running the job vanished too many times"),
+    ErrorCode("worker_lost", 0, "Attempts at the job stopped without an ending too many times"),
     ErrorCode("internal_error", 0, "Unexpected error while processing the job"),
 )

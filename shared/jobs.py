@@ -333,7 +333,8 @@ def release_lease(session: Session, job: Job, max_attempts: int) -> JobStatus | 
         status = JobStatus.FAILED
         # staged_output_key stays: the sweeper deletes that object now, and retention again if that failed
         values = {"error_code": "worker_lost", "finished_at": now,
-                  "error_message": f"the worker running this job vanished {job.attempts} times"}
+                  "error_message": f"{job.attempts} attempts at this job stopped without an ending (a worker "
+                                   "lost, or the database unreachable from it mid-job)"}
     else:
         status, values = JobStatus.QUEUED, {"enqueued_at": None}
     result = session.execute(still_expired.values(status=status.value, **values, **common))

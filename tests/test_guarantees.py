@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 
 def post(client, **fields):
+    headers = fields.pop("headers", None)  # not a form field (sent as one, it was ignored; now it is refused)
     data = {"scale": "4", "format": "png", **fields}
     data["image"] = (io.BytesIO(data.pop("image", None) or image_bytes(width=64, height=48)), "p.png")
-    response = client.post("/v1/jobs", data=data, content_type="multipart/form-data",
-                           headers=fields.pop("headers", None))
+    response = client.post("/v1/jobs", data=data, content_type="multipart/form-data", headers=headers)
     assert response.status_code in (200, 202), response.get_json()
     return response
 
