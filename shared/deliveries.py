@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, WebhookAttempt, WebhookDelivery, utcnow
@@ -37,11 +37,16 @@ def tenant_busy(session: Session, delivery_id: str, most: int) -> bool:
                             .where(WebhookDelivery.id == delivery_id))
     if tenant is None:
         return False
-    leased = session.scalar(
-        select(func.count()).select_from(WebhookDelivery).join(Job, Job.id == WebhookDelivery.job_id)
-        .where(Job.tenant == tenant, WebhookDelivery.status == PENDING, WebhookDelivery.leased_until > utcnow(),
-               WebhookDelivery.id != delivery_id))
-    return leased >= most
+    # the attempts being made anywhere (a handful, from ix_webhook_deliveries_leased), then which are this tenant's:
+    # joined from the tenant's side, SQLite's planner walked every job the tenant ever had (0.2 s at 300k jobs)
+    in_flight_jobs = list(session.scalars(
+        select(WebhookDelivery.job_id).where(WebhookDelivery.leased_until.is_not(None),  # every recorded attempt
+                                             WebhookDelivery.leased_until > utcnow(),  # clears it (no status term:
+                                             WebhookDelivery.id != delivery_id)))  # the planner took the due index)
+    if len(in_flight_jobs) < most:
+        return False
+    theirs = session.scalars(select(Job.id).where(Job.id.in_(set(in_flight_jobs)), Job.tenant == tenant)).all()
+    return sum(job_id in set(theirs) for job_id in in_flight_jobs) >= most
 
 
 def defer(session: Session, delivery_id: str, seconds: float) -> bool:

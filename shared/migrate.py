@@ -101,11 +101,16 @@ class DowngradeRefused(RuntimeError):
 # fractional scale): the bare ALTER failed half-way with the database's own message, or, on PostgreSQL, rounded
 # 1.5 to 2.
 DOWNGRADE_GUARDS = {
+    "0005": ("select count(*) from api_keys",
+             "customers' API keys exist (revision 0004 has no tenants: its downgrade deletes every key for good, "
+             "and a key's secret cannot be made again)"),
     "0006": ("select count(*) from jobs where input_format is null or input_bytes is null or input_width is null"
              " or input_height is null",
              "jobs wait for an input URL to be fetched (revision 0005 needs every input's format, size and bytes)"),
     "0007": ("select count(*) from jobs where scale is null or scale <> cast(scale as integer)",
              "jobs ask for a target size or a fractional scale (revision 0006 holds whole scales only)"),
+    "0017": ("select count(*) from jobs where input_bytes > 2147483647 or output_bytes > 2147483647",
+             "jobs record files past 2 GiB (revision 0016 holds 32-bit byte counts)"),
 }
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -43,9 +43,11 @@ class UTCDateTime(TypeDecorator):
         return value
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        """In UTC, whatever the connection's zone: PostgreSQL answers in its session's ``TimeZone`` (a server set to
+        a local zone gave the API ``-04:00`` times, and cursors and messages with them); SQLite stores naive UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -66,6 +68,9 @@ class Job(Base):
         Index("ix_jobs_input_key", "input_key"),
         Index("ix_jobs_output_key", "output_key"),
         Index("ix_jobs_staged_output_key", "staged_output_key"),
+        # retention's oldest ended jobs not yet expired: rows stay after expiry, and every sweep read them all
+        Index("ix_jobs_retention", "finished_at", "id", postgresql_where=text("expired_at IS NULL"),
+              sqlite_where=text("expired_at IS NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
@@ -99,14 +104,14 @@ class Job(Base):
     input_url: Mapped[str | None] = mapped_column(Text)
     input_format: Mapped[str | None] = mapped_column(String(16))
     input_filename: Mapped[str | None] = mapped_column(String(255))
-    input_bytes: Mapped[int | None] = mapped_column(Integer)
+    input_bytes: Mapped[int | None] = mapped_column(BigInteger)  # 64-bit: a PostgreSQL integer stops at 2 GiB
     input_width: Mapped[int | None] = mapped_column(Integer)
     input_height: Mapped[int | None] = mapped_column(Integer)
 
     output_key: Mapped[str | None] = mapped_column(String(255))
     # Written before a result is uploaded: if that attempt dies, the next one deletes the orphan object.
     staged_output_key: Mapped[str | None] = mapped_column(String(255))
-    output_bytes: Mapped[int | None] = mapped_column(Integer)
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger)  # a 1,000 MP 16-bit poster passes 2 GiB
     output_width: Mapped[int | None] = mapped_column(Integer)
     output_height: Mapped[int | None] = mapped_column(Integer)
 
@@ -204,7 +209,11 @@ class WebhookDelivery(Base):
     """
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+                      # the attempts being made (a handful): a tenant's are counted before each attempt
+                      Index("ix_webhook_deliveries_leased", "leased_until",
+                            postgresql_where=text("leased_until IS NOT NULL"),
+                            sqlite_where=text("leased_until IS NOT NULL")))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -167,3 +167,49 @@ def test_operator_commands_on_a_database_away_or_unmigrated_say_so_in_one_line(t
         assert main(["keys", "list"]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err and "upscaler migrate" in err, err
+
+
+def test_files_past_2_gib_are_recorded_and_a_downgrade_that_cannot_hold_them_or_the_keys_is_refused(empty_database):
+    """Byte counts were 32-bit on PostgreSQL: a result past 2 GiB (a 1,000 MP 16-bit poster) failed its job at the
+    very end. Going back to 32 bits with such a job, or below 0005 with customers' keys (deleted for good), is
+    refused before anything changes."""
+    upgrade(empty_database)
+    config = alembic_config(empty_database)
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(JOB_AT_HEAD), {"id": "poster", "scale": 4, "width": None, "url": None,
+                                             "format": "tiff"})
+            conn.execute(text("update jobs set output_bytes = 3400000000 where id = 'poster'"))
+            assert conn.execute(text("select output_bytes from jobs")).scalar() == 3_400_000_000
+        with pytest.raises(DowngradeRefused, match="1 jobs record files past 2 GiB"):
+            command.downgrade(config, "0016")
+        with engine.begin() as conn:
+            conn.execute(text("update jobs set output_bytes = 1000"))
+            conn.execute(text("insert into api_keys (id, name, prefix, key_hash, created_at) values "
+                              "('k1', 'acme', 'up_', 'h', '2026-01-01')"))
+        command.downgrade(config, "0016")
+        with pytest.raises(DowngradeRefused, match="1 customers' API keys exist"):
+            command.downgrade(config, "0004")
+    finally:
+        engine.dispose()
+
+
+def test_an_index_build_interrupted_on_an_earlier_try_does_not_stop_the_next_upgrade(empty_database):
+    """A concurrent index build that was cancelled leaves its (invalid) index under its name: every later
+    ``upscaler migrate`` failed with "already exists" until someone dropped it by hand."""
+    upgrade(empty_database, "0011")
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as conn:  # what the cancelled try left behind
+            conn.execute(text("create index ix_jobs_input_key on jobs (input_key)"))
+        upgrade(empty_database)
+        with engine.connect() as conn:
+            assert "ix_jobs_input_key" in {index["name"] for index in inspect(conn).get_indexes("jobs")}
+            if empty_database.startswith("sqlite"):  # the retention pass reads its partial index, not the table
+                plan = conn.execute(text(
+                    "explain query plan select id from jobs where finished_at < '2026-01-01' and expired_at is null "
+                    "order by finished_at, id limit 1000"))  # worker.sweeper.expire_old_jobs' query
+                assert "ix_jobs_retention" in " ".join(str(row) for row in plan)
+    finally:
+        engine.dispose()

@@ -22,9 +22,13 @@ JOB_KEYS = ('input_key', 'output_key', 'staged_output_key')
 
 
 def upgrade() -> None:
+    # an interrupted concurrent build leaves an INVALID index under its name, and every later upgrade failed on it
+    # ("already exists"): dropped first, if there
     with op.get_context().autocommit_block():
         for column in JOB_KEYS:
+            op.drop_index(f'ix_jobs_{column}', table_name='jobs', if_exists=True, postgresql_concurrently=True)
             op.create_index(f'ix_jobs_{column}', 'jobs', [column], unique=False, postgresql_concurrently=True)
+        op.drop_index('ix_job_bands_result_key', table_name='job_bands', if_exists=True, postgresql_concurrently=True)
         op.create_index('ix_job_bands_result_key', 'job_bands', ['result_key'], unique=False,
                         postgresql_concurrently=True)
 

@@ -31,3 +31,37 @@ def test_a_database_error_does_not_carry_the_statements_values(database_url, poo
     finally:
         engine.dispose()
     assert "RECEIVER-SECRET" not in str(raised.value) and "no_such_table" in str(raised.value)
+
+
+def test_times_read_from_a_server_in_a_local_zone_come_out_in_utc(postgres):
+    """PostgreSQL answers in its session's TimeZone: on a server set to a local zone the API said
+    ``...-04:00`` where the docs and SQLite say ``...Z``, and cursors and error messages carried the offset."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    from sqlalchemy import text
+
+    from shared.db import make_engine
+    from shared.migrate import upgrade
+    from shared.models import Job, utcnow
+    from tests.factories import make_job
+
+    url = postgres.create_database()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute(f'ALTER DATABASE "{name}" SET timezone TO \'America/New_York\'')
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        from sqlalchemy.orm import Session
+
+        with Session(engine) as session:
+            assert session.execute(text("show timezone")).scalar() == "America/New_York"
+            made = utcnow()
+            job = make_job(session, created_at=made)
+            session.expire_all()
+            read = session.get(Job, job.id).created_at
+        assert read.utcoffset().total_seconds() == 0 and read == made and isinstance(read, datetime)
+        assert read.tzinfo == UTC
+    finally:
+        engine.dispose()
