@@ -18,9 +18,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PREFIX = "upscaler-"
+# What the product keeps in the temporary folder: scratch() folders of a job, band or assembly, scratch_name()'s
+# metrics folders and beat schedule. Only these kinds are ever removed.
+KINDS = ("job", "band", "assemble", "metrics-api", "metrics-worker", "beat")
 # upscaler-<pid>.<start time>-<kind>: the start time (Linux: clock ticks since boot) tells a process from a later
-# one given the same id, as after a container's restart, whose temporary folder (an emptyDir) outlives it
-_OWNED = re.compile(rf"^{PREFIX}(\d+)(?:\.(\d+))?-")
+# one given the same id, as after a container's restart, whose temporary folder (an emptyDir) outlives it. Both the
+# start time and a known kind are required: "upscaler-<digits>-" alone took a user's /tmp/upscaler-2024-11-holiday
+# for the folder of a process 2024 that was gone, and removed it with its photos.
+_OWNED = re.compile(rf"^{PREFIX}(\d+)\.(\d+)-(?:{'|'.join(map(re.escape, KINDS))})(?:[-.]|$)")
 # A folder of work beside a result (``scratch_beside``), in a user's own folder: hidden, and a name no photo has,
 # so that removing those of gone processes there can only ever remove ours (``upscaler-2024-trip.png`` matches
 # the pattern above)
@@ -30,6 +35,7 @@ _BESIDE = re.compile(rf"^{re.escape(BESIDE_PREFIX)}(\d+)(?:\.(\d+))?-")
 
 def scratch(kind: str) -> tempfile.TemporaryDirectory:
     """A temporary folder for one ``kind`` of work (``job``, ``band``, ``assemble``) of this process."""
+    assert kind in KINDS, kind  # one the clean-up knows, or a killed process's folder would stay for good
     return tempfile.TemporaryDirectory(prefix=f"{PREFIX}{_owner()}-{kind}-")
 
 
@@ -37,6 +43,7 @@ def scratch_name(kind: str) -> str:
     """A path in the temporary folder for this process's ``kind`` of state (a metrics folder, beat's schedule
     file), removed by ``remove_orphaned`` once the process is gone (the launchers exec, so nothing of theirs
     runs at exit to remove it)."""
+    assert kind in KINDS, kind
     return os.path.join(tempfile.gettempdir(), f"{PREFIX}{_owner()}-{kind}")
 
 

@@ -18,7 +18,7 @@ def test_the_folders_of_gone_processes_are_removed_and_no_others(tmp_path, monke
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     dead_pid = int(gone.stdout)
-    killed = tmp_path / f"upscaler-{dead_pid}-assemble-abc"
+    killed = tmp_path / f"upscaler-{dead_pid}.77-assemble-abc"
     (killed / "sub").mkdir(parents=True)
     (killed / "sub" / "rows.tif").write_bytes(b"x" * 1000)
     schedule = tmp_path / f"upscaler-{dead_pid}.123-beat.db"  # a launcher's state file (a beat that was stopped)
@@ -29,7 +29,9 @@ def test_the_folders_of_gone_processes_are_removed_and_no_others(tmp_path, monke
     monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR read again
     mine = scratch_name("beat")
     open(mine, "wb").close()
-    others = [tmp_path / "upscaler-eval-xyz", tmp_path / "something-else"]
+    # a user's own folders, named like ours: "upscaler-<digits>-" alone removed the first, photos and all
+    others = [tmp_path / "upscaler-2024-11-holiday", tmp_path / f"upscaler-{dead_pid}-job-applications",
+              tmp_path / f"upscaler-{dead_pid}.5-notes", tmp_path / "upscaler-eval-xyz", tmp_path / "something-else"]
     for other in others:
         other.mkdir()
     assert remove_orphaned(tmp_path) == 3
@@ -43,7 +45,7 @@ def test_the_folders_of_gone_processes_are_removed_and_no_others(tmp_path, monke
 def test_an_entry_that_cannot_be_removed_is_logged_and_the_rest_go(tmp_path, monkeypatch, caplog):
     """Another user's leftover in a sticky /tmp raised out of every pool process's start (the model preload and
     thread limits after it never ran) and stopped the launchers."""
-    dead = [tmp_path / f"upscaler-{pid}-job-x" for pid in (2**22 + 11, 2**22 + 12)]  # past any real pid
+    dead = [tmp_path / f"upscaler-{pid}.9-job-x" for pid in (2**22 + 11, 2**22 + 12)]  # past any real pid
     for folder in dead:
         folder.mkdir()
     real = shutil.rmtree
