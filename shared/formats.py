@@ -105,7 +105,10 @@ def displayed_size(image: Image.Image) -> tuple[int, int]:
             exif = Image.Exif()
         orientation = exif.get(ExifTags.Base.Orientation, 1)
     else:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        except (ValueError, SyntaxError, struct.error):  # a damaged EXIF turns nothing, as in the worker (a PNG's
+            orientation = 1  # eXIf before its pixels, a WebP's EXIF chunk: refused as "not a readable image")
     return (height, width) if orientation in QUARTER_TURNS else (width, height)
 
 

@@ -258,3 +258,18 @@ def test_a_png_whose_text_passes_pillows_limit_is_refused_naming_its_metadata():
     with pytest.raises(ImageRejected) as refused:
         sniff(_png_with([text] * 4), 10**8)  # 80 MB of text: past Pillow's 64 MB in all
     assert refused.value.code == "unsupported_image" and "text chunks" in str(refused.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_a_damaged_exif_block_turns_nothing_and_refuses_nothing(fmt):
+    """A PNG's eXIf chunk (before its pixels) or a WebP's EXIF chunk holding no TIFF structure was refused as "not a
+    readable image" at submit, though the worker reads such files (it drops the damaged EXIF)."""
+    import io
+
+    from PIL import Image
+
+    from shared.formats import sniff
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), (90, 120, 150)).save(buffer, fmt, exif=b"XXXXXXXXXXXXXXXX")
+    assert (sniff(buffer.getvalue(), 10**8).width, sniff(buffer.getvalue(), 10**8).height) == (30, 20)
