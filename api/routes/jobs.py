@@ -242,6 +242,11 @@ def get_result(job_id: str):
     if isinstance(svc.storage, LocalStorage):
         return send_download(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
                              download_name=filename)  # as S3's link and /v1/files
-    url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,
-                                    OUTPUT_FORMATS[job.output_format])
+    try:
+        url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,
+                                        OUTPUT_FORMATS[job.output_format])
+    except StorageError as exc:  # no credentials to sign with, for now
+        log.error("cannot sign a link to a result: %s", exc)
+        raise ApiError("service_unavailable", "object storage cannot sign a link now; retry later",
+                       headers={"Retry-After": "10"}) from exc
     return redirect(url, code=303)

@@ -146,7 +146,10 @@ class S3Storage:
                 for item in listing.get("Contents", [])]
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
-        return self.signer.generate_presigned_url(
+        # through _call: signing needs credentials, and a role whose refresh failed (NoCredentialsError) was a 500
+        # on every read of a succeeded job, and failed a finished job whose webhook payload carries the link
+        return self._call(
+            self.signer.generate_presigned_url,
             "get_object",
             Params={"Bucket": self.bucket, "Key": check_key(key), "ResponseContentType": content_type,
                     "ResponseContentDisposition": attachment(filename)},

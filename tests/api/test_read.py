@@ -108,6 +108,30 @@ def test_s3_result_redirects_to_a_working_presigned_url(s3_settings, db_session)
     assert Image.open(io.BytesIO(download.content)).size == (16, 12)
 
 
+def test_s3_that_cannot_sign_a_link_leaves_the_job_readable_and_its_result_503(s3_settings, db_session, monkeypatch):
+    """Signing needs credentials: with a role whose refresh failed (botocore's NoCredentialsError), reading the job,
+    the page of jobs holding it and /result were all 500 internal_error."""
+    from botocore.exceptions import NoCredentialsError
+
+    from api import create_app
+
+    app = create_app(s3_settings)
+    job = succeeded_job(app, db_session)
+    client = app.test_client()
+
+    def no_credentials(*args, **kwargs):
+        raise NoCredentialsError()
+
+    monkeypatch.setattr(app.extensions["upscaler"].storage.signer, "generate_presigned_url", no_credentials)
+    read = client.get(f"/v1/jobs/{job.id}")
+    assert read.status_code == 200 and read.get_json()["status"] == "succeeded"
+    assert read.get_json()["result_url"] is None
+    assert client.get("/v1/jobs").status_code == 200
+    result = client.get(f"/v1/jobs/{job.id}/result")
+    assert (result.status_code, result.get_json()["code"]) == (503, "service_unavailable")
+    assert result.headers["Retry-After"] == "10"
+
+
 def test_list_is_newest_first_with_cursor_pages(client, db_session):
     ids = [make_job(db_session, created_at=seconds_ago(50 - i)).id for i in range(5)]
     make_job(db_session, status="failed", created_at=seconds_ago(1))
