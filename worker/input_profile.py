@@ -354,15 +354,47 @@ def _lossy_and_quantizer(fmt: str, path: Path) -> tuple[bool, float | None]:
     return fmt in JPEG_FORMATS, None
 
 
+TIFF_COMPRESSION, TIFF_JPEG_TABLES, TIFF_JPEG = 259, 347, 7  # tags, and the Compression value of a JPEG TIFF
+
+
+def tiff_jpeg_tables(image: Image.Image) -> dict[int, list[int]] | None:
+    """The quantization tables of a JPEG-compressed TIFF (its JPEGTables tag: an abbreviated JPEG stream of DQT and
+    DHT segments), None for any other file. Why: such a TIFF was taken for lossless, and one stored as RGB (as
+    Pillow writes it) shows no trace of JPEG in its pixels either, so ``auto`` sent a q30 file to the fidelity
+    network, below plain bicubic."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or tags is None or tags.get(TIFF_COMPRESSION) != TIFF_JPEG:
+        return None
+    stream = tags.get(TIFF_JPEG_TABLES)
+    if not isinstance(stream, bytes):
+        return None
+    tables: dict[int, list[int]] = {}
+    position = 2  # after SOI
+    while position + 4 <= len(stream) and stream[position] == 0xFF:
+        marker, length = stream[position + 1], int.from_bytes(stream[position + 2:position + 4], "big")
+        if marker == 0xDB:  # DQT: one or more tables, each a precision/id byte then 64 values of 8 or 16 bits
+            at, end = position + 4, position + 2 + length
+            while at < end:
+                wide, table = stream[at] >> 4, stream[at] & 0x0F
+                size = 2 if wide else 1
+                values = stream[at + 1:at + 1 + 64 * size]
+                tables[table] = [int.from_bytes(values[i:i + size], "big") for i in range(0, len(values), size)]
+                at += 1 + 64 * size
+        position += 2 + length
+    return tables or None
+
+
 def profile_input(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> InputProfile:
     """Profile an input file (its format and quantization tables) and its decoded RGB pixels (with its alpha
     channel, if any: only fully opaque pixels are read for noise)."""
     with open_image(path) as image:
         fmt = (image.format or "unknown").upper()
-        tables = getattr(image, "quantization", None)
-        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if fmt in JPEG_FORMATS else None
-    quality = estimate_jpeg_quality(tables) if fmt in JPEG_FORMATS and tables else None
+        tables = getattr(image, "quantization", None) or tiff_jpeg_tables(image)
+        jpeg_coded = fmt in JPEG_FORMATS or (fmt == "TIFF" and bool(tables))  # a JPEG TIFF's blocks start at 0, 0
+        grid = jpeg_grid(image.size, image.getexif().get(ORIENTATION, 1)) if jpeg_coded else None
+    quality = estimate_jpeg_quality(tables) if jpeg_coded and tables else None
     lossy, quantizer = _lossy_and_quantizer(fmt, path)
+    lossy = lossy or quality is not None
     # a lossless file's pixels may hold a JPEG; a JPEG's, an earlier and coarser one (a JPEG saved again finer)
     own_table = tables.get(0) if quality is not None else None
     earlier = find_jpeg_history(rgb, finer_than=own_table) if not lossy or own_table is not None else None

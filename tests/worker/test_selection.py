@@ -370,3 +370,20 @@ def test_a_heic_whose_slice_cannot_be_read_runs_at_the_measured_prior():
     unread = InputProfile("HEIF", True, None, 1.0)
     assert unread.damaged and unread.strength == ASSUMED_STRENGTH["HEIF"]
     assert select(AUTO, None, unread, catalog_for(Settings())).reason == "lossy HEIF, quality not recorded"
+
+
+def test_a_jpeg_compressed_tiff_is_read_as_the_jpeg_it_holds(tmp_path, catalog):
+    """Taken for a lossless TIFF: one stored as RGB (as Pillow writes it) shows no JPEG lattice in its pixels
+    either, so ``auto`` sent a quality-30 file to the fidelity network, below plain bicubic on it. Its quality is
+    read from its JPEGTables tag, as a JPEG's from its own tables."""
+    for quality in (30, 75):
+        path = tmp_path / f"q{quality}.tif"
+        Image.fromarray(_photo()).save(path, "TIFF", compression="jpeg", quality=quality)
+        with Image.open(path) as saved:
+            profile = profile_input(path, np.asarray(saved.convert("RGB")))
+        assert profile.lossy and abs(profile.jpeg_quality - quality) <= 2 and profile.jpeg_grid == (0, 0)
+        chosen = select(AUTO, None, profile, catalog)
+        assert chosen.model == "residual_sr_cond" and chosen.strength > 0.3
+    deflated = tmp_path / "deflate.tif"
+    Image.fromarray(_photo()).save(deflated, "TIFF", compression="tiff_deflate")
+    assert not profile_input(deflated, _photo()).lossy
