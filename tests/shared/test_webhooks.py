@@ -9,6 +9,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from shared.settings import Settings
 from shared.webhooks import refused_destination, signed_headers, signing_secret
+from tests.dns import one_internal_name
 
 
 def test_signature_verifies_with_the_standardwebhooks_library():
@@ -249,11 +250,7 @@ def test_a_name_that_does_not_resolve_reads_as_a_private_one(monkeypatch):
     """"does not resolve" against "resolves to a non-public address" told a tenant which internal names exist."""
     import socket
 
-    def resolver(host, port, *args, **kwargs):
-        if host == "postgres":
-            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
+    resolver = one_internal_name("postgres")
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     assert refused_destination("http://postgres/", False) == "postgres does not resolve to a public address"
     assert refused_destination("http://nosuchhost/", False) == "nosuchhost does not resolve to a public address"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from shared.models import Job
 from tests.conftest import image_bytes
+from tests.dns import no_connections, one_internal_name
 from tests.factories import outage_wait_over
 from worker import pipeline
 
@@ -301,14 +302,7 @@ def test_a_name_resolving_to_a_private_address_fails_the_fetch_as_one_that_does_
 
     from worker.fetch import FetchFailed, fetch
 
-    def resolver(host, port, *args, **kwargs):
-        if host == "minio":
-            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_connections(*args, **kwargs):
-        raise AssertionError("a connection was attempted")
-
+    resolver = one_internal_name("minio")
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     monkeypatch.setattr(socket.socket, "connect", no_connections)
     said = []

@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from shared import deliveries
 from shared.models import WebhookAttempt, WebhookDelivery
 from shared.webhooks import signing_secret
+from tests.dns import no_connections, one_internal_name
 from tests.factories import queued_job
 from tests.receiver import trickle_head
 from worker import pipeline
@@ -256,14 +257,7 @@ def test_a_name_resolving_to_a_private_address_goes_the_way_of_one_that_does_not
     from shared.states import JobStatus
     from shared.transitions import change_job
 
-    def resolver(host, port, *args, **kwargs):
-        if host == "postgres":
-            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("10.1.2.3", port))]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def no_connections(*args, **kwargs):
-        raise AssertionError("a connection was attempted")
-
+    resolver = one_internal_name("postgres")
     ctx.settings = ctx.settings.with_overrides(webhook_allow_private=False)
     seen = []
     for host in ("postgres", "nosuchhost"):
