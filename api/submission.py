@@ -94,6 +94,9 @@ def parse(svc: Services) -> Submission:
     if "image" in request.form:
         raise ApiError("invalid_parameter", "image: send the image as a file part (with a filename), not as a text "
                                             "field", field="image")
+    for name in request.files:  # a file part of another name was ignored, as unknown fields were
+        if name != "image":
+            raise ApiError("invalid_parameter", f"{name}: no such file field; the image goes in 'image'", field=name)
     one_each(request.files)  # a second image was ignored: one job, made of the first, and no word of the other
     try:
         form = JobCreateForm.model_validate(one_each(request.form, repeatable=("webhook_events",)))

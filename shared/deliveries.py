@@ -120,12 +120,6 @@ class InFlight(Exception):
     """An attempt at the message is being made now: sending it again meanwhile would POST it twice at once."""
 
 
-def in_flight(delivery: WebhookDelivery) -> bool:
-    """Whether an attempt has been claimed and not yet recorded, its lease still running (one whose worker died
-    is not: its lease ran out)."""
-    return delivery.status == PENDING and delivery.leased_until is not None and delivery.leased_until > utcnow()
-
-
 def reopen(session: Session, delivery: WebhookDelivery) -> None:
     """Send a message again (manual redelivery): pending now, with a fresh retry budget counted from the attempts
     it has (the count stays, beside its attempt log). Raises ``InFlight`` while an attempt is being made.

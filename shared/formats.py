@@ -297,8 +297,9 @@ CIELAB = frozenset({8, 9, 10})  # TIFF PhotometricInterpretation: CIELab, ICCLab
 def _tiff_refusal(channels: int, bits: int, kind: str, photometric: int) -> str:
     """Why a TIFF of this layout is refused, and what to send instead."""
     if photometric in CIELAB:  # "save it with 16 bits" told a 16-bit Lab file to be what it was
+        also = " or save it as CIELab with 8-bit samples" if photometric == 8 and bits != 8 else ""
         return (f"this TIFF is in CIELab colour with {bits}-bit samples, which is not supported: convert it to RGB "
-                "(8 or 16 bits per channel) or save it with 8-bit Lab samples")
+                f"(8 or 16 bits per channel){also}")
     if channels > 4:
         return (f"this TIFF has {channels} channels (saved alpha channels or spot colours beside its colours), "
                 "which are not supported: save it flattened, without extra channels")

@@ -23,6 +23,7 @@ from shared.sizing import SizePlan
 from worker import metadata
 from worker.alpha_bleed import fill_hidden
 from worker.metadata import Metadata, icc_colour_space
+from worker.scratch import scratch
 
 log = logging.getLogger(__name__)
 SRGB = ImageCms.createProfile("sRGB")
@@ -92,7 +93,10 @@ def decode(path: Path) -> DecodedImage:
         whole = _with_its_end(path)
         if whole is not None:
             log.info("%s lacks only its JPEG end marker: decoded with it", path.name)
-            return decode(whole)
+            with scratch("job") as folder:  # never beside the input: the CLI's is the user's own photo folder
+                patched = Path(folder) / "whole.jpg"
+                patched.write_bytes(whole)
+                return decode(patched)
         log.warning("cannot decode %s: %s: %s", path.name, type(exc).__name__, exc)
         raise UnreadableImage("the image data is corrupt or truncated and could not be decoded") from exc
 
@@ -100,9 +104,9 @@ def decode(path: Path) -> DecodedImage:
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
-def _with_its_end(path: Path) -> Path | None:
-    """A copy, beside it, of a JPEG that lacks only its end marker (EOI), with one; None for any other file, or
-    where libvips is not installed to tell. Some cameras and interrupted copies leave it out: every pixel is there
+def _with_its_end(path: Path) -> bytes | None:
+    """The bytes of a JPEG that lacks only its end marker (EOI), with one; None for any other file, or where
+    libvips is not installed to tell. Some cameras and interrupted copies leave it out: every pixel is there
     (browsers and libvips show it), but Pillow calls the file truncated, and such a job failed input_unreadable
     after it was accepted. A scan cut short still fails: libjpeg warns when the marker comes before its data ends,
     and that warning is libvips' error here."""
@@ -117,9 +121,7 @@ def _with_its_end(path: Path) -> Path | None:
         pyvips.Image.jpegload_buffer(data + JPEG_END, fail_on="warning").avg()  # every pixel decoded
     except pyvips.Error:
         return None
-    whole = path.with_name(path.name + ".whole.jpg")
-    whole.write_bytes(data + JPEG_END)
-    return whole
+    return data + JPEG_END
 
 
 def _decode(path: Path) -> DecodedImage:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from PIL.JpegImagePlugin import zigzag_index
 
 from shared.formats import open_image
 from worker.avif_header import avif_base_q_idx
@@ -378,7 +379,9 @@ def tiff_jpeg_tables(image: Image.Image) -> dict[int, list[int]] | None:
                 wide, table = stream[at] >> 4, stream[at] & 0x0F
                 size = 2 if wide else 1
                 values = stream[at + 1:at + 1 + 64 * size]
-                tables[table] = [int.from_bytes(values[i:i + size], "big") for i in range(0, len(values), size)]
+                stored = [int.from_bytes(values[i:i + size], "big") for i in range(0, len(values), size)]
+                if len(stored) == 64:  # stored in zigzag order: in rows, as Pillow gives a JPEG's (find_jpeg_history
+                    tables[table] = [stored[i] for i in zigzag_index]  # reads them by row and column)
                 at += 1 + 64 * size
         position += 2 + length
     return tables or None

@@ -88,8 +88,9 @@ def remove_orphaned(root: Path | None = None, owned: re.Pattern[str] = _OWNED) -
 
 
 def _owner() -> str:
-    started = _start_time(os.getpid())
-    return f"{os.getpid()}.{started}" if started else str(os.getpid())
+    """``<pid>.<start time>``; ``<pid>.0`` where the start time cannot be read (no /proc), so the clean-up's pattern,
+    which requires both, still knows the name (and ``_alive`` then goes by the pid alone)."""
+    return f"{os.getpid()}.{_start_time(os.getpid()) or 0}"
 
 
 def _start_time(pid: int) -> str | None:
@@ -109,4 +110,4 @@ def _alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:  # another user's process: alive
         pass
-    return started is None or _start_time(pid) in (None, started)  # the same process, not a later one
+    return started in (None, "0") or _start_time(pid) in (None, started)  # the same process, not a later one

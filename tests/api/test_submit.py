@@ -372,6 +372,9 @@ def test_an_unknown_field_a_query_string_or_a_second_image_is_422_not_ignored(cl
         "image": [(io.BytesIO(image_bytes()), "a.png"), (io.BytesIO(image_bytes(seed=1)), "b.png")],
         "model": "bicubic"})
     assert (two.status_code, two.get_json()["field"]) == (422, "image") and "given 2 times" in two.get_json()["detail"]
+    watermark = client.post("/v1/jobs", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(image_bytes()), "a.png"), "watermark": (io.BytesIO(image_bytes()), "w.png")})
+    assert (watermark.status_code, watermark.get_json()["field"]) == (422, "watermark")
     text = client.post("/v1/jobs", content_type="multipart/form-data", data={"image": "photo.png"})
     assert (text.status_code, text.get_json()["field"]) == (422, "image") and "file part" in text.get_json()["detail"]
     db_session.expire_all()

@@ -103,3 +103,5 @@ def test_a_jpeg_without_its_end_marker_decodes_to_the_whole_files_pixels(tmp_pat
     (tmp_path / "whole.jpg").write_bytes(whole)
     (tmp_path / "cut.jpg").write_bytes(whole[:-2])
     assert np.array_equal(decode(tmp_path / "cut.jpg").rgb, decode(tmp_path / "whole.jpg").rgb)
+    # nothing written beside the input (for `upscaler upscale`, the user's own photo folder)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cut.jpg", "whole.jpg"]

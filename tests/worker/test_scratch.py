@@ -100,3 +100,12 @@ def test_a_killed_upscale_leaves_nothing_the_next_run_does_not_remove(tmp_path, 
         assert result.size == (80, 60)
     assert [folder.parent for folder in made] == [out]
     assert made[0].name.startswith(f"{scratch_module.BESIDE_PREFIX}{scratch_module._owner()}-bands-")
+
+
+def test_where_no_start_time_can_be_read_the_names_are_still_the_clean_ups(monkeypatch):
+    """Without /proc (macOS) the name was ``upscaler-<pid>-job-...``, which the pattern, requiring a start time,
+    never matched: a killed worker's folders stayed for good."""
+    monkeypatch.setattr(scratch_module, "_start_time", lambda pid: None)
+    name = os.path.basename(scratch_name("beat"))
+    assert name == f"upscaler-{os.getpid()}.0-beat" and scratch_module._OWNED.match(name)
+    assert scratch_module._alive(os.getpid(), "0")

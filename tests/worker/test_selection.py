@@ -384,6 +384,13 @@ def test_a_jpeg_compressed_tiff_is_read_as_the_jpeg_it_holds(tmp_path, catalog):
         assert profile.lossy and abs(profile.jpeg_quality - quality) <= 2 and profile.jpeg_grid == (0, 0)
         chosen = select(AUTO, None, profile, catalog)
         assert chosen.model == "residual_sr_cond" and chosen.strength > 0.3
+        with Image.open(tmp_path / f"q{quality}.tif") as tiff:  # in rows, as Pillow gives a JPEG's own tables
+            from worker.input_profile import tiff_jpeg_tables
+
+            jpeg = tmp_path / f"q{quality}.jpg"
+            Image.fromarray(_photo()).save(jpeg, "JPEG", quality=quality)
+            with Image.open(jpeg) as reference:
+                assert tiff_jpeg_tables(tiff)[0] == list(reference.quantization[0])
     deflated = tmp_path / "deflate.tif"
     Image.fromarray(_photo()).save(deflated, "TIFF", compression="tiff_deflate")
     assert not profile_input(deflated, _photo()).lossy
