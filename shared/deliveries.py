@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -13,13 +13,18 @@ from shared.models import Job, WebhookAttempt, WebhookDelivery, utcnow
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 
+def _due(delivery_id: str, now: datetime):
+    """The message is pending and its next attempt's time has come (``claim`` takes it, ``defer`` puts it off)."""
+    return and_(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
+                or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
+
+
 def claim(session: Session, delivery_id: str, lease_seconds: float) -> bool:
     """Take a due, pending delivery for one attempt (pushing ``next_attempt_at`` out as a lease)."""
     now = utcnow()
     result = session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
-               or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
+        .where(_due(delivery_id, now))
         .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_seconds),
                 leased_until=now + timedelta(seconds=lease_seconds), updated_at=now)
     )
@@ -45,8 +50,8 @@ def tenant_busy(session: Session, delivery_id: str, most: int) -> bool:
                                              WebhookDelivery.id != delivery_id)))  # the planner took the due index)
     if len(in_flight_jobs) < most:
         return False
-    theirs = session.scalars(select(Job.id).where(Job.id.in_(set(in_flight_jobs)), Job.tenant == tenant)).all()
-    return sum(job_id in set(theirs) for job_id in in_flight_jobs) >= most
+    theirs = set(session.scalars(select(Job.id).where(Job.id.in_(set(in_flight_jobs)), Job.tenant == tenant)))
+    return sum(job_id in theirs for job_id in in_flight_jobs) >= most
 
 
 def defer(session: Session, delivery_id: str, seconds: float) -> bool:
@@ -55,8 +60,7 @@ def defer(session: Session, delivery_id: str, seconds: float) -> bool:
     now = utcnow()
     result = session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
-               or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now))
+        .where(_due(delivery_id, now))
         .values(next_attempt_at=now + timedelta(seconds=seconds), updated_at=now)
     )
     return result.rowcount == 1

@@ -87,9 +87,10 @@ class Sniffed:
     alpha: bool = False  # a transparency channel (or palette transparency): its output is made whole
 
 
-def displayed_size(image: Image.Image) -> tuple[int, int]:
+def displayed_size(image: Image.Image, data: bytes) -> tuple[int, int]:
     """The size as shown, after the EXIF orientation the worker applies (``ImageOps.exif_transpose``): a phone
-    photo stored landscape and tagged "rotate 90" is portrait, and every size asked of it is of the portrait."""
+    photo stored landscape and tagged "rotate 90" is portrait, and every size asked of it is of the portrait.
+    ``data``: the file ``image`` was opened from."""
     width, height = image.size
     if image.format == "TIFF":  # Pillow's TIFF reader turns the image itself: its size is already as shown
         return width, height
@@ -100,7 +101,7 @@ def displayed_size(image: Image.Image) -> tuple[int, int]:
         raw = image.info.get("Raw profile type exif")
         exif = Image.Exif()
         try:
-            exif.load((raw_profile(raw) or b"") if raw else _late_png_exif(image.fp) or b"")
+            exif.load((raw_profile(raw) or b"") if raw else _late_png_exif(data) or b"")
         except (ValueError, SyntaxError, struct.error):  # a damaged profile turns nothing (as in the worker)
             exif = Image.Exif()
         orientation = exif.get(ExifTags.Base.Orientation, 1)
@@ -121,24 +122,15 @@ def raw_profile(text: str) -> bytes | None:
         return None
 
 
-def _late_png_exif(fp: BinaryIO) -> bytes | None:
-    """The eXIf chunk of a PNG file, wherever it lies, read by walking the chunk headers (the file position is
-    restored); None when there is none or the file ends early."""
-    position = fp.tell()
-    try:
-        fp.seek(8)  # the signature
-        while header := fp.read(8):
-            if len(header) < 8:
-                return None
-            length, kind = int.from_bytes(header[:4], "big"), header[4:]
-            if kind == b"eXIf":
-                return fp.read(length)
-            if kind == b"IEND":
-                return None
-            fp.seek(length + 4, 1)  # the data and its CRC
-        return None
-    finally:
-        fp.seek(position)
+def _late_png_exif(data: bytes) -> bytes | None:
+    """The eXIf chunk of a PNG file, wherever it lies, read by walking the chunk headers; None when there is none
+    (what there is of it when the file ends early)."""
+    for kind, start, end in _png_chunks(data):
+        if kind == b"eXIf":
+            return data[start:end]
+        if kind == b"IEND":
+            return None
+    return None
 
 
 DNG_VERSION, NEW_SUBFILE_TYPE = 50706, 254
@@ -164,41 +156,52 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOS, JPEG_STANDALONE = 0xDA, frozenset({0x01, *range(0xD0, 0xD9)})  # markers with no length after them
 
 
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int]]:
-    """A PNG's chunks as (type, where the chunk ends), from the headers alone; the last may end past the data."""
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """A PNG's chunks as (type, where its data starts, where it ends: its CRC's 4 bytes follow), from the headers
+    alone; the last may end past the data."""
     position = len(PNG_SIGNATURE)
     while position + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, position)
+        yield kind, position + 8, position + 8 + length
         position += 12 + length
-        yield kind, position
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """A JPEG stream's segments up to and including its first scan (SOS), as (marker, where its payload starts,
+    where it ends), from the markers and lengths alone: a fill byte is a segment of marker 0xFF and a marker that
+    carries no length one of no payload. The walk stops where the data stops being markers."""
+    position = 2  # after SOI
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte
+            yield marker, position + 1, position + 1
+            position += 1
+        elif marker in JPEG_STANDALONE:
+            yield marker, position + 2, position + 2
+            position += 2
+        else:
+            end = position + 2 + struct.unpack_from(">H", data, position + 2)[0]
+            yield marker, position + 4, end
+            if marker == JPEG_SOS:
+                return
+            position = end
 
 
 def _segments(data: bytes) -> tuple[str, int] | None:
     """A PNG's chunks, or a JPEG's segments (fill bytes counted too) up to its first scan, counted up to one past
     ``MAX_SEGMENTS``: (the format, the count); None for other formats. Structure past what is counted is Pillow's
     to judge."""
-    end = len(data)
-    count = 0
     if data.startswith(PNG_SIGNATURE):
-        for count, (kind, _) in enumerate(_png_chunks(data), start=1):
-            if kind == b"IEND" or count > MAX_SEGMENTS:
-                break
-        return "PNG", count
-    if data.startswith(b"\xff\xd8"):
-        position = 2
-        while position + 4 <= end and count <= MAX_SEGMENTS and data[position] == 0xFF:
-            marker = data[position + 1]
-            count += 1
-            if marker == 0xFF:  # a fill byte
-                position += 1
-            elif marker in JPEG_STANDALONE:
-                position += 2
-            elif marker == JPEG_SOS:
-                break
-            else:
-                position += 2 + struct.unpack_from(">H", data, position + 2)[0]
-        return "JPEG", count
-    return None
+        fmt, walk, last = "PNG", _png_chunks(data), b"IEND"
+    elif data.startswith(b"\xff\xd8"):
+        fmt, walk, last = "JPEG", jpeg_segments(data), JPEG_SOS
+    else:
+        return None
+    count = 0
+    for count, (kind, _, _) in enumerate(walk, start=1):
+        if kind == last or count > MAX_SEGMENTS:
+            break
+    return fmt, count
 
 
 def _png_whole_but_its_end(data: bytes) -> bool:
@@ -206,11 +209,11 @@ def _png_whole_but_its_end(data: bytes) -> bool:
     off after its pixels (a copy interrupted at the very end, some encoders' last write lost). Pillow decodes it,
     as viewers show it; only its check wanted the IEND, and it was refused as not a readable image."""
     kinds, last = set(), len(PNG_SIGNATURE)
-    for count, (kind, end) in enumerate(_png_chunks(data), start=1):
+    for count, (kind, _, end) in enumerate(_png_chunks(data), start=1):
         if kind == b"IEND" or count > MAX_SEGMENTS:
             return False
         kinds.add(kind)
-        last = end
+        last = end + 4  # its CRC
     return b"IDAT" in kinds and last == len(data)
 
 
@@ -224,7 +227,7 @@ def sniff(data: bytes, max_input_pixels: int) -> Sniffed:
     try:
         with open_image(io.BytesIO(data)) as image:
             kind = INPUT_FORMATS.get(image.format or "")
-            width, height = displayed_size(image)
+            width, height = displayed_size(image, data)
             alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             if kind is None:
                 raise ImageRejected("unsupported_image", f"{image.format} images are not accepted; send "

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import zigzag_index
 
-from shared.formats import open_image
+from shared.formats import jpeg_segments, open_image
 from worker.avif_header import avif_base_q_idx
 from worker.engine.strength import jpeg_strength, noise_strength, quantizer_strength
 from worker.heif_header import heif_slice_qp
@@ -356,6 +356,7 @@ def _lossy_and_quantizer(fmt: str, path: Path) -> tuple[bool, float | None]:
 
 
 TIFF_COMPRESSION, TIFF_JPEG_TABLES, TIFF_JPEG = 259, 347, 7  # tags, and the Compression value of a JPEG TIFF
+JPEG_DQT = 0xDB  # the marker of a segment of quantization tables
 
 
 def tiff_jpeg_tables(image: Image.Image) -> dict[int, list[int]] | None:
@@ -370,20 +371,17 @@ def tiff_jpeg_tables(image: Image.Image) -> dict[int, list[int]] | None:
     if not isinstance(stream, bytes):
         return None
     tables: dict[int, list[int]] = {}
-    position = 2  # after SOI
-    while position + 4 <= len(stream) and stream[position] == 0xFF:
-        marker, length = stream[position + 1], int.from_bytes(stream[position + 2:position + 4], "big")
-        if marker == 0xDB:  # DQT: one or more tables, each a precision/id byte then 64 values of 8 or 16 bits
-            at, end = position + 4, position + 2 + length
-            while at < end:
-                wide, table = stream[at] >> 4, stream[at] & 0x0F
-                size = 2 if wide else 1
-                values = stream[at + 1:at + 1 + 64 * size]
-                stored = [int.from_bytes(values[i:i + size], "big") for i in range(0, len(values), size)]
-                if len(stored) == 64:  # stored in zigzag order: in rows, as Pillow gives a JPEG's (find_jpeg_history
-                    tables[table] = [stored[i] for i in zigzag_index]  # reads them by row and column)
-                at += 1 + 64 * size
-        position += 2 + length
+    for marker, at, end in jpeg_segments(stream):
+        if marker != JPEG_DQT:
+            continue
+        while at < end:  # one or more tables, each a precision/id byte then 64 values of 8 or 16 bits
+            wide, table = stream[at] >> 4, stream[at] & 0x0F
+            size = 2 if wide else 1
+            values = stream[at + 1:at + 1 + 64 * size]
+            stored = [int.from_bytes(values[i:i + size], "big") for i in range(0, len(values), size)]
+            if len(stored) == 64:  # stored in zigzag order: in rows, as Pillow gives a JPEG's (find_jpeg_history
+                tables[table] = [stored[i] for i in zigzag_index]  # reads them by row and column)
+            at += 1 + 64 * size
     return tables or None
 
 
