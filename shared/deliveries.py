@@ -31,16 +31,18 @@ def claim(session: Session, delivery_id: str, lease_seconds: float) -> bool:
     return result.rowcount == 1
 
 
-def tenant_busy(session: Session, delivery_id: str, most: int) -> bool:
-    """Whether the message's tenant already has ``most`` attempts being made (0: no cap). Why: one queue and a few
+def tenant_of(session: Session, delivery_id: str) -> str | None:
+    """The tenant whose job the message is of; None for a message that is not there."""
+    return session.scalar(select(Job.tenant).join(WebhookDelivery, WebhookDelivery.job_id == Job.id)
+                          .where(WebhookDelivery.id == delivery_id))
+
+
+def tenant_busy(session: Session, delivery_id: str, tenant: str, most: int) -> bool:
+    """Whether the message's ``tenant`` already has ``most`` attempts being made (0: no cap). Why: one queue and a few
     slots serve every tenant's messages, and a receiver that never answers holds a slot for the whole timeout per
     attempt, so one customer's dead endpoint during a bulk run delayed every other customer's webhooks by hours.
     Counted without a lock: concurrent claims may pass it together, by at most the webhook workers' slots."""
     if most <= 0:
-        return False
-    tenant = session.scalar(select(Job.tenant).join(WebhookDelivery, WebhookDelivery.job_id == Job.id)
-                            .where(WebhookDelivery.id == delivery_id))
-    if tenant is None:
         return False
     # the attempts being made anywhere (a handful, from ix_webhook_deliveries_leased), then which are this tenant's:
     # joined from the tenant's side, SQLite's planner walked every job the tenant ever had (0.2 s at 300k jobs)

@@ -9,11 +9,10 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
-from sqlalchemy import select
 
 from shared import deliveries, metrics
 from shared.db import unit_of_work
-from shared.models import Job, WebhookDelivery
+from shared.models import WebhookDelivery
 from shared.pinned_http import NotResolved, RefusedDestination, post_within
 from shared.queue import enqueue_delivery
 from shared.webhooks import signed_headers, tenant_secrets
@@ -37,7 +36,10 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
     a few seconds later, no attempt counted) or skipped (not due, or already being delivered)."""
     settings = ctx.settings
     with unit_of_work(ctx.sessions) as session:
-        busy = deliveries.tenant_busy(session, delivery_id, settings.webhook_tenant_concurrency)
+        tenant = deliveries.tenant_of(session, delivery_id)
+        if tenant is None:
+            return "skipped"
+        busy = deliveries.tenant_busy(session, delivery_id, tenant, settings.webhook_tenant_concurrency)
         if busy and not deliveries.defer(session, delivery_id, DEFER_SECONDS * random.uniform(0.5, 1.5)):
             return "skipped"
         if not busy and not deliveries.claim(session, delivery_id, settings.webhook_timeout + 30):
@@ -49,7 +51,6 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
     with ctx.sessions() as session:
         delivery = session.get(WebhookDelivery, delivery_id)
         url, payload = delivery.url, delivery.payload
-        tenant = session.scalar(select(Job.tenant).where(Job.id == delivery.job_id))
         secrets = tenant_secrets(session, settings, tenant).signing
     status_code, latency_ms, error = None, None, None
     started = time.perf_counter()
