@@ -687,3 +687,191 @@ def test_a_submit_that_never_reached_the_api_does_not_say_it_may_have_made_a_job
             image_bytes(width=8, height=8), scale=2)
     assert lost.value.sent is True and lost.value.idempotency_key.startswith("sdk-")
     assert str(lost.value).startswith(f"cannot reach http://127.0.0.1:{port}")
+
+
+def test_a_host_name_that_does_not_resolve_never_reached_the_api(monkeypatch):
+    """urllib3 gives a failed lookup as NameResolutionError, whose repr does not say NewConnectionError: a submit to
+    a mistyped host was said to have maybe made its job (sent, with an idempotency key to retry with), and a
+    rotation was not retried though nothing can have been done."""
+    import socket
+
+    from tests.dns import one_internal_name
+
+    monkeypatch.setattr(socket, "getaddrinfo", one_internal_name("internal.test"))  # every other name fails
+    client = sdk.Client("http://upscaler.invalid:8000", "upk_x", max_retries=1, backoff=0.01)
+    with pytest.raises(sdk.ConnectionError, match="cannot reach") as unresolved:
+        client.jobs.create(b"image", scale=2)
+    assert unresolved.value.sent is False and unresolved.value.idempotency_key is None
+    assert "may have been created" not in str(unresolved.value)
+    with pytest.raises(sdk.ConnectionError, match="cannot reach") as rotation:
+        client.rotate_webhook_secret()
+    assert rotation.value.sent is False
+
+
+class _ResultLink:
+    """A loopback result link serving ``body`` under ``etag`` with one byte Range and If-Match, as the API's
+    /v1/files/ links and S3 do; the first ``cuts`` answers are cut off after ``cut`` bytes (a reset mid-download).
+    Each request's headers are kept in ``headers``."""
+
+    def __init__(self, body: bytes, etag: str, cut: int, cuts: int = 1):
+        import http.server
+        import threading
+
+        self.body, self.etag, self.headers = body, etag, []
+        link = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                link.headers.append(dict(self.headers))
+                if self.path.startswith("/v1/jobs/"):
+                    job = _job("succeeded", result_url=f"{link.base}/x.png",
+                               output={"filename": "x.png", "bytes": len(link.body)})
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(job)))
+                    self.end_headers()
+                    self.wfile.write(job)
+                    return
+                wanted = self.headers.get("If-Match")
+                if wanted is not None and wanted != link.etag:
+                    self.send_response(412)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = int(re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-")).group(1))
+                part = link.body[start:]
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(link.body) - 1}/{len(link.body)}")
+                self.send_header("Content-Length", str(len(part)))
+                self.send_header("ETag", link.etag)
+                self.end_headers()
+                if len(link.links()) <= cuts:
+                    self.wfile.write(part[:cut])  # and the connection closes: the rest never comes
+                    return
+                self.wfile.write(part)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def links(self) -> list[dict]:
+        return [h for h in self.headers if "Authorization" not in h]  # the API calls carry the key, links never
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_download_cut_off_goes_on_from_the_bytes_it_has(tmp_path):
+    """A reset mid-download fetched the whole result again, each try (a 3 GB TIFF cut near its end, four times);
+    the links answer one Range under If-Match, so a retry asks for the rest of the same file only."""
+    import os
+
+    body = os.urandom(3 * 1024 * 1024)
+    link = _ResultLink(body, '"v1"', cut=2 * 1024 * 1024 + 1000)
+    try:
+        path = sdk.Client(link.base, "upk_x", max_retries=1, backoff=0.01).jobs.download("j1", tmp_path / "x.png")
+    finally:
+        link.close()
+    assert path.read_bytes() == body and list(tmp_path.iterdir()) == [path]
+    first, second = link.links()
+    assert "Range" not in first and second["If-Match"] == '"v1"'
+    start = int(second["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert 2 * 1024 * 1024 - 64 * 1024 <= start <= 2 * 1024 * 1024 + 1000  # only what the cut lost is sent again
+
+
+def test_a_result_that_changed_under_a_resumed_download_is_fetched_whole_again(tmp_path):
+    """Bytes of another file are never joined to the ones it has: If-Match fails (412), and the next try takes
+    the whole file, whose size the job gives."""
+    import os
+
+    body = os.urandom(3 * 1024 * 1024)
+    link = _ResultLink(body, '"v1"', cut=2 * 1024 * 1024)
+    try:
+        client = sdk.Client(link.base, "upk_x", max_retries=2, backoff=0.01)
+        original_get = client.http.get
+
+        def changed_after_the_first(url, **kwargs):  # the store rewrote the object after the first answer
+            if len(link.links()) == 1:
+                link.etag, link.body = '"v2"', os.urandom(len(body))
+            return original_get(url, **kwargs)
+
+        client.http.get = changed_after_the_first
+        path = client.jobs.download("j1", tmp_path / "x.png")
+    finally:
+        link.close()
+    assert path.read_bytes() == link.body
+    ranged = [h.get("Range") for h in link.links()]
+    assert ranged[0] is None and ranged[1] is not None and ranged[2] is None  # 412, then whole
+
+
+def test_a_submit_takes_an_open_file_or_a_bytes_like_and_names_it(api_server, tmp_path):
+    """``create`` took a path or bytes only: an open file (a web framework's upload, a BytesIO) was a TypeError
+    from open()."""
+    import io
+
+    base, _ = api_server
+    client = sdk.Client(base, "")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(image_bytes(width=40, height=30))
+    with open(photo, "rb") as handle:
+        assert client.jobs.create(handle, model="bicubic", scale=2).input.filename == "photo.png"
+    assert client.jobs.create(io.BytesIO(image_bytes(seed=1)), model="bicubic", scale=2).input.width == 64
+    assert client.jobs.create(bytearray(image_bytes(seed=2)), model="bicubic", scale=2,
+                              filename="scan.png").input.filename == "scan.png"
+
+
+def test_prefer_wait_is_sent_and_each_try_may_take_the_wait(tmp_path):
+    """The API holds a submit with ``Prefer: wait=N`` up to N seconds; the SDK could not ask for it, and a try's
+    timeout shorter than N would have cut the answer off and sent the submit again."""
+    import time
+
+    fake = _FakeApi([(202, {}, _job("queued"))])
+    handler = fake.server.RequestHandlerClass
+    answer = handler.do_POST
+
+    def slowly(self):  # the API holding the answer for the wait
+        time.sleep(1.0)
+        answer(self)
+
+    handler.do_POST = slowly
+    try:
+        job = sdk.Client(fake.base, "", timeout=0.5, max_retries=0).jobs.create(b"image", wait=1)
+    finally:
+        fake.close()
+    assert job.status == "queued" and fake.headers[0]["Prefer"] == "wait=1" and len(fake.requests) == 1
+    for wrong in (0, 61, 1.5, True):
+        with pytest.raises(ValueError, match="wait is whole seconds"):
+            sdk.Client("http://127.0.0.1:9").jobs.create(b"image", wait=wrong)
+
+
+def test_the_sdk_is_typed_for_type_checkers(request):
+    """No py.typed (PEP 561): mypy read every name of the SDK as Any ('missing library stubs or py.typed')."""
+    import importlib.resources
+    import tomllib
+
+    assert importlib.resources.files("upscaler_client").joinpath("py.typed").is_file()
+    pyproject = tomllib.loads((request.config.rootpath / "clients" / "python" / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["upscaler_client"]
+
+
+def test_a_job_made_by_hand_says_it_has_no_client():
+    """``Job.from_json(event["data"])`` of a webhook, then ``.download()``: AttributeError on None."""
+    job = sdk.Job.from_json(json.loads(_job("succeeded")))
+    with pytest.raises(RuntimeError, match="not read through a Client"):
+        job.download("x.png")
+
+
+def test_the_sdks_copies_of_server_decisions_match_the_server():
+    """The SDK imports nothing of the server, so what it must agree on is copied: pinned here, one decision."""
+    from upscaler_client import types, webhooks
+
+    from shared.settings import MIN_WEBHOOK_KEY_BYTES
+    from shared.signing import WEBHOOK_SECRET_PREFIX
+    from shared.states import TERMINAL
+
+    assert set(types.TERMINAL) == {status.value for status in TERMINAL}
+    assert webhooks.SECRET_PREFIX == WEBHOOK_SECRET_PREFIX and webhooks.MIN_KEY_BYTES == MIN_WEBHOOK_KEY_BYTES

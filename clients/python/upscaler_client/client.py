@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from upscaler_client import errors
 from upscaler_client.types import Job, Model
@@ -25,6 +26,7 @@ DEFAULT_POLL_SECONDS = 2.0
 RETRY_STATUSES = {429, 502, 503, 504}
 PASSING_STATUSES = {502, 503, 504}  # an API restarting or away behind its proxy: wait() polls on through them
 MAX_RETRY_AFTER = 60.0
+MAX_PREFER_WAIT = 60  # the longest Prefer: wait the API honours (docs/api.md)
 # Failures after which another try may get the answer; a body cut off mid-way (a proxy restarting) is one too
 LOST_ANSWERS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 # Failures found before anything is sent (a URL or a header requests cannot send): nothing can have been done
@@ -78,6 +80,7 @@ class Client:
         redirected from http to https came back a GET, and a submit a listing of jobs): that raises."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         files = kwargs.pop("files", None)
+        timeout = kwargs.pop("timeout", self.timeout)  # a call that waits at the API (Prefer: wait) needs longer
         kwargs.setdefault("allow_redirects", method in FOLLOWED)
         sent = False  # whether a try may have reached the API (a later one refused does not undo that)
         for attempt in range(self.max_retries + 1):
@@ -87,7 +90,7 @@ class Client:
                         handle.seek(0)
             last = attempt == self.max_retries or _left(deadline) <= 0
             try:
-                response = self.http.request(method, url, timeout=_bounded(self.timeout, deadline), files=files,
+                response = self.http.request(method, url, timeout=_bounded(timeout, deadline), files=files,
                                              **kwargs)
             except LOST_ANSWERS as exc:  # worth another try
                 unsent = _unsent(exc)
@@ -136,9 +139,15 @@ def result_path(job: Job, path: str | Path) -> Path:
 
 
 def _unsent(exc: requests.RequestException) -> bool:
-    """Whether a failure came before the request could reach the API (a connect refused or timed out, a URL that
-    cannot be called), so that nothing can have been done; a read timeout, a reset or a body cut off came after."""
-    return isinstance(exc, (requests.ConnectTimeout, *NEVER_SENT)) or "NewConnectionError" in repr(exc)
+    """Whether a failure came before the request could reach the API (a connect refused or timed out, a host name
+    that does not resolve, a URL that cannot be called), so that nothing can have been done; a read timeout, a
+    reset or a body cut off came after. urllib3 gives the cause as ``MaxRetryError.reason``: a name that does not
+    resolve is its NameResolutionError, a NewConnectionError whose repr does not say so (it read as "the job may
+    have been created")."""
+    if isinstance(exc, (requests.ConnectTimeout, *NEVER_SENT)):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", cause), NewConnectionError)
 
 
 def _left(deadline: float | None) -> float:
@@ -242,7 +251,8 @@ class Jobs:
     def __init__(self, client: Client):
         self.client = client
 
-    def create(self, image: str | Path | bytes | None = None, *, image_url: str | None = None,
+    def create(self, image: str | os.PathLike[str] | bytes | bytearray | BinaryIO | None = None, *,
+               image_url: str | None = None, wait: int | None = None,
                scale: float | None = None, width: int | None = None, height: int | None = None,
                fit: str | None = None, dpi: int | None = None, print_width: float | None = None,
                print_height: float | None = None, print_unit: str | None = None,
@@ -250,27 +260,40 @@ class Jobs:
                model: str | None = None, denoise: float | str | None = None, webhook_url: str | None = None,
                webhook_events: list[str] | None = None, idempotency_key: str | None = None,
                filename: str | None = None) -> Job:
-        """Submit a job from a file path, bytes, or ``image_url``. An ``Idempotency-Key`` is added automatically,
-        so a submit retried after a lost answer returns the same job instead of a second one; when the retries run
-        out, the error's ``idempotency_key`` is the key to retry with."""
+        """Submit a job from a file path, bytes, an open binary file, or ``image_url``. An ``Idempotency-Key`` is
+        added automatically, so a submit retried after a lost answer returns the same job instead of a second one;
+        when the retries run out, the error's ``idempotency_key`` is the key to retry with. ``wait`` (1..60 s) asks
+        the API to answer with the finished job if it ends by then (``Prefer: wait``), else it answers at once as
+        without it; look at ``job.done``."""
         if (image is None) == (image_url is None):
-            raise ValueError("give exactly one of image (path or bytes) or image_url")
+            raise ValueError("give exactly one of image (path, bytes or open file) or image_url")
+        whole = isinstance(wait, int) and not isinstance(wait, bool)
+        if wait is not None and not (whole and 1 <= wait <= MAX_PREFER_WAIT):
+            raise ValueError(f"wait is whole seconds, 1..{MAX_PREFER_WAIT}; not {wait!r}")
         fields = {"scale": scale, "width": width, "height": height, "fit": fit, "dpi": dpi, "print_width": print_width,
                   "print_height": print_height, "print_unit": print_unit, "format": format, "quality": quality,
                   "model": model, "denoise": denoise, "webhook_url": webhook_url, "image_url": image_url,
                   "webhook_events": ",".join(webhook_events) if webhook_events else None}
         data = {k: str(v) for k, v in fields.items() if v is not None}
         headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
+        timeout = self.client.timeout
+        if wait is not None:  # the answer may take the whole wait: each try is given that and its own timeout
+            headers["Prefer"] = f"wait={wait}"
+            timeout += wait
         with _naming_the_key(headers["Idempotency-Key"]):
             if image is None:  # still multipart, as the API takes only that: a url-encoded form was refused 400
-                response = self.client.request("POST", "/v1/jobs", headers=headers,
+                response = self.client.request("POST", "/v1/jobs", headers=headers, timeout=timeout,
                                                files={name: (None, value) for name, value in data.items()})
-            elif isinstance(image, bytes):
-                response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
-                                               files={"image": (filename or "image", _Bytes(image))})
+            elif not isinstance(image, (str, os.PathLike)):  # bytes, or an open file read once (re-sent on a retry)
+                content = bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else image.read()
+                name = getattr(image, "name", None)
+                name = filename or (Path(name).name if isinstance(name, str) else "image")
+                response = self.client.request("POST", "/v1/jobs", data=data, headers=headers, timeout=timeout,
+                                               files={"image": (name, _Bytes(content))})
             else:
                 with open(image, "rb") as handle:
                     response = self.client.request("POST", "/v1/jobs", data=data, headers=headers,
+                                                   timeout=timeout,
                                                    files={"image": (filename or Path(image).name, handle)})
         return Job.from_json(_body(response), self.client)
 
@@ -344,36 +367,60 @@ class Jobs:
         path = result_path(job, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
-        for attempt in range(self.client.max_retries + 1):
-            try:
-                self._fetch(job.result_url, partial, job.output.bytes)
-                partial.replace(path)
-                return path
-            except (requests.RequestException, errors.ServerError) as exc:  # a reset or a store's 5xx: again
-                partial.unlink(missing_ok=True)
-                if attempt == self.client.max_retries:
-                    if isinstance(exc, errors.ServerError):
-                        raise
-                    raise errors.ConnectionError(f"cannot download the result of job {job_id}: {exc}") from exc
-                self.client._sleep(attempt, None)
-            except BaseException:
-                partial.unlink(missing_ok=True)  # no half file left beside the target
-                raise
+        partial.unlink(missing_ok=True)  # one left by another run is not resumed: what it holds is unknown
+        seen: dict[str, str] = {}  # the result's strong ETag, once an answer gave it: what a retry resumes against
+        try:
+            for attempt in range(self.client.max_retries + 1):
+                try:
+                    self._fetch(job.result_url, partial, job.output.bytes, seen)
+                    partial.replace(path)
+                    return path
+                except (requests.RequestException, errors.ServerError) as exc:  # a reset or a store's 5xx: again
+                    if attempt == self.client.max_retries:
+                        if isinstance(exc, errors.ServerError):
+                            raise
+                        raise errors.ConnectionError(f"cannot download the result of job {job_id}: {exc}") from exc
+                    self.client._sleep(attempt, None)
+        finally:
+            partial.unlink(missing_ok=True)  # no half file left beside the target
         raise AssertionError("unreachable")
 
-    def _fetch(self, url: str, partial: Path, size: int | None) -> None:
-        """Write the result at ``url`` into ``partial``, checked against its ``size`` in bytes when known."""
+    def _fetch(self, url: str, partial: Path, size: int | None, seen: dict[str, str]) -> None:
+        """Write the result at ``url`` into ``partial``, checked against its ``size`` in bytes when known. What an
+        earlier try left there is kept, and the rest asked for by one ``Range`` under ``If-Match`` of the ETag that
+        try's answer gave (a reset 2 GB from the end of a 3 GB TIFF was fetched whole again, four times at most):
+        206 goes on from there; 412 or 416 (the file changed, or the part is no prefix of it) starts it over; a
+        store that ignores the range answers 200 with the whole file, which is written from its start."""
+        have = partial.stat().st_size if "etag" in seen and partial.exists() else 0
         # Through the client's session, for its settings (a private CA in verify, a client certificate, proxies),
         # less its Authorization: the link carries its own credential (presigned or signed), the API key stays here.
-        with self.client.http.get(url, stream=True, timeout=self.client.timeout,
-                                  headers={"Authorization": None}) as response:
+        headers: dict[str, str | None] = {"Authorization": None}
+        if have:
+            headers.update({"Range": f"bytes={have}-", "If-Match": seen["etag"]})
+        with self.client.http.get(url, stream=True, timeout=self.client.timeout, headers=headers) as response:
+            if have and response.status_code in (412, 416):
+                seen.clear()
+                partial.unlink(missing_ok=True)
+                raise requests.exceptions.ChunkedEncodingError(f"the result changed since its first {have} bytes")
             if response.status_code >= 400:
                 raise _error(response)
-            with open(partial, "wb") as out:
-                for chunk in response.iter_content(1024 * 1024):
+            resumed = have and response.status_code == 206
+            if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                seen.clear()
+                partial.unlink(missing_ok=True)
+                raise requests.exceptions.ChunkedEncodingError("the result link answered another range")
+            etag = response.headers.get("ETag")
+            if etag and not etag.startswith("W/"):  # only a strong one says the bytes are the same
+                seen["etag"] = etag
+            else:
+                seen.clear()
+            with open(partial, "ab" if resumed else "wb") as out:
+                for chunk in response.iter_content(64 * 1024):  # a cut loses at most this much
                     out.write(chunk)
         written = partial.stat().st_size
         if size is not None and written != size:  # a body ended by a closed connection: no Content-Length told
+            if written > size:
+                seen.clear()
             raise requests.exceptions.ChunkedEncodingError(f"the result link gave {written} of its {size} bytes")
 
 

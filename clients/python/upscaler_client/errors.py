@@ -54,8 +54,8 @@ class NotFound(ApiError):
 
 
 class InvalidRequest(ApiError):
-    """400, 403, 409, 413, 415, 422: the request itself must change; also a write the API redirected (code
-    ``redirected``: the client's base URL must change)."""
+    """Any other 4xx (400, 403, 405, 409, 410, 412, 413, 414, 415, 416, 422, 431): the request itself must change;
+    also a write the API redirected (code ``redirected``: the client's base URL must change)."""
 
 
 class RateLimited(ApiError):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from upscaler_client.client import Client
+    from upscaler_client.client import Client, Jobs
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -54,21 +54,29 @@ class Job:
     def done(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def _jobs(self) -> Jobs:
+        """The client's jobs this job was read through; a job built by hand (``Job.from_json`` of a webhook's
+        ``data``) has none: it was an AttributeError on None."""
+        if self._client is None:
+            raise RuntimeError("this Job was not read through a Client: use client.jobs.get(job.id) first")
+        return self._client.jobs
+
     def refresh(self) -> Job:
-        return self._client.jobs.get(self.id)
+        return self._jobs.get(self.id)
 
     def wait(self, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
              interval: float | None = None, on_unavailable: Callable[[Exception], Any] | None = None) -> Job:
         """Poll until the job ends (at the API's ``Retry-After`` unless ``interval`` is given); ``JobFailed`` if it
         failed or was canceled, ``Timeout`` if time runs out. See ``Jobs.wait`` for ``on_unavailable``."""
-        return self._client.jobs.wait(self.id, timeout=timeout, on_progress=on_progress, interval=interval,
-                                      on_unavailable=on_unavailable)
+        return self._jobs.wait(self.id, timeout=timeout, on_progress=on_progress, interval=interval,
+                               on_unavailable=on_unavailable)
 
     def download(self, path: str | Path) -> Path:
-        return self._client.jobs.download(self.id, path)
+        return self._jobs.download(self.id, path)
 
     def cancel(self) -> Job:
-        return self._client.jobs.cancel(self.id)
+        return self._jobs.cancel(self.id)
 
 
 @dataclass(frozen=True)
