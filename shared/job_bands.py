@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, JobBand, utcnow
-from shared.states import TERMINAL, JobStatus
+from shared.states import TERMINAL, JobStatus, worker_lost
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 # Progress while bands run: the assembly after them takes the last stretch.
@@ -23,6 +23,13 @@ BANDS_PROGRESS_FROM, BANDS_PROGRESS_TO = 0.05, 0.92
 
 def _job_running(job_id: str):
     return exists().where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+
+
+def _job_live(job_id: str):
+    """The job has not ended: running, or queued again to be resumed from its bands (its gathering worker
+    vanished, or stopped for an outage). A band running then is finished and kept: refused, its upload was
+    deleted and the band stayed locked under its lease, which the resumed job waited out."""
+    return exists().where(Job.id == job_id, Job.status.in_([JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
 
 
 def _job_held(job_id: str, owner: str):
@@ -83,13 +90,17 @@ def keep_job_alive(session: Session, job_id: str, lease_seconds: int) -> bool:
 
 
 def renew(session: Session, job_id: str, index: int, owner: str, lease_seconds: int) -> bool:
-    """Extend our band's lease and its job's; False means the band or the job is gone and we must stop."""
+    """Extend our band's lease and its job's (while it runs); False means the band is no longer ours or the job
+    ended, and we must stop."""
     now = utcnow()
     result = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
-                              JobBand.status == RUNNING, _job_running(job_id))
+                              JobBand.status == RUNNING, _job_live(job_id))
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now))
-    return result.rowcount == 1 and keep_job_alive(session, job_id, lease_seconds)
+    if result.rowcount != 1:
+        return False
+    keep_job_alive(session, job_id, lease_seconds)
+    return True
 
 
 def stage(session: Session, job_id: str, index: int, owner: str, key: str | None) -> bool:
@@ -106,7 +117,7 @@ def complete(session: Session, job_id: str, index: int, owner: str, gathering: b
     ``gathering``: the band went into the gathering worker's own row file, not to storage, so it is done only
     while that worker still holds the job's lease (one frozen past it, then thawed, marked bands done into a
     file no one would read, and the job resumed elsewhere failed on them)."""
-    running = _job_held(job_id, owner) if gathering else _job_running(job_id)
+    running = _job_held(job_id, owner) if gathering else _job_live(job_id)
     done = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.index == index, JobBand.lease_owner == owner,
                               JobBand.status == RUNNING, running)
@@ -159,10 +170,12 @@ def _reopen(session: Session, job_id: str, owner: str, *which) -> bool:
 def release(session: Session, job_id: str, owner: str) -> int:
     """Hand back the bands ``owner`` holds (a worker stopping for an outage): pending again at once, for the next
     claim, instead of locked under a lease no one renews until it runs out (the gathering worker waited its
-    two minutes). ``result_key`` stays: an object this attempt may have uploaded, for the next owner to remove."""
+    two minutes). ``result_key`` stays: an object this attempt may have uploaded, for the next owner to remove. The
+    attempt is not counted: ``attempts`` counts the workers a band lost (``fail_lost``), as a job's does."""
     return session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.lease_owner == owner, JobBand.status == RUNNING)
-        .values(status=PENDING, lease_owner=None, lease_expires_at=None, updated_at=utcnow())).rowcount
+        .values(status=PENDING, lease_owner=None, lease_expires_at=None, attempts=JobBand.attempts - 1,
+                updated_at=utcnow())).rowcount
 
 
 def forget_plan(session: Session, job_id: str, owner: str) -> bool:
@@ -207,6 +220,21 @@ def stalled(session: Session, pending_stale_seconds: int, limit: int = 500) -> l
                              JobBand.updated_at < now - timedelta(seconds=pending_stale_seconds))))
              .limit(limit))
     return list(session.scalars(query))
+
+
+def fail_lost(session: Session, job_id: str, index: int, max_attempts: int) -> bool:
+    """Fail a running job ``worker_lost`` whose band ``index`` was claimed ``max_attempts`` times and whose last
+    worker vanished too (a band that kills its worker: out of memory). While the gathering worker lived and renewed
+    the job, such a band was published again every lease, for ever, each time killing a worker. Conditional on the
+    state read: a band claimed again meanwhile keeps its job. False when nothing changed."""
+    now = utcnow()
+    lost = exists().where(JobBand.job_id == job_id, JobBand.index == index, JobBand.status == RUNNING,
+                          JobBand.lease_expires_at < now, JobBand.attempts >= max_attempts)
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, lost)
+        .values(status=JobStatus.FAILED.value, updated_at=now, lease_owner=None, lease_expires_at=None,
+                **worker_lost(f"{max_attempts} attempts at band {index} of this job", now)))
+    return result.rowcount == 1
 
 
 def touch(session: Session, job_id: str, index: int) -> None:

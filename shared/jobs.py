@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared.job_bands import band_held
 from shared.models import Job, JobBand, could_be_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS
-from shared.states import JobStatus, can_transition
+from shared.states import JobStatus, can_transition, worker_lost
 
 
 class InvalidCursor(ValueError):
@@ -332,9 +332,7 @@ def release_lease(session: Session, job: Job, max_attempts: int) -> JobStatus | 
     if job.attempts >= max_attempts:
         status = JobStatus.FAILED
         # staged_output_key stays: the sweeper deletes that object now, and retention again if that failed
-        values = {"error_code": "worker_lost", "finished_at": now,
-                  "error_message": f"{job.attempts} attempts at this job stopped without an ending (a worker "
-                                   "lost, or the database unreachable from it mid-job)"}
+        values = worker_lost(f"{job.attempts} attempts at this job", now)
     else:
         status, values = JobStatus.QUEUED, {"enqueued_at": None}
     result = session.execute(still_expired.values(status=status.value, **values, **common))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -28,3 +29,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 def can_transition(current: JobStatus, target: JobStatus) -> bool:
     """Whether a job may move from ``current`` to ``target``."""
     return target in TRANSITIONS[JobStatus(current)]
+
+
+def worker_lost(attempts: str, now: datetime) -> dict:
+    """The columns of a job failed ``worker_lost`` (``attempts``: what kept stopping, "3 attempts at this job"),
+    for the sweeper's two ways there: a job's lease, a split job's band (``job_bands.fail_lost``)."""
+    return {"error_code": "worker_lost", "finished_at": now,
+            "error_message": f"{attempts} stopped without an ending (a worker lost, or the database unreachable "
+                             "from it mid-job)"}

@@ -15,7 +15,8 @@ GPUs as on one. The flow, with the database as the source of truth (``shared.job
    workers' bands, so once the last band is in only the encoding remains (``worker.streaming``); then it stores
    the output, finishes the job and deletes the band files.
 
-A killed worker's band is published again by the sweeper once its lease expires; if the gathering worker dies,
+A killed worker's band is published again by the sweeper once its lease expires (after ``max_attempts`` such
+deaths the job fails ``worker_lost``, ``job_bands.fail_lost``); if the gathering worker dies,
 its job's lease expires and ``run_job`` takes the job back (``resume``): bands it had gathered without storing
 them are opened again, and the new worker gathers from the start. A cancel stops the
 remaining bands at their next lease renewal. A band's failure fails the job with that band's code, while its
@@ -320,6 +321,8 @@ def _stopped(ctx: WorkerContext, job_id: str, key: str | None, exc: Exception, l
     discard_unless_committed(ctx, key, exc)
     if isinstance(exc, LeaseLost):
         log.warning("split job %s: lease lost (canceled, or taken over by another worker)", job_id)
+        _release_bands(ctx, job_id)  # one still held here (a gathering worker that lost the job had claimed its
+        # next band) is free for the next claim at once, not locked under a lease no one renews
         _drop_band_results_if_ended(ctx, job_id)
         return lost
     if is_outage(exc):  # the bands done stay; the bands held here are handed back for the next claim

@@ -146,8 +146,18 @@ def republish_stalled_bands(ctx: WorkerContext, celery: Celery,
     """Bands of running split jobs whose worker was killed (lease expired) or whose message may be lost are
     published again; claiming is conditional, so a duplicate does nothing. ``waiting()`` gives the messages the
     inference queue holds (``_in_broker``)."""
+    max_attempts = ctx.settings.max_attempts
     with ctx.sessions() as session:
-        stalled = [(b.job_id, b.index) for b in job_bands.stalled(session, ctx.settings.queued_stale_seconds)]
+        stalled = [(b.job_id, b.index, b.status == job_bands.RUNNING and b.attempts >= max_attempts)
+                   for b in job_bands.stalled(session, ctx.settings.queued_stale_seconds)]
+    ended = set()
+    for job_id, index, used_up in stalled:  # a band whose every worker vanished fails its job, as a job would
+        if used_up and job_id not in ended and change_job(
+                ctx, job_id, JobStatus.FAILED,
+                lambda session, job_id=job_id, index=index: job_bands.fail_lost(session, job_id, index, max_attempts),
+                code="worker_lost") is not None:
+            ended.add(job_id)
+    stalled = [(job_id, index) for job_id, index, _ in stalled if job_id not in ended]
     present = waiting() if stalled else Counter()
     published = 0
     for job_id, index in stalled:

@@ -546,3 +546,24 @@ def test_blank_list_parameters_mean_their_defaults(client, db_session):
     response = client.get("/v1/jobs?status=&limit=&cursor=")
     assert response.status_code == 200
     assert len(response.get_json()["data"]) == 1
+
+
+def test_a_result_deleted_by_retention_during_the_request_is_404_not_500(client, app, db_session, monkeypatch):
+    """Both download routes check that the file exists, then open it: a retention pass deleting it in between
+    (the sweeper's expire_old_jobs) answered a 500 internal_error."""
+    job = succeeded_job(app, db_session)
+    storage = app.extensions["upscaler"].storage
+    exists = storage.exists
+
+    def then_retention(key):
+        found = exists(key)
+        storage.delete(key)
+        return found
+
+    monkeypatch.setattr(storage, "exists", then_retention)
+    for url, query in ((f"/v1/jobs/{job.id}/result", None),
+                       (f"/v1/files/{job.output_key}", signed_query(SECRET, job.output_key, 60))):
+        if not exists(job.output_key):
+            storage.put_bytes(job.output_key, image_bytes(width=16, height=12), "image/png")
+        response = client.get(url, query_string=query)
+        assert (response.status_code, response.get_json()["code"]) == (404, "not_found"), url

@@ -135,6 +135,47 @@ def test_every_setting_is_documented_in_the_readme():
     assert missing == []
 
 
+
+def _readme_defaults() -> dict[str, str]:
+    """``UPSCALER_NAME -> default`` as README.md's Configuration table states it (a row may name two settings,
+    with a default each); ``""`` for those documented as empty or derived."""
+    import re
+
+    defaults = {}
+    for line in Path("README.md").read_text().splitlines():
+        if not line.startswith("| `UPSCALER_"):
+            continue
+        names, default = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        names = re.findall(r"`(UPSCALER_[A-Z0-9_]+)`", names)
+        values = [""] * len(names) if default.startswith(("empty", "derived")) else re.findall(r"`([^`]*)`", default)
+        defaults.update(zip(names, values if len(values) == len(names) else values[:1] * len(names), strict=True))
+    return defaults
+
+
+def test_the_readme_states_every_default_truly():
+    """The table is where operators read what an unset variable means: a default changed in the code and not
+    there (or the reverse) is a deployment that behaves otherwise than its operator planned."""
+    from dataclasses import fields
+
+    documented, actual = _readme_defaults(), Settings()
+    wrong = {}
+    for f in fields(Settings):
+        name, value = f"UPSCALER_{f.name.upper()}", getattr(actual, f.name)
+        if name not in documented:
+            continue  # test_every_setting_is_documented_in_the_readme says so
+        text = documented[name]
+        if isinstance(value, bool):
+            same = text in ("true", "false") and (text == "true") == value
+        elif isinstance(value, int | float):
+            same = text.replace(",", "").replace("_", "").strip() != "" and float(text) == value
+        elif isinstance(value, Path):
+            same = value.as_posix() == text or value.as_posix().endswith("/" + text)  # package folders: relative
+        else:
+            same = text == value
+        if not same:
+            wrong[name] = (text, value)
+    assert wrong == {}
+
 def test_production_requires_a_public_url_for_links():
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
         Settings.from_env({"UPSCALER_ENV": "production", "UPSCALER_SECRET_KEY": "x" * 32})

@@ -654,3 +654,65 @@ def test_a_waiting_gathering_worker_renews_its_job_once_a_second_not_every_poll(
     monkeypatch.setattr(split.time, "sleep", poll)
     assert split.gather(first, job.id) == "succeeded"
     assert len(polls) >= 50 and len(renewals) <= 5  # the polls took no time: the renewal was never due
+
+
+def test_a_band_running_while_its_job_is_queued_again_is_finished_and_kept(workers, db_session, monkeypatch):
+    """The gathering worker handed the job back for a storage blip (queued) while another worker uploaded its band:
+    the band's completion was refused (the job was not running), its upload deleted, and the band left locked under
+    a lease no one renewed, which the resumed job waited out (two minutes) before computing it again."""
+    from shared.storage import StorageError
+    from worker.outcomes import stop_for_outage
+
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    upload = second.storage.put_file
+
+    def the_gatherer_stops_meanwhile(key, path, content_type):
+        upload(key, path, content_type)
+        assert stop_for_outage(first, job.id, StorageError("S3 unreachable")) == "retrying"
+
+    monkeypatch.setattr(second.storage, "put_file", the_gatherer_stops_meanwhile)
+    assert split.run_band(second, job.id, 1) == "band_done"
+    band = db_session.get(JobBand, (job.id, 1))
+    assert reload(db_session, job).status == "queued"
+    assert band.status == job_bands.DONE and second.storage.exists(band.result_key)
+
+
+def test_a_gathering_worker_that_lost_its_job_leaves_no_band_locked(workers, db_session, monkeypatch):
+    """A gathering worker frozen past its lease, thawed after the job was taken back, claimed its next band (a
+    claim needs only a running job), computed it, was refused at completion and left the band running under its
+    own lease: the job's new worker waited for it."""
+    first, _, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    assert sweep(first, first.celery).requeued == 1
+    with unit_of_work(third.sessions) as session:  # taken back by third (which has yet to gather)
+        assert jobs.claim(session, job.id, third.owner, 120, max_attempts=3)
+    assert split.gather(first, job.id) == "lease_lost"  # first thaws and goes on
+    band = db_session.get(JobBand, (job.id, 0))
+    assert (band.status, band.lease_owner) == (job_bands.PENDING, None)
+
+
+def test_a_band_that_kills_every_worker_fails_the_job_after_max_attempts(workers, db_session, monkeypatch):
+    """Band attempts were counted but bounded nothing: while the gathering worker lived (renewing the job), a band
+    whose worker was killed (out of memory) was published again after every lease, killing a worker each time."""
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    last = job.bands_total - 1
+    keys = []
+    for attempt in range(1, first.settings.max_attempts + 1):
+        with unit_of_work(second.sessions) as session:  # claimed, staged, and its worker killed
+            assert job_bands.claim(session, job.id, last, second.owner, 120)
+            keys.append(f"bands/dead/attempt{attempt}.raw")
+            assert job_bands.stage(session, job.id, last, second.owner, keys[-1])
+        second.storage.put_bytes(keys[-1], b"part of a band", "application/octet-stream")
+        db_session.query(JobBand).filter_by(job_id=job.id, index=last).update({"lease_expires_at": seconds_ago(1)})
+        db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(-120)})  # alive
+        db_session.commit()
+        sweep(first, first.celery)
+        assert reload(db_session, job).status == ("failed" if attempt == first.settings.max_attempts else "running")
+    job = reload(db_session, job)
+    assert (job.error_code, db_session.get(JobBand, (job.id, last)).attempts) == ("worker_lost", 3)
+    assert not second.storage.exists(keys[-1])  # the last attempt's object went with the ended job's bands
+    assert split.run_band(second, job.id, last) == "skipped"
