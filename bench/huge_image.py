@@ -118,7 +118,9 @@ def main() -> int:
         return 0
     width, height = (int(v) for v in args.size.split("x"))
     image = cached_input(width, height)
-    print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {os.cpu_count()} CPU cores, {args.format} out")
+    from worker.engine.precision import machine_line
+
+    print(f"input {width}x{height} = {width * height / 1e6:.1f} MP, {args.format} out, on {machine_line()}")
     print("| engine | precision | scale | output | inference s | file to file s | ms / input MP | bands "
           "| peak RSS (GiB) | GFLOP/s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

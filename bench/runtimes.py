@@ -70,7 +70,7 @@ def main() -> int:
     from shared.catalog import catalog_for
     from shared.settings import Settings
     from worker.engine.network_engine import NetworkEngine
-    from worker.engine.precision import choose_precision
+    from worker.engine.precision import choose_precision, machine_line
     from worker.engine.threads import limit_threads
 
     limit_threads(args.threads)
@@ -104,10 +104,9 @@ def main() -> int:
                 runs[name] = load(onnx_path, args.threads, batch) if onnx_path else "needs tf2onnx"
             except ImportError as exc:
                 runs[name] = str(exc) if "telemetry" in str(exc) else "not installed"
-        cores = os.cpu_count()
         rates = ", ".join(f"{precision} {rate:.0f}" for precision, rate in peaks.items())
         print(f"{args.model} x{args.scale}, {args.batch} tiles of {args.tile} px per batch, {args.threads} threads on "
-              f"{cores} cores; 4096^3 matmul GFLOP/s: {rates}")
+              f"{machine_line()}; 4096^3 matmul GFLOP/s: {rates}")
         print("| runtime | max abs diff | ms / batch | GFLOP/s | share of its precision's matmul rate |")
         print("| --- | --- | --- | --- | --- |")
         for name, run in runs.items():

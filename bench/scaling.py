@@ -61,7 +61,9 @@ def main() -> int:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    print(f"{args.jobs} jobs of {args.size}x{args.size} x{args.scale} ({args.model}), {cores} cores")
+    from worker.engine.precision import machine_line
+
+    print(f"{args.jobs} jobs of {args.size}x{args.size} x{args.scale} ({args.model}), on {machine_line()}")
     print("| sizing | worker processes | threads each | seconds | jobs/hour | engine s/job | speed-up |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     # "one core per process" is how workers scale out (each new process brings its own core);

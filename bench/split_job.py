@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from common import job_id, platform, wait_for_jobs
 
 from cli.processes import stop
 from tests.workers import children
+from worker.engine.precision import machine_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from huge_image import cached_input
@@ -89,7 +89,7 @@ def main() -> int:
     width, height = (int(v) for v in args.size.split("x"))
     image = cached_input(width, height)
     print(f"input {width}x{height} ({width * height / 1e6:.1f} MP) x{args.scale} -> {args.format}, "
-          f"bands of <= {args.band_pixels / 1e6:.0f} MP output, {os.cpu_count()} CPU cores, one thread per worker")
+          f"bands of <= {args.band_pixels / 1e6:.0f} MP output, one thread per worker, on {machine_line()}")
     print("| worker processes | latency (s) | speed-up | bands | assembly (s) | peak RSS per worker (GiB) |")
     print("| --- | --- | --- | --- | --- | --- |")
     results = {}

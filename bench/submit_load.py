@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from common import bench_settings, child_env  # noqa: E402
 
 from cli.processes import free_port, start_redis, stop, wait_for_port  # noqa: E402
+from worker.engine.precision import machine_line  # noqa: E402
 
 
 def jpeg_of_about(target_bytes: int) -> bytes:
@@ -131,7 +132,7 @@ def main() -> int:
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
 
     print(f"{args.clients} clients x {args.seconds:.0f} s, {len(image) / 1e6:.2f} MB JPEG, gunicorn "
-          f"{workers} workers x {args.threads} threads, {os.cpu_count()} cores")
+          f"{workers} workers x {args.threads} threads, on {machine_line()}")
     print(f"requests {len(latencies)}, errors {len(errors)}"
           f"{' ' + str(dict(collections.Counter(errors))) if errors else ''}, {len(latencies) / elapsed:.1f} req/s, "
           f"{len(latencies) * len(image) / elapsed / 1e6:.1f} MB/s")

@@ -44,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from shared.catalog import BICUBIC, write_record
     from shared.settings import Settings
+    from worker.engine.precision import choose_precision, machine_line
     from worker.engine.registry import EngineRegistry
     from worker.evaluation import check_writers, evaluate_files, load_benchmark
 
@@ -61,27 +62,32 @@ def run(args: argparse.Namespace) -> int:
     # only after the earlier tables were measured, and --record then saved none of them
     check_writers(args.degradation)
     root = data_root(args.data) / "benchmark"
-    sets = {set_name: load_benchmark(root / set_name, args.limit) for set_name in dict.fromkeys(args.sets)}
+    full_sets = {set_name: load_benchmark(root / set_name) for set_name in dict.fromkeys(args.sets)}
+    sets = {set_name: images[:args.limit] for set_name, images in full_sets.items()}
     tables: dict[str, dict] = {m: {} for m in models}
     suffix = f", first {args.limit} images" if args.limit else ""
     print(f"Y-channel PSNR (dB) / SSIM, shave = scale, LR by Pillow bicubic on modcropped HR, saved as a file{suffix}")
+    print(f"on {machine_line()}, inference in {choose_precision(settings.inference_precision)}")
     print("gain = model - bicubic of the same file; worst = the smallest gain on any single image\n")
     print("| protocol | set | scale | bicubic PSNR | bicubic SSIM | model | PSNR | SSIM | gain (dB) | worst (dB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for protocol in dict.fromkeys(args.degradation):
         for set_name, images in sets.items():
-            label = set_name if not args.limit else f"{set_name}_{args.limit}"
+            # "<set>_<N>" only where the limit cut the set: "set5_16" named a table of Set5's 5 images
+            label = f"{set_name}_{args.limit}" if args.limit and args.limit < len(full_sets[set_name]) else set_name
             for scale in args.scales:
                 scores = evaluate_files(engines, [BICUBIC, *models], images, scale, protocol, not args.no_ssim)
                 base = scores[BICUBIC]
                 for model in models:
                     ours = scores[model]
-                    worst = min(np.subtract(ours.per_image, base.per_image))
-                    cell = tables[model].setdefault(protocol, {})
-                    cell.setdefault(label, {})[f"x{scale}"] = round(ours.psnr, 2)
-                    cell.setdefault(f"{label}_bicubic", {})[f"x{scale}"] = round(base.psnr, 2)
+                    worst = min(_gain(o, b) for o, b in zip(ours.per_image, base.per_image, strict=True))
+                    # an exact copy (x1 clean: inf dB) is printed, not recorded: Infinity is not JSON
+                    if np.isfinite(ours.psnr) and np.isfinite(base.psnr):
+                        cell = tables[model].setdefault(protocol, {})
+                        cell.setdefault(label, {})[f"x{scale}"] = round(ours.psnr, 2)
+                        cell.setdefault(f"{label}_bicubic", {})[f"x{scale}"] = round(base.psnr, 2)
                     print(f"| {protocol} | {label} ({base.images}) | x{scale} | {base.psnr:.2f} | {base.ssim:.4f} | "
-                          f"{model} | {ours.psnr:.2f} | {ours.ssim:.4f} | {ours.psnr - base.psnr:+.2f} | "
+                          f"{model} | {ours.psnr:.2f} | {ours.ssim:.4f} | {_gain(ours.psnr, base.psnr):+.2f} | "
                           f"{worst:+.2f} |", flush=True)
     if args.record:
         for model, table in tables.items():
@@ -93,3 +99,8 @@ def run(args: argparse.Namespace) -> int:
             path = write_record(settings.models_dir, model, {"benchmark": benchmark})
             print(f"recorded in {path}")
     return 0
+
+
+def _gain(ours: float, base: float) -> float:
+    """Model minus bicubic in dB; 0 where both are exact copies of the truth (inf - inf)."""
+    return 0.0 if ours == base else ours - base

@@ -61,7 +61,8 @@ def write_record(models_dir: Path, name: str, fields: dict) -> Path:
     record = json.loads(path.read_text()) if path.exists() else {}
     record.update({"name": name, **fields})
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    # allow_nan=False: Python wrote an exact copy's PSNR as Infinity, which no other JSON reader accepts
+    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
 

@@ -1216,6 +1216,19 @@ def test_the_web_page_takes_a_folders_images_as_the_cli_does():
     assert 'entry.name.startsWith(".")' in script and '!name.startsWith(".")' in script
 
 
+def test_the_web_page_offers_exactly_the_output_formats_the_api_makes():
+    """The page lists its formats in its own markup (a select needs no script); nothing tied them to
+    shared.limits.OUTPUT_FORMATS, the one list the API, CLI and SDK read."""
+    import re
+
+    from shared.limits import OUTPUT_FORMATS
+
+    markup = (Path(__file__).parents[1] / "api" / "static" / "index.html").read_text()
+    select = re.search(r'<select id="format"[^>]*>(.*?)</select>', markup, re.S)
+    assert select, "index.html has the format select"
+    assert re.findall(r'<option value="([^"]+)"', select.group(1)) == list(OUTPUT_FORMATS)
+
+
 def test_progress_in_a_log_is_one_line_per_file_and_a_stop_says_where(tmp_path, monkeypatch, capsys):
     """Where stderr is no terminal, tqdm's \\r redraws filled logs with every frame; after Ctrl-C the bar's own
     update showed the file under way as done, and nothing said the run had stopped."""
@@ -1269,6 +1282,42 @@ def test_eval_measures_each_model_once_and_checks_everything_before_measuring(tm
     out, err = capsys.readouterr()
     assert "| clean |" not in out and err.strip() == ("upscaler eval: writing HEIC files (the heifQ protocols) needs "
                                                       "pillow-heif: pip install -e '.[dev]'")
+
+
+def test_eval_records_only_json_numbers_and_names_a_limit_only_where_it_cut_the_set(tmp_path, monkeypatch, capsys):
+    """At x1 a clean file is its own truth (inf dB): --record wrote `Infinity` into the model's record, which
+    strict JSON readers refuse and GET /v1/models served as null, and the gain printed `+nan`. `--limit 5` on a
+    set of 2 images recorded them as "set5_5"."""
+    import shutil
+
+    from cli.__main__ import main
+
+    models = tmp_path / "models"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "shared" / "weights", models)
+    monkeypatch.setenv("UPSCALER_MODELS_DIR", str(models))
+    (tmp_path / "benchmark" / "set5").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "benchmark" / "set5" / name, width=24, height=24)
+    assert main(["eval", "--data", str(tmp_path), "--no-ssim", "--scales", "1", "2", "--sets", "set5", "--limit", "5",
+                 "--models", "residual_sr", "--record"]) == 0
+    out = capsys.readouterr().out
+    assert "| clean | set5 (2) | x1 | inf | nan | residual_sr | inf | nan | +0.00 | +0.00 |" in out, out
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    table = json.loads((models / "residual_sr.json").read_text(), parse_constant=refuse)["benchmark"]["clean"]
+    assert set(table["set5"]) == set(table["set5_bicubic"]) == {"x2", "x3", "x4"}  # x2 measured here, no x1
+    assert "set5_5" not in table
+
+
+def test_a_model_record_refuses_what_is_not_json(tmp_path):
+    from shared.catalog import write_record
+
+    write_record(tmp_path, "m", {"benchmark": {"clean": {"set5": {"x2": 30.0}}}})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write_record(tmp_path, "m", {"benchmark": {"clean": {"set5": {"x1": float("inf")}}}})
+    assert json.loads((tmp_path / "m.json").read_text())["benchmark"]["clean"]["set5"] == {"x2": 30.0}  # kept whole
 
 
 def test_jobs_list_piped_into_head_ends_quietly():

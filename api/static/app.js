@@ -144,25 +144,29 @@ function notice(text) {
   $("notice").hidden = !text;
 }
 
+/** A number field's value written as the API reads numbers: the browser takes "1e3" as 1000, and sent as
+ * typed the API refused it ("unable to parse string as an integer"). */
+const numberIn = (id) => String($(id).valueAsNumber);
+
 /** The job fields for one file, from the options form (validated by the API, which explains any refusal). */
 function jobForm(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   if ($("size").value === "target") {
-    for (const name of ["width", "height"]) if ($(name).value) form.append(name, $(name).value);
+    for (const name of ["width", "height"]) if ($(name).value) form.append(name, numberIn(name));
     if ($("width").value && $("height").value) form.append("fit", $("fit").value);
   } else if ($("size").value === "print") {
     for (const name of ["width", "height"]) {
-      if ($(`print-${name}`).value) form.append(`print_${name}`, $(`print-${name}`).value);
+      if ($(`print-${name}`).value) form.append(`print_${name}`, numberIn(`print-${name}`));
     }
     form.append("print_unit", $("print-unit").value);
     if ($("print-width").value && $("print-height").value) form.append("fit", $("fit").value);
   } else {
     form.append("scale", $("size").value);
   }
-  if ($("dpi").value) form.append("dpi", $("dpi").value);
+  if ($("dpi").value) form.append("dpi", numberIn("dpi"));
   form.append("format", $("format").value);
-  if (!$("quality").disabled && $("quality").value) form.append("quality", $("quality").value);
+  if (!$("quality").disabled && $("quality").value) form.append("quality", numberIn("quality"));
   if ($("model").value) form.append("model", $("model").value);
   if (!$("denoise").disabled) form.append("denoise", $("denoise").value);
   return form;
@@ -446,7 +450,10 @@ function show(card, job) {
     card.set(`upscaling ${Math.round(job.progress * 100)} %${left}${bands} · ${size}`);
   } else if (job.status === "succeeded") {
     bar.value = 1;
-    const ran = job.ran ? ` · ${job.ran.model}${job.ran.strength !== null ? ` at strength ${job.ran.strength}` : ""}` : "";
+    // no network ran (a same-size job with a model that cannot restore): "· resample" read as a model's name, and
+    // "same size (clean up ...)" gave the file back unchanged without a word; the API's reason says so
+    const ran = !job.ran ? "" : job.ran.model === "resample" ? ` · ${job.ran.reason}`
+      : ` · ${job.ran.model}${job.ran.strength !== null ? ` at strength ${job.ran.strength}` : ""}`;
     const done = `done in ${seconds(job.timings.total_s)} · ${job.output.width}×${job.output.height}, ` +
                  `${(job.output.bytes / 1e6).toFixed(2)} MB${ran}`;
     card.set(done);
@@ -460,7 +467,9 @@ function show(card, job) {
     resultLink(link, job, (error) => card.set(`${done} · ${error.message}`, true), card.li.dataset.key);
     link.textContent = `Download ${job.output.filename}`;
     link.hidden = false;
-    compare.hidden = job.output.format === "tiff"; // browsers do not draw TIFF: download it to look at it
+    const why = undrawable(job); // said on the card: a Compare that vanished, or failed "(try again)" for ever
+    compare.hidden = Boolean(why);
+    if (why) card.set(`${done} · no Compare: ${why}`);
     compare.onclick = () => freshResult(job, card.li.dataset.key)
       .then((fresh) => openViewer(card.file, fresh, compare)).catch((error) => {
         // an original the browser cannot draw (a HEIC, in most) never will be: the result still downloads
@@ -474,6 +483,22 @@ function show(card, job) {
     card.set("canceled");
     bar.hidden = true;
   }
+}
+
+/** The most pixels a browser decodes into one image: Chromium refuses an image of 2^31 bytes of RGBA or more (a
+ * 23000×23000 PNG loads, a 23200×23200 one fails), while the API makes up to UPSCALER_MAX_OUTPUT_PIXELS (1 GP): a
+ * 36 MP photo at ×4 (576 MP) said "the result could not be loaded (try again)" at every try. */
+const BROWSER_MAX_PIXELS = 2 ** 29;
+
+/** Why Compare cannot show ``job``'s result in this browser, or "" when it can. */
+function undrawable(job) {
+  if (job.output.format === "tiff") return "browsers do not draw TIFF; download it to look at it";
+  const pixels = job.output.width * job.output.height;
+  if (pixels >= BROWSER_MAX_PIXELS) {
+    return `at ${Math.round(pixels / 1e6)} megapixels the result is larger than a browser can draw (about ` +
+           `${Math.floor(BROWSER_MAX_PIXELS / 1e6)}); download it to look at it`;
+  }
+  return "";
 }
 
 /** "W×H", or nothing while the size is unknown (a job by image_url before its fetch). */

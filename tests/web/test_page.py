@@ -542,7 +542,8 @@ def test_compare_lines_up_a_cover_crop_and_a_print_size_can_choose_its_fit(page,
     try:
         page.locator("#model option").nth(2).wait_for(state="attached")
         page.select_option("#model", "bicubic")
-        card = send_sized(page, photo(tmp_path, "wide-crop.png", size=(160, 120)), size="target", width="240",
+        # "2.4e2" is a number to the browser's field, and was sent as typed: the API refused it as no integer
+        card = send_sized(page, photo(tmp_path, "wide-crop.png", size=(160, 120)), size="target", width="2.4e2",
                           height="120", fit="cover")
         card.locator(".compare").click()
         page.locator("#zoom-level", has_text="100 %").wait_for()
@@ -571,7 +572,7 @@ def test_compare_lines_up_a_cover_crop_and_a_print_size_can_choose_its_fit(page,
         page.click("#viewer-close")
 
         made = send_sized(page, photo(tmp_path, "print.png", size=(160, 120)), size="print", print_width="6",
-                          print_height="4", dpi="40", fit="cover")  # fit is offered for a print size too
+                          print_height="4", dpi="4e1", fit="cover")  # fit is offered for a print size too
         assert "240\u00d7160" in made.locator(".state").inner_text()  # 6 x 4 in at 40 dpi, filled and cropped
     finally:
         stop(worker)
@@ -785,3 +786,39 @@ def test_a_cards_thumbnail_lets_go_of_its_file_once_drawn(browser, api_server, t
         assert kept == [None, None], kept
     finally:
         context.close()
+
+
+def test_a_result_no_browser_can_draw_says_so_on_its_card(page, tmp_path):
+    """Compare vanished without a word for a TIFF result, and for one past what Chromium decodes (2^31 bytes of RGBA,
+    about 536 MP: a 36 MP photo at x4 is 576 MP, within UPSCALER_MAX_OUTPUT_PIXELS) it said "the result could not be
+    loaded (try again)" at every try. A same-size job whose model cannot restore said "· resample", as if a model's
+    name, when no network had run. The polls' answers are the real jobs', ended as a worker would have left them."""
+    import json
+
+    endings = [{"format": "tiff", "width": 192, "height": 144}, {"format": "png", "width": 24000, "height": 24000},
+               {"format": "png", "width": 96, "height": 72}]
+    seen: dict[str, dict] = {}
+
+    def succeeded(route):
+        response = route.fetch()
+        job = response.json()
+        output = seen.setdefault(job["id"], endings[len(seen)])
+        resampled = output["width"] == 96
+        job.update(status="succeeded", progress=1.0, result_url="/nowhere", timings={"total_s": 1.0},
+                   ran={"model": "resample", "strength": None,
+                        "reason": "no enlargement asked: resampled only (no network, no restoration)"} if resampled
+                   else {"model": "residual_sr", "strength": None, "reason": "asked for by name"})
+        job["output"] = {**job["output"], **output, "bytes": 1000, "filename": "x." + output["format"]}
+        route.fulfill(response=response, body=json.dumps(job))
+
+    page.route(JOB_URL, succeeded)  # no worker runs: each card's first poll answers it done
+    names = ("print.png", "huge.png", "same.png")
+    for seed, name in enumerate(names):
+        page.set_input_files("#files", str(photo(tmp_path, name, seed=seed)))
+        page.locator("#cards li", has_text=name).locator(".state", has_text="done in").wait_for()
+    states = {name: page.locator("#cards li", has_text=name).locator(".state").inner_text() for name in names}
+    assert "no Compare: browsers do not draw TIFF" in states["print.png"], states
+    assert "no Compare: at 576 megapixels the result is larger than a browser can draw" in states["huge.png"], states
+    assert states["same.png"].endswith("· no enlargement asked: resampled only (no network, no restoration)"), states
+    offered = page.locator("#cards li .compare").evaluate_all("buttons => buttons.map(b => !b.hidden)")
+    assert offered.count(True) == 1, offered  # only the result a browser can draw offers Compare

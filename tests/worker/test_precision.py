@@ -51,3 +51,21 @@ def test_bf16_tiled_equals_whole(tiny_engine):
     for scale in (2, 4):
         a, b = (np.asarray(e.upscale(image, scale, condition=condition), dtype=int) for e in (tiled, whole))
         assert np.array_equal(a, b)
+
+
+def test_a_measurement_names_the_cpu_it_ran_on(tmp_path, monkeypatch):
+    """The benchmarks printed a core count only, and the CPU model (on which bf16 is 1.8x faster, or 15x slower)
+    was typed into docs/benchmarks.md by hand."""
+    import os
+
+    from worker.engine import precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu avx2 avx512f\n")
+    assert precision.cpu_model(info) == "AMD EPYC 9R14 96-Core Processor"
+    assert precision.cpu_model(tmp_path / "absent") == "cpu"
+    monkeypatch.setattr(precision, "cpu_model", lambda: "AMD EPYC 9R14 96-Core Processor")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert precision.machine_line() == f"AMD EPYC 9R14 96-Core Processor, {os.cpu_count()} cores (no native bf16)"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+    assert precision.machine_line().endswith("(native bf16)")

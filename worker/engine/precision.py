@@ -31,6 +31,21 @@ def _cpuinfo(key: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first CPU's model name ("cpu" where /proc/cpuinfo does not say): what a benchmark's numbers belong to."""
+    return _cpuinfo("model name", cpuinfo) or "cpu"
+
+
+def machine_line() -> str:
+    """One line naming what a measurement ran on: the CPU model, its cores and whether it computes bf16 natively
+    (printed by ``upscaler eval`` and the benchmarks in ``bench/``; it imports no Keras, so a benchmark's parent
+    process does not hand TensorFlow's memory to the children whose peak RSS it measures)."""
+    import os
+
+    native = "native bf16" if NATIVE_BF16_FLAGS & cpu_flags() else "no native bf16"
+    return f"{cpu_model()}, {os.cpu_count()} cores ({native})"
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The feature flags of the first CPU listed (empty where /proc/cpuinfo does not exist)."""
     return set((_cpuinfo("flags", cpuinfo) or "").split())
@@ -77,4 +92,4 @@ def training_device(backend: str | None = None) -> str:
         device = jax.devices()[0]
         if device.platform != "cpu":
             return device.device_kind
-    return _cpuinfo("model name") or "cpu"
+    return cpu_model()

@@ -1,0 +1,40 @@
+"""The benchmark figures served by GET /v1/models (the shipped records) are the ones the README and docs print."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from shared.catalog import load_catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+SETS = {"Set5": "set5", "Set14": "set14", "BSD68": "bsd68"}
+
+
+def _served():
+    return {name: info.benchmark for name, info in load_catalog(ROOT / "shared" / "weights").items()}
+
+
+def test_the_readme_clean_row_is_the_served_record():
+    served = _served()["auto"]["clean"]
+    readme = (ROOT / "README.md").read_text()
+    header = re.search(r"^\| input \| (.+) \|$", readme, re.M).group(1).split(" | ")
+    row = re.search(r"^\| clean PNG: bicubic → `auto` \| (.+) \|$", readme, re.M).group(1).split(" | ")
+    for column, cell in zip(header, row, strict=True):
+        set_label, scale = column.split()
+        bicubic, auto = (float(v.strip("* ")) for v in cell.split("→"))
+        name = SETS[set_label]
+        assert (bicubic, auto) == (served[f"{name}_bicubic"][scale], served[name][scale]), column
+
+
+def test_the_model_doc_clean_table_is_the_served_records():
+    served = _served()
+    doc = (ROOT / "docs" / "model.md").read_text()
+    table = doc.split("### Clean inputs (the lab protocol)", 1)[1].split("\n\n", 2)[1]
+    rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
+    assert len(rows) == 9
+    for set_label, scale, bicubic, *models in rows:
+        name, scale = SETS[set_label.strip()], scale.strip()
+        assert float(bicubic) == served["auto"]["clean"][f"{name}_bicubic"][scale]
+        for model, cell in zip(("auto", "residual_sr", "residual_sr_cond"), models, strict=False):
+            assert float(cell.strip(" *")) == served[model]["clean"][name][scale], (set_label, scale, model)
