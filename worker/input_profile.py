@@ -6,11 +6,8 @@ scaling of the Annex K tables, which Pillow, libjpeg-turbo, mozjpeg and most cam
 WebP's, an AVIF's or a HEIC's quantizer index from its frame or slice header (``worker.webp_header``,
 ``worker.avif_header``, ``worker.heif_header``);
 a lossless file's pixels (and a JPEG's) are searched for a JPEG they were decoded from (``worker.jpeg_history``: a
-JPEG saved again as PNG, or at a finer quality, carries the first JPEG's damage), and a lossless file's noise is
-estimated from its flattest regions (Immerkær's Laplacian estimator per block, then a low percentile of the
-blocks, so texture is not mistaken for noise), in luma and in the colour differences: texture lives almost only
-in luma, while sensor noise is independent per channel,
-so colour noise stands out of even a very textured photo.
+JPEG saved again as PNG, or at a finer quality, carries the first JPEG's damage), and their noise is measured
+(``worker.noise``); the floors below say which readings make a file noisy.
 """
 
 from __future__ import annotations
@@ -26,11 +23,11 @@ from shared.formats import jpeg_segments, open_image
 from worker.avif_header import avif_base_q_idx
 from worker.engine.strength import jpeg_strength, noise_strength, quantizer_strength
 from worker.heif_header import heif_slice_qp
-from worker.imaging import LUMA_601
 from worker.jpeg_history import find_jpeg_history
 from worker.jpeg_tables import BLOCK as JPEG_BLOCK
 from worker.jpeg_tables import CHROMA, LUMA, QUALITIES, scaled
 from worker.metadata import ORIENTATION
+from worker.noise import estimate_noise
 from worker.webp_header import WebpCompression, read_webp_compression
 
 JPEG_FORMATS = {"JPEG", "MPO"}
@@ -79,21 +76,6 @@ WHITE_NOISE_FLOOR_SIGMA = 2.5
 # The two-scale reading's median over sigma on those images (0.75 at sigma 4 .. 0.79 at 8): it reads the
 # flattest blocks, chosen where the noise happened to read low.
 WHITE_UNDERREAD = 0.78
-BLOCK = 16
-# Blocks with more than this share of pixels at 0 or 255 in some channel are left out unless perfectly flat:
-# noise there is partly clipped away and reads as less than it is, while text or line art on white would read
-# as texture-noise. A perfectly flat block stays in: it says the image has noise-free regions (a graphic).
-CLIPPED_SHARE = 0.1
-# Immerkær (1996): white noise of sigma s has mean |Laplacian| (the 3x3 kernel below) of s * 6 / sqrt(pi / 2).
-IMMERKAER = np.sqrt(np.pi / 2) / 6
-# The two-scale reading needs an image of this many 16x16 blocks (about 180x180 px), and this many of them
-# readable (not clipped, not at the far edges): it averages the flattest tenth, and in smaller images a few blocks
-# of fine texture or film grain can read as noise. Clean
-# crops of the training images' LR read 2.5 or more in 0.3 % of 120x80 and 160x107 crops (up to 6.3), in none of
-# 162 crops of 240x160 (126 blocks) nor of the 547 whole LR images (at most 1.9).
-WHITE_MIN_IMAGE_BLOCKS = 100
-WHITE_MIN_READ_BLOCKS = 50
-
 
 _SUMS = {q: (int(scaled(LUMA, q).sum()), int(scaled(CHROMA, q).sum())) for q in QUALITIES}
 
@@ -109,103 +91,6 @@ def estimate_jpeg_quality(tables: dict[int, list[int]]) -> int:
         return abs(ls - luma) + (abs(cs - chroma) if chroma is not None else 0)
 
     return min(QUALITIES, key=lambda q: (distance(q), -q))
-
-
-@dataclass(frozen=True)
-class NoiseEstimate:
-    """Standard deviations (0..255) of white noise: in luma, and per channel as seen in the colour differences
-    (about 0 for grey noise, the per-channel sigma for colour noise)."""
-
-    luma: float
-    colour: float
-    white_luma: float | None = None  # the part of the luma reading white across two scales (``_white``)
-
-
-def _block_laplacian(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK) -> np.ndarray:
-    """Mean |Laplacian| of each ``side`` x ``side`` block of a strip (``blocks`` block rows of ``cols`` blocks;
-    the plane has one pixel of margin on each side)."""
-    lap = (plane[:-2, :-2] - 2 * plane[:-2, 1:-1] + plane[:-2, 2:]
-           - 2 * plane[1:-1, :-2] + 4 * plane[1:-1, 1:-1] - 2 * plane[1:-1, 2:]
-           + plane[2:, :-2] - 2 * plane[2:, 1:-1] + plane[2:, 2:])
-    return np.abs(lap[: blocks * side, : cols * side]).reshape(blocks, side, cols, side).mean(axis=(1, 3))
-
-
-def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32, opaque: np.ndarray | None = None) -> NoiseEstimate:
-    """White noise in an image, from its flattest 16x16 blocks (not those partly clipped to black or white).
-
-    ``opaque`` (H x W booleans, from the alpha channel): blocks with any pixel that is not fully opaque are left
-    out. A cut-out product photo's transparent background is flat behind its alpha, and read as the image's
-    flattest blocks it said "no noise" of a noisy photo. Computed a strip of block rows at a time, so a
-    20-megapixel input needs a few MB, not a full float copy.
-    """
-    height, width = rgb.shape[:2]
-    if min(height, width) < 3 * BLOCK:
-        return NoiseEstimate(0.0, 0.0)
-    rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
-    luma, coarse, red, blue, clipped, covered = [], [], [], [], [], []
-    for first in range(0, rows, strip_blocks):
-        last = min(first + strip_blocks, rows)
-        strip = rgb[first * BLOCK: last * BLOCK + 4, : cols * BLOCK + 4].astype(np.float64)
-        if strip.ndim == 2:
-            strip = strip[..., None].repeat(3, axis=2)
-        grey = strip @ np.array(LUMA_601)
-        coarse.append(_coarse_block_laplacian(grey, last - first, cols))
-        strip = strip[: (last - first) * BLOCK + 2, : cols * BLOCK + 2]
-        grey = grey[: (last - first) * BLOCK + 2, : cols * BLOCK + 2]
-        luma.append(_block_laplacian(grey, last - first, cols))
-        # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
-        red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))
-        blue.append(_block_laplacian((strip[..., 2] - strip[..., 1]) / np.sqrt(2), last - first, cols))
-        inner = strip[1:-1, 1:-1]
-        at_limit = ((inner <= 0) | (inner >= 255)).any(axis=-1)
-        clipped.append(at_limit.reshape(last - first, BLOCK, cols, BLOCK).mean(axis=(1, 3)))
-        if opaque is not None:
-            seen = opaque[first * BLOCK + 1: last * BLOCK + 1, 1: cols * BLOCK + 1]
-            covered.append(seen.reshape(last - first, BLOCK, cols, BLOCK).all(axis=(1, 3)))
-    fine, half, red_means, blue_means, clipped_share = (np.concatenate(m).ravel()
-                                                        for m in (luma, coarse, red, blue, clipped))
-    visible = np.concatenate(covered).ravel() if covered else np.ones(fine.shape, bool)
-    usable = ((clipped_share <= CLIPPED_SHARE) | ((fine == 0) & (red_means == 0) & (blue_means == 0))) & visible
-    keep = usable if usable.mean() >= 0.1 else (visible if visible.any() else np.ones_like(usable))
-
-    def sigma(means: np.ndarray) -> float:
-        return float(IMMERKAER * np.percentile(means[keep], 10))
-
-    # the two-scale reading: usable blocks whose half-resolution Laplacian had the image's pixels all around
-    margin = ((np.arange(rows) * BLOCK + BLOCK + 4 <= height)[:, None]
-              & (np.arange(cols) * BLOCK + BLOCK + 4 <= width)[None, :]).ravel()
-    read = usable & margin
-    return NoiseEstimate(sigma(fine), (sigma(red_means) + sigma(blue_means)) / 2,
-                         _white(fine[read], half[read], rows * cols))
-
-
-def _coarse_block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
-    """Mean |Laplacian| of each 16x16 block at half resolution (2x2 means, 8x8 per block), scaled as the full
-    resolution's (white noise of sigma s reads s/2 there). The plane starts where the strip does and needs 4 more
-    rows and columns than its blocks (even sizes for the 2x2 means, one coarse pixel around for the Laplacian), so
-    a coarse block sits one pixel below and right of its fine block. Where the image ends sooner the plane is
-    edge-padded, and ``estimate_noise`` leaves those blocks out of the reading."""
-    need = (blocks * BLOCK + 4, cols * BLOCK + 4)
-    plane = np.pad(plane, ((0, need[0] - plane.shape[0]), (0, need[1] - plane.shape[1])), mode="edge")
-    half = plane.reshape(need[0] // 2, 2, need[1] // 2, 2).mean(axis=(1, 3))
-    return _block_laplacian(half, blocks, cols, BLOCK // 2)
-
-
-def _white(fine: np.ndarray, coarse: np.ndarray, blocks: int) -> float | None:
-    """Luma noise sigma from the flattest 10 % of blocks, read at two scales: what is white there.
-
-    Why: texture reads as noise in one scale's Laplacian (foliage measures up to ~11), but a photo's texture is
-    roughly scale-invariant, so its half-resolution reading is about its full-resolution one, while white noise
-    of sigma s reads s at full and s/2 at half resolution. So s^2 ~ (full^2 - half^2) / 0.75: about 0 for clean
-    photos however textured, about s for noise (a bit under it: choosing the flattest blocks at full
-    resolution picks those where the noise happened to read low). None for an image of too few ``blocks``, or
-    too few of them readable (``fine``), to tell.
-    """
-    if blocks < WHITE_MIN_IMAGE_BLOCKS or fine.size < WHITE_MIN_READ_BLOCKS:
-        return None
-    flattest = np.argsort(fine)[: fine.size // 10]
-    full, half = IMMERKAER * fine[flattest].mean(), IMMERKAER * coarse[flattest].mean()
-    return float(np.sqrt(max(full * full - half * half, 0.0) / 0.75))
 
 
 def jpeg_grid(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -399,6 +284,6 @@ def profile_input(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) 
     # a lossless file's pixels may hold a JPEG; a JPEG's, an earlier and coarser one (a JPEG saved again finer)
     own_table = tables.get(0) if quality is not None else None
     earlier = find_jpeg_history(rgb, finer_than=own_table) if not lossy or own_table is not None else None
-    noise = estimate_noise(rgb, opaque=None if alpha is None else alpha == 255)
+    noise = estimate_noise(rgb, opaque=None if alpha is None else alpha == 255, lossless=not lossy and earlier is None)
     return InputProfile(fmt, lossy, quality, noise.luma, earlier.grid if earlier else grid, noise.colour,
                         noise.white_luma, quantizer, earlier.quality if earlier else None)

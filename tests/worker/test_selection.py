@@ -12,7 +12,8 @@ from shared.settings import Settings
 from shared.sizing import SizeRequest
 from worker.engine.registry import EngineRegistry
 from worker.engine.selection import select
-from worker.input_profile import InputProfile, estimate_jpeg_quality, estimate_noise, profile_input
+from worker.input_profile import InputProfile, estimate_jpeg_quality, profile_input
+from worker.noise import estimate_noise
 from worker.render import render
 
 
@@ -282,6 +283,40 @@ def test_text_on_white_or_black_is_clean_not_noisy(tmp_path, background):
         draw.text((10, row), "Invoice 2026-11 total 1,234.56 EUR " * 3, fill=colour)
     profile = _profile(tmp_path, "PNG", np.asarray(image))
     assert not profile.noisy and profile.strength == 0.0
+
+
+def _text_page(paper: int, ink: int, size=(640, 400)) -> np.ndarray:
+    """A page of dense text as a scan's LR holds it: 12 px letters on 16 px lines, so nearly every 16x16 block is
+    ink and paper."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("RGB", size, (paper,) * 3)
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default(size=12)
+    words = ["invoice", "total", "amount", "due", "payment", "terms", "delivery", "address", "order", "price"]
+    rng = np.random.default_rng(0)
+    for row in range(2, size[1] - 16, 16):
+        draw.text((4, row), " ".join(rng.choice(words, 40)), fill=(ink,) * 3, font=font)
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("paper,ink", [(255, 0), (238, 30)])
+def test_a_page_of_dense_text_is_clean_and_noise_on_its_paper_is_found(tmp_path, catalog, paper, ink):
+    page = _text_page(paper, ink)
+    assert estimate_noise(page).luma > 8  # the strokes' edges fill even the flattest blocks' mean |Laplacian|
+    clean = _profile(tmp_path, "PNG", page)
+    assert clean.noise_sigma < 1 and not clean.noisy  # read on the paper between the strokes
+    assert select(AUTO, None, clean, catalog).model == catalog[AUTO].routes["fidelity"]
+    grain = np.random.default_rng(3).normal(0, 12, (*page.shape[:2], 1))
+    noisy = _profile(tmp_path, "PNG", np.clip(np.round(page + grain), 0, 255).astype(np.uint8))
+    assert noisy.noisy and select(AUTO, None, noisy, catalog).model == catalog[AUTO].routes["robust"]
+
+
+def test_noise_reads_alike_on_the_paper_and_by_the_mean_and_lossy_files_keep_the_mean():
+    grain = np.clip(128 + np.random.default_rng(4).normal(0, 8, (200, 240, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
+    mean, paper = estimate_noise(grain), estimate_noise(grain, lossless=True)
+    assert 7 < mean.luma < 9 and paper.luma == mean.luma  # white noise: the paper reading does not replace it
+    page = _text_page(255, 0)
+    assert estimate_noise(page, lossless=True).luma < 1 < 8 < estimate_noise(page).luma
 
 
 def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(tmp_path, catalog):
