@@ -40,7 +40,7 @@ from shared.queue import (
     waiting_messages,
 )
 from shared.states import JobStatus
-from shared.storage import LocalStorage, StorageError
+from shared.storage import StorageError
 from shared.transitions import change_job
 from worker.context import WorkerContext
 from worker.orphans import ORPHAN_AGE, remove_orphans
@@ -108,8 +108,7 @@ def _sweep(ctx: WorkerContext, celery: Celery) -> SweepReport:
     expired = expire_old_jobs(ctx)
     drop_bands_of_ended_jobs(ctx)
     orphans = remove_orphans(ctx)
-    if isinstance(ctx.storage, LocalStorage):
-        ctx.storage.remove_stale_partials(ORPHAN_AGE.total_seconds())
+    ctx.storage.remove_stale_partials(ORPHAN_AGE.total_seconds())
     report = SweepReport(enqueued=enqueued, requeued=len(requeued), failed=len(failed), webhooks=len(due),
                          expired=expired, bands=bands, orphans=orphans)
     if any((enqueued, requeued, failed, due, expired, bands, orphans)):

@@ -12,7 +12,7 @@ from api.openapi import DOWNLOAD_ANSWERS, DOWNLOAD_HEADERS, operation
 from api.schemas import FileLinkQuery, Problem
 from api.services import services
 from shared.signing import verify
-from shared.storage import LocalStorage, StorageError
+from shared.storage import StorageError
 
 blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 
@@ -30,12 +30,13 @@ def download(key: str):
     if reason:
         raise ApiError(reason)
     try:
-        found = isinstance(svc.storage, LocalStorage) and svc.storage.exists(key)
+        served = svc.storage.served_path(key)
+        found = served is not None and svc.storage.exists(key)
     except StorageError:  # a key that would leave the storage folder: nothing there to find
-        found = False
-    if not found:
+        served, found = None, False
+    if served is None or not found:
         raise ApiError("not_found", "no such file")
-    return send_download(svc.storage.path_for(key), download_name=_download_name(key))
+    return send_download(served, download_name=_download_name(key))
 
 
 def _download_name(key: str) -> str:

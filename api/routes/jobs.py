@@ -23,7 +23,7 @@ from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job, could_be_job_id
 from shared.states import TERMINAL, JobStatus
-from shared.storage import LocalStorage, StorageError
+from shared.storage import StorageError
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -239,8 +239,9 @@ def get_result(job_id: str):
                        headers={"Retry-After": "10"}) from exc
     if not stored:
         raise ApiError("not_found", "the result is no longer stored")
-    if isinstance(svc.storage, LocalStorage):
-        return send_download(svc.storage.path_for(job.output_key), mimetype=OUTPUT_FORMATS[job.output_format],
+    served = svc.storage.served_path(job.output_key)
+    if served is not None:
+        return send_download(served, mimetype=OUTPUT_FORMATS[job.output_format],
                              download_name=filename)  # as S3's link and /v1/files
     try:
         url = svc.storage.presigned_url(job.output_key, svc.settings.result_url_ttl, filename,

@@ -314,6 +314,11 @@ async function send(card) {
       send(card);
       return;
     }
+    if (WAIT_FOR_PLACE.includes(error.code)) {
+      waitForPlace(card, error);
+      return;
+    }
+    leavePlaceQueue(card);
     card.set(error.message, true);
     card.li.querySelector("progress").hidden = true;
     // the file is still in hand: send it again (with the options and the key as they are now)
@@ -330,6 +335,7 @@ async function send(card) {
     card.li.awaitingKey = error.status === 401 ? again : null; // a key given later sends it
     return;
   }
+  leavePlaceQueue(card);
   card.job = job;
   card.li.dataset.job = job.id;
   const cancel = card.li.querySelector(".cancel");
@@ -346,6 +352,43 @@ async function send(card) {
   show(card, job);
   refreshHistorySoon();
   watch(card);
+}
+
+// ---- cards waiting for a place under the key's limits ------------------------------------------------
+/** Refusals that only mean "later": the key's active-job limit, or its request rate. A drop of 150 photos against
+ * a limit of 100 left 50 red cards, each to be clicked (Try again) as jobs ended. */
+const WAIT_FOR_PLACE = ["too_many_active_jobs", "rate_limited"];
+/** Cards so refused, oldest first. Each is sent again by itself, one at a time, when one of the page's jobs ends
+ * or the refusal's Retry-After has passed; sending them all every few seconds would upload every file each time. */
+const waitingForPlace = [];
+let placeTimer = null;
+let placeSending = false;
+
+function waitForPlace(card, error) {
+  card.set(`waiting for a free place: ${error.message}`);
+  card.li.querySelector("progress").hidden = true;
+  if (!waitingForPlace.includes(card)) waitingForPlace.push(card); // a card sent again keeps its turn
+  clearTimeout(placeTimer);
+  placeTimer = setTimeout(sendWaiting, 1000 * (error.retryAfter || 10));
+}
+
+function leavePlaceQueue(card) {
+  const at = waitingForPlace.indexOf(card);
+  if (at >= 0) waitingForPlace.splice(at, 1);
+}
+
+/** Send the oldest waiting card; once it is taken (or refused for good), the next, as more places may be free. */
+function sendWaiting() {
+  while (waitingForPlace.length && !waitingForPlace[0].li.isConnected) waitingForPlace.shift(); // another key's
+  if (placeSending || !waitingForPlace.length) return;
+  clearTimeout(placeTimer);
+  placeSending = true;
+  const card = waitingForPlace[0];
+  card.set("uploading…");
+  send(card).finally(() => {
+    placeSending = false;
+    if (!waitingForPlace.includes(card)) sendWaiting();
+  });
 }
 
 /** Keyboard focus onto ``element`` (a status line, a table cell): the button that had it is gone (Cancel, Try
@@ -440,6 +483,7 @@ function show(card, job) {
   bar.value = job.progress;
   const size = `${dims(job.input)} → ${dims(job.output)}`;
   card.li.querySelector(".cancel").hidden = FINAL.includes(job.status);
+  if (FINAL.includes(job.status)) sendWaiting(); // a place under the active-job limit may be free now
   if (job.status === "queued") {
     card.set(`waiting in the queue${job.queue_position ? ` (position ${job.queue_position})` : ""} · ${size}`);
   } else if (job.status === "running") {

@@ -106,3 +106,14 @@ class Storage(Protocol):
     def check(self) -> None:
         """Raise ``StorageError`` unless the backend is reachable and usable (readiness)."""
         ...
+
+    def served_path(self, key: str) -> Path | None:
+        """The file the API itself sends for ``key`` (a local folder), or None where the store serves its own
+        links (S3): the one answer routes ask, instead of which backend they hold."""
+        ...
+
+    def remove_stale_partials(self, older_than_seconds: float) -> int:
+        """Remove what writes interrupted by a killed process left, older than ``older_than_seconds``; returns how
+        many. An S3 bucket keeps no such files of ours (its incomplete multipart uploads are a lifecycle rule's:
+        docs/deploy.md)."""
+        ...

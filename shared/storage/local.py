@@ -42,6 +42,10 @@ class LocalStorage:
             raise StorageError(f"invalid key {key!r}")
         return path
 
+    def served_path(self, key: str) -> Path | None:
+        """The file itself: the API sends it (through its signed ``/v1/files`` links)."""
+        return self.path_for(key)
+
     def _publish(self, key: str, write) -> None:
         target = self.path_for(key)
         tmp = self.partial_dir / f"upload-{secrets.token_hex(8)}"

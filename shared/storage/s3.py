@@ -145,6 +145,15 @@ class S3Storage:
         return [StoredObject(item["Key"], item["LastModified"], answered - item["LastModified"])
                 for item in listing.get("Contents", [])]
 
+    def served_path(self, key: str) -> Path | None:
+        """None: the bucket serves its own presigned links."""
+        return None
+
+    def remove_stale_partials(self, older_than_seconds: float) -> int:
+        """Nothing to remove: an interrupted upload leaves no object (its multipart parts are the bucket's
+        lifecycle rule's to expire)."""
+        return 0
+
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:
         # through _call: signing needs credentials, and a role whose refresh failed (NoCredentialsError) was a 500
         # on every read of a succeeded job, and failed a finished job whose webhook payload carries the link

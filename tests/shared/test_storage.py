@@ -168,6 +168,16 @@ def test_download_to_appends_an_object_where_the_file_stands(kind, request, tmp_
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
+def test_each_backend_says_itself_whether_the_api_serves_an_objects_bytes(kind, request, tmp_path):
+    """Routes and the sweeper asked ``isinstance(storage, LocalStorage)``: the backend answers instead."""
+    storage = LocalStorage(tmp_path / "s") if kind == "local" else request.getfixturevalue("s3_storage")
+    storage.put_bytes("results/a.png", b"png", "image/png")
+    served = storage.served_path("results/a.png")
+    assert (served.read_bytes() == b"png") if kind == "local" else served is None
+    assert storage.remove_stale_partials(older_than_seconds=0) == 0  # no interrupted write here
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
 def test_both_backends_list_a_prefix_in_key_order_a_page_at_a_time(kind, request, tmp_path):
     """The orphan sweep's paging: the same keys, order and pages from either backend (S3's ListObjectsV2 order:
     ``a.png`` before ``a/x``), other prefixes and the local folder's own dot-files left out."""

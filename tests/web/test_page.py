@@ -681,6 +681,39 @@ def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tm
         server.shutdown()
 
 
+def test_photos_past_the_active_job_limit_wait_for_a_place_and_go_by_themselves(browser, settings, tmp_path):
+    """A drop past the key's active-job limit left the extra cards red ("limit reached"), each to be sent again by
+    a click on Try again as jobs ended. They wait, not failed, and go one at a time as places free up: here, when
+    one of the page's jobs is canceled (no worker runs, so nothing else ends)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings.with_overrides(max_active_jobs=2)), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_port}/")
+        page.set_input_files("#files", [str(photo(tmp_path, f"p{i}.png", seed=i)) for i in range(3)])
+        cards = page.locator("#cards li")
+        cards.locator(".state", has_text="waiting for a free place").wait_for()  # the three went at once: any one
+        cards.locator(".state", has_text="waiting in the queue").nth(1).wait_for()
+        waiting = cards.filter(has_text="waiting for a free place")
+        name = waiting.locator(".name").inner_text()
+        assert waiting.locator(".state.error").count() == 0 and waiting.locator(".retry").is_hidden()
+        cards.filter(has_text="waiting in the queue").first.locator(".cancel").click()
+        taken = cards.filter(has_text=name).locator(".state", has_text="waiting in the queue")
+        taken.wait_for(timeout=15_000)  # sent again by itself once the canceled job freed its place, no click
+        states = page.locator("#cards li .state").all_inner_texts()
+        assert sum("waiting in the queue" in state for state in states) == 2, states
+    finally:
+        context.close()
+        server.shutdown()
+
+
 def open_compare(page, path: Path, size: str):
     """Send ``path`` at ``size`` with the bicubic model (fast), wait for its result and open it in Compare."""
     page.locator("#model option").nth(2).wait_for(state="attached")
