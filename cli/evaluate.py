@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     # only after the earlier tables were measured, and --record then saved none of them
     check_writers(args.degradation)
     root = data_root(args.data) / "benchmark"
-    full_sets = {set_name: load_benchmark(root / set_name) for set_name in dict.fromkeys(args.sets)}
-    sets = {set_name: images[:args.limit] for set_name, images in full_sets.items()}
+    # one image past the limit, not the whole set: it says whether the limit cut the set (the table's "_N")
+    loaded = {set_name: load_benchmark(root / set_name, args.limit + 1 if args.limit else None)
+              for set_name in dict.fromkeys(args.sets)}
+    sets = {set_name: images[:args.limit] for set_name, images in loaded.items()}
     tables: dict[str, dict] = {m: {} for m in models}
     suffix = f", first {args.limit} images" if args.limit else ""
     print(f"Y-channel PSNR (dB) / SSIM, shave = scale, LR by Pillow bicubic on modcropped HR, saved as a file{suffix}")
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for protocol in dict.fromkeys(args.degradation):
         for set_name, images in sets.items():
             # "<set>_<N>" only where the limit cut the set: "set5_16" named a table of Set5's 5 images
-            label = f"{set_name}_{args.limit}" if args.limit and args.limit < len(full_sets[set_name]) else set_name
+            label = f"{set_name}_{args.limit}" if args.limit and args.limit < len(loaded[set_name]) else set_name
             for scale in args.scales:
                 scores = evaluate_files(engines, [BICUBIC, *models], images, scale, protocol, not args.no_ssim)
                 base = scores[BICUBIC]

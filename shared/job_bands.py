@@ -161,7 +161,8 @@ def _reopen(session: Session, job_id: str, owner: str, *which) -> bool:
         return False
     reopened = session.execute(
         update(JobBand).where(JobBand.job_id == job_id, JobBand.status == DONE, held, *which)
-        .values(status=PENDING, result_key=None, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+        .values(status=PENDING, result_key=None, lease_owner=None, lease_expires_at=None, attempts=0,
+                updated_at=utcnow())  # its runs ended (one completed it): none is a worker this band lost
     ).rowcount
     _count(session, job_id, -reopened)  # with none reopened too: the progress is set from the bands that stand
     return True

@@ -875,3 +875,30 @@ def test_the_sdks_copies_of_server_decisions_match_the_server():
 
     assert set(types.TERMINAL) == {status.value for status in TERMINAL}
     assert webhooks.SECRET_PREFIX == WEBHOOK_SECRET_PREFIX and webhooks.MIN_KEY_BYTES == MIN_WEBHOOK_KEY_BYTES
+    from upscaler_client import client
+
+    from shared.limits import MAX_WAIT_SECONDS
+
+    assert client.MAX_PREFER_WAIT == MAX_WAIT_SECONDS  # create(wait=N) refuses what the API would not honour
+
+
+def test_a_proxy_that_cannot_be_reached_never_reached_the_api(monkeypatch):
+    """Behind a proxy (HTTPS_PROXY, ``client.http.proxies``) a refused connect to the proxy is urllib3's
+    ProxyError around NewConnectionError: a submit said its job may have been created, and a rotation was not
+    retried, though nothing left the machine."""
+    import socket
+
+    from cli.processes import free_port
+    from tests.dns import one_internal_name
+
+    # no name server asked: the proxy's address resolves to itself, the API's name to nothing (the proxy's to look up)
+    monkeypatch.setattr(socket, "getaddrinfo", one_internal_name("127.0.0.1", "127.0.0.1"))
+    client = sdk.Client("http://upscaler.invalid:8000", "upk_x", max_retries=1, backoff=0.01)
+    client.http.trust_env = False  # only the proxy given here
+    client.http.proxies = {"http": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    with pytest.raises(sdk.ConnectionError, match="cannot reach") as refused:
+        client.jobs.create(b"image", scale=2)
+    assert refused.value.sent is False and "may have been created" not in str(refused.value)
+    with pytest.raises(sdk.ConnectionError, match="cannot reach") as rotation:
+        client.rotate_webhook_secret()
+    assert rotation.value.sent is False

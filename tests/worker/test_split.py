@@ -254,7 +254,8 @@ def test_a_job_whose_workers_all_vanished_is_finished_by_the_next_claim(workers,
     db_session.commit()
     assert sweep(first, first.celery).requeued == 1  # the job goes back to the queue, its stored bands stay
     assert pipeline.run_job(third, job.id) == "succeeded"  # band 1 is computed again, band 0 taken from storage
-    assert db_session.get(JobBand, (job.id, 1)).attempts == 2
+    # claimed once since its reopen, which started its count over: its first run ended, it lost no worker
+    assert db_session.get(JobBand, (job.id, 1)).attempts == 1
     job = reload(db_session, job)
     assert (job.status, job.attempts, job.bands_done) == ("succeeded", 2, job.bands_total)
     # its start and total time are the job's, from its first attempt, not the resuming attempt's few seconds
@@ -716,3 +717,27 @@ def test_a_band_that_kills_every_worker_fails_the_job_after_max_attempts(workers
     assert (job.error_code, db_session.get(JobBand, (job.id, last)).attempts) == ("worker_lost", 3)
     assert not second.storage.exists(keys[-1])  # the last attempt's object went with the ended job's bands
     assert split.run_band(second, job.id, last) == "skipped"
+
+
+def test_a_band_done_and_reopened_is_not_counted_as_a_lost_worker(workers, db_session, monkeypatch):
+    """A band gathered into a vanished gatherer's own row file is reopened with the claims it took: its completed
+    run counted as one of the max_attempts losses, and two band workers lost then failed the job worker_lost."""
+    first, second, third = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    with unit_of_work(first.sessions) as session:  # first gathers band 0 into its own row file, then vanishes
+        assert job_bands.claim(session, job.id, 0, first.owner, 120)
+        assert job_bands.complete(session, job.id, 0, first.owner, gathering=True)
+    db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(1)})
+    db_session.commit()
+    assert sweep(first, first.celery).requeued == 1
+    with unit_of_work(third.sessions) as session:  # taken back by third, which resumes: band 0 is to do again
+        assert jobs.claim(session, job.id, third.owner, 120, max_attempts=3)
+        assert job_bands.reopen_unstored(session, job.id, third.owner)
+    for _ in range(first.settings.max_attempts - 1):  # one fewer band worker lost than max_attempts
+        with unit_of_work(second.sessions) as session:
+            assert job_bands.claim(session, job.id, 0, second.owner, 120)
+        db_session.query(JobBand).filter_by(job_id=job.id, index=0).update({"lease_expires_at": seconds_ago(1)})
+        db_session.query(type(job)).filter_by(id=job.id).update({"lease_expires_at": seconds_ago(-120)})  # alive
+        db_session.commit()
+        sweep(first, first.celery)
+    assert reload(db_session, job).status == "running"

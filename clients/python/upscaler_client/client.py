@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import requests
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import NewConnectionError
 
 from upscaler_client import errors
@@ -147,7 +148,11 @@ def _unsent(exc: requests.RequestException) -> bool:
     if isinstance(exc, (requests.ConnectTimeout, *NEVER_SENT)):
         return True
     cause = exc.args[0] if exc.args else None
-    return isinstance(getattr(cause, "reason", cause), NewConnectionError)
+    cause = getattr(cause, "reason", cause)
+    # through a proxy (HTTPS_PROXY, client.http.proxies) a proxy that cannot be reached is urllib3's ProxyError
+    # around the same NewConnectionError: nothing went past this machine either
+    cause = getattr(cause, "original_error", cause) if isinstance(cause, urllib3_exceptions.ProxyError) else cause
+    return isinstance(cause, NewConnectionError)
 
 
 def _left(deadline: float | None) -> float:
