@@ -31,6 +31,11 @@ def non_negative_int(text: str) -> int:
     return _at_least(text, 0)
 
 
+def limit_or_default(text: str) -> int | None:
+    """A per-key limit: an integer of at least 0 (0: unlimited), or ``default`` (None: the deployment's setting)."""
+    return None if text == "default" else _at_least(text, 0)
+
+
 def grace_hours(text: str) -> int:
     """Hours a rotated secret goes on signing, 0..a year (a huge number was an OverflowError traceback)."""
     from shared.webhooks import MAX_ROTATION_GRACE

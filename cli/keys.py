@@ -1,5 +1,5 @@
-"""``upscaler keys create|list|rotate|revoke|webhook-secret|rotate-webhook-secret``: API keys (tenants) as data,
-in the database the API uses, and each tenant's webhook signing secret."""
+"""``upscaler keys create|list|set-limits|rotate|revoke|webhook-secret|rotate-webhook-secret``: API keys (tenants)
+as data, in the database the API uses, and each tenant's webhook signing secret."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cli.arguments import grace_hours, non_negative_int
+from cli.arguments import grace_hours, limit_or_default, non_negative_int
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -31,6 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--daily-megapixels", type=non_negative_int, default=None,
                         help="output megapixels per UTC day (0: unlimited; default: the setting)")
     create.set_defaults(func=run_create)
+    limits = actions.add_parser("set-limits", help="change the limits a key carries; its secret stays (a customer's "
+                                                   "new plan takes no new key)")
+    limits.add_argument("name")
+    for option, what in (("--rate-limit", "requests per minute"), ("--max-active", "queued + running jobs"),
+                         ("--daily-megapixels", "output megapixels per UTC day")):
+        limits.add_argument(option, type=limit_or_default, default=UNSET,
+                            help=f"{what} (0: unlimited; 'default': the setting; not given: unchanged)")
+    limits.set_defaults(func=run_set_limits)
     actions.add_parser("list", help="name, prefix, created, last used, limits, revoked").set_defaults(func=run_list)
     revoke = actions.add_parser("revoke", help="revoke a key at once (its jobs stay its tenant's)")
     revoke.add_argument("name")
@@ -106,6 +114,26 @@ def run_rotate(args: argparse.Namespace) -> int:
         prefix = row.prefix
     print(f"new secret for {args.name!r} (prefix {prefix}); the old one no longer works. Store it now:")
     print(token)
+    return 0
+
+
+UNSET = object()  # argparse's default for a set-limits option not given (a string default is parsed by its type)
+
+
+def run_set_limits(args: argparse.Namespace) -> int:
+    from shared.db import unit_of_work
+    from shared.tenants import UNCHANGED, set_limits
+
+    asked = {name: UNCHANGED if getattr(args, name) is UNSET else getattr(args, name)
+             for name in ("rate_limit", "max_active", "daily_megapixels")}
+    with unit_of_work(_sessions()) as session:
+        row = set_limits(session, args.name, **asked)
+        if row is None:
+            print(f"upscaler keys: no active key named {args.name!r}", file=sys.stderr)
+            return 1
+        said = (f"rate/min {_limit(row.rate_limit)}, active {_limit(row.max_active)}, "
+                f"MP/day {_limit(row.daily_megapixels)}")
+    print(f"limits of {args.name!r}: {said} (from its next request; its key is unchanged)")
     return 0
 
 

@@ -38,9 +38,11 @@ def check_name(name: str) -> None:
     """Refuse names that would share or take over another tenant's jobs: the open development API's tenant,
     the bootstrap keys' ``env-...`` tenants, and names past the column's width; and names with a ``/``, which
     separates a name from its rotation version in the webhook secret's derivation (``shared.webhooks``): tenant
-    ``acme/v1`` would have been given ``acme``'s secret after its first rotation."""
-    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or "/" in name:
-        raise InvalidKeyName(f"a key name is 1..{MAX_NAME_LENGTH} printable characters other than '/'")
+    ``acme/v1`` would have been given ``acme``'s secret after its first rotation. A space at either end made a
+    second tenant (``acme ``) that ``keys list`` shows as ``acme``, which ``keys revoke acme`` does not touch."""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or "/" in name or name != name.strip():
+        raise InvalidKeyName(f"a key name is 1..{MAX_NAME_LENGTH} printable characters other than '/', with no space "
+                             "at either end")
     if name == PUBLIC_TENANT or name.startswith("env-"):
         raise InvalidKeyName(f"{name!r} is reserved (the open development API's tenant, or a bootstrap key's)")
 
@@ -106,6 +108,26 @@ def rotate_key(session: Session, name: str) -> tuple[ApiKey, str] | None:
     token = _new_secret(row)
     session.flush()
     return row, token
+
+
+UNCHANGED = object()  # ``set_limits``: leave this limit as it is (None sets it back to the deployment's default)
+
+
+def set_limits(session: Session, name: str, rate_limit=UNCHANGED, max_active=UNCHANGED,
+               daily_megapixels=UNCHANGED) -> ApiKey | None:
+    """Change the limits tenant ``name``'s active key carries, keeping its secret (a customer's new plan took
+    ``revoke`` + ``create``: a new key to hand over, and 401s for every client until it was swapped in). Each
+    limit: an int (0: unlimited), None (the deployment's default) or ``UNCHANGED``. None if it has no active key.
+    The next request of the key reads them (``authenticate``)."""
+    row = session.scalar(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)))
+    if row is None:
+        return None
+    for field, value in (("rate_limit", rate_limit), ("max_active", max_active),
+                         ("daily_megapixels", daily_megapixels)):
+        if value is not UNCHANGED:
+            setattr(row, field, value)
+    session.flush()
+    return row
 
 
 def revoke_key(session: Session, name: str) -> bool:

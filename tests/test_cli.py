@@ -426,6 +426,22 @@ def test_keys_create_list_revoke(tmp_path):
     assert reserved.returncode == 2 and "reserved" in reserved.stderr
 
 
+def test_keys_set_limits_keeps_the_key(tmp_path):
+    """A customer's new plan changes its key's limits, not its key (that took revoke + create)."""
+    env = {"UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}"}
+    assert run(["migrate"], env=env).returncode == 0
+    key = run(["keys", "create", "--name", "acme", "--rate-limit", "60"], env=env).stdout.strip().splitlines()[-1]
+    changed = run(["keys", "set-limits", "acme", "--rate-limit", "default", "--daily-megapixels", "500"], env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert "rate/min default, active default, MP/day 500" in changed.stdout
+    again = run(["keys", "set-limits", "acme", "--max-active", "3"], env=env)  # the others stay
+    assert again.returncode == 0 and "rate/min default, active 3, MP/day 500" in again.stdout
+    listed = run(["keys", "list"], env=env).stdout
+    assert key[:12] in listed  # the same key
+    assert run(["keys", "set-limits", "acme", "--rate-limit", "-1"], env=env).returncode == 2
+    assert run(["keys", "set-limits", "nobody", "--rate-limit", "1"], env=env).returncode == 1
+
+
 def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
     """What an operator hands a customer for its receivers: its own secret, the one the API serves it."""
     from shared.settings import Settings

@@ -514,3 +514,33 @@ def test_a_key_revoked_while_its_input_is_stored_makes_no_job(app, client, tenan
     assert (response.status_code, response.get_json()["code"]) == (401, "unauthorized")
     db_session.expire_all()
     assert db_session.query(Job).filter_by(tenant="acme").count() == before
+
+
+def test_a_keys_limits_change_with_its_secret_kept_and_only_its_own(client, tenants, db_session):
+    """A customer's new plan: its limits change from its next request, with the key it has (they took revoke +
+    create, a new key for every client of it), and no other tenant's."""
+    from shared.tenants import UNCHANGED, set_limits
+
+    assert client.get("/v1/models", headers=tenants["b"]).headers["RateLimit-Policy"] == '"per-minute";q=100;w=60'
+    assert set_limits(db_session, "globex", rate_limit=250, daily_megapixels=7).rate_limit == 250
+    db_session.commit()
+    answer = client.get("/v1/models", headers=tenants["b"])  # the same key
+    assert answer.status_code == 200 and answer.headers["RateLimit-Policy"] == '"per-minute";q=250;w=60'
+    assert set_limits(db_session, "globex", rate_limit=None, max_active=UNCHANGED).rate_limit is None  # the setting's
+    db_session.commit()
+    row = db_session.query(ApiKey).filter_by(name="globex").one()
+    assert (row.rate_limit, row.daily_megapixels) == (None, 7)
+    assert db_session.query(ApiKey).filter_by(name="acme").one().rate_limit is None  # untouched
+    assert revoke_key(db_session, "acme")
+    assert set_limits(db_session, "acme", rate_limit=1) is None  # no active key: nothing to change
+    assert set_limits(db_session, "nobody", rate_limit=1) is None
+
+
+@pytest.mark.parametrize("name", ["acme ", " acme"])
+def test_a_name_with_a_space_at_either_end_is_refused(db_session, name):
+    """'acme ' was a tenant of its own that 'keys list' showed as 'acme', beside acme, and 'keys revoke acme' left
+    it alone."""
+    from shared.tenants import InvalidKeyName
+
+    with pytest.raises(InvalidKeyName):
+        create_key(db_session, name)
