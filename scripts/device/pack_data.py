@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from worker.quality import psnr_y
+from worker.training.patches import find_images, refuse_benchmark_images
 
 
 def main() -> None:
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("gpu_data"))
     args = parser.parse_args()
+    # here, against every benchmark set: the copy carries Set5 alone, and bsd200's PNGs travel re-encoded, so the
+    # training run on the device can no longer tell a Set14 or BSD68 image among them
+    refuse_benchmark_images(find_images([args.data / "train"]), args.data / "benchmark")
     worst = float("inf")
     for path in sorted((args.data / "train").rglob("*")):
         suffix = path.suffix.lower()

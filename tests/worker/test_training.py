@@ -528,3 +528,78 @@ def test_export_goes_where_the_platform_looks_and_never_names_a_network_auto_or_
         with pytest.raises(BadModelName):
             export(argparse.Namespace(run_dir=run_dir, to=tmp_path / "served", name=name))
     assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["tiny.json", "tiny.weights.h5"]
+
+
+def test_a_session_killed_between_its_checkpoint_and_its_state_resumes_at_the_checkpoints_step(data, tmp_path):
+    """The checkpoint is replaced before state.json is written: killed between the two, state.json said step 3 for
+    a step-4 checkpoint, and the resume trained 3 more steps, ending at Adam's step 7 with state.json saying 6."""
+    import keras
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 4).run()
+    state = json.loads((run_dir / "state.json").read_text())
+    (run_dir / "state.json").write_text(json.dumps({**state, "step": 3}))  # the previous save's, as a kill leaves it
+    assert trainer(data, run_dir, 6).run()["step"] == 6
+    optimizer = keras.models.load_model(run_dir / "checkpoint.keras").optimizer
+    assert int(optimizer.iterations.numpy()) == 6 == json.loads((run_dir / "state.json").read_text())["step"]
+    assert json.loads((run_dir / "config.json").read_text())["restarts"][0]["at_step"] == 4
+
+
+def test_a_session_killed_while_writing_its_state_leaves_a_resumable_run(data, tmp_path, monkeypatch):
+    """state.json was written in place: a kill mid-write left half a file, and the run could not be resumed."""
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    write_text = Path.write_text
+
+    def killed_mid_write(self, text, *args, **kwargs):
+        if self.name.startswith("state.json"):
+            write_text(self, text[: len(text) // 2])
+            raise KeyboardInterrupt
+        return write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(data, run_dir, 3).run()
+    monkeypatch.undo()
+    assert trainer(data, run_dir, 4).run()["step"] == 4
+
+
+def test_the_record_says_which_images_were_large_enough_to_be_sampled(data, tmp_path):
+    """An image too small for an HR patch at the largest scale (and its 0.6x copy) is never sampled, yet the record
+    counted it: the shipped records said t91: 91 where 64-px patches at x4 can use 19 of them."""
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(data / "train" / "a" / "small.png")  # min side 12 x 4
+    run_dir = tmp_path / "run"
+    trainer(data, run_dir, 2).run()
+    export_weights(run_dir, tmp_path / "models", name="tiny")
+    recorded = json.loads((tmp_path / "models" / "tiny.json").read_text())["training"]["data"]
+    assert (recorded["folders"], recorded["images"]) == ({"a": 4}, 4)  # found
+    assert recorded["used"] == {"folders": {"a": 3}, "images": 3, "min_side": 48}  # sampled
+
+
+def test_a_benchmark_image_re_saved_losslessly_is_refused_too(data, tmp_path):
+    """Only a byte-identical copy was refused: the same pixels re-encoded as PNG or saved as BMP trained."""
+    from worker.training.patches import BenchmarkImageInTraining, find_images, refuse_benchmark_images
+
+    with Image.open(data / "benchmark" / "set5" / "1.png") as image:
+        image.save(data / "train" / "a" / "holiday.bmp")
+    with pytest.raises(BenchmarkImageInTraining, match=r"holiday\.bmp is the benchmark image .*1\.png"):
+        refuse_benchmark_images(find_images([data / "train"]), data / "benchmark")
+
+
+def test_packing_the_data_for_a_device_refuses_a_benchmark_image_it_could_no_longer_tell(data, tmp_path):
+    """The device's copy holds Set5 only and re-encodes PNGs: a Set14 image in train/ passed the check there."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (data / "benchmark" / "set14").mkdir()
+    shutil.copy(data / "train" / "a" / "0.png", data / "benchmark" / "set14" / "lenna.png")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "scripts/device/pack_data.py", "--data", str(data), "--out",
+                           str(tmp_path / "gpu_data")], cwd=root, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode != 0 and "is the benchmark image" in done.stderr
+    assert not (tmp_path / "gpu_data").exists()

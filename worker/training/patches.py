@@ -49,13 +49,23 @@ class BenchmarkImageInTraining(Refusal, ValueError):
 
 
 def refuse_benchmark_images(files: Sequence[Path], benchmark_root: Path) -> None:
-    """Raise if a training file lies in the benchmark folder (through a link) or has a benchmark file's bytes
-    (a renamed copy): the data README's one rule. Files are compared by content digest, not decoded."""
+    """Raise if a training file lies in the benchmark folder (through a link), has a benchmark file's bytes (a
+    renamed copy) or, of a benchmark image's size, its decoded pixels (a copy re-saved losslessly: PNG re-encoded,
+    BMP, lossless WebP): the data README's one rule. Only files of a benchmark image's size are decoded."""
     root = Path(benchmark_root).resolve()
-    benchmark = {_digest(p): p for p in find_images([root])} if root.is_dir() else {}
+    benchmark = find_images([root]) if root.is_dir() else []
+    by_bytes = {_digest(p): p for p in benchmark}
+    by_pixels: dict[tuple[int, int], dict[str, Path]] = {}
+    for p in benchmark:
+        pixels = _pixels(p)
+        by_pixels.setdefault(pixels.shape[:2], {})[_digest_pixels(pixels)] = p
     for path in files:
         inside = path.resolve().is_relative_to(root)
-        twin = benchmark.get(_digest(path))
+        twin = by_bytes.get(_digest(path))
+        if not (inside or twin):
+            with _open(path) as image:
+                same_size = by_pixels.get((image.height, image.width))
+            twin = same_size and same_size.get(_digest_pixels(_pixels(path)))
         if inside or twin:
             raise BenchmarkImageInTraining(f"{path} is the benchmark image {twin or path.resolve()}: never train on "
                                            "benchmark/ (../shared/data/README.md)")
@@ -63,6 +73,39 @@ def refuse_benchmark_images(files: Sequence[Path], benchmark_root: Path) -> None
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with _open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _digest_pixels(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (OSError, ValueError) as exc:
+        raise UnreadableTrainingImage(f"cannot read the training image {path}: {exc}") from exc
+
+
+def kept_sizes(width: int, height: int, min_side: int) -> list[tuple[float, int, int]]:
+    """(factor, width, height) of each reduced size of an image that still holds an HR patch of ``min_side``: the
+    one rule for which images training samples (an image with none is never seen)."""
+    sizes = [(f, round(width * f), round(height * f)) for f in REDUCED_SIZE_FACTORS]
+    return [(f, w, h) for f, w, h in sizes if min(w, h) >= min_side]
+
+
+def used_files(files: Sequence[Path], min_side: int) -> list[Path]:
+    """The files ``load_sources`` keeps (read from their headers, not decoded): what the run trains on."""
+    used = []
+    for path in files:
+        with _open(path) as image:
+            if kept_sizes(image.width, image.height, min_side):
+                used.append(path)
+    return used
 
 
 def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
@@ -74,10 +117,7 @@ def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
                 rgb = image.convert("RGB")
         except (OSError, ValueError) as exc:  # named: the message alone did not say which of 570 files
             raise UnreadableTrainingImage(f"cannot read the training image {path}: {exc}") from exc
-        for factor in REDUCED_SIZE_FACTORS:
-            w, h = round(rgb.width * factor), round(rgb.height * factor)
-            if min(w, h) < min_side:
-                continue
+        for factor, w, h in kept_sizes(rgb.width, rgb.height, min_side):
             resized = rgb if factor == 1.0 else rgb.resize((w, h), Image.BICUBIC)
             sources.append(np.asarray(resized))
     if not sources:
@@ -168,9 +208,14 @@ class SamplerSpec:
     seed: int
     degradation: DegradationConfig | None = None
 
+    @property
+    def min_side(self) -> int:
+        """The HR patch side at the largest scale: a source must hold it."""
+        return self.lr_patch * max(self.scales)
+
     def build(self, stream: int = 0) -> PatchSampler:
         """A sampler over the decoded files; ``stream`` > 0 gives an independent random stream."""
-        sources = load_sources(self.files, min_side=self.lr_patch * max(self.scales))
+        sources = load_sources(self.files, min_side=self.min_side)
         return PatchSampler(sources, self.scales, self.lr_patch, self.batch, seed=self.seed + 7919 * stream,
                             degradation=self.degradation)
 

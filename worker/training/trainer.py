@@ -30,7 +30,7 @@ from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
 from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
-from worker.training.patches import SamplerSpec, batch_stream, find_images, refuse_benchmark_images
+from worker.training.patches import SamplerSpec, batch_stream, find_images, refuse_benchmark_images, used_files
 from worker.training.reparam import CONV_FACTORIES
 from worker.training.warm_start import started_from, warm_start
 
@@ -54,6 +54,14 @@ def luma_weighted_l1(y_true, y_pred):
 
 
 LOSSES = {"l1": "mean_absolute_error", "luma_l1": luma_weighted_l1}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write a run folder's JSON whole or not at all: a session killed mid-write left a truncated state.json or
+    config.json, and the run could no longer be resumed."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def _losses(model: keras.Model, loss: str) -> list:
@@ -172,17 +180,26 @@ def predict_whole(model: keras.Model, scale: int, lr: np.ndarray, strength: floa
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 
-def data_provenance(files: list[Path]) -> dict:
-    """What the run really trained on: image counts per folder and a digest of the file list.
+def _per_folder(files: list[Path]) -> dict[str, int]:
+    folders: dict[str, int] = {}
+    for path in files:
+        folders[path.parent.name] = folders.get(path.parent.name, 0) + 1
+    return folders
+
+
+def data_provenance(files: list[Path], used: list[Path] | None = None, min_side: int | None = None) -> dict:
+    """What the run really trained on: image counts per folder and a digest of the file list, and of those the
+    images large enough to give a patch (``used``; the others are never sampled).
 
     The digest is over folder/stem, without the suffix: a copy made to carry the data to a GPU machine (in
     another format, see ``docs/model.md``) names the same images and gives the same digest.
     """
-    folders: dict[str, int] = {}
-    for path in files:
-        folders[path.parent.name] = folders.get(path.parent.name, 0) + 1
     digest = hashlib.sha256("\n".join(f"{p.parent.name}/{p.stem}" for p in files).encode()).hexdigest()
-    return {"folders": folders, "images": len(files), "file_list_sha256": digest, "digest_of": "folder/stem"}
+    found = {"folders": _per_folder(files), "images": len(files), "file_list_sha256": digest,
+             "digest_of": "folder/stem"}
+    if used is None:
+        return found
+    return {**found, "used": {"folders": _per_folder(used), "images": len(used), "min_side": min_side}}
 
 
 class Trainer:
@@ -197,16 +214,18 @@ class Trainer:
         self.checkpoint = self.run_dir / "checkpoint.keras"
         self.state_file = self.run_dir / "state.json"
 
-    def _record_data(self, files: list[Path], step: int) -> None:
-        """``data.json``: the files this run trains on now, and from which step each set was used."""
+    def _record_data(self, files: list[Path], spec: SamplerSpec, step: int) -> None:
+        """``data.json``: the files this run finds and samples now, and from which step each set was used."""
         path = self.run_dir / "data.json"
-        current = data_provenance(files)
+        current = data_provenance(files, used_files(files, spec.min_side), spec.min_side)
         saved = json.loads(path.read_text()) if path.exists() else {}
         history = saved.get("history") or ([{**{k: v for k, v in saved.items() if k != "history"}, "from_step": 0}]
                                            if saved else [])
-        if not history or history[-1]["file_list_sha256"] != current["file_list_sha256"]:
+        last = history[-1] if history else {}
+        # an entry from before ``used`` was recorded is not a change of data
+        if not history or any(k in last and last[k] != current[k] for k in ("file_list_sha256", "used")):
             history.append({**current, "from_step": step})
-        path.write_text(json.dumps({**current, "history": history}, indent=2))
+        write_json(path, {**current, "history": history})
 
     def _record_device(self, step: int) -> None:
         """``config.json``'s ``trained_on``: the backend and device of every session that changed them."""
@@ -216,7 +235,7 @@ class Trainer:
         sessions = saved.setdefault("trained_on", [])
         if not sessions or {k: sessions[-1][k] for k in current} != current:
             sessions.append({"from_step": step, **current})
-            path.write_text(json.dumps(saved, indent=2))
+            write_json(path, saved)
 
     def _check_resumable(self, saved: dict) -> None:
         asked = self.config.to_dict()
@@ -237,6 +256,9 @@ class Trainer:
                 # resuming a time-fitted run goes on with its fitted schedule, not the command's plan
                 self.config = replace(self.config, steps=saved["steps"])
             model = keras.models.load_model(self.checkpoint)
+            # the checkpoint's own step: it is replaced before state.json is written, so a session killed between
+            # the two left state.json a save behind (the schedule, the patch seed and the step count disagreed)
+            state["step"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
             if "schedule" in saved:  # config.json is written first: a session killed before its next save
                 model.optimizer.learning_rate = RestartedCosine(**saved["schedule"])  # still resumes this schedule
             if self.config.precision != saved.get("precision", "float32"):
@@ -249,8 +271,7 @@ class Trainer:
             # of a session killed before its first checkpoint: this run starts over, so do they (its rows were
             # appended to, out of order, and plotted with this run's)
             (self.run_dir / leftover).unlink(missing_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(
-            {**self.config.to_dict(), **self._parent_data()}, indent=2))
+        write_json(self.run_dir / "config.json", {**self.config.to_dict(), **self._parent_data()})
         keras.utils.set_random_seed(self.config.seed)
         model = get_arch(self.config.arch).build(self.config.network, PRECISIONS[self.config.precision],
                                                  conv=CONV_FACTORIES[self.config.convs])
@@ -331,7 +352,7 @@ class Trainer:
             saved["loss"] = self.config.loss
             model.compile(optimizer=model.optimizer, loss=_losses(model, self.config.loss))
         saved.setdefault("restarts", []).append(entry)
-        saved_path.write_text(json.dumps(saved, indent=2))
+        write_json(saved_path, saved)
 
     def validate(self, model: keras.Model) -> dict[str, float]:
         """Set5 Y-PSNR per scale (validation only: never a training image), clean and, when the run
@@ -354,7 +375,7 @@ class Trainer:
         tmp = self.checkpoint.with_suffix(".tmp.keras")
         model.save(tmp)
         tmp.replace(self.checkpoint)
-        self.state_file.write_text(json.dumps(state, indent=2))
+        write_json(self.state_file, state)
         self._plot()
 
     def _log(self, row: dict) -> None:
@@ -408,7 +429,7 @@ class Trainer:
         saved = json.loads(saved_path.read_text())
         saved.update(steps=steps, fitted_at_step=state["step"], seconds_per_step=round(seconds_per_step, 5),
                      schedule=schedule.get_config())
-        saved_path.write_text(json.dumps(saved, indent=2))
+        write_json(saved_path, saved)
 
     def _fit_step(self, step: int) -> tuple[int, int] | None:
         """For a time-limited run not fitted yet: the steps between which to time it and the step at which to fit
@@ -428,10 +449,10 @@ class Trainer:
         scales = cfg.network.scales
         files = find_images(self.train_dirs)
         refuse_benchmark_images(files, self.validation_dir.parent)
-        self._record_data(files, state["step"])
+        spec = SamplerSpec(tuple(files), scales, cfg.lr_patch, cfg.batch, cfg.seed + state["step"], cfg.degradation)
+        self._record_data(files, spec, state["step"])
         self._record_device(state["step"])
-        batches = batch_stream(SamplerSpec(tuple(files), scales, cfg.lr_patch, cfg.batch, cfg.seed + state["step"],
-                                           cfg.degradation), cfg.data_workers)
+        batches = batch_stream(spec, cfg.data_workers)
         session_start = time.monotonic()
         deadline = session_start + cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else None
         fit_at = self._fit_step(state["step"]) if deadline else None
