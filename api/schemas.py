@@ -11,7 +11,15 @@ from shared.errors import API_ERRORS
 from shared.events import EVENTS
 from shared.job_view import JobOut
 from shared.limits import OUTPUT_FORMATS, QUALITY_RANGE
-from shared.sizing import DEFAULT_SCALE, MAX_FACTOR, MAX_TARGET_SIDE, MIN_FACTOR, SizeRequest, print_pixels
+from shared.sizing import (
+    DEFAULT_SCALE,
+    MAX_FACTOR,
+    MAX_TARGET_SIDE,
+    MIN_FACTOR,
+    SizeRequest,
+    print_pixels,
+    size_conflict,
+)
 
 _EVENT = "(" + "|".join(re.escape(event) for event in EVENTS) + ")"
 
@@ -81,11 +89,9 @@ class JobCreateForm(BlankIsDefault):
 
     @model_validator(mode="after")
     def _one_way_to_size(self):
-        printed = self.print_width is not None or self.print_height is not None
-        if sum((self.scale is not None, bool(self.width or self.height), printed)) > 1:
-            raise ValueError("give one of scale, width/height or print_width/print_height")
-        if printed and self.dpi is None:
-            raise ValueError("print_width and print_height need dpi (pixels per inch)")
+        conflict = size_conflict(self.scale, self.width, self.height, self.print_width, self.print_height, self.dpi)
+        if conflict:
+            raise ValueError(conflict)
         return self
 
     def _pixels(self, length: float | None) -> int | None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cli.arguments import tcp_port
-from cli.processes import free_port, port_open, start_redis, stop, wait_for_port
+from cli.processes import free_port, port_open, start_redis, stop_all, wait_for_port
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
 from shared.queue import INFERENCE_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE
 
@@ -116,7 +116,7 @@ def _launch(args: argparse.Namespace) -> int:
         upscaler = [sys.executable, "-m", "cli"]
         if subprocess.run([*upscaler, "migrate"], env=env).returncode != 0:  # its own line says why
             return 1
-        logs = args.var / "logs"
+        logs = args.var.resolve() / "logs"  # said absolute: the launcher may run from another folder
         logs.mkdir(exist_ok=True)
         for name, queues, extra in (("worker", INFERENCE_QUEUE, []),
                                     ("worker-light", f"{MAINTENANCE_QUEUE},{WEBHOOK_QUEUE}", ["--beat"])):
@@ -168,8 +168,9 @@ def _launch(args: argparse.Namespace) -> int:
         print(f"result URL (expires {job.raw['result_url_expires_at']}): {job.result_url}")
         if args.exit:
             return 0
+        bearer = ' -H "Authorization: Bearer <your key>"' if client.api_key else ""  # a keyed API: 401 without
         print("platform running; try:\n"
-              f"  curl -F image=@photo.jpg -F scale=4 -F format=png {base}/v1/jobs\n"
+              f"  curl{bearer} -F image=@photo.jpg -F scale=4 -F format=png {base}/v1/jobs\n"
               "Ctrl-C stops everything.")
         while (stopped := _first_stopped(started)) is None:
             time.sleep(1)
@@ -178,8 +179,9 @@ def _launch(args: argparse.Namespace) -> int:
         print("\nstopping")
         return 130
     finally:
-        for process in reversed(started):
-            stop(process, group=True)  # each started as a process group of its own
+        # each started as a process group of its own; Redis last, so a worker's warm shutdown can still ack
+        stop_all([process for process, name in started.items() if name != "redis-server"])
+        stop_all([process for process, name in started.items() if name == "redis-server"])
         shutil.rmtree(args.var.resolve() / "tmp", ignore_errors=True)
 
 

@@ -65,3 +65,29 @@ def stop(process: subprocess.Popen, timeout: float = 15.0, *, group: bool = Fals
     if group:
         with contextlib.suppress(ProcessLookupError):  # the usual case: its children ended before it
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def stop_all(processes: list[subprocess.Popen], timeout: float = 15.0) -> None:
+    """Stop process-group leaders together: SIGTERM to each, one shared deadline, then SIGKILL to what is left of
+    every group. A Ctrl-C or SIGTERM meanwhile (the user who will not wait) cuts the wait short instead of
+    interrupting the stop: a second Ctrl-C used to end the launcher mid-loop, leaving the workers and Redis running
+    with no parent. Call from the main thread (signal handlers)."""
+    hurry: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: hurry.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        while not hurry and time.monotonic() < deadline and any(p.poll() is None for p in processes):
+            time.sleep(0.1)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            with contextlib.suppress(ProcessLookupError):  # the usual case: its children ended before it
+                os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -28,7 +28,7 @@ from cli.files import (
 from cli.interrupts import end_at_once
 from cli.records import Records
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
-from shared.sizing import FITS
+from shared.sizing import FITS, size_conflict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -122,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.output or args.output_dir or args.overwrite) and not args.wait:
         raise UsageError("--output, --output-dir and --overwrite are about the results --wait downloads; add --wait")
+    conflict = size_conflict(args.scale, args.width, args.height, args.print_width, args.print_height, args.dpi)
+    if conflict:  # else every file was sent, refused 422 one by one, and the run exited 1
+        raise UsageError(conflict)
     # results already downloaded into the output folder are not sent again as inputs
     results = (args.output_dir or Path(".")) if args.wait and not args.output else None
     files = expand([Path(p) for p in args.paths], results)

@@ -105,6 +105,18 @@ def _pixels(length: float) -> int:
     return max(1, math.floor(length + 0.5))
 
 
+def size_conflict(scale: float | None, width: int | None, height: int | None, print_width: float | None,
+                  print_height: float | None, dpi: int | None) -> str | None:
+    """Why a combination of size fields cannot mean anything (None when it can): the API's 422 and the CLI's usage
+    error, worded once."""
+    printed = print_width is not None or print_height is not None
+    if sum((scale is not None, bool(width or height), printed)) > 1:
+        return "give one of scale, width/height or print_width/print_height"
+    if printed and dpi is None:
+        return "print_width and print_height need dpi (pixels per inch)"
+    return None
+
+
 def print_pixels(length: float, unit: str, dpi: int) -> int:
     """A print length (``in`` or ``cm``) at ``dpi`` in whole pixels, rounded as every other size is."""
     return _pixels((length / 2.54 if unit == "cm" else length) * dpi)

@@ -124,6 +124,41 @@ def test_dev_launcher_says_which_key_to_set_and_stops_when_any_process_stops(tmp
     assert not (var / "tmp").exists()  # it stopped the rest and cleaned up
 
 
+def test_a_second_ctrl_c_while_the_launcher_stops_leaves_no_process_behind(tmp_path, redis_url):
+    """A second Ctrl-C while `upscaler dev` said "stopping" (a worker's warm shutdown takes seconds) ended it in
+    its clean-up loop: the workers and Redis outlived it, orphaned, holding a gigabyte of TensorFlow each."""
+    var = tmp_path / "var"
+    env = {**os.environ, "UPSCALER_DATABASE_URL": f"sqlite:///{var / 'upscaler.db'}", "UPSCALER_REDIS_URL": redis_url,
+           "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_API_KEY": ""}
+    launcher = subprocess.Popen([*UPSCALER, "dev", "--scale", "2", "--port", str(free_port()), "--var", str(var)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    groups: list[int] = []
+    try:
+        _line_with(launcher, "platform running", timeout=300)
+        groups = _children(launcher.pid)  # each the leader of its own process group
+        launcher.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # the API's graceful stop alone takes longer
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(timeout=120)
+        left = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _alive(pid)
+                and _group_of(pid) in groups]
+        assert not left, left
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
 def test_stopping_a_process_group_leader_takes_what_is_left_of_its_group(tmp_path):
     """A gunicorn worker whose master was killed, stuck in its shutdown and deaf to SIGTERM, outlived
     ``upscaler dev``: the launcher starts the API and workers as group leaders and stops each group whole."""
@@ -1187,6 +1222,8 @@ def test_many_inputs_into_a_name_like_an_image_are_refused_not_made_a_folder(tmp
     (["upscale", "IN", "OUT.gif"], "cannot write .gif files"),
     (["submit", "IN", "--scale", "9"], "argument --scale: must be from 1 to 8, not 9"),
     (["submit", "IN", "--output", "big.jpg"], "add --wait"),
+    (["submit", "IN", "--scale", "2", "--width", "100"], "give one of scale, width/height or print_width"),
+    (["submit", "IN", "--print-width", "2"], "print_width and print_height need dpi"),
     (["submit", "IN", "--wait", "--output", "big.jpg", "--format", "png"], "names a jpeg file but --format is png"),
 ])
 def test_usage_errors_exit_2_with_the_commands_name(tmp_path, command, says):

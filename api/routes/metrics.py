@@ -44,7 +44,9 @@ def metrics():
         depths = {name: queue_depth(svc.redis, name) for name in QUEUES}
     except redis.RedisError:
         depths = {}  # no depth series while Redis is down; /readyz says why
-    return Response(exposition(queue_depths(depths)), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Werkzeug appends a second charset to a text/ mimetype that already names one, a
+    # header Prometheus 3 cannot parse (Go's mime.ParseMediaType: duplicate parameter), so it failed every scrape
+    return Response(exposition(queue_depths(depths)), content_type=CONTENT_TYPE_LATEST)
 
 
 class _QueueDepths(Collector):

@@ -567,3 +567,12 @@ def test_a_result_deleted_by_retention_during_the_request_is_404_not_500(client,
             storage.put_bytes(job.output_key, image_bytes(width=16, height=12), "image/png")
         response = client.get(url, query_string=query)
         assert (response.status_code, response.get_json()["code"]) == (404, "not_found"), url
+
+
+def test_the_metrics_content_type_names_each_parameter_once(client):
+    """It read 'text/plain; version=1.0.0; charset=utf-8; charset=utf-8': Prometheus 3 fails a scrape whose
+    Content-Type it cannot parse, and Go's parser refuses a parameter given twice."""
+    content_type = client.get("/metrics").headers["Content-Type"]
+    media, *params = (part.strip() for part in content_type.split(";"))
+    names = [param.split("=", 1)[0].lower() for param in params]
+    assert media == "text/plain" and "version" in names and len(names) == len(set(names)), content_type
