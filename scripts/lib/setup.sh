@@ -37,7 +37,7 @@ ensure_venv() {
     "$python" -m venv .venv || { rm -rf .venv; ensure_apt python3-venv:false; "$python" -m venv .venv; }
   fi
   local stamp=.venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' '_')
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then
+  if ! _installed "$extras"; then
     echo "installing Python packages into .venv ($extras, and the Python SDK in clients/python) ..."
     if ! { .venv/bin/python -m pip install -q --upgrade pip \
            && .venv/bin/python -m pip install -q -e "$extras" -e ./clients/python; } \
@@ -45,6 +45,29 @@ ensure_venv() {
       cat .venv/pip.log >&2
       return 1
     fi
-    touch "$stamp"
+    _extras_of "$extras" > "$stamp"
   fi
+}
+
+# The extras of a pip requirement such as ".[worker,dev]", one per line.
+_extras_of() {
+  local inner=${1#*[}
+  inner=${inner%]}
+  [ "$inner" = "$1" ] || printf '%s\n' ${inner//,/ }
+}
+
+# _installed EXTRAS -- whether an install newer than both pyproject.toml files holds every extra asked: one stamp
+# names the extras it installed, so ./scripts/test's .[worker,dev] serves ./scripts/dev's .[worker] (the first
+# ./scripts/dev after the tests ran pip again).
+_installed() {
+  local stamp extra
+  for stamp in .venv/.installed-*; do
+    [ -f "$stamp" ] || continue
+    if [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then continue; fi
+    for extra in $(_extras_of "$1"); do
+      grep -qx -- "$extra" "$stamp" || continue 2
+    done
+    return 0
+  done
+  return 1
 }
