@@ -74,7 +74,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _multiprocess_metrics_dir(kind: str) -> None:
     """A fresh folder where forked processes share Prometheus counters (must be set before they start); those
-    of processes that are gone are removed by ``_exec`` (one stayed behind per launch)."""
+    of processes that are gone are removed by ``_exec`` (one stayed behind per launch). Always this launch's own,
+    even where ``PROMETHEUS_MULTIPROC_DIR`` is set already (prometheus_client's guide has operators set it): that
+    folder was never emptied, so a restarted API served the previous run's counts, and an API and a worker given
+    the same one each served the other's series."""
     import shutil
 
     from worker.scratch import scratch_name
@@ -82,13 +85,23 @@ def _multiprocess_metrics_dir(kind: str) -> None:
     folder = scratch_name(f"metrics-{kind}")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", folder)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
 
 
 def _say_cautions(settings) -> None:
-    """Each of the settings' cautions on stderr, once, before the process becomes gunicorn or Celery."""
+    """Each of the settings' cautions on stderr, once, before the process becomes gunicorn or Celery; under
+    ``UPSCALER_LOG_FORMAT=json`` as a JSON line of level warning like every other (a plain line was kept as text
+    by log pipelines, out of reach of a query or an alert on warnings)."""
+    import logging
+
+    from shared.logs import JsonFormatter
+
     for caution in settings.cautions():
-        print(f"warning: {caution}", file=sys.stderr, flush=True)
+        if settings.log_format == "json":
+            record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, caution, None, None)
+            print(JsonFormatter().format(record), file=sys.stderr, flush=True)
+        else:
+            print(f"warning: {caution}", file=sys.stderr, flush=True)
 
 
 def _exec(argv: list[str]) -> None:

@@ -860,6 +860,13 @@ def test_the_api_and_workers_warn_at_start_where_webhooks_may_reach_the_private_
     monkeypatch.setenv("UPSCALER_ENV", "development")  # where the tests and a laptop's receivers need it
     services.run_worker(worker)
     assert "warning" not in capsys.readouterr().err
+    monkeypatch.setenv("UPSCALER_ENV", "production")
+    monkeypatch.setenv("UPSCALER_LOG_FORMAT", "json")  # one JSON object per line, this caution's too
+    services.run_api(argparse.Namespace(host=None, port=None, workers=1, threads=3))
+    services.run_worker(worker)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["level"], line["message"][:33]) for line in lines] == [
+        ("warning", "UPSCALER_WEBHOOK_ALLOW_PRIVATE is")] * 2
 
 
 def test_each_launch_scans_the_temporary_folder_for_leftovers_once(monkeypatch):
@@ -1728,3 +1735,27 @@ def test_commands_that_sign_nothing_leave_no_development_secret_behind(tmp_path)
 
     made = Settings.from_env({"UPSCALER_SECRET_FILE": str(work / "var" / "secret_key")})
     assert len(made.secret_key) >= 16 and (work / "var" / "secret_key").exists()
+
+
+def test_each_launch_counts_in_a_fresh_metrics_folder_of_its_own(monkeypatch, tmp_path):
+    """An operator who set PROMETHEUS_MULTIPROC_DIR (as prometheus_client's guide says) got it used as it was:
+    never emptied, so a restarted API's first scrape served the previous run's counts, and an API and a worker
+    given the same folder each exposed the other's series."""
+    import argparse
+
+    from cli import services
+
+    monkeypatch.setattr(services.os, "execv", lambda path, argv: None)
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    (shared / "counter_1.db").write_bytes(b"a previous run's")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+    for written in ("UPSCALER_API_THREADS", "UPSCALER_WORKER_METRICS_PORT"):
+        monkeypatch.setenv(written, "")  # recorded, so what the commands write is undone after the test
+        monkeypatch.delenv(written)
+    services.run_api(argparse.Namespace(host=None, port=free_port(), workers=1, threads=3))
+    api = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="w@%h",
+                                           loglevel="INFO", metrics_port=0))
+    worker = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    assert len({api, worker, str(shared)}) == 3 and os.listdir(api) == os.listdir(worker) == []

@@ -12,6 +12,7 @@ from celery import Celery
 
 from shared import deliveries, metrics
 from shared.db import unit_of_work
+from shared.logs import job_context
 from shared.models import WebhookDelivery
 from shared.pinned_http import NotResolved, RefusedDestination, post_within
 from shared.queue import enqueue_delivery
@@ -50,8 +51,15 @@ def deliver(ctx: WorkerContext, celery: Celery, delivery_id: str) -> str:
         return "deferred"
     with ctx.sessions() as session:
         delivery = session.get(WebhookDelivery, delivery_id)
-        url, payload = delivery.url, delivery.payload
+        url, payload, job_id = delivery.url, delivery.payload, delivery.job_id
         secrets = tenant_secrets(session, settings, tenant).signing
+    with job_context(job_id):  # the attempt's lines carry its job's id, as the job's own lines do
+        return _attempt(ctx, celery, delivery_id, url, payload, secrets)
+
+
+def _attempt(ctx: WorkerContext, celery: Celery, delivery_id: str, url: str, payload: str, secrets) -> str:
+    """POST the claimed message, record the attempt, count it and schedule its retry; returns the outcome."""
+    settings = ctx.settings
     status_code, latency_ms, error = None, None, None
     started = time.perf_counter()
     try:  # resolved once, checked, and connected to exactly that address (no DNS rebinding), within the timeout

@@ -367,3 +367,13 @@ def test_the_schema_wait_holds_until_the_database_is_migrated(tmp_path):
         waiting.kill()
     assert first.startswith("waiting for the migration: schema at nothing"), first
     assert waiting.returncode == 0, output
+
+
+def test_workers_declare_their_metrics_port(k8s_objects):
+    """Workers serve Prometheus metrics on UPSCALER_WORKER_METRICS_PORT (9808 in the ConfigMap), but no worker
+    container declared it: a PodMonitor (``port: metrics``) or a pod scrape config keyed on declared ports found
+    nothing to scrape, so the job outcomes, durations and throughput were never collected on Kubernetes."""
+    port = int(find(k8s_objects, "ConfigMap", "upscaler-config")["data"]["UPSCALER_WORKER_METRICS_PORT"])
+    for name in (WORKER, LIGHT):
+        [container] = find(k8s_objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port} in container.get("ports", []), name

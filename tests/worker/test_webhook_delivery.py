@@ -496,3 +496,33 @@ def test_an_attempt_lost_with_its_worker_does_not_block_redelivery_until_the_nex
     assert message.next_attempt_at > utcnow() and message.attempts > 1  # two counted, one recorded
     reopen(db_session, message)  # nothing is being sent: it may go now
     assert message.status == "pending" and message.next_attempt_at <= utcnow()
+
+
+def test_an_attempts_log_line_carries_its_jobs_id(ctx, db_session, receiver):
+    """An operator asked why a job's webhook never arrived queried its job_id and found the job's lines only: the
+    attempt's line ("webhook msg_… to …: retrying (HTTP 500)") named the message, not the job."""
+    import logging
+
+    from shared import jobs as job_rows
+    from shared.logs import JobIdFilter
+    from shared.states import JobStatus
+    from shared.transitions import change_job
+
+    job = queued_job(ctx, db_session, webhook_url=receiver.url, webhook_events=["job.canceled"])
+    change_job(ctx, job.id, JobStatus.CANCELED, lambda session: job_rows.cancel(session, job.id))
+    [message] = messages(db_session, job.id)
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.addFilter(JobIdFilter())
+    handler.emit = lines.append
+    logger = logging.getLogger("worker.webhook_delivery")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert deliver(ctx, ctx.celery, message.id) == "delivered"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    [line] = [record for record in lines if record.getMessage().startswith(f"webhook {message.id}")]
+    assert line.job_id == job.id
