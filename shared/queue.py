@@ -58,6 +58,11 @@ def make_celery(settings: Settings, publisher: bool = False) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Take a message only while a pool process is free (Celery 5.6+, Redis only). Prefetch 1 alone does not
+        # hold after a broker reconnection: the new channel counts from zero while the old channel's task still
+        # runs, so a busy worker reserved the next job and held it until its own job ended (up to the time
+        # limit), out of Redis, where an idle worker, the queue-depth metric and the autoscaler would have seen it.
+        worker_disable_prefetch=True,
         worker_max_tasks_per_child=None,
         # Celery kills a pool process that has not reported UP within this (default 4 s). The network loads
         # after UP (worker.celery_app), so this only needs to cover import and connections on a busy machine.
@@ -76,9 +81,12 @@ def make_celery(settings: Settings, publisher: bool = False) -> Celery:
             "socket_timeout": settings.enqueue_timeout if publisher else max(settings.enqueue_timeout, 5.0),
             # Fair scheduling: a job's priority falls with how many jobs its tenant already has waiting
             # (shared.jobs.fair_priority), and Redis serves lower numbers first, each level in its own list.
+            # kombu's BRPOP names every level of every queue, level by level, so the levels need no queue order
+            # and the queues keep kombu's default round robin: "priority" (queues in a fixed order) kept a worker
+            # on every queue, ``upscaler worker``'s default, on inference while any job waited at level 0, and
+            # webhooks and sweeps (always level 0) waited behind the whole inference backlog.
             "priority_steps": list(range(PRIORITY_LEVELS)),
             "sep": PRIORITY_SEPARATOR,
-            "queue_order_strategy": "priority",
         },
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
                                    "interval_max": 0.5},

@@ -267,3 +267,86 @@ def test_a_job_past_its_time_limit_fails_as_time_limit_and_the_worker_goes_on(se
     assert (job["status"], job["error"]["code"]) == ("failed", "time_limit"), (tmp_path / "w.log").read_text()[-3000:]
     assert after["status"] == "succeeded"
     assert len(result_objects(settings)) == 1  # the next job's result; the stopped one stored nothing
+
+
+def _run_a_slow_job_through_a_redis_restart(client, settings, tmp_path, redis, port, keep_data, log):
+    job_id = post(client, image=slow_image()).get_json()["id"]
+    wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+    stop(redis)
+    redis, _ = start_redis(tmp_path / ("redis-a" if keep_data else "redis-b"), port=port)
+    deadline = time.monotonic() + 60
+    while "Connected to" not in log.read_text(errors="replace").split("Connection to broker lost")[-1]:
+        assert time.monotonic() < deadline, "the worker did not reconnect"
+        time.sleep(0.2)
+    return job_id, redis
+
+
+def test_a_busy_worker_reconnected_after_a_redis_restart_leaves_the_next_job_in_redis(settings, tmp_path):
+    """Prefetch 1 did not hold after a reconnection: the running job's message stayed on the old channel, so the
+    new one took the next job's message and held it until the running job ended (up to the time limit), where no
+    idle worker, no queue-depth metric and no autoscaler could see it."""
+    import redis as redis_client
+
+    from api import create_app
+    from shared.queue import INFERENCE_QUEUE, queue_depth
+
+    redis, port = start_redis(tmp_path / "redis-a")
+    settings = settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0", tile_size=64)
+    client = create_app(settings).test_client()
+    log = tmp_path / "w.log"
+    worker = start_worker(settings, log)  # no beat: the sweeper must not be what moves the jobs here
+    try:
+        job_id, redis = _run_a_slow_job_through_a_redis_restart(client, settings, tmp_path, redis, port, True, log)
+        second = post(client, scale="2", model="bicubic").get_json()["id"]
+        time.sleep(3)
+        running = client.get(f"/v1/jobs/{job_id}").get_json()["status"]
+        waiting = queue_depth(redis_client.Redis.from_url(settings.redis_url), INFERENCE_QUEUE)
+        first = wait_for(client, job_id, timeout=180)
+        after = wait_for(client, second, timeout=60)  # and the worker consumes again once free
+    finally:
+        stop(worker)
+        stop(redis)
+    assert running == "running", "the first job ended too soon; the test proves nothing"
+    assert waiting == 1, log.read_text(errors="replace")[-3000:]
+    assert (first["status"], first["attempts"], after["status"]) == ("succeeded", 1, "succeeded")
+
+
+def test_a_redis_restart_that_loses_the_queue_mid_job_loses_no_job_and_the_worker_consumes_again(settings, tmp_path):
+    from api import create_app
+
+    redis, port = start_redis(tmp_path / "redis-a")
+    settings = settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0", tile_size=64)
+    client = create_app(settings).test_client()
+    log = tmp_path / "w.log"
+    worker = start_worker(settings, log)  # no beat: the sweeper must not be what rescues a job here
+    try:
+        job_id, redis = _run_a_slow_job_through_a_redis_restart(client, settings, tmp_path, redis, port, False, log)
+        job = wait_for(client, job_id, timeout=180)
+        after = [wait_for(client, post(client, scale="2", model="bicubic").get_json()["id"], timeout=60)
+                 for _ in range(2)]
+    finally:
+        stop(worker)
+        stop(redis)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)
+    assert [j["status"] for j in after] == ["succeeded"] * 2
+    assert len(result_objects(settings)) == 3
+
+
+def test_a_warm_shutdown_mid_job_finishes_the_job_and_exits_cleanly(settings, tmp_path):
+    """SIGTERM to the worker's main process (docker stop, the kubelet): the running job ends succeeded, once."""
+    from api import create_app
+
+    settings = settings.with_overrides(tile_size=64)
+    client = create_app(settings).test_client()
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        job_id = post(client, image=slow_image()).get_json()["id"]
+        wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        os.kill(worker.pid, signal.SIGTERM)
+        code = worker.wait(180)
+        job = wait_for(client, job_id, timeout=5)
+    finally:
+        stop(worker)
+    assert code == 0, (tmp_path / "w.log").read_text(errors="replace")[-3000:]
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)
+    assert len(result_objects(settings)) == 1
