@@ -269,16 +269,38 @@ def test_a_job_past_its_time_limit_fails_as_time_limit_and_the_worker_goes_on(se
     assert len(result_objects(settings)) == 1  # the next job's result; the stopped one stored nothing
 
 
-def _run_a_slow_job_through_a_redis_restart(client, settings, tmp_path, redis, port, keep_data, log):
-    job_id = post(client, image=slow_image()).get_json()["id"]
-    wait_for(client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
-    stop(redis)
-    redis, _ = start_redis(tmp_path / ("redis-a" if keep_data else "redis-b"), port=port)
-    deadline = time.monotonic() + 60
-    while "Connected to" not in log.read_text(errors="replace").split("Connection to broker lost")[-1]:
-        assert time.monotonic() < deadline, "the worker did not reconnect"
-        time.sleep(0.2)
-    return job_id, redis
+class _RestartableRedis:
+    """A worker (no beat: the sweeper must not be what moves or rescues a job) on a Redis of the test's own, which
+    the test restarts under a slow job; the Redis running at the end is stopped with the worker."""
+
+    def __init__(self, settings, tmp_path):
+        from api import create_app
+
+        self.tmp_path, self.log = tmp_path, tmp_path / "w.log"
+        self.redis, self.port = start_redis(tmp_path / "redis-a")
+        self.settings = settings.with_overrides(redis_url=f"redis://127.0.0.1:{self.port}/0", tile_size=64)
+        self.client = create_app(self.settings).test_client()
+
+    def __enter__(self):
+        self.worker = start_worker(self.settings, self.log)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop(self.worker)
+        stop(self.redis)
+
+    def slow_job_through_a_restart(self, keep_data: bool) -> str:
+        """A slow job, running when Redis restarts (with its data, or a fresh one); returns once the worker has
+        reconnected."""
+        job_id = post(self.client, image=slow_image()).get_json()["id"]
+        wait_for(self.client, job_id, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
+        stop(self.redis)
+        self.redis, _ = start_redis(self.tmp_path / ("redis-a" if keep_data else "redis-b"), port=self.port)
+        deadline = time.monotonic() + 60
+        while "Connected to" not in self.log.read_text(errors="replace").split("Connection to broker lost")[-1]:
+            assert time.monotonic() < deadline, "the worker did not reconnect"
+            time.sleep(0.2)
+        return job_id
 
 
 def test_a_busy_worker_reconnected_after_a_redis_restart_leaves_the_next_job_in_redis(settings, tmp_path):
@@ -287,49 +309,31 @@ def test_a_busy_worker_reconnected_after_a_redis_restart_leaves_the_next_job_in_
     idle worker, no queue-depth metric and no autoscaler could see it."""
     import redis as redis_client
 
-    from api import create_app
     from shared.queue import INFERENCE_QUEUE, queue_depth
 
-    redis, port = start_redis(tmp_path / "redis-a")
-    settings = settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0", tile_size=64)
-    client = create_app(settings).test_client()
-    log = tmp_path / "w.log"
-    worker = start_worker(settings, log)  # no beat: the sweeper must not be what moves the jobs here
-    try:
-        job_id, redis = _run_a_slow_job_through_a_redis_restart(client, settings, tmp_path, redis, port, True, log)
+    with _RestartableRedis(settings, tmp_path) as platform:
+        client = platform.client
+        job_id = platform.slow_job_through_a_restart(keep_data=True)
         second = post(client, scale="2", model="bicubic").get_json()["id"]
         time.sleep(3)
         running = client.get(f"/v1/jobs/{job_id}").get_json()["status"]
-        waiting = queue_depth(redis_client.Redis.from_url(settings.redis_url), INFERENCE_QUEUE)
+        waiting = queue_depth(redis_client.Redis.from_url(platform.settings.redis_url), INFERENCE_QUEUE)
         first = wait_for(client, job_id, timeout=180)
         after = wait_for(client, second, timeout=60)  # and the worker consumes again once free
-    finally:
-        stop(worker)
-        stop(redis)
     assert running == "running", "the first job ended too soon; the test proves nothing"
-    assert waiting == 1, log.read_text(errors="replace")[-3000:]
+    assert waiting == 1, platform.log.read_text(errors="replace")[-3000:]
     assert (first["status"], first["attempts"], after["status"]) == ("succeeded", 1, "succeeded")
 
 
 def test_a_redis_restart_that_loses_the_queue_mid_job_loses_no_job_and_the_worker_consumes_again(settings, tmp_path):
-    from api import create_app
-
-    redis, port = start_redis(tmp_path / "redis-a")
-    settings = settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0", tile_size=64)
-    client = create_app(settings).test_client()
-    log = tmp_path / "w.log"
-    worker = start_worker(settings, log)  # no beat: the sweeper must not be what rescues a job here
-    try:
-        job_id, redis = _run_a_slow_job_through_a_redis_restart(client, settings, tmp_path, redis, port, False, log)
-        job = wait_for(client, job_id, timeout=180)
+    with _RestartableRedis(settings, tmp_path) as platform:
+        client = platform.client
+        job = wait_for(client, platform.slow_job_through_a_restart(keep_data=False), timeout=180)
         after = [wait_for(client, post(client, scale="2", model="bicubic").get_json()["id"], timeout=60)
                  for _ in range(2)]
-    finally:
-        stop(worker)
-        stop(redis)
     assert (job["status"], job["attempts"]) == ("succeeded", 1)
     assert [j["status"] for j in after] == ["succeeded"] * 2
-    assert len(result_objects(settings)) == 3
+    assert len(result_objects(platform.settings)) == 3
 
 
 def test_a_warm_shutdown_mid_job_finishes_the_job_and_exits_cleanly(settings, tmp_path):
