@@ -53,16 +53,23 @@ class NoiseEstimate:
     white_luma: float | None = None  # the part of the luma reading white across two scales (``_white``)
 
 
-def _block_laplacian(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK,
-                     quantile: float | None = None) -> np.ndarray:
-    """Mean |Laplacian| of each ``side`` x ``side`` block of a strip (``blocks`` block rows of ``cols`` blocks;
-    the plane has one pixel of margin on each side), or its ``quantile`` over the block's pixels."""
+def _abs_laplacian_cells(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK) -> np.ndarray:
+    """|Laplacian| of a strip (``blocks`` block rows of ``cols`` blocks; the plane has one pixel of margin on each
+    side) as (block row, row in block, block column, column in block): each reading reduces the same cells."""
     lap = (plane[:-2, :-2] - 2 * plane[:-2, 1:-1] + plane[:-2, 2:]
            - 2 * plane[1:-1, :-2] + 4 * plane[1:-1, 1:-1] - 2 * plane[1:-1, 2:]
            + plane[2:, :-2] - 2 * plane[2:, 1:-1] + plane[2:, 2:])
-    cells = np.abs(lap[: blocks * side, : cols * side]).reshape(blocks, side, cols, side)
-    if quantile is None:
-        return cells.mean(axis=(1, 3))
+    return np.abs(lap[: blocks * side, : cols * side]).reshape(blocks, side, cols, side)
+
+
+def _block_laplacian(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK) -> np.ndarray:
+    """Mean |Laplacian| of each ``side`` x ``side`` block of a strip."""
+    return _abs_laplacian_cells(plane, blocks, cols, side).mean(axis=(1, 3))
+
+
+def _block_quantile(cells: np.ndarray, quantile: float) -> np.ndarray:
+    """Each block's ``quantile`` of its cells' values (``_abs_laplacian_cells``)."""
+    blocks, side, cols, _ = cells.shape
     pixels = cells.transpose(0, 2, 1, 3).reshape(blocks, cols, side * side)
     rank = int(quantile * (side * side - 1))
     return np.partition(pixels, rank, axis=-1)[..., rank]
@@ -93,9 +100,10 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32, opaque: np.ndarray |
         coarse.append(_coarse_block_laplacian(grey, last - first, cols))
         strip = strip[: (last - first) * BLOCK + 2, : cols * BLOCK + 2]
         grey = grey[: (last - first) * BLOCK + 2, : cols * BLOCK + 2]
-        luma.append(_block_laplacian(grey, last - first, cols))
+        cells = _abs_laplacian_cells(grey, last - first, cols)  # once for both luma readings
+        luma.append(cells.mean(axis=(1, 3)))
         if lossless:
-            paper.append(_block_laplacian(grey, last - first, cols, quantile=PAPER_QUANTILE))
+            paper.append(_block_quantile(cells, PAPER_QUANTILE))
         # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
         red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))
         blue.append(_block_laplacian((strip[..., 2] - strip[..., 1]) / np.sqrt(2), last - first, cols))
