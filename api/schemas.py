@@ -12,12 +12,15 @@ from shared.events import EVENTS
 from shared.job_view import JobOut
 from shared.limits import OUTPUT_FORMATS, QUALITY_RANGE
 from shared.sizing import (
-    DEFAULT_SCALE,
+    DPI_RANGE,
+    FITS,
     MAX_FACTOR,
+    MAX_PRINT_LENGTH,
     MAX_TARGET_SIDE,
     MIN_FACTOR,
+    PRINT_UNITS,
     SizeRequest,
-    print_pixels,
+    requested_size,
     size_conflict,
 )
 
@@ -53,17 +56,19 @@ class JobCreateForm(BlankIsDefault):
     width: int | None = Field(None, ge=1, le=MAX_TARGET_SIDE, description="Output width in pixels (instead of scale).")
     height: int | None = Field(None, ge=1, le=MAX_TARGET_SIDE,
                                description="Output height in pixels (instead of scale).")
-    fit: Literal["contain", "cover", "fill"] = Field(
+    fit: Literal[FITS] = Field(  # type: ignore[valid-type]
         "contain", description="With both width and height: contain keeps the aspect inside the box, cover fills it "
                                "and crops the overflow evenly, fill stretches to exactly that size.")
-    dpi: int | None = Field(None, ge=1, le=9600,
+    dpi: int | None = Field(None, ge=DPI_RANGE[0], le=DPI_RANGE[1],
                             description="Resolution written into the output (pixels per inch). Default: the input's "
                                         "own DPI times the enlargement, so the print size stays the same.")
-    print_width: float | None = Field(None, gt=0, le=10000,
+    print_width: float | None = Field(None, gt=0, le=MAX_PRINT_LENGTH,
                                       description="With dpi: the print width in print_unit; the output width in "
                                                   "pixels is print_width x dpi (instead of scale or width).")
-    print_height: float | None = Field(None, gt=0, le=10000, description="With dpi: the print height in print_unit.")
-    print_unit: Literal["in", "cm"] = Field("in", description="Unit of print_width and print_height.")
+    print_height: float | None = Field(None, gt=0, le=MAX_PRINT_LENGTH,
+                                       description="With dpi: the print height in print_unit.")
+    print_unit: Literal[PRINT_UNITS] = Field(  # type: ignore[valid-type]
+        "in", description="Unit of print_width and print_height.")
     format: Literal[tuple(OUTPUT_FORMATS)] = Field(  # type: ignore[valid-type]
         "png", description="Output image format: png, jpeg (sides up to 65500 px), webp (up to 16383 px), or tiff "
                            "(Deflate-compressed, for print).")
@@ -94,18 +99,10 @@ class JobCreateForm(BlankIsDefault):
             raise ValueError(conflict)
         return self
 
-    def _pixels(self, length: float | None) -> int | None:
-        """A print length in pixels at ``dpi``."""
-        return None if length is None else print_pixels(length, self.print_unit, self.dpi)
-
     @property
     def size(self) -> SizeRequest:
-        width, height = self.width, self.height
-        if self.print_width is not None or self.print_height is not None:
-            width, height = self._pixels(self.print_width), self._pixels(self.print_height)
-        if self.scale is None and not (width or height):
-            return SizeRequest(DEFAULT_SCALE, None, None, self.fit)
-        return SizeRequest(self.scale, width, height, self.fit)
+        return requested_size(self.scale, self.width, self.height, self.fit, print_width=self.print_width,
+                              print_height=self.print_height, print_unit=self.print_unit, dpi=self.dpi)
 
     @field_validator("webhook_events", mode="before")
     @classmethod

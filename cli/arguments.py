@@ -105,6 +105,47 @@ def target_side(text: str) -> int:
     return value
 
 
+def dpi(text: str) -> int:
+    """A resolution in pixels per inch, in the API's range (a 0 or 20000 was sent, and refused file by file)."""
+    from shared.sizing import DPI_RANGE
+
+    value = _at_least(text, DPI_RANGE[0])
+    if value > DPI_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be at most {DPI_RANGE[1]}, not {value}")
+    return value
+
+
+def print_length(text: str) -> float:
+    """A print width or height in its unit, above 0, in the API's range."""
+    from shared.sizing import MAX_PRINT_LENGTH
+
+    value = _number(text)
+    if not 0 < value <= MAX_PRINT_LENGTH:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_PRINT_LENGTH:g}, not {text}")
+    return value
+
+
+def add_size_options(parser: argparse.ArgumentParser, fit_default: str | None) -> None:
+    """The output size options, the same for ``upscale`` (local) and ``submit`` (through the API): the factor,
+    pixels, or a print size at a resolution. ``fit_default``: None leaves it to the server."""
+    from shared.sizing import FITS, PRINT_UNITS
+
+    parser.add_argument("--scale", type=scale_factor, default=None,
+                        help="factor 1..8, fractions allowed (default 4 without a width, height or print size)")
+    parser.add_argument("--width", type=target_side, default=None,
+                        help="output width in pixels (keeps the aspect alone)")
+    parser.add_argument("--height", type=target_side, default=None,
+                        help="output height in pixels (keeps the aspect alone)")
+    parser.add_argument("--fit", choices=FITS, default=fit_default, help="with both a width and a height (contain)")
+    parser.add_argument("--dpi", type=dpi, default=None,
+                        help="resolution written into the output, pixels per inch (default: the input's times the "
+                             "enlargement, so the print size stays)")
+    parser.add_argument("--print-width", type=print_length, default=None,
+                        help="with --dpi: print width (output width = print width x dpi)")
+    parser.add_argument("--print-height", type=print_length, default=None, help="with --dpi: print height")
+    parser.add_argument("--print-unit", choices=PRINT_UNITS, default=None, help="unit of --print-width/height (in)")
+
+
 def tcp_port(text: str) -> int:
     """A TCP port to listen on, 1..65535, as the settings check theirs (70000 was a gunicorn traceback)."""
     value = _at_least(text, 1)

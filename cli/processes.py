@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -55,16 +56,7 @@ def stop(process: subprocess.Popen, timeout: float = 15.0, *, group: bool = Fals
     """Ask politely (SIGTERM), then insist (SIGKILL). ``group``: the process was started as the leader of its own
     process group (``process_group=0``), and what is left of the group goes with it: a gunicorn worker whose
     master was killed, stuck in its own shutdown, outlived ``upscaler dev`` for good, deaf to SIGTERM."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if group:
-        with contextlib.suppress(ProcessLookupError):  # the usual case: its children ended before it
-            os.killpg(process.pid, signal.SIGKILL)
+    _terminate_then_kill([process], timeout, group=group, hurried=lambda: False)
 
 
 def stop_all(processes: list[subprocess.Popen], timeout: float = 15.0) -> None:
@@ -76,18 +68,26 @@ def stop_all(processes: list[subprocess.Popen], timeout: float = 15.0) -> None:
     previous = {sig: signal.signal(sig, lambda signum, _frame: hurry.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + timeout
-        while not hurry and time.monotonic() < deadline and any(p.poll() is None for p in processes):
-            time.sleep(0.1)
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            with contextlib.suppress(ProcessLookupError):  # the usual case: its children ended before it
-                os.killpg(process.pid, signal.SIGKILL)
+        _terminate_then_kill(processes, timeout, group=True, hurried=lambda: bool(hurry))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _terminate_then_kill(processes: list[subprocess.Popen], timeout: float, *, group: bool,
+                         hurried: Callable[[], bool]) -> None:
+    """The one stop sequence: SIGTERM to every process still running, wait for all of them under one deadline
+    (cut short once ``hurried()``), SIGKILL to the rest, and with ``group`` to what is left of each one's group."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout
+    while not hurried() and time.monotonic() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(0.05)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if group:
+            with contextlib.suppress(ProcessLookupError):  # the usual case: its children ended before it
+                os.killpg(process.pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli.arguments import UsageError, positive_int, quality, scale_factor, target_side
+from cli.arguments import UsageError, add_size_options, positive_int, quality
 from cli.files import (
     expand,
     output_format_for,
@@ -28,7 +28,7 @@ from cli.files import (
 from cli.interrupts import end_at_once
 from cli.records import Records
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS
-from shared.sizing import FITS, size_conflict
+from shared.sizing import size_conflict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or globs")
     p.add_argument("--api", default=None, help="API base URL (default: $UPSCALER_API_URL or http://127.0.0.1:8000)")
     p.add_argument("--api-key", default=None, help="default: $UPSCALER_API_KEY")
-    p.add_argument("--scale", type=scale_factor, default=None, help="factor 1..8 (default 4 without --width/--height)")
-    p.add_argument("--width", type=target_side, default=None, help="output width in pixels")
-    p.add_argument("--height", type=target_side, default=None, help="output height in pixels")
-    p.add_argument("--fit", choices=FITS, default=None, help="with both width and height")
-    p.add_argument("--dpi", type=int, default=None, help="resolution written into the output (pixels per inch)")
-    p.add_argument("--print-width", type=float, default=None, help="with --dpi: print width (output = width x dpi)")
-    p.add_argument("--print-height", type=float, default=None, help="with --dpi: print height")
-    p.add_argument("--print-unit", choices=["in", "cm"], default=None, help="unit of --print-width/height (in)")
+    add_size_options(p, fit_default=None)  # None: the server's default
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
                    help="default: --output's suffix, else png")
     p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")

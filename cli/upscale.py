@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.arguments import UsageError, denoise, positive_int, quality, scale_factor, target_side
+from cli.arguments import UsageError, add_size_options, denoise, positive_int, quality
 from cli.files import (
     expand,
     output_format_for,
@@ -24,7 +24,7 @@ from cli.records import Records
 from shared.errors import Refusal
 from shared.formats import INPUT_SUFFIXES, sniff
 from shared.limits import EXTENSIONS, OUTPUT_FORMATS, SUFFIX_FORMATS, check_job
-from shared.sizing import FITS, SizeRequest
+from shared.sizing import SizeError, SizeRequest, requested_size
 from shared.sizing import plan as plan_size
 
 if TYPE_CHECKING:
@@ -40,12 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="IN OUT for one file, or DIR_OR_FILES... OUTDIR for many")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                    help="input file(s) or folder(s), then the output file (one input) or output folder")
-    p.add_argument("--scale", type=scale_factor, default=None,
-                   help="factor 1..8, fractions allowed (default 4 without --width/--height)")
-    p.add_argument("--width", type=target_side, default=None, help="output width in pixels (keeps the aspect alone)")
-    p.add_argument("--height", type=target_side, default=None,
-                   help="output height in pixels (keeps the aspect alone)")
-    p.add_argument("--fit", choices=FITS, default="contain", help="with both --width and --height")
+    add_size_options(p, fit_default="contain")
     p.add_argument("--model", default=None, help="model name (default: $UPSCALER_DEFAULT_MODEL, 'auto'); 'bicubic' too")
     p.add_argument("--denoise", type=denoise, default=None,
                    help="restoration strength 0..1, or 'auto' (the default) to measure it from each file (models with "
@@ -61,9 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def size_request(args: argparse.Namespace) -> SizeRequest:
-    if args.scale is not None and (args.width or args.height):
-        raise UsageError("give --scale or --width/--height, not both")
-    return SizeRequest(args.scale, args.width, args.height, args.fit)  # no size at all: plan()'s default x4
+    """The size the options ask for, read as the API reads a job's fields."""
+    try:
+        return requested_size(args.scale, args.width, args.height, args.fit, print_width=args.print_width,
+                              print_height=args.print_height, print_unit=args.print_unit or "in", dpi=args.dpi)
+    except SizeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def plan(paths: list[Path], explicit_format: str | None) -> tuple[list[tuple[Path, Path, str]], bool]:
@@ -173,9 +171,11 @@ def run(args: argparse.Namespace) -> int:
 def result_options(args: argparse.Namespace, model: str, fmt: str) -> dict[str, object]:
     """The options that make a result what it is, as its record keeps them (not --tile: tiles stitch to the same
     image; --fit only where both sides are given, as only there it counts)."""
-    return {"scale": args.scale, "width": args.width, "height": args.height,
-            "fit": args.fit if args.width and args.height else None, "model": model, "denoise": args.denoise,
-            "format": fmt, "quality": args.quality}
+    both = (args.width and args.height) or (args.print_width and args.print_height)
+    return {"scale": args.scale, "width": args.width, "height": args.height, "fit": args.fit if both else None,
+            "dpi": args.dpi, "print_width": args.print_width, "print_height": args.print_height,
+            "print_unit": args.print_unit, "model": model, "denoise": args.denoise, "format": fmt,
+            "quality": args.quality}
 
 
 def upscale_one(source: Path, destination: Path, fmt: str, engines: EngineRegistry, model: str, size: SizeRequest,
@@ -190,7 +190,7 @@ def upscale_one(source: Path, destination: Path, fmt: str, engines: EngineRegist
     partial = destination.with_name(f".{destination.name}.part")
     try:
         result = render(source, partial, engines, model, size, fmt, args.quality, progress,
-                        denoise=args.denoise, band_pixels=settings.band_output_pixels)  # as the worker does
+                        denoise=args.denoise, band_pixels=settings.band_output_pixels, dpi=args.dpi)  # as a job
         partial.replace(destination)
     finally:
         partial.unlink(missing_ok=True)

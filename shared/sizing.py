@@ -16,6 +16,9 @@ from shared.limits import SCALES
 FITS = ("contain", "cover", "fill")
 MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
 MAX_TARGET_SIDE = 65535  # the widest or tallest output a width/height may ask for (the API and the CLI)
+DPI_RANGE = (1, 9600)  # a resolution to write into the output, in pixels per inch (the API and the CLI)
+MAX_PRINT_LENGTH = 10000.0  # a print side in its unit (above 0)
+PRINT_UNITS = ("in", "cm")
 DEFAULT_SCALE = 4.0
 RESTORE_SCALE = 2  # the network scale an input asked at its own size is restored at (``SizePlan.restored``)
 
@@ -120,6 +123,22 @@ def size_conflict(scale: float | None, width: int | None, height: int | None, pr
 def print_pixels(length: float, unit: str, dpi: int) -> int:
     """A print length (``in`` or ``cm``) at ``dpi`` in whole pixels, rounded as every other size is."""
     return _pixels((length / 2.54 if unit == "cm" else length) * dpi)
+
+
+def requested_size(scale: float | None = None, width: int | None = None, height: int | None = None,
+                   fit: str = "contain", *, print_width: float | None = None, print_height: float | None = None,
+                   print_unit: str = "in", dpi: int | None = None) -> SizeRequest:
+    """What a job's size fields ask for, print lengths turned into pixels at ``dpi``: the API's job form and
+    ``upscaler upscale`` read them the same way. ``SizeError`` (``size_conflict``'s words) when they conflict."""
+    conflict = size_conflict(scale, width, height, print_width, print_height, dpi)
+    if conflict:
+        raise SizeError(conflict)
+    if dpi is not None and (print_width is not None or print_height is not None):
+        width = None if print_width is None else print_pixels(print_width, print_unit, dpi)
+        height = None if print_height is None else print_pixels(print_height, print_unit, dpi)
+    if scale is None and not (width or height):
+        return SizeRequest(DEFAULT_SCALE, None, None, fit)
+    return SizeRequest(scale, width, height, fit)
 
 
 def plan(in_width: int, in_height: int, request: SizeRequest) -> SizePlan:

@@ -45,6 +45,18 @@ def test_upscale_one_shot(tmp_path, model, out_name, fmt):
         assert (out.format, out.size) == (fmt, (210, 150))
 
 
+def test_upscale_to_a_print_size_reads_it_as_the_api_does_and_writes_the_dpi(tmp_path):
+    """`upscale` had no print size: a print shop working locally had to work out the pixels by hand, and the
+    output kept the input's DPI times the factor."""
+    source = write_image(tmp_path / "in.png", width=40, height=30)
+    result = run(["upscale", str(source), str(tmp_path / "print.png"), "--model", "bicubic", "--dpi", "150",
+                  "--print-width", "2.54", "--print-unit", "cm"])
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "print.png") as out:
+        assert out.size == (150, 113)  # 1 inch at 150 dpi, the aspect kept (112.5 rounded half up)
+        assert [round(v) for v in out.info["dpi"]] == [150, 150]
+
+
 def test_migrate_creates_the_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     result = run(["migrate"], env={"UPSCALER_DATABASE_URL": url})
@@ -522,7 +534,7 @@ def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
 def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, tmp_path):
     """`upscaler submit` over real HTTP with a real worker: a folder and a file, progress, results named
     <stem>.<ext>, a second run skips what is done; `jobs list` shows them; errors are one line."""
-    from tests.workers import start_worker
+    from tests.workers import start_worker, stop_worker
 
     base, _ = api_server
     folder = tmp_path / "in"
@@ -539,8 +551,7 @@ def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, 
                      "--model", "bicubic", "--width", "64"], env=env)
         listed = run(["jobs", "list"], env=env)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_worker(worker)
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RECORD, "a.png", "b.png", "c.png"]
     with Image.open(tmp_path / "out" / "a.png") as out:
@@ -1223,7 +1234,10 @@ def test_many_inputs_into_a_name_like_an_image_are_refused_not_made_a_folder(tmp
     (["upscale", "IN", "OUT", "--tile", "-5"], "argument --tile: must be 1 or more, not -5"),  # blamed the setting
     (["upscale", "IN", "OUT", "--scale", "9"], "argument --scale: must be from 1 to 8, not 9"),
     (["upscale", "IN", "OUT", "--denoise", "2"], "argument --denoise: must be 'auto' or a number from 0 to 1"),
-    (["upscale", "IN", "OUT", "--scale", "2", "--width", "100"], "give --scale or --width/--height, not both"),
+    (["upscale", "IN", "OUT", "--scale", "2", "--width", "100"], "give one of scale, width/height or print_width"),
+    (["upscale", "IN", "OUT", "--width", "100", "--dpi", "300", "--print-width", "2"], "give one of scale"),
+    (["upscale", "IN", "OUT", "--print-width", "2"], "print_width and print_height need dpi"),
+    (["upscale", "IN", "OUT", "--dpi", "0"], "argument --dpi: must be 1 or more, not 0"),
     (["upscale", "IN", "OUT", "--model", "nosuch"], "no model named 'nosuch'"),
     (["upscale", "IN", "TWIN", "OUTDIR"], "would write the same result file"),
     (["upscale", "IN", "OUT.gif"], "cannot write .gif files"),
@@ -1231,6 +1245,8 @@ def test_many_inputs_into_a_name_like_an_image_are_refused_not_made_a_folder(tmp
     (["submit", "IN", "--output", "big.jpg"], "add --wait"),
     (["submit", "IN", "--scale", "2", "--width", "100"], "give one of scale, width/height or print_width"),
     (["submit", "IN", "--print-width", "2"], "print_width and print_height need dpi"),
+    (["submit", "IN", "--dpi", "20000"], "argument --dpi: must be at most 9600, not 20000"),  # sent, then 422
+    (["submit", "IN", "--dpi", "300", "--print-width", "0"], "argument --print-width: must be above 0"),
     (["submit", "IN", "--wait", "--output", "big.jpg", "--format", "png"], "names a jpeg file but --format is png"),
 ])
 def test_usage_errors_exit_2_with_the_commands_name(tmp_path, command, says):

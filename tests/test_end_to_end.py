@@ -10,9 +10,8 @@ import pytest
 import requests
 from PIL import Image
 
-from cli.processes import stop
 from tests.conftest import image_bytes
-from tests.workers import start_worker, wait_for, with_beat
+from tests.workers import start_worker, stop_worker, wait_for, with_beat
 
 
 @pytest.mark.slow
@@ -36,7 +35,7 @@ def test_job_through_api_queue_and_worker_process(request, settings, tmp_path, s
         assert webp.status_code == 202, webp.get_json()
         webp_job = wait_for(client, webp.get_json()["id"])
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text()[-3000:])
     # a lossy WebP is measured by the quantizer in its frame header, and the API shows it
     webp_ran = webp_job["ran"]
@@ -76,7 +75,7 @@ def test_jobs_accepted_while_redis_was_down_run_once_the_sweeper_enqueues_them(s
     try:
         job = wait_for(up, response.get_json()["id"], timeout=90)
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
 
 
@@ -115,7 +114,7 @@ def test_metrics_and_json_logs_after_a_job(settings, tmp_path):
         assert wait_for(client, job_id)["status"] == "succeeded"
         worker_metrics = _scrape_until(f"http://127.0.0.1:{port}/metrics", WORKER_SERIES)
     finally:
-        stop(worker)
+        stop_worker(worker)
     for series in WORKER_SERIES:
         assert series in worker_metrics, series
     api_metrics = client.get("/metrics").get_data(as_text=True)

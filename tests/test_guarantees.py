@@ -16,7 +16,15 @@ from cli.processes import start_redis, stop
 from shared.models import PUBLIC_TENANT
 from shared.webhooks import signing_secret
 from tests.conftest import image_bytes
-from tests.workers import children, start_beat, start_worker, wait_for, wait_until_ready, with_beat
+from tests.workers import (
+    children,
+    start_beat,
+    start_worker,
+    stop_worker,
+    wait_for,
+    wait_until_ready,
+    with_beat,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +57,7 @@ def run_and_kill_whole_worker(client, settings, log) -> str:
             os.kill(pid, signal.SIGKILL)
         worker.wait()
     finally:
-        stop(worker)
+        stop_worker(worker)
     return job_id
 
 
@@ -68,8 +76,8 @@ def test_sigkill_during_inference_ends_succeeded_exactly_once(settings, tmp_path
         os.kill(pool[0], signal.SIGKILL)  # the process running the task; the worker starts a new one
         job = wait_for(client, job_id, timeout=180)
     finally:
-        stop(worker)
-        stop(beat)
+        stop_worker(worker)
+        stop_worker(beat)
     assert job["status"] == "succeeded", (tmp_path / "w1.log").read_text()[-3000:]
     assert job["attempts"] == 2
     assert len(result_objects(settings)) == 1
@@ -88,7 +96,7 @@ def test_a_job_whose_whole_worker_vanished_is_found_by_the_sweeper(settings, tmp
     try:
         job = wait_for(client, job_id, timeout=180)
     finally:
-        stop(second)
+        stop_worker(second)
     assert (job["status"], (job["error"] or {}).get("code"), job["attempts"]) == outcome
     assert len(result_objects(settings)) == (1 if outcome[0] == "succeeded" else 0)
 
@@ -109,7 +117,7 @@ def test_duplicate_delivery_after_the_visibility_timeout_does_no_work(settings, 
         time.sleep(3)  # let any late duplicate finish its (empty) run
     finally:
         for worker in workers:
-            stop(worker)
+            stop_worker(worker)
         stop(redis)
     logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
     assert job["status"] == "succeeded" and job["attempts"] == 1
@@ -132,7 +140,7 @@ def test_redis_restart_with_lost_queue_loses_no_job(settings, tmp_path):
         try:
             jobs = [wait_for(client, job_id, timeout=90) for job_id in ids]
         finally:
-            stop(worker)
+            stop_worker(worker)
     finally:
         stop(redis)
     assert [j["status"] for j in jobs] == ["succeeded"] * 5
@@ -155,7 +163,7 @@ def test_cancel_stops_a_running_job_at_the_next_tile(settings, tmp_path, receive
         while not receiver.requests and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert "lease lost" in (tmp_path / "w.log").read_text()
     job = client.get(f"/v1/jobs/{job_id}").get_json()
     assert job["status"] == "canceled" and result_objects(settings) == []
@@ -173,7 +181,7 @@ def test_prefer_wait_answers_with_the_finished_job(settings, tmp_path):
         wait_until_ready(tmp_path / "w.log")  # what is timed is the wait for the job, not the worker's boot
         response = post(client, model="bicubic", scale="2", headers={"Prefer": "wait=60"})
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert response.status_code == 200, response.get_json()
     assert response.headers["Preference-Applied"] == "wait=60"
     assert response.get_json()["status"] == "succeeded"
@@ -192,7 +200,7 @@ def test_webhook_delivered_by_the_worker_and_verifiable(settings, tmp_path, rece
         while len(receiver.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        stop(worker)
+        stop_worker(worker)
     secret = signing_secret(settings, PUBLIC_TENANT)
     events = sorted(Webhook(secret).verify(r["body"], r["headers"])["type"] for r in receiver.requests)
     assert events == ["job.started", "job.succeeded"]
@@ -221,8 +229,8 @@ def test_a_pool_process_that_loads_its_model_slowly_still_comes_back_after_sigki
         healthy = subprocess.run([sys.executable, "-m", "cli", "worker-health", "--pid", str(worker.pid)],
                                  capture_output=True, text=True, env={**os.environ, **settings.to_env()}, timeout=60)
     finally:
-        stop(worker)
-        stop(beat)
+        stop_worker(worker)
+        stop_worker(beat)
     log = (tmp_path / "w.log").read_text()
     assert job["status"] == "succeeded", log[-3000:]
     assert (job["attempts"], len(result_objects(settings))) == (2, 1)
@@ -243,7 +251,7 @@ def test_a_worker_whose_pool_cannot_start_exits_non_zero_and_reads_unhealthy(set
                                capture_output=True, text=True, env={**os.environ, **broken.to_env()}, timeout=60)
         code = worker.wait(timeout=90)
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert probe.returncode == 1, probe.stdout
     assert code == 3
     assert "no pool process has started" in (tmp_path / "w.log").read_text()
@@ -263,7 +271,7 @@ def test_a_job_past_its_time_limit_fails_as_time_limit_and_the_worker_goes_on(se
         small = post(client, scale="2", model="bicubic").get_json()["id"]
         after = wait_for(client, small, timeout=60)
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert (job["status"], job["error"]["code"]) == ("failed", "time_limit"), (tmp_path / "w.log").read_text()[-3000:]
     assert after["status"] == "succeeded"
     assert len(result_objects(settings)) == 1  # the next job's result; the stopped one stored nothing
@@ -286,7 +294,7 @@ class _RestartableRedis:
         return self
 
     def __exit__(self, *exc) -> None:
-        stop(self.worker)
+        stop_worker(self.worker)
         stop(self.redis)
 
     def slow_job_through_a_restart(self, keep_data: bool) -> str:
@@ -350,7 +358,7 @@ def test_a_warm_shutdown_mid_job_finishes_the_job_and_exits_cleanly(settings, tm
         code = worker.wait(180)
         job = wait_for(client, job_id, timeout=5)
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert code == 0, (tmp_path / "w.log").read_text(errors="replace")[-3000:]
     assert (job["status"], job["attempts"]) == ("succeeded", 1)
     assert len(result_objects(settings)) == 1

@@ -11,7 +11,7 @@ import upscaler_client as sdk
 
 from shared.tenants import create_key
 from tests.images import image_bytes
-from tests.workers import start_worker
+from tests.workers import start_worker, stop_worker
 
 
 def test_typed_errors_pagination_and_idempotent_submits(api_server, settings, db_session, tmp_path, monkeypatch):
@@ -154,8 +154,7 @@ def test_wait_download_and_job_failed_with_a_real_worker(api_server, settings, t
             slow.wait(timeout=0.5)
         slow.cancel()
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_worker(worker)
 
 
 def test_webhook_signatures_verify_like_the_standard_library():
@@ -287,7 +286,6 @@ def test_waiting_rides_out_an_unreachable_api_and_polls_at_its_retry_after(monke
 
 
 def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, tmp_path):
-    from tests.workers import start_worker
 
     base, _ = api_server
     client = sdk.Client(base, "")
@@ -296,8 +294,7 @@ def test_downloading_into_a_folder_keeps_the_results_name(api_server, settings, 
         job = client.jobs.create(image_bytes(width=20, height=16), filename="shop.png", model="bicubic",
                                  scale=2).wait(timeout=180)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_worker(worker)
     (tmp_path / "results").mkdir()
     saved = job.download(tmp_path / "results")
     assert saved == tmp_path / "results" / job.output.filename and saved.name.startswith("shop")

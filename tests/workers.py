@@ -8,18 +8,27 @@ import sys
 import time
 from pathlib import Path
 
+from cli.processes import stop
 from shared.settings import Settings
 
 
 def start_worker(settings: Settings, log: Path, *extra: str, concurrency: int = 1,
                  env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A Celery worker on every queue, leading its own process group (stop it with ``stop_worker``)."""
     env = {**os.environ, **settings.to_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "UPSCALER_INFERENCE_THREADS": "1",
            **(env or {})}
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency",
                              str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                              "--queues", "inference,maintenance,webhooks", *extra],
-                            env=env, stdout=out, stderr=subprocess.STDOUT)
+                            env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0)
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """Stop a worker or beat started here with what is left of its process group: a worker main that did not end
+    its warm shutdown in time is SIGKILLed, and that used to leave its pool child running, orphaned, after the
+    suite."""
+    stop(process, group=True)
 
 
 def wait_until_ready(log: Path, timeout: float = 180) -> None:
@@ -39,7 +48,7 @@ def start_beat(settings: Settings, log: Path) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
                              "--schedule", str(log.with_suffix(".schedule"))], env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, process_group=0)
 
 
 def with_beat(schedule_dir: Path) -> tuple[str, ...]:

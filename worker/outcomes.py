@@ -27,6 +27,7 @@ from worker.context import WorkerContext
 from worker.engine.registry import UnknownModel
 from worker.fetch import FetchFailed
 from worker.imaging import UnreadableImage
+from worker.time_limit import time_limit_waived
 
 log = logging.getLogger(__name__)
 # Pillow's words for an input it cannot read. An encoder's failure also says "image file" ("broken data stream
@@ -58,6 +59,14 @@ def finish_job(ctx: WorkerContext, job_id: str, status: JobStatus, **values) -> 
     """End our job (event, publish and count through the one transition function); False if no longer ours."""
     return change_job(ctx, job_id, status, lambda session: jobs.finish(session, job_id, ctx.owner, status, **values),
                       code=values.get("error_code") or "") is not None
+
+
+def succeed_job(ctx: WorkerContext, job_id: str, **values) -> bool:
+    """End our job succeeded with its stored result (``finish_job``), the soft time limit waived meanwhile: landing
+    after the commit (while its event is published to Redis, which may retry for seconds) it went to the attempt's
+    error handling, which discarded the result of a job already recorded as succeeded (``time_limit_waived``)."""
+    with time_limit_waived():
+        return finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values)
 
 
 def renew_lease(ctx: WorkerContext, job_id: str, progress: float | None = None) -> None:

@@ -33,13 +33,13 @@ from worker.outcomes import (
     discard,
     discard_unless_committed,
     fail_job,
-    finish_job,
     is_outage,
     lease_kept,
     observe,
     renew_lease,
     stop_for_outage,
     store_result,
+    succeed_job,
 )
 from worker.render import Prepared, finish, prepare
 from worker.scratch import scratch
@@ -89,7 +89,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             if bands:
                 return split.start(ctx, job, prepared, bands, download_s)
             output_key, values = _render_and_store(ctx, job, prepared, Path(tmp), started, download_s)
-        if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, **values):
+        if not succeed_job(ctx, job_id, **values):
             raise LeaseLost(job_id)
     except LeaseLost:
         log.warning("job %s: lease lost, discarding this attempt's output", job_id)

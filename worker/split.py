@@ -51,12 +51,12 @@ from worker.outcomes import (
     discard,
     discard_unless_committed,
     fail_job,
-    finish_job,
     is_outage,
     observe,
     renew_lease,
     stop_for_outage,
     store_result,
+    succeed_job,
 )
 from worker.render import Prepared, band_pixels, keep_depth, output_rows, ran_record, scaled_metadata, streamable
 from worker.scratch import scratch
@@ -248,8 +248,8 @@ def gather(ctx: WorkerContext, job_id: str) -> str:
         ctx.band_inputs.clear()
         timings = {**(job.timings or {}), "bands_s": round(bands_s, 4), "assemble_s": round(time.monotonic() - t, 4),
                    "total_s": round((utcnow() - job.started_at).total_seconds(), 4)}
-        if not finish_job(ctx, job_id, JobStatus.SUCCEEDED, progress=1.0, output_key=output_key,
-                          output_width=width, output_height=height, output_bytes=size, timings=timings):
+        if not succeed_job(ctx, job_id, output_key=output_key, output_width=width, output_height=height,
+                           output_bytes=size, timings=timings):
             raise LeaseLost(job_id)
     except Exception as exc:
         ctx.band_inputs.clear()

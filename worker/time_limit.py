@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 SOFT_LIMIT_SIGNAL = getattr(signal, "SIGUSR1", None)  # billiard's SIG_SOFT_TIMEOUT
 
 
-def hold_time_limit() -> Callable[[], None]:
+def hold_time_limit() -> Callable[..., None]:
     """Defer the soft time limit until the returned ``release`` is called, which raises it then if it came
-    meanwhile (and restores the handler either way). Call ``release`` exactly once."""
+    meanwhile (and restores the handler either way); ``release(deliver=False)`` drops it instead. Call
+    ``release`` exactly once."""
     if SOFT_LIMIT_SIGNAL is None or threading.current_thread() is not threading.main_thread():
         return _nothing
     came: list[int] = []
@@ -31,13 +33,26 @@ def hold_time_limit() -> Callable[[], None]:
         signal.signal(SOFT_LIMIT_SIGNAL, previous)
         return _nothing
 
-    def release() -> None:
+    def release(deliver: bool = True) -> None:
         signal.signal(SOFT_LIMIT_SIGNAL, previous)
-        if came:
+        if came and deliver:
             previous(SOFT_LIMIT_SIGNAL, None)
 
     return release
 
 
-def _nothing() -> None:
+@contextmanager
+def time_limit_waived() -> Iterator[None]:
+    """No soft time limit inside the block: one that comes is dropped. For the commit that ends a job and what
+    follows it in the same call (publishing its event to Redis, which may retry for seconds): landing there, the
+    limit ended a job already recorded as succeeded by discarding its result, a done job pointing at nothing.
+    The hard limit (a minute later) still ends a block that hangs."""
+    release = hold_time_limit()
+    try:
+        yield
+    finally:
+        release(deliver=False)
+
+
+def _nothing(deliver: bool = True) -> None:
     """The release of a hold that held nothing."""

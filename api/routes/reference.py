@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response, redirect, send_from_directory
 
 from api.errors import ApiError
 from api.openapi import operation
@@ -29,6 +29,15 @@ def _swagger_dir() -> Path:
 @operation("Interactive API reference (Swagger UI)", {200: ("HTML", None)}, tag="meta", content_type="text/html")
 def docs_index():
     return send_from_directory(STATIC, "docs.html", max_age=300)
+
+
+@blueprint.get("/")
+@operation("The reference's address with a trailing slash: 308 to /docs", {308: ("To /docs", None)}, tag="meta",
+           content_type="text/html")
+def docs_slash():
+    """``/docs/`` was a 404; it cannot serve the page itself, whose links are relative to ``/docs``. A relative
+    ``Location`` keeps working under a path prefix (a proxy serving the API at ``/upscaler/``)."""
+    return redirect("../docs", 308)
 
 
 @blueprint.get("/assets/<name>")

@@ -107,6 +107,9 @@ def test_the_api_reference_and_the_error_table_are_served_without_a_cdn(client):
     problem = client.get("/v1/jobs/" + "0" * 32).get_json()
     anchor = problem["type"].split("#", 1)[1]
     assert problem["type"].startswith("/docs/errors#") and f'id="{anchor}"' in table
+    slash = client.get("/docs/")  # was 404; the page's relative links need /docs itself
+    assert (slash.status_code, slash.headers["Location"]) == (308, "../docs")
+    assert client.get("/docs/", follow_redirects=True).request.path == "/docs"
 
 
 def test_a_refused_request_is_timed_from_its_own_start(client):

@@ -1,6 +1,6 @@
 import pytest
 
-from shared.sizing import SizeError, SizeRequest, plan
+from shared.sizing import SizeError, SizeRequest, plan, requested_size
 
 
 @pytest.mark.parametrize("request_,size,chain", [
@@ -66,3 +66,16 @@ def test_an_output_made_whole_is_held_to_the_whole_image_limit(width, height, ti
     assert violation is not None and "more than the limit of 400000000" in violation.message
     streamed = plan(6000, 6000, SizeRequest(scale=4))  # 576 MP by a network, without alpha: made in bands
     assert check_output(streamed, 6000, 6000, False, "tiff", settings, tiled=True) is None
+
+
+def test_size_fields_are_read_once_for_the_api_and_the_local_cli():
+    """``upscaler upscale`` and the API's form read scale, pixels and print sizes through ``requested_size``."""
+    assert requested_size() == SizeRequest(4.0, None, None, "contain")  # nothing asked: x4
+    assert requested_size(2.0) == SizeRequest(2.0, None, None, "contain")
+    assert requested_size(print_width=10, print_height=5, print_unit="cm", dpi=254, fit="cover") == SizeRequest(
+        None, 1000, 500, "cover")
+    assert requested_size(scale=3.0, dpi=300) == SizeRequest(3.0, None, None, "contain")  # dpi only stamps the file
+    with pytest.raises(SizeError, match="give one of scale"):
+        requested_size(2.0, width=100)
+    with pytest.raises(SizeError, match="need dpi"):
+        requested_size(print_width=4)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cli.processes import stop
-from tests.workers import start_worker
+from tests.workers import start_worker, stop_worker
 
 ARTIFACTS = Path("var/test-artifacts")
 JOB_URL = re.compile(r"/v1/jobs/[0-9a-f]{32}$")  # one job's (a card's poll), not a list's, a cancel's or a result's
@@ -157,7 +156,7 @@ def test_many_files_progress_compare_download_history_and_a_bad_file(page, setti
         assert page.locator("#cards li").count() == 0  # no stale state after a reload
         shot(page, "04-history")
     finally:
-        stop(worker)
+        stop_worker(worker)
 
 
 def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_them(page, settings, tmp_path):
@@ -189,7 +188,7 @@ def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_th
         page.locator("#zoom-level", has_text="100 %").wait_for()
         shot(page, "05-heic-avif")
     finally:
-        stop(worker)
+        stop_worker(worker)
 
 
 def test_same_size_cleans_a_jpeg_up_without_enlarging_it(page, settings, tmp_path, db_session):
@@ -209,7 +208,7 @@ def test_same_size_cleans_a_jpeg_up_without_enlarging_it(page, settings, tmp_pat
         assert (job.output_width, job.output_height) == (job.input_width, job.input_height) == (96, 72)
         assert job.ran["network_scales"] == [2] and "restored at its own size" in job.ran["reason"]
     finally:
-        stop(worker)
+        stop_worker(worker)
 
 
 def test_a_queued_job_shows_its_position_and_can_be_canceled(page, tmp_path):
@@ -492,7 +491,7 @@ def test_a_download_after_the_link_expired_fetches_a_fresh_one(browser, settings
         assert Image.open(saved).size == (384, 288)
     finally:
         context.close()
-        stop(worker)
+        stop_worker(worker)
         server.shutdown()
 
 
@@ -575,7 +574,7 @@ def test_compare_lines_up_a_cover_crop_and_a_print_size_can_choose_its_fit(page,
                           print_height="4", dpi="4e1", fit="cover")  # fit is offered for a print size too
         assert "240\u00d7160" in made.locator(".state").inner_text()  # 6 x 4 in at 40 dpi, filled and cropped
     finally:
-        stop(worker)
+        stop_worker(worker)
 
 
 def test_a_dropped_folder_sends_its_images(page, tmp_path):
@@ -752,7 +751,7 @@ def test_compare_is_sharp_on_a_high_density_screen(browser, api_server, settings
         shot(page, "09-compare-dpr2")
     finally:
         context.close()
-        stop(worker)
+        stop_worker(worker)
 
 
 def test_compare_at_the_same_size_is_labelled_original_and_cleaned_up(page, settings, tmp_path):
@@ -770,7 +769,7 @@ def test_compare_at_the_same_size_is_labelled_original_and_cleaned_up(page, sett
         assert "bicubic" in page.get_attribute("#split", "aria-valuetext")
         shot(page, "10-compare-same-size")
     finally:
-        stop(worker)
+        stop_worker(worker)
 
 
 def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, settings, tmp_path):
@@ -794,7 +793,7 @@ def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, 
         shot(phone, "11-phone-history")
     finally:
         context.close()
-        stop(worker)
+        stop_worker(worker)
 
 
 

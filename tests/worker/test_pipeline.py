@@ -156,6 +156,38 @@ def test_a_time_limit_landing_inside_the_claim_fails_the_job_as_time_limit(ctx, 
     assert ctx.storage.exists(job.input_key)
 
 
+def test_a_time_limit_landing_after_the_success_commit_keeps_the_result(ctx, db_session, monkeypatch):
+    """The success commit is followed by publishing its event to Redis (retried for seconds while Redis is
+    away): a soft limit landing there went to the attempt's error handling, which deleted the result of a job
+    already recorded as succeeded. Waived there, the job stays succeeded with its result, and billiard's handler
+    is back afterwards."""
+    import signal
+
+    from billiard.pool import soft_timeout_sighandler
+
+    from shared.states import JobStatus
+    from worker import outcomes
+
+    change_job = outcomes.change_job
+
+    def change_interrupted(platform, job_id, status, *args, **kwargs):
+        job = change_job(platform, job_id, status, *args, **kwargs)
+        if status is JobStatus.SUCCEEDED:
+            signal.raise_signal(signal.SIGUSR1)  # the limit passes after the commit and the event's publishing
+        return job
+
+    monkeypatch.setattr(outcomes, "change_job", change_interrupted)
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    try:
+        job = queued_job(ctx, db_session)
+        assert pipeline.run_job(ctx, job.id) == "succeeded"
+        assert signal.getsignal(signal.SIGUSR1) is soft_timeout_sighandler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    job = reload(db_session, job)
+    assert job.status == "succeeded" and ctx.storage.exists(job.output_key)
+
+
 def test_no_time_limit_held_lets_a_claim_run_as_before(ctx, db_session):
     """Without billiard's handler (a solo pool, the tests' own process) holding changes nothing."""
     import signal
