@@ -18,6 +18,12 @@ BICUBIC = "bicubic"
 RESAMPLED = "resample"  # ``ran.model`` of a job whose size needed no enlargement: no network ran
 AUTO = "auto"
 AUTO_RECORD = "auto.json"  # auto's evaluation table and description (no weights of its own)
+WEIGHTS_SUFFIX = ".weights.h5"  # a network's weights beside its record, ``<name>.weights.h5``
+
+
+def weights_path(models_dir: Path, name: str) -> Path:
+    """Where the network ``name``'s weights are in a models folder (its record is ``<name>.json``)."""
+    return Path(models_dir) / f"{name}{WEIGHTS_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,14 @@ class ModelInfo:
 BICUBIC_INFO = ModelInfo(BICUBIC, (2, 3, 4), "Pillow bicubic interpolation: the baseline, no network", arch=BICUBIC)
 
 
-def write_record(models_dir: Path, name: str, fields: dict) -> Path:
+def write_record(models_dir: Path, name: str, fields: dict, weights: Path | None = None) -> Path:
     """The one writer of a model record: merges ``fields`` into ``<models_dir>/<name>.json``.
 
     Training export and ``upscaler eval --record`` both go through here, so a record is always whole,
-    named, and written atomically (a reader never sees half a file).
+    named, and written atomically (a reader never sees half a file). ``weights``: new weights written beside it
+    under another name, moved to ``<name>.weights.h5`` just before the record is: the export replaced the weights
+    and then wrote the record, so a worker starting meanwhile (or a crash between them, for good) paired the new
+    weights with the old record: its network shape, its benchmark tables for other weights.
     """
     path = Path(models_dir) / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {}
@@ -63,6 +72,8 @@ def write_record(models_dir: Path, name: str, fields: dict) -> Path:
     tmp = path.with_suffix(".json.tmp")
     # allow_nan=False: Python wrote an exact copy's PSNR as Infinity, which no other JSON reader accepts
     tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    if weights is not None:
+        weights.replace(weights_path(models_dir, name))
     tmp.replace(path)
     return path
 
@@ -87,7 +98,7 @@ def load_catalog(models_dir: Path, fidelity: str = "residual_sr", robust: str = 
             auto_record = json.loads(record_path.read_text())
             continue
         record = json.loads(record_path.read_text())
-        weights = record_path.with_name(f"{record['name']}.weights.h5")
+        weights = weights_path(models_dir, record["name"])
         if weights.exists():
             catalog[record["name"]] = _network(record, weights)
     if fidelity in catalog and robust in catalog and catalog[robust].conditioned:

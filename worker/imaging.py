@@ -22,6 +22,7 @@ from shared.formats import open_image
 from shared.sizing import SizePlan
 from worker import metadata
 from worker.alpha_bleed import fill_hidden
+from worker.heif_container import read_primary_item
 from worker.metadata import Metadata, icc_colour_space
 from worker.scratch import scratch
 
@@ -132,7 +133,7 @@ def _decode(path: Path) -> DecodedImage:
         opened.load()
         ImageOps.exif_transpose(opened, in_place=True)  # in place: a 20 MP photo is not copied twice
         image = opened
-        icc = opened.info.get("icc_profile")
+        icc = opened.info.get("icc_profile") or _nclx_profile(path, opened.format)
         kept = metadata.read(opened, image, icc, orientation)
     keyed = _keyed_sixteen_bit_png(path, opened, orientation)
     if keyed is not None:
@@ -231,19 +232,53 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image.convert("RGB")
 
 
-@functools.cache
 def _generic_cmyk_profile() -> bytes | None:
     """libvips' built-in CMYK profile (public domain), None where libvips is not installed (the streaming extra)."""
+    return _builtin_profile("cmyk")
+
+
+@functools.cache
+def _builtin_profile(name: str) -> bytes | None:
+    """One of libvips' built-in ICC profiles (``cmyk``, ``p3``: public domain), None where libvips is not installed
+    (the streaming extra) or lacks it."""
     try:
         import pyvips
     except ImportError:
         return None
     try:
         return pyvips.Image.black(1, 1, bands=3).copy(interpretation="srgb").icc_export(
-            output_profile="cmyk").get("icc-profile-data")
+            output_profile=name).get("icc-profile-data")
     except pyvips.Error as exc:
-        log.warning("libvips has no CMYK profile (%s); an untagged CMYK file is converted by formula", exc)
+        log.warning("libvips has no %s profile (%s)", name, exc)
         return None
+
+
+# A HEIF or AVIF file states its colours by code points (ITU-T H.273) where it carries no ICC profile: Display P3's
+# primaries (12), with an SDR transfer that displays as sRGB's curve (BT.709, BT.601, sRGB, BT.2020's 10/12-bit, or
+# none stated). HDR transfers (PQ, HLG) and other primaries are not turned into a profile.
+NCLX_DISPLAY_P3, SDR_TRANSFERS = 12, frozenset({1, 2, 6, 13, 14, 15})
+CONTAINER_ITEMS = {"HEIF": b"hvc1", "AVIF": b"av01"}
+
+
+def _nclx_profile(path: Path, fmt: str | None) -> bytes | None:
+    """A Display P3 ICC profile for a HEIF or AVIF whose colour box (``colr`` of type ``nclx``) says P3 and which
+    carries no profile of its own; None for any other file (or without libvips, whose built-in profile it is).
+
+    Why: phones and exporters write wide-gamut HEIC and AVIF photos this way, the decoders give their P3 pixels as
+    they are and drop the code points, and the result, untagged, was shown as sRGB: every saturated colour dulled.
+    The pixels stay as they are, tagged, as a P3 JPEG's are."""
+    item_type = CONTAINER_ITEMS.get(fmt or "")
+    if item_type is None:
+        return None
+    with open(path, "rb") as fh:
+        item = read_primary_item(fh, item_type)
+    colour = item.properties.get(b"colr", b"") if item else b""
+    if colour[:4] != b"nclx" or len(colour) < 8:
+        return None
+    primaries, transfer = struct.unpack(">HH", colour[4:8])
+    if primaries != NCLX_DISPLAY_P3 or transfer not in SDR_TRANSFERS:
+        return None
+    return _builtin_profile("p3")
 
 
 def vips_image(path: Path, **options):

@@ -1,7 +1,7 @@
 """Metadata a photo studio expects to keep: EXIF (copyright, camera, dates), XMP, the ICC profile, and a DPI
-scaled so the print size stays the same. Not where the photo was taken: the GPS position (EXIF's GPS directory and
-XMP's ``exif:GPS*``) is left out of every result, as hosted upscalers do, since a shop publishing an enlarged phone
-photo would publish where it was shot.
+scaled so the print size stays the same. Not where the photo was taken: the GPS position (EXIF's GPS directory,
+XMP's ``exif:GPS*`` and a GeoTIFF's georeferencing) is left out of every result, as hosted upscalers do, since a
+shop publishing an enlarged phone photo would publish where it was shot.
 
 Read once when the input is decoded (after EXIF orientation has been applied to the pixels), adjusted to the
 output (orientation reset, pixel dimensions updated, resolution scaled, the embedded thumbnail dropped: it
@@ -66,6 +66,11 @@ DROPPED_TAGS = frozenset({
     # of kB: a JPEG's EXIF no longer fit, and all of it was dropped, copyright and camera too), Print Image
     # Matching's settings, and the DNG private data. IPTC (33723) is the picture's caption and rights: kept.
     34377, 37724, 50341, 50740,
+    # GeoTIFF's georeferencing: where on the Earth the pixels lie (a drone's orthophoto, an aerial scan), so the
+    # place the picture shows, which no result carries (above), and stated per input pixel: ModelPixelScale,
+    # ModelTiepoint, ModelTransformation and the GeoKey directory with its parameters. Kept, they went into every
+    # result made in memory, the position whole (a streamed one dropped them).
+    33550, 33922, 34264, 34735, 34736, 34737,
 })
 
 

@@ -158,8 +158,8 @@ def test_an_ipv6_literal_keeps_its_brackets_in_the_host_header_and_a_refusal_nam
     assert str(refused.value) == "postgres does not resolve to a public address"
 
 
-def _self_signed(folder):
-    """A certificate for 127.0.0.1 and its key, as PEM files."""
+def _self_signed(folder, dns_name: str | None = None):
+    """A certificate for 127.0.0.1 (or for ``dns_name``) and its key, as PEM files."""
     import datetime
     import ipaddress
 
@@ -169,12 +169,13 @@ def _self_signed(folder):
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name or "127.0.0.1")])
+    alternative = x509.DNSName(dns_name) if dns_name else x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.SubjectAlternativeName([alternative]), False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .sign(key, hashes.SHA256()))
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -395,3 +396,131 @@ def test_lookups_left_running_by_a_stalling_name_server_are_bounded(monkeypatch)
             break
         threading.Event().wait(0.05)
     assert gate._value == 3
+
+
+def test_a_receiver_on_the_first_of_several_addresses_has_the_whole_timeout_to_answer(monkeypatch):
+    """The first address's connect timeout (half the time with two addresses) stayed the socket's timeout for the
+    whole exchange: a receiver of a name with an A and an AAAA record answering in 6 s of a 10 s timeout failed
+    every attempt at 5 s."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    from shared.pinned_http import post_within
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(1.3)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):  # the first address answers: the second is never tried
+        if host == "hooks.two.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port)),
+                    (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", port, 0, 0))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    try:
+        assert post_within(f"http://hooks.two.test:{server.server_address[1]}/hook", b"{}", {}, True, 2.0) == 204
+    finally:
+        server.shutdown()
+
+
+def test_an_https_host_written_with_its_fully_qualified_dot_is_checked_against_its_certificate(tmp_path, monkeypatch):
+    """``https://hooks.example.test./`` (the trailing dot of a fully qualified name, which curl and requests take)
+    failed every delivery and image fetch: TLS was told the name with its dot, which no certificate names."""
+    import http.server
+    import socket
+    import ssl
+    import threading
+
+    from shared.pinned_http import pinned_request, post_within
+
+    cert, key = _self_signed(tmp_path, "hooks.example.test")
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):  # the name to loopback; the pinned address itself as it is
+        if host == "hooks.example.test.":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+        assert host == "127.0.0.1"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    url = f"https://hooks.example.test.:{server.server_address[1]}/hook"
+    try:
+        assert post_within(url, b"{}", {}, True, 5) == 200
+        assert pinned_request("GET", url, True, timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+
+
+def test_image_fetches_and_webhooks_connect_directly_whatever_proxy_the_environment_names(monkeypatch):
+    """``requests`` took HTTP_PROXY from the environment for image fetches while webhooks connected directly: on a
+    network whose only way out is a proxy, fetches worked and webhooks never did. Both connect directly now (the
+    "proxy" here is a loopback server that answers 502 to whatever reaches it)."""
+    import http.server
+    import threading
+
+    from shared.pinned_http import pinned_request, post_within
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        status = 200
+
+        def do_GET(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(self.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    class Proxy(Answer):
+        status = 502
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) for handler in (Answer, Proxy)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{servers[1].server_address[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = f"http://127.0.0.1:{servers[0].server_address[1]}/image.png"
+    try:
+        assert pinned_request("GET", url, True, timeout=5).status_code == 200
+        assert post_within(url, b"{}", {}, True, 5) == 200
+    finally:
+        for server in servers:
+            server.shutdown()

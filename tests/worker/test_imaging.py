@@ -522,6 +522,36 @@ def test_phone_and_web_formats_decode_upright_once_with_their_profile(tmp_path, 
     assert decoded.metadata.icc == profile
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+@pytest.mark.parametrize(("primaries", "transfer", "tagged"), [(12, 13, True), (12, 1, True), (1, 13, False),
+                                                               (12, 16, False)])
+def test_a_heic_or_avif_stating_display_p3_by_code_points_comes_out_tagged_p3(tmp_path, fmt, primaries, transfer,
+                                                                              tagged):
+    """Phones and exporters state a wide-gamut HEIC's or AVIF's colours by code points (an ``nclx`` colour box)
+    instead of an ICC profile; the decoders give the P3 pixels as they are and drop the code points, and the
+    untagged result was shown as sRGB, every saturated colour dulled. Display P3 (primaries 12, an SDR transfer)
+    comes out with a P3 profile, in every format; sRGB's primaries and HDR transfers (PQ: 16) get none."""
+    import pyvips
+
+    from worker.evaluation import register_heif_writer
+
+    register_heif_writer()
+    buffer = io.BytesIO()
+    gradient(size=(24, 16)).save(buffer, fmt, quality=90)  # no profile: an nclx colour box of sRGB (1, 13)
+    data = buffer.getvalue()
+    at = data.index(b"colrnclx") + 8
+    source = tmp_path / f"in.{fmt.lower()}"
+    source.write_bytes(data[:at] + primaries.to_bytes(2, "big") + transfer.to_bytes(2, "big") + data[at + 4:])
+    p3 = pyvips.Image.black(1, 1, bands=3).copy(interpretation="srgb").icc_export(output_profile="p3").get(
+        "icc-profile-data")  # libvips' own Display P3
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(p3))).startswith("sP3")
+    for out_fmt in ("png", "jpeg", "webp", "tiff"):
+        result = tmp_path / f"out.{out_fmt}"
+        render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), out_fmt)
+        with Image.open(result) as out:
+            assert out.info.get("icc_profile") == (p3 if tagged else None), out_fmt
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF", "HEIF", "AVIF"])
 @pytest.mark.parametrize("orientation", [1, 6, 8])
 def test_the_size_the_api_reads_is_the_size_the_worker_decodes(tmp_path, fmt, orientation):
@@ -732,6 +762,31 @@ def test_photoshops_layers_and_resources_in_a_tiff_stay_behind(tmp_path, fmt):
         kept = out.getexif()
         assert (kept.get(0x010F), kept.get(0x8298)) == ("Canon", "(c) Studio")
         assert not {37724, 34377} & set(kept) and not {37724, 34377} & set(getattr(out, "tag_v2", {}))
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+def test_a_geotiffs_place_on_the_earth_stays_behind(tmp_path, fmt):
+    """A drone's orthophoto or an aerial scan is a GeoTIFF: its tags say where on the Earth its pixels lie (and at
+    the input's pixel size). Like the GPS directory, no result carries them; they went into every result made in
+    memory. The picture's own tags stay."""
+    from PIL import TiffImagePlugin
+
+    geo = {33550: (0.5, 0.5, 0.0), 33922: (0.0, 0.0, 0.0, 13.4, 52.5, 0.0),  # ModelPixelScale, ModelTiepoint
+           34264: tuple(float(i) for i in range(16)), 34735: (1, 1, 0, 1, 1024, 0, 1, 2),  # ModelTransformation,
+           34736: (6378137.0,), 34737: "WGS 84|"}  # GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[0x8298] = "(c) Studio"
+    for tag, value in geo.items():
+        info[tag] = value
+    source = save(tmp_path, gradient(size=(50, 40)), "TIFF", tiffinfo=info)
+    with Image.open(source) as written:
+        assert set(geo) <= set(written.tag_v2)  # the input does carry them
+    result = tmp_path / f"out.{fmt}"
+    render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
+    with Image.open(result) as out:
+        kept = out.getexif()
+        assert kept.get(0x8298) == "(c) Studio"
+        assert not set(geo) & set(kept) and not set(geo) & set(getattr(out, "tag_v2", {})), dict(kept)
 
 
 @pytest.mark.parametrize(("fmt", "options", "expected"), [

@@ -470,6 +470,27 @@ def test_exporting_over_the_network_a_run_started_from_keeps_its_parents_data(da
         assert started == {"name": "net", "data": parent}
 
 
+def test_an_export_stopped_while_writing_the_record_leaves_the_served_pair_as_it_was(data, tmp_path, monkeypatch):
+    """The export replaced the weights, then wrote the record: stopped between them (or a worker starting then),
+    the folder paired the new weights with the old record (its shape, its benchmark tables for other weights)."""
+    from shared import catalog
+
+    trainer(data, tmp_path / "run", 2).run()
+    models = tmp_path / "models"
+    export_weights(tmp_path / "run", models, name="net")
+    catalog.write_record(models, "net", {"benchmark": {"clean": {"set5": {"x2": 30.0}}}})
+    served = {path.name: path.read_bytes() for path in models.iterdir()}
+    trainer(data, tmp_path / "run", 4).run()  # trained on: other weights
+
+    def stopped(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog.json, "dumps", stopped)  # while the record is written, after the weights are
+    with pytest.raises(KeyboardInterrupt):
+        export_weights(tmp_path / "run", models, name="net")
+    assert {path.name: path.read_bytes() for path in models.iterdir()} == served  # no partial file either
+
+
 def test_training_refusals_are_one_line_errors_that_name_their_cause(data, tmp_path, capsys):
     """A resume asking for another network, an unreadable training file (which of 570?) and a patch no image
     holds were tracebacks ending in RunMismatch, OSError and numpy's 'a must be a positive integer'."""

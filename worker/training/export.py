@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
 
 import keras
 
-from shared.catalog import AUTO, BICUBIC, catalog_for, write_record
+from shared.catalog import AUTO, BICUBIC, WEIGHTS_SUFFIX, catalog_for, weights_path, write_record
 from shared.errors import Refusal
 from shared.settings import Settings, SettingsError
 from worker.engine.archs import get_arch
@@ -68,7 +67,7 @@ def check_catalog_kept(out_dir: Path, name: str, arch_name: str, network: dict, 
     with tempfile.TemporaryDirectory(prefix="upscaler-export-check-") as folder:
         for path in Path(out_dir).glob("*.json"):
             (Path(folder) / path.name).write_bytes(path.read_bytes())
-        for path in [*Path(out_dir).glob("*.weights.h5"), Path(out_dir) / f"{name}.weights.h5"]:
+        for path in [*Path(out_dir).glob(f"*{WEIGHTS_SUFFIX}"), weights_path(out_dir, name)]:
             (Path(folder) / path.name).touch()  # the catalog asks only that weights are there
         previous = Path(folder) / f"{name}.json"
         merged = {**(json.loads(previous.read_text()) if previous.exists() else {}), **record, "name": name}
@@ -106,18 +105,10 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None, settin
     for layer in model.layers:
         if layer.weights:  # by name: a run trained with over-parameterised convs ships their fused kernels
             layer.set_weights(plain_weights(trained_layers[layer.name]))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / f"{name}.weights.h5"
-    partial = out_dir / f".{name}.partial.weights.h5"  # a worker loading the folder meanwhile reads old or new
-    try:
-        model.save_weights(partial)
-        os.replace(partial, weights)
-    finally:  # stopped mid-write (Ctrl-C, SIGTERM): no partial file stays
-        partial.unlink(missing_ok=True)
     training = {k: v for k, v in config.items() if k not in ("network", "arch", "degradation")}
     record_path = out_dir / f"{name}.json"
     previous = json.loads(record_path.read_text()) if record_path.exists() else {}
-    write_record(out_dir, name, {
+    fields = {
         "arch": arch.name,
         "conditioned": arch.conditioned,
         "description": f"{arch.description} ({network_config.shape_words}, trained here)",
@@ -127,5 +118,14 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None, settin
         "benchmark": {},  # new weights: earlier measurements no longer apply (upscaler eval --record)
         "training": {**training, "data": _provenance(run_dir, config, previous), "steps_done": state["step"],
                      "minutes": round(state["seconds"] / 60, 1), "set5_psnr_at_end": state.get("last_psnr")},
-    })
-    return weights
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # written under another name, then moved in together with its record (``write_record``): a worker loading
+    # the folder meanwhile reads the old pair or the new one
+    partial = out_dir / f".{name}.partial{WEIGHTS_SUFFIX}"
+    try:
+        model.save_weights(partial)
+        write_record(out_dir, name, fields, weights=partial)
+    finally:  # stopped mid-write (Ctrl-C, SIGTERM): no partial file stays
+        partial.unlink(missing_ok=True)
+    return weights_path(out_dir, name)
