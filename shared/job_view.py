@@ -66,6 +66,11 @@ class InputMeasured(BaseModel):
                                         "again as PNG, a crop or screenshot of one), or a JPEG saved again at a "
                                         "finer quality than it was first. Its quality (libjpeg's scale) sets the "
                                         "strength and jpeg_grid is its grid; null where none was found.")
+    stroke_ratio: float | None = Field(
+        None, description="A lossy file's flattest blocks read at half resolution over their median at full: 1.8 or "
+                          "more says noise_sigma reads the edges of strokes (a page of text), not noise, so it does "
+                          "not raise the strength; null for a lossless file (not holding a decoded JPEG) or an "
+                          "image under about 180x180 px.")
 
 
 class Ran(BaseModel):
@@ -102,7 +107,7 @@ EXAMPLE_JOB = {
     "ran": {"model": "residual_sr_cond", "strength": 0.357, "reason": "JPEG quality 75",
             "input": {"format": "JPEG", "lossy": True, "jpeg_quality": 75, "noise_sigma": 2.31,
                       "colour_noise_sigma": 0.42, "white_noise_sigma": 0.0, "quantizer": None,
-                      "jpeg_grid": [0, 0], "earlier_jpeg_quality": None},
+                      "jpeg_grid": [0, 0], "earlier_jpeg_quality": None, "stroke_ratio": 1.12},
             "network_scales": [4], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8},
     "created_at": "2026-11-25T21:10:00Z", "updated_at": "2026-11-25T21:10:13Z",
     "started_at": "2026-11-25T21:10:01Z", "finished_at": "2026-11-25T21:10:13Z",

@@ -52,6 +52,12 @@ NOISE_FLOOR_SIGMA = 8.0
 # while colour noise of sigma 10 (luma sigma 6.7) measures 6.8 at q90 (90 % at 6 or more), grey sigma 10 reads
 # 10.5; at q75 and below the encoder has already removed most noise from the flat blocks the estimate reads.
 LOSSY_NOISE_FLOOR_SIGMA = 6.0
+# ``NoiseEstimate.stroke_ratio`` from which a lossy file's luma reading is the edges of strokes (a page of dense
+# text), not noise, and does not count from the lossy floor (the two-scale reading still can). Pages of
+# 12 px DejaVu text on 16 px lines (Sans black on white, Serif 30 on 238, Mono 60 on 250; LR of x2 and x4 saved at
+# q 90 / 75 / 50) read 2.1..6.4; the training images' LR (x2 and x4, the 569 files of 100 blocks or more) saved at
+# q90 with noise of sigma 10 read at most 1.64 with colour noise (median 0.95) and 1.32 with grey (median 0.75).
+STROKE_RATIO = 1.8
 # JPEG quality from which a file without measured noise goes to the fidelity network, as a lossless one does: its
 # blocking and ringing are below what the robust network's strength-0 fidelity costs. On the first 16 training
 # images of train/bsd200 (LR saved at each quality), fidelity minus robust gain over bicubic, x2 / x4: q95
@@ -137,6 +143,7 @@ class InputProfile:
     # an earlier JPEG encode found in the pixels (``worker.jpeg_history``), coarser than the file itself: a
     # lossless file holding a decoded JPEG, or a JPEG saved again at a finer quality; ``jpeg_grid`` is then its grid
     earlier_jpeg_quality: int | None = None
+    stroke_ratio: float | None = None  # a lossy file's, ``NoiseEstimate.stroke_ratio``
 
     @property
     def strength(self) -> float:
@@ -171,7 +178,8 @@ class InputProfile:
         """The noise that makes the input noisy, as (kind, per-channel sigma); None under the floors.
 
         Colour noise first (lossless and near-lossless files: a lossy file's 4:2:0 chroma averages it away), then
-        luma from its floor, then the two-scale reading, which a photo's texture does not reach. The luma floor
+        luma from its floor (not a lossy file's where it reads strokes, ``strokes``), then the two-scale reading,
+        which a photo's texture does not reach. The luma floor
         is ``NOISE_FLOOR_SIGMA`` for a lossless file and ``LOSSY_NOISE_FLOOR_SIGMA`` for a lossy one (whose
         encoder flattens the texture that reads as noise), near-lossless ones included where the file is too small for
         the two-scale reading.
@@ -179,12 +187,20 @@ class InputProfile:
         if not self.compressed and self.colour_noise_sigma >= COLOUR_NOISE_FLOOR_SIGMA:
             return "colour noise", self.colour_noise_sigma  # luma would add the photo's texture to it
         lossy_floor = self.compressed or (self.quantized and self.white_noise_sigma is None)
-        if self.noise_sigma >= (LOSSY_NOISE_FLOOR_SIGMA if lossy_floor else NOISE_FLOOR_SIGMA):
+        luma_is_noise = not (lossy_floor and self.strokes)  # a lossless file's luma is read between them instead
+        if luma_is_noise and self.noise_sigma >= (LOSSY_NOISE_FLOOR_SIGMA if lossy_floor else NOISE_FLOOR_SIGMA):
             return "noise", self.noise_sigma
         if self.white_noise_sigma is not None and self.white_noise_sigma >= WHITE_NOISE_FLOOR_SIGMA:
             # the luma reading, unless texture inflates it past what the white part says the noise is
             return "noise", min(self.noise_sigma, self.white_noise_sigma / WHITE_UNDERREAD)
         return None
+
+    @property
+    def strokes(self) -> bool:
+        """The luma reading's flattest blocks hold the edges of strokes (``STROKE_RATIO``): a JPEG of a page of
+        text reads them as noise of sigma 6..13, which raised its strength to 0.3..0.7 where its quality's measured
+        0.02..1.0 dB better (docs/model.md)."""
+        return self.stroke_ratio is not None and self.stroke_ratio >= STROKE_RATIO
 
     @property
     def noisy(self) -> bool:
@@ -225,7 +241,8 @@ class InputProfile:
         return {**asdict(self), "noise_sigma": round(self.noise_sigma, 2),
                 "colour_noise_sigma": round(self.colour_noise_sigma, 2),
                 "white_noise_sigma": None if self.white_noise_sigma is None else round(self.white_noise_sigma, 2),
-                "quantizer": None if self.quantizer is None else round(self.quantizer, 1)}
+                "quantizer": None if self.quantizer is None else round(self.quantizer, 1),
+                "stroke_ratio": None if self.stroke_ratio is None else round(self.stroke_ratio, 2)}
 
 
 def _lossy_and_quantizer(fmt: str, path: Path) -> tuple[bool, float | None]:
@@ -286,4 +303,4 @@ def profile_input(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) 
     earlier = find_jpeg_history(rgb, finer_than=own_table) if not lossy or own_table is not None else None
     noise = estimate_noise(rgb, opaque=None if alpha is None else alpha == 255, lossless=not lossy and earlier is None)
     return InputProfile(fmt, lossy, quality, noise.luma, earlier.grid if earlier else grid, noise.colour,
-                        noise.white_luma, quantizer, earlier.quality if earlier else None)
+                        noise.white_luma, quantizer, earlier.quality if earlier else None, noise.stroke_ratio)

@@ -4,7 +4,8 @@ readings mean for ``model=auto``).
 Immerkær's Laplacian estimator per 16x16 block, then a low percentile of the blocks, so texture is not mistaken
 for noise; in luma and in the colour differences (texture lives almost only in luma, while sensor noise is
 independent per channel); luma again at half resolution, where white noise halves and a photo's texture does
-not; and, on a page of dense text, on the paper between the strokes.
+not; and, on a page of dense text, on the paper between the strokes (a lossless file) or by how sparse and
+scale-growing what fills the flattest blocks is (a lossy file, whose ringing fills the paper).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ PAPER_SCALE = 1.087 / (6 * NormalDist().inv_cdf(0.5 + PAPER_QUANTILE / 2))
 # The paper reading replaces the mean reading where it is under this share of it: noise reads about the same by
 # both (0.55 of it or more on every training LR with grey noise, 1.0 in the median), a clean page 0 against 10..15.
 EDGE_RATIO = 0.5
+# ``_stroke_ratio`` divides by the median |Laplacian| of the flattest blocks, at least this (white noise of sigma
+# 0.25 reads 1): perfectly flat blocks read 0, and strokes on paper left perfectly flat (more than half the pixels)
+# then read as sparse as they are instead of infinitely so.
+MEDIAN_FLOOR = 1.0
 
 @dataclass(frozen=True)
 class NoiseEstimate:
@@ -51,6 +56,7 @@ class NoiseEstimate:
     luma: float
     colour: float
     white_luma: float | None = None  # the part of the luma reading white across two scales (``_white``)
+    stroke_ratio: float | None = None  # lossy: flattest blocks' half-resolution mean over median (``_stroke_ratio``)
 
 
 def _abs_laplacian_cells(plane: np.ndarray, blocks: int, cols: int, side: int = BLOCK) -> np.ndarray:
@@ -83,14 +89,15 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32, opaque: np.ndarray |
     out. A cut-out product photo's transparent background is flat behind its alpha, and read as the image's
     flattest blocks it said "no noise" of a noisy photo. ``lossless``: luma is read on the paper between edges
     too (``PAPER_QUANTILE``); not in a lossy file, whose encoder zeroes the small Laplacians noise leaves there (on
-    the training LR with colour noise of sigma 10 saved at JPEG quality 90, 7 % read under ``EDGE_RATIO``).
+    the training LR with colour noise of sigma 10 saved at JPEG quality 90, 7 % read under ``EDGE_RATIO``); a lossy
+    file's are told from noise by ``_stroke_ratio`` instead.
     Computed a strip of block rows at a time, so a 20-megapixel input needs a few MB, not a full float copy.
     """
     height, width = rgb.shape[:2]
     if min(height, width) < 3 * BLOCK:
         return NoiseEstimate(0.0, 0.0)
     rows, cols = (height - 2) // BLOCK, (width - 2) // BLOCK
-    luma, paper, coarse, red, blue, clipped, covered = [], [], [], [], [], [], []
+    luma, paper, median, coarse, red, blue, clipped, covered = [], [], [], [], [], [], [], []
     for first in range(0, rows, strip_blocks):
         last = min(first + strip_blocks, rows)
         strip = rgb[first * BLOCK: last * BLOCK + 4, : cols * BLOCK + 4].astype(np.float64)
@@ -104,6 +111,8 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32, opaque: np.ndarray |
         luma.append(cells.mean(axis=(1, 3)))
         if lossless:
             paper.append(_block_quantile(cells, PAPER_QUANTILE))
+        else:
+            median.append(_block_quantile(cells, 0.5))
         # colour differences scaled so colour noise of per-channel sigma s has sigma s in each
         red.append(_block_laplacian((strip[..., 0] - strip[..., 1]) / np.sqrt(2), last - first, cols))
         blue.append(_block_laplacian((strip[..., 2] - strip[..., 1]) / np.sqrt(2), last - first, cols))
@@ -130,8 +139,11 @@ def estimate_noise(rgb: np.ndarray, strip_blocks: int = 32, opaque: np.ndarray |
     if lossless:
         between_edges = float(PAPER_SCALE * np.percentile(np.concatenate(paper).ravel()[keep], 10))
         luma_sigma = between_edges if between_edges < EDGE_RATIO * luma_sigma else luma_sigma
+    chosen = keep & margin  # the blocks the luma reading chose from, where their half resolution was read
+    strokes = None if lossless else _stroke_ratio(fine[chosen], half[chosen], np.concatenate(median).ravel()[chosen],
+                                                  rows * cols)
     return NoiseEstimate(luma_sigma, (sigma(red_means) + sigma(blue_means)) / 2,
-                         _white(fine[read], half[read], rows * cols))
+                         _white(fine[read], half[read], rows * cols), strokes)
 
 
 def _coarse_block_laplacian(plane: np.ndarray, blocks: int, cols: int) -> np.ndarray:
@@ -161,3 +173,20 @@ def _white(fine: np.ndarray, coarse: np.ndarray, blocks: int) -> float | None:
     flattest = np.argsort(fine)[: fine.size // 10]
     full, half = IMMERKAER * fine[flattest].mean(), IMMERKAER * coarse[flattest].mean()
     return float(np.sqrt(max(full * full - half * half, 0.0) / 0.75))
+
+
+def _stroke_ratio(fine: np.ndarray, coarse: np.ndarray, median: np.ndarray, blocks: int) -> float | None:
+    """The flattest 10 % of blocks' mean |Laplacian| at half resolution over their median |Laplacian| at full: what
+    fills them (``STROKE_RATIO`` in ``worker.input_profile`` says where it is strokes).
+
+    Why: in a lossy file the luma reading cannot be taken on the paper between edges (the encoder's ringing fills
+    it), so on a page of dense text it reads the strokes. Their edges are few pixels of large |Laplacian| (the
+    mean is far above the median) and steps, which grow at half resolution (each 8x8 block holds the same strokes
+    in a quarter of the pixels). White noise's |Laplacian| is half-normal (mean 1.18 times the median) and halves
+    at half resolution, so it reads about 0.6; a photo's texture, about the same at both scales, 1..1.5; pages of
+    text 2 or more. None for an image of too few ``blocks`` to tell (as ``_white``).
+    """
+    if blocks < WHITE_MIN_IMAGE_BLOCKS or fine.size < 10:
+        return None
+    flattest = np.argsort(fine)[: fine.size // 10]
+    return float(coarse[flattest].mean() / max(median[flattest].mean(), MEDIAN_FLOOR))

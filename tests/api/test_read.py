@@ -36,7 +36,7 @@ def test_a_finished_jobs_ran_record_is_shown_whole(client, db_session):
     ran = {"model": "residual_sr_cond", "strength": 0.221, "reason": "lossy WEBP, quantizer 25.4 of 127",
            "input": {"format": "WEBP", "lossy": True, "jpeg_quality": None, "noise_sigma": 1.2, "jpeg_grid": None,
                      "colour_noise_sigma": 0.3, "white_noise_sigma": 0.4, "quantizer": 25.4,
-                     "earlier_jpeg_quality": None},
+                     "earlier_jpeg_quality": None, "stroke_ratio": 0.9},
            "network_scales": [2], "resampled": False, "precision": "bfloat16", "bands": 0, "bits": 8}
     job = make_job(db_session, status="succeeded", progress=1.0, attempts=1, ran=ran)
     assert client.get(f"/v1/jobs/{job.id}").get_json()["ran"] == ran

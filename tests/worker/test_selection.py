@@ -319,6 +319,35 @@ def test_noise_reads_alike_on_the_paper_and_by_the_mean_and_lossy_files_keep_the
     assert estimate_noise(page, lossless=True).luma < 1 < 8 < estimate_noise(page).luma
 
 
+def _decoded_jpeg_profile(tmp_path, image: np.ndarray, quality: int) -> InputProfile:
+    """The profile of ``image`` saved as a JPEG, measured on the decoded file as a job does."""
+    path = tmp_path / "in.jpg"
+    Image.fromarray(image).save(path, "JPEG", quality=quality)
+    with Image.open(path) as file:
+        return profile_input(path, np.asarray(file.convert("RGB")))
+
+
+@pytest.mark.parametrize("paper,ink", [(255, 0), (238, 30)])
+def test_a_jpeg_of_a_page_of_text_takes_its_qualitys_strength_not_its_strokes(tmp_path, catalog, paper, ink):
+    from worker.engine.strength import jpeg_strength
+
+    page = _decoded_jpeg_profile(tmp_path, _text_page(paper, ink), 90)
+    assert page.noise_sigma >= 6 and page.strokes  # the strokes' edges read as noise, and more at half resolution
+    assert not page.noisy and page.strength == round(jpeg_strength(90), 3)
+    chosen = select(AUTO, None, page, catalog)
+    assert chosen.model == catalog[AUTO].routes["robust"] and chosen.reason == "JPEG quality 90"
+
+
+def test_a_noisy_photo_saved_as_jpeg_keeps_its_noise_strength(tmp_path):
+    from worker.engine.strength import jpeg_strength, noise_strength
+
+    colour_noise = np.random.default_rng(9).normal(0, 10, (200, 240, 3))
+    for photo in (_photo((240, 200)), _textured_photo()):
+        noisy = _decoded_jpeg_profile(tmp_path, np.clip(np.round(photo + colour_noise), 0, 255).astype(np.uint8), 90)
+        assert not noisy.strokes and noisy.stroke_ratio < 1.5  # white noise halves at half resolution
+        assert noisy.noisy and noisy.strength == round(noise_strength(noisy.noise_sigma), 3) > jpeg_strength(90)
+
+
 def test_a_noisy_jpeg_takes_its_noise_strength_when_larger_than_its_quality_one(tmp_path, catalog):
     from worker.engine.strength import jpeg_strength, noise_strength
 
