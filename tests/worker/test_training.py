@@ -588,15 +588,32 @@ def test_a_session_killed_while_writing_its_state_leaves_a_resumable_run(data, t
 
 
 def test_the_record_says_which_images_were_large_enough_to_be_sampled(data, tmp_path):
-    """An image too small for an HR patch at the largest scale (and its 0.6x copy) is never sampled, yet the record
+    """An image too small for an HR patch at every scale (and its 0.6x copy) is never sampled, yet the record
     counted it: the shipped records said t91: 91 where 64-px patches at x4 can use 19 of them."""
-    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(data / "train" / "a" / "small.png")  # min side 12 x 4
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(data / "train" / "a" / "small.png")  # under 12 x 2
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(data / "train" / "a" / "x2_only.png")  # under 12 x 4
     run_dir = tmp_path / "run"
     trainer(data, run_dir, 2).run()
     export_weights(run_dir, tmp_path / "models", name="tiny")
     recorded = json.loads((tmp_path / "models" / "tiny.json").read_text())["training"]["data"]
-    assert (recorded["folders"], recorded["images"]) == ({"a": 4}, 4)  # found
-    assert recorded["used"] == {"folders": {"a": 3}, "images": 3, "min_side": 48}  # sampled
+    assert (recorded["folders"], recorded["images"]) == ({"a": 5}, 5)  # found
+    assert recorded["used"] == {"folders": {"a": 4}, "images": 4, "min_side": 24,  # sampled
+                                "images_per_scale": {"x2": 4, "x3": 4, "x4": 3}}
+
+
+def test_an_image_too_small_for_the_largest_scale_trains_the_smaller_ones():
+    """A source had to hold the largest scale's HR patch to be sampled at all: with 64-px LR patches, 72 of T91's
+    91 images trained no scale, though most hold x2's 128-px patch. Each scale now samples every source holding
+    its own patch, and only those."""
+    from worker.training.patches import NoImageLargeEnough, PatchSampler
+
+    small, large = np.full((30, 30, 3), 10, np.uint8), np.full((60, 60, 3), 200, np.uint8)
+    sampler = PatchSampler([small, large], scales=(2, 4), lr_patch=12, batch=64, seed=0)
+    x2, x4 = sampler.batch_for_all_scales().hrs
+    assert {round(float(p.mean() * 255)) for p in x2} == {10, 200}  # both at x2 (24-px HR patches)
+    assert {round(float(p.mean() * 255)) for p in x4} == {200}  # only the large one holds a 48-px patch
+    with pytest.raises(NoImageLargeEnough, match="at least 48 px"):
+        PatchSampler([small], scales=(2, 4), lr_patch=12, batch=2, seed=0)
 
 
 def test_a_benchmark_image_re_saved_losslessly_is_refused_too(data, tmp_path):

@@ -99,13 +99,24 @@ def kept_sizes(width: int, height: int, min_side: int) -> list[tuple[float, int,
 
 
 def used_files(files: Sequence[Path], min_side: int) -> list[Path]:
-    """The files ``load_sources`` keeps (read from their headers, not decoded): what the run trains on."""
-    used = []
+    """The files ``load_sources`` keeps (read from their headers, not decoded): what the run trains on, at
+    ``min_side`` the smallest scale's HR patch."""
+    return [path for path, side in _shortest_sides(files) if kept_sizes(side, side, min_side)]
+
+
+def images_per_scale(files: Sequence[Path], scales: Sequence[int], lr_patch: int) -> dict[str, int]:
+    """How many of ``files`` each scale samples (those holding its HR patch at some reduced size)."""
+    sides = [side for _, side in _shortest_sides(files)]
+    return {f"x{scale}": sum(1 for side in sides if kept_sizes(side, side, lr_patch * scale)) for scale in scales}
+
+
+def _shortest_sides(files: Sequence[Path]) -> list[tuple[Path, int]]:
+    """Each file's shorter side, read from its header."""
+    sides = []
     for path in files:
         with _open(path) as image:
-            if kept_sizes(image.width, image.height, min_side):
-                used.append(path)
-    return used
+            sides.append((path, min(image.width, image.height)))
+    return sides
 
 
 def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
@@ -122,7 +133,7 @@ def load_sources(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
             sources.append(np.asarray(resized))
     if not sources:
         raise NoImageLargeEnough(f"no training image is at least {min_side} px a side (the LR patch times the "
-                                 "largest scale): lower --lr-patch or add larger images")
+                                 "scale): lower --lr-patch or add larger images")
     return sources
 
 
@@ -135,7 +146,11 @@ class NoImageLargeEnough(Refusal, ValueError):
 
 
 class PatchSampler:
-    """Draws batches of (LR, strength, HR) float32 patches for every scale, area-weighted over the sources."""
+    """Draws batches of (LR, strength, HR) float32 patches for every scale, area-weighted over the sources that
+    hold that scale's HR patch.
+
+    Why per scale: a source had to hold the largest scale's patch to be sampled at all, so with 64-px LR patches
+    the T91 images under 256 px (72 of 91) trained no scale, though x2's 128-px patch fits most of them."""
 
     def __init__(self, sources: list[np.ndarray], scales: Sequence[int], lr_patch: int, batch: int, seed: int,
                  degradation: DegradationConfig | None = None):
@@ -145,16 +160,22 @@ class PatchSampler:
         self.batch = batch
         self.rng = np.random.default_rng(seed)
         self.degrader = Degrader(degradation, np.random.default_rng(seed + 1)) if degradation else None
-        areas = np.array([s.shape[0] * s.shape[1] for s in sources], dtype=np.float64)
-        self.weights = areas / areas.sum()
+        self.eligible = {scale: self._eligible(lr_patch * scale) for scale in self.scales}
+
+    def _eligible(self, hr_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sources holding an ``hr_size`` patch, and their area weights."""
+        index = np.array([i for i, s in enumerate(self.sources) if min(s.shape[:2]) >= hr_size], dtype=np.int64)
+        if index.size == 0:
+            raise NoImageLargeEnough(f"no training image is at least {hr_size} px a side (the LR patch times the "
+                                     "scale): lower --lr-patch or add larger images")
+        areas = np.array([self.sources[i].shape[0] * self.sources[i].shape[1] for i in index], dtype=np.float64)
+        return index, areas / areas.sum()
 
     def _pair(self, scale: int) -> tuple[Degraded, np.ndarray]:
         hr_size = self.lr_patch * scale
-        for _ in range(20):
-            src = self.sources[self.rng.choice(len(self.sources), p=self.weights)]
-            h, w = src.shape[:2]
-            if h >= hr_size and w >= hr_size:
-                break
+        index, weights = self.eligible[scale]
+        src = self.sources[index[self.rng.choice(index.size, p=weights)]]
+        h, w = src.shape[:2]
         y = self.rng.integers(0, h - hr_size + 1)
         x = self.rng.integers(0, w - hr_size + 1)
         hr = src[y : y + hr_size, x : x + hr_size]
@@ -210,8 +231,9 @@ class SamplerSpec:
 
     @property
     def min_side(self) -> int:
-        """The HR patch side at the largest scale: a source must hold it."""
-        return self.lr_patch * max(self.scales)
+        """The HR patch side at the smallest scale: a source holding it trains that scale, and each larger one
+        whose patch it holds too (``PatchSampler``)."""
+        return self.lr_patch * min(self.scales)
 
     def build(self, stream: int = 0) -> PatchSampler:
         """A sampler over the decoded files; ``stream`` > 0 gives an independent random stream."""

@@ -30,7 +30,14 @@ from worker.engine.strength import jpeg_strength
 from worker.evaluation import load_benchmark, score
 from worker.imaging import LUMA_601
 from worker.training.degradation import DegradationConfig
-from worker.training.patches import SamplerSpec, batch_stream, find_images, refuse_benchmark_images, used_files
+from worker.training.patches import (
+    SamplerSpec,
+    batch_stream,
+    find_images,
+    images_per_scale,
+    refuse_benchmark_images,
+    used_files,
+)
 from worker.training.reparam import CONV_FACTORIES
 from worker.training.warm_start import started_from, warm_start
 
@@ -187,9 +194,11 @@ def _per_folder(files: list[Path]) -> dict[str, int]:
     return folders
 
 
-def data_provenance(files: list[Path], used: list[Path] | None = None, min_side: int | None = None) -> dict:
+def data_provenance(files: list[Path], used: list[Path] | None = None, min_side: int | None = None,
+                    per_scale: dict[str, int] | None = None) -> dict:
     """What the run really trained on: image counts per folder and a digest of the file list, and of those the
-    images large enough to give a patch (``used``; the others are never sampled).
+    images large enough to give a patch (``used``: at the smallest scale, ``min_side``; ``per_scale`` how many
+    each scale samples; the others are never sampled).
 
     The digest is over folder/stem, without the suffix: a copy made to carry the data to a GPU machine (in
     another format, see ``docs/model.md``) names the same images and gives the same digest.
@@ -199,7 +208,8 @@ def data_provenance(files: list[Path], used: list[Path] | None = None, min_side:
              "digest_of": "folder/stem"}
     if used is None:
         return found
-    return {**found, "used": {"folders": _per_folder(used), "images": len(used), "min_side": min_side}}
+    return {**found, "used": {"folders": _per_folder(used), "images": len(used), "min_side": min_side,
+                              "images_per_scale": per_scale}}
 
 
 class Trainer:
@@ -217,7 +227,8 @@ class Trainer:
     def _record_data(self, files: list[Path], spec: SamplerSpec, step: int) -> None:
         """``data.json``: the files this run finds and samples now, and from which step each set was used."""
         path = self.run_dir / "data.json"
-        current = data_provenance(files, used_files(files, spec.min_side), spec.min_side)
+        current = data_provenance(files, used_files(files, spec.min_side), spec.min_side,
+                                  images_per_scale(files, spec.scales, spec.lr_patch))
         saved = json.loads(path.read_text()) if path.exists() else {}
         history = saved.get("history") or ([{**{k: v for k, v in saved.items() if k != "history"}, "from_step": 0}]
                                            if saved else [])
