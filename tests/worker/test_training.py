@@ -641,3 +641,31 @@ def test_packing_the_data_for_a_device_refuses_a_benchmark_image_it_could_no_lon
                           env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert done.returncode != 0 and "is the benchmark image" in done.stderr
     assert not (tmp_path / "gpu_data").exists()
+
+
+def test_a_run_on_packed_copies_records_how_they_were_carried_from_the_packing_itself(data, tmp_path):
+    """The records' ``carried_as`` was a line typed by hand into data.json after the run: the packing now writes
+    what it did and measured beside the copies, and a run on them records it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from worker.training.trainer import CARRIED_NOTE
+
+    Image.open(data / "train" / "a" / "2.png").save(data / "train" / "a" / "2.bmp")
+    (data / "train" / "a" / "2.png").unlink()
+    (data / "train" / "b").mkdir()
+    Image.open(data / "train" / "a" / "1.png").convert("RGB").save(data / "train" / "b" / "1.jpg", quality=95)
+    root = Path(__file__).resolve().parents[2]
+    packed = tmp_path / "gpu_data"
+    done = subprocess.run([sys.executable, "scripts/device/pack_data.py", "--data", str(data), "--out", str(packed)],
+                          cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    note = json.loads((packed / CARRIED_NOTE).read_text())["carried_as"]
+    assert note.startswith("copies made to fit the GPU machine's 64 MiB transfer: b: JPEGs as they are; "
+                           "a: BMPs as lossless WebP (bit-exact); a: PNGs as JPEG quality 95 4:4:4 (Y-PSNR >= ")
+    trainer(packed, tmp_path / "run", 2).run()
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["carried_as"] == note
+    trainer(data, tmp_path / "originals", 2).run()  # the originals carry no note
+    assert "carried_as" not in json.loads((tmp_path / "originals" / "data.json").read_text())

@@ -194,8 +194,21 @@ def _per_folder(files: list[Path]) -> dict[str, int]:
     return folders
 
 
+# Beside a data folder's ``train/``: how its images were carried when they are copies of the originals (written by
+# ``scripts/device/pack_data.py`` from what it did and measured), so a run's records say so without a hand-typed line
+CARRIED_NOTE = "carried.json"
+
+
+def carried_as(train_dirs: list[Path]) -> str | None:
+    """The ``CARRIED_NOTE`` of the data folders holding ``train_dirs``, None for the originals."""
+    notes = [json.loads(path.read_text())["carried_as"] for path in dict.fromkeys(d.parent / CARRIED_NOTE
+                                                                                  for d in train_dirs)
+             if path.is_file()]
+    return "; ".join(notes) or None
+
+
 def data_provenance(files: list[Path], used: list[Path] | None = None, min_side: int | None = None,
-                    per_scale: dict[str, int] | None = None) -> dict:
+                    per_scale: dict[str, int] | None = None, carried: str | None = None) -> dict:
     """What the run really trained on: image counts per folder and a digest of the file list, and of those the
     images large enough to give a patch (``used``: at the smallest scale, ``min_side``; ``per_scale`` how many
     each scale samples; the others are never sampled).
@@ -205,7 +218,7 @@ def data_provenance(files: list[Path], used: list[Path] | None = None, min_side:
     """
     digest = hashlib.sha256("\n".join(f"{p.parent.name}/{p.stem}" for p in files).encode()).hexdigest()
     found = {"folders": _per_folder(files), "images": len(files), "file_list_sha256": digest,
-             "digest_of": "folder/stem"}
+             "digest_of": "folder/stem", **({"carried_as": carried} if carried else {})}
     if used is None:
         return found
     return {**found, "used": {"folders": _per_folder(used), "images": len(used), "min_side": min_side,
@@ -228,7 +241,7 @@ class Trainer:
         """``data.json``: the files this run finds and samples now, and from which step each set was used."""
         path = self.run_dir / "data.json"
         current = data_provenance(files, used_files(files, spec.min_side), spec.min_side,
-                                  images_per_scale(files, spec.scales, spec.lr_patch))
+                                  images_per_scale(files, spec.scales, spec.lr_patch), carried_as(self.train_dirs))
         saved = json.loads(path.read_text()) if path.exists() else {}
         history = saved.get("history") or ([{**{k: v for k, v in saved.items() if k != "history"}, "from_step": 0}]
                                            if saved else [])
