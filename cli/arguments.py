@@ -21,6 +21,14 @@ def _at_least(text: str, least: int) -> int:
     return value
 
 
+def _between(text: str, least: int, most: int, why: str = "") -> int:
+    """An integer from ``least`` to ``most`` (``why`` says what the bound is, where it is not obvious)."""
+    value = _at_least(text, least)
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}{why}, not {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer of at least 1 (counts, limits, processes)."""
     return _at_least(text, 1)
@@ -40,10 +48,7 @@ def grace_hours(text: str) -> int:
     """Hours a rotated secret goes on signing, 0..a year (a huge number was an OverflowError traceback)."""
     from shared.webhooks import MAX_ROTATION_GRACE
 
-    value, most = _at_least(text, 0), int(MAX_ROTATION_GRACE.total_seconds() // 3600)
-    if value > most:
-        raise argparse.ArgumentTypeError(f"must be at most {most} (a year), not {value}")
-    return value
+    return _between(text, 0, int(MAX_ROTATION_GRACE.total_seconds() // 3600), " (a year)")
 
 
 def _number(text: str) -> float:
@@ -88,10 +93,7 @@ def quality(text: str) -> int:
     """A JPEG/WebP quality, in the API's range (0 silently meant the default; 101 and negatives were passed on)."""
     from shared.limits import QUALITY_RANGE
 
-    value = _at_least(text, QUALITY_RANGE[0])
-    if value > QUALITY_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"must be {QUALITY_RANGE[1]} or less, not {value}")
-    return value
+    return _between(text, *QUALITY_RANGE)
 
 
 def target_side(text: str) -> int:
@@ -99,20 +101,14 @@ def target_side(text: str) -> int:
     TensorFlow)."""
     from shared.sizing import MAX_TARGET_SIDE
 
-    value = _at_least(text, 1)
-    if value > MAX_TARGET_SIDE:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_TARGET_SIDE}, not {value}")
-    return value
+    return _between(text, 1, MAX_TARGET_SIDE)
 
 
 def dpi(text: str) -> int:
     """A resolution in pixels per inch, in the API's range (a 0 or 20000 was sent, and refused file by file)."""
     from shared.sizing import DPI_RANGE
 
-    value = _at_least(text, DPI_RANGE[0])
-    if value > DPI_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"must be at most {DPI_RANGE[1]}, not {value}")
-    return value
+    return _between(text, *DPI_RANGE)
 
 
 def print_length(text: str) -> float:
@@ -148,10 +144,7 @@ def add_size_options(parser: argparse.ArgumentParser, fit_default: str | None) -
 
 def tcp_port(text: str) -> int:
     """A TCP port to listen on, 1..65535, as the settings check theirs (70000 was a gunicorn traceback)."""
-    value = _at_least(text, 1)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port (at most 65535), not {value}")
-    return value
+    return _between(text, 1, 65535, " (a TCP port)")
 
 
 def port_or_off(text: str) -> int:

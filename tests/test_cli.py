@@ -231,7 +231,7 @@ def test_dev_launcher_refuses_a_port_something_else_listens_on(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["upscale", "submit"])
-@pytest.mark.parametrize("value,says", [("0", "must be 1 or more"), ("101", "must be 100 or less")])
+@pytest.mark.parametrize("value,says", [("0", "must be 1 or more"), ("101", "must be at most 100")])
 def test_a_quality_outside_the_apis_range_is_refused(tmp_path, command, value, says):
     source = write_image(tmp_path / "in.png", width=8, height=8)
     result = run([command, str(source), str(tmp_path / "out.jpg"), "--quality", value], timeout=60)
@@ -840,7 +840,7 @@ def test_api_and_worker_flags_reach_the_processes_they_start(monkeypatch):
     services.run_worker(argparse.Namespace(queues="webhooks", concurrency=1, beat=False, name="third@%h",
                                            loglevel="INFO", metrics_port=0))
     assert os.environ["UPSCALER_WORKER_METRICS_PORT"] == "0"  # this one serves none, whatever the host's setting
-    for command, says in ((["api", "--port", "70000"], "must be a TCP port (at most 65535)"),
+    for command, says in ((["api", "--port", "70000"], "must be at most 65535 (a TCP port)"),
                           (["worker", "--metrics-port", "-1"], "must be 1 or more")):
         refused = run(command)
         assert refused.returncode == 2 and says in refused.stderr and command[1] in refused.stderr, refused.stderr
@@ -932,7 +932,7 @@ def test_dev_and_client_commands_say_a_bad_setting_in_one_line(tmp_path):
     assert no_broker.returncode == 1 and "no Redis answers at redis://127.0.0.1:9/0" in no_broker.stderr
     assert "Traceback" not in no_broker.stderr
     port = run(["dev", "--port", "70000"])
-    assert port.returncode == 2 and "must be a TCP port" in port.stderr
+    assert port.returncode == 2 and "(a TCP port)" in port.stderr
     two_lines = run(["jobs", "list", "--api", "http://127.0.0.1:9"], env={"UPSCALER_API_KEY": "upk_a\nupk_b"})
     assert two_lines.returncode == 1 and "control characters" in two_lines.stderr
     assert "Traceback" not in two_lines.stderr

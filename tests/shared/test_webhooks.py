@@ -328,11 +328,8 @@ def test_a_delivery_and_a_fetch_try_each_address_until_one_connects(monkeypatch)
 def test_an_https_receiver_is_trusted_through_a_ca_folder_as_the_image_fetch_trusts_it(tmp_path, monkeypatch):
     """REQUESTS_CA_BUNDLE naming a hashed folder of certificates (as requests takes it) failed every https
     delivery with IsADirectoryError while image fetches with the same setting worked."""
-    import http.server
     import shutil
-    import ssl
     import subprocess
-    import threading
 
     from shared.pinned_http import post_within
 
@@ -345,25 +342,9 @@ def test_an_https_receiver_is_trusted_through_a_ca_folder_as_the_image_fetch_tru
                                   text=True, check=True).stdout.strip()
     shutil.copy(cert, folder / f"{subject_hash}.0")
 
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(folder))
-    try:
-        assert post_within(f"https://127.0.0.1:{server.server_address[1]}/hook", b"{}", {}, True, 5) == 200
-    finally:
-        server.shutdown()
+    with _answering(tls=(cert, key)) as port:
+        assert post_within(f"https://127.0.0.1:{port}/hook", b"{}", {}, True, 5) == 200
 
 
 def test_lookups_left_running_by_a_stalling_name_server_are_bounded(monkeypatch):
@@ -439,32 +420,11 @@ def test_a_receiver_on_the_first_of_several_addresses_has_the_whole_timeout_to_a
 def test_an_https_host_written_with_its_fully_qualified_dot_is_checked_against_its_certificate(tmp_path, monkeypatch):
     """``https://hooks.example.test./`` (the trailing dot of a fully qualified name, which curl and requests take)
     failed every delivery and image fetch: TLS was told the name with its dot, which no certificate names."""
-    import http.server
     import socket
-    import ssl
-    import threading
 
     from shared.pinned_http import pinned_request, post_within
 
     cert, key = _self_signed(tmp_path, "hooks.example.test")
-
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_POST
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     real = socket.getaddrinfo
 
     def resolver(host, port, *args, **kwargs):  # the name to loopback; the pinned address itself as it is
@@ -475,52 +435,55 @@ def test_an_https_host_written_with_its_fully_qualified_dot_is_checked_against_i
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    url = f"https://hooks.example.test.:{server.server_address[1]}/hook"
-    try:
+    with _answering(tls=(cert, key)) as port:
+        url = f"https://hooks.example.test.:{port}/hook"
         assert post_within(url, b"{}", {}, True, 5) == 200
         assert pinned_request("GET", url, True, timeout=5).status_code == 200
-    finally:
-        server.shutdown()
 
 
 def test_image_fetches_and_webhooks_connect_directly_whatever_proxy_the_environment_names(monkeypatch):
     """``requests`` took HTTP_PROXY from the environment for image fetches while webhooks connected directly: on a
     network whose only way out is a proxy, fetches worked and webhooks never did. Both connect directly now (the
     "proxy" here is a loopback server that answers 502 to whatever reaches it)."""
-    import http.server
-    import threading
-
     from shared.pinned_http import pinned_request, post_within
 
-    class Answer(http.server.BaseHTTPRequestHandler):
-        status = 200
+    with _answering(200) as port, _answering(502) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy}")
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        url = f"http://127.0.0.1:{port}/image.png"
+        assert pinned_request("GET", url, True, timeout=5).status_code == 200
+        assert post_within(url, b"{}", {}, True, 5) == 200
 
-        def do_GET(self):
+
+@contextlib.contextmanager
+def _answering(status: int = 200, tls: tuple | None = None):
+    """A loopback HTTP (with ``tls``, a (cert, key) pair: HTTPS) server answering every GET and POST with
+    ``status`` and no body; yields its port."""
+    import http.server
+    import ssl
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(self.status)
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        do_POST = do_GET
+        do_GET = do_POST
 
         def log_message(self, *args):
             pass
 
-    class Proxy(Answer):
-        status = 502
-
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) for handler in (Answer, Proxy)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    proxy = f"http://127.0.0.1:{servers[1].server_address[1]}"
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.setenv(name, proxy)
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    url = f"http://127.0.0.1:{servers[0].server_address[1]}/image.png"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert pinned_request("GET", url, True, timeout=5).status_code == 200
-        assert post_within(url, b"{}", {}, True, 5) == 200
+        yield server.server_address[1]
     finally:
-        for server in servers:
-            server.shutdown()
+        server.shutdown()

@@ -125,14 +125,28 @@ def test_failures_map_to_stable_codes(ctx, db_session, monkeypatch, error, code)
     assert ctx.storage.exists(job.input_key)
 
 
+def _run_under_billiards_soft_limit(ctx, job_id: str) -> str:
+    """``run_job`` with billiard's soft-limit handler installed, as in a prefork pool process; checks the handler
+    is back afterwards."""
+    import signal
+
+    from billiard.pool import soft_timeout_sighandler
+
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    try:
+        outcome = pipeline.run_job(ctx, job_id)
+        assert signal.getsignal(signal.SIGUSR1) is soft_timeout_sighandler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    return outcome
+
+
 def test_a_time_limit_landing_inside_the_claim_fails_the_job_as_time_limit(ctx, db_session, monkeypatch):
     """Celery's soft limit is billiard's SIGUSR1 handler raising wherever the task is: landing inside the claim
     (a fresh pool process on a loaded machine), it ended the task with the job claimed and nobody to end it, so
     the job stayed running, 0 %, until its lease ran out. Held during the claim, it fails the job as it should,
     and billiard's handler is back afterwards."""
     import signal
-
-    from billiard.pool import soft_timeout_sighandler
 
     from shared import jobs
 
@@ -144,13 +158,8 @@ def test_a_time_limit_landing_inside_the_claim_fails_the_job_as_time_limit(ctx, 
         return taken
 
     monkeypatch.setattr(jobs, "claim", claim_interrupted)
-    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
-    try:
-        job = queued_job(ctx, db_session)
-        assert pipeline.run_job(ctx, job.id) == "failed"
-        assert signal.getsignal(signal.SIGUSR1) is soft_timeout_sighandler
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+    job = queued_job(ctx, db_session)
+    assert _run_under_billiards_soft_limit(ctx, job.id) == "failed"
     job = reload(db_session, job)
     assert (job.status, job.error_code, job.attempts, job.lease_owner) == ("failed", "time_limit", 1, None)
     assert ctx.storage.exists(job.input_key)
@@ -162,8 +171,6 @@ def test_a_time_limit_landing_after_the_success_commit_keeps_the_result(ctx, db_
     already recorded as succeeded. Waived there, the job stays succeeded with its result, and billiard's handler
     is back afterwards."""
     import signal
-
-    from billiard.pool import soft_timeout_sighandler
 
     from shared.states import JobStatus
     from worker import outcomes
@@ -177,13 +184,8 @@ def test_a_time_limit_landing_after_the_success_commit_keeps_the_result(ctx, db_
         return job
 
     monkeypatch.setattr(outcomes, "change_job", change_interrupted)
-    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
-    try:
-        job = queued_job(ctx, db_session)
-        assert pipeline.run_job(ctx, job.id) == "succeeded"
-        assert signal.getsignal(signal.SIGUSR1) is soft_timeout_sighandler
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+    job = queued_job(ctx, db_session)
+    assert _run_under_billiards_soft_limit(ctx, job.id) == "succeeded"
     job = reload(db_session, job)
     assert job.status == "succeeded" and ctx.storage.exists(job.output_key)
 
