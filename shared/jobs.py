@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, update
+from sqlalchemy import BigInteger, and_, cast, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared.job_bands import band_held
@@ -53,7 +53,9 @@ def list_jobs(session: Session, tenant: str, status: str | None, limit: int, cur
         query = query.where(Job.status == status)
     if cursor:
         created, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+        # one row-value comparison, not ``created_at < c OR (created_at = c AND id < i)``: the OR is no range of
+        # ix_jobs_tenant_created_id, so PostgreSQL read every newer job of the tenant to reach a deep page
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
     jobs = list(session.scalars(query))
     if len(jobs) > limit:
         return jobs[:limit], encode_cursor(jobs[limit - 1])

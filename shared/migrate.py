@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.script.revision import RangeNotAncestorError
+from alembic.script.revision import RevisionError
 
 from shared.db import make_engine
 
@@ -114,18 +114,20 @@ DOWNGRADE_GUARDS = {
 }
 
 
-def refuse_impossible_downgrade(connection: sa.Connection, current: str | None, destination: str | None) -> None:
+def refuse_impossible_downgrade(connection: sa.Connection, current: str | None,
+                                destination: str | tuple[str, ...] | None) -> None:
     """Before a migration from ``current`` to ``destination`` runs any step: if it is a downgrade through a
     revision of ``DOWNGRADE_GUARDS`` while rows it cannot hold exist, raise ``DowngradeRefused`` naming them.
 
     Why before any step, here and not in each revision: SQLite's DDL is not transactional under Alembic, so a
     refusal at 0006 came after 0010..0007 had been undone and committed (bands, DPI, sizes gone)."""
-    if current is None or destination is None:
+    if current is None or not isinstance(destination, str):  # none, or several ("heads"): no downgrade
         return
-    try:
-        undone = [revision.revision for revision in _scripts().iterate_revisions(current, destination)]
-    except RangeNotAncestorError:  # an upgrade: nothing is undone
-        return
+    try:  # resolved as Alembic's downgrade resolves it (relative "-1", "head-1", "0017-2" included)
+        undone = [revision.revision for revision in
+                  _scripts().iterate_revisions(current, destination, select_for_downgrade=True)]
+    except RevisionError:  # no downgrade: an upgrade (the relative "+1" too), which undoes nothing, or a
+        return             # destination Alembic's downgrade cannot resolve either (it says so next)
     for revision in undone:
         if revision in DOWNGRADE_GUARDS:
             count_sql, rows = DOWNGRADE_GUARDS[revision]

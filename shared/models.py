@@ -63,7 +63,8 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
         Index("ix_jobs_tenant_started", "tenant", "started_at"),  # fair turns: a waiting tenant's recent starts
-        Index("ix_jobs_tenant_status", "tenant", "status"),  # the active-job limit, counted at every submit
+        # the active-job limit, counted at every submit, and a fair turn's pick of a tenant's oldest queued job
+        Index("ix_jobs_tenant_status_created", "tenant", "status", "created_at", "id"),
         # the orphan sweep asks which stored keys a job names (shared.jobs.referenced_keys)
         Index("ix_jobs_input_key", "input_key"),
         Index("ix_jobs_output_key", "output_key"),
