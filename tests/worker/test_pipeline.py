@@ -292,11 +292,13 @@ def test_a_success_whose_commit_landed_but_whose_answer_was_lost_keeps_its_resul
 
     job = queued_job(ctx, db_session)
 
+    finish = outcomes.finish_job
+
     def committed_then_dropped(*args, **kwargs):
-        assert outcomes.finish_job(*args, **kwargs)
+        assert finish(*args, **kwargs)
         raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(pipeline, "finish_job", committed_then_dropped)
+    monkeypatch.setattr(outcomes, "finish_job", committed_then_dropped)  # as succeed_job calls it
     assert pipeline.run_job(ctx, job.id) == "database_unavailable"
     done = reload(db_session, job)
     assert done.status == "succeeded" and ctx.storage.exists(done.output_key)
