@@ -8,7 +8,21 @@ import sys
 from pathlib import Path
 
 from cli.arguments import non_negative_int, positive_float, positive_int
+from shared.catalog import WEIGHTS_SUFFIX, record_beside
 from shared.settings import PACKAGE_ROOT
+
+
+def check_shipped(weights: Path) -> None:
+    """Refuse ``--init-from`` before a run folder is made unless it names weights with their record beside them
+    (the record gives the network's shape; without it the run failed after loading TensorFlow)."""
+    try:
+        record = record_beside(weights)
+    except ValueError:
+        raise FileNotFoundError(f"--init-from takes a shipped network's <name>{WEIGHTS_SUFFIX}, not {weights}") \
+            from None
+    for path, what in ((weights, "weights file"), (record, "record beside the weights")):
+        if not path.exists():
+            raise FileNotFoundError(f"no such {what}: {path}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,10 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name:
         check_model_name(args.name)  # before training, not after it
     root = data_root(args.data)
-    if args.init_from and not args.init_from.name.endswith(".weights.h5"):
-        raise FileNotFoundError(f"--init-from takes a shipped network's <name>.weights.h5, not {args.init_from}")
-    if args.init_from and not args.init_from.exists():
-        raise FileNotFoundError(f"no such weights file: {args.init_from}")
+    if args.init_from:
+        check_shipped(args.init_from)
     resuming = saved_config(args.run_dir) is not None
     if resuming and args.init_from:
         print(f"upscaler train: {args.run_dir} resumes its own checkpoint; --init-from starts a new run only",

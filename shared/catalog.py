@@ -21,9 +21,32 @@ AUTO_RECORD = "auto.json"  # auto's evaluation table and description (no weights
 WEIGHTS_SUFFIX = ".weights.h5"  # a network's weights beside its record, ``<name>.weights.h5``
 
 
+RECORD_SUFFIX = ".json"  # a network's record, ``<name>.json``
+
+
 def weights_path(models_dir: Path, name: str) -> Path:
-    """Where the network ``name``'s weights are in a models folder (its record is ``<name>.json``)."""
+    """Where the network ``name``'s weights are in a models folder (its record is ``record_path``)."""
     return Path(models_dir) / f"{name}{WEIGHTS_SUFFIX}"
+
+
+def record_path(models_dir: Path, name: str) -> Path:
+    """Where the network ``name``'s record is in a models folder."""
+    return Path(models_dir) / f"{name}{RECORD_SUFFIX}"
+
+
+def record_beside(weights: Path) -> Path:
+    """The record of the weights file ``<name>.weights.h5``: the engine, warm starts and ``upscaler train
+    --init-from`` find a network's shape there. Refused for a file not named so (its record cannot be found:
+    a replace of the suffix left the weights' own path, read as JSON)."""
+    weights = Path(weights)
+    if not weights.name.endswith(WEIGHTS_SUFFIX) or weights.name == WEIGHTS_SUFFIX:
+        raise ValueError(f"a network's weights are named <name>{WEIGHTS_SUFFIX}, not {weights.name!r}")
+    return record_path(weights.parent, weights.name[: -len(WEIGHTS_SUFFIX)])
+
+
+def read_record_beside(weights: Path) -> dict:
+    """The JSON record shipped beside a network's weights (``record_beside``)."""
+    return json.loads(record_beside(weights).read_text())
 
 
 @dataclass(frozen=True)
@@ -66,7 +89,7 @@ def write_record(models_dir: Path, name: str, fields: dict, weights: Path | None
     and then wrote the record, so a worker starting meanwhile (or a crash between them, for good) paired the new
     weights with the old record: its network shape, its benchmark tables for other weights.
     """
-    path = Path(models_dir) / f"{name}.json"
+    path = record_path(models_dir, name)
     record = json.loads(path.read_text()) if path.exists() else {}
     record.update({"name": name, **fields})
     tmp = path.with_suffix(".json.tmp")
@@ -93,11 +116,11 @@ def load_catalog(models_dir: Path, fidelity: str = "residual_sr", robust: str = 
     ``auto`` when both of its routes exist (``fidelity`` for clean inputs, ``robust`` for damaged ones)."""
     catalog = {BICUBIC: BICUBIC_INFO}
     auto_record: dict = {}
-    for record_path in sorted(Path(models_dir).glob("*.json")):
-        if record_path.name == AUTO_RECORD:
-            auto_record = json.loads(record_path.read_text())
+    for path in sorted(Path(models_dir).glob(f"*{RECORD_SUFFIX}")):
+        if path.name == AUTO_RECORD:
+            auto_record = json.loads(path.read_text())
             continue
-        record = json.loads(record_path.read_text())
+        record = json.loads(path.read_text())
         weights = weights_path(models_dir, record["name"])
         if weights.exists():
             catalog[record["name"]] = _network(record, weights)

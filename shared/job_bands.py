@@ -193,9 +193,12 @@ def forget_plan(session: Session, job_id: str, owner: str) -> bool:
 def stored_of_ended_jobs(session: Session, limit: int = 500) -> list[tuple[str, int, str]]:
     """(job id, band index, object key) of the stored bands of ended jobs: of no use any more, whoever was meant
     to delete them (a gathering worker gone before a cancel or a ``worker_lost`` had none)."""
+    # driven by the bands holding an object (their result_key index), each job looked up by its key: as a join,
+    # SQLite walked every ended job and then its bands (550-830 ms per sweep at 300,000 jobs)
+    ended = exists().where(Job.id == JobBand.job_id, Job.status.in_([s.value for s in TERMINAL]))
     return [tuple(row) for row in session.execute(
-        select(JobBand.job_id, JobBand.index, JobBand.result_key).join(Job, Job.id == JobBand.job_id)
-        .where(Job.status.in_([s.value for s in TERMINAL]), JobBand.result_key.is_not(None)).limit(limit))]
+        select(JobBand.job_id, JobBand.index, JobBand.result_key)
+        .where(JobBand.result_key.is_not(None), ended).limit(limit))]
 
 
 def forget_result(session: Session, job_id: str, index: int, key: str) -> None:

@@ -256,6 +256,17 @@ def test_training_and_evaluation_options_are_checked_in_words(tmp_path, command,
     assert not (tmp_path / "run").exists()  # refused before a run folder was made
 
 
+def test_init_from_weights_without_their_record_is_refused_before_a_run_starts(tmp_path):
+    """The record gives the network's shape: weights copied without it failed after TensorFlow loaded."""
+    weights = tmp_path / "lonely.weights.h5"
+    weights.write_bytes(b"never loaded: refused before")
+    result = run(["train", "--init-from", str(weights), "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path)],
+                 timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"no such record beside the weights: {tmp_path / 'lonely.json'}" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_worker_and_beat_check_settings_and_queues_before_starting_celery():
     """A bad setting is one line (it was a 45-line Celery traceback in every worker, and beat never checked);
     a misspelled queue is refused (the worker idled on a queue nobody publishes to)."""

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.catalog import load_catalog
+import pytest
+
+from shared.catalog import (
+    load_catalog,
+    read_record_beside,
+    record_beside,
+    record_path,
+    weights_path,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = {"Set5": "set5", "Set14": "set14", "BSD68": "bsd68"}
@@ -38,3 +47,16 @@ def test_the_model_doc_clean_table_is_the_served_records():
         assert float(bicubic) == served["auto"]["clean"][f"{name}_bicubic"][scale]
         for model, cell in zip(("auto", "residual_sr", "residual_sr_cond"), models, strict=False):
             assert float(cell.strip(" *")) == served[model]["clean"][name][scale], (set_label, scale, model)
+
+
+def test_a_networks_record_is_found_beside_its_weights_by_one_rule(tmp_path):
+    """The engine, warm starts and ``train --init-from`` read a record through ``record_beside``; a file not named
+    ``<name>.weights.h5`` is refused in words (a replace of the suffix left the weights' own path, read as JSON)."""
+    weights = weights_path(tmp_path, "big.weights")  # a name holding the suffix's own text is still one name
+    assert weights.name == "big.weights.weights.h5"
+    assert record_beside(weights) == record_path(tmp_path, "big.weights") == tmp_path / "big.weights.json"
+    write_record(tmp_path, "big.weights", {"arch": "residual_sr"})
+    assert read_record_beside(weights) == {"name": "big.weights", "arch": "residual_sr"}
+    for wrong in ("big.h5", "big.keras", ".weights.h5"):
+        with pytest.raises(ValueError, match=r"named <name>\.weights\.h5"):
+            record_beside(tmp_path / wrong)

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from shared import jobs
+from shared import job_bands, jobs
 from shared.models import Job
 from tests.factories import make_job, seconds_ago
 
@@ -125,6 +125,17 @@ def test_a_fair_turn_picks_the_tenants_oldest_queued_job_from_its_queued_jobs_al
     searched, plan = _index_search(db_session, lambda: jobs.next_fair_job(db_session, "gone", max_attempts=3),
                                    "ORDER BY jobs.created_at, jobs.id LIMIT")
     assert "status" in searched and ("tenant" in searched or db_session.get_bind().dialect.name != "sqlite"), plan
+
+
+def test_the_band_sweep_reads_the_bands_holding_objects_not_every_ended_job(db_session):
+    """As a join, SQLite walked every ended job by its status index and then looked up its bands: 550-830 ms every
+    sweep at 300,000 jobs with 3,000 split among them (2 ms now). Jobs are looked up by their key, per band."""
+    if db_session.get_bind().dialect.name != "sqlite":
+        pytest.skip("PostgreSQL plans by its statistics: a test's empty tables say nothing of its plan at scale")
+    searched, plan = _index_search(db_session, lambda: job_bands.stored_of_ended_jobs(db_session),
+                                   "FROM job_bands")
+    assert not any("ix_jobs_status" in step for step in plan), plan
+    assert "id" in searched, plan
 
 
 def test_garbage_cursor_is_rejected(db_session):

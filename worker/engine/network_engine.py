@@ -4,23 +4,17 @@ loaded once per process, tiled inference."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from shared.catalog import read_record_beside
 from shared.limits import MIN_TILED_SIDE
 from shared.settings import Settings
 from worker.engine.base import Condition, ProgressFn, grid_input
 from worker.engine.tiling import batch_size_for, plan_tiles, row_cuts, run_tiled
-
-
-def record_for(weights: Path) -> dict:
-    """The JSON record shipped beside ``<name>.weights.h5``."""
-    weights = Path(weights)
-    return json.loads(weights.with_name(weights.name.replace(".weights.h5", ".json")).read_text())
 
 
 class NetworkEngine:
@@ -38,7 +32,7 @@ class NetworkEngine:
         from worker.engine.network import scale_model
         from worker.engine.precision import PRECISIONS
 
-        record = record_for(weights)
+        record = read_record_beside(weights)
         self.weights = Path(weights)
         self.name = record["name"]
         arch = get_arch(record["arch"])

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import keras
 
-from shared.catalog import AUTO, BICUBIC, WEIGHTS_SUFFIX, catalog_for, weights_path, write_record
+from shared.catalog import (
+    AUTO,
+    BICUBIC,
+    RECORD_SUFFIX,
+    WEIGHTS_SUFFIX,
+    catalog_for,
+    record_path,
+    weights_path,
+    write_record,
+)
 from shared.errors import Refusal
 from shared.settings import Settings, SettingsError
 from worker.engine.archs import get_arch
@@ -65,11 +74,11 @@ def check_catalog_kept(out_dir: Path, name: str, arch_name: str, network: dict, 
     except (SettingsError, OSError, ValueError):  # nothing served there yet, or not readable as a models folder
         return
     with tempfile.TemporaryDirectory(prefix="upscaler-export-check-") as folder:
-        for path in Path(out_dir).glob("*.json"):
+        for path in Path(out_dir).glob(f"*{RECORD_SUFFIX}"):
             (Path(folder) / path.name).write_bytes(path.read_bytes())
         for path in [*Path(out_dir).glob(f"*{WEIGHTS_SUFFIX}"), weights_path(out_dir, name)]:
             (Path(folder) / path.name).touch()  # the catalog asks only that weights are there
-        previous = Path(folder) / f"{name}.json"
+        previous = record_path(folder, name)
         merged = {**(json.loads(previous.read_text()) if previous.exists() else {}), **record, "name": name}
         previous.write_text(json.dumps(merged))
         try:
@@ -106,8 +115,8 @@ def export_weights(run_dir: Path, out_dir: Path, name: str | None = None, settin
         if layer.weights:  # by name: a run trained with over-parameterised convs ships their fused kernels
             layer.set_weights(plain_weights(trained_layers[layer.name]))
     training = {k: v for k, v in config.items() if k not in ("network", "arch", "degradation")}
-    record_path = out_dir / f"{name}.json"
-    previous = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record = record_path(out_dir, name)
+    previous = json.loads(record.read_text()) if record.exists() else {}
     fields = {
         "arch": arch.name,
         "conditioned": arch.conditioned,

@@ -13,15 +13,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from shared.catalog import read_record_beside
 from worker.engine.archs import get_arch
 from worker.engine.network import closes_residual_branch
-from worker.engine.network_engine import record_for
 from worker.training.reparam import plain_weights, set_plain_weights
 
 
 def load_shipped(weights: Path) -> tuple[keras.Model, dict]:
     """A shipped network (``<name>.weights.h5`` beside ``<name>.json``) and its record, in float32."""
-    record = record_for(weights)
+    record = read_record_beside(weights)
     arch = get_arch(record.get("arch", "residual_sr"))
     model = arch.build(arch.config(record["network"]))
     model.load_weights(weights)
@@ -32,7 +32,7 @@ def started_from(weights: Path) -> dict | None:
     """The name and training data of the shipped network at ``weights`` (what a run warm-started from it had
     seen before its own steps), or None where it has no record."""
     try:
-        parent = record_for(weights)
+        parent = read_record_beside(weights)
     except FileNotFoundError:
         return None
     return {"name": parent.get("name"), "data": parent.get("training", {}).get("data")}
