@@ -39,9 +39,16 @@ def non_negative_int(text: str) -> int:
     return _at_least(text, 0)
 
 
+def key_limit(text: str) -> int:
+    """A per-key limit: an integer from 0 (unlimited) to what the key's column holds (``shared.tenants.MAX_LIMIT``)."""
+    from shared.tenants import MAX_LIMIT
+
+    return _between(text, 0, MAX_LIMIT, " (0 means unlimited)")
+
+
 def limit_or_default(text: str) -> int | None:
-    """A per-key limit: an integer of at least 0 (0: unlimited), or ``default`` (None: the deployment's setting)."""
-    return None if text == "default" else _at_least(text, 0)
+    """A per-key limit (``key_limit``), or ``default`` (None: the deployment's setting)."""
+    return None if text == "default" else key_limit(text)
 
 
 def grace_hours(text: str) -> int:

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cli.arguments import grace_hours, limit_or_default, non_negative_int
+from cli.arguments import grace_hours, key_limit, limit_or_default
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -24,11 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key; it is printed once, alone on the last line")
     create.add_argument("--name", required=True, help="the tenant: every job the key submits belongs to it")
-    create.add_argument("--rate-limit", type=non_negative_int, default=None,
+    create.add_argument("--rate-limit", type=key_limit, default=None,
                         help="requests per minute (0: unlimited; default: the setting)")
-    create.add_argument("--max-active", type=non_negative_int, default=None,
+    create.add_argument("--max-active", type=key_limit, default=None,
                         help="queued + running jobs (0: unlimited; default: the setting)")
-    create.add_argument("--daily-megapixels", type=non_negative_int, default=None,
+    create.add_argument("--daily-megapixels", type=key_limit, default=None,
                         help="output megapixels per UTC day (0: unlimited; default: the setting)")
     create.set_defaults(func=run_create)
     limits = actions.add_parser("set-limits", help="change the limits a key carries; its secret stays (a customer's "

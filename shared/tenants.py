@@ -32,6 +32,9 @@ class InvalidKeyName(ValueError):
 
 
 MAX_NAME_LENGTH = 64  # the tenant columns' width
+# the most a key's limit can be: its columns are 32-bit integers (PostgreSQL's INTEGER), and a larger one passed the
+# command line and failed the insert with a traceback (integer out of range; SQLite's past 2**63 likewise)
+MAX_LIMIT = 2**31 - 1
 
 
 def check_name(name: str) -> None:

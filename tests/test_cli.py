@@ -500,6 +500,22 @@ def test_keys_set_limits_keeps_the_key(tmp_path):
     assert run(["keys", "set-limits", "nobody", "--rate-limit", "1"], env=env).returncode == 1
 
 
+def test_a_keys_limit_past_its_column_is_a_usage_error_not_a_traceback(tmp_path):
+    """The limits are 32-bit columns: 2**31 passed the command line and failed the insert on PostgreSQL (integer out
+    of range), a 20-digit one on SQLite too, each a traceback after the command had seemed to accept it."""
+    env = {"UPSCALER_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}"}
+    assert run(["migrate"], env=env).returncode == 0
+    for option, value in (("--daily-megapixels", str(2**31)), ("--rate-limit", "9" * 20)):
+        refused = run(["keys", "create", "--name", "acme", option, value], env=env)
+        assert refused.returncode == 2 and "at most 2147483647" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert "acme" not in run(["keys", "list"], env=env).stdout  # nothing was created
+    created = run(["keys", "create", "--name", "acme", "--daily-megapixels", str(2**31 - 1)], env=env)
+    assert created.returncode == 0, created.stderr
+    past = run(["keys", "set-limits", "acme", "--max-active", str(2**31)], env=env)
+    assert past.returncode == 2 and "at most 2147483647" in past.stderr
+
+
 def test_keys_webhook_secret_prints_a_known_tenants_own(tmp_path):
     """What an operator hands a customer for its receivers: its own secret, the one the API serves it."""
     from shared.settings import Settings
