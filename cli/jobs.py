@@ -1,4 +1,4 @@
-"""``upscaler jobs list|get|cancel|download``: look after jobs on a running API (through the Python SDK)."""
+"""``upscaler jobs list|get|cancel|delete|download``: look after jobs on a running API (through the Python SDK)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from shared.limits import EXTENSIONS, SUFFIX_FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="list, show, cancel or download jobs of a running API")
+    p = sub.add_parser("jobs", help="list, show, cancel, delete or download jobs of a running API")
     where = argparse.ArgumentParser(add_help=False)  # before or after the action, as `submit` takes them anywhere
     for parser, default in ((p, None), (where, argparse.SUPPRESS)):
         parser.add_argument("--api", default=default,
@@ -29,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cancel = actions.add_parser("cancel", parents=[where], help="cancel a queued or running job")
     cancel.add_argument("job_id")
     cancel.set_defaults(func=run_cancel)
+    remove = actions.add_parser("delete", parents=[where],
+                                help="delete an ended job's input and result now (its record stays)")
+    remove.add_argument("job_id")
+    remove.set_defaults(func=run_delete)
     download = actions.add_parser("download", parents=[where], help="save a succeeded job's result")
     download.add_argument("job_id")
     download.add_argument("path", help="a file, or a folder (the result keeps its own name there): an existing one, or "
@@ -59,6 +63,12 @@ def run_get(args: argparse.Namespace) -> int:
 def run_cancel(args: argparse.Namespace) -> int:
     job = _client(args).jobs.cancel(args.job_id)
     print(f"{job.id} {job.status}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    job = _client(args).jobs.delete(args.job_id)
+    print(f"{job.id} {job.status}, images deleted {job.raw['expired_at']}")
     return 0
 
 

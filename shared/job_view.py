@@ -154,7 +154,8 @@ class JobOut(BaseModel):
     output: ImageInfo = Field(description="Width/height are known at submit; bytes once the job succeeded.")
     result_url: str | None = Field(None, description="Direct, expiring download URL once succeeded.")
     result_url_expires_at: datetime | None = None
-    expired_at: datetime | None = Field(None, description="When the retention period removed input and result.")
+    expired_at: datetime | None = Field(None, description="When input and result were deleted: by the retention "
+                                                          "period, or by DELETE /v1/jobs/{id}.")
     error: JobError | None
     timings: dict[str, float] | None = Field(None, description="Seconds per pipeline stage.")
     queue_position: int | None = Field(None, description="While queued (GET of one job): how many jobs of every "

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared.job_bands import band_held
 from shared.models import Job, JobBand, could_be_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS
-from shared.states import JobStatus, can_transition, worker_lost
+from shared.states import TERMINAL, JobStatus, can_transition, worker_lost
 
 
 class InvalidCursor(ValueError):
@@ -339,6 +339,23 @@ def release_lease(session: Session, job: Job, max_attempts: int) -> JobStatus | 
         status, values = JobStatus.QUEUED, {"enqueued_at": None}
     result = session.execute(still_expired.values(status=status.value, **values, **common))
     return status if result.rowcount == 1 else None
+
+
+def stored_keys(job: Job) -> list[str]:
+    """The objects an ended job names, to delete when its images go (retention, or its owner's ``DELETE``): an
+    upload a vanished or canceled attempt may have left, the input, and the result last, so a deletion that stops
+    part-way leaves a job whose result still downloads. Its bands are the band sweep's."""
+    return [key for key in (job.staged_output_key, job.input_key, job.output_key) if key]
+
+
+def mark_expired(session: Session, job_id: str) -> bool:
+    """Record that an ended job's objects (``stored_keys``) are deleted; its row stays. The staged key goes too: an
+    upload landing later (a canceled attempt finishing its write) is then named by no row, so the orphan sweep
+    removes it, where an expired job's name kept it for good. False when it was already expired (or not ended)."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.expired_at.is_(None), Job.status.in_([s.value for s in TERMINAL]))
+        .values(expired_at=utcnow(), staged_output_key=None))
+    return result.rowcount == 1
 
 
 def referenced_keys(session: Session, keys: Collection[str]) -> set[str]:

@@ -597,6 +597,10 @@ def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, 
     assert into_folder[1].returncode == 1 and "exists; --overwrite replaces it" in into_folder[1].stderr
     fresh = run(["jobs", "download", job_id, str(tmp_path / "x.png")], env=env)
     assert fresh.returncode == 0 and (tmp_path / "x.png").stat().st_size > 0
+    deleted = run(["jobs", "delete", job_id], env=env)  # its images now, not at retention
+    assert deleted.returncode == 0 and deleted.stdout.startswith(f"{job_id} succeeded, images deleted 20")
+    gone = run(["jobs", "download", job_id, str(tmp_path / "y.png")], env=env)
+    assert gone.returncode == 1 and "result_expired" in gone.stderr and not (tmp_path / "y.png").exists()
 
 
 def test_cli_errors_are_one_line_and_version_prints(tmp_path):

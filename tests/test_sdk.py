@@ -38,7 +38,13 @@ def test_typed_errors_pagination_and_idempotent_submits(api_server, settings, db
     with pytest.raises(sdk.InvalidRequest) as invalid:
         client.jobs.create(photo, model="bicubic", scale=9)
     assert invalid.value.code == "invalid_parameter" and invalid.value.status == 422
+    with pytest.raises(sdk.InvalidRequest) as running:
+        first.delete()  # still queued: cancel first
+    assert (running.value.status, running.value.code) == (409, "job_not_finished")
     assert client.jobs.cancel(first.id).status == "canceled"
+    deleted = first.delete()
+    assert deleted.status == "canceled" and deleted.raw["expired_at"] is not None
+    assert client.jobs.get(first.id).raw["expired_at"] == deleted.raw["expired_at"]
     assert {m.name for m in client.models.list()} >= {"auto", "bicubic"}
     from shared.webhooks import signing_secret
 

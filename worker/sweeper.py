@@ -266,13 +266,12 @@ def expire_old_jobs(ctx: WorkerContext, limit: int = 200, look_at: int = 1000) -
         if expired >= limit:
             break
         try:
-            # staged_output_key: an upload a vanished or canceled attempt may have left
-            for key in filter(None, (job.staged_output_key, job.input_key, job.output_key)):
+            for key in jobs.stored_keys(job):
                 ctx.storage.delete(key)
         except StorageError:
             log.warning("could not delete objects of expired job %s; will retry", job.id, exc_info=True)
             continue
         with unit_of_work(ctx.sessions) as session:
-            session.get(Job, job.id).expired_at = utcnow()
+            jobs.mark_expired(session, job.id)
         expired += 1
     return expired

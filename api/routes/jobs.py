@@ -18,6 +18,7 @@ from api.routes.metrics import untimed
 from api.schemas import JobCreateForm, JobListQuery, JobOut, JobPage, Problem
 from api.services import Services, services
 from shared import jobs, quota, transitions
+from shared.db import unit_of_work
 from shared.job_view import result_filename
 from shared.limits import OUTPUT_FORMATS
 from shared.metrics import JOBS_SUBMITTED
@@ -211,12 +212,40 @@ def cancel_job(job_id: str):
     return _json(svc, job)
 
 
+@blueprint.delete("/<job_id>")
+@operation("Delete a job's images now (its input and result); the job's record stays, with expired_at set",
+           {200: ("The job, its images deleted (again: the same answer)", JobOut), 404: ("No such job", Problem),
+            409: ("The job is queued or running: cancel it first", Problem),
+            503: ("Object storage or the database unavailable: nothing was marked deleted; retry", Problem)})
+def delete_job(job_id: str):
+    """What retention does after ``UPSCALER_RETENTION_SECONDS``, at its owner's word: a studio's client photos or a
+    shop's unreleased products need not wait out the deployment's retention in its storage."""
+    svc = services()
+    job = load_job(svc, job_id)
+    if not _ended(job):
+        raise ApiError("job_not_finished", f"the job is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel), "
+                                           "then delete it", job_status=job.status)
+    if job.expired_at is None:
+        try:  # the objects first, the mark after: a deletion cut short is marked nothing and can be sent again
+            for key in jobs.stored_keys(job):
+                with svc.storage_turn():
+                    svc.storage.delete(key)
+        except StorageError as exc:
+            log.error("storage unavailable deleting a job's images: %s", exc)
+            raise ApiError("service_unavailable", "object storage is unavailable; retry later",
+                           headers={"Retry-After": "10"}) from exc
+        with unit_of_work(svc.sessions) as session:
+            jobs.mark_expired(session, job.id)
+        job = load_job(svc, job_id)
+    return _json(svc, job)
+
+
 @blueprint.get("/<job_id>/result")
 @operation("Download the result",
            {200: ("The image (local storage)", None), **DOWNLOAD_ANSWERS,
             303: ("Redirect to a presigned URL (S3)", None),
             404: ("No such job", Problem), 409: ("The job has not succeeded", Problem),
-            410: ("Deleted after the retention period", Problem),
+            410: ("Deleted: the retention period, or a DELETE of the job", Problem),
             503: ("Object storage unavailable or too slow to answer", Problem)},
            status_headers={**DOWNLOAD_HEADERS, 303: {"Location": "A presigned URL of the result, valid "
                                                                  "UPSCALER_RESULT_URL_TTL seconds"}},
@@ -228,7 +257,8 @@ def get_result(job_id: str):
         raise ApiError("result_not_ready", f"the job is {job.status}; a result exists only once it has succeeded",
                        job_status=job.status)
     if job.expired_at:
-        raise ApiError("result_expired", f"the result was deleted on {job.expired_at.isoformat()} (retention)")
+        raise ApiError("result_expired", f"the result was deleted on {job.expired_at.isoformat()} (the retention "
+                                         "period, or a DELETE of the job)")
     filename = result_filename(job)
     try:  # deleted under the job (a retention pass cut short): a 500 once, then S3's own error page behind a 303
         with svc.storage_turn():

@@ -109,6 +109,9 @@ $("model").addEventListener("change", syncDenoise);
 async function loadModels() {
   try {
     const { data } = await api("v1/models");
+    // the model chosen stays chosen where the list still offers it: another key's list put the default back, and
+    // the next photos went with a model nobody chose
+    const chosen = $("model").value;
     $("model").length = 0;
     models = {};
     for (const m of data) {
@@ -119,6 +122,7 @@ async function loadModels() {
       option.title = m.description || "";
       $("model").add(option);
     }
+    if (Object.hasOwn(models, chosen)) $("model").value = chosen;
     syncDenoise();
     notice("");
   } catch (error) {
@@ -205,8 +209,12 @@ const isImageName = (name) => !name.startsWith(".")
  * unreadable file and was said to be "the server could not be reached". The entries are taken at once (a drop's
  * items are gone once its handler returns), then read. */
 async function dropped(transfer) {
-  const entries = [...transfer.items || []].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry());
-  if (!entries.length || entries.some((entry) => !entry)) return [...transfer.files]; // no entries: as given
+  if (!transfer.items) return [...transfer.files]; // no items in this browser: as given
+  // the files only: a link or text dragged along has no entry, and the whole drop was then taken as given (a
+  // folder in it sent as an unreadable file); a link or text alone did nothing, without a word
+  const items = [...transfer.items].filter((item) => item.kind === "file");
+  const entries = items.map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry());
+  if (entries.some((entry) => !entry)) return [...transfer.files]; // no entries: as given
   const files = [];
   const visit = async (entry, inFolder) => {
     if (inFolder && entry.name.startsWith(".")) return; // hidden files and folders: the system's, not photos
@@ -225,8 +233,19 @@ async function dropped(transfer) {
     }
   };
   for (const entry of entries) await visit(entry, false);
-  if (!files.length) notice("no images in what was dropped");
+  if (!files.length) {
+    dropSays(items.length ? "no images in what was dropped"
+      : "a link or text was dropped, not a file: save the image, then drop or choose the file");
+  }
   return files;
+}
+
+/** The drop's own notice (nothing to send in it): the next files chosen or dropped take it away, as the history's
+ * next load takes its own; it once stayed on screen above every later card. Another part's notice is left alone. */
+let dropNotice = "";
+function dropSays(text) {
+  if (text || $("notice").textContent === dropNotice) notice(text);
+  dropNotice = text;
 }
 
 /** The options the browser can check itself, said at the field before any upload (the API explains the rest). */
@@ -241,7 +260,9 @@ function optionsReady() {
 }
 
 function submitAll(files) {
-  if (!files.length || !optionsReady()) return;
+  if (!files.length) return;
+  dropSays("");
+  if (!optionsReady()) return;
   let previous = null; // one drop keeps its order: each card after the one before, the batch on top
   for (const file of files) previous = submit(file, previous);
 }
@@ -370,6 +391,16 @@ function waitForPlace(card, error) {
   if (!waitingForPlace.includes(card)) waitingForPlace.push(card); // a card sent again keeps its turn
   clearTimeout(placeTimer);
   placeTimer = setTimeout(sendWaiting, 1000 * (error.retryAfter || 10));
+  // a waiting photo can be withdrawn: it had no Cancel, and each job canceled freed the place that sent the next
+  // one, so a batch dropped by mistake could not be stopped
+  const cancel = card.li.querySelector(".cancel");
+  cancel.hidden = false;
+  cancel.onclick = () => {
+    leavePlaceQueue(card);
+    cancel.hidden = true;
+    card.set("canceled (never sent)");
+    keepFocusOn(card.li.querySelector(".state"));
+  };
 }
 
 function leavePlaceQueue(card) {
@@ -385,6 +416,10 @@ function sendWaiting() {
   placeSending = true;
   const card = waitingForPlace[0];
   card.set("uploading…");
+  const cancel = card.li.querySelector(".cancel"); // on its way: its job's Cancel comes with the answer
+  const hadFocus = document.activeElement === cancel;
+  cancel.hidden = true;
+  if (hadFocus) keepFocusOn(card.li.querySelector(".state"));
   send(card).finally(() => {
     placeSending = false;
     if (!waitingForPlace.includes(card)) sendWaiting();
@@ -410,6 +445,20 @@ function refreshHistorySoon() {
 async function cancelJob(id, key = keyInUse) {
   const job = await api(`v1/jobs/${id}/cancel`, { method: "POST" }, key);
   for (const card of watched) if (card.job.id === id) show(card, job);
+  return job;
+}
+
+/** Each card by its job's id, ended ones too (``watched`` lets go of a card once its job ends): a history row's
+ * Delete takes the card's Download and Compare away as well. */
+const cardsByJob = new Map();
+
+/** Delete ``id``'s input and result now (``DELETE /v1/jobs/<id>``); its card, and Compare if it shows the job, stop
+ * offering a result that is gone. */
+async function deleteJob(id, key = keyInUse) {
+  const job = await api(`v1/jobs/${id}`, { method: "DELETE" }, key);
+  const card = cardsByJob.get(id);
+  if (card && card.li.isConnected) show(card, job);
+  if (view.job && view.job.id === id) closeViewer(false);
   return job;
 }
 
@@ -479,6 +528,7 @@ const seconds = (s) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${Math.rou
 
 function show(card, job) {
   card.job = job;
+  cardsByJob.set(job.id, card);
   const bar = card.li.querySelector("progress");
   bar.value = job.progress;
   const size = `${dims(job.input)} → ${dims(job.output)}`;
@@ -503,8 +553,8 @@ function show(card, job) {
     card.set(done);
     const link = card.li.querySelector(".download");
     const compare = card.li.querySelector(".compare");
-    if (!job.result_url) { // deleted by the retention period meanwhile: a link would point at "null"
-      card.set(`${done} · the result is no longer kept`, true);
+    if (!job.result_url) { // deleted meanwhile (retention, or a Delete): a link would point at "null"
+      card.set(`${done} · ${job.expired_at ? "its images were deleted" : "the result is no longer kept"}`, true);
       link.hidden = compare.hidden = true;
       return;
     }
@@ -893,14 +943,17 @@ function historyRow(job) {
  * focus on it then moves to the status (the button is gone, and focus would fall to the page). */
 function fillRow(row, job) {
   row.dataset.final = FINAL.includes(job.status) ? "yes" : "no";
-  const status = job.status === "failed" && job.error ? `failed: ${job.error.message}`
+  const state = job.status === "failed" && job.error ? `failed: ${job.error.message}`
     : job.status === "running" ? `running ${Math.round(job.progress * 100)} %` : job.status;
+  const status = job.expired_at ? `${state} · images deleted` : state;
   const texts = [new Date(job.created_at).toLocaleString(),
                  `${job.input.filename || job.input.url || "?"} (${dims(job.input)})`,
                  `${dims(job.output)} ${job.output_format}`, status];
   for (const [index, text] of texts.entries()) row.cells[index].textContent = text;
   const result = row.cells[4];
-  const kind = job.status === "succeeded" && job.result_url ? "link" : FINAL.includes(job.status) ? "none" : "cancel";
+  // an ended job's images can be deleted now, as retention would later; once deleted, nothing is left to offer
+  const kind = job.status === "succeeded" && job.result_url ? "link" : !FINAL.includes(job.status) ? "cancel"
+    : job.expired_at ? "none" : "delete";
   if (result.dataset.kind === kind) {
     if (kind === "link") showLink(result.firstChild, job); // a fresh signed link
     return;
@@ -908,7 +961,8 @@ function fillRow(row, job) {
   const hadFocus = result.contains(document.activeElement);
   result.dataset.kind = kind;
   result.textContent = "";
-  if (kind === "link") result.append(showLink(document.createElement("a"), job));
+  if (kind === "link") result.append(showLink(document.createElement("a"), job), " ", deleteButton(row, job));
+  if (kind === "delete") result.append(deleteButton(row, job));
   if (kind === "cancel") result.append(cancelButton(row, job)); // after a reload too, it can still be stopped here
   if (hadFocus) keepFocusOn(row.cells[3]);
 }
@@ -939,6 +993,27 @@ function cancelButton(row, job) {
     }
   };
   return cancel;
+}
+/** A row's Delete: asked first, since a result not yet downloaded is gone for good. */
+function deleteButton(row, job) {
+  const button = document.createElement("button");
+  const name = job.input.filename || job.input.url || job.id;
+  button.type = "button";
+  button.className = "delete";
+  button.textContent = "Delete";
+  button.setAttribute("aria-label", `Delete the images of ${name}`);
+  button.onclick = async () => {
+    if (!window.confirm(`Delete ${name} and its result from the server now? This cannot be undone.`)) return;
+    button.disabled = true;
+    try {
+      fillRow(row, await deleteJob(job.id));
+      historySays("");
+    } catch (error) {
+      button.disabled = false;
+      historySays(error.message);
+    }
+  };
+  return button;
 }
 $("history-more").addEventListener("click", () => loadHistory(false));
 

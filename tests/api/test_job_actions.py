@@ -229,6 +229,77 @@ def test_retention_deletes_an_upload_a_canceled_attempt_left_behind(app, setting
     assert not storage.exists("results/gone/staged.png") and not storage.exists("inputs/gone/i.png")
 
 
+def _stored_job(app, db_session, name: str, **fields) -> Job:
+    storage = app.extensions["upscaler"].storage
+    keys = {"input_key": f"inputs/{name}/i.png", "output_key": f"results/{name}/r.png"}
+    for key in keys.values():
+        storage.put_bytes(key, image_bytes(), "image/png")
+    return make_job(db_session, **{"status": "succeeded", "finished_at": utcnow(), **keys, **fields})
+
+
+def test_delete_removes_a_finished_jobs_images_now_and_keeps_its_record(client, app, db_session):
+    """A studio's client photos need not wait out the deployment's retention: DELETE does what retention does."""
+    storage = app.extensions["upscaler"].storage
+    job = _stored_job(app, db_session, "mine")
+    kept = _stored_job(app, db_session, "other")
+    assert client.get(f"/v1/jobs/{job.id}/result").status_code == 200
+    response = client.delete(f"/v1/jobs/{job.id}")
+    body = response.get_json()
+    assert response.status_code == 200 and body["status"] == "succeeded" and body["expired_at"] is not None
+    assert body["result_url"] is None and body["links"]["result"] is None
+    assert not storage.exists(job.input_key) and not storage.exists(job.output_key)
+    assert storage.exists(kept.input_key) and storage.exists(kept.output_key)  # nothing of another job
+    gone = client.get(f"/v1/jobs/{job.id}/result")
+    assert (gone.status_code, gone.get_json()["code"]) == (410, "result_expired")
+    assert "DELETE" in gone.get_json()["detail"]
+    again = client.delete(f"/v1/jobs/{job.id}")  # a retried DELETE: the same answer
+    assert (again.status_code, again.get_json()["expired_at"]) == (200, body["expired_at"])
+    assert client.delete("/v1/jobs/" + "0" * 32).status_code == 404
+
+
+def test_a_queued_job_is_deleted_only_once_canceled(client, app, db_session):
+    storage = app.extensions["upscaler"].storage
+    job_id = submit(client).get_json()["id"]
+    input_key = db_session.get(Job, job_id).input_key
+    refused = client.delete(f"/v1/jobs/{job_id}")
+    body = refused.get_json()
+    assert (refused.status_code, body["code"], body["job_status"]) == (409, "job_not_finished", "queued")
+    assert storage.exists(input_key)  # a job that will still run keeps its input
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 200 and not storage.exists(input_key)
+
+
+def test_a_delete_cut_short_by_storage_keeps_the_result_and_marks_nothing(client, app, db_session, monkeypatch):
+    """The input goes first and the result last; a failure answers 503 with the job unmarked and its result still
+    downloadable, and the DELETE sent again finishes it. A canceled attempt's staged upload goes too, and the row
+    stops naming it (an upload landing later is then an orphan the orphan sweep removes)."""
+    from shared.storage import StorageError
+
+    storage = app.extensions["upscaler"].storage
+    job = _stored_job(app, db_session, "flaky", staged_output_key="results/flaky/staged.png")
+    storage.put_bytes("results/flaky/staged.png", image_bytes(), "image/png")
+    real_delete = storage.delete
+
+    def failing_on_results(key):
+        if key == job.output_key:
+            raise StorageError("storage is down")
+        real_delete(key)
+
+    monkeypatch.setattr(storage, "delete", failing_on_results)
+    failed = client.delete(f"/v1/jobs/{job.id}")
+    assert (failed.status_code, failed.get_json()["code"]) == (503, "service_unavailable")
+    assert failed.headers["Retry-After"] == "10"
+    db_session.expire_all()
+    assert db_session.get(Job, job.id).expired_at is None
+    assert not storage.exists(job.input_key) and client.get(f"/v1/jobs/{job.id}/result").status_code == 200
+    monkeypatch.undo()
+    assert client.delete(f"/v1/jobs/{job.id}").status_code == 200
+    db_session.expire_all()
+    row = db_session.get(Job, job.id)
+    assert row.expired_at is not None and row.staged_output_key is None
+    assert not storage.exists("results/flaky/staged.png") and not storage.exists(job.output_key)
+
+
 def test_prefer_wait_never_takes_more_than_its_share_of_threads(settings):
     """Issue 10 #4: past the bounded number of waiters a submit answers 202 at once, so /healthz always answers."""
     import time

@@ -42,7 +42,7 @@ def test_a_second_tenant_sees_nothing_of_the_first_in_any_route(client, tenants,
     missing = client.get("/v1/jobs/" + "0" * 32, headers=tenants["b"]).get_json()
     routes = [("get", f"/v1/jobs/{job_id}"), ("get", f"/v1/jobs/{job_id}/result"),
               ("post", f"/v1/jobs/{job_id}/cancel"), ("get", f"/v1/jobs/{job_id}/deliveries"),
-              ("post", f"/v1/jobs/{job_id}/deliveries/redeliver")]
+              ("post", f"/v1/jobs/{job_id}/deliveries/redeliver"), ("delete", f"/v1/jobs/{job_id}")]
     for method, path in routes:
         response = getattr(client, method)(path, headers=tenants["b"])
         body = response.get_json()

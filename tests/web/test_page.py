@@ -266,6 +266,22 @@ def test_changing_the_key_takes_the_previous_keys_jobs_off_the_page(page, api_se
     shot(page, "07-key-changed")
 
 
+def test_another_key_keeps_the_model_chosen(page, api_server, tmp_path):
+    """The models' list is read again with each key, and put the default back: the model chosen before the key
+    was entered (or changed) was dropped without a word, and the next photos went with another one."""
+    first, second = new_key(api_server, "chooses-first"), new_key(api_server, "chooses-second")
+    page.fill("#key", first)
+    page.dispatch_event("#key", "change")
+    page.locator("#model option").nth(2).wait_for(state="attached")
+    page.select_option("#model", "residual_sr_cond")
+    with page.expect_response(lambda response: response.url.endswith("/v1/models")):
+        page.fill("#key", second)
+        page.dispatch_event("#key", "change")
+    page.wait_for_timeout(300)
+    assert page.input_value("#model") == "residual_sr_cond"
+    assert page.locator("#denoise").is_enabled()  # what the model chosen offers
+
+
 def test_a_key_being_edited_leaves_the_cards_and_the_history_on_the_key_in_use(page, api_server, tmp_path):
     """Polls, the history's refresh and a card's Cancel took the key field's text as it was being typed: a
     half-edited key got 401s, every card read "this API key was not accepted" for good and the history froze, even
@@ -586,14 +602,46 @@ def test_a_dropped_folder_sends_its_images(page, tmp_path):
     photo(folder, "a.png")
     photo(folder / "day2", "b.png", seed=1)
     (folder / "notes.txt").write_text("not a photo")
+    drop(page, [folder])
+    page.locator("#cards li .state", has_text="position").nth(1).wait_for()  # no worker: both stay queued
+    assert sorted(page.locator("#cards li .name").all_inner_texts()) == ["a.png", "b.png"]
+
+
+def drop(page, files: list[Path], strings: dict[str, str] | None = None) -> None:
+    """Drop ``files`` (and ``strings``, by MIME type: a link, text) on the drop zone, a real drop through
+    Chromium's DevTools protocol, as a user's drag from a file manager or another page arrives."""
     cdp = page.context.new_cdp_session(page)
     box = page.locator("#drop").bounding_box()
-    data = {"items": [], "files": [str(folder)], "dragOperationsMask": 1}
+    items = [{"mimeType": kind, "data": value} for kind, value in (strings or {}).items()]
+    data = {"items": items, "files": [str(path) for path in files], "dragOperationsMask": 1}
     for kind in ("dragEnter", "dragOver", "drop"):
         cdp.send("Input.dispatchDragEvent", {"type": kind, "x": box["x"] + box["width"] / 2,
                                              "y": box["y"] + box["height"] / 2, "data": data})
-    page.locator("#cards li .state", has_text="position").nth(1).wait_for()  # no worker: both stay queued
-    assert sorted(page.locator("#cards li .name").all_inner_texts()) == ["a.png", "b.png"]
+    cdp.detach()
+
+
+def test_a_dropped_link_says_why_nothing_went_and_a_folder_dropped_with_text_sends_its_images(page, tmp_path):
+    """A link or text dragged along with a folder (string items have no file entry) sent the drop as given: the
+    folder became one card, "the server could not be reached". A link alone (an image dragged off another web
+    page) did nothing, without a word, and a drop's notice ("no images in what was dropped") stayed on screen over
+    every later upload."""
+    link = "http://127.0.0.1:9/photo.png"
+    drop(page, [], {"text/uri-list": link, "text/plain": link})
+    page.locator("#notice", has_text="a link or text was dropped, not a file").wait_for(timeout=5000)
+    assert page.locator("#cards li").count() == 0
+    folder = tmp_path / "with-a-note"
+    folder.mkdir()
+    photo(folder, "c.png")
+    drop(page, [folder], {"text/plain": "a caption dragged along"})
+    page.locator("#cards li .state", has_text="position").wait_for()  # no worker: it stays queued
+    assert page.locator("#cards li .name").all_inner_texts() == ["c.png"]
+    page.locator("#notice").wait_for(state="hidden")  # the next drop that sent something took it away
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    drop(page, [empty])
+    page.locator("#notice", has_text="no images in what was dropped").wait_for(timeout=5000)
+    page.set_input_files("#files", str(photo(tmp_path, "chosen.png")))
+    page.locator("#notice").wait_for(state="hidden", timeout=5000)
 
 
 def history_refreshed(page) -> None:
@@ -643,9 +691,40 @@ def test_a_history_cancel_refused_as_too_late_shows_the_jobs_real_state(page, ap
     row.locator("button", has_text="Cancel").click()
     page.locator("#notice", has_text="already failed").wait_for()
     row.locator("td", has_text="the worker was lost").wait_for(timeout=2000)  # at once, not at the next refresh
-    assert row.locator("button").count() == 0
+    assert row.locator("button", has_text="Cancel").count() == 0
     page.set_input_files("#files", str(photo(tmp_path, "next.png", seed=1)))  # the next action that works
     page.locator("#notice").wait_for(state="hidden")
+
+
+def test_a_history_delete_asks_then_deletes_the_images_and_takes_the_result_off_the_page(page, api_server, settings,
+                                                                                         tmp_path):
+    """An ended job's images can go now, not at the deployment's retention: asked first (declined, nothing goes);
+    then the row says so, and the card's Download and an open Compare of that job go with the result."""
+    url, _app = api_server
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        open_compare(page, photo(tmp_path, "client-photo.png"), size="2")
+    finally:
+        stop_worker(worker)
+    row = page.locator("#history tbody tr", has_text="client-photo.png")
+    delete = row.get_by_role("button", name="Delete the images of client-photo.png", exact=True)
+    delete.wait_for()
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    delete.click()
+    page.wait_for_timeout(300)
+    assert "cannot be undone" in asked[0] and row.locator("a").count() == 1  # declined: nothing went
+    job_id = row.get_attribute("data-job")
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete.click()
+    row.locator("td", has_text="succeeded · images deleted").wait_for(timeout=5000)
+    assert row.locator("a").count() == 0 and row.locator("button").count() == 0
+    card = page.locator("#cards li", has_text="client-photo.png")
+    assert "its images were deleted" in card.locator(".state").inner_text()
+    assert card.locator(".download").is_hidden() and card.locator(".compare").is_hidden()
+    assert page.locator("#viewer").is_hidden()  # it showed that job
+    gone = page.request.get(f"{url}/v1/jobs/{job_id}/result")
+    assert gone.status == 410 and gone.json()["code"] == "result_expired"
 
 
 def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tmp_path):
@@ -708,6 +787,45 @@ def test_photos_past_the_active_job_limit_wait_for_a_place_and_go_by_themselves(
         taken.wait_for(timeout=15_000)  # sent again by itself once the canceled job freed its place, no click
         states = page.locator("#cards li .state").all_inner_texts()
         assert sum("waiting in the queue" in state for state in states) == 2, states
+    finally:
+        context.close()
+        server.shutdown()
+
+
+def test_a_photo_waiting_for_a_place_can_be_withdrawn(browser, settings, tmp_path):
+    """A photo waiting for a free place had no Cancel, and each job canceled freed the place that sent the next
+    waiting one: a batch dropped by mistake could not be stopped. Withdrawn, it is never sent."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings.with_overrides(max_active_jobs=1)), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_port}/")
+        page.set_input_files("#files", [str(photo(tmp_path, f"mistake{i}.png", seed=i)) for i in range(2)])
+        cards = page.locator("#cards li")
+        waiting = cards.filter(has_text="waiting for a free place")
+        waiting.wait_for()  # the two went at once: either one
+        queued = cards.filter(has_text="waiting in the queue")
+        queued.wait_for()
+        name = waiting.locator(".name").inner_text()
+        waiting.get_by_role("button", name=f"Cancel {name}", exact=True).click()
+        withdrawn = cards.filter(has_text=name)
+        withdrawn.locator(".state", has_text="canceled").wait_for(timeout=2000)
+        assert withdrawn.locator(".cancel").is_hidden()
+        assert page.evaluate("document.activeElement.className") == "state"  # not lost with its button
+        uploads = []
+        page.on("request", lambda request: uploads.append(1) if request.method == "POST"
+                and request.url.endswith("/v1/jobs") else None)
+        queued.locator(".cancel").click()  # its place is free now: nothing waits for it any more
+        cards.locator(".state", has_text="canceled").nth(1).wait_for()
+        page.wait_for_timeout(2000)
+        assert uploads == [] and withdrawn.locator(".state").inner_text() == "canceled (never sent)"
     finally:
         context.close()
         server.shutdown()

@@ -321,6 +321,11 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         return Job.from_json(_body(self.client.request("POST", _job_path(job_id, "/cancel"))), self.client)
 
+    def delete(self, job_id: str) -> Job:
+        """Delete an ended job's input and result now (the job stays, with ``expired_at``); ``InvalidRequest``
+        with code ``job_not_finished`` while it is queued or running: cancel it first."""
+        return Job.from_json(_body(self.client.request("DELETE", _job_path(job_id))), self.client)
+
     def wait(self, job_id: str, timeout: float = 3600, on_progress: Callable[[Job], Any] | None = None,
              interval: float | None = None, on_unavailable: Callable[[Exception], Any] | None = None) -> Job:
         """Poll until the job ends: at the API's ``Retry-After`` (2 s; polling every 0.5 s spent a tenant's rate

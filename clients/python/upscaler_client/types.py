@@ -78,6 +78,9 @@ class Job:
     def cancel(self) -> Job:
         return self._jobs.cancel(self.id)
 
+    def delete(self) -> Job:
+        return self._jobs.delete(self.id)
+
 
 @dataclass(frozen=True)
 class Model:
