@@ -95,8 +95,9 @@ def writable_folders(targets: Iterable[Path]) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".upscaler-probe-"):
                 pass  # removed as it closes
-        except OSError as exc:
-            raise UsageError(f"cannot write into {folder}: {exc.strerror or exc}; name another output") from None
+        except OSError as exc:  # a file where the folder goes: mkdir's own word for it was "File exists"
+            why = "it is a file, not a folder" if folder.is_file() else exc.strerror or exc
+            raise UsageError(f"cannot write into {folder}: {why}; name another output") from None
 
 
 def output_format_for(path: Path, explicit: str | None) -> str:

@@ -172,7 +172,7 @@ def run_revoke(args: argparse.Namespace) -> int:
         revoked = revoke_key(session, args.name)
         known = revoked or session.scalar(select(ApiKey.id).where(ApiKey.name == args.name).limit(1)) is not None
     if not revoked and not (args.cancel_jobs and known):  # a revoked key's jobs may still be canceled after
-        print(f"no active key named {args.name!r}", file=sys.stderr)
+        print(f"upscaler keys: no active key named {args.name!r}", file=sys.stderr)  # as its other errors say
         return 1
     print(f"revoked {args.name!r}" if revoked else f"{args.name!r} was already revoked")
     if args.cancel_jobs:

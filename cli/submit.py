@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli.arguments import UsageError, add_size_options, positive_int, quality
+from cli.arguments import UsageError, add_size_options, denoise, positive_int, quality
 from cli.files import (
     expand,
     output_format_for,
@@ -41,7 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="default: --output's suffix, else png")
     p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
-    p.add_argument("--denoise", default=None, help="0..1 or 'auto' (measured from each file)")
+    # checked here as upscale and the API check it: unchecked, a --denoise 2 was sent with every file, refused 422
+    # file by file, exit 1
+    p.add_argument("--denoise", type=denoise, default=None,
+                   help="restoration strength 0..1, or 'auto' (the default) to measure it from each file")
     p.add_argument("--webhook-url", default=None)
     p.add_argument("--wait", action="store_true", help="wait for every job, with progress, and download results")
     p.add_argument("--output-dir", type=Path, default=None,
@@ -110,7 +113,7 @@ def create_when_a_slot_frees(client, path: Path, options: dict, stop: threading.
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-    from upscaler_client import AuthenticationError, Client, Timeout, UpscalerError
+    from upscaler_client import AuthenticationError, Client, JobFailed, Timeout, UpscalerError
     from upscaler_client import ConnectionError as Unreachable
 
     if (args.output or args.output_dir or args.overwrite) and not args.wait:
@@ -218,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
             return NOT_DONE
         except (UpscalerError, OSError) as exc:
             job_id = running.pop(path, None)
-            tqdm.write(f"error: {path}: {exc}" + (f" (job {job_id})" if job_id else ""), file=sys.stderr)
+            named = job_id and not isinstance(exc, JobFailed)  # a failed job's message names it already
+            tqdm.write(f"error: {path}: {exc}" + (f" (job {job_id})" if named else ""), file=sys.stderr)
             return FAILED
         finally:
             bar.close()
@@ -257,6 +261,10 @@ DONE, FAILED, UNSAVED, NOT_DONE = "done", "failed", "not downloaded", "not done"
 
 
 def _left_on_server(running: dict[Path, str]) -> str:
-    left = ", ".join(f"{path} ({job_id})" for path, job_id in running.items()) or "none"
+    """The jobs still running that a rerun picks up; with none, no advice to rerun for them (after a wrong key it
+    said "jobs left on the server: none (run the same `upscaler submit` again to pick them up ...)")."""
+    if not running:
+        return "no job of this run is left running on the server"
+    left = ", ".join(f"{path} ({job_id})" for path, job_id in running.items())
     return (f"jobs left on the server: {left} (run the same `upscaler submit` again to pick them up and download "
             "their results; nothing is submitted twice)")

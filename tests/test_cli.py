@@ -476,7 +476,9 @@ def test_keys_create_list_revoke(tmp_path):
     rotated = run(["keys", "rotate", "acme"], env=env)
     assert rotated.returncode == 0 and rotated.stdout.strip().splitlines()[-1] not in (key, "")
     assert run(["keys", "revoke", "acme"], env=env).returncode == 0
-    assert run(["keys", "revoke", "acme"], env=env).returncode == 1
+    again_revoked = run(["keys", "revoke", "acme"], env=env)
+    assert again_revoked.returncode == 1  # its line lacked the command's name every other error line has
+    assert again_revoked.stderr.strip() == "upscaler keys: no active key named 'acme'"
     assert run(["keys", "rotate", "acme"], env=env).returncode == 1  # nothing active to rotate
     again = run(["keys", "create", "--name", "acme"], env=env)  # a revoked tenant may get a new key
     assert again.returncode == 0 and again.stdout.strip().splitlines()[-1].startswith("upk_")
@@ -1041,6 +1043,31 @@ def test_jobs_and_submit_error_lines_name_the_request_id(tmp_path, capsys):
                    f"error: {source}: 422 invalid_parameter: scale: no [request_id=req-422]"]
 
 
+def test_submit_wait_says_a_canceled_job_and_a_wrong_key_in_plain_words(tmp_path, capsys):
+    """A job canceled on the server was "error: a.png: job j1 canceled: canceled:  (job j1)"; a wrong key ended with
+    "jobs left on the server: none (run the same `upscaler submit` again to pick them up ...)", which a rerun with
+    the same key cannot do."""
+    from cli.__main__ import main
+    from tests.test_sdk import _FakeApi, _job
+
+    source = write_image(tmp_path / "a.png", width=8, height=8)
+    wait = ["submit", str(source), "--wait", "--output-dir", str(tmp_path / "out"), "--api-key", "wrong"]
+    fake = _FakeApi([(201, {}, _job("queued")), (200, {}, _job("canceled"))])
+    try:
+        assert main([*wait, "--api", fake.base]) == 1
+    finally:
+        fake.close()
+    assert capsys.readouterr().err.splitlines() == [f"error: {source}: job j1 canceled", "1 of 1 job(s) failed"]
+    fake = _FakeApi([(401, {}, b'{"code": "unauthorized", "detail": "send a valid API key"}')])
+    try:
+        assert main([*wait, "--api", fake.base]) == 1
+    finally:
+        fake.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "upscaler submit: 401 unauthorized: send a valid API key",
+        "1 of 1 file(s) not finished: no job of this run is left running on the server"]
+
+
 def test_submit_wait_ends_when_the_api_goes_away_and_says_which_jobs_are_left(tmp_path, capsys):
     """The API went away mid-run: one file's submit could not connect and stopped the run, but the file whose job
     was being watched heard no answer to stop on and sat silent for the wait's hour, then counted as failed with
@@ -1277,6 +1304,7 @@ def test_many_inputs_into_a_name_like_an_image_are_refused_not_made_a_folder(tmp
     (["submit", "IN", "--scale", "2", "--width", "100"], "give one of scale, width/height or print_width"),
     (["submit", "IN", "--print-width", "2"], "print_width and print_height need dpi"),
     (["submit", "IN", "--dpi", "20000"], "argument --dpi: must be at most 9600, not 20000"),  # sent, then 422
+    (["submit", "IN", "--denoise", "2"], "argument --denoise: must be 'auto' or a number from 0 to 1, not '2'"),
     (["submit", "IN", "--dpi", "300", "--print-width", "0"], "argument --print-width: must be above 0"),
     (["submit", "IN", "--wait", "--output", "big.jpg", "--format", "png"], "names a jpeg file but --format is png"),
 ])
@@ -1721,6 +1749,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, m
             assert main([*command, "--scale", "2"]) == 2
             err = capsys.readouterr().err
             assert err.startswith(f"upscaler {command[0]}: cannot write into ") and err.count("\n") == 1, err
+        # an output folder that is a file was said as "cannot write into a-file: File exists"
+        assert main(["submit", str(source), "--output-dir", str(blocker), *remote]) == 2
+        assert capsys.readouterr().err == (f"upscaler submit: cannot write into {blocker}: it is a file, not a folder; "
+                                           "name another output\n")
     finally:
         fake.close()
     assert fake.requests == [] and rendered == []

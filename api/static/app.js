@@ -319,6 +319,33 @@ function submit(file, after) {
 const FILE_REFUSALS = ["unsupported_image", "image_too_large", "payload_too_large", "missing_image"];
 const refusesFile = (error) => error.status === 413 || FILE_REFUSALS.includes(error.code);
 
+/** Send the card's file again, with the options and the key as they are now. */
+function sendAgain(card) {
+  card.li.awaitingKey = null;
+  card.li.dataset.key = apiKey();
+  card.li.querySelector(".retry").hidden = true;
+  card.started = null;
+  card.set("uploading…");
+  keepFocusOn(card.li.querySelector(".state"));
+  send(card);
+}
+
+/** Failures of a job caused by its file or its options (docs/errors.md): sent again, it fails again. */
+const JOB_FILE_FAILURES = ["input_unreadable", "image_too_large", "output_too_large", "unsupported_scale",
+                           "input_url_refused", "input_too_large"];
+
+/** Try again on a card whose job failed for another cause (a worker lost, storage down, a time limit): the file
+ * sent again as a new job (a new Idempotency-Key: the card's first one would answer with the failed job). A failed
+ * job's card offered nothing, although it still held the file. */
+function offerAgain(card, job) {
+  const retry = card.li.querySelector(".retry");
+  retry.hidden = JOB_FILE_FAILURES.includes(job.error && job.error.code);
+  retry.onclick = () => {
+    card.idempotency = idempotencyKey();
+    sendAgain(card);
+  };
+}
+
 async function send(card) {
   const { file } = card;
   const retry = card.li.querySelector(".retry");
@@ -344,14 +371,7 @@ async function send(card) {
     card.li.querySelector("progress").hidden = true;
     // the file is still in hand: send it again (with the options and the key as they are now)
     retry.hidden = refusesFile(error);
-    const again = () => {
-      card.li.awaitingKey = null;
-      card.li.dataset.key = apiKey();
-      retry.hidden = true;
-      card.set("uploading…");
-      keepFocusOn(card.li.querySelector(".state"));
-      send(card);
-    };
+    const again = () => sendAgain(card);
     retry.onclick = again;
     card.li.awaitingKey = error.status === 401 ? again : null; // a key given later sends it
     return;
@@ -573,6 +593,7 @@ function show(card, job) {
   } else if (job.status === "failed") {
     card.set(`failed: ${job.error ? job.error.message : "unknown error"}`, true);
     bar.hidden = true;
+    offerAgain(card, job);
   } else {
     card.set("canceled");
     bar.hidden = true;
@@ -974,47 +995,47 @@ function showLink(link, job) {
   return link;
 }
 
-function cancelButton(row, job) {
-  const cancel = document.createElement("button");
-  cancel.type = "button";
-  cancel.textContent = "Cancel";
-  cancel.setAttribute("aria-label", `Cancel ${job.input.filename || job.input.url || job.id}`);
-  cancel.onclick = async () => {
-    cancel.disabled = true;
-    try {
-      fillRow(row, await cancelJob(job.id));
-      historySays("");
-    } catch (error) {
-      cancel.disabled = false;
-      historySays(error.message);
-      // the job ended meanwhile (it succeeded or failed): the row shows how, not a Cancel that can never work
-      const ended = error.code === "not_cancelable" && await api(`v1/jobs/${job.id}`).catch(() => null);
-      if (ended && row.isConnected) fillRow(row, ended);
-    }
-  };
-  return cancel;
-}
-/** A row's Delete: asked first, since a result not yet downloaded is gone for good. */
-function deleteButton(row, job) {
+/** A history row's button: ``act`` answers the job as it is now, which the row then shows (null: nothing was done,
+ * such as a Delete declined); a refusal is said in the history's notice, and ``refused`` may fetch the job's real
+ * state for the row. */
+function rowButton(row, text, label, act, refused = () => null) {
   const button = document.createElement("button");
-  const name = job.input.filename || job.input.url || job.id;
   button.type = "button";
-  button.className = "delete";
-  button.textContent = "Delete";
-  button.setAttribute("aria-label", `Delete the images of ${name}`);
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
   button.onclick = async () => {
-    if (!window.confirm(`Delete ${name} and its result from the server now? This cannot be undone.`)) return;
     button.disabled = true;
     try {
-      fillRow(row, await deleteJob(job.id));
+      const job = await act();
+      button.disabled = false;
+      if (!job) return;
+      fillRow(row, job);
       historySays("");
     } catch (error) {
       button.disabled = false;
       historySays(error.message);
+      const now = await refused(error);
+      if (now && row.isConnected) fillRow(row, now);
     }
   };
   return button;
 }
+
+const jobName = (job) => job.input.filename || job.input.url || job.id;
+
+function cancelButton(row, job) {
+  // the job ended meanwhile (it succeeded or failed): the row shows how, not a Cancel that can never work
+  return rowButton(row, "Cancel", `Cancel ${jobName(job)}`, () => cancelJob(job.id),
+                   (error) => error.code === "not_cancelable" && api(`v1/jobs/${job.id}`).catch(() => null));
+}
+
+/** A row's Delete: asked first, since a result not yet downloaded is gone for good. */
+function deleteButton(row, job) {
+  const question = `Delete ${jobName(job)} and its result from the server now? This cannot be undone.`;
+  return rowButton(row, "Delete", `Delete the images of ${jobName(job)}`,
+                   () => (window.confirm(question) ? deleteJob(job.id) : null));
+}
+
 $("history-more").addEventListener("click", () => loadHistory(false));
 
 loadModels();

@@ -3,6 +3,7 @@ worker process. Screenshots go to ``var/test-artifacts/`` (look at them: they ar
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -672,9 +673,6 @@ def test_a_history_refresh_keeps_keyboard_focus_on_a_rows_cancel(page, tmp_path)
 def test_a_history_cancel_refused_as_too_late_shows_the_jobs_real_state(page, api_server, tmp_path):
     """A Cancel the API refuses with 409 not_cancelable (the job ended meanwhile) left the row's Cancel in place
     and its notice on screen for good."""
-    from shared.jobs import claim, finish
-    from shared.states import JobStatus
-
     _url, app = api_server
     page.set_input_files("#files", str(photo(tmp_path, "ended-meanwhile.png")))  # no worker runs: it stays queued
     page.locator("#history tbody tr").first.wait_for()
@@ -682,12 +680,7 @@ def test_a_history_cancel_refused_as_too_late_shows_the_jobs_real_state(page, ap
     row = page.locator("#history tbody tr", has_text="ended-meanwhile.png")
     row.locator("button", has_text="Cancel").wait_for()
     history_refreshed(page)  # the next refresh is 5 s away: the row stays as it is until the click
-    job_id = row.get_attribute("data-job")
-    with app.extensions["upscaler"].sessions() as session:  # a worker takes the job and fails it, unseen
-        assert claim(session, job_id, "test-worker", 60, max_attempts=3)
-        assert finish(session, job_id, "test-worker", JobStatus.FAILED, error_code="worker_lost",
-                      error_message="the worker was lost")
-        session.commit()
+    fail_unseen(app, row.get_attribute("data-job"), "worker_lost", "the worker was lost")
     row.locator("button", has_text="Cancel").click()
     page.locator("#notice", has_text="already failed").wait_for()
     row.locator("td", has_text="the worker was lost").wait_for(timeout=2000)  # at once, not at the next refresh
@@ -727,6 +720,41 @@ def test_a_history_delete_asks_then_deletes_the_images_and_takes_the_result_off_
     assert gone.status == 410 and gone.json()["code"] == "result_expired"
 
 
+def fail_unseen(app, job_id: str, code: str, message: str) -> None:
+    """A worker takes the job and fails it with ``code``, as the page's next poll will find."""
+    from shared.jobs import claim, finish
+    from shared.states import JobStatus
+
+    with app.extensions["upscaler"].sessions() as session:
+        assert claim(session, job_id, "test-worker", 60, max_attempts=3)
+        assert finish(session, job_id, "test-worker", JobStatus.FAILED, error_code=code, error_message=message)
+        session.commit()
+
+
+def test_a_job_that_failed_for_a_cause_other_than_its_file_can_be_sent_again(page, api_server, tmp_path):
+    """A failed job's card offered nothing, although it held the file: a job lost with its worker had to be found
+    and dropped again. Try again sends it as a new job (a new Idempotency-Key: the first would answer with the
+    failed job); a job failed by its file (unreadable) offers no Try again, as an upload refused for it does not."""
+    _url, app = api_server
+    page.set_input_files("#files", str(photo(tmp_path, "lost.png")))  # no worker runs: it stays queued
+    card = page.locator("#cards li", has_text="lost.png")
+    card.locator(".state", has_text="waiting in the queue").wait_for()
+    first = card.get_attribute("data-job")
+    fail_unseen(app, first, "worker_lost", "the worker was lost")
+    card.locator(".state", has_text="the worker was lost").wait_for(timeout=10_000)
+    keys = []
+    page.on("request", lambda request: keys.append(request.headers.get("idempotency-key"))
+            if request.method == "POST" and request.url.endswith("/v1/jobs") else None)
+    card.get_by_role("button", name="Try again: lost.png").click()
+    card.locator(".state", has_text="waiting in the queue").wait_for(timeout=10_000)
+    assert len(keys) == 1 and keys[0] and card.get_attribute("data-job") != first
+    assert card.locator(".retry").is_hidden()
+    second = card.get_attribute("data-job")
+    fail_unseen(app, second, "input_unreadable", "the image could not be decoded")
+    card.locator(".state", has_text="could not be decoded").wait_for(timeout=10_000)
+    assert card.locator(".retry").is_hidden()  # the same file would fail the same way
+
+
 def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tmp_path):
     """A 413 said only "larger than this server accepts": the API's problem detail, which names the limit, was
     dropped. A refusal of the file itself (too many bytes or pixels, not an image) offered Try again, which could
@@ -759,22 +787,32 @@ def test_an_upload_over_the_servers_limit_says_which_limit(browser, settings, tm
         server.shutdown()
 
 
-def test_photos_past_the_active_job_limit_wait_for_a_place_and_go_by_themselves(browser, settings, tmp_path):
-    """A drop past the key's active-job limit left the extra cards red ("limit reached"), each to be sent again by
-    a click on Try again as jobs ended. They wait, not failed, and go one at a time as places free up: here, when
-    one of the page's jobs is canceled (no worker runs, so nothing else ends)."""
+@contextlib.contextmanager
+def page_of_limited_api(browser, settings, **limits):
+    """A page on an API of its own (on loopback) with other ``limits`` than the shared one's (``max_active_jobs``)."""
     import threading
 
     from werkzeug.serving import make_server
 
     from api import create_app
 
-    server = make_server("127.0.0.1", 0, create_app(settings.with_overrides(max_active_jobs=2)), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(settings.with_overrides(**limits)), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     context = browser.new_context()
     try:
         page = context.new_page()
         page.goto(f"http://127.0.0.1:{server.server_port}/")
+        yield page
+    finally:
+        context.close()
+        server.shutdown()
+
+
+def test_photos_past_the_active_job_limit_wait_for_a_place_and_go_by_themselves(browser, settings, tmp_path):
+    """A drop past the key's active-job limit left the extra cards red ("limit reached"), each to be sent again by
+    a click on Try again as jobs ended. They wait, not failed, and go one at a time as places free up: here, when
+    one of the page's jobs is canceled (no worker runs, so nothing else ends)."""
+    with page_of_limited_api(browser, settings, max_active_jobs=2) as page:
         page.set_input_files("#files", [str(photo(tmp_path, f"p{i}.png", seed=i)) for i in range(3)])
         cards = page.locator("#cards li")
         cards.locator(".state", has_text="waiting for a free place").wait_for()  # the three went at once: any one
@@ -787,26 +825,12 @@ def test_photos_past_the_active_job_limit_wait_for_a_place_and_go_by_themselves(
         taken.wait_for(timeout=15_000)  # sent again by itself once the canceled job freed its place, no click
         states = page.locator("#cards li .state").all_inner_texts()
         assert sum("waiting in the queue" in state for state in states) == 2, states
-    finally:
-        context.close()
-        server.shutdown()
 
 
 def test_a_photo_waiting_for_a_place_can_be_withdrawn(browser, settings, tmp_path):
     """A photo waiting for a free place had no Cancel, and each job canceled freed the place that sent the next
     waiting one: a batch dropped by mistake could not be stopped. Withdrawn, it is never sent."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    from api import create_app
-
-    server = make_server("127.0.0.1", 0, create_app(settings.with_overrides(max_active_jobs=1)), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(f"http://127.0.0.1:{server.server_port}/")
+    with page_of_limited_api(browser, settings, max_active_jobs=1) as page:
         page.set_input_files("#files", [str(photo(tmp_path, f"mistake{i}.png", seed=i)) for i in range(2)])
         cards = page.locator("#cards li")
         waiting = cards.filter(has_text="waiting for a free place")
@@ -826,9 +850,6 @@ def test_a_photo_waiting_for_a_place_can_be_withdrawn(browser, settings, tmp_pat
         cards.locator(".state", has_text="canceled").nth(1).wait_for()
         page.wait_for_timeout(2000)
         assert uploads == [] and withdrawn.locator(".state").inner_text() == "canceled (never sent)"
-    finally:
-        context.close()
-        server.shutdown()
 
 
 def open_compare(page, path: Path, size: str):

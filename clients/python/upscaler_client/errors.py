@@ -83,7 +83,9 @@ class JobFailed(UpscalerError):
 
     def __init__(self, job: Any):
         error = job.error or {}
-        super().__init__(f"job {job.id} {job.status}: {error.get('code', job.status)}: {error.get('message', '')}")
+        # a job canceled by its owner has no error: its message was "job j1 canceled: canceled: "
+        said = ": ".join(str(part) for part in (error.get("code"), error.get("message")) if part)
+        super().__init__(f"job {job.id} {job.status}" + (f": {said}" if said else ""))
         self.job, self.code = job, error.get("code", job.status)
 
 
