@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import unquote, urlencode
 
@@ -197,7 +198,11 @@ def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
     ttl = ttl or settings.result_url_ttl
     if storage.max_link_seconds is not None:
         ttl = min(ttl, storage.max_link_seconds)
-    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    # in whole seconds, as both links count their life (a signed link's ``expires``, S3's X-Amz-Date): the time
+    # read here with its fraction said the link lived up to a second longer than it did, so a client using it in
+    # its last "valid" moment was answered 410 link_expired (S3 signs later than this second, so later, never sooner)
+    issued = int(time.time())
+    expires = datetime.fromtimestamp(issued + ttl, UTC)
     filename = result_filename(job)
     try:
         url = storage.presigned_url(job.output_key, ttl, filename, OUTPUT_FORMATS[job.output_format])
@@ -205,7 +210,7 @@ def result_link(job: Job, storage: Storage, settings: Settings, base_url: str,
         log.warning("no link to the result of job %s for now: %s", job.id, exc)
         return None
     if url is None:
-        query = urlencode(signed_query(settings.secret_key, job.output_key, ttl, name=filename))
+        query = urlencode(signed_query(settings.secret_key, job.output_key, ttl, now=issued, name=filename))
         url = f"{base_url.rstrip('/')}/v1/files/{job.output_key}?{query}"
     return url, expires
 

@@ -160,8 +160,8 @@ def _claim_turn(ctx: WorkerContext, message_job: str) -> Job | None:
 
 
 def _fetch_input(ctx: WorkerContext, job: Job) -> None:
-    """Fetch ``image_url`` into the job's input key (once: a retry finds it stored), sniffed and size-checked
-    like an upload, and record what it is."""
+    """Fetch ``image_url`` into the job's input key, sniffed and size-checked like an upload, and record what it is
+    (once recorded, a retry downloads the stored input instead of fetching again)."""
     settings = ctx.settings
     data = fetch(job.input_url, settings.webhook_allow_private, settings.max_upload_bytes, settings.input_fetch_timeout)
     try:
@@ -180,8 +180,12 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
         raise JobFailure(violation.code, violation.message)
     charged_at = _charge_quota(ctx, job, planned.megapixels)
     try:
-        if not ctx.storage.exists(job.input_key):  # an attempt that died before recording may have stored it
-            ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
+        # an attempt that stopped before recording may have stored an earlier fetch: replaced, since the facts
+        # recorded below are this fetch's (kept, an address now serving another image made a result of the old one
+        # under the new one's size, format and charge)
+        if ctx.storage.exists(job.input_key):
+            ctx.storage.delete(job.input_key)
+        ctx.storage.put_bytes(job.input_key, data, CONTENT_TYPES[found.format])
         facts = {"input_format": found.format, "input_bytes": len(data), "input_width": found.width,
                  "input_height": found.height, "output_width": planned.width, "output_height": planned.height,
                  "charged_megapixels": planned.megapixels if charged_at else None, "charged_at": charged_at}

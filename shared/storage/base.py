@@ -96,7 +96,8 @@ class Storage(Protocol):
 
     def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
         """Up to ``limit`` objects whose keys start with ``prefix`` and sort after ``start_after``, in key order
-        (S3's ListObjectsV2 order): a caller pages through a store by passing the last key it got."""
+        (S3's ListObjectsV2 order), fewer only where the prefix ends: a caller pages through a store by passing the
+        last key it got."""
         ...
 
     def presigned_url(self, key: str, expires_in: int, filename: str, content_type: str) -> str | None:

@@ -139,11 +139,20 @@ class S3Storage:
             return False
 
     def list_objects(self, prefix: str, start_after: str, limit: int) -> list[StoredObject]:
-        listing = self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=prefix, StartAfter=start_after,
-                             MaxKeys=limit)
-        answered = _answered_at(listing)
-        return [StoredObject(item["Key"], item["LastModified"], answered - item["LastModified"])
-                for item in listing.get("Contents", [])]
+        """Read on while S3 says there is more (``IsTruncated``) and the page is not full: S3 may answer short of
+        ``MaxKeys`` with more to come (a versioned bucket's delete markers, some S3-compatible stores), and a short
+        page means the prefix's end to the orphan sweep (``worker.orphans.next_page``), which then moved on to the
+        next prefix and never read, nor deleted, what lay past it."""
+        found: list[StoredObject] = []
+        request = {"Bucket": self.bucket, "Prefix": prefix, "StartAfter": start_after}
+        while True:
+            listing = self._call(self.client.list_objects_v2, **request, MaxKeys=limit - len(found))
+            answered = _answered_at(listing)
+            found += [StoredObject(item["Key"], item["LastModified"], answered - item["LastModified"])
+                      for item in listing.get("Contents", [])]
+            if len(found) >= limit or not listing.get("IsTruncated") or not listing.get("NextContinuationToken"):
+                return found[:limit]
+            request["ContinuationToken"] = listing["NextContinuationToken"]
 
     def served_path(self, key: str) -> Path | None:
         """None: the bucket serves its own presigned links."""

@@ -6,7 +6,7 @@ import stat
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -201,6 +201,31 @@ def test_both_backends_list_a_prefix_in_key_order_a_page_at_a_time(kind, request
     assert storage.list_objects("bands/", "", 100) == []
 
 
+def test_an_s3_listing_answered_short_of_a_page_with_more_to_come_is_read_on(s3_storage):
+    """S3 may answer a listing with fewer keys than asked and more to come (IsTruncated: a versioned bucket's delete
+    markers, some S3-compatible stores). A short page is the prefix's end to the orphan sweep, which then moved on
+    to the next prefix: every object past the short page was never read, and an orphan there stayed for good. The
+    store here answers its first listing short, as such a store would."""
+    from worker.orphans import next_page
+
+    keys = [f"inputs/0ff/{index:02d}.png" for index in range(6)]
+    for key in keys:
+        s3_storage.put_bytes(key, b"x", "image/png")
+    real = s3_storage.client.list_objects_v2
+    calls = []
+
+    def short_first(**request):
+        calls.append(request)
+        return real(**{**request, "MaxKeys": 2}) if len(calls) == 1 else real(**request)
+
+    s3_storage.client.list_objects_v2 = short_first
+    assert [stored.key for stored in s3_storage.list_objects("inputs/", "", 5)] == keys[:5]
+    assert len(calls) == 2 and calls[1]["MaxKeys"] == 3
+    calls.clear()
+    page, after = next_page(s3_storage, "inputs/", 5)
+    assert (len(page), after) == (5, keys[4])  # read on from the page's last key, still in inputs/
+
+
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_a_listed_objects_age_is_told_by_the_stores_own_clock(kind, request, tmp_path):
     """The orphan sweep took an object's age against the worker's clock: a worker an hour ahead of the store
@@ -208,7 +233,6 @@ def test_a_listed_objects_age_is_told_by_the_stores_own_clock(kind, request, tmp
     ``Date``) minus the object's stamp, both the store's: a store that answers two hours later than it stamped
     the object lists it two hours old, whatever this machine's clock says (a botocore hook moves the answer's
     ``Date``, as a store with its own clock would send it)."""
-    from datetime import timedelta
     from email.utils import format_datetime, parsedate_to_datetime
 
     storage = LocalStorage(tmp_path / "s") if kind == "local" else request.getfixturevalue("s3_storage")
@@ -352,3 +376,27 @@ def test_a_link_lives_at_most_as_long_as_s3_can_sign_one(s3_settings, db_session
     assert abs((expires - datetime.now(UTC)).total_seconds() - 604_800) < 60
     url, _ = result_link(job, LocalStorage(s3_settings.storage_dir), s3_settings, "http://127.0.0.1", ttl=700_000)
     assert "expires=" in url  # the API signs its own links for any life
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_links_stated_expiry_is_never_later_than_the_link_works(kind, s3_settings, db_session):
+    """``result_url_expires_at`` was read with its fraction of a second, the link signed in whole seconds: it said
+    the link lived up to a second longer than it did (a use in that second was 410 link_expired, or S3's refusal).
+    Stated now in whole seconds: a local link's own ``expires``; never later than S3's date and life."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from shared.job_view import result_link
+    from shared.storage import make_storage
+    from tests.factories import make_job
+
+    job = make_job(db_session, status="succeeded", output_key="results/0ab/r.png")
+    storage = make_storage(s3_settings) if kind == "s3" else LocalStorage(s3_settings.storage_dir)
+    for _ in range(5):
+        url, stated = result_link(job, storage, s3_settings, "http://127.0.0.1", ttl=60)
+        query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+        if kind == "local":
+            assert stated == datetime.fromtimestamp(int(query["expires"]), UTC)
+        else:
+            signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            assert stated <= signed + timedelta(seconds=int(query["X-Amz-Expires"]))
+        assert stated.microsecond == 0

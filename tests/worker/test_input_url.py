@@ -98,6 +98,24 @@ def test_a_url_input_is_fetched_and_upscaled(client, ctx, db_session, server, pa
         assert out.size == (80, 60)
 
 
+def test_a_retry_stores_what_it_fetched_not_what_an_earlier_attempt_left(client, ctx, db_session, server):
+    """An attempt that stored its fetch and stopped before recording it (killed, or the database away at that
+    commit) left the object; the next attempt fetched again, found the object and kept it, and recorded this fetch's
+    facts over it: an address that now serves another image (a "latest" snapshot, a re-published photo) made a
+    result of the old image under the new one's size, format and charge."""
+    job_id = submit_url(client, server.base + "/photo.jpg").get_json()["id"]
+    job = db_session.get(Job, job_id)
+    earlier = image_bytes(width=20, height=10)  # what the address served to the attempt that stopped
+    ctx.storage.put_bytes(job.input_key, earlier, "image/png")
+    assert pipeline.run_job(ctx, job_id) == "succeeded"
+    db_session.refresh(job)
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(job.input_key))) as stored:
+        assert (stored.format, stored.size) == ("JPEG", (40, 30))
+    assert (job.input_format, job.input_width, job.input_height) == ("jpeg", 40, 30)
+    with Image.open(io.BytesIO(ctx.storage.get_bytes(job.output_key))) as out:
+        assert out.size == (job.output_width, job.output_height) == (80, 60)
+
+
 @pytest.mark.parametrize("path,code", [("/to-metadata", "input_url_refused"), ("/loop", "input_fetch_failed"),
                                        ("/missing", "input_fetch_failed"), ("/big.png", "input_too_large"),
                                        ("/page.html", "input_unreadable")])
