@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -34,6 +35,60 @@ def run(args, env=None, timeout=300):
 def test_every_documented_command_exists():
     commands = build_parser()._subparsers._group_actions[0].choices
     assert {"api", "worker", "beat", "migrate", "dev", "upscale", "submit", "train", "export", "eval"} <= set(commands)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "clients" / "python" / "README.md"]
+# the service commands an operator writes into units, compose files and manifests: the README's row of each names
+# every option it takes (a process manager's command line is read from there, not from --help)
+OPERATOR_COMMANDS = ("api", "worker", "worker-health", "beat", "migrate", "wait-for-schema")
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """``"keys create" -> its parser``: every command and sub-command of the console script."""
+    found = {}
+
+    def walk(prefix: str, parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found[f"{prefix}{name}"] = child
+                    walk(f"{prefix}{name} ", child)
+
+    walk("", build_parser())
+    return found
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+
+
+def test_every_option_the_docs_show_a_command_with_exists():
+    """A command line copied from the docs must not stop at 'unrecognized arguments': each ``--option`` written
+    after ``upscaler <command>`` (in one code span or line) is one that command, or the one above it, takes."""
+    import re
+
+    commands = _commands()
+    unknown = []
+    for path in DOCUMENTS:
+        for match in re.finditer(r"upscaler ([a-z][a-z-]*(?: [a-z][a-z-]*)?)((?:[^`|\n]|\\\|)*)", path.read_text()):
+            words = match[1].split()
+            name = " ".join(words) if " ".join(words) in commands else words[0]
+            if name not in commands:
+                continue  # prose ("upscaler is installed"), not a command line
+            known = _options(commands[name]) | _options(commands[name.split()[0]]) | {"--help", "--debug"}
+            unknown += [f"{path.relative_to(ROOT)}: upscaler {name} {option}"
+                        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", match[2]) if option not in known]
+    assert unknown == []
+
+
+@pytest.mark.parametrize("command", OPERATOR_COMMANDS)
+def test_the_readme_names_every_option_of_the_service_commands(command):
+    """``upscaler api --threads`` was missing from the README's table: operators sizing gunicorn found it nowhere."""
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `upscaler {command}")
+            and line[len(f"| `upscaler {command}"):][:1] in (" ", "`")]
+    assert len(rows) == 1, f"README.md has no row (or several) for upscaler {command}"
+    assert sorted(option for option in _options(_commands()[command]) - {"--help"} if option not in rows[0]) == []
 
 
 @pytest.mark.parametrize("model,out_name,fmt", [("residual_sr", "out.png", "PNG"), ("bicubic", "out.jpg", "JPEG")])

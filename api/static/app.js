@@ -858,7 +858,7 @@ $("stage").addEventListener("pointermove", (event) => {
   dragging = { x: event.clientX, y: event.clientY };
   draw();
 });
-// a touch the browser takes over (a swipe that scrolls the page) ends without pointerup: still "dragging", plain
+// a touch the browser takes over (a pinch that zooms the page) ends without pointerup: still "dragging", plain
 // mouse or pen moves with no button pressed then panned the picture
 for (const kind of ["pointerup", "pointercancel", "lostpointercapture"]) {
   $("stage").addEventListener(kind, () => { dragging = null; });

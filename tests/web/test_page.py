@@ -936,6 +936,34 @@ def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, 
 
 
 
+def test_on_a_phone_compare_pans_up_and_down_too(browser, api_server, settings, tmp_path):
+    """The stage left vertical swipes to the page (touch-action: pan-y): at 1:1 only sideways drags panned, so on a
+    phone the top and bottom of a large result could not be looked at up close. The page scrolls outside it."""
+    url, _app = api_server
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        phone = context.new_page()
+        phone.goto(url + "/")
+        open_compare(phone, photo(tmp_path, "tall.png", size=(300, 400)), size="4")  # 1200x1600: past the stage
+        box = phone.locator("#stage").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        picture = "document.getElementById('after-canvas').toDataURL()"
+        before, scrolled = phone.evaluate(picture), phone.evaluate("window.scrollY")
+        cdp = context.new_cdp_session(phone)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+        for step in range(1, 11):  # a swipe upwards: the picture moves with the finger
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y - 15 * step}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        cdp.detach()
+        phone.wait_for_timeout(300)
+        assert phone.evaluate(picture) != before  # panned: another part of the result is drawn
+        assert phone.evaluate("window.scrollY") == scrolled  # and the page did not scroll instead
+    finally:
+        context.close()
+        stop_worker(worker)
+
+
 def test_a_cards_thumbnail_lets_go_of_its_file_once_drawn(browser, api_server, tmp_path):
     """Each thumbnail's object URL kept its whole file registered until the tab closed (a dropped folder of hundreds
     of photos stayed in memory): a drawn (or undrawable) thumbnail lets go of it. The page itself may not fetch a
