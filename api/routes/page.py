@@ -15,7 +15,7 @@ from api.openapi import operation
 
 blueprint = Blueprint("page", __name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
-ASSETS = {"app.js", "app.css"}
+ASSETS = {"app.js", "tiff.js", "app.css"}
 
 
 @blueprint.get("/")

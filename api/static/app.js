@@ -605,9 +605,17 @@ function show(card, job) {
  * 36 MP photo at ×4 (576 MP) said "the result could not be loaded (try again)" at every try. */
 const BROWSER_MAX_PIXELS = 2 ** 29;
 
+/** Whether ``url`` is of this page's own origin: only such a result may the page read (its CSP's connect-src, and
+ * object storage answers another site's reads only where its CORS rules say so). */
+const ownOrigin = (url) => new URL(url, window.location.href).origin === window.location.origin;
+
 /** Why Compare cannot show ``job``'s result in this browser, or "" when it can. */
 function undrawable(job) {
-  if (job.output.format === "tiff") return "browsers do not draw TIFF; download it to look at it";
+  // a TIFF is read by the page itself (tiff.js), which it may do with a result the API serves (local storage)
+  if (job.output.format === "tiff" && !ownOrigin(job.result_url)) {
+    return "browsers do not draw TIFF, and this one is served by object storage, which the page may not read; " +
+           "download it to look at it";
+  }
   const pixels = job.output.width * job.output.height;
   if (pixels >= BROWSER_MAX_PIXELS) {
     return `at ${Math.round(pixels / 1e6)} megapixels the result is larger than a browser can draw (about ` +
@@ -647,18 +655,46 @@ function resultLink(link, job, onError, key = keyInUse) {
 // ---- before/after viewer at 1:1 ------------------------------------------------------------------------
 const view = { input: null, result: null, job: null, zoom: 1, cx: 0, cy: 0, sides: null };
 
+/** ``job``'s result as Compare draws it: an image the browser decodes, or a TIFF's pixels read by tiff.js. */
+function loadResult(job) {
+  if (job.output.format === "tiff") return tiffResult(job);
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve({ drawable: image, width: image.naturalWidth, height: image.naturalHeight });
+    image.onerror = () => reject(new Error("the result could not be loaded (try again)"));
+    image.src = job.result_url;
+  });
+}
+
+/** A TIFF result's pixels as they are in the file: tiff.js applies no colour profile, so ``openViewer`` draws the
+ * original without its own too and the two sides agree (the worker keeps the input's profile and its numbers). */
+async function tiffResult(job) {
+  const response = await fetch(job.result_url).catch(() => null);
+  if (!response || !response.ok) throw new Error("the result could not be loaded (try again)");
+  const buffer = await response.arrayBuffer();
+  let pixels;
+  try {
+    pixels = await decodeTiff(buffer);
+  } catch (error) {
+    const failure = new Error(error instanceof TiffUnsupported
+      ? `this page cannot draw this TIFF (${error.message}); download it to look at it`
+      : "the result could not be read (try again)");
+    failure.undrawable = error instanceof TiffUnsupported;
+    throw failure;
+  }
+  const drawable = await createImageBitmap(pixels);
+  return { drawable, width: drawable.width, height: drawable.height };
+}
+
 async function openViewer(file, job, opener) {
-  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => {
+  const raw = job.output.format === "tiff";
+  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image",
+                                                 colorSpaceConversion: raw ? "none" : "default" }).catch(() => {
     const error = new Error("this browser cannot draw the original, so there is nothing to compare with");
     error.undrawable = true;
     throw error;
   });
-  const result = await new Promise((resolve, reject) => {
-    const image = new Image();
-    image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error("the result could not be loaded (try again)"));
-    image.src = job.result_url;
-  });
+  const result = await loadResult(job);
   // both images in hand: only now does the viewer change, so a failure leaves it as it was
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const context = canvas.getContext("2d");
@@ -667,7 +703,7 @@ async function openViewer(file, job, opener) {
   view.inputCanvas = canvas;
   bitmap.close();
   view.result = result;
-  const same = view.input.width === result.naturalWidth && view.input.height === result.naturalHeight;
+  const same = view.input.width === result.width && view.input.height === result.height;
   nameSides(same ? SIDES.same : SIDES.enlarged);
   $("viewer").hidden = false;
   $("viewer-caption").textContent = `${file.name}: ${job.input.width}×${job.input.height} → ` +
@@ -675,8 +711,8 @@ async function openViewer(file, job, opener) {
   view.job = job;
   view.opener = opener;
   view.zoom = 1;
-  view.cx = view.result.naturalWidth / 2;
-  view.cy = view.result.naturalHeight / 2;
+  view.cx = view.result.width / 2;
+  view.cy = view.result.height / 2;
   $("stage").scrollIntoView({ block: "nearest" });
   $("stage").focus();
   draw();
@@ -687,8 +723,8 @@ function draw() {
   const stage = $("stage");
   const width = stage.clientWidth;
   const height = stage.clientHeight;
-  const outW = view.result.naturalWidth;
-  const outH = view.result.naturalHeight;
+  const outW = view.result.width;
+  const outH = view.result.height;
   const sw = width / view.zoom;
   const sh = height / view.zoom;
   view.cx = Math.min(Math.max(view.cx, Math.min(sw / 2, outW / 2)), Math.max(outW - sw / 2, outW / 2));
@@ -713,7 +749,7 @@ function draw() {
   if (dw > 0 && dh > 0) {
     const after = $("after-canvas").getContext("2d");
     after.imageSmoothingEnabled = view.zoom < 1; // at 1:1 and closer, every result pixel as it is
-    after.drawImage(view.result, x0, y0, dw / view.zoom, dh / view.zoom, dx, dy, dw, dh);
+    after.drawImage(view.result.drawable, x0, y0, dw / view.zoom, dh / view.zoom, dx, dy, dw, dh);
     const { scaleX, scaleY, left, top } = geometry(view.job, view.input, outW, outH);
     const before = $("before-canvas").getContext("2d");
     if (view.zoom < 1) { // an overview: both sides drawn by the browser's smoothing (point samples read as moiré)
@@ -814,13 +850,13 @@ $("zoom-in").addEventListener("click", () => zoomBy(2));
 $("zoom-out").addEventListener("click", () => zoomBy(0.5));
 $("zoom-one").addEventListener("click", () => { view.zoom = 1; draw(); });
 $("zoom-fit").addEventListener("click", () => {
-  view.zoom = Math.min($("stage").clientWidth / view.result.naturalWidth,
-                       $("stage").clientHeight / view.result.naturalHeight, 1);
+  view.zoom = Math.min($("stage").clientWidth / view.result.width, $("stage").clientHeight / view.result.height, 1);
   draw();
 });
 /** Close Compare and forget both pictures (``refocus``: back to the button that opened it). */
 function closeViewer(refocus = true) {
   $("viewer").hidden = true;
+  if (view.result && view.result.drawable.close) view.result.drawable.close(); // a TIFF's bitmap: its memory now
   view.result = view.input = view.inputCanvas = view.job = null;
   for (const canvas of [$("before-canvas"), $("after-canvas")]) canvas.width = canvas.height = 0;
   $("viewer-caption").textContent = "";

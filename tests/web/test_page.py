@@ -1003,7 +1003,10 @@ def test_a_result_no_browser_can_draw_says_so_on_its_card(page, tmp_path):
         job = response.json()
         output = seen.setdefault(job["id"], endings[len(seen)])
         resampled = output["width"] == 96
-        job.update(status="succeeded", progress=1.0, result_url="/nowhere", timings={"total_s": 1.0},
+        # the TIFF served by object storage (another origin, never fetched: Compare is not offered), the page may not
+        # read it; one the API serves itself is drawn (test_a_tiff_result_is_compared)
+        link = "http://127.0.0.2:9/x.tif" if output["format"] == "tiff" else "/nowhere"
+        job.update(status="succeeded", progress=1.0, result_url=link, timings={"total_s": 1.0},
                    ran={"model": "resample", "strength": None,
                         "reason": "no enlargement asked: resampled only (no network, no restoration)"} if resampled
                    else {"model": "residual_sr", "strength": None, "reason": "asked for by name"})
@@ -1016,8 +1019,86 @@ def test_a_result_no_browser_can_draw_says_so_on_its_card(page, tmp_path):
         page.set_input_files("#files", str(photo(tmp_path, name, seed=seed)))
         page.locator("#cards li", has_text=name).locator(".state", has_text="done in").wait_for()
     states = {name: page.locator("#cards li", has_text=name).locator(".state").inner_text() for name in names}
-    assert "no Compare: browsers do not draw TIFF" in states["print.png"], states
+    assert "no Compare: browsers do not draw TIFF, and this one is served by object storage" in states["print.png"]
     assert "no Compare: at 576 megapixels the result is larger than a browser can draw" in states["huge.png"], states
     assert states["same.png"].endswith("· no enlargement asked: resampled only (no network, no restoration)"), states
     offered = page.locator("#cards li .compare").evaluate_all("buttons => buttons.map(b => !b.hidden)")
     assert offered.count(True) == 1, offered  # only the result a browser can draw offers Compare
+
+
+def _tiff_variants(tmp_path: Path) -> dict[str, tuple[bytes, object]]:
+    """TIFFs as the platform writes them (Pillow's Deflate strips, libvips' Deflate tiles with the horizontal
+    predictor, BigTIFF, 16 bits) and a few more layouts, each with the RGBA pixels it holds."""
+    import numpy as np
+    import pyvips
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (30, 40, 1), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (30, 40, 3), dtype=np.uint16)
+    opaque = np.full((30, 40, 1), 255, np.uint8)
+    made: dict[str, tuple[bytes, object]] = {}
+
+    def pillow(name, pixels, mode, **options):
+        path = tmp_path / f"{name}.tif"
+        Image.fromarray(pixels.squeeze(), mode).save(path, "TIFF", **options)
+        made[name] = (path.read_bytes(), np.asarray(Image.open(path).convert("RGBA")))
+
+    pillow("pillow-rgb-deflate", rgb, "RGB", compression="tiff_adobe_deflate")
+    pillow("pillow-rgba-deflate", np.concatenate([rgb, alpha], -1), "RGBA", compression="tiff_adobe_deflate")
+    pillow("pillow-grey-raw", rgb[..., :1], "L")
+    for name, pixels, fmt, expected in (
+            ("vips-rgb-tiles", rgb, "uchar", np.concatenate([rgb, opaque], -1)),
+            ("vips-16bit-bigtiff", deep, "ushort",
+             np.concatenate([np.round(deep / 257).astype(np.uint8), opaque], -1))):
+        image = pyvips.Image.new_from_memory(pixels.tobytes(), 40, 30, 3, fmt)
+        image = image.copy(interpretation="rgb16" if fmt == "ushort" else "srgb")
+        path = tmp_path / f"{name}.tif"
+        image.tiffsave(str(path), compression="deflate", predictor="horizontal", tile=True, tile_width=16,
+                       tile_height=16, bigtiff=fmt == "ushort")
+        made[name] = (path.read_bytes(), expected)
+    return made
+
+
+def test_the_page_reads_the_tiffs_the_platform_writes(page, tmp_path):
+    """Browsers draw no TIFF, so Compare was never offered for one (print shops' format): tiff.js reads them,
+    exactly; a layout it does not read is refused in words."""
+    import base64
+
+    import numpy as np
+
+    decode = """async (encoded) => {
+        const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+        try { return Array.from((await decodeTiff(bytes.buffer)).data); }
+        catch (error) { return `${error.constructor.name}: ${error.message}`; } }"""
+    for name, (data, expected) in _tiff_variants(tmp_path).items():
+        decoded = page.evaluate(decode, base64.b64encode(data).decode())
+        assert isinstance(decoded, list), (name, decoded)
+        assert np.array_equal(np.array(decoded, np.uint8).reshape(30, 40, 4), expected), name
+    Image.new("RGB", (40, 30), "grey").save(tmp_path / "jpeg.tif", "TIFF", compression="jpeg")
+    refused = page.evaluate(decode, base64.b64encode((tmp_path / "jpeg.tif").read_bytes()).decode())
+    assert refused == "TiffUnsupported: its compression (7; Deflate and none are drawn)"
+
+
+def test_a_tiff_result_is_compared(page, settings, tmp_path):
+    """A TIFF result the API serves (local storage) opens in Compare like any other, its pixels drawn 1:1."""
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        page.locator("#model option").nth(2).wait_for(state="attached")
+        page.select_option("#model", "bicubic")
+        page.select_option("#size", "2")
+        page.select_option("#format", "tiff")
+        page.set_input_files("#files", str(photo(tmp_path, "print.png")))
+        card = page.locator("#cards li", has_text="print.png")
+        card.locator(".download").wait_for(timeout=120_000)
+        assert "no Compare" not in card.locator(".state").inner_text()
+        card.locator(".compare").click()
+        page.locator("#viewer").wait_for()
+        page.locator("#viewer-caption", has_text="96\u00d772 \u2192 192\u00d7144").wait_for()
+        drawn = page.evaluate("""() => { const c = document.getElementById('after-canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let lit = 0; for (let i = 0; i < d.length; i += 4) if (d[i + 3]) lit++; return lit; }""")
+        assert drawn > 192 * 144 / 2  # the result is on the stage (it is smaller than the stage: all of it)
+        shot(page, "12-compare-tiff")
+    finally:
+        stop_worker(worker)
