@@ -186,8 +186,9 @@ def clear_enqueued(session: Session, job_id: str) -> None:
 
 def claim(session: Session, job_id: str, owner: str, lease_seconds: int, *, max_attempts: int) -> bool:
     """Atomically take the job if it is queued (and its outage wait is over), or running under an expired lease
-    with attempts left. ``started_at`` stays the first attempt's: the job's timings and the customer's "started"
-    count from when it first ran, not from the attempt that finished it."""
+    with attempts left. ``started_at`` stays the first attempt's: the customer's "started" (and a split job's
+    ``bands_s`` and ``total_s``) count from when it first ran, not from the attempt that finished it; a whole job's
+    timings are those of the attempt that made its result."""
     now = utcnow()
     result = session.execute(
         update(Job)

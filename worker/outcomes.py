@@ -70,10 +70,23 @@ def succeed_job(ctx: WorkerContext, job_id: str, **values) -> bool:
 
 
 def renew_lease(ctx: WorkerContext, job_id: str, progress: float | None = None) -> None:
-    """Extend our job's lease (and record progress); raise ``LeaseLost`` if the job is no longer ours."""
-    with unit_of_work(ctx.sessions) as session:
-        if not jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress):
-            raise LeaseLost(job_id)
+    """Extend our job's lease (and record progress); raise ``LeaseLost`` if the job is no longer ours.
+
+    The database's connection failing is no answer either way, so the attempt goes on: the next renewal (a tile
+    or a second later, and ``lease_kept``'s thread) asks again, and every write that ends the attempt is conditional
+    on the lease. Raised, one failed renewal during a failover of a few seconds ended every running job's attempt
+    mid-inference: each stayed ``running`` under a lease nobody renewed for up to ``lease_seconds``, then ran again
+    from the start, an attempt spent (``worker_lost`` after ``max_attempts`` such failovers)."""
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            renewed = jobs.renew(session, job_id, ctx.owner, ctx.settings.lease_seconds, progress)
+    except SQLAlchemyError as exc:
+        if not database_outage(exc):
+            raise
+        log.warning("job %s: could not renew its lease (database unavailable), going on: %s", job_id, exc)
+        return
+    if not renewed:
+        raise LeaseLost(job_id)
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from worker.fetch import fetch
 from worker.outcomes import (
     JobFailure,
     LeaseLost,
+    database_outage,
     discard,
     discard_unless_committed,
     fail_job,
@@ -47,6 +48,8 @@ from worker.time_limit import hold_time_limit
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 1.0
+# seconds between tries at a turn's claim while the database is away (about a minute in all, a failover's length)
+CLAIM_RETRY_WAITS = (1, 2, 4, 8, 15, 30)
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> str:
@@ -55,7 +58,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
     ctx.band_inputs.clear()  # another split job's decoded input, kept for its bands: not for this turn's memory
     release_time_limit = hold_time_limit()  # raised inside the try below, where it ends the claimed job
     try:
-        job = _claim_turn(ctx, job_id)
+        job = _claim_turn_through_outage(ctx, job_id)
     except BaseException:
         release_time_limit()
         raise
@@ -131,6 +134,22 @@ def _render_and_store(ctx: WorkerContext, job: Job, prepared: Prepared, folder: 
     return output_key, {"output_key": output_key, "output_width": rendered.width,
                         "output_height": rendered.height, "output_bytes": size, "timings": timings,
                         "ran": rendered.ran()}
+
+
+def _claim_turn_through_outage(ctx: WorkerContext, message_job: str) -> Job | None:
+    """``_claim_turn``, tried again while the database's connection fails (``CLAIM_RETRY_WAITS``): raised at once,
+    the task ended and its message was acknowledged, so a failover of a few seconds left every job whose turn fell
+    in it queued without a message until the sweeper's look for stale ones (``UPSCALER_QUEUED_STALE_SECONDS``)."""
+    for wait in CLAIM_RETRY_WAITS:
+        try:
+            return _claim_turn(ctx, message_job)
+        except Exception as exc:
+            if not database_outage(exc):
+                raise
+            log.warning("job %s: the database is unavailable for this turn's claim; trying again in %d s: %s",
+                        message_job, wait, exc)
+            time.sleep(wait)
+    return _claim_turn(ctx, message_job)  # the last try: an outage still there ends the task as before
 
 
 def _claim_turn(ctx: WorkerContext, message_job: str) -> Job | None:

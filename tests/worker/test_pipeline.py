@@ -264,8 +264,9 @@ def test_a_job_an_outage_stopped_runs_once_storage_is_back_and_starts_once(ctx, 
 
 
 def test_a_database_error_mid_job_leaves_it_to_its_lease_not_failed(ctx, db_session, monkeypatch):
-    """A failover mid-job: one renewal's OperationalError failed the job internal_error. The attempt stops and
-    the job stays running until its lease runs out, for the sweeper to queue it again."""
+    """The database gone mid-job and still away when the attempt must record its result: an OperationalError
+    failed the job internal_error. The attempt stops and the job stays running until its lease runs out, for the
+    sweeper to queue it again."""
     from sqlalchemy.exc import OperationalError
 
     from shared import jobs
@@ -276,10 +277,71 @@ def test_a_database_error_mid_job_leaves_it_to_its_lease_not_failed(ctx, db_sess
         raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection unexpectedly"))
 
     monkeypatch.setattr(jobs, "renew", failover)
+    monkeypatch.setattr(jobs, "stage_output", failover)
     assert pipeline.run_job(ctx, job.id) == "database_unavailable"
     stopped = reload(db_session, job)
     assert (stopped.status, stopped.error_code) == ("running", None)
     assert not [path for path in (ctx.settings.storage_dir / "results").rglob("*") if path.is_file()]
+
+
+def test_a_database_away_for_some_renewals_then_back_does_not_end_the_attempt(settings, db_session, monkeypatch):
+    """A failover of a few seconds mid-inference, well within the lease: the first renewal's OperationalError
+    ended the attempt, the job stayed running under a lease nobody renewed (120 s by default), then ran again from
+    the start, an attempt spent. The renewals that fail are no answer; the job finishes on its first attempt."""
+    from sqlalchemy.exc import OperationalError
+
+    from shared import jobs
+    from worker.context import WorkerContext
+
+    ctx = WorkerContext.create(settings.with_overrides(tile_size=48))  # 12 tiles
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY_SECONDS", 0.0)  # a renewal at every tile
+    job = queued_job(ctx, db_session, data=image_bytes(width=120, height=90), model="residual_sr", scale=2)
+    real_renew, calls = jobs.renew, []
+
+    def away_for_a_while(*args, **kwargs):
+        calls.append(args)
+        if 2 <= len(calls) <= 4:
+            raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection unexpectedly"))
+        return real_renew(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "renew", away_for_a_while)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    done = reload(db_session, job)
+    assert len(calls) > 4, "the renewals never came back; the test proves nothing"
+    assert (done.status, done.attempts, done.progress) == ("succeeded", 1, 1.0)
+    assert ctx.storage.exists(done.output_key)
+    ctx.engine.dispose()
+
+
+def test_a_turn_whose_claim_meets_a_failover_claims_once_the_database_is_back(ctx, db_session, monkeypatch):
+    """The claim's OperationalError ended the task and its message was acknowledged: the job stayed queued with no
+    message until the sweeper's look for stale jobs (10 minutes). The claim is tried again for about a minute; a
+    fault that is not an outage is raised at once, as before."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from shared import jobs
+
+    job = queued_job(ctx, db_session)
+    real_pick, picks, waits = jobs.next_fair_job, [], []
+
+    def away_twice(*args, **kwargs):
+        picks.append(args)
+        if len(picks) <= 2:
+            raise OperationalError("SELECT jobs", {}, Exception("could not connect to server"))
+        return real_pick(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.time, "sleep", waits.append)
+    monkeypatch.setattr(jobs, "next_fair_job", away_twice)
+    assert pipeline.run_job(ctx, job.id) == "succeeded"
+    assert waits == list(pipeline.CLAIM_RETRY_WAITS[:2]) and reload(db_session, job).attempts == 1
+
+    def broken(*_args, **_kwargs):
+        raise IntegrityError("SELECT jobs", {}, Exception("a fault every try meets"))
+
+    monkeypatch.setattr(jobs, "next_fair_job", broken)
+    with pytest.raises(IntegrityError):
+        pipeline.run_job(ctx, queued_job(ctx, db_session).id)
+    assert len(waits) == 2  # not tried again
 
 
 def test_a_success_whose_commit_landed_but_whose_answer_was_lost_keeps_its_result(ctx, db_session, monkeypatch):
