@@ -70,7 +70,8 @@ class InputMeasured(BaseModel):
     stroke_ratio: float | None = Field(
         None, description="A lossy file's flattest blocks read at half resolution over their median at full: 1.8 or "
                           "more says noise_sigma reads the edges of strokes (a page of text), not noise, so it does "
-                          "not raise the strength; null for a lossless file (not holding a decoded JPEG) or an "
+                          "not raise the strength (and, with noise_sigma 6 or more, a JPEG of quality 94 to 96 "
+                          "goes to the fidelity network); null for a lossless file (not holding a decoded JPEG) or an "
                           "image under about 180x180 px.")
 
 

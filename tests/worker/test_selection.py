@@ -338,6 +338,37 @@ def test_a_jpeg_of_a_page_of_text_takes_its_qualitys_strength_not_its_strokes(tm
     assert chosen.model == catalog[AUTO].routes["robust"] and chosen.reason == "JPEG quality 90"
 
 
+@pytest.mark.parametrize("paper,ink", [(255, 0), (30, 238)])  # dark on light, light on dark
+def test_a_fine_jpeg_of_a_page_of_text_goes_to_the_fidelity_network(tmp_path, catalog, paper, ink):
+    from worker.engine.selection import TEXT_FIDELITY_QUALITY
+
+    page, robust, fidelity = _text_page(paper, ink), catalog[AUTO].routes["robust"], catalog[AUTO].routes["fidelity"]
+    fine = _decoded_jpeg_profile(tmp_path, page, TEXT_FIDELITY_QUALITY)
+    assert fine.strokes and not fine.noisy and fine.compressed
+    chosen = select(AUTO, None, fine, catalog)
+    assert chosen.model == fidelity and chosen.strength is None
+    assert chosen.reason == f"JPEG quality {TEXT_FIDELITY_QUALITY}, text/line art: strokes, not noise"
+    assert select("residual_sr_cond", None, fine, catalog).strength == fine.strength  # asked by name: unchanged
+    for quality in (TEXT_FIDELITY_QUALITY - 1, 90, 75):  # coarser: the robust network at the quality's strength
+        coarser = _decoded_jpeg_profile(tmp_path, page, quality)
+        assert coarser.strokes and select(AUTO, None, coarser, catalog).model == robust
+        assert select(AUTO, None, coarser, catalog).reason == f"JPEG quality {quality}"
+
+
+def test_a_photo_at_a_text_pages_quality_keeps_the_robust_network(tmp_path, catalog):
+    from worker.engine.selection import TEXT_FIDELITY_QUALITY
+
+    colour_noise = np.random.default_rng(9).normal(0, 10, (200, 240, 3))
+    for photo in (_photo((240, 200)), _textured_photo()):
+        noisy = _decoded_jpeg_profile(tmp_path, np.clip(np.round(photo + colour_noise), 0, 255).astype(np.uint8),
+                                      TEXT_FIDELITY_QUALITY)
+        assert not noisy.strokes and noisy.noisy  # noise, not strokes: its noise's strength
+        chosen = select(AUTO, None, noisy, catalog)
+        assert chosen.model == catalog[AUTO].routes["robust"] and chosen.strength == noisy.strength
+    clean = _decoded_jpeg_profile(tmp_path, _textured_photo(), TEXT_FIDELITY_QUALITY)
+    assert not clean.strokes and select(AUTO, None, clean, catalog).model == catalog[AUTO].routes["robust"]
+
+
 def test_a_noisy_photo_saved_as_jpeg_keeps_its_noise_strength(tmp_path):
     from worker.engine.strength import jpeg_strength, noise_strength
 
