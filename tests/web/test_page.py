@@ -914,12 +914,7 @@ def test_compare_at_the_same_size_is_labelled_original_and_cleaned_up(page, sett
 def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, settings, tmp_path):
     """At 375 px the history's Result column shrank to a few pixels: its link, free to break anywhere, was a
     column of single letters."""
-    url, _app = api_server
-    context = browser.new_context(viewport={"width": 375, "height": 700}, is_mobile=True, has_touch=True)
-    worker = start_worker(settings, tmp_path / "worker.log")
-    try:
-        phone = context.new_page()
-        phone.goto(url + "/")
+    with phone_with_worker(browser, api_server, settings, tmp_path, width=375, height=700) as phone:
         phone.locator("#model option").nth(2).wait_for(state="attached")
         phone.select_option("#model", "bicubic")
         phone.set_input_files("#files", str(photo(tmp_path, "a-shop-product-photo-exported-with-a-long-name.png")))
@@ -930,27 +925,33 @@ def test_on_a_phone_the_history_result_column_stays_usable(browser, api_server, 
         assert link.bounding_box()["width"] >= 80
         assert phone.evaluate("document.documentElement.scrollWidth") <= 375  # the table scrolls, not the page
         shot(phone, "11-phone-history")
+
+
+@contextlib.contextmanager
+def phone_with_worker(browser, api_server, settings, tmp_path, width=390, height=844):
+    """The page on a phone (touch, a mobile viewport) with a worker running."""
+    url, _app = api_server
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=True, has_touch=True)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        phone = context.new_page()
+        phone.goto(url + "/")
+        yield phone
     finally:
         context.close()
         stop_worker(worker)
 
 
-
 def test_on_a_phone_compare_pans_up_and_down_too(browser, api_server, settings, tmp_path):
     """The stage left vertical swipes to the page (touch-action: pan-y): at 1:1 only sideways drags panned, so on a
     phone the top and bottom of a large result could not be looked at up close. The page scrolls outside it."""
-    url, _app = api_server
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    worker = start_worker(settings, tmp_path / "worker.log")
-    try:
-        phone = context.new_page()
-        phone.goto(url + "/")
+    with phone_with_worker(browser, api_server, settings, tmp_path) as phone:
         open_compare(phone, photo(tmp_path, "tall.png", size=(300, 400)), size="4")  # 1200x1600: past the stage
         box = phone.locator("#stage").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         picture = "document.getElementById('after-canvas').toDataURL()"
         before, scrolled = phone.evaluate(picture), phone.evaluate("window.scrollY")
-        cdp = context.new_cdp_session(phone)
+        cdp = phone.context.new_cdp_session(phone)
         cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
         for step in range(1, 11):  # a swipe upwards: the picture moves with the finger
             cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y - 15 * step}]})
@@ -959,9 +960,6 @@ def test_on_a_phone_compare_pans_up_and_down_too(browser, api_server, settings, 
         phone.wait_for_timeout(300)
         assert phone.evaluate(picture) != before  # panned: another part of the result is drawn
         assert phone.evaluate("window.scrollY") == scrolled  # and the page did not scroll instead
-    finally:
-        context.close()
-        stop_worker(worker)
 
 
 def test_a_cards_thumbnail_lets_go_of_its_file_once_drawn(browser, api_server, tmp_path):
