@@ -356,7 +356,7 @@ def wait_for_end(svc: Services, job_id: str, seconds: int, poll: float = 0.25) -
     while True:
         with svc.sessions() as session:
             job = session.get(Job, job_id)
-            if job.status in {s.value for s in TERMINAL}:
+            if job.status in TERMINAL:
                 return job
         if time.monotonic() >= deadline:
             return None

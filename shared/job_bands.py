@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, JobBand, utcnow
-from shared.states import TERMINAL, JobStatus, worker_lost
+from shared.states import TERMINAL_VALUES, JobStatus, worker_lost
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 # Progress while bands run: the assembly after them takes the last stretch.
@@ -195,7 +195,7 @@ def stored_of_ended_jobs(session: Session, limit: int = 500) -> list[tuple[str, 
     to delete them (a gathering worker gone before a cancel or a ``worker_lost`` had none)."""
     # driven by the bands holding an object (their result_key index), each job looked up by its key: as a join,
     # SQLite walked every ended job and then its bands (550-830 ms per sweep at 300,000 jobs)
-    ended = exists().where(Job.id == JobBand.job_id, Job.status.in_([s.value for s in TERMINAL]))
+    ended = exists().where(Job.id == JobBand.job_id, Job.status.in_(TERMINAL_VALUES))
     return [tuple(row) for row in session.execute(
         select(JobBand.job_id, JobBand.index, JobBand.result_key)
         .where(JobBand.result_key.is_not(None), ended).limit(limit))]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared.job_bands import band_held
 from shared.models import Job, JobBand, could_be_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS
-from shared.states import TERMINAL, JobStatus, can_transition, worker_lost
+from shared.states import TERMINAL_VALUES, JobStatus, can_transition, worker_lost
 
 
 class InvalidCursor(ValueError):
@@ -354,7 +354,7 @@ def mark_expired(session: Session, job_id: str) -> bool:
     upload landing later (a canceled attempt finishing its write) is then named by no row, so the orphan sweep
     removes it, where an expired job's name kept it for good. False when it was already expired (or not ended)."""
     result = session.execute(
-        update(Job).where(Job.id == job_id, Job.expired_at.is_(None), Job.status.in_([s.value for s in TERMINAL]))
+        update(Job).where(Job.id == job_id, Job.expired_at.is_(None), Job.status.in_(TERMINAL_VALUES))
         .values(expired_at=utcnow(), staged_output_key=None))
     return result.rowcount == 1
 

@@ -10,6 +10,7 @@ it back (``refundable``), once, to the day it was charged on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -45,11 +46,15 @@ def daily_limit(tenant: Tenant, settings: Settings) -> int:
     return own_or_default(tenant.daily_megapixels, settings.daily_megapixels)
 
 
-def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> datetime | None:
+def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float,
+           pending_job: tuple[str, str] | None = None) -> datetime | None:
     """Add ``megapixels`` to the tenant's count for today (a negative amount gives some back) and return the moment
     it counted at (its day is the one to give it back to); None when ``limit`` <= 0 (nothing counted). Raise
     ``QuotaExceeded``, with the count as it was, if the charge would pass ``limit``, or ``LargerThanQuota`` if it
-    alone is more than ``limit``.
+    alone is more than ``limit``. With ``pending_job`` (a job id and the attempt's owner), the charge is also noted
+    under that job in the same step,
+    until it is written on the job (``settle_pending``) or given back (``give_back_pending``): a worker killed
+    between its charge and its record left a charge no job held, and the next attempt charged again.
     Raises ``redis.RedisError`` when Redis is unreachable: each caller decides what that means."""
     if limit <= 0:
         return None
@@ -57,7 +62,9 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> d
         raise LargerThanQuota(f"this job ({megapixels:.1f} output megapixels) is larger than the whole daily quota "
                               f"of {limit} megapixels; ask for a smaller size", limit)
     now = datetime.now(UTC)
-    counted, used = client.eval(_CHARGE, 1, _day_key(tenant, now), repr(megapixels), str(limit), str(KEY_TTL_SECONDS))
+    keys = [_day_key(tenant, now)] + ([_pending_key(pending_job[0])] if pending_job else [])
+    note = f"{megapixels!r} {now.isoformat()} {pending_job[1]}" if pending_job else ""
+    counted, used = client.eval(_CHARGE, len(keys), *keys, repr(megapixels), str(limit), str(KEY_TTL_SECONDS), note)
     if not counted:
         midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
         said = (f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} megapixels"
@@ -72,6 +79,7 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float) -> d
 # for a moment, and a concurrent one that fitted was refused against it (until midnight). The expiry comes with
 # the count (a refused first charge of a day left none). A charge of 0 (a job by image_url, charged once fetched)
 # is refused once the day is used up: taken, each cost a worker's turn and a download to fail quota_exceeded.
+# A second key, if given, notes the charge (ARGV[4]: "megapixels iso-moment owner") for a job not yet holding it.
 # Returns {1 counted | 0 refused, the count before it}.
 _CHARGE = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -81,6 +89,9 @@ if (amount > 0 and used + amount > limit) or (amount == 0 and used >= limit) the
 end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
+end
 return {1, tostring(used)}
 """
 
@@ -91,6 +102,36 @@ def give_back(client: redis.Redis, tenant: str, megapixels: float, charged_at: d
     key = _day_key(tenant, charged_at)
     if megapixels > 0 and client.exists(key):
         client.incrbyfloat(key, -megapixels)
+
+
+def give_back_pending(client: redis.Redis, tenant: str, job_id: str, owner: str | None = None) -> None:
+    """Give back the charge noted under a job by ``charge(pending_job=...)`` and not written on it: its attempt
+    stopped first. The next attempt calls this before charging again (for any attempt's note); an attempt that
+    fails before its record calls it with its own ``owner``, so it never gives back a note a worker that took the
+    job over has made since. Taken in one step on the server, so a note is given back once. Raises
+    ``redis.RedisError`` when Redis is unreachable (the note stays, for the next attempt)."""
+    noted = client.eval(_TAKE_NOTE, 1, _pending_key(job_id), owner or "")
+    if noted:
+        megapixels, moment, _owner = noted.decode().split(" ")
+        give_back(client, tenant, float(megapixels), datetime.fromisoformat(moment))
+
+
+# Take (read and delete) a job's charge note, only if ARGV[1] is empty or the note's owner; nil otherwise.
+_TAKE_NOTE = """
+local noted = redis.call('GET', KEYS[1])
+if not noted or (ARGV[1] ~= '' and string.match(noted, '[^ ]+$') ~= ARGV[1]) then
+  return nil
+end
+redis.call('DEL', KEYS[1])
+return noted
+"""
+
+
+def settle_pending(client: redis.Redis, job_id: str) -> None:
+    """The job now holds its charge (``charged_megapixels``, ``charged_at``), which its own ending gives back if it
+    must: the note goes. Raises ``redis.RedisError`` when Redis is unreachable (the note then expires, and no
+    later attempt reads it: a job whose input is recorded is not fetched, nor charged, again)."""
+    client.delete(_pending_key(job_id))
 
 
 def refundable(job: Job) -> bool:
@@ -113,12 +154,30 @@ def take_charge(job: Job) -> tuple[float, datetime] | None:
 
 def refund(settings: Settings, tenant: str, taken: tuple[float, datetime]) -> None:
     """Give back a charge taken off a job; with Redis unreachable the charge stays counted (logged)."""
+    _best_effort(settings, lambda client: give_back(client, tenant, *taken),
+                 f"a quota charge of {taken[0]:.2f} megapixels could not be given back to tenant {tenant}")
+
+
+def refund_pending(settings: Settings, tenant: str, job_id: str, owner: str) -> None:
+    """``give_back_pending`` for an attempt (``owner``) ending before its record; with Redis unreachable the note
+    stays for the job's next attempt to give back (logged)."""
+    _best_effort(settings, lambda client: give_back_pending(client, tenant, job_id, owner),
+                 f"job {job_id}'s unrecorded quota charge could not be given back yet")
+
+
+def settled(settings: Settings, job_id: str) -> None:
+    """``settle_pending`` once the job's record holds its charge; with Redis unreachable the note expires."""
+    _best_effort(settings, lambda client: settle_pending(client, job_id),
+                 f"job {job_id}'s quota charge note could not be dropped (it expires)")
+
+
+def _best_effort(settings: Settings, call: Callable[[redis.Redis], None], failure: str) -> None:
+    """Run one counting step on a client of its own; an unreachable Redis is logged, not raised: the job goes on."""
     client = client_for(settings)
     try:
-        give_back(client, tenant, *taken)
+        call(client)
     except redis.RedisError as exc:
-        log.warning("a quota charge of %.2f megapixels could not be given back to tenant %s (Redis unavailable): %s",
-                    taken[0], tenant, exc)
+        log.warning("%s (Redis unavailable): %s", failure, exc)
     finally:
         client.close()
 
@@ -128,6 +187,10 @@ def client_for(settings: Settings) -> redis.Redis:
     Redis that accepts and never answers held a cancel request (and ``keys revoke --cancel-jobs``, per job) for
     11 s with the 5 s connect and 10 s read it had."""
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
+
+
+def _pending_key(job_id: str) -> str:
+    return f"upscaler:mp-pending:{job_id}"
 
 
 def _day_key(tenant: str, moment: datetime) -> str:

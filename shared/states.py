@@ -15,6 +15,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+# The same states as the strings a job row holds, in one fixed order: the ``IN`` list of every query for ended jobs.
+TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(status.value for status in TERMINAL))
 
 # running -> queued is the sweeper handing a job whose worker vanished back to the queue.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {

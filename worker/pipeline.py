@@ -213,8 +213,10 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
                 raise LeaseLost(job.id)
     except BaseException:  # not recorded: the next attempt fetches and charges again, so this charge goes back
         if charged_at:
-            quota.refund(ctx.settings, job.tenant, (planned.megapixels, charged_at))
+            quota.refund_pending(ctx.settings, job.tenant, job.id, ctx.owner)
         raise
+    if charged_at:
+        quota.settled(ctx.settings, job.id)
     for name, value in facts.items():
         setattr(job, name, value)
 
@@ -227,8 +229,10 @@ def _charge_quota(ctx: WorkerContext, job: Job, megapixels: float) -> datetime |
     with ctx.sessions() as session:
         tenant = tenants.tenant_named(session, job.tenant)
     client = quota.client_for(ctx.settings)
-    try:
-        return quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels)
+    try:  # an earlier attempt's charge that no record holds (its worker killed in between) first goes back
+        quota.give_back_pending(client, job.tenant, job.id)
+        return quota.charge(client, job.tenant, quota.daily_limit(tenant, ctx.settings), megapixels,
+                            pending_job=(job.id, ctx.owner))
     except quota.LargerThanQuota as exc:
         raise JobFailure("output_too_large", str(exc)) from None
     except quota.QuotaExceeded as exc:

@@ -271,7 +271,6 @@ def expire_old_jobs(ctx: WorkerContext, limit: int = 200, look_at: int = 1000) -
         except StorageError:
             log.warning("could not delete objects of expired job %s; will retry", job.id, exc_info=True)
             continue
-        with unit_of_work(ctx.sessions) as session:
-            jobs.mark_expired(session, job.id)
-        expired += 1
+        with unit_of_work(ctx.sessions) as session:  # its owner's DELETE may have marked it meanwhile
+            expired += jobs.mark_expired(session, job.id)
     return expired

@@ -229,6 +229,26 @@ def test_retention_deletes_an_upload_a_canceled_attempt_left_behind(app, setting
     assert not storage.exists("results/gone/staged.png") and not storage.exists("inputs/gone/i.png")
 
 
+def test_retention_counts_a_job_its_owner_deleted_meanwhile_once(client, app, settings, db_session, monkeypatch):
+    """The owner's DELETE and a retention pass on the same job each delete its objects (idempotent); only the one
+    that marks it counts it (the sweep's report said it expired a job it had not)."""
+    job = _stored_job(app, db_session, "raced", finished_at=utcnow() - timedelta(days=8))
+    ctx = WorkerContext.create(settings)
+    real_delete = ctx.storage.delete
+
+    def deleted_by_owner_meanwhile(key):
+        real_delete(key)
+        if key == job.output_key:
+            assert client.delete(f"/v1/jobs/{job.id}").status_code == 200
+
+    try:
+        monkeypatch.setattr(ctx.storage, "delete", deleted_by_owner_meanwhile)
+        assert expire_old_jobs(ctx) == 0
+    finally:
+        ctx.engine.dispose()
+    assert client.get(f"/v1/jobs/{job.id}").get_json()["expired_at"] is not None
+
+
 def _stored_job(app, db_session, name: str, **fields) -> Job:
     storage = app.extensions["upscaler"].storage
     keys = {"input_key": f"inputs/{name}/i.png", "output_key": f"results/{name}/r.png"}

@@ -78,3 +78,23 @@ def test_a_refund_to_a_redis_that_never_answers_gives_up_within_seconds(settings
     finally:
         silent.close()
     assert "could not be given back" in caplog.text
+
+
+def test_a_noted_charge_is_given_back_once_and_never_for_another_attempt(client):
+    """A worker charging a fetched image notes the charge under the job until its record holds it. An attempt
+    that fails before recording gives back only its own note: one whose lease was lost meanwhile must not give
+    back the note of the worker that took the job over (that worker's charge would go uncounted)."""
+    from shared.quota import give_back_pending, settle_pending
+
+    key = _fresh(client, "quota-noted")
+    taken_over = charge(client, "quota-noted", 100, 6.0, pending_job=("job-noted", "worker-b"))
+    assert taken_over is not None and float(client.get(key)) == 6.0
+    give_back_pending(client, "quota-noted", "job-noted", owner="worker-a")  # the attempt that lost its lease
+    assert float(client.get(key)) == 6.0
+    give_back_pending(client, "quota-noted", "job-noted")  # the next attempt, after worker-b was killed
+    give_back_pending(client, "quota-noted", "job-noted")  # once only
+    assert float(client.get(key)) == 0.0
+    charge(client, "quota-noted", 100, 6.0, pending_job=("job-noted", "worker-c"))
+    settle_pending(client, "job-noted")  # recorded on the job: its own ending refunds it, not the note
+    give_back_pending(client, "quota-noted", "job-noted")
+    assert float(client.get(key)) == 6.0

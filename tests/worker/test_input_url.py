@@ -244,6 +244,33 @@ def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, 
     assert (job.error_code, "larger than the whole daily quota of 2" in job.error_message) == ("output_too_large", True)
 
 
+def test_a_charge_left_by_a_worker_killed_before_its_record_is_given_back_by_the_next_attempt(client, ctx,
+                                                                                            db_session, server):
+    """A worker killed (SIGKILL, the OOM killer) between charging a fetched image and recording it gave nothing
+    back, and the next attempt charged again: the tenant paid twice for one job."""
+    import uuid
+
+    import redis
+
+    from shared import quota
+    from shared.tenants import create_key
+
+    name = f"killed-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=1)
+    db_session.commit()
+    job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
+                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}
+                         ).get_json()["id"]
+    counts = redis.Redis.from_url(ctx.settings.redis_url)
+    megapixels = 80 * 60 / 1e6
+    assert quota.charge(counts, name, 1, megapixels, pending_job=(job_id, "killed-worker"))  # what it did first
+    assert pipeline.run_job(ctx, job_id) == "succeeded"
+    (day,) = counts.keys(f"upscaler:mp:{name}:*")
+    assert float(counts.get(day)) == pytest.approx(megapixels)
+    assert db_session.get(Job, job_id).charged_megapixels == pytest.approx(megapixels)
+    assert not counts.keys(f"upscaler:mp-pending:{job_id}")  # the record holds it now
+
+
 def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(client, ctx, db_session, server,
                                                                                 monkeypatch):
     """Storage away right after the charge: the attempt goes back to the queue unrecorded, the next one fetches
