@@ -11,7 +11,7 @@ from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.quotas import install_rate_limit
 from api.request_ids import install_request_ids
-from api.routes import deliveries, files, health, jobs, meta, metrics, models, page, reference, webhooks
+from api.routes import deliveries, files, health, jobs, meta, metrics, models, page, reference, usage, webhooks
 from api.security import install_security
 from api.services import Services
 from shared.catalog import catalog_for
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         lookups=threading.BoundedSemaphore(max(1, settings.api_threads // 2)),
         storage_calls=threading.BoundedSemaphore(max(1, settings.api_threads - 1)),
     )
-    for module in (jobs, deliveries, webhooks, models, files, health, meta, metrics, page, reference):
+    for module in (jobs, deliveries, webhooks, usage, models, files, health, meta, metrics, page, reference):
         app.register_blueprint(module.blueprint)
     install_request_ids(app)  # first: every other hook's errors and log lines carry the id
     register_error_handlers(app)

@@ -1,4 +1,5 @@
-"""``upscaler jobs list|get|cancel|delete|download``: look after jobs on a running API (through the Python SDK)."""
+"""``upscaler jobs list|get|cancel|delete|download|usage``: look after jobs on a running API (through the Python
+SDK)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from shared.limits import EXTENSIONS, SUFFIX_FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="list, show, cancel, delete or download jobs of a running API")
+    p = sub.add_parser("jobs", help="list, show, cancel, delete or download jobs of a running API, or see the key's "
+                                    "limits and use")
     where = argparse.ArgumentParser(add_help=False)  # before or after the action, as `submit` takes them anywhere
     for parser, default in ((p, None), (where, argparse.SUPPRESS)):
         parser.add_argument("--api", default=default,
@@ -39,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "a new one named with a trailing /")
     download.add_argument("--overwrite", action="store_true", help="replace a file that is there")
     download.set_defaults(func=run_download)
+    usage = actions.add_parser("usage", parents=[where],
+                               help="the key's limits and what it uses of them now (active jobs, megapixels today)")
+    usage.set_defaults(func=run_usage)
 
 
 def _client(args: argparse.Namespace):
@@ -69,6 +74,22 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_delete(args: argparse.Namespace) -> int:
     job = _client(args).jobs.delete(args.job_id)
     print(f"{job.id} {job.status}, images deleted {job.raw['expired_at']}")
+    return 0
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    usage = _client(args).usage()
+
+    def limit(value: float | None) -> str:
+        return "unlimited" if value is None else f"{value:g}"
+
+    used = "unknown (the API's Redis is unreachable)" if usage.megapixels_used_today is None \
+        else f"{usage.megapixels_used_today:.2f}"
+    print(f"tenant       {usage.tenant}")
+    print(f"requests     {limit(usage.requests_per_minute)} a minute")
+    print(f"active jobs  {usage.queued} queued, {usage.running} running, limit {limit(usage.max_active_jobs)}")
+    print(f"megapixels   {used} used today of {limit(usage.daily_megapixels)}; the day ends "
+          f"{usage.resets_at:%Y-%m-%d %H:%M} UTC")
     return 0
 
 

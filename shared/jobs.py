@@ -77,6 +77,12 @@ def active_jobs(session: Session, tenant: str, before: Job | None = None) -> int
     return session.scalar(query)
 
 
+def active_by_status(session: Session, tenant: str) -> dict[str, int]:
+    """A tenant's queued and running jobs, counted apart (``GET /v1/usage``); a state with none counts 0."""
+    counted = dict(session.execute(select(Job.status, func.count()).where(_active(tenant)).group_by(Job.status)).all())
+    return {status.value: counted.get(status.value, 0) for status in (JobStatus.QUEUED, JobStatus.RUNNING)}
+
+
 def active_job_ids(session: Session, tenant: str) -> list[str]:
     """The ids of a tenant's queued and running jobs, oldest first (``upscaler keys revoke --cancel-jobs``)."""
     return list(session.scalars(select(Job.id).where(_active(tenant)).order_by(Job.created_at, Job.id)))

@@ -66,13 +66,25 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float,
     note = f"{megapixels!r} {now.isoformat()} {pending_job[1]}" if pending_job else ""
     counted, used = client.eval(_CHARGE, len(keys), *keys, repr(megapixels), str(limit), str(KEY_TTL_SECONDS), note)
     if not counted:
-        midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+        midnight = resets_at(now)
         said = (f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} megapixels"
                 if megapixels else f"today's quota of {limit} megapixels is used up, so a job by image_url (charged "
                                    "once its image is fetched) is not taken")
         raise QuotaExceeded(f"{said} ({float(used):.1f} used); it resets at 00:00 UTC",
                             int((midnight - now).total_seconds()) + 1, limit)
     return now
+
+
+def used_today(client: redis.Redis, tenant: str) -> float:
+    """The tenant's output megapixels counted today (UTC), what its daily limit is held against. Raises
+    ``redis.RedisError`` when Redis is unreachable."""
+    return float(client.get(_day_key(tenant, datetime.now(UTC))) or 0)
+
+
+def resets_at(moment: datetime) -> datetime:
+    """When the day's count that ``moment`` falls in stops counting: the next 00:00 UTC."""
+    moment = moment.astimezone(UTC)
+    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC) + timedelta(days=1)
 
 
 # Check and add in one step on the Redis server: added first and taken back when over, a refused charge counted

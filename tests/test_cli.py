@@ -660,6 +660,30 @@ def test_submit_many_waits_downloads_skips_done_and_lists(api_server, settings, 
     assert gone.returncode == 1 and "result_expired" in gone.stderr and not (tmp_path / "y.png").exists()
 
 
+def test_jobs_usage_prints_the_keys_limits_and_use(api_server, db_session, tmp_path):
+    """`upscaler jobs usage` over real HTTP: the key's own limits and the deployment's where it has none, a job
+    submitted (no worker: it stays queued) and its megapixels, charged at submit."""
+    import uuid
+
+    from shared.tenants import create_key
+
+    base, _ = api_server
+    name = f"cli-usage-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, max_active=3, daily_megapixels=50)
+    db_session.commit()
+    env = {"UPSCALER_API_URL": base, "UPSCALER_API_KEY": key}
+    sent = run(["submit", str(write_image(tmp_path / "a.png", width=100, height=80)), "--model", "bicubic",
+                "--scale", "2"], env=env)  # 200x160 out: 0.032 MP
+    assert sent.returncode == 0, sent.stderr
+    shown = run(["jobs", "usage"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(None, 1) for line in shown.stdout.replace("active jobs", "active").splitlines())
+    assert lines["tenant"] == name and lines["requests"] == "600 a minute"
+    assert lines["active"] == "1 queued, 0 running, limit 3"
+    assert lines["megapixels"].startswith("0.03 used today of 50; the day ends ")
+    assert lines["megapixels"].endswith(" 00:00 UTC")
+
+
 def test_cli_errors_are_one_line_and_version_prints(tmp_path):
     down = run(["submit", str(write_image(tmp_path / "a.png")), "--api", "http://127.0.0.1:9"],
                env={"UPSCALER_API_KEY": ""})

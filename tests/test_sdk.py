@@ -63,6 +63,10 @@ def test_a_daily_quota_is_raised_at_once_not_waited_out(api_server, db_session):
     db_session.commit()
     client = sdk.Client(base, key, max_retries=3)
     client.jobs.create(image_bytes(width=600, height=500), model="bicubic", scale=2)  # 1.2 MP of a 2 MP day
+    usage = client.usage()  # what a client reads to pace itself before the 429 below
+    assert (usage.daily_megapixels, usage.megapixels_used_today) == (2, pytest.approx(1.2))
+    assert usage.megapixels_left_today == pytest.approx(0.8) and (usage.queued, usage.running) == (1, 0)
+    assert usage.resets_at.utcoffset() is not None and usage.tenant.startswith("sdk-quota-")
     started = time.monotonic()
     with pytest.raises(sdk.RateLimited) as limited:
         client.jobs.create(image_bytes(width=600, height=500, seed=1), model="bicubic", scale=2)  # 2.4 MP > 2 MP

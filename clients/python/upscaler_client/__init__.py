@@ -15,11 +15,11 @@ from upscaler_client.errors import (
     Timeout,
     UpscalerError,
 )
-from upscaler_client.types import ImageInfo, Job, Model
+from upscaler_client.types import ImageInfo, Job, Model, Usage
 from upscaler_client.webhooks import WebhookVerificationError, verify_webhook
 
 __version__ = "0.2.0"
 __all__ = ["ApiError", "AuthenticationError", "Client", "ConnectionError", "ImageInfo", "InvalidApiKey",
            "InvalidRequest", "InvalidResponse", "Job",
            "JobFailed", "Model", "NotFound", "RateLimited", "ServerError", "Timeout", "UpscalerError",
-           "WebhookVerificationError", "verify_webhook"]
+           "Usage", "WebhookVerificationError", "verify_webhook"]

@@ -20,7 +20,7 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import NewConnectionError
 
 from upscaler_client import errors
-from upscaler_client.types import Job, Model
+from upscaler_client.types import Job, Model, Usage
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_POLL_SECONDS = 2.0
@@ -64,6 +64,11 @@ class Client:
     def webhook_secret(self) -> str:
         """The ``whsec_`` secret this key's tenant's webhook messages are signed with (for ``verify_webhook``)."""
         return _body(self.request("GET", "/v1/webhooks/secret"))["secret"]
+
+    def usage(self) -> Usage:
+        """This key's limits and what it uses of them now (active jobs, today's output megapixels), to pace
+        submits before a 429."""
+        return Usage.from_json(_body(self.request("GET", "/v1/usage")))
 
     def rotate_webhook_secret(self) -> str:
         """A new webhook secret for this key's tenant (returned); the previous one also signs each message for 24

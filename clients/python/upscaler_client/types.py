@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,3 +96,27 @@ class Model:
     def from_json(cls, data: dict) -> Model:
         return cls(data["name"], data["scales"], data.get("description", ""), data.get("denoise", False),
                    data.get("default", False), data)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The key's limits and what it uses of them now (``GET /v1/usage``); a limit of None is unlimited, a use of
+    None not known (the API's Redis unreachable)."""
+
+    tenant: str
+    requests_per_minute: int | None
+    queued: int
+    running: int
+    max_active_jobs: int | None
+    megapixels_used_today: float | None
+    daily_megapixels: int | None
+    megapixels_left_today: float | None
+    resets_at: datetime
+    raw: dict = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Usage:
+        active, daily = data["active_jobs"], data["daily"]
+        return cls(data["tenant"], data["requests"]["limit_per_minute"], active["queued"], active["running"],
+                   active["limit"], daily["used_megapixels"], daily["limit_megapixels"],
+                   daily["remaining_megapixels"], datetime.fromisoformat(daily["resets_at"]), data)
