@@ -202,11 +202,12 @@ def run_wait_for_schema(args: argparse.Namespace) -> int:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
+    from shared.db import shown_url
     from shared.migrate import upgrade
     from shared.settings import Settings
 
     settings = Settings.from_env(secret=False)
-    where = settings.database_url.split("@")[-1]
+    where = shown_url(settings.database_url)
     newer = upgrade(settings.database_url)
     if newer:
         print(f"database at revision {newer}, newer than this release knows (a rollback): left as it is, and this "

@@ -58,6 +58,12 @@ def make_engine(url: str, pooled: bool = True) -> Engine:
     return create_engine(url, connect_args=options, hide_parameters=HIDE_PARAMETERS, **pooling)
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a line an operator reads: its password masked, and its query left out, since libpq takes the
+    password from there too (``?password=``): ``upscaler migrate`` printed it in clear in the migration's logs."""
+    return make_url(url).set(query={}).render_as_string(hide_password=True)
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

@@ -42,6 +42,11 @@ MIN_S3_PART_MB = 5
 # attempt always ends as a recorded failure, not killed by Celery with nothing recorded (and then re-sent for ever)
 MAX_WEBHOOK_TIMEOUT = 60.0
 MAX_PRESIGNED_SECONDS = 604800  # SigV4's limit on a presigned URL's life
+# Seconds a job's task may run past UPSCALER_JOB_TIME_LIMIT before Celery kills it (its hard time limit): the soft
+# limit ends the job as failed ``time_limit``, and recording that must fit in here. A worker's shutdown grace
+# (deploy/kubernetes/worker-gpu.yaml) must cover the hard limit, not only the soft one: killed while recording, the job
+# stayed running until its lease ran out and then ran again, another attempt of up to the whole time limit.
+JOB_HARD_LIMIT_MARGIN = 60
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -120,6 +125,11 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def job_hard_time_limit(self) -> int:
+        """Seconds after which Celery kills a job's task outright (``JOB_HARD_LIMIT_MARGIN``)."""
+        return self.job_time_limit + JOB_HARD_LIMIT_MARGIN
 
     @property
     def api_key_list(self) -> list[str]:

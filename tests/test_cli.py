@@ -119,6 +119,16 @@ def test_migrate_creates_the_schema(tmp_path):
     assert "jobs" in inspect(create_engine(url)).get_table_names()
 
 
+def test_migrate_names_the_database_without_a_password_in_its_query(postgres):
+    """libpq takes the password from the URL's query too (``?password=``, as a URL-encoding-free way to pass one):
+    the line `upscaler migrate` prints (the migration Job's and compose's logs) carried it in clear."""
+    url = f"{postgres.create_database()}?password=hunter2-in-the-query&sslmode=disable"
+    result = run(["migrate"], env={"UPSCALER_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert f"127.0.0.1:{postgres.port}/" in result.stdout  # still says which database
+
+
 @pytest.mark.slow
 def test_dev_launcher_runs_the_platform_and_upscales_the_sample(tmp_path, redis_url):
     """With a key in the database, the launcher's client sends UPSCALER_API_KEY (the CLI's documented variable;

@@ -12,7 +12,7 @@ from worker.celery_app import celery, get_context, settings
 
 
 @celery.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=settings.job_time_limit, time_limit=settings.job_time_limit + 60)
+             soft_time_limit=settings.job_time_limit, time_limit=settings.job_hard_time_limit)
 def run_job(job_id: str) -> dict:
     """One turn: the job it ran (its own, or another tenant's, ``jobs.next_fair_job``) and how that ended, so
     Celery's "succeeded" line and result name the job that really ran."""
@@ -22,7 +22,7 @@ def run_job(job_id: str) -> dict:
 
 
 @celery.task(name=RUN_BAND, acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=settings.job_time_limit, time_limit=settings.job_time_limit + 60)
+             soft_time_limit=settings.job_time_limit, time_limit=settings.job_hard_time_limit)
 def run_band(job_id: str, index: int) -> str:
     with job_context(job_id):
         return split.run_band(get_context(), job_id, index)
