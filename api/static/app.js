@@ -81,6 +81,7 @@ $("key").addEventListener("change", () => {
     }
   }
   clearHistory();
+  clearUsage();
   loadModels();
   loadHistory(true);
 });
@@ -920,6 +921,7 @@ async function loadHistory(fromStart = false) {
   }
   if (load !== historyLoads) return; // superseded meanwhile: its rows may be another key's
   historySays("");
+  if (fromStart) usageAfter(page.data);
   const body = $("history").querySelector("tbody");
   const shown = (id) => [...body.children].find((row) => row.dataset.job === id);
   if (fromStart) {
@@ -975,6 +977,60 @@ function clearHistory() {
   $("history").querySelector("tbody").textContent = "";
   $("history").hidden = true;
   $("history-more").hidden = true;
+}
+
+// ---- usage (what the key in use has used of its limits) ---------------------------------------------------
+let usageOf = null; // the newest jobs' ids and states when the usage was last asked; null: ask at the next look
+
+/** Ask for the usage when the history's newest jobs changed (one appeared, or ended): its own request at every
+ * history refresh would spend twice the key's requests on the same news. */
+function usageAfter(jobs) {
+  const seen = jobs.map((job) => `${job.id}:${job.status}`).join(" ");
+  if (seen === usageOf) return;
+  usageOf = seen;
+  loadUsage();
+}
+
+/** The key's limits and today's use, said under Options: a customer learnt of a daily quota only by its 429. */
+async function loadUsage() {
+  const key = keyInUse;
+  let usage;
+  try {
+    usage = await api("v1/usage", {}, key);
+  } catch (error) { // a key refused is said by the notice; an outage or a 429 leaves the last figures up
+    if (error.status === 401 || error.status === 404) $("usage").hidden = true;
+    if (error.status !== 401 && error.status !== 404) usageOf = null; // asked again at the next look
+    return;
+  }
+  if (key !== keyInUse) return; // another key meanwhile: these are the previous customer's figures
+  $("usage").textContent = usageText(usage);
+  $("usage").hidden = false;
+}
+
+function clearUsage() {
+  usageOf = null;
+  $("usage").hidden = true;
+  $("usage").textContent = "";
+}
+
+const count = (number) => number.toLocaleString(undefined, { maximumFractionDigits: 1 });
+
+/** "2 jobs queued or running (at most 100 at once); 41.5 of 20,000 output megapixels used today, until 01:00" */
+function usageText({ active_jobs: active, daily }) {
+  const busy = active.queued + active.running;
+  const jobs = `${busy} ${busy === 1 ? "job" : "jobs"} queued or running` +
+               (active.limit === null ? "" : ` (at most ${count(active.limit)} at once)`);
+  const until = new Date(daily.resets_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  let today;
+  if (daily.limit_megapixels === null) {
+    today = "no daily limit";
+  } else if (daily.used_megapixels === null) {
+    today = `at most ${count(daily.limit_megapixels)} output megapixels a day (today's count not known now)`;
+  } else {
+    today = `${count(daily.used_megapixels)} of ${count(daily.limit_megapixels)} output megapixels used today ` +
+            `(the count starts again at ${until})`;
+  }
+  return `This key: ${jobs}; ${today}.`;
 }
 
 /** The history's own notice (a Cancel refused): its next successful load or cancel takes it away, as the models'

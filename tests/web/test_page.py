@@ -827,6 +827,24 @@ def test_photos_past_the_active_job_limit_wait_for_a_place_and_go_by_themselves(
         assert sum("waiting in the queue" in state for state in states) == 2, states
 
 
+def test_the_keys_limits_and_use_are_said_and_follow_its_jobs(browser, settings, tmp_path):
+    """A customer learnt of its daily quota only from a 429: the page says the key's limits and today's use, and
+    follows them as a job is charged and, canceled before it started, given back."""
+    with page_of_limited_api(browser, settings, max_active_jobs=5, daily_megapixels=100) as page:
+        usage = page.locator("#usage")
+        usage.filter(has_text="0 of 100 output megapixels used today").wait_for()
+        assert "This key: 0 jobs queued or running (at most 5 at once)" in usage.inner_text()
+        page.set_input_files("#files", [str(photo(tmp_path, "big.png", size=(400, 300)))])  # x4: 1.92 MP
+        usage.filter(has_text="1 job queued or running").wait_for(timeout=15_000)
+        assert "1.9 of 100 output megapixels used today (the count starts again at " in usage.inner_text()
+        page.locator("#cards li .cancel").click()  # never started: its megapixels go back
+        usage.filter(has_text="0 jobs queued or running").wait_for(timeout=15_000)
+        assert "0 of 100 output megapixels used today" in usage.inner_text()
+    with page_of_limited_api(browser, settings, max_active_jobs=0, daily_megapixels=0) as page:
+        page.locator("#usage", has_text="no daily limit").wait_for()
+        assert page.locator("#usage").inner_text() == "This key: 0 jobs queued or running; no daily limit."
+
+
 def test_a_photo_waiting_for_a_place_can_be_withdrawn(browser, settings, tmp_path):
     """A photo waiting for a free place had no Cancel, and each job canceled freed the place that sent the next
     waiting one: a batch dropped by mistake could not be stopped. Withdrawn, it is never sent."""
