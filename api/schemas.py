@@ -49,7 +49,8 @@ class JobCreateForm(BlankIsDefault):
         {"scale": 2, "model": "residual_sr_cond", "denoise": 0.5,
          "webhook_url": "https://example.com/hooks/upscaler", "webhook_events": "job.succeeded,job.failed"}]})
 
-    scale: float | None = Field(None, ge=MIN_FACTOR, le=MAX_FACTOR,
+    # allow_inf_nan=False: "nan" was told "should be less than or equal to 8", as if it were a number too large
+    scale: float | None = Field(None, ge=MIN_FACTOR, le=MAX_FACTOR, allow_inf_nan=False,
                                 description="Enlargement factor, 1 to 8, fractions allowed (default 4 when no width or "
                                             "height is given). The network runs at the smallest of x2/x3/x4 (x8 as "
                                             "x4 then x2) that reaches it; the result is resampled to the exact size.")
@@ -62,10 +63,10 @@ class JobCreateForm(BlankIsDefault):
     dpi: int | None = Field(None, ge=DPI_RANGE[0], le=DPI_RANGE[1],
                             description="Resolution written into the output (pixels per inch). Default: the input's "
                                         "own DPI times the enlargement, so the print size stays the same.")
-    print_width: float | None = Field(None, gt=0, le=MAX_PRINT_LENGTH,
+    print_width: float | None = Field(None, gt=0, le=MAX_PRINT_LENGTH, allow_inf_nan=False,
                                       description="With dpi: the print width in print_unit; the output width in "
                                                   "pixels is print_width x dpi (instead of scale or width).")
-    print_height: float | None = Field(None, gt=0, le=MAX_PRINT_LENGTH,
+    print_height: float | None = Field(None, gt=0, le=MAX_PRINT_LENGTH, allow_inf_nan=False,
                                        description="With dpi: the print height in print_unit.")
     print_unit: Literal[PRINT_UNITS] = Field(  # type: ignore[valid-type]
         "in", description="Unit of print_width and print_height.")
@@ -110,7 +111,7 @@ class JobCreateForm(BlankIsDefault):
         """Name the event that is not one (the pattern's own message was the regular expression)."""
         if isinstance(value, str):
             unknown = [event.strip() for event in value.split(",") if event.strip() not in EVENTS]
-            if unknown and value.strip():
+            if unknown:  # a blank one too (" " was answered with the pattern, a regular expression)
                 raise ValueError(f"{unknown[0]!r} is not an event; the events are {', '.join(EVENTS)}")
         return value
 

@@ -33,7 +33,7 @@ from shared import jobs
 from shared.db import unit_of_work
 from shared.events import DEFAULT_EVENTS
 from shared.formats import CONTENT_TYPES
-from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_job
+from shared.limits import EXTENSIONS, MAX_WAIT_SECONDS, check_job, check_requested
 from shared.models import IdempotencyKey, Job, new_job_id, utcnow
 from shared.queue import PRIORITY_LEVELS, enqueue_job
 from shared.sizing import SizeError, SizePlan
@@ -119,6 +119,9 @@ def parse(svc: Services) -> Submission:
     if form.image_url:
         if chosen_file(request.files) is not None:
             raise ApiError("bad_request", "send either the 'image' file or an 'image_url', not both")
+        violation = check_requested(form.size, form.format, svc.settings)  # the rest once the worker fetches it
+        if violation:
+            raise ApiError(violation.code, violation.message)
         reason = _refusal(svc, str(form.image_url))
         if reason:  # checked again, and pinned, when the worker fetches it
             raise ApiError("image_url_refused", reason, field="image_url")

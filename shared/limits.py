@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # sizing imports this module
     from shared.catalog import ModelInfo
     from shared.settings import Settings
-    from shared.sizing import SizePlan
+    from shared.sizing import SizePlan, SizeRequest
 
 # The one list of output formats (the API schema, the CLI and the worker read it from here).
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
@@ -57,15 +57,9 @@ def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, 
     max_output_pixels = settings.max_output_pixels
     if not made_in_bands(planned, in_width, in_height, alpha, tiled):
         max_output_pixels = min(max_output_pixels, settings.max_whole_output_pixels)
-    side = MAX_SIDE[output_format]
-    if max(out_w, out_h) > side:
-        return LimitViolation("output_too_large",
-                              f"{output_format} images cannot exceed {side} px a side; the output would be "
-                              f"{out_w}x{out_h}")
-    if out_w * out_h > max_output_pixels:
-        return LimitViolation("output_too_large",
-                              f"the output would have {out_w * out_h} pixels, more than the limit of "
-                              f"{max_output_pixels}")
+    violation = _past_limits(out_w, out_h, output_format, max_output_pixels)
+    if violation:
+        return violation
     if not planned.is_exact(in_width, in_height):
         # made whole in memory: the network's own output (x8 before resampling to x5) and the resampled image
         # are held too, not only the final one
@@ -76,6 +70,31 @@ def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, 
                                   f"x{planned.network_scale}, then the result is resampled), more than the limit "
                                   f"of {settings.max_whole_output_pixels}; ask for a smaller size")
     return None
+
+
+def _past_limits(width: int | None, height: int | None, output_format: str,
+                 max_output_pixels: int) -> LimitViolation | None:
+    """The format's side limit, then the pixel limit, for an output of these sides (None: not known yet)."""
+    side = MAX_SIDE[output_format]
+    if max(width or 0, height or 0) > side:
+        return LimitViolation("output_too_large",
+                              f"{output_format} images cannot exceed {side} px a side; the output would be "
+                              f"{width or 'auto'}x{height or 'auto'}")
+    if width and height and width * height > max_output_pixels:
+        return LimitViolation("output_too_large",
+                              f"the output would have {width * height} pixels, more than the limit of "
+                              f"{max_output_pixels}")
+    return None
+
+
+def check_requested(size: SizeRequest, output_format: str, settings: Settings) -> LimitViolation | None:
+    """What a size request alone rules out, before its image is known: the API's check of an ``image_url`` job at
+    submit (``webp`` at a width of 20000 was accepted, its image fetched, and the job failed ``output_too_large``).
+    A side that does not depend on the image (``SizeRequest.fixed_sides``) past the format's limit, or a box
+    covered or filled past ``max_output_pixels`` (the larger limit: whether the smaller applies depends on the
+    image); the rest is ``check_job``'s once the image is fetched."""
+    width, height = size.fixed_sides()
+    return _past_limits(width, height, output_format, settings.max_output_pixels)
 
 
 def check_job(planned: SizePlan, in_width: int, in_height: int, alpha: bool, output_format: str,

@@ -41,6 +41,13 @@ class SizeRequest:
     height: int | None = None
     fit: str = "contain"
 
+    def fixed_sides(self) -> tuple[int | None, int | None]:
+        """The output's sides that do not depend on the input's size: a width or a height asked alone, or both with
+        ``cover`` or ``fill`` (``contain`` fits inside the box, one side smaller); None for each of the others."""
+        if self.width and self.height and self.fit == "contain":
+            return None, None
+        return self.width, self.height
+
     def describe(self) -> str:
         if self.width or self.height:
             return f"{self.width or 'auto'}x{self.height or 'auto'} ({self.fit})"

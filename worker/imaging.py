@@ -144,7 +144,8 @@ def _decode(path: Path) -> DecodedImage:
         image = _to_8bit(image)
     elif image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode in ("RGB", "L") and "transparency" in image.info:  # a PNG's tRNS colour key: real alpha
+    elif image.mode in ("RGB", "L", "1") and "transparency" in image.info:  # a PNG's tRNS colour key: real alpha
+        # (a 1-bit one too: made plain grey by CONVERSIONS below, its key was lost while the API counted it alpha)
         image = image.convert("RGBA" if image.mode == "RGB" else "LA")
     elif image.mode in CONVERSIONS:
         image = image.convert(CONVERSIONS[image.mode])

@@ -418,3 +418,45 @@ def test_a_multipart_body_with_a_file_name_not_in_utf8_says_why_it_finds_no_imag
     problem = response.get_json()
     assert (response.status_code, problem["code"]) == (400, "missing_image")
     assert "not UTF-8" in problem["detail"]
+
+
+@pytest.mark.parametrize("fields,refused", [
+    ({"width": "20000", "format": "webp"}, "16383 px a side"),  # one side alone is that side, whatever the image
+    ({"height": "65510", "format": "jpeg"}, "65500 px a side"),
+    ({"dpi": "300", "print_width": "60", "format": "webp"}, "18000xauto"),  # a print size is pixels too
+    ({"width": "20000", "height": "100", "fit": "cover", "format": "webp"}, "16383 px a side"),
+    ({"width": "200", "height": "100", "fit": "fill"}, "more than the limit of 10000"),
+    ({"width": "20000", "height": "100", "format": "webp"}, None),  # contain: the output may be narrower
+    ({"width": "200", "height": "100"}, None),
+    ({"scale": "8", "format": "webp"}, None),  # depends on the image: the worker's check once fetched
+])
+def test_an_image_url_job_whose_asked_size_no_image_could_make_is_refused_at_submit(settings, db_session, fields,
+                                                                                    refused):
+    """``width=20000`` in WebP by image_url was accepted, its image fetched, and the job failed output_too_large:
+    the sides that do not depend on the image are checked at submit, as an upload's are."""
+    from api import create_app
+
+    client = create_app(settings.with_overrides(max_output_pixels=10_000)).test_client()
+    response = client.post("/v1/jobs", content_type="multipart/form-data",
+                           data={"image_url": "http://127.0.0.1:9/photo.png", "model": "bicubic", **fields})
+    body = response.get_json()
+    if refused is None:
+        assert response.status_code == 202, body
+        return
+    assert (response.status_code, body["code"]) == (422, "output_too_large") and refused in body["detail"]
+    assert db_session.scalars(select(Job)).all() == []
+
+
+@pytest.mark.parametrize("fields,field,says", [
+    ({"scale": "nan"}, "scale", "finite number"), ({"scale": "inf"}, "scale", "finite number"),
+    ({"dpi": "300", "print_width": "nan", "scale": None}, "print_width", "finite number"),
+    ({"dpi": "300", "print_height": "-inf", "scale": None}, "print_height", "finite number"),
+    ({"webhook_url": "http://127.0.0.1:9/hook", "webhook_events": "  "}, "webhook_events", "'' is not an event"),
+])
+def test_a_value_that_is_no_number_or_no_event_is_said_to_be_that(client, fields, field, says):
+    """``scale=nan`` was told it "should be less than or equal to 8", and blank webhook_events were answered with
+    the field's regular expression."""
+    response = submit(client, **fields)
+    body = response.get_json()
+    assert (response.status_code, body["code"], body["field"]) == (422, "invalid_parameter", field)
+    assert says in body["detail"] and "\\s" not in body["detail"]

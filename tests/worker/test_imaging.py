@@ -54,11 +54,13 @@ def test_palette_with_transparency_keeps_alpha(tmp_path):
     assert decoded.alpha is not None
 
 
-@pytest.mark.parametrize("mode,key", [("RGB", (10, 20, 30)), ("L", 7)])
-def test_a_png_colour_key_becomes_alpha_and_stays_transparent(tmp_path, mode, key):
-    """A tRNS colour key in an RGB or grey PNG (not only a palette's) is transparency: it was once dropped."""
+@pytest.mark.parametrize("mode,key,ink", [("RGB", (10, 20, 30), (200, 100, 50)), ("L", 7, 180), ("1", 0, 255)])
+def test_a_png_colour_key_becomes_alpha_and_stays_transparent(tmp_path, mode, key, ink):
+    """A tRNS colour key in an RGB or grey PNG (not only a palette's) is transparency: it was once dropped, and
+    a 1-bit one (line art or a signature on a transparent ground, as PNG optimizers reduce it) still was, while
+    the API had taken it for transparent."""
     image = Image.new(mode, (20, 10), key)
-    image.paste((200, 100, 50) if mode == "RGB" else 180, (0, 0, 10, 10))
+    image.paste(ink, (0, 0, 10, 10))
     source = save(tmp_path, image, transparency=key)
     decoded = decode(source)
     alpha = np.asarray(decoded.alpha)
