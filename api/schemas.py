@@ -126,7 +126,7 @@ class JobCreateForm(BlankIsDefault):
             raise ValueError("must be 'auto' or a number from 0 to 1") from None
         if not 0.0 <= number <= 1.0:
             raise ValueError("must be 'auto' or a number from 0 to 1")
-        return number
+        return number + 0.0  # "-0" is 0: the job said "denoise": -0.0
 
     @property
     def denoise_value(self) -> float | None:

@@ -88,11 +88,13 @@ def test_invalid_parameters_are_422_with_the_field(client, fields, field):
 
 @pytest.mark.parametrize("fields,stored", [({"denoise": "0.3", "model": "auto"}, 0.3), ({"denoise": "auto"}, "auto"),
                                            ({"denoise": "0", "model": "residual_sr_cond"}, 0.0),
-                                           ({"denoise": ""}, "auto")])
+                                           ({"denoise": ""}, "auto"),
+                                           ({"denoise": "-0", "model": "residual_sr_cond"}, 0.0)])
 def test_denoise_is_auto_or_a_strength(client, fields, stored):
     response = submit(client, **fields)
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["denoise"] == stored
+    assert b'"denoise":-0' not in response.data.replace(b" ", b"")  # "-0" is stored and said as 0
 
 
 def test_missing_image_is_400(client):
