@@ -91,6 +91,9 @@ def parse(svc: Services) -> Submission:
         name = next(iter(request.args))
         raise ApiError("invalid_parameter", f"{name}: POST /v1/jobs takes its fields in the multipart body, not in "
                                             "the query string", field=name)
+    if None in request.form or None in request.files:  # was "None: Keys should be strings", field "None"
+        raise ApiError("bad_request", "a part of the form has no name (its Content-Disposition names none); name "
+                                      "each part, the image 'image'")
     if "image" in request.form:
         raise ApiError("invalid_parameter", "image: send the image as a file part (with a filename), not as a text "
                                             "field", field="image")

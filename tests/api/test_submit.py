@@ -102,6 +102,18 @@ def test_missing_image_is_400(client):
     assert (response.status_code, response.get_json()["code"]) == (400, "missing_image")
 
 
+def test_a_form_part_without_a_name_is_400_saying_so(client):
+    """A part whose Content-Disposition names no field was answered 422 for a field "None"."""
+    for disposition in (b"form-data", b'form-data; filename="a.png"'):
+        body = (b"--b\r\nContent-Disposition: " + disposition + b"\r\n\r\n4\r\n--b\r\nContent-Disposition: "
+                b'form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n' + image_bytes()
+                + b"\r\n--b--\r\n")
+        response = client.post("/v1/jobs", data=body, content_type="multipart/form-data; boundary=b")
+        problem = response.get_json()
+        assert (response.status_code, problem["code"]) == (400, "bad_request"), problem
+        assert "has no name" in problem["detail"] and "field" not in problem
+
+
 def test_a_body_that_is_not_multipart_is_400(client):
     response = client.post("/v1/jobs", json={"scale": 4})
     assert (response.status_code, response.get_json()["code"]) == (400, "bad_request")
