@@ -74,7 +74,7 @@ class JobCreateForm(BlankIsDefault):
         "png", description="Output image format: png, jpeg (sides up to 65500 px), webp (up to 16383 px), or tiff "
                            "(Deflate-compressed, for print).")
     quality: int | None = Field(None, ge=QUALITY_RANGE[0], le=QUALITY_RANGE[1],
-                                description="JPEG/WebP quality (default 92 / 90).")
+                                description="JPEG/WebP/AVIF quality (default 92 / 90 / 75).")
     model: str | None = Field(None, max_length=64,
                               description="Model name from GET /v1/models (default: the server's default, 'auto', "
                                           "which picks the fidelity network for clean files and the robust one for "

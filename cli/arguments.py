@@ -97,7 +97,7 @@ def denoise(text: str) -> float | None:
 
 
 def quality(text: str) -> int:
-    """A JPEG/WebP quality, in the API's range (0 silently meant the default; 101 and negatives were passed on)."""
+    """A JPEG/WebP/AVIF quality, in the API's range (0 silently meant the default; 101 and negatives were passed on)."""
     from shared.limits import QUALITY_RANGE
 
     return _between(text, *QUALITY_RANGE)

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_size_options(p, fit_default=None)  # None: the server's default
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
                    help="default: --output's suffix, else png")
-    p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
+    p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP/AVIF quality 1..100 (default 92 / 90 / 75)")
     p.add_argument("--model", default=None, help="default: the server's ('auto': a network chosen per input)")
     # checked here as upscale and the API check it: unchecked, a --denoise 2 was sent with every file, refused 422
     # file by file, exit 1

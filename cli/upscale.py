@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="tile side in input pixels (default: $UPSCALER_TILE_SIZE)")
     p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
                    help="output format (default: from the output file's extension; png for a folder)")
-    p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP quality 1..100 (default 92 / 90)")
+    p.add_argument("--quality", type=quality, default=None, help="JPEG/WebP/AVIF quality 1..100 (default 92 / 90 / 75)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results that exist (else a folder's are skipped, a named output file refused)")
     p.set_defaults(func=run)

@@ -11,15 +11,23 @@ if TYPE_CHECKING:  # sizing imports this module
     from shared.sizing import SizePlan, SizeRequest
 
 # The one list of output formats (the API schema, the CLI and the worker read it from here).
-OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "tiff": "tif"}
+OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif",
+                  "tiff": "image/tiff"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "tiff": "tif"}
+# The outputs that hold colour only (no grey pictures) and no resolution field of their own: a grey picture goes
+# out as RGB, its DPI in EXIF (shared.metadata asks here, for both writers)
+COLOUR_ONLY_FORMATS = ("webp", "avif")
 # An output file name's suffix -> the format written under it (the CLI's single-file form)
 SUFFIX_FORMATS = {**{f".{ext}": fmt for fmt, ext in EXTENSIONS.items()}, ".jpeg": "jpeg", ".tiff": "tiff"}
 # Hard limits of the encoders: WebP stores 14-bit sides; JPEG's libjpeg refuses sides over 65500
-# (JPEG_MAX_DIMENSION, though the format stores 16 bits); PNG and TIFF 32-bit.
-MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383, "tiff": 2**31 - 1}
+# (JPEG_MAX_DIMENSION, though the format stores 16 bits); PNG and TIFF 32-bit. AVIF: 16384, the side libavif's
+# readers (browsers among them) take by default.
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383, "avif": 16384, "tiff": 2**31 - 1}
+# Formats whose encoder holds the whole picture whatever writes it, with a pixel limit of their own: AV1 encodes a
+# whole frame (40 MP took 0.88 GB and 53 s in libvips on 2 cores of a Xeon; docs/operations.md)
+MAX_FORMAT_PIXELS = {"avif": 8192 * 8192}
 SCALES = (2, 3, 4)
-QUALITY_RANGE = (1, 100)  # JPEG/WebP quality a job or the CLI may ask for
+QUALITY_RANGE = (1, 100)  # JPEG/WebP/AVIF quality a job or the CLI may ask for
 # The longest a request may hold its connection waiting for its job (``Prefer: wait=N``); the API's graceful
 # shutdown must outlast it, or a rollout cuts such a request off after its job was made (cli.services).
 MAX_WAIT_SECONDS = 60
@@ -74,12 +82,19 @@ def check_output(planned: SizePlan, in_width: int, in_height: int, alpha: bool, 
 
 def _past_limits(width: int | None, height: int | None, output_format: str,
                  max_output_pixels: int) -> LimitViolation | None:
-    """The format's side limit, then the pixel limit, for an output of these sides (None: not known yet)."""
+    """The format's side limit, then the pixel limits (the format's own, then ``max_output_pixels``), for an output
+    of these sides (None: not known yet)."""
     side = MAX_SIDE[output_format]
     if max(width or 0, height or 0) > side:
         return LimitViolation("output_too_large",
                               f"{output_format} images cannot exceed {side} px a side; the output would be "
                               f"{width or 'auto'}x{height or 'auto'}")
+    format_pixels = MAX_FORMAT_PIXELS.get(output_format)
+    if width and height and format_pixels and width * height > format_pixels:
+        return LimitViolation("output_too_large",
+                              f"{output_format} images are made up to {format_pixels} pixels (the encoder holds "
+                              f"the whole picture); the output would have {width * height}: ask for a smaller "
+                              "size or another format")
     if width and height and width * height > max_output_pixels:
         return LimitViolation("output_too_large",
                               f"the output would have {width * height} pixels, more than the limit of "

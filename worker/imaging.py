@@ -19,6 +19,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from shared.errors import NOT_THE_FILES
 from shared.formats import open_image
+from shared.limits import COLOUR_ONLY_FORMATS
 from shared.sizing import SizePlan
 from worker import metadata
 from worker.alpha_bleed import fill_hidden
@@ -34,6 +35,10 @@ SRGB = ImageCms.createProfile("sRGB")
 JPEG_QUALITY = 92
 JPEG_FULL_CHROMA_FROM = 90  # from this quality on, JPEG keeps full-resolution chroma (4:4:4)
 WEBP_QUALITY = 90
+# AVIF: libavif's own default quality; speed 8 of 0..10 (libvips' effort 1 of 0..9, the same AV1 encoder setting):
+# at its default 6 a 4 MP picture took 8.2 s against 0.9 s, for files 1.5 % smaller
+AVIF_QUALITY = 75
+AVIF_SPEED = 8
 PNG_COMPRESSION = 1  # zlib level: fast; print-size PNGs are dominated by compression time
 
 # ITU-R 601 luma weights: Pillow's "L" conversion, the Y of Y-PSNR (up to its scale), the noise estimate's luma.
@@ -401,10 +406,15 @@ def encode(image: Image.Image, output_format: str, path: Path, quality: int | No
             image = background
         q = quality or JPEG_QUALITY
         image.save(path, "JPEG", quality=q, subsampling=0 if q >= JPEG_FULL_CHROMA_FROM else 2, **options)
-    elif output_format == "webp":
+    elif output_format in COLOUR_ONLY_FORMATS:
         if image.mode in ("L", "LA"):
             image = image.convert("RGBA" if image.mode == "LA" else "RGB")
-        image.save(path, "WEBP", quality=quality or WEBP_QUALITY, method=4, **options)
+        if output_format == "webp":
+            image.save(path, "WEBP", quality=quality or WEBP_QUALITY, method=4, **options)
+        else:  # the profile named, None too: Pillow's AVIF writer took one left in ``image.info`` (a conversion's)
+            q = quality or AVIF_QUALITY  # full chroma from the quality JPEG has it, as libvips' "auto" does
+            image.save(path, "AVIF", quality=q, speed=AVIF_SPEED, subsampling="4:4:4" if q >= JPEG_FULL_CHROMA_FROM
+                       else "4:2:0", **{"icc_profile": None, **options})
     elif output_format == "tiff":  # for print: lossless, Deflate-compressed, alpha kept
         image.save(path, "TIFF", compression="tiff_adobe_deflate", **options)
     else:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from PIL import Image, PngImagePlugin
 
 from shared.formats import raw_profile
+from shared.limits import COLOUR_ONLY_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,10 @@ def icc_colour_space(icc: bytes) -> bytes:
 
 
 def turns_grey_to_srgb(meta: Metadata, output_format: str, grey: bool) -> bool:
-    """Whether a grey picture goes out in sRGB through its own grey profile: a WebP holds colour only, and a grey
-    profile cannot describe its pixels (dropped alone, a "Gray Gamma 1.8" photo came out 18 levels darker). Both
-    writers ask here, and each turns the pixels with its own library."""
-    return output_format == "webp" and grey and bool(meta.icc) and icc_colour_space(meta.icc) == b"GRAY"
+    """Whether a grey picture goes out in sRGB through its own grey profile: a WebP (or AVIF, as written here) holds
+    colour only, and a grey profile cannot describe its pixels (dropped alone, a "Gray Gamma 1.8" photo came out 18
+    levels darker). Both writers ask here, and each turns the pixels with its own library."""
+    return output_format in COLOUR_ONLY_FORMATS and grey and bool(meta.icc) and icc_colour_space(meta.icc) == b"GRAY"
 
 
 def for_format(meta: Metadata, output_format: str) -> Metadata:
@@ -168,8 +169,8 @@ def for_format(meta: Metadata, output_format: str) -> Metadata:
     A JPEG segment holds 64 kB: a larger EXIF (a camera's maker notes) keeps its IFD0 (copyright, artist, camera,
     resolution), a larger XMP (Photoshop's document history) is left out, either logged: the in-memory writer
     failed the finished job over it and libvips dropped it silently. An input stating no resolution gets the 72
-    dpi readers assume (libvips wrote its default 25.4: an 8000 px print measured 315 in). A WebP holds no
-    resolution of its own, so its DPI travels in a minimal EXIF where the input had none."""
+    dpi readers assume (libvips wrote its default 25.4: an 8000 px print measured 315 in). A WebP or an AVIF holds
+    no resolution of its own, so its DPI travels in a minimal EXIF where the input had none."""
     if output_format == "jpeg":
         if meta.exif and len(meta.exif) > JPEG_MAX_EXIF:
             smaller = _ifd0(meta.exif).tobytes()
@@ -181,7 +182,7 @@ def for_format(meta: Metadata, output_format: str) -> Metadata:
             meta = replace(meta, xmp=None)
     if meta.dpi is None:  # libvips always writes one (its default 25.4 dpi), Pillow's TIFF 1 per no unit: say 72
         meta = replace(meta, dpi=(UNSTATED_DPI, UNSTATED_DPI))
-    if output_format == "webp" and not meta.exif:
+    if output_format in COLOUR_ONLY_FORMATS and not meta.exif:
         exif = Image.Exif()
         exif[X_RESOLUTION], exif[Y_RESOLUTION], exif[RESOLUTION_UNIT] = meta.dpi[0], meta.dpi[1], 2
         meta = replace(meta, exif=exif.tobytes())

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from worker.imaging import JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY, vips_image
+from worker.imaging import AVIF_QUALITY, AVIF_SPEED, JPEG_FULL_CHROMA_FROM, JPEG_QUALITY, WEBP_QUALITY, vips_image
 from worker.metadata import XMP_PNG_KEY, Metadata, for_format, turns_grey_to_srgb
 from worker.webp_header import chunk_headers
 
@@ -170,6 +170,8 @@ def encode_rows(rows: Path, destination: Path, output_format: str, quality: int 
         _save(image, destination, ".webp", Q=quality or WEBP_QUALITY, effort=4)
         if meta.exif:
             drop_webp_exif_identifier(destination)
+    elif output_format == "avif":  # libvips' effort counts the other way from libavif's speed (9 - speed)
+        _save(image, destination, ".avif", compression="av1", Q=quality or AVIF_QUALITY, effort=9 - AVIF_SPEED)
     elif output_format == "tiff":
         big = image.width * image.height * image.bands * (2 if deep else 1) >= BIGTIFF_FROM_BYTES
         _save(image, destination, ".tif", compression="deflate", predictor="horizontal", tile=True,

@@ -95,7 +95,7 @@ const syncSize = () => {
 $("size").addEventListener("change", syncSize);
 syncSize();
 const syncQuality = () => {
-  const lossy = ["jpeg", "webp"].includes($("format").value);
+  const lossy = ["jpeg", "webp", "avif"].includes($("format").value);
   $("quality").disabled = !lossy;
 };
 $("format").addEventListener("change", syncQuality);

@@ -175,6 +175,20 @@ def test_output_over_the_webp_side_limit_fails_at_submit(client):
     assert "16383" in body["detail"]
 
 
+def test_an_avif_output_is_taken_within_its_own_side_and_pixel_limits(client, db_session):
+    """AV1 encodes a whole frame: AVIF has a pixel limit of its own (8192², ``MAX_FORMAT_PIXELS``), under the
+    deployment's, and readers' 16384 px a side."""
+    taken = submit(client, image=image_bytes(width=2048, height=2048), scale="4", format="avif", quality="60")
+    assert taken.status_code == 202, taken.get_json()
+    assert taken.get_json()["output"]["format"] == "avif"
+    for image, says in ((image_bytes(width=2100, height=2100), "avif images are made up to 67108864 pixels"),
+                        (image_bytes(width=4200, height=8), "avif images cannot exceed 16384 px a side")):
+        refused = submit(client, image=image, scale="4", format="avif")
+        body = refused.get_json()
+        assert (refused.status_code, body["code"]) == (422, "output_too_large") and says in body["detail"], body
+    assert len(db_session.scalars(select(Job)).all()) == 1
+
+
 def test_output_over_the_jpeg_side_limit_fails_at_submit(client):
     response = submit(client, image=image_bytes(width=16380, height=8), scale="4", format="jpeg")  # 65520 px wide
     body = response.get_json()
@@ -443,6 +457,7 @@ def test_a_multipart_body_with_a_file_name_not_in_utf8_says_why_it_finds_no_imag
     ({"width": "20000", "height": "100", "format": "webp"}, None),  # contain: the output may be narrower
     ({"width": "200", "height": "100"}, None),
     ({"scale": "8", "format": "webp"}, None),  # depends on the image: the worker's check once fetched
+    ({"width": "16385", "format": "avif"}, "16384 px a side"),
 ])
 def test_an_image_url_job_whose_asked_size_no_image_could_make_is_refused_at_submit(settings, db_session, fields,
                                                                                     refused):

@@ -161,8 +161,9 @@ def test_many_files_progress_compare_download_history_and_a_bad_file(page, setti
 
 
 def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_them(page, settings, tmp_path):
-    """An iPhone HEIC and an AVIF go through like any photo; Chromium draws AVIF but not HEIC, so the HEIC's
-    Compare says why it cannot open instead of failing silently, and its result still downloads."""
+    """An iPhone HEIC and an AVIF go through like any photo, here into AVIF results; Chromium draws AVIF but not
+    HEIC, so the HEIC's Compare says why it cannot open instead of failing silently, and its result still
+    downloads."""
     from worker.evaluation import register_heif_writer
 
     register_heif_writer()  # pillow-heif (the dev extra) writes HEIC files
@@ -174,10 +175,13 @@ def test_phone_and_web_formats_upscale_and_compare_where_the_browser_can_draw_th
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
         page.select_option("#size", "2")
+        page.select_option("#format", "avif")
+        assert page.locator("#quality").is_enabled()  # AVIF is lossy: its quality may be asked
         page.set_input_files("#files", files)
         cards = page.locator("#cards li")
         for name in ("iphone.heic", "web.avif"):
             cards.filter(has_text=name).locator(".download").wait_for(timeout=120_000)
+            assert cards.filter(has_text=name).locator(".download").get_attribute("download").endswith("_x2.avif")
         heic = cards.filter(has_text="iphone.heic")
         assert heic.locator(".thumb").is_hidden()  # no broken-image icon where the browser cannot draw it
         heic.locator(".compare").click()

@@ -104,14 +104,16 @@ def test_a_grey_profile_is_applied_not_written_into_a_colour_webp(tmp_path):
     assert abs(as_srgb[0] - 128) > 10  # the profile does move mid-grey
     engines = EngineRegistry(Settings(inference_precision="float32"))
     for fmt, kept, model, bands in (("webp", None, "bicubic", None), ("png", grey, "bicubic", None),
-                                    ("webp", None, "residual_sr", 100)):  # streamed by libvips, band by band
+                                    ("webp", None, "residual_sr", 100),  # streamed by libvips, band by band
+                                    ("avif", None, "bicubic", None), ("avif", None, "residual_sr", 100)):
         result = tmp_path / f"out.{fmt}"
         rendered = render(source, result, engines, model, SizeRequest(scale=2), fmt, band_pixels=bands)
         assert (rendered.bands > 0) == (bands is not None)
         with Image.open(result) as out:
             assert out.info.get("icc_profile") == kept, fmt
             shown = out.convert("RGB").getpixel((8, 6))
-        assert max(abs(a - b) for a, b in zip(shown, as_srgb if fmt == "webp" else (128,) * 3, strict=True)) <= 2
+        expected = as_srgb if fmt in ("webp", "avif") else (128,) * 3
+        assert max(abs(a - b) for a, b in zip(shown, expected, strict=True)) <= 2, fmt
 
 
 def test_a_sixteen_bit_grey_png_with_alpha_stays_grey_with_its_profile(tmp_path):
@@ -385,7 +387,7 @@ def test_greyscale_stays_greyscale_end_to_end(tmp_path):
 def test_icc_profile_is_carried_to_the_output(tmp_path):
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     source = save(tmp_path, gradient(), "PNG", icc_profile=profile)
-    for fmt in ("png", "jpeg", "webp"):
+    for fmt in ("png", "jpeg", "webp", "avif"):
         result = tmp_path / f"out.{fmt}"
         render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), fmt)
         with Image.open(result) as out:
@@ -410,7 +412,7 @@ def test_corrupt_data_raises_unreadable_in_plain_words(tmp_path):
         decode(path)
 
 
-@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "avif", "tiff"])
 def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
     """A studio's copyright, camera and date stay; orientation is applied once and reset; the pixel size in
     EXIF is the output's; the DPI doubles at x2 so the print size is unchanged."""
@@ -436,7 +438,7 @@ def test_exif_xmp_and_print_size_survive_the_upscale(tmp_path, fmt):
         assert kept.get(0x0112, 1) == 1
         if fmt != "tiff":  # compressed TIFF keeps IFD0 only (worker/metadata.py says why)
             assert kept.get_ifd(0x8769)[0x9003] == "2026:11:20 10:00:00"
-        if fmt != "webp":  # WebP has no resolution field of its own
+        if fmt not in ("webp", "avif"):  # WebP and AVIF have no resolution field of their own
             assert tuple(round(v) for v in out.info["dpi"]) == (600, 600)
         assert float(kept[0x011A]) == 600
         assert not kept.get_ifd(0x8825) and 0x8825 not in kept  # no position
@@ -547,7 +549,7 @@ def test_a_heic_or_avif_stating_display_p3_by_code_points_comes_out_tagged_p3(tm
     p3 = pyvips.Image.black(1, 1, bands=3).copy(interpretation="srgb").icc_export(output_profile="p3").get(
         "icc-profile-data")  # libvips' own Display P3
     assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(p3))).startswith("sP3")
-    for out_fmt in ("png", "jpeg", "webp", "tiff"):
+    for out_fmt in ("png", "jpeg", "webp", "avif", "tiff"):
         result = tmp_path / f"out.{out_fmt}"
         render(source, result, EngineRegistry(Settings()), "bicubic", SizeRequest(scale=2), out_fmt)
         with Image.open(result) as out:
@@ -766,7 +768,7 @@ def test_photoshops_layers_and_resources_in_a_tiff_stay_behind(tmp_path, fmt):
         assert not {37724, 34377} & set(kept) and not {37724, 34377} & set(getattr(out, "tag_v2", {}))
 
 
-@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "avif", "tiff"])
 def test_a_geotiffs_place_on_the_earth_stays_behind(tmp_path, fmt):
     """A drone's orthophoto or an aerial scan is a GeoTIFF: its tags say where on the Earth its pixels lie (and at
     the input's pixel size). Like the GPS directory, no result carries them; they went into every result made in

@@ -21,7 +21,8 @@ from worker.engine.precision import choose_precision
 from worker.sweeper import release_expired_leases, sweep
 
 
-@pytest.mark.parametrize("model,fmt", [("bicubic", "png"), ("residual_sr", "webp"), ("residual_sr", "jpeg")])
+@pytest.mark.parametrize("model,fmt", [("bicubic", "png"), ("residual_sr", "webp"), ("residual_sr", "jpeg"),
+                                       ("residual_sr", "avif")])
 def test_a_job_runs_to_success(ctx, db_session, model, fmt):
     job = queued_job(ctx, db_session, model=model, scale=3, output_format=fmt)
     assert pipeline.run_job(ctx, job.id) == "succeeded"
