@@ -52,9 +52,10 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float,
     it counted at (its day is the one to give it back to); None when ``limit`` <= 0 (nothing counted). Raise
     ``QuotaExceeded``, with the count as it was, if the charge would pass ``limit``, or ``LargerThanQuota`` if it
     alone is more than ``limit``. With ``pending_job`` (a job id and the attempt's owner), the charge is also noted
-    under that job in the same step,
-    until it is written on the job (``settle_pending``) or given back (``give_back_pending``): a worker killed
-    between its charge and its record left a charge no job held, and the next attempt charged again.
+    under that job, as that owner's, in the same step, until it is written on the job (``settle_pending``) or given
+    back (``give_back_pending``): a worker killed between its charge and its record left a charge no job held, and
+    the next attempt charged again. Each attempt has its own note: one note per job was written over by an attempt
+    that overlapped (a lost lease charging late), and the charge it held was given back by no one.
     Raises ``redis.RedisError`` when Redis is unreachable: each caller decides what that means."""
     if limit <= 0:
         return None
@@ -63,8 +64,9 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float,
                               f"of {limit} megapixels; ask for a smaller size", limit)
     now = datetime.now(UTC)
     keys = [_day_key(tenant, now)] + ([_pending_key(pending_job[0])] if pending_job else [])
-    note = f"{megapixels!r} {now.isoformat()} {pending_job[1]}" if pending_job else ""
-    counted, used = client.eval(_CHARGE, len(keys), *keys, repr(megapixels), str(limit), str(KEY_TTL_SECONDS), note)
+    note, owner = (f"{megapixels!r} {now.isoformat()}", pending_job[1]) if pending_job else ("", "")
+    counted, used = client.eval(_CHARGE, len(keys), *keys, repr(megapixels), str(limit), str(KEY_TTL_SECONDS), note,
+                                owner)
     if not counted:
         midnight = resets_at(now)
         said = (f"this job ({megapixels:.1f} output megapixels) would pass today's quota of {limit} megapixels"
@@ -75,10 +77,11 @@ def charge(client: redis.Redis, tenant: str, limit: int, megapixels: float,
     return now
 
 
-def used_today(client: redis.Redis, tenant: str) -> float:
-    """The tenant's output megapixels counted today (UTC), what its daily limit is held against. Raises
-    ``redis.RedisError`` when Redis is unreachable."""
-    return float(client.get(_day_key(tenant, datetime.now(UTC))) or 0)
+def used_today(client: redis.Redis, tenant: str, moment: datetime) -> float:
+    """The tenant's output megapixels counted on the UTC day of ``moment`` (now, read once by the caller for this
+    and ``resets_at``: read twice, a request at midnight gave the ended day's count with the next day's end), what
+    its daily limit is held against. Raises ``redis.RedisError`` when Redis is unreachable."""
+    return float(client.get(_day_key(tenant, moment)) or 0)
 
 
 def resets_at(moment: datetime) -> datetime:
@@ -91,7 +94,8 @@ def resets_at(moment: datetime) -> datetime:
 # for a moment, and a concurrent one that fitted was refused against it (until midnight). The expiry comes with
 # the count (a refused first charge of a day left none). A charge of 0 (a job by image_url, charged once fetched)
 # is refused once the day is used up: taken, each cost a worker's turn and a download to fail quota_exceeded.
-# A second key, if given, notes the charge (ARGV[4]: "megapixels iso-moment owner") for a job not yet holding it.
+# A second key, if given, is the job's hash of notes: the charge (ARGV[4]: "megapixels iso-moment") under its
+# attempt's owner (ARGV[5]), for a job not yet holding it.
 # Returns {1 counted | 0 refused, the count before it}.
 _CHARGE = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -102,7 +106,8 @@ end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] then
-  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 return {1, tostring(used)}
 """
@@ -117,33 +122,38 @@ def give_back(client: redis.Redis, tenant: str, megapixels: float, charged_at: d
 
 
 def give_back_pending(client: redis.Redis, tenant: str, job_id: str, owner: str | None = None) -> None:
-    """Give back the charge noted under a job by ``charge(pending_job=...)`` and not written on it: its attempt
-    stopped first. The next attempt calls this before charging again (for any attempt's note); an attempt that
+    """Give back the charges noted under a job by ``charge(pending_job=...)`` and not written on it: their attempts
+    stopped first. The next attempt calls this before charging again (every attempt's notes); an attempt that
     fails before its record calls it with its own ``owner``, so it never gives back a note a worker that took the
     job over has made since. Taken in one step on the server, so a note is given back once. Raises
-    ``redis.RedisError`` when Redis is unreachable (the note stays, for the next attempt)."""
-    noted = client.eval(_TAKE_NOTE, 1, _pending_key(job_id), owner or "")
-    if noted:
-        megapixels, moment, _owner = noted.decode().split(" ")
+    ``redis.RedisError`` when Redis is unreachable (the notes stay, for the next attempt)."""
+    for noted in client.eval(_TAKE_NOTES, 1, _pending_key(job_id), owner or ""):
+        megapixels, moment = noted.decode().split(" ")
         give_back(client, tenant, float(megapixels), datetime.fromisoformat(moment))
 
 
-# Take (read and delete) a job's charge note, only if ARGV[1] is empty or the note's owner; nil otherwise.
-_TAKE_NOTE = """
-local noted = redis.call('GET', KEYS[1])
-if not noted or (ARGV[1] ~= '' and string.match(noted, '[^ ]+$') ~= ARGV[1]) then
-  return nil
+# Take (read and delete) a job's charge notes: ARGV[1]'s alone, or every one when it is empty. Returns the notes.
+_TAKE_NOTES = """
+if ARGV[1] == '' then
+  local notes = redis.call('HVALS', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  return notes
 end
-redis.call('DEL', KEYS[1])
-return noted
+local noted = redis.call('HGET', KEYS[1], ARGV[1])
+if not noted then
+  return {}
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return {noted}
 """
 
 
-def settle_pending(client: redis.Redis, job_id: str) -> None:
-    """The job now holds its charge (``charged_megapixels``, ``charged_at``), which its own ending gives back if it
-    must: the note goes. Raises ``redis.RedisError`` when Redis is unreachable (the note then expires, and no
-    later attempt reads it: a job whose input is recorded is not fetched, nor charged, again)."""
-    client.delete(_pending_key(job_id))
+def settle_pending(client: redis.Redis, job_id: str, owner: str) -> None:
+    """The job now holds ``owner``'s charge (``charged_megapixels``, ``charged_at``), which its own ending gives back
+    if it must: that note goes (another attempt's, a lost lease's, is its own to give back). Raises
+    ``redis.RedisError`` when Redis is unreachable (the note then expires, and no later attempt reads it: a job
+    whose input is recorded is not fetched, nor charged, again)."""
+    client.hdel(_pending_key(job_id), owner)
 
 
 def refundable(job: Job) -> bool:
@@ -170,16 +180,17 @@ def refund(settings: Settings, tenant: str, taken: tuple[float, datetime]) -> No
                  f"a quota charge of {taken[0]:.2f} megapixels could not be given back to tenant {tenant}")
 
 
-def refund_pending(settings: Settings, tenant: str, job_id: str, owner: str) -> None:
-    """``give_back_pending`` for an attempt (``owner``) ending before its record; with Redis unreachable the note
-    stays for the job's next attempt to give back (logged)."""
+def refund_pending(settings: Settings, tenant: str, job_id: str, owner: str | None = None) -> None:
+    """``give_back_pending`` for an attempt (``owner``) ending before its record, or for every attempt's notes of a
+    job that ended making nothing; with Redis unreachable the notes stay, for the job's next attempt to give back
+    (logged), or until they expire."""
     _best_effort(settings, lambda client: give_back_pending(client, tenant, job_id, owner),
                  f"job {job_id}'s unrecorded quota charge could not be given back yet")
 
 
-def settled(settings: Settings, job_id: str) -> None:
-    """``settle_pending`` once the job's record holds its charge; with Redis unreachable the note expires."""
-    _best_effort(settings, lambda client: settle_pending(client, job_id),
+def settled(settings: Settings, job_id: str, owner: str) -> None:
+    """``settle_pending`` once the job's record holds ``owner``'s charge; with Redis unreachable the note expires."""
+    _best_effort(settings, lambda client: settle_pending(client, job_id, owner),
                  f"job {job_id}'s quota charge note could not be dropped (it expires)")
 
 
@@ -202,7 +213,7 @@ def client_for(settings: Settings) -> redis.Redis:
 
 
 def _pending_key(job_id: str) -> str:
-    return f"upscaler:mp-pending:{job_id}"
+    return f"upscaler:mp-notes:{job_id}"  # a hash by attempt owner
 
 
 def _day_key(tenant: str, moment: datetime) -> str:

@@ -53,13 +53,19 @@ def change_job(platform: Platform, job_id: str, status: JobStatus, update: Calla
         job = session.get(Job, job_id)
         name = event_for(job)
         message = record_event(session, job, name, platform.storage, platform.settings) if name else None
-        refund = quota.take_charge(job) if status in TERMINAL and quota.refundable(job) else None
+        made_nothing = status in TERMINAL and quota.refundable(job)
+        refund = quota.take_charge(job) if made_nothing else None
+        # a job by image_url never recorded (its attempts killed between charge and record) holds no charge, but its
+        # attempts' notes do (``shared.quota``): they went back to no one when it ended worker_lost
+        unrecorded = made_nothing and job.input_url is not None and job.input_format is None
         session.flush()
         session.refresh(job)
         session.expunge(job)
     publish_deliveries(platform.celery, [message])
     if refund is not None:
         quota.refund(platform.settings, job.tenant, refund)
+    if unrecorded:
+        quota.refund_pending(platform.settings, job.tenant, job.id)
     if status in TERMINAL:
         metrics.JOBS_FINISHED.labels(status.value, code).inc()
     return job

@@ -909,3 +909,50 @@ def test_a_proxy_that_cannot_be_reached_never_reached_the_api(monkeypatch):
     with pytest.raises(sdk.ConnectionError, match="cannot reach") as rotation:
         client.rotate_webhook_secret()
     assert rotation.value.sent is False
+
+
+def test_usage_reads_the_apis_utc_times_on_every_python_the_sdk_supports(request, monkeypatch):
+    """The API writes UTC times with a ``Z`` (pydantic), which ``datetime.fromisoformat`` reads only from Python
+    3.11: on 3.10, which the SDK's pyproject allows, ``client.usage()`` raised ValueError on every answer. 3.10's
+    parser is stood in for here (the suite runs on a newer Python)."""
+    import tomllib
+    from datetime import UTC, datetime
+
+    from upscaler_client import types
+
+    pyproject = tomllib.loads((request.config.rootpath / "clients" / "python" / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == ">=3.10"
+
+    class Python310(datetime):
+        @classmethod
+        def fromisoformat(cls, text: str) -> datetime:
+            if text.endswith("Z"):
+                raise ValueError(f"Invalid isoformat string: {text!r}")
+            return datetime.fromisoformat(text)
+
+    monkeypatch.setattr(types, "datetime", Python310)
+    usage = sdk.Usage.from_json({"tenant": "acme", "requests": {"limit_per_minute": None},
+                                 "active_jobs": {"queued": 0, "running": 0, "limit": None},
+                                 "daily": {"used_megapixels": None, "limit_megapixels": None,
+                                           "remaining_megapixels": None, "resets_at": "2026-11-30T00:00:00Z"}})
+    assert usage.resets_at == datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def test_a_result_the_job_gave_no_link_for_is_fetched_through_the_apis_redirect(tmp_path):
+    """S3 that cannot sign for a moment: the job reads with ``result_url`` null and /result answers 503 with
+    Retry-After, retried; once it signs again /result answers its 303, and download raised
+    ``409 result_not_ready: the job is succeeded`` instead of following it."""
+    png = image_bytes(width=20, height=10)
+    fake = _FakeApi([(200, {}, _job("succeeded", result_url=None, output={"bytes": len(png), "filename": "x.png"}))])
+    fake.answers += [(503, {"Retry-After": "0", "Content-Type": "application/problem+json"},
+                      b'{"code": "service_unavailable", "detail": "object storage cannot sign a link now"}'),
+                     (303, {"Location": f"{fake.base}/signed/x.png"}, b""),
+                     (200, {"Content-Type": "image/png"}, png)]
+    try:
+        saved = sdk.Client(fake.base, "k", max_retries=2, backoff=0.01).jobs.download("j1", tmp_path / "x.png")
+    finally:
+        fake.close()
+    assert saved.read_bytes() == png
+    assert [path for _, path in fake.requests] == ["/v1/jobs/j1", "/v1/jobs/j1/result", "/v1/jobs/j1/result",
+                                                   "/signed/x.png"]
+    assert "Authorization" not in fake.headers[-1]  # the signed link carries its own credential

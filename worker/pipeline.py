@@ -216,7 +216,7 @@ def _fetch_input(ctx: WorkerContext, job: Job) -> None:
             quota.refund_pending(ctx.settings, job.tenant, job.id, ctx.owner)
         raise
     if charged_at:
-        quota.settled(ctx.settings, job.id)
+        quota.settled(ctx.settings, job.id, ctx.owner)
     for name, value in facts.items():
         setattr(job, name, value)
 

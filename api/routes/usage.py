@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.auth import current_tenant
 from api.errors import ApiError
 from api.openapi import operation
+from api.routes.webhooks import NO_STORE
 from api.schemas import Problem
 from api.services import services
 from shared import jobs, quota
@@ -56,7 +57,8 @@ class Usage(BaseModel):
 @blueprint.get("")
 @operation("The caller's limits and what it has used of them now (its key's own limits, else the deployment's)",
            {200: ("Limits and use", Usage),
-            503: ("The database unavailable: nothing to count active jobs with; retry", Problem)}, tag="usage")
+            503: ("The database unavailable: nothing to count active jobs with; retry", Problem)}, tag="usage",
+           headers=NO_STORE)  # said in the document too: a client generated from it dropped what it left out
 def get_usage():
     svc, tenant = services(), current_tenant()
     settings = svc.settings
@@ -67,9 +69,9 @@ def get_usage():
         log.error("database unavailable counting active jobs: %s", exc)
         raise ApiError("service_unavailable", "the database is unavailable; retry later",
                        headers={"Retry-After": "10"}) from exc
-    daily_limit = quota.daily_limit(tenant, settings)
+    daily_limit, now = quota.daily_limit(tenant, settings), datetime.now(UTC)
     try:
-        used = quota.used_today(svc.redis, tenant.name)
+        used = quota.used_today(svc.redis, tenant.name, now)
     except redis.RedisError as exc:
         log.warning("daily use not read (Redis unavailable): %s", exc)
         used = None
@@ -82,8 +84,8 @@ def get_usage():
                          limit_megapixels=_limit(daily_limit),
                          remaining_megapixels=None if used is None or daily_limit <= 0
                          else round(max(daily_limit - used, 0.0), 6),
-                         resets_at=quota.resets_at(datetime.now(UTC))))
-    return Response(body.model_dump_json(), mimetype="application/json", headers={"Cache-Control": "no-store"})
+                         resets_at=quota.resets_at(now)))
+    return Response(body.model_dump_json(), mimetype="application/json", headers=NO_STORE)
 
 
 def _limit(value: int) -> int | None:

@@ -124,6 +124,7 @@ def test_every_header_real_answers_carry_is_in_the_document(settings, db_session
         ("/v1/jobs/{job_id}", "get", client.get(f"/v1/jobs/{'0' * 32}", headers=auth)),
         ("/v1/jobs", "get", client.get("/v1/jobs")),  # no key: 401
         ("/v1/webhooks/secret", "get", client.get("/v1/webhooks/secret", headers=auth)),
+        ("/v1/usage", "get", client.get("/v1/usage", headers=auth)),  # no-store, undocumented there
         ("/v1/jobs/{job_id}/result", "get", client.get(f"/v1/jobs/{done.id}/result",
                                                         headers={**auth, "Range": "bytes=0-3"})),
         ("/v1/jobs/{job_id}/result", "get", client.get(f"/v1/jobs/{done.id}/result",

@@ -88,3 +88,29 @@ def test_usage_needs_a_key_and_is_in_the_openapi_document(client, db_session):
     answer = spec["paths"]["/v1/usage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert answer == {"$ref": "#/components/schemas/Usage"}
     assert set(spec["components"]["schemas"]["Usage"]["properties"]) == {"tenant", "requests", "active_jobs", "daily"}
+
+
+def test_a_read_across_midnight_gives_the_count_and_the_reset_of_one_day(client, db_session, monkeypatch):
+    """The day's count and its reset were read off two clock readings: a request at midnight UTC read the day that
+    ended's count and the next day's end, a day used up that seemed to last 24 hours more."""
+    from api.routes import usage
+    from shared import quota
+
+    name = f"midnight-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=10)
+    db_session.commit()
+    before = datetime(2026, 11, 29, 23, 59, 59, 999999, tzinfo=UTC)
+    readings = [before, before + timedelta(microseconds=2)]  # the clock's next reading is the next day
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return readings.pop(0) if len(readings) > 1 else readings[0]
+
+    monkeypatch.setattr(quota, "datetime", Clock)
+    monkeypatch.setattr(usage, "datetime", Clock)
+    counts = client.application.extensions["upscaler"].redis
+    counts.set(quota._day_key(name, before), "10", ex=60)
+    daily = client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"}).get_json()["daily"]
+    assert daily["used_megapixels"] == 10 and daily["remaining_megapixels"] == 0
+    assert datetime.fromisoformat(daily["resets_at"]) == datetime(2026, 11, 30, tzinfo=UTC)  # that day's end

@@ -95,6 +95,31 @@ def test_a_noted_charge_is_given_back_once_and_never_for_another_attempt(client)
     give_back_pending(client, "quota-noted", "job-noted")  # once only
     assert float(client.get(key)) == 0.0
     charge(client, "quota-noted", 100, 6.0, pending_job=("job-noted", "worker-c"))
-    settle_pending(client, "job-noted")  # recorded on the job: its own ending refunds it, not the note
+    settle_pending(client, "job-noted", "worker-c")  # recorded on the job: its own ending refunds it, not the note
     give_back_pending(client, "quota-noted", "job-noted")
     assert float(client.get(key)) == 6.0
+
+
+def test_attempts_that_overlap_each_have_their_own_charge_given_back_once(client):
+    """Two attempts at one job overlap when the first loses its lease mid-fetch (its database away, its worker
+    stalled) and charges late. One note per job held one charge: the later charge wrote over the earlier, so the
+    attempt whose record was refused gave back nothing (the note was the other's), or a killed attempt's charge
+    went missing for the next attempt. Either way the tenant paid twice for one job."""
+    from shared.quota import give_back_pending, settle_pending
+
+    key = _fresh(client, "quota-overlap")
+    give_back_pending(client, "quota-overlap", "job-overlap")  # worker-b, having claimed it, before its charge
+    charge(client, "quota-overlap", 100, 6.0, pending_job=("job-overlap", "worker-a"))  # the lost lease's, late
+    charge(client, "quota-overlap", 100, 6.0, pending_job=("job-overlap", "worker-b"))
+    give_back_pending(client, "quota-overlap", "job-overlap", owner="worker-a")  # its record refused
+    assert float(client.get(key)) == 6.0
+    settle_pending(client, "job-overlap", "worker-b")  # worker-b's record holds its charge
+    give_back_pending(client, "quota-overlap", "job-overlap")
+    assert float(client.get(key)) == 6.0
+
+    key = _fresh(client, "quota-overlap-2")
+    charge(client, "quota-overlap-2", 100, 6.0, pending_job=("job-overlap-2", "worker-b"))  # then killed
+    charge(client, "quota-overlap-2", 100, 6.0, pending_job=("job-overlap-2", "worker-a"))  # the lost lease's
+    give_back_pending(client, "quota-overlap-2", "job-overlap-2", owner="worker-a")  # its record refused
+    give_back_pending(client, "quota-overlap-2", "job-overlap-2")  # worker-c, the next attempt: worker-b's back
+    assert float(client.get(key)) == 0.0

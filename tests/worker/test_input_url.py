@@ -268,7 +268,39 @@ def test_a_charge_left_by_a_worker_killed_before_its_record_is_given_back_by_the
     (day,) = counts.keys(f"upscaler:mp:{name}:*")
     assert float(counts.get(day)) == pytest.approx(megapixels)
     assert db_session.get(Job, job_id).charged_megapixels == pytest.approx(megapixels)
-    assert not counts.keys(f"upscaler:mp-pending:{job_id}")  # the record holds it now
+    assert not counts.keys(f"upscaler:mp-notes:{job_id}")  # the record holds it now
+
+
+def test_a_job_by_url_lost_before_any_record_gives_its_attempts_charges_back(client, ctx, db_session, server):
+    """Every attempt killed between its charge and its record: the job ends worker_lost, made nothing, and held no
+    charge of its own on its row; its attempts' notes went back to no one (each note only to a later fetch)."""
+    import uuid
+
+    import redis
+
+    from shared import quota
+    from shared.tenants import create_key
+    from tests.factories import seconds_ago
+    from worker.sweeper import release_expired_leases
+
+    name = f"lost-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=10)
+    db_session.commit()
+    job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
+                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}
+                         ).get_json()["id"]
+    counts = redis.Redis.from_url(ctx.settings.redis_url)
+    for attempt in ("killed-1", "killed-2"):  # the second's fetch took the first's note back, as it does
+        quota.give_back_pending(counts, name, job_id)
+        quota.charge(counts, name, 10, 0.5, pending_job=(job_id, attempt))
+    db_session.query(Job).filter_by(id=job_id).update(
+        {"status": "running", "lease_owner": "killed-2", "lease_expires_at": seconds_ago(3),
+         "attempts": ctx.settings.max_attempts, "started_at": seconds_ago(60)})
+    db_session.commit()
+    assert release_expired_leases(ctx)[1] == [job_id]
+    (day,) = counts.keys(f"upscaler:mp:{name}:*")
+    assert float(counts.get(day)) == pytest.approx(0.0)
+    assert db_session.get(Job, job_id).error_code == "worker_lost"
 
 
 def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(client, ctx, db_session, server,

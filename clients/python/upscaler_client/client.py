@@ -375,10 +375,14 @@ class Jobs:
     def download(self, job_id: str, path: str | Path) -> Path:
         """Save the result through its expiring ``result_url`` (streamed; written atomically)."""
         job = self.get(job_id)
-        if job.status != "succeeded" or not job.result_url:
-            # the API's own answer says why (409 result_not_ready, 410 result_expired), in its documented words
-            self.client.request("GET", _job_path(job_id, "/result"), allow_redirects=False)
-            raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
+        url = job.result_url
+        if job.status != "succeeded" or not url:
+            # the API's own answer says why (409 result_not_ready, 410 result_expired), in its documented words; a
+            # succeeded job without a link (S3 could not sign one when it was read) has its 303 to one by now
+            answer = self.client.request("GET", _job_path(job_id, "/result"), allow_redirects=False)
+            url = answer.headers.get("Location") if job.status == "succeeded" and answer.is_redirect else None
+            if not url:
+                raise errors.InvalidRequest(409, "result_not_ready", f"the job is {job.status}")
         path = result_path(job, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
@@ -387,7 +391,7 @@ class Jobs:
         try:
             for attempt in range(self.client.max_retries + 1):
                 try:
-                    self._fetch(job.result_url, partial, job.output.bytes, seen)
+                    self._fetch(url, partial, job.output.bytes, seen)
                     partial.replace(path)
                     return path
                 except (requests.RequestException, errors.ServerError) as exc:  # a reset or a store's 5xx: again

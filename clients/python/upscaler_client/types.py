@@ -119,4 +119,10 @@ class Usage:
         active, daily = data["active_jobs"], data["daily"]
         return cls(data["tenant"], data["requests"]["limit_per_minute"], active["queued"], active["running"],
                    active["limit"], daily["used_megapixels"], daily["limit_megapixels"],
-                   daily["remaining_megapixels"], datetime.fromisoformat(daily["resets_at"]), data)
+                   daily["remaining_megapixels"], _utc_time(daily["resets_at"]), data)
+
+
+def _utc_time(text: str) -> datetime:
+    """A time as the API writes it (UTC, ending ``Z``): ``datetime.fromisoformat`` reads the ``Z`` only from Python
+    3.11, and the SDK runs on 3.10, where every ``client.usage()`` raised ValueError."""
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
