@@ -244,23 +244,30 @@ def test_a_url_job_is_charged_to_the_daily_quota_once_its_size_is_known(client, 
     assert (job.error_code, "larger than the whole daily quota of 2" in job.error_message) == ("output_too_large", True)
 
 
-def test_a_charge_left_by_a_worker_killed_before_its_record_is_given_back_by_the_next_attempt(client, ctx,
-                                                                                            db_session, server):
-    """A worker killed (SIGKILL, the OOM killer) between charging a fetched image and recording it gave nothing
-    back, and the next attempt charged again: the tenant paid twice for one job."""
+def _url_job_of_a_new_tenant(client, db_session, server, prefix: str, daily_megapixels: int) -> tuple[str, str]:
+    """A new tenant with a daily quota, and its job by image_url (bicubic x2 of the 80x60 photo, not yet run)."""
     import uuid
 
-    import redis
-
-    from shared import quota
     from shared.tenants import create_key
 
-    name = f"killed-{uuid.uuid4().hex[:8]}"
-    _, key = create_key(db_session, name, daily_megapixels=1)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    _, key = create_key(db_session, name, daily_megapixels=daily_megapixels)
     db_session.commit()
     job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
                          data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}
                          ).get_json()["id"]
+    return name, job_id
+
+
+def test_a_charge_left_by_a_worker_killed_before_its_record_is_given_back_by_the_next_attempt(client, ctx,
+                                                                                            db_session, server):
+    """A worker killed (SIGKILL, the OOM killer) between charging a fetched image and recording it gave nothing
+    back, and the next attempt charged again: the tenant paid twice for one job."""
+    import redis
+
+    from shared import quota
+
+    name, job_id = _url_job_of_a_new_tenant(client, db_session, server, "killed", daily_megapixels=1)
     counts = redis.Redis.from_url(ctx.settings.redis_url)
     megapixels = 80 * 60 / 1e6
     assert quota.charge(counts, name, 1, megapixels, pending_job=(job_id, "killed-worker"))  # what it did first
@@ -274,21 +281,13 @@ def test_a_charge_left_by_a_worker_killed_before_its_record_is_given_back_by_the
 def test_a_job_by_url_lost_before_any_record_gives_its_attempts_charges_back(client, ctx, db_session, server):
     """Every attempt killed between its charge and its record: the job ends worker_lost, made nothing, and held no
     charge of its own on its row; its attempts' notes went back to no one (each note only to a later fetch)."""
-    import uuid
-
     import redis
 
     from shared import quota
-    from shared.tenants import create_key
     from tests.factories import seconds_ago
     from worker.sweeper import release_expired_leases
 
-    name = f"lost-{uuid.uuid4().hex[:8]}"
-    _, key = create_key(db_session, name, daily_megapixels=10)
-    db_session.commit()
-    job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
-                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}
-                         ).get_json()["id"]
+    name, job_id = _url_job_of_a_new_tenant(client, db_session, server, "lost", daily_megapixels=10)
     counts = redis.Redis.from_url(ctx.settings.redis_url)
     for attempt in ("killed-1", "killed-2"):  # the second's fetch took the first's note back, as it does
         quota.give_back_pending(counts, name, job_id)
@@ -307,19 +306,11 @@ def test_an_attempt_stopped_before_the_fetch_is_recorded_gives_its_charge_back(c
                                                                                 monkeypatch):
     """Storage away right after the charge: the attempt goes back to the queue unrecorded, the next one fetches
     and charges again; the job was charged twice (and could fail quota_exceeded on its own charges)."""
-    import uuid
-
     import redis
 
     from shared.storage import StorageError
-    from shared.tenants import create_key
 
-    name = f"retried-{uuid.uuid4().hex[:8]}"
-    _, key = create_key(db_session, name, daily_megapixels=1)
-    db_session.commit()
-    job_id = client.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, content_type="multipart/form-data",
-                         data={"image_url": server.base + "/photo.jpg", "scale": "2", "model": "bicubic"}
-                         ).get_json()["id"]
+    name, job_id = _url_job_of_a_new_tenant(client, db_session, server, "retried", daily_megapixels=1)
     real_exists, calls = ctx.storage.exists, []
 
     def away_once(stored_key):
