@@ -113,17 +113,29 @@ def _network(record: dict, weights: Path) -> ModelInfo:
 def load_catalog(models_dir: Path, fidelity: str = "residual_sr", robust: str = "residual_sr_cond") \
         -> dict[str, ModelInfo]:
     """Every ``<name>.json`` with a matching ``<name>.weights.h5`` in ``models_dir``, plus bicubic, plus
-    ``auto`` when both of its routes exist (``fidelity`` for clean inputs, ``robust`` for damaged ones)."""
+    ``auto`` when both of its routes exist (``fidelity`` for clean inputs, ``robust`` for damaged ones).
+
+    Another JSON file there (one with no weights beside it: an operator's notes, a copy of a record) is no model's
+    and is not read: each was, and one without a ``name`` stopped the API and the workers at start with a
+    traceback, while a copy naming a served model inside replaced that model's record. A record beside weights
+    that cannot be read as one is refused in one line naming the file (``SettingsError``)."""
     catalog = {BICUBIC: BICUBIC_INFO}
     auto_record: dict = {}
     for path in sorted(Path(models_dir).glob(f"*{RECORD_SUFFIX}")):
         if path.name == AUTO_RECORD:
             auto_record = json.loads(path.read_text())
             continue
-        record = json.loads(path.read_text())
-        weights = weights_path(models_dir, record["name"])
-        if weights.exists():
-            catalog[record["name"]] = _network(record, weights)
+        name = path.name[: -len(RECORD_SUFFIX)]
+        weights = weights_path(models_dir, name)  # the engine finds the record the same way (``record_beside``)
+        if not weights.exists():
+            continue
+        try:
+            record = json.loads(path.read_text())
+            if record.get("name") != name:
+                raise ValueError(f"it names the model {record.get('name')!r}, not {name!r} as its file does")
+            catalog[name] = _network(record, weights)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SettingsError(f"{path} is not a readable model record ({type(exc).__name__}: {exc})") from exc
     if fidelity in catalog and robust in catalog and catalog[robust].conditioned:
         scales = tuple(s for s in catalog[fidelity].scales if s in catalog[robust].scales)
         catalog[AUTO] = ModelInfo(

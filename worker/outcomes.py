@@ -24,7 +24,7 @@ from shared.states import JobStatus
 from shared.storage import RESULTS, ObjectMissing, StorageError, new_key
 from shared.transitions import change_job
 from worker.context import WorkerContext
-from worker.engine.registry import UnknownModel
+from worker.engine.registry import ModelUnloadable, UnknownModel
 from worker.fetch import FetchFailed
 from worker.imaging import UnreadableImage
 from worker.time_limit import time_limit_waived
@@ -213,6 +213,9 @@ def classify(exc: Exception) -> JobFailure:
         return JobFailure("input_unreadable", "the input could not be decoded as an image")
     if isinstance(exc, SoftTimeLimitExceeded):
         return JobFailure("time_limit", "the job ran past its time limit")
+    if isinstance(exc, ModelUnloadable):  # the cause (a path, a file's fault) is the operator's, in the log
+        return JobFailure("engine_failed", f"this worker could not load model {exc.name!r}; the operator's log has "
+                                           "why under this job's id")
     if isinstance(exc, UnknownModel):
         return JobFailure("engine_failed", f"this worker has no model {exc}")
     if isinstance(exc, OSError) and any(words in str(exc) for words in DECODER_WORDS):

@@ -43,7 +43,7 @@ from shared.states import TERMINAL, JobStatus
 from shared.storage import BANDS, ObjectMissing, new_key
 from worker.bands import Band, plan_bands
 from worker.context import WorkerContext
-from worker.engine.registry import UnknownModel
+from worker.engine.registry import ModelUnloadable, UnknownModel
 from worker.engine.selection import ran_condition
 from worker.imaging import DecodedImage, decode
 from worker.outcomes import (
@@ -194,6 +194,9 @@ def run_band(ctx: WorkerContext, job_id: str, index: int) -> str:
         return "skipped"
     try:
         planned_here = same_build(ctx, job)
+    except ModelUnloadable as exc:  # its files broken here: claims nothing (a gatherer that cannot either fails it)
+        log.warning("job %s band %d: %s; left to a worker that can load it", job_id, index, exc)
+        return "skipped"
     except UnknownModel:  # a worker without the job's network (one of a rolling update) claims nothing
         log.info("job %s band %d: this worker has no %s; left to one that has", job_id, index, job.ran["model"])
         return "skipped"

@@ -15,6 +15,7 @@ from shared.catalog import (
     weights_path,
     write_record,
 )
+from shared.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = {"Set5": "set5", "Set14": "set14", "BSD68": "bsd68"}
@@ -60,3 +61,27 @@ def test_a_networks_record_is_found_beside_its_weights_by_one_rule(tmp_path):
     for wrong in ("big.h5", "big.keras", ".weights.h5"):
         with pytest.raises(ValueError, match=r"named <name>\.weights\.h5"):
             record_beside(tmp_path / wrong)
+
+
+def test_a_json_file_that_is_no_models_record_is_not_read(tmp_path):
+    """Only ``<name>.json`` beside ``<name>.weights.h5`` is a model's record: an operator's notes without a
+    ``name`` stopped the API and the workers at start with a KeyError traceback, and a copy of a record naming a
+    served model inside (``residual_sr_v2.json`` saying ``residual_sr``) replaced that model's record in the
+    catalog (its scales, whether it takes ``denoise``), while the engine loaded the weights by the other one."""
+    for shipped in (ROOT / "shared" / "weights").iterdir():
+        (tmp_path / shipped.name).symlink_to(shipped)
+    (tmp_path / "notes.json").write_text('{"comment": "weights from the November run"}')
+    (tmp_path / "residual_sr_v2.json").write_text('{"name": "residual_sr", "arch": "residual_sr_cond", '
+                                                 '"conditioned": true, "network": {"scales": [2]}}')
+    catalog = load_catalog(tmp_path)
+    assert sorted(catalog) == ["auto", "bicubic", "residual_sr", "residual_sr_cond"]
+    assert (catalog["residual_sr"].scales, catalog["residual_sr"].conditioned) == ((2, 3, 4), False)
+
+
+@pytest.mark.parametrize("text,why", [("{not json", "JSONDecodeError"), ('{"name": "net"}', "KeyError: 'network'"),
+                                      ('{"name": "other", "arch": "residual_sr"}', "names the model 'other'")])
+def test_a_record_beside_weights_that_cannot_be_read_is_refused_in_one_line(tmp_path, text, why):
+    (tmp_path / "net.json").write_text(text)
+    (tmp_path / "net.weights.h5").write_bytes(b"")
+    with pytest.raises(SettingsError, match=rf"{tmp_path / 'net.json'} is not a readable model record \(.*{why}"):
+        load_catalog(tmp_path)

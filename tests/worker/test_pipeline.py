@@ -1,6 +1,9 @@
 """The job pipeline in-process, on both databases and real local storage."""
 
 import io
+import json
+import logging
+import shutil
 import threading
 import time
 from dataclasses import replace
@@ -18,6 +21,7 @@ from tests.conftest import image_bytes
 from tests.factories import make_job, outage_wait_over, queued_job, reload, seconds_ago
 from worker import pipeline
 from worker.engine.precision import choose_precision
+from worker.engine.registry import EngineRegistry
 from worker.sweeper import release_expired_leases, sweep
 
 
@@ -108,6 +112,47 @@ def test_unknown_model_on_the_worker_fails_as_engine_failed(ctx, db_session):
     job = queued_job(ctx, db_session, model="retired-model")
     pipeline.run_job(ctx, job.id)
     assert reload(db_session, job).error_code == "engine_failed"
+
+
+def _damaged(folder, damage: str) -> None:
+    """Damage ``residual_sr`` in a copy of the shipped models folder the way an operator's copy can be."""
+    record = folder / "residual_sr.json"
+    if damage == "lfs_pointer":  # a checkout without Git LFS: a text pointer where the weights should be
+        (folder / "residual_sr.weights.h5").write_text("version https://git-lfs.github.com/spec/v1\n"
+                                                      "oid sha256:0123\nsize 1370768\n")
+    elif damage == "truncated":
+        weights = folder / "residual_sr.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:100_000])
+    else:
+        data = json.loads(record.read_text())
+        if damage == "unknown_arch":
+            data["arch"] = "swinir"
+        else:  # a record whose scales the weights do not have
+            data["network"]["scales"] = [2, 4]
+        record.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage", ["lfs_pointer", "truncated", "unknown_arch", "scales_not_in_weights"])
+def test_a_model_the_worker_cannot_load_fails_as_engine_failed(ctx, db_session, tmp_path, caplog, damage):
+    """Weights that are not weights (a Git LFS pointer, a truncated copy), a record naming an architecture no
+    builder has or a shape its weights do not fit: the job failed ``internal_error``, "an unexpected error in the
+    worker", where docs/errors.md says ``engine_failed``; the log says what is wrong with which file. Not cached:
+    the next job loads the files once put right."""
+    folder = tmp_path / "models"
+    shutil.copytree(ctx.settings.models_dir, folder)
+    _damaged(folder, damage)
+    ctx.engines = EngineRegistry(ctx.settings.with_overrides(models_dir=folder))
+    job = queued_job(ctx, db_session, model="residual_sr")
+    with caplog.at_level(logging.WARNING, logger="worker.outcomes"):
+        assert pipeline.run_job(ctx, job.id) == "failed"
+    job = reload(db_session, job)
+    assert (job.error_code, job.error_message) == (
+        "engine_failed", "this worker could not load model 'residual_sr'; the operator's log has why under this "
+                         "job's id")
+    assert f"model 'residual_sr' could not be loaded from {folder / 'residual_sr.weights.h5'}" in caplog.text
+    for name in ("residual_sr.json", "residual_sr.weights.h5"):
+        shutil.copy(ctx.settings.models_dir / name, folder / name)
+    assert pipeline.run_job(ctx, queued_job(ctx, db_session, model="residual_sr").id) == "succeeded"
 
 
 @pytest.mark.parametrize("error,code", [(SoftTimeLimitExceeded(), "time_limit"),

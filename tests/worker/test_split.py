@@ -7,6 +7,7 @@ storage and Redis, as separate processes would be; the chaos benchmark does the 
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from shared.transitions import change_job
 from tests.factories import make_job, reload, seconds_ago
 from worker import pipeline, split
 from worker.context import WorkerContext
-from worker.engine.registry import UnknownModel
+from worker.engine.registry import EngineRegistry, UnknownModel
 from worker.sweeper import sweep
 
 WIDTH, HEIGHT = 100, 76
@@ -415,6 +416,22 @@ def test_the_sweeper_deletes_the_bands_of_a_job_that_ended_while_no_worker_gathe
     assert not any(first.storage.exists(key) for key in keys)
     db_session.expire_all()
     assert all(b.result_key is None for b in job_bands.bands_of(db_session, job.id))
+
+
+def test_a_worker_that_cannot_load_the_network_leaves_its_band(workers, db_session, monkeypatch, tmp_path):
+    """A band worker whose copy of the weights is damaged claims nothing and leaves the band to one that can load
+    them, as one without the network does (the task ended in the weights reader's exception, its traceback the
+    only word of it); the job's own worker still computes it."""
+    first, second, _ = workers
+    job = _planned_only(first, db_session, monkeypatch)
+    folder = tmp_path / "models"
+    shutil.copytree(second.settings.models_dir, folder)
+    (folder / "residual_sr.weights.h5").write_bytes(b"not weights")
+    second.engines = EngineRegistry(second.settings.with_overrides(models_dir=folder))
+    assert split.run_band(second, job.id, 0) == "skipped"
+    db_session.expire_all()
+    assert job_bands.bands_of(db_session, job.id)[0].lease_owner is None
+    assert split.gather(first, job.id) == "succeeded"
 
 
 def test_a_failing_band_fails_the_job_with_its_code(workers, db_session, monkeypatch):
