@@ -12,6 +12,7 @@ from flask import Blueprint, send_from_directory
 
 from api.errors import ApiError
 from api.openapi import operation
+from api.schemas import Problem
 
 blueprint = Blueprint("page", __name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -25,7 +26,7 @@ def index():
 
 
 @blueprint.get("/assets/<name>")
-@operation("The web page's script and style", {200: ("The file", None), 404: ("No such asset", None)}, tag="meta",
+@operation("The web page's script and style", {200: ("The file", None), 404: ("No such asset", Problem)}, tag="meta",
            content_type=("text/css", "text/javascript"))
 def asset(name: str):
     if name not in ASSETS:

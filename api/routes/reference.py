@@ -11,6 +11,7 @@ from flask import Blueprint, Response, redirect, send_from_directory
 
 from api.errors import ApiError
 from api.openapi import operation
+from api.schemas import Problem
 from shared.errors import API_ERRORS, JOB_ERRORS
 
 blueprint = Blueprint("reference", __name__, url_prefix="/docs")
@@ -41,7 +42,7 @@ def docs_slash():
 
 
 @blueprint.get("/assets/<name>")
-@operation("Swagger UI's files", {200: ("The file", None), 404: ("No such file", None)}, tag="meta",
+@operation("Swagger UI's files", {200: ("The file", None), 404: ("No such file", Problem)}, tag="meta",
            content_type=("text/css", "text/javascript", "image/png"))
 def docs_asset(name: str):
     if name == "docs.js":

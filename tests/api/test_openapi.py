@@ -141,3 +141,14 @@ def test_every_header_real_answers_carry_is_in_the_document(settings, db_session
     assert statuses == {202, 200, 404, 401, 206, 416}
     problem = spec["components"]["schemas"]["Problem"]["properties"]
     assert "request_id" in problem
+
+
+def test_a_missing_asset_is_the_problem_json_the_document_declares(client):
+    """The page's and the reference's asset routes answer a missing file with problem JSON, which the document
+    declared as a 404 with no content (a generated client read no body)."""
+    spec = client.get("/v1/openapi.json").get_json()["paths"]
+    for route, path in (("/assets/{name}", "/assets/nope.js"), ("/docs/assets/{name}", "/docs/assets/nope.js")):
+        answer = client.get(path)
+        declared = spec[route]["get"]["responses"]["404"]["content"]
+        assert answer.status_code == 404 and answer.content_type in declared, (route, answer.content_type)
+        assert answer.get_json()["code"] == "not_found"
