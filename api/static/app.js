@@ -981,14 +981,20 @@ function clearHistory() {
 
 // ---- usage (what the key in use has used of its limits) ---------------------------------------------------
 let usageOf = null; // the newest jobs' ids and states when the usage was last asked; null: ask at the next look
+let usageAgain = null;
+const USAGE_SETTLES_MS = 2000;
 
-/** Ask for the usage when the history's newest jobs changed (one appeared, or ended): its own request at every
- * history refresh would spend twice the key's requests on the same news. */
+/** Ask for the usage when the history's newest jobs changed (one appeared, or ended), and once more a moment later:
+ * a job that ends making nothing gives its megapixels back just after its new state is stored, and a read in
+ * between showed the charge until the next change. Its own request at every history refresh would spend twice
+ * the key's requests on the same news. */
 function usageAfter(jobs) {
   const seen = jobs.map((job) => `${job.id}:${job.status}`).join(" ");
   if (seen === usageOf) return;
   usageOf = seen;
   loadUsage();
+  clearTimeout(usageAgain);
+  usageAgain = setTimeout(loadUsage, USAGE_SETTLES_MS);
 }
 
 /** The key's limits and today's use, said under Options: a customer learnt of a daily quota only by its 429. */
@@ -998,19 +1004,26 @@ async function loadUsage() {
   try {
     usage = await api("v1/usage", {}, key);
   } catch (error) { // a key refused is said by the notice; an outage or a 429 leaves the last figures up
-    if (error.status === 401 || error.status === 404) $("usage").hidden = true;
+    if (error.status === 401 || error.status === 404) {
+      $("usage").hidden = true;
+      $("usage").style.visibility = "";
+    }
     if (error.status !== 401 && error.status !== 404) usageOf = null; // asked again at the next look
     return;
   }
   if (key !== keyInUse) return; // another key meanwhile: these are the previous customer's figures
   $("usage").textContent = usageText(usage);
   $("usage").hidden = false;
+  $("usage").style.visibility = "";
 }
 
+/** The previous key's figures off the screen, their line kept until the new key's come: the field's change event
+ * fires as it loses focus, often to a click on a card's Cancel below, and a line taken away under the pointer
+ * moved the button between the press and the release (no click, the job not canceled). */
 function clearUsage() {
   usageOf = null;
-  $("usage").hidden = true;
-  $("usage").textContent = "";
+  clearTimeout(usageAgain);
+  $("usage").style.visibility = "hidden";
 }
 
 const count = (number) => number.toLocaleString(undefined, { maximumFractionDigits: 1 });
