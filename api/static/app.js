@@ -1028,7 +1028,8 @@ function clearUsage() {
 
 const count = (number) => number.toLocaleString(undefined, { maximumFractionDigits: 1 });
 
-/** "2 jobs queued or running (at most 100 at once); 41.5 of 20,000 output megapixels used today, until 01:00" */
+/** "This key: 2 jobs queued or running (at most 100 at once); 41.5 of 20,000 output megapixels used today (the
+ * count starts again at 01:00)." */
 function usageText({ active_jobs: active, daily }) {
   const busy = active.queued + active.running;
   const jobs = `${busy} ${busy === 1 ? "job" : "jobs"} queued or running` +
