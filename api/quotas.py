@@ -38,9 +38,19 @@ def _headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
             "RateLimit": f'"per-minute";r={max(remaining, 0)};t={reset}'}
 
 
+def rate_limit(tenant: Tenant, settings: Settings) -> int:
+    """The tenant's requests a minute: its key's own limit, else the deployment's; 0 means unlimited."""
+    return own_or_default(tenant.rate_limit, settings.rate_limit_per_minute)
+
+
+def active_limit(tenant: Tenant, settings: Settings) -> int:
+    """The tenant's queued + running jobs at once: its key's own limit, else the deployment's; 0 means unlimited."""
+    return own_or_default(tenant.max_active, settings.max_active_jobs)
+
+
 def check_rate(client: redis.Redis, tenant: Tenant, settings: Settings) -> dict[str, str]:
     """Count this request; raise 429 past the tenant's per-minute limit. Returns the RateLimit headers."""
-    limit = own_or_default(tenant.rate_limit, settings.rate_limit_per_minute)
+    limit = rate_limit(tenant, settings)
     if limit <= 0:
         return {}
     now = int(time.time())
@@ -74,7 +84,7 @@ def precheck_active(svc: Services, tenant: Tenant) -> None:
     to be refused for its active jobs first held its megapixels through the upload (another submit meanwhile was
     refused ``quota_exceeded`` until midnight) and stored its whole input for nothing. Concurrent submits may all
     pass here; ``check_active`` decides. A database that does not answer is left to that check (and its 503)."""
-    if own_or_default(tenant.max_active, svc.settings.max_active_jobs) <= 0:
+    if active_limit(tenant, svc.settings) <= 0:
         return
     try:
         with svc.sessions() as session:
@@ -85,7 +95,7 @@ def precheck_active(svc: Services, tenant: Tenant) -> None:
 
 
 def _refuse_past_limit(active: int, tenant: Tenant, settings: Settings) -> None:
-    limit = own_or_default(tenant.max_active, settings.max_active_jobs)
+    limit = active_limit(tenant, settings)
     if 0 < limit <= active:
         raise ApiError("too_many_active_jobs", f"{active} jobs are queued or running, the limit is {limit}; submit "
                                                "more when some have finished", headers={"Retry-After": "10"},

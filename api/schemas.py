@@ -71,8 +71,8 @@ class JobCreateForm(BlankIsDefault):
     print_unit: Literal[PRINT_UNITS] = Field(  # type: ignore[valid-type]
         "in", description="Unit of print_width and print_height.")
     format: Literal[tuple(OUTPUT_FORMATS)] = Field(  # type: ignore[valid-type]
-        "png", description="Output image format: png, jpeg (sides up to 65500 px), webp (up to 16383 px), or tiff "
-                           "(Deflate-compressed, for print).")
+        "png", description="Output image format: png, jpeg (sides up to 65500 px), webp (up to 16383 px), avif (up "
+                           "to 16384 px and 67 MP), or tiff (Deflate-compressed, for print).")
     quality: int | None = Field(None, ge=QUALITY_RANGE[0], le=QUALITY_RANGE[1],
                                 description="JPEG/WebP/AVIF quality (default 92 / 90 / 75).")
     model: str | None = Field(None, max_length=64,

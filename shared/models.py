@@ -137,6 +137,12 @@ class Job(Base):
     @property
     def size_request(self) -> SizeRequest:
         return SizeRequest(self.scale, self.target_width, self.target_height, self.fit or "contain")
+
+    @property
+    def awaiting_fetch(self) -> bool:
+        """A job by ``image_url`` whose fetched input is not recorded yet: the worker fetches (and charges) it, and
+        until then the quota notes its attempts' charges (``shared.quota``)."""
+        return self.input_url is not None and self.input_bytes is None
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # What the job was charged against its tenant's daily quota, and when (shared.quota): None when nothing was
     # (no quota, Redis unreachable, not fetched yet) or once it has been given back.

@@ -57,7 +57,7 @@ def change_job(platform: Platform, job_id: str, status: JobStatus, update: Calla
         refund = quota.take_charge(job) if made_nothing else None
         # a job by image_url never recorded (its attempts killed between charge and record) holds no charge, but its
         # attempts' notes do (``shared.quota``): they went back to no one when it ended worker_lost
-        unrecorded = made_nothing and job.input_url is not None and job.input_format is None
+        unrecorded = made_nothing and job.awaiting_fetch
         session.flush()
         session.refresh(job)
         session.expunge(job)

@@ -83,7 +83,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         with lease_kept(ctx, job_id), scratch("job") as tmp:
             started = time.monotonic()
             source_path = Path(tmp) / "input"
-            if job.input_url and job.input_bytes is None:
+            if job.awaiting_fetch:
                 _fetch_input(ctx, job)
             ctx.storage.download(job.input_key, source_path)
             download_s = time.monotonic() - started

@@ -13,11 +13,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.auth import current_tenant
 from api.errors import ApiError
 from api.openapi import operation
+from api.quotas import active_limit, rate_limit
 from api.routes.webhooks import NO_STORE
 from api.schemas import Problem
 from api.services import services
 from shared import jobs, quota
-from shared.tenants import own_or_default
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("usage", __name__, url_prefix="/v1/usage")
@@ -77,9 +77,8 @@ def get_usage():
         used = None
     body = Usage(
         tenant=tenant.name,
-        requests=RequestUsage(limit_per_minute=_limit(own_or_default(tenant.rate_limit,
-                                                                     settings.rate_limit_per_minute))),
-        active_jobs=ActiveJobUsage(**active, limit=_limit(own_or_default(tenant.max_active, settings.max_active_jobs))),
+        requests=RequestUsage(limit_per_minute=_limit(rate_limit(tenant, settings))),
+        active_jobs=ActiveJobUsage(**active, limit=_limit(active_limit(tenant, settings))),
         daily=DailyUsage(used_megapixels=None if used is None else round(used, 6),
                          limit_megapixels=_limit(daily_limit),
                          remaining_megapixels=None if used is None or daily_limit <= 0
